@@ -1,0 +1,150 @@
+//! The traits that connectors implement, and the registry the server fills.
+//!
+//! A connector turns the options of a `CREATE SOURCE ... WITH (...)` statement into a
+//! stream of Arrow batches with exactly the declared schema. It knows nothing of watermarks,
+//! operators or pgwire: the engine wraps every source stream in a
+//! [`crate::operators::source::SourceOperator`] that computes watermarks and counts rows.
+//!
+//! Malformed input rows must never fail the stream: a connector skips them and records them in
+//! the [`SourceMetrics`] it was given, so the engine can report them to the user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::stream::BoxStream;
+
+/// Options of a `WITH (...)` clause. Keys are lower-cased and unquoted; values are unquoted.
+pub type ConnectorOptions = BTreeMap<String, String>;
+
+/// Errors a connector reports, both at `CREATE SOURCE` time and while reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// An option is missing, unknown or has a bad value (a user mistake: SQLSTATE 22023/42601).
+    #[error("{0}")]
+    InvalidOption(String),
+    /// The connector cannot do what the options ask (SQLSTATE 0A000).
+    #[error("feature not supported: {0}")]
+    Unsupported(String),
+    /// Reading the external system failed (a file vanished, a broker is down).
+    #[error("{0}")]
+    Io(String),
+    /// Arrow or DataFusion failed while decoding.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+pub type ConnectorResult<T> = Result<T, ConnectorError>;
+
+/// A stream of batches whose schema equals the declared source schema.
+pub type BatchStream = BoxStream<'static, ConnectorResult<RecordBatch>>;
+
+/// What a connector needs to open one reader of a source.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The source's name in the catalog (for messages).
+    pub source_name: String,
+    /// The declared schema; every batch must have exactly this schema.
+    pub schema: SchemaRef,
+    /// The `WITH (...)` options.
+    pub options: ConnectorOptions,
+    /// Counters the connector must update.
+    pub metrics: Arc<SourceMetrics>,
+    /// Preferred number of rows per batch.
+    pub batch_size: usize,
+}
+
+/// An opened source: its batches and whether they end.
+pub struct SourceReader {
+    pub stream: BatchStream,
+    /// True when the stream ends by itself (a file read once, `events.max`).
+    pub bounded: bool,
+}
+
+/// A source connector (`file`, `nexmark`, ...). One instance serves every source using it.
+pub trait SourceConnector: Send + Sync + 'static {
+    /// The name used in `connector = '...'`.
+    fn name(&self) -> &'static str;
+
+    /// Other accepted names (Flink's `filesystem` for `file`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The schema to use when `CREATE SOURCE` lists no columns, if the connector knows one
+    /// (nexmark does; files do not).
+    fn default_schema(&self, _options: &ConnectorOptions) -> ConnectorResult<Option<SchemaRef>> {
+        Ok(None)
+    }
+
+    /// Checks the options and the declared schema at `CREATE SOURCE` time, so that mistakes
+    /// are reported when the source is declared, not when a query first reads it.
+    fn validate(&self, schema: &SchemaRef, options: &ConnectorOptions) -> ConnectorResult<()>;
+
+    /// Opens a reader. Called once per query that reads the source.
+    fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader>;
+}
+
+/// Row counters of one source reader, shared between the connector and the engine.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    rows: AtomicU64,
+    malformed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl SourceMetrics {
+    pub fn add_rows(&self, n: u64) {
+        self.rows.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records a skipped malformed row; the first message is kept for the report.
+    pub fn add_malformed(&self, message: impl FnOnce() -> String) {
+        if self.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Ok(mut first) = self.first_error.lock() {
+                *first = Some(message());
+            }
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// The connectors a server knows, by name and alias.
+#[derive(Default, Clone)]
+pub struct ConnectorRegistry {
+    sources: HashMap<String, Arc<dyn SourceConnector>>,
+}
+
+impl ConnectorRegistry {
+    pub fn register_source(&mut self, connector: Arc<dyn SourceConnector>) {
+        for alias in connector.aliases() {
+            self.sources.insert(alias.to_string(), Arc::clone(&connector));
+        }
+        self.sources.insert(connector.name().to_string(), connector);
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Arc<dyn SourceConnector>> {
+        self.sources.get(&name.to_ascii_lowercase())
+    }
+
+    /// Names of the registered connectors, for error messages.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.sources.values().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
