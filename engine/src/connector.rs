@@ -2,8 +2,8 @@
 //!
 //! A connector turns the options of a `CREATE SOURCE ... WITH (...)` statement into a
 //! stream of Arrow batches with exactly the declared schema. It knows nothing of watermarks,
-//! operators or pgwire: the engine wraps every source stream in a
-//! [`crate::operators::source::SourceOperator`] that computes watermarks and counts rows.
+//! operators or pgwire: the engine runs every source stream in a source task
+//! ([`crate::operators::source`]) that computes watermarks and counts rows.
 //!
 //! Malformed input rows must never fail the stream: a connector skips them and records them in
 //! the [`SourceMetrics`] it was given, so the engine can report them to the user.
@@ -102,10 +102,10 @@ impl SourceMetrics {
 
     /// Records a skipped malformed row; the first message is kept for the report.
     pub fn add_malformed(&self, message: impl FnOnce() -> String) {
-        if self.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
-            if let Ok(mut first) = self.first_error.lock() {
-                *first = Some(message());
-            }
+        if self.malformed.fetch_add(1, Ordering::Relaxed) == 0
+            && let Ok(mut first) = self.first_error.lock()
+        {
+            *first = Some(message());
         }
     }
 
@@ -131,7 +131,8 @@ pub struct ConnectorRegistry {
 impl ConnectorRegistry {
     pub fn register_source(&mut self, connector: Arc<dyn SourceConnector>) {
         for alias in connector.aliases() {
-            self.sources.insert(alias.to_string(), Arc::clone(&connector));
+            self.sources
+                .insert(alias.to_string(), Arc::clone(&connector));
         }
         self.sources.insert(connector.name().to_string(), connector);
     }

@@ -1,6 +1,21 @@
 //! Eddy's streaming SQL engine: SQL text to a streaming plan to a running dataflow.
 //!
 //! The engine knows nothing of pgwire or of the server's files: the server hands it statements
-//! and a catalog, and receives streams of Arrow batches.
+//! (through a [`session::Session`]) and receives streams of Arrow batches.
 
+pub mod catalog;
 pub mod connector;
+pub mod error;
+pub mod operators;
+pub mod plan;
+pub mod runtime;
+pub mod session;
+pub mod sql;
+pub mod state;
+pub mod table;
+pub mod vars;
+
+/// The Postgres version Eddy reports to clients (drivers adapt their behaviour to it).
+pub const SERVER_VERSION: &str = "16.6";
+/// `server_version_num` for the same version.
+pub const SERVER_VERSION_NUM: &str = "160006";

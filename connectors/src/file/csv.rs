@@ -1,0 +1,168 @@
+//! CSV decoding of a byte region of a file into a [`TextBatchBuilder`].
+//!
+//! Records are parsed by the `csv` crate (`flexible`, so a record with the wrong number of
+//! fields is a malformed row rather than a parser error). Columns are matched by position; a
+//! record must have exactly one field per declared column. Blank lines (empty or whitespace
+//! only) are skipped. A UTF-8 byte order mark at the start of a file is ignored by the caller.
+//!
+//! Regions arrive in chunks that end at a line break, but a quoted field may contain line
+//! breaks, so a chunk's last record may be unfinished. To tell, the region is parsed with one
+//! extra "sentinel" byte after it: if the last record is complete the sentinel starts a record
+//! of its own; if a quoted field is still open the sentinel lands inside it. An unfinished
+//! record is left unconsumed and parsed again with the next chunk.
+
+use ::csv::{ByteRecord, ReaderBuilder};
+use std::io::Read;
+
+use eddy_engine::connector::{ConnectorError, ConnectorResult};
+
+use super::decode::TextBatchBuilder;
+use super::options::CsvOptions;
+
+/// Parses CSV regions with one dialect.
+pub(crate) struct CsvDecoder {
+    delimiter: u8,
+    quote: Option<u8>,
+    /// A byte that is neither the delimiter, the quote nor a line break.
+    sentinel: u8,
+}
+
+/// Per-file parsing state that outlives a chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CsvFileState {
+    /// The next non-blank record is the header and is skipped.
+    pub header_pending: bool,
+}
+
+impl CsvDecoder {
+    pub(crate) fn new(options: &CsvOptions) -> Self {
+        let sentinel = [b'x', b'y', b'z']
+            .into_iter()
+            .find(|b| *b != options.delimiter && Some(*b) != options.quote)
+            .unwrap_or(b'x');
+        Self {
+            delimiter: options.delimiter,
+            quote: options.quote,
+            sentinel,
+        }
+    }
+
+    /// Decodes the records of `region`, whose first byte is on line `first_line` of the file.
+    ///
+    /// When `last` is false, `region` ends with a line break and more of the file may follow;
+    /// an unfinished last record is then left unconsumed. Returns how many bytes of `region`
+    /// were consumed.
+    pub(crate) fn decode(
+        &self,
+        region: &[u8],
+        last: bool,
+        first_line: u64,
+        state: &mut CsvFileState,
+        out: &mut TextBatchBuilder<'_>,
+    ) -> ConnectorResult<usize> {
+        let mut builder = ReaderBuilder::new();
+        builder
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(true);
+        match self.quote {
+            Some(quote) => builder.quote(quote),
+            None => builder.quoting(false),
+        };
+        let sentinel = [self.sentinel];
+        let tail: &[u8] = if last { &[] } else { &sentinel };
+        let mut reader = builder.from_reader(region.chain(tail));
+
+        // Each record is decoded only once the next one has been read, since only then is it
+        // known to be complete.
+        let mut current = ByteRecord::new();
+        let mut previous = ByteRecord::new();
+        let mut have_previous = false;
+        loop {
+            match reader.read_byte_record(&mut current) {
+                Ok(true) => {
+                    if have_previous {
+                        self.decode_record(&previous, region, first_line, state, out)?;
+                    }
+                    std::mem::swap(&mut current, &mut previous);
+                    have_previous = true;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    return Err(ConnectorError::Io(format!(
+                        "{}: cannot parse CSV: {e}",
+                        out.file()
+                    )));
+                }
+            }
+        }
+        if !have_previous {
+            return Ok(region.len());
+        }
+        if last {
+            self.decode_record(&previous, region, first_line, state, out)?;
+            return Ok(region.len());
+        }
+        let start = record_start(&previous);
+        if start >= region.len() {
+            // The last record is the sentinel: everything before it was complete.
+            Ok(region.len())
+        } else {
+            Ok(start)
+        }
+    }
+
+    fn decode_record(
+        &self,
+        record: &ByteRecord,
+        region: &[u8],
+        first_line: u64,
+        state: &mut CsvFileState,
+        out: &mut TextBatchBuilder<'_>,
+    ) -> ConnectorResult<()> {
+        if record.len() == 1
+            && record
+                .get(0)
+                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
+        {
+            return Ok(());
+        }
+        if state.header_pending {
+            state.header_pending = false;
+            return Ok(());
+        }
+        let line = record_line(record, region, first_line);
+        if record.len() != out.columns() {
+            out.malformed(
+                line,
+                &format!("expected {} fields, found {}", out.columns(), record.len()),
+            )?;
+            return Ok(());
+        }
+        if let Some(index) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
+            out.malformed(line, &format!("field {} is not valid UTF-8", index + 1))?;
+            return Ok(());
+        }
+        out.push_row(line, record.iter().map(|f| std::str::from_utf8(f).ok()))
+    }
+}
+
+fn record_start(record: &ByteRecord) -> usize {
+    record
+        .position()
+        .map(|p| usize::try_from(p.byte()).unwrap_or(usize::MAX))
+        .unwrap_or(0)
+}
+
+/// The line a record starts on. The parser reports the line after the previous record, which
+/// is earlier when blank lines come in between.
+fn record_line(record: &ByteRecord, region: &[u8], first_line: u64) -> u64 {
+    let relative = record.position().map(|p| p.line()).unwrap_or(1);
+    let start = record_start(record).min(region.len());
+    let blank_lines = region[start..]
+        .iter()
+        .take_while(|b| matches!(b, b'\n' | b'\r'))
+        .filter(|b| **b == b'\n')
+        .count() as u64;
+    first_line + relative.saturating_sub(1) + blank_lines
+}

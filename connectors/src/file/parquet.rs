@@ -1,0 +1,141 @@
+//! Parquet decoding: the declared columns of a Parquet file, by name, cast to their declared
+//! types.
+//!
+//! Columns are matched by name (exactly, else ignoring ASCII case); only they are decoded. A
+//! declared column the file lacks, or whose type cannot be cast to the declared one, is an
+//! error when the file is opened. Values that do not survive the cast (an overflowing number)
+//! make their row malformed, as for text formats. Files are read with the synchronous reader,
+//! one batch per call, so callers run [`ParquetCursor::next_batch`] on a blocking thread.
+
+use std::fs::File;
+use std::path::Path;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use eddy_engine::connector::{ConnectorError, ConnectorResult};
+
+use super::decode::{DecodeConfig, RowOrigin, RowPositions, conform};
+
+/// Reading position in one Parquet file.
+pub(crate) struct ParquetCursor {
+    reader: ParquetRecordBatchReader,
+    /// For each declared column, its index in the reader's (projected) batches.
+    columns: Vec<usize>,
+    /// Rows read so far, to number rows in messages.
+    rows_read: u64,
+}
+
+impl ParquetCursor {
+    /// Opens `path` and checks it has every declared column.
+    pub(crate) fn open(path: &Path, config: &DecodeConfig) -> ConnectorResult<Self> {
+        let file = File::open(path)
+            .map_err(|e| ConnectorError::Io(format!("cannot open '{}': {e}", path.display())))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+            ConnectorError::Io(format!(
+                "'{}' is not a readable Parquet file: {e}",
+                path.display()
+            ))
+        })?;
+        let file_schema = builder.schema().clone();
+        let roots = resolve_columns(path, &file_schema, config)?;
+        let mut projected: Vec<usize> = roots.clone();
+        projected.sort_unstable();
+        projected.dedup();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), projected.iter().copied());
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(config.batch_size)
+            .build()
+            .map_err(|e| ConnectorError::Io(format!("cannot read '{}': {e}", path.display())))?;
+        // The projection keeps the file's column order; find each declared column in it.
+        let columns = roots
+            .iter()
+            .map(|root| projected.iter().position(|p| p == root).unwrap_or(0))
+            .collect();
+        Ok(Self {
+            reader,
+            columns,
+            rows_read: 0,
+        })
+    }
+
+    /// Decodes the next batch (up to `batch_size` rows, fewer once malformed rows are dropped);
+    /// `None` at the end of the file.
+    pub(crate) fn next_batch(
+        &mut self,
+        file: &str,
+        config: &DecodeConfig,
+    ) -> ConnectorResult<Option<RecordBatch>> {
+        let Some(batch) = self.reader.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| ConnectorError::Io(format!("cannot read '{file}': {e}")))?;
+        let inputs: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let rows = batch.num_rows() as u64;
+        let positions: Vec<u64> = (self.rows_read + 1..=self.rows_read + rows).collect();
+        self.rows_read += rows;
+        let at = RowPositions {
+            file,
+            origin: RowOrigin::Row,
+            positions: &positions,
+        };
+        conform(&config.schema, inputs, &at, &config.metrics).map(Some)
+    }
+}
+
+/// The root column index in the file of each declared column.
+fn resolve_columns(
+    path: &Path,
+    file_schema: &Schema,
+    config: &DecodeConfig,
+) -> ConnectorResult<Vec<usize>> {
+    let fields = file_schema.fields();
+    config
+        .schema
+        .fields()
+        .iter()
+        .map(|declared| {
+            let name = declared.name();
+            let index = fields
+                .iter()
+                .position(|f| f.name() == name)
+                .or_else(|| {
+                    fields
+                        .iter()
+                        .position(|f| f.name().eq_ignore_ascii_case(name))
+                })
+                .ok_or_else(|| {
+                    let available: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                    ConnectorError::InvalidOption(format!(
+                        "Parquet file '{}' has no column '{name}' (it has: {})",
+                        path.display(),
+                        available.join(", ")
+                    ))
+                })?;
+            let found = fields[index].data_type();
+            if !can_cast_types(found, declared.data_type()) {
+                return Err(ConnectorError::Unsupported(format!(
+                    "column '{name}' of Parquet file '{}' is {found}, which cannot be read as {}",
+                    path.display(),
+                    declared.data_type()
+                )));
+            }
+            Ok(index)
+        })
+        .collect()
+}
+
+/// Checks that the Parquet file at `path` has the declared columns (used at `CREATE SOURCE`).
+pub(crate) fn check_file(path: &Path, config: &DecodeConfig) -> ConnectorResult<()> {
+    ParquetCursor::open(path, config).map(|_| ())
+}

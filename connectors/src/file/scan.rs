@@ -1,0 +1,329 @@
+//! The stream of one file source: every file its path names, in name order, and — when
+//! following — the files and lines that appear later.
+//!
+//! A [`FileScan`] lists the path, then reads the files one after the other, each in steps of
+//! at most a chunk (text) or a batch (Parquet) run on tokio's blocking pool, so worker threads
+//! never wait on the disk. Rows keep their file order; nothing is sorted. When following, after
+//! a round over every file with new data it lists the path again: new files join at the end
+//! (in name order), text files that grew are read on from where they stopped, and a round that
+//! read nothing sleeps [`POLL_INTERVAL`] first. A new Parquet file is read once its size has not
+//! changed between two listings (it is probably still being written otherwise). Dropping the
+//! stream cancels it; a step already on a blocking thread finishes and is discarded.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_engine::connector::{ConnectorError, ConnectorResult};
+
+use super::decode::DecodeConfig;
+use super::listing::{ListedFile, PathSpec};
+use super::options::FileFormat;
+use super::parquet::ParquetCursor;
+use super::text::{Progress, StepOutput, TextCursor, TextDecoder};
+
+/// How long a following source waits before looking for new data again.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What every step of a scan needs, shared with the blocking threads.
+pub(crate) struct ScanConfig {
+    pub spec: PathSpec,
+    pub format: FileFormat,
+    /// The text decoder; `None` for Parquet.
+    pub decoder: Option<TextDecoder>,
+    pub decode: DecodeConfig,
+    pub csv_header: bool,
+    pub follow: bool,
+}
+
+/// Where reading one file stands.
+enum FileState {
+    Text(Box<TextCursor>),
+    /// A Parquet file not opened yet.
+    ParquetPending,
+    ParquetOpen(Box<ParquetCursor>),
+    /// A Parquet file found while following, with its size at the last listing.
+    ParquetSettling(u64),
+    /// Read completely (or gone); never read again.
+    Finished,
+    /// Moved to a blocking thread for a step.
+    InUse,
+}
+
+struct TrackedFile {
+    path: PathBuf,
+    display: Arc<str>,
+    state: FileState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The path has not been listed yet.
+    Start,
+    /// Reading the files in `queue`.
+    Read,
+    /// Following: waiting for, and looking for, new data.
+    Poll,
+    Finished,
+}
+
+/// The state of one source stream.
+pub(crate) struct FileScan {
+    config: Arc<ScanConfig>,
+    files: Vec<TrackedFile>,
+    known: HashSet<PathBuf>,
+    /// Indices into `files` with data to read, in reading order.
+    queue: VecDeque<usize>,
+    ready: VecDeque<RecordBatch>,
+    phase: Phase,
+    read_since_poll: bool,
+}
+
+impl FileScan {
+    pub(crate) fn new(config: ScanConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+            files: Vec::new(),
+            known: HashSet::new(),
+            queue: VecDeque::new(),
+            ready: VecDeque::new(),
+            phase: Phase::Start,
+            read_since_poll: false,
+        }
+    }
+
+    /// The next batch; `None` once a bounded scan has read everything (or failed).
+    pub(crate) async fn next_batch(&mut self) -> Option<ConnectorResult<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                self.config.decode.metrics.add_rows(batch.num_rows() as u64);
+                return Some(Ok(batch));
+            }
+            match self.advance().await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.phase = Phase::Finished;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Does one unit of work; `false` when there is nothing left to do.
+    async fn advance(&mut self) -> ConnectorResult<bool> {
+        match self.phase {
+            Phase::Start => {
+                let listing = self.list().await?;
+                if listing.is_empty() && matches!(self.config.spec, PathSpec::File(_)) {
+                    return Err(ConnectorError::Io(format!(
+                        "no file matches path '{}'",
+                        spec_text(&self.config.spec)
+                    )));
+                }
+                for file in listing {
+                    let index = self.track(file.path, false, file.size);
+                    self.queue.push_back(index);
+                }
+                self.phase = Phase::Read;
+            }
+            Phase::Read => match self.queue.pop_front() {
+                Some(index) => {
+                    let output = self.step(index).await?;
+                    self.read_since_poll |= output.read_bytes;
+                    self.ready.extend(output.batches);
+                    if output.progress == Progress::More {
+                        self.queue.push_front(index);
+                    }
+                }
+                None if self.config.follow => self.phase = Phase::Poll,
+                None => self.phase = Phase::Finished,
+            },
+            Phase::Poll => {
+                if !self.read_since_poll {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                self.read_since_poll = false;
+                let listing = self.list().await?;
+                self.schedule(listing);
+                self.phase = Phase::Read;
+            }
+            Phase::Finished => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Lists the path on a blocking thread. (A method on `&self` would make the stream's
+    /// future hold a `&FileScan`, which is not `Sync`: Parquet readers are not.)
+    fn list(&self) -> impl Future<Output = ConnectorResult<Vec<ListedFile>>> + Send + 'static {
+        let config = Arc::clone(&self.config);
+        blocking(move || config.spec.list())
+    }
+
+    /// Starts tracking a file; `settle` makes a Parquet file wait for its size to settle.
+    fn track(&mut self, path: PathBuf, settle: bool, size: u64) -> usize {
+        let display: Arc<str> = Arc::from(path.display().to_string());
+        let state = match self.config.format {
+            FileFormat::Parquet if settle => FileState::ParquetSettling(size),
+            FileFormat::Parquet => FileState::ParquetPending,
+            FileFormat::Csv | FileFormat::Json => FileState::Text(Box::new(TextCursor::new(
+                path.clone(),
+                Arc::clone(&display),
+                self.config.csv_header,
+            ))),
+        };
+        self.known.insert(path.clone());
+        self.files.push(TrackedFile {
+            path,
+            display,
+            state,
+        });
+        self.files.len() - 1
+    }
+
+    /// Queues the files that changed since the last listing, then the new ones.
+    fn schedule(&mut self, listing: Vec<ListedFile>) {
+        let mut sizes = std::collections::HashMap::with_capacity(listing.len());
+        let mut new_files = Vec::new();
+        for file in listing {
+            if self.known.contains(&file.path) {
+                sizes.insert(file.path, file.size);
+            } else {
+                new_files.push(file);
+            }
+        }
+        for index in 0..self.files.len() {
+            let file = &mut self.files[index];
+            let size = sizes.get(&file.path).copied();
+            match (&mut file.state, size) {
+                (FileState::Finished | FileState::InUse, _) => {}
+                (FileState::Text(cursor), Some(size)) => {
+                    if size != cursor.read_offset() {
+                        self.queue.push_back(index);
+                    }
+                }
+                (FileState::ParquetSettling(last), Some(size)) => {
+                    if *last == size {
+                        file.state = FileState::ParquetPending;
+                        self.queue.push_back(index);
+                    } else {
+                        *last = size;
+                    }
+                }
+                (FileState::ParquetPending | FileState::ParquetOpen(_), Some(_)) => {}
+                // Gone (deleted or renamed): should it come back, it is a new file.
+                (_, None) => {
+                    file.state = FileState::Finished;
+                    self.known.remove(&file.path);
+                }
+            }
+        }
+        for file in new_files {
+            let index = self.track(file.path, true, file.size);
+            if !matches!(self.files[index].state, FileState::ParquetSettling(_)) {
+                self.queue.push_back(index);
+            }
+        }
+    }
+
+    /// Runs one step over file `index` on a blocking thread.
+    async fn step(&mut self, index: usize) -> ConnectorResult<StepOutput> {
+        let Some(file) = self.files.get_mut(index) else {
+            return Err(ConnectorError::Io(format!("file scan lost file #{index}")));
+        };
+        let state = std::mem::replace(&mut file.state, FileState::InUse);
+        let display = Arc::clone(&file.display);
+        let path = file.path.clone();
+        let config = Arc::clone(&self.config);
+        let (state, output) = blocking(move || step_file(state, &path, &display, &config)).await?;
+        if let Some(file) = self.files.get_mut(index) {
+            file.state = state;
+        }
+        Ok(output)
+    }
+}
+
+/// One step over one file: a chunk of text or a batch of Parquet.
+fn step_file(
+    state: FileState,
+    path: &std::path::Path,
+    display: &str,
+    config: &ScanConfig,
+) -> ConnectorResult<(FileState, StepOutput)> {
+    match state {
+        FileState::Text(mut cursor) => {
+            let Some(decoder) = &config.decoder else {
+                return Err(ConnectorError::Io(format!(
+                    "no text decoder for '{display}'"
+                )));
+            };
+            let output = cursor.step(decoder, &config.decode, config.follow)?;
+            let state = if output.progress == Progress::Done {
+                FileState::Finished
+            } else {
+                FileState::Text(cursor)
+            };
+            Ok((state, output))
+        }
+        FileState::ParquetPending => {
+            let cursor = ParquetCursor::open(path, &config.decode)?;
+            parquet_step(Box::new(cursor), display, config)
+        }
+        FileState::ParquetOpen(cursor) => parquet_step(cursor, display, config),
+        other @ (FileState::ParquetSettling(_) | FileState::Finished | FileState::InUse) => Ok((
+            other,
+            StepOutput {
+                batches: Vec::new(),
+                progress: Progress::Done,
+                read_bytes: false,
+            },
+        )),
+    }
+}
+
+fn parquet_step(
+    mut cursor: Box<ParquetCursor>,
+    display: &str,
+    config: &ScanConfig,
+) -> ConnectorResult<(FileState, StepOutput)> {
+    Ok(match cursor.next_batch(display, &config.decode)? {
+        Some(batch) => (
+            FileState::ParquetOpen(cursor),
+            StepOutput {
+                batches: if batch.num_rows() > 0 {
+                    vec![batch]
+                } else {
+                    Vec::new()
+                },
+                progress: Progress::More,
+                read_bytes: true,
+            },
+        ),
+        None => (
+            FileState::Finished,
+            StepOutput {
+                batches: Vec::new(),
+                progress: Progress::Done,
+                read_bytes: true,
+            },
+        ),
+    })
+}
+
+fn spec_text(spec: &PathSpec) -> String {
+    match spec {
+        PathSpec::File(path) | PathSpec::Folder(path) => path.display().to_string(),
+        PathSpec::Glob(pattern) => pattern.clone(),
+    }
+}
+
+/// Runs blocking file-system work off the tokio worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ConnectorResult<T> + Send + 'static,
+) -> ConnectorResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ConnectorError::Io(format!("file reader task failed: {e}")))?
+}

@@ -1,0 +1,738 @@
+//! Tests of the file connector over small files written to a fresh temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::parquet::arrow::ArrowWriter;
+use eddy_engine::connector::{
+    BatchStream, ConnectorError, ConnectorOptions, SourceConnector, SourceContext, SourceMetrics,
+};
+use futures::StreamExt;
+
+use super::FileConnector;
+use super::csv::{CsvDecoder, CsvFileState};
+use super::decode::{DecodeConfig, TextBatchBuilder};
+use super::options::CsvOptions;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A folder under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "eddy-file-{name}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+
+    fn append(&self, name: &str, contents: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.0.join(name))
+            .unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn schema(columns: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, data_type)| Field::new(*name, data_type.clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn ts_ms() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, None)
+}
+
+fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn open(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    batch_size: usize,
+) -> (BatchStream, bool, Arc<SourceMetrics>) {
+    FileConnector.validate(schema, &options).unwrap();
+    let metrics = Arc::new(SourceMetrics::default());
+    let reader = FileConnector
+        .open(SourceContext {
+            source_name: "test".to_string(),
+            schema: Arc::clone(schema),
+            options,
+            metrics: Arc::clone(&metrics),
+            batch_size,
+        })
+        .unwrap();
+    (reader.stream, reader.bounded, metrics)
+}
+
+/// Reads a bounded source to its end.
+async fn read_all(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+) -> (Vec<RecordBatch>, Arc<SourceMetrics>) {
+    let (stream, bounded, metrics) = open(schema, options, 1024);
+    assert!(bounded);
+    let batches = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("bounded stream ends")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    for batch in &batches {
+        assert_eq!(
+            &batch.schema(),
+            schema,
+            "every batch has the declared schema"
+        );
+    }
+    (batches, metrics)
+}
+
+/// Each row as `a|b|c`, NULL spelled `NULL`.
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| {
+                    if c.is_null(row) {
+                        "NULL".to_string()
+                    } else {
+                        array_value_to_string(c, row).unwrap()
+                    }
+                })
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+fn bids_schema() -> SchemaRef {
+    schema(&[
+        ("auction", DataType::Int64),
+        ("channel", DataType::Utf8),
+        ("date_time", ts_ms()),
+    ])
+}
+
+#[tokio::test]
+async fn csv_with_header() {
+    let dir = TempDir::new("header");
+    let path = dir.write(
+        "bids.csv",
+        "auction,channel,date_time\n1,web,2023-05-06T16:51:00\n2,app,2023-05-06 16:51:01.5\n",
+    );
+    let (batches, metrics) = read_all(
+        &bids_schema(),
+        options(&[("path", &path), ("format", "csv"), ("header", "true")]),
+    )
+    .await;
+    assert_eq!(
+        rows(&batches),
+        ["1|web|2023-05-06T16:51:00", "2|app|2023-05-06T16:51:01.500"]
+    );
+    assert_eq!(metrics.rows(), 2);
+    assert_eq!(metrics.malformed(), 0);
+}
+
+#[tokio::test]
+async fn csv_without_header_reads_the_first_line_and_a_last_line_without_newline() {
+    let dir = TempDir::new("noheader");
+    let path = dir.write(
+        "bids.csv",
+        "1,web,2023-05-06T16:51:00\n2,app,2023-05-06T16:52:00",
+    );
+    // The format comes from the extension.
+    let (batches, metrics) = read_all(&bids_schema(), options(&[("path", &path)])).await;
+    assert_eq!(
+        rows(&batches),
+        ["1|web|2023-05-06T16:51:00", "2|app|2023-05-06T16:52:00"]
+    );
+    assert_eq!(metrics.malformed(), 0);
+}
+
+#[tokio::test]
+async fn csv_delimiters_quotes_crlf_and_bom() {
+    let dir = TempDir::new("delim");
+    let semi = dir.write(
+        "semi.csv",
+        "\u{feff}1;\"a;b\";2023-05-06T16:51:00\r\n2;\"say \"\"hi\"\"\";2023-05-06T16:51:01\r\n",
+    );
+    let pipe = dir.write("pipe.csv", "1|x,y|2023-05-06T16:51:00\n");
+    let (batches, metrics) = read_all(
+        &bids_schema(),
+        options(&[("path", &semi), ("delimiter", ";")]),
+    )
+    .await;
+    assert_eq!(
+        rows(&batches),
+        [
+            "1|a;b|2023-05-06T16:51:00",
+            "2|say \"hi\"|2023-05-06T16:51:01"
+        ]
+    );
+    assert_eq!(metrics.malformed(), 0);
+    let (batches, _) = read_all(
+        &bids_schema(),
+        options(&[("path", &pipe), ("csv.field-delimiter", "|")]),
+    )
+    .await;
+    assert_eq!(rows(&batches), ["1|x,y|2023-05-06T16:51:00"]);
+}
+
+#[tokio::test]
+async fn null_value_rule() {
+    let dir = TempDir::new("nulls");
+    let path = dir.write("n.csv", "NULL,NULL,NULL\n,,\n 7 ,,2023-05-06T16:51:00\n");
+    let s = bids_schema();
+
+    // Without null_value: empty is NULL only outside string columns; `NULL` is text.
+    let (batches, metrics) = read_all(&s, options(&[("path", &path)])).await;
+    assert_eq!(rows(&batches), ["NULL||NULL", "7||2023-05-06T16:51:00"]);
+    assert_eq!(metrics.malformed(), 1, "NULL is not a BIGINT");
+
+    // null_value = 'NULL': the text is NULL in every column.
+    let (batches, metrics) =
+        read_all(&s, options(&[("path", &path), ("null_value", "NULL")])).await;
+    assert_eq!(
+        rows(&batches),
+        ["NULL|NULL|NULL", "NULL||NULL", "7||2023-05-06T16:51:00"]
+    );
+    assert_eq!(metrics.malformed(), 0);
+
+    // null_value = '': empty fields are NULL in string columns too, and `NULL` is text again.
+    let (batches, metrics) =
+        read_all(&s, options(&[("path", &path), ("csv.null-literal", "")])).await;
+    assert_eq!(
+        rows(&batches),
+        ["NULL|NULL|NULL", "7|NULL|2023-05-06T16:51:00"]
+    );
+    assert_eq!(metrics.malformed(), 1);
+}
+
+#[tokio::test]
+async fn malformed_rows_are_counted_and_skipped() {
+    let dir = TempDir::new("malformed");
+    let path = dir.write(
+        "bad.csv",
+        "1,a,2023-05-06T16:51:00\n\
+         x,b,2023-05-06T16:51:00\n\
+         3,c,yesterday\n\
+         4,d\n\
+         \n\
+         5,e,2023-05-06T16:51:00,extra\n\
+         6,f,2023-05-06T16:51:06\n",
+    );
+    let (batches, metrics) = read_all(&bids_schema(), options(&[("path", &path)])).await;
+    assert_eq!(
+        rows(&batches),
+        ["1|a|2023-05-06T16:51:00", "6|f|2023-05-06T16:51:06"]
+    );
+    assert_eq!(metrics.rows(), 2);
+    assert_eq!(metrics.malformed(), 4);
+    let first = metrics.first_error().unwrap();
+    assert!(first.starts_with(&format!("{path}:2: ")), "{first}");
+    assert!(
+        first.contains("'x'") && first.contains("auction"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_line_numbers_follow_blank_lines_and_multiline_fields() {
+    let dir = TempDir::new("lines");
+    let path = dir.write("l.csv", "1,\"two\nlines\",2023-05-06T16:51:00\n\n\n4,d\n");
+    let (batches, metrics) = read_all(&bids_schema(), options(&[("path", &path)])).await;
+    assert_eq!(rows(&batches), ["1|two\nlines|2023-05-06T16:51:00"]);
+    assert_eq!(
+        metrics.first_error().unwrap(),
+        format!("{path}:5: expected 3 fields, found 2")
+    );
+}
+
+#[tokio::test]
+async fn timestamps_booleans_decimals_and_dates() {
+    let dir = TempDir::new("types");
+    let path = dir.write(
+        "t.csv",
+        "2023-05-06T16:51:00,2023-05-06 16:51:00.123456,2023-05-06T16:51:00Z,true,11.5,2023-05-06\n\
+         2023-05-06 16:51:00.5,2023-05-06T16:51:00,2023-05-06 18:51:00+02:00,F,11,2023-05-07\n\
+         2023-05-06 16:51:00,2023-05-06T16:51:00,2023-05-06T16:51:00,1,0.25,2023-05-08\n\
+         2023-05-06 16:51:00,2023-05-06T16:51:00,2023-05-06T16:51:00,maybe,1,2023-05-08\n",
+    );
+    let s = schema(&[
+        ("a", ts_ms()),
+        ("b", DataType::Timestamp(TimeUnit::Microsecond, None)),
+        (
+            "c",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        ),
+        ("d", DataType::Boolean),
+        ("e", DataType::Decimal128(10, 2)),
+        ("f", DataType::Date32),
+    ]);
+    let (batches, metrics) = read_all(&s, options(&[("path", &path)])).await;
+    assert_eq!(
+        rows(&batches),
+        [
+            "2023-05-06T16:51:00|2023-05-06T16:51:00.123456|2023-05-06T16:51:00Z|true|11.50|2023-05-06",
+            "2023-05-06T16:51:00.500|2023-05-06T16:51:00|2023-05-06T16:51:00Z|false|11.00|2023-05-07",
+            "2023-05-06T16:51:00|2023-05-06T16:51:00|2023-05-06T16:51:00Z|true|0.25|2023-05-08",
+        ]
+    );
+    assert_eq!(metrics.malformed(), 1, "'maybe' is not a boolean");
+}
+
+#[tokio::test]
+async fn not_null_columns_reject_nulls() {
+    let dir = TempDir::new("notnull");
+    let path = dir.write("n.csv", "1,a\n,b\n3,c\n");
+    let s = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8View, true),
+    ]));
+    let (batches, metrics) = read_all(&s, options(&[("path", &path)])).await;
+    assert_eq!(rows(&batches), ["1|a", "3|c"]);
+    assert_eq!(metrics.malformed(), 1);
+    assert!(
+        metrics
+            .first_error()
+            .unwrap()
+            .contains(":2: column 'id' is NOT NULL")
+    );
+}
+
+#[tokio::test]
+async fn batches_hold_at_most_batch_size_rows() {
+    let dir = TempDir::new("batches");
+    let lines: String = (1..=10).map(|i| format!("{i}\n")).collect();
+    let path = dir.write("n.csv", &lines);
+    let s = schema(&[("n", DataType::Int32)]);
+    let (stream, _, metrics) = open(&s, options(&[("path", &path)]), 3);
+    let batches: Vec<RecordBatch> = stream.map(|b| b.unwrap()).collect().await;
+    let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+    assert_eq!(sizes, [3, 3, 3, 1]);
+    assert_eq!(metrics.rows(), 10);
+}
+
+#[tokio::test]
+async fn json_lines() {
+    let dir = TempDir::new("json");
+    let path = dir.write(
+        "events.jsonl",
+        "{\"auction\": 1, \"channel\": \"web\", \"date_time\": \"2023-05-06T16:51:00\"}\n\
+         {\"auction\": 2, \"date_time\": \"2023-05-06 16:51:01\"}\n\
+         \n\
+         {\"auction\": 3, \"channel\": \n\
+         [1, 2]\n\
+         {\"AUCTION\": \"4\", \"Channel\": {\"k\": [1]}, \"date_time\": null, \"other\": true}\n\
+         {\"auction\": 5.5, \"channel\": 5, \"date_time\": \"2023-05-06T16:51:05\"}\n",
+    );
+    let (batches, metrics) = read_all(&bids_schema(), options(&[("path", &path)])).await;
+    assert_eq!(
+        rows(&batches),
+        [
+            "1|web|2023-05-06T16:51:00",
+            "2|NULL|2023-05-06T16:51:01",
+            "4|{\"k\":[1]}|NULL"
+        ]
+    );
+    // The cut-off object, the array and 5.5 as a BIGINT.
+    assert_eq!(metrics.malformed(), 3);
+    assert!(
+        metrics
+            .first_error()
+            .unwrap()
+            .starts_with(&format!("{path}:4: invalid JSON"))
+    );
+}
+
+fn write_parquet(path: &str) {
+    let file_schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("unused", DataType::Int32, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(vec![1, 2, 3])),
+        Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+        Arc::new(TimestampMicrosecondArray::from(vec![
+            1_683_391_860_000_000,
+            1_683_391_861_000_000,
+            1_683_391_862_000_000,
+        ])),
+        Arc::new(Int32Array::from(vec![0, 0, 0])),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&file_schema), columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, file_schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[tokio::test]
+async fn parquet_round_trip_by_name_with_casts() {
+    let dir = TempDir::new("parquet");
+    let path = dir.join("data.parquet");
+    write_parquet(&path);
+    // Declared in another order and case, with wider types.
+    let s = schema(&[
+        ("TS", ts_ms()),
+        ("name", DataType::Utf8View),
+        ("id", DataType::Int64),
+    ]);
+    let (batches, metrics) = read_all(&s, options(&[("path", &path)])).await;
+    assert_eq!(
+        rows(&batches),
+        [
+            "2023-05-06T16:51:00|a|1",
+            "2023-05-06T16:51:01|NULL|2",
+            "2023-05-06T16:51:02|c|3"
+        ]
+    );
+    assert_eq!(metrics.rows(), 3);
+
+    let missing = schema(&[("id", DataType::Int64), ("price", DataType::Int64)]);
+    let err = FileConnector
+        .validate(&missing, &options(&[("path", &path)]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectorError::InvalidOption(m) if m.contains("no column 'price'")),
+        "{err}"
+    );
+    let err = FileConnector
+        .validate(&s, &options(&[("path", &path), ("header", "true")]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("applies only to format 'csv'"),
+        "{err}"
+    );
+    let binary = schema(&[("name", DataType::Binary)]);
+    FileConnector
+        .validate(&binary, &options(&[("path", &path)]))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn parquet_missing_column_fails_the_stream() {
+    let dir = TempDir::new("parquet-missing");
+    let folder = dir.path().join("p");
+    std::fs::create_dir(&folder).unwrap();
+    let pattern = format!("{}/*.parquet", folder.display());
+    let s = schema(&[("price", DataType::Int64)]);
+    // Nothing matches yet, so CREATE succeeds; the first query finds the column missing.
+    let (stream, _, _) = open(&s, options(&[("path", &pattern)]), 16);
+    write_parquet(&format!("{}/a.parquet", folder.display()));
+    let results: Vec<_> = stream.collect().await;
+    assert_eq!(results.len(), 1);
+    let err = results.into_iter().next().unwrap().unwrap_err();
+    assert!(err.to_string().contains("no column 'price'"), "{err}");
+}
+
+#[tokio::test]
+async fn folder_and_glob_read_files_in_name_order() {
+    let dir = TempDir::new("order");
+    dir.write("b.csv", "2\n3\n");
+    dir.write("a.csv", "1\n");
+    dir.write("c.csv", "4\n");
+    dir.write(".hidden.csv", "99\n");
+    dir.write("notes.txt", "98\n");
+    std::fs::create_dir(dir.path().join("sub.csv")).unwrap();
+    let s = schema(&[("n", DataType::Int64)]);
+
+    let folder = dir.path().display().to_string();
+    let (batches, _) = read_all(&s, options(&[("path", &folder), ("format", "csv")])).await;
+    assert_eq!(rows(&batches), ["1", "2", "3", "4", "98"]);
+
+    let glob = dir.join("*.csv");
+    let (batches, _) = read_all(&s, options(&[("path", &glob)])).await;
+    assert_eq!(rows(&batches), ["1", "2", "3", "4"]);
+
+    // A glob that matches nothing is a valid, empty source.
+    let none = dir.join("*.json");
+    let (batches, _) = read_all(&s, options(&[("path", &none)])).await;
+    assert!(batches.is_empty());
+
+    // A folder of mixed extensions needs an explicit format.
+    let err = FileConnector
+        .validate(&s, &options(&[("path", &folder)]))
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot infer the format"), "{err}");
+}
+
+/// The next batch's rows, failing the test after a timeout.
+async fn next_rows(stream: &mut BatchStream) -> Vec<String> {
+    let batch = tokio::time::timeout(TIMEOUT, stream.next())
+        .await
+        .expect("a batch arrives in time")
+        .expect("the stream goes on")
+        .unwrap();
+    rows(&[batch])
+}
+
+#[tokio::test]
+async fn follow_picks_up_appended_lines_and_new_files() {
+    let dir = TempDir::new("follow");
+    dir.write("a.csv", "1\n");
+    let s = schema(&[("n", DataType::Int64)]);
+    let glob = dir.join("*.csv");
+    let (mut stream, bounded, metrics) =
+        open(&s, options(&[("path", &glob), ("follow", "true")]), 1024);
+    assert!(!bounded);
+    assert_eq!(next_rows(&mut stream).await, ["1"]);
+
+    // Only complete lines are read: `3` waits for its line break.
+    dir.append("a.csv", "2\n3");
+    assert_eq!(next_rows(&mut stream).await, ["2"]);
+    dir.append("a.csv", "\nx\n");
+    assert_eq!(next_rows(&mut stream).await, ["3"]);
+
+    dir.write("b.csv", "4\n5\n");
+    assert_eq!(next_rows(&mut stream).await, ["4", "5"]);
+    assert_eq!(metrics.rows(), 5);
+    assert_eq!(metrics.malformed(), 1);
+
+    // Nothing more: the stream waits rather than ends.
+    let idle = tokio::time::timeout(Duration::from_millis(600), stream.next()).await;
+    assert!(idle.is_err(), "a following source does not end");
+}
+
+#[tokio::test]
+async fn follow_a_single_file() {
+    let dir = TempDir::new("follow-file");
+    let path = dir.write("log.jsonl", "");
+    let s = schema(&[("n", DataType::Int64)]);
+    let (mut stream, _, _) = open(&s, options(&[("path", &path), ("follow", "true")]), 1024);
+    dir.append("log.jsonl", "{\"n\": 1}\n{\"n\": 2}\n");
+    let mut seen = next_rows(&mut stream).await;
+    if seen.len() < 2 {
+        seen.extend(next_rows(&mut stream).await);
+    }
+    assert_eq!(seen, ["1", "2"]);
+}
+
+#[test]
+fn option_errors() {
+    let s = bids_schema();
+    let dir = TempDir::new("options");
+    let path = dir.write("bids.csv", "");
+    let p = path.as_str();
+    let txt = dir.write("bids.txt", "");
+
+    let err = FileConnector
+        .validate(&s, &options(&[("path", p), ("scan.startup.mode", "x")]))
+        .unwrap_err();
+    let ConnectorError::InvalidOption(message) = &err else {
+        panic!("{err}")
+    };
+    assert!(message.contains("'scan.startup.mode'"), "{message}");
+    assert!(
+        message.contains("path") && message.contains("null_value"),
+        "{message}"
+    );
+
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "'path' is required"),
+        (
+            &[("path", "/definitely/not/here.csv")],
+            "no file matches path '/definitely/not/here.csv'",
+        ),
+        (&[("path", p), ("format", "avro")], "'avro'"),
+        (&[("path", p), ("header", "yes")], "'header'"),
+        (&[("path", p), ("delimiter", ";;")], "one ASCII character"),
+        (
+            &[
+                ("path", p),
+                ("header", "true"),
+                ("csv.ignore-first-line", "true"),
+            ],
+            "give only one",
+        ),
+        (
+            &[("path", p), ("format", "json"), ("null_value", "NULL")],
+            "only to format 'csv'",
+        ),
+        (&[("path", txt.as_str())], "cannot infer the format"),
+        (&[("path", "data/[")], "invalid glob"),
+    ];
+    for (pairs, expected) in cases {
+        let err = FileConnector.validate(&s, &options(pairs)).unwrap_err();
+        assert!(
+            matches!(&err, ConnectorError::InvalidOption(m) if m.contains(expected)),
+            "{pairs:?}: {err}"
+        );
+    }
+
+    // Flink's spelling of the connector, options and a quoted-key `connector` entry.
+    FileConnector
+        .validate(
+            &s,
+            &options(&[
+                ("connector", "filesystem"),
+                ("path", p),
+                ("format", "csv"),
+                ("csv.ignore-first-line", "true"),
+                ("csv.quote-character", "'"),
+            ]),
+        )
+        .unwrap();
+}
+
+#[test]
+fn unsupported_types() {
+    let dir = TempDir::new("types-unsupported");
+    let path = dir.write("a.csv", "");
+    for data_type in [
+        DataType::Binary,
+        DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+        DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+    ] {
+        let s = schema(&[("c", data_type.clone())]);
+        let err = FileConnector
+            .validate(&s, &options(&[("path", &path)]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConnectorError::Unsupported(m) if m.contains("column 'c'")),
+            "{data_type}: {err}"
+        );
+    }
+}
+
+#[test]
+fn csv_region_keeps_an_unfinished_quoted_record() {
+    let s = schema(&[("n", DataType::Int64), ("t", DataType::Utf8)]);
+    let config = DecodeConfig {
+        schema: s,
+        null_value: None,
+        metrics: Default::default(),
+        batch_size: 100,
+    };
+    let decoder = CsvDecoder::new(&CsvOptions::default());
+    let mut state = CsvFileState {
+        header_pending: false,
+    };
+    let region = b"1,a\n2,\"b\nstill b\n";
+    let mut out = TextBatchBuilder::new(&config, "r.csv");
+    let consumed = decoder
+        .decode(region, false, 1, &mut state, &mut out)
+        .unwrap();
+    assert_eq!(
+        consumed, 4,
+        "the open quote keeps record 2 for the next chunk"
+    );
+    assert_eq!(rows(&out.finish().unwrap()), ["1|a"]);
+
+    let region = b"1,a\n2,\"b\nc\"\n";
+    let mut out = TextBatchBuilder::new(&config, "r.csv");
+    let consumed = decoder
+        .decode(region, false, 1, &mut state, &mut out)
+        .unwrap();
+    assert_eq!(consumed, region.len());
+    assert_eq!(rows(&out.finish().unwrap()), ["1|a", "2|b\nc"]);
+    assert_eq!(config.metrics.malformed(), 0);
+}
+
+#[tokio::test]
+async fn csv_record_spanning_chunks() {
+    let dir = TempDir::new("chunks");
+    // A quoted two-line field whose line break is in the first chunk and whose closing
+    // quote is in the second.
+    let record = "2,\"first line\nsecond line\"\n";
+    let prefix_len = super::text::CHUNK_BYTES - 20;
+    let filler = "1,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n";
+    let mut contents = String::new();
+    let mut count = 0;
+    while contents.len() + filler.len() + 4 <= prefix_len {
+        contents.push_str(filler);
+        count += 1;
+    }
+    let rest = prefix_len - contents.len();
+    contents.push_str(&format!("1,{}\n", "b".repeat(rest - 3)));
+    count += 1;
+    assert_eq!(contents.len(), prefix_len);
+    assert!(prefix_len + record.find('\n').unwrap() < super::text::CHUNK_BYTES);
+    assert!(prefix_len + record.len() > super::text::CHUNK_BYTES);
+    contents.push_str(record);
+    contents.push_str("3,end\n");
+    let path = dir.write("big.csv", &contents);
+    let s = schema(&[("n", DataType::Int64), ("t", DataType::Utf8)]);
+    let (batches, metrics) = read_all(&s, options(&[("path", &path)])).await;
+    let all = rows(&batches);
+    assert_eq!(all.len(), count + 2);
+    assert_eq!(all[count], "2|first line\nsecond line");
+    assert_eq!(all[count + 1], "3|end");
+    assert_eq!(metrics.malformed(), 0);
+}
+
+#[tokio::test]
+async fn follow_reads_new_parquet_files_once_written() {
+    let dir = TempDir::new("follow-parquet");
+    write_parquet(&dir.join("a.parquet"));
+    let s = schema(&[("id", DataType::Int64)]);
+    let glob = dir.join("*.parquet");
+    let (mut stream, bounded, _) = open(&s, options(&[("path", &glob), ("follow", "true")]), 1024);
+    assert!(!bounded);
+    assert_eq!(next_rows(&mut stream).await, ["1", "2", "3"]);
+    write_parquet(&dir.join("b.parquet"));
+    assert_eq!(next_rows(&mut stream).await, ["1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn follow_rereads_a_truncated_file() {
+    let dir = TempDir::new("follow-truncate");
+    let path = dir.write("log.csv", "1\n2\n");
+    let s = schema(&[("n", DataType::Int64)]);
+    let (mut stream, _, _) = open(&s, options(&[("path", &path), ("follow", "true")]), 1024);
+    assert_eq!(next_rows(&mut stream).await, ["1", "2"]);
+    dir.write("log.csv", "3\n");
+    assert_eq!(next_rows(&mut stream).await, ["3"]);
+}

@@ -1,0 +1,245 @@
+//! The shape of the combined Nexmark event stream, as in the standard generator's
+//! `GeneratorConfig` (Apache Beam, Flink's nexmark): which event number is a person, an auction
+//! or a bid, the event time of each event, and which person and auction ids an event may refer
+//! to.
+//!
+//! Everything here is a pure function of the event number (and of a per-event random stream for
+//! the `next_*` choices), so any event can be generated without generating the ones before it:
+//! a source reading bids skips persons and auctions without computing them.
+
+use super::config::{NexmarkOptions, NexmarkTable};
+use super::random::Rng;
+
+/// Out of every [`TOTAL_PROPORTION`] events, this many are persons, auctions and bids, in that
+/// order (event `n` is a person when `n % 50 == 0`, an auction when it is 1..=3, else a bid).
+pub const PERSON_PROPORTION: u64 = 1;
+pub const AUCTION_PROPORTION: u64 = 3;
+pub const BID_PROPORTION: u64 = 46;
+pub const TOTAL_PROPORTION: u64 = PERSON_PROPORTION + AUCTION_PROPORTION + BID_PROPORTION;
+
+/// Ids start here so that small runs still produce joinable, non-trivial ids.
+pub const FIRST_PERSON_ID: u64 = 1000;
+pub const FIRST_AUCTION_ID: u64 = 1000;
+pub const FIRST_CATEGORY_ID: u64 = 10;
+pub const NUM_CATEGORIES: u64 = 5;
+
+/// Number of not-yet-created person and auction ids that may be referred to, which makes new
+/// people and auctions appear to arrive after the bids and auctions that name them.
+pub const PERSON_ID_LEAD: u64 = 10;
+pub const AUCTION_ID_LEAD: u64 = 10;
+
+/// Hot auctions, bidders and sellers are the first (second for bidders) of each group of this
+/// many ids.
+pub const HOT_AUCTION_RATIO: u64 = 100;
+pub const HOT_BIDDER_RATIO: u64 = 100;
+pub const HOT_SELLER_RATIO: u64 = 100;
+
+/// One in this many bids is for a cold auction (1 - 1/2 of bids go to a hot auction).
+pub const HOT_AUCTIONS_RATIO: u64 = 2;
+/// One in this many auctions has a cold seller.
+pub const HOT_SELLERS_RATIO: u64 = 4;
+/// One in this many bids has a cold bidder.
+pub const HOT_BIDDERS_RATIO: u64 = 4;
+
+/// People and auctions that cold references are drawn from.
+pub const NUM_ACTIVE_PEOPLE: u64 = 1000;
+pub const NUM_IN_FLIGHT_AUCTIONS: u64 = 100;
+
+/// Average byte sizes the `extra` padding column brings each row to.
+pub const AVG_PERSON_BYTE_SIZE: usize = 200;
+pub const AVG_AUCTION_BYTE_SIZE: usize = 500;
+pub const AVG_BID_BYTE_SIZE: usize = 100;
+
+/// Where each table's events sit inside a group of [`TOTAL_PROPORTION`] events.
+const fn offset_and_proportion(table: NexmarkTable) -> (u64, u64) {
+    match table {
+        NexmarkTable::Person => (0, PERSON_PROPORTION),
+        NexmarkTable::Auction => (PERSON_PROPORTION, AUCTION_PROPORTION),
+        NexmarkTable::Bid => (PERSON_PROPORTION + AUCTION_PROPORTION, BID_PROPORTION),
+    }
+}
+
+/// The deterministic parameters of one generated stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneratorConfig {
+    pub seed: u64,
+    /// Event time of event 0, epoch milliseconds.
+    pub base_time_ms: i64,
+    /// Events per second of event time (> 0).
+    pub event_rate: u64,
+}
+
+impl GeneratorConfig {
+    pub fn new(options: &NexmarkOptions) -> Self {
+        Self {
+            seed: options.seed,
+            base_time_ms: options.base_time_ms,
+            event_rate: options.event_time_rate().max(1),
+        }
+    }
+
+    /// Event time of event `event`: `base + event / rate` seconds, truncated to milliseconds
+    /// (the standard `baseTime + eventNumber * interEventDelayUs / 1000`, computed without
+    /// rounding the inter-event delay to whole microseconds).
+    pub fn timestamp_ms(&self, event: u64) -> i64 {
+        let whole_seconds = event / self.event_rate;
+        let fraction_ms = (event % self.event_rate) * 1000 / self.event_rate;
+        let offset = whole_seconds
+            .saturating_mul(1000)
+            .saturating_add(fraction_ms);
+        self.base_time_ms
+            .saturating_add(i64::try_from(offset).unwrap_or(i64::MAX))
+    }
+
+    /// Length of a new auction: uniform in `1..=2 * horizon`, where the horizon is the event time
+    /// until [`NUM_IN_FLIGHT_AUCTIONS`] more auctions have been created, so that about that
+    /// many auctions are open at any time.
+    pub fn auction_length_ms(&self, event: u64, timestamp_ms: i64, rng: &mut Rng) -> i64 {
+        let events_for_auctions = NUM_IN_FLIGHT_AUCTIONS * TOTAL_PROPORTION / AUCTION_PROPORTION;
+        let future = self.timestamp_ms(event.saturating_add(events_for_auctions));
+        let horizon = u64::try_from(future.saturating_sub(timestamp_ms)).unwrap_or(0);
+        let length = 1 + rng.below(horizon.saturating_mul(2).max(1));
+        i64::try_from(length).unwrap_or(i64::MAX)
+    }
+}
+
+/// The kind of event number `event`.
+pub fn table_of(event: u64) -> NexmarkTable {
+    let offset = event % TOTAL_PROPORTION;
+    if offset < PERSON_PROPORTION {
+        NexmarkTable::Person
+    } else if offset < PERSON_PROPORTION + AUCTION_PROPORTION {
+        NexmarkTable::Auction
+    } else {
+        NexmarkTable::Bid
+    }
+}
+
+/// How many of the events `0..events` are of kind `table`.
+pub fn count_before(table: NexmarkTable, events: u64) -> u64 {
+    let (first, proportion) = offset_and_proportion(table);
+    let groups = events / TOTAL_PROPORTION;
+    let in_last_group = (events % TOTAL_PROPORTION)
+        .saturating_sub(first)
+        .min(proportion);
+    groups * proportion + in_last_group
+}
+
+/// The event number of the `index`-th (0-based) event of kind `table`; saturates at
+/// `u64::MAX` for indexes beyond any representable event.
+pub fn event_of(table: NexmarkTable, index: u64) -> u64 {
+    let (first, proportion) = offset_and_proportion(table);
+    (index / proportion)
+        .saturating_mul(TOTAL_PROPORTION)
+        .saturating_add(first + index % proportion)
+}
+
+/// The 0-based id of the last person created at or before `event`.
+// Written for any proportion; with one person per group the `min` is constant.
+#[allow(clippy::unnecessary_min_or_max)]
+pub fn last_base0_person_id(event: u64) -> u64 {
+    let group = event / TOTAL_PROPORTION;
+    let offset = (event % TOTAL_PROPORTION).min(PERSON_PROPORTION - 1);
+    group * PERSON_PROPORTION + offset
+}
+
+/// The 0-based id of the last auction created at or before `event` (0 before the first one).
+pub fn last_base0_auction_id(event: u64) -> u64 {
+    let group = event / TOTAL_PROPORTION;
+    let offset = event % TOTAL_PROPORTION;
+    if offset < PERSON_PROPORTION {
+        // A person: the last auction is the last one of the previous group.
+        (group * AUCTION_PROPORTION).saturating_sub(1)
+    } else if offset >= PERSON_PROPORTION + AUCTION_PROPORTION {
+        // A bid: the last auction is the last one of this group.
+        group * AUCTION_PROPORTION + AUCTION_PROPORTION - 1
+    } else {
+        group * AUCTION_PROPORTION + offset - PERSON_PROPORTION
+    }
+}
+
+/// A random person among the [`NUM_ACTIVE_PEOPLE`] most recent ones, or one of the
+/// [`PERSON_ID_LEAD`] next ones.
+pub fn next_base0_person_id(event: u64, rng: &mut Rng) -> u64 {
+    let num_people = last_base0_person_id(event) + 1;
+    let active = num_people.min(NUM_ACTIVE_PEOPLE);
+    num_people - active + rng.below(active + PERSON_ID_LEAD)
+}
+
+/// A random auction among the [`NUM_IN_FLIGHT_AUCTIONS`] most recent ones, or one of the
+/// [`AUCTION_ID_LEAD`] next ones.
+pub fn next_base0_auction_id(event: u64, rng: &mut Rng) -> u64 {
+    let max_auction = last_base0_auction_id(event);
+    let min_auction = max_auction.saturating_sub(NUM_IN_FLIGHT_AUCTIONS);
+    min_auction + rng.below(max_auction - min_auction + 1 + AUCTION_ID_LEAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proportions_and_ids() {
+        assert_eq!(table_of(0), NexmarkTable::Person);
+        assert_eq!(table_of(1), NexmarkTable::Auction);
+        assert_eq!(table_of(3), NexmarkTable::Auction);
+        assert_eq!(table_of(4), NexmarkTable::Bid);
+        assert_eq!(table_of(49), NexmarkTable::Bid);
+        assert_eq!(table_of(50), NexmarkTable::Person);
+
+        assert_eq!(last_base0_person_id(0), 0);
+        assert_eq!(last_base0_person_id(49), 0);
+        assert_eq!(last_base0_person_id(50), 1);
+        assert_eq!(last_base0_auction_id(1), 0);
+        assert_eq!(last_base0_auction_id(3), 2);
+        assert_eq!(last_base0_auction_id(4), 2);
+        assert_eq!(last_base0_auction_id(50), 2);
+        assert_eq!(last_base0_auction_id(51), 3);
+    }
+
+    #[test]
+    fn count_before_and_event_of_agree_with_table_of() {
+        for table in [
+            NexmarkTable::Person,
+            NexmarkTable::Auction,
+            NexmarkTable::Bid,
+        ] {
+            let mut count = 0;
+            for event in 0..500 {
+                assert_eq!(count_before(table, event), count, "{table} before {event}");
+                if table_of(event) == table {
+                    assert_eq!(event_of(table, count), event);
+                    count += 1;
+                }
+            }
+        }
+        assert_eq!(count_before(NexmarkTable::Bid, 1000), 920);
+        assert_eq!(event_of(NexmarkTable::Bid, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn timestamps_follow_the_event_rate() {
+        let config = GeneratorConfig {
+            seed: 0,
+            base_time_ms: 1000,
+            event_rate: 10_000,
+        };
+        assert_eq!(config.timestamp_ms(0), 1000);
+        assert_eq!(config.timestamp_ms(9), 1000);
+        assert_eq!(config.timestamp_ms(10), 1001);
+        assert_eq!(config.timestamp_ms(10_000), 2000);
+        assert_eq!(config.timestamp_ms(u64::MAX), 1000 + (u64::MAX / 10) as i64);
+
+        let slow = GeneratorConfig {
+            event_rate: 3,
+            ..config
+        };
+        assert_eq!(slow.timestamp_ms(1), 1333);
+        assert_eq!(slow.timestamp_ms(4), 2333);
+        let slowest = GeneratorConfig {
+            event_rate: 1,
+            ..config
+        };
+        assert_eq!(slowest.timestamp_ms(u64::MAX), i64::MAX);
+    }
+}

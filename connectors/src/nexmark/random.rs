@@ -1,0 +1,173 @@
+//! The generator's source of randomness: a SplitMix64 stream per event, and the random strings
+//! of the standard Nexmark generator (`nextString`, `nextExactString`, `nextExtra`).
+//!
+//! Each event draws from its own stream, seeded by the source seed and the event number, as the
+//! standard generator seeds a `java.util.Random` with the event id: any event can be generated
+//! alone, and the rows do not depend on which columns a query reads.
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for synthetic data.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    state: u64,
+}
+
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The SplitMix64 output function: a bijective 64-bit mixer.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Rng {
+    /// A stream for auxiliary data (channel names, urls) that is not tied to an event.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: mix64(seed ^ 0x5eed_5eed_5eed_5eed),
+        }
+    }
+
+    /// The stream of event `event` of a source seeded with `seed`. Hashing the event number
+    /// (instead of offsetting the state) keeps the streams of neighbouring events apart.
+    pub fn for_event(seed: u64, event: u64) -> Self {
+        Self {
+            state: mix64(event.wrapping_add(mix64(seed))),
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
+    }
+
+    /// Uniform in `0..bound` (0 when `bound` is 0), by Lemire's multiply-shift.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Appends `len` random lower-case ASCII letters to `out`. One 64-bit draw yields eight
+    /// letters: each is the next base-26 digit of the draw read as a fraction, which leaves
+    /// enough unused bits for the last one to stay uniform.
+    pub fn push_letters(&mut self, len: usize, out: &mut Vec<u8>) {
+        out.reserve(len);
+        let mut remaining = len;
+        while remaining > 0 {
+            let mut fraction = self.next_u64();
+            for _ in 0..remaining.min(8) {
+                let product = u128::from(fraction) * 26;
+                out.push(b'a' + (product >> 64) as u8);
+                fraction = product as u64;
+            }
+            remaining = remaining.saturating_sub(8);
+        }
+    }
+
+    /// The standard `nextString(maxLength, special)`: 3 to `max_len - 1` characters, each a
+    /// random letter or, one time in 13, `special`; trailing and leading spaces are trimmed.
+    /// Appends to `out` and returns the number of bytes appended.
+    pub fn push_string(&mut self, max_len: usize, special: u8, out: &mut Vec<u8>) -> usize {
+        const MIN_STRING_LENGTH: usize = 3;
+        let start = out.len();
+        let len = MIN_STRING_LENGTH
+            + self.below(max_len.saturating_sub(MIN_STRING_LENGTH) as u64) as usize;
+        for _ in 0..len {
+            // One draw decides both: 26 of 338 values are the special character (1 in 13),
+            // the other 312 map evenly onto the 26 letters.
+            let value = self.below(26 * 13) as u8;
+            out.push(if value < 26 {
+                special
+            } else {
+                b'a' + (value - 26) % 26
+            });
+        }
+        if special == b' ' {
+            let trimmed_end = out[start..]
+                .iter()
+                .rposition(|&b| b != b' ')
+                .map_or(start, |last| start + last + 1);
+            out.truncate(trimmed_end);
+            let leading = out[start..].iter().take_while(|&&b| b == b' ').count();
+            out.drain(start..start + leading);
+        }
+        out.len() - start
+    }
+
+    /// The standard `nextExtra`: padding letters that bring a row of `current_size` bytes to
+    /// `average_size` bytes on average (plus or minus 20%); nothing if it is already larger.
+    pub fn push_extra(&mut self, current_size: usize, average_size: usize, out: &mut Vec<u8>) {
+        if current_size > average_size {
+            return;
+        }
+        let desired = average_size - current_size;
+        let delta = (desired as f64 * 0.2).round() as usize;
+        let min_size = desired - delta;
+        let size = if delta == 0 {
+            min_size
+        } else {
+            min_size + self.below(2 * delta as u64) as usize
+        };
+        self.push_letters(size, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_deterministic_and_distinct() {
+        let draws = |seed, event| {
+            let mut rng = Rng::for_event(seed, event);
+            [rng.next_u64(), rng.next_u64()]
+        };
+        assert_eq!(draws(1, 5), draws(1, 5));
+        assert_ne!(draws(1, 5), draws(1, 6));
+        assert_ne!(draws(1, 5), draws(2, 5));
+        // Neighbouring events must not share a shifted stream.
+        assert_ne!(draws(1, 5)[1], draws(1, 6)[0]);
+    }
+
+    #[test]
+    fn letters_are_uniform_enough() {
+        let mut rng = Rng::new(3);
+        let mut letters = Vec::new();
+        rng.push_letters(26_000, &mut letters);
+        assert_eq!(letters.len(), 26_000);
+        let mut counts = [0u32; 26];
+        for letter in letters {
+            assert!(letter.is_ascii_lowercase());
+            counts[usize::from(letter - b'a')] += 1;
+        }
+        // Expected 1000 each; a broken digit extraction concentrates on a few letters.
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn strings_have_the_standard_lengths() {
+        let mut rng = Rng::new(4);
+        for _ in 0..1000 {
+            let mut out = Vec::new();
+            let len = rng.push_string(7, b' ', &mut out);
+            assert_eq!(len, out.len());
+            assert!(len <= 6, "{out:?}");
+            assert!(out.first() != Some(&b' ') && out.last() != Some(&b' '));
+
+            let mut extra = Vec::new();
+            rng.push_extra(32, 100, &mut extra);
+            // 68 bytes wanted, +-20% (14).
+            assert!((54..82).contains(&extra.len()), "{}", extra.len());
+        }
+        let mut none = Vec::new();
+        rng.push_extra(120, 100, &mut none);
+        assert!(none.is_empty());
+    }
+}

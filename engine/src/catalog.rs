@@ -1,0 +1,127 @@
+//! The catalog: every source and table the user declared, shared by all sessions.
+//!
+//! A [`RelationDef`] holds what a `CREATE SOURCE` / `CREATE TABLE` resolved to: the Arrow
+//! schema, the watermark definition, the connector options, and the statement text itself.
+//! Persistence is the server's business: after every change the engine hands the list of DDL
+//! statements to a [`CatalogStore`], and on start the server replays them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::connector::ConnectorOptions;
+use crate::error::{EngineError, EngineResult};
+use crate::sql::parser::RelationKind;
+use crate::table::TableLog;
+
+/// `WATERMARK FOR column AS expr`, resolved against the relation's schema.
+#[derive(Debug, Clone)]
+pub struct WatermarkSpec {
+    /// The event-time column (a timestamp column of the schema).
+    pub column: String,
+    /// The watermark expression as SQL text, e.g. `date_time - INTERVAL '4' SECOND`.
+    pub expr_sql: String,
+}
+
+/// A declared source or table.
+#[derive(Debug)]
+pub struct RelationDef {
+    pub name: String,
+    pub kind: RelationKind,
+    pub schema: SchemaRef,
+    pub watermark: Option<WatermarkSpec>,
+    /// The connector name for sources; `None` for push tables.
+    pub connector: Option<String>,
+    pub options: ConnectorOptions,
+    /// The `CREATE` statement that made this relation, replayed on restart.
+    pub ddl: String,
+    /// The rows of a push table.
+    pub table: Option<Arc<TableLog>>,
+}
+
+/// Where the server keeps the catalog between restarts.
+pub trait CatalogStore: Send + Sync {
+    /// Saves the DDL of every relation, in creation order.
+    fn save(&self, ddl: &[String]) -> std::io::Result<()>;
+}
+
+/// The relations of one server, by (normalised) name.
+#[derive(Default)]
+pub struct Catalog {
+    relations: RwLock<BTreeMap<String, (u64, Arc<RelationDef>)>>,
+    store: Option<Arc<dyn CatalogStore>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    pub fn new(store: Option<Arc<dyn CatalogStore>>) -> Self {
+        Self {
+            relations: RwLock::default(),
+            store,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<RelationDef>> {
+        self.read().get(name).map(|(_, r)| Arc::clone(r))
+    }
+
+    /// All relations, in name order.
+    pub fn list(&self) -> Vec<Arc<RelationDef>> {
+        self.read().values().map(|(_, r)| Arc::clone(r)).collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Adds a relation; fails if the name is taken.
+    pub fn insert(&self, relation: RelationDef) -> EngineResult<()> {
+        {
+            let mut relations = self.write();
+            if relations.contains_key(&relation.name) {
+                return Err(EngineError::DuplicateRelation(relation.name));
+            }
+            let order = relations.values().map(|(o, _)| *o + 1).max().unwrap_or(0);
+            relations.insert(relation.name.clone(), (order, Arc::new(relation)));
+        }
+        self.persist()
+    }
+
+    /// Removes a relation, returning it if it existed.
+    pub fn remove(&self, name: &str) -> EngineResult<Option<Arc<RelationDef>>> {
+        let removed = self.write().remove(name).map(|(_, r)| r);
+        if removed.is_some() {
+            self.persist()?;
+        }
+        Ok(removed)
+    }
+
+    fn persist(&self) -> EngineResult<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut entries: Vec<(u64, String)> = self
+            .read()
+            .values()
+            .map(|(order, r)| (*order, r.ddl.clone()))
+            .collect();
+        entries.sort();
+        let ddl: Vec<String> = entries.into_iter().map(|(_, d)| d).collect();
+        store.save(&ddl)?;
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (u64, Arc<RelationDef>)>> {
+        self.relations.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (u64, Arc<RelationDef>)>> {
+        self.relations.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,95 @@
+//! Streaming operators, one per module, and the trait they implement.
+//!
+//! An operator is driven by the runtime (`crate::runtime::driver`): it receives each
+//! message of its inputs through a hook and writes what it produces into an [`Output`]. Every
+//! hook has a default, so a stateless operator only implements [`Operator::on_batch`].
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::EngineResult;
+use crate::runtime::message::{Epoch, EventTime, Message};
+use crate::state::StateTableInfo;
+
+pub mod filter;
+pub mod limit;
+pub mod project;
+pub mod source;
+pub mod union;
+
+/// Static facts about an operator, apart from the code that runs it.
+#[derive(Debug, Clone)]
+pub struct OperatorInfo {
+    /// A short name for logs and EXPLAIN, e.g. `Filter`.
+    pub name: String,
+    /// The schema of the batches it emits.
+    pub schema: SchemaRef,
+}
+
+/// Messages an operator produces during one hook.
+#[derive(Debug, Default)]
+pub struct Output {
+    messages: Vec<Message>,
+}
+
+impl Output {
+    pub fn batch(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.messages.push(Message::Data(batch));
+        }
+    }
+
+    pub fn watermark(&mut self, watermark: EventTime) {
+        self.messages.push(Message::Watermark(watermark));
+    }
+
+    pub fn barrier(&mut self, epoch: Epoch) {
+        self.messages.push(Message::Barrier(epoch));
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, Message> {
+        self.messages.drain(..)
+    }
+}
+
+/// A streaming operator.
+///
+/// The runtime guarantees: hooks are called from one task, never concurrently; `on_watermark`
+/// receives the minimum watermark over all inputs, only when it advances; `on_end` is called
+/// once, after every input ended. An implementor must emit batches with exactly
+/// `info().schema`, and decide which watermark to forward (the default forwards it unchanged,
+/// which is right for operators that neither hold nor delay rows).
+pub trait Operator: Send + 'static {
+    fn info(&self) -> &OperatorInfo;
+
+    /// Rows arrived on input `input`.
+    fn on_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> EngineResult<()>;
+
+    /// The combined input watermark advanced.
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Every input delivered the barrier of `epoch`.
+    fn on_barrier(&mut self, epoch: Epoch, out: &mut Output) -> EngineResult<()> {
+        out.barrier(epoch);
+        Ok(())
+    }
+
+    /// Every input ended: flush what is held.
+    fn on_end(&mut self, _out: &mut Output) -> EngineResult<()> {
+        Ok(())
+    }
+
+    /// True once the operator needs no more input (a satisfied `LIMIT`): the runtime then
+    /// ends it early and releases its inputs.
+    fn is_finished(&self) -> bool {
+        false
+    }
+
+    /// The operator's state tables (none for stateless operators).
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        Vec::new()
+    }
+}

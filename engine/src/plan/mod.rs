@@ -1,0 +1,144 @@
+//! Streaming plan nodes: what a continuous query computes, before anything runs.
+//!
+//! A [`StreamPlan`] is built from DataFusion's optimized logical plan by
+//! [`planner::plan_stream`]; the runtime instantiates operators from it, and `EXPLAIN` prints
+//! it. Expressions stay logical here; physical expressions are created when the plan is run.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
+
+use crate::catalog::RelationDef;
+
+pub mod planner;
+
+/// One node of a streaming plan.
+#[derive(Debug, Clone)]
+pub enum StreamPlan {
+    Source(SourceNode),
+    Filter {
+        input: Box<StreamPlan>,
+        predicate: Expr,
+    },
+    Project {
+        input: Box<StreamPlan>,
+        exprs: Vec<Expr>,
+        schema: DFSchemaRef,
+    },
+    Union {
+        inputs: Vec<StreamPlan>,
+        schema: DFSchemaRef,
+    },
+    Limit {
+        input: Box<StreamPlan>,
+        skip: usize,
+        fetch: Option<usize>,
+    },
+    /// Renames the qualifiers of its input's columns (`FROM bids AS b`); no operator.
+    Alias {
+        input: Box<StreamPlan>,
+        schema: DFSchemaRef,
+    },
+}
+
+/// Reading a source or push table.
+#[derive(Debug, Clone)]
+pub struct SourceNode {
+    pub relation: Arc<RelationDef>,
+    /// Column indices of the relation to keep, in output order.
+    pub projection: Option<Vec<usize>>,
+    /// The output schema (after the projection), qualified by the relation name.
+    pub schema: DFSchemaRef,
+}
+
+impl StreamPlan {
+    /// The schema of the rows this node emits.
+    pub fn schema(&self) -> DFSchemaRef {
+        match self {
+            StreamPlan::Source(s) => Arc::clone(&s.schema),
+            StreamPlan::Filter { input, .. } | StreamPlan::Limit { input, .. } => input.schema(),
+            StreamPlan::Project { schema, .. }
+            | StreamPlan::Union { schema, .. }
+            | StreamPlan::Alias { schema, .. } => Arc::clone(schema),
+        }
+    }
+
+    /// The sources this plan reads, in plan order.
+    pub fn sources(&self) -> Vec<&SourceNode> {
+        let mut out = Vec::new();
+        self.visit_sources(&mut out);
+        out
+    }
+
+    fn visit_sources<'a>(&'a self, out: &mut Vec<&'a SourceNode>) {
+        match self {
+            StreamPlan::Source(s) => out.push(s),
+            StreamPlan::Filter { input, .. }
+            | StreamPlan::Project { input, .. }
+            | StreamPlan::Limit { input, .. }
+            | StreamPlan::Alias { input, .. } => input.visit_sources(out),
+            StreamPlan::Union { inputs, .. } => inputs.iter().for_each(|i| i.visit_sources(out)),
+        }
+    }
+
+    /// The plan as indented text, one operator per line (EXPLAIN).
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        self.explain_into(0, &mut out);
+        out
+    }
+
+    fn explain_into(&self, depth: usize, out: &mut String) {
+        let pad = "  ".repeat(depth);
+        let next: Vec<&StreamPlan> = match self {
+            StreamPlan::Source(s) => {
+                let columns: Vec<String> =
+                    s.schema.fields().iter().map(|f| f.name().clone()).collect();
+                let watermark = s
+                    .relation
+                    .watermark
+                    .as_ref()
+                    .map(|w| format!(", watermark=[{}]", w.expr_sql))
+                    .unwrap_or_default();
+                let kind = match &s.relation.connector {
+                    Some(c) => format!("connector={c}"),
+                    None => "table".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}Source: {} {kind}, columns=[{}]{watermark}, emit=append",
+                    s.relation.name,
+                    columns.join(", ")
+                );
+                vec![]
+            }
+            StreamPlan::Filter { input, predicate } => {
+                let _ = writeln!(out, "{pad}Filter: {predicate}");
+                vec![input]
+            }
+            StreamPlan::Project { input, exprs, .. } => {
+                let exprs: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                let _ = writeln!(out, "{pad}Project: {}", exprs.join(", "));
+                vec![input]
+            }
+            StreamPlan::Union { inputs, .. } => {
+                let _ = writeln!(out, "{pad}Union: watermark=min(inputs)");
+                inputs.iter().collect()
+            }
+            StreamPlan::Limit { input, skip, fetch } => {
+                let fetch = fetch.map_or("none".to_string(), |f| f.to_string());
+                let _ = writeln!(out, "{pad}Limit: skip={skip}, fetch={fetch}");
+                vec![input]
+            }
+            StreamPlan::Alias { input, .. } => {
+                input.explain_into(depth, out);
+                return;
+            }
+        };
+        for child in next {
+            child.explain_into(depth + 1, out);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The task loops that drive sources and operators.
+//!
+//! Each source and each operator runs as one tokio task. Channels are bounded, so a slow
+//! consumer slows its producers (backpressure). A task stops when its output channel is closed
+//! (the consumer went away, or a downstream `LIMIT` is satisfied), which drops its inputs and so
+//! stops everything upstream of it.
+
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use crate::error::EngineResult;
+use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
+use crate::operators::{Operator, Output};
+use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+
+/// Everything a source task needs.
+pub(crate) struct SourceTask {
+    pub name: String,
+    pub stream: BoxStream<'static, EngineResult<RecordBatch>>,
+    pub bounded: bool,
+    /// Columns of the source's batches to send on.
+    pub projection: Option<Vec<usize>>,
+    pub watermark: Option<WatermarkGenerator>,
+    pub output: mpsc::Sender<Message>,
+}
+
+pub(crate) async fn run_source(
+    task: SourceTask,
+    group: std::sync::Arc<BoundedSourceGroup>,
+) -> EngineResult<()> {
+    let SourceTask {
+        name,
+        mut stream,
+        bounded,
+        projection,
+        mut watermark,
+        output,
+    } = task;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = output.closed() => return Ok(()),
+        };
+        let batch = match next {
+            Some(batch) => batch?,
+            None => break,
+        };
+        let advanced = match &mut watermark {
+            Some(w) => w.observe(&batch)?,
+            None => None,
+        };
+        let batch = match &projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        };
+        if batch.num_rows() > 0 && output.send(Message::Data(batch)).await.is_err() {
+            return Ok(());
+        }
+        if let Some(w) = advanced
+            && output.send(Message::Watermark(w)).await.is_err()
+        {
+            return Ok(());
+        }
+    }
+    tracing::debug!(source = %name, "source reached the end of its input");
+    if bounded {
+        tokio::select! {
+            _ = group.end_and_wait() => {}
+            _ = output.closed() => return Ok(()),
+        }
+        if output
+            .send(Message::Watermark(WATERMARK_END))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    let _ = output.send(Message::End).await;
+    Ok(())
+}
+
+/// Merges the inputs of an operator into one stream of `(input index, message)`.
+fn merge_inputs(
+    inputs: Vec<mpsc::Receiver<Message>>,
+) -> futures::stream::SelectAll<BoxStream<'static, (usize, Message)>> {
+    futures::stream::select_all(inputs.into_iter().enumerate().map(|(i, rx)| {
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+            .map(move |m| (i, m))
+            .boxed()
+    }))
+}
+
+/// Per-input watermarks and the combined (minimum) watermark.
+struct InputWatermarks {
+    inputs: Vec<Option<EventTime>>,
+    combined: Option<EventTime>,
+}
+
+impl InputWatermarks {
+    fn new(n: usize) -> Self {
+        Self {
+            inputs: vec![None; n],
+            combined: None,
+        }
+    }
+
+    /// Records input `i`'s watermark; returns the combined watermark if it advanced.
+    fn update(&mut self, i: usize, watermark: EventTime) -> Option<EventTime> {
+        let slot = &mut self.inputs[i];
+        *slot = Some(slot.map_or(watermark, |w| w.max(watermark)));
+        let min = self.inputs.iter().copied().min().flatten();
+        match (min, self.combined) {
+            (Some(m), Some(c)) if m <= c => None,
+            (Some(m), _) => {
+                self.combined = Some(m);
+                Some(m)
+            }
+            (None, _) => None,
+        }
+    }
+}
+
+pub(crate) async fn run_operator(
+    mut op: Box<dyn Operator>,
+    inputs: Vec<mpsc::Receiver<Message>>,
+    output: mpsc::Sender<Message>,
+) -> EngineResult<()> {
+    let n = inputs.len();
+    let mut merged = merge_inputs(inputs);
+    let mut watermarks = InputWatermarks::new(n);
+    let mut ended = vec![false; n];
+    let mut barriers: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut out = Output::default();
+    loop {
+        let next = tokio::select! {
+            next = merged.next() => next,
+            _ = output.closed() => return Ok(()),
+        };
+        // All inputs closed without `End`: an upstream task failed; its error reaches the
+        // consumer through the query's task set.
+        let Some((i, message)) = next else {
+            return Ok(());
+        };
+        let mut all_ended = false;
+        match message {
+            Message::Data(batch) => op.on_batch(i, batch, &mut out)?,
+            Message::Watermark(w) => {
+                if let Some(w) = watermarks.update(i, w) {
+                    op.on_watermark(w, &mut out)?;
+                }
+            }
+            Message::Barrier(epoch) => {
+                let seen = barriers.entry(epoch).or_insert(0);
+                *seen += 1;
+                if *seen == n - ended.iter().filter(|e| **e).count() {
+                    barriers.remove(&epoch);
+                    op.on_barrier(epoch, &mut out)?;
+                }
+            }
+            Message::End => {
+                ended[i] = true;
+                if let Some(w) = watermarks.update(i, WATERMARK_END) {
+                    op.on_watermark(w, &mut out)?;
+                }
+                if ended.iter().all(|e| *e) {
+                    op.on_end(&mut out)?;
+                    all_ended = true;
+                }
+            }
+        }
+        for m in out.drain() {
+            if output.send(m).await.is_err() {
+                return Ok(());
+            }
+        }
+        if all_ended || op.is_finished() {
+            let _ = output.send(Message::End).await;
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_watermark_is_min_and_monotonic() {
+        let mut w = InputWatermarks::new(2);
+        assert_eq!(w.update(0, 10), None, "input 1 has no watermark yet");
+        assert_eq!(w.update(1, 5), Some(5));
+        assert_eq!(w.update(1, 20), Some(10));
+        assert_eq!(w.update(0, 8), None, "a watermark never goes back");
+        assert_eq!(w.update(0, WATERMARK_END), Some(20));
+    }
+}

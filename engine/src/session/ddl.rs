@@ -1,0 +1,361 @@
+//! `CREATE SOURCE`, `CREATE TABLE`, `DROP` and `SHOW SOURCES | TABLES`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+
+use super::{CommandTag, QueryOutput, Session, StatementResult};
+use crate::catalog::{RelationDef, WatermarkSpec};
+use crate::connector::ConnectorOptions;
+use crate::error::{EngineError, EngineResult, plan_error};
+use crate::sql::parser::{CreateSource, DropRelation, RelationKind, ShowObjectKind};
+use crate::table::TableLog;
+
+/// The catalog name of an identifier: unquoted names are lower-cased, as Postgres does.
+pub(crate) fn normalize_ident(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
+/// The catalog name of a relation (`public.bids` and `bids` are the same).
+pub(crate) fn relation_name(name: &ObjectName) -> EngineResult<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(ident) => Ok(normalize_ident(ident)),
+            None => Err(plan_error(format!("invalid relation name {name}"))),
+        })
+        .collect::<EngineResult<_>>()?;
+    match parts.as_slice() {
+        [name] => Ok(name.clone()),
+        [schema, name] if schema == super::SCHEMA_NAME => Ok(name.clone()),
+        [catalog, schema, name]
+            if catalog == super::CATALOG_NAME && schema == super::SCHEMA_NAME =>
+        {
+            Ok(name.clone())
+        }
+        _ => Err(EngineError::Unsupported(format!(
+            "schemas other than \"{}\" (in {name})",
+            super::SCHEMA_NAME
+        ))),
+    }
+}
+
+impl Session {
+    /// Declares a source or table. `validate` is false when replaying the catalog on restart.
+    pub(crate) async fn create_source(
+        &mut self,
+        create: &CreateSource,
+        sql: &str,
+        validate: bool,
+    ) -> EngineResult<StatementResult> {
+        let name = relation_name(&create.name)?;
+        let mut options: ConnectorOptions = create.options.iter().cloned().collect();
+        let connector = options.remove("connector");
+        let kind = match (create.kind, &connector) {
+            (RelationKind::Table, None) => RelationKind::Table,
+            (RelationKind::Source, None) => {
+                return Err(plan_error(format!(
+                    "CREATE SOURCE {name} needs WITH (connector = '...'); connectors: {}",
+                    self.connector_list()
+                )));
+            }
+            (_, Some(_)) => RelationKind::Source,
+        };
+        let tag = match create.kind {
+            RelationKind::Source => "CREATE SOURCE",
+            RelationKind::Table => "CREATE TABLE",
+        };
+        if self.engine.catalog.get(&name).is_some() {
+            if create.if_not_exists {
+                return Ok(StatementResult::Notice {
+                    message: format!("relation \"{name}\" already exists, skipping"),
+                    then: CommandTag::new(tag),
+                });
+            }
+            return Err(EngineError::DuplicateRelation(name));
+        }
+        if kind == RelationKind::Table && !options.is_empty() {
+            return Err(plan_error(format!(
+                "a table without a connector takes no options (got {})",
+                options.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let connector_impl = match &connector {
+            Some(c) => Some(Arc::clone(self.engine.connectors.source(c).ok_or_else(
+                || {
+                    plan_error(format!(
+                        "unknown connector '{c}'; connectors: {}",
+                        self.connector_list()
+                    ))
+                },
+            )?)),
+            None => None,
+        };
+        let schema = if create.columns.is_empty() {
+            match &connector_impl {
+                Some(c) => c.default_schema(&options)?.ok_or_else(|| {
+                    plan_error(format!(
+                        "connector '{}' needs the columns to be declared",
+                        c.name()
+                    ))
+                })?,
+                None => {
+                    return Err(plan_error(format!(
+                        "table {name} needs at least one column"
+                    )));
+                }
+            }
+        } else {
+            self.schema_of_columns(create).await?
+        };
+        let watermark = match &create.watermark {
+            Some(w) => Some(self.watermark_spec(&name, &schema, w)?),
+            None => None,
+        };
+        if let Some(c) = &connector_impl
+            && validate
+        {
+            c.validate(&schema, &options)?;
+        }
+        let table = match kind {
+            RelationKind::Table => Some(Arc::new(match &self.engine.config.data_dir {
+                Some(dir) => TableLog::open(
+                    Arc::clone(&schema),
+                    &dir.join("tables").join(format!("{name}.arrows")),
+                )?,
+                None => TableLog::in_memory(Arc::clone(&schema)),
+            })),
+            RelationKind::Source => None,
+        };
+        self.engine.catalog.insert(RelationDef {
+            name,
+            kind,
+            schema,
+            watermark,
+            connector: connector_impl.map(|c| c.name().to_string()),
+            options,
+            ddl: sql.to_string(),
+            table,
+        })?;
+        Ok(StatementResult::Command(CommandTag::new(tag)))
+    }
+
+    fn connector_list(&self) -> String {
+        let names = self.engine.connectors.source_names();
+        if names.is_empty() {
+            "none registered".to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Resolves declared column types with DataFusion's own SQL type mapping.
+    async fn schema_of_columns(&self, create: &CreateSource) -> EngineResult<SchemaRef> {
+        let columns: Vec<String> = create
+            .columns
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.name = Ident::with_quote('"', normalize_ident(&c.name));
+                c.to_string()
+            })
+            .collect();
+        let ddl = format!("CREATE TABLE eddy_column_types ({})", columns.join(", "));
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(&ddl)
+            .await
+            .map_err(|e| EngineError::from_datafusion(e, &ddl))?;
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(t)) => {
+                let schema = t.input.schema().as_arrow().clone();
+                let mut seen = std::collections::HashSet::new();
+                for f in schema.fields() {
+                    if !seen.insert(f.name().clone()) {
+                        return Err(plan_error(format!(
+                            "column \"{}\" specified more than once",
+                            f.name()
+                        )));
+                    }
+                }
+                Ok(Arc::new(schema))
+            }
+            _ => Err(EngineError::Internal(
+                "column list did not plan as a table definition".to_string(),
+            )),
+        }
+    }
+
+    fn watermark_spec(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        w: &crate::sql::parser::WatermarkDef,
+    ) -> EngineResult<WatermarkSpec> {
+        let column = normalize_ident(&w.column);
+        let field = schema
+            .field_with_name(&column)
+            .map_err(|_| EngineError::UnknownColumn {
+                message: format!("WATERMARK column \"{column}\" is not a column of {name}"),
+                position: None,
+            })?;
+        if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+            return Err(plan_error(format!(
+                "WATERMARK column \"{column}\" must be a TIMESTAMP, not {}",
+                field.data_type()
+            )));
+        }
+        let expr_sql = w.expr.to_string();
+        let df_schema = DFSchema::try_from_qualified_schema(name, schema.as_ref())?;
+        let expr = self
+            .ctx
+            .state()
+            .create_logical_expr(&expr_sql, &df_schema)
+            .map_err(|e| EngineError::from_datafusion(e, &expr_sql))?;
+        let (_, field) = datafusion::logical_expr::ExprSchemable::to_field(&expr, &df_schema)?;
+        let data_type = field.data_type().clone();
+        if !matches!(data_type, DataType::Timestamp(_, _)) {
+            return Err(plan_error(format!(
+                "WATERMARK expression must be a TIMESTAMP, not {data_type}"
+            )));
+        }
+        Ok(WatermarkSpec { column, expr_sql })
+    }
+
+    pub(crate) fn drop_relation(&mut self, drop: &DropRelation) -> EngineResult<StatementResult> {
+        let tag = match drop.kind {
+            RelationKind::Source => "DROP SOURCE",
+            RelationKind::Table => "DROP TABLE",
+        };
+        let mut notices = Vec::new();
+        let names = drop
+            .names
+            .iter()
+            .map(relation_name)
+            .collect::<EngineResult<Vec<_>>>()?;
+        // Check every name before dropping any, as Postgres does.
+        for name in &names {
+            match self.engine.catalog.get(name) {
+                None if drop.if_exists => {
+                    notices.push(format!("relation \"{name}\" does not exist, skipping"))
+                }
+                None => {
+                    return Err(EngineError::UnknownRelation {
+                        name: name.clone(),
+                        position: None,
+                    });
+                }
+                Some(r) if r.kind != drop.kind && drop.kind == RelationKind::Source => {
+                    return Err(EngineError::WrongObjectType(format!(
+                        "\"{name}\" is a table, not a source: use DROP TABLE"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        for name in &names {
+            if let Some(r) = self.engine.catalog.remove(name)?
+                && let Some(table) = &r.table
+            {
+                table.delete_file()?;
+            }
+        }
+        if notices.is_empty() {
+            Ok(StatementResult::Command(CommandTag::new(tag)))
+        } else {
+            Ok(StatementResult::Notice {
+                message: notices.join("; "),
+                then: CommandTag::new(tag),
+            })
+        }
+    }
+
+    pub(crate) fn show_objects(&self, kind: ShowObjectKind) -> EngineResult<StatementResult> {
+        let schema = show_schema(kind);
+        let relations = self.engine.catalog.list();
+        let wanted = match kind {
+            ShowObjectKind::Sources => Some(RelationKind::Source),
+            ShowObjectKind::Tables => Some(RelationKind::Table),
+            ShowObjectKind::Views | ShowObjectKind::Sinks => None,
+            ShowObjectKind::Jobs => {
+                return Err(EngineError::Unsupported(
+                    "SHOW JOBS (background jobs are not implemented yet)".to_string(),
+                ));
+            }
+        };
+        let rows: Vec<_> = relations
+            .iter()
+            .filter(|r| Some(r.kind) == wanted)
+            .collect();
+        let mut columns: Vec<Vec<String>> = vec![Vec::new(); schema.fields().len()];
+        for r in rows {
+            columns[0].push(r.name.clone());
+            if kind == ShowObjectKind::Sources {
+                columns[1].push(r.connector.clone().unwrap_or_default());
+                columns[2].push(
+                    r.schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                columns[3].push(
+                    r.watermark
+                        .as_ref()
+                        .map(|w| w.expr_sql.clone())
+                        .unwrap_or_default(),
+                );
+            } else {
+                columns[1].push(
+                    r.schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                columns[2].push(
+                    r.watermark
+                        .as_ref()
+                        .map(|w| w.expr_sql.clone())
+                        .unwrap_or_default(),
+                );
+                columns[3].push(
+                    r.table
+                        .as_ref()
+                        .map(|t| t.num_rows())
+                        .unwrap_or(0)
+                        .to_string(),
+                );
+            }
+        }
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        Ok(StatementResult::Rows(QueryOutput::text_columns(
+            &names, columns, "SHOW",
+        )?))
+    }
+}
+
+/// The columns `SHOW SOURCES | TABLES | VIEWS | SINKS` returns.
+pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
+    let names: &[&str] = match kind {
+        ShowObjectKind::Sources => &["name", "connector", "columns", "watermark"],
+        ShowObjectKind::Tables => &["name", "columns", "watermark", "rows"],
+        _ => &["name"],
+    };
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}

@@ -1,0 +1,526 @@
+//! Sessions: one per client connection, executing statements against the shared engine.
+//!
+//! [`Engine`] holds what all sessions share (catalog, connectors, configuration); a
+//! [`Session`] holds what one client owns (variables, transaction state, cursors, pending
+//! inserts) and turns each parsed statement into a [`StatementResult`] for the server to send.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{CloseCursor, FetchDirection, Reset, Set, Statement, Value};
+
+use crate::catalog::{Catalog, CatalogStore};
+use crate::connector::ConnectorRegistry;
+use crate::error::{EngineError, EngineResult};
+use crate::sql::parser::{EddyStatement, ParsedStatement, parse_sql};
+use crate::sql::provider::CatalogSchemaProvider;
+use crate::table::TableLog;
+use crate::vars::SessionVars;
+
+mod copy;
+mod ddl;
+mod output;
+mod query;
+
+pub use copy::{CopyFormat, CopyIn, CopyOptions};
+pub use output::{CommandTag, QueryOutput, ResultStream, StatementResult};
+
+/// The name of the catalog and schema every relation lives in.
+pub const CATALOG_NAME: &str = "eddy";
+pub const SCHEMA_NAME: &str = "public";
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where push tables keep their rows; `None` keeps them in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Preferred rows per source batch.
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            batch_size: 8192,
+        }
+    }
+}
+
+/// What every session shares.
+pub struct Engine {
+    catalog: Arc<Catalog>,
+    connectors: ConnectorRegistry,
+    config: EngineConfig,
+    live_tasks: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Engine {
+    pub fn new(
+        config: EngineConfig,
+        connectors: ConnectorRegistry,
+        store: Option<Arc<dyn CatalogStore>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            catalog: Arc::new(Catalog::new(store)),
+            connectors,
+            config,
+            live_tasks: Arc::default(),
+        })
+    }
+
+    /// Dataflow tasks currently alive, over all queries: zero once every query has ended or
+    /// been cancelled.
+    pub fn live_tasks(&self) -> usize {
+        self.live_tasks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Replays saved DDL after a restart. Connector options are not re-validated (a file may be
+    /// missing now and back later); failures are returned so the server can report them.
+    pub async fn restore(self: &Arc<Self>, ddl: &[String]) -> Vec<(String, EngineError)> {
+        let mut session = self.new_session();
+        let mut failures = Vec::new();
+        for sql in ddl {
+            let result = match parse_sql(sql) {
+                Ok(statements) => {
+                    let mut result = Ok(());
+                    for s in statements {
+                        if let EddyStatement::CreateSource(create) = &s.statement {
+                            result = session
+                                .create_source(create, &s.sql, false)
+                                .await
+                                .map(|_| ());
+                        }
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                failures.push((sql.clone(), e));
+            }
+        }
+        failures
+    }
+
+    pub fn new_session(self: &Arc<Self>) -> Session {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false)
+            .set_bool("datafusion.sql_parser.collect_spans", true)
+            // Plain Utf8 strings end to end: what connectors produce and clients receive.
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = MemoryCatalogProvider::new();
+        // Registering a fresh schema provider cannot fail.
+        let _ = catalog.register_schema(
+            SCHEMA_NAME,
+            Arc::new(CatalogSchemaProvider::new(Arc::clone(&self.catalog))),
+        );
+        ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+        Session {
+            engine: Arc::clone(self),
+            ctx,
+            vars: SessionVars::default(),
+            transaction: TransactionState::Idle,
+            pending_inserts: Vec::new(),
+            cursors: std::sync::Mutex::default(),
+        }
+    }
+}
+
+/// Where a session is with respect to `BEGIN ... COMMIT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionState {
+    Idle,
+    InBlock,
+    /// A statement failed inside the block; only `COMMIT`/`ROLLBACK` are accepted.
+    Failed,
+}
+
+/// One client's session.
+pub struct Session {
+    engine: Arc<Engine>,
+    ctx: SessionContext,
+    vars: SessionVars,
+    transaction: TransactionState,
+    /// Rows inserted inside a transaction block, appended at `COMMIT`.
+    pending_inserts: Vec<(Arc<TableLog>, RecordBatch)>,
+    /// Behind a lock only so that `Session` is `Sync` (a cursor's stream is not).
+    cursors: std::sync::Mutex<HashMap<String, query::Cursor>>,
+}
+
+impl Session {
+    pub fn transaction_state(&self) -> TransactionState {
+        self.transaction
+    }
+
+    pub fn vars(&self) -> &SessionVars {
+        &self.vars
+    }
+
+    /// Sets a session variable directly (e.g. `application_name` from the startup message).
+    pub fn set_variable(&mut self, name: &str, value: String) {
+        self.vars.set(name, value);
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Tells the session a statement failed (so an open transaction block is aborted).
+    pub fn on_error(&mut self) {
+        if self.transaction == TransactionState::InBlock {
+            self.transaction = TransactionState::Failed;
+        }
+    }
+
+    /// Executes one statement. `params` fill `$1, $2, ...` (extended protocol).
+    pub async fn execute(
+        &mut self,
+        statement: &ParsedStatement,
+        params: &[ScalarValue],
+    ) -> EngineResult<StatementResult> {
+        if self.transaction == TransactionState::Failed && !is_transaction_end(statement) {
+            return Err(EngineError::InvalidTransactionState(
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .to_string(),
+            ));
+        }
+        // Errors point into the whole query string; the catalog keeps the statement's own text.
+        let sql = statement.source.as_ref();
+        match &statement.statement {
+            EddyStatement::CreateSource(create) => {
+                self.create_source(create, &statement.sql, true).await
+            }
+            EddyStatement::DropRelation(drop) => self.drop_relation(drop),
+            EddyStatement::ShowObjects(kind) => self.show_objects(*kind),
+            EddyStatement::Sql(stmt) => self.execute_sql(stmt, sql, params).await,
+        }
+    }
+
+    async fn execute_sql(
+        &mut self,
+        stmt: &Statement,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> EngineResult<StatementResult> {
+        match stmt {
+            Statement::Query(_) => Ok(StatementResult::Rows(
+                self.run_query(stmt.clone(), sql, params).await?,
+            )),
+            Statement::Insert(_) => self.insert(stmt, sql, params).await,
+            Statement::Copy { .. } => self.copy(stmt, sql, params).await,
+            Statement::Explain {
+                statement, analyze, ..
+            } => self.explain(statement, *analyze, sql).await,
+            Statement::StartTransaction { .. } => {
+                if self.transaction != TransactionState::Idle {
+                    return Ok(StatementResult::Notice {
+                        message: "there is already a transaction in progress".to_string(),
+                        then: CommandTag::new("BEGIN"),
+                    });
+                }
+                self.transaction = TransactionState::InBlock;
+                Ok(StatementResult::Command(CommandTag::new("BEGIN")))
+            }
+            Statement::Commit { .. } => {
+                let tag = if self.transaction == TransactionState::Failed {
+                    self.pending_inserts.clear();
+                    "ROLLBACK"
+                } else {
+                    for (table, batch) in std::mem::take(&mut self.pending_inserts) {
+                        table.append(batch)?;
+                    }
+                    "COMMIT"
+                };
+                let was_idle = self.transaction == TransactionState::Idle;
+                self.end_transaction();
+                if was_idle {
+                    return Ok(StatementResult::Notice {
+                        message: "there is no transaction in progress".to_string(),
+                        then: CommandTag::new(tag),
+                    });
+                }
+                Ok(StatementResult::Command(CommandTag::new(tag)))
+            }
+            Statement::Rollback { savepoint, .. } => {
+                if savepoint.is_some() {
+                    return Err(EngineError::Unsupported("savepoints".to_string()));
+                }
+                let was_idle = self.transaction == TransactionState::Idle;
+                self.pending_inserts.clear();
+                self.end_transaction();
+                if was_idle {
+                    return Ok(StatementResult::Notice {
+                        message: "there is no transaction in progress".to_string(),
+                        then: CommandTag::new("ROLLBACK"),
+                    });
+                }
+                Ok(StatementResult::Command(CommandTag::new("ROLLBACK")))
+            }
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.show_variable(&name)
+            }
+            Statement::Reset(reset) => {
+                match &reset.reset {
+                    Reset::ALL => self.vars.reset_all(),
+                    Reset::ConfigurationParameter(name) => self.vars.reset(&name.to_string()),
+                }
+                Ok(StatementResult::Command(CommandTag::new("RESET")))
+            }
+            Statement::Declare { stmts } => self.declare(stmts, sql, params).await,
+            Statement::Fetch {
+                name, direction, ..
+            } => self.fetch(&name.value, direction).await,
+            Statement::Close { cursor } => {
+                match cursor {
+                    CloseCursor::All => self.cursors_mut().clear(),
+                    CloseCursor::Specific { name } => {
+                        if self.cursors_mut().remove(&name.value).is_none() {
+                            return Err(EngineError::UnknownCursor(name.value.clone()));
+                        }
+                    }
+                }
+                Ok(StatementResult::Command(CommandTag::new("CLOSE CURSOR")))
+            }
+            Statement::Discard { .. } => {
+                self.cursors_mut().clear();
+                self.vars.reset_all();
+                Ok(StatementResult::Command(CommandTag::new("DISCARD ALL")))
+            }
+            Statement::CreateView(v) if v.materialized => Err(EngineError::Unsupported(
+                "CREATE MATERIALIZED VIEW (background jobs are not implemented yet)".to_string(),
+            )),
+            Statement::CreateView(_) => Err(EngineError::Unsupported("CREATE VIEW".to_string())),
+            other => Err(EngineError::Unsupported(statement_kind(other))),
+        }
+    }
+
+    fn end_transaction(&mut self) {
+        self.transaction = TransactionState::Idle;
+        // Cursors live until the end of their transaction (no WITH HOLD).
+        self.cursors_mut().clear();
+    }
+
+    fn cursors_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, query::Cursor>> {
+        self.cursors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&mut self, set: &Set) -> EngineResult<StatementResult> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string();
+                let value = values
+                    .iter()
+                    .map(expr_to_setting)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if name.eq_ignore_ascii_case("timezone") || name.eq_ignore_ascii_case("time_zone") {
+                    self.set_time_zone(&value)?;
+                }
+                self.vars.set(&name, value);
+            }
+            Set::SetTimeZone { value, .. } => {
+                let value = expr_to_setting(value);
+                self.set_time_zone(&value)?;
+                self.vars.set("timezone", value);
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.vars.set("client_encoding", charset_name.value.clone());
+            }
+            Set::SetTransaction { .. } => {}
+            other => {
+                return Err(EngineError::Unsupported(format!("SET form: {other}")));
+            }
+        }
+        Ok(StatementResult::Command(CommandTag::new("SET")))
+    }
+
+    /// Session time zone: also used by DataFusion for `now()` and timestamptz casts.
+    fn set_time_zone(&mut self, value: &str) -> EngineResult<()> {
+        let tz = if value.eq_ignore_ascii_case("local") || value.eq_ignore_ascii_case("default") {
+            "UTC".to_string()
+        } else {
+            value.to_string()
+        };
+        if tz
+            .parse::<datafusion::arrow::array::timezone::Tz>()
+            .is_err()
+        {
+            return Err(EngineError::Data(format!(
+                "invalid value for parameter \"TimeZone\": \"{value}\""
+            )));
+        }
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state.config_mut().options_mut().execution.time_zone = Some(tz);
+        Ok(())
+    }
+
+    fn show_variable(&self, name: &str) -> EngineResult<StatementResult> {
+        if name.eq_ignore_ascii_case("all") {
+            let (names, values): (Vec<_>, Vec<_>) =
+                self.vars.all().map(|(k, v)| (k.clone(), v.clone())).unzip();
+            return Ok(StatementResult::Rows(QueryOutput::text_columns(
+                &["name", "setting"],
+                vec![names, values],
+                "SHOW",
+            )?));
+        }
+        let value = self
+            .vars
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownVariable(name.to_string()))?;
+        Ok(StatementResult::Rows(QueryOutput::text_columns(
+            &[name.to_ascii_lowercase().as_str()],
+            vec![vec![value.to_string()]],
+            "SHOW",
+        )?))
+    }
+
+    /// The parameter types and result schema of a statement, without running it (Describe).
+    pub async fn describe(
+        &mut self,
+        statement: &ParsedStatement,
+    ) -> EngineResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        match &statement.statement {
+            EddyStatement::ShowObjects(kind) => Ok((vec![], Some(ddl::show_schema(*kind)))),
+            EddyStatement::Sql(stmt) => match stmt.as_ref() {
+                Statement::Query(_) => {
+                    let plan = self
+                        .logical_plan(stmt.as_ref().clone(), &statement.source)
+                        .await?;
+                    let params = query::parameter_types(&plan)?;
+                    Ok((params, Some(Arc::new(plan.schema().as_arrow().clone()))))
+                }
+                Statement::Insert(_) => {
+                    let plan = self
+                        .logical_plan(stmt.as_ref().clone(), &statement.source)
+                        .await?;
+                    Ok((query::parameter_types(&plan)?, None))
+                }
+                Statement::ShowVariable { variable } => {
+                    let name = variable
+                        .iter()
+                        .map(|i| i.value.to_ascii_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let fields = if name == "all" {
+                        vec![
+                            Field::new("name", DataType::Utf8, false),
+                            Field::new("setting", DataType::Utf8, false),
+                        ]
+                    } else {
+                        vec![Field::new(name, DataType::Utf8, false)]
+                    };
+                    Ok((vec![], Some(Arc::new(Schema::new(fields)))))
+                }
+                Statement::Explain { .. } => Ok((
+                    vec![],
+                    Some(Arc::new(Schema::new(vec![Field::new(
+                        "QUERY PLAN",
+                        DataType::Utf8,
+                        false,
+                    )]))),
+                )),
+                Statement::Fetch { name, .. } => {
+                    let schema = self
+                        .cursors_mut()
+                        .get(&name.value)
+                        .map(|c| Arc::clone(c.schema()))
+                        .ok_or_else(|| EngineError::UnknownCursor(name.value.clone()))?;
+                    Ok((vec![], Some(schema)))
+                }
+                _ => Ok((vec![], None)),
+            },
+            _ => Ok((vec![], None)),
+        }
+    }
+}
+
+fn is_transaction_end(statement: &ParsedStatement) -> bool {
+    matches!(
+        &statement.statement,
+        EddyStatement::Sql(s) if matches!(s.as_ref(), Statement::Commit { .. } | Statement::Rollback { .. })
+    )
+}
+
+/// The value of `SET x = value` as Postgres would store it.
+fn expr_to_setting(expr: &datafusion::sql::sqlparser::ast::Expr) -> String {
+    use datafusion::sql::sqlparser::ast::Expr;
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The kind of a statement, for "not supported" messages.
+fn statement_kind(stmt: &Statement) -> String {
+    let text = stmt.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    let kind = match words.as_slice() {
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER" | "SHOW"
+            ) =>
+        {
+            format!(
+                "{} {}",
+                first.to_ascii_uppercase(),
+                second.to_ascii_uppercase()
+            )
+        }
+        [first, ..] => first.to_ascii_uppercase(),
+        [] => "this statement".to_string(),
+    };
+    format!("{kind} statement")
+}
+
+/// How many rows a `FETCH` asks for (`None` = all).
+fn fetch_count(direction: &FetchDirection) -> EngineResult<Option<usize>> {
+    let number = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| -> EngineResult<usize> {
+        match &v.value {
+            Value::Number(n, _) => n
+                .parse()
+                .map_err(|_| EngineError::Data(format!("invalid FETCH count {n}"))),
+            other => Err(EngineError::Data(format!("invalid FETCH count {other}"))),
+        }
+    };
+    match direction {
+        FetchDirection::Count { limit } => Ok(Some(number(limit)?)),
+        FetchDirection::Next => Ok(Some(1)),
+        FetchDirection::Forward { limit } => match limit {
+            Some(l) => Ok(Some(number(l)?)),
+            None => Ok(Some(1)),
+        },
+        FetchDirection::All | FetchDirection::ForwardAll => Ok(None),
+        other => Err(EngineError::Unsupported(format!(
+            "FETCH {other} (cursors over streams only move forward)"
+        ))),
+    }
+}

@@ -1,0 +1,351 @@
+//! Queries: planning with DataFusion, running as a stream or as a batch, cursors, `INSERT`
+//! and `EXPLAIN`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, WriteOp};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{Declare, FetchDirection, Statement};
+
+use super::{
+    CommandTag, QueryOutput, ResultStream, Session, StatementResult, TransactionState, fetch_count,
+};
+use crate::error::{EngineError, EngineResult};
+use crate::plan::planner::{plan_stream, reads_streams};
+use crate::runtime::{LaunchContext, launch};
+
+/// An open cursor: a running query and the rows of a batch not yet fetched.
+pub(crate) struct Cursor {
+    output: QueryOutput,
+    leftover: Option<RecordBatch>,
+}
+
+impl Cursor {
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.output.schema
+    }
+}
+
+impl Session {
+    /// Plans a statement with DataFusion (analyzed, not yet optimized).
+    pub(crate) async fn logical_plan(
+        &self,
+        stmt: Statement,
+        sql: &str,
+    ) -> EngineResult<LogicalPlan> {
+        self.ctx
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(|e| EngineError::from_datafusion(e, sql))
+    }
+
+    /// Plans, binds parameters and optimizes.
+    async fn optimized_plan(
+        &self,
+        stmt: Statement,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> EngineResult<LogicalPlan> {
+        let plan = self.logical_plan(stmt, sql).await?;
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            plan.with_param_values(ParamValues::from(params.to_vec()))
+                .map_err(|e| EngineError::from_datafusion(e, sql))?
+        };
+        self.ctx
+            .state()
+            .optimize(&plan)
+            .map_err(|e| EngineError::from_datafusion(e, sql))
+    }
+
+    /// Runs a query: continuously if it reads a stream, as a batch otherwise.
+    pub(crate) async fn run_query(
+        &self,
+        stmt: Statement,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> EngineResult<QueryOutput> {
+        let names = crate::sql::names::postgres_column_names(&stmt);
+        let plan = self.optimized_plan(stmt, sql, params).await?;
+        let mut output = self.run_plan(plan, sql).await?;
+        if let Some(names) = names {
+            output.rename_columns(&names);
+        }
+        Ok(output)
+    }
+
+    async fn run_plan(&self, plan: LogicalPlan, sql: &str) -> EngineResult<QueryOutput> {
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        if reads_streams(&plan) {
+            let stream_plan = plan_stream(&plan)?;
+            let state = self.ctx.state();
+            let running = launch(
+                &stream_plan,
+                &LaunchContext {
+                    state: &state,
+                    connectors: &self.engine.connectors,
+                    batch_size: self.engine.config.batch_size,
+                    live_tasks: Arc::clone(&self.engine.live_tasks),
+                },
+            )?;
+            tracing::debug!(query = %sql, "continuous query started");
+            Ok(QueryOutput {
+                schema,
+                stream: ResultStream::Continuous(running),
+                tag: "SELECT",
+            })
+        } else {
+            let df = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| EngineError::from_datafusion(e, sql))?;
+            let stream = df.execute_stream().await?;
+            Ok(QueryOutput {
+                schema,
+                stream: ResultStream::Batch(stream),
+                tag: "SELECT",
+            })
+        }
+    }
+
+    pub(crate) async fn explain(
+        &self,
+        statement: &Statement,
+        analyze: bool,
+        sql: &str,
+    ) -> EngineResult<StatementResult> {
+        if analyze {
+            return Err(EngineError::Unsupported(
+                "EXPLAIN ANALYZE (runtime statistics are not collected yet)".to_string(),
+            ));
+        }
+        if !matches!(statement, Statement::Query(_)) {
+            return Err(EngineError::Unsupported(
+                "EXPLAIN of statements other than queries".to_string(),
+            ));
+        }
+        let plan = self.optimized_plan(statement.clone(), sql, &[]).await?;
+        let text = if reads_streams(&plan) {
+            plan_stream(&plan)?.explain()
+        } else {
+            format!("Batch query (DataFusion):\n{}", plan.display_indent())
+        };
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        Ok(StatementResult::Rows(QueryOutput::text_columns(
+            &["QUERY PLAN"],
+            vec![lines],
+            "EXPLAIN",
+        )?))
+    }
+
+    /// `INSERT INTO table ...`: DataFusion plans the values (casts, defaults for missing
+    /// columns); the rows are appended to the push table, at `COMMIT` inside a block.
+    pub(crate) async fn insert(
+        &mut self,
+        stmt: &Statement,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> EngineResult<StatementResult> {
+        let plan = self.optimized_plan(stmt.clone(), sql, params).await?;
+        let LogicalPlan::Dml(DmlStatement {
+            table_name,
+            op: WriteOp::Insert(_),
+            input,
+            ..
+        }) = plan
+        else {
+            return Err(EngineError::Unsupported("this form of INSERT".to_string()));
+        };
+        let name = table_name.table().to_string();
+        let relation =
+            self.engine
+                .catalog
+                .get(&name)
+                .ok_or_else(|| EngineError::UnknownRelation {
+                    name: name.clone(),
+                    position: None,
+                })?;
+        let Some(table) = relation.table.clone() else {
+            return Err(EngineError::WrongObjectType(format!(
+                "cannot insert into source \"{name}\": rows come from its connector"
+            )));
+        };
+        if reads_streams(&input) {
+            return Err(EngineError::Unsupported(
+                "INSERT ... SELECT from a stream (continuous INSERT is not implemented yet)"
+                    .to_string(),
+            ));
+        }
+        let batches = self
+            .ctx
+            .execute_logical_plan(input.as_ref().clone())
+            .await?
+            .collect()
+            .await?;
+        let mut rows = 0;
+        for batch in batches {
+            let batch = conform(&batch, table.schema())?;
+            rows += batch.num_rows();
+            if self.transaction == TransactionState::InBlock {
+                self.pending_inserts.push((Arc::clone(&table), batch));
+            } else {
+                table.append(batch)?;
+            }
+        }
+        Ok(StatementResult::Command(
+            CommandTag::new("INSERT").with_oid(0).with_rows(rows),
+        ))
+    }
+
+    pub(crate) async fn declare(
+        &mut self,
+        stmts: &[Declare],
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> EngineResult<StatementResult> {
+        let [declare] = stmts else {
+            return Err(EngineError::Unsupported(
+                "DECLARE of several cursors at once".to_string(),
+            ));
+        };
+        let Some(query) = &declare.for_query else {
+            return Err(EngineError::Unsupported("DECLARE of variables".to_string()));
+        };
+        if declare.hold == Some(true) {
+            return Err(EngineError::Unsupported("cursors WITH HOLD".to_string()));
+        }
+        if self.transaction == TransactionState::Idle {
+            return Err(EngineError::InvalidTransactionState(
+                "DECLARE CURSOR can only be used in transaction blocks".to_string(),
+            ));
+        }
+        let [name] = declare.names.as_slice() else {
+            return Err(EngineError::Unsupported(
+                "DECLARE without one cursor name".to_string(),
+            ));
+        };
+        if self.cursors_mut().contains_key(&name.value) {
+            return Err(EngineError::DuplicateCursor(name.value.clone()));
+        }
+        let output = self
+            .run_query(Statement::Query(query.clone()), sql, params)
+            .await?;
+        self.cursors_mut().insert(
+            name.value.clone(),
+            Cursor {
+                output,
+                leftover: None,
+            },
+        );
+        Ok(StatementResult::Command(CommandTag::new("DECLARE CURSOR")))
+    }
+
+    /// `FETCH n FROM c`: waits until n rows have arrived or the query ended.
+    pub(crate) async fn fetch(
+        &mut self,
+        name: &str,
+        direction: &FetchDirection,
+    ) -> EngineResult<StatementResult> {
+        let wanted = fetch_count(direction)?;
+        // Out of the map while rows are awaited; put back after.
+        let mut cursor = self
+            .cursors_mut()
+            .remove(name)
+            .ok_or_else(|| EngineError::UnknownCursor(name.to_string()))?;
+        let mut batches = Vec::new();
+        let mut have = 0usize;
+        while wanted.is_none_or(|w| have < w) {
+            let batch = match cursor.leftover.take() {
+                Some(b) => b,
+                None => match cursor.output.next_batch().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.cursors_mut().insert(name.to_string(), cursor);
+                        return Err(e);
+                    }
+                },
+            };
+            let take = wanted.map_or(batch.num_rows(), |w| (w - have).min(batch.num_rows()));
+            if take < batch.num_rows() {
+                cursor.leftover = Some(batch.slice(take, batch.num_rows() - take));
+            }
+            have += take;
+            batches.push(batch.slice(0, take));
+        }
+        let schema = Arc::clone(&cursor.output.schema);
+        self.cursors_mut().insert(name.to_string(), cursor);
+        Ok(StatementResult::Rows(QueryOutput::ready(
+            schema, batches, "FETCH",
+        )))
+    }
+}
+
+/// Gives a batch the table's schema (same column types; names and nullability from the table),
+/// refusing NULLs in NOT NULL columns.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> EngineResult<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(EngineError::NotNullViolation(field.name().clone()));
+        }
+        let column = if column.data_type() == field.data_type() {
+            Arc::clone(column)
+        } else {
+            datafusion::arrow::compute::cast(column, field.data_type())?
+        };
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// The type of each `$n` parameter: what DataFusion inferred from comparisons, else the type
+/// the parameter is cast to (`$1::int8`), else unknown.
+pub(crate) fn parameter_types(plan: &LogicalPlan) -> EngineResult<Vec<Option<DataType>>> {
+    let mut types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+    let mut from_casts: HashMap<String, DataType> = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let cast = match e {
+                    Expr::Cast(c) => Some((&c.expr, c.field.data_type())),
+                    Expr::TryCast(c) => Some((&c.expr, c.field.data_type())),
+                    _ => None,
+                };
+                if let Some((inner, data_type)) = cast
+                    && let Expr::Placeholder(p) = inner.as_ref()
+                {
+                    from_casts.entry(p.id.clone()).or_insert(data_type.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    for (id, t) in from_casts {
+        let slot = types.entry(id).or_insert(None);
+        if slot.is_none() {
+            *slot = Some(t);
+        }
+    }
+    let count = types
+        .keys()
+        .filter_map(|id| id.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok((1..=count)
+        .map(|i| types.get(&format!("${i}")).cloned().flatten())
+        .collect())
+}

@@ -1,0 +1,5 @@
+//! SQL front end: the parser extension layer and how the catalog appears to DataFusion.
+
+pub mod names;
+pub mod parser;
+pub mod provider;

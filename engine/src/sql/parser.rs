@@ -1,0 +1,497 @@
+//! The thin extension layer over sqlparser: Eddy's own statements, everything else delegated.
+//!
+//! Like DataFusion's `DFParser`, this wraps [`Parser`] and looks at the first tokens of each
+//! statement. `CREATE SOURCE`, `CREATE TABLE` (whose column list may hold a `WATERMARK FOR`
+//! clause), `DROP SOURCE` and `SHOW SOURCES | TABLES | ...` are parsed here; every other
+//! statement is handed to sqlparser unchanged. Each parsed statement keeps its own SQL text
+//! and its byte offset in the whole query string, so errors can point at a position.
+
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, Expr, Ident, ObjectName, SqlOption, Statement, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+
+use crate::error::{EngineError, EngineResult};
+
+/// How deep expressions may nest before the parser refuses them (instead of overflowing the
+/// stack).
+const RECURSION_LIMIT: usize = 64;
+
+/// One statement of a query string.
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub statement: EddyStatement,
+    /// The statement's own text (without the trailing semicolon).
+    pub sql: String,
+    /// The whole query string the statement came from; error positions count from its start.
+    pub source: std::sync::Arc<str>,
+}
+
+/// A statement as Eddy understands it.
+#[derive(Debug, Clone)]
+pub enum EddyStatement {
+    /// `CREATE SOURCE`, or `CREATE TABLE` with a connector or a watermark.
+    CreateSource(Box<CreateSource>),
+    /// `DROP SOURCE|TABLE [IF EXISTS] name [, ...]`.
+    DropRelation(DropRelation),
+    /// `SHOW SOURCES | TABLES | VIEWS | SINKS | JOBS`.
+    ShowObjects(ShowObjectKind),
+    /// Anything else, as sqlparser parsed it.
+    Sql(Box<Statement>),
+}
+
+/// Which catalog objects a `SHOW` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowObjectKind {
+    Sources,
+    Tables,
+    Views,
+    Sinks,
+    Jobs,
+}
+
+/// Whether a relation is read from a connector or fed by `INSERT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RelationKind {
+    /// `CREATE SOURCE`, or a Flink-style `CREATE TABLE ... WITH (connector = ...)`.
+    Source,
+    /// `CREATE TABLE` without a connector: an append-only stream fed by INSERT and COPY.
+    Table,
+}
+
+/// `CREATE SOURCE` / `CREATE TABLE`.
+#[derive(Debug, Clone)]
+pub struct CreateSource {
+    pub name: ObjectName,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnDef>,
+    pub watermark: Option<WatermarkDef>,
+    /// `WITH (...)` options, keys lower-cased and unquoted, values unquoted.
+    pub options: Vec<(String, String)>,
+    pub kind: RelationKind,
+}
+
+/// `WATERMARK FOR column AS expr`.
+#[derive(Debug, Clone)]
+pub struct WatermarkDef {
+    pub column: Ident,
+    pub expr: Expr,
+}
+
+/// `DROP SOURCE|TABLE`.
+#[derive(Debug, Clone)]
+pub struct DropRelation {
+    pub names: Vec<ObjectName>,
+    pub if_exists: bool,
+    /// `TABLE` or `SOURCE`, as written.
+    pub kind: RelationKind,
+}
+
+/// Parses a query string into statements.
+pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .map_err(|e| parse_error(sql, e))?;
+    let source: std::sync::Arc<str> = sql.into();
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        let start = parser.peek_token();
+        if start.token == Token::EOF {
+            break;
+        }
+        let statement = parse_statement(&mut parser).map_err(|e| parse_error(sql, e))?;
+        // The statement's text runs to the token before the next `;` or the end.
+        let next = parser.peek_token();
+        let end = if next.token == Token::EOF {
+            sql.len()
+        } else {
+            byte_offset(sql, next.span.start)
+        };
+        if next.token != Token::SemiColon && next.token != Token::EOF {
+            return Err(parse_error(
+                sql,
+                ParserError::ParserError(format!(
+                    "Expected: end of statement, found: {} at {}",
+                    next.token, next.span.start
+                )),
+            ));
+        }
+        let begin = byte_offset(sql, start.span.start);
+        let text = sql.get(begin..end).unwrap_or(sql).trim().to_string();
+        statements.push(ParsedStatement {
+            statement,
+            sql: text,
+            source: std::sync::Arc::clone(&source),
+        });
+    }
+    Ok(statements)
+}
+
+fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError> {
+    let [first, second] = parser.peek_tokens::<2>();
+    let word = |t: &Token| match t {
+        Token::Word(w) => w.value.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    match (word(&first).as_str(), word(&second).as_str()) {
+        ("CREATE", "SOURCE") => {
+            parser.next_token();
+            parser.next_token();
+            parse_create_source(parser, RelationKind::Source)
+                .map(|c| EddyStatement::CreateSource(Box::new(c)))
+        }
+        ("CREATE", "TABLE") => {
+            parser.next_token();
+            parser.next_token();
+            parse_create_source(parser, RelationKind::Table)
+                .map(|c| EddyStatement::CreateSource(Box::new(c)))
+        }
+        ("DROP", "SOURCE") | ("DROP", "TABLE") => {
+            parser.next_token();
+            parser.next_token();
+            let kind = if word(&second) == "SOURCE" {
+                RelationKind::Source
+            } else {
+                RelationKind::Table
+            };
+            let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let names = parser.parse_comma_separated(|p| p.parse_object_name(false))?;
+            if parser.parse_keyword(Keyword::CASCADE) || parser.parse_keyword(Keyword::RESTRICT) {
+                // Nothing depends on a relation yet, so both mean the same.
+            }
+            Ok(EddyStatement::DropRelation(DropRelation {
+                names,
+                if_exists,
+                kind,
+            }))
+        }
+        ("CREATE", "SINK") => Err(ParserError::ParserError(
+            "feature not supported: CREATE SINK (continuous export is not implemented yet)"
+                .to_string(),
+        )),
+        ("SHOW", kind @ ("SOURCES" | "TABLES" | "VIEWS" | "SINKS" | "JOBS")) => {
+            let kind = match kind {
+                "SOURCES" => ShowObjectKind::Sources,
+                "TABLES" => ShowObjectKind::Tables,
+                "VIEWS" => ShowObjectKind::Views,
+                "SINKS" => ShowObjectKind::Sinks,
+                _ => ShowObjectKind::Jobs,
+            };
+            parser.next_token();
+            parser.next_token();
+            Ok(EddyStatement::ShowObjects(kind))
+        }
+        _ => parser
+            .parse_statement()
+            .map(|s| EddyStatement::Sql(Box::new(s))),
+    }
+}
+
+fn is_word(token: &Token, word: &str) -> bool {
+    matches!(token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+/// After `CREATE SOURCE` / `CREATE TABLE`.
+fn parse_create_source(
+    parser: &mut Parser<'_>,
+    kind: RelationKind,
+) -> Result<CreateSource, ParserError> {
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_object_name(false)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            if parser.consume_token(&Token::RParen) {
+                break;
+            }
+            if is_word(&parser.peek_token().token, "WATERMARK")
+                && is_word(&parser.peek_nth_token(1).token, "FOR")
+            {
+                parser.next_token();
+                parser.expect_keyword_is(Keyword::FOR)?;
+                let column = parser.parse_identifier()?;
+                parser.expect_keyword_is(Keyword::AS)?;
+                let expr = parser.parse_expr()?;
+                if watermark.is_some() {
+                    return parser.expected("only one WATERMARK clause", parser.peek_token());
+                }
+                watermark = Some(WatermarkDef { column, expr });
+            } else if parser.peek_keyword(Keyword::PRIMARY)
+                || parser.peek_keyword(Keyword::CONSTRAINT)
+                || parser.peek_keyword(Keyword::UNIQUE)
+            {
+                return Err(ParserError::ParserError(
+                    "feature not supported: table constraints (PRIMARY KEY, UNIQUE) on a stream"
+                        .to_string(),
+                ));
+            } else {
+                columns.push(parser.parse_column_def()?);
+            }
+            if parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            parser.expect_token(&Token::RParen)?;
+            break;
+        }
+    }
+    let mut options = Vec::new();
+    if parser.parse_keyword(Keyword::WITH) {
+        parser.expect_token(&Token::LParen)?;
+        if !parser.consume_token(&Token::RParen) {
+            loop {
+                options.push(parse_option(parser)?);
+                if parser.consume_token(&Token::Comma) {
+                    continue;
+                }
+                parser.expect_token(&Token::RParen)?;
+                break;
+            }
+        }
+    }
+    Ok(CreateSource {
+        name,
+        if_not_exists,
+        columns,
+        watermark,
+        options,
+        kind,
+    })
+}
+
+/// One `key = value` option: keys may be quoted (`'connector'`), dotted (`events.max`) or plain;
+/// values are strings, numbers or bare words.
+fn parse_option(parser: &mut Parser<'_>) -> Result<(String, String), ParserError> {
+    let mut key = String::new();
+    loop {
+        let token = parser.next_token();
+        match &token.token {
+            Token::Word(w) => key.push_str(&w.value),
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => key.push_str(s),
+            _ => return parser.expected("an option name", token),
+        }
+        if parser.consume_token(&Token::Period) {
+            key.push('.');
+            continue;
+        }
+        break;
+    }
+    parser.expect_token(&Token::Eq)?;
+    let token = parser.next_token();
+    let value = match &token.token {
+        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
+        Token::Number(n, _) => n.clone(),
+        Token::Word(w) => w.value.clone(),
+        Token::Minus => match parser.next_token().token {
+            Token::Number(n, _) => format!("-{n}"),
+            _ => return parser.expected("an option value", token),
+        },
+        _ => return parser.expected("an option value", token),
+    };
+    Ok((key.to_ascii_lowercase(), value))
+}
+
+/// Converts `WITH` options of a statement that sqlparser parsed (`CREATE TABLE ... WITH`).
+pub fn sql_options_to_pairs(options: &[SqlOption]) -> EngineResult<Vec<(String, String)>> {
+    options
+        .iter()
+        .map(|o| match o {
+            SqlOption::KeyValue { key, value } => {
+                let value = match value {
+                    Expr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                        Value::Number(n, _) => n.clone(),
+                        other => other.to_string(),
+                    },
+                    other => other.to_string(),
+                };
+                Ok((key.value.to_ascii_lowercase(), value))
+            }
+            other => Err(EngineError::Unsupported(format!("option {other}"))),
+        })
+        .collect()
+}
+
+/// Turns a sqlparser error into a syntax error with a 1-based character position.
+fn parse_error(sql: &str, err: ParserError) -> EngineError {
+    let message = match err {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => {
+            return EngineError::Syntax {
+                message: "statement is nested too deeply".to_string(),
+                position: None,
+            };
+        }
+    };
+    if let Some(rest) = message.strip_prefix("feature not supported: ") {
+        return EngineError::Unsupported(rest.to_string());
+    }
+    if let Some(feature) = unsupported_syntax(sql) {
+        return EngineError::Unsupported(feature.to_string());
+    }
+    // sqlparser appends " at Line: L, Column: C" to most messages.
+    let (text, position) = match message.rfind(" at Line: ") {
+        Some(i) => {
+            let location = parse_location(&message[i + " at Line: ".len()..]);
+            (
+                message[..i].to_string(),
+                location.map(|l| char_position(sql, l)),
+            )
+        }
+        None => (message.clone(), None),
+    };
+    // Postgres points just past the input for "syntax error at end of input".
+    let at_end = text.ends_with("found: EOF");
+    let position = if at_end || position.is_none() {
+        Some(sql.trim_end().chars().count() + 1)
+    } else {
+        position
+    };
+    EngineError::Syntax {
+        message: text,
+        position,
+    }
+}
+
+/// Syntax that fails to parse only because Eddy does not implement it yet: say so instead of
+/// reporting a syntax error.
+fn unsupported_syntax(sql: &str) -> Option<&'static str> {
+    let upper = sql.to_ascii_uppercase();
+    let compact: String = upper.split_whitespace().collect();
+    ["TUMBLE(", "HOP(", "CUMULATE(", "SESSION("]
+        .iter()
+        .any(|f| compact.contains(f))
+        .then_some(
+            "window table functions (TUMBLE, HOP, CUMULATE, SESSION) are not implemented yet",
+        )
+        .or_else(|| {
+            compact
+                .contains("MATCH_RECOGNIZE")
+                .then_some("MATCH_RECOGNIZE is not implemented yet")
+        })
+}
+
+fn parse_location(s: &str) -> Option<Location> {
+    let (line, column) = s.split_once(", Column: ")?;
+    let line = line.trim().parse().ok()?;
+    let column = column
+        .trim()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
+    Some(Location { line, column })
+}
+
+/// Byte offset of a sqlparser location (1-based line and column, columns counted in chars).
+pub fn byte_offset(sql: &str, location: Location) -> usize {
+    if location.line == 0 {
+        return 0;
+    }
+    let mut offset = 0;
+    for (i, line) in sql.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == location.line {
+            let col = (location.column.max(1) - 1) as usize;
+            return offset
+                + line
+                    .char_indices()
+                    .nth(col)
+                    .map(|(b, _)| b)
+                    .unwrap_or(line.len());
+        }
+        offset += line.len();
+    }
+    sql.len()
+}
+
+/// The 1-based character position Postgres reports for a location.
+pub fn char_position(sql: &str, location: Location) -> usize {
+    let bytes = byte_offset(sql, location);
+    sql.get(..bytes).map(|s| s.chars().count()).unwrap_or(0) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> EddyStatement {
+        let mut v = parse_sql(sql).unwrap();
+        assert_eq!(v.len(), 1);
+        v.remove(0).statement
+    }
+
+    #[test]
+    fn create_source_with_watermark_and_quoted_options() {
+        let s = one(
+            "CREATE SOURCE bids (auction BIGINT, date_time TIMESTAMP(3), \
+             WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+             WITH ('connector' = 'file', path = 'a.csv', events.max = 10)",
+        );
+        let EddyStatement::CreateSource(c) = s else {
+            panic!("not a source")
+        };
+        assert_eq!(c.name.to_string(), "bids");
+        assert_eq!(c.columns.len(), 2);
+        assert_eq!(c.watermark.unwrap().column.value, "date_time");
+        assert_eq!(
+            c.options,
+            vec![
+                ("connector".into(), "file".into()),
+                ("path".into(), "a.csv".into()),
+                ("events.max".into(), "10".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_are_split_with_their_text() {
+        let v = parse_sql("SELECT 1; ; select 2 ;").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].sql, "SELECT 1");
+        assert_eq!(v[1].sql, "select 2");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = parse_sql("SELECT 1 FROM").unwrap_err();
+        match e {
+            EngineError::Syntax { position, .. } => assert_eq!(position, Some(14)),
+            other => panic!("{other:?}"),
+        }
+        let e = parse_sql("SELEC 1").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::Syntax {
+                    position: Some(1),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn show_and_drop() {
+        assert!(matches!(
+            one("SHOW SOURCES"),
+            EddyStatement::ShowObjects(ShowObjectKind::Sources)
+        ));
+        let EddyStatement::DropRelation(d) = one("DROP SOURCE IF EXISTS a, b") else {
+            panic!()
+        };
+        assert!(d.if_exists);
+        assert_eq!(d.names.len(), 2);
+    }
+
+    #[test]
+    fn table_constraints_are_unsupported() {
+        let e = parse_sql("CREATE TABLE t (a INT, PRIMARY KEY (a))").unwrap_err();
+        assert!(matches!(e, EngineError::Unsupported(_)), "{e:?}");
+    }
+}

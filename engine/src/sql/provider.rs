@@ -1,0 +1,85 @@
+//! How streams appear to DataFusion's planner.
+//!
+//! Each catalog relation is a [`StreamTableProvider`]: DataFusion sees its schema and plans
+//! queries over it, but never scans it — the streaming planner recognises these scans and turns
+//! them into source operators. [`CatalogSchemaProvider`] serves the shared catalog to every
+//! session, so a `CREATE SOURCE` is visible everywhere at once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, not_impl_err};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::catalog::{Catalog, RelationDef};
+
+/// A source or push table, as DataFusion's planner sees it.
+#[derive(Debug, Clone)]
+pub struct StreamTableProvider {
+    relation: Arc<RelationDef>,
+}
+
+impl StreamTableProvider {
+    pub fn new(relation: Arc<RelationDef>) -> Self {
+        Self { relation }
+    }
+
+    pub fn relation(&self) -> &Arc<RelationDef> {
+        &self.relation
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamTableProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.relation.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        not_impl_err!("reading stream \"{}\" in a batch query", self.relation.name)
+    }
+}
+
+/// The catalog's relations as DataFusion's `public` schema.
+#[derive(Debug)]
+pub struct CatalogSchemaProvider {
+    catalog: Arc<Catalog>,
+}
+
+impl CatalogSchemaProvider {
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self { catalog }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for CatalogSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        Ok(self
+            .catalog
+            .get(name)
+            .map(|r| Arc::new(StreamTableProvider::new(r)) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.get(name).is_some()
+    }
+}
