@@ -1,1 +1,161 @@
-pub fn _x(){}
+//! Eddy's server: the pgwire front end, sessions, catalog persistence and the CLI.
+//!
+//! [`Server::start`] binds the listener and serves clients until [`Server::shutdown`]; the
+//! `eddy` binary and the SQL tests both start servers this way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use eddy_engine::connector::ConnectorRegistry;
+use eddy_engine::session::{Engine, EngineConfig};
+use pgwire::api::ConnectionManager;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub mod catalog_store;
+pub mod cli;
+pub mod wire;
+
+use catalog_store::JsonCatalogStore;
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Catalog and table data; `None` keeps everything in memory (tests).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    engine: Arc<Engine>,
+    shutdown: watch::Sender<bool>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Server {
+    pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
+        let mut connectors = ConnectorRegistry::default();
+        eddy_connectors::register_all(&mut connectors);
+        let (store, ddl) = match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let store = JsonCatalogStore::new(dir);
+                let ddl = store.load().map_err(|source| ServerError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                (
+                    Some(Arc::new(store) as Arc<dyn eddy_engine::catalog::CatalogStore>),
+                    ddl,
+                )
+            }
+            None => (None, Vec::new()),
+        };
+        let engine = Engine::new(
+            EngineConfig {
+                data_dir: config.data_dir.clone(),
+                ..EngineConfig::default()
+            },
+            connectors,
+            store,
+        );
+        for (sql, error) in engine.restore(&ddl).await {
+            tracing::error!(statement = %sql, %error, "could not restore a catalog entry");
+        }
+        if !ddl.is_empty() {
+            tracing::info!(relations = ddl.len(), "catalog restored");
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (shutdown, mut stop) = watch::channel(false);
+        let manager = Arc::new(ConnectionManager::new());
+        let shared_engine = Arc::clone(&engine);
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stop.changed() => break,
+                };
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = socket.set_nodelay(true);
+                let handlers = wire::ConnectionHandlers::new(
+                    wire::handler::Connection::new(
+                        engine.new_session(),
+                        Arc::clone(&manager),
+                        peer.to_string(),
+                    ),
+                    Arc::clone(&manager),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = ::pgwire::tokio::process_socket(socket, None, handlers).await {
+                        tracing::debug!(%peer, error = %e, "connection error");
+                    }
+                    tracing::info!(%peer, "connection closed");
+                });
+            }
+        });
+        tracing::info!(address = %local_addr, "eddy is listening");
+        Ok(Self {
+            local_addr,
+            engine: shared_engine,
+            shutdown,
+            accept_loop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The engine behind this server (tests inspect it).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting connections.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept_loop.await;
+    }
+
+    /// Waits until the accept loop ends (it ends only at shutdown).
+    pub async fn wait(self) {
+        let _ = self.accept_loop.await;
+    }
+}

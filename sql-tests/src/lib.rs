@@ -1,1 +1,154 @@
+//! Runs Eddy's sqllogictest files against a real server over pgwire.
+//!
+//! Each `.slt` file gets a fresh in-process server (its own data directory) and a fresh
+//! `tokio-postgres` connection. Errors read `<SQLSTATE>: <message>`, so a test can assert the
+//! code with `statement error 42P01`. `$DATA` in a file expands to `sql-tests/data` and
+//! `$CONFORMANCE` to the shared conformance cases (after `control substitution on`).
 
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use eddy_server::{Server, ServerConfig};
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// An error as a test sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct SqlError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<tokio_postgres::Error> for SqlError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => SqlError {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+            },
+            None => SqlError {
+                code: "connection".to_string(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A connection to a test server.
+pub struct EddyDb {
+    client: Client,
+}
+
+impl EddyDb {
+    pub async fn connect(addr: std::net::SocketAddr) -> Result<Self, SqlError> {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host={} port={} user=eddy dbname=eddy",
+                addr.ip(),
+                addr.port()
+            ),
+            NoTls,
+        )
+        .await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl AsyncDB for EddyDb {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        let messages = self.client.simple_query(sql).await?;
+        let mut rows = Vec::new();
+        let mut columns = None;
+        let mut affected = 0;
+        for m in messages {
+            match m {
+                SimpleQueryMessage::Row(row) => {
+                    let values = (0..row.len())
+                        .map(|i| match row.get(i) {
+                            None => "NULL".to_string(),
+                            Some("") => "(empty)".to_string(),
+                            Some(v) => v.to_string(),
+                        })
+                        .collect::<Vec<_>>();
+                    rows.push(values);
+                }
+                SimpleQueryMessage::RowDescription(d) => columns = Some(d.len()),
+                SimpleQueryMessage::CommandComplete(n) => affected = n,
+                _ => {}
+            }
+        }
+        match columns {
+            Some(n) => Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            }),
+            None => Ok(DBOutput::StatementComplete(affected)),
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "eddy"
+    }
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}
+
+/// Where the test data lives.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// The shared conformance cases (beside the repository), if present.
+pub fn conformance_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
+}
+
+/// Runs one `.slt` file against a fresh server.
+pub async fn run_file(path: &Path) -> Result<(), String> {
+    let server_dir = std::env::temp_dir().join(format!(
+        "eddy-slt-{}-{}",
+        std::process::id(),
+        path.file_stem().and_then(|s| s.to_str()).unwrap_or("test")
+    ));
+    let _ = std::fs::remove_dir_all(&server_dir);
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+        data_dir: Some(server_dir.clone()),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let addr = server.local_addr();
+    let mut runner = sqllogictest::Runner::new(move || async move { EddyDb::connect(addr).await });
+    runner.with_column_validator(|_, _| true);
+    runner.set_var("DATA".to_string(), data_dir_string(&data_dir()));
+    runner.set_var(
+        "CONFORMANCE".to_string(),
+        data_dir_string(&conformance_dir()),
+    );
+    let result = runner
+        .run_file_async(path)
+        .await
+        .map_err(|e| e.display(true).to_string());
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&server_dir);
+    result
+}
+
+fn data_dir_string(p: &Path) -> String {
+    p.canonicalize()
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}

@@ -1,0 +1,39 @@
+//! The `eddy` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Eddy: continuous SQL over event streams, served over the Postgres wire protocol.
+#[derive(Debug, Parser)]
+#[command(name = "eddy", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+/// Options of `eddy serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to accept Postgres connections on.
+    #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:6874")]
+    pub listen: SocketAddr,
+
+    /// Directory for the catalog and the rows of tables; created if missing.
+    #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
+    pub data_dir: PathBuf,
+
+    /// Worker threads for query execution (default: one per core).
+    #[arg(long, env = "EDDY_WORKERS")]
+    pub workers: Option<usize>,
+}

@@ -1,0 +1,724 @@
+//! Arrow values to Postgres wire values: type mapping, DataRows, and COPY data.
+//!
+//! Text format follows Postgres's own output (`t`/`f`, `2023-05-06 16:51:00`, `\x0102`,
+//! `1 day 02:00:00`), so psql and drivers show what they would show against Postgres. Binary
+//! format uses `postgres-types` encoders, the same code the Rust Postgres client uses.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Date64Type, Decimal128Type, DecimalType, Float16Type, Float32Type,
+    Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, IntervalUnit, Schema, TimeUnit,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use pgwire::api::Type;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::messages::data::{DataRow, FieldDescription};
+use postgres_types::{IsNull, ToSql};
+
+type EncodeResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The Postgres type a column of `data_type` is sent as.
+pub fn pg_type(data_type: &DataType) -> Type {
+    match data_type {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 => Type::INT8,
+        DataType::UInt64 | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => Type::NUMERIC,
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
+        _ => Type::TEXT,
+    }
+}
+
+/// The Arrow type a Postgres parameter type is read as (`None`: not a type we decode).
+pub fn arrow_type(pg: &Type) -> Option<DataType> {
+    Some(match *pg {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 => DataType::Float64,
+        Type::NUMERIC => DataType::Decimal128(38, 10),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => DataType::Utf8,
+        Type::BYTEA => DataType::Binary,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        _ => return None,
+    })
+}
+
+/// RowDescription fields for a schema, one format per column.
+pub fn field_descriptions(schema: &Schema, formats: &[FieldFormat]) -> Vec<FieldDescription> {
+    schema
+        .fields()
+        .iter()
+        .zip(formats)
+        .map(|(f, format)| {
+            let ty = pg_type(f.data_type());
+            FieldDescription::new(
+                f.name().clone(),
+                0,
+                0,
+                ty.oid(),
+                type_size(&ty),
+                -1,
+                format.value(),
+            )
+        })
+        .collect()
+}
+
+/// The same description as pgwire's `FieldInfo`s (for Describe responses).
+pub fn field_infos(schema: &Schema, formats: &[FieldFormat]) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .zip(formats)
+        .map(|(f, format)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f.data_type()),
+                *format,
+            )
+        })
+        .collect()
+}
+
+fn type_size(ty: &Type) -> i16 {
+    match *ty {
+        Type::BOOL => 1,
+        Type::INT2 => 2,
+        Type::INT4 | Type::FLOAT4 | Type::DATE => 4,
+        Type::INT8 | Type::FLOAT8 | Type::TIMESTAMP | Type::TIMESTAMPTZ | Type::TIME => 8,
+        Type::INTERVAL => 16,
+        _ => -1,
+    }
+}
+
+/// Encodes every row of `batch` as a DataRow.
+pub fn data_rows(batch: &RecordBatch, formats: &[FieldFormat]) -> EncodeResult<Vec<DataRow>> {
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    let mut buf = BytesMut::with_capacity(64 * batch.num_columns());
+    let mut scratch = String::new();
+    for row in 0..batch.num_rows() {
+        for (column, format) in batch.columns().iter().zip(formats) {
+            write_length_prefixed(column.as_ref(), row, *format, &mut buf, &mut scratch)?;
+        }
+        rows.push(DataRow::new(buf.split(), batch.num_columns() as i16));
+    }
+    Ok(rows)
+}
+
+/// Writes one value with its 4-byte length (-1 for NULL).
+fn write_length_prefixed(
+    array: &dyn Array,
+    row: usize,
+    format: FieldFormat,
+    buf: &mut BytesMut,
+    scratch: &mut String,
+) -> EncodeResult<()> {
+    if array.is_null(row) {
+        buf.put_i32(-1);
+        return Ok(());
+    }
+    let start = buf.len();
+    buf.put_i32(0);
+    match format {
+        FieldFormat::Text => {
+            scratch.clear();
+            write_text(array, row, scratch)?;
+            buf.put_slice(scratch.as_bytes());
+        }
+        FieldFormat::Binary => write_binary(array, row, buf)?,
+    }
+    let len = (buf.len() - start - 4) as i32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// The Postgres text representation of a non-null value.
+pub fn write_text(array: &dyn Array, row: usize, out: &mut String) -> EncodeResult<()> {
+    match array.data_type() {
+        DataType::Boolean => out.push(if array.as_boolean().value(row) {
+            't'
+        } else {
+            'f'
+        }),
+        DataType::Int8 => write!(out, "{}", array.as_primitive::<Int8Type>().value(row))?,
+        DataType::Int16 => write!(out, "{}", array.as_primitive::<Int16Type>().value(row))?,
+        DataType::Int32 => write!(out, "{}", array.as_primitive::<Int32Type>().value(row))?,
+        DataType::Int64 => write!(out, "{}", array.as_primitive::<Int64Type>().value(row))?,
+        DataType::UInt8 => write!(out, "{}", array.as_primitive::<UInt8Type>().value(row))?,
+        DataType::UInt16 => write!(out, "{}", array.as_primitive::<UInt16Type>().value(row))?,
+        DataType::UInt32 => write!(out, "{}", array.as_primitive::<UInt32Type>().value(row))?,
+        DataType::UInt64 => write!(out, "{}", array.as_primitive::<UInt64Type>().value(row))?,
+        DataType::Float16 => write_float(
+            f64::from(array.as_primitive::<Float16Type>().value(row).to_f32()),
+            out,
+        ),
+        DataType::Float32 => write_float32(array.as_primitive::<Float32Type>().value(row), out),
+        DataType::Float64 => write_float(array.as_primitive::<Float64Type>().value(row), out),
+        DataType::Decimal128(precision, scale) => out.push_str(&Decimal128Type::format_decimal(
+            array.as_primitive::<Decimal128Type>().value(row),
+            *precision,
+            *scale,
+        )),
+        DataType::Utf8 => out.push_str(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => out.push_str(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => out.push_str(array.as_string_view().value(row)),
+        DataType::Binary => write_hex(array.as_binary::<i32>().value(row), out),
+        DataType::LargeBinary => write_hex(array.as_binary::<i64>().value(row), out),
+        DataType::BinaryView => write_hex(array.as_binary_view().value(row), out),
+        DataType::FixedSizeBinary(_) => write_hex(array.as_fixed_size_binary().value(row), out),
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(row);
+            match Date32Type::to_naive_date_opt(days) {
+                Some(d) => write!(out, "{}", d.format("%Y-%m-%d"))?,
+                None => return Err(format!("date out of range: {days} days").into()),
+            }
+        }
+        DataType::Date64 => {
+            let ms = array.as_primitive::<Date64Type>().value(row);
+            match DateTime::from_timestamp_millis(ms) {
+                Some(d) => write!(out, "{}", d.format("%Y-%m-%d"))?,
+                None => return Err(format!("date out of range: {ms} ms").into()),
+            }
+        }
+        DataType::Timestamp(unit, tz) => {
+            let nanos = timestamp_nanos(array, row, *unit)?;
+            let dt = DateTime::from_timestamp_nanos(nanos).naive_utc();
+            write_naive_datetime(&dt, out);
+            if tz.is_some() {
+                out.push_str("+00");
+            }
+        }
+        DataType::Time32(_) | DataType::Time64(_) => {
+            let t = time_value(array, row)?;
+            write!(out, "{}", t.format("%H:%M:%S"))?;
+            write_fraction(t.format("%f").to_string().parse::<u32>().unwrap_or(0), out);
+        }
+        DataType::Interval(_) | DataType::Duration(_) => {
+            let (months, days, micros) = interval_parts(array, row)?;
+            out.push_str(&pg_interval::Interval::new(months, days, micros).to_postgres());
+        }
+        _ => {
+            let formatter = ArrayFormatter::try_new(array, &FormatOptions::default())?;
+            write!(out, "{}", formatter.value(row))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_float(v: f64, out: &mut String) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn write_float32(v: f32, out: &mut String) {
+    if v.is_nan() || v.is_infinite() {
+        write_float(f64::from(v), out);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn write_hex(bytes: &[u8], out: &mut String) {
+    out.push_str("\\x");
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fraction]`, the fraction without trailing zeros, as Postgres prints.
+fn write_naive_datetime(dt: &NaiveDateTime, out: &mut String) {
+    let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
+    write_fraction(dt.and_utc().timestamp_subsec_nanos(), out);
+}
+
+fn write_fraction(nanos: u32, out: &mut String) {
+    if nanos == 0 {
+        return;
+    }
+    let digits = format!("{nanos:09}");
+    out.push('.');
+    out.push_str(digits.trim_end_matches('0'));
+}
+
+fn timestamp_nanos(array: &dyn Array, row: usize, unit: TimeUnit) -> EncodeResult<i64> {
+    use datafusion::arrow::datatypes::{
+        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
+    let overflow =
+        || -> Box<dyn std::error::Error + Send + Sync> { "timestamp out of range".into() };
+    Ok(match unit {
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .checked_mul(1_000_000_000)
+            .ok_or_else(overflow)?,
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .checked_mul(1_000_000)
+            .ok_or_else(overflow)?,
+        TimeUnit::Microsecond => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+            .checked_mul(1_000)
+            .ok_or_else(overflow)?,
+        TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row),
+    })
+}
+
+fn time_value(array: &dyn Array, row: usize) -> EncodeResult<NaiveTime> {
+    use datafusion::arrow::datatypes::{
+        Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType,
+    };
+    let nanos: i64 = match array.data_type() {
+        DataType::Time32(TimeUnit::Second) => {
+            i64::from(array.as_primitive::<Time32SecondType>().value(row)) * 1_000_000_000
+        }
+        DataType::Time32(_) => {
+            i64::from(array.as_primitive::<Time32MillisecondType>().value(row)) * 1_000_000
+        }
+        DataType::Time64(TimeUnit::Microsecond) => {
+            array.as_primitive::<Time64MicrosecondType>().value(row) * 1_000
+        }
+        _ => array.as_primitive::<Time64NanosecondType>().value(row),
+    };
+    NaiveTime::from_num_seconds_from_midnight_opt(
+        (nanos / 1_000_000_000) as u32,
+        (nanos % 1_000_000_000) as u32,
+    )
+    .ok_or_else(|| "time out of range".into())
+}
+
+/// (months, days, microseconds) of an interval or duration value.
+fn interval_parts(array: &dyn Array, row: usize) -> EncodeResult<(i32, i32, i64)> {
+    use datafusion::arrow::datatypes::{
+        DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+        DurationSecondType, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalYearMonthType,
+    };
+    Ok(match array.data_type() {
+        DataType::Interval(IntervalUnit::YearMonth) => (
+            array.as_primitive::<IntervalYearMonthType>().value(row),
+            0,
+            0,
+        ),
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = array.as_primitive::<IntervalDayTimeType>().value(row);
+            (0, v.days, i64::from(v.milliseconds) * 1000)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = array.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            (v.months, v.days, v.nanoseconds / 1000)
+        }
+        DataType::Duration(TimeUnit::Second) => (
+            0,
+            0,
+            array.as_primitive::<DurationSecondType>().value(row) * 1_000_000,
+        ),
+        DataType::Duration(TimeUnit::Millisecond) => (
+            0,
+            0,
+            array.as_primitive::<DurationMillisecondType>().value(row) * 1000,
+        ),
+        DataType::Duration(TimeUnit::Microsecond) => (
+            0,
+            0,
+            array.as_primitive::<DurationMicrosecondType>().value(row),
+        ),
+        DataType::Duration(TimeUnit::Nanosecond) => (
+            0,
+            0,
+            array.as_primitive::<DurationNanosecondType>().value(row) / 1000,
+        ),
+        other => return Err(format!("not an interval: {other}").into()),
+    })
+}
+
+/// The Postgres binary representation of a non-null value.
+fn write_binary(array: &dyn Array, row: usize, buf: &mut BytesMut) -> EncodeResult<()> {
+    let ty = pg_type(array.data_type());
+    let is_null = match array.data_type() {
+        DataType::Boolean => array.as_boolean().value(row).to_sql(&ty, buf)?,
+        DataType::Int8 => {
+            i16::from(array.as_primitive::<Int8Type>().value(row)).to_sql(&ty, buf)?
+        }
+        DataType::Int16 => array
+            .as_primitive::<Int16Type>()
+            .value(row)
+            .to_sql(&ty, buf)?,
+        DataType::Int32 => array
+            .as_primitive::<Int32Type>()
+            .value(row)
+            .to_sql(&ty, buf)?,
+        DataType::Int64 => array
+            .as_primitive::<Int64Type>()
+            .value(row)
+            .to_sql(&ty, buf)?,
+        DataType::UInt8 => {
+            i16::from(array.as_primitive::<UInt8Type>().value(row)).to_sql(&ty, buf)?
+        }
+        DataType::UInt16 => {
+            i32::from(array.as_primitive::<UInt16Type>().value(row)).to_sql(&ty, buf)?
+        }
+        DataType::UInt32 => {
+            i64::from(array.as_primitive::<UInt32Type>().value(row)).to_sql(&ty, buf)?
+        }
+        DataType::UInt64 => {
+            rust_decimal::Decimal::from(array.as_primitive::<UInt64Type>().value(row))
+                .to_sql(&ty, buf)?
+        }
+        DataType::Float16 => array
+            .as_primitive::<Float16Type>()
+            .value(row)
+            .to_f32()
+            .to_sql(&ty, buf)?,
+        DataType::Float32 => array
+            .as_primitive::<Float32Type>()
+            .value(row)
+            .to_sql(&ty, buf)?,
+        DataType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .value(row)
+            .to_sql(&ty, buf)?,
+        DataType::Decimal128(_, scale) => {
+            let v = array.as_primitive::<Decimal128Type>().value(row);
+            let d = rust_decimal::Decimal::try_from_i128_with_scale(v, (*scale).max(0) as u32)
+                .map_err(|e| format!("numeric value out of range for binary format: {e}"))?;
+            d.to_sql(&ty, buf)?
+        }
+        DataType::Binary => array.as_binary::<i32>().value(row).to_sql(&ty, buf)?,
+        DataType::LargeBinary => array.as_binary::<i64>().value(row).to_sql(&ty, buf)?,
+        DataType::BinaryView => array.as_binary_view().value(row).to_sql(&ty, buf)?,
+        DataType::FixedSizeBinary(_) => array.as_fixed_size_binary().value(row).to_sql(&ty, buf)?,
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(row);
+            let d: NaiveDate = Date32Type::to_naive_date_opt(days).ok_or("date out of range")?;
+            d.to_sql(&ty, buf)?
+        }
+        DataType::Date64 => {
+            let ms = array.as_primitive::<Date64Type>().value(row);
+            let d = DateTime::from_timestamp_millis(ms).ok_or("date out of range")?;
+            d.date_naive().to_sql(&ty, buf)?
+        }
+        DataType::Timestamp(unit, tz) => {
+            let nanos = timestamp_nanos(array, row, *unit)?;
+            let dt: DateTime<Utc> = DateTime::from_timestamp_nanos(nanos);
+            if tz.is_some() {
+                dt.to_sql(&ty, buf)?
+            } else {
+                dt.naive_utc().to_sql(&ty, buf)?
+            }
+        }
+        DataType::Time32(_) | DataType::Time64(_) => time_value(array, row)?.to_sql(&ty, buf)?,
+        DataType::Interval(_) | DataType::Duration(_) => {
+            let (months, days, micros) = interval_parts(array, row)?;
+            buf.put_i64(micros);
+            buf.put_i32(days);
+            buf.put_i32(months);
+            IsNull::No
+        }
+        _ => {
+            // Sent as TEXT, whose binary form is its UTF-8 bytes.
+            let mut s = String::new();
+            write_text(array, row, &mut s)?;
+            buf.put_slice(s.as_bytes());
+            IsNull::No
+        }
+    };
+    if let IsNull::Yes = is_null {
+        return Err("unexpected NULL from a non-null value".into());
+    }
+    Ok(())
+}
+
+/// How `COPY ... TO STDOUT` writes rows.
+pub enum CopyWriter {
+    Text {
+        delimiter: char,
+        null: String,
+    },
+    Csv {
+        delimiter: char,
+        null: String,
+        quote: char,
+    },
+    Binary,
+}
+
+impl CopyWriter {
+    pub fn from_format(format: &eddy_engine::session::CopyFormat) -> Self {
+        use eddy_engine::session::CopyFormat;
+        match format {
+            CopyFormat::Text { delimiter, null } => Self::Text {
+                delimiter: *delimiter,
+                null: null.clone(),
+            },
+            CopyFormat::Csv {
+                delimiter,
+                null,
+                quote,
+                ..
+            } => Self::Csv {
+                delimiter: *delimiter,
+                null: null.clone(),
+                quote: *quote,
+            },
+            CopyFormat::Binary => Self::Binary,
+        }
+    }
+
+    /// The wire format code of the COPY (0 text, 1 binary).
+    pub fn format_code(&self) -> i8 {
+        match self {
+            Self::Binary => 1,
+            _ => 0,
+        }
+    }
+
+    /// What precedes the rows: the binary signature, or the CSV header line.
+    pub fn header(&self, schema: &Arc<Schema>, csv_header: bool) -> Option<BytesMut> {
+        match self {
+            Self::Binary => {
+                let mut b = BytesMut::new();
+                b.put_slice(b"PGCOPY\n\xff\r\n\0");
+                b.put_i32(0);
+                b.put_i32(0);
+                Some(b)
+            }
+            Self::Csv {
+                delimiter, quote, ..
+            } if csv_header => {
+                let mut line = String::new();
+                for (i, f) in schema.fields().iter().enumerate() {
+                    if i > 0 {
+                        line.push(*delimiter);
+                    }
+                    csv_field(f.name(), *delimiter, *quote, &mut line);
+                }
+                line.push('\n');
+                Some(BytesMut::from(line.as_bytes()))
+            }
+            _ => None,
+        }
+    }
+
+    /// What follows the rows (the binary trailer).
+    pub fn trailer(&self) -> Option<BytesMut> {
+        match self {
+            Self::Binary => {
+                let mut b = BytesMut::new();
+                b.put_i16(-1);
+                Some(b)
+            }
+            _ => None,
+        }
+    }
+
+    /// One COPY data chunk holding every row of `batch`.
+    pub fn encode_batch(&self, batch: &RecordBatch) -> EncodeResult<BytesMut> {
+        let mut buf = BytesMut::with_capacity(batch.num_rows() * 32);
+        let mut value = String::new();
+        let mut line = String::new();
+        for row in 0..batch.num_rows() {
+            match self {
+                Self::Binary => {
+                    buf.put_i16(batch.num_columns() as i16);
+                    for column in batch.columns() {
+                        write_length_prefixed(
+                            column.as_ref(),
+                            row,
+                            FieldFormat::Binary,
+                            &mut buf,
+                            &mut value,
+                        )?;
+                    }
+                }
+                Self::Text { delimiter, null } => {
+                    line.clear();
+                    for (i, column) in batch.columns().iter().enumerate() {
+                        if i > 0 {
+                            line.push(*delimiter);
+                        }
+                        if column.is_null(row) {
+                            line.push_str(null);
+                            continue;
+                        }
+                        value.clear();
+                        write_text(column.as_ref(), row, &mut value)?;
+                        for c in value.chars() {
+                            match c {
+                                '\\' => line.push_str("\\\\"),
+                                '\n' => line.push_str("\\n"),
+                                '\r' => line.push_str("\\r"),
+                                '\t' => line.push_str("\\t"),
+                                c if c == *delimiter => {
+                                    line.push('\\');
+                                    line.push(c);
+                                }
+                                c => line.push(c),
+                            }
+                        }
+                    }
+                    line.push('\n');
+                    buf.put_slice(line.as_bytes());
+                }
+                Self::Csv {
+                    delimiter,
+                    null,
+                    quote,
+                } => {
+                    line.clear();
+                    for (i, column) in batch.columns().iter().enumerate() {
+                        if i > 0 {
+                            line.push(*delimiter);
+                        }
+                        if column.is_null(row) {
+                            line.push_str(null);
+                            continue;
+                        }
+                        value.clear();
+                        write_text(column.as_ref(), row, &mut value)?;
+                        if value.is_empty() || value == *null {
+                            // Quoted, so it reads back as a value and not as NULL.
+                            line.push(*quote);
+                            line.push_str(&value);
+                            line.push(*quote);
+                        } else {
+                            csv_field(&value, *delimiter, *quote, &mut line);
+                        }
+                    }
+                    line.push('\n');
+                    buf.put_slice(line.as_bytes());
+                }
+            }
+        }
+        Ok(buf)
+    }
+}
+
+fn csv_field(value: &str, delimiter: char, quote: char, out: &mut String) {
+    let needs_quotes = value
+        .chars()
+        .any(|c| c == delimiter || c == quote || c == '\n' || c == '\r')
+        || value.starts_with(' ')
+        || value.ends_with(' ');
+    if !needs_quotes {
+        out.push_str(value);
+        return;
+    }
+    out.push(quote);
+    for c in value.chars() {
+        if c == quote {
+            out.push(quote);
+        }
+        out.push(c);
+    }
+    out.push(quote);
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, Int64Array, IntervalMonthDayNanoArray, StringArray,
+        TimestampMillisecondArray,
+    };
+    use datafusion::arrow::datatypes::IntervalMonthDayNano;
+
+    use super::*;
+
+    fn text(array: ArrayRef) -> Vec<String> {
+        (0..array.len())
+            .map(|i| {
+                let mut s = String::new();
+                write_text(array.as_ref(), i, &mut s).unwrap();
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_matches_postgres_output() {
+        assert_eq!(
+            text(Arc::new(BooleanArray::from(vec![true, false]))),
+            ["t", "f"]
+        );
+        assert_eq!(
+            text(Arc::new(TimestampMillisecondArray::from(vec![
+                1_683_391_860_000,
+                1_683_391_860_250
+            ]))),
+            ["2023-05-06 16:51:00", "2023-05-06 16:51:00.25"]
+        );
+        assert_eq!(
+            text(Arc::new(Float64Array::from(vec![
+                1.5,
+                f64::INFINITY,
+                f64::NAN
+            ]))),
+            ["1.5", "Infinity", "NaN"]
+        );
+        assert_eq!(
+            text(Arc::new(IntervalMonthDayNanoArray::from(vec![
+                IntervalMonthDayNano::new(0, 1, 7_200_000_000_000)
+            ]))),
+            ["1 day 02:00:00"]
+        );
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let schema = Arc::new(Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("a", DataType::Utf8, true),
+            datafusion::arrow::datatypes::Field::new("b", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![Some("x,y"), Some(""), None])),
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+            ],
+        )
+        .unwrap();
+        let w = CopyWriter::Csv {
+            delimiter: ',',
+            null: String::new(),
+            quote: '"',
+        };
+        let out = w.encode_batch(&batch).unwrap();
+        assert_eq!(std::str::from_utf8(&out).unwrap(), "\"x,y\",1\n\"\",\n,3\n");
+        let header = w.header(&schema, true).unwrap();
+        assert_eq!(&header[..], b"a,b\n");
+    }
+}

@@ -1,0 +1,102 @@
+//! The one place where engine errors become Postgres errors: SQLSTATE, message, position.
+
+use eddy_engine::connector::ConnectorError;
+use eddy_engine::error::EngineError;
+use pgwire::error::{ErrorInfo, PgWireError, SEVERITY_ERROR, SEVERITY_NOTICE};
+
+/// The SQLSTATE of an engine error.
+pub fn sqlstate(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::Syntax { .. } => "42601",
+        EngineError::UnknownRelation { .. } => "42P01",
+        EngineError::UnknownColumn { .. } => "42703",
+        EngineError::UnknownFunction { .. } => "42883",
+        EngineError::WrongObjectType(_) => "42809",
+        EngineError::DuplicateRelation(_) => "42P07",
+        EngineError::DuplicateCursor(_) => "42P03",
+        EngineError::Unsupported(_) => "0A000",
+        EngineError::Plan { .. } => "42000",
+        EngineError::Data(message) => data_sqlstate(message),
+        EngineError::InvalidInput(_) => "22P02",
+        EngineError::NotNullViolation(_) => "23502",
+        EngineError::UnknownVariable(_) => "42704",
+        EngineError::UnknownCursor(_) => "34000",
+        EngineError::InvalidTransactionState(m) if m.starts_with("current transaction") => "25P02",
+        EngineError::InvalidTransactionState(_) => "25P01",
+        EngineError::Canceled => "57014",
+        EngineError::Connector(ConnectorError::InvalidOption(_)) => "22023",
+        EngineError::Connector(ConnectorError::Unsupported(_)) => "0A000",
+        EngineError::Connector(ConnectorError::Io(_)) => "58030",
+        EngineError::Connector(ConnectorError::Arrow(_)) => "22000",
+        EngineError::Io(_) => "58030",
+        EngineError::DataFusion(_) | EngineError::Internal(_) => "XX000",
+    }
+}
+
+/// Data errors carry no variant of their own in DataFusion; recognise the common ones.
+fn data_sqlstate(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if m.contains("divide by zero") || m.contains("division by zero") {
+        "22012"
+    } else if m.contains("overflow") {
+        "22003"
+    } else if m.contains("cannot cast") || m.contains("cast") || m.contains("parse") {
+        "22P02"
+    } else {
+        "22000"
+    }
+}
+
+/// The position (1-based character offset into the statement text) of an error, if any.
+fn position(e: &EngineError) -> Option<usize> {
+    match e {
+        EngineError::Syntax { position, .. }
+        | EngineError::UnknownRelation { position, .. }
+        | EngineError::UnknownColumn { position, .. }
+        | EngineError::UnknownFunction { position, .. }
+        | EngineError::Plan { position, .. } => *position,
+        _ => None,
+    }
+}
+
+/// The ErrorResponse for an engine error. `offset` is the character offset of the statement
+/// within the query string the client sent (positions are reported against the whole string).
+pub fn error_info(e: &EngineError, offset: usize) -> ErrorInfo {
+    let mut info = ErrorInfo::new(
+        SEVERITY_ERROR.to_string(),
+        sqlstate(e).to_string(),
+        e.to_string(),
+    );
+    info.position = position(e).map(|p| (p + offset).to_string());
+    if matches!(e, EngineError::Unsupported(_)) {
+        info.hint = Some(
+            "see docs/sql-reference.md for what Eddy supports and what is planned".to_string(),
+        );
+    }
+    info
+}
+
+pub fn user_error(e: &EngineError, offset: usize) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e, offset)))
+}
+
+pub fn notice(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new(
+        SEVERITY_NOTICE.to_string(),
+        "00000".to_string(),
+        message.into(),
+    )
+}
+
+pub fn warning(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new("WARNING".to_string(), "01000".to_string(), message.into())
+}
+
+/// An error raised by the protocol layer itself (bad parameter bytes, wrong message order).
+pub fn protocol_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        SEVERITY_ERROR.to_string(),
+        code.to_string(),
+        message.into(),
+    )))
+}
