@@ -50,6 +50,18 @@ pub enum ServerError {
     },
 }
 
+/// Splits off a second handle on the socket for noticing disconnects (see `ClientProbe`).
+fn with_probe(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, wire::handler::ClientProbe)> {
+    let socket = socket.into_std()?;
+    let probe = socket.try_clone()?;
+    Ok((
+        tokio::net::TcpStream::from_std(socket)?,
+        wire::handler::ClientProbe::new(probe),
+    ))
+}
+
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
         let mut connectors = ConnectorRegistry::default();
@@ -114,11 +126,19 @@ impl Server {
                     }
                 };
                 let _ = socket.set_nodelay(true);
+                let (socket, probe) = match with_probe(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot set up the connection");
+                        continue;
+                    }
+                };
                 let handlers = wire::ConnectionHandlers::new(
                     wire::handler::Connection::new(
                         engine.new_session(),
                         Arc::clone(&manager),
                         peer.to_string(),
+                        Some(probe),
                     ),
                     Arc::clone(&manager),
                 );

@@ -16,7 +16,7 @@ import asyncpg
 import asyncpg.exceptions
 import pytest
 
-from conftest import TABLE_COLUMNS, not_supported_yet, server_bug
+from conftest import TABLE_COLUMNS, not_supported_yet
 
 TS1 = dt.datetime(2024, 1, 2, 3, 4, 5, 123000)
 TS2 = dt.datetime(2024, 1, 2, 3, 4, 6)
@@ -224,10 +224,6 @@ def test_portal_streams_rows_as_they_arrive(server, name):
     run(main())
 
 
-@server_bug(
-    "a placeholder in LIMIT/OFFSET is described as text: asyncpg then refuses an int "
-    "('invalid input for query argument $1: 2 (expected str, got int)'); Postgres says bigint"
-)
 def test_limit_parameter(server, name):
     table = name("apg_limit")
 
@@ -243,11 +239,6 @@ def test_limit_parameter(server, name):
     run(main())
 
 
-@server_bug(
-    "extended-protocol column names are DataFusion's display names: asyncpg's record keys "
-    "are 'count(*)', 'upper(Utf8(\"a\"))', 'Int64(1) + Int64(1)' where Postgres (and Eddy's "
-    "simple protocol) say 'count', 'upper', '?column?'"
-)
 def test_column_names_are_postgres_names(server):
     async def main():
         conn = await connect(server)

@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import TABLE_COLUMNS, not_supported_yet, psql_env, server_bug
+from conftest import TABLE_COLUMNS, not_supported_yet, psql_env
 
 PSQL = shutil.which("psql") or "/usr/bin/psql"
 
@@ -436,11 +436,6 @@ def _raw_query(sock: socket.socket, sql: str) -> None:
     sock.sendall(b"Q" + struct.pack("!I", len(body) + 4) + body)
 
 
-@server_bug(
-    "a client that disconnects while its continuous query waits for rows is never noticed: "
-    "the server keeps the socket in CLOSE_WAIT and the query running until a row happens to "
-    "be written, i.e. forever on a table that gets no more rows (a leak per killed client)"
-)
 def test_disconnect_while_query_waits_is_noticed(server, name):
     table = name("psql_waitdrop")
     create_table(server, table)

@@ -13,7 +13,7 @@ import psycopg.errors
 import pytest
 from psycopg.pq import TransactionStatus
 
-from conftest import TABLE_COLUMNS, not_supported_yet, server_bug
+from conftest import TABLE_COLUMNS, not_supported_yet
 
 TS1 = dt.datetime(2024, 1, 2, 3, 4, 5, 123000)
 TS2 = dt.datetime(2024, 1, 2, 3, 4, 6)
@@ -219,11 +219,6 @@ def test_result_types(server, binary):
         assert nul is None
 
 
-@server_bug(
-    "timestamps with nanoseconds (e.g. now()) are sent in text format with 9 fractional "
-    "digits ('2026-11-27 11:55:28.035701042'); Postgres sends at most 6 and psycopg raises "
-    "DataError: can't parse timestamp ... microsecond must be in 0..999999"
-)
 def test_nanosecond_timestamp_in_text_format(server):
     with connect(server, autocommit=True) as conn:
         # What `SELECT now()` hits (its nanoseconds are rarely all zero), made deterministic.
@@ -233,11 +228,6 @@ def test_nanosecond_timestamp_in_text_format(server):
         assert value == dt.datetime(2024, 1, 1, 0, 0, 0, 123456)
 
 
-@server_bug(
-    "TIMESTAMP WITH TIME ZONE (Arrow Timestamp with a zone, e.g. now()) is described as "
-    "timestamp (OID 1114) instead of timestamptz (1184) and sent as naive UTC, so clients get "
-    "a naive datetime and lose the zone"
-)
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 def test_timestamptz_is_timezone_aware(server, binary):
     with connect(server, autocommit=True) as conn:
@@ -248,12 +238,6 @@ def test_timestamptz_is_timezone_aware(server, binary):
         assert value == dt.datetime(2023, 12, 31, 22, 0, tzinfo=dt.timezone.utc)
 
 
-@server_bug(
-    "column names differ between the simple and the extended protocol: the extended one "
-    "(psycopg with parameters or binary=True, asyncpg, JDBC) gets DataFusion's internal names "
-    "('count(*)', 'upper(Utf8(\"a\"))', 'Int64(1) + Int64(1)', 'Int64(1)') where the simple "
-    "one gets Postgres names ('count', 'upper', '?column?', 'int8')"
-)
 def test_column_names_same_in_simple_and_extended_protocol(server):
     queries = [
         "SELECT count(*) FROM range(3)",
@@ -332,14 +316,8 @@ def test_copy_from_stdin_csv_with_header(server, name):
     assert sorted(rows) == [(10, TS1, "x"), (11, TS2, "y, with comma")]
 
 
-COPY_ONE_ROW_PER_MESSAGE = (
-    "COPY ... TO STDOUT packs several rows into one CopyData message; the protocol sends one "
-    "row per CopyData and psycopg's Copy.rows()/read_row() parse one row per message, so "
-    "every row after the first of each batch is silently lost"
-)
 
 
-@server_bug(COPY_ONE_ROW_PER_MESSAGE)
 def test_copy_to_stdout_sends_one_row_per_copydata_message(server, name):
     table = name("psy_copymsg")
     create_table(server, table)
@@ -351,7 +329,6 @@ def test_copy_to_stdout_sends_one_row_per_copydata_message(server, name):
     assert sorted(messages) == [b"1\n", b"2\n"]
 
 
-@server_bug(COPY_ONE_ROW_PER_MESSAGE)
 def test_copy_to_stdout_rows(server, name):
     table = name("psy_copyout")
     create_table(server, table)
@@ -369,12 +346,6 @@ def test_copy_to_stdout_rows(server, name):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-@server_bug(
-    "COPY ... TO STDOUT (FORMAT BINARY) sends the PGCOPY header as a CopyData message of its "
-    "own (and several rows per message); Postgres sends the header with the first row and "
-    "one row per message, and psycopg fails with 'DataError: bad copy data: fields number "
-    "truncated'"
-)
 def test_copy_to_stdout_binary(server, name):
     table = name("psy_copybin")
     create_table(server, table)
@@ -563,14 +534,8 @@ def test_declare_and_fetch_statements(server, name):
         assert conn.info.transaction_status == TransactionStatus.IDLE
 
 
-NAMED_CURSOR_DESCRIBE = (
-    "psycopg's named cursor sends DECLARE, then a protocol-level Describe Portal for the "
-    "cursor's name; the server answers 'Portal not found for name: <cursor>' (SQLSTATE 26000) "
-    "instead of describing the DECLAREd cursor"
-)
 
 
-@server_bug(NAMED_CURSOR_DESCRIBE)
 def test_server_side_cursor_fetches_in_chunks(server, name):
     table = name("psy_cursor")
     create_table(server, table)
@@ -594,7 +559,6 @@ def test_server_side_cursor_fetches_in_chunks(server, name):
         assert conn.info.transaction_status == TransactionStatus.IDLE
 
 
-@server_bug(NAMED_CURSOR_DESCRIBE)
 def test_server_side_cursor_iterates_with_itersize(server):
     with connect(server) as conn, cancel_after(conn, 30):
         with conn.cursor(name="psy_iter") as cur:

@@ -120,7 +120,9 @@ impl Engine {
             .with_information_schema(false)
             .set_bool("datafusion.sql_parser.collect_spans", true)
             // Plain Utf8 strings end to end: what connectors produce and clients receive.
-            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+            // The session TimeZone (UTC until SET): `timestamptz` values carry it.
+            .set_str("datafusion.execution.time_zone", "UTC");
         let ctx = SessionContext::new_with_config(config);
         let catalog = MemoryCatalogProvider::new();
         // Registering a fresh schema provider cannot fail.
@@ -320,6 +322,11 @@ impl Session {
         self.cursors_mut().clear();
     }
 
+    /// The result schema of an open cursor (clients describe a DECLAREd cursor as a portal).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors_mut().get(name).map(|c| Arc::clone(c.schema()))
+    }
+
     fn cursors_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, query::Cursor>> {
         self.cursors.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -411,7 +418,12 @@ impl Session {
                         .logical_plan(stmt.as_ref().clone(), &statement.source)
                         .await?;
                     let params = query::parameter_types(&plan)?;
-                    Ok((params, Some(Arc::new(plan.schema().as_arrow().clone()))))
+                    let schema = Arc::new(plan.schema().as_arrow().clone());
+                    let schema = match crate::sql::names::postgres_column_names(stmt) {
+                        Some(names) => output::renamed(&schema, &names),
+                        None => schema,
+                    };
+                    Ok((params, Some(schema)))
                 }
                 Statement::Insert(_) => {
                     let plan = self
@@ -445,9 +457,7 @@ impl Session {
                 )),
                 Statement::Fetch { name, .. } => {
                     let schema = self
-                        .cursors_mut()
-                        .get(&name.value)
-                        .map(|c| Arc::clone(c.schema()))
+                        .cursor_schema(&name.value)
                         .ok_or_else(|| EngineError::UnknownCursor(name.value.clone()))?;
                     Ok((vec![], Some(schema)))
                 }

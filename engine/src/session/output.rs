@@ -13,6 +13,23 @@ use super::copy::{CopyFormat, CopyIn};
 use crate::error::EngineResult;
 use crate::runtime::{QueryMetrics, RunningQuery};
 
+/// `schema` with columns renamed (`None` keeps a name); unchanged unless one name per column.
+pub(crate) fn renamed(schema: &SchemaRef, names: &[Option<String>]) -> SchemaRef {
+    if names.len() != schema.fields().len() || names.iter().all(Option::is_none) {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| match n {
+            Some(n) => f.as_ref().clone().with_name(n),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// The result of one statement.
 pub enum StatementResult {
     /// Rows, described by a schema (SELECT, SHOW, EXPLAIN, FETCH).

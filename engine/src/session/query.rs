@@ -255,6 +255,18 @@ impl Session {
         direction: &FetchDirection,
     ) -> EngineResult<StatementResult> {
         let wanted = fetch_count(direction)?;
+        Ok(StatementResult::Rows(
+            self.fetch_cursor(name, wanted).await?,
+        ))
+    }
+
+    /// The next `wanted` rows (all, if `None`) of cursor `name`: what `FETCH` returns, and what
+    /// a client gets executing the cursor as a protocol-level portal.
+    pub async fn fetch_cursor(
+        &mut self,
+        name: &str,
+        wanted: Option<usize>,
+    ) -> EngineResult<QueryOutput> {
         // Out of the map while rows are awaited; put back after.
         let mut cursor = self
             .cursors_mut()
@@ -283,9 +295,7 @@ impl Session {
         }
         let schema = Arc::clone(&cursor.output.schema);
         self.cursors_mut().insert(name.to_string(), cursor);
-        Ok(StatementResult::Rows(QueryOutput::ready(
-            schema, batches, "FETCH",
-        )))
+        Ok(QueryOutput::ready(schema, batches, "FETCH"))
     }
 }
 
@@ -318,6 +328,14 @@ pub(crate) fn parameter_types(plan: &LogicalPlan) -> EngineResult<Vec<Option<Dat
     let mut types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
     let mut from_casts: HashMap<String, DataType> = HashMap::new();
     plan.apply_with_subqueries(|node| {
+        // `LIMIT $1 OFFSET $2` take integers.
+        if let LogicalPlan::Limit(limit) = node {
+            for e in [&limit.skip, &limit.fetch].into_iter().flatten() {
+                if let Expr::Placeholder(p) = e.as_ref() {
+                    from_casts.entry(p.id.clone()).or_insert(DataType::Int64);
+                }
+            }
+        }
         node.apply_expressions(|e| {
             e.apply(|e| {
                 let cast = match e {

@@ -263,11 +263,13 @@ fn write_naive_datetime(dt: &NaiveDateTime, out: &mut String) {
     write_fraction(dt.and_utc().timestamp_subsec_nanos(), out);
 }
 
+/// `.ffffff` without trailing zeros; Postgres keeps microseconds, so nanoseconds are cut.
 fn write_fraction(nanos: u32, out: &mut String) {
-    if nanos == 0 {
+    let micros = nanos / 1000;
+    if micros == 0 {
         return;
     }
-    let digits = format!("{nanos:09}");
+    let digits = format!("{micros:06}");
     out.push('.');
     out.push_str(digits.trim_end_matches('0'));
 }
@@ -546,9 +548,11 @@ impl CopyWriter {
         }
     }
 
-    /// One COPY data chunk holding every row of `batch`.
-    pub fn encode_batch(&self, batch: &RecordBatch) -> EncodeResult<BytesMut> {
+    /// One COPY data message per row of `batch`, as Postgres sends them (clients such as
+    /// psycopg read rows message by message).
+    pub fn encode_batch(&self, batch: &RecordBatch) -> EncodeResult<Vec<BytesMut>> {
         let mut buf = BytesMut::with_capacity(batch.num_rows() * 32);
+        let mut rows = Vec::with_capacity(batch.num_rows());
         let mut value = String::new();
         let mut line = String::new();
         for row in 0..batch.num_rows() {
@@ -623,8 +627,9 @@ impl CopyWriter {
                     buf.put_slice(line.as_bytes());
                 }
             }
+            rows.push(buf.split());
         }
-        Ok(buf)
+        Ok(rows)
     }
 }
 
@@ -682,6 +687,12 @@ mod tests {
             ["2023-05-06 16:51:00", "2023-05-06 16:51:00.25"]
         );
         assert_eq!(
+            text(Arc::new(
+                datafusion::arrow::array::TimestampNanosecondArray::from(vec![1_123_456_789])
+            )),
+            ["1970-01-01 00:00:01.123456"]
+        );
+        assert_eq!(
             text(Arc::new(Float64Array::from(vec![
                 1.5,
                 f64::INFINITY,
@@ -716,8 +727,13 @@ mod tests {
             null: String::new(),
             quote: '"',
         };
-        let out = w.encode_batch(&batch).unwrap();
-        assert_eq!(std::str::from_utf8(&out).unwrap(), "\"x,y\",1\n\"\",\n,3\n");
+        let out: Vec<String> = w
+            .encode_batch(&batch)
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8(r.to_vec()).unwrap())
+            .collect();
+        assert_eq!(out, ["\"x,y\",1\n", "\"\",\n", ",3\n"]);
         let header = w.header(&schema, true).unwrap();
         assert_eq!(&header[..], b"a,b\n");
     }

@@ -9,7 +9,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
 use datafusion::common::ScalarValue;
 use eddy_engine::error::EngineError;
 use eddy_engine::session::{QueryOutput, Session, StatementResult, TransactionState};
@@ -83,14 +82,39 @@ where
     }
 }
 
-/// How long a query may produce nothing before the connection is probed: a client that went
-/// away is only noticed when something is written to it.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a query that produces nothing checks that its client is still there.
+const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The next batch of `output`, probing the client while none comes, so that a query whose
-/// client disconnected stops even if it never produces another row.
+/// A second handle on a client's socket, used only to notice that the client went away while
+/// its query produces nothing (pgwire owns the socket and reads it only between statements).
+pub struct ClientProbe(std::net::TcpStream);
+
+impl ClientProbe {
+    pub fn new(socket: std::net::TcpStream) -> Self {
+        Self(socket)
+    }
+
+    /// True once the client closed or reset the connection, or sent Terminate. Peeking
+    /// consumes nothing: bytes a client already sent (a pipelined next statement) stay for
+    /// pgwire to read.
+    fn client_gone(&self) -> bool {
+        let mut head = [0u8; 5];
+        match self.0.peek(&mut head) {
+            Ok(0) => true,
+            Ok(n) => n == head.len() && head == [b'X', 0, 0, 0, 4],
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
+
+/// The next batch of `output`. While none comes, checks that the client is still connected, so
+/// that the query of a client that went away stops even if it never produces another row.
 async fn next_batch_or_probe<C>(
     client: &mut C,
+    probe: Option<&ClientProbe>,
     output: &mut QueryOutput,
 ) -> Result<Option<datafusion::arrow::record_batch::RecordBatch>, StatementError>
 where
@@ -99,11 +123,20 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     loop {
-        match tokio::time::timeout(HEARTBEAT, output.next_batch()).await {
+        match tokio::time::timeout(CLIENT_CHECK, output.next_batch()).await {
             Ok(result) => return result.map_err(StatementError::Engine),
             Err(_) => {
-                // ParameterStatus may arrive at any time, also amid COPY data; clients
-                // record it and move on.
+                if probe.is_some_and(ClientProbe::client_gone) {
+                    return Err(StatementError::Wire(PgWireError::IoError(
+                        std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "client disconnected during a query",
+                        ),
+                    )));
+                }
+                // A write fails once the peer has reset the connection, which also catches a
+                // client that closed with unread bytes still queued. ParameterStatus may come
+                // at any time, also amid COPY data; clients record it and move on.
                 client
                     .send(PgWireBackendMessage::ParameterStatus(
                         pgwire::messages::startup::ParameterStatus::new(
@@ -125,16 +158,23 @@ pub struct Connection {
     parser: Arc<StatementParser>,
     copy: std::sync::Mutex<Option<PendingCopy>>,
     peer: String,
+    probe: Option<ClientProbe>,
 }
 
 impl Connection {
-    pub fn new(session: Session, manager: Arc<ConnectionManager>, peer: String) -> Self {
+    pub fn new(
+        session: Session,
+        manager: Arc<ConnectionManager>,
+        peer: String,
+        probe: Option<ClientProbe>,
+    ) -> Self {
         Self {
             session: Mutex::new(session),
             manager,
             parser: Arc::new(StatementParser),
             copy: std::sync::Mutex::new(None),
             peer,
+            probe,
         }
     }
 }
@@ -277,7 +317,9 @@ impl Connection {
                 .wire()?;
         }
         let mut n = 0;
-        while let Some(batch) = next_batch_or_probe(client, &mut output).await? {
+        while let Some(batch) =
+            next_batch_or_probe(client, self.probe.as_ref(), &mut output).await?
+        {
             let rows = data_rows(&batch, &formats)
                 .map_err(|e| StatementError::Engine(EngineError::Data(e.to_string())))?;
             n += rows.len();
@@ -332,28 +374,40 @@ impl Connection {
             format,
             eddy_engine::session::CopyFormat::Csv { header: true, .. }
         );
-        if let Some(header) = writer.header(&output.schema, csv_header) {
-            client
-                .send(PgWireBackendMessage::CopyData(CopyData::new(
-                    header.freeze(),
-                )))
-                .await
-                .wire()?;
-        }
+        // The header travels with the first row (or the trailer), as Postgres sends it.
+        let mut header = writer.header(&output.schema, csv_header);
         let mut n = 0;
-        while let Some(batch) = next_batch_or_probe(client, &mut output).await? {
-            let data: BytesMut = writer
+        while let Some(batch) =
+            next_batch_or_probe(client, self.probe.as_ref(), &mut output).await?
+        {
+            let rows = writer
                 .encode_batch(&batch)
                 .map_err(|e| StatementError::Engine(EngineError::Data(e.to_string())))?;
-            n += batch.num_rows();
-            if !data.is_empty() {
+            n += rows.len();
+            for row in rows {
+                let data = match header.take() {
+                    Some(mut h) => {
+                        h.extend_from_slice(&row);
+                        h
+                    }
+                    None => row,
+                };
                 client
-                    .send(PgWireBackendMessage::CopyData(CopyData::new(data.freeze())))
+                    .feed(PgWireBackendMessage::CopyData(CopyData::new(data.freeze())))
                     .await
                     .wire()?;
             }
+            client.flush().await.wire()?;
         }
-        if let Some(trailer) = writer.trailer() {
+        let trailer = match (header.take(), writer.trailer()) {
+            (Some(mut h), Some(t)) => {
+                h.extend_from_slice(&t);
+                Some(h)
+            }
+            (Some(h), None) => Some(h),
+            (None, t) => t,
+        };
+        if let Some(trailer) = trailer {
             client
                 .feed(PgWireBackendMessage::CopyData(CopyData::new(
                     trailer.freeze(),
@@ -666,7 +720,14 @@ impl ExtendedQueryHandler for Connection {
                     (None, fields)
                 }
                 Some(Entry::Empty) => (None, None),
-                None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+                // A cursor made by DECLARE is a portal too (psycopg's named cursors).
+                None => match self.session.lock().await.cursor_schema(name) {
+                    Some(schema) => {
+                        let formats = column_formats(&Format::UnifiedText, schema.fields().len());
+                        (None, Some(field_descriptions(&schema, &formats)))
+                    }
+                    None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+                },
             },
             other => return Err(PgWireError::InvalidTargetType(other)),
         };
@@ -715,7 +776,15 @@ impl ExtendedQueryHandler for Connection {
                     .await?;
                 return Ok(());
             }
-            None => return Err(PgWireError::PortalNotFound(portal_name.to_owned())),
+            None => {
+                return self
+                    .execute_cursor(
+                        client,
+                        portal_name,
+                        usize::try_from(message.max_rows).unwrap_or(0),
+                    )
+                    .await;
+            }
         };
         let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
         let started = !matches!(
@@ -811,6 +880,55 @@ fn is_query(statement: &ParsedStatement) -> bool {
 }
 
 impl Connection {
+    /// Executes a cursor made by DECLARE as a protocol-level portal: up to `max_rows` rows (all
+    /// if 0), then PortalSuspended if the row limit was reached.
+    async fn execute_cursor<C>(
+        &self,
+        client: &mut C,
+        name: &str,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut session = self.session.lock().await;
+        if session.cursor_schema(name).is_none() {
+            return Err(PgWireError::PortalNotFound(name.to_owned()));
+        }
+        let wanted = (max_rows > 0).then_some(max_rows);
+        let mut output = match session.fetch_cursor(name, wanted).await {
+            Ok(o) => o,
+            Err(e) => {
+                session.on_error();
+                return Err(user_error(&e, 0));
+            }
+        };
+        let formats = column_formats(&Format::UnifiedText, output.schema.fields().len());
+        let mut n = 0;
+        while let Some(batch) = output.next_batch().await.map_err(|e| user_error(&e, 0))? {
+            let rows = data_rows(&batch, &formats)
+                .map_err(|e| user_error(&EngineError::Data(e.to_string()), 0))?;
+            n += rows.len();
+            for row in rows {
+                client.feed(PgWireBackendMessage::DataRow(row)).await?;
+            }
+        }
+        if max_rows > 0 && n == max_rows {
+            client
+                .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                .await?;
+        } else {
+            client
+                .send(PgWireBackendMessage::CommandComplete(
+                    Tag::new("FETCH").with_rows(n).into(),
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Starts a query whose rows are fetched `max_rows` at a time by later Executes.
     async fn start_suspended<C>(
         &self,
