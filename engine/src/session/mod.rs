@@ -25,6 +25,7 @@ use crate::vars::SessionVars;
 
 mod copy;
 mod ddl;
+mod functions;
 mod output;
 mod query;
 
@@ -131,6 +132,7 @@ impl Engine {
             Arc::new(CatalogSchemaProvider::new(Arc::clone(&self.catalog))),
         );
         ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+        functions::register(&ctx);
         Session {
             engine: Arc::clone(self),
             ctx,
