@@ -135,12 +135,16 @@ pub fn event_of(table: NexmarkTable, index: u64) -> u64 {
 }
 
 /// The 0-based id of the last person created at or before `event`.
-// Written for any proportion; with one person per group the `min` is constant.
-#[allow(clippy::unnecessary_min_or_max)]
 pub fn last_base0_person_id(event: u64) -> u64 {
     let group = event / TOTAL_PROPORTION;
-    let offset = (event % TOTAL_PROPORTION).min(PERSON_PROPORTION - 1);
-    group * PERSON_PROPORTION + offset
+    let offset = event % TOTAL_PROPORTION;
+    // Past the group's people, the last person is the group's last one.
+    let person_in_group = if offset >= PERSON_PROPORTION {
+        PERSON_PROPORTION - 1
+    } else {
+        offset
+    };
+    group * PERSON_PROPORTION + person_in_group
 }
 
 /// The 0-based id of the last auction created at or before `event` (0 before the first one).

@@ -27,7 +27,7 @@
 pub mod config;
 pub mod generator;
 pub mod generator_config;
-mod random;
+pub mod random;
 mod reader;
 pub mod schema;
 
