@@ -179,19 +179,7 @@ impl Session {
                     return Err(EngineError::Unsupported("COPY FROM STDIN in binary format".into()));
                 }
                 let name = relation_name(table_name)?;
-                let relation =
-                    self.engine
-                        .catalog
-                        .get(&name)
-                        .ok_or_else(|| EngineError::UnknownRelation {
-                            name: name.clone(),
-                            position: None,
-                        })?;
-                let Some(table) = relation.table.clone() else {
-                    return Err(EngineError::WrongObjectType(format!(
-                        "cannot copy into source \"{name}\": rows come from its connector"
-                    )));
-                };
+                let (relation, table) = self.push_table(&name, "copy into")?;
                 let columns = if columns.is_empty() {
                     (0..relation.schema.fields().len()).collect()
                 } else {

@@ -147,6 +147,28 @@ impl Session {
         Ok(StatementResult::Command(CommandTag::new(tag)))
     }
 
+    /// The push table `name` (and its definition), for statements that add rows to it.
+    pub(crate) fn push_table(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> EngineResult<(Arc<RelationDef>, Arc<TableLog>)> {
+        let relation =
+            self.engine
+                .catalog
+                .get(name)
+                .ok_or_else(|| EngineError::UnknownRelation {
+                    name: name.to_string(),
+                    position: None,
+                })?;
+        let table = relation.table.clone().ok_or_else(|| {
+            EngineError::WrongObjectType(format!(
+                "cannot {action} source \"{name}\": rows come from its connector"
+            ))
+        })?;
+        Ok((relation, table))
+    }
+
     fn connector_list(&self) -> String {
         let names = self.engine.connectors.source_names();
         if names.is_empty() {
@@ -297,45 +319,31 @@ impl Session {
             .collect();
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); schema.fields().len()];
         for r in rows {
-            columns[0].push(r.name.clone());
-            if kind == ShowObjectKind::Sources {
-                columns[1].push(r.connector.clone().unwrap_or_default());
-                columns[2].push(
-                    r.schema
-                        .fields()
-                        .iter()
-                        .map(|f| format!("{} {}", f.name(), f.data_type()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                );
-                columns[3].push(
-                    r.watermark
-                        .as_ref()
-                        .map(|w| w.expr_sql.clone())
-                        .unwrap_or_default(),
-                );
+            let column_list = r
+                .schema
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let watermark = r
+                .watermark
+                .as_ref()
+                .map(|w| w.expr_sql.clone())
+                .unwrap_or_default();
+            let row = if kind == ShowObjectKind::Sources {
+                [
+                    r.name.clone(),
+                    r.connector.clone().unwrap_or_default(),
+                    column_list,
+                    watermark,
+                ]
             } else {
-                columns[1].push(
-                    r.schema
-                        .fields()
-                        .iter()
-                        .map(|f| format!("{} {}", f.name(), f.data_type()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                );
-                columns[2].push(
-                    r.watermark
-                        .as_ref()
-                        .map(|w| w.expr_sql.clone())
-                        .unwrap_or_default(),
-                );
-                columns[3].push(
-                    r.table
-                        .as_ref()
-                        .map(|t| t.num_rows())
-                        .unwrap_or(0)
-                        .to_string(),
-                );
+                let rows = r.table.as_ref().map_or(0, |t| t.num_rows());
+                [r.name.clone(), column_list, watermark, rows.to_string()]
+            };
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value);
             }
         }
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

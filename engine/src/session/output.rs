@@ -130,23 +130,7 @@ impl QueryOutput {
 
     /// Renames result columns (`None` keeps a name); ignored unless one name per column.
     pub fn rename_columns(&mut self, names: &[Option<String>]) {
-        if names.len() != self.schema.fields().len() || names.iter().all(Option::is_none) {
-            return;
-        }
-        let fields: Vec<Field> = self
-            .schema
-            .fields()
-            .iter()
-            .zip(names)
-            .map(|(f, n)| match n {
-                Some(n) => f.as_ref().clone().with_name(n),
-                None => f.as_ref().clone(),
-            })
-            .collect();
-        self.schema = Arc::new(Schema::new_with_metadata(
-            fields,
-            self.schema.metadata().clone(),
-        ));
+        self.schema = renamed(&self.schema, names);
     }
 
     /// The next batch; `None` at the end.

@@ -164,20 +164,7 @@ impl Session {
         else {
             return Err(EngineError::Unsupported("this form of INSERT".to_string()));
         };
-        let name = table_name.table().to_string();
-        let relation =
-            self.engine
-                .catalog
-                .get(&name)
-                .ok_or_else(|| EngineError::UnknownRelation {
-                    name: name.clone(),
-                    position: None,
-                })?;
-        let Some(table) = relation.table.clone() else {
-            return Err(EngineError::WrongObjectType(format!(
-                "cannot insert into source \"{name}\": rows come from its connector"
-            )));
-        };
+        let (_, table) = self.push_table(table_name.table(), "insert into")?;
         if reads_streams(&input) {
             return Err(EngineError::Unsupported(
                 "INSERT ... SELECT from a stream (continuous INSERT is not implemented yet)"

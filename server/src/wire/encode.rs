@@ -570,32 +570,29 @@ impl CopyWriter {
                     }
                 }
                 Self::Text { delimiter, null } => {
-                    line.clear();
-                    for (i, column) in batch.columns().iter().enumerate() {
-                        if i > 0 {
-                            line.push(*delimiter);
-                        }
-                        if column.is_null(row) {
-                            line.push_str(null);
-                            continue;
-                        }
-                        value.clear();
-                        write_text(column.as_ref(), row, &mut value)?;
-                        for c in value.chars() {
-                            match c {
-                                '\\' => line.push_str("\\\\"),
-                                '\n' => line.push_str("\\n"),
-                                '\r' => line.push_str("\\r"),
-                                '\t' => line.push_str("\\t"),
-                                c if c == *delimiter => {
-                                    line.push('\\');
-                                    line.push(c);
+                    write_delimited_row(
+                        batch,
+                        row,
+                        *delimiter,
+                        null,
+                        &mut line,
+                        &mut value,
+                        |v, out| {
+                            for c in v.chars() {
+                                match c {
+                                    '\\' => out.push_str("\\\\"),
+                                    '\n' => out.push_str("\\n"),
+                                    '\r' => out.push_str("\\r"),
+                                    '\t' => out.push_str("\\t"),
+                                    c if c == *delimiter => {
+                                        out.push('\\');
+                                        out.push(c);
+                                    }
+                                    c => out.push(c),
                                 }
-                                c => line.push(c),
                             }
-                        }
-                    }
-                    line.push('\n');
+                        },
+                    )?;
                     buf.put_slice(line.as_bytes());
                 }
                 Self::Csv {
@@ -603,27 +600,24 @@ impl CopyWriter {
                     null,
                     quote,
                 } => {
-                    line.clear();
-                    for (i, column) in batch.columns().iter().enumerate() {
-                        if i > 0 {
-                            line.push(*delimiter);
-                        }
-                        if column.is_null(row) {
-                            line.push_str(null);
-                            continue;
-                        }
-                        value.clear();
-                        write_text(column.as_ref(), row, &mut value)?;
-                        if value.is_empty() || value == *null {
-                            // Quoted, so it reads back as a value and not as NULL.
-                            line.push(*quote);
-                            line.push_str(&value);
-                            line.push(*quote);
-                        } else {
-                            csv_field(&value, *delimiter, *quote, &mut line);
-                        }
-                    }
-                    line.push('\n');
+                    write_delimited_row(
+                        batch,
+                        row,
+                        *delimiter,
+                        null,
+                        &mut line,
+                        &mut value,
+                        |v, out| {
+                            if v.is_empty() || v == null {
+                                // Quoted, so it reads back as a value and not as NULL.
+                                out.push(*quote);
+                                out.push_str(v);
+                                out.push(*quote);
+                            } else {
+                                csv_field(v, *delimiter, *quote, out);
+                            }
+                        },
+                    )?;
                     buf.put_slice(line.as_bytes());
                 }
             }
@@ -631,6 +625,33 @@ impl CopyWriter {
         }
         Ok(rows)
     }
+}
+
+/// One line of delimited text: each value's text is written by `write_value`, NULLs as `null`.
+fn write_delimited_row(
+    batch: &RecordBatch,
+    row: usize,
+    delimiter: char,
+    null: &str,
+    line: &mut String,
+    value: &mut String,
+    write_value: impl Fn(&str, &mut String),
+) -> EncodeResult<()> {
+    line.clear();
+    for (i, column) in batch.columns().iter().enumerate() {
+        if i > 0 {
+            line.push(delimiter);
+        }
+        if column.is_null(row) {
+            line.push_str(null);
+            continue;
+        }
+        value.clear();
+        write_text(column.as_ref(), row, value)?;
+        write_value(value, line);
+    }
+    line.push('\n');
+    Ok(())
 }
 
 fn csv_field(value: &str, delimiter: char, quote: char, out: &mut String) {

@@ -47,6 +47,18 @@ struct PendingCopy {
     data: Vec<u8>,
 }
 
+/// One statement to run, with what the protocol says about it.
+struct Run<'a> {
+    statement: &'a ParsedStatement,
+    /// Bound `$n` parameters (extended protocol).
+    params: &'a [ScalarValue],
+    /// Result column formats the client asked for.
+    formats: &'a Format,
+    /// Send a RowDescription before the rows (simple protocol; the extended protocol
+    /// describes through Describe).
+    describe_rows: bool,
+}
+
 /// What a statement left the connection doing.
 enum Flow {
     Done,
@@ -233,10 +245,7 @@ impl Connection {
         &self,
         client: &mut C,
         session: &mut Session,
-        statement: &ParsedStatement,
-        params: &[ScalarValue],
-        formats: &Format,
-        describe_rows: bool,
+        run: &Run<'_>,
     ) -> Result<Flow, StatementError>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -244,12 +253,12 @@ impl Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let result = session
-            .execute(statement, params)
+            .execute(run.statement, run.params)
             .await
             .map_err(StatementError::Engine)?;
         match result {
             StatementResult::Rows(output) => {
-                self.send_rows(client, output, formats, describe_rows)
+                self.send_rows(client, output, run.formats, run.describe_rows)
                     .await?;
             }
             StatementResult::CopyOut(output, format) => {
@@ -439,17 +448,14 @@ impl Connection {
         &self,
         client: &mut C,
         session: &mut Session,
-        statement: &ParsedStatement,
-        params: &[ScalarValue],
-        formats: &Format,
-        describe_rows: bool,
+        run: Run<'_>,
     ) -> Result<Flow, StatementError>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        tracing::info!(peer = %self.peer, statement = %statement.sql, "query");
+        tracing::info!(peer = %self.peer, statement = %run.statement.sql, "query");
         let handle = client.session_extensions().get::<Arc<ConnectionHandle>>();
         let cancel = async move {
             match handle {
@@ -463,9 +469,9 @@ impl Connection {
                 None => std::future::pending::<()>().await,
             }
         };
-        let run = self.run_statement(client, session, statement, params, formats, describe_rows);
+        let execution = self.run_statement(client, session, &run);
         tokio::select! {
-            result = run => result,
+            result = execution => result,
             _ = cancel => {
                 tracing::info!(peer = %self.peer, "query canceled by the client");
                 Err(StatementError::Engine(EngineError::Canceled))
@@ -533,10 +539,12 @@ impl SimpleQueryHandler for Connection {
                         .run_cancellable(
                             client,
                             &mut session,
-                            statement,
-                            &[],
-                            &Format::UnifiedText,
-                            true,
+                            Run {
+                                statement,
+                                params: &[],
+                                formats: &Format::UnifiedText,
+                                describe_rows: true,
+                            },
                         )
                         .await;
                     match result {
@@ -819,10 +827,12 @@ impl ExtendedQueryHandler for Connection {
             self.run_cancellable(
                 client,
                 &mut session,
-                &statement,
-                &params,
-                &portal.result_column_format,
-                false,
+                Run {
+                    statement: &statement,
+                    params: &params,
+                    formats: &portal.result_column_format,
+                    describe_rows: false,
+                },
             )
             .await
         };
