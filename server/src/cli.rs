@@ -7,7 +7,13 @@ use clap::{Parser, Subcommand};
 
 /// Eddy: continuous SQL over event streams, served over the Postgres wire protocol.
 #[derive(Debug, Parser)]
-#[command(name = "eddy", version, about, long_about = None)]
+#[command(
+    name = "eddy",
+    version,
+    about = "Eddy: continuous SQL over event streams, served over the Postgres wire protocol.\n\
+             Connect with: psql -h 127.0.0.1 -p 6874 -U eddy eddy",
+    long_about = None
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -251,9 +251,6 @@ def test_column_names_are_postgres_names(server):
     run(main())
 
 
-@not_supported_yet(
-    "asyncpg's copy_records_to_table uses COPY ... FROM STDIN (FORMAT binary), which answers 0A000"
-)
 def test_copy_records_to_table(server, name):
     table = name("apg_records")
 

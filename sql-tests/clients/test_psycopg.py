@@ -360,7 +360,6 @@ def test_copy_to_stdout_binary(server, name):
     assert sorted(rows, key=lambda r: r[0]) == [(1, TS1, "one"), (2, TS2, None)]
 
 
-@not_supported_yet("COPY ... FROM STDIN (FORMAT BINARY) answers 0A000")
 def test_copy_from_stdin_binary(server, name):
     table = name("psy_copyinbin")
     create_table(server, table)

@@ -54,6 +54,14 @@ impl CopyIn {
     pub fn num_columns(&self) -> usize {
         self.columns.len()
     }
+
+    /// The table columns the data holds, in data order (what binary COPY data decodes to).
+    pub fn data_fields(&self) -> Vec<datafusion::arrow::datatypes::FieldRef> {
+        self.columns
+            .iter()
+            .map(|&i| Arc::clone(&self.table.schema().fields()[i]))
+            .collect()
+    }
 }
 
 fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> EngineResult<CopyFormat> {
@@ -175,9 +183,6 @@ impl Session {
                 else {
                     return Err(EngineError::Internal("COPY FROM without a table".to_string()));
                 };
-                if format == CopyFormat::Binary {
-                    return Err(EngineError::Unsupported("COPY FROM STDIN in binary format".into()));
-                }
                 let name = relation_name(table_name)?;
                 let (relation, table) = self.push_table(&name, "copy into")?;
                 let columns = if columns.is_empty() {
@@ -229,12 +234,32 @@ impl Session {
                 quote,
             } => parse_csv(text, *delimiter, null, *header, *quote)?,
             CopyFormat::Binary => {
-                return Err(EngineError::Unsupported(
-                    "COPY FROM STDIN in binary format".into(),
+                return Err(EngineError::Internal(
+                    "binary COPY data must be decoded by the protocol layer".into(),
                 ));
             }
         };
         let batch = rows_to_batch(&rows, copy)?;
+        self.append_copied(copy, batch)
+    }
+
+    /// Appends rows of a binary `COPY FROM STDIN` that the protocol layer decoded into
+    /// `columns` (one array per data column, typed as [`CopyIn::data_fields`]).
+    pub fn copy_in_columns(
+        &mut self,
+        copy: &CopyIn,
+        columns: Vec<ArrayRef>,
+        num_rows: usize,
+    ) -> EngineResult<usize> {
+        let mut arrays: Vec<Option<ArrayRef>> = vec![None; copy.table.schema().fields().len()];
+        for (&table_index, column) in copy.columns.iter().zip(columns) {
+            arrays[table_index] = Some(column);
+        }
+        let batch = assemble(copy, arrays, num_rows)?;
+        self.append_copied(copy, batch)
+    }
+
+    fn append_copied(&mut self, copy: &CopyIn, batch: RecordBatch) -> EngineResult<usize> {
         let n = batch.num_rows();
         if self.transaction == TransactionState::InBlock {
             self.pending_inserts.push((Arc::clone(&copy.table), batch));
@@ -418,17 +443,35 @@ fn rows_to_batch(rows: &[Row], copy: &CopyIn) -> EngineResult<RecordBatch> {
         }
         arrays[table_index] = Some(array);
     }
+    assemble(copy, arrays, rows.len())
+}
+
+/// The table's batch from the data columns: columns the COPY did not name are NULL, and no
+/// NOT NULL column may hold a NULL.
+fn assemble(
+    copy: &CopyIn,
+    arrays: Vec<Option<ArrayRef>>,
+    num_rows: usize,
+) -> EngineResult<RecordBatch> {
+    let schema = copy.table.schema();
     let columns = schema
         .fields()
         .iter()
         .zip(arrays)
         .map(|(f, a)| match a {
+            Some(a) if !f.is_nullable() && a.null_count() > 0 => {
+                Err(EngineError::NotNullViolation(f.name().clone()))
+            }
             Some(a) => Ok(a),
-            None if f.is_nullable() => Ok(new_null_array(f.data_type(), rows.len())),
+            None if f.is_nullable() => Ok(new_null_array(f.data_type(), num_rows)),
             None => Err(EngineError::NotNullViolation(f.name().clone())),
         })
         .collect::<EngineResult<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(num_rows)),
+    )?)
 }
 
 #[cfg(test)]

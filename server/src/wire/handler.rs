@@ -266,15 +266,17 @@ impl Connection {
             }
             StatementResult::CopyIn(target) => {
                 let columns = target.num_columns();
+                let format = target.format.clone();
                 *self.copy.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingCopy {
                     target,
                     data: Vec::new(),
                 });
+                let code = i8::from(format == eddy_engine::session::CopyFormat::Binary);
                 client
                     .send(PgWireBackendMessage::CopyInResponse(CopyInResponse::new(
-                        0,
+                        code,
                         columns as i16,
-                        vec![0; columns],
+                        vec![i16::from(code); columns],
                     )))
                     .await
                     .wire()?;
@@ -1056,7 +1058,17 @@ impl CopyHandler for Connection {
             ));
         };
         let mut session = self.session.lock().await;
-        let result = session.copy_in(&pending.target, &pending.data);
+        let result = if pending.target.format == eddy_engine::session::CopyFormat::Binary {
+            match super::copy_binary::decode(&pending.data, &pending.target.data_fields()) {
+                Ok((columns, rows)) => session.copy_in_columns(&pending.target, columns, rows),
+                Err(e) => Err(EngineError::InvalidInput(format!(
+                    "COPY {}: {e}",
+                    pending.target.table_name
+                ))),
+            }
+        } else {
+            session.copy_in(&pending.target, &pending.data)
+        };
         match result {
             Ok(n) => {
                 client.set_transaction_status(transaction_status(session.transaction_state()));

@@ -7,6 +7,7 @@ use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 
+pub mod copy_binary;
 pub mod encode;
 pub mod errors;
 pub mod handler;
