@@ -1,7 +1,7 @@
 //! Nexmark benchmarks: Eddy's streaming runtime against a DataFusion batch run of the same
 //! query over the same events, in the same process.
 //!
-//! `cargo run --profile bench -p eddy-benches -- [--events N] [--query NAME]`
+//! `cargo run --release -p eddy-benches -- [--events N] [--query NAME]`
 //!
 //! Each query reads a bounded Nexmark bid stream (`events.max = N`). The streaming figure
 //! includes generating the events (the source is the generator); the batch baseline first
