@@ -883,6 +883,28 @@ impl ExtendedQueryHandler for Connection {
     }
 }
 
+/// Ends an Execute: PortalSuspended when the row limit cut the portal short, else
+/// CommandComplete with the rows sent.
+async fn end_of_execute<C>(
+    client: &mut C,
+    suspended: bool,
+    tag: &str,
+    rows: usize,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let message = if suspended {
+        PgWireBackendMessage::PortalSuspended(PortalSuspended::new())
+    } else {
+        PgWireBackendMessage::CommandComplete(Tag::new(tag).with_rows(rows).into())
+    };
+    client.send(message).await?;
+    Ok(())
+}
+
 fn is_query(statement: &ParsedStatement) -> bool {
     matches!(
         &statement.statement,
@@ -927,18 +949,7 @@ impl Connection {
                 client.feed(PgWireBackendMessage::DataRow(row)).await?;
             }
         }
-        if max_rows > 0 && n == max_rows {
-            client
-                .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
-                .await?;
-        } else {
-            client
-                .send(PgWireBackendMessage::CommandComplete(
-                    Tag::new("FETCH").with_rows(n).into(),
-                ))
-                .await?;
-        }
-        Ok(())
+        end_of_execute(client, max_rows > 0 && n == max_rows, "FETCH", n).await
     }
 
     /// Starts a query whose rows are fetched `max_rows` at a time by later Executes.
@@ -1015,18 +1026,7 @@ impl Connection {
             client.feed(PgWireBackendMessage::DataRow(row?)).await?;
             n += 1;
         }
-        if fetched.suspended {
-            client
-                .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
-                .await?;
-        } else {
-            client
-                .send(PgWireBackendMessage::CommandComplete(
-                    Tag::new("SELECT").with_rows(n).into(),
-                ))
-                .await?;
-        }
-        Ok(())
+        end_of_execute(client, fetched.suspended, "SELECT", n).await
     }
 }
 
