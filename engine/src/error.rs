@@ -148,16 +148,6 @@ fn classify_datafusion_error(e: DataFusionError, sql: Option<&str>) -> EngineErr
                 let name = name.rsplit('.').next().unwrap_or(name).to_string();
                 return EngineError::UnknownRelation { name, position };
             }
-            if let Some(name) = m
-                .strip_prefix("table function '")
-                .and_then(|r| r.strip_suffix("' not found"))
-                && ["tumble", "hop", "cumulate", "session"]
-                    .contains(&name.to_ascii_lowercase().as_str())
-            {
-                return EngineError::Unsupported(format!(
-                    "window table function {name} (windows are not implemented yet)"
-                ));
-            }
             if m.starts_with("Invalid function") {
                 return EngineError::UnknownFunction {
                     message: m.clone(),

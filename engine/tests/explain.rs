@@ -79,6 +79,15 @@ async fn error_messages() {
         "CREATE SOURCE s (a INT) WITH (connector = 'nowhere')",
         "CREATE TABLE w (a INT, WATERMARK FOR a AS a)",
         "DECLARE c CURSOR FOR SELECT 1",
+        "SELECT * FROM TUMBLE(bids, auction, INTERVAL '10' SECOND)",
+        "SELECT * FROM TUMBLE(bids, date_time)",
+        "SELECT * FROM TUMBLE(bids, nope, INTERVAL '10' SECOND)",
+        "SELECT * FROM TUMBLE(nope, date_time, INTERVAL '10' SECOND)",
+        "SELECT * FROM HOP(bids, date_time, INTERVAL '1' MONTH, INTERVAL '2' MONTH)",
+        "SELECT * FROM TUMBLE(bids, date_time, INTERVAL '0' SECOND)",
+        "SELECT * FROM TUMBLE(bids, date_time, 10)",
+        "SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, \
+         INTERVAL '10' SECOND) GROUP BY window_start",
     ] {
         let e = run(&mut s, sql).await.unwrap_err();
         errors.push_str(&format!("{sql}\n  -> {e}\n"));
@@ -89,7 +98,7 @@ async fn error_messages() {
     SELECT * FROM nope
       -> relation "nope" does not exist
     SELECT channel, count(*) FROM bids GROUP BY channel
-      -> feature not supported: aggregation over a stream without a window (an updating result)
+      -> feature not supported: aggregation over a stream without a window (an updating result); group by the window_start and window_end of a window table function such as TUMBLE(t, ts, INTERVAL '1' MINUTE)
     SELECT * FROM bids ORDER BY price
       -> feature not supported: ORDER BY on a stream (a stream has no end to sort at)
     SELECT * FROM bids a JOIN bids b ON a.auction = b.auction
@@ -100,5 +109,63 @@ async fn error_messages() {
       -> WATERMARK column "a" must be a TIMESTAMP, not Int32
     DECLARE c CURSOR FOR SELECT 1
       -> DECLARE CURSOR can only be used in transaction blocks
+    SELECT * FROM TUMBLE(bids, auction, INTERVAL '10' SECOND)
+      -> the time column "auction" of TUMBLE must be a TIMESTAMP, not Int64
+    SELECT * FROM TUMBLE(bids, date_time)
+      -> wrong number of arguments for TUMBLE: expected TUMBLE(table, time_column, size [, offset])
+    SELECT * FROM TUMBLE(bids, nope, INTERVAL '10' SECOND)
+      -> column "nope" does not exist in the input of TUMBLE
+    SELECT * FROM TUMBLE(nope, date_time, INTERVAL '10' SECOND)
+      -> relation "nope" does not exist
+    SELECT * FROM HOP(bids, date_time, INTERVAL '1' MONTH, INTERVAL '2' MONTH)
+      -> HOP sizes in months or years are not supported (months differ in length)
+    SELECT * FROM TUMBLE(bids, date_time, INTERVAL '0' SECOND)
+      -> the sizes of TUMBLE must be positive intervals
+    SELECT * FROM TUMBLE(bids, date_time, 10)
+      -> expected an interval such as INTERVAL '10' SECOND as argument of TUMBLE
+    SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, INTERVAL '10' SECOND) GROUP BY window_start
+      -> feature not supported: a CUMULATE aggregate grouped without window_end (its windows share their start)
     "#);
+}
+
+#[tokio::test]
+async fn explain_window_plans() {
+    let mut s = session().await;
+    let mut plans = String::new();
+    for sql in [
+        // HOP aggregates once per 2 s slice; the TVF tags rows with slices.
+        "EXPLAIN SELECT auction, window_start, window_end, count(*), max(price) \
+         FROM HOP(bids, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+         GROUP BY auction, window_start, window_end",
+        // A filter on a window column needs whole windows: no slicing.
+        "EXPLAIN SELECT window_start, sum(price) FROM (SELECT * FROM TUMBLE(bids, date_time, \
+         INTERVAL '10' SECOND) WHERE window_start > TIMESTAMP '2020-01-01 00:00:00') \
+         GROUP BY window_start",
+        "EXPLAIN SELECT channel, window_start, window_end, count(*) \
+         FROM SESSION(bids, date_time, INTERVAL '5' SECOND, channel) \
+         GROUP BY channel, window_start, window_end",
+    ] {
+        plans.push_str(&run(&mut s, sql).await.unwrap());
+        plans.push_str("--\n");
+    }
+    insta::assert_snapshot!(plans, @r"
+    Project: bids.auction, window_start, window_end, count(Int64(1)) AS count(*), max(bids.price)
+      WindowAggregate: HOP(slide=2s, size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1)), max(bids.price)], slices=2s, emit=on window close
+        Project: bids.auction, bids.price, window_start, window_end
+          Window: HOP(slide=2s, size=10s) on date_time, assigns=slices
+            Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    --
+    WindowAggregate: TUMBLE(size=10s) window=[window_start], keys=[], aggregates=[sum(bids.price)], slices=windows, emit=on window close
+      Filter: window_start > TimestampMillisecond(1577836800000, None)
+        Project: bids.price, window_start
+          Window: TUMBLE(size=10s) on date_time, emit=append
+            Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    --
+    Project: bids.channel, window_start, window_end, count(Int64(1)) AS count(*)
+      WindowAggregate: SESSION(gap=5s) window=[window_start, window_end], keys=[bids.channel], aggregates=[count(Int64(1))], slices=windows, emit=on window close
+        Project: bids.channel, window_start, window_end
+          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close
+            Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    --
+    ");
 }

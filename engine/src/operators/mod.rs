@@ -11,11 +11,15 @@ use crate::error::EngineResult;
 use crate::runtime::message::{Epoch, EventTime, Message};
 use crate::state::StateTableInfo;
 
+pub mod accumulators;
 pub mod filter;
 pub mod limit;
 pub mod project;
+pub mod session_window;
 pub mod source;
 pub mod union;
+pub mod window_aggregate;
+pub mod window_assign;
 
 /// Static facts about an operator, apart from the code that runs it.
 #[derive(Debug, Clone)]

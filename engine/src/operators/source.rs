@@ -24,15 +24,73 @@ use crate::runtime::message::EventTime;
 pub struct WatermarkGenerator {
     /// Evaluated on the source's full batches; yields a timestamp per row.
     expr: Arc<dyn PhysicalExpr>,
+    /// The `WATERMARK FOR` column (index in the source's batches, nanoseconds per unit).
+    time: Option<(usize, i64)>,
     current: Option<EventTime>,
 }
+
+/// A run of rows of a batch, then the watermark to send after it (if it advanced).
+pub type Segment = (std::ops::Range<usize>, Option<EventTime>);
 
 impl WatermarkGenerator {
     pub fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
         Self {
             expr,
+            time: None,
             current: None,
         }
+    }
+
+    /// Also split batches so that rows behind the watermark are judged row by row (see
+    /// [`WatermarkGenerator::segments`]); `unit_ns` is nanoseconds per unit of the column.
+    pub fn with_time_column(mut self, index: usize, unit_ns: i64) -> Self {
+        self.time = Some((index, unit_ns));
+        self
+    }
+
+    /// Splits `batch` into runs of rows to send each followed by its watermark, and advances
+    /// the watermark past the batch.
+    ///
+    /// DESIGN.md 1.7 rule 2: a row is late when its window closed under the watermark of the
+    /// rows *before* it. Downstream operators judge a whole batch with the watermark before
+    /// it, so a batch is cut before every row whose time is at or behind the watermark that
+    /// rose within the batch: only such a row could belong to a window that rose past it.
+    /// In-order input stays in one piece.
+    pub fn segments(&mut self, batch: &RecordBatch) -> EngineResult<Vec<Segment>> {
+        let values = self.row_values(batch)?;
+        let values = values.as_primitive::<Int64Type>();
+        let times = match self.time {
+            Some((index, unit_ns)) => {
+                let t = cast(batch.column(index), &DataType::Int64)?;
+                Some((t.as_primitive::<Int64Type>().clone(), unit_ns))
+            }
+            None => None,
+        };
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut start_watermark = self.current;
+        for row in 0..batch.num_rows() {
+            if let (Some((times, unit_ns)), Some(before)) = (&times, self.current)
+                && row > start
+                && start_watermark.is_none_or(|w| before > w)
+                && times.is_valid(row)
+                && (times.value(row) as i128 * *unit_ns as i128) < before as i128 + *unit_ns as i128
+            {
+                out.push((start..row, Some(before)));
+                start = row;
+                start_watermark = Some(before);
+            }
+            if values.is_valid(row) {
+                let v = values.value(row);
+                self.current = Some(self.current.map_or(v, |c| c.max(v)));
+            }
+        }
+        let advanced = match (self.current, start_watermark) {
+            (Some(c), Some(s)) if c <= s => None,
+            (c, _) => c,
+        };
+        out.push((start..batch.num_rows(), advanced));
+        Ok(out)
     }
 
     /// The watermark so far (`None` before any row with an event time).

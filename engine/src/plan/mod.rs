@@ -11,8 +11,11 @@ use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::Expr;
 
 use crate::catalog::RelationDef;
+use crate::operators::window_aggregate::{OutputColumn, WindowColumn, Windowing};
+use window::WindowKind;
 
 pub mod planner;
+pub mod window;
 
 /// One node of a streaming plan.
 #[derive(Debug, Clone)]
@@ -41,6 +44,39 @@ pub enum StreamPlan {
         input: Box<StreamPlan>,
         schema: DFSchemaRef,
     },
+    /// A window table function: appends `window_start`, `window_end`, `window_time`.
+    Window(Box<WindowNode>),
+    /// `GROUP BY` window columns and keys, emitted when each window closes.
+    WindowAggregate(Box<WindowAggregateNode>),
+}
+
+/// A window table function.
+#[derive(Debug, Clone)]
+pub struct WindowNode {
+    pub input: StreamPlan,
+    pub kind: WindowKind,
+    /// The time column, in the input schema.
+    pub time_index: usize,
+    /// SESSION's partition keys, in the input schema.
+    pub key_indices: Vec<usize>,
+    /// Tag each row with its slice instead of copying it into every window (set when a
+    /// window aggregate consumes the rows).
+    pub slices: bool,
+    pub schema: DFSchemaRef,
+}
+
+/// A window aggregate: DataFusion's `Aggregate` whose group keys include window columns.
+#[derive(Debug, Clone)]
+pub struct WindowAggregateNode {
+    pub input: StreamPlan,
+    /// The group keys other than window columns.
+    pub keys: Vec<Expr>,
+    /// With GROUPING SETS / ROLLUP / CUBE: per set, which keys are absent (NULL).
+    pub grouping_sets: Option<Vec<Vec<bool>>>,
+    pub aggregates: Vec<Expr>,
+    pub windowing: Windowing,
+    pub output: Vec<OutputColumn>,
+    pub schema: DFSchemaRef,
 }
 
 /// Reading a source or push table.
@@ -62,6 +98,8 @@ impl StreamPlan {
             StreamPlan::Project { schema, .. }
             | StreamPlan::Union { schema, .. }
             | StreamPlan::Alias { schema, .. } => Arc::clone(schema),
+            StreamPlan::Window(w) => Arc::clone(&w.schema),
+            StreamPlan::WindowAggregate(a) => Arc::clone(&a.schema),
         }
     }
 
@@ -80,6 +118,8 @@ impl StreamPlan {
             | StreamPlan::Limit { input, .. }
             | StreamPlan::Alias { input, .. } => input.visit_sources(out),
             StreamPlan::Union { inputs, .. } => inputs.iter().for_each(|i| i.visit_sources(out)),
+            StreamPlan::Window(w) => w.input.visit_sources(out),
+            StreamPlan::WindowAggregate(a) => a.input.visit_sources(out),
         }
     }
 
@@ -135,6 +175,61 @@ impl StreamPlan {
             StreamPlan::Alias { input, .. } => {
                 input.explain_into(depth, out);
                 return;
+            }
+            StreamPlan::Window(w) => {
+                let input_schema = w.input.schema();
+                let column = |i: usize| input_schema.field(i).name().clone();
+                let keys: Vec<String> = w.key_indices.iter().map(|i| column(*i)).collect();
+                let partition = if keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(", partition=[{}]", keys.join(", "))
+                };
+                let mode = if w.slices {
+                    ", assigns=slices"
+                } else if matches!(w.kind, WindowKind::Session { .. }) {
+                    ", emit=on window close"
+                } else {
+                    ", emit=append"
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}Window: {} on {}{partition}{mode}",
+                    w.kind,
+                    column(w.time_index)
+                );
+                vec![&w.input]
+            }
+            StreamPlan::WindowAggregate(a) => {
+                let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
+                let window: Vec<&str> = a
+                    .output
+                    .iter()
+                    .filter_map(|c| match c {
+                        OutputColumn::Window(WindowColumn::Start) => Some("window_start"),
+                        OutputColumn::Window(WindowColumn::End) => Some("window_end"),
+                        OutputColumn::Window(WindowColumn::Time) => Some("window_time"),
+                        _ => None,
+                    })
+                    .collect();
+                let aggs: Vec<String> = a.aggregates.iter().map(|e| e.to_string()).collect();
+                let sets = match &a.grouping_sets {
+                    Some(sets) => format!(", grouping_sets={}", sets.len()),
+                    None => String::new(),
+                };
+                let slicing = match (a.windowing.sliced, a.windowing.kind.slice_width()) {
+                    (true, Some(w)) => format!(", slices={}", window::format_duration(w)),
+                    _ => ", slices=windows".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}WindowAggregate: {} window=[{}], keys=[{}]{sets}, aggregates=[{}]{slicing}, emit=on window close",
+                    a.windowing.kind,
+                    window.join(", "),
+                    keys.join(", "),
+                    aggs.join(", ")
+                );
+                vec![&a.input]
             }
         };
         for child in next {

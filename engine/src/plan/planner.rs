@@ -6,14 +6,19 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::Column;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::{LogicalPlan, TableScan};
+use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan, TableScan};
 
-use super::{SourceNode, StreamPlan};
+use super::window::{WindowKind, unit_nanos};
+use super::{SourceNode, StreamPlan, WindowAggregateNode, WindowNode};
 use crate::error::{EngineError, EngineResult};
+use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::sql::provider::StreamTableProvider;
+use crate::sql::window_tvf::{WindowTvfNode, as_window_tvf};
 
 /// True when the plan reads at least one stream (source or push table).
 pub fn reads_streams(plan: &LogicalPlan) -> bool {
@@ -77,7 +82,6 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             schema: Arc::clone(&p.schema),
         }),
         LogicalPlan::Filter(f) => {
-            use datafusion::logical_expr::Expr;
             let has_subquery = f.predicate.exists(|e| {
                 Ok(matches!(
                     e,
@@ -130,9 +134,26 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             input: Box::new(plan_stream(&a.input)?),
             schema: Arc::clone(&a.schema),
         }),
-        LogicalPlan::Aggregate(_) => Err(unsupported(
-            "aggregation over a stream without a window (an updating result)",
-        )),
+        LogicalPlan::Aggregate(agg) => plan_window_aggregate(agg),
+        LogicalPlan::Extension(_) if as_window_tvf(plan).is_some() => {
+            let Some(tvf) = as_window_tvf(plan) else {
+                unreachable!("checked by the match guard")
+            };
+            let input_schema = tvf.input.schema();
+            let key_indices = tvf
+                .keys
+                .iter()
+                .map(|k| input_schema.index_of_column(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(StreamPlan::Window(Box::new(WindowNode {
+                input: plan_stream(&tvf.input)?,
+                kind: tvf.kind,
+                time_index: tvf.time_index()?,
+                key_indices,
+                slices: false,
+                schema: Arc::clone(tvf.schema_ref()),
+            })))
+        }
         LogicalPlan::Join(_) => Err(unsupported("joins between streams")),
         LogicalPlan::Sort(_) => Err(unsupported(
             "ORDER BY on a stream (a stream has no end to sort at)",
@@ -153,4 +174,238 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
 
 fn unsupported(what: &str) -> EngineError {
     EngineError::Unsupported(what.to_string())
+}
+
+const NO_WINDOW: &str = "aggregation over a stream without a window (an updating result); \
+     group by the window_start and window_end of a window table function such as \
+     TUMBLE(t, ts, INTERVAL '1' MINUTE)";
+
+/// The column an expression is, under any aliases.
+fn as_column(expr: &Expr) -> Option<&Column> {
+    match expr {
+        Expr::Column(c) => Some(c),
+        Expr::Alias(a) => as_column(&a.expr),
+        _ => None,
+    }
+}
+
+/// Follows column `index` of `plan` down through renames and filters to a window table
+/// function: which window column it is, and the function.
+fn trace_window_column(plan: &LogicalPlan, index: usize) -> Option<(WindowColumn, &WindowTvfNode)> {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let column = as_column(p.expr.get(index)?)?;
+            let inner = p.input.schema().index_of_column(column).ok()?;
+            trace_window_column(&p.input, inner)
+        }
+        LogicalPlan::SubqueryAlias(a) => trace_window_column(&a.input, index),
+        LogicalPlan::Filter(f) => trace_window_column(&f.input, index),
+        LogicalPlan::Extension(_) => {
+            let tvf = as_window_tvf(plan)?;
+            let column = match index.checked_sub(tvf.window_start_index())? {
+                0 => WindowColumn::Start,
+                1 => WindowColumn::End,
+                2 => WindowColumn::Time,
+                _ => return None,
+            };
+            Some((column, tvf))
+        }
+        _ => None,
+    }
+}
+
+/// True when `expr`, evaluated over `input`, reads a window column.
+fn reads_window_column(input: &LogicalPlan, expr: &Expr) -> bool {
+    expr.column_refs().into_iter().any(|c| {
+        input
+            .schema()
+            .index_of_column(c)
+            .is_ok_and(|i| trace_window_column(input, i).is_some())
+    })
+}
+
+/// True when the nodes between an aggregate and its window function only pass window columns
+/// through (so the function may tag rows with slices instead of windows).
+fn passes_window_columns_through(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            p.expr
+                .iter()
+                .all(|e| as_column(e).is_some() || !reads_window_column(&p.input, e))
+                && passes_window_columns_through(&p.input)
+        }
+        LogicalPlan::SubqueryAlias(a) => passes_window_columns_through(&a.input),
+        LogicalPlan::Filter(f) => {
+            !reads_window_column(&f.input, &f.predicate) && passes_window_columns_through(&f.input)
+        }
+        LogicalPlan::Extension(_) => as_window_tvf(plan).is_some(),
+        _ => false,
+    }
+}
+
+/// Switches the window function under a chain of projections and filters to slice mode.
+fn assign_slices(plan: &mut StreamPlan) -> bool {
+    match plan {
+        StreamPlan::Window(w) => {
+            w.slices = true;
+            true
+        }
+        StreamPlan::Project { input, .. }
+        | StreamPlan::Filter { input, .. }
+        | StreamPlan::Alias { input, .. } => assign_slices(input),
+        _ => false,
+    }
+}
+
+/// The grouping sets of an aggregate: its distinct group expressions and, with GROUPING SETS,
+/// ROLLUP or CUBE, the expressions of each set.
+/// Distinct group expressions, and the expressions of each grouping set (if any).
+type GroupingSets = (Vec<Expr>, Option<Vec<Vec<Expr>>>);
+
+fn grouping_sets(group_expr: &[Expr]) -> EngineResult<GroupingSets> {
+    if let [Expr::GroupingSet(set)] = group_expr {
+        let distinct: Vec<Expr> = set.distinct_expr().into_iter().cloned().collect();
+        let sets = match set {
+            GroupingSet::GroupingSets(sets) => sets.clone(),
+            GroupingSet::Rollup(exprs) => (0..=exprs.len())
+                .rev()
+                .map(|n| exprs[..n].to_vec())
+                .collect(),
+            GroupingSet::Cube(exprs) => (0..1usize << exprs.len())
+                .rev()
+                .map(|mask| {
+                    exprs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << (exprs.len() - 1 - i)) != 0)
+                        .map(|(_, e)| e.clone())
+                        .collect()
+                })
+                .collect(),
+        };
+        Ok((distinct, Some(sets)))
+    } else {
+        Ok((group_expr.to_vec(), None))
+    }
+}
+
+/// Plans `GROUP BY window_start, window_end, keys...` over a window table function.
+fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
+    let input = agg.input.as_ref();
+    let in_schema = input.schema();
+    let (distinct, sets) = grouping_sets(&agg.group_expr)?;
+    let mut output = Vec::new();
+    let mut keys: Vec<Expr> = Vec::new();
+    let mut bounds: Vec<BoundColumn> = Vec::new();
+    let mut window_exprs: Vec<&Expr> = Vec::new();
+    let mut tvf: Option<&WindowTvfNode> = None;
+    for expr in &distinct {
+        let traced = as_column(expr)
+            .and_then(|c| in_schema.index_of_column(c).ok())
+            .and_then(|i| Some((i, trace_window_column(input, i)?)));
+        match traced {
+            Some((index, (column, node))) => {
+                if tvf.is_some_and(|t| !std::ptr::eq(t, node)) {
+                    return Err(unsupported(
+                        "grouping by the window columns of two different window functions",
+                    ));
+                }
+                tvf = Some(node);
+                output.push(OutputColumn::Window(column));
+                window_exprs.push(expr);
+                let unit_ns = match in_schema.field(index).data_type() {
+                    DataType::Timestamp(unit, _) => unit_nanos(*unit),
+                    _ => return Err(EngineError::Internal("window column type".to_string())),
+                };
+                if !bounds.iter().any(|b| b.column == column) {
+                    bounds.push(BoundColumn {
+                        index,
+                        column,
+                        unit_ns,
+                    });
+                }
+            }
+            None => {
+                output.push(OutputColumn::Key(keys.len()));
+                keys.push(expr.clone());
+            }
+        }
+    }
+    let Some(tvf) = tvf else {
+        return Err(unsupported(NO_WINDOW));
+    };
+    let grouping_sets = match &sets {
+        Some(sets) => {
+            let mut masks = Vec::new();
+            for set in sets {
+                if !window_exprs.iter().all(|w| set.contains(w)) {
+                    return Err(unsupported(
+                        "a grouping set without the window columns (every grouping set must \
+                         include window_start and window_end)",
+                    ));
+                }
+                masks.push(keys.iter().map(|k| !set.contains(k)).collect());
+            }
+            output.push(OutputColumn::Key(keys.len()));
+            Some(masks)
+        }
+        None => None,
+    };
+    output.extend((0..agg.aggr_expr.len()).map(OutputColumn::Aggregate));
+    if output.len() != agg.schema.fields().len() {
+        return Err(EngineError::Internal(format!(
+            "window aggregate has {} output columns, expected {}",
+            output.len(),
+            agg.schema.fields().len()
+        )));
+    }
+    let kind = tvf.kind;
+    let has = |c: WindowColumn| bounds.iter().any(|b| b.column == c);
+    let sliced =
+        !matches!(kind, WindowKind::Session { .. }) && passes_window_columns_through(input);
+    let has_end = has(WindowColumn::End) || has(WindowColumn::Time);
+    match kind {
+        WindowKind::Cumulate { .. } if !has_end => {
+            return Err(unsupported(
+                "a CUMULATE aggregate grouped without window_end (its windows share their start)",
+            ));
+        }
+        WindowKind::Session { .. } if !(has(WindowColumn::Start) && has_end) => {
+            return Err(unsupported(
+                "a SESSION aggregate that does not group by both window_start and window_end",
+            ));
+        }
+        _ => {}
+    }
+    let time_type = tvf
+        .input
+        .schema()
+        .field(tvf.time_index()?)
+        .data_type()
+        .clone();
+    let lag = match (kind, time_type) {
+        (WindowKind::Session { .. }, _) => 0,
+        (_, DataType::Timestamp(unit, _)) => unit_nanos(unit),
+        _ => return Err(EngineError::Internal("window time column type".to_string())),
+    };
+    let mut input_plan = plan_stream(input)?;
+    if sliced && !assign_slices(&mut input_plan) {
+        return Err(EngineError::Internal(
+            "window function not found under its aggregate".to_string(),
+        ));
+    }
+    Ok(StreamPlan::WindowAggregate(Box::new(WindowAggregateNode {
+        input: input_plan,
+        keys,
+        grouping_sets,
+        aggregates: agg.aggr_expr.clone(),
+        windowing: Windowing {
+            kind,
+            sliced,
+            lag,
+            bounds,
+        },
+        output,
+        schema: Arc::clone(&agg.schema),
+    })))
 }

@@ -47,21 +47,28 @@ pub(crate) async fn run_source(
             Some(batch) => batch?,
             None => break,
         };
-        let advanced = match &mut watermark {
-            Some(w) => w.observe(&batch)?,
-            None => None,
+        let segments = match &mut watermark {
+            Some(w) => w.segments(&batch)?,
+            None => vec![(0..batch.num_rows(), None)],
         };
         let batch = match &projection {
             Some(p) => batch.project(p)?,
             None => batch,
         };
-        if batch.num_rows() > 0 && output.send(Message::Data(batch)).await.is_err() {
-            return Ok(());
-        }
-        if let Some(w) = advanced
-            && output.send(Message::Watermark(w)).await.is_err()
-        {
-            return Ok(());
+        for (rows, advanced) in segments {
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                batch.slice(rows.start, rows.len())
+            };
+            if part.num_rows() > 0 && output.send(Message::Data(part)).await.is_err() {
+                return Ok(());
+            }
+            if let Some(w) = advanced
+                && output.send(Message::Watermark(w)).await.is_err()
+            {
+                return Ok(());
+            }
         }
     }
     tracing::debug!(source = %name, "source reached the end of its input");

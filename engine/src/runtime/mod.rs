@@ -17,13 +17,25 @@ use tokio::task::JoinSet;
 
 use crate::connector::{ConnectorRegistry, SourceContext, SourceMetrics};
 use crate::error::{EngineError, EngineResult};
+use crate::operators::accumulators::AggregateExprs;
 use crate::operators::filter::FilterOperator;
 use crate::operators::limit::LimitOperator;
 use crate::operators::project::ProjectOperator;
+use crate::operators::session_window::SessionWindowOperator;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::union::UnionOperator;
+use crate::operators::window_aggregate::WindowAggregateOperator;
+use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::{Operator, OperatorInfo};
-use crate::plan::{SourceNode, StreamPlan};
+use crate::plan::window::{WindowKind, unit_nanos};
+use crate::plan::{SourceNode, StreamPlan, WindowAggregateNode};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
 pub mod driver;
 pub mod message;
@@ -64,7 +76,7 @@ impl Drop for LiveTask {
 #[derive(Debug, Default)]
 pub struct QueryMetrics {
     /// Rows dropped because they arrived after their window or state was emitted.
-    pub late_rows: AtomicU64,
+    pub late_rows: Arc<AtomicU64>,
     /// Per source: its name and its row counters.
     pub sources: Vec<(String, Arc<SourceMetrics>)>,
 }
@@ -206,6 +218,47 @@ impl Builder<'_, '_> {
                 let op = UnionOperator::new(info("Union", schema));
                 Ok(self.operator(Box::new(op), rxs))
             }
+            StreamPlan::Window(w) => {
+                let input_schema = w.input.schema();
+                let rx = self.build(&w.input)?;
+                let info = info("Window", &w.schema);
+                let input_types: Vec<DataType> = input_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect();
+                let op: Box<dyn Operator> = match w.kind {
+                    WindowKind::Session { gap } => Box::new(SessionWindowOperator::try_new(
+                        info,
+                        gap,
+                        w.time_index,
+                        w.key_indices.clone(),
+                        &input_types,
+                        Arc::clone(&self.metrics.late_rows),
+                    )?),
+                    kind => Box::new(WindowAssignOperator::try_new(
+                        info,
+                        kind,
+                        w.time_index,
+                        &input_types[w.time_index],
+                        w.slices,
+                    )?),
+                };
+                Ok(self.operator(op, vec![rx]))
+            }
+            StreamPlan::WindowAggregate(a) => {
+                let input_schema = a.input.schema();
+                let rx = self.build(&a.input)?;
+                let exprs = self.aggregate_exprs(a, &input_schema)?;
+                let op = WindowAggregateOperator::new(
+                    info("WindowAggregate", &a.schema),
+                    exprs,
+                    a.windowing.clone(),
+                    a.output.clone(),
+                    Arc::clone(&self.metrics.late_rows),
+                );
+                Ok(self.operator(Box::new(op), vec![rx]))
+            }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
                 let rx = self.build(input)?;
@@ -213,6 +266,57 @@ impl Builder<'_, '_> {
                 Ok(self.operator(Box::new(op), vec![rx]))
             }
         }
+    }
+
+    /// DataFusion's physical group keys and aggregate functions for a window aggregate.
+    fn aggregate_exprs(
+        &self,
+        node: &WindowAggregateNode,
+        input_schema: &DFSchema,
+    ) -> EngineResult<AggregateExprs> {
+        let arrow_schema = input_schema.as_arrow();
+        let state = self.ctx.state;
+        let keys = node
+            .keys
+            .iter()
+            .map(|e| {
+                Ok((
+                    state.create_physical_expr(e.clone(), input_schema)?,
+                    e.schema_name().to_string(),
+                ))
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let group_by = match &node.grouping_sets {
+            Some(masks) => {
+                let nulls = keys
+                    .iter()
+                    .map(|(e, name)| {
+                        let t = e.data_type(arrow_schema)?;
+                        let null: Arc<dyn PhysicalExpr> =
+                            Arc::new(Literal::new(ScalarValue::try_from(&t)?));
+                        Ok((null, name.clone()))
+                    })
+                    .collect::<EngineResult<Vec<_>>>()?;
+                PhysicalGroupBy::new(keys, nulls, masks.clone(), true)
+            }
+            None => PhysicalGroupBy::new_single(keys),
+        };
+        let planning = PhysicalPlanningContext::default();
+        let mut aggregates = Vec::new();
+        let mut filters = Vec::new();
+        for e in &node.aggregates {
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                arrow_schema,
+                state.execution_props(),
+                &planning,
+            )
+            .build()?;
+            aggregates.push(lowered.aggregate);
+            filters.push(lowered.filter);
+        }
+        AggregateExprs::try_new(aggregates, filters, group_by, arrow_schema)
     }
 
     fn operator(
@@ -279,7 +383,18 @@ impl Builder<'_, '_> {
                     .state
                     .create_logical_expr(&spec.expr_sql, &schema)?;
                 let expr = self.ctx.state.create_physical_expr(expr, &schema)?;
-                Some(WatermarkGenerator::new(expr))
+                let generator = WatermarkGenerator::new(expr);
+                let time =
+                    relation.schema.index_of(&spec.column).ok().and_then(|i| {
+                        match relation.schema.field(i).data_type() {
+                            DataType::Timestamp(unit, _) => Some((i, unit_nanos(*unit))),
+                            _ => None,
+                        }
+                    });
+                Some(match time {
+                    Some((i, unit_ns)) => generator.with_time_column(i, unit_ns),
+                    None => generator,
+                })
             }
             None => None,
         };

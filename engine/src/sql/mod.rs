@@ -3,3 +3,4 @@
 pub mod names;
 pub mod parser;
 pub mod provider;
+pub mod window_tvf;

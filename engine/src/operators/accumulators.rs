@@ -1,0 +1,224 @@
+//! Grouped aggregation state built from DataFusion's accumulators.
+//!
+//! [`AggregateExprs`] holds a query's group keys and aggregate functions as DataFusion
+//! physical expressions; [`Groups`] is one set of groups (a window slice, or a window being
+//! assembled) with a `GroupsAccumulator` per aggregate (an `Accumulator` behind DataFusion's
+//! adapter where an aggregate has no grouped form). Groups can be turned into their
+//! intermediate state ([`GroupsState`]) and merged, which is how slices combine into windows:
+//! the same partial/final split DataFusion uses between partitions. No aggregate is
+//! re-implemented here.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::aggregates::{PhysicalGroupBy, evaluate_group_by};
+
+use crate::error::{EngineError, EngineResult};
+
+/// The aggregate functions and group keys of one aggregation, shared by all its groups.
+pub struct AggregateExprs {
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per aggregate: its argument expressions (then its ORDER BY expressions).
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    /// Per aggregate: its `FILTER (WHERE ...)`.
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The group keys (without window columns); with GROUPING SETS, one key list per set.
+    group_by: PhysicalGroupBy,
+    /// The schema of the interned keys (a constant placeholder when there are none).
+    key_schema: SchemaRef,
+    no_keys: bool,
+}
+
+impl AggregateExprs {
+    pub fn try_new(
+        aggregates: Vec<Arc<AggregateFunctionExpr>>,
+        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+        group_by: PhysicalGroupBy,
+        input_schema: &Schema,
+    ) -> EngineResult<Self> {
+        let arguments = aggregates
+            .iter()
+            .map(|a| {
+                let mut args = a.expressions();
+                args.extend(a.order_bys().iter().map(|o| Arc::clone(&o.expr)));
+                args
+            })
+            .collect();
+        let key_schema = group_by.group_schema(input_schema)?;
+        let no_keys = key_schema.fields().is_empty();
+        let key_schema = if no_keys {
+            Arc::new(Schema::new(vec![Field::new(
+                "__all",
+                DataType::Boolean,
+                false,
+            )]))
+        } else {
+            key_schema
+        };
+        Ok(Self {
+            aggregates,
+            arguments,
+            filters,
+            group_by,
+            key_schema,
+            no_keys,
+        })
+    }
+
+    /// True when the query groups by window columns only.
+    pub fn has_keys(&self) -> bool {
+        !self.no_keys
+    }
+}
+
+/// The intermediate state of a set of groups: its keys and each aggregate's state columns.
+#[derive(Debug, Clone)]
+pub struct GroupsState {
+    keys: Vec<ArrayRef>,
+    states: Vec<Vec<ArrayRef>>,
+}
+
+impl GroupsState {
+    pub fn num_groups(&self) -> usize {
+        self.keys.first().map_or(0, |k| k.len())
+    }
+
+    pub fn size(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(self.states.iter().flatten())
+            .map(|a| a.get_array_memory_size())
+            .sum()
+    }
+}
+
+/// Live groups: keys interned to group indices, and one accumulator per aggregate.
+pub struct Groups {
+    values: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+impl Groups {
+    pub fn try_new(exprs: &AggregateExprs) -> EngineResult<Self> {
+        let values = new_group_values(Arc::clone(&exprs.key_schema), &GroupOrdering::None)?;
+        let accumulators = exprs
+            .aggregates
+            .iter()
+            .map(|a| -> EngineResult<Box<dyn GroupsAccumulator>> {
+                if a.groups_accumulator_supported() {
+                    Ok(a.create_groups_accumulator()?)
+                } else {
+                    let a = Arc::clone(a);
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        a.create_accumulator()
+                    })))
+                }
+            })
+            .collect::<EngineResult<_>>()?;
+        Ok(Self {
+            values,
+            accumulators,
+        })
+    }
+
+    pub fn num_groups(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Approximate bytes held.
+    pub fn size(&self) -> usize {
+        self.values.size() + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+    }
+
+    /// Aggregates the rows of `batch` (raw input rows).
+    pub fn update(&mut self, exprs: &AggregateExprs, batch: &RecordBatch) -> EngineResult<()> {
+        let rows = batch.num_rows();
+        let arguments = exprs
+            .arguments
+            .iter()
+            .map(|args| {
+                args.iter()
+                    .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
+                    .collect::<EngineResult<Vec<ArrayRef>>>()
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let filters = exprs
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| -> EngineResult<BooleanArray> {
+                        let mask = f.evaluate(batch)?.into_array(rows)?;
+                        mask.as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .cloned()
+                            .ok_or_else(|| {
+                                EngineError::Internal("FILTER is not boolean".to_string())
+                            })
+                    })
+                    .transpose()
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let mut groups = Vec::with_capacity(rows);
+        for keys in evaluate_group_by(&exprs.group_by, batch)? {
+            let keys = if exprs.no_keys {
+                vec![Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef]
+            } else {
+                keys
+            };
+            groups.clear();
+            self.values.intern(&keys, &mut groups)?;
+            let total = self.values.len();
+            for ((acc, args), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters)
+            {
+                acc.update_batch(args, &groups, filter.as_ref(), total)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the intermediate state of other groups.
+    pub fn merge(&mut self, state: &GroupsState) -> EngineResult<()> {
+        let mut groups = Vec::with_capacity(state.num_groups());
+        self.values.intern(&state.keys, &mut groups)?;
+        let total = self.values.len();
+        for (acc, columns) in self.accumulators.iter_mut().zip(&state.states) {
+            acc.merge_batch(columns, &groups, total)?;
+        }
+        Ok(())
+    }
+
+    /// The intermediate state of every group, consuming them.
+    pub fn into_state(mut self) -> EngineResult<GroupsState> {
+        let keys = self.values.emit(EmitTo::All)?;
+        let states = self
+            .accumulators
+            .iter_mut()
+            .map(|a| a.state(EmitTo::All))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GroupsState { keys, states })
+    }
+
+    /// The final values: the key columns (none when grouping by window columns only) and one
+    /// column per aggregate.
+    pub fn evaluate(
+        mut self,
+        exprs: &AggregateExprs,
+    ) -> EngineResult<(Vec<ArrayRef>, Vec<ArrayRef>)> {
+        let keys = self.values.emit(EmitTo::All)?;
+        let values = self
+            .accumulators
+            .iter_mut()
+            .map(|a| a.evaluate(EmitTo::All))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((if exprs.no_keys { Vec::new() } else { keys }, values))
+    }
+}

@@ -1,0 +1,261 @@
+//! `SessionWindowOperator`: the SESSION table function.
+//!
+//! Per partition key, a row at `ts` opens the session `[ts, ts + gap)`; sessions that overlap
+//! or touch it merge (rows exactly `gap` apart share a session, whose end is its last row +
+//! gap). A session is final once the watermark reaches its end; its rows are then emitted with
+//! `window_start`, `window_end` and `window_time` (= end - 1 ms).
+//!
+//! State: the open sessions per key (their bounds and row references) and the input batches
+//! those rows live in, freed once no open session refers to them. Lateness: a row is late when
+//! it touches no open session and its own session would already have closed; it is dropped
+//! and counted. Rows whose time is NULL belong to no session and are skipped. Watermark:
+//! forwarded after the sessions it closes are emitted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::{cast, interleave_record_batch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+
+use super::{Operator, OperatorInfo, Output};
+use crate::error::{EngineError, EngineResult};
+use crate::plan::window::{MILLISECOND, unit_nanos};
+use crate::runtime::message::EventTime;
+use crate::state::StateTableInfo;
+
+#[derive(Debug)]
+struct Session {
+    start: i64,
+    last: i64,
+    /// (batch id, row) of each row, in arrival order.
+    rows: Vec<(u64, u32)>,
+}
+
+pub struct SessionWindowOperator {
+    info: OperatorInfo,
+    gap: i64,
+    time_index: usize,
+    time_unit_ns: i64,
+    window_type: DataType,
+    window_unit_ns: i64,
+    key_indices: Vec<usize>,
+    converter: Option<RowConverter>,
+    /// Open sessions per encoded partition key.
+    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    /// Input batches with the number of open-session rows that refer to each.
+    batches: HashMap<u64, (RecordBatch, usize)>,
+    next_batch: u64,
+    /// Schema of the input (for empty outputs).
+    watermark: Option<EventTime>,
+    late_rows: Arc<AtomicU64>,
+}
+
+impl SessionWindowOperator {
+    pub fn try_new(
+        info: OperatorInfo,
+        gap: i64,
+        time_index: usize,
+        key_indices: Vec<usize>,
+        input_types: &[DataType],
+        late_rows: Arc<AtomicU64>,
+    ) -> EngineResult<Self> {
+        let window_type = info
+            .schema
+            .field(info.schema.fields().len() - 1)
+            .data_type()
+            .clone();
+        let (DataType::Timestamp(time_unit, _), DataType::Timestamp(window_unit, _)) =
+            (&input_types[time_index], &window_type)
+        else {
+            return Err(EngineError::Internal(
+                "SESSION over a non-timestamp column".to_string(),
+            ));
+        };
+        let converter = if key_indices.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(
+                key_indices
+                    .iter()
+                    .map(|i| SortField::new(input_types[*i].clone()))
+                    .collect(),
+            )?)
+        };
+        Ok(Self {
+            time_unit_ns: unit_nanos(*time_unit),
+            window_unit_ns: unit_nanos(*window_unit),
+            info,
+            gap,
+            time_index,
+            window_type,
+            key_indices,
+            converter,
+            sessions: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
+            watermark: None,
+            late_rows,
+        })
+    }
+
+    fn open_rows(&self) -> usize {
+        self.sessions
+            .values()
+            .flat_map(|s| s.iter().map(|s| s.rows.len()))
+            .sum()
+    }
+}
+
+impl Operator for SessionWindowOperator {
+    fn info(&self) -> &OperatorInfo {
+        &self.info
+    }
+
+    fn on_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let times = cast(batch.column(self.time_index), &DataType::Int64)?;
+        let times = times.as_primitive::<Int64Type>();
+        let keys = match &self.converter {
+            Some(c) => {
+                let columns: Vec<ArrayRef> = self
+                    .key_indices
+                    .iter()
+                    .map(|i| Arc::clone(batch.column(*i)))
+                    .collect();
+                Some(c.convert_columns(&columns)?)
+            }
+            None => None,
+        };
+        let mut refs = 0;
+        for row in 0..batch.num_rows() {
+            if times.is_null(row) {
+                continue;
+            }
+            let Some(ts) = times.value(row).checked_mul(self.time_unit_ns) else {
+                continue;
+            };
+            let key = keys
+                .as_ref()
+                .map(|k| k.row(row).as_ref().to_vec())
+                .unwrap_or_default();
+            let sessions = self.sessions.entry(key).or_default();
+            let gap = self.gap;
+            let touching = |s: &Session| s.start <= ts + gap && s.last + gap >= ts;
+            let (mut merged, rest): (Vec<Session>, Vec<Session>) =
+                std::mem::take(sessions).into_iter().partition(touching);
+            if merged.is_empty() && self.watermark.is_some_and(|wm| ts + gap <= wm) {
+                *sessions = rest;
+                self.late_rows.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut session = Session {
+                start: ts,
+                last: ts,
+                rows: Vec::new(),
+            };
+            merged.sort_by_key(|s| s.start);
+            for s in merged {
+                session.start = session.start.min(s.start);
+                session.last = session.last.max(s.last);
+                session.rows.extend(s.rows);
+            }
+            session.rows.push((id, row as u32));
+            refs += 1;
+            *sessions = rest;
+            sessions.push(session);
+        }
+        if refs > 0 {
+            self.batches.insert(id, (batch, refs));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        self.watermark = Some(watermark);
+        let gap = self.gap;
+        let mut closed: Vec<Session> = Vec::new();
+        self.sessions.retain(|_, sessions| {
+            let (done, open): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+                .into_iter()
+                .partition(|s| s.last.saturating_add(gap) <= watermark);
+            closed.extend(done);
+            *sessions = open;
+            !sessions.is_empty()
+        });
+        if !closed.is_empty() {
+            closed.sort_by_key(|s| (s.start, s.last));
+            let ids: Vec<u64> = {
+                let mut ids: Vec<u64> = closed
+                    .iter()
+                    .flat_map(|s| s.rows.iter().map(|r| r.0))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            };
+            let position: HashMap<u64, usize> =
+                ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+            let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.batches[id].0).collect();
+            let mut indices = Vec::new();
+            let (mut starts, mut ends) = (Vec::new(), Vec::new());
+            for s in &closed {
+                for (id, row) in &s.rows {
+                    indices.push((position[id], *row as usize));
+                    starts.push(s.start);
+                    ends.push(s.last + gap);
+                }
+            }
+            let rows = interleave_record_batch(&batches, &indices)?;
+            let unit = self.window_unit_ns;
+            let column = |values: Vec<i64>| -> EngineResult<ArrayRef> {
+                let values: ArrayRef = Arc::new(Int64Array::from_iter_values(
+                    values.into_iter().map(|v| v / unit),
+                ));
+                Ok(cast(&values, &self.window_type)?)
+            };
+            let mut columns = rows.columns().to_vec();
+            columns.push(column(starts)?);
+            columns.push(column(ends.clone())?);
+            columns.push(column(ends.iter().map(|e| e - MILLISECOND).collect())?);
+            out.batch(RecordBatch::try_new(
+                Arc::clone(&self.info.schema),
+                columns,
+            )?);
+            for s in &closed {
+                for (id, _) in &s.rows {
+                    if let Some(entry) = self.batches.get_mut(id) {
+                        entry.1 -= 1;
+                        if entry.1 == 0 {
+                            self.batches.remove(id);
+                        }
+                    }
+                }
+            }
+        }
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        vec![StateTableInfo {
+            name: "sessions",
+            key: vec!["partition key".to_string(), "session".to_string()],
+            rows: self.open_rows(),
+            bytes: self
+                .batches
+                .values()
+                .map(|(b, _)| b.get_array_memory_size())
+                .sum(),
+        }]
+    }
+}

@@ -1,0 +1,373 @@
+//! `WindowAggregateOperator`: `GROUP BY window_start, window_end, keys...` over a window TVF,
+//! emitting each window's final rows once the watermark passes its end.
+//!
+//! Rows are aggregated into *slices*: for TUMBLE a slice is the window, for HOP a
+//! `gcd(slide, size)` pane, for CUMULATE one step (the window TVF upstream tags each row with
+//! its slice instead of copying it into every window). When a window fires, its slices'
+//! intermediate states are merged, so a row is aggregated once however many windows hold it.
+//! Rows that already carry a whole window (SESSION, or a TVF whose window columns are used
+//! before the aggregate) are aggregated per window, one slice each.
+//!
+//! State: the live slices, each with DataFusion accumulators per group and the intermediate
+//! states taken when one of its windows fired. A slice is freed once every window holding it
+//! has fired. Emission: final rows only (no updates). Lateness: a row is late for a window
+//! that has fired; it still counts towards its slice's other windows (HOP, CUMULATE), and is
+//! counted as late. Watermark: forwarded after the windows it closes are emitted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::accumulators::{AggregateExprs, Groups, GroupsState};
+use super::{Operator, OperatorInfo, Output};
+use crate::error::{EngineError, EngineResult};
+use crate::plan::window::{MILLISECOND, Span, WindowKind};
+use crate::runtime::message::EventTime;
+use crate::state::StateTableInfo;
+
+/// Which window bound an input or output column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowColumn {
+    Start,
+    End,
+    Time,
+}
+
+/// A window-bound column of the input: its index, what it holds, and nanoseconds per unit.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundColumn {
+    pub index: usize,
+    pub column: WindowColumn,
+    pub unit_ns: i64,
+}
+
+/// What each output column is.
+#[derive(Debug, Clone, Copy)]
+pub enum OutputColumn {
+    /// A window bound, written in the output field's type.
+    Window(WindowColumn),
+    /// The i-th interned key column (group keys, then `__grouping_id`).
+    Key(usize),
+    /// The i-th aggregate.
+    Aggregate(usize),
+}
+
+/// How rows map to slices and slices to windows.
+#[derive(Debug, Clone)]
+pub struct Windowing {
+    pub kind: WindowKind,
+    /// True when input rows carry their slice (fused with the TVF), false when they carry
+    /// their whole window.
+    pub sliced: bool,
+    /// A window fires when `watermark >= window_end - lag` (the time column's resolution, or 0
+    /// for sessions, which a row exactly at their end still extends).
+    pub lag: i64,
+    /// The input columns the slice or window is read from.
+    pub bounds: Vec<BoundColumn>,
+}
+
+impl Windowing {
+    /// The slice (or window) of row `row`, from the bound columns.
+    fn span_of(&self, columns: &[Option<&Int64Array>], row: usize) -> Option<Span> {
+        let mut start = None;
+        let mut end = None;
+        for (bound, values) in self.bounds.iter().zip(columns) {
+            let values = values.as_ref()?;
+            if values.is_null(row) {
+                return None;
+            }
+            let v = values.value(row).checked_mul(bound.unit_ns)?;
+            match bound.column {
+                WindowColumn::Start => start = Some(v),
+                WindowColumn::End => end = Some(v),
+                WindowColumn::Time => end = end.or(Some(v + MILLISECOND)),
+            }
+        }
+        if self.sliced {
+            let width = self.kind.slice_width()?;
+            match (start, end) {
+                (Some(s), _) => Some(Span::new(s, s + width)),
+                (None, Some(e)) => Some(Span::new(e - width, e)),
+                _ => None,
+            }
+        } else {
+            self.kind.window_from_bounds(start, end)
+        }
+    }
+
+    fn windows_of(&self, span: Span) -> Vec<Span> {
+        if self.sliced {
+            self.kind.windows_of_slice(span)
+        } else {
+            vec![span]
+        }
+    }
+
+    fn slices_of(&self, window: Span) -> Vec<Span> {
+        if self.sliced {
+            self.kind.slices_of_window(window)
+        } else {
+            vec![window]
+        }
+    }
+
+    fn fires_at(&self, window: Span, watermark: Option<EventTime>) -> bool {
+        watermark.is_some_and(|wm| window.end.saturating_sub(self.lag) <= wm)
+    }
+}
+
+#[derive(Default)]
+struct Slice {
+    /// Groups aggregating new rows.
+    live: Option<Groups>,
+    /// States taken from `live` when one of the slice's windows fired.
+    states: Vec<GroupsState>,
+}
+
+pub struct WindowAggregateOperator {
+    info: OperatorInfo,
+    exprs: AggregateExprs,
+    windowing: Windowing,
+    output: Vec<OutputColumn>,
+    slices: BTreeMap<Span, Slice>,
+    watermark: Option<EventTime>,
+    late_rows: Arc<AtomicU64>,
+}
+
+impl WindowAggregateOperator {
+    pub fn new(
+        info: OperatorInfo,
+        exprs: AggregateExprs,
+        windowing: Windowing,
+        output: Vec<OutputColumn>,
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            info,
+            exprs,
+            windowing,
+            output,
+            slices: BTreeMap::new(),
+            watermark: None,
+            late_rows,
+        }
+    }
+
+    /// Adds `batch`'s rows (all in `span`) to the slice.
+    fn add(&mut self, span: Span, batch: &RecordBatch) -> EngineResult<()> {
+        let slice = self.slices.entry(span).or_default();
+        if slice.live.is_none() {
+            slice.live = Some(Groups::try_new(&self.exprs)?);
+        }
+        if let Some(live) = slice.live.as_mut() {
+            live.update(&self.exprs, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Emits `window`'s rows.
+    fn fire(&mut self, window: Span, out: &mut Output) -> EngineResult<()> {
+        let slices = self.windowing.slices_of(window);
+        let present: Vec<Span> = slices
+            .into_iter()
+            .filter(|s| self.slices.contains_key(s))
+            .collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        // A window that is its only slice's only window (TUMBLE, SESSION) is evaluated
+        // directly from the slice's accumulators.
+        let single = present.len() == 1 && {
+            let span = present[0];
+            self.slices[&span].states.is_empty() && self.windowing.windows_of(span).len() == 1
+        };
+        let groups = if single {
+            match self.slices.get_mut(&present[0]).and_then(|s| s.live.take()) {
+                Some(live) => live,
+                None => return Ok(()),
+            }
+        } else {
+            let mut merged = Groups::try_new(&self.exprs)?;
+            for span in &present {
+                let Some(slice) = self.slices.get_mut(span) else {
+                    continue;
+                };
+                if let Some(live) = slice.live.take() {
+                    slice.states.push(live.into_state()?);
+                }
+                for state in &slice.states {
+                    merged.merge(state)?;
+                }
+            }
+            merged
+        };
+        if groups.num_groups() == 0 {
+            return Ok(());
+        }
+        let (keys, values) = groups.evaluate(&self.exprs)?;
+        let rows = values.first().map_or(0, |v| v.len());
+        let schema = Arc::clone(&self.info.schema);
+        let columns = self
+            .output
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| -> EngineResult<ArrayRef> {
+                Ok(match column {
+                    OutputColumn::Key(i) => Arc::clone(&keys[*i]),
+                    OutputColumn::Aggregate(i) => Arc::clone(&values[*i]),
+                    OutputColumn::Window(w) => {
+                        let ns = match w {
+                            WindowColumn::Start => window.start,
+                            WindowColumn::End => window.end,
+                            WindowColumn::Time => window.end - MILLISECOND,
+                        };
+                        window_array(ns, field.data_type(), rows)?
+                    }
+                })
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.batch(RecordBatch::try_new(schema, columns)?);
+        Ok(())
+    }
+}
+
+/// A column of `rows` copies of the timestamp `ns`, in `data_type`.
+fn window_array(ns: i64, data_type: &DataType, rows: usize) -> EngineResult<ArrayRef> {
+    let unit_ns = match data_type {
+        DataType::Timestamp(unit, _) => crate::plan::window::unit_nanos(*unit),
+        other => {
+            return Err(EngineError::Internal(format!(
+                "window column of type {other}"
+            )));
+        }
+    };
+    let values: ArrayRef = Arc::new(Int64Array::from_value(ns / unit_ns, rows));
+    Ok(cast(&values, data_type)?)
+}
+
+impl Operator for WindowAggregateOperator {
+    fn info(&self) -> &OperatorInfo {
+        &self.info
+    }
+
+    fn on_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let bound_arrays = self
+            .windowing
+            .bounds
+            .iter()
+            .map(|b| -> EngineResult<Int64Array> {
+                let c = cast(batch.column(b.index), &DataType::Int64)?;
+                Ok(c.as_primitive::<Int64Type>().clone())
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let bound_refs: Vec<Option<&Int64Array>> = bound_arrays.iter().map(Some).collect();
+        // Rows grouped by slice; in order, a batch usually holds one or two slices.
+        let mut by_span: HashMap<Span, Vec<u32>> = HashMap::new();
+        let mut order: Vec<Span> = Vec::new();
+        for row in 0..batch.num_rows() {
+            let Some(span) = self.windowing.span_of(&bound_refs, row) else {
+                continue;
+            };
+            by_span
+                .entry(span)
+                .or_insert_with(|| {
+                    order.push(span);
+                    Vec::new()
+                })
+                .push(row as u32);
+        }
+        let whole = order.len() == 1 && by_span[&order[0]].len() == batch.num_rows();
+        for span in order {
+            let rows = &by_span[&span];
+            let windows = self.windowing.windows_of(span);
+            let fired = windows
+                .iter()
+                .filter(|w| self.windowing.fires_at(**w, self.watermark))
+                .count();
+            if fired > 0 {
+                self.late_rows
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+            }
+            if fired == windows.len() {
+                continue;
+            }
+            if whole {
+                self.add(span, &batch)?;
+            } else {
+                let indices = UInt32Array::from(rows.clone());
+                let part = take_record_batch(&batch, &indices)?;
+                self.add(span, &part)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        let previous = self.watermark;
+        self.watermark = Some(watermark);
+        // Windows closing now: not closed by the previous watermark, closed by this one.
+        let mut closing: BTreeSet<(i64, i64)> = BTreeSet::new();
+        for span in self.slices.keys() {
+            for w in self.windowing.windows_of(*span) {
+                if self.windowing.fires_at(w, Some(watermark))
+                    && !self.windowing.fires_at(w, previous)
+                {
+                    closing.insert((w.end, w.start));
+                }
+            }
+        }
+        for (end, start) in closing {
+            self.fire(Span::new(start, end), out)?;
+        }
+        let windowing = &self.windowing;
+        self.slices.retain(|span, _| {
+            !windowing
+                .windows_of(*span)
+                .iter()
+                .all(|w| windowing.fires_at(*w, Some(watermark)))
+        });
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        let (rows, bytes) = self.slices.values().fold((0, 0), |(r, b), s| {
+            let live = s
+                .live
+                .as_ref()
+                .map_or((0, 0), |g| (g.num_groups(), g.size()));
+            let states = s
+                .states
+                .iter()
+                .fold((0, 0), |(r, b), st| (r + st.num_groups(), b + st.size()));
+            (r + live.0 + states.0, b + live.1 + states.1)
+        });
+        vec![StateTableInfo {
+            name: "slices",
+            key: vec!["slice".to_string(), "group key".to_string()],
+            rows,
+            bytes,
+        }]
+    }
+}

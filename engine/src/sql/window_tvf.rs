@@ -1,0 +1,456 @@
+//! Window table functions in the FROM clause: `TUMBLE`, `HOP`, `CUMULATE` and `SESSION`.
+//!
+//! DataFusion hands every table factor to the registered [`RelationPlanner`]s first. This one
+//! takes the short form the parser layer produces (`TUMBLE(rel, ts, size [, offset])`,
+//! `HOP(rel, ts, slide, size [, offset])`, `CUMULATE(rel, ts, step, max_size [, offset])`,
+//! `SESSION(rel, ts, gap [, key ...])`), plans `rel` through DataFusion (a table, source, CTE
+//! or subquery), and wraps it in a [`WindowTvfNode`]: the input's columns plus
+//! `window_start`, `window_end` and `window_time`. The streaming planner turns the node into
+//! window operators.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::common::{
+    Column, DFSchema, DFSchemaRef, DataFusionError, Diagnostic, Result, ScalarValue, Span,
+};
+use datafusion::logical_expr::planner::{
+    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
+};
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
+use datafusion::sql::sqlparser::ast::{
+    self, FunctionArg, FunctionArgExpr, ObjectName, Spanned, TableFactor,
+};
+
+use crate::catalog::Catalog;
+use crate::plan::window::{MILLISECOND, WindowKind};
+use crate::sql::provider::StreamTableProvider;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::LogicalPlanBuilder;
+
+/// The names of the columns a window table function adds.
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_END: &str = "window_end";
+pub const WINDOW_TIME: &str = "window_time";
+
+/// A window table function applied to its input (a logical plan node).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WindowTvfNode {
+    pub input: LogicalPlan,
+    pub kind: WindowKind,
+    /// The time attribute column of the input (`DESCRIPTOR(ts)`).
+    pub time: Column,
+    /// SESSION's `PARTITION BY` columns.
+    pub keys: Vec<Column>,
+    schema: DFSchemaRef,
+}
+
+impl WindowTvfNode {
+    pub fn try_new(
+        input: LogicalPlan,
+        kind: WindowKind,
+        time: Column,
+        keys: Vec<Column>,
+    ) -> Result<Self> {
+        let in_schema = input.schema();
+        let (_, field) = in_schema.qualified_field_from_column(&time)?;
+        let window_type = window_column_type(field.data_type()).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "the time column \"{}\" of {} must be a TIMESTAMP, not {}",
+                time.name,
+                kind.name(),
+                field.data_type()
+            ))
+        })?;
+        for key in &keys {
+            in_schema.qualified_field_from_column(key)?;
+        }
+        let window_fields = DFSchema::from_unqualified_fields(
+            vec![
+                Field::new(WINDOW_START, window_type.clone(), false),
+                Field::new(WINDOW_END, window_type.clone(), false),
+                Field::new(WINDOW_TIME, window_type, false),
+            ]
+            .into(),
+            Default::default(),
+        )?;
+        let mut schema = in_schema.as_ref().clone();
+        schema.merge(&window_fields);
+        if schema.fields().len() != in_schema.fields().len() + 3 {
+            return Err(DataFusionError::Plan(format!(
+                "the input of {} already has a column named window_start, window_end or \
+                 window_time; rename it first",
+                kind.name()
+            )));
+        }
+        Ok(Self {
+            input,
+            kind,
+            time,
+            keys,
+            schema: Arc::new(schema),
+        })
+    }
+
+    /// The node's output schema.
+    pub fn schema_ref(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    /// Index of the time column in the input schema.
+    pub fn time_index(&self) -> Result<usize> {
+        self.input.schema().index_of_column(&self.time)
+    }
+
+    /// Index of `window_start` in the node's schema (`window_end` and `window_time` follow).
+    pub fn window_start_index(&self) -> usize {
+        self.input.schema().fields().len()
+    }
+}
+
+/// The type of `window_start`/`window_end`/`window_time` for a time column of type `t`
+/// (seconds become milliseconds so that `window_time = window_end - 1 ms` fits).
+pub fn window_column_type(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            Some(DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
+        }
+        DataType::Timestamp(unit, tz) => Some(DataType::Timestamp(*unit, tz.clone())),
+        _ => None,
+    }
+}
+
+impl PartialOrd for WindowTvfNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        // Plans are compared only to order equal-cost alternatives; the window is enough.
+        self.kind.partial_cmp(&other.kind)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for WindowTvfNode {
+    fn name(&self) -> &str {
+        "WindowTvf"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn prevent_predicate_push_down_columns(&self) -> std::collections::HashSet<String> {
+        // Filters on the input's columns may run before the window; on window columns not.
+        [WINDOW_START, WINDOW_END, WINDOW_TIME]
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WindowTvf: {} on {}", self.kind, self.time)?;
+        if !self.keys.is_empty() {
+            let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
+            write!(f, " partition by {}", keys.join(", "))?;
+        }
+        Ok(())
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
+        let input = inputs
+            .pop()
+            .ok_or_else(|| DataFusionError::Internal("WindowTvf needs one input".to_string()))?;
+        Self::try_new(input, self.kind, self.time.clone(), self.keys.clone())
+    }
+}
+
+/// Finds a [`WindowTvfNode`] in a logical plan node.
+pub fn as_window_tvf(plan: &LogicalPlan) -> Option<&WindowTvfNode> {
+    match plan {
+        LogicalPlan::Extension(Extension { node }) => node.as_any().downcast_ref::<WindowTvfNode>(),
+        _ => None,
+    }
+}
+
+/// Plans window table functions (registered on every session).
+#[derive(Debug)]
+pub struct WindowTvfPlanner {
+    catalog: Arc<Catalog>,
+}
+
+impl WindowTvfPlanner {
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self { catalog }
+    }
+}
+
+impl RelationPlanner for WindowTvfPlanner {
+    fn plan_relation(
+        &self,
+        relation: TableFactor,
+        context: &mut dyn RelationPlannerContext,
+    ) -> Result<RelationPlanning> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = &relation
+        else {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        };
+        let function = match name.0.as_slice() {
+            [part] => part
+                .as_ident()
+                .map(|i| i.value.to_ascii_uppercase())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        if !matches!(function.as_str(), "TUMBLE" | "HOP" | "CUMULATE" | "SESSION") {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        }
+        let call_span = relation.span();
+        let args: Vec<ast::Expr> = args
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.clone()),
+                other => Err(error_at(
+                    format!("unexpected argument {other} of {function}"),
+                    other.span(),
+                )),
+            })
+            .collect::<Result<_>>()?;
+        let usage = match function.as_str() {
+            "TUMBLE" => "TUMBLE(table, time_column, size [, offset])",
+            "HOP" => "HOP(table, time_column, slide, size [, offset])",
+            "CUMULATE" => "CUMULATE(table, time_column, step, max_size [, offset])",
+            _ => "SESSION(TABLE t [PARTITION BY key, ...], DESCRIPTOR(time_column), gap)",
+        };
+        let (min_args, max_args) = match function.as_str() {
+            "TUMBLE" => (3, 4),
+            "HOP" | "CUMULATE" => (4, 5),
+            _ => (3, usize::MAX),
+        };
+        if args.len() < min_args || args.len() > max_args {
+            return Err(error_at(
+                format!("wrong number of arguments for {function}: expected {usage}"),
+                call_span,
+            ));
+        }
+        let input_factor = match &args[0] {
+            ast::Expr::Identifier(ident) => table_factor(ObjectName::from(vec![ident.clone()])),
+            ast::Expr::CompoundIdentifier(idents) => table_factor(ObjectName::from(idents.clone())),
+            ast::Expr::Subquery(query) => TableFactor::Derived {
+                lateral: false,
+                subquery: query.clone(),
+                alias: None,
+                sample: None,
+            },
+            other => {
+                return Err(error_at(
+                    format!("the first argument of {function} must be a table, not {other}"),
+                    other.span(),
+                ));
+            }
+        };
+        let input = match context.plan(input_factor) {
+            Ok(plan) => plan,
+            // Relations named only inside a table function's arguments are not among the
+            // ones DataFusion resolved before planning: look them up in the catalog.
+            Err(e) => match &args[0] {
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
+                    let name = match &args[0] {
+                        ast::Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
+                        ast::Expr::CompoundIdentifier(ids) => ObjectName::from(ids.clone()),
+                        _ => unreachable!("matched above"),
+                    };
+                    let reference = context.object_name_to_table_reference(name)?;
+                    match self.catalog.get(reference.table()) {
+                        Some(relation) => LogicalPlanBuilder::scan(
+                            reference,
+                            provider_as_source(Arc::new(StreamTableProvider::new(relation))),
+                            None,
+                        )?
+                        .build()?,
+                        None => return Err(attach_span(e, args[0].span())),
+                    }
+                }
+                _ => return Err(e),
+            },
+        };
+        let time = column_arg(context, &input, &args[1], &function)?;
+        let mut intervals = Vec::new();
+        let interval_count = match function.as_str() {
+            "SESSION" => 1,
+            _ => args.len() - 2,
+        };
+        for arg in &args[2..2 + interval_count] {
+            intervals.push(interval_arg(context, arg, &function)?);
+        }
+        let positive = |i: usize| -> Result<i64> {
+            if intervals[i] <= 0 {
+                Err(error_at(
+                    format!("the sizes of {function} must be positive intervals"),
+                    args[2 + i].span(),
+                ))
+            } else {
+                Ok(intervals[i])
+            }
+        };
+        let offset = |i: usize| intervals.get(i).copied().unwrap_or(0);
+        let kind = match function.as_str() {
+            "TUMBLE" => WindowKind::Tumble {
+                size: positive(0)?,
+                offset: offset(1),
+            },
+            "HOP" => WindowKind::Hop {
+                slide: positive(0)?,
+                size: positive(1)?,
+                offset: offset(2),
+            },
+            "CUMULATE" => {
+                let (step, max_size) = (positive(0)?, positive(1)?);
+                if max_size % step != 0 {
+                    return Err(error_at(
+                        "the max_size of CUMULATE must be a whole multiple of its step".to_string(),
+                        args[3].span(),
+                    ));
+                }
+                WindowKind::Cumulate {
+                    step,
+                    max_size,
+                    offset: offset(2),
+                }
+            }
+            _ => WindowKind::Session { gap: positive(0)? },
+        };
+        let keys = args[2 + interval_count..]
+            .iter()
+            .map(|a| column_arg(context, &input, a, &function))
+            .collect::<Result<Vec<_>>>()?;
+        let node = WindowTvfNode::try_new(input, kind, time, keys)
+            .map_err(|e| attach_span(e, call_span))?;
+        let plan = LogicalPlan::Extension(Extension {
+            node: Arc::new(node) as Arc<dyn UserDefinedLogicalNode>,
+        });
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+            plan,
+            alias.clone(),
+        ))))
+    }
+}
+
+fn table_factor(name: ObjectName) -> TableFactor {
+    TableFactor::Table {
+        name,
+        alias: None,
+        args: None,
+        with_hints: Vec::new(),
+        version: None,
+        with_ordinality: false,
+        partitions: Vec::new(),
+        json_path: None,
+        sample: None,
+        index_hints: Vec::new(),
+    }
+}
+
+/// A column of the window's input named by `arg` (`ts` or `DESCRIPTOR(ts)` already stripped).
+fn column_arg(
+    context: &mut dyn RelationPlannerContext,
+    input: &LogicalPlan,
+    arg: &ast::Expr,
+    function: &str,
+) -> Result<Column> {
+    let name = match arg {
+        ast::Expr::Identifier(ident) => context.normalize_ident(ident.clone()),
+        ast::Expr::CompoundIdentifier(idents) if !idents.is_empty() => {
+            context.normalize_ident(idents[idents.len() - 1].clone())
+        }
+        other => {
+            return Err(error_at(
+                format!("expected a column name as argument of {function}, found {other}"),
+                other.span(),
+            ));
+        }
+    };
+    input
+        .schema()
+        .qualified_field_with_unqualified_name(&name)
+        .map(|(q, f)| Column::new(q.cloned(), f.name()))
+        .map_err(|_| {
+            error_at(
+                format!("column \"{name}\" does not exist in the input of {function}"),
+                arg.span(),
+            )
+        })
+}
+
+/// An interval argument in nanoseconds.
+fn interval_arg(
+    context: &mut dyn RelationPlannerContext,
+    arg: &ast::Expr,
+    function: &str,
+) -> Result<i64> {
+    let expr = context.sql_to_expr(arg.clone(), &DFSchema::empty())?;
+    let not_interval = || {
+        error_at(
+            format!("expected an interval such as INTERVAL '10' SECOND as argument of {function}"),
+            arg.span(),
+        )
+    };
+    let value = match expr {
+        Expr::Literal(v, _) => v,
+        _ => return Err(not_interval()),
+    };
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) => {
+            if v.months != 0 {
+                return Err(error_at(
+                    format!(
+                        "{function} sizes in months or years are not supported (months differ in length)"
+                    ),
+                    arg.span(),
+                ));
+            }
+            Ok(v.days as i64 * 86_400_000_000_000 + v.nanoseconds)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Ok(v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * MILLISECOND)
+        }
+        _ => Err(not_interval()),
+    }
+}
+
+fn error_at(message: String, span: datafusion::sql::sqlparser::tokenizer::Span) -> DataFusionError {
+    let diagnostic = Diagnostic::new_error(message.clone(), Span::try_from_sqlparser_span(span));
+    DataFusionError::Plan(message).with_diagnostic(diagnostic)
+}
+
+fn attach_span(
+    e: DataFusionError,
+    span: datafusion::sql::sqlparser::tokenizer::Span,
+) -> DataFusionError {
+    if e.diagnostic().is_some() {
+        return e;
+    }
+    let message = e.message().to_string();
+    e.with_diagnostic(Diagnostic::new_error(
+        message,
+        Span::try_from_sqlparser_span(span),
+    ))
+}
