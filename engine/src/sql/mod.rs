@@ -1,6 +1,8 @@
 //! SQL front end: the parser extension layer and how the catalog appears to DataFusion.
 
+pub mod legacy_windows;
 pub mod names;
 pub mod parser;
 pub mod provider;
+pub mod window_syntax;
 pub mod window_tvf;

@@ -5,16 +5,23 @@
 //! clause), `DROP SOURCE` and `SHOW SOURCES | TABLES | ...` are parsed here; every other
 //! statement is handed to sqlparser unchanged. Each parsed statement keeps its own SQL text
 //! and its byte offset in the whole query string, so errors can point at a position.
+//!
+//! Window table functions get two rewrites on the way: the SQL-standard spelling
+//! `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))` becomes the short form `TUMBLE(t, ts, ...)` in
+//! the token stream before parsing ([`window_syntax`]), and legacy group windows
+//! (`GROUP BY TUMBLE(ts, size)`) become the short form in the parsed statement
+//! ([`legacy_windows`]).
 
 use datafusion::sql::sqlparser::ast::{
     ColumnDef, Expr, Ident, ObjectName, SqlOption, Statement, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+use datafusion::sql::sqlparser::parser::{Parser, ParserError, ParserOptions};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::error::{EngineError, EngineResult};
+use crate::sql::{legacy_windows, window_syntax};
 
 /// How deep expressions may nest before the parser refuses them (instead of overflowing the
 /// stack).
@@ -93,10 +100,14 @@ pub struct DropRelation {
 /// Parses a query string into statements.
 pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
     let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(ParserOptions::default().unescape)
+        .tokenize_with_location()
+        .map_err(|e| parse_error(sql, e.into()))?;
+    let tokens = window_syntax::rewrite_window_tvfs(tokens).map_err(|e| parse_error(sql, e))?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .map_err(|e| parse_error(sql, e))?;
+        .with_tokens_with_locations(tokens);
     let source: std::sync::Arc<str> = sql.into();
     let mut statements = Vec::new();
     loop {
@@ -105,7 +116,10 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
         if start.token == Token::EOF {
             break;
         }
-        let statement = parse_statement(&mut parser).map_err(|e| parse_error(sql, e))?;
+        let mut statement = parse_statement(&mut parser).map_err(|e| parse_error(sql, e))?;
+        if let EddyStatement::Sql(s) = &mut statement {
+            legacy_windows::rewrite_legacy_windows(s, sql)?;
+        }
         // The statement's text runs to the token before the next `;` or the end.
         let next = parser.peek_token();
         let end = if next.token == Token::EOF {
@@ -362,19 +376,10 @@ fn parse_error(sql: &str, err: ParserError) -> EngineError {
 /// Syntax that fails to parse only because Eddy does not implement it yet: say so instead of
 /// reporting a syntax error.
 fn unsupported_syntax(sql: &str) -> Option<&'static str> {
-    let upper = sql.to_ascii_uppercase();
-    let compact: String = upper.split_whitespace().collect();
-    ["TUMBLE(", "HOP(", "CUMULATE(", "SESSION("]
-        .iter()
-        .any(|f| compact.contains(f))
-        .then_some(
-            "window table functions (TUMBLE, HOP, CUMULATE, SESSION) are not implemented yet",
-        )
-        .or_else(|| {
-            compact
-                .contains("MATCH_RECOGNIZE")
-                .then_some("MATCH_RECOGNIZE is not implemented yet")
-        })
+    let compact: String = sql.to_ascii_uppercase().split_whitespace().collect();
+    compact
+        .contains("MATCH_RECOGNIZE")
+        .then_some("MATCH_RECOGNIZE is not implemented yet")
 }
 
 fn parse_location(s: &str) -> Option<Location> {
