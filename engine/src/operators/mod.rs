@@ -20,6 +20,7 @@ pub mod source;
 pub mod union;
 pub mod window_aggregate;
 pub mod window_assign;
+pub mod window_top_n;
 
 /// Static facts about an operator, apart from the code that runs it.
 #[derive(Debug, Clone)]

@@ -8,10 +8,10 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use datafusion::common::DFSchemaRef;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, SortExpr};
 
 use crate::catalog::RelationDef;
-use crate::operators::window_aggregate::{OutputColumn, WindowColumn, Windowing};
+use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use window::WindowKind;
 
 pub mod planner;
@@ -48,6 +48,23 @@ pub enum StreamPlan {
     Window(Box<WindowNode>),
     /// `GROUP BY` window columns and keys, emitted when each window closes.
     WindowAggregate(Box<WindowAggregateNode>),
+    /// `ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...)` with `rn <= N`.
+    WindowTopN(Box<WindowTopNNode>),
+}
+
+/// A window Top-N: the first `limit` rows per window and partition.
+#[derive(Debug, Clone)]
+pub struct WindowTopNNode {
+    pub input: StreamPlan,
+    pub kind: WindowKind,
+    pub lag: i64,
+    pub bounds: Vec<BoundColumn>,
+    /// PARTITION BY expressions other than window columns.
+    pub partition: Vec<Expr>,
+    pub order: Vec<SortExpr>,
+    pub limit: usize,
+    /// The input's columns and the row number.
+    pub schema: DFSchemaRef,
 }
 
 /// A window table function.
@@ -100,6 +117,7 @@ impl StreamPlan {
             | StreamPlan::Alias { schema, .. } => Arc::clone(schema),
             StreamPlan::Window(w) => Arc::clone(&w.schema),
             StreamPlan::WindowAggregate(a) => Arc::clone(&a.schema),
+            StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
         }
     }
 
@@ -120,6 +138,7 @@ impl StreamPlan {
             StreamPlan::Union { inputs, .. } => inputs.iter().for_each(|i| i.visit_sources(out)),
             StreamPlan::Window(w) => w.input.visit_sources(out),
             StreamPlan::WindowAggregate(a) => a.input.visit_sources(out),
+            StreamPlan::WindowTopN(t) => t.input.visit_sources(out),
         }
     }
 
@@ -230,6 +249,20 @@ impl StreamPlan {
                     aggs.join(", ")
                 );
                 vec![&a.input]
+            }
+            StreamPlan::WindowTopN(t) => {
+                let partition: Vec<String> = t.partition.iter().map(|e| e.to_string()).collect();
+                let order: Vec<String> = t.order.iter().map(|e| e.to_string()).collect();
+                let _ = writeln!(
+                    out,
+                    "{pad}WindowTopN: {} limit={}, partition=[window{}{}], order=[{}], emit=on window close",
+                    t.kind,
+                    t.limit,
+                    if partition.is_empty() { "" } else { ", " },
+                    partition.join(", "),
+                    order.join(", ")
+                );
+                vec![&t.input]
             }
         };
         for child in next {

@@ -11,10 +11,12 @@ use datafusion::common::Column;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan, TableScan};
+use datafusion::logical_expr::{
+    Aggregate, Expr, Filter, GroupingSet, LogicalPlan, Operator, TableScan,
+};
 
 use super::window::{WindowKind, unit_nanos};
-use super::{SourceNode, StreamPlan, WindowAggregateNode, WindowNode};
+use super::{SourceNode, StreamPlan, WindowAggregateNode, WindowNode, WindowTopNNode};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::sql::provider::StreamTableProvider;
@@ -81,6 +83,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             exprs: p.expr.clone(),
             schema: Arc::clone(&p.schema),
         }),
+        LogicalPlan::Filter(f) if is_window_top_n(f) => plan_window_top_n(f),
         LogicalPlan::Filter(f) => {
             let has_subquery = f.predicate.exists(|e| {
                 Ok(matches!(
@@ -200,6 +203,15 @@ fn trace_window_column(plan: &LogicalPlan, index: usize) -> Option<(WindowColumn
         }
         LogicalPlan::SubqueryAlias(a) => trace_window_column(&a.input, index),
         LogicalPlan::Filter(f) => trace_window_column(&f.input, index),
+        // A window aggregate's window columns, grouped by again (cascade, Top-N).
+        LogicalPlan::Aggregate(a) => {
+            let column = as_column(a.group_expr.get(index)?)?;
+            let inner = a.input.schema().index_of_column(column).ok()?;
+            trace_window_column(&a.input, inner)
+        }
+        LogicalPlan::Window(w) if index < w.input.schema().fields().len() => {
+            trace_window_column(&w.input, index)
+        }
         LogicalPlan::Extension(_) => {
             let tvf = as_window_tvf(plan)?;
             let column = match index.checked_sub(tvf.window_start_index())? {
@@ -408,4 +420,151 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         output,
         schema: Arc::clone(&agg.schema),
     })))
+}
+
+/// `rn <= N`, `rn < N`, `rn = 1` (either way round): the ranked column and N.
+fn rank_bound(predicate: &Expr) -> Option<(&Column, usize)> {
+    let Expr::BinaryExpr(b) = predicate else {
+        return None;
+    };
+    fn column(e: &Expr) -> Option<&Column> {
+        match e {
+            Expr::Cast(c) => as_column(&c.expr),
+            Expr::TryCast(c) => as_column(&c.expr),
+            other => as_column(other),
+        }
+    }
+    let number = |e: &Expr| match e {
+        Expr::Literal(v, _) => match v.cast_to(&DataType::Int64).ok()? {
+            datafusion::common::ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (c, op, n) = if let (Some(c), Some(n)) = (column(&b.left), number(&b.right)) {
+        (c, b.op, n)
+    } else if let (Some(c), Some(n)) = (column(&b.right), number(&b.left)) {
+        (c, b.op.swap()?, n)
+    } else {
+        return None;
+    };
+    let limit = match op {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    (limit >= 1).then_some((c, limit as usize))
+}
+
+/// The `ROW_NUMBER()` window behind a filter on its result: (the filter's projection, the
+/// window node, the row-number expression, N).
+fn window_top_n_parts(
+    filter: &Filter,
+) -> Option<(
+    Option<&datafusion::logical_expr::Projection>,
+    &datafusion::logical_expr::Window,
+    &datafusion::logical_expr::expr::WindowFunction,
+    usize,
+)> {
+    let (column, limit) = rank_bound(&filter.predicate)?;
+    let (projection, window) = match filter.input.as_ref() {
+        LogicalPlan::Projection(p) => match p.input.as_ref() {
+            LogicalPlan::Window(w) => (Some(p), w),
+            _ => return None,
+        },
+        LogicalPlan::Window(w) => (None, w),
+        _ => return None,
+    };
+    let index = filter.input.schema().index_of_column(column).ok()?;
+    let index = match projection {
+        Some(p) => window
+            .schema
+            .index_of_column(as_column(p.expr.get(index)?)?)
+            .ok()?,
+        None => index,
+    };
+    if window.window_expr.len() != 1 || index != window.input.schema().fields().len() {
+        return None;
+    }
+    let mut expr = &window.window_expr[0];
+    while let Expr::Alias(a) = expr {
+        expr = &a.expr;
+    }
+    let Expr::WindowFunction(function) = expr else {
+        return None;
+    };
+    (function.fun.name() == "row_number").then_some((projection, window, function.as_ref(), limit))
+}
+
+fn is_window_top_n(filter: &Filter) -> bool {
+    window_top_n_parts(filter).is_some()
+}
+
+/// Plans `SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (PARTITION BY window_start,
+/// window_end ... ORDER BY ...) AS rn ...) WHERE rn <= N`.
+fn plan_window_top_n(filter: &Filter) -> EngineResult<StreamPlan> {
+    let Some((projection, window, function, limit)) = window_top_n_parts(filter) else {
+        return Err(EngineError::Internal("not a window Top-N".to_string()));
+    };
+    let input = window.input.as_ref();
+    let in_schema = input.schema();
+    let mut bounds: Vec<BoundColumn> = Vec::new();
+    let mut partition = Vec::new();
+    let mut tvf: Option<&WindowTvfNode> = None;
+    for expr in &function.params.partition_by {
+        let traced = as_column(expr)
+            .and_then(|c| in_schema.index_of_column(c).ok())
+            .and_then(|i| Some((i, trace_window_column(input, i)?)));
+        match traced {
+            Some((index, (column, node))) => {
+                tvf = Some(node);
+                let unit_ns = match in_schema.field(index).data_type() {
+                    DataType::Timestamp(unit, _) => unit_nanos(*unit),
+                    _ => return Err(EngineError::Internal("window column type".to_string())),
+                };
+                bounds.push(BoundColumn {
+                    index,
+                    column,
+                    unit_ns,
+                });
+            }
+            None => partition.push(expr.clone()),
+        }
+    }
+    let has = |c: WindowColumn| bounds.iter().any(|b| b.column == c);
+    let Some(tvf) = tvf.filter(|_| {
+        has(WindowColumn::Start) && (has(WindowColumn::End) || has(WindowColumn::Time))
+    }) else {
+        return Err(unsupported(
+            "ROW_NUMBER() over a stream that is not partitioned by window_start and window_end \
+             of a window table function",
+        ));
+    };
+    let lag = match (
+        tvf.kind,
+        tvf.input.schema().field(tvf.time_index()?).data_type(),
+    ) {
+        (WindowKind::Session { .. }, _) => 0,
+        (_, DataType::Timestamp(unit, _)) => unit_nanos(*unit),
+        _ => return Err(EngineError::Internal("window time column type".to_string())),
+    };
+    let top_n = StreamPlan::WindowTopN(Box::new(WindowTopNNode {
+        input: plan_stream(input)?,
+        kind: tvf.kind,
+        lag,
+        bounds,
+        partition,
+        order: function.params.order_by.clone(),
+        limit,
+        schema: Arc::clone(&window.schema),
+    }));
+    Ok(match projection {
+        Some(p) => StreamPlan::Project {
+            input: Box::new(top_n),
+            exprs: p.expr.clone(),
+            schema: Arc::clone(&p.schema),
+        },
+        None => top_n,
+    })
 }

@@ -26,6 +26,7 @@ use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::union::UnionOperator;
 use crate::operators::window_aggregate::WindowAggregateOperator;
 use crate::operators::window_assign::WindowAssignOperator;
+use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
 use crate::operators::{Operator, OperatorInfo};
 use crate::plan::window::{WindowKind, unit_nanos};
 use crate::plan::{SourceNode, StreamPlan, WindowAggregateNode};
@@ -34,6 +35,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::create_physical_sort_exprs;
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
@@ -255,6 +257,37 @@ impl Builder<'_, '_> {
                     exprs,
                     a.windowing.clone(),
                     a.output.clone(),
+                    Arc::clone(&self.metrics.late_rows),
+                );
+                Ok(self.operator(Box::new(op), vec![rx]))
+            }
+            StreamPlan::WindowTopN(t) => {
+                let input_schema = t.input.schema();
+                let rx = self.build(&t.input)?;
+                let state = self.ctx.state;
+                let partition = t
+                    .partition
+                    .iter()
+                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let order = create_physical_sort_exprs(
+                    &t.order,
+                    &input_schema,
+                    state.execution_props(),
+                    &PhysicalPlanningContext::default(),
+                )?;
+                let spec = TopNSpec {
+                    kind: t.kind,
+                    lag: t.lag,
+                    bounds: t.bounds.clone(),
+                    partition,
+                    order,
+                    limit: t.limit,
+                };
+                let op = WindowTopNOperator::new(
+                    info("WindowTopN", &t.schema),
+                    Arc::new(input_schema.as_arrow().clone()),
+                    spec,
                     Arc::clone(&self.metrics.late_rows),
                 );
                 Ok(self.operator(Box::new(op), vec![rx]))

@@ -1,0 +1,269 @@
+//! `WindowTopNOperator`: `ROW_NUMBER() OVER (PARTITION BY window_start, window_end [, k]
+//! ORDER BY ...)` filtered by `rn <= N`, per window.
+//!
+//! Rows are kept per window until the watermark passes the window's end; then each partition's
+//! first N rows by the ORDER BY are emitted with their row number (N = 1 with an ascending time
+//! order is deduplication). While a window is open, its rows are cut back to the top N per
+//! partition whenever they grow past a threshold, so state stays near N rows per partition.
+//!
+//! State: per open window, its candidate rows. Emission: final rows only. Lateness: a row for
+//! a window that already fired is dropped and counted. Watermark: forwarded after the windows
+//! it closes are emitted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::{
+    SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+
+use super::window_aggregate::{BoundColumn, WindowColumn};
+use super::{Operator, OperatorInfo, Output};
+use crate::error::EngineResult;
+use crate::plan::window::{MILLISECOND, Span, WindowKind};
+use crate::runtime::message::EventTime;
+use crate::state::StateTableInfo;
+
+/// Rows a window may hold before they are cut back to the top N per partition.
+const COMPACT_AT: usize = 4096;
+
+/// What the operator ranks by and how many rows it keeps.
+pub struct TopNSpec {
+    pub kind: WindowKind,
+    /// A window fires when `watermark >= window_end - lag`.
+    pub lag: i64,
+    /// Where the window bounds are in the input.
+    pub bounds: Vec<BoundColumn>,
+    /// PARTITION BY expressions other than the window columns.
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    pub order: Vec<PhysicalSortExpr>,
+    pub limit: usize,
+}
+
+#[derive(Default)]
+struct WindowRows {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// Rows after the last cut (the next cut happens at twice this, at least `COMPACT_AT`).
+    kept: usize,
+}
+
+pub struct WindowTopNOperator {
+    info: OperatorInfo,
+    input_schema: SchemaRef,
+    spec: TopNSpec,
+    windows: BTreeMap<Span, WindowRows>,
+    watermark: Option<EventTime>,
+    late_rows: Arc<AtomicU64>,
+}
+
+impl WindowTopNOperator {
+    pub fn new(
+        info: OperatorInfo,
+        input_schema: SchemaRef,
+        spec: TopNSpec,
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            info,
+            input_schema,
+            spec,
+            windows: BTreeMap::new(),
+            watermark: None,
+            late_rows,
+        }
+    }
+
+    fn fires(&self, window: Span, watermark: Option<EventTime>) -> bool {
+        watermark.is_some_and(|wm| window.end.saturating_sub(self.spec.lag) <= wm)
+    }
+
+    /// The rows of `batch` ranked within their partitions: (row index, row number), for row
+    /// numbers up to the limit, ordered by partition then rank.
+    fn top_n(&self, batch: &RecordBatch) -> EngineResult<Vec<(u32, u64)>> {
+        let rows = batch.num_rows();
+        let partition: Vec<ArrayRef> = self
+            .spec
+            .partition
+            .iter()
+            .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
+            .collect::<EngineResult<_>>()?;
+        let mut columns: Vec<SortColumn> = partition
+            .iter()
+            .map(|values| SortColumn {
+                values: Arc::clone(values),
+                options: None,
+            })
+            .collect();
+        for o in &self.spec.order {
+            columns.push(SortColumn {
+                values: o.expr.evaluate(batch)?.into_array(rows)?,
+                options: Some(o.options),
+            });
+        }
+        if columns.is_empty() {
+            return Ok((0..rows.min(self.spec.limit))
+                .map(|i| (i as u32, i as u64 + 1))
+                .collect());
+        }
+        let sorted = lexsort_to_indices(&columns, None)?;
+        let keys = if partition.is_empty() {
+            None
+        } else {
+            let converter = RowConverter::new(
+                partition
+                    .iter()
+                    .map(|p| SortField::new(p.data_type().clone()))
+                    .collect(),
+            )?;
+            Some(converter.convert_columns(&partition)?)
+        };
+        let mut out = Vec::new();
+        let mut rank = 0u64;
+        let mut previous: Option<u32> = None;
+        for &row in sorted.values() {
+            let same = match (&keys, previous) {
+                (Some(k), Some(p)) => k.row(p as usize) == k.row(row as usize),
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            rank = if same { rank + 1 } else { 1 };
+            previous = Some(row);
+            if rank <= self.spec.limit as u64 {
+                out.push((row, rank));
+            }
+        }
+        Ok(out)
+    }
+
+    fn window_batch(&self, rows: &WindowRows) -> EngineResult<RecordBatch> {
+        Ok(concat_batches(&self.input_schema, &rows.batches)?)
+    }
+}
+
+impl Operator for WindowTopNOperator {
+    fn info(&self) -> &OperatorInfo {
+        &self.info
+    }
+
+    fn on_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let bounds = self
+            .spec
+            .bounds
+            .iter()
+            .map(|b| {
+                let c = cast(batch.column(b.index), &DataType::Int64)?;
+                Ok((*b, c.as_primitive::<Int64Type>().clone()))
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let mut by_window: BTreeMap<Span, Vec<u32>> = BTreeMap::new();
+        for row in 0..batch.num_rows() {
+            let (mut start, mut end) = (None, None);
+            for (bound, values) in &bounds {
+                if values.is_valid(row) {
+                    let v = values.value(row) * bound.unit_ns;
+                    match bound.column {
+                        WindowColumn::Start => start = Some(v),
+                        WindowColumn::End => end = Some(v),
+                        WindowColumn::Time => end = end.or(Some(v + MILLISECOND)),
+                    }
+                }
+            }
+            if let Some(w) = self.spec.kind.window_from_bounds(start, end) {
+                by_window.entry(w).or_default().push(row as u32);
+            }
+        }
+        for (window, rows) in by_window {
+            if self.fires(window, self.watermark) {
+                self.late_rows
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(rows))?
+            };
+            let entry = self.windows.entry(window).or_default();
+            entry.rows += part.num_rows();
+            entry.batches.push(part);
+            if entry.rows >= COMPACT_AT.max(2 * entry.kept) {
+                let entry = self.windows.remove(&window).unwrap_or_default();
+                let all = self.window_batch(&entry)?;
+                let keep: Vec<u32> = self.top_n(&all)?.into_iter().map(|(r, _)| r).collect();
+                let kept = take_record_batch(&all, &UInt32Array::from(keep))?;
+                self.windows.insert(
+                    window,
+                    WindowRows {
+                        rows: kept.num_rows(),
+                        kept: kept.num_rows(),
+                        batches: vec![kept],
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        self.watermark = Some(watermark);
+        let closing: Vec<Span> = self
+            .windows
+            .keys()
+            .copied()
+            .filter(|w| self.fires(*w, Some(watermark)))
+            .collect();
+        for window in closing {
+            let Some(rows) = self.windows.remove(&window) else {
+                continue;
+            };
+            let all = self.window_batch(&rows)?;
+            let ranked = self.top_n(&all)?;
+            let indices = UInt32Array::from_iter_values(ranked.iter().map(|(r, _)| *r));
+            let kept = take_record_batch(&all, &indices)?;
+            let mut columns = kept.columns().to_vec();
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                ranked.iter().map(|(_, n)| *n),
+            )));
+            let schema = Arc::clone(&self.info.schema);
+            let columns = columns
+                .into_iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.batch(RecordBatch::try_new(schema, columns)?);
+        }
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        vec![StateTableInfo {
+            name: "window_rows",
+            key: vec!["window".to_string(), "partition key".to_string()],
+            rows: self.windows.values().map(|w| w.rows).sum(),
+            bytes: self
+                .windows
+                .values()
+                .flat_map(|w| w.batches.iter().map(|b| b.get_array_memory_size()))
+                .sum(),
+        }]
+    }
+}
