@@ -259,3 +259,139 @@ impl Operator for SessionWindowOperator {
         }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::runtime::message::Message;
+
+    const MS: i64 = 1_000_000;
+    const GAP: i64 = 5_000 * MS;
+
+    fn ts_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Millisecond, None)
+    }
+
+    fn operator(late: Arc<AtomicU64>) -> SessionWindowOperator {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ts", ts_type(), true),
+            Field::new("window_start", ts_type(), false),
+            Field::new("window_end", ts_type(), false),
+            Field::new("window_time", ts_type(), false),
+        ]));
+        SessionWindowOperator::try_new(
+            OperatorInfo {
+                name: "Window".to_string(),
+                schema,
+            },
+            GAP,
+            1,
+            vec![0],
+            &[DataType::Int64, ts_type()],
+            late,
+        )
+        .unwrap()
+    }
+
+    fn batch(rows: &[(i64, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ts", ts_type(), true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Emitted rows as (key, ts, start, end) in ms, sorted.
+    fn rows(out: &mut Output) -> Vec<(i64, i64, i64, i64)> {
+        let mut rows = Vec::new();
+        for m in out.drain() {
+            if let Message::Data(b) = m {
+                let int = |i: usize| {
+                    cast(b.column(i), &DataType::Int64)
+                        .unwrap()
+                        .as_primitive::<Int64Type>()
+                        .clone()
+                };
+                let (k, t, s, e) = (int(0), int(1), int(2), int(3));
+                for r in 0..b.num_rows() {
+                    rows.push((k.value(r), t.value(r), s.value(r), e.value(r)));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn rows_exactly_a_gap_apart_share_a_session_and_bridges_merge() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(Arc::clone(&late));
+        let mut out = Output::default();
+        // Key 1: 0 and 5000 are exactly one gap apart -> one session [0, 10000).
+        // Key 2: sessions [0, 5000) and [9000, 14000), then 4500 bridges them.
+        op.on_batch(0, batch(&[(1, 0), (1, 5000), (2, 0), (2, 9000)]), &mut out)
+            .unwrap();
+        op.on_batch(0, batch(&[(2, 4500)]), &mut out).unwrap();
+        // Nothing closes before its end.
+        op.on_watermark(9_999 * MS, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![]);
+        op.on_watermark(10_000 * MS, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            vec![(1, 0, 0, 10_000), (1, 5000, 0, 10_000)]
+        );
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            vec![
+                (2, 0, 0, 14_000),
+                (2, 4500, 0, 14_000),
+                (2, 9000, 0, 14_000)
+            ]
+        );
+        assert_eq!(
+            op.state_tables()[0].rows,
+            0,
+            "closed sessions free their rows"
+        );
+        assert!(
+            op.batches.is_empty(),
+            "no batch is kept once its rows are emitted"
+        );
+        assert_eq!(late.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_row_whose_session_already_closed_is_late() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, 0), (1, 20_000)]), &mut out)
+            .unwrap();
+        op.on_watermark(12_000 * MS, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![(1, 0, 0, 5000)]);
+        // Behind the watermark but touching the open session [20000, 25000): merged.
+        op.on_batch(0, batch(&[(1, 15_000)]), &mut out).unwrap();
+        // Behind the watermark, alone, its session would have closed at 7000: late.
+        op.on_batch(0, batch(&[(1, 2_000)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            vec![(1, 15_000, 15_000, 25_000), (1, 20_000, 15_000, 25_000)]
+        );
+    }
+}

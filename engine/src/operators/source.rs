@@ -223,6 +223,26 @@ mod tests {
         assert_eq!(g.current(), Some(9 * ms));
     }
 
+    #[test]
+    fn batches_are_cut_before_rows_behind_a_risen_watermark() {
+        let ms = 1_000_000;
+        // WATERMARK FOR ts AS ts (no delay, to keep the arithmetic short).
+        let mut g = WatermarkGenerator::new(Arc::new(Column::new("ts", 0))).with_time_column(0, ms);
+        // In order: one segment, watermark 30 after it.
+        let segments = g.segments(&batch(&[Some(10), Some(20), Some(30)])).unwrap();
+        assert_eq!(segments, vec![(0..3, Some(30 * ms))]);
+        // 50 raises the watermark to 50; 40 is behind it, so it must be judged after the
+        // watermark 50 has been sent: cut before it. 45 is behind 50 too, but the watermark
+        // did not rise since the cut, so it stays with 40.
+        let segments = g
+            .segments(&batch(&[Some(50), Some(40), Some(45), Some(60)]))
+            .unwrap();
+        assert_eq!(segments, vec![(0..1, Some(50 * ms)), (1..4, Some(60 * ms))]);
+        // Rows behind the watermark from before the batch need no cut.
+        let segments = g.segments(&batch(&[Some(1), Some(2)])).unwrap();
+        assert_eq!(segments, vec![(0..2, None)]);
+    }
+
     #[tokio::test]
     async fn bounded_sources_end_together() {
         let group = BoundedSourceGroup::new(2);

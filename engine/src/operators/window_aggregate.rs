@@ -371,3 +371,220 @@ impl Operator for WindowAggregateOperator {
         }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::common::DFSchema;
+    use datafusion::execution::context::ExecutionProps;
+    use datafusion::functions_aggregate::expr_fn::{count, sum};
+    use datafusion::logical_expr::col;
+    use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+    use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+    use datafusion::physical_expr::create_physical_expr;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
+
+    use super::*;
+    use crate::runtime::message::Message;
+
+    const S: i64 = 1_000_000_000;
+
+    /// Input rows: (slice start in ms, key, value), as the window function in slice mode
+    /// produces them (`window_start` holds the slice start).
+    fn input_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new(
+                "window_start",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]))
+    }
+
+    fn batch(rows: &[(i64, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0 * 1000),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// `SELECT k, window_start, window_end, count(*), sum(v) ... GROUP BY k, window_start,
+    /// window_end` over `kind`, fed slices.
+    fn operator(kind: WindowKind, late: Arc<AtomicU64>) -> WindowAggregateOperator {
+        let schema = input_schema();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let props = ExecutionProps::new();
+        let planning = PhysicalPlanningContext::default();
+        let key = create_physical_expr(&col("k"), &df_schema, &props, &planning).unwrap();
+        let mut aggregates = Vec::new();
+        for e in [count(col("v")), sum(col("v"))] {
+            let lowered = LoweredAggregateBuilder::new(&e, &df_schema, &schema, &props, &planning)
+                .build()
+                .unwrap();
+            aggregates.push(lowered.aggregate);
+        }
+        let exprs = AggregateExprs::try_new(
+            aggregates,
+            vec![None, None],
+            PhysicalGroupBy::new_single(vec![(key, "k".to_string())]),
+            &schema,
+        )
+        .unwrap();
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let out_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+            Field::new("count", DataType::Int64, false),
+            Field::new("sum", DataType::Int64, true),
+        ]));
+        WindowAggregateOperator::new(
+            OperatorInfo {
+                name: "WindowAggregate".to_string(),
+                schema: out_schema,
+            },
+            exprs,
+            Windowing {
+                kind,
+                sliced: true,
+                lag: MILLISECOND,
+                bounds: vec![BoundColumn {
+                    index: 2,
+                    column: WindowColumn::Start,
+                    unit_ns: MILLISECOND,
+                }],
+            },
+            vec![
+                OutputColumn::Key(0),
+                OutputColumn::Window(WindowColumn::Start),
+                OutputColumn::Window(WindowColumn::End),
+                OutputColumn::Aggregate(0),
+                OutputColumn::Aggregate(1),
+            ],
+            late,
+        )
+    }
+
+    /// The rows emitted, as (key, start s, end s, count, sum), sorted.
+    fn rows(out: &mut Output) -> Vec<(i64, i64, i64, i64, i64)> {
+        let mut rows = Vec::new();
+        for m in out.drain() {
+            if let Message::Data(b) = m {
+                let int = |i: usize| {
+                    cast(b.column(i), &DataType::Int64)
+                        .unwrap()
+                        .as_primitive::<Int64Type>()
+                        .clone()
+                };
+                let (k, s, e, c, v) = (int(0), int(1), int(2), int(3), int(4));
+                for r in 0..b.num_rows() {
+                    rows.push((
+                        k.value(r),
+                        s.value(r) / 1000,
+                        e.value(r) / 1000,
+                        c.value(r),
+                        v.value(r),
+                    ));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    fn state_rows(op: &WindowAggregateOperator) -> usize {
+        op.state_tables().iter().map(|t| t.rows).sum()
+    }
+
+    #[test]
+    fn hop_combines_slices_and_frees_them() {
+        // HOP(slide 5 s, size 10 s): 5 s slices.
+        let kind = WindowKind::Hop {
+            slide: 5 * S,
+            size: 10 * S,
+            offset: 0,
+        };
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(kind, Arc::clone(&late));
+        let mut out = Output::default();
+        // Slices [0,5), [5,10), [10,15); key 1 in all, key 2 only in [5,10).
+        op.on_batch(0, batch(&[(0, 1, 1), (5, 1, 10), (5, 2, 7)]), &mut out)
+            .unwrap();
+        op.on_batch(0, batch(&[(10, 1, 100)]), &mut out).unwrap();
+        assert!(state_rows(&op) > 0);
+        // Watermark 9.999 s closes the windows ending at 10 s or before.
+        op.on_watermark(10 * S - MILLISECOND, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            vec![(1, -5, 5, 1, 1), (1, 0, 10, 2, 11), (2, 0, 10, 1, 7)]
+        );
+        // Slice [0,5) is freed; [5,10) is still needed by [5,15).
+        assert!(state_rows(&op) > 0);
+        op.on_watermark(20 * S, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            vec![(1, 5, 15, 2, 110), (1, 10, 20, 1, 100), (2, 5, 15, 1, 7)]
+        );
+        assert_eq!(
+            state_rows(&op),
+            0,
+            "every slice freed once its windows fired"
+        );
+        assert_eq!(late.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_row_late_for_one_window_still_counts_in_the_next() {
+        let kind = WindowKind::Hop {
+            slide: 5 * S,
+            size: 10 * S,
+            offset: 0,
+        };
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(kind, Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(5, 1, 1)]), &mut out).unwrap();
+        op.on_watermark(10 * S, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![(1, 0, 10, 1, 1)]);
+        // [0,10) has fired; [5,15) has not: the row counts there and is reported late.
+        op.on_batch(0, batch(&[(5, 1, 2)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        // A row only in fired windows is dropped.
+        op.on_batch(0, batch(&[(0, 1, 1000)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 2);
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![(1, 5, 15, 2, 3)]);
+        assert_eq!(state_rows(&op), 0);
+    }
+
+    #[test]
+    fn tumble_fires_at_end_minus_resolution_and_drops_late_rows() {
+        let kind = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(kind, Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(0, 1, 1), (0, 1, 2)]), &mut out)
+            .unwrap();
+        op.on_watermark(10 * S - 2 * MILLISECOND, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![], "still open at end - 2 ms");
+        op.on_watermark(10 * S - MILLISECOND, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![(1, 0, 10, 2, 3)]);
+        assert_eq!(state_rows(&op), 0);
+        op.on_batch(0, batch(&[(0, 1, 5)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(state_rows(&op), 0);
+    }
+}
