@@ -19,19 +19,47 @@ use eddy_engine::session::{Engine, EngineConfig, StatementResult};
 use eddy_engine::sql::parser::parse_sql;
 use futures::StreamExt;
 
-/// (name, query over `bids`).
-const QUERIES: &[(&str, &str)] = &[
+/// (name, streaming query over `bids`, the same query for DataFusion in batch, or `None` when
+/// it is the same text).
+const QUERIES: &[(&str, &str, Option<&str>)] = &[
     (
         "q0-passthrough",
         "SELECT auction, bidder, price, date_time FROM bids",
+        None,
     ),
     (
         "q1-currency",
         "SELECT auction, bidder, 0.908 * price AS price, date_time FROM bids",
+        None,
     ),
     (
         "q2-selection",
         "SELECT auction, price FROM bids WHERE auction % 123 = 0",
+        None,
+    ),
+    (
+        "tumble-10s",
+        "SELECT auction, window_start, window_end, count(*), sum(price), max(price) \
+         FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) \
+         GROUP BY auction, window_start, window_end",
+        Some(
+            "SELECT auction, date_bin(INTERVAL '10' SECOND, date_time) AS window_start, \
+             count(*), sum(price), max(price) FROM bids \
+             GROUP BY auction, date_bin(INTERVAL '10' SECOND, date_time)",
+        ),
+    ),
+    (
+        "hop-10s-2s",
+        "SELECT auction, window_start, window_end, count(*), sum(price), max(price) \
+         FROM HOP(bids, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+         GROUP BY auction, window_start, window_end",
+        Some(
+            "SELECT auction, date_bin(INTERVAL '2' SECOND, date_time) - d AS ws, \
+             count(*), sum(price), max(price) \
+             FROM bids CROSS JOIN (VALUES (INTERVAL '0' SECOND), (INTERVAL '2' SECOND), \
+             (INTERVAL '4' SECOND), (INTERVAL '6' SECOND), (INTERVAL '8' SECOND)) AS o(d) \
+             GROUP BY auction, date_bin(INTERVAL '2' SECOND, date_time) - d",
+        ),
     ),
 ];
 
@@ -75,7 +103,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::new(EngineConfig::default(), connectors, None);
     let mut session = engine.new_session();
     let ddl = format!(
-        "CREATE SOURCE bids WITH (connector = 'nexmark', nexmark.table = 'bid', events.max = '{}')",
+        "CREATE SOURCE bids (WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+         WITH (connector = 'nexmark', nexmark.table = 'bid', events.max = '{}')",
         args.events
     );
     for s in parse_sql(&ddl)? {
@@ -103,7 +132,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("| query | Eddy streaming (M events/s) | DataFusion batch (M events/s) | rows out |");
     println!("|---|---|---|---|");
-    for (name, sql) in QUERIES {
+    for (name, sql, batch_sql) in QUERIES {
         if args.query.as_deref().is_some_and(|q| q != *name) {
             continue;
         }
@@ -112,7 +141,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let streaming = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let batch_rows: usize = ctx
-            .sql(sql)
+            .sql(batch_sql.unwrap_or(sql))
             .await?
             .execute_stream()
             .await?

@@ -168,8 +168,15 @@ fn rewrite_select(
     }
     replace_auxiliary_functions(&mut select.projection, window.as_ref(), sql)?;
     replace_auxiliary_functions(&mut select.having, window.as_ref(), sql)?;
+    let mut uses_rowtime = select
+        .projection
+        .iter()
+        .map(|p| p.to_string())
+        .chain(select.having.iter().map(|h| h.to_string()))
+        .any(|text| mentions_window_time(&text));
     if let Some(order_by) = order_by {
         replace_auxiliary_functions(&mut order_by.kind, window.as_ref(), sql)?;
+        uses_rowtime |= mentions_window_time(&order_by.to_string());
     }
     let Some(window) = window else {
         return Ok(());
@@ -210,13 +217,15 @@ fn rewrite_select(
         }
     }
     let span = window.name.span;
-    group_by.splice(
-        window.index..=window.index,
-        [
-            Expr::Identifier(Ident::with_span(span, "window_start")),
-            Expr::Identifier(Ident::with_span(span, "window_end")),
-        ],
-    );
+    let mut window_columns = vec![
+        Expr::Identifier(Ident::with_span(span, "window_start")),
+        Expr::Identifier(Ident::with_span(span, "window_end")),
+    ];
+    // `*_ROWTIME` became `window_time`, which must then be grouped by too.
+    if uses_rowtime {
+        window_columns.push(Expr::Identifier(Ident::with_span(span, "window_time")));
+    }
+    group_by.splice(window.index..=window.index, window_columns);
 
     let from = match select.from.as_mut_slice() {
         [from] if from.joins.is_empty() => from,
@@ -257,6 +266,12 @@ fn rewrite_select(
         index_hints: Vec::new(),
     };
     Ok(())
+}
+
+/// True when rewritten text refers to the `window_time` column.
+fn mentions_window_time(text: &str) -> bool {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|word| word.eq_ignore_ascii_case("window_time"))
 }
 
 /// The one TUMBLE, HOP or SESSION call among the GROUP BY expressions, if any.
@@ -569,7 +584,7 @@ mod tests {
             ),
             "SELECT window_start AS s, window_end AS e, window_time AS t, auction, count(*) \
              FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) WHERE price > 10 \
-             GROUP BY window_start, window_end, auction"
+             GROUP BY window_start, window_end, window_time, auction"
         );
     }
 
