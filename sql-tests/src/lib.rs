@@ -3,14 +3,24 @@
 //! Each `.slt` file gets a fresh in-process server (its own data directory) and a fresh
 //! `tokio-postgres` connection. Errors read `<SQLSTATE>: <message>`, so a test can assert the
 //! code with `statement error 42P01`. `$DATA` in a file expands to `sql-tests/data` and
-//! `$CONFORMANCE` to the shared conformance cases (after `control substitution on`).
+//! `$CONFORMANCE` to the conformance cases copied into `sql-tests/data/conformance` (after
+//! `control substitution on`).
+//!
+//! The harness answers one statement itself instead of sending it: `HARNESS NOTICES` returns,
+//! one row each as `SEVERITY: message`, the notices and warnings the server sent while running
+//! the previous statement (e.g. the warning about dropped late rows).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use eddy_server::{Server, ServerConfig};
+use futures::StreamExt;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
+
+/// The statement the harness answers itself with the previous statement's notices.
+pub const NOTICES_STATEMENT: &str = "HARNESS NOTICES";
 
 /// An error as a test sees it.
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +48,15 @@ impl From<tokio_postgres::Error> for SqlError {
 /// A connection to a test server.
 pub struct EddyDb {
     client: Client,
+    /// Notices received since the current statement started, as `SEVERITY: message`.
+    notices: Arc<Mutex<Vec<String>>>,
+    /// Notices of the previous statement (what `HARNESS NOTICES` returns).
+    previous_notices: Vec<String>,
 }
 
 impl EddyDb {
     pub async fn connect(addr: std::net::SocketAddr) -> Result<Self, SqlError> {
-        let (client, connection) = tokio_postgres::connect(
+        let (client, mut connection) = tokio_postgres::connect(
             &format!(
                 "host={} port={} user=eddy dbname=eddy",
                 addr.ip(),
@@ -51,10 +65,34 @@ impl EddyDb {
             NoTls,
         )
         .await?;
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&notices);
+        // Driving the connection by hand (instead of awaiting it) keeps its notices. A notice
+        // is handed over here before the messages that follow it (the statement's completion),
+        // so it is recorded by the time the statement returns.
         tokio::spawn(async move {
-            let _ = connection.await;
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notice(notice) = message
+                    && let Ok(mut notices) = sink.lock()
+                {
+                    notices.push(format!("{}: {}", notice.severity(), notice.message()));
+                }
+            }
         });
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            notices,
+            previous_notices: Vec::new(),
+        })
+    }
+
+    /// Takes the notices received so far.
+    fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_default()
     }
 }
 
@@ -64,7 +102,24 @@ impl AsyncDB for EddyDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
-        let messages = self.client.simple_query(sql).await?;
+        if sql
+            .trim()
+            .trim_end_matches(';')
+            .eq_ignore_ascii_case(NOTICES_STATEMENT)
+        {
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Text],
+                rows: self
+                    .previous_notices
+                    .iter()
+                    .map(|n| vec![n.clone()])
+                    .collect(),
+            });
+        }
+        self.take_notices();
+        let result = self.client.simple_query(sql).await;
+        self.previous_notices = self.take_notices();
+        let messages = result?;
         let mut rows = Vec::new();
         let mut columns = None;
         let mut affected = 0;
@@ -110,9 +165,10 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
-/// The shared conformance cases (beside the repository), if present.
+/// The conformance cases taken from other engines' test suites (each folder's `source.txt`
+/// names its origin).
 pub fn conformance_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
+    data_dir().join("conformance")
 }
 
 /// Runs one `.slt` file against a fresh server.

@@ -1,0 +1,172 @@
+//! Emit on window close over an unbounded stream: a window's row reaches the client as soon as
+//! the watermark passes the window's end, and not before; nothing waits for an end of input.
+//!
+//! This is the point of the conformance case `window_tumble_eowc_no_flush` (RisingWave's
+//! `eowc_group_agg.slt`), which a bounded file source can only show with its end-of-input flush
+//! (sql-tests/slt/windows_conformance.slt): here the rows go into a push table, whose query
+//! never ends, and the test follows the query's COPY output as rows are inserted.
+
+use std::time::Duration;
+
+use eddy_server::{Server, ServerConfig};
+use futures::{Stream, StreamExt, pin_mut};
+use tokio_postgres::{Client, NoTls};
+
+/// How long to wait for a row that must come (generous: CI machines are slow).
+const ROW_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to watch for a row that must not come. A slow machine can only make this check
+/// pass when it should not, never fail when it should pass.
+const QUIET_PERIOD: Duration = Duration::from_millis(300);
+
+/// A client and the task that owns its socket (aborting it closes the connection).
+async fn connect(server: &Server) -> (Client, tokio::task::JoinHandle<()>) {
+    let addr = server.local_addr();
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host={} port={} user=eddy dbname=eddy",
+            addr.ip(),
+            addr.port()
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let socket = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (client, socket)
+}
+
+/// The next COPY row, as text.
+async fn next_row<S>(stream: &mut std::pin::Pin<&mut S>, waiting_for: &str) -> String
+where
+    S: Stream<Item = Result<bytes::Bytes, tokio_postgres::Error>>,
+{
+    let chunk = tokio::time::timeout(ROW_TIMEOUT, stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("{waiting_for} not emitted within {ROW_TIMEOUT:?}"))
+        .expect("the query over a push table never ends")
+        .unwrap();
+    String::from_utf8(chunk.to_vec()).unwrap()
+}
+
+/// Fails if a row arrives within [`QUIET_PERIOD`].
+async fn assert_no_row<S>(stream: &mut std::pin::Pin<&mut S>, why: &str)
+where
+    S: Stream<Item = Result<bytes::Bytes, tokio_postgres::Error>>,
+{
+    if let Ok(item) = tokio::time::timeout(QUIET_PERIOD, stream.next()).await {
+        let row = item.map(|r| r.map(|b| String::from_utf8_lossy(&b).into_owned()));
+        panic!("{why}, but the query emitted {row:?}");
+    }
+}
+
+async fn wait_for_no_tasks(server: &Server) {
+    for _ in 0..600 {
+        if server.engine().live_tasks() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{} dataflow tasks still alive",
+        server.engine().live_tasks()
+    );
+}
+
+#[tokio::test]
+async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
+    let dir = std::env::temp_dir().join(format!("eddy-window-emit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(dir.clone()),
+    })
+    .await
+    .unwrap();
+    let (writer, _) = connect(&server).await;
+    let (reader, reader_socket) = connect(&server).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE t (tm TIMESTAMP(3), foo INT, WATERMARK FOR tm AS tm - INTERVAL '5' MINUTE)",
+        )
+        .await
+        .unwrap();
+    // The first five rows of the case. The watermark after each: 16:46, 16:51, 17:25, 17:54,
+    // 17:56. [16:00, 17:00) closes at wm >= 16:59:59.999, i.e. after 17:30; [17:00, 18:00)
+    // needs wm >= 17:59:59.999 and stays open.
+    writer
+        .batch_execute(
+            "INSERT INTO t VALUES ('2023-05-06 16:51:00', 1), ('2023-05-06 16:56:00', 8), \
+             ('2023-05-06 17:30:00', 3), ('2023-05-06 17:59:00', 4), ('2023-05-06 18:01:00', 6)",
+        )
+        .await
+        .unwrap();
+    let stream = reader
+        .copy_out(
+            "COPY (SELECT window_start, MAX(foo) AS max_foo FROM TUMBLE(t, tm, INTERVAL '1' HOUR) \
+             GROUP BY window_start, window_end) TO STDOUT",
+        )
+        .await
+        .unwrap();
+    pin_mut!(stream);
+
+    assert_eq!(
+        next_row(&mut stream, "[16:00, 17:00)").await,
+        "2023-05-06 16:00:00\t8\n"
+    );
+    assert_no_row(&mut stream, "wm = 17:56 closes no other window").await;
+
+    // wm = 18:05 >= 17:59:59.999: [17:00, 18:00) closes with max(3, 4).
+    writer
+        .batch_execute("INSERT INTO t VALUES ('2023-05-06 18:10:00', 7)")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_row(&mut stream, "[17:00, 18:00)").await,
+        "2023-05-06 17:00:00\t4\n"
+    );
+    assert_no_row(
+        &mut stream,
+        "wm = 18:05 < 18:59:59.999 leaves [18:00, 19:00) open",
+    )
+    .await;
+
+    // wm = 19:25 >= 18:59:59.999: [18:00, 19:00) closes with max(6, 7); [19:00, 20:00) stays
+    // open.
+    writer
+        .batch_execute("INSERT INTO t VALUES ('2023-05-06 19:30:00', 2)")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_row(&mut stream, "[18:00, 19:00)").await,
+        "2023-05-06 18:00:00\t7\n"
+    );
+    assert_no_row(
+        &mut stream,
+        "wm = 19:25 < 19:59:59.999 leaves [19:00, 20:00) open",
+    )
+    .await;
+
+    // A late row for a closed window changes nothing that was emitted (no update, no
+    // retraction); a row far ahead closes [19:00, 20:00) without it.
+    writer
+        .batch_execute(
+            "INSERT INTO t VALUES ('2023-05-06 18:30:00', 100); \
+             INSERT INTO t VALUES ('2023-05-06 21:00:00', 0)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next_row(&mut stream, "[19:00, 20:00)").await,
+        "2023-05-06 19:00:00\t2\n"
+    );
+    assert_no_row(&mut stream, "wm = 20:55 leaves [21:00, 22:00) open").await;
+
+    // The client goes away: the query stops.
+    drop(reader);
+    reader_socket.abort();
+    wait_for_no_tasks(&server).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
