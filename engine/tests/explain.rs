@@ -86,6 +86,8 @@ async fn error_messages() {
         "SELECT * FROM HOP(bids, date_time, INTERVAL '1' MONTH, INTERVAL '2' MONTH)",
         "SELECT * FROM TUMBLE(bids, date_time, INTERVAL '0' SECOND)",
         "SELECT * FROM TUMBLE(bids, date_time, 10)",
+        "SELECT * FROM TUMBLE((SELECT date_time + INTERVAL '1' SECOND AS t FROM bids), t, \
+         INTERVAL '10' SECOND)",
         "SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, \
          INTERVAL '10' SECOND) GROUP BY window_start",
     ] {
@@ -114,7 +116,7 @@ async fn error_messages() {
     SELECT * FROM TUMBLE(bids, date_time)
       -> wrong number of arguments for TUMBLE: expected TUMBLE(table, time_column, size [, offset])
     SELECT * FROM TUMBLE(bids, nope, INTERVAL '10' SECOND)
-      -> column "nope" does not exist in the input of TUMBLE
+      -> column "nope" does not exist
     SELECT * FROM TUMBLE(nope, date_time, INTERVAL '10' SECOND)
       -> relation "nope" does not exist
     SELECT * FROM HOP(bids, date_time, INTERVAL '1' MONTH, INTERVAL '2' MONTH)
@@ -123,6 +125,8 @@ async fn error_messages() {
       -> the sizes of TUMBLE must be positive intervals
     SELECT * FROM TUMBLE(bids, date_time, 10)
       -> expected an interval such as INTERVAL '10' SECOND as argument of TUMBLE
+    SELECT * FROM TUMBLE((SELECT date_time + INTERVAL '1' SECOND AS t FROM bids), t, INTERVAL '10' SECOND)
+      -> the time column "t" of TUMBLE is not a time attribute: use the WATERMARK FOR column of a source or table (passed through unchanged) or the window_time of a window
     SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, INTERVAL '10' SECOND) GROUP BY window_start
       -> feature not supported: a CUMULATE aggregate grouped without window_end (its windows share their start)
     "#);

@@ -46,6 +46,8 @@ pub struct SessionWindowOperator {
     converter: Option<RowConverter>,
     /// Open sessions per encoded partition key.
     sessions: HashMap<Vec<u8>, Vec<Session>>,
+    /// Per key, the end of its last emitted session, while a row could still touch it.
+    emitted_end: HashMap<Vec<u8>, i64>,
     /// Input batches with the number of open-session rows that refer to each.
     batches: HashMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
@@ -95,6 +97,7 @@ impl SessionWindowOperator {
             key_indices,
             converter,
             sessions: HashMap::new(),
+            emitted_end: HashMap::new(),
             batches: HashMap::new(),
             next_batch: 0,
             watermark: None,
@@ -148,12 +151,23 @@ impl Operator for SessionWindowOperator {
                 .as_ref()
                 .map(|k| k.row(row).as_ref().to_vec())
                 .unwrap_or_default();
+            // Touching an emitted session makes the row part of it: late.
+            if self.emitted_end.get(&key).is_some_and(|end| ts <= *end) {
+                self.late_rows.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let sessions = self.sessions.entry(key).or_default();
             let gap = self.gap;
-            let touching = |s: &Session| s.start <= ts + gap && s.last + gap >= ts;
+            let touching =
+                |s: &Session| s.start <= ts.saturating_add(gap) && s.last.saturating_add(gap) >= ts;
             let (mut merged, rest): (Vec<Session>, Vec<Session>) =
                 std::mem::take(sessions).into_iter().partition(touching);
-            if merged.is_empty() && self.watermark.is_some_and(|wm| ts + gap <= wm) {
+            // Alone, and its own session would already have closed: late.
+            if merged.is_empty()
+                && self
+                    .watermark
+                    .is_some_and(|wm| ts.saturating_add(gap) <= wm)
+            {
                 *sessions = rest;
                 self.late_rows.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -184,14 +198,24 @@ impl Operator for SessionWindowOperator {
         self.watermark = Some(watermark);
         let gap = self.gap;
         let mut closed: Vec<Session> = Vec::new();
-        self.sessions.retain(|_, sessions| {
+        let emitted_end = &mut self.emitted_end;
+        self.sessions.retain(|key, sessions| {
             let (done, open): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
                 .into_iter()
                 .partition(|s| s.last.saturating_add(gap) <= watermark);
+            for s in &done {
+                let end = emitted_end.entry(key.clone()).or_insert(i64::MIN);
+                *end = (*end).max(s.last.saturating_add(gap));
+            }
             closed.extend(done);
             *sessions = open;
             !sessions.is_empty()
         });
+        // A row not late by the watermark alone is later than `watermark - gap`; an emitted
+        // session ending before that can only be reached through an open session of its key.
+        let sessions = &self.sessions;
+        self.emitted_end
+            .retain(|key, end| sessions.contains_key(key) || *end > watermark.saturating_sub(gap));
         if !closed.is_empty() {
             closed.sort_by_key(|s| (s.start, s.last));
             let ids: Vec<u64> = {
@@ -372,6 +396,26 @@ mod tests {
             "no batch is kept once its rows are emitted"
         );
         assert_eq!(late.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_row_touching_an_emitted_session_is_late() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, 0)]), &mut out).unwrap();
+        op.on_watermark(6_000 * MS, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![(1, 0, 0, 5000)]);
+        // 4000 is within a gap of the emitted row at 0: it belongs to that session.
+        op.on_batch(0, batch(&[(1, 4_000)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        // 5500 is more than a gap after 0 (a session of its own) and not behind the
+        // watermark by a whole gap: on time.
+        op.on_batch(0, batch(&[(1, 5_500)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec![(1, 5_500, 5_500, 10_500)]);
+        assert!(op.emitted_end.is_empty() || op.sessions.is_empty());
     }
 
     #[test]

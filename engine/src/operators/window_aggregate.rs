@@ -12,7 +12,8 @@
 //! states taken when one of its windows fired. A slice is freed once every window holding it
 //! has fired. Emission: final rows only (no updates). Lateness: a row is late for a window
 //! that has fired; it still counts towards its slice's other windows (HOP, CUMULATE), and is
-//! counted as late. Watermark: forwarded after the windows it closes are emitted.
+//! dropped and counted only when all of them have fired (as Flink counts). Watermark:
+//! forwarded after the windows it closes are emitted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -305,11 +306,13 @@ impl Operator for WindowAggregateOperator {
                 .iter()
                 .filter(|w| self.windowing.fires_at(**w, self.watermark))
                 .count();
-            if fired > 0 {
-                self.late_rows
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
-            }
+            // Late for every window: dropped and counted. Late for some (HOP, CUMULATE): it
+            // still counts in the windows that have not fired.
             if fired == windows.len() {
+                if fired > 0 {
+                    self.late_rows
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                }
                 continue;
             }
             if whole {
@@ -556,12 +559,12 @@ mod tests {
         op.on_batch(0, batch(&[(5, 1, 1)]), &mut out).unwrap();
         op.on_watermark(10 * S, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![(1, 0, 10, 1, 1)]);
-        // [0,10) has fired; [5,15) has not: the row counts there and is reported late.
+        // [0,10) has fired; [5,15) has not: the row counts there, so it is not dropped.
         op.on_batch(0, batch(&[(5, 1, 2)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(late.load(Ordering::Relaxed), 0);
         // A row only in fired windows is dropped.
         op.on_batch(0, batch(&[(0, 1, 1000)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 2);
+        assert_eq!(late.load(Ordering::Relaxed), 1);
         op.on_watermark(i64::MAX, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![(1, 5, 15, 2, 3)]);
         assert_eq!(state_rows(&op), 0);

@@ -148,6 +148,19 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 .iter()
                 .map(|k| input_schema.index_of_column(k))
                 .collect::<Result<Vec<_>, _>>()?;
+            let time_index = tvf.time_index()?;
+            if time_attribute(&tvf.input, time_index) == TimeAttribute::No {
+                return Err(EngineError::Plan {
+                    message: format!(
+                        "the time column \"{}\" of {} is not a time attribute: use the \
+                         WATERMARK FOR column of a source or table (passed through unchanged) \
+                         or the window_time of a window",
+                        tvf.time.name,
+                        tvf.kind.name()
+                    ),
+                    position: None,
+                });
+            }
             Ok(StreamPlan::Window(Box::new(WindowNode {
                 input: plan_stream(&tvf.input)?,
                 kind: tvf.kind,
@@ -567,4 +580,71 @@ fn plan_window_top_n(filter: &Filter) -> EngineResult<StreamPlan> {
         },
         None => top_n,
     })
+}
+
+/// Whether a column carries event time the watermark speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeAttribute {
+    /// The `WATERMARK FOR` column of its source, or a window's `window_time`.
+    Yes,
+    /// A column of sources without any watermark: windows close only at the end of input,
+    /// so every timestamp column is as good as another.
+    NoWatermark,
+    /// A column the watermark does not bound (an expression, another column).
+    No,
+}
+
+/// Whether column `index` of `plan` is a time attribute (Flink's rule: window functions run
+/// on the watermarked column, so lateness does not depend on how rows are batched).
+fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let Some(provider) = stream_provider(scan) else {
+                return TimeAttribute::No;
+            };
+            match &provider.relation().watermark {
+                None => TimeAttribute::NoWatermark,
+                Some(spec) if scan.projected_schema.field(index).name() == &spec.column => {
+                    TimeAttribute::Yes
+                }
+                Some(_) => TimeAttribute::No,
+            }
+        }
+        LogicalPlan::Projection(p) => {
+            let Some(column) = p.expr.get(index).and_then(as_column) else {
+                return TimeAttribute::No;
+            };
+            match p.input.schema().index_of_column(column) {
+                Ok(inner) => time_attribute(&p.input, inner),
+                Err(_) => TimeAttribute::No,
+            }
+        }
+        LogicalPlan::SubqueryAlias(a) => time_attribute(&a.input, index),
+        LogicalPlan::Filter(f) => time_attribute(&f.input, index),
+        LogicalPlan::Limit(l) => time_attribute(&l.input, index),
+        LogicalPlan::Union(u) => {
+            let all: Vec<TimeAttribute> =
+                u.inputs.iter().map(|i| time_attribute(i, index)).collect();
+            if all.iter().all(|a| *a == TimeAttribute::Yes) {
+                TimeAttribute::Yes
+            } else if all.iter().all(|a| *a == TimeAttribute::NoWatermark) {
+                TimeAttribute::NoWatermark
+            } else {
+                TimeAttribute::No
+            }
+        }
+        LogicalPlan::Window(w) if index < w.input.schema().fields().len() => {
+            time_attribute(&w.input, index)
+        }
+        LogicalPlan::Extension(_) => match as_window_tvf(plan) {
+            Some(tvf) if index < tvf.window_start_index() => time_attribute(&tvf.input, index),
+            Some(tvf) if index == tvf.window_start_index() + 2 => TimeAttribute::Yes,
+            _ => TimeAttribute::No,
+        },
+        LogicalPlan::Aggregate(_) => match trace_window_column(plan, index) {
+            Some((WindowColumn::Time, _)) => TimeAttribute::Yes,
+            _ => TimeAttribute::No,
+        },
+        _ => TimeAttribute::No,
+    }
 }

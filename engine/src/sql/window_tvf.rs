@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::common::{
-    Column, DFSchema, DFSchemaRef, DataFusionError, Diagnostic, Result, ScalarValue, Span,
+    Column, DFSchema, DFSchemaRef, DataFusionError, Diagnostic, Result, ScalarValue, SchemaError,
+    Span,
 };
 use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
@@ -393,10 +394,18 @@ fn column_arg(
         .qualified_field_with_unqualified_name(&name)
         .map(|(q, f)| Column::new(q.cloned(), f.name()))
         .map_err(|_| {
-            error_at(
-                format!("column \"{name}\" does not exist in the input of {function}"),
-                arg.span(),
+            let message = format!("column \"{name}\" does not exist in the input of {function}");
+            DataFusionError::SchemaError(
+                Box::new(SchemaError::FieldNotFound {
+                    field: Box::new(Column::new_unqualified(name.clone())),
+                    valid_fields: Vec::new(),
+                }),
+                Box::new(None),
             )
+            .with_diagnostic(Diagnostic::new_error(
+                message,
+                Span::try_from_sqlparser_span(arg.span()),
+            ))
         })
 }
 
