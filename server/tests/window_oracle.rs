@@ -359,3 +359,57 @@ async fn tumble_with_grouping_sets_and_filters_equals_batch() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn top_n_over_a_window_aggregate_equals_row_number_in_batch() {
+    // Nexmark q5's shape: the auctions with the most bids per window.
+    let bids = nexmark_bids().await;
+    let (first, last) = time_range(&bids);
+    let start = (first - 100).div_euclid(50) * 50;
+    let batch = format!(
+        "SELECT ws, ws + INTERVAL '100 milliseconds', auction, num, rn FROM ( \
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY ws ORDER BY num DESC, auction) AS rn \
+           FROM (SELECT w.ws, b.auction, count(*) AS num FROM bids b \
+                 JOIN (SELECT value AS ws FROM generate_series({}, {}, \
+                       INTERVAL '50 milliseconds')) w \
+                   ON b.date_time >= w.ws AND b.date_time < w.ws + INTERVAL '100 milliseconds' \
+                 GROUP BY w.ws, b.auction)) \
+         WHERE rn <= 3",
+        timestamp_literal(start),
+        timestamp_literal(last)
+    );
+    assert_streaming_equals_batch(
+        &bids,
+        "SELECT window_start, window_end, auction, num, rn FROM ( \
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end \
+                                        ORDER BY num DESC, auction) AS rn \
+           FROM (SELECT window_start, window_end, auction, count(*) AS num \
+                 FROM HOP(bids, date_time, INTERVAL '50' MILLISECOND, INTERVAL '100' MILLISECOND) \
+                 GROUP BY window_start, window_end, auction)) \
+         WHERE rn <= 3",
+        &batch,
+        100,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn top_n_over_a_window_function_equals_row_number_in_batch() {
+    // The two highest prices per window and bidder class, straight from the window function
+    // (only order keys and the rank are compared, so ties cannot make the sides differ).
+    assert_streaming_equals_batch(
+        &nexmark_bids().await,
+        "SELECT window_start, k, price, rn FROM ( \
+           SELECT window_start, bidder % 5 AS k, price, ROW_NUMBER() OVER ( \
+             PARTITION BY window_start, window_end, bidder % 5 ORDER BY price DESC) AS rn \
+           FROM TUMBLE(bids, date_time, INTERVAL '100' MILLISECOND)) \
+         WHERE rn <= 2",
+        "SELECT ws, k, price, rn FROM ( \
+           SELECT ws, bidder % 5 AS k, price, ROW_NUMBER() OVER ( \
+             PARTITION BY ws, bidder % 5 ORDER BY price DESC) AS rn \
+           FROM (SELECT *, date_bin(INTERVAL '100 milliseconds', date_time) AS ws FROM bids)) \
+         WHERE rn <= 2",
+        100,
+    )
+    .await;
+}

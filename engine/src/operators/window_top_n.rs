@@ -267,3 +267,129 @@ impl Operator for WindowTopNOperator {
         }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::runtime::message::Message;
+
+    fn input_schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        Arc::new(Schema::new(vec![
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]))
+    }
+
+    /// Rows of the window [0 s, 10 s): (k, v).
+    fn batch(rows: &[(i64, i64)]) -> RecordBatch {
+        let n = rows.len();
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(vec![0; n])),
+                Arc::new(TimestampMillisecondArray::from(vec![10_000; n])),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn keeps_the_top_n_per_partition_and_compacts_while_open() {
+        let mut fields = input_schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = WindowTopNOperator::new(
+            OperatorInfo {
+                name: "WindowTopN".to_string(),
+                schema: Arc::new(Schema::new(fields)),
+            },
+            input_schema(),
+            TopNSpec {
+                kind: WindowKind::Tumble {
+                    size: 10_000 * MILLISECOND,
+                    offset: 0,
+                },
+                lag: MILLISECOND,
+                bounds: vec![
+                    BoundColumn {
+                        index: 0,
+                        column: WindowColumn::Start,
+                        unit_ns: MILLISECOND,
+                    },
+                    BoundColumn {
+                        index: 1,
+                        column: WindowColumn::End,
+                        unit_ns: MILLISECOND,
+                    },
+                ],
+                partition: vec![Arc::new(Column::new("k", 2))],
+                order: vec![PhysicalSortExpr::new(
+                    Arc::new(Column::new("v", 3)),
+                    SortOptions {
+                        descending: true,
+                        nulls_first: false,
+                    },
+                )],
+                limit: 2,
+            },
+            Arc::clone(&late),
+        );
+        let mut out = Output::default();
+        // 20,000 rows over three keys; the best two of key k are 19_99x values.
+        for chunk in 0..20 {
+            let rows: Vec<(i64, i64)> = (0..1000)
+                .map(|i| {
+                    let v = chunk * 1000 + i;
+                    (v % 3, v)
+                })
+                .collect();
+            op.on_batch(0, batch(&rows), &mut out).unwrap();
+            let held = op.state_tables()[0].rows;
+            assert!(
+                held < COMPACT_AT + 1000,
+                "compacted while open, held {held}"
+            );
+        }
+        op.on_watermark(10_000 * MILLISECOND - MILLISECOND, &mut out)
+            .unwrap();
+        let mut rows = Vec::new();
+        for m in out.drain() {
+            if let Message::Data(b) = m {
+                let k = b.column(2).as_primitive::<Int64Type>();
+                let v = b.column(3).as_primitive::<Int64Type>();
+                let rn = b
+                    .column(4)
+                    .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                for r in 0..b.num_rows() {
+                    rows.push((k.value(r), v.value(r), rn.value(r)));
+                }
+            }
+        }
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (0, 19_995, 2),
+                (0, 19_998, 1),
+                (1, 19_996, 2),
+                (1, 19_999, 1),
+                (2, 19_994, 2),
+                (2, 19_997, 1)
+            ]
+        );
+        assert_eq!(op.state_tables()[0].rows, 0);
+        // The window has fired: another row for it is late.
+        op.on_batch(0, batch(&[(0, 1_000_000)]), &mut out).unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+    }
+}
