@@ -7,6 +7,9 @@ use eddy_server::{Server, ServerConfig};
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+mod common;
+use common::{connect_with_socket, wait_for_no_tasks};
+
 async fn start(dir: &std::path::Path) -> Server {
     Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -20,44 +23,10 @@ async fn connect(server: &Server) -> Client {
     connect_with_socket(server).await.0
 }
 
-/// A client and the task that owns its socket: aborting the task closes the socket, as a
-/// client process that dies would.
-async fn connect_with_socket(server: &Server) -> (Client, tokio::task::JoinHandle<()>) {
-    let addr = server.local_addr();
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user=eddy dbname=eddy",
-            addr.ip(),
-            addr.port()
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    let socket = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    (client, socket)
-}
-
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("eddy-server-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-/// Waits (bounded) until the engine has no dataflow task left.
-async fn wait_for_no_tasks(server: &Server) {
-    for _ in 0..600 {
-        if server.engine().live_tasks() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "{} dataflow tasks still alive",
-        server.engine().live_tasks()
-    );
 }
 
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {

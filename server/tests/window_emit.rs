@@ -10,32 +10,14 @@ use std::time::Duration;
 
 use eddy_server::{Server, ServerConfig};
 use futures::{Stream, StreamExt, pin_mut};
-use tokio_postgres::{Client, NoTls};
+mod common;
+use common::{connect_with_socket, wait_for_no_tasks};
 
 /// How long to wait for a row that must come (generous: CI machines are slow).
 const ROW_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to watch for a row that must not come. A slow machine can only make this check
 /// pass when it should not, never fail when it should pass.
 const QUIET_PERIOD: Duration = Duration::from_millis(300);
-
-/// A client and the task that owns its socket (aborting it closes the connection).
-async fn connect(server: &Server) -> (Client, tokio::task::JoinHandle<()>) {
-    let addr = server.local_addr();
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user=eddy dbname=eddy",
-            addr.ip(),
-            addr.port()
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    let socket = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    (client, socket)
-}
 
 /// The next COPY row, as text.
 async fn next_row<S>(stream: &mut std::pin::Pin<&mut S>, waiting_for: &str) -> String
@@ -61,19 +43,6 @@ where
     }
 }
 
-async fn wait_for_no_tasks(server: &Server) {
-    for _ in 0..600 {
-        if server.engine().live_tasks() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "{} dataflow tasks still alive",
-        server.engine().live_tasks()
-    );
-}
-
 #[tokio::test]
 async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
     let dir = std::env::temp_dir().join(format!("eddy-window-emit-{}", std::process::id()));
@@ -84,8 +53,8 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
     })
     .await
     .unwrap();
-    let (writer, _) = connect(&server).await;
-    let (reader, reader_socket) = connect(&server).await;
+    let (writer, _) = connect_with_socket(&server).await;
+    let (reader, reader_socket) = connect_with_socket(&server).await;
     writer
         .batch_execute(
             "CREATE TABLE t (tm TIMESTAMP(3), foo INT, WATERMARK FOR tm AS tm - INTERVAL '5' MINUTE)",

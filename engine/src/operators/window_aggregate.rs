@@ -72,13 +72,28 @@ pub struct Windowing {
     pub bounds: Vec<BoundColumn>,
 }
 
-impl Windowing {
-    /// The slice (or window) of row `row`, from the bound columns.
-    fn span_of(&self, columns: &[Option<&Int64Array>], row: usize) -> Option<Span> {
-        let mut start = None;
-        let mut end = None;
-        for (bound, values) in self.bounds.iter().zip(columns) {
-            let values = values.as_ref()?;
+/// The window-bound columns of one batch.
+pub struct BoundValues {
+    columns: Vec<(BoundColumn, Int64Array)>,
+}
+
+impl BoundValues {
+    pub fn read(bounds: &[BoundColumn], batch: &RecordBatch) -> EngineResult<Self> {
+        let columns = bounds
+            .iter()
+            .map(|b| {
+                let c = cast(batch.column(b.index), &DataType::Int64)?;
+                Ok((*b, c.as_primitive::<Int64Type>().clone()))
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        Ok(Self { columns })
+    }
+
+    /// The start and end (nanoseconds) row `row` carries, as far as its columns tell
+    /// (`window_time` gives the end: it is end - 1 ms); `None` if a bound is NULL.
+    pub fn at(&self, row: usize) -> Option<(Option<i64>, Option<i64>)> {
+        let (mut start, mut end) = (None, None);
+        for (bound, values) in &self.columns {
             if values.is_null(row) {
                 return None;
             }
@@ -89,6 +104,14 @@ impl Windowing {
                 WindowColumn::Time => end = end.or(Some(v + MILLISECOND)),
             }
         }
+        Some((start, end))
+    }
+}
+
+impl Windowing {
+    /// The slice (or window) of row `row`, from the bound columns.
+    fn span_of(&self, bounds: &BoundValues, row: usize) -> Option<Span> {
+        let (start, end) = bounds.at(row)?;
         if self.sliced {
             let width = self.kind.slice_width()?;
             match (start, end) {
@@ -273,21 +296,12 @@ impl Operator for WindowAggregateOperator {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> EngineResult<()> {
-        let bound_arrays = self
-            .windowing
-            .bounds
-            .iter()
-            .map(|b| -> EngineResult<Int64Array> {
-                let c = cast(batch.column(b.index), &DataType::Int64)?;
-                Ok(c.as_primitive::<Int64Type>().clone())
-            })
-            .collect::<EngineResult<Vec<_>>>()?;
-        let bound_refs: Vec<Option<&Int64Array>> = bound_arrays.iter().map(Some).collect();
+        let bounds = BoundValues::read(&self.windowing.bounds, &batch)?;
         // Rows grouped by slice; in order, a batch usually holds one or two slices.
         let mut by_span: HashMap<Span, Vec<u32>> = HashMap::new();
         let mut order: Vec<Span> = Vec::new();
         for row in 0..batch.num_rows() {
-            let Some(span) = self.windowing.span_of(&bound_refs, row) else {
+            let Some(span) = self.windowing.span_of(&bounds, row) else {
                 continue;
             };
             by_span

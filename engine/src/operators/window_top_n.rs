@@ -14,19 +14,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{
     SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch,
 };
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
-use super::window_aggregate::{BoundColumn, WindowColumn};
+use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
-use crate::plan::window::{MILLISECOND, Span, WindowKind};
+use crate::plan::window::{Span, WindowKind};
 use crate::runtime::message::EventTime;
 use crate::state::StateTableInfo;
 
@@ -158,28 +158,12 @@ impl Operator for WindowTopNOperator {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> EngineResult<()> {
-        let bounds = self
-            .spec
-            .bounds
-            .iter()
-            .map(|b| {
-                let c = cast(batch.column(b.index), &DataType::Int64)?;
-                Ok((*b, c.as_primitive::<Int64Type>().clone()))
-            })
-            .collect::<EngineResult<Vec<_>>>()?;
+        let bounds = BoundValues::read(&self.spec.bounds, &batch)?;
         let mut by_window: BTreeMap<Span, Vec<u32>> = BTreeMap::new();
         for row in 0..batch.num_rows() {
-            let (mut start, mut end) = (None, None);
-            for (bound, values) in &bounds {
-                if values.is_valid(row) {
-                    let v = values.value(row) * bound.unit_ns;
-                    match bound.column {
-                        WindowColumn::Start => start = Some(v),
-                        WindowColumn::End => end = Some(v),
-                        WindowColumn::Time => end = end.or(Some(v + MILLISECOND)),
-                    }
-                }
-            }
+            let Some((start, end)) = bounds.at(row) else {
+                continue;
+            };
             if let Some(w) = self.spec.kind.window_from_bounds(start, end) {
                 by_window.entry(w).or_default().push(row as u32);
             }
@@ -275,7 +259,12 @@ mod tests {
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
     use datafusion::physical_expr::expressions::Column;
 
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+
     use super::*;
+    use crate::operators::window_aggregate::WindowColumn;
+    use crate::plan::window::MILLISECOND;
     use crate::runtime::message::Message;
 
     fn input_schema() -> SchemaRef {

@@ -25,6 +25,7 @@
 //! input (filtering after sessionizing would merge sessions a filtered row kept apart). The
 //! window's input must be a single relation.
 
+use crate::sql::window_tvf::table_factor;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
@@ -247,24 +248,17 @@ fn rewrite_select(
     let mut args = vec![input, Expr::Identifier(time_column)];
     args.extend(window.args.into_iter().skip(1));
     args.extend(partition_keys.into_iter().map(Expr::Identifier));
-    from.relation = TableFactor::Table {
-        name: ObjectName::from(vec![window.name]),
+    from.relation = table_factor(
+        ObjectName::from(vec![window.name]),
         alias,
-        args: Some(TableFunctionArgs {
+        Some(TableFunctionArgs {
             args: args
                 .into_iter()
                 .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
                 .collect(),
             settings: None,
         }),
-        with_hints: Vec::new(),
-        version: None,
-        with_ordinality: false,
-        partitions: Vec::new(),
-        json_path: None,
-        sample: None,
-        index_hints: Vec::new(),
-    };
+    );
     Ok(())
 }
 

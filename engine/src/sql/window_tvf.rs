@@ -253,8 +253,12 @@ impl RelationPlanner for WindowTvfPlanner {
             ));
         }
         let input_factor = match &args[0] {
-            ast::Expr::Identifier(ident) => table_factor(ObjectName::from(vec![ident.clone()])),
-            ast::Expr::CompoundIdentifier(idents) => table_factor(ObjectName::from(idents.clone())),
+            ast::Expr::Identifier(ident) => {
+                table_factor(ObjectName::from(vec![ident.clone()]), None, None)
+            }
+            ast::Expr::CompoundIdentifier(idents) => {
+                table_factor(ObjectName::from(idents.clone()), None, None)
+            }
             ast::Expr::Subquery(query) => TableFactor::Derived {
                 lateral: false,
                 subquery: query.clone(),
@@ -355,11 +359,16 @@ impl RelationPlanner for WindowTvfPlanner {
     }
 }
 
-fn table_factor(name: ObjectName) -> TableFactor {
+/// `name [AS alias]`, or a table function call when `args` is given.
+pub(crate) fn table_factor(
+    name: ObjectName,
+    alias: Option<ast::TableAlias>,
+    args: Option<ast::TableFunctionArgs>,
+) -> TableFactor {
     TableFactor::Table {
         name,
-        alias: None,
-        args: None,
+        alias,
+        args,
         with_hints: Vec::new(),
         version: None,
         with_ordinality: false,
