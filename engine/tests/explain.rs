@@ -104,7 +104,7 @@ async fn error_messages() {
     SELECT * FROM bids ORDER BY price
       -> feature not supported: ORDER BY on a stream (a stream has no end to sort at)
     SELECT * FROM bids a JOIN bids b ON a.auction = b.auction
-      -> feature not supported: joins between streams
+      -> feature not supported: joins between streams without time bounds or windows (their result would be updating); supported: interval joins `ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND` (or with <, <=, >, >=) on the WATERMARK columns, and window joins of two identical window table functions `ON l.window_start = r.window_start AND l.window_end = r.window_end [AND keys]`
     CREATE SOURCE s (a INT) WITH (connector = 'nowhere')
       -> unknown connector 'nowhere'; connectors: none registered
     CREATE TABLE w (a INT, WATERMARK FOR a AS a)

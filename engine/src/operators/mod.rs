@@ -13,6 +13,8 @@ use crate::state::StateTableInfo;
 
 pub mod accumulators;
 pub mod filter;
+pub mod interval_join;
+pub mod join_rows;
 pub mod limit;
 pub mod project;
 pub mod session_window;
@@ -20,6 +22,7 @@ pub mod source;
 pub mod union;
 pub mod window_aggregate;
 pub mod window_assign;
+pub mod window_join;
 pub mod window_top_n;
 
 /// Static facts about an operator, apart from the code that runs it.

@@ -11,6 +11,7 @@ use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Expr, SortExpr};
 
 use crate::catalog::RelationDef;
+use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use window::WindowKind;
 
@@ -50,6 +51,44 @@ pub enum StreamPlan {
     WindowAggregate(Box<WindowAggregateNode>),
     /// `ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...)` with `rn <= N`.
     WindowTopN(Box<WindowTopNNode>),
+    /// A join on keys with the two event times bounded against each other.
+    IntervalJoin(Box<IntervalJoinNode>),
+    /// A join of two inputs with the same windows, on the window bounds and keys.
+    WindowJoin(Box<WindowJoinNode>),
+}
+
+/// The inputs, keys and residual condition of a stream-stream join.
+#[derive(Debug, Clone)]
+pub struct JoinInputs {
+    pub left: StreamPlan,
+    pub right: StreamPlan,
+    pub kind: JoinKind,
+    /// Equi-join keys: expressions over the left and the right input.
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// Other conditions, over a left row followed by a right row.
+    pub residual: Option<Expr>,
+    pub schema: DFSchemaRef,
+}
+
+/// An interval join: `lower <= left.time - right.time <= upper` (nanoseconds, inclusive).
+#[derive(Debug, Clone)]
+pub struct IntervalJoinNode {
+    pub join: JoinInputs,
+    pub left_time: usize,
+    pub right_time: usize,
+    pub lower: i64,
+    pub upper: i64,
+}
+
+/// A window join.
+#[derive(Debug, Clone)]
+pub struct WindowJoinNode {
+    pub join: JoinInputs,
+    pub window: WindowKind,
+    pub lag: i64,
+    pub left_bounds: Vec<BoundColumn>,
+    pub right_bounds: Vec<BoundColumn>,
 }
 
 /// A window Top-N: the first `limit` rows per window and partition.
@@ -118,6 +157,8 @@ impl StreamPlan {
             StreamPlan::Window(w) => Arc::clone(&w.schema),
             StreamPlan::WindowAggregate(a) => Arc::clone(&a.schema),
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
+            StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
+            StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
         }
     }
 
@@ -139,6 +180,14 @@ impl StreamPlan {
             StreamPlan::Window(w) => w.input.visit_sources(out),
             StreamPlan::WindowAggregate(a) => a.input.visit_sources(out),
             StreamPlan::WindowTopN(t) => t.input.visit_sources(out),
+            StreamPlan::IntervalJoin(j) => {
+                j.join.left.visit_sources(out);
+                j.join.right.visit_sources(out);
+            }
+            StreamPlan::WindowJoin(j) => {
+                j.join.left.visit_sources(out);
+                j.join.right.visit_sources(out);
+            }
         }
     }
 
@@ -264,9 +313,52 @@ impl StreamPlan {
                 );
                 vec![&t.input]
             }
+            StreamPlan::IntervalJoin(j) => {
+                let left = j.join.left.schema();
+                let right = j.join.right.schema();
+                let _ = writeln!(
+                    out,
+                    "{pad}IntervalJoin: {:?} on [{}], {} - {} in [{}, {}]{}, emit=append",
+                    j.join.kind,
+                    join_keys(&j.join),
+                    left.field(j.left_time).name(),
+                    right.field(j.right_time).name(),
+                    window::format_signed_duration(j.lower),
+                    window::format_signed_duration(j.upper),
+                    residual(&j.join)
+                );
+                vec![&j.join.left, &j.join.right]
+            }
+            StreamPlan::WindowJoin(j) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}WindowJoin: {:?} {} on [window, {}]{}, emit=on window close",
+                    j.join.kind,
+                    j.window,
+                    join_keys(&j.join),
+                    residual(&j.join)
+                );
+                vec![&j.join.left, &j.join.right]
+            }
         };
         for child in next {
             child.explain_into(depth + 1, out);
         }
     }
+}
+
+fn join_keys(join: &JoinInputs) -> String {
+    join.left_keys
+        .iter()
+        .zip(&join.right_keys)
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn residual(join: &JoinInputs) -> String {
+    join.residual
+        .as_ref()
+        .map(|r| format!(", filter={r}"))
+        .unwrap_or_default()
 }

@@ -7,17 +7,23 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::Column;
 use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    Aggregate, Expr, Filter, GroupingSet, LogicalPlan, Operator, TableScan,
+    Aggregate, Between, BinaryExpr, Expr, Filter, GroupingSet, Join, JoinType, LogicalPlan,
+    Operator, TableScan,
 };
 
 use super::window::{WindowKind, unit_nanos};
-use super::{SourceNode, StreamPlan, WindowAggregateNode, WindowNode, WindowTopNNode};
+use super::{
+    IntervalJoinNode, JoinInputs, SourceNode, StreamPlan, WindowAggregateNode, WindowJoinNode,
+    WindowNode, WindowTopNNode,
+};
 use crate::error::{EngineError, EngineResult};
+use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::sql::provider::StreamTableProvider;
 use crate::sql::window_tvf::{WindowTvfNode, as_window_tvf};
@@ -170,7 +176,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 schema: Arc::clone(tvf.schema_ref()),
             })))
         }
-        LogicalPlan::Join(_) => Err(unsupported("joins between streams")),
+        LogicalPlan::Join(join) => plan_join(join),
         LogicalPlan::Sort(_) => Err(unsupported(
             "ORDER BY on a stream (a stream has no end to sort at)",
         )),
@@ -224,6 +230,14 @@ fn trace_window_column(plan: &LogicalPlan, index: usize) -> Option<(WindowColumn
         }
         LogicalPlan::Window(w) if index < w.input.schema().fields().len() => {
             trace_window_column(&w.input, index)
+        }
+        LogicalPlan::Join(j) if window_join_parts(j).is_some() => {
+            let left_len = j.left.schema().fields().len();
+            if index < left_len {
+                trace_window_column(&j.left, index)
+            } else {
+                trace_window_column(&j.right, index - left_len)
+            }
         }
         LogicalPlan::Extension(_) => {
             let tvf = as_window_tvf(plan)?;
@@ -645,6 +659,292 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
             Some((WindowColumn::Time, _)) => TimeAttribute::Yes,
             _ => TimeAttribute::No,
         },
+        // A window join's rows leave when their window closes: only its window_time is a
+        // time attribute. An interval join holds its watermark back by the interval, so both
+        // inputs' time attributes stay time attributes.
+        LogicalPlan::Join(j) if window_join_parts(j).is_some() => {
+            match trace_window_column(plan, index) {
+                Some((WindowColumn::Time, _)) => TimeAttribute::Yes,
+                _ => TimeAttribute::No,
+            }
+        }
+        LogicalPlan::Join(j) => {
+            let left_len = j.left.schema().fields().len();
+            if index < left_len {
+                time_attribute(&j.left, index)
+            } else {
+                time_attribute(&j.right, index - left_len)
+            }
+        }
         _ => TimeAttribute::No,
     }
+}
+
+const JOIN_FORMS: &str = "joins between streams without time bounds or windows (their result \
+     would be updating); supported: interval joins `ON a.k = b.k AND a.ts BETWEEN b.ts - \
+     INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND` (or with <, <=, >, >=) on the \
+     WATERMARK columns, and window joins of two identical window table functions `ON \
+     l.window_start = r.window_start AND l.window_end = r.window_end [AND keys]`";
+
+/// The window-bound pairs of a window join: (left bounds, right bounds, the window kind),
+/// when the join's keys equate `window_start` and `window_end` of identical windows.
+fn window_join_parts(join: &Join) -> Option<(Vec<BoundColumn>, Vec<BoundColumn>, WindowKind, i64)> {
+    let mut left_bounds = Vec::new();
+    let mut right_bounds = Vec::new();
+    let mut kinds = Vec::new();
+    for (l, r) in &join.on {
+        fn trace(plan: &LogicalPlan, e: &Expr) -> Option<(BoundColumn, WindowKind, i64)> {
+            let index = plan.schema().index_of_column(as_column(e)?).ok()?;
+            let (column, tvf) = trace_window_column(plan, index)?;
+            let unit_ns = match plan.schema().field(index).data_type() {
+                DataType::Timestamp(unit, _) => unit_nanos(*unit),
+                _ => return None,
+            };
+            Some((
+                BoundColumn {
+                    index,
+                    column,
+                    unit_ns,
+                },
+                tvf.kind,
+                tvf.time_lag(),
+            ))
+        }
+        if let (Some((lb, lk, ll)), Some((rb, rk, rl))) =
+            (trace(&join.left, l), trace(&join.right, r))
+            && lb.column == rb.column
+        {
+            kinds.push((lk, ll));
+            kinds.push((rk, rl));
+            left_bounds.push(lb);
+            right_bounds.push(rb);
+        }
+    }
+    let has = |c: WindowColumn| left_bounds.iter().any(|b: &BoundColumn| b.column == c);
+    if !(has(WindowColumn::Start) && (has(WindowColumn::End) || has(WindowColumn::Time))) {
+        return None;
+    }
+    let (kind, lag) = kinds[0];
+    kinds
+        .iter()
+        .all(|k| k.0 == kind)
+        .then_some((left_bounds, right_bounds, kind, lag))
+}
+
+/// `col`, `col + interval`, `col - interval` or `interval + col`: the column and the
+/// offset in nanoseconds.
+fn time_term(expr: &Expr) -> Option<(&Column, i64)> {
+    fn interval_ns(e: &Expr) -> Option<i64> {
+        match e {
+            Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+                Some(v.days as i64 * 86_400_000_000_000 + v.nanoseconds)
+            }
+            Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+                Some(v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * 1_000_000)
+            }
+            _ => None,
+        }
+    }
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::Plus => match (as_column(left), as_column(right)) {
+                (Some(c), None) => Some((c, interval_ns(right)?)),
+                (None, Some(c)) => Some((c, interval_ns(left)?)),
+                _ => None,
+            },
+            Operator::Minus => Some((as_column(left)?, interval_ns(right)?.checked_neg()?)),
+            _ => None,
+        },
+        other => Some((as_column(other)?, 0)),
+    }
+}
+
+/// Time bounds found in a join condition.
+#[derive(Debug, Default)]
+struct TimeBounds {
+    left_time: Option<Column>,
+    right_time: Option<Column>,
+    /// Inclusive bounds of left.time - right.time, in nanoseconds.
+    lower: Option<i64>,
+    upper: Option<i64>,
+}
+
+impl TimeBounds {
+    /// Takes `a op b` as a bound if it compares a left and a right time column; false if it
+    /// is some other condition.
+    fn add(&mut self, join: &Join, a: &Expr, op: Operator, b: &Expr) -> bool {
+        let (Some((ca, oa)), Some((cb, ob))) = (time_term(a), time_term(b)) else {
+            return false;
+        };
+        let on_left = |c: &Column| join.left.schema().has_column(c);
+        let on_right = |c: &Column| join.right.schema().has_column(c);
+        // Normalise to `left - right op c`.
+        let (lc, rc, op, c) = if on_left(ca) && on_right(cb) {
+            (ca, cb, op, ob - oa)
+        } else if on_right(ca) && on_left(cb) {
+            match op.swap() {
+                Some(swapped) => (cb, ca, swapped, oa - ob),
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        let same = |slot: &Option<Column>, c: &Column| slot.as_ref().is_none_or(|s| s == c);
+        if !same(&self.left_time, lc) || !same(&self.right_time, rc) {
+            return false;
+        }
+        match op {
+            Operator::GtEq => self.lower = Some(self.lower.map_or(c, |l| l.max(c))),
+            Operator::Gt => self.lower = Some(self.lower.map_or(c + 1, |l| l.max(c + 1))),
+            Operator::LtEq => self.upper = Some(self.upper.map_or(c, |u| u.min(c))),
+            Operator::Lt => self.upper = Some(self.upper.map_or(c - 1, |u| u.min(c - 1))),
+            _ => return false,
+        }
+        self.left_time = Some(lc.clone());
+        self.right_time = Some(rc.clone());
+        true
+    }
+}
+
+/// Plans a join between two streams: a window join or an interval join.
+fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
+    if !reads_streams(&join.left) || !reads_streams(&join.right) {
+        return Err(unsupported(
+            "joins of a stream with a table that is not a stream",
+        ));
+    }
+    let kind = match join.join_type {
+        JoinType::Inner => JoinKind::Inner,
+        JoinType::Left => JoinKind::Left,
+        JoinType::Right => JoinKind::Right,
+        JoinType::Full => JoinKind::Full,
+        JoinType::LeftSemi => JoinKind::LeftSemi,
+        JoinType::LeftAnti => JoinKind::LeftAnti {
+            null_aware: join.null_aware,
+        },
+        JoinType::RightSemi => JoinKind::RightSemi,
+        JoinType::RightAnti => JoinKind::RightAnti,
+        other => return Err(unsupported(&format!("{other} joins between streams"))),
+    };
+    let inputs = |on: Vec<(Expr, Expr)>, residual: Option<Expr>| -> EngineResult<JoinInputs> {
+        let (left_keys, right_keys) = on.into_iter().unzip();
+        Ok(JoinInputs {
+            left: plan_stream(&join.left)?,
+            right: plan_stream(&join.right)?,
+            kind,
+            left_keys,
+            right_keys,
+            residual,
+            schema: Arc::clone(&join.schema),
+        })
+    };
+    if let Some((left_bounds, right_bounds, window, lag)) = window_join_parts(join) {
+        if matches!(window, WindowKind::Session { .. }) {
+            return Err(unsupported("window joins of SESSION windows"));
+        }
+        let bound_columns: Vec<usize> = left_bounds.iter().map(|b| b.index).collect();
+        let keys: Vec<(Expr, Expr)> = join
+            .on
+            .iter()
+            .filter(|(l, _)| {
+                as_column(l)
+                    .and_then(|c| join.left.schema().index_of_column(c).ok())
+                    .is_none_or(|i| !bound_columns.contains(&i))
+            })
+            .cloned()
+            .collect();
+        return Ok(StreamPlan::WindowJoin(Box::new(WindowJoinNode {
+            join: inputs(keys, join.filter.clone())?,
+            window,
+            lag,
+            left_bounds,
+            right_bounds,
+        })));
+    }
+    if !matches!(
+        kind,
+        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+    ) {
+        return Err(unsupported(&format!(
+            "{} joins between streams other than window joins; {JOIN_FORMS}",
+            join.join_type
+        )));
+    }
+    let mut bounds = TimeBounds::default();
+    let mut residual = Vec::new();
+    for conjunct in join.filter.iter().flat_map(split_conjunction) {
+        let taken = match conjunct {
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                let mut probe = TimeBounds {
+                    left_time: bounds.left_time.clone(),
+                    right_time: bounds.right_time.clone(),
+                    lower: bounds.lower,
+                    upper: bounds.upper,
+                };
+                if probe.add(join, expr, Operator::GtEq, low)
+                    && probe.add(join, expr, Operator::LtEq, high)
+                {
+                    bounds = probe;
+                    true
+                } else {
+                    false
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(
+                    op,
+                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) =>
+            {
+                bounds.add(join, left, *op, right)
+            }
+            _ => false,
+        };
+        if !taken {
+            residual.push(conjunct.clone());
+        }
+    }
+    let (Some(left_time), Some(right_time), Some(lower), Some(upper)) = (
+        bounds.left_time,
+        bounds.right_time,
+        bounds.lower,
+        bounds.upper,
+    ) else {
+        return Err(unsupported(JOIN_FORMS));
+    };
+    let left_time = join.left.schema().index_of_column(&left_time)?;
+    let right_time = join.right.schema().index_of_column(&right_time)?;
+    for (plan, index) in [(&join.left, left_time), (&join.right, right_time)] {
+        if time_attribute(plan, index) == TimeAttribute::No {
+            return Err(EngineError::Plan {
+                message: format!(
+                    "the interval join bounds compare \"{}\", which is not a time attribute: \
+                     use the WATERMARK FOR column of each side (passed through unchanged)",
+                    plan.schema().field(index).name()
+                ),
+                position: None,
+            });
+        }
+    }
+    // Without equi-join keys every pair in the interval joins: one constant key.
+    let on = if join.on.is_empty() {
+        vec![(
+            Expr::Literal(ScalarValue::Boolean(Some(true)), None),
+            Expr::Literal(ScalarValue::Boolean(Some(true)), None),
+        )]
+    } else {
+        join.on.clone()
+    };
+    Ok(StreamPlan::IntervalJoin(Box::new(IntervalJoinNode {
+        join: inputs(on, conjunction(residual))?,
+        left_time,
+        right_time,
+        lower,
+        upper,
+    })))
 }

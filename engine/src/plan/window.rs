@@ -226,6 +226,18 @@ impl fmt::Display for WindowKind {
     }
 }
 
+/// Like [`format_duration`], with a sign for negative durations.
+pub fn format_signed_duration(ns: i64) -> String {
+    if ns < 0 {
+        format!(
+            "-{}",
+            format_duration(ns.unsigned_abs().min(i64::MAX as u64) as i64)
+        )
+    } else {
+        format_duration(ns)
+    }
+}
+
 /// `90s`, `10min`, `1h`, `250ms`: the largest unit that divides the duration.
 pub fn format_duration(ns: i64) -> String {
     const UNITS: [(i64, &str); 7] = [

@@ -101,24 +101,52 @@ fn merge_inputs(
 }
 
 /// Per-input watermarks and the combined (minimum) watermark.
+///
+/// A bounded input that reaches the end of time keeps counting with its last watermark until
+/// every bounded input of the operator has reached it (DESIGN.md 1.7 rule 5, applied at each
+/// operator): the jump of one bounded input must not overtake rows of another that are still
+/// on their way, which would make them late.
 struct InputWatermarks {
     inputs: Vec<Option<EventTime>>,
+    bounded: Vec<bool>,
+    ended: Vec<bool>,
     combined: Option<EventTime>,
 }
 
 impl InputWatermarks {
-    fn new(n: usize) -> Self {
+    fn new(bounded: Vec<bool>) -> Self {
+        let n = bounded.len();
         Self {
             inputs: vec![None; n],
+            bounded,
+            ended: vec![false; n],
             combined: None,
         }
     }
 
     /// Records input `i`'s watermark; returns the combined watermark if it advanced.
     fn update(&mut self, i: usize, watermark: EventTime) -> Option<EventTime> {
-        let slot = &mut self.inputs[i];
-        *slot = Some(slot.map_or(watermark, |w| w.max(watermark)));
-        let min = self.inputs.iter().copied().min().flatten();
+        if watermark == WATERMARK_END && self.bounded[i] {
+            self.ended[i] = true;
+        } else {
+            let slot = &mut self.inputs[i];
+            *slot = Some(slot.map_or(watermark, |w| w.max(watermark)));
+        }
+        let bounded_done = self
+            .bounded
+            .iter()
+            .zip(&self.ended)
+            .all(|(bounded, ended)| !bounded || *ended);
+        let min = (0..self.inputs.len())
+            .map(|i| {
+                if self.ended[i] && bounded_done {
+                    Some(WATERMARK_END)
+                } else {
+                    self.inputs[i]
+                }
+            })
+            .min()
+            .flatten();
         match (min, self.combined) {
             (Some(m), Some(c)) if m <= c => None,
             (Some(m), _) => {
@@ -130,14 +158,16 @@ impl InputWatermarks {
     }
 }
 
+/// Runs an operator; `bounded[i]` tells whether everything upstream of input `i` is bounded.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
     inputs: Vec<mpsc::Receiver<Message>>,
+    bounded: Vec<bool>,
     output: mpsc::Sender<Message>,
 ) -> EngineResult<()> {
     let n = inputs.len();
     let mut merged = merge_inputs(inputs);
-    let mut watermarks = InputWatermarks::new(n);
+    let mut watermarks = InputWatermarks::new(bounded);
     let mut ended = vec![false; n];
     let mut barriers: std::collections::BTreeMap<u64, usize> = Default::default();
     let mut out = Output::default();
@@ -195,8 +225,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bounded_input_at_its_end_waits_for_the_other_bounded_inputs() {
+        let mut w = InputWatermarks::new(vec![true, true]);
+        assert_eq!(w.update(0, 10), None);
+        assert_eq!(w.update(1, 5), Some(5));
+        // Input 1 reached the end of time, but input 0 may still have rows in flight: input 1
+        // counts with its last watermark (5), not with +infinity.
+        assert_eq!(w.update(1, WATERMARK_END), None);
+        assert_eq!(w.update(0, 12), None);
+        assert_eq!(w.update(0, WATERMARK_END), Some(WATERMARK_END));
+    }
+
+    #[test]
+    fn an_unbounded_input_does_not_wait_for_a_bounded_one() {
+        let mut w = InputWatermarks::new(vec![true, false]);
+        assert_eq!(w.update(0, 10), None);
+        assert_eq!(w.update(1, 5), Some(5));
+        assert_eq!(w.update(0, WATERMARK_END), None, "input 1 is still at 5");
+        assert_eq!(
+            w.update(1, 50),
+            Some(50),
+            "the ended bounded input no longer holds it back"
+        );
+    }
+
+    #[test]
     fn combined_watermark_is_min_and_monotonic() {
-        let mut w = InputWatermarks::new(2);
+        let mut w = InputWatermarks::new(vec![false, false]);
         assert_eq!(w.update(0, 10), None, "input 1 has no watermark yet");
         assert_eq!(w.update(1, 5), Some(5));
         assert_eq!(w.update(1, 20), Some(10));

@@ -19,6 +19,8 @@ use crate::connector::{ConnectorRegistry, SourceContext, SourceMetrics};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::accumulators::AggregateExprs;
 use crate::operators::filter::FilterOperator;
+use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
+use crate::operators::join_rows::KeyEncoder;
 use crate::operators::limit::LimitOperator;
 use crate::operators::project::ProjectOperator;
 use crate::operators::session_window::SessionWindowOperator;
@@ -26,12 +28,14 @@ use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::union::UnionOperator;
 use crate::operators::window_aggregate::WindowAggregateOperator;
 use crate::operators::window_assign::WindowAssignOperator;
+use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJoinSpec};
 use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
 use crate::operators::{Operator, OperatorInfo};
 use crate::plan::window::{WindowKind, unit_nanos};
-use crate::plan::{SourceNode, StreamPlan, WindowAggregateNode};
+use crate::plan::{JoinInputs, SourceNode, StreamPlan, WindowAggregateNode};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
@@ -152,7 +156,7 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         sources: Vec::new(),
         metrics: QueryMetrics::default(),
     };
-    let output = builder.build(plan)?;
+    let output = builder.build(plan)?.rx;
     // Sources start last, once every connector opened and the bounded ones are counted.
     let group = BoundedSourceGroup::new(builder.sources.iter().filter(|s| s.bounded).count());
     for source in builder.sources {
@@ -172,6 +176,12 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
     })
 }
 
+/// The output of a built plan node, and whether everything upstream of it is bounded.
+struct Input {
+    rx: mpsc::Receiver<Message>,
+    bounded: bool,
+}
+
 struct Builder<'a, 'b> {
     ctx: &'a LaunchContext<'b>,
     tasks: JoinSet<EngineResult<()>>,
@@ -180,7 +190,7 @@ struct Builder<'a, 'b> {
 }
 
 impl Builder<'_, '_> {
-    fn build(&mut self, plan: &StreamPlan) -> EngineResult<mpsc::Receiver<Message>> {
+    fn build(&mut self, plan: &StreamPlan) -> EngineResult<Input> {
         match plan {
             StreamPlan::Source(source) => self.source(source),
             StreamPlan::Alias { input, .. } => self.build(input),
@@ -292,6 +302,69 @@ impl Builder<'_, '_> {
                 );
                 Ok(self.operator(Box::new(op), vec![rx]))
             }
+            StreamPlan::IntervalJoin(j) => {
+                let (left_rx, right_rx) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
+                let left_schema = j.join.left.schema();
+                let right_schema = j.join.right.schema();
+                let side =
+                    |schema: &DFSchema, keys: &[Expr], time: usize| -> EngineResult<IntervalSide> {
+                        let unit = match schema.field(time).data_type() {
+                            DataType::Timestamp(unit, _) => unit_nanos(*unit),
+                            other => {
+                                return Err(EngineError::Internal(format!(
+                                    "interval join over a {other} column"
+                                )));
+                            }
+                        };
+                        Ok(IntervalSide {
+                            schema: Arc::new(schema.as_arrow().clone()),
+                            keys: self.key_encoder(keys, schema)?,
+                            time_index: time,
+                            time_unit_ns: unit,
+                        })
+                    };
+                let spec = IntervalJoinSpec {
+                    kind: j.join.kind,
+                    left: side(&left_schema, &j.join.left_keys, j.left_time)?,
+                    right: side(&right_schema, &j.join.right_keys, j.right_time)?,
+                    lower: j.lower,
+                    upper: j.upper,
+                    residual: self.residual(&j.join)?,
+                };
+                let op = IntervalJoinOperator::new(
+                    info("IntervalJoin", &j.join.schema),
+                    spec,
+                    Arc::clone(&self.metrics.late_rows),
+                );
+                Ok(self.operator(Box::new(op), vec![left_rx, right_rx]))
+            }
+            StreamPlan::WindowJoin(j) => {
+                let (left_rx, right_rx) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
+                let left_schema = j.join.left.schema();
+                let right_schema = j.join.right.schema();
+                let spec = WindowJoinSpec {
+                    kind: j.join.kind,
+                    window: j.window,
+                    lag: j.lag,
+                    left: WindowJoinSide {
+                        schema: Arc::new(left_schema.as_arrow().clone()),
+                        keys: self.key_encoder(&j.join.left_keys, &left_schema)?,
+                        bounds: j.left_bounds.clone(),
+                    },
+                    right: WindowJoinSide {
+                        schema: Arc::new(right_schema.as_arrow().clone()),
+                        keys: self.key_encoder(&j.join.right_keys, &right_schema)?,
+                        bounds: j.right_bounds.clone(),
+                    },
+                    residual: self.residual(&j.join)?,
+                };
+                let op = WindowJoinOperator::new(
+                    info("WindowJoin", &j.join.schema),
+                    spec,
+                    Arc::clone(&self.metrics.late_rows),
+                );
+                Ok(self.operator(Box::new(op), vec![left_rx, right_rx]))
+            }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
                 let rx = self.build(input)?;
@@ -299,6 +372,32 @@ impl Builder<'_, '_> {
                 Ok(self.operator(Box::new(op), vec![rx]))
             }
         }
+    }
+
+    /// Join keys evaluated over one input.
+    fn key_encoder(&self, keys: &[Expr], schema: &DFSchema) -> EngineResult<KeyEncoder> {
+        let exprs = keys
+            .iter()
+            .map(|e| self.ctx.state.create_physical_expr(e.clone(), schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        let types = exprs
+            .iter()
+            .map(|e| e.data_type(schema.as_arrow()))
+            .collect::<Result<Vec<_>, _>>()?;
+        KeyEncoder::try_new(exprs, &types)
+    }
+
+    /// A join's residual condition, over a left row followed by a right row.
+    fn residual(&self, join: &JoinInputs) -> EngineResult<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(residual) = &join.residual else {
+            return Ok(None);
+        };
+        let both = join.left.schema().join(&join.right.schema())?;
+        Ok(Some(
+            self.ctx
+                .state
+                .create_physical_expr(residual.clone(), &both)?,
+        ))
     }
 
     /// DataFusion's physical group keys and aggregate functions for a window aggregate.
@@ -352,21 +451,20 @@ impl Builder<'_, '_> {
         AggregateExprs::try_new(aggregates, filters, group_by, arrow_schema)
     }
 
-    fn operator(
-        &mut self,
-        op: Box<dyn Operator>,
-        inputs: Vec<mpsc::Receiver<Message>>,
-    ) -> mpsc::Receiver<Message> {
+    fn operator(&mut self, op: Box<dyn Operator>, inputs: Vec<Input>) -> Input {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let live = LiveTask::new(&self.ctx.live_tasks);
+        let bounded = inputs.iter().all(|i| i.bounded);
+        let (receivers, bounded_inputs): (Vec<_>, Vec<_>) =
+            inputs.into_iter().map(|i| (i.rx, i.bounded)).unzip();
         self.tasks.spawn(async move {
             let _live = live;
-            driver::run_operator(op, inputs, tx).await
+            driver::run_operator(op, receivers, bounded_inputs, tx).await
         });
-        rx
+        Input { rx, bounded }
     }
 
-    fn source(&mut self, node: &SourceNode) -> EngineResult<mpsc::Receiver<Message>> {
+    fn source(&mut self, node: &SourceNode) -> EngineResult<Input> {
         let relation = &node.relation;
         let metrics = Arc::new(SourceMetrics::default());
         let (stream, bounded) = match (&relation.table, &relation.connector) {
@@ -440,7 +538,7 @@ impl Builder<'_, '_> {
             watermark,
             output: tx,
         });
-        Ok(rx)
+        Ok(Input { rx, bounded })
     }
 }
 

@@ -541,16 +541,22 @@ fn position(sql: &str, span: Span) -> Option<usize> {
 mod tests {
     use datafusion::sql::sqlparser::ast::Statement;
 
+    use super::rewrite_legacy_windows;
     use crate::error::EngineError;
-    use crate::sql::parser::{EddyStatement, parse_sql};
+    use crate::sql::parser::parse_sql;
 
+    /// The statement after this module's rewrite alone (parse_sql also hoists subquery
+    /// inputs into CTEs, see window_inputs).
     fn statement(sql: &str) -> Statement {
-        let mut statements = parse_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::GenericDialect {},
+            sql,
+        )
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         assert_eq!(statements.len(), 1);
-        match statements.remove(0).statement {
-            EddyStatement::Sql(s) => *s,
-            other => panic!("{other:?}"),
-        }
+        let mut statement = statements.remove(0);
+        rewrite_legacy_windows(&mut statement, sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        statement
     }
 
     /// The rewritten text, after checking that the rewritten tree is exactly what the parser

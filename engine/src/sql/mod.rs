@@ -4,5 +4,6 @@ pub mod legacy_windows;
 pub mod names;
 pub mod parser;
 pub mod provider;
+pub mod window_inputs;
 pub mod window_syntax;
 pub mod window_tvf;

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError, ParserOptions};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::error::{EngineError, EngineResult};
-use crate::sql::{legacy_windows, window_syntax};
+use crate::sql::{legacy_windows, window_inputs, window_syntax};
 
 /// How deep expressions may nest before the parser refuses them (instead of overflowing the
 /// stack).
@@ -119,6 +119,7 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
         let mut statement = parse_statement(&mut parser).map_err(|e| parse_error(sql, e))?;
         if let EddyStatement::Sql(s) = &mut statement {
             legacy_windows::rewrite_legacy_windows(s, sql)?;
+            window_inputs::hoist_window_inputs(s);
         }
         // The statement's text runs to the token before the next `;` or the end.
         let next = parser.peek_token();

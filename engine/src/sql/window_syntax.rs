@@ -598,16 +598,26 @@ fn error_at(tokens: &Tokens, i: usize, message: &str) -> ParserError {
 
 #[cfg(test)]
 mod tests {
+    use super::rewrite_window_tvfs;
     use crate::error::EngineError;
-    use crate::sql::parser::{EddyStatement, parse_sql};
+    use crate::sql::parser::parse_sql;
 
+    /// The statement after this module's rewrite alone (parse_sql also moves subquery inputs
+    /// into CTEs, see window_inputs).
     fn rewritten(sql: &str) -> String {
-        let mut statements = parse_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        assert_eq!(statements.len(), 1);
-        match statements.remove(0).statement {
-            EddyStatement::Sql(s) => s.to_string(),
-            other => panic!("{other:?}"),
-        }
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+        let dialect = GenericDialect {};
+        let tokens = Tokenizer::new(&dialect, sql)
+            .tokenize_with_location()
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        let tokens = rewrite_window_tvfs(tokens).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        Parser::new(&dialect)
+            .with_tokens_with_locations(tokens)
+            .parse_statement()
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .to_string()
     }
 
     #[test]

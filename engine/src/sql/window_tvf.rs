@@ -107,6 +107,21 @@ impl WindowTvfNode {
         self.input.schema().index_of_column(&self.time)
     }
 
+    /// The resolution of the time column in nanoseconds (a window fires at end minus this);
+    /// 0 for sessions, which fire at their end.
+    pub fn time_lag(&self) -> i64 {
+        if matches!(self.kind, WindowKind::Session { .. }) {
+            return 0;
+        }
+        match self
+            .time_index()
+            .map(|i| self.input.schema().field(i).data_type().clone())
+        {
+            Ok(DataType::Timestamp(unit, _)) => crate::plan::window::unit_nanos(unit),
+            _ => 0,
+        }
+    }
+
     /// Index of `window_start` in the node's schema (`window_end` and `window_time` follow).
     pub fn window_start_index(&self) -> usize {
         self.input.schema().fields().len()
