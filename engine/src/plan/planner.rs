@@ -599,7 +599,7 @@ fn plan_window_top_n(filter: &Filter) -> EngineResult<StreamPlan> {
 /// Whether a column carries event time the watermark speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimeAttribute {
-    /// The `WATERMARK FOR` column of its source, or a window's `window_time`.
+    /// The `WATERMARK FOR` column of its source, or a window's `window_time` or `window_end`.
     Yes,
     /// A column of sources without any watermark: windows close only at the end of input,
     /// so every timestamp column is as good as another.
@@ -652,11 +652,13 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
         }
         LogicalPlan::Extension(_) => match as_window_tvf(plan) {
             Some(tvf) if index < tvf.window_start_index() => time_attribute(&tvf.input, index),
-            Some(tvf) if index == tvf.window_start_index() + 2 => TimeAttribute::Yes,
+            // window_end and window_time: a window's rows are emitted before the watermark
+            // passes them, so they are never behind it.
+            Some(tvf) if index > tvf.window_start_index() => TimeAttribute::Yes,
             _ => TimeAttribute::No,
         },
         LogicalPlan::Aggregate(_) => match trace_window_column(plan, index) {
-            Some((WindowColumn::Time, _)) => TimeAttribute::Yes,
+            Some((WindowColumn::Time | WindowColumn::End, _)) => TimeAttribute::Yes,
             _ => TimeAttribute::No,
         },
         // A window join's rows leave when their window closes: only its window_time is a
@@ -664,7 +666,7 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
         // inputs' time attributes stay time attributes.
         LogicalPlan::Join(j) if window_join_parts(j).is_some() => {
             match trace_window_column(plan, index) {
-                Some((WindowColumn::Time, _)) => TimeAttribute::Yes,
+                Some((WindowColumn::Time | WindowColumn::End, _)) => TimeAttribute::Yes,
                 _ => TimeAttribute::No,
             }
         }
