@@ -14,7 +14,7 @@
 //! counted. Watermark: forwarded held back by the interval (`max(upper, -lower)`), because a
 //! joined row can carry a time that far behind the input watermark.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, output_batch, residual_mask};
@@ -81,7 +82,7 @@ impl SideState {
             entry.1 += 1;
         }
         self.by_key
-            .entry(stored.key.clone())
+            .entry_ref(stored.key.as_slice())
             .or_default()
             .push(slot);
         self.by_time.insert((stored.ts, slot));
@@ -336,7 +337,9 @@ impl Operator for IntervalJoinOperator {
             } else {
                 self.spec.kind.pads_right()
             };
-            let unmatched: Vec<(u64, u32)> = {
+            let unmatched: Vec<(u64, u32)> = if !pads {
+                Vec::new()
+            } else {
                 let state = &self.state[side];
                 state
                     .by_time
@@ -377,5 +380,212 @@ impl Operator for IntervalJoinOperator {
                     .sum(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::runtime::message::Message;
+
+    const MS: i64 = 1_000_000;
+
+    fn schema(name: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(format!("{name}_k"), DataType::Int64, true),
+            Field::new(
+                format!("{name}_ts"),
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]))
+    }
+
+    fn side(name: &str) -> IntervalSide {
+        IntervalSide {
+            schema: schema(name),
+            keys: KeyEncoder::try_new(vec![Arc::new(Column::new("k", 0))], &[DataType::Int64])
+                .unwrap(),
+            time_index: 1,
+            time_unit_ns: MS,
+        }
+    }
+
+    /// `lower <= l.ts - r.ts <= upper` (milliseconds).
+    fn join(kind: JoinKind, lower: i64, upper: i64) -> IntervalJoinOperator {
+        let mut fields = schema("l").fields().to_vec();
+        fields.extend(schema("r").fields().iter().cloned());
+        IntervalJoinOperator::new(
+            OperatorInfo {
+                name: "IntervalJoin".to_string(),
+                schema: Arc::new(Schema::new(fields)),
+            },
+            IntervalJoinSpec {
+                kind,
+                left: side("l"),
+                right: side("r"),
+                lower: lower * MS,
+                upper: upper * MS,
+                residual: None,
+            },
+            Arc::new(AtomicU64::new(0)),
+        )
+    }
+
+    fn batch(name: &str, rows: &[(Option<i64>, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(name),
+            vec![
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Joined rows as (left ts, right ts) in ms, NULL padding as None; and the watermarks.
+    /// A joined row as (left ts, right ts) in ms; None is NULL padding.
+    type Pair = (Option<i64>, Option<i64>);
+
+    fn drain(out: &mut Output) -> (Vec<Pair>, Vec<i64>) {
+        let (mut rows, mut watermarks) = (Vec::new(), Vec::new());
+        for m in out.drain() {
+            match m {
+                Message::Data(b) => {
+                    let l = b
+                        .column(1)
+                        .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+                    let r = b
+                        .column(3)
+                        .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+                    for i in 0..b.num_rows() {
+                        rows.push((
+                            l.is_valid(i).then(|| l.value(i)),
+                            r.is_valid(i).then(|| r.value(i)),
+                        ));
+                    }
+                }
+                Message::Watermark(w) => watermarks.push(w),
+                _ => {}
+            }
+        }
+        rows.sort();
+        (rows, watermarks)
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_asymmetric_in_either_arrival_order() {
+        // 1 s <= l.ts - r.ts <= 3 s.
+        for left_first in [true, false] {
+            let mut op = join(JoinKind::Inner, 1000, 3000);
+            let mut out = Output::default();
+            let left = batch(
+                "l",
+                &[
+                    (Some(1), 10_999),
+                    (Some(1), 11_000),
+                    (Some(1), 13_000),
+                    (Some(1), 13_001),
+                ],
+            );
+            let right = batch("r", &[(Some(1), 10_000), (Some(2), 12_000)]);
+            if left_first {
+                op.on_batch(0, left, &mut out).unwrap();
+                op.on_batch(1, right, &mut out).unwrap();
+            } else {
+                op.on_batch(1, right, &mut out).unwrap();
+                op.on_batch(0, left, &mut out).unwrap();
+            }
+            let (rows, _) = drain(&mut out);
+            assert_eq!(
+                rows,
+                vec![(Some(11_000), Some(10_000)), (Some(13_000), Some(10_000))],
+                "left first: {left_first}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_watermark_prunes_state_and_pads_outer_rows_once_final() {
+        // -5 s <= l.ts - r.ts <= 6 s (Flink's example), FULL OUTER.
+        let mut op = join(JoinKind::Full, -5000, 6000);
+        let mut out = Output::default();
+        op.on_batch(0, batch("l", &[(Some(1), 1_000), (None, 2_000)]), &mut out)
+            .unwrap();
+        op.on_batch(1, batch("r", &[(Some(2), 1_000)]), &mut out)
+            .unwrap();
+        // The left row at 1 s can meet right rows up to 1 s + 5 s: still open at W = 5.999 s.
+        op.on_watermark(5_999 * MS, &mut out).unwrap();
+        assert_eq!(drain(&mut out).0, vec![]);
+        // W = 6 s: the left row at 1 s is final (ts - lower <= W): padded. The one at 2 s (a
+        // NULL key, it can never match) waits for W = 7 s like any other; the right row at
+        // 1 s waits until W >= 1 s + 6 s.
+        op.on_watermark(6_000 * MS, &mut out).unwrap();
+        let (rows, watermarks) = drain(&mut out);
+        assert_eq!(rows, vec![(Some(1_000), None)]);
+        // The output watermark is held back by max(upper, -lower) = 6 s.
+        assert_eq!(watermarks, vec![0]);
+        assert_eq!(
+            op.state_tables()[0].rows,
+            1,
+            "left state pruned to the open row"
+        );
+        assert_eq!(op.state_tables()[1].rows, 1);
+        op.on_watermark(WATERMARK_END, &mut out).unwrap();
+        let (rows, watermarks) = drain(&mut out);
+        assert_eq!(rows, vec![(None, Some(1_000)), (Some(2_000), None)]);
+        assert_eq!(watermarks, vec![WATERMARK_END]);
+        assert_eq!(op.state_tables()[0].rows, 0);
+        assert_eq!(op.state_tables()[1].rows, 0);
+    }
+
+    #[test]
+    fn state_stays_bounded_by_the_interval() {
+        let mut op = join(JoinKind::Inner, -1000, 1000);
+        let mut out = Output::default();
+        let mut most = 0;
+        for second in 0..200i64 {
+            let rows: Vec<(Option<i64>, i64)> = (0..10)
+                .map(|i| (Some(i), second * 1000 + i * 100))
+                .collect();
+            op.on_batch(0, batch("l", &rows), &mut out).unwrap();
+            op.on_batch(1, batch("r", &rows), &mut out).unwrap();
+            op.on_watermark((second * 1000 + 900) * MS, &mut out)
+                .unwrap();
+            let held: usize = op.state_tables().iter().map(|t| t.rows).sum();
+            most = most.max(held);
+            drain(&mut out);
+        }
+        assert!(
+            most <= 60,
+            "state grew to {most} rows; the interval holds about 40"
+        );
+        assert!(op.state[0].batches.len() <= 4, "old batches are released");
+    }
+
+    #[test]
+    fn null_keys_never_match_and_late_rows_are_dropped() {
+        let mut op = join(JoinKind::Left, -1000, 1000);
+        let mut out = Output::default();
+        op.on_batch(1, batch("r", &[(None, 5_000)]), &mut out)
+            .unwrap();
+        op.on_batch(0, batch("l", &[(None, 5_000)]), &mut out)
+            .unwrap();
+        assert_eq!(drain(&mut out).0, vec![]);
+        op.on_watermark(7_000 * MS, &mut out).unwrap();
+        // The NULL-key left row is padded once final; the NULL-key right row is not emitted
+        // by a LEFT join.
+        assert_eq!(drain(&mut out).0, vec![(Some(5_000), None)]);
+        op.on_batch(0, batch("l", &[(Some(1), 7_000)]), &mut out)
+            .unwrap();
+        assert_eq!(op.late_rows.load(Ordering::Relaxed), 1);
     }
 }

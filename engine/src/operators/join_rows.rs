@@ -33,6 +33,22 @@ pub enum JoinKind {
     RightAnti,
 }
 
+impl std::fmt::Display for JoinKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JoinKind::Inner => "Inner",
+            JoinKind::Left => "Left",
+            JoinKind::Right => "Right",
+            JoinKind::Full => "Full",
+            JoinKind::LeftSemi => "LeftSemi",
+            JoinKind::LeftAnti { null_aware: false } => "LeftAnti",
+            JoinKind::LeftAnti { null_aware: true } => "LeftAnti (NOT IN)",
+            JoinKind::RightSemi => "RightSemi",
+            JoinKind::RightAnti => "RightAnti",
+        })
+    }
+}
+
 impl JoinKind {
     /// Unmatched left rows are emitted, padded.
     pub fn pads_left(&self) -> bool {
@@ -52,20 +68,28 @@ pub struct KeyEncoder {
 }
 
 impl KeyEncoder {
+    /// Keys from `exprs` of `types`; with no expressions every row has the same key.
     pub fn try_new(exprs: Vec<Arc<dyn PhysicalExpr>>, types: &[DataType]) -> EngineResult<Self> {
-        let converter =
-            RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        let fields = if exprs.is_empty() {
+            vec![SortField::new(DataType::Boolean)]
+        } else {
+            types.iter().map(|t| SortField::new(t.clone())).collect()
+        };
+        let converter = RowConverter::new(fields)?;
         Ok(Self { exprs, converter })
     }
 
     /// The encoded keys of a batch and, per row, whether the key is free of NULLs.
     pub fn encode(&self, batch: &RecordBatch) -> EngineResult<(Rows, Vec<bool>)> {
         let rows = batch.num_rows();
-        let columns = self
-            .exprs
-            .iter()
-            .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
-            .collect::<EngineResult<Vec<ArrayRef>>>()?;
+        let columns = if self.exprs.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef]
+        } else {
+            self.exprs
+                .iter()
+                .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
+                .collect::<EngineResult<Vec<ArrayRef>>>()?
+        };
         let valid = (0..rows)
             .map(|r| columns.iter().all(|c| c.is_valid(r)))
             .collect();

@@ -20,10 +20,22 @@ use tokio::sync::Notify;
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::EventTime;
 
+/// How the watermark candidate of each row is computed.
+enum RowWatermark {
+    /// Any expression, evaluated on the source's full batches; yields a timestamp per row.
+    Expr(Arc<dyn PhysicalExpr>),
+    /// `column - INTERVAL ...` (the usual form), computed on the integers directly: arrow's
+    /// timestamp-minus-interval kernel goes through calendar arithmetic per value.
+    Shifted {
+        index: usize,
+        unit_ns: i64,
+        minus_ns: i64,
+    },
+}
+
 /// Computes a source's watermark from its `WATERMARK FOR ... AS expr` definition.
 pub struct WatermarkGenerator {
-    /// Evaluated on the source's full batches; yields a timestamp per row.
-    expr: Arc<dyn PhysicalExpr>,
+    values: RowWatermark,
     /// The `WATERMARK FOR` column (index in the source's batches, nanoseconds per unit).
     time: Option<(usize, i64)>,
     current: Option<EventTime>,
@@ -35,7 +47,21 @@ pub type Segment = (std::ops::Range<usize>, Option<EventTime>);
 impl WatermarkGenerator {
     pub fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
         Self {
-            expr,
+            values: RowWatermark::Expr(expr),
+            time: None,
+            current: None,
+        }
+    }
+
+    /// The watermark of `column - minus_ns` for a timestamp column with `unit_ns` nanoseconds
+    /// per unit.
+    pub fn shifted(index: usize, unit_ns: i64, minus_ns: i64) -> Self {
+        Self {
+            values: RowWatermark::Shifted {
+                index,
+                unit_ns,
+                minus_ns,
+            },
             time: None,
             current: None,
         }
@@ -100,7 +126,21 @@ impl WatermarkGenerator {
 
     /// The watermark expression of each row, in nanoseconds (NULL where the row has none).
     fn row_values(&self, batch: &RecordBatch) -> EngineResult<Arc<dyn Array>> {
-        let values = self.expr.evaluate(batch)?.into_array(batch.num_rows())?;
+        let expr = match &self.values {
+            RowWatermark::Expr(expr) => expr,
+            RowWatermark::Shifted {
+                index,
+                unit_ns,
+                minus_ns,
+            } => {
+                let times = cast(batch.column(*index), &DataType::Int64)?;
+                let shifted: datafusion::arrow::array::Int64Array = times
+                    .as_primitive::<Int64Type>()
+                    .unary(|v| v.saturating_mul(*unit_ns).saturating_sub(*minus_ns));
+                return Ok(Arc::new(shifted));
+            }
+        };
+        let values = expr.evaluate(batch)?.into_array(batch.num_rows())?;
         match values.data_type() {
             DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
                 let nanos = cast(&values, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;

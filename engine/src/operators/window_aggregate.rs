@@ -233,8 +233,8 @@ impl WindowAggregateOperator {
         if groups.num_groups() == 0 {
             return Ok(());
         }
+        let rows = groups.num_groups();
         let (keys, values) = groups.evaluate(&self.exprs)?;
-        let rows = values.first().map_or(0, |v| v.len());
         let schema = Arc::clone(&self.info.schema);
         let columns = self
             .output

@@ -318,7 +318,7 @@ impl StreamPlan {
                 let right = j.join.right.schema();
                 let _ = writeln!(
                     out,
-                    "{pad}IntervalJoin: {:?} on [{}], {} - {} in [{}, {}]{}, emit=append",
+                    "{pad}IntervalJoin: {} on [{}], {} - {} in [{}, {}]{}, emit=append",
                     j.join.kind,
                     join_keys(&j.join),
                     left.field(j.left_time).name(),
@@ -332,10 +332,14 @@ impl StreamPlan {
             StreamPlan::WindowJoin(j) => {
                 let _ = writeln!(
                     out,
-                    "{pad}WindowJoin: {:?} {} on [window, {}]{}, emit=on window close",
+                    "{pad}WindowJoin: {} {} on [window{}]{}, emit=on window close",
                     j.join.kind,
                     j.window,
-                    join_keys(&j.join),
+                    if j.join.left_keys.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", join_keys(&j.join))
+                    },
                     residual(&j.join)
                 );
                 vec![&j.join.left, &j.join.right]

@@ -160,7 +160,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                     message: format!(
                         "the time column \"{}\" of {} is not a time attribute: use the \
                          WATERMARK FOR column of a source or table (passed through unchanged) \
-                         or the window_time of a window",
+                         or the window_time or window_end of a window",
                         tvf.time.name,
                         tvf.kind.name()
                     ),
@@ -868,7 +868,9 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
         JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
     ) {
         return Err(unsupported(&format!(
-            "{} joins between streams other than window joins; {JOIN_FORMS}",
+            "{} joins (IN, EXISTS, NOT IN, NOT EXISTS) between streams that are not window \
+             joins; only window joins support them (correlate on window_start and window_end \
+             of the same window function)",
             join.join_type
         )));
     }
@@ -933,17 +935,9 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
             });
         }
     }
-    // Without equi-join keys every pair in the interval joins: one constant key.
-    let on = if join.on.is_empty() {
-        vec![(
-            Expr::Literal(ScalarValue::Boolean(Some(true)), None),
-            Expr::Literal(ScalarValue::Boolean(Some(true)), None),
-        )]
-    } else {
-        join.on.clone()
-    };
+    // Without equi-join keys every pair in the interval joins.
     Ok(StreamPlan::IntervalJoin(Box::new(IntervalJoinNode {
-        join: inputs(on, conjunction(residual))?,
+        join: inputs(join.on.clone(), conjunction(residual))?,
         left_time,
         right_time,
         lower,

@@ -513,8 +513,6 @@ impl Builder<'_, '_> {
                     .ctx
                     .state
                     .create_logical_expr(&spec.expr_sql, &schema)?;
-                let expr = self.ctx.state.create_physical_expr(expr, &schema)?;
-                let generator = WatermarkGenerator::new(expr);
                 let time =
                     relation.schema.index_of(&spec.column).ok().and_then(|i| {
                         match relation.schema.field(i).data_type() {
@@ -522,6 +520,14 @@ impl Builder<'_, '_> {
                             _ => None,
                         }
                     });
+                let generator = match (time, shifted_column(&expr, &schema)) {
+                    (Some((i, unit_ns)), Some((j, minus_ns))) if i == j => {
+                        WatermarkGenerator::shifted(i, unit_ns, minus_ns)
+                    }
+                    _ => {
+                        WatermarkGenerator::new(self.ctx.state.create_physical_expr(expr, &schema)?)
+                    }
+                };
                 Some(match time {
                     Some((i, unit_ns)) => generator.with_time_column(i, unit_ns),
                     None => generator,
@@ -539,6 +545,35 @@ impl Builder<'_, '_> {
             output: tx,
         });
         Ok(Input { rx, bounded })
+    }
+}
+
+/// `column` or `column - INTERVAL ...` (days and smaller units): the column's index and the
+/// interval in nanoseconds.
+fn shifted_column(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    match expr {
+        Expr::Column(c) => Some((schema.index_of_column(c).ok()?, 0)),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Minus,
+            right,
+        }) => {
+            let Expr::Column(c) = left.as_ref() else {
+                return None;
+            };
+            let minus = match right.as_ref() {
+                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+                    v.days as i64 * 86_400_000_000_000 + v.nanoseconds
+                }
+                Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+                    v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * 1_000_000
+                }
+                _ => return None,
+            };
+            Some((schema.index_of_column(c).ok()?, minus))
+        }
+        _ => None,
     }
 }
 
