@@ -14,7 +14,7 @@
 //! counted. Watermark: forwarded held back by the interval (`max(upper, -lower)`), because a
 //! joined row can carry a time that far behind the input watermark.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -55,17 +56,22 @@ struct StoredRow {
     batch: u64,
     row: u32,
     ts: i64,
-    key: Vec<u8>,
+    /// The key has a NULL: stored apart, never matched.
+    null_key: bool,
     matched: bool,
 }
 
+/// A stored batch: its rows, their encoded keys, and how many stored rows refer to it.
+type StoredBatch = (RecordBatch, usize, Rows);
+
 #[derive(Default)]
 struct SideState {
-    batches: HashMap<u64, (RecordBatch, usize)>,
+    batches: HashMap<u64, StoredBatch>,
     next_batch: u64,
     slots: Vec<Option<StoredRow>>,
     free: Vec<usize>,
-    by_key: HashMap<Vec<u8>, Vec<usize>>,
+    /// Slots per key, in arrival order (which is nearly time order, so pruning pops fronts).
+    by_key: HashMap<Vec<u8>, VecDeque<usize>>,
     by_time: BTreeSet<(i64, usize)>,
 }
 
@@ -78,13 +84,18 @@ impl SideState {
                 self.slots.len() - 1
             }
         };
-        if let Some(entry) = self.batches.get_mut(&stored.batch) {
-            entry.1 += 1;
-        }
-        self.by_key
-            .entry_ref(stored.key.as_slice())
-            .or_default()
-            .push(slot);
+        let key: &[u8] = match self.batches.get_mut(&stored.batch) {
+            Some(entry) => {
+                entry.1 += 1;
+                if stored.null_key {
+                    &[]
+                } else {
+                    entry.2.row(stored.row as usize).data()
+                }
+            }
+            None => &[],
+        };
+        self.by_key.entry_ref(key).or_default().push_back(slot);
         self.by_time.insert((stored.ts, slot));
         self.slots[slot] = Some(stored);
     }
@@ -100,12 +111,18 @@ impl SideState {
                 continue;
             };
             self.free.push(slot);
-            if let Some(slots) = self.by_key.get_mut(&stored.key) {
-                if let Some(i) = slots.iter().position(|s| *s == slot) {
-                    slots.swap_remove(i);
+            let key: &[u8] = match self.batches.get(&stored.batch) {
+                Some((_, _, keys)) if !stored.null_key => keys.row(stored.row as usize).data(),
+                _ => &[],
+            };
+            if let Some(slots) = self.by_key.get_mut(key) {
+                if slots.front() == Some(&slot) {
+                    slots.pop_front();
+                } else if let Some(i) = slots.iter().position(|s| *s == slot) {
+                    slots.remove(i);
                 }
                 if slots.is_empty() {
-                    self.by_key.remove(&stored.key);
+                    self.by_key.remove(key);
                 }
             }
             self.release(stored.batch);
@@ -291,24 +308,21 @@ impl Operator for IntervalJoinOperator {
         // Store this batch's on-time rows for the other side's future rows.
         let id = self.state[input].next_batch;
         self.state[input].next_batch += 1;
-        self.state[input].batches.insert(id, (batch.clone(), 0));
+        self.state[input]
+            .batches
+            .insert(id, (batch.clone(), 0, keys));
         if pads && !unjoinable.is_empty() {
             let rows: Vec<(u64, u32)> = unjoinable.iter().map(|r| (id, *r as u32)).collect();
             let padded = self.padded(input, &rows)?;
             out.batch(padded);
         }
         for (row, ts) in on_time {
-            let key = if key_valid[row] {
-                keys.row(row).as_ref().to_vec()
-            } else {
-                // A NULL key never matches: store it apart (padding and pruning only).
-                Vec::new()
-            };
+            // A NULL key never matches: stored apart (for padding and pruning only).
             self.state[input].insert(StoredRow {
                 batch: id,
                 row: row as u32,
                 ts,
-                key,
+                null_key: !key_valid[row],
                 matched: matched_here[row],
             });
         }
@@ -376,7 +390,7 @@ impl Operator for IntervalJoinOperator {
                 bytes: s
                     .batches
                     .values()
-                    .map(|(b, _)| b.get_array_memory_size())
+                    .map(|(b, _, keys)| b.get_array_memory_size() + keys.size())
                     .sum(),
             })
             .collect()
