@@ -26,7 +26,8 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, output_batch, residual_mask};
+use super::conform_batch;
+use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, residual_mask};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
 use crate::runtime::message::{EventTime, WATERMARK_END};
@@ -181,7 +182,7 @@ impl IntervalJoinOperator {
     ) -> EngineResult<RecordBatch> {
         let mut columns = gather(&self.spec.left.schema, left.0, left.1)?;
         columns.extend(gather(&self.spec.right.schema, right.0, right.1)?);
-        output_batch(&self.info.schema, columns)
+        conform_batch(&self.info.schema, columns)
     }
 
     /// Rows of `side` that never matched, padded with NULLs on the other side.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_null_array};
-use datafusion::arrow::compute::{cast, filter_record_batch, interleave};
+use datafusion::arrow::compute::{filter_record_batch, interleave};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -121,23 +121,6 @@ pub fn gather(
             Ok(interleave(&sources, &indices)?)
         })
         .collect()
-}
-
-/// Assembles output columns into a batch of `schema`, casting where a type differs only in
-/// form (e.g. nullability-driven differences of the logical schema).
-pub fn output_batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> EngineResult<RecordBatch> {
-    let columns = columns
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                cast(&c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Evaluates a join's residual condition on joined rows (NULL counts as false).

@@ -101,3 +101,26 @@ pub trait Operator: Send + 'static {
         Vec::new()
     }
 }
+
+/// Assembles output columns into a batch of `schema`, casting a column whose type differs
+/// only in form from the logical plan's (e.g. an aggregate's result type).
+pub fn conform_batch(
+    schema: &SchemaRef,
+    columns: Vec<datafusion::arrow::array::ArrayRef>,
+) -> EngineResult<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                datafusion::arrow::compute::cast(&c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::clone(schema),
+        columns,
+    )?)
+}

@@ -108,6 +108,23 @@ impl BoundValues {
     }
 }
 
+impl BoundValues {
+    /// The rows of the batch grouped by the window of `kind` they carry (rows whose bounds
+    /// are NULL are in none).
+    pub fn rows_by_window(&self, kind: &WindowKind, rows: usize) -> BTreeMap<Span, Vec<u32>> {
+        let mut by_window: BTreeMap<Span, Vec<u32>> = BTreeMap::new();
+        for row in 0..rows {
+            if let Some(w) = self
+                .at(row)
+                .and_then(|(start, end)| kind.window_from_bounds(start, end))
+            {
+                by_window.entry(w).or_default().push(row as u32);
+            }
+        }
+        by_window
+    }
+}
+
 impl Windowing {
     /// The slice (or window) of row `row`, from the bound columns.
     fn span_of(&self, bounds: &BoundValues, row: usize) -> Option<Span> {
@@ -255,18 +272,7 @@ impl WindowAggregateOperator {
                 })
             })
             .collect::<EngineResult<Vec<_>>>()?;
-        let columns = columns
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.batch(RecordBatch::try_new(schema, columns)?);
+        out.batch(super::conform_batch(&schema, columns)?);
         Ok(())
     }
 }

@@ -20,7 +20,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, keep, output_batch, residual_mask};
+use super::conform_batch;
+use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, keep, residual_mask};
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
@@ -149,14 +150,14 @@ impl WindowJoinOperator {
             };
             let mut columns = gather(&self.spec.left.schema, &lb, lrefs)?;
             columns.extend(gather(&self.spec.right.schema, &rb, rrefs)?);
-            output_batch(schema, columns)
+            conform_batch(schema, columns)
         };
         let unmatched = |matched: &[bool]| -> Vec<usize> {
             (0..matched.len()).filter(|i| !matched[*i]).collect()
         };
         let select = |batch: &RecordBatch, rows: Vec<usize>| -> EngineResult<RecordBatch> {
             let indices = UInt32Array::from_iter_values(rows.iter().map(|r| *r as u32));
-            output_batch(
+            conform_batch(
                 schema,
                 take_record_batch(batch, &indices)?.columns().to_vec(),
             )
@@ -168,7 +169,7 @@ impl WindowJoinOperator {
                         Some(j) => j,
                         None => pair_batch(&pairs)?,
                     };
-                    out.push(output_batch(schema, joined.columns().to_vec())?);
+                    out.push(conform_batch(schema, joined.columns().to_vec())?);
                 }
                 if self.spec.kind.pads_left() {
                     out.push(padded(0, unmatched(&left_matched))?);
@@ -237,16 +238,8 @@ impl Operator for WindowJoinOperator {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> EngineResult<()> {
-        let bounds = BoundValues::read(&self.side(input).bounds, &batch)?;
-        let mut by_window: BTreeMap<Span, Vec<u32>> = BTreeMap::new();
-        for row in 0..batch.num_rows() {
-            let Some((start, end)) = bounds.at(row) else {
-                continue;
-            };
-            if let Some(w) = self.spec.window.window_from_bounds(start, end) {
-                by_window.entry(w).or_default().push(row as u32);
-            }
-        }
+        let by_window = BoundValues::read(&self.side(input).bounds, &batch)?
+            .rows_by_window(&self.spec.window, batch.num_rows());
         for (window, rows) in by_window {
             if self.fires(window, self.watermark) {
                 self.late_rows

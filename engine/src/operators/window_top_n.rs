@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{
-    SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch,
+    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -158,16 +158,8 @@ impl Operator for WindowTopNOperator {
         batch: RecordBatch,
         _out: &mut Output,
     ) -> EngineResult<()> {
-        let bounds = BoundValues::read(&self.spec.bounds, &batch)?;
-        let mut by_window: BTreeMap<Span, Vec<u32>> = BTreeMap::new();
-        for row in 0..batch.num_rows() {
-            let Some((start, end)) = bounds.at(row) else {
-                continue;
-            };
-            if let Some(w) = self.spec.kind.window_from_bounds(start, end) {
-                by_window.entry(w).or_default().push(row as u32);
-            }
-        }
+        let by_window = BoundValues::read(&self.spec.bounds, &batch)?
+            .rows_by_window(&self.spec.kind, batch.num_rows());
         for (window, rows) in by_window {
             if self.fires(window, self.watermark) {
                 self.late_rows
@@ -220,19 +212,7 @@ impl Operator for WindowTopNOperator {
             columns.push(Arc::new(UInt64Array::from_iter_values(
                 ranked.iter().map(|(_, n)| *n),
             )));
-            let schema = Arc::clone(&self.info.schema);
-            let columns = columns
-                .into_iter()
-                .zip(schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        cast(&c, f.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            out.batch(RecordBatch::try_new(schema, columns)?);
+            out.batch(super::conform_batch(&self.info.schema, columns)?);
         }
         out.watermark(watermark);
         Ok(())
