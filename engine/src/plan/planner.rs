@@ -222,6 +222,7 @@ fn trace_window_column(plan: &LogicalPlan, index: usize) -> Option<(WindowColumn
         }
         LogicalPlan::SubqueryAlias(a) => trace_window_column(&a.input, index),
         LogicalPlan::Filter(f) => trace_window_column(&f.input, index),
+        LogicalPlan::Limit(l) => trace_window_column(&l.input, index),
         // A window aggregate's window columns, grouped by again (cascade, Top-N).
         LogicalPlan::Aggregate(a) => {
             let column = as_column(a.group_expr.get(index)?)?;
@@ -736,6 +737,19 @@ fn window_join_parts(join: &Join) -> Option<(Vec<BoundColumn>, Vec<BoundColumn>,
 /// `col`, `col + interval`, `col - interval` or `interval + col`: the column and the
 /// offset in nanoseconds.
 fn time_term(expr: &Expr) -> Option<(&Column, i64)> {
+    /// A column, also under a cast to another timestamp precision (DataFusion aligns two
+    /// time columns of different precisions that way).
+    fn time_column(e: &Expr) -> Option<&Column> {
+        match e {
+            Expr::Cast(c) if matches!(c.field.data_type(), DataType::Timestamp(_, _)) => {
+                as_column(&c.expr)
+            }
+            Expr::TryCast(c) if matches!(c.field.data_type(), DataType::Timestamp(_, _)) => {
+                as_column(&c.expr)
+            }
+            other => as_column(other),
+        }
+    }
     fn interval_ns(e: &Expr) -> Option<i64> {
         match e {
             Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
@@ -749,15 +763,15 @@ fn time_term(expr: &Expr) -> Option<(&Column, i64)> {
     }
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::Plus => match (as_column(left), as_column(right)) {
+            Operator::Plus => match (time_column(left), time_column(right)) {
                 (Some(c), None) => Some((c, interval_ns(right)?)),
                 (None, Some(c)) => Some((c, interval_ns(left)?)),
                 _ => None,
             },
-            Operator::Minus => Some((as_column(left)?, interval_ns(right)?.checked_neg()?)),
+            Operator::Minus => Some((time_column(left)?, interval_ns(right)?.checked_neg()?)),
             _ => None,
         },
-        other => Some((as_column(other)?, 0)),
+        other => Some((time_column(other)?, 0)),
     }
 }
 
@@ -828,11 +842,20 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
         JoinType::RightAnti => JoinKind::RightAnti,
         other => return Err(unsupported(&format!("{other} joins between streams"))),
     };
+    // DataFusion pushes a LIMIT above an outer join into its preserved side; the LIMIT above
+    // stays. Over a stream, cutting an input short could starve the join (a late row among
+    // the first n never joins), so the pushed copy is dropped.
+    fn unlimited(plan: &LogicalPlan) -> &LogicalPlan {
+        match plan {
+            LogicalPlan::Limit(l) => unlimited(&l.input),
+            other => other,
+        }
+    }
     let inputs = |on: Vec<(Expr, Expr)>, residual: Option<Expr>| -> EngineResult<JoinInputs> {
         let (left_keys, right_keys) = on.into_iter().unzip();
         Ok(JoinInputs {
-            left: plan_stream(&join.left)?,
-            right: plan_stream(&join.right)?,
+            left: plan_stream(unlimited(&join.left))?,
+            right: plan_stream(unlimited(&join.right))?,
             kind,
             left_keys,
             right_keys,
