@@ -14,20 +14,14 @@
 //! delay: nothing closes before the end of input, every window fires at the end) and 4 ms
 //! behind (windows close while the stream runs, between the engine's small source batches).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+#[path = "common/oracle.rs"]
+mod oracle;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
-use eddy_engine::connector::{ConnectorOptions, ConnectorRegistry, SourceContext};
-use eddy_engine::session::{Engine, EngineConfig, StatementResult};
-use eddy_engine::sql::parser::parse_sql;
-use futures::TryStreamExt;
+use oracle::{
+    assert_same_rows, nexmark_rows, render, run_batch, run_streaming, time_range_in_order,
+    timestamp_literal,
+};
 
 const EVENTS_MAX: &str = "20000";
 /// Rows per source batch in the streaming engine: small, so that the watermark advances (and
@@ -36,165 +30,9 @@ const STREAM_BATCH_ROWS: usize = 500;
 /// The watermark delays each query runs with (SQL interval literals).
 const DELAYS: [&str; 2] = ["INTERVAL '4' SECOND", "INTERVAL '4' MILLISECOND"];
 
-fn nexmark_options() -> ConnectorOptions {
-    [
-        ("connector", "nexmark"),
-        ("nexmark.table", "bid"),
-        ("events.max", EVENTS_MAX),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-fn connectors() -> ConnectorRegistry {
-    let mut registry = ConnectorRegistry::default();
-    eddy_connectors::register_all(&mut registry);
-    registry
-}
-
-/// The bids the nexmark connector produces with [`nexmark_options`].
+/// The bids of a bounded nexmark source with `events.max` = [`EVENTS_MAX`].
 async fn nexmark_bids() -> Vec<RecordBatch> {
-    let registry = connectors();
-    let connector = registry.source("nexmark").expect("nexmark is registered");
-    let options = nexmark_options();
-    let schema = connector
-        .default_schema(&options)
-        .unwrap()
-        .expect("nexmark knows the bid schema");
-    let reader = connector
-        .open(SourceContext {
-            source_name: "bids".to_string(),
-            schema,
-            options,
-            metrics: Arc::default(),
-            batch_size: 4096,
-        })
-        .unwrap();
-    assert!(reader.bounded, "events.max bounds the source");
-    reader.stream.try_collect().await.unwrap()
-}
-
-/// Every row of `batches` as text, columns separated by `|`. Timestamps are rendered at
-/// millisecond precision whatever their unit (DataFusion's `generate_series` yields
-/// nanoseconds).
-fn render(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let columns: Vec<Arc<dyn Array>> = batch
-            .columns()
-            .iter()
-            .map(|c| match c.data_type() {
-                DataType::Timestamp(_, tz) => {
-                    cast(c, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone())).unwrap()
-                }
-                _ => Arc::clone(c),
-            })
-            .collect();
-        let formatters: Vec<ArrayFormatter> = columns
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            rows.push(cells.join("|"));
-        }
-    }
-    rows.sort();
-    rows
-}
-
-/// Runs `ddl` then `query` through a fresh engine; returns the rows and the query's warnings.
-async fn run_streaming(ddl: &str, query: &str) -> (Vec<RecordBatch>, u64, Vec<String>) {
-    let engine = Engine::new(
-        EngineConfig {
-            data_dir: None,
-            batch_size: STREAM_BATCH_ROWS,
-        },
-        connectors(),
-        None,
-    );
-    let mut session = engine.new_session();
-    for statement in parse_sql(ddl).unwrap() {
-        session.execute(&statement, &[]).await.unwrap();
-    }
-    let statements = parse_sql(query).unwrap();
-    assert_eq!(statements.len(), 1);
-    let mut output = match session.execute(&statements[0], &[]).await {
-        Ok(StatementResult::Rows(output)) => output,
-        Ok(_) => panic!("not a query: {query}"),
-        Err(e) => panic!("streaming query failed: {e}\n{query}"),
-    };
-    let mut batches = Vec::new();
-    while let Some(batch) = output.next_batch().await.unwrap() {
-        batches.push(batch);
-    }
-    let late = output
-        .metrics()
-        .expect("a query over a source is continuous")
-        .late_rows();
-    (batches, late, output.warnings())
-}
-
-/// Runs `query` with plain DataFusion over `bids` (registered as table `bids`).
-async fn run_batch(bids: &[RecordBatch], query: &str) -> Vec<RecordBatch> {
-    let ctx = SessionContext::new();
-    let table = MemTable::try_new(bids[0].schema(), vec![bids.to_vec()]).unwrap();
-    ctx.register_table("bids", Arc::new(table)).unwrap();
-    let frame = ctx
-        .sql(query)
-        .await
-        .unwrap_or_else(|e| panic!("batch query failed to plan: {e}\n{query}"));
-    frame
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("batch query failed: {e}\n{query}"))
-}
-
-/// The smallest and largest `date_time` of the bids, in epoch milliseconds.
-fn time_range(bids: &[RecordBatch]) -> (i64, i64) {
-    let mut range = (i64::MAX, i64::MIN);
-    for batch in bids {
-        let index = batch.schema().index_of("date_time").unwrap();
-        let times = batch
-            .column(index)
-            .as_primitive::<TimestampMillisecondType>();
-        for t in times.iter().flatten() {
-            range = (range.0.min(t), range.1.max(t));
-        }
-    }
-    range
-}
-
-/// A SQL timestamp literal for epoch milliseconds.
-fn timestamp_literal(ms: i64) -> String {
-    let t = chrono::DateTime::from_timestamp_millis(ms).expect("a representable time");
-    format!(
-        "TIMESTAMP '{}'",
-        t.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f")
-    )
-}
-
-/// Multiset difference `a - b` (at most `limit` rows).
-fn missing_from(a: &[String], b: &[String], limit: usize) -> Vec<String> {
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for row in b {
-        *counts.entry(row).or_default() += 1;
-    }
-    let mut out = Vec::new();
-    for row in a {
-        let n = counts.entry(row).or_default();
-        if *n > 0 {
-            *n -= 1;
-        } else if out.len() < limit {
-            out.push(row.clone());
-        }
-    }
-    out
+    nexmark_rows("bid", EVENTS_MAX).await
 }
 
 /// Runs `streaming` (with `{delay}` replaced by each watermark delay) and compares it with
@@ -205,7 +43,7 @@ async fn assert_streaming_equals_batch(
     batch: &str,
     min_rows: usize,
 ) {
-    let expected = render(&run_batch(bids, batch).await);
+    let expected = render(&run_batch(&[("bids", bids)], batch).await);
     assert!(
         expected.len() >= min_rows,
         "the batch side has only {} rows; the comparison would prove little",
@@ -216,21 +54,20 @@ async fn assert_streaming_equals_batch(
             "CREATE SOURCE bids (WATERMARK FOR date_time AS date_time - {delay}) \
              WITH (connector = 'nexmark', nexmark.table = 'bid', events.max = '{EVENTS_MAX}')"
         );
-        let (batches, late, warnings) = run_streaming(&ddl, streaming).await;
-        assert_eq!(late, 0, "nexmark bids are in order: no row may be late");
-        assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
-        let actual = render(&batches);
-        if actual != expected {
-            panic!(
-                "streaming (watermark delay {delay}) differs from batch: {} rows vs {} rows\n\
-                 only in streaming (first 10):\n  {}\nonly in batch (first 10):\n  {}\n\
-                 streaming query:\n{streaming}\nbatch query:\n{batch}",
-                actual.len(),
-                expected.len(),
-                missing_from(&actual, &expected, 10).join("\n  "),
-                missing_from(&expected, &actual, 10).join("\n  "),
-            );
-        }
+        let run = run_streaming(&ddl, streaming, STREAM_BATCH_ROWS).await;
+        assert_eq!(run.late, 0, "nexmark bids are in order: no row may be late");
+        assert!(
+            run.warnings.is_empty(),
+            "unexpected warnings: {:?}",
+            run.warnings
+        );
+        assert_same_rows(
+            &render(&run.batches),
+            &expected,
+            &format!(
+                "watermark delay {delay}\nstreaming query:\n{streaming}\nbatch query:\n{batch}"
+            ),
+        );
     }
 }
 
@@ -255,7 +92,7 @@ async fn tumble_equals_date_bin_grouping() {
 async fn hop_equals_a_join_with_every_window() {
     // HOP(slide 30 ms, size 100 ms): the slide does not divide the size (10 ms panes).
     let bids = nexmark_bids().await;
-    let (first, last) = time_range(&bids);
+    let (first, last) = time_range_in_order(&bids);
     // Window starts are the multiples of the slide from before the first row's earliest
     // window to the last row.
     let start = (first - 100).div_euclid(30) * 30;
@@ -285,7 +122,7 @@ async fn hop_equals_a_join_with_every_window() {
 async fn cumulate_equals_a_join_with_every_window() {
     // CUMULATE(step 25 ms, max_size 100 ms): a window per step end, starting at its block.
     let bids = nexmark_bids().await;
-    let (first, last) = time_range(&bids);
+    let (first, last) = time_range_in_order(&bids);
     let first_end = first.div_euclid(25) * 25 + 25;
     let last_end = last.div_euclid(100) * 100 + 100;
     // The window ending at `we` starts at the block holding its last instant (we - 1 ms).
@@ -364,7 +201,7 @@ async fn tumble_with_grouping_sets_and_filters_equals_batch() {
 async fn top_n_over_a_window_aggregate_equals_row_number_in_batch() {
     // Nexmark q5's shape: the auctions with the most bids per window.
     let bids = nexmark_bids().await;
-    let (first, last) = time_range(&bids);
+    let (first, last) = time_range_in_order(&bids);
     let start = (first - 100).div_euclid(50) * 50;
     let batch = format!(
         "SELECT ws, ws + INTERVAL '100 milliseconds', auction, num, rn FROM ( \

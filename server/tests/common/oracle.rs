@@ -1,0 +1,218 @@
+//! Streaming equals batch (DESIGN.md 1.7 rule 5): the pieces the oracle tests share.
+//!
+//! A continuous query runs through Eddy's engine over bounded nexmark sources; the same
+//! computation runs in plain DataFusion over exactly the same events (the nexmark connector
+//! opened with the same options, collected into `MemTable`s). Both results are compared as
+//! sorted multisets of rows rendered to text. Include with
+//! `#[path = "common/oracle.rs"] mod oracle;`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use eddy_engine::connector::{ConnectorOptions, ConnectorRegistry, SourceContext};
+use eddy_engine::session::{Engine, EngineConfig, StatementResult};
+use eddy_engine::sql::parser::parse_sql;
+use futures::TryStreamExt;
+
+/// Every connector Eddy ships.
+pub fn connectors() -> ConnectorRegistry {
+    let mut registry = ConnectorRegistry::default();
+    eddy_connectors::register_all(&mut registry);
+    registry
+}
+
+/// The options of a bounded nexmark source of `table` (`bid`, `auction`, `person`).
+pub fn nexmark_options(table: &str, events_max: &str) -> ConnectorOptions {
+    [
+        ("connector", "nexmark"),
+        ("nexmark.table", table),
+        ("events.max", events_max),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The rows the nexmark connector produces for `table` with [`nexmark_options`].
+pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
+    let registry = connectors();
+    let connector = registry.source("nexmark").expect("nexmark is registered");
+    let options = nexmark_options(table, events_max);
+    let schema = connector
+        .default_schema(&options)
+        .unwrap()
+        .expect("nexmark knows its schemas");
+    let reader = connector
+        .open(SourceContext {
+            source_name: table.to_string(),
+            schema,
+            options,
+            metrics: Arc::default(),
+            batch_size: 4096,
+        })
+        .unwrap();
+    assert!(reader.bounded, "events.max bounds the source");
+    reader.stream.try_collect().await.unwrap()
+}
+
+/// Every row of `batches` as text, columns separated by `|`, sorted. Timestamps are rendered
+/// at millisecond precision whatever their unit (DataFusion's `generate_series` yields
+/// nanoseconds).
+pub fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<Arc<dyn Array>> = batch
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Timestamp(_, tz) => {
+                    cast(c, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone())).unwrap()
+                }
+                _ => Arc::clone(c),
+            })
+            .collect();
+        let formatters: Vec<ArrayFormatter> = columns
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// What a continuous query returned.
+pub struct Streamed {
+    pub batches: Vec<RecordBatch>,
+    /// Rows dropped as late.
+    pub late: u64,
+    /// The warnings the client would see.
+    pub warnings: Vec<String>,
+}
+
+/// Runs `ddl` then `query` through a fresh engine whose sources read `batch_size` rows at a
+/// time.
+pub async fn run_streaming(ddl: &str, query: &str, batch_size: usize) -> Streamed {
+    let engine = Engine::new(
+        EngineConfig {
+            data_dir: None,
+            batch_size,
+        },
+        connectors(),
+        None,
+    );
+    let mut session = engine.new_session();
+    for statement in parse_sql(ddl).unwrap() {
+        session.execute(&statement, &[]).await.unwrap();
+    }
+    let statements = parse_sql(query).unwrap();
+    assert_eq!(statements.len(), 1);
+    let mut output = match session.execute(&statements[0], &[]).await {
+        Ok(StatementResult::Rows(output)) => output,
+        Ok(_) => panic!("not a query: {query}"),
+        Err(e) => panic!("streaming query failed: {e}\n{query}"),
+    };
+    let mut batches = Vec::new();
+    while let Some(batch) = output.next_batch().await.unwrap() {
+        batches.push(batch);
+    }
+    let late = output
+        .metrics()
+        .expect("a query over a source is continuous")
+        .late_rows();
+    Streamed {
+        batches,
+        late,
+        warnings: output.warnings(),
+    }
+}
+
+/// Runs `query` with plain DataFusion over `tables` (name, rows).
+pub async fn run_batch(tables: &[(&str, &[RecordBatch])], query: &str) -> Vec<RecordBatch> {
+    let ctx = SessionContext::new();
+    for (name, rows) in tables {
+        let table = MemTable::try_new(rows[0].schema(), vec![rows.to_vec()]).unwrap();
+        ctx.register_table(*name, Arc::new(table)).unwrap();
+    }
+    let frame = ctx
+        .sql(query)
+        .await
+        .unwrap_or_else(|e| panic!("batch query failed to plan: {e}\n{query}"));
+    frame
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("batch query failed: {e}\n{query}"))
+}
+
+/// The smallest and largest `date_time` of `rows`, in epoch milliseconds; panics unless
+/// they come in event-time order (so a watermark behind the newest row never makes a row
+/// late).
+pub fn time_range_in_order(rows: &[RecordBatch]) -> (i64, i64) {
+    let mut range = (i64::MAX, i64::MIN);
+    for batch in rows {
+        let index = batch.schema().index_of("date_time").unwrap();
+        let times = batch
+            .column(index)
+            .as_primitive::<TimestampMillisecondType>();
+        for t in times.iter().flatten() {
+            assert!(t >= range.1, "nexmark rows are in event-time order");
+            range = (range.0.min(t), t);
+        }
+    }
+    range
+}
+
+/// A SQL timestamp literal for epoch milliseconds.
+pub fn timestamp_literal(ms: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(ms).expect("a representable time");
+    format!(
+        "TIMESTAMP '{}'",
+        t.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f")
+    )
+}
+
+/// Multiset difference `a - b` (at most `limit` rows).
+pub fn missing_from(a: &[String], b: &[String], limit: usize) -> Vec<String> {
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for row in b {
+        *counts.entry(row).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for row in a {
+        let n = counts.entry(row).or_default();
+        if *n > 0 {
+            *n -= 1;
+        } else if out.len() < limit {
+            out.push(row.clone());
+        }
+    }
+    out
+}
+
+/// Panics, showing the rows only one side has, unless the sorted rows are equal.
+pub fn assert_same_rows(streaming: &[String], batch: &[String], context: &str) {
+    if streaming != batch {
+        panic!(
+            "streaming differs from batch: {} rows vs {} rows\n\
+             only in streaming (first 10):\n  {}\nonly in batch (first 10):\n  {}\n{context}",
+            streaming.len(),
+            batch.len(),
+            missing_from(streaming, batch, 10).join("\n  "),
+            missing_from(batch, streaming, 10).join("\n  "),
+        );
+    }
+}
