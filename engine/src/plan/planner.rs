@@ -842,20 +842,42 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
         JoinType::RightAnti => JoinKind::RightAnti,
         other => return Err(unsupported(&format!("{other} joins between streams"))),
     };
-    // DataFusion pushes a LIMIT above an outer join into its preserved side; the LIMIT above
-    // stays. Over a stream, cutting an input short could starve the join (a late row among
-    // the first n never joins), so the pushed copy is dropped.
-    fn unlimited(plan: &LogicalPlan) -> &LogicalPlan {
-        match plan {
-            LogicalPlan::Limit(l) => unlimited(&l.input),
-            other => other,
-        }
+    // DataFusion pushes a LIMIT above a LEFT/RIGHT join into its preserved side; the LIMIT
+    // above stays. Over a stream, cutting an input short could starve the join (a late row
+    // among the first n never joins), so the pushed copy is dropped. (A LIMIT the user wrote
+    // on that side inside the join is dropped with it: a documented limitation.)
+    // The copy may sit under projections or inside the scan (`fetch`).
+    fn unlimited(plan: &LogicalPlan) -> EngineResult<LogicalPlan> {
+        Ok(match plan {
+            LogicalPlan::Limit(l) => unlimited(&l.input)?,
+            LogicalPlan::TableScan(scan) if scan.fetch.is_some() => {
+                let mut scan = scan.clone();
+                scan.fetch = None;
+                LogicalPlan::TableScan(scan)
+            }
+            LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+                let input = unlimited(plan.inputs()[0])?;
+                plan.with_new_exprs(plan.expressions(), vec![input])?
+            }
+            other => other.clone(),
+        })
     }
     let inputs = |on: Vec<(Expr, Expr)>, residual: Option<Expr>| -> EngineResult<JoinInputs> {
         let (left_keys, right_keys) = on.into_iter().unzip();
+        // Only an outer join's preserved side receives the pushed copy.
+        let left = if matches!(join.join_type, JoinType::Left) {
+            unlimited(&join.left)?
+        } else {
+            join.left.as_ref().clone()
+        };
+        let right = if matches!(join.join_type, JoinType::Right) {
+            unlimited(&join.right)?
+        } else {
+            join.right.as_ref().clone()
+        };
         Ok(JoinInputs {
-            left: plan_stream(unlimited(&join.left))?,
-            right: plan_stream(unlimited(&join.right))?,
+            left: plan_stream(&left)?,
+            right: plan_stream(&right)?,
             kind,
             left_keys,
             right_keys,
