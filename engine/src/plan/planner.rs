@@ -144,38 +144,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             schema: Arc::clone(&a.schema),
         }),
         LogicalPlan::Aggregate(agg) => plan_window_aggregate(agg),
-        LogicalPlan::Extension(_) if as_window_tvf(plan).is_some() => {
-            let Some(tvf) = as_window_tvf(plan) else {
-                unreachable!("checked by the match guard")
-            };
-            let input_schema = tvf.input.schema();
-            let key_indices = tvf
-                .keys
-                .iter()
-                .map(|k| input_schema.index_of_column(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            let time_index = tvf.time_index()?;
-            if time_attribute(&tvf.input, time_index) == TimeAttribute::No {
-                return Err(EngineError::Plan {
-                    message: format!(
-                        "the time column \"{}\" of {} is not a time attribute: use the \
-                         WATERMARK FOR column of a source or table (passed through unchanged) \
-                         or the window_time or window_end of a window",
-                        tvf.time.name,
-                        tvf.kind.name()
-                    ),
-                    position: None,
-                });
-            }
-            Ok(StreamPlan::Window(Box::new(WindowNode {
-                input: plan_stream(&tvf.input)?,
-                kind: tvf.kind,
-                time_index: tvf.time_index()?,
-                key_indices,
-                slices: false,
-                schema: Arc::clone(tvf.schema_ref()),
-            })))
-        }
+        LogicalPlan::Extension(_) if as_window_tvf(plan).is_some() => plan_window_tvf(plan),
         LogicalPlan::Join(join) => plan_join(join),
         LogicalPlan::Sort(_) => Err(unsupported(
             "ORDER BY on a stream (a stream has no end to sort at)",
@@ -987,5 +956,41 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
         right_time,
         lower,
         upper,
+    })))
+}
+
+/// Plans a window table function node.
+fn plan_window_tvf(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
+    let Some(tvf) = as_window_tvf(plan) else {
+        return Err(EngineError::Internal(
+            "not a window table function".to_string(),
+        ));
+    };
+    let input_schema = tvf.input.schema();
+    let key_indices = tvf
+        .keys
+        .iter()
+        .map(|k| input_schema.index_of_column(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let time_index = tvf.time_index()?;
+    if time_attribute(&tvf.input, time_index) == TimeAttribute::No {
+        return Err(EngineError::Plan {
+            message: format!(
+                "the time column \"{}\" of {} is not a time attribute: use the \
+                 WATERMARK FOR column of a source or table (passed through unchanged) \
+                 or the window_time or window_end of a window",
+                tvf.time.name,
+                tvf.kind.name()
+            ),
+            position: None,
+        });
+    }
+    Ok(StreamPlan::Window(Box::new(WindowNode {
+        input: plan_stream(&tvf.input)?,
+        kind: tvf.kind,
+        time_index: tvf.time_index()?,
+        key_indices,
+        slices: false,
+        schema: Arc::clone(tvf.schema_ref()),
     })))
 }

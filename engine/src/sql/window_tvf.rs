@@ -291,13 +291,12 @@ impl RelationPlanner for WindowTvfPlanner {
             Ok(plan) => plan,
             // Relations named only inside a table function's arguments are not among the
             // ones DataFusion resolved before planning: look them up in the catalog.
-            Err(e) => match &args[0] {
-                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
-                    let name = match &args[0] {
-                        ast::Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
-                        ast::Expr::CompoundIdentifier(ids) => ObjectName::from(ids.clone()),
-                        _ => unreachable!("matched above"),
-                    };
+            Err(e) => match match &args[0] {
+                ast::Expr::Identifier(i) => Some(ObjectName::from(vec![i.clone()])),
+                ast::Expr::CompoundIdentifier(ids) => Some(ObjectName::from(ids.clone())),
+                _ => None,
+            } {
+                Some(name) => {
                     let reference = context.object_name_to_table_reference(name)?;
                     match self.catalog.get(reference.table()) {
                         Some(relation) => LogicalPlanBuilder::scan(
@@ -309,7 +308,7 @@ impl RelationPlanner for WindowTvfPlanner {
                         None => return Err(attach_span(e, args[0].span())),
                     }
                 }
-                _ => return Err(e),
+                None => return Err(e),
             },
         };
         let time = column_arg(context, &input, &args[1], &function)?;
