@@ -12,6 +12,8 @@
 //! forwarded after the sessions it closes are emitted.
 
 use std::collections::HashMap;
+
+use datafusion::common::HashMap as KeyMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,9 +47,9 @@ pub struct SessionWindowOperator {
     key_indices: Vec<usize>,
     converter: Option<RowConverter>,
     /// Open sessions per encoded partition key.
-    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    sessions: KeyMap<Vec<u8>, Vec<Session>>,
     /// Per key, the end of its last emitted session, while a row could still touch it.
-    emitted_end: HashMap<Vec<u8>, i64>,
+    emitted_end: KeyMap<Vec<u8>, i64>,
     /// Input batches with the number of open-session rows that refer to each.
     batches: HashMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
@@ -96,8 +98,8 @@ impl SessionWindowOperator {
             window_type,
             key_indices,
             converter,
-            sessions: HashMap::new(),
-            emitted_end: HashMap::new(),
+            sessions: KeyMap::default(),
+            emitted_end: KeyMap::default(),
             batches: HashMap::new(),
             next_batch: 0,
             watermark: None,
@@ -147,45 +149,43 @@ impl Operator for SessionWindowOperator {
             let Some(ts) = times.value(row).checked_mul(self.time_unit_ns) else {
                 continue;
             };
-            let key = keys
-                .as_ref()
-                .map(|k| k.row(row).as_ref().to_vec())
-                .unwrap_or_default();
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
             // Touching an emitted session makes the row part of it: late.
-            if self.emitted_end.get(&key).is_some_and(|end| ts <= *end) {
+            if self.emitted_end.get(key).is_some_and(|end| ts <= *end) {
                 self.late_rows.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let sessions = self.sessions.entry(key).or_default();
+            let sessions = self.sessions.entry_ref(key).or_default();
             let gap = self.gap;
             let touching =
                 |s: &Session| s.start <= ts.saturating_add(gap) && s.last.saturating_add(gap) >= ts;
-            let (mut merged, rest): (Vec<Session>, Vec<Session>) =
-                std::mem::take(sessions).into_iter().partition(touching);
+            let mut merged: Vec<Session> = sessions.extract_if(.., |s| touching(s)).collect();
             // Alone, and its own session would already have closed: late.
             if merged.is_empty()
                 && self
                     .watermark
                     .is_some_and(|wm| ts.saturating_add(gap) <= wm)
             {
-                *sessions = rest;
                 self.late_rows.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let mut session = Session {
+            // The earliest touching session absorbs the row and any session it bridges to
+            // (so a growing session's rows are not copied again for every new row).
+            merged.sort_by_key(|s| s.start);
+            let mut merged = merged.into_iter();
+            let mut session = merged.next().unwrap_or(Session {
                 start: ts,
                 last: ts,
                 rows: Vec::new(),
-            };
-            merged.sort_by_key(|s| s.start);
+            });
+            session.start = session.start.min(ts);
+            session.last = session.last.max(ts);
             for s in merged {
-                session.start = session.start.min(s.start);
                 session.last = session.last.max(s.last);
                 session.rows.extend(s.rows);
             }
             session.rows.push((id, row as u32));
             refs += 1;
-            *sessions = rest;
             sessions.push(session);
         }
         if refs > 0 {

@@ -2,8 +2,8 @@
 //!
 //! For each batch it keeps the requested columns and advances the watermark to
 //! `max(watermark, max over the batch of the WATERMARK expression)` (DESIGN.md 1.7 rule 1).
-//! [`WatermarkGenerator::row_watermarks`] gives the per-row view of rule 2 for operators that
-//! must judge lateness row by row. State: the current watermark. End of input is coordinated by
+//! [`WatermarkGenerator::segments`] cuts batches so that downstream operators, which judge a
+//! batch with the watermark before it, see rule 2's per-row view. State: the current watermark. End of input is coordinated by
 //! [`BoundedSourceGroup`]: a bounded source holds its watermark until every bounded source of
 //! the query has ended, then all of them jump to the end together (rule 5).
 
@@ -119,11 +119,6 @@ impl WatermarkGenerator {
         Ok(out)
     }
 
-    /// The watermark so far (`None` before any row with an event time).
-    pub fn current(&self) -> Option<EventTime> {
-        self.current
-    }
-
     /// The watermark expression of each row, in nanoseconds (NULL where the row has none).
     fn row_values(&self, batch: &RecordBatch) -> EngineResult<Arc<dyn Array>> {
         let expr = match &self.values {
@@ -151,42 +146,6 @@ impl WatermarkGenerator {
                 position: None,
             }),
         }
-    }
-
-    /// Advances the watermark past `batch`; returns the new watermark if it moved.
-    pub fn observe(&mut self, batch: &RecordBatch) -> EngineResult<Option<EventTime>> {
-        let values = self.row_values(batch)?;
-        let max = datafusion::arrow::compute::max(values.as_primitive::<Int64Type>());
-        match (max, self.current) {
-            (Some(m), Some(c)) if m <= c => Ok(None),
-            (Some(m), _) => {
-                self.current = Some(m);
-                Ok(Some(m))
-            }
-            (None, _) => Ok(None),
-        }
-    }
-
-    /// The watermark in force *before* each row of `batch` (the prefix maximum, DESIGN.md 1.7
-    /// rule 2), given the watermark before the batch. `None` means no watermark yet.
-    pub fn row_watermarks(
-        &self,
-        before: Option<EventTime>,
-        batch: &RecordBatch,
-    ) -> EngineResult<Vec<Option<EventTime>>> {
-        let values = self.row_values(batch)?;
-        let values = values.as_primitive::<Int64Type>();
-        let mut current = before;
-        Ok((0..values.len())
-            .map(|i| {
-                let here = current;
-                if values.is_valid(i) {
-                    let v = values.value(i);
-                    current = Some(current.map_or(v, |c| c.max(v)));
-                }
-                here
-            })
-            .collect())
     }
 }
 
@@ -248,19 +207,14 @@ mod tests {
     }
 
     #[test]
-    fn watermark_is_running_max_and_prefix_per_row() {
+    fn watermark_is_running_max_and_ignores_nulls() {
         let mut g = WatermarkGenerator::new(Arc::new(Column::new("ts", 0)));
         let b = batch(&[Some(5), Some(3), None, Some(9), Some(7)]);
-        let per_row = g.row_watermarks(None, &b).unwrap();
         let ms = 1_000_000;
-        assert_eq!(
-            per_row,
-            vec![None, Some(5 * ms), Some(5 * ms), Some(5 * ms), Some(9 * ms)]
-        );
-        assert_eq!(g.observe(&b).unwrap(), Some(9 * ms));
+        // Without a time column to judge rows by, a batch is one segment, then its maximum.
+        assert_eq!(g.segments(&b).unwrap(), vec![(0..5, Some(9 * ms))]);
         // An older batch does not move the watermark back.
-        assert_eq!(g.observe(&batch(&[Some(1)])).unwrap(), None);
-        assert_eq!(g.current(), Some(9 * ms));
+        assert_eq!(g.segments(&batch(&[Some(1)])).unwrap(), vec![(0..1, None)]);
     }
 
     #[test]

@@ -158,7 +158,7 @@ impl Windowing {
     }
 
     fn fires_at(&self, window: Span, watermark: Option<EventTime>) -> bool {
-        watermark.is_some_and(|wm| window.end.saturating_sub(self.lag) <= wm)
+        window.closed_by(self.lag, watermark)
     }
 }
 

@@ -25,7 +25,7 @@ use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, keep, residual_mask
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
-use crate::plan::window::{Span, WindowKind};
+use crate::plan::window::{Span, WindowKind, take_closed};
 use crate::runtime::message::EventTime;
 use crate::state::StateTableInfo;
 
@@ -78,10 +78,6 @@ impl WindowJoinOperator {
         } else {
             &self.spec.right
         }
-    }
-
-    fn fires(&self, window: Span, watermark: Option<EventTime>) -> bool {
-        watermark.is_some_and(|wm| window.end.saturating_sub(self.spec.lag) <= wm)
     }
 
     /// Joins one window's rows.
@@ -241,7 +237,7 @@ impl Operator for WindowJoinOperator {
         let by_window = BoundValues::read(&self.side(input).bounds, &batch)?
             .rows_by_window(&self.spec.window, batch.num_rows());
         for (window, rows) in by_window {
-            if self.fires(window, self.watermark) {
+            if window.closed_by(self.spec.lag, self.watermark) {
                 self.late_rows
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 continue;
@@ -258,17 +254,9 @@ impl Operator for WindowJoinOperator {
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
         self.watermark = Some(watermark);
-        let closing: Vec<Span> = self
-            .windows
-            .keys()
-            .copied()
-            .filter(|w| self.fires(*w, Some(watermark)))
-            .collect();
-        for window in closing {
-            if let Some(rows) = self.windows.remove(&window) {
-                for batch in self.join(rows)? {
-                    out.batch(batch);
-                }
+        for (_, rows) in take_closed(&mut self.windows, self.spec.lag, watermark) {
+            for batch in self.join(rows)? {
+                out.batch(batch);
             }
         }
         out.watermark(watermark);

@@ -26,7 +26,7 @@ use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
-use crate::plan::window::{Span, WindowKind};
+use crate::plan::window::{Span, WindowKind, take_closed};
 use crate::runtime::message::EventTime;
 use crate::state::StateTableInfo;
 
@@ -78,10 +78,6 @@ impl WindowTopNOperator {
             watermark: None,
             late_rows,
         }
-    }
-
-    fn fires(&self, window: Span, watermark: Option<EventTime>) -> bool {
-        watermark.is_some_and(|wm| window.end.saturating_sub(self.spec.lag) <= wm)
     }
 
     /// The rows of `batch` ranked within their partitions: (row index, row number), for row
@@ -161,7 +157,7 @@ impl Operator for WindowTopNOperator {
         let by_window = BoundValues::read(&self.spec.bounds, &batch)?
             .rows_by_window(&self.spec.kind, batch.num_rows());
         for (window, rows) in by_window {
-            if self.fires(window, self.watermark) {
+            if window.closed_by(self.spec.lag, self.watermark) {
                 self.late_rows
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 continue;
@@ -194,16 +190,7 @@ impl Operator for WindowTopNOperator {
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
         self.watermark = Some(watermark);
-        let closing: Vec<Span> = self
-            .windows
-            .keys()
-            .copied()
-            .filter(|w| self.fires(*w, Some(watermark)))
-            .collect();
-        for window in closing {
-            let Some(rows) = self.windows.remove(&window) else {
-                continue;
-            };
+        for (_, rows) in take_closed(&mut self.windows, self.spec.lag, watermark) {
             let all = self.window_batch(&rows)?;
             let ranked = self.top_n(&all)?;
             let indices = UInt32Array::from_iter_values(ranked.iter().map(|(r, _)| *r));

@@ -55,6 +55,29 @@ impl Span {
     pub fn new(start: i64, end: i64) -> Self {
         Self { start, end }
     }
+
+    /// True once `watermark` closes a window ending here: `watermark >= end - lag`, where
+    /// `lag` is the time column's resolution (0 for sessions).
+    pub fn closed_by(&self, lag: i64, watermark: Option<i64>) -> bool {
+        watermark.is_some_and(|wm| self.end.saturating_sub(lag) <= wm)
+    }
+}
+
+/// Removes from `windows` the entries `watermark` closes, in window order.
+pub fn take_closed<V>(
+    windows: &mut std::collections::BTreeMap<Span, V>,
+    lag: i64,
+    watermark: i64,
+) -> Vec<(Span, V)> {
+    let closing: Vec<Span> = windows
+        .keys()
+        .filter(|w| w.closed_by(lag, Some(watermark)))
+        .copied()
+        .collect();
+    closing
+        .into_iter()
+        .filter_map(|w| windows.remove(&w).map(|v| (w, v)))
+        .collect()
 }
 
 /// The start of the aligned interval of width `width` (shifted by `offset`) holding `ts`.
