@@ -16,6 +16,7 @@ pub mod filter;
 pub mod interval_join;
 pub mod join_rows;
 pub mod limit;
+pub mod pattern_matcher;
 pub mod project;
 pub mod session_window;
 pub mod source;

@@ -15,6 +15,7 @@ use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use window::WindowKind;
 
+pub mod pattern;
 pub mod planner;
 pub mod window;
 

@@ -1,0 +1,575 @@
+//! The row-pattern matcher: runs a compiled [`Program`] over one partition's rows, fed
+//! incrementally, and reports matches in the order of their first row.
+//!
+//! Each match attempt starts at one row and runs the program as a Pike VM whose threads are
+//! kept in order of preference. Unlike a text regex VM, a thread carries its labelling (which
+//! variable each row was matched to), because DEFINE conditions may look at it (`LAST(A.x)`,
+//! `SUM(A.x)`); two threads at the same instruction are merged only when the caller says the
+//! conditions ignore history ([`PartitionMatcher::new`]'s `merge_threads`). When a thread
+//! reaches the end of the pattern, every less preferred thread is cut; the attempt is decided
+//! once no more preferred thread is alive. That is the standard's semantics: among all
+//! labellings that satisfy the pattern and DEFINE, the first in preference order, found with
+//! full backtracking of greedy and reluctant quantifiers.
+//!
+//! Rows are fed as they become final (the watermark passed them); an attempt that still has
+//! live threads waits for the next row, so nothing is ever re-read from the partition's start.
+//! The next attempt starts where AFTER MATCH SKIP says.
+
+use std::sync::Arc;
+
+use crate::error::{EngineError, EngineResult};
+use crate::plan::pattern::{Inst, Program, VarId};
+
+const NO_NODE: u32 = u32::MAX;
+
+/// One labelled row of a thread's history: a persistent list shared between threads.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    var: VarId,
+    excluded: bool,
+    parent: u32,
+}
+
+/// The rows a thread has labelled so far in an attempt, as seen by a DEFINE condition.
+#[derive(Clone, Copy)]
+pub struct History<'a> {
+    nodes: &'a [Node],
+    node: u32,
+    start: usize,
+    len: usize,
+}
+
+impl<'a> History<'a> {
+    /// The first row of the attempt.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// How many rows are labelled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `(row, variable)` from the last labelled row back to the first.
+    pub fn iter_back(&self) -> impl Iterator<Item = (usize, VarId)> + 'a {
+        let nodes = self.nodes;
+        let mut node = self.node;
+        let mut row = self.start + self.len;
+        std::iter::from_fn(move || {
+            if node == NO_NODE {
+                return None;
+            }
+            let n = nodes[node as usize];
+            node = n.parent;
+            row -= 1;
+            Some((row, n.var))
+        })
+    }
+
+    /// The variables of the labelled rows, in row order.
+    pub fn labels(&self) -> Vec<VarId> {
+        let mut labels: Vec<VarId> = self.iter_back().map(|(_, v)| v).collect();
+        labels.reverse();
+        labels
+    }
+}
+
+/// Decides DEFINE conditions for the matcher.
+pub trait Conditions {
+    /// Whether partition row `row` may be labelled `var`, when `history` labels the rows of
+    /// the attempt before it.
+    fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool>;
+}
+
+/// Where the next attempt starts after a match (AFTER MATCH SKIP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipMode {
+    PastLastRow,
+    ToNextRow,
+    /// `TO FIRST v`: the first row labelled with one of these variables (a variable or a
+    /// SUBSET); `name` is what the user wrote, for errors.
+    ToFirst {
+        vars: Vec<VarId>,
+        name: String,
+    },
+    ToLast {
+        vars: Vec<VarId>,
+        name: String,
+    },
+}
+
+/// A match: rows `start .. start + labels.len()` of the partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    /// MATCH_NUMBER(): 1 for the partition's first match.
+    pub number: u64,
+    pub start: usize,
+    pub labels: Vec<VarId>,
+    /// Rows inside `{- ... -}`, per row.
+    pub excluded: Vec<bool>,
+}
+
+impl Match {
+    pub fn end(&self) -> usize {
+        self.start + self.labels.len()
+    }
+}
+
+/// What the matcher reports, in partition order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Match(Match),
+    /// A row in no match (reported only for `WITH UNMATCHED ROWS`).
+    Unmatched(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Thread {
+    pc: usize,
+    node: u32,
+    len: usize,
+}
+
+/// One attempt to match from a start row.
+#[derive(Debug)]
+struct Attempt {
+    start: usize,
+    /// The next row the threads consume.
+    pos: usize,
+    /// Threads waiting for row `pos`, most preferred first.
+    threads: Vec<Thread>,
+    /// The most preferred match found so far: (node, len).
+    best: Option<(u32, usize)>,
+    nodes: Vec<Node>,
+}
+
+/// Matches one partition.
+#[derive(Debug)]
+pub struct PartitionMatcher {
+    program: Arc<Program>,
+    skip: SkipMode,
+    merge_threads: bool,
+    report_unmatched: bool,
+    next_start: usize,
+    attempt: Option<Attempt>,
+    matches: u64,
+    /// Rows before this were part of a match.
+    covered: usize,
+    visited: Vec<u32>,
+    stamp: u32,
+    stack: Vec<(usize, u32, usize)>,
+}
+
+impl PartitionMatcher {
+    /// `merge_threads`: DEFINE conditions depend only on the row (and its neighbours), never
+    /// on a thread's history, so threads at the same instruction are interchangeable and the
+    /// less preferred one can be dropped.
+    pub fn new(
+        program: Arc<Program>,
+        skip: SkipMode,
+        merge_threads: bool,
+        report_unmatched: bool,
+    ) -> Self {
+        let visited = vec![0; program.insts.len()];
+        Self {
+            program,
+            skip,
+            merge_threads,
+            report_unmatched,
+            next_start: 0,
+            attempt: None,
+            matches: 0,
+            covered: 0,
+            visited,
+            stamp: 0,
+            stack: Vec::new(),
+        }
+    }
+
+    /// The first row a pending or future match can include.
+    pub fn first_needed_row(&self) -> usize {
+        self.attempt.as_ref().map_or(self.next_start, |a| a.start)
+    }
+
+    /// The start row of the running attempt, if one is waiting for rows.
+    pub fn pending_start(&self) -> Option<usize> {
+        self.attempt.as_ref().map(|a| a.start)
+    }
+
+    /// Matches as far as the first `available` rows allow (`ended`: there are no more rows).
+    pub fn advance(
+        &mut self,
+        available: usize,
+        ended: bool,
+        cond: &mut dyn Conditions,
+        out: &mut Vec<Found>,
+    ) -> EngineResult<()> {
+        loop {
+            let Some(attempt) = &self.attempt else {
+                if self.next_start >= available {
+                    return Ok(());
+                }
+                self.begin(self.next_start);
+                continue;
+            };
+            if attempt.threads.is_empty() {
+                self.conclude(out)?;
+                continue;
+            }
+            if attempt.pos < available {
+                self.step(cond)?;
+            } else if ended {
+                self.finish(true);
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gives up the running attempt's threads that wait for a row (the caller knows no
+    /// future row can satisfy them, e.g. WITHIN has expired), keeping its best match.
+    pub fn expire(&mut self, out: &mut Vec<Found>) -> EngineResult<()> {
+        if self.attempt.is_some() {
+            self.finish(false);
+            if self.attempt.as_ref().is_some_and(|a| a.threads.is_empty()) {
+                self.conclude(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, start: usize) {
+        let mut attempt = Attempt {
+            start,
+            pos: start,
+            threads: Vec::new(),
+            best: None,
+            nodes: Vec::new(),
+        };
+        self.new_stamp();
+        let mut threads = Vec::new();
+        self.closure(&mut attempt, 0, NO_NODE, 0, start, None, &mut threads);
+        attempt.threads = threads;
+        self.attempt = Some(attempt);
+    }
+
+    fn new_stamp(&mut self) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.visited.iter_mut().for_each(|v| *v = 0);
+            self.stamp = 1;
+        }
+    }
+
+    /// Follows the instructions that consume no row from `pc`, in order of preference,
+    /// adding the threads that wait for a row to `out`. Returns true when a match cut the
+    /// rest. `at_end`: Some(true) when the partition has ended at `pos` (`$` holds), None
+    /// while more rows may come.
+    #[allow(clippy::too_many_arguments)]
+    fn closure(
+        &mut self,
+        attempt: &mut Attempt,
+        pc: usize,
+        node: u32,
+        len: usize,
+        pos: usize,
+        at_end: Option<bool>,
+        out: &mut Vec<Thread>,
+    ) -> bool {
+        if !self.merge_threads {
+            self.new_stamp();
+        }
+        self.stack.clear();
+        self.stack.push((pc, node, len));
+        while let Some((pc, node, len)) = self.stack.pop() {
+            if self.visited[pc] == self.stamp {
+                continue;
+            }
+            self.visited[pc] = self.stamp;
+            match &self.program.insts[pc] {
+                Inst::Label { .. } => {
+                    if at_end.is_none() {
+                        out.push(Thread { pc, node, len });
+                    }
+                }
+                Inst::Fork(targets) => {
+                    for &t in targets.iter().rev() {
+                        self.stack.push((t, node, len));
+                    }
+                }
+                Inst::Jump(t) => self.stack.push((*t, node, len)),
+                Inst::AssertStart => {
+                    if pos == 0 {
+                        self.stack.push((pc + 1, node, len));
+                    }
+                }
+                Inst::AssertEnd => match at_end {
+                    Some(true) => self.stack.push((pc + 1, node, len)),
+                    Some(false) => {}
+                    None => out.push(Thread { pc, node, len }),
+                },
+                Inst::Match => {
+                    attempt.best = Some((node, len));
+                    self.stack.clear();
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn step(&mut self, cond: &mut dyn Conditions) -> EngineResult<()> {
+        let Some(mut attempt) = self.attempt.take() else {
+            return Ok(());
+        };
+        let row = attempt.pos;
+        let threads = std::mem::take(&mut attempt.threads);
+        let mut next = Vec::with_capacity(threads.len());
+        self.new_stamp();
+        for t in threads {
+            let Inst::Label { var, excluded } = self.program.insts[t.pc] else {
+                // `$` before a row that exists: the thread dies.
+                continue;
+            };
+            let history = History {
+                nodes: &attempt.nodes,
+                node: t.node,
+                start: attempt.start,
+                len: t.len,
+            };
+            if !cond.holds(var, row, history)? {
+                continue;
+            }
+            attempt.nodes.push(Node {
+                var,
+                excluded,
+                parent: t.node,
+            });
+            let node = (attempt.nodes.len() - 1) as u32;
+            if self.closure(
+                &mut attempt,
+                t.pc + 1,
+                node,
+                t.len + 1,
+                row + 1,
+                None,
+                &mut next,
+            ) {
+                break;
+            }
+        }
+        attempt.pos = row + 1;
+        attempt.threads = next;
+        self.attempt = Some(attempt);
+        Ok(())
+    }
+
+    /// No row will come for the waiting threads: a thread at `$` goes on when the
+    /// partition `ended`, every other one dies.
+    fn finish(&mut self, ended: bool) {
+        let Some(mut attempt) = self.attempt.take() else {
+            return;
+        };
+        let threads = std::mem::take(&mut attempt.threads);
+        let mut kept = Vec::new();
+        let pos = attempt.pos;
+        self.new_stamp();
+        for t in threads {
+            match self.program.insts[t.pc] {
+                Inst::AssertEnd if ended => {
+                    let mut none = Vec::new();
+                    if self.closure(
+                        &mut attempt,
+                        t.pc + 1,
+                        t.node,
+                        t.len,
+                        pos,
+                        Some(true),
+                        &mut none,
+                    ) {
+                        break;
+                    }
+                }
+                // The partition may still end here: `$` waits.
+                Inst::AssertEnd => kept.push(t),
+                _ => {}
+            }
+        }
+        attempt.threads = kept;
+        self.attempt = Some(attempt);
+    }
+
+    /// The attempt has no live thread: report its match (or the unmatched row) and start
+    /// the next one where AFTER MATCH SKIP says.
+    fn conclude(&mut self, out: &mut Vec<Found>) -> EngineResult<()> {
+        let Some(attempt) = self.attempt.take() else {
+            return Ok(());
+        };
+        let start = attempt.start;
+        let Some((node, len)) = attempt.best else {
+            if self.report_unmatched && start >= self.covered {
+                out.push(Found::Unmatched(start));
+            }
+            self.next_start = start + 1;
+            return Ok(());
+        };
+        let mut labels = vec![0; len];
+        let mut excluded = vec![false; len];
+        let mut n = node;
+        for i in (0..len).rev() {
+            let entry = attempt.nodes[n as usize];
+            labels[i] = entry.var;
+            excluded[i] = entry.excluded;
+            n = entry.parent;
+        }
+        self.matches += 1;
+        let found = Match {
+            number: self.matches,
+            start,
+            labels,
+            excluded,
+        };
+        let end = found.end();
+        self.next_start = match &self.skip {
+            // An empty match resumes at the next row, whatever the skip mode.
+            _ if found.labels.is_empty() => start + 1,
+            SkipMode::PastLastRow => end.max(start + 1),
+            SkipMode::ToNextRow => start + 1,
+            SkipMode::ToFirst { vars, name } | SkipMode::ToLast { vars, name } => {
+                let mut rows = found
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| vars.contains(v))
+                    .map(|(i, _)| start + i);
+                let row = if matches!(self.skip, SkipMode::ToFirst { .. }) {
+                    rows.next()
+                } else {
+                    rows.last()
+                };
+                match row {
+                    None => {
+                        return Err(EngineError::Data(format!(
+                            "AFTER MATCH SKIP TO {name}: match {} has no row labelled {name}",
+                            found.number
+                        )));
+                    }
+                    Some(r) if r == start => {
+                        return Err(EngineError::Data(format!(
+                            "AFTER MATCH SKIP TO {name}: match {} would restart at its own \
+                             first row (an endless loop)",
+                            found.number
+                        )));
+                    }
+                    Some(r) => r,
+                }
+            }
+        };
+        self.covered = self.covered.max(end);
+        out.push(Found::Match(found));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::pattern::Pattern;
+
+    /// Conditions given as a table: `rows[r]` lists the variables row r satisfies.
+    struct Table(Vec<Vec<VarId>>);
+
+    impl Conditions for Table {
+        fn holds(&mut self, var: VarId, row: usize, _: History<'_>) -> EngineResult<bool> {
+            Ok(self.0[row].contains(&var))
+        }
+    }
+
+    fn rep(p: Pattern, min: u32, max: Option<u32>, greedy: bool) -> Pattern {
+        Pattern::Repeat {
+            inner: Box::new(p),
+            min,
+            max,
+            greedy,
+        }
+    }
+
+    fn run(pattern: &Pattern, rows: Vec<Vec<VarId>>, skip: SkipMode) -> Vec<(usize, Vec<VarId>)> {
+        let program = Arc::new(Program::compile(pattern, 3).unwrap());
+        let n = rows.len();
+        let mut cond = Table(rows);
+        let mut m = PartitionMatcher::new(program, skip, false, false);
+        let mut out = Vec::new();
+        for available in 1..=n {
+            m.advance(available, false, &mut cond, &mut out).unwrap();
+        }
+        m.advance(n, true, &mut cond, &mut out).unwrap();
+        out.into_iter()
+            .map(|f| match f {
+                Found::Match(m) => (m.start, m.labels),
+                Found::Unmatched(r) => (r, vec![]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn greedy_backtracks_to_let_the_last_variable_match() {
+        // A B+ C where the last B-row is also the only C-row: B+ gives it back.
+        let p = Pattern::Concat(vec![
+            Pattern::Var(0),
+            rep(Pattern::Var(1), 1, None, true),
+            Pattern::Var(2),
+        ]);
+        let rows = vec![vec![0], vec![1], vec![1, 2], vec![0]];
+        assert_eq!(
+            run(&p, rows, SkipMode::PastLastRow),
+            vec![(0, vec![0, 1, 2])]
+        );
+    }
+
+    #[test]
+    fn reluctant_takes_as_few_as_possible() {
+        let p = Pattern::Concat(vec![rep(Pattern::Var(0), 1, None, false), Pattern::Var(1)]);
+        let rows = vec![vec![0, 1], vec![0, 1], vec![0, 1]];
+        assert_eq!(
+            run(&p, rows, SkipMode::ToNextRow),
+            vec![(0, vec![0, 1]), (1, vec![0, 1])]
+        );
+    }
+
+    #[test]
+    fn empty_matches_advance_one_row() {
+        let p = rep(Pattern::Var(0), 0, None, true);
+        let rows = vec![vec![1], vec![0], vec![0]];
+        assert_eq!(
+            run(&p, rows, SkipMode::PastLastRow),
+            vec![(0, vec![]), (1, vec![0, 0])]
+        );
+    }
+
+    #[test]
+    fn end_anchor_waits_for_the_end_of_the_partition() {
+        let p = Pattern::Concat(vec![Pattern::Var(0), Pattern::End]);
+        let rows = vec![vec![0], vec![0], vec![0]];
+        assert_eq!(run(&p, rows, SkipMode::PastLastRow), vec![(2, vec![0])]);
+    }
+
+    #[test]
+    fn skip_to_first_row_of_the_match_is_an_error() {
+        let program = Arc::new(
+            Program::compile(&Pattern::Concat(vec![Pattern::Var(0), Pattern::Var(1)]), 2).unwrap(),
+        );
+        let skip = SkipMode::ToFirst {
+            vars: vec![0],
+            name: "A".into(),
+        };
+        let mut m = PartitionMatcher::new(program, skip, true, false);
+        let mut cond = Table(vec![vec![0], vec![1]]);
+        let err = m.advance(2, true, &mut cond, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("endless loop"), "{err}");
+    }
+}
