@@ -16,6 +16,8 @@ pub mod filter;
 pub mod interval_join;
 pub mod join_rows;
 pub mod limit;
+pub mod match_eval;
+pub mod match_recognize;
 pub mod pattern_matcher;
 pub mod project;
 pub mod session_window;

@@ -200,6 +200,11 @@ impl PartitionMatcher {
         self.attempt.as_ref().map(|a| a.start)
     }
 
+    /// The row the running attempt waits for, if one is running.
+    pub fn waiting_row(&self) -> Option<usize> {
+        self.attempt.as_ref().map(|a| a.pos)
+    }
+
     /// Matches as far as the first `available` rows allow (`ended`: there are no more rows).
     pub fn advance(
         &mut self,
@@ -449,7 +454,7 @@ impl PartitionMatcher {
                 let row = if matches!(self.skip, SkipMode::ToFirst { .. }) {
                     rows.next()
                 } else {
-                    rows.last()
+                    rows.next_back()
                 };
                 match row {
                     None => {

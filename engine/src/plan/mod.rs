@@ -13,6 +13,7 @@ use datafusion::logical_expr::{Expr, SortExpr};
 use crate::catalog::RelationDef;
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
+use crate::sql::match_recognize::{MatchExpr, MatchSpec, RowsMode};
 use window::WindowKind;
 
 pub mod pattern;
@@ -56,6 +57,18 @@ pub enum StreamPlan {
     IntervalJoin(Box<IntervalJoinNode>),
     /// A join of two inputs with the same windows, on the window bounds and keys.
     WindowJoin(Box<WindowJoinNode>),
+    /// MATCH_RECOGNIZE: row pattern matching per partition, in event-time order.
+    MatchRecognize(Box<MatchRecognizeStreamNode>),
+}
+
+/// MATCH_RECOGNIZE over a stream.
+#[derive(Debug, Clone)]
+pub struct MatchRecognizeStreamNode {
+    pub input: StreamPlan,
+    pub spec: Arc<MatchSpec>,
+    /// The time column has no watermark: rows are matched only at the end of the input.
+    pub no_watermark: bool,
+    pub schema: DFSchemaRef,
 }
 
 /// The inputs, keys and residual condition of a stream-stream join.
@@ -160,6 +173,7 @@ impl StreamPlan {
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
+            StreamPlan::MatchRecognize(m) => Arc::clone(&m.schema),
         }
     }
 
@@ -181,6 +195,7 @@ impl StreamPlan {
             StreamPlan::Window(w) => w.input.visit_sources(out),
             StreamPlan::WindowAggregate(a) => a.input.visit_sources(out),
             StreamPlan::WindowTopN(t) => t.input.visit_sources(out),
+            StreamPlan::MatchRecognize(m) => m.input.visit_sources(out),
             StreamPlan::IntervalJoin(j) => {
                 j.join.left.visit_sources(out);
                 j.join.right.visit_sources(out);
@@ -345,11 +360,62 @@ impl StreamPlan {
                 );
                 vec![&j.join.left, &j.join.right]
             }
+            StreamPlan::MatchRecognize(m) => {
+                let _ = writeln!(out, "{pad}{}", explain_match_recognize(m));
+                vec![&m.input]
+            }
         };
         for child in next {
             child.explain_into(depth + 1, out);
         }
     }
+}
+
+/// One EXPLAIN line for MATCH_RECOGNIZE: partition, order, pattern, how conditions run and
+/// whether the state is bounded.
+fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> String {
+    let spec = &m.spec;
+    let input = m.input.schema();
+    let column = |i: usize| input.field(i).name().clone();
+    let partition: Vec<String> = spec.partition_by.iter().map(|i| column(*i)).collect();
+    let mut order = vec![column(spec.time)];
+    order.extend(spec.order_by.iter().map(|o| o.to_string()));
+    let (vectorized, per_match): (Vec<_>, Vec<_>) = spec
+        .defines
+        .iter()
+        .enumerate()
+        .filter_map(|(v, d)| d.as_ref().map(|d| (v, d)))
+        .partition(|(v, d)| d.is_row_local(*v as crate::plan::pattern::VarId));
+    let names = |list: Vec<(usize, &MatchExpr)>| -> String {
+        list.iter()
+            .map(|(v, _)| spec.variables[*v].clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rows = match spec.rows {
+        RowsMode::One => "one row per match",
+        RowsMode::All(_) => "all rows per match",
+    };
+    let within = spec
+        .within
+        .map(|w| format!(", within={}", window::format_duration(w)))
+        .unwrap_or_default();
+    let state = if m.no_watermark {
+        "held until end of input (no watermark)".to_string()
+    } else if spec.unbounded_state() {
+        "unbounded (the pattern has an unbounded quantifier and no WITHIN)".to_string()
+    } else {
+        "bounded".to_string()
+    };
+    format!(
+        "MatchRecognize: partition=[{}], order=[{}], pattern=({}){within}, {rows}, \
+         vectorized define=[{}], per-match define=[{}], state={state}, emit=on watermark",
+        partition.join(", "),
+        order.join(", "),
+        spec.pattern.display(&spec.variables),
+        names(vectorized),
+        names(per_match),
+    )
 }
 
 fn join_keys(join: &JoinInputs) -> String {

@@ -25,6 +25,7 @@ use super::{
 use crate::error::{EngineError, EngineResult};
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
+use crate::sql::match_recognize::as_match_recognize;
 use crate::sql::provider::StreamTableProvider;
 use crate::sql::window_tvf::{WindowTvfNode, as_window_tvf};
 
@@ -145,6 +146,9 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
         }),
         LogicalPlan::Aggregate(agg) => plan_window_aggregate(agg),
         LogicalPlan::Extension(_) if as_window_tvf(plan).is_some() => plan_window_tvf(plan),
+        LogicalPlan::Extension(_) if as_match_recognize(plan).is_some() => {
+            plan_match_recognize(plan)
+        }
         LogicalPlan::Join(join) => plan_join(join),
         LogicalPlan::Sort(_) => Err(unsupported(
             "ORDER BY on a stream (a stream has no end to sort at)",
@@ -957,6 +961,35 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
         lower,
         upper,
     })))
+}
+
+/// Plans MATCH_RECOGNIZE: its ORDER BY must lead with a time attribute, so that the
+/// watermark tells when rows are final.
+fn plan_match_recognize(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
+    let Some(node) = as_match_recognize(plan) else {
+        return Err(EngineError::Internal("not MATCH_RECOGNIZE".to_string()));
+    };
+    let time = node.spec.time;
+    let attribute = time_attribute(&node.input, time);
+    if attribute == TimeAttribute::No {
+        return Err(EngineError::Plan {
+            message: format!(
+                "MATCH_RECOGNIZE must ORDER BY a time attribute first, and \"{}\" is not one: \
+                 use the WATERMARK FOR column of a source or table (passed through unchanged) \
+                 or the window_time of a window",
+                node.input.schema().field(time).name()
+            ),
+            position: None,
+        });
+    }
+    Ok(StreamPlan::MatchRecognize(Box::new(
+        crate::plan::MatchRecognizeStreamNode {
+            input: plan_stream(&node.input)?,
+            spec: Arc::clone(&node.spec),
+            no_watermark: attribute == TimeAttribute::NoWatermark,
+            schema: Arc::clone(node.schema_ref()),
+        },
+    )))
 }
 
 /// Plans a window table function node.

@@ -137,6 +137,9 @@ impl Engine {
         let _ = ctx.register_relation_planner(Arc::new(
             crate::sql::window_tvf::WindowTvfPlanner::new(Arc::clone(&self.catalog)),
         ));
+        let _ = ctx.register_relation_planner(Arc::new(
+            crate::sql::match_recognize::MatchRecognizePlanner,
+        ));
         Session {
             engine: Arc::clone(self),
             ctx,

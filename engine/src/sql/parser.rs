@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError, ParserOptions};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::error::{EngineError, EngineResult};
-use crate::sql::{legacy_windows, window_inputs, window_syntax};
+use crate::sql::{legacy_windows, match_syntax, window_inputs, window_syntax};
 
 /// How deep expressions may nest before the parser refuses them (instead of overflowing the
 /// stack).
@@ -105,6 +105,7 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
         .tokenize_with_location()
         .map_err(|e| parse_error(sql, e.into()))?;
     let tokens = window_syntax::rewrite_window_tvfs(tokens).map_err(|e| parse_error(sql, e))?;
+    let tokens = match_syntax::rewrite_match_recognize(tokens).map_err(|e| parse_error(sql, e))?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
@@ -347,9 +348,6 @@ fn parse_error(sql: &str, err: ParserError) -> EngineError {
     if let Some(rest) = message.strip_prefix("feature not supported: ") {
         return EngineError::Unsupported(rest.to_string());
     }
-    if let Some(feature) = unsupported_syntax(sql) {
-        return EngineError::Unsupported(feature.to_string());
-    }
     // sqlparser appends " at Line: L, Column: C" to most messages.
     let (text, position) = match message.rfind(" at Line: ") {
         Some(i) => {
@@ -372,15 +370,6 @@ fn parse_error(sql: &str, err: ParserError) -> EngineError {
         message: text,
         position,
     }
-}
-
-/// Syntax that fails to parse only because Eddy does not implement it yet: say so instead of
-/// reporting a syntax error.
-fn unsupported_syntax(sql: &str) -> Option<&'static str> {
-    let compact: String = sql.to_ascii_uppercase().split_whitespace().collect();
-    compact
-        .contains("MATCH_RECOGNIZE")
-        .then_some("MATCH_RECOGNIZE is not implemented yet")
 }
 
 fn parse_location(s: &str) -> Option<Location> {

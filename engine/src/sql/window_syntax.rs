@@ -80,14 +80,14 @@ pub fn rewrite_window_tvfs(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
 /// The token stream with the partner of each bracket precomputed, so that stepping over a
 /// bracketed group costs nothing and the rewrite stays linear in the length of the input (even
 /// for a text of thousands of nested `tumble(`).
-struct Tokens {
+pub(crate) struct Tokens {
     list: Vec<TokenWithSpan>,
     /// For an opening bracket, the index of the bracket that closes it.
-    partner: Vec<Option<usize>>,
+    pub(crate) partner: Vec<Option<usize>>,
 }
 
 impl Tokens {
-    fn new(list: Vec<TokenWithSpan>) -> Self {
+    pub(crate) fn new(list: Vec<TokenWithSpan>) -> Self {
         let mut partner = vec![None; list.len()];
         let mut open = Vec::new();
         for (i, t) in list.iter().enumerate() {
@@ -563,7 +563,7 @@ fn argument_end(tokens: &Tokens, i: usize, end: usize) -> usize {
 }
 
 /// The index of the `)` that closes the `(` at `open`, if it comes before `end`.
-fn closing(tokens: &Tokens, open: usize, end: usize) -> Option<usize> {
+pub(crate) fn closing(tokens: &Tokens, open: usize, end: usize) -> Option<usize> {
     let close = tokens.partner.get(open).copied().flatten()?;
     (close < end && tokens[open].token == Token::LParen && tokens[close].token == Token::RParen)
         .then_some(close)
@@ -571,24 +571,24 @@ fn closing(tokens: &Tokens, open: usize, end: usize) -> Option<usize> {
 
 /// The first index at or after `i` (and before `end`) that is not whitespace or a comment, or
 /// `end`.
-fn significant(tokens: &Tokens, i: usize, end: usize) -> usize {
+pub(crate) fn significant(tokens: &Tokens, i: usize, end: usize) -> usize {
     (i..end)
         .find(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
         .unwrap_or(end)
 }
 
-fn token(tokens: &Tokens, i: usize, end: usize) -> Option<&Token> {
+pub(crate) fn token(tokens: &Tokens, i: usize, end: usize) -> Option<&Token> {
     (i < end).then(|| &tokens[i].token)
 }
 
-fn is_word(tokens: &Tokens, i: usize, end: usize, word: &str) -> bool {
+pub(crate) fn is_word(tokens: &Tokens, i: usize, end: usize, word: &str) -> bool {
     matches!(token(tokens, i, end), Some(Token::Word(w))
         if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
 }
 
 /// A syntax error at `tokens[i]`, in the form the parser's errors take (so that the position is
 /// reported the same way).
-fn error_at(tokens: &Tokens, i: usize, message: &str) -> ParserError {
+pub(crate) fn error_at(tokens: &Tokens, i: usize, message: &str) -> ParserError {
     let location = tokens
         .get(i)
         .map(|t| t.span.start.to_string())

@@ -433,7 +433,7 @@ fn column_arg(
 }
 
 /// An interval argument in nanoseconds.
-fn interval_arg(
+pub(crate) fn interval_arg(
     context: &mut dyn RelationPlannerContext,
     arg: &ast::Expr,
     function: &str,
@@ -468,12 +468,15 @@ fn interval_arg(
     }
 }
 
-fn error_at(message: String, span: datafusion::sql::sqlparser::tokenizer::Span) -> DataFusionError {
+pub(crate) fn error_at(
+    message: String,
+    span: datafusion::sql::sqlparser::tokenizer::Span,
+) -> DataFusionError {
     let diagnostic = Diagnostic::new_error(message.clone(), Span::try_from_sqlparser_span(span));
     DataFusionError::Plan(message).with_diagnostic(diagnostic)
 }
 
-fn attach_span(
+pub(crate) fn attach_span(
     e: DataFusionError,
     span: datafusion::sql::sqlparser::tokenizer::Span,
 ) -> DataFusionError {

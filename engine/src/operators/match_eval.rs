@@ -1,0 +1,451 @@
+//! Evaluating MATCH_RECOGNIZE's DEFINE conditions and measures.
+//!
+//! A [`MatchExpr`](crate::sql::match_recognize::MatchExpr) is an expression over channels
+//! (`A.price`, `PREV(price)`, `SUM(A.x)`, `CLASSIFIER()`, ...). Here it becomes a physical
+//! expression plus [`CompiledChannel`]s; [`CompiledExpr::evaluate`] computes the channels of
+//! many [`Point`]s (a labelling of rows and the row it is evaluated at) and evaluates the
+//! expression once over all of them. The rows themselves live in [`PartitionRows`]: the
+//! released rows of one partition, in order, with the channels' argument columns computed per
+//! chunk.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch, interleave};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+
+use crate::error::{EngineError, EngineResult};
+use crate::plan::pattern::VarId;
+use crate::sql::match_recognize::{ChannelSource, MatchExpr, Navigation};
+
+/// A channel ready to compute.
+#[derive(Debug)]
+pub enum ChannelKind {
+    /// Argument column `arg` of [`PartitionRows`] at the navigated row.
+    Value {
+        vars: Option<Vec<VarId>>,
+        nav: Navigation,
+        arg: usize,
+    },
+    Aggregate {
+        vars: Option<Vec<VarId>>,
+        aggregate: Arc<AggregateFunctionExpr>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+    },
+    Classifier {
+        vars: Option<Vec<VarId>>,
+    },
+    MatchNumber,
+}
+
+#[derive(Debug)]
+pub struct CompiledChannel {
+    pub kind: ChannelKind,
+    pub running: bool,
+}
+
+/// A DEFINE condition or measure, ready to evaluate.
+#[derive(Debug)]
+pub struct CompiledExpr {
+    pub expr: Arc<dyn PhysicalExpr>,
+    pub schema: SchemaRef,
+    pub channels: Vec<CompiledChannel>,
+}
+
+/// Turns [`MatchExpr`]s into [`CompiledExpr`]s, collecting the distinct argument
+/// expressions of value channels (computed once per released row).
+pub struct ExprCompiler<'a> {
+    state: &'a SessionState,
+    input: &'a DFSchema,
+    pub args: Vec<(Expr, Arc<dyn PhysicalExpr>)>,
+}
+
+impl<'a> ExprCompiler<'a> {
+    pub fn new(state: &'a SessionState, input: &'a DFSchema) -> Self {
+        Self {
+            state,
+            input,
+            args: Vec::new(),
+        }
+    }
+
+    pub fn compile(&mut self, m: &MatchExpr) -> EngineResult<CompiledExpr> {
+        let expr = self.state.create_physical_expr(m.expr.clone(), &m.schema)?;
+        let mut channels = Vec::new();
+        for c in &m.channels {
+            let kind = match &c.source {
+                ChannelSource::Value { vars, nav, arg } => ChannelKind::Value {
+                    vars: vars.clone(),
+                    nav: *nav,
+                    arg: self.arg(arg)?,
+                },
+                ChannelSource::Aggregate { vars, aggregate } => {
+                    let planning = PhysicalPlanningContext::default();
+                    let lowered = LoweredAggregateBuilder::new(
+                        aggregate,
+                        self.input,
+                        self.input.as_arrow(),
+                        self.state.execution_props(),
+                        &planning,
+                    )
+                    .build()?;
+                    ChannelKind::Aggregate {
+                        vars: vars.clone(),
+                        aggregate: lowered.aggregate,
+                        filter: lowered.filter,
+                    }
+                }
+                ChannelSource::Classifier { vars } => {
+                    ChannelKind::Classifier { vars: vars.clone() }
+                }
+                ChannelSource::MatchNumber => ChannelKind::MatchNumber,
+            };
+            channels.push(CompiledChannel {
+                kind,
+                running: c.running,
+            });
+        }
+        Ok(CompiledExpr {
+            expr,
+            schema: Arc::new(m.schema.as_arrow().clone()),
+            channels,
+        })
+    }
+
+    fn arg(&mut self, e: &Expr) -> EngineResult<usize> {
+        if let Some(i) = self.args.iter().position(|(a, _)| a == e) {
+            return Ok(i);
+        }
+        let physical = self.state.create_physical_expr(e.clone(), self.input)?;
+        self.args.push((e.clone(), physical));
+        Ok(self.args.len() - 1)
+    }
+}
+
+/// A run of consecutive rows of one partition.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The partition row number of the chunk's first row.
+    pub first: usize,
+    pub batch: RecordBatch,
+    /// The argument columns of value channels.
+    pub args: Vec<ArrayRef>,
+    /// Per variable with a row-local DEFINE: whether each row satisfies it.
+    pub bits: Vec<Option<BooleanArray>>,
+    /// Event times, nanoseconds.
+    pub times: Vec<i64>,
+}
+
+/// The released rows of one partition still needed by a match or a navigation.
+#[derive(Debug, Default)]
+pub struct PartitionRows {
+    chunks: VecDeque<Chunk>,
+    /// Rows ever released (row numbers run from 0).
+    len: usize,
+}
+
+impl PartitionRows {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, chunk: Chunk) {
+        self.len = chunk.first + chunk.batch.num_rows();
+        self.chunks.push_back(chunk);
+    }
+
+    /// The chunk holding row `row` and the row's index in it.
+    pub fn locate(&self, row: usize) -> Option<(&Chunk, usize)> {
+        if row >= self.len {
+            return None;
+        }
+        let i = self
+            .chunks
+            .partition_point(|c| c.first <= row)
+            .checked_sub(1)?;
+        let chunk = &self.chunks[i];
+        let at = row - chunk.first;
+        (at < chunk.batch.num_rows()).then_some((chunk, at))
+    }
+
+    pub fn time(&self, row: usize) -> Option<i64> {
+        self.locate(row).map(|(c, i)| c.times[i])
+    }
+
+    /// Frees the chunks whose rows all precede `row`.
+    pub fn trim(&mut self, row: usize) {
+        while let Some(c) = self.chunks.front() {
+            if c.first + c.batch.num_rows() <= row {
+                self.chunks.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The last `n` rows' values of argument `arg` before row `before`, oldest first, as
+    /// (chunk index, row index) references.
+    pub fn history(&self, before: usize, n: usize) -> Vec<(&Chunk, usize)> {
+        let mut out = Vec::new();
+        let mut row = before;
+        while out.len() < n && row > 0 {
+            row -= 1;
+            match self.locate(row) {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// The input rows `rows` as one batch.
+    pub fn gather(&self, schema: &SchemaRef, rows: &[usize]) -> EngineResult<RecordBatch> {
+        let refs = rows
+            .iter()
+            .map(|&r| {
+                self.locate(r)
+                    .ok_or_else(|| EngineError::Internal(format!("row {r} was freed")))
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        gather_rows(schema, &refs)
+    }
+}
+
+/// Input rows given as (chunk, index) references, as one batch of `schema`.
+pub fn gather_rows(schema: &SchemaRef, refs: &[(&Chunk, usize)]) -> EngineResult<RecordBatch> {
+    if refs.is_empty() {
+        return Ok(RecordBatch::new_empty(Arc::clone(schema)));
+    }
+    let mut chunks: Vec<&Chunk> = Vec::new();
+    let mut indices = Vec::with_capacity(refs.len());
+    for (c, i) in refs {
+        let k = match chunks.iter().position(|s| std::ptr::eq(*s, *c)) {
+            Some(k) => k,
+            None => {
+                chunks.push(c);
+                chunks.len() - 1
+            }
+        };
+        indices.push((k, *i));
+    }
+    let columns = (0..schema.fields().len())
+        .map(|col| {
+            let arrays: Vec<&dyn Array> = chunks
+                .iter()
+                .map(|c| c.batch.column(col).as_ref())
+                .collect();
+            interleave(&arrays, &indices)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// Where an expression is evaluated: a labelling of rows `start ..` and the row evaluated at.
+#[derive(Debug, Clone, Copy)]
+pub struct Point<'a> {
+    /// The partition's rows.
+    pub rows: &'a PartitionRows,
+    /// The labels of the match (for DEFINE: of the rows so far, the current row included).
+    pub labels: &'a [VarId],
+    pub start: usize,
+    /// Index into `labels` of the current row (RUNNING sees labels up to it); None for an
+    /// empty match.
+    pub current: Option<usize>,
+    pub number: u64,
+}
+
+impl Point<'_> {
+    fn seen(&self, running: bool) -> &[VarId] {
+        if running {
+            &self.labels[..self.current.map_or(0, |c| c + 1)]
+        } else {
+            self.labels
+        }
+    }
+}
+
+fn in_vars(vars: &Option<Vec<VarId>>, v: VarId) -> bool {
+    vars.as_ref().is_none_or(|vs| vs.contains(&v))
+}
+
+/// The partition row a value channel reads at `point`, if any.
+fn navigate(
+    vars: &Option<Vec<VarId>>,
+    nav: &Navigation,
+    running: bool,
+    point: &Point<'_>,
+) -> Option<usize> {
+    let rows = point.rows;
+    let seen = point.seen(running);
+    let mut matching = seen.iter().enumerate().filter(|(_, v)| in_vars(vars, **v));
+    let index = if nav.from_first {
+        matching.nth(nav.logical)?.0
+    } else {
+        matching.rev().nth(nav.logical)?.0
+    };
+    let row = (point.start + index) as i64 + nav.physical;
+    (row >= 0 && (row as usize) < rows.len()).then_some(row as usize)
+}
+
+impl CompiledExpr {
+    /// Evaluates the expression at each point.
+    pub fn evaluate(
+        &self,
+        points: &[Point<'_>],
+        input_schema: &SchemaRef,
+        variables: &[String],
+    ) -> EngineResult<ArrayRef> {
+        let mut columns = Vec::with_capacity(self.channels.len());
+        for (channel, field) in self.channels.iter().zip(self.schema.fields()) {
+            let values = points
+                .iter()
+                .map(|p| channel_value(channel, p, input_schema, variables, field.data_type()))
+                .collect::<EngineResult<Vec<_>>>()?;
+            let array = if values.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            let array = if array.data_type() == field.data_type() {
+                array
+            } else {
+                cast(&array, field.data_type())?
+            };
+            columns.push(array);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(points.len())),
+        )?;
+        Ok(self.expr.evaluate(&batch)?.into_array(points.len())?)
+    }
+
+    /// Evaluates a row-local condition for whole runs of rows: `channels` are the argument
+    /// columns already shifted by each channel's navigation.
+    pub fn evaluate_columns(
+        &self,
+        columns: Vec<ArrayRef>,
+        rows: usize,
+    ) -> EngineResult<BooleanArray> {
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        let result = self.expr.evaluate(&batch)?.into_array(rows)?;
+        Ok(as_condition(&result))
+    }
+}
+
+/// A condition's result as booleans, NULL counting as false.
+pub fn as_condition(array: &ArrayRef) -> BooleanArray {
+    match array.as_boolean_opt() {
+        Some(b) if b.null_count() == 0 => b.clone(),
+        Some(b) => b.iter().map(|v| Some(v == Some(true))).collect(),
+        None => BooleanArray::from(vec![false; array.len()]),
+    }
+}
+
+fn channel_value(
+    channel: &CompiledChannel,
+    point: &Point<'_>,
+    input_schema: &SchemaRef,
+    variables: &[String],
+    data_type: &DataType,
+) -> EngineResult<ScalarValue> {
+    let rows = point.rows;
+    match &channel.kind {
+        ChannelKind::Value { vars, nav, arg } => {
+            match navigate(vars, nav, channel.running, point).and_then(|r| rows.locate(r)) {
+                Some((chunk, i)) => Ok(ScalarValue::try_from_array(&chunk.args[*arg], i)?),
+                None => Ok(ScalarValue::try_from(data_type)?),
+            }
+        }
+        ChannelKind::Classifier { vars } => {
+            let seen = point.seen(channel.running);
+            let label = seen.iter().rev().find(|v| in_vars(vars, **v));
+            Ok(ScalarValue::Utf8(
+                label.and_then(|v| variables.get(*v as usize)).cloned(),
+            ))
+        }
+        ChannelKind::MatchNumber => Ok(ScalarValue::Int64(Some(point.number as i64))),
+        ChannelKind::Aggregate {
+            vars,
+            aggregate,
+            filter,
+        } => {
+            let seen = point.seen(channel.running);
+            let selected: Vec<usize> = seen
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| in_vars(vars, **v))
+                .map(|(i, _)| point.start + i)
+                .collect();
+            let mut batch = rows.gather(input_schema, &selected)?;
+            if let Some(f) = filter {
+                let mask = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+                batch = filter_record_batch(&batch, &as_condition(&mask))?;
+            }
+            let args = aggregate
+                .expressions()
+                .iter()
+                .map(|e| Ok(e.evaluate(&batch)?.into_array(batch.num_rows())?))
+                .collect::<EngineResult<Vec<_>>>()?;
+            let mut acc = aggregate.create_accumulator()?;
+            if batch.num_rows() > 0 {
+                acc.update_batch(&args)?;
+            }
+            Ok(acc.evaluate()?)
+        }
+    }
+}
+
+/// The values of argument `arg` for rows given as (chunk, index) references, or NULL.
+pub fn gather_arg(
+    refs: &[Option<(&Chunk, usize)>],
+    arg: usize,
+    data_type: &DataType,
+) -> EngineResult<ArrayRef> {
+    let mut chunks: Vec<&Chunk> = Vec::new();
+    let mut indices = Vec::with_capacity(refs.len());
+    for r in refs {
+        match r {
+            Some((c, i)) => {
+                let k = match chunks.iter().position(|s| std::ptr::eq(*s, *c)) {
+                    Some(k) => k,
+                    None => {
+                        chunks.push(c);
+                        chunks.len() - 1
+                    }
+                };
+                indices.push(Some((k, *i)));
+            }
+            None => indices.push(None),
+        }
+    }
+    let null = datafusion::arrow::array::new_null_array(data_type, 1);
+    let mut arrays: Vec<&dyn Array> = chunks.iter().map(|c| c.args[arg].as_ref()).collect();
+    let null_index = arrays.len();
+    arrays.push(null.as_ref());
+    let indices: Vec<(usize, usize)> = indices
+        .into_iter()
+        .map(|i| i.unwrap_or((null_index, 0)))
+        .collect();
+    if indices.is_empty() {
+        return Ok(datafusion::arrow::array::new_empty_array(data_type));
+    }
+    Ok(interleave(&arrays, &indices)?)
+}

@@ -1,0 +1,598 @@
+//! The MATCH_RECOGNIZE operator: row pattern matching per partition, in event-time order.
+//!
+//! Rows wait in arrival order until the watermark passes them (a row at or behind the
+//! watermark on arrival is late: dropped and counted). When the watermark advances, the rows it
+//! passed are released: sorted by partition, event time, the further ORDER BY keys and
+//! arrival, their channel arguments are computed once, and every DEFINE condition that depends
+//! only on the row and the rows before it (`B.price < PREV(B.price)`) is evaluated for all of
+//! them at once as a boolean column. Each partition's [`PartitionMatcher`] then consumes its
+//! new rows; conditions that depend on the labelling (`LAST(A.x)`, `SUM(A.x)`) are evaluated per
+//! candidate. Matches are turned into output rows with their measures, and rows no pending
+//! match or navigation can reach are freed. At the end of the input every partition ends:
+//! patterns are finished as at the end of a batch query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{
+    cast, concat, concat_batches, filter_record_batch, interleave, take,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::{EngineError, EngineResult};
+use crate::operators::match_eval::{
+    Chunk, CompiledExpr, PartitionRows, Point, gather_arg, gather_rows,
+};
+use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
+use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
+use crate::plan::pattern::VarId;
+use crate::runtime::message::EventTime;
+use crate::sql::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
+
+/// Everything the operator needs, compiled against the input schema.
+pub struct MatchRecognizeSpec {
+    pub spec: Arc<MatchSpec>,
+    pub input_schema: SchemaRef,
+    /// PARTITION BY columns, then the ORDER BY keys (the time column first).
+    pub partition_fields: Vec<SortField>,
+    pub order: Vec<(Arc<dyn PhysicalExpr>, SortField)>,
+    /// Argument expressions of value channels, over the input.
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    pub defines: Vec<Option<CompiledExpr>>,
+    pub measures: Vec<CompiledExpr>,
+    pub time_unit_ns: i64,
+    /// The time column has no watermark: match only at the end of the input.
+    pub no_watermark: bool,
+}
+
+/// What one partition's matcher found, by partition key.
+type PartitionFound = (Box<[u8]>, Vec<Found>);
+
+struct Partition {
+    rows: PartitionRows,
+    matcher: PartitionMatcher,
+}
+
+pub struct MatchRecognizeOperator {
+    info: OperatorInfo,
+    s: MatchRecognizeSpec,
+    /// Per variable: its DEFINE is evaluated per batch (bits in each chunk).
+    row_local: Vec<bool>,
+    lookback: usize,
+    lookahead: usize,
+    partition_converter: RowConverter,
+    order_converter: RowConverter,
+    pending: Vec<RecordBatch>,
+    partitions: HashMap<Box<[u8]>, Partition>,
+    watermark: Option<EventTime>,
+    late_rows: Arc<AtomicU64>,
+}
+
+impl MatchRecognizeOperator {
+    pub fn try_new(
+        info: OperatorInfo,
+        s: MatchRecognizeSpec,
+        late_rows: Arc<AtomicU64>,
+    ) -> EngineResult<Self> {
+        let spec = &s.spec;
+        let row_local = spec
+            .defines
+            .iter()
+            .enumerate()
+            .map(|(v, d)| d.as_ref().is_none_or(|d| d.is_row_local(v as VarId)))
+            .collect();
+        let (mut lookback, mut lookahead) = (0, 0);
+        for e in spec
+            .defines
+            .iter()
+            .flatten()
+            .chain(spec.measures.iter().map(|(_, m)| m))
+        {
+            let (back, ahead) = e.reach();
+            lookback = lookback.max(back);
+            lookahead = lookahead.max(ahead);
+        }
+        let partition_converter = RowConverter::new(if s.partition_fields.is_empty() {
+            vec![SortField::new(DataType::Boolean)]
+        } else {
+            s.partition_fields.clone()
+        })?;
+        let order_converter = RowConverter::new(s.order.iter().map(|(_, f)| f.clone()).collect())?;
+        Ok(Self {
+            info,
+            row_local,
+            lookback,
+            lookahead,
+            partition_converter,
+            order_converter,
+            pending: Vec::new(),
+            partitions: HashMap::new(),
+            watermark: None,
+            late_rows,
+            s,
+        })
+    }
+
+    fn times(&self, batch: &RecordBatch) -> EngineResult<Vec<Option<i64>>> {
+        let column = cast(batch.column(self.s.spec.time), &DataType::Int64)?;
+        let unit = self.s.time_unit_ns;
+        Ok(column
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|t| t.and_then(|t| t.checked_mul(unit)))
+            .collect())
+    }
+
+    /// Releases the rows at or before `watermark` and matches them; `ended`: no more rows
+    /// will come, every partition ends.
+    fn release(&mut self, watermark: EventTime, ended: bool, out: &mut Output) -> EngineResult<()> {
+        let mut released = Vec::new();
+        let mut kept = Vec::new();
+        for batch in std::mem::take(&mut self.pending) {
+            let times = self.times(&batch)?;
+            let mask: BooleanArray = times
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t <= watermark)))
+                .collect();
+            if mask.true_count() == batch.num_rows() {
+                released.push(batch);
+            } else if mask.true_count() == 0 {
+                kept.push(batch);
+            } else {
+                released.push(filter_record_batch(&batch, &mask)?);
+                let rest = datafusion::arrow::compute::not(&mask)?;
+                kept.push(filter_record_batch(&batch, &rest)?);
+            }
+        }
+        self.pending = kept;
+        let mut touched: Vec<Box<[u8]>> = Vec::new();
+        if !released.is_empty() {
+            let batch = concat_batches(&self.s.input_schema, &released)?;
+            touched = self.append(batch)?;
+        }
+        let keys: Vec<Box<[u8]>> = if ended {
+            self.partitions.keys().cloned().collect()
+        } else {
+            touched
+        };
+        let mut found: Vec<PartitionFound> = Vec::new();
+        for key in keys {
+            let f = self.advance(&key, ended)?;
+            if !f.is_empty() {
+                found.push((key, f));
+            }
+        }
+        if let Some(within) = self.s.spec.within
+            && !ended
+        {
+            found.extend(self.expire(watermark, within)?);
+        }
+        if !found.is_empty() {
+            let batch = self.output(&found)?;
+            out.batch(batch);
+        }
+        self.trim(found.iter().map(|(k, _)| k));
+        Ok(())
+    }
+
+    /// Sorts released rows into partitions and appends them; returns the partitions touched.
+    fn append(&mut self, batch: RecordBatch) -> EngineResult<Vec<Box<[u8]>>> {
+        let n = batch.num_rows();
+        let partition_columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; n]))]
+        } else {
+            self.s
+                .spec
+                .partition_by
+                .iter()
+                .map(|i| Arc::clone(batch.column(*i)))
+                .collect()
+        };
+        let partition_rows = self
+            .partition_converter
+            .convert_columns(&partition_columns)?;
+        let order_columns = self
+            .s
+            .order
+            .iter()
+            .map(|(e, _)| Ok(e.evaluate(&batch)?.into_array(n)?))
+            .collect::<EngineResult<Vec<_>>>()?;
+        let order_rows = self.order_converter.convert_columns(&order_columns)?;
+        let mut indices: Vec<u32> = (0..n as u32).collect();
+        indices.sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            partition_rows
+                .row(a)
+                .cmp(&partition_rows.row(b))
+                .then_with(|| order_rows.row(a).cmp(&order_rows.row(b)))
+                .then(a.cmp(&b))
+        });
+        let index_array = UInt32Array::from(indices.clone());
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, &index_array, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sorted = RecordBatch::try_new(Arc::clone(&self.s.input_schema), columns)?;
+        let times: Vec<i64> = self
+            .times(&sorted)?
+            .into_iter()
+            .map(|t| t.unwrap_or(0))
+            .collect();
+        let args = self
+            .s
+            .args
+            .iter()
+            .map(|e| Ok(e.evaluate(&sorted)?.into_array(n)?))
+            .collect::<EngineResult<Vec<_>>>()?;
+
+        // Runs of one partition each.
+        let mut runs: Vec<(Box<[u8]>, usize, usize)> = Vec::new();
+        let mut start = 0;
+        for i in 1..=n {
+            if i == n
+                || partition_rows.row(indices[i] as usize)
+                    != partition_rows.row(indices[start] as usize)
+            {
+                let key: Box<[u8]> = partition_rows.row(indices[start] as usize).as_ref().into();
+                runs.push((key, start, i - start));
+                start = i;
+            }
+        }
+        let bits = self.row_local_bits(&runs, &args, n)?;
+
+        let mut touched = Vec::with_capacity(runs.len());
+        for (key, start, len) in runs {
+            let partition = self
+                .partitions
+                .entry(key.clone())
+                .or_insert_with(|| Partition {
+                    rows: PartitionRows::default(),
+                    matcher: PartitionMatcher::new(
+                        Arc::clone(&self.s.spec.program),
+                        self.s.spec.skip.clone(),
+                        self.row_local.iter().all(|r| *r),
+                        matches!(self.s.spec.rows, RowsMode::All(EmptyMatches::WithUnmatched)),
+                    ),
+                });
+            partition.rows.push(Chunk {
+                first: partition.rows.len(),
+                batch: sorted.slice(start, len),
+                args: args.iter().map(|a| a.slice(start, len)).collect(),
+                bits: bits
+                    .iter()
+                    .map(|b| b.as_ref().map(|b| b.slice(start, len)))
+                    .collect(),
+                times: times[start..start + len].to_vec(),
+            });
+            touched.push(key);
+        }
+        Ok(touched)
+    }
+
+    /// Row-local DEFINE conditions over the released rows (sorted, in runs per partition),
+    /// with PREV reaching back into each partition's earlier rows.
+    fn row_local_bits(
+        &self,
+        runs: &[(Box<[u8]>, usize, usize)],
+        args: &[ArrayRef],
+        n: usize,
+    ) -> EngineResult<Vec<Option<BooleanArray>>> {
+        let mut bits = Vec::new();
+        for (v, define) in self.s.defines.iter().enumerate() {
+            let Some(define) = define.as_ref().filter(|_| self.row_local[v]) else {
+                bits.push(None);
+                continue;
+            };
+            let mut columns = Vec::with_capacity(define.channels.len());
+            for (channel, field) in define.channels.iter().zip(define.schema.fields()) {
+                let crate::operators::match_eval::ChannelKind::Value { nav, arg, .. } =
+                    &channel.kind
+                else {
+                    return Err(EngineError::Internal("row-local channel".to_string()));
+                };
+                let back = (-nav.physical).max(0) as usize;
+                let column = if back == 0 {
+                    Arc::clone(&args[*arg])
+                } else {
+                    self.shifted(runs, &args[*arg], *arg, back, field.data_type(), n)?
+                };
+                columns.push(column);
+            }
+            bits.push(Some(define.evaluate_columns(columns, n)?));
+        }
+        Ok(bits)
+    }
+
+    /// `column` shifted `back` rows within each run, the first rows of a run reading the
+    /// partition's earlier rows (NULL before the partition's first row).
+    fn shifted(
+        &self,
+        runs: &[(Box<[u8]>, usize, usize)],
+        column: &ArrayRef,
+        arg: usize,
+        back: usize,
+        data_type: &DataType,
+        n: usize,
+    ) -> EngineResult<ArrayRef> {
+        let mut history = Vec::new();
+        let mut indices: Vec<Option<u32>> = Vec::with_capacity(n);
+        for (key, start, len) in runs {
+            let earlier = self
+                .partitions
+                .get(key)
+                .map(|p| p.rows.history(p.rows.len(), back))
+                .unwrap_or_default();
+            // Position of the run's row 0 - back in `history` (padded with NULLs).
+            let pad = back - earlier.len();
+            let base = history.len();
+            for _ in 0..pad {
+                history.push(None);
+            }
+            history.extend(earlier.into_iter().map(Some));
+            for j in 0..*len {
+                if j >= back {
+                    indices.push(Some((start + j - back) as u32));
+                } else {
+                    indices.push(Some((n + base + j) as u32));
+                }
+            }
+        }
+        let history = gather_arg(&history, arg, data_type)?;
+        let all = concat(&[column.as_ref(), history.as_ref()])?;
+        Ok(take(&all, &UInt32Array::from(indices), None)?)
+    }
+
+    /// Runs one partition's matcher over its available rows.
+    fn advance(&mut self, key: &[u8], ended: bool) -> EngineResult<Vec<Found>> {
+        let Some(partition) = self.partitions.get_mut(key) else {
+            return Ok(Vec::new());
+        };
+        let available = if ended {
+            partition.rows.len()
+        } else {
+            partition.rows.len().saturating_sub(self.lookahead)
+        };
+        let mut cond = Oracle {
+            s: &self.s,
+            row_local: &self.row_local,
+            rows: &partition.rows,
+        };
+        let mut found = Vec::new();
+        partition
+            .matcher
+            .advance(available, ended, &mut cond, &mut found)?;
+        Ok(found)
+    }
+
+    /// Gives up pending attempts that no future row can extend within WITHIN.
+    fn expire(&mut self, watermark: EventTime, within: i64) -> EngineResult<Vec<PartitionFound>> {
+        let mut expired = Vec::new();
+        let next_time = watermark.saturating_add(self.s.time_unit_ns.max(1));
+        for (key, partition) in self.partitions.iter_mut() {
+            let Some(start) = partition.matcher.pending_start() else {
+                continue;
+            };
+            if partition.matcher.waiting_row() < Some(partition.rows.len()) {
+                continue;
+            }
+            let Some(start_time) = partition.rows.time(start) else {
+                continue;
+            };
+            if next_time.saturating_sub(start_time) < within {
+                continue;
+            }
+            let mut found = Vec::new();
+            partition.matcher.expire(&mut found)?;
+            let mut cond = Oracle {
+                s: &self.s,
+                row_local: &self.row_local,
+                rows: &partition.rows,
+            };
+            let available = partition.rows.len().saturating_sub(self.lookahead);
+            partition
+                .matcher
+                .advance(available, false, &mut cond, &mut found)?;
+            if !found.is_empty() {
+                expired.push((key.clone(), found));
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Frees rows that no pending match or navigation can reach.
+    fn trim<'k>(&mut self, _keys: impl Iterator<Item = &'k Box<[u8]>>) {
+        for partition in self.partitions.values_mut() {
+            let keep = partition
+                .matcher
+                .first_needed_row()
+                .saturating_sub(self.lookback);
+            partition.rows.trim(keep);
+        }
+    }
+
+    /// Output rows for the matches found.
+    fn output(&self, found: &[PartitionFound]) -> EngineResult<RecordBatch> {
+        let spec = &self.s.spec;
+        // One entry per output row: (partition rows, input row, point index or None).
+        let mut rows_out: Vec<(&PartitionRows, usize, Option<usize>)> = Vec::new();
+        let mut points: Vec<Point<'_>> = Vec::new();
+        for (key, items) in found {
+            let Some(partition) = self.partitions.get(key) else {
+                continue;
+            };
+            let rows = &partition.rows;
+            for item in items {
+                match item {
+                    Found::Unmatched(row) => rows_out.push((rows, *row, None)),
+                    Found::Match(m) => self.match_rows(rows, m, &mut rows_out, &mut points),
+                }
+            }
+        }
+        let mut measures = Vec::with_capacity(spec.measures.len());
+        for m in &self.s.measures {
+            measures.push(m.evaluate(&points, &self.s.input_schema, &spec.variables)?);
+        }
+        let refs: Vec<(&Chunk, usize)> = rows_out
+            .iter()
+            .map(|(rows, row, _)| {
+                rows.locate(*row)
+                    .ok_or_else(|| EngineError::Internal(format!("row {row} was freed")))
+            })
+            .collect::<EngineResult<_>>()?;
+        let input = gather_rows(&self.s.input_schema, &refs)?;
+        let mut columns = Vec::with_capacity(spec.output.len());
+        for o in &spec.output {
+            columns.push(match o {
+                MatchOutput::Input(i) => Arc::clone(input.column(*i)),
+                MatchOutput::Measure(k) => {
+                    let values = &measures[*k];
+                    if rows_out.iter().all(|(_, _, p)| p.is_some()) {
+                        Arc::clone(values)
+                    } else {
+                        let null = datafusion::arrow::array::new_null_array(values.data_type(), 1);
+                        let indices: Vec<(usize, usize)> = rows_out
+                            .iter()
+                            .map(|(_, _, p)| p.map_or((1, 0), |p| (0, p)))
+                            .collect();
+                        interleave(&[values.as_ref(), null.as_ref()], &indices)?
+                    }
+                }
+            });
+        }
+        conform_batch(&self.info.schema, columns)
+    }
+
+    /// The output rows of one match and the points their measures are evaluated at.
+    fn match_rows<'a>(
+        &self,
+        rows: &'a PartitionRows,
+        m: &'a Match,
+        rows_out: &mut Vec<(&'a PartitionRows, usize, Option<usize>)>,
+        points: &mut Vec<Point<'a>>,
+    ) {
+        let point = |current| Point {
+            rows,
+            labels: &m.labels,
+            start: m.start,
+            current,
+            number: m.number,
+        };
+        match self.s.spec.rows {
+            RowsMode::One => {
+                rows_out.push((rows, m.start, Some(points.len())));
+                points.push(point(m.labels.len().checked_sub(1)));
+            }
+            RowsMode::All(mode) => {
+                if m.labels.is_empty() {
+                    if mode != EmptyMatches::Omit {
+                        rows_out.push((rows, m.start, Some(points.len())));
+                        points.push(point(None));
+                    }
+                    return;
+                }
+                for (j, excluded) in m.excluded.iter().enumerate() {
+                    if !excluded {
+                        rows_out.push((rows, m.start + j, Some(points.len())));
+                        points.push(point(Some(j)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// DEFINE conditions for one partition's matcher.
+struct Oracle<'a> {
+    s: &'a MatchRecognizeSpec,
+    row_local: &'a [bool],
+    rows: &'a PartitionRows,
+}
+
+impl Conditions for Oracle<'_> {
+    fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool> {
+        if let Some(within) = self.s.spec.within {
+            let (Some(first), Some(now)) = (self.rows.time(history.start()), self.rows.time(row))
+            else {
+                return Ok(false);
+            };
+            if now.saturating_sub(first) >= within {
+                return Ok(false);
+            }
+        }
+        let Some(define) = &self.s.defines[var as usize] else {
+            return Ok(true);
+        };
+        if self.row_local[var as usize] {
+            let Some((chunk, i)) = self.rows.locate(row) else {
+                return Ok(false);
+            };
+            return Ok(chunk.bits[var as usize]
+                .as_ref()
+                .is_some_and(|b| b.value(i)));
+        }
+        let mut labels = history.labels();
+        labels.push(var);
+        let point = Point {
+            rows: self.rows,
+            labels: &labels,
+            start: history.start(),
+            current: Some(labels.len() - 1),
+            number: 0,
+        };
+        let result = define.evaluate(&[point], &self.s.input_schema, &self.s.spec.variables)?;
+        Ok(result
+            .as_boolean_opt()
+            .is_some_and(|b| b.is_valid(0) && b.value(0)))
+    }
+}
+
+impl Operator for MatchRecognizeOperator {
+    fn info(&self) -> &OperatorInfo {
+        &self.info
+    }
+
+    fn on_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        _out: &mut Output,
+    ) -> EngineResult<()> {
+        let times = self.times(&batch)?;
+        let watermark = self.watermark;
+        let keep: BooleanArray = times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| watermark.is_none_or(|w| t > w))))
+            .collect();
+        let late = batch.num_rows() - keep.true_count();
+        if late > 0 {
+            self.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        }
+        if keep.true_count() == batch.num_rows() {
+            self.pending.push(batch);
+        } else if keep.true_count() > 0 {
+            self.pending.push(filter_record_batch(&batch, &keep)?);
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        if self.s.no_watermark {
+            out.watermark(watermark);
+            return Ok(());
+        }
+        self.watermark = Some(watermark);
+        self.release(watermark, false, out)?;
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> EngineResult<()> {
+        self.release(EventTime::MAX, true, out)
+    }
+}
