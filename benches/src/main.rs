@@ -69,7 +69,29 @@ const QUERIES: &[(&str, &str, Option<&str>)] = &[
          AND B.date_time BETWEEN A.date_time AND A.date_time + INTERVAL '10' SECOND",
         None,
     ),
+    (
+        // Bids as price ticks per auction: a fall then a rise. DataFusion has no
+        // MATCH_RECOGNIZE; its figure is the lower bound of any batch plan: sorting each
+        // auction's bids and computing the DEFINE conditions with LAG.
+        "pattern-vshape",
+        "SELECT * FROM bids MATCH_RECOGNIZE ( \
+           PARTITION BY auction ORDER BY date_time \
+           MEASURES A.price AS start_price, LAST(B.price) AS bottom_price, \
+             C.price AS end_price, MATCH_NUMBER() AS n \
+           ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+           PATTERN (A B+ C) \
+           DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+        Some(
+            "SELECT count(*) FILTER (WHERE price < prev), count(*) FILTER (WHERE price > prev) \
+             FROM (SELECT price, LAG(price) OVER (PARTITION BY auction ORDER BY date_time) \
+             AS prev FROM bids)",
+        ),
+    ),
 ];
+
+/// Queries whose batch figure is a lower bound computed by a different query (so their row
+/// counts differ).
+const LOWER_BOUND_BASELINES: &[&str] = &["pattern-vshape"];
 
 struct Args {
     events: u64,
@@ -170,7 +192,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .await;
         let batch = started.elapsed().as_secs_f64();
         let rows: usize = out.iter().map(|b| b.num_rows()).sum();
-        if rows != batch_rows {
+        if rows != batch_rows && !LOWER_BOUND_BASELINES.contains(name) {
             return Err(format!("{name}: streaming gave {rows} rows, batch {batch_rows}").into());
         }
         println!(

@@ -173,3 +173,32 @@ async fn explain_window_plans() {
     --
     ");
 }
+
+#[tokio::test]
+async fn explain_match_recognize() {
+    let mut s = session().await;
+    let unbounded = run(
+        &mut s,
+        "EXPLAIN SELECT * FROM bids MATCH_RECOGNIZE (PARTITION BY auction ORDER BY date_time \
+         MEASURES LAST(B.price) AS bottom ONE ROW PER MATCH PATTERN (A B+ C) \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > LAST(B.price))",
+    )
+    .await
+    .unwrap();
+    insta::assert_snapshot!(unbounded, @"
+    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+ C), one row per match, vectorized define=[B], per-match define=[C], state=unbounded (the pattern has an unbounded quantifier and no WITHIN), emit=on watermark
+      Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    ");
+    let bounded = run(
+        &mut s,
+        "EXPLAIN SELECT * FROM bids MATCH_RECOGNIZE (PARTITION BY auction ORDER BY date_time \
+         MEASURES C.price AS top PATTERN (A B+? C) WITHIN INTERVAL '10' SECOND \
+         DEFINE B AS B.price < PREV(B.price))",
+    )
+    .await
+    .unwrap();
+    insta::assert_snapshot!(bounded, @"
+    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+? C), within=10s, one row per match, vectorized define=[B], per-match define=[], state=bounded, emit=on watermark
+      Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    ");
+}

@@ -6,7 +6,7 @@
 //! many [`Point`]s (a labelling of rows and the row it is evaluated at) and evaluates the
 //! expression once over all of them. The rows themselves live in [`PartitionRows`]: the
 //! released rows of one partition, in order, with the channels' argument columns computed per
-//! chunk.
+//! segment of released rows.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -129,11 +129,10 @@ impl<'a> ExprCompiler<'a> {
     }
 }
 
-/// A run of consecutive rows of one partition.
+/// The rows released by one watermark, sorted by partition, with what is computed per row.
+/// Partitions refer to their runs of it.
 #[derive(Debug)]
-pub struct Chunk {
-    /// The partition row number of the chunk's first row.
-    pub first: usize,
+pub struct Segment {
     pub batch: RecordBatch,
     /// The argument columns of value channels.
     pub args: Vec<ArrayRef>,
@@ -141,6 +140,16 @@ pub struct Chunk {
     pub bits: Vec<Option<BooleanArray>>,
     /// Event times, nanoseconds.
     pub times: Vec<i64>,
+}
+
+/// A run of consecutive rows of one partition: rows `offset .. offset + len` of a segment.
+#[derive(Debug)]
+struct Chunk {
+    /// The partition row number of the chunk's first row.
+    first: usize,
+    segment: Arc<Segment>,
+    offset: usize,
+    len: usize,
 }
 
 /// The released rows of one partition still needed by a match or a navigation.
@@ -160,13 +169,19 @@ impl PartitionRows {
         self.len == 0
     }
 
-    pub fn push(&mut self, chunk: Chunk) {
-        self.len = chunk.first + chunk.batch.num_rows();
-        self.chunks.push_back(chunk);
+    /// Appends rows `offset .. offset + len` of `segment`.
+    pub fn push(&mut self, segment: &Arc<Segment>, offset: usize, len: usize) {
+        self.chunks.push_back(Chunk {
+            first: self.len,
+            segment: Arc::clone(segment),
+            offset,
+            len,
+        });
+        self.len += len;
     }
 
-    /// The chunk holding row `row` and the row's index in it.
-    pub fn locate(&self, row: usize) -> Option<(&Chunk, usize)> {
+    /// The segment holding row `row` and the row's index in it.
+    pub fn locate(&self, row: usize) -> Option<(&Segment, usize)> {
         if row >= self.len {
             return None;
         }
@@ -176,7 +191,7 @@ impl PartitionRows {
             .checked_sub(1)?;
         let chunk = &self.chunks[i];
         let at = row - chunk.first;
-        (at < chunk.batch.num_rows()).then_some((chunk, at))
+        (at < chunk.len).then_some((chunk.segment.as_ref(), chunk.offset + at))
     }
 
     pub fn time(&self, row: usize) -> Option<i64> {
@@ -186,7 +201,7 @@ impl PartitionRows {
     /// Frees the chunks whose rows all precede `row`.
     pub fn trim(&mut self, row: usize) {
         while let Some(c) = self.chunks.front() {
-            if c.first + c.batch.num_rows() <= row {
+            if c.first + c.len <= row {
                 self.chunks.pop_front();
             } else {
                 break;
@@ -196,7 +211,7 @@ impl PartitionRows {
 
     /// The last `n` rows' values of argument `arg` before row `before`, oldest first, as
     /// (chunk index, row index) references.
-    pub fn history(&self, before: usize, n: usize) -> Vec<(&Chunk, usize)> {
+    pub fn history(&self, before: usize, n: usize) -> Vec<(&Segment, usize)> {
         let mut out = Vec::new();
         let mut row = before;
         while out.len() < n && row > 0 {
@@ -224,11 +239,11 @@ impl PartitionRows {
 }
 
 /// Input rows given as (chunk, index) references, as one batch of `schema`.
-pub fn gather_rows(schema: &SchemaRef, refs: &[(&Chunk, usize)]) -> EngineResult<RecordBatch> {
+pub fn gather_rows(schema: &SchemaRef, refs: &[(&Segment, usize)]) -> EngineResult<RecordBatch> {
     if refs.is_empty() {
         return Ok(RecordBatch::new_empty(Arc::clone(schema)));
     }
-    let mut chunks: Vec<&Chunk> = Vec::new();
+    let mut chunks: Vec<&Segment> = Vec::new();
     let mut indices = Vec::with_capacity(refs.len());
     for (c, i) in refs {
         let k = match chunks.iter().position(|s| std::ptr::eq(*s, *c)) {
@@ -309,14 +324,36 @@ impl CompiledExpr {
     ) -> EngineResult<ArrayRef> {
         let mut columns = Vec::with_capacity(self.channels.len());
         for (channel, field) in self.channels.iter().zip(self.schema.fields()) {
-            let values = points
-                .iter()
-                .map(|p| channel_value(channel, p, input_schema, variables, field.data_type()))
-                .collect::<EngineResult<Vec<_>>>()?;
-            let array = if values.is_empty() {
-                datafusion::arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
+            let array = match &channel.kind {
+                // Values are gathered from the rows' argument columns, without scalars.
+                ChannelKind::Value { vars, nav, arg } => {
+                    let refs: Vec<Option<(&Segment, usize)>> = points
+                        .iter()
+                        .map(|p| {
+                            navigate(vars, nav, channel.running, p).and_then(|r| p.rows.locate(r))
+                        })
+                        .collect();
+                    gather_arg(&refs, *arg, field.data_type())?
+                }
+                ChannelKind::MatchNumber => Arc::new(
+                    points
+                        .iter()
+                        .map(|p| Some(p.number as i64))
+                        .collect::<datafusion::arrow::array::Int64Array>(),
+                ),
+                _ => {
+                    let values = points
+                        .iter()
+                        .map(|p| {
+                            channel_value(channel, p, input_schema, variables, field.data_type())
+                        })
+                        .collect::<EngineResult<Vec<_>>>()?;
+                    if values.is_empty() {
+                        datafusion::arrow::array::new_empty_array(field.data_type())
+                    } else {
+                        ScalarValue::iter_to_array(values)?
+                    }
+                }
             };
             let array = if array.data_type() == field.data_type() {
                 array
@@ -415,11 +452,11 @@ fn channel_value(
 
 /// The values of argument `arg` for rows given as (chunk, index) references, or NULL.
 pub fn gather_arg(
-    refs: &[Option<(&Chunk, usize)>],
+    refs: &[Option<(&Segment, usize)>],
     arg: usize,
     data_type: &DataType,
 ) -> EngineResult<ArrayRef> {
-    let mut chunks: Vec<&Chunk> = Vec::new();
+    let mut chunks: Vec<&Segment> = Vec::new();
     let mut indices = Vec::with_capacity(refs.len());
     for r in refs {
         match r {

@@ -26,7 +26,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{EngineError, EngineResult};
 use crate::operators::match_eval::{
-    Chunk, CompiledExpr, PartitionRows, Point, gather_arg, gather_rows,
+    CompiledExpr, PartitionRows, Point, Segment, gather_arg, gather_rows,
 };
 use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
 use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
@@ -161,10 +161,10 @@ impl MatchRecognizeOperator {
             touched
         };
         let mut found: Vec<PartitionFound> = Vec::new();
-        for key in keys {
-            let f = self.advance(&key, ended)?;
+        for key in &keys {
+            let f = self.advance(key, ended)?;
             if !f.is_empty() {
-                found.push((key, f));
+                found.push((key.clone(), f));
             }
         }
         if let Some(within) = self.s.spec.within
@@ -176,7 +176,7 @@ impl MatchRecognizeOperator {
             let batch = self.output(&found)?;
             out.batch(batch);
         }
-        self.trim(found.iter().map(|(k, _)| k));
+        self.trim(keys.iter().chain(found.iter().map(|(k, _)| k)));
         Ok(())
     }
 
@@ -246,6 +246,12 @@ impl MatchRecognizeOperator {
         }
         let bits = self.row_local_bits(&runs, &args, n)?;
 
+        let segment = Arc::new(Segment {
+            batch: sorted,
+            args,
+            bits,
+            times,
+        });
         let mut touched = Vec::with_capacity(runs.len());
         for (key, start, len) in runs {
             let partition = self
@@ -260,16 +266,7 @@ impl MatchRecognizeOperator {
                         matches!(self.s.spec.rows, RowsMode::All(EmptyMatches::WithUnmatched)),
                     ),
                 });
-            partition.rows.push(Chunk {
-                first: partition.rows.len(),
-                batch: sorted.slice(start, len),
-                args: args.iter().map(|a| a.slice(start, len)).collect(),
-                bits: bits
-                    .iter()
-                    .map(|b| b.as_ref().map(|b| b.slice(start, len)))
-                    .collect(),
-                times: times[start..start + len].to_vec(),
-            });
+            partition.rows.push(&segment, start, len);
             touched.push(key);
         }
         Ok(touched)
@@ -406,8 +403,11 @@ impl MatchRecognizeOperator {
     }
 
     /// Frees rows that no pending match or navigation can reach.
-    fn trim<'k>(&mut self, _keys: impl Iterator<Item = &'k Box<[u8]>>) {
-        for partition in self.partitions.values_mut() {
+    fn trim<'k>(&mut self, keys: impl Iterator<Item = &'k Box<[u8]>>) {
+        for key in keys {
+            let Some(partition) = self.partitions.get_mut(key) else {
+                continue;
+            };
             let keep = partition
                 .matcher
                 .first_needed_row()
@@ -438,7 +438,7 @@ impl MatchRecognizeOperator {
         for m in &self.s.measures {
             measures.push(m.evaluate(&points, &self.s.input_schema, &spec.variables)?);
         }
-        let refs: Vec<(&Chunk, usize)> = rows_out
+        let refs: Vec<(&Segment, usize)> = rows_out
             .iter()
             .map(|(rows, row, _)| {
                 rows.locate(*row)
