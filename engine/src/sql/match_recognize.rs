@@ -22,7 +22,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TransformedResult, TreeNode};
 use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
@@ -31,6 +31,7 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, Extension, LogicalPlan, SortExpr, UserDefinedLogicalNode,
     UserDefinedLogicalNodeCore,
 };
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use datafusion::sql::sqlparser::ast::{
     self, EmptyMatchesMode, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
     MatchRecognizePattern, MatchRecognizeSymbol, RepetitionQuantifier, RowsPerMatch, Spanned,
@@ -1071,10 +1072,19 @@ impl Extractor<'_, '_, '_> {
                 }
             }
         }
+        // DataFusion names some aggregates by an alias (`count(*)` is `count(Int64(1))` named
+        // `count(*)`); the name is not needed. The arguments are coerced to the aggregate's
+        // signature here, as the analyzer does in a query (`avg` takes Float64, not Int64):
+        // the operator builds the accumulator straight from this expression.
         let aggregate = self
             .clause
             .context
             .sql_to_expr(ast::Expr::Function(stripped), self.clause.input)
+            .and_then(|a| {
+                a.unalias()
+                    .rewrite(&mut TypeCoercionRewriter::new(self.clause.input))
+                    .data()
+            })
             .map_err(|e| attach_span(e, expr.span()))?;
         if !matches!(aggregate, Expr::AggregateFunction(_)) {
             return Err(error_at(format!("{expr} is not an aggregate"), expr.span()));
