@@ -256,8 +256,8 @@ mod tests {
                 "t MATCH_RECOGNIZE (PATTERN (A B) WITHIN INTERVAL '1' HOUR SUBSET S = (A, B), \
                  T = (A) DEFINE A AS x > 1)"
             ),
-            "t MATCH_RECOGNIZE (PATTERN (A B) DEFINE __eddy_within AS INTERVAL '1' HOUR ,  \
-             __eddy_subset AS S = (A, B), __eddy_subset AS  T = (A) , A AS x > 1)"
+            "t MATCH_RECOGNIZE (PATTERN (A B) DEFINE __eddy_within AS INTERVAL '1' HOUR , \
+             __eddy_subset AS S = (A, B), __eddy_subset AS T = (A) , A AS x > 1)"
         );
     }
 
