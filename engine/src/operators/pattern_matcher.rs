@@ -14,6 +14,15 @@
 //! Rows are fed as they become final (the watermark passed them); an attempt that still has
 //! live threads waits for the next row, so nothing is ever re-read from the partition's start.
 //! The next attempt starts where AFTER MATCH SKIP says.
+//!
+//! Between two rows a thread follows the instructions that consume none ([`Inst::Fork`],
+//! jumps, anchors) depth first, in order of preference; a state reached a second time at the
+//! same row is dropped, the first visit being the preferred one. Besides the instruction, a
+//! state tells which of the optional iterations around it (`BeginIteration` ..
+//! `EndIteration`) began at this row. Those are the innermost ones up to some depth, since an
+//! iteration nested in one that began at this row began there too, so the depth of the
+//! outermost one (`entered`) tells them all. An `EndIteration` whose iteration began at this
+//! row, having matched no row, ends its quantifier.
 
 use std::sync::Arc;
 
@@ -21,6 +30,9 @@ use crate::error::{EngineError, EngineResult};
 use crate::plan::pattern::{Inst, Program, VarId};
 
 const NO_NODE: u32 = u32::MAX;
+
+/// `entered` when no optional iteration around the instruction began at the current row.
+const NOT_ENTERED: u16 = u16::MAX;
 
 /// One labelled row of a thread's history: a persistent list shared between threads.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +144,10 @@ struct Thread {
     pc: usize,
     node: u32,
     len: usize,
+    /// The depth of the outermost optional iteration around `pc` that began at the thread's
+    /// row, or NOT_ENTERED (see the module documentation). Kept across rows only by threads
+    /// waiting at `$`: for one waiting for a row, the next row starts afresh.
+    entered: u16,
 }
 
 /// One attempt to match from a start row.
@@ -159,9 +175,12 @@ pub struct PartitionMatcher {
     matches: u64,
     /// Rows before this were part of a match.
     covered: usize,
+    /// The stamp of the last visit to each state, `pc * depths + slot(entered)`.
     visited: Vec<u32>,
+    /// How many values `entered` can take: the deepest `BeginIteration`, plus one.
+    depths: usize,
     stamp: u32,
-    stack: Vec<(usize, u32, usize)>,
+    stack: Vec<Thread>,
 }
 
 impl PartitionMatcher {
@@ -174,7 +193,17 @@ impl PartitionMatcher {
         merge_threads: bool,
         report_unmatched: bool,
     ) -> Self {
-        let visited = vec![0; program.insts.len()];
+        let deepest = program
+            .insts
+            .iter()
+            .map(|inst| match inst {
+                Inst::BeginIteration { depth } => *depth as usize,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let depths = deepest + 1;
+        let visited = vec![0; program.insts.len() * depths];
         Self {
             program,
             skip,
@@ -185,6 +214,7 @@ impl PartitionMatcher {
             matches: 0,
             covered: 0,
             visited,
+            depths,
             stamp: 0,
             stack: Vec::new(),
         }
@@ -257,7 +287,13 @@ impl PartitionMatcher {
         };
         self.new_stamp();
         let mut threads = Vec::new();
-        self.closure(&mut attempt, 0, NO_NODE, 0, start, None, &mut threads);
+        let first = Thread {
+            pc: 0,
+            node: NO_NODE,
+            len: 0,
+            entered: NOT_ENTERED,
+        };
+        self.closure(&mut attempt, first, start, None, &mut threads);
         attempt.threads = threads;
         self.attempt = Some(attempt);
     }
@@ -270,17 +306,14 @@ impl PartitionMatcher {
         }
     }
 
-    /// Follows the instructions that consume no row from `pc`, in order of preference,
+    /// Follows the instructions that consume no row from `from`, in order of preference,
     /// adding the threads that wait for a row to `out`. Returns true when a match cut the
     /// rest. `at_end`: Some(true) when the partition has ended at `pos` (`$` holds), None
     /// while more rows may come.
-    #[allow(clippy::too_many_arguments)]
     fn closure(
         &mut self,
         attempt: &mut Attempt,
-        pc: usize,
-        node: u32,
-        len: usize,
+        from: Thread,
         pos: usize,
         at_end: Option<bool>,
         out: &mut Vec<Thread>,
@@ -289,36 +322,68 @@ impl PartitionMatcher {
             self.new_stamp();
         }
         self.stack.clear();
-        self.stack.push((pc, node, len));
-        while let Some((pc, node, len)) = self.stack.pop() {
-            if self.visited[pc] == self.stamp {
+        self.stack.push(from);
+        while let Some(t) = self.stack.pop() {
+            let slot = if t.entered == NOT_ENTERED {
+                0
+            } else {
+                t.entered as usize
+            };
+            let state = t.pc * self.depths + slot;
+            if self.visited[state] == self.stamp {
                 continue;
             }
-            self.visited[pc] = self.stamp;
-            match &self.program.insts[pc] {
+            self.visited[state] = self.stamp;
+            let at = |pc: usize| Thread { pc, ..t };
+            match &self.program.insts[t.pc] {
                 Inst::Label { .. } => {
                     if at_end.is_none() {
-                        out.push(Thread { pc, node, len });
+                        out.push(t);
                     }
                 }
                 Inst::Fork(targets) => {
-                    for &t in targets.iter().rev() {
-                        self.stack.push((t, node, len));
+                    for &target in targets.iter().rev() {
+                        self.stack.push(at(target));
                     }
                 }
-                Inst::Jump(t) => self.stack.push((*t, node, len)),
+                Inst::Jump(target) => self.stack.push(at(*target)),
+                Inst::BeginIteration { depth } => self.stack.push(Thread {
+                    pc: t.pc + 1,
+                    entered: t.entered.min(*depth),
+                    ..t
+                }),
+                &Inst::EndIteration { depth, next, exit } => {
+                    if t.entered <= depth {
+                        // The iteration began at this row: it matched no row, and ends the
+                        // quantifier. Outside it, iterations begun here are the outer ones.
+                        let entered = if t.entered == depth {
+                            NOT_ENTERED
+                        } else {
+                            t.entered
+                        };
+                        self.stack.push(Thread {
+                            pc: exit,
+                            entered,
+                            ..t
+                        });
+                    } else {
+                        // Only iterations around this one can have begun at this row.
+                        debug_assert_eq!(t.entered, NOT_ENTERED);
+                        self.stack.push(at(next));
+                    }
+                }
                 Inst::AssertStart => {
                     if pos == 0 {
-                        self.stack.push((pc + 1, node, len));
+                        self.stack.push(at(t.pc + 1));
                     }
                 }
                 Inst::AssertEnd => match at_end {
-                    Some(true) => self.stack.push((pc + 1, node, len)),
+                    Some(true) => self.stack.push(at(t.pc + 1)),
                     Some(false) => {}
-                    None => out.push(Thread { pc, node, len }),
+                    None => out.push(t),
                 },
                 Inst::Match => {
-                    attempt.best = Some((node, len));
+                    attempt.best = Some((t.node, t.len));
                     self.stack.clear();
                     return true;
                 }
@@ -355,15 +420,13 @@ impl PartitionMatcher {
                 parent: t.node,
             });
             let node = (attempt.nodes.len() - 1) as u32;
-            if self.closure(
-                &mut attempt,
-                t.pc + 1,
+            let after = Thread {
+                pc: t.pc + 1,
                 node,
-                t.len + 1,
-                row + 1,
-                None,
-                &mut next,
-            ) {
+                len: t.len + 1,
+                entered: NOT_ENTERED,
+            };
+            if self.closure(&mut attempt, after, row + 1, None, &mut next) {
                 break;
             }
         }
@@ -387,15 +450,8 @@ impl PartitionMatcher {
             match self.program.insts[t.pc] {
                 Inst::AssertEnd if ended => {
                     let mut none = Vec::new();
-                    if self.closure(
-                        &mut attempt,
-                        t.pc + 1,
-                        t.node,
-                        t.len,
-                        pos,
-                        Some(true),
-                        &mut none,
-                    ) {
+                    let after = Thread { pc: t.pc + 1, ..t };
+                    if self.closure(&mut attempt, after, pos, Some(true), &mut none) {
                         break;
                     }
                 }
@@ -553,6 +609,103 @@ mod tests {
         assert_eq!(
             run(&p, rows, SkipMode::PastLastRow),
             vec![(0, vec![]), (1, vec![0, 0])]
+        );
+    }
+
+    #[test]
+    fn an_empty_iteration_ends_the_quantifier() {
+        let a_or_empty = |min, max| {
+            let body = Pattern::Alt(vec![Pattern::Empty, Pattern::Var(0)]);
+            rep(body, min, max, true)
+        };
+        // (() | A)* and (() | A){0,3}: the first iteration prefers to match no row, which
+        // ends the quantifier: an empty match, though A holds. (The VM used to drop such a
+        // path under `*` and go on to A, and to keep iterating under `{0,3}`.)
+        for max in [None, Some(3)] {
+            assert_eq!(
+                run(
+                    &a_or_empty(0, max),
+                    vec![vec![0], vec![0]],
+                    SkipMode::PastLastRow
+                ),
+                vec![(0, vec![]), (1, vec![])],
+                "max {max:?}"
+            );
+        }
+        // Up to the minimum, empty iterations count: (A?){2,3} B matches a lone B.
+        let p = Pattern::Concat(vec![
+            rep(rep(Pattern::Var(0), 0, Some(1), true), 2, Some(3), true),
+            Pattern::Var(1),
+        ]);
+        assert_eq!(
+            run(&p, vec![vec![1]], SkipMode::PastLastRow),
+            vec![(0, vec![1])]
+        );
+        // (B | () | A)*: B, then an empty iteration ends it before A is tried.
+        let p = rep(
+            Pattern::Alt(vec![Pattern::Var(1), Pattern::Empty, Pattern::Var(0)]),
+            0,
+            None,
+            true,
+        );
+        assert_eq!(
+            run(&p, vec![vec![1], vec![0]], SkipMode::PastLastRow),
+            vec![(0, vec![1]), (1, vec![])]
+        );
+        // (^ | A | B){,2} C: at row 0 `^` is an empty first iteration; the B of row 0 must
+        // then be the first iteration, and A the second. (The VM used to match B C, taking
+        // `^` as the first iteration and B as the second.)
+        let p = Pattern::Concat(vec![
+            rep(
+                Pattern::Alt(vec![Pattern::Start, Pattern::Var(0), Pattern::Var(1)]),
+                0,
+                Some(2),
+                true,
+            ),
+            Pattern::Var(2),
+        ]);
+        assert_eq!(
+            run(
+                &p,
+                vec![vec![1], vec![0, 2], vec![2]],
+                SkipMode::PastLastRow
+            ),
+            vec![(0, vec![1, 0, 2])]
+        );
+    }
+
+    #[test]
+    fn nested_empty_iterations_end_only_their_own_quantifier() {
+        // (B (() | A)*)*: in each outer iteration the inner star's first iteration matches
+        // no row and ends the inner star, not the outer one, whose iterations matched B.
+        let inner = rep(
+            Pattern::Alt(vec![Pattern::Empty, Pattern::Var(0)]),
+            0,
+            None,
+            true,
+        );
+        let p = rep(Pattern::Concat(vec![Pattern::Var(1), inner]), 0, None, true);
+        assert_eq!(
+            run(&p, vec![vec![1], vec![1], vec![0]], SkipMode::PastLastRow),
+            vec![(0, vec![1, 1]), (2, vec![])]
+        );
+        // (A* B*)*: the outer star goes on while its iterations match rows.
+        let p = rep(
+            Pattern::Concat(vec![
+                rep(Pattern::Var(0), 0, None, true),
+                rep(Pattern::Var(1), 0, None, true),
+            ]),
+            0,
+            None,
+            true,
+        );
+        assert_eq!(
+            run(
+                &p,
+                vec![vec![0], vec![1], vec![0], vec![2]],
+                SkipMode::PastLastRow
+            ),
+            vec![(0, vec![0, 1, 0]), (3, vec![])]
         );
     }
 

@@ -5,6 +5,12 @@
 //! style of a backtracking regular-expression VM, where a [`Inst::Fork`] lists its branches in
 //! the order the standard prefers them (greedy quantifiers prefer one more iteration,
 //! reluctant ones one fewer, alternatives the leftmost).
+//!
+//! Once a quantifier has its minimum of iterations, an iteration that matches no row ends it:
+//! the pattern goes on after the quantifier from there, as if the iteration had been the
+//! last (`(A?)*` cannot loop, and `(() | A)*` matches empty, its first alternative). Where
+//! the quantified pattern can match no row, its optional iterations are bracketed by
+//! [`Inst::BeginIteration`] and [`Inst::EndIteration`] for the matcher to tell.
 
 use std::fmt;
 
@@ -72,6 +78,18 @@ impl Pattern {
             Pattern::Repeat { inner, max, .. } => {
                 (max.is_none() && inner.consumes_rows()) || inner.is_unbounded()
             }
+        }
+    }
+
+    /// Whether the pattern can match without consuming a row.
+    fn can_match_empty(&self) -> bool {
+        match self {
+            Pattern::Var(_) => false,
+            Pattern::Start | Pattern::End | Pattern::Empty => true,
+            Pattern::Exclude(p) => p.can_match_empty(),
+            Pattern::Concat(ps) => ps.iter().all(Pattern::can_match_empty),
+            Pattern::Alt(ps) => ps.iter().any(Pattern::can_match_empty),
+            Pattern::Repeat { inner, min, .. } => *min == 0 || inner.can_match_empty(),
         }
     }
 
@@ -196,6 +214,19 @@ pub enum Inst {
     /// Continue at each target in turn, the first preferred.
     Fork(Vec<usize>),
     Jump(usize),
+    /// An optional iteration of a quantifier whose pattern can match no row begins. `depth`:
+    /// how many such iterations enclose this one's pattern, itself included (1 for the
+    /// outermost).
+    BeginIteration {
+        depth: u16,
+    },
+    /// The iteration begun at the same `depth` ends: when it matched no row, the quantifier
+    /// ends too (continue at `exit`); otherwise continue at `next` (the next iteration).
+    EndIteration {
+        depth: u16,
+        next: usize,
+        exit: usize,
+    },
     /// Continue only at the first row of the partition.
     AssertStart,
     /// Continue only after the last row of the partition.
@@ -214,7 +245,10 @@ pub struct Program {
 impl Program {
     /// Compiles `pattern` over `variables` variables.
     pub fn compile(pattern: &Pattern, variables: usize) -> Result<Program, PatternError> {
-        let mut c = Compiler { insts: Vec::new() };
+        let mut c = Compiler {
+            insts: Vec::new(),
+            depth: 0,
+        };
         c.emit(pattern, false)?;
         c.push(Inst::Match)?;
         Ok(Program {
@@ -226,6 +260,8 @@ impl Program {
 
 struct Compiler {
     insts: Vec<Inst>,
+    /// Optional iterations (bracketed by `BeginIteration`) around the code being emitted.
+    depth: u16,
 }
 
 impl Compiler {
@@ -289,34 +325,83 @@ impl Compiler {
                         "the quantifier {{{min},{max}}} has a lower bound above its upper bound"
                     )));
                 }
+                // Iterations up to the minimum are needed even when they match no row.
                 for _ in 0..*min {
                     self.emit(inner, excluded)?;
                 }
+                let may_be_empty = inner.can_match_empty();
                 match max {
                     None => {
                         // L: Fork(body, exit); body; Jump L; exit:
+                        // or, when the body can match no row,
+                        // L: Fork(B, exit); B: BeginIteration; body; EndIteration(L, exit); exit:
                         let fork = self.push(Inst::Fork(Vec::new()))?;
-                        self.emit(inner, excluded)?;
-                        self.push(Inst::Jump(fork))?;
+                        let end = self.emit_iteration(inner, excluded, may_be_empty)?;
+                        if end.is_none() {
+                            self.push(Inst::Jump(fork))?;
+                        }
                         let exit = self.insts.len();
                         self.insts[fork] = Inst::Fork(order(fork + 1, exit, *greedy));
+                        if let Some(end) = end {
+                            self.end_iteration(end, fork, exit);
+                        }
                     }
                     Some(max) => {
                         // (body (body ...)?)?: every optional iteration may exit to the end.
                         let mut forks = Vec::new();
+                        let mut ends = Vec::new();
                         for _ in *min..*max {
                             forks.push(self.push(Inst::Fork(Vec::new()))?);
-                            self.emit(inner, excluded)?;
+                            ends.extend(self.emit_iteration(inner, excluded, may_be_empty)?);
                         }
                         let exit = self.insts.len();
                         for fork in forks {
                             self.insts[fork] = Inst::Fork(order(fork + 1, exit, *greedy));
+                        }
+                        for end in ends {
+                            // The next iteration's fork follows (or the exit, after the last).
+                            self.end_iteration(end, end + 1, exit);
                         }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// One optional iteration of `inner`; when it can match no row, bracketed by
+    /// `BeginIteration` and an `EndIteration` whose position is returned, to be completed
+    /// by [`Compiler::end_iteration`].
+    fn emit_iteration(
+        &mut self,
+        inner: &Pattern,
+        excluded: bool,
+        may_be_empty: bool,
+    ) -> Result<Option<usize>, PatternError> {
+        if !may_be_empty {
+            self.emit(inner, excluded)?;
+            return Ok(None);
+        }
+        self.depth = self
+            .depth
+            .checked_add(1)
+            .ok_or_else(|| PatternError("the pattern nests too deeply".into()))?;
+        let depth = self.depth;
+        self.push(Inst::BeginIteration { depth })?;
+        self.emit(inner, excluded)?;
+        let end = self.push(Inst::EndIteration {
+            depth,
+            next: 0,
+            exit: 0,
+        })?;
+        self.depth -= 1;
+        Ok(Some(end))
+    }
+
+    fn end_iteration(&mut self, end: usize, next: usize, exit: usize) {
+        if let Inst::EndIteration { depth, .. } = self.insts[end] {
+            self.insts[end] = Inst::EndIteration { depth, next, exit };
+        }
     }
 }
 
@@ -370,6 +455,52 @@ mod tests {
                 Inst::Jump(1),
                 Inst::Match,
             ]
+        );
+    }
+
+    #[test]
+    fn iterations_that_may_match_no_row_are_bracketed() {
+        // (() | A)*: L: Fork(body, exit); BeginIteration; the alternation; EndIteration.
+        let p = Pattern::Repeat {
+            inner: Box::new(Pattern::Alt(vec![Pattern::Empty, var(0)])),
+            min: 0,
+            max: None,
+            greedy: true,
+        };
+        let program = Program::compile(&p, 1).unwrap();
+        assert_eq!(
+            program.insts,
+            vec![
+                Inst::Fork(vec![1, 7]),
+                Inst::BeginIteration { depth: 1 },
+                Inst::Fork(vec![3, 4]),
+                Inst::Jump(6),
+                Inst::Label {
+                    var: 0,
+                    excluded: false
+                },
+                Inst::Jump(6),
+                Inst::EndIteration {
+                    depth: 1,
+                    next: 0,
+                    exit: 7
+                },
+                Inst::Match,
+            ]
+        );
+        // A pattern that always consumes a row needs no brackets: A* is as before.
+        let p = Pattern::Repeat {
+            inner: Box::new(var(0)),
+            min: 0,
+            max: None,
+            greedy: true,
+        };
+        let insts = Program::compile(&p, 1).unwrap().insts;
+        assert!(
+            !insts
+                .iter()
+                .any(|i| matches!(i, Inst::BeginIteration { .. })),
+            "{insts:?}"
         );
     }
 
