@@ -436,9 +436,12 @@ fn channel_value(
                 let mask = f.evaluate(&batch)?.into_array(batch.num_rows())?;
                 batch = filter_record_batch(&batch, &as_condition(&mask))?;
             }
+            // An order-sensitive aggregate (`array_agg(x ORDER BY y)`) takes its ORDER BY
+            // columns after its arguments, as DataFusion's AggregateExec passes them.
             let args = aggregate
                 .expressions()
                 .iter()
+                .chain(aggregate.order_bys().iter().map(|o| &o.expr))
                 .map(|e| Ok(e.evaluate(&batch)?.into_array(batch.num_rows())?))
                 .collect::<EngineResult<Vec<_>>>()?;
             let mut acc = aggregate.create_accumulator()?;

@@ -1018,13 +1018,14 @@ impl Extractor<'_, '_, '_> {
     }
 
     fn offset(&mut self, o: &ast::Expr, name: &str) -> Result<usize> {
+        // A column reference fails to plan over the empty schema: that is a bad offset too.
         let planned = self
             .clause
             .context
-            .sql_to_expr(o.clone(), &DFSchema::empty())?;
+            .sql_to_expr(o.clone(), &DFSchema::empty());
         let n = match planned {
-            Expr::Literal(ScalarValue::Int64(Some(n)), _) => n,
-            Expr::Literal(ScalarValue::Int32(Some(n)), _) => n as i64,
+            Ok(Expr::Literal(ScalarValue::Int64(Some(n)), _)) => n,
+            Ok(Expr::Literal(ScalarValue::Int32(Some(n)), _)) => n as i64,
             _ => -1,
         };
         if n < 0 {
@@ -1072,19 +1073,39 @@ impl Extractor<'_, '_, '_> {
                 }
             }
         }
-        // DataFusion names some aggregates by an alias (`count(*)` is `count(Int64(1))` named
-        // `count(*)`); the name is not needed. The arguments are coerced to the aggregate's
-        // signature here, as the analyzer does in a query (`avg` takes Float64, not Int64):
-        // the operator builds the accumulator straight from this expression.
+        // FILTER (WHERE ...) and ORDER BY inside the call read the same rows as the arguments.
+        let mut clauses: Vec<&mut ast::Expr> = Vec::new();
+        if let Some(filter) = stripped.filter.as_deref_mut() {
+            clauses.push(filter);
+        }
+        clauses.extend(stripped.within_group.iter_mut().map(|o| &mut o.expr));
+        if let FunctionArguments::List(list) = &mut stripped.args {
+            for clause in &mut list.clauses {
+                if let ast::FunctionArgumentClause::OrderBy(order) = clause {
+                    clauses.extend(order.iter_mut().map(|o| &mut o.expr));
+                }
+            }
+        }
+        for e in clauses {
+            let (v, _) = self.row_expression(e, &function_name(f))?;
+            merge_vars(&mut vars, v, expr)?;
+            strip_qualifiers(e);
+        }
         let aggregate = self
             .clause
             .context
             .sql_to_expr(ast::Expr::Function(stripped), self.clause.input)
-            .and_then(|a| {
-                a.unalias()
-                    .rewrite(&mut TypeCoercionRewriter::new(self.clause.input))
-                    .data()
-            })
+            .map_err(|e| attach_span(e, expr.span()))?;
+        // `count(*)` comes back as `count(1) AS "count(*)"`. The aggregate is lowered on its
+        // own, not as part of a plan the analyzer coerces, so coerce its arguments here (`sum`
+        // and `avg` take Int64/Float64, not an Int32 column).
+        let aggregate = match aggregate {
+            Expr::Alias(alias) => *alias.expr,
+            other => other,
+        };
+        let aggregate = aggregate
+            .rewrite(&mut TypeCoercionRewriter::new(self.clause.input))
+            .data()
             .map_err(|e| attach_span(e, expr.span()))?;
         if !matches!(aggregate, Expr::AggregateFunction(_)) {
             return Err(error_at(format!("{expr} is not an aggregate"), expr.span()));

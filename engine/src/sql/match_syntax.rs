@@ -9,7 +9,10 @@
 //! - `SUBSET S = (A, B), ...` becomes one DEFINE entry `__eddy_subset AS S = (A, B)` per
 //!   subset;
 //! - `RUNNING f(...)` and `FINAL f(...)` become calls `RUNNING(f(...))` and `FINAL(f(...))`;
-//! - a missing DEFINE becomes `DEFINE __eddy_define AS TRUE`.
+//! - a missing DEFINE becomes `DEFINE __eddy_define AS TRUE`;
+//! - in PATTERN, an exclusion `{- B -}` becomes `({- B -})`: sqlparser reads a `{` after a
+//!   variable or group as the start of a quantifier (`A {- B -}` fails with "expected
+//!   quantifier range"), but parses an exclusion where a group may start.
 //!
 //! The planner (`crate::sql::match_recognize`) takes the `__eddy_` entries back out. Tokens keep
 //! their source locations, so error positions still point into the user's text.
@@ -68,6 +71,7 @@ fn rewrite_clause(
     out: &mut Vec<TokenWithSpan>,
 ) -> Result<(), ParserError> {
     // Top-level keyword positions.
+    let mut pattern_start = None;
     let mut pattern_end = None;
     let mut define = None;
     let mut within = None;
@@ -81,6 +85,7 @@ fn rewrite_clause(
         if is_word(tokens, i, close, "PATTERN") && pattern_end.is_none() {
             let group = significant(tokens, i + 1, close);
             if let Some(group_close) = closing(tokens, group, close) {
+                pattern_start = Some(group);
                 pattern_end = Some(group_close);
                 i = group_close + 1;
                 continue;
@@ -96,7 +101,7 @@ fn rewrite_clause(
         }
         i += 1;
     }
-    let Some(pattern_end) = pattern_end else {
+    let (Some(pattern_start), Some(pattern_end)) = (pattern_start, pattern_end) else {
         // No PATTERN: let the parser report it.
         copy_wrapped(tokens, open..close + 1, out);
         return Ok(());
@@ -143,7 +148,8 @@ fn rewrite_clause(
             entries.push(entry);
         }
     }
-    copy_wrapped(tokens, open..pattern_end + 1, out);
+    copy_wrapped(tokens, open..pattern_start, out);
+    copy_pattern(tokens, pattern_start..pattern_end + 1, out);
     out.push(space(span));
     match define {
         Some(d) => {
@@ -198,6 +204,28 @@ fn split_commas(tokens: &Tokens, range: Range<usize>) -> Vec<Range<usize>> {
     }
     pieces.push(start..range.end);
     pieces
+}
+
+/// Copies the PATTERN group `range`, putting each exclusion `{- ... -}` in parentheses.
+fn copy_pattern(tokens: &Tokens, range: Range<usize>, out: &mut Vec<TokenWithSpan>) {
+    let mut exclusion_ends = Vec::new();
+    for i in range {
+        let token = &tokens[i];
+        if token.token == Token::LBrace
+            && tokens
+                .get(significant(tokens, i + 1, tokens.len()))
+                .map(|t| &t.token)
+                == Some(&Token::Minus)
+            && let Some(partner) = tokens.partner[i]
+        {
+            out.push(TokenWithSpan::new(Token::LParen, token.span));
+            exclusion_ends.push(partner);
+        }
+        out.push(token.clone());
+        if exclusion_ends.contains(&i) {
+            out.push(TokenWithSpan::new(Token::RParen, token.span));
+        }
+    }
 }
 
 /// Copies `range`, turning `RUNNING f(...)` / `FINAL f(...)` into `RUNNING(f(...))`.
@@ -267,6 +295,14 @@ mod tests {
             rewrite("t MATCH_RECOGNIZE (MEASURES FINAL LAST(A.x) AS l PATTERN (A))"),
             "t MATCH_RECOGNIZE (MEASURES FINAL(LAST(A.x)) AS l PATTERN (A) DEFINE \
              __eddy_define AS TRUE)"
+        );
+    }
+
+    #[test]
+    fn exclusions_are_parenthesised() {
+        assert_eq!(
+            rewrite("t MATCH_RECOGNIZE (PATTERN (A {- B+ -} C) DEFINE A AS x > 1)"),
+            "t MATCH_RECOGNIZE (PATTERN (A ({- B+ -}) C) DEFINE A AS x > 1)"
         );
     }
 
