@@ -187,7 +187,7 @@ async fn explain_match_recognize() {
     .unwrap();
     insta::assert_snapshot!(unbounded, @"
     MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+ C), one row per match, vectorized define=[B], per-match define=[C], state=unbounded (the pattern has an unbounded quantifier and no WITHIN), emit=on watermark
-      Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+      Source: bids table, columns=[auction, price, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
     ");
     let bounded = run(
         &mut s,
@@ -199,6 +199,6 @@ async fn explain_match_recognize() {
     .unwrap();
     insta::assert_snapshot!(bounded, @"
     MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+? C), within=10s, one row per match, vectorized define=[B], per-match define=[], state=bounded, emit=on watermark
-      Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+      Source: bids table, columns=[auction, price, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
     ");
 }

@@ -11,7 +11,6 @@
 //! match or navigation can reach are freed. At the end of the input every partition ends:
 //! patterns are finished as at the end of a batch query.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +21,7 @@ use datafusion::arrow::compute::{
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{EngineError, EngineResult};
@@ -50,6 +50,14 @@ pub struct MatchRecognizeSpec {
     pub no_watermark: bool,
 }
 
+/// Rows waiting for the watermark: a batch as it arrived, with its event times.
+struct PendingBatch {
+    batch: RecordBatch,
+    times: Vec<i64>,
+    max_time: i64,
+    min_time: i64,
+}
+
 /// What one partition's matcher found, by partition key.
 type PartitionFound = (Box<[u8]>, Vec<Found>);
 
@@ -67,7 +75,7 @@ pub struct MatchRecognizeOperator {
     lookahead: usize,
     partition_converter: RowConverter,
     order_converter: RowConverter,
-    pending: Vec<RecordBatch>,
+    pending: Vec<PendingBatch>,
     partitions: HashMap<Box<[u8]>, Partition>,
     watermark: Option<EventTime>,
     late_rows: Arc<AtomicU64>,
@@ -132,28 +140,33 @@ impl MatchRecognizeOperator {
     /// will come, every partition ends.
     fn release(&mut self, watermark: EventTime, ended: bool, out: &mut Output) -> EngineResult<()> {
         let mut released = Vec::new();
+        let mut released_times: Vec<i64> = Vec::new();
         let mut kept = Vec::new();
-        for batch in std::mem::take(&mut self.pending) {
-            let times = self.times(&batch)?;
-            let mask: BooleanArray = times
-                .iter()
-                .map(|t| Some(t.is_some_and(|t| t <= watermark)))
-                .collect();
-            if mask.true_count() == batch.num_rows() {
-                released.push(batch);
-            } else if mask.true_count() == 0 {
-                kept.push(batch);
+        for p in std::mem::take(&mut self.pending) {
+            if p.max_time <= watermark {
+                released_times.extend_from_slice(&p.times);
+                released.push(p.batch);
+            } else if p.min_time > watermark {
+                kept.push(p);
             } else {
-                released.push(filter_record_batch(&batch, &mask)?);
-                let rest = datafusion::arrow::compute::not(&mask)?;
-                kept.push(filter_record_batch(&batch, &rest)?);
+                let mask: BooleanArray = p.times.iter().map(|t| Some(*t <= watermark)).collect();
+                released.push(filter_record_batch(&p.batch, &mask)?);
+                released_times.extend(p.times.iter().filter(|t| **t <= watermark));
+                let rest: Vec<i64> = p.times.iter().copied().filter(|t| *t > watermark).collect();
+                let not = datafusion::arrow::compute::not(&mask)?;
+                kept.push(PendingBatch {
+                    batch: filter_record_batch(&p.batch, &not)?,
+                    max_time: p.max_time,
+                    min_time: rest.iter().copied().min().unwrap_or(p.max_time),
+                    times: rest,
+                });
             }
         }
         self.pending = kept;
         let mut touched: Vec<Box<[u8]>> = Vec::new();
         if !released.is_empty() {
             let batch = concat_batches(&self.s.input_schema, &released)?;
-            touched = self.append(batch)?;
+            touched = self.append(batch, released_times)?;
         }
         let keys: Vec<Box<[u8]>> = if ended {
             self.partitions.keys().cloned().collect()
@@ -181,7 +194,7 @@ impl MatchRecognizeOperator {
     }
 
     /// Sorts released rows into partitions and appends them; returns the partitions touched.
-    fn append(&mut self, batch: RecordBatch) -> EngineResult<Vec<Box<[u8]>>> {
+    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<Box<[u8]>>> {
         let n = batch.num_rows();
         let partition_columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
             vec![Arc::new(BooleanArray::from(vec![true; n]))]
@@ -196,54 +209,55 @@ impl MatchRecognizeOperator {
         let partition_rows = self
             .partition_converter
             .convert_columns(&partition_columns)?;
-        let order_columns = self
-            .s
-            .order
-            .iter()
-            .map(|(e, _)| Ok(e.evaluate(&batch)?.into_array(n)?))
-            .collect::<EngineResult<Vec<_>>>()?;
-        let order_rows = self.order_converter.convert_columns(&order_columns)?;
-        let mut indices: Vec<u32> = (0..n as u32).collect();
-        indices.sort_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            partition_rows
-                .row(a)
-                .cmp(&partition_rows.row(b))
-                .then_with(|| order_rows.row(a).cmp(&order_rows.row(b)))
-                .then(a.cmp(&b))
-        });
-        let index_array = UInt32Array::from(indices.clone());
+        // Rows grouped by partition (in order of first arrival), each group in arrival order.
+        let mut groups: HashMap<&[u8], usize> = HashMap::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        for i in 0..n {
+            let key = partition_rows.row(i).data();
+            let g = *groups.entry(key).or_insert_with(|| {
+                members.push(Vec::new());
+                members.len() - 1
+            });
+            members[g].push(i as u32);
+        }
+        // Each group in ORDER BY order, ties in arrival order (stable sorts).
+        if self.s.order.len() == 1 {
+            for m in &mut members {
+                m.sort_by_key(|&i| times[i as usize]);
+            }
+        } else {
+            let order_columns = self
+                .s
+                .order
+                .iter()
+                .map(|(e, _)| Ok(e.evaluate(&batch)?.into_array(n)?))
+                .collect::<EngineResult<Vec<_>>>()?;
+            let order_rows = self.order_converter.convert_columns(&order_columns)?;
+            for m in &mut members {
+                m.sort_by(|&a, &b| order_rows.row(a as usize).cmp(&order_rows.row(b as usize)));
+            }
+        }
+        let mut runs: Vec<(Box<[u8]>, usize, usize)> = Vec::with_capacity(members.len());
+        let mut indices: Vec<u32> = Vec::with_capacity(n);
+        for m in &members {
+            let key: Box<[u8]> = partition_rows.row(m[0] as usize).data().into();
+            runs.push((key, indices.len(), m.len()));
+            indices.extend_from_slice(m);
+        }
+        let times: Vec<i64> = indices.iter().map(|&i| times[i as usize]).collect();
+        let index_array = UInt32Array::from(indices);
         let columns = batch
             .columns()
             .iter()
             .map(|c| take(c, &index_array, None))
             .collect::<Result<Vec<_>, _>>()?;
         let sorted = RecordBatch::try_new(Arc::clone(&self.s.input_schema), columns)?;
-        let times: Vec<i64> = self
-            .times(&sorted)?
-            .into_iter()
-            .map(|t| t.unwrap_or(0))
-            .collect();
         let args = self
             .s
             .args
             .iter()
             .map(|e| Ok(e.evaluate(&sorted)?.into_array(n)?))
             .collect::<EngineResult<Vec<_>>>()?;
-
-        // Runs of one partition each.
-        let mut runs: Vec<(Box<[u8]>, usize, usize)> = Vec::new();
-        let mut start = 0;
-        for i in 1..=n {
-            if i == n
-                || partition_rows.row(indices[i] as usize)
-                    != partition_rows.row(indices[start] as usize)
-            {
-                let key: Box<[u8]> = partition_rows.row(indices[start] as usize).as_ref().into();
-                runs.push((key, start, i - start));
-                start = i;
-            }
-        }
         let bits = self.row_local_bits(&runs, &args, n)?;
 
         let segment = Arc::new(Segment {
@@ -573,11 +587,24 @@ impl Operator for MatchRecognizeOperator {
         if late > 0 {
             self.late_rows.fetch_add(late as u64, Ordering::Relaxed);
         }
-        if keep.true_count() == batch.num_rows() {
-            self.pending.push(batch);
+        let batch = if keep.true_count() == batch.num_rows() {
+            batch
         } else if keep.true_count() > 0 {
-            self.pending.push(filter_record_batch(&batch, &keep)?);
-        }
+            filter_record_batch(&batch, &keep)?
+        } else {
+            return Ok(());
+        };
+        let times: Vec<i64> = times
+            .into_iter()
+            .zip(keep.values().iter())
+            .filter_map(|(t, k)| if k { t } else { None })
+            .collect();
+        self.pending.push(PendingBatch {
+            max_time: times.iter().copied().max().unwrap_or(EventTime::MIN),
+            min_time: times.iter().copied().min().unwrap_or(EventTime::MIN),
+            batch,
+            times,
+        });
         Ok(())
     }
 

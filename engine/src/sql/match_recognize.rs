@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::{TransformedResult, TreeNode};
-use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result, ScalarValue};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
@@ -179,6 +179,41 @@ pub struct MatchSpec {
 }
 
 impl MatchSpec {
+    /// The input columns the clause reads, in order.
+    pub fn input_columns(&self, input: &DFSchema) -> Vec<usize> {
+        let mut columns: Vec<usize> = self.partition_by.clone();
+        columns.push(self.time);
+        columns.extend(self.output.iter().filter_map(|o| match o {
+            MatchOutput::Input(i) => Some(*i),
+            MatchOutput::Measure(_) => None,
+        }));
+        let mut exprs: Vec<&Expr> = self.order_by.iter().map(|o| &o.expr).collect();
+        for m in self
+            .defines
+            .iter()
+            .flatten()
+            .chain(self.measures.iter().map(|(_, m)| m))
+        {
+            for c in &m.channels {
+                match &c.source {
+                    ChannelSource::Value { arg, .. } => exprs.push(arg),
+                    ChannelSource::Aggregate { aggregate, .. } => exprs.push(aggregate),
+                    ChannelSource::Classifier { .. } | ChannelSource::MatchNumber => {}
+                }
+            }
+        }
+        for e in exprs {
+            for c in e.column_refs() {
+                if let Ok(i) = input.index_of_column(c) {
+                    columns.push(i);
+                }
+            }
+        }
+        columns.sort_unstable();
+        columns.dedup();
+        columns
+    }
+
     /// Whether the matcher's state can grow without bound (an unbounded quantifier and no
     /// WITHIN).
     pub fn unbounded_state(&self) -> bool {
@@ -263,11 +298,44 @@ impl UserDefinedLogicalNodeCore for MatchRecognizeNode {
         let input = inputs.pop().ok_or_else(|| {
             DataFusionError::Internal("MatchRecognize needs one input".to_string())
         })?;
+        // The optimizer may have narrowed the input to the columns the clause reads
+        // (`necessary_children_exprs`): the spec's column indices follow their columns.
+        let old = self.input.schema();
+        let new = input.schema();
+        let spec = if old == new {
+            Arc::clone(&self.spec)
+        } else {
+            let remap = |i: usize| -> Result<usize> {
+                new.index_of_column(&Column::from(old.qualified_field(i)))
+            };
+            let mut spec = self.spec.as_ref().clone();
+            spec.partition_by = spec
+                .partition_by
+                .iter()
+                .map(|i| remap(*i))
+                .collect::<Result<_>>()?;
+            spec.time = remap(spec.time)?;
+            spec.output = spec
+                .output
+                .iter()
+                .map(|o| match o {
+                    MatchOutput::Input(i) => remap(*i).map(MatchOutput::Input),
+                    MatchOutput::Measure(k) => Ok(MatchOutput::Measure(*k)),
+                })
+                .collect::<Result<_>>()?;
+            Arc::new(spec)
+        };
         Ok(Self {
             input,
-            spec: Arc::clone(&self.spec),
+            spec,
             schema: Arc::clone(&self.schema),
         })
+    }
+
+    fn necessary_children_exprs(&self, _output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        // Every output column is computed whether or not it is read; of the input, only the
+        // columns the clause reads are needed.
+        Some(vec![self.spec.input_columns(self.input.schema())])
     }
 }
 
