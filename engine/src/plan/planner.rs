@@ -50,6 +50,25 @@ pub fn reads_streams(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// The first node of `plan` that only the streaming runtime implements (a window table
+/// function or MATCH_RECOGNIZE), by its SQL name.
+pub fn streaming_only_node(plan: &LogicalPlan) -> Option<&'static str> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if as_match_recognize(node).is_some() {
+            found = Some("MATCH_RECOGNIZE");
+        } else if as_window_tvf(node).is_some() {
+            found = Some("a window table function");
+        }
+        Ok(if found.is_some() {
+            datafusion::common::tree_node::TreeNodeRecursion::Stop
+        } else {
+            datafusion::common::tree_node::TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 fn stream_provider(scan: &TableScan) -> Option<Arc<StreamTableProvider>> {
     let provider = source_as_provider(&scan.source).ok()?;
     let any: &dyn std::any::Any = provider.as_ref();

@@ -16,7 +16,7 @@ use super::{
     CommandTag, QueryOutput, ResultStream, Session, StatementResult, TransactionState, fetch_count,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::plan::planner::{plan_stream, reads_streams};
+use crate::plan::planner::{plan_stream, reads_streams, streaming_only_node};
 use crate::runtime::{LaunchContext, launch};
 
 /// An open cursor: a running query and the rows of a batch not yet fetched.
@@ -102,6 +102,12 @@ impl Session {
                 tag: "SELECT",
             })
         } else {
+            if let Some(node) = streaming_only_node(&plan) {
+                return Err(EngineError::Unsupported(format!(
+                    "{node} over a query that reads no stream (it runs on sources and tables \
+                     only)"
+                )));
+            }
             let df = self
                 .ctx
                 .execute_logical_plan(plan)
