@@ -59,7 +59,7 @@ struct PendingBatch {
 }
 
 /// What one partition's matcher found, by partition key.
-type PartitionFound = (Box<[u8]>, Vec<Found>);
+type PartitionFound = (usize, Vec<Found>);
 
 struct Partition {
     rows: PartitionRows,
@@ -76,7 +76,9 @@ pub struct MatchRecognizeOperator {
     partition_converter: RowConverter,
     order_converter: RowConverter,
     pending: Vec<PendingBatch>,
-    partitions: HashMap<Box<[u8]>, Partition>,
+    /// Partitions by first appearance; `partition_ids` finds them by key.
+    partitions: Vec<Partition>,
+    partition_ids: HashMap<Box<[u8]>, usize>,
     watermark: Option<EventTime>,
     late_rows: Arc<AtomicU64>,
 }
@@ -119,7 +121,8 @@ impl MatchRecognizeOperator {
             partition_converter,
             order_converter,
             pending: Vec::new(),
-            partitions: HashMap::new(),
+            partitions: Vec::new(),
+            partition_ids: HashMap::new(),
             watermark: None,
             late_rows,
             s,
@@ -163,21 +166,21 @@ impl MatchRecognizeOperator {
             }
         }
         self.pending = kept;
-        let mut touched: Vec<Box<[u8]>> = Vec::new();
+        let mut touched: Vec<usize> = Vec::new();
         if !released.is_empty() {
             let batch = concat_batches(&self.s.input_schema, &released)?;
             touched = self.append(batch, released_times)?;
         }
-        let keys: Vec<Box<[u8]>> = if ended {
-            self.partitions.keys().cloned().collect()
+        let ids: Vec<usize> = if ended {
+            (0..self.partitions.len()).collect()
         } else {
             touched
         };
         let mut found: Vec<PartitionFound> = Vec::new();
-        for key in &keys {
-            let f = self.advance(key, ended)?;
+        for &id in &ids {
+            let f = self.advance(id, ended)?;
             if !f.is_empty() {
-                found.push((key.clone(), f));
+                found.push((id, f));
             }
         }
         if let Some(within) = self.s.spec.within
@@ -189,12 +192,31 @@ impl MatchRecognizeOperator {
             let batch = self.output(&found)?;
             out.batch(batch);
         }
-        self.trim(keys.iter().chain(found.iter().map(|(k, _)| k)));
+        self.trim(ids.iter().chain(found.iter().map(|(id, _)| id)));
         Ok(())
     }
 
     /// Sorts released rows into partitions and appends them; returns the partitions touched.
-    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<Box<[u8]>>> {
+    /// The id of the partition with key `key`, created if new.
+    fn partition_id(&mut self, key: &[u8]) -> usize {
+        if let Some(&id) = self.partition_ids.get(key) {
+            return id;
+        }
+        let id = self.partitions.len();
+        self.partitions.push(Partition {
+            rows: PartitionRows::default(),
+            matcher: PartitionMatcher::new(
+                Arc::clone(&self.s.spec.program),
+                self.s.spec.skip.clone(),
+                self.row_local.iter().all(|r| *r),
+                matches!(self.s.spec.rows, RowsMode::All(EmptyMatches::WithUnmatched)),
+            ),
+        });
+        self.partition_ids.insert(key.into(), id);
+        id
+    }
+
+    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<usize>> {
         let n = batch.num_rows();
         let partition_columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
             vec![Arc::new(BooleanArray::from(vec![true; n]))]
@@ -209,22 +231,37 @@ impl MatchRecognizeOperator {
         let partition_rows = self
             .partition_converter
             .convert_columns(&partition_columns)?;
-        // Rows grouped by partition (in order of first arrival), each group in arrival order.
-        let mut groups: HashMap<&[u8], usize> = HashMap::new();
-        let mut members: Vec<Vec<u32>> = Vec::new();
+        // Each row's partition (created on first sight), then the rows grouped by partition in
+        // order of first arrival, each group in arrival order (a counting sort).
+        let mut row_partition: Vec<u32> = Vec::with_capacity(n);
+        let mut groups: HashMap<usize, u32> = HashMap::new();
+        let mut group_partition: Vec<usize> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
         for i in 0..n {
-            let key = partition_rows.row(i).data();
-            let g = *groups.entry(key).or_insert_with(|| {
-                members.push(Vec::new());
-                members.len() - 1
+            let id = self.partition_id(partition_rows.row(i).data());
+            let g = *groups.entry(id).or_insert_with(|| {
+                group_partition.push(id);
+                counts.push(0);
+                (counts.len() - 1) as u32
             });
-            members[g].push(i as u32);
+            counts[g as usize] += 1;
+            row_partition.push(g);
+        }
+        let mut starts = Vec::with_capacity(counts.len());
+        let mut next = 0;
+        for c in &counts {
+            starts.push(next);
+            next += c;
+        }
+        let mut fill = starts.clone();
+        let mut indices: Vec<u32> = vec![0; n];
+        for (i, g) in row_partition.iter().enumerate() {
+            indices[fill[*g as usize]] = i as u32;
+            fill[*g as usize] += 1;
         }
         // Each group in ORDER BY order, ties in arrival order (stable sorts).
-        if self.s.order.len() == 1 {
-            for m in &mut members {
-                m.sort_by_key(|&i| times[i as usize]);
-            }
+        let order_rows = if self.s.order.len() == 1 {
+            None
         } else {
             let order_columns = self
                 .s
@@ -232,17 +269,18 @@ impl MatchRecognizeOperator {
                 .iter()
                 .map(|(e, _)| Ok(e.evaluate(&batch)?.into_array(n)?))
                 .collect::<EngineResult<Vec<_>>>()?;
-            let order_rows = self.order_converter.convert_columns(&order_columns)?;
-            for m in &mut members {
-                m.sort_by(|&a, &b| order_rows.row(a as usize).cmp(&order_rows.row(b as usize)));
+            Some(self.order_converter.convert_columns(&order_columns)?)
+        };
+        let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(counts.len());
+        for (g, (&start, &len)) in starts.iter().zip(&counts).enumerate() {
+            let group = &mut indices[start..start + len];
+            match &order_rows {
+                None => group.sort_by_key(|&i| times[i as usize]),
+                Some(rows) => {
+                    group.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)))
+                }
             }
-        }
-        let mut runs: Vec<(Box<[u8]>, usize, usize)> = Vec::with_capacity(members.len());
-        let mut indices: Vec<u32> = Vec::with_capacity(n);
-        for m in &members {
-            let key: Box<[u8]> = partition_rows.row(m[0] as usize).data().into();
-            runs.push((key, indices.len(), m.len()));
-            indices.extend_from_slice(m);
+            runs.push((group_partition[g], start, len));
         }
         let times: Vec<i64> = indices.iter().map(|&i| times[i as usize]).collect();
         let index_array = UInt32Array::from(indices);
@@ -267,21 +305,9 @@ impl MatchRecognizeOperator {
             times,
         });
         let mut touched = Vec::with_capacity(runs.len());
-        for (key, start, len) in runs {
-            let partition = self
-                .partitions
-                .entry(key.clone())
-                .or_insert_with(|| Partition {
-                    rows: PartitionRows::default(),
-                    matcher: PartitionMatcher::new(
-                        Arc::clone(&self.s.spec.program),
-                        self.s.spec.skip.clone(),
-                        self.row_local.iter().all(|r| *r),
-                        matches!(self.s.spec.rows, RowsMode::All(EmptyMatches::WithUnmatched)),
-                    ),
-                });
-            partition.rows.push(&segment, start, len);
-            touched.push(key);
+        for (id, start, len) in runs {
+            self.partitions[id].rows.push(&segment, start, len);
+            touched.push(id);
         }
         Ok(touched)
     }
@@ -290,7 +316,7 @@ impl MatchRecognizeOperator {
     /// with PREV reaching back into each partition's earlier rows.
     fn row_local_bits(
         &self,
-        runs: &[(Box<[u8]>, usize, usize)],
+        runs: &[(usize, usize, usize)],
         args: &[ArrayRef],
         n: usize,
     ) -> EngineResult<Vec<Option<BooleanArray>>> {
@@ -324,7 +350,7 @@ impl MatchRecognizeOperator {
     /// partition's earlier rows (NULL before the partition's first row).
     fn shifted(
         &self,
-        runs: &[(Box<[u8]>, usize, usize)],
+        runs: &[(usize, usize, usize)],
         column: &ArrayRef,
         arg: usize,
         back: usize,
@@ -333,12 +359,9 @@ impl MatchRecognizeOperator {
     ) -> EngineResult<ArrayRef> {
         let mut history = Vec::new();
         let mut indices: Vec<Option<u32>> = Vec::with_capacity(n);
-        for (key, start, len) in runs {
-            let earlier = self
-                .partitions
-                .get(key)
-                .map(|p| p.rows.history(p.rows.len(), back))
-                .unwrap_or_default();
+        for &(id, start, len) in runs {
+            let rows = &self.partitions[id].rows;
+            let earlier = rows.history(rows.len(), back);
             // Position of the run's row 0 - back in `history` (padded with NULLs).
             let pad = back - earlier.len();
             let base = history.len();
@@ -346,7 +369,7 @@ impl MatchRecognizeOperator {
                 history.push(None);
             }
             history.extend(earlier.into_iter().map(Some));
-            for j in 0..*len {
+            for j in 0..len {
                 if j >= back {
                     indices.push(Some((start + j - back) as u32));
                 } else {
@@ -360,8 +383,8 @@ impl MatchRecognizeOperator {
     }
 
     /// Runs one partition's matcher over its available rows.
-    fn advance(&mut self, key: &[u8], ended: bool) -> EngineResult<Vec<Found>> {
-        let Some(partition) = self.partitions.get_mut(key) else {
+    fn advance(&mut self, id: usize, ended: bool) -> EngineResult<Vec<Found>> {
+        let Some(partition) = self.partitions.get_mut(id) else {
             return Ok(Vec::new());
         };
         let available = if ended {
@@ -385,7 +408,7 @@ impl MatchRecognizeOperator {
     fn expire(&mut self, watermark: EventTime, within: i64) -> EngineResult<Vec<PartitionFound>> {
         let mut expired = Vec::new();
         let next_time = watermark.saturating_add(self.s.time_unit_ns.max(1));
-        for (key, partition) in self.partitions.iter_mut() {
+        for (id, partition) in self.partitions.iter_mut().enumerate() {
             let Some(start) = partition.matcher.pending_start() else {
                 continue;
             };
@@ -410,16 +433,16 @@ impl MatchRecognizeOperator {
                 .matcher
                 .advance(available, false, &mut cond, &mut found)?;
             if !found.is_empty() {
-                expired.push((key.clone(), found));
+                expired.push((id, found));
             }
         }
         Ok(expired)
     }
 
     /// Frees rows that no pending match or navigation can reach.
-    fn trim<'k>(&mut self, keys: impl Iterator<Item = &'k Box<[u8]>>) {
-        for key in keys {
-            let Some(partition) = self.partitions.get_mut(key) else {
+    fn trim<'k>(&mut self, ids: impl Iterator<Item = &'k usize>) {
+        for &id in ids {
+            let Some(partition) = self.partitions.get_mut(id) else {
                 continue;
             };
             let keep = partition
@@ -436,8 +459,8 @@ impl MatchRecognizeOperator {
         // One entry per output row: (partition rows, input row, point index or None).
         let mut rows_out: Vec<(&PartitionRows, usize, Option<usize>)> = Vec::new();
         let mut points: Vec<Point<'_>> = Vec::new();
-        for (key, items) in found {
-            let Some(partition) = self.partitions.get(key) else {
+        for (id, items) in found {
+            let Some(partition) = self.partitions.get(*id) else {
                 continue;
             };
             let rows = &partition.rows;
