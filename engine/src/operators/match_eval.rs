@@ -158,6 +158,10 @@ pub struct PartitionRows {
     chunks: VecDeque<Chunk>,
     /// Rows ever released (row numbers run from 0).
     len: usize,
+    /// Row-local conditions that read rows after their own (`NEXT`), evaluated once those
+    /// rows are released: a bit per variable for rows `ahead_first ..`.
+    ahead: VecDeque<u64>,
+    ahead_first: usize,
 }
 
 impl PartitionRows {
@@ -198,8 +202,29 @@ impl PartitionRows {
         self.locate(row).map(|(c, i)| c.times[i])
     }
 
+    /// The first row whose look-ahead conditions are not evaluated yet.
+    pub fn ahead_end(&self) -> usize {
+        self.ahead_first + self.ahead.len()
+    }
+
+    /// Records the look-ahead conditions of row `ahead_end()`: bit v for variable v.
+    pub fn push_ahead(&mut self, mask: u64) {
+        self.ahead.push_back(mask);
+    }
+
+    /// Whether row `row` satisfies the look-ahead condition of variable `var`.
+    pub fn ahead_holds(&self, row: usize, var: VarId) -> bool {
+        row.checked_sub(self.ahead_first)
+            .and_then(|i| self.ahead.get(i))
+            .is_some_and(|mask| mask >> var & 1 == 1)
+    }
+
     /// Frees the chunks whose rows all precede `row`.
     pub fn trim(&mut self, row: usize) {
+        while self.ahead_first < row && !self.ahead.is_empty() {
+            self.ahead.pop_front();
+            self.ahead_first += 1;
+        }
         while let Some(c) = self.chunks.front() {
             if c.first + c.len <= row {
                 self.chunks.pop_front();

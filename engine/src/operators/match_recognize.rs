@@ -26,7 +26,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{EngineError, EngineResult};
 use crate::operators::match_eval::{
-    CompiledExpr, PartitionRows, Point, Segment, gather_arg, gather_rows,
+    ChannelKind, CompiledExpr, PartitionRows, Point, Segment, gather_arg, gather_rows,
 };
 use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
 use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
@@ -69,8 +69,10 @@ struct Partition {
 pub struct MatchRecognizeOperator {
     info: OperatorInfo,
     s: MatchRecognizeSpec,
-    /// Per variable: its DEFINE is evaluated per batch (bits in each chunk).
+    /// Per variable: its DEFINE is evaluated per batch (bits in each segment, or, for
+    /// `ahead` ones, in the partition once the rows it reads ahead are released).
     row_local: Vec<bool>,
+    ahead: Vec<bool>,
     lookback: usize,
     lookahead: usize,
     partition_converter: RowConverter,
@@ -90,12 +92,25 @@ impl MatchRecognizeOperator {
         late_rows: Arc<AtomicU64>,
     ) -> EngineResult<Self> {
         let spec = &s.spec;
-        let row_local = spec
+        let row_local: Vec<bool> = spec
             .defines
             .iter()
             .enumerate()
             .map(|(v, d)| d.as_ref().is_none_or(|d| d.is_row_local(v as VarId)))
             .collect();
+        let ahead = spec
+            .defines
+            .iter()
+            .enumerate()
+            .map(|(v, d)| d.as_ref().is_some_and(|d| row_local[v] && d.reach().1 > 0))
+            .collect::<Vec<_>>();
+        // A look-ahead bit per variable fits in a u64; beyond that, evaluate per candidate.
+        let (row_local, ahead): (Vec<bool>, Vec<bool>) = row_local
+            .into_iter()
+            .zip(ahead)
+            .enumerate()
+            .map(|(v, (local, ahead))| (local && !(ahead && v >= 64), ahead && v < 64))
+            .unzip();
         let (mut lookback, mut lookahead) = (0, 0);
         for e in spec
             .defines
@@ -116,6 +131,7 @@ impl MatchRecognizeOperator {
         Ok(Self {
             info,
             row_local,
+            ahead,
             lookback,
             lookahead,
             partition_converter,
@@ -176,6 +192,7 @@ impl MatchRecognizeOperator {
         } else {
             touched
         };
+        self.ahead_bits(&ids, ended)?;
         let mut found: Vec<PartitionFound> = Vec::new();
         for &id in &ids {
             let f = self.advance(id, ended)?;
@@ -322,7 +339,10 @@ impl MatchRecognizeOperator {
     ) -> EngineResult<Vec<Option<BooleanArray>>> {
         let mut bits = Vec::new();
         for (v, define) in self.s.defines.iter().enumerate() {
-            let Some(define) = define.as_ref().filter(|_| self.row_local[v]) else {
+            let Some(define) = define
+                .as_ref()
+                .filter(|_| self.row_local[v] && !self.ahead[v])
+            else {
                 bits.push(None);
                 continue;
             };
@@ -382,6 +402,59 @@ impl MatchRecognizeOperator {
         Ok(take(&all, &UInt32Array::from(indices), None)?)
     }
 
+    /// Row-local conditions that read ahead (`NEXT`), for the rows of partitions `ids` whose
+    /// next rows are now released (all rows when the input `ended`), evaluated at once.
+    fn ahead_bits(&mut self, ids: &[usize], ended: bool) -> EngineResult<()> {
+        if !self.ahead.iter().any(|a| *a) {
+            return Ok(());
+        }
+        let mut todo: Vec<(usize, usize)> = Vec::new();
+        for &id in ids {
+            let rows = &self.partitions[id].rows;
+            let to = if ended {
+                rows.len()
+            } else {
+                rows.len().saturating_sub(self.lookahead)
+            };
+            todo.extend((rows.ahead_end()..to).map(|r| (id, r)));
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let mut masks = vec![0u64; todo.len()];
+        for (v, define) in self.s.defines.iter().enumerate() {
+            let Some(define) = define.as_ref().filter(|_| self.ahead[v]) else {
+                continue;
+            };
+            let mut columns = Vec::with_capacity(define.channels.len());
+            for (channel, field) in define.channels.iter().zip(define.schema.fields()) {
+                let ChannelKind::Value { nav, arg, .. } = &channel.kind else {
+                    return Err(EngineError::Internal("row-local channel".to_string()));
+                };
+                let refs: Vec<_> = todo
+                    .iter()
+                    .map(|&(id, r)| {
+                        let target = r as i64 + nav.physical;
+                        (target >= 0)
+                            .then(|| self.partitions[id].rows.locate(target as usize))
+                            .flatten()
+                    })
+                    .collect();
+                columns.push(gather_arg(&refs, *arg, field.data_type())?);
+            }
+            let holds = define.evaluate_columns(columns, todo.len())?;
+            for (i, mask) in masks.iter_mut().enumerate() {
+                if holds.value(i) {
+                    *mask |= 1 << v;
+                }
+            }
+        }
+        for ((id, _), mask) in todo.into_iter().zip(masks) {
+            self.partitions[id].rows.push_ahead(mask);
+        }
+        Ok(())
+    }
+
     /// Runs one partition's matcher over its available rows.
     fn advance(&mut self, id: usize, ended: bool) -> EngineResult<Vec<Found>> {
         let Some(partition) = self.partitions.get_mut(id) else {
@@ -395,6 +468,7 @@ impl MatchRecognizeOperator {
         let mut cond = Oracle {
             s: &self.s,
             row_local: &self.row_local,
+            ahead: &self.ahead,
             rows: &partition.rows,
         };
         let mut found = Vec::new();
@@ -426,6 +500,7 @@ impl MatchRecognizeOperator {
             let mut cond = Oracle {
                 s: &self.s,
                 row_local: &self.row_local,
+                ahead: &self.ahead,
                 rows: &partition.rows,
             };
             let available = partition.rows.len().saturating_sub(self.lookahead);
@@ -548,6 +623,7 @@ impl MatchRecognizeOperator {
 struct Oracle<'a> {
     s: &'a MatchRecognizeSpec,
     row_local: &'a [bool],
+    ahead: &'a [bool],
     rows: &'a PartitionRows,
 }
 
@@ -565,6 +641,9 @@ impl Conditions for Oracle<'_> {
         let Some(define) = &self.s.defines[var as usize] else {
             return Ok(true);
         };
+        if self.ahead[var as usize] {
+            return Ok(self.rows.ahead_holds(row, var));
+        }
         if self.row_local[var as usize] {
             let Some((chunk, i)) = self.rows.locate(row) else {
                 return Ok(false);

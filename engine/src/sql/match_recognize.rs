@@ -102,15 +102,15 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// Whether the channel reads only the current row and rows around it, when the current
-    /// row is labelled `var` (so DEFINE of `var` can be evaluated for whole batches).
+    /// Whether the channel reads only the current row and rows around it (`PREV`, `NEXT`),
+    /// when the current row is labelled `var` (so DEFINE of `var` can be evaluated for whole
+    /// batches).
     fn is_row_local(&self, var: VarId) -> bool {
         match &self.source {
             ChannelSource::Value { vars, nav, .. } => {
                 vars.as_ref().is_none_or(|vs| vs.contains(&var))
                     && !nav.from_first
                     && nav.logical == 0
-                    && nav.physical <= 0
             }
             _ => false,
         }
@@ -126,7 +126,7 @@ pub struct MatchExpr {
 }
 
 impl MatchExpr {
-    /// Whether, as the condition of `var`, it depends only on the current row and rows before
+    /// Whether, as the condition of `var`, it depends only on the current row and rows around
     /// it in the partition (not on how earlier rows were labelled).
     pub fn is_row_local(&self, var: VarId) -> bool {
         self.channels.iter().all(|c| c.is_row_local(var))
