@@ -202,6 +202,16 @@ impl PartitionRows {
         self.locate(row).map(|(c, i)| c.times[i])
     }
 
+    /// How many rows are held (released and not freed).
+    pub fn held_rows(&self) -> usize {
+        self.chunks.iter().map(|c| c.len).sum()
+    }
+
+    /// The segments the held rows live in (one per chunk; a segment may repeat).
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.chunks.iter().map(|c| c.segment.as_ref())
+    }
+
     /// The first row whose look-ahead conditions are not evaluated yet.
     pub fn ahead_end(&self) -> usize {
         self.ahead_first + self.ahead.len()

@@ -24,15 +24,22 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+
 use crate::error::{EngineError, EngineResult};
+use crate::operators::match_eval::ExprCompiler;
 use crate::operators::match_eval::{
     ChannelKind, CompiledExpr, PartitionRows, Point, Segment, gather_arg, gather_rows,
 };
 use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
 use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
+use crate::plan::MatchRecognizeStreamNode;
 use crate::plan::pattern::VarId;
+use crate::plan::window::unit_nanos;
 use crate::runtime::message::EventTime;
 use crate::sql::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
+use crate::state::StateTableInfo;
 
 /// Everything the operator needs, compiled against the input schema.
 pub struct MatchRecognizeSpec {
@@ -60,6 +67,73 @@ struct PendingBatch {
 
 /// What one partition's matcher found, by partition key.
 type PartitionFound = (usize, Vec<Found>);
+
+impl MatchRecognizeSpec {
+    /// The clause's keys, arguments and expressions, compiled against its input.
+    pub fn try_new(m: &MatchRecognizeStreamNode, state: &SessionState) -> EngineResult<Self> {
+        let input_schema = m.input.schema();
+        let input_schema = input_schema.as_ref();
+        let spec = &m.spec;
+        let arrow_schema = Arc::new(input_schema.as_arrow().clone());
+        let partition_fields = spec
+            .partition_by
+            .iter()
+            .map(|i| SortField::new(input_schema.field(*i).data_type().clone()))
+            .collect();
+        let time_type = input_schema.field(spec.time).data_type().clone();
+        let time_unit_ns = match &time_type {
+            DataType::Timestamp(unit, _) => unit_nanos(*unit),
+            other => {
+                return Err(EngineError::Internal(format!(
+                    "MATCH_RECOGNIZE ordered by a {other} column"
+                )));
+            }
+        };
+        let time_column = Expr::Column(datafusion::common::Column::from(
+            input_schema.qualified_field(spec.time),
+        ));
+        let mut order = vec![(
+            state.create_physical_expr(time_column, input_schema)?,
+            SortField::new(time_type),
+        )];
+        for o in &spec.order_by {
+            let e = state.create_physical_expr(o.expr.clone(), input_schema)?;
+            let t = e.data_type(&arrow_schema)?;
+            order.push((
+                e,
+                SortField::new_with_options(
+                    t,
+                    datafusion::arrow::compute::SortOptions {
+                        descending: !o.asc,
+                        nulls_first: o.nulls_first,
+                    },
+                ),
+            ));
+        }
+        let mut compiler = ExprCompiler::new(state, input_schema);
+        let defines = spec
+            .defines
+            .iter()
+            .map(|d| d.as_ref().map(|d| compiler.compile(d)).transpose())
+            .collect::<EngineResult<Vec<_>>>()?;
+        let measures = spec
+            .measures
+            .iter()
+            .map(|(_, m)| compiler.compile(m))
+            .collect::<EngineResult<Vec<_>>>()?;
+        Ok(MatchRecognizeSpec {
+            spec: Arc::clone(spec),
+            input_schema: arrow_schema,
+            partition_fields,
+            order,
+            args: compiler.args.into_iter().map(|(_, e)| e).collect(),
+            defines,
+            measures,
+            time_unit_ns,
+            no_watermark: m.no_watermark,
+        })
+    }
+}
 
 struct Partition {
     rows: PartitionRows,
@@ -723,5 +797,39 @@ impl Operator for MatchRecognizeOperator {
 
     fn on_end(&mut self, out: &mut Output) -> EngineResult<()> {
         self.release(EventTime::MAX, true, out)
+    }
+
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        let mut segments: Vec<*const Segment> = Vec::new();
+        let mut bytes = 0;
+        let mut held = 0;
+        for p in &self.partitions {
+            held += p.rows.held_rows();
+            for segment in p.rows.segments() {
+                let ptr: *const Segment = segment;
+                if !segments.contains(&ptr) {
+                    segments.push(ptr);
+                    bytes += segment.batch.get_array_memory_size();
+                }
+            }
+        }
+        vec![
+            StateTableInfo {
+                name: "waiting_rows",
+                key: vec!["event time".to_string()],
+                rows: self.pending.iter().map(|p| p.batch.num_rows()).sum(),
+                bytes: self
+                    .pending
+                    .iter()
+                    .map(|p| p.batch.get_array_memory_size())
+                    .sum(),
+            },
+            StateTableInfo {
+                name: "partition_rows",
+                key: vec!["partition".to_string(), "row".to_string()],
+                rows: held,
+                bytes,
+            },
+        ]
     }
 }

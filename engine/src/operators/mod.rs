@@ -58,7 +58,8 @@ impl Output {
         self.messages.push(Message::Barrier(epoch));
     }
 
-    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, Message> {
+    /// Takes the messages produced so far (the runtime forwards them; tests read them).
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
         self.messages.drain(..)
     }
 }

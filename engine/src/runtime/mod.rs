@@ -22,7 +22,6 @@ use crate::operators::filter::FilterOperator;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
 use crate::operators::join_rows::KeyEncoder;
 use crate::operators::limit::LimitOperator;
-use crate::operators::match_eval::ExprCompiler;
 use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
 use crate::operators::project::ProjectOperator;
 use crate::operators::session_window::SessionWindowOperator;
@@ -34,11 +33,8 @@ use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJo
 use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
 use crate::operators::{Operator, OperatorInfo};
 use crate::plan::window::{WindowKind, unit_nanos};
-use crate::plan::{
-    JoinInputs, MatchRecognizeStreamNode, SourceNode, StreamPlan, WindowAggregateNode,
-};
+use crate::plan::{JoinInputs, SourceNode, StreamPlan, WindowAggregateNode};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::row::SortField;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -372,8 +368,7 @@ impl Builder<'_, '_> {
             }
             StreamPlan::MatchRecognize(m) => {
                 let rx = self.build(&m.input)?;
-                let input_schema = m.input.schema();
-                let spec = self.match_recognize_spec(m, &input_schema)?;
+                let spec = MatchRecognizeSpec::try_new(m, self.ctx.state)?;
                 let op = MatchRecognizeOperator::try_new(
                     info("MatchRecognize", &m.schema),
                     spec,
@@ -401,74 +396,6 @@ impl Builder<'_, '_> {
             .map(|e| e.data_type(schema.as_arrow()))
             .collect::<Result<Vec<_>, _>>()?;
         KeyEncoder::try_new(exprs, &types)
-    }
-
-    /// MATCH_RECOGNIZE's keys, arguments and expressions, compiled against its input.
-    fn match_recognize_spec(
-        &self,
-        m: &MatchRecognizeStreamNode,
-        input_schema: &DFSchema,
-    ) -> EngineResult<MatchRecognizeSpec> {
-        let spec = &m.spec;
-        let state = self.ctx.state;
-        let arrow_schema = Arc::new(input_schema.as_arrow().clone());
-        let partition_fields = spec
-            .partition_by
-            .iter()
-            .map(|i| SortField::new(input_schema.field(*i).data_type().clone()))
-            .collect();
-        let time_type = input_schema.field(spec.time).data_type().clone();
-        let time_unit_ns = match &time_type {
-            DataType::Timestamp(unit, _) => unit_nanos(*unit),
-            other => {
-                return Err(EngineError::Internal(format!(
-                    "MATCH_RECOGNIZE ordered by a {other} column"
-                )));
-            }
-        };
-        let time_column = Expr::Column(datafusion::common::Column::from(
-            input_schema.qualified_field(spec.time),
-        ));
-        let mut order = vec![(
-            state.create_physical_expr(time_column, input_schema)?,
-            SortField::new(time_type),
-        )];
-        for o in &spec.order_by {
-            let e = state.create_physical_expr(o.expr.clone(), input_schema)?;
-            let t = e.data_type(&arrow_schema)?;
-            order.push((
-                e,
-                SortField::new_with_options(
-                    t,
-                    datafusion::arrow::compute::SortOptions {
-                        descending: !o.asc,
-                        nulls_first: o.nulls_first,
-                    },
-                ),
-            ));
-        }
-        let mut compiler = ExprCompiler::new(state, input_schema);
-        let defines = spec
-            .defines
-            .iter()
-            .map(|d| d.as_ref().map(|d| compiler.compile(d)).transpose())
-            .collect::<EngineResult<Vec<_>>>()?;
-        let measures = spec
-            .measures
-            .iter()
-            .map(|(_, m)| compiler.compile(m))
-            .collect::<EngineResult<Vec<_>>>()?;
-        Ok(MatchRecognizeSpec {
-            spec: Arc::clone(spec),
-            input_schema: arrow_schema,
-            partition_fields,
-            order,
-            args: compiler.args.into_iter().map(|(_, e)| e).collect(),
-            defines,
-            measures,
-            time_unit_ns,
-            no_watermark: m.no_watermark,
-        })
     }
 
     /// A join's residual condition, over a left row followed by a right row.

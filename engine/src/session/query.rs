@@ -46,6 +46,22 @@ impl Session {
     }
 
     /// Plans, binds parameters and optimizes.
+    /// The streaming plan of a query, and the session state its expressions are compiled
+    /// with: for tests and tools that drive operators directly.
+    pub async fn stream_plan(
+        &self,
+        sql: &str,
+    ) -> EngineResult<(crate::plan::StreamPlan, datafusion::execution::SessionState)> {
+        let statement = crate::sql::parser::parse_sql(sql)?
+            .pop()
+            .ok_or_else(|| EngineError::Internal("no statement".to_string()))?;
+        let crate::sql::parser::EddyStatement::Sql(stmt) = statement.statement else {
+            return Err(EngineError::Internal("not a query".to_string()));
+        };
+        let plan = self.optimized_plan(*stmt, sql, &[]).await?;
+        Ok((plan_stream(&plan)?, self.ctx.state()))
+    }
+
     async fn optimized_plan(
         &self,
         stmt: Statement,
