@@ -1,13 +1,14 @@
 //! The MATCH_RECOGNIZE operator: row pattern matching per partition, in event-time order.
 //!
-//! Rows wait in arrival order until the watermark passes them (a row at or behind the
+//! Rows wait in their arrival batches until the watermark passes them (a row at or behind the
 //! watermark on arrival is late: dropped and counted). When the watermark advances, the rows it
-//! passed are released: sorted by partition, event time, the further ORDER BY keys and
-//! arrival, their channel arguments are computed once, and every DEFINE condition that depends
-//! only on the row and the rows before it (`B.price < PREV(B.price)`) is evaluated for all of
-//! them at once as a boolean column. Each partition's [`PartitionMatcher`] then consumes its
-//! new rows; conditions that depend on the labelling (`LAST(A.x)`, `SUM(A.x)`) are evaluated per
-//! candidate. Matches are turned into output rows with their measures, and rows no pending
+//! passed are released: grouped by partition and sorted by event time, the further ORDER BY
+//! keys and arrival into one shared [`Segment`], their channel arguments are computed once,
+//! and every DEFINE condition that depends only on the row and the rows around it
+//! (`B.price < PREV(B.price)`) is evaluated for all of them at once as a boolean column (one
+//! that reads `NEXT` rows, once those rows are released). Each partition's
+//! [`PartitionMatcher`] then consumes its new rows; conditions that depend on the labelling
+//! (`LAST(A.x)`, `SUM(A.x)`) are evaluated per candidate. Matches are turned into output rows with their measures, and rows no pending
 //! match or navigation can reach are freed. At the end of the input every partition ends:
 //! patterns are finished as at the end of a batch query.
 

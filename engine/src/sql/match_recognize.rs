@@ -529,6 +529,15 @@ impl RelationPlanner for MatchRecognizePlanner {
                 }
             }
         }
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.name() == f.name()) {
+                return Err(DataFusionError::Plan(format!(
+                    "MATCH_RECOGNIZE would output two columns named {}: with ALL ROWS PER MATCH \
+                     every input column is in the output, so give the measure another name",
+                    f.name()
+                )));
+            }
+        }
         if fields.is_empty() {
             return Err(DataFusionError::Plan(
                 "MATCH_RECOGNIZE with ONE ROW PER MATCH needs a PARTITION BY column or a \
@@ -689,6 +698,14 @@ impl Clause<'_, '_> {
                         )));
                     }
                     return Ok(repeat(self.pattern(inner2)?, q2, false));
+                }
+                // `B+*`: a quantifier on a quantifier (other than reluctance) needs a group.
+                if let MatchRecognizePattern::Repetition(_, _) = inner.as_ref() {
+                    return Err(DataFusionError::Plan(format!(
+                        "the pattern quantifier in {p} is not valid: a quantified pattern takes \
+                         another quantifier only inside parentheses, as in ({inner}){}",
+                        &p.to_string()[inner.to_string().len()..]
+                    )));
                 }
                 repeat(self.pattern(inner)?, q, true)
             }
