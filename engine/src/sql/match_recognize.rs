@@ -40,7 +40,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::operators::pattern_matcher::SkipMode;
 use crate::plan::pattern::{Pattern, Program, VarId};
-use crate::sql::match_syntax::{EMPTY_DEFINE_ENTRY, SUBSET_ENTRY, WITHIN_ENTRY};
+use crate::sql::match_syntax::{DERIVED_INPUT, EMPTY_DEFINE_ENTRY, SUBSET_ENTRY, WITHIN_ENTRY};
 use crate::sql::window_tvf::{attach_span, error_at, interval_arg};
 
 /// Prefix of the channel columns an expression is planned over.
@@ -377,7 +377,7 @@ impl RelationPlanner for MatchRecognizePlanner {
         else {
             return Err(DataFusionError::Internal("not MATCH_RECOGNIZE".to_string()));
         };
-        let input = context.plan(*table)?;
+        let input = context.plan(derived_input(*table))?;
         let in_schema = Arc::clone(input.schema());
         let mut clause = Clause {
             context,
@@ -824,6 +824,29 @@ impl Clause<'_, '_> {
             channels,
         })
     }
+}
+
+/// The parser layer's `__eddy_derived((SELECT ...)) [AS alias]` back as the derived table
+/// `(SELECT ...) [AS alias]`; any other input as it is.
+fn derived_input(table: TableFactor) -> TableFactor {
+    if let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        ..
+    } = &table
+        && name.to_string() == DERIVED_INPUT
+        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(ast::Expr::Subquery(query)))] =
+            args.args.as_slice()
+    {
+        return TableFactor::Derived {
+            lateral: false,
+            subquery: query.clone(),
+            alias: alias.clone(),
+            sample: None,
+        };
+    }
+    table
 }
 
 fn repeat(inner: Pattern, q: &RepetitionQuantifier, greedy: bool) -> Pattern {

@@ -28,6 +28,8 @@ use crate::sql::window_syntax::{Tokens, closing, error_at, is_word, significant}
 pub const WITHIN_ENTRY: &str = "__eddy_within";
 /// The DEFINE entry that carries one `SUBSET` definition.
 pub const SUBSET_ENTRY: &str = "__eddy_subset";
+/// The pseudo table whose argument is a subquery that MATCH_RECOGNIZE reads.
+pub const DERIVED_INPUT: &str = "__eddy_derived";
 /// The DEFINE entry that stands for a missing DEFINE.
 pub const EMPTY_DEFINE_ENTRY: &str = "__eddy_define";
 
@@ -38,7 +40,7 @@ pub fn rewrite_match_recognize(
     if !tokens.iter().any(|t| is_match_recognize(&t.token)) {
         return Ok(tokens);
     }
-    let tokens = Tokens::new(tokens);
+    let tokens = Tokens::new(wrap_derived_inputs(tokens));
     let end = tokens.len();
     let mut out = Vec::with_capacity(end + 16);
     let mut i = 0;
@@ -56,6 +58,57 @@ pub fn rewrite_match_recognize(
         i += 1;
     }
     Ok(out)
+}
+
+/// `(SELECT ...) [AS] [alias] MATCH_RECOGNIZE (...)`: sqlparser takes MATCH_RECOGNIZE only
+/// after a table name, so the subquery becomes the argument of a pseudo table
+/// `__eddy_derived((SELECT ...))`, which the planner turns back into the derived table.
+fn wrap_derived_inputs(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let tokens = Tokens::new(tokens);
+    let end = tokens.len();
+    let mut opens = vec![false; end];
+    let mut closes = vec![false; end];
+    for i in 0..end {
+        let query = significant(&tokens, i + 1, end);
+        if tokens[i].token == Token::LParen
+            && (is_word(&tokens, query, end, "SELECT") || is_word(&tokens, query, end, "WITH"))
+            && let Some(close) = closing(&tokens, i, end)
+            && match_recognize_follows(&tokens, close + 1, end)
+        {
+            opens[i] = true;
+            closes[close] = true;
+        }
+    }
+    let mut out = Vec::with_capacity(end + 8);
+    for (i, t) in tokens.iter().enumerate() {
+        if opens[i] {
+            out.push(word(DERIVED_INPUT, t.span));
+            out.push(TokenWithSpan::new(Token::LParen, t.span));
+        }
+        out.push(t.clone());
+        if closes[i] {
+            out.push(TokenWithSpan::new(Token::RParen, t.span));
+        }
+    }
+    out
+}
+
+/// Whether `[AS] [alias] MATCH_RECOGNIZE` starts at `i`.
+fn match_recognize_follows(tokens: &Tokens, i: usize, end: usize) -> bool {
+    let mut j = significant(tokens, i, end);
+    for _ in 0..2 {
+        if j >= end {
+            return false;
+        }
+        if is_match_recognize(&tokens[j].token) {
+            return true;
+        }
+        if !matches!(tokens[j].token, Token::Word(_)) {
+            return false;
+        }
+        j = significant(tokens, j + 1, end);
+    }
+    j < end && is_match_recognize(&tokens[j].token)
 }
 
 fn is_match_recognize(token: &Token) -> bool {
@@ -303,6 +356,17 @@ mod tests {
         assert_eq!(
             rewrite("t MATCH_RECOGNIZE (PATTERN (A {- B+ -} C) DEFINE A AS x > 1)"),
             "t MATCH_RECOGNIZE (PATTERN (A ({- B+ -}) C) DEFINE A AS x > 1)"
+        );
+    }
+
+    #[test]
+    fn a_derived_input_becomes_a_pseudo_table_argument() {
+        assert_eq!(
+            rewrite(
+                "SELECT * FROM (SELECT a FROM t) AS s MATCH_RECOGNIZE (PATTERN (A) DEFINE A AS a)"
+            ),
+            "SELECT * FROM __eddy_derived((SELECT a FROM t)) AS s MATCH_RECOGNIZE (PATTERN (A) \
+             DEFINE A AS a)"
         );
     }
 
