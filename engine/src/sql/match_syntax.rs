@@ -14,8 +14,12 @@
 //!   variable or group as the start of a quantifier (`A {- B -}` fails with "expected
 //!   quantifier range"), but parses an exclusion where a group may start.
 //!
-//! The planner (`crate::sql::match_recognize`) takes the `__eddy_` entries back out. Tokens keep
-//! their source locations, so error positions still point into the user's text.
+//! And before `MATCH_RECOGNIZE`, a derived table `(SELECT ...) [AS s]`, which sqlparser accepts
+//! only as a table name there, becomes `__eddy_derived((SELECT ...)) [AS s]`.
+//!
+//! The planner (`crate::sql::match_recognize`) takes the `__eddy_` entries and the pseudo table
+//! back out. Tokens keep their source locations, so error positions still point into the
+//! user's text.
 
 use std::ops::Range;
 
