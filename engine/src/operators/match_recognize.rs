@@ -31,7 +31,7 @@ use datafusion::logical_expr::Expr;
 use crate::error::{EngineError, EngineResult};
 use crate::operators::match_eval::ExprCompiler;
 use crate::operators::match_eval::{
-    ChannelKind, CompiledExpr, PartitionRows, Point, Segment, gather_arg, gather_rows,
+    ChannelKind, CompiledExpr, PartitionRows, Point, Segment, as_condition, gather_arg, gather_rows,
 };
 use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
 use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
@@ -704,42 +704,76 @@ struct Oracle<'a> {
 
 impl Conditions for Oracle<'_> {
     fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool> {
-        if let Some(within) = self.s.spec.within {
-            let (Some(first), Some(now)) = (self.rows.time(history.start()), self.rows.time(row))
-            else {
-                return Ok(false);
+        Ok(self.holds_all(row, &[(var, history)])?.first() == Some(&true))
+    }
+
+    /// Conditions evaluated per batch are looked up; the others are evaluated together, one
+    /// evaluation per variable for all the threads that ask.
+    fn holds_all(
+        &mut self,
+        row: usize,
+        requests: &[(VarId, History<'_>)],
+    ) -> EngineResult<Vec<bool>> {
+        let mut answers = vec![false; requests.len()];
+        let mut per_match: Vec<Vec<usize>> = Vec::new();
+        let now = self.rows.time(row);
+        for (i, (var, history)) in requests.iter().enumerate() {
+            if let Some(within) = self.s.spec.within {
+                let (Some(first), Some(now)) = (self.rows.time(history.start()), now) else {
+                    continue;
+                };
+                if now.saturating_sub(first) >= within {
+                    continue;
+                }
+            }
+            let v = *var as usize;
+            answers[i] = if self.s.defines[v].is_none() {
+                true
+            } else if self.ahead[v] {
+                self.rows.ahead_holds(row, *var)
+            } else if self.row_local[v] {
+                self.rows
+                    .locate(row)
+                    .and_then(|(segment, at)| segment.bits[v].as_ref().map(|b| b.value(at)))
+                    .unwrap_or(false)
+            } else {
+                if per_match.len() <= v {
+                    per_match.resize(v + 1, Vec::new());
+                }
+                per_match[v].push(i);
+                false
             };
-            if now.saturating_sub(first) >= within {
-                return Ok(false);
+        }
+        for (v, asking) in per_match.iter().enumerate() {
+            let Some(define) = self.s.defines[v].as_ref().filter(|_| !asking.is_empty()) else {
+                continue;
+            };
+            let labels: Vec<Vec<VarId>> = asking
+                .iter()
+                .map(|&i| {
+                    let mut labels = requests[i].1.labels();
+                    labels.push(v as VarId);
+                    labels
+                })
+                .collect();
+            let points: Vec<Point<'_>> = asking
+                .iter()
+                .zip(&labels)
+                .map(|(&i, labels)| Point {
+                    rows: self.rows,
+                    labels,
+                    start: requests[i].1.start(),
+                    current: Some(labels.len() - 1),
+                    number: 0,
+                })
+                .collect();
+            let result = define.evaluate(&points, &self.s.input_schema, &self.s.spec.variables)?;
+            let result = as_condition(&result);
+            for (k, &i) in asking.iter().enumerate() {
+                answers[i] = result.value(k);
             }
         }
-        let Some(define) = &self.s.defines[var as usize] else {
-            return Ok(true);
-        };
-        if self.ahead[var as usize] {
-            return Ok(self.rows.ahead_holds(row, var));
-        }
-        if self.row_local[var as usize] {
-            let Some((chunk, i)) = self.rows.locate(row) else {
-                return Ok(false);
-            };
-            return Ok(chunk.bits[var as usize]
-                .as_ref()
-                .is_some_and(|b| b.value(i)));
-        }
-        let mut labels = history.labels();
-        labels.push(var);
-        let point = Point {
-            rows: self.rows,
-            labels: &labels,
-            start: history.start(),
-            current: Some(labels.len() - 1),
-            number: 0,
-        };
-        let result = define.evaluate(&[point], &self.s.input_schema, &self.s.spec.variables)?;
-        Ok(result
-            .as_boolean_opt()
-            .is_some_and(|b| b.is_valid(0) && b.value(0)))
+        Ok(answers)
     }
 }
 

@@ -95,6 +95,19 @@ pub trait Conditions {
     /// Whether partition row `row` may be labelled `var`, when `history` labels the rows of
     /// the attempt before it.
     fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool>;
+
+    /// [`Conditions::holds`] for every thread waiting for row `row` at once (an implementor
+    /// may evaluate them together); the answer for each request, in order.
+    fn holds_all(
+        &mut self,
+        row: usize,
+        requests: &[(VarId, History<'_>)],
+    ) -> EngineResult<Vec<bool>> {
+        requests
+            .iter()
+            .map(|(var, history)| self.holds(*var, row, *history))
+            .collect()
+    }
 }
 
 /// Where the next attempt starts after a match (AFTER MATCH SKIP).
@@ -398,6 +411,26 @@ impl PartitionMatcher {
         };
         let row = attempt.pos;
         let threads = std::mem::take(&mut attempt.threads);
+        // Every waiting thread's condition first, together: a condition depends only on its
+        // own thread's history, so this gives the answers asking one at a time would.
+        let requests: Vec<(VarId, History<'_>)> = threads
+            .iter()
+            .filter_map(|t| match self.program.insts[t.pc] {
+                Inst::Label { var, .. } => Some((
+                    var,
+                    History {
+                        nodes: &attempt.nodes,
+                        node: t.node,
+                        start: attempt.start,
+                        len: t.len,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let answers = cond.holds_all(row, &requests)?;
+        drop(requests);
+        let mut answers = answers.into_iter();
         let mut next = Vec::with_capacity(threads.len());
         self.new_stamp();
         for t in threads {
@@ -405,13 +438,7 @@ impl PartitionMatcher {
                 // `$` before a row that exists: the thread dies.
                 continue;
             };
-            let history = History {
-                nodes: &attempt.nodes,
-                node: t.node,
-                start: attempt.start,
-                len: t.len,
-            };
-            if !cond.holds(var, row, history)? {
+            if !answers.next().unwrap_or(false) {
                 continue;
             }
             attempt.nodes.push(Node {
