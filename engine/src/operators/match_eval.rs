@@ -140,6 +140,35 @@ pub struct Segment {
     pub bits: Vec<Option<BooleanArray>>,
     /// Event times, nanoseconds.
     pub times: Vec<i64>,
+    /// The release that made it (segments from old releases get compacted).
+    pub release: u64,
+}
+
+impl Segment {
+    /// A copy of rows `offset .. offset + len` that owns its buffers.
+    fn copy_rows(&self, offset: usize, len: usize) -> EngineResult<Segment> {
+        let indices = datafusion::arrow::array::UInt32Array::from_iter_values(
+            (offset..offset + len).map(|i| i as u32),
+        );
+        let copy = |a: &ArrayRef| datafusion::arrow::compute::take(a, &indices, None);
+        let columns = self
+            .batch
+            .columns()
+            .iter()
+            .map(copy)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Segment {
+            batch: RecordBatch::try_new(self.batch.schema(), columns)?,
+            args: self.args.iter().map(copy).collect::<Result<_, _>>()?,
+            bits: self
+                .bits
+                .iter()
+                .map(|b| b.as_ref().map(|b| b.slice(offset, len).iter().collect()))
+                .collect(),
+            times: self.times[offset..offset + len].to_vec(),
+            release: self.release,
+        })
+    }
 }
 
 /// A run of consecutive rows of one partition: rows `offset .. offset + len` of a segment.
@@ -200,6 +229,20 @@ impl PartitionRows {
 
     pub fn time(&self, row: usize) -> Option<i64> {
         self.locate(row).map(|(c, i)| c.times[i])
+    }
+
+    /// Copies the runs that hold under a quarter of a segment made before release `before`
+    /// into segments of their own, so that a partition that keeps a few old rows (an attempt
+    /// still open) does not keep the rest of their segment alive.
+    pub fn compact(&mut self, before: u64) -> EngineResult<()> {
+        for chunk in &mut self.chunks {
+            let segment = &chunk.segment;
+            if segment.release < before && chunk.len * 4 < segment.batch.num_rows() {
+                chunk.segment = Arc::new(segment.copy_rows(chunk.offset, chunk.len)?);
+                chunk.offset = 0;
+            }
+        }
+        Ok(())
     }
 
     /// How many rows are held (released and not freed).

@@ -158,7 +158,14 @@ pub struct MatchRecognizeOperator {
     partition_ids: HashMap<Box<[u8]>, usize>,
     watermark: Option<EventTime>,
     late_rows: Arc<AtomicU64>,
+    /// Releases so far (each makes one segment), and the last one that compacted.
+    releases: u64,
+    compacted: u64,
 }
+
+/// Every this many releases, the rows partitions still hold from segments older than this are
+/// compacted.
+const COMPACT_EVERY: u64 = 64;
 
 impl MatchRecognizeOperator {
     pub fn try_new(
@@ -216,6 +223,8 @@ impl MatchRecognizeOperator {
             partition_ids: HashMap::new(),
             watermark: None,
             late_rows,
+            releases: 0,
+            compacted: 0,
             s,
         })
     }
@@ -285,6 +294,13 @@ impl MatchRecognizeOperator {
             out.batch(batch);
         }
         self.trim(ids.iter().chain(found.iter().map(|(id, _)| id)));
+        if self.releases >= self.compacted + COMPACT_EVERY && !ended {
+            let before = self.releases - COMPACT_EVERY;
+            for partition in &mut self.partitions {
+                partition.rows.compact(before)?;
+            }
+            self.compacted = self.releases;
+        }
         Ok(())
     }
 
@@ -390,11 +406,13 @@ impl MatchRecognizeOperator {
             .collect::<EngineResult<Vec<_>>>()?;
         let bits = self.row_local_bits(&runs, &args, n)?;
 
+        self.releases += 1;
         let segment = Arc::new(Segment {
             batch: sorted,
             args,
             bits,
             times,
+            release: self.releases,
         });
         let mut touched = Vec::with_capacity(runs.len());
         for (id, start, len) in runs {
