@@ -144,33 +144,6 @@ pub struct Segment {
     pub release: u64,
 }
 
-impl Segment {
-    /// A copy of rows `offset .. offset + len` that owns its buffers.
-    fn copy_rows(&self, offset: usize, len: usize) -> EngineResult<Segment> {
-        let indices = datafusion::arrow::array::UInt32Array::from_iter_values(
-            (offset..offset + len).map(|i| i as u32),
-        );
-        let copy = |a: &ArrayRef| datafusion::arrow::compute::take(a, &indices, None);
-        let columns = self
-            .batch
-            .columns()
-            .iter()
-            .map(copy)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Segment {
-            batch: RecordBatch::try_new(self.batch.schema(), columns)?,
-            args: self.args.iter().map(copy).collect::<Result<_, _>>()?,
-            bits: self
-                .bits
-                .iter()
-                .map(|b| b.as_ref().map(|b| b.slice(offset, len).iter().collect()))
-                .collect(),
-            times: self.times[offset..offset + len].to_vec(),
-            release: self.release,
-        })
-    }
-}
-
 /// A run of consecutive rows of one partition: rows `offset .. offset + len` of a segment.
 #[derive(Debug)]
 struct Chunk {
@@ -231,18 +204,17 @@ impl PartitionRows {
         self.locate(row).map(|(c, i)| c.times[i])
     }
 
-    /// Copies the runs that hold under a quarter of a segment made before release `before`
-    /// into segments of their own, so that a partition that keeps a few old rows (an attempt
-    /// still open) does not keep the rest of their segment alive.
-    pub fn compact(&mut self, before: u64) -> EngineResult<()> {
-        for chunk in &mut self.chunks {
-            let segment = &chunk.segment;
-            if segment.release < before && chunk.len * 4 < segment.batch.num_rows() {
-                chunk.segment = Arc::new(segment.copy_rows(chunk.offset, chunk.len)?);
-                chunk.offset = 0;
-            }
+    /// The runs of held rows: (segment, offset, len), in row order.
+    pub fn runs(&self) -> impl Iterator<Item = (&Arc<Segment>, usize, usize)> {
+        self.chunks.iter().map(|c| (&c.segment, c.offset, c.len))
+    }
+
+    /// Points run `k` (of [`PartitionRows::runs`]) at a copy of its rows in `segment`.
+    pub fn rebase(&mut self, k: usize, segment: &Arc<Segment>, offset: usize) {
+        if let Some(chunk) = self.chunks.get_mut(k) {
+            chunk.segment = Arc::clone(segment);
+            chunk.offset = offset;
         }
-        Ok(())
     }
 
     /// How many rows are held (released and not freed).
@@ -321,28 +293,76 @@ pub fn gather_rows(schema: &SchemaRef, refs: &[(&Segment, usize)]) -> EngineResu
     if refs.is_empty() {
         return Ok(RecordBatch::new_empty(Arc::clone(schema)));
     }
-    let mut chunks: Vec<&Segment> = Vec::new();
-    let mut indices = Vec::with_capacity(refs.len());
-    for (c, i) in refs {
-        let k = match chunks.iter().position(|s| std::ptr::eq(*s, *c)) {
-            Some(k) => k,
-            None => {
-                chunks.push(c);
-                chunks.len() - 1
-            }
-        };
-        indices.push((k, *i));
-    }
+    let gather = RowGather::new(refs);
     let columns = (0..schema.fields().len())
-        .map(|col| {
-            let arrays: Vec<&dyn Array> = chunks
-                .iter()
-                .map(|c| c.batch.column(col).as_ref())
-                .collect();
-            interleave(&arrays, &indices)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|col| gather.column(|s| s.batch.column(col).as_ref()))
+        .collect::<EngineResult<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// Rows of several segments, gathered column by column.
+struct RowGather<'a> {
+    segments: Vec<&'a Segment>,
+    indices: Vec<(usize, usize)>,
+}
+
+impl<'a> RowGather<'a> {
+    fn new(refs: &[(&'a Segment, usize)]) -> Self {
+        let mut segments: Vec<&Segment> = Vec::new();
+        let mut indices = Vec::with_capacity(refs.len());
+        for (c, i) in refs {
+            let k = match segments.iter().rposition(|s| std::ptr::eq(*s, *c)) {
+                Some(k) => k,
+                None => {
+                    segments.push(c);
+                    segments.len() - 1
+                }
+            };
+            indices.push((k, *i));
+        }
+        Self { segments, indices }
+    }
+
+    fn column(&self, column: impl Fn(&'a Segment) -> &'a dyn Array) -> EngineResult<ArrayRef> {
+        let arrays: Vec<&dyn Array> = self.segments.iter().map(|s| column(s)).collect();
+        Ok(interleave(&arrays, &self.indices)?)
+    }
+}
+
+/// One segment holding the rows `refs` of other segments (their columns, arguments, bits and
+/// times), made by release `release`.
+pub fn copy_segment(refs: &[(&Segment, usize)], release: u64) -> EngineResult<Segment> {
+    let Some((first, _)) = refs.first() else {
+        return Err(EngineError::Internal("an empty segment".to_string()));
+    };
+    let gather = RowGather::new(refs);
+    let batch = gather_rows(&first.batch.schema(), refs)?;
+    let args = (0..first.args.len())
+        .map(|k| gather.column(|s| s.args[k].as_ref()))
+        .collect::<EngineResult<Vec<_>>>()?;
+    // Every segment of an operator has bits for the same variables.
+    let bits = (0..first.bits.len())
+        .map(|v| {
+            let arrays: Option<Vec<&dyn Array>> = gather
+                .segments
+                .iter()
+                .map(|s| s.bits.get(v)?.as_ref().map(|b| b as &dyn Array))
+                .collect();
+            match arrays {
+                Some(arrays) => Ok(Some(
+                    interleave(&arrays, &gather.indices)?.as_boolean().clone(),
+                )),
+                None => Ok(None),
+            }
+        })
+        .collect::<EngineResult<Vec<_>>>()?;
+    Ok(Segment {
+        batch,
+        args,
+        bits,
+        times: refs.iter().map(|(s, i)| s.times[*i]).collect(),
+        release,
+    })
 }
 
 /// Where an expression is evaluated: a labelling of rows `start ..` and the row evaluated at.

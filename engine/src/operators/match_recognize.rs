@@ -29,9 +29,9 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 
 use crate::error::{EngineError, EngineResult};
-use crate::operators::match_eval::ExprCompiler;
 use crate::operators::match_eval::{
-    ChannelKind, CompiledExpr, PartitionRows, Point, Segment, as_condition, gather_arg, gather_rows,
+    ChannelKind, CompiledExpr, ExprCompiler, PartitionRows, Point, Segment, as_condition,
+    copy_segment, gather_arg, gather_rows,
 };
 use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
 use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
@@ -295,10 +295,7 @@ impl MatchRecognizeOperator {
         }
         self.trim(ids.iter().chain(found.iter().map(|(id, _)| id)));
         if self.releases >= self.compacted + COMPACT_EVERY && !ended {
-            let before = self.releases - COMPACT_EVERY;
-            for partition in &mut self.partitions {
-                partition.rows.compact(before)?;
-            }
+            self.compact(self.releases - COMPACT_EVERY)?;
             self.compacted = self.releases;
         }
         Ok(())
@@ -607,6 +604,48 @@ impl MatchRecognizeOperator {
         Ok(expired)
     }
 
+    /// Copies the rows partitions still hold from segments made before release `before` that
+    /// are mostly freed (under a quarter of their rows held) into one new segment, so that
+    /// partitions that stay quiet with an attempt open hold only their rows, not the releases
+    /// they came in.
+    fn compact(&mut self, before: u64) -> EngineResult<()> {
+        let mut held: HashMap<*const Segment, (usize, usize)> = HashMap::new();
+        for p in &self.partitions {
+            for (segment, _, len) in p.rows.runs() {
+                if segment.release < before {
+                    let entry = held
+                        .entry(Arc::as_ptr(segment))
+                        .or_insert((0, segment.batch.num_rows()));
+                    entry.0 += len;
+                }
+            }
+        }
+        let sparse = |segment: &Arc<Segment>| {
+            held.get(&Arc::as_ptr(segment))
+                .is_some_and(|(rows, total)| rows * 4 < *total)
+        };
+        // (partition, run, offset in the new segment) and the rows to copy.
+        let mut moves: Vec<(usize, usize, usize)> = Vec::new();
+        let mut refs: Vec<(&Segment, usize)> = Vec::new();
+        for (id, p) in self.partitions.iter().enumerate() {
+            for (k, (segment, offset, len)) in p.rows.runs().enumerate() {
+                if sparse(segment) {
+                    moves.push((id, k, refs.len()));
+                    refs.extend((offset..offset + len).map(|i| (segment.as_ref(), i)));
+                }
+            }
+        }
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let segment = Arc::new(copy_segment(&refs, self.releases)?);
+        drop(refs);
+        for (id, k, offset) in moves {
+            self.partitions[id].rows.rebase(k, &segment, offset);
+        }
+        Ok(())
+    }
+
     /// Frees rows that no pending match or navigation can reach.
     fn trim<'k>(&mut self, ids: impl Iterator<Item = &'k usize>) {
         for &id in ids {
@@ -722,6 +761,23 @@ struct Oracle<'a> {
 
 impl Conditions for Oracle<'_> {
     fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool> {
+        let v = var as usize;
+        if self.s.spec.within.is_none() {
+            // The conditions looked up, without building a request.
+            if self.s.defines[v].is_none() {
+                return Ok(true);
+            }
+            if self.ahead[v] {
+                return Ok(self.rows.ahead_holds(row, var));
+            }
+            if self.row_local[v] {
+                return Ok(self
+                    .rows
+                    .locate(row)
+                    .and_then(|(segment, at)| segment.bits[v].as_ref().map(|b| b.value(at)))
+                    .unwrap_or(false));
+            }
+        }
         Ok(self.holds_all(row, &[(var, history)])?.first() == Some(&true))
     }
 

@@ -411,6 +411,9 @@ impl PartitionMatcher {
         };
         let row = attempt.pos;
         let threads = std::mem::take(&mut attempt.threads);
+        if self.merge_threads {
+            return self.step_one_by_one(attempt, threads, cond);
+        }
         // Every waiting thread's condition first, together: a condition depends only on its
         // own thread's history, so this gives the answers asking one at a time would.
         let requests: Vec<(VarId, History<'_>)> = threads
@@ -441,19 +444,7 @@ impl PartitionMatcher {
             if !answers.next().unwrap_or(false) {
                 continue;
             }
-            attempt.nodes.push(Node {
-                var,
-                excluded,
-                parent: t.node,
-            });
-            let node = (attempt.nodes.len() - 1) as u32;
-            let after = Thread {
-                pc: t.pc + 1,
-                node,
-                len: t.len + 1,
-                entered: NOT_ENTERED,
-            };
-            if self.closure(&mut attempt, after, row + 1, None, &mut next) {
+            if self.advance_thread(&mut attempt, t, var, excluded, row, &mut next) {
                 break;
             }
         }
@@ -461,6 +452,66 @@ impl PartitionMatcher {
         attempt.threads = next;
         self.attempt = Some(attempt);
         Ok(())
+    }
+
+    /// [`PartitionMatcher::step`] asking each thread's condition on its own, in order: when
+    /// conditions ignore history they are cheap lookups, and a match cuts the asking short.
+    fn step_one_by_one(
+        &mut self,
+        mut attempt: Attempt,
+        threads: Vec<Thread>,
+        cond: &mut dyn Conditions,
+    ) -> EngineResult<()> {
+        let row = attempt.pos;
+        let mut next = Vec::with_capacity(threads.len());
+        self.new_stamp();
+        for t in threads {
+            let Inst::Label { var, excluded } = self.program.insts[t.pc] else {
+                continue;
+            };
+            let history = History {
+                nodes: &attempt.nodes,
+                node: t.node,
+                start: attempt.start,
+                len: t.len,
+            };
+            if !cond.holds(var, row, history)? {
+                continue;
+            }
+            if self.advance_thread(&mut attempt, t, var, excluded, row, &mut next) {
+                break;
+            }
+        }
+        attempt.pos = row + 1;
+        attempt.threads = next;
+        self.attempt = Some(attempt);
+        Ok(())
+    }
+
+    /// Labels row `row` for thread `t` and follows it to the threads waiting for the next
+    /// row; true when it reached a match that cuts the less preferred threads.
+    fn advance_thread(
+        &mut self,
+        attempt: &mut Attempt,
+        t: Thread,
+        var: VarId,
+        excluded: bool,
+        row: usize,
+        next: &mut Vec<Thread>,
+    ) -> bool {
+        attempt.nodes.push(Node {
+            var,
+            excluded,
+            parent: t.node,
+        });
+        let node = (attempt.nodes.len() - 1) as u32;
+        let after = Thread {
+            pc: t.pc + 1,
+            node,
+            len: t.len + 1,
+            entered: NOT_ENTERED,
+        };
+        self.closure(attempt, after, row + 1, None, next)
     }
 
     /// No row will come for the waiting threads: a thread at `$` goes on when the
