@@ -95,6 +95,11 @@ impl Harness {
                 other => panic!("unexpected column {other}"),
             });
         }
+        self.send(b, columns);
+    }
+
+    /// Sends batch `b` with `columns`, then the watermark after it.
+    fn send(&mut self, b: i64, columns: Vec<Arc<dyn Array>>) {
         let batch = RecordBatch::try_new(Arc::clone(&self.input), columns).unwrap();
         let mut out = Output::default();
         self.op.on_batch(0, batch, &mut out).unwrap();
@@ -145,12 +150,7 @@ impl Harness {
                 }
             })
             .collect();
-        let batch = RecordBatch::try_new(Arc::clone(&self.input), columns).unwrap();
-        let mut out = Output::default();
-        self.op.on_batch(0, batch, &mut out).unwrap();
-        let newest = (b + 1) * BATCH_ROWS - 1;
-        self.op.on_watermark((newest - 100) * MS, &mut out).unwrap();
-        self.collect(&mut out);
+        self.send(b, columns);
     }
 
     /// Bytes held for matching.

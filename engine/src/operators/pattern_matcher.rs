@@ -176,6 +176,18 @@ struct Attempt {
     nodes: Vec<Node>,
 }
 
+impl Attempt {
+    /// The labels of thread `t` so far.
+    fn history(&self, t: &Thread) -> History<'_> {
+        History {
+            nodes: &self.nodes,
+            node: t.node,
+            start: self.start,
+            len: t.len,
+        }
+    }
+}
+
 /// Matches one partition.
 #[derive(Debug)]
 pub struct PartitionMatcher {
@@ -411,29 +423,21 @@ impl PartitionMatcher {
         };
         let row = attempt.pos;
         let threads = std::mem::take(&mut attempt.threads);
-        if self.merge_threads {
-            return self.step_one_by_one(attempt, threads, cond);
-        }
-        // Every waiting thread's condition first, together: a condition depends only on its
-        // own thread's history, so this gives the answers asking one at a time would.
-        let requests: Vec<(VarId, History<'_>)> = threads
-            .iter()
-            .filter_map(|t| match self.program.insts[t.pc] {
-                Inst::Label { var, .. } => Some((
-                    var,
-                    History {
-                        nodes: &attempt.nodes,
-                        node: t.node,
-                        start: attempt.start,
-                        len: t.len,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
-        let answers = cond.holds_all(row, &requests)?;
-        drop(requests);
-        let mut answers = answers.into_iter();
+        // Conditions that ignore history are cheap lookups, asked one thread at a time (a
+        // match cuts the asking short). Others are asked for every waiting thread together:
+        // a condition depends only on its own thread's history, so the answers are the same.
+        let mut answers = if self.merge_threads {
+            None
+        } else {
+            let requests: Vec<(VarId, History<'_>)> = threads
+                .iter()
+                .filter_map(|t| match self.program.insts[t.pc] {
+                    Inst::Label { var, .. } => Some((var, attempt.history(t))),
+                    _ => None,
+                })
+                .collect();
+            Some(cond.holds_all(row, &requests)?.into_iter())
+        };
         let mut next = Vec::with_capacity(threads.len());
         self.new_stamp();
         for t in threads {
@@ -441,44 +445,11 @@ impl PartitionMatcher {
                 // `$` before a row that exists: the thread dies.
                 continue;
             };
-            if !answers.next().unwrap_or(false) {
-                continue;
-            }
-            if self.advance_thread(&mut attempt, t, var, excluded, row, &mut next) {
-                break;
-            }
-        }
-        attempt.pos = row + 1;
-        attempt.threads = next;
-        self.attempt = Some(attempt);
-        Ok(())
-    }
-
-    /// [`PartitionMatcher::step`] asking each thread's condition on its own, in order: when
-    /// conditions ignore history they are cheap lookups, and a match cuts the asking short.
-    fn step_one_by_one(
-        &mut self,
-        mut attempt: Attempt,
-        threads: Vec<Thread>,
-        cond: &mut dyn Conditions,
-    ) -> EngineResult<()> {
-        let row = attempt.pos;
-        let mut next = Vec::with_capacity(threads.len());
-        self.new_stamp();
-        for t in threads {
-            let Inst::Label { var, excluded } = self.program.insts[t.pc] else {
-                continue;
+            let holds = match &mut answers {
+                Some(answers) => answers.next().unwrap_or(false),
+                None => cond.holds(var, row, attempt.history(&t))?,
             };
-            let history = History {
-                nodes: &attempt.nodes,
-                node: t.node,
-                start: attempt.start,
-                len: t.len,
-            };
-            if !cond.holds(var, row, history)? {
-                continue;
-            }
-            if self.advance_thread(&mut attempt, t, var, excluded, row, &mut next) {
+            if holds && self.advance_thread(&mut attempt, t, var, excluded, row, &mut next) {
                 break;
             }
         }
