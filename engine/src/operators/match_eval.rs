@@ -259,8 +259,7 @@ impl PartitionRows {
         }
     }
 
-    /// The last `n` rows' values of argument `arg` before row `before`, oldest first, as
-    /// (chunk index, row index) references.
+    /// The last `n` rows before row `before`, oldest first, as (segment, index) references.
     pub fn history(&self, before: usize, n: usize) -> Vec<(&Segment, usize)> {
         let mut out = Vec::new();
         let mut row = before;
@@ -293,38 +292,68 @@ pub fn gather_rows(schema: &SchemaRef, refs: &[(&Segment, usize)]) -> EngineResu
     if refs.is_empty() {
         return Ok(RecordBatch::new_empty(Arc::clone(schema)));
     }
-    let gather = RowGather::new(refs);
-    let columns = (0..schema.fields().len())
-        .map(|col| gather.column(|s| s.batch.column(col).as_ref()))
+    let gather = RowGather::new(refs.iter().map(|r| Some(*r)));
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(col, f)| gather.column(f.data_type(), |s| s.batch.column(col).as_ref()))
         .collect::<EngineResult<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// Rows of several segments, gathered column by column.
+/// Rows of several segments, gathered column by column; a missing row (None) is NULL.
 struct RowGather<'a> {
     segments: Vec<&'a Segment>,
+    /// (segment, row); a missing row points one past the segments, at a one-row NULL.
     indices: Vec<(usize, usize)>,
+    has_nulls: bool,
 }
 
 impl<'a> RowGather<'a> {
-    fn new(refs: &[(&'a Segment, usize)]) -> Self {
+    fn new(refs: impl IntoIterator<Item = Option<(&'a Segment, usize)>>) -> Self {
         let mut segments: Vec<&Segment> = Vec::new();
-        let mut indices = Vec::with_capacity(refs.len());
-        for (c, i) in refs {
-            let k = match segments.iter().rposition(|s| std::ptr::eq(*s, *c)) {
+        let mut missing = Vec::new();
+        let mut indices = Vec::new();
+        for r in refs {
+            let Some((c, i)) = r else {
+                missing.push(indices.len());
+                indices.push((0, 0));
+                continue;
+            };
+            let k = match segments.iter().rposition(|s| std::ptr::eq(*s, c)) {
                 Some(k) => k,
                 None => {
                     segments.push(c);
                     segments.len() - 1
                 }
             };
-            indices.push((k, *i));
+            indices.push((k, i));
         }
-        Self { segments, indices }
+        for m in &missing {
+            indices[*m] = (segments.len(), 0);
+        }
+        Self {
+            segments,
+            indices,
+            has_nulls: !missing.is_empty(),
+        }
     }
 
-    fn column(&self, column: impl Fn(&'a Segment) -> &'a dyn Array) -> EngineResult<ArrayRef> {
-        let arrays: Vec<&dyn Array> = self.segments.iter().map(|s| column(s)).collect();
+    /// The column `column` of each row, of type `data_type`.
+    fn column(
+        &self,
+        data_type: &DataType,
+        column: impl Fn(&'a Segment) -> &'a dyn Array,
+    ) -> EngineResult<ArrayRef> {
+        if self.indices.is_empty() {
+            return Ok(datafusion::arrow::array::new_empty_array(data_type));
+        }
+        let null = datafusion::arrow::array::new_null_array(data_type, 1);
+        let mut arrays: Vec<&dyn Array> = self.segments.iter().map(|s| column(s)).collect();
+        if self.has_nulls {
+            arrays.push(null.as_ref());
+        }
         Ok(interleave(&arrays, &self.indices)?)
     }
 }
@@ -335,10 +364,13 @@ pub fn copy_segment(refs: &[(&Segment, usize)], release: u64) -> EngineResult<Se
     let Some((first, _)) = refs.first() else {
         return Err(EngineError::Internal("an empty segment".to_string()));
     };
-    let gather = RowGather::new(refs);
+    let gather = RowGather::new(refs.iter().map(|r| Some(*r)));
     let batch = gather_rows(&first.batch.schema(), refs)?;
-    let args = (0..first.args.len())
-        .map(|k| gather.column(|s| s.args[k].as_ref()))
+    let args = first
+        .args
+        .iter()
+        .enumerate()
+        .map(|(k, a)| gather.column(a.data_type(), |s| s.args[k].as_ref()))
         .collect::<EngineResult<Vec<_>>>()?;
     // Every segment of an operator has bits for the same variables.
     let bits = (0..first.bits.len())
@@ -442,9 +474,7 @@ impl CompiledExpr {
                 _ => {
                     let values = points
                         .iter()
-                        .map(|p| {
-                            channel_value(channel, p, input_schema, variables, field.data_type())
-                        })
+                        .map(|p| channel_value(channel, p, input_schema, variables))
                         .collect::<EngineResult<Vec<_>>>()?;
                     if values.is_empty() {
                         datafusion::arrow::array::new_empty_array(field.data_type())
@@ -499,16 +529,13 @@ fn channel_value(
     point: &Point<'_>,
     input_schema: &SchemaRef,
     variables: &[String],
-    data_type: &DataType,
 ) -> EngineResult<ScalarValue> {
     let rows = point.rows;
     match &channel.kind {
-        ChannelKind::Value { vars, nav, arg } => {
-            match navigate(vars, nav, channel.running, point).and_then(|r| rows.locate(r)) {
-                Some((chunk, i)) => Ok(ScalarValue::try_from_array(&chunk.args[*arg], i)?),
-                None => Ok(ScalarValue::try_from(data_type)?),
-            }
-        }
+        // Gathered as whole columns by `CompiledExpr::evaluate`.
+        ChannelKind::Value { .. } | ChannelKind::MatchNumber => Err(EngineError::Internal(
+            "value channels are gathered, not computed one by one".to_string(),
+        )),
         ChannelKind::Classifier { vars } => {
             let seen = point.seen(channel.running);
             let label = seen.iter().rev().find(|v| in_vars(vars, **v));
@@ -516,7 +543,6 @@ fn channel_value(
                 label.and_then(|v| variables.get(*v as usize)).cloned(),
             ))
         }
-        ChannelKind::MatchNumber => Ok(ScalarValue::Int64(Some(point.number as i64))),
         ChannelKind::Aggregate {
             vars,
             aggregate,
@@ -557,33 +583,5 @@ pub fn gather_arg(
     arg: usize,
     data_type: &DataType,
 ) -> EngineResult<ArrayRef> {
-    let mut chunks: Vec<&Segment> = Vec::new();
-    let mut indices = Vec::with_capacity(refs.len());
-    for r in refs {
-        match r {
-            Some((c, i)) => {
-                let k = match chunks.iter().position(|s| std::ptr::eq(*s, *c)) {
-                    Some(k) => k,
-                    None => {
-                        chunks.push(c);
-                        chunks.len() - 1
-                    }
-                };
-                indices.push(Some((k, *i)));
-            }
-            None => indices.push(None),
-        }
-    }
-    let null = datafusion::arrow::array::new_null_array(data_type, 1);
-    let mut arrays: Vec<&dyn Array> = chunks.iter().map(|c| c.args[arg].as_ref()).collect();
-    let null_index = arrays.len();
-    arrays.push(null.as_ref());
-    let indices: Vec<(usize, usize)> = indices
-        .into_iter()
-        .map(|i| i.unwrap_or((null_index, 0)))
-        .collect();
-    if indices.is_empty() {
-        return Ok(datafusion::arrow::array::new_empty_array(data_type));
-    }
-    Ok(interleave(&arrays, &indices)?)
+    RowGather::new(refs.iter().copied()).column(data_type, |s| s.args[arg].as_ref())
 }

@@ -66,7 +66,7 @@ struct PendingBatch {
     min_time: i64,
 }
 
-/// What one partition's matcher found, by partition key.
+/// What one partition's matcher found, by partition id.
 type PartitionFound = (usize, Vec<Found>);
 
 impl MatchRecognizeSpec {
@@ -759,24 +759,34 @@ struct Oracle<'a> {
     rows: &'a PartitionRows,
 }
 
-impl Conditions for Oracle<'_> {
-    fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool> {
+impl Oracle<'_> {
+    /// The answer for a variable without DEFINE or with a condition evaluated per batch; None
+    /// for a condition that depends on the labelling.
+    fn looked_up(&self, var: VarId, row: usize) -> Option<bool> {
         let v = var as usize;
-        if self.s.spec.within.is_none() {
-            // The conditions looked up, without building a request.
-            if self.s.defines[v].is_none() {
-                return Ok(true);
-            }
-            if self.ahead[v] {
-                return Ok(self.rows.ahead_holds(row, var));
-            }
-            if self.row_local[v] {
-                return Ok(self
-                    .rows
+        if self.s.defines[v].is_none() {
+            Some(true)
+        } else if self.ahead[v] {
+            Some(self.rows.ahead_holds(row, var))
+        } else if self.row_local[v] {
+            Some(
+                self.rows
                     .locate(row)
                     .and_then(|(segment, at)| segment.bits[v].as_ref().map(|b| b.value(at)))
-                    .unwrap_or(false));
-            }
+                    .unwrap_or(false),
+            )
+        } else {
+            None
+        }
+    }
+}
+
+impl Conditions for Oracle<'_> {
+    fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool> {
+        if self.s.spec.within.is_none()
+            && let Some(holds) = self.looked_up(var, row)
+        {
+            return Ok(holds);
         }
         Ok(self.holds_all(row, &[(var, history)])?.first() == Some(&true))
     }
@@ -800,23 +810,16 @@ impl Conditions for Oracle<'_> {
                     continue;
                 }
             }
-            let v = *var as usize;
-            answers[i] = if self.s.defines[v].is_none() {
-                true
-            } else if self.ahead[v] {
-                self.rows.ahead_holds(row, *var)
-            } else if self.row_local[v] {
-                self.rows
-                    .locate(row)
-                    .and_then(|(segment, at)| segment.bits[v].as_ref().map(|b| b.value(at)))
-                    .unwrap_or(false)
-            } else {
-                if per_match.len() <= v {
-                    per_match.resize(v + 1, Vec::new());
+            match self.looked_up(*var, row) {
+                Some(holds) => answers[i] = holds,
+                None => {
+                    let v = *var as usize;
+                    if per_match.len() <= v {
+                        per_match.resize(v + 1, Vec::new());
+                    }
+                    per_match[v].push(i);
                 }
-                per_match[v].push(i);
-                false
-            };
+            }
         }
         for (v, asking) in per_match.iter().enumerate() {
             let Some(define) = self.s.defines[v].as_ref().filter(|_| !asking.is_empty()) else {
