@@ -54,6 +54,22 @@ pub struct SourceContext {
     pub metrics: Arc<SourceMetrics>,
     /// Preferred number of rows per batch.
     pub batch_size: usize,
+    /// Which part of the source this reader produces, when the query reads it with several
+    /// readers (only for connectors whose [`SourceConnector::splittable`] says so).
+    pub split: SourceSplit,
+}
+
+/// Reader `index` of `count` parallel readers of one source. The readers of a source together
+/// produce every row exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSplit {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl SourceSplit {
+    /// The only reader of its source.
+    pub const WHOLE: SourceSplit = SourceSplit { index: 0, count: 1 };
 }
 
 /// An opened source: its batches and whether they end.
@@ -83,7 +99,15 @@ pub trait SourceConnector: Send + Sync + 'static {
     /// are reported when the source is declared, not when a query first reads it.
     fn validate(&self, schema: &SchemaRef, options: &ConnectorOptions) -> ConnectorResult<()>;
 
-    /// Opens a reader. Called once per query that reads the source.
+    /// Whether a query may read the source with several parallel readers, each opened with
+    /// its own [`SourceSplit`]. Rows of equal event time must stay in one split, in order, so
+    /// that ties reach keyed operators in the same order whatever the parallelism.
+    fn splittable(&self, _options: &ConnectorOptions) -> bool {
+        false
+    }
+
+    /// Opens a reader. Called once per query that reads the source (once per split when the
+    /// source is [`splittable`](Self::splittable) and the query runs in parallel).
     fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader>;
 }
 

@@ -60,6 +60,9 @@ pub enum EngineError {
     /// Input text that does not convert to its column's type (COPY FROM).
     #[error("{0}")]
     InvalidInput(String),
+    /// `SET` of a variable to a value it cannot take.
+    #[error("{0}")]
+    InvalidParameterValue(String),
     /// `SHOW` or `SET` of a variable that does not exist.
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownVariable(String),

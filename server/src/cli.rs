@@ -39,7 +39,8 @@ pub struct ServeArgs {
     #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
     pub data_dir: PathBuf,
 
-    /// Worker threads for query execution (default: one per core).
+    /// Worker threads for query execution, and the parallel instances of each keyed operator
+    /// of a query (default: one per core).
     #[arg(long, env = "EDDY_WORKERS")]
     pub workers: Option<usize>,
 }

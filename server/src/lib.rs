@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Catalog and table data; `None` keeps everything in memory (tests).
     pub data_dir: Option<PathBuf>,
+    /// Parallel instances of each keyed operator per query (sessions may `SET parallelism`).
+    pub parallelism: usize,
 }
 
 /// A running server.
@@ -87,6 +89,7 @@ impl Server {
         let engine = Engine::new(
             EngineConfig {
                 data_dir: config.data_dir.clone(),
+                parallelism: config.parallelism.max(1),
                 ..EngineConfig::default()
             },
             connectors,

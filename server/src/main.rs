@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
         let server = match Server::start(ServerConfig {
             listen: args.listen,
             data_dir: Some(args.data_dir.clone()),
+            parallelism: workers,
         })
         .await
         {

@@ -59,6 +59,7 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.clone()),
+        parallelism: 1,
     })
     .await
     .unwrap();

@@ -239,6 +239,7 @@ async fn execute(session: &mut Session, sql: &str) {
 async fn run_push(rows: &[Tick], query: &str, expected: usize, seed: u64) -> Vec<String> {
     let engine = Engine::new(
         EngineConfig {
+            parallelism: 1,
             data_dir: None,
             batch_size: 8192,
         },

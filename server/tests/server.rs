@@ -14,6 +14,7 @@ async fn start(dir: &std::path::Path) -> Server {
     Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
+        parallelism: 1,
     })
     .await
     .unwrap()

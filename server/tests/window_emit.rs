@@ -50,6 +50,7 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.clone()),
+        parallelism: 1,
     })
     .await
     .unwrap();

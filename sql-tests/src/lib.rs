@@ -182,6 +182,7 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         data_dir: Some(server_dir.clone()),
+        parallelism: 1,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -105,6 +105,7 @@ fn open(
             options,
             metrics: Arc::clone(&metrics),
             batch_size,
+            split: eddy_engine::connector::SourceSplit::WHOLE,
         })
         .unwrap();
     (reader.stream, reader.bounded, metrics)

@@ -51,6 +51,7 @@ async fn read_all(
             options,
             metrics: Arc::clone(&metrics),
             batch_size,
+            split: eddy_engine::connector::SourceSplit::WHOLE,
         })
         .unwrap();
     assert!(reader.bounded);
@@ -367,6 +368,7 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
             options,
             metrics: Arc::new(SourceMetrics::default()),
             batch_size: 8192,
+            split: eddy_engine::connector::SourceSplit::WHOLE,
         })
         .unwrap();
     assert!(!reader.bounded);
@@ -419,6 +421,7 @@ async fn bid_throughput() {
                 options,
                 metrics: Arc::new(SourceMetrics::default()),
                 batch_size: 8192,
+                split: eddy_engine::connector::SourceSplit::WHOLE,
             })
             .unwrap();
         let started = Instant::now();

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::connector::{ConnectorRegistry, SourceContext, SourceMetrics};
+use crate::connector::{ConnectorRegistry, SourceContext, SourceMetrics, SourceSplit};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::accumulators::AggregateExprs;
 use crate::operators::filter::FilterOperator;
@@ -59,6 +59,8 @@ pub struct LaunchContext<'a> {
     pub connectors: &'a ConnectorRegistry,
     /// Preferred rows per source batch.
     pub batch_size: usize,
+    /// Parallel instances of each keyed operator and of each splittable source.
+    pub parallelism: usize,
     /// Counts the dataflow tasks alive in the engine (for tests and monitoring).
     pub live_tasks: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -500,6 +502,7 @@ impl Builder<'_, '_> {
                     options: relation.options.clone(),
                     metrics: Arc::clone(&metrics),
                     batch_size: self.ctx.batch_size,
+                    split: SourceSplit::WHOLE,
                 })?;
                 let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
                 (stream, reader.bounded)

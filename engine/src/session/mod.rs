@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub data_dir: Option<PathBuf>,
     /// Preferred rows per source batch.
     pub batch_size: usize,
+    /// Parallel instances of each keyed operator (and readers of each splittable source) a
+    /// query runs with, unless the session sets `parallelism`.
+    pub parallelism: usize,
 }
 
 impl Default for EngineConfig {
@@ -50,8 +53,31 @@ impl Default for EngineConfig {
         Self {
             data_dir: None,
             batch_size: 8192,
+            parallelism: 1,
         }
     }
+}
+
+/// The session variable that overrides [`EngineConfig::parallelism`] for the session's queries.
+pub const PARALLELISM: &str = "parallelism";
+
+/// Most parallel instances a query may ask for.
+pub const MAX_PARALLELISM: usize = 256;
+
+/// A `parallelism` setting: a whole number from 1 to [`MAX_PARALLELISM`].
+fn parse_parallelism(value: &str) -> EngineResult<usize> {
+    value
+        .trim()
+        .trim_matches('\'')
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_PARALLELISM).contains(n))
+        .ok_or_else(|| {
+            EngineError::InvalidParameterValue(format!(
+                "invalid value for parameter \"{PARALLELISM}\": \"{value}\" (a whole number \
+                 from 1 to {MAX_PARALLELISM})"
+            ))
+        })
 }
 
 /// What every session shares.
@@ -184,6 +210,15 @@ impl Session {
     /// Sets a session variable directly (e.g. `application_name` from the startup message).
     pub fn set_variable(&mut self, name: &str, value: String) {
         self.vars.set(name, value);
+    }
+
+    /// Parallel instances of each keyed operator in this session's queries: the session's
+    /// `parallelism` setting, else the engine's.
+    pub fn parallelism(&self) -> EngineResult<usize> {
+        match self.vars.get(PARALLELISM) {
+            Some(value) => parse_parallelism(value),
+            None => Ok(self.engine.config.parallelism.max(1)),
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -353,6 +388,9 @@ impl Session {
                     .join(", ");
                 if name.eq_ignore_ascii_case("timezone") || name.eq_ignore_ascii_case("time_zone") {
                     self.set_time_zone(&value)?;
+                }
+                if name.eq_ignore_ascii_case(PARALLELISM) {
+                    parse_parallelism(&value)?;
                 }
                 self.vars.set(&name, value);
             }

@@ -108,6 +108,7 @@ impl Session {
                     state: &state,
                     connectors: &self.engine.connectors,
                     batch_size: self.engine.config.batch_size,
+                    parallelism: self.parallelism()?,
                     live_tasks: Arc::clone(&self.engine.live_tasks),
                 },
             )?;

@@ -20,6 +20,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::InvalidInput(_) => "22P02",
         EngineError::NotNullViolation(_) => "23502",
         EngineError::UnknownVariable(_) => "42704",
+        EngineError::InvalidParameterValue(_) => "22023",
         EngineError::UnknownCursor(_) => "34000",
         EngineError::InvalidTransactionState(m) if m.starts_with("current transaction") => "25P02",
         EngineError::InvalidTransactionState(_) => "25P01",

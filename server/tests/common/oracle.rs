@@ -56,6 +56,7 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
             options,
             metrics: Arc::default(),
             batch_size: 4096,
+            split: eddy_engine::connector::SourceSplit::WHOLE,
         })
         .unwrap();
     assert!(reader.bounded, "events.max bounds the source");
@@ -111,6 +112,7 @@ pub async fn run_streaming(ddl: &str, query: &str, batch_size: usize) -> Streame
         EngineConfig {
             data_dir: None,
             batch_size,
+            parallelism: 1,
         },
         connectors(),
         None,
