@@ -171,7 +171,8 @@ pub fn conformance_dir() -> PathBuf {
     data_dir().join("conformance")
 }
 
-/// Runs one `.slt` file against a fresh server.
+/// Runs one `.slt` file against a fresh server, whose queries run each keyed operator with
+/// `EDDY_SLT_PARALLELISM` instances (default 1).
 pub async fn run_file(path: &Path) -> Result<(), String> {
     let server_dir = std::env::temp_dir().join(format!(
         "eddy-slt-{}-{}",
@@ -182,7 +183,10 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
     let server = Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         data_dir: Some(server_dir.clone()),
-        parallelism: 1,
+        parallelism: std::env::var("EDDY_SLT_PARALLELISM")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1),
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -158,16 +158,27 @@ impl InputWatermarks {
     }
 }
 
-/// Runs an operator; `bounded[i]` tells whether everything upstream of input `i` is bounded.
+/// What one input channel of an operator instance carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputChannel {
+    /// The operator's input (a join's side) its rows belong to. With parallel instances an
+    /// input arrives on several channels, one per upstream instance.
+    pub input: usize,
+    /// Whether everything upstream of the channel is bounded.
+    pub bounded: bool,
+}
+
+/// Runs an operator over its input channels (`wiring[i]` describes channel `i`). Watermarks
+/// and barriers are combined over the channels, the end is reached when every channel ended.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
     inputs: Vec<mpsc::Receiver<Message>>,
-    bounded: Vec<bool>,
+    wiring: Vec<InputChannel>,
     output: mpsc::Sender<Message>,
 ) -> EngineResult<()> {
     let n = inputs.len();
     let mut merged = merge_inputs(inputs);
-    let mut watermarks = InputWatermarks::new(bounded);
+    let mut watermarks = InputWatermarks::new(wiring.iter().map(|w| w.bounded).collect());
     let mut ended = vec![false; n];
     let mut barriers: std::collections::BTreeMap<u64, usize> = Default::default();
     let mut out = Output::default();
@@ -183,7 +194,7 @@ pub(crate) async fn run_operator(
         };
         let mut all_ended = false;
         match message {
-            Message::Data(batch) => op.on_batch(i, batch, &mut out)?,
+            Message::Data(batch) => op.on_batch(wiring[i].input, batch, &mut out)?,
             Message::Watermark(w) => {
                 if let Some(w) = watermarks.update(i, w) {
                     op.on_watermark(w, &mut out)?;

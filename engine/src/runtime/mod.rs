@@ -45,7 +45,10 @@ use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
 pub mod driver;
+mod exchange;
 pub mod message;
+
+use exchange::HashPartitioner;
 
 use message::Message;
 
@@ -88,6 +91,9 @@ pub struct QueryMetrics {
     pub late_rows: Arc<AtomicU64>,
     /// Per source: its name and its row counters.
     pub sources: Vec<(String, Arc<SourceMetrics>)>,
+    /// Per plan node, upstream first: its name (`Source bids`, `WindowAggregate`) and how many
+    /// parallel instances (readers, for a source) run it.
+    pub instances: Vec<(String, usize)>,
 }
 
 impl QueryMetrics {
@@ -159,7 +165,15 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         sources: Vec::new(),
         metrics: QueryMetrics::default(),
     };
-    let output = builder.build(plan)?.rx;
+    let mut outputs = builder.build(plan)?;
+    let output = if outputs.len() == 1 {
+        outputs.remove(0).rx
+    } else {
+        // The instances of the last node feed the consumer through one merge.
+        let merge = UnionOperator::new(info("Merge", &plan.schema()));
+        let inputs = outputs.into_iter().map(|o| (0, o)).collect();
+        builder.operator(Box::new(merge), inputs).rx
+    };
     // Sources start last, once every connector opened and the bounded ones are counted.
     let group = BoundedSourceGroup::new(builder.sources.iter().filter(|s| s.bounded).count());
     for source in builder.sources {
@@ -193,19 +207,25 @@ struct Builder<'a, 'b> {
 }
 
 impl Builder<'_, '_> {
-    fn build(&mut self, plan: &StreamPlan) -> EngineResult<Input> {
+    /// Instantiates `plan`: the output channels of its instances.
+    fn build(&mut self, plan: &StreamPlan) -> EngineResult<Vec<Input>> {
         match plan {
             StreamPlan::Source(source) => self.source(source),
             StreamPlan::Alias { input, .. } => self.build(input),
             StreamPlan::Filter { input, predicate } => {
                 let input_schema = input.schema();
-                let rx = self.build(input)?;
+                let inputs = self.build(input)?;
                 let predicate = self
                     .ctx
                     .state
                     .create_physical_expr(predicate.clone(), &input_schema)?;
-                let op = FilterOperator::new(info("Filter", &input_schema), predicate);
-                Ok(self.operator(Box::new(op), vec![rx]))
+                let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
+                    Ok(Box::new(FilterOperator::new(
+                        info("Filter", &input_schema),
+                        Arc::clone(&predicate),
+                    )))
+                })?;
+                Ok(self.stage(ops, vec![inputs], Distribution::PerChannel))
             }
             StreamPlan::Project {
                 input,
@@ -213,7 +233,7 @@ impl Builder<'_, '_> {
                 schema,
             } => {
                 let input_schema = input.schema();
-                let rx = self.build(input)?;
+                let inputs = self.build(input)?;
                 let exprs = exprs
                     .iter()
                     .map(|e| {
@@ -222,61 +242,101 @@ impl Builder<'_, '_> {
                             .create_physical_expr(e.clone(), &input_schema)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let op = ProjectOperator::new(info("Project", schema), exprs);
-                Ok(self.operator(Box::new(op), vec![rx]))
+                let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
+                    Ok(Box::new(ProjectOperator::new(
+                        info("Project", schema),
+                        exprs.clone(),
+                    )))
+                })?;
+                Ok(self.stage(ops, vec![inputs], Distribution::PerChannel))
             }
             StreamPlan::Union { inputs, schema } => {
-                let rxs = inputs
+                // Each channel of each input is renamed on its own; the consumer merges them.
+                let channels: Vec<Input> = inputs
                     .iter()
                     .map(|i| self.build(i))
-                    .collect::<EngineResult<Vec<_>>>()?;
-                let op = UnionOperator::new(info("Union", schema));
-                Ok(self.operator(Box::new(op), rxs))
+                    .collect::<EngineResult<Vec<_>>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let ops = self.instances(&Distribution::PerChannel, &[&channels], || {
+                    Ok(Box::new(UnionOperator::new(info("Union", schema))))
+                })?;
+                Ok(self.stage(ops, vec![channels], Distribution::PerChannel))
             }
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();
-                let rx = self.build(&w.input)?;
-                let info = info("Window", &w.schema);
+                let inputs = self.build(&w.input)?;
                 let input_types: Vec<DataType> = input_schema
                     .fields()
                     .iter()
                     .map(|f| f.data_type().clone())
                     .collect();
-                let op: Box<dyn Operator> = match w.kind {
-                    WindowKind::Session { gap } => Box::new(SessionWindowOperator::try_new(
-                        info,
-                        gap,
-                        w.time_index,
-                        w.key_indices.clone(),
-                        &input_types,
-                        Arc::clone(&self.metrics.late_rows),
-                    )?),
-                    kind => Box::new(WindowAssignOperator::try_new(
-                        info,
-                        kind,
-                        w.time_index,
-                        &input_types[w.time_index],
-                        w.slices,
-                    )?),
-                };
-                Ok(self.operator(op, vec![rx]))
+                match w.kind {
+                    WindowKind::Session { gap } => {
+                        let keys = columns(&input_schema, &w.key_indices);
+                        let distribution = Distribution::keyed(vec![keys]);
+                        let ops = self.instances(&distribution, &[&inputs], || {
+                            Ok(Box::new(SessionWindowOperator::try_new(
+                                info("Window", &w.schema),
+                                gap,
+                                w.time_index,
+                                w.key_indices.clone(),
+                                &input_types,
+                                Arc::clone(&self.metrics.late_rows),
+                            )?))
+                        })?;
+                        Ok(self.stage(ops, vec![inputs], distribution))
+                    }
+                    kind => {
+                        let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
+                            Ok(Box::new(WindowAssignOperator::try_new(
+                                info("Window", &w.schema),
+                                kind,
+                                w.time_index,
+                                &input_types[w.time_index],
+                                w.slices,
+                            )?))
+                        })?;
+                        Ok(self.stage(ops, vec![inputs], Distribution::PerChannel))
+                    }
+                }
             }
             StreamPlan::WindowAggregate(a) => {
                 let input_schema = a.input.schema();
-                let rx = self.build(&a.input)?;
-                let exprs = self.aggregate_exprs(a, &input_schema)?;
-                let op = WindowAggregateOperator::new(
-                    info("WindowAggregate", &a.schema),
-                    exprs,
-                    a.windowing.clone(),
-                    a.output.clone(),
-                    Arc::clone(&self.metrics.late_rows),
-                );
-                Ok(self.operator(Box::new(op), vec![rx]))
+                let inputs = self.build(&a.input)?;
+                // Rows may go to different instances by a key that every grouping set keeps;
+                // a key some set rolls up must meet all its values in one instance.
+                let keys = a
+                    .keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| {
+                        a.grouping_sets
+                            .as_ref()
+                            .is_none_or(|sets| sets.iter().all(|absent| !absent[*k]))
+                    })
+                    .map(|(_, e)| {
+                        self.ctx
+                            .state
+                            .create_physical_expr(e.clone(), &input_schema)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let distribution = Distribution::keyed(vec![keys]);
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    Ok(Box::new(WindowAggregateOperator::new(
+                        info("WindowAggregate", &a.schema),
+                        self.aggregate_exprs(a, &input_schema)?,
+                        a.windowing.clone(),
+                        a.output.clone(),
+                        Arc::clone(&self.metrics.late_rows),
+                    )))
+                })?;
+                Ok(self.stage(ops, vec![inputs], distribution))
             }
             StreamPlan::WindowTopN(t) => {
                 let input_schema = t.input.schema();
-                let rx = self.build(&t.input)?;
+                let inputs = self.build(&t.input)?;
                 let state = self.ctx.state;
                 let partition = t
                     .partition
@@ -289,24 +349,27 @@ impl Builder<'_, '_> {
                     state.execution_props(),
                     &PhysicalPlanningContext::default(),
                 )?;
-                let spec = TopNSpec {
-                    kind: t.kind,
-                    lag: t.lag,
-                    bounds: t.bounds.clone(),
-                    partition,
-                    order,
-                    limit: t.limit,
-                };
-                let op = WindowTopNOperator::new(
-                    info("WindowTopN", &t.schema),
-                    Arc::new(input_schema.as_arrow().clone()),
-                    spec,
-                    Arc::clone(&self.metrics.late_rows),
-                );
-                Ok(self.operator(Box::new(op), vec![rx]))
+                let distribution = Distribution::keyed(vec![partition.clone()]);
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    let spec = TopNSpec {
+                        kind: t.kind,
+                        lag: t.lag,
+                        bounds: t.bounds.clone(),
+                        partition: partition.clone(),
+                        order: order.clone(),
+                        limit: t.limit,
+                    };
+                    Ok(Box::new(WindowTopNOperator::new(
+                        info("WindowTopN", &t.schema),
+                        Arc::new(input_schema.as_arrow().clone()),
+                        spec,
+                        Arc::clone(&self.metrics.late_rows),
+                    )))
+                })?;
+                Ok(self.stage(ops, vec![inputs], distribution))
             }
             StreamPlan::IntervalJoin(j) => {
-                let (left_rx, right_rx) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
+                let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
                 let left_schema = j.join.left.schema();
                 let right_schema = j.join.right.schema();
                 let side =
@@ -326,63 +389,182 @@ impl Builder<'_, '_> {
                             time_unit_ns: unit,
                         })
                     };
-                let spec = IntervalJoinSpec {
-                    kind: j.join.kind,
-                    left: side(&left_schema, &j.join.left_keys, j.left_time)?,
-                    right: side(&right_schema, &j.join.right_keys, j.right_time)?,
-                    lower: j.lower,
-                    upper: j.upper,
-                    residual: self.residual(&j.join)?,
-                };
-                let op = IntervalJoinOperator::new(
-                    info("IntervalJoin", &j.join.schema),
-                    spec,
-                    Arc::clone(&self.metrics.late_rows),
-                );
-                Ok(self.operator(Box::new(op), vec![left_rx, right_rx]))
+                let distribution = self.join_distribution(&j.join)?;
+                let ops = self.instances(&distribution, &[&left, &right], || {
+                    let spec = IntervalJoinSpec {
+                        kind: j.join.kind,
+                        left: side(&left_schema, &j.join.left_keys, j.left_time)?,
+                        right: side(&right_schema, &j.join.right_keys, j.right_time)?,
+                        lower: j.lower,
+                        upper: j.upper,
+                        residual: self.residual(&j.join)?,
+                    };
+                    Ok(Box::new(IntervalJoinOperator::new(
+                        info("IntervalJoin", &j.join.schema),
+                        spec,
+                        Arc::clone(&self.metrics.late_rows),
+                    )))
+                })?;
+                Ok(self.stage(ops, vec![left, right], distribution))
             }
             StreamPlan::WindowJoin(j) => {
-                let (left_rx, right_rx) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
+                let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
                 let left_schema = j.join.left.schema();
                 let right_schema = j.join.right.schema();
-                let spec = WindowJoinSpec {
-                    kind: j.join.kind,
-                    window: j.window,
-                    lag: j.lag,
-                    left: WindowJoinSide {
-                        schema: Arc::new(left_schema.as_arrow().clone()),
-                        keys: self.key_encoder(&j.join.left_keys, &left_schema)?,
-                        bounds: j.left_bounds.clone(),
-                    },
-                    right: WindowJoinSide {
-                        schema: Arc::new(right_schema.as_arrow().clone()),
-                        keys: self.key_encoder(&j.join.right_keys, &right_schema)?,
-                        bounds: j.right_bounds.clone(),
-                    },
-                    residual: self.residual(&j.join)?,
-                };
-                let op = WindowJoinOperator::new(
-                    info("WindowJoin", &j.join.schema),
-                    spec,
-                    Arc::clone(&self.metrics.late_rows),
-                );
-                Ok(self.operator(Box::new(op), vec![left_rx, right_rx]))
+                let distribution = self.join_distribution(&j.join)?;
+                let ops = self.instances(&distribution, &[&left, &right], || {
+                    let spec = WindowJoinSpec {
+                        kind: j.join.kind,
+                        window: j.window,
+                        lag: j.lag,
+                        left: WindowJoinSide {
+                            schema: Arc::new(left_schema.as_arrow().clone()),
+                            keys: self.key_encoder(&j.join.left_keys, &left_schema)?,
+                            bounds: j.left_bounds.clone(),
+                        },
+                        right: WindowJoinSide {
+                            schema: Arc::new(right_schema.as_arrow().clone()),
+                            keys: self.key_encoder(&j.join.right_keys, &right_schema)?,
+                            bounds: j.right_bounds.clone(),
+                        },
+                        residual: self.residual(&j.join)?,
+                    };
+                    Ok(Box::new(WindowJoinOperator::new(
+                        info("WindowJoin", &j.join.schema),
+                        spec,
+                        Arc::clone(&self.metrics.late_rows),
+                    )))
+                })?;
+                Ok(self.stage(ops, vec![left, right], distribution))
             }
             StreamPlan::MatchRecognize(m) => {
-                let rx = self.build(&m.input)?;
-                let spec = MatchRecognizeSpec::try_new(m, self.ctx.state)?;
-                let op = MatchRecognizeOperator::try_new(
-                    info("MatchRecognize", &m.schema),
-                    spec,
-                    Arc::clone(&self.metrics.late_rows),
-                )?;
-                Ok(self.operator(Box::new(op), vec![rx]))
+                let input_schema = m.input.schema();
+                let inputs = self.build(&m.input)?;
+                let keys = columns(&input_schema, &m.spec.partition_by);
+                let distribution = Distribution::keyed(vec![keys]);
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    let spec = MatchRecognizeSpec::try_new(m, self.ctx.state)?;
+                    Ok(Box::new(MatchRecognizeOperator::try_new(
+                        info("MatchRecognize", &m.schema),
+                        spec,
+                        Arc::clone(&self.metrics.late_rows),
+                    )?))
+                })?;
+                Ok(self.stage(ops, vec![inputs], distribution))
             }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
-                let rx = self.build(input)?;
+                let inputs = self.build(input)?;
                 let op = LimitOperator::new(info("Limit", &schema), *skip, *fetch);
-                Ok(self.operator(Box::new(op), vec![rx]))
+                Ok(self.stage(vec![Box::new(op)], vec![inputs], Distribution::Single))
+            }
+        }
+    }
+
+    /// The operators of a node: one per instance its distribution asks for.
+    fn instances(
+        &self,
+        distribution: &Distribution,
+        inputs: &[&Vec<Input>],
+        make: impl Fn() -> EngineResult<Box<dyn Operator>>,
+    ) -> EngineResult<Vec<Box<dyn Operator>>> {
+        let count = match distribution {
+            Distribution::PerChannel => inputs.iter().map(|i| i.len()).sum(),
+            Distribution::Single => 1,
+            Distribution::Keyed(_) => self.ctx.parallelism.max(1),
+        };
+        (0..count).map(|_| make()).collect()
+    }
+
+    /// How a join's rows reach its instances: by the hash of the equi-join keys, when both
+    /// sides' keys have the same types (so equal keys hash alike); else one instance.
+    fn join_distribution(&self, join: &JoinInputs) -> EngineResult<Distribution> {
+        let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+        let physical = |keys: &[Expr], schema: &DFSchema| {
+            keys.iter()
+                .map(|e| self.ctx.state.create_physical_expr(e.clone(), schema))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let left = physical(&join.left_keys, &left_schema)?;
+        let right = physical(&join.right_keys, &right_schema)?;
+        let same_types = left.len() == right.len()
+            && left.iter().zip(&right).all(|(l, r)| {
+                matches!(
+                    (l.data_type(left_schema.as_arrow()), r.data_type(right_schema.as_arrow())),
+                    (Ok(a), Ok(b)) if a == b
+                )
+            });
+        Ok(if same_types {
+            Distribution::keyed(vec![left, right])
+        } else {
+            Distribution::Single
+        })
+    }
+
+    /// Spawns the instances `ops` of a node over `inputs` (per logical input, its channels),
+    /// wired as `distribution` says; returns their output channels.
+    fn stage(
+        &mut self,
+        ops: Vec<Box<dyn Operator>>,
+        inputs: Vec<Vec<Input>>,
+        distribution: Distribution,
+    ) -> Vec<Input> {
+        let parallel = ops.len();
+        if let Some(op) = ops.first() {
+            self.metrics
+                .instances
+                .push((op.info().name.clone(), parallel));
+        }
+        match distribution {
+            Distribution::PerChannel => {
+                let channels = inputs.into_iter().flatten();
+                ops.into_iter()
+                    .zip(channels)
+                    .map(|(op, input)| self.operator(op, vec![(0, input)]))
+                    .collect()
+            }
+            Distribution::Keyed(keys) if parallel > 1 => {
+                // Per instance, its channels from every exchange, tagged with the input.
+                let mut wired: Vec<Vec<(usize, Input)>> =
+                    (0..parallel).map(|_| Vec::new()).collect();
+                for ((side, channels), keys) in inputs.into_iter().enumerate().zip(keys) {
+                    for input in channels {
+                        let (senders, receivers): (Vec<_>, Vec<_>) = (0..parallel)
+                            .map(|_| mpsc::channel(CHANNEL_CAPACITY))
+                            .unzip();
+                        let partitioner = HashPartitioner::new(keys.clone(), parallel);
+                        let live = LiveTask::new(&self.ctx.live_tasks);
+                        self.tasks.spawn(async move {
+                            let _live = live;
+                            exchange::run_exchange(partitioner, input.rx, senders).await
+                        });
+                        for (instance, rx) in receivers.into_iter().enumerate() {
+                            wired[instance].push((
+                                side,
+                                Input {
+                                    rx,
+                                    bounded: input.bounded,
+                                },
+                            ));
+                        }
+                    }
+                }
+                ops.into_iter()
+                    .zip(wired)
+                    .map(|(op, inputs)| self.operator(op, inputs))
+                    .collect()
+            }
+            Distribution::Single | Distribution::Keyed(_) => {
+                let inputs = inputs
+                    .into_iter()
+                    .enumerate()
+                    .flat_map(|(side, channels)| channels.into_iter().map(move |c| (side, c)))
+                    .collect();
+                let mut outputs = Vec::new();
+                if let Some(op) = ops.into_iter().next() {
+                    outputs.push(self.operator(op, inputs));
+                }
+                outputs
             }
         }
     }
@@ -464,23 +646,34 @@ impl Builder<'_, '_> {
         AggregateExprs::try_new(aggregates, filters, group_by, arrow_schema)
     }
 
-    fn operator(&mut self, op: Box<dyn Operator>, inputs: Vec<Input>) -> Input {
+    /// Spawns one operator instance over its input channels, each tagged with the logical
+    /// input (join side) it belongs to.
+    fn operator(&mut self, op: Box<dyn Operator>, inputs: Vec<(usize, Input)>) -> Input {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let live = LiveTask::new(&self.ctx.live_tasks);
-        let bounded = inputs.iter().all(|i| i.bounded);
-        let (receivers, bounded_inputs): (Vec<_>, Vec<_>) =
-            inputs.into_iter().map(|i| (i.rx, i.bounded)).unzip();
+        let bounded = inputs.iter().all(|(_, i)| i.bounded);
+        let mut receivers = Vec::with_capacity(inputs.len());
+        let mut wiring = Vec::with_capacity(inputs.len());
+        for (side, input) in inputs {
+            receivers.push(input.rx);
+            wiring.push(driver::InputChannel {
+                input: side,
+                bounded: input.bounded,
+            });
+        }
         self.tasks.spawn(async move {
             let _live = live;
-            driver::run_operator(op, receivers, bounded_inputs, tx).await
+            driver::run_operator(op, receivers, wiring, tx).await
         });
         Input { rx, bounded }
     }
 
-    fn source(&mut self, node: &SourceNode) -> EngineResult<Input> {
+    /// The readers of a source: one, or one per instance when its connector can split it.
+    fn source(&mut self, node: &SourceNode) -> EngineResult<Vec<Input>> {
         let relation = &node.relation;
         let metrics = Arc::new(SourceMetrics::default());
-        let (stream, bounded) = match (&relation.table, &relation.connector) {
+        let mut streams = Vec::new();
+        match (&relation.table, &relation.connector) {
             (Some(table), _) => {
                 let m = Arc::clone(&metrics);
                 let stream = table
@@ -490,22 +683,29 @@ impl Builder<'_, '_> {
                         Ok(b)
                     })
                     .boxed();
-                (stream, false)
+                streams.push((stream, false));
             }
             (None, Some(connector)) => {
                 let connector = self.ctx.connectors.source(connector).ok_or_else(|| {
                     EngineError::Internal(format!("connector {connector} is not registered"))
                 })?;
-                let reader = connector.open(SourceContext {
-                    source_name: relation.name.clone(),
-                    schema: Arc::clone(&relation.schema),
-                    options: relation.options.clone(),
-                    metrics: Arc::clone(&metrics),
-                    batch_size: self.ctx.batch_size,
-                    split: SourceSplit::WHOLE,
-                })?;
-                let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
-                (stream, reader.bounded)
+                let count = if connector.splittable(&relation.options) {
+                    self.ctx.parallelism.max(1)
+                } else {
+                    1
+                };
+                for index in 0..count {
+                    let reader = connector.open(SourceContext {
+                        source_name: relation.name.clone(),
+                        schema: Arc::clone(&relation.schema),
+                        options: relation.options.clone(),
+                        metrics: Arc::clone(&metrics),
+                        batch_size: self.ctx.batch_size,
+                        split: SourceSplit { index, count },
+                    })?;
+                    let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
+                    streams.push((stream, reader.bounded));
+                }
             }
             (None, None) => {
                 return Err(EngineError::Internal(format!(
@@ -517,49 +717,91 @@ impl Builder<'_, '_> {
         self.metrics
             .sources
             .push((relation.name.clone(), Arc::clone(&metrics)));
-        let watermark = match &relation.watermark {
-            Some(spec) => {
-                let schema = DFSchema::try_from_qualified_schema(
-                    relation.name.as_str(),
-                    relation.schema.as_ref(),
-                )?;
-                let expr = self
-                    .ctx
-                    .state
-                    .create_logical_expr(&spec.expr_sql, &schema)?;
-                let time =
-                    relation.schema.index_of(&spec.column).ok().and_then(|i| {
-                        match relation.schema.field(i).data_type() {
-                            DataType::Timestamp(unit, _) => Some((i, unit_nanos(*unit))),
-                            _ => None,
-                        }
-                    });
-                let generator = match (time, shifted_column(&expr, &schema)) {
-                    (Some((i, unit_ns)), Some((j, minus_ns))) if i == j => {
-                        WatermarkGenerator::shifted(i, unit_ns, minus_ns)
-                    }
-                    _ => {
-                        WatermarkGenerator::new(self.ctx.state.create_physical_expr(expr, &schema)?)
-                    }
-                };
-                Some(match time {
-                    Some((i, unit_ns)) => generator.with_time_column(i, unit_ns),
-                    None => generator,
-                })
-            }
-            None => None,
-        };
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        self.sources.push(driver::SourceTask {
-            name: relation.name.clone(),
-            stream,
-            bounded,
-            projection: node.projection.clone(),
-            watermark,
-            output: tx,
-        });
-        Ok(Input { rx, bounded })
+        self.metrics
+            .instances
+            .push((format!("Source {}", relation.name), streams.len()));
+        let mut outputs = Vec::with_capacity(streams.len());
+        for (stream, bounded) in streams {
+            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            self.sources.push(driver::SourceTask {
+                name: relation.name.clone(),
+                stream,
+                bounded,
+                projection: node.projection.clone(),
+                watermark: self.watermark_generator(relation)?,
+                output: tx,
+            });
+            outputs.push(Input { rx, bounded });
+        }
+        Ok(outputs)
     }
+
+    /// The watermark generator of one reader of `relation`, if it declares a watermark.
+    fn watermark_generator(
+        &self,
+        relation: &crate::catalog::RelationDef,
+    ) -> EngineResult<Option<WatermarkGenerator>> {
+        let Some(spec) = &relation.watermark else {
+            return Ok(None);
+        };
+        let schema =
+            DFSchema::try_from_qualified_schema(relation.name.as_str(), relation.schema.as_ref())?;
+        let expr = self
+            .ctx
+            .state
+            .create_logical_expr(&spec.expr_sql, &schema)?;
+        let time = relation.schema.index_of(&spec.column).ok().and_then(|i| {
+            match relation.schema.field(i).data_type() {
+                DataType::Timestamp(unit, _) => Some((i, unit_nanos(*unit))),
+                _ => None,
+            }
+        });
+        let generator = match (time, shifted_column(&expr, &schema)) {
+            (Some((i, unit_ns)), Some((j, minus_ns))) if i == j => {
+                WatermarkGenerator::shifted(i, unit_ns, minus_ns)
+            }
+            _ => WatermarkGenerator::new(self.ctx.state.create_physical_expr(expr, &schema)?),
+        };
+        Ok(Some(match time {
+            Some((i, unit_ns)) => generator.with_time_column(i, unit_ns),
+            None => generator,
+        }))
+    }
+}
+
+/// How the instances of an operator get their input rows.
+enum Distribution {
+    /// One instance per input channel, fed by that channel alone: stateless operators.
+    PerChannel,
+    /// One instance reading every channel of every input: state over all rows.
+    Single,
+    /// One instance per unit of parallelism; the rows of input `i` are spread by the hash of
+    /// `keys[i]` (one list per input, of matching types), so equal keys meet in one instance.
+    Keyed(Vec<Vec<Arc<dyn PhysicalExpr>>>),
+}
+
+impl Distribution {
+    /// Keyed by `keys`, or [`Distribution::Single`] when an input has no key.
+    fn keyed(keys: Vec<Vec<Arc<dyn PhysicalExpr>>>) -> Self {
+        if keys.iter().any(Vec::is_empty) {
+            Distribution::Single
+        } else {
+            Distribution::Keyed(keys)
+        }
+    }
+}
+
+/// Column expressions for the columns `indices` of `schema`.
+fn columns(schema: &DFSchema, indices: &[usize]) -> Vec<Arc<dyn PhysicalExpr>> {
+    indices
+        .iter()
+        .map(|&i| {
+            Arc::new(datafusion::physical_expr::expressions::Column::new(
+                schema.field(i).name(),
+                i,
+            )) as Arc<dyn PhysicalExpr>
+        })
+        .collect()
 }
 
 /// `column` or `column - INTERVAL ...` (days and smaller units): the column's index and the

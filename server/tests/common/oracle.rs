@@ -103,16 +103,30 @@ pub struct Streamed {
     pub late: u64,
     /// The warnings the client would see.
     pub warnings: Vec<String>,
+    /// Per plan node, its name and parallel instances.
+    #[allow(dead_code)] // read by the parallel tests only
+    pub instances: Vec<(String, usize)>,
 }
 
 /// Runs `ddl` then `query` through a fresh engine whose sources read `batch_size` rows at a
 /// time.
 pub async fn run_streaming(ddl: &str, query: &str, batch_size: usize) -> Streamed {
+    run_parallel(ddl, query, batch_size, 1).await
+}
+
+/// [`run_streaming`] with `parallelism` instances of each keyed operator.
+#[allow(dead_code)] // not every test binary that includes this module runs in parallel
+pub async fn run_parallel(
+    ddl: &str,
+    query: &str,
+    batch_size: usize,
+    parallelism: usize,
+) -> Streamed {
     let engine = Engine::new(
         EngineConfig {
             data_dir: None,
             batch_size,
-            parallelism: 1,
+            parallelism,
         },
         connectors(),
         None,
@@ -132,13 +146,13 @@ pub async fn run_streaming(ddl: &str, query: &str, batch_size: usize) -> Streame
     while let Some(batch) = output.next_batch().await.unwrap() {
         batches.push(batch);
     }
-    let late = output
+    let metrics = output
         .metrics()
-        .expect("a query over a source is continuous")
-        .late_rows();
+        .expect("a query over a source is continuous");
     Streamed {
         batches,
-        late,
+        late: metrics.late_rows(),
+        instances: metrics.instances.clone(),
         warnings: output.warnings(),
     }
 }
