@@ -46,8 +46,12 @@ pub type BatchStream = BoxStream<'static, ConnectorResult<RecordBatch>>;
 pub struct SourceContext {
     /// The source's name in the catalog (for messages).
     pub source_name: String,
-    /// The declared schema; every batch must have exactly this schema.
+    /// The declared schema.
     pub schema: SchemaRef,
+    /// The columns of `schema` the query reads, in this order; `None` for all of them. Every
+    /// batch must have exactly the projected schema ([`SourceContext::output_schema`]), so a
+    /// connector can skip producing (parsing, generating) the other columns.
+    pub projection: Option<Vec<usize>>,
     /// The `WITH (...)` options.
     pub options: ConnectorOptions,
     /// Counters the connector must update.
@@ -57,6 +61,16 @@ pub struct SourceContext {
     /// Which part of the source this reader produces, when the query reads it with several
     /// readers (only for connectors whose [`SourceConnector::splittable`] says so).
     pub split: SourceSplit,
+}
+
+impl SourceContext {
+    /// The schema of the batches the reader must produce: the declared schema, projected.
+    pub fn output_schema(&self) -> ConnectorResult<SchemaRef> {
+        match &self.projection {
+            Some(columns) => Ok(std::sync::Arc::new(self.schema.project(columns)?)),
+            None => Ok(std::sync::Arc::clone(&self.schema)),
+        }
+    }
 }
 
 /// Reader `index` of `count` parallel readers of one source. The readers of a source together

@@ -25,6 +25,9 @@ pub(crate) struct CsvDecoder {
     quote: Option<u8>,
     /// A byte that is neither the delimiter, the quote nor a line break.
     sentinel: u8,
+    /// When the query reads only some columns: how many fields a record has (the declared
+    /// columns), and which of them to decode, in output order.
+    projection: Option<(usize, Vec<usize>)>,
 }
 
 /// Per-file parsing state that outlives a chunk.
@@ -44,7 +47,15 @@ impl CsvDecoder {
             delimiter: options.delimiter,
             quote: options.quote,
             sentinel,
+            projection: None,
         }
+    }
+
+    /// Decodes only the fields `columns` of records with `declared` fields. A value in
+    /// another field is never parsed, so it cannot make its row malformed.
+    pub(crate) fn with_projection(mut self, declared: usize, columns: Vec<usize>) -> Self {
+        self.projection = Some((declared, columns));
+        self
     }
 
     /// Decodes the records of `region`, whose first byte is on line `first_line` of the file.
@@ -132,18 +143,31 @@ impl CsvDecoder {
             return Ok(());
         }
         let line = record_line(record, region, first_line);
-        if record.len() != out.columns() {
+        let declared = self.projection.as_ref().map_or(out.columns(), |(n, _)| *n);
+        if record.len() != declared {
             out.malformed(
                 line,
-                &format!("expected {} fields, found {}", out.columns(), record.len()),
+                &format!("expected {declared} fields, found {}", record.len()),
             )?;
             return Ok(());
         }
-        if let Some(index) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-            out.malformed(line, &format!("field {} is not valid UTF-8", index + 1))?;
-            return Ok(());
+        match &self.projection {
+            None => {
+                if let Some(index) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
+                    out.malformed(line, &format!("field {} is not valid UTF-8", index + 1))?;
+                    return Ok(());
+                }
+                out.push_row(line, record.iter().map(|f| std::str::from_utf8(f).ok()))
+            }
+            Some((_, columns)) => {
+                let field = |i: usize| record.get(i).map(std::str::from_utf8);
+                if let Some(&index) = columns.iter().find(|&&i| matches!(field(i), Some(Err(_)))) {
+                    out.malformed(line, &format!("field {} is not valid UTF-8", index + 1))?;
+                    return Ok(());
+                }
+                out.push_row(line, columns.iter().map(|&i| field(i).and_then(Result::ok)))
+            }
         }
-        out.push_row(line, record.iter().map(|f| std::str::from_utf8(f).ok()))
     }
 }
 

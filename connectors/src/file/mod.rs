@@ -146,10 +146,21 @@ impl SourceConnector for FileConnector {
             spec,
             format,
         } = Self::resolve(&ctx.schema, &ctx.options)?;
+        // Only the columns the query reads are decoded (CSV by position, JSON and Parquet by
+        // name).
+        let schema = ctx.output_schema()?;
         let decoder = match format {
-            FileFormat::Csv => Some(TextDecoder::Csv(CsvDecoder::new(&options.csv))),
+            FileFormat::Csv => {
+                let csv = CsvDecoder::new(&options.csv);
+                Some(TextDecoder::Csv(match &ctx.projection {
+                    Some(columns) => {
+                        csv.with_projection(ctx.schema.fields().len(), columns.clone())
+                    }
+                    None => csv,
+                }))
+            }
             FileFormat::Json => Some(TextDecoder::Json(JsonDecoder::new(
-                ctx.schema.fields().iter().map(|f| f.name().clone()),
+                schema.fields().iter().map(|f| f.name().clone()),
             ))),
             FileFormat::Parquet => None,
         };
@@ -163,7 +174,7 @@ impl SourceConnector for FileConnector {
             format,
             decoder,
             decode: DecodeConfig {
-                schema: ctx.schema,
+                schema,
                 null_value,
                 metrics: ctx.metrics,
                 batch_size: ctx.batch_size.max(1),

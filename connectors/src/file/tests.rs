@@ -96,6 +96,15 @@ fn open(
     options: ConnectorOptions,
     batch_size: usize,
 ) -> (BatchStream, bool, Arc<SourceMetrics>) {
+    open_projected(schema, options, batch_size, None)
+}
+
+fn open_projected(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    batch_size: usize,
+    projection: Option<Vec<usize>>,
+) -> (BatchStream, bool, Arc<SourceMetrics>) {
     FileConnector.validate(schema, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
     let reader = FileConnector
@@ -106,9 +115,93 @@ fn open(
             metrics: Arc::clone(&metrics),
             batch_size,
             split: eddy_engine::connector::SourceSplit::WHOLE,
+            projection,
         })
         .unwrap();
     (reader.stream, reader.bounded, metrics)
+}
+
+/// Reads the columns `projection` of a bounded source to its end.
+async fn read_projected(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    projection: Vec<usize>,
+) -> (Vec<RecordBatch>, Arc<SourceMetrics>) {
+    let expected = Arc::new(schema.project(&projection).unwrap());
+    let (stream, _, metrics) = open_projected(schema, options, 1024, Some(projection));
+    let batches = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("bounded stream ends")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    for batch in &batches {
+        assert_eq!(
+            batch.schema(),
+            expected,
+            "every batch has the projected schema"
+        );
+    }
+    (batches, metrics)
+}
+
+#[tokio::test]
+async fn csv_decodes_only_the_projected_columns() {
+    let dir = TempDir::new("csv-projection");
+    // Row 2 has a bad number in `auction`, which the projection does not read; row 3 has too
+    // few fields, which is malformed whatever is read.
+    let path = dir.write(
+        "bids.csv",
+        "auction,channel,date_time
+1,web,2023-05-06T16:51:00
+abc,app,2023-05-06T16:51:01
+3,x
+",
+    );
+    let opts = || options(&[("path", &path), ("format", "csv"), ("header", "true")]);
+    let (batches, metrics) = read_projected(&bids_schema(), opts(), vec![2, 1]).await;
+    assert_eq!(
+        rows(&batches),
+        ["2023-05-06T16:51:00|web", "2023-05-06T16:51:01|app"]
+    );
+    assert_eq!(metrics.malformed(), 1, "only the short row");
+    // Reading `auction` too makes row 2 malformed.
+    let (batches, metrics) = read_projected(&bids_schema(), opts(), vec![0]).await;
+    assert_eq!(rows(&batches), ["1"]);
+    assert_eq!(metrics.malformed(), 2);
+}
+
+#[tokio::test]
+async fn json_and_parquet_decode_only_the_projected_columns() {
+    let dir = TempDir::new("json-projection");
+    let path = dir.write(
+        "bids.json",
+        "{\"auction\": 1, \"channel\": \"web\", \"date_time\": \"2023-05-06T16:51:00\"}\n",
+    );
+    let (batches, _) = read_projected(
+        &bids_schema(),
+        options(&[("path", &path), ("format", "json")]),
+        vec![1],
+    )
+    .await;
+    assert_eq!(rows(&batches), ["web"]);
+
+    let path = dir.join("data.parquet");
+    write_parquet(&path);
+    let s = schema(&[
+        ("id", DataType::Int64),
+        ("name", DataType::Utf8),
+        ("ts", ts_ms()),
+    ]);
+    let (batches, _) = read_projected(&s, options(&[("path", &path)]), vec![2, 0]).await;
+    assert_eq!(
+        rows(&batches),
+        [
+            "2023-05-06T16:51:00|1",
+            "2023-05-06T16:51:01|2",
+            "2023-05-06T16:51:02|3"
+        ]
+    );
 }
 
 /// Reads a bounded source to its end.

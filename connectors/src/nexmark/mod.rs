@@ -62,7 +62,7 @@ impl SourceConnector for NexmarkConnector {
 
     fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader> {
         let options = NexmarkOptions::parse(&ctx.options)?;
-        let plan = OutputPlan::new(options.table, &ctx.schema)?;
+        let plan = OutputPlan::new(options.table, &ctx.output_schema()?)?;
         let bounded = options.events_max.is_some();
         let stream = batch_stream(ReaderParams {
             options,

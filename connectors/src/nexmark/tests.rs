@@ -52,6 +52,7 @@ async fn read_all(
             metrics: Arc::clone(&metrics),
             batch_size,
             split: eddy_engine::connector::SourceSplit::WHOLE,
+            projection: None,
         })
         .unwrap();
     assert!(reader.bounded);
@@ -369,6 +370,7 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
             metrics: Arc::new(SourceMetrics::default()),
             batch_size: 8192,
             split: eddy_engine::connector::SourceSplit::WHOLE,
+            projection: None,
         })
         .unwrap();
     assert!(!reader.bounded);
@@ -422,6 +424,7 @@ async fn bid_throughput() {
                 metrics: Arc::new(SourceMetrics::default()),
                 batch_size: 8192,
                 split: eddy_engine::connector::SourceSplit::WHOLE,
+                projection: None,
             })
             .unwrap();
         let started = Instant::now();

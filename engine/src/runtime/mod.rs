@@ -673,6 +673,26 @@ impl Builder<'_, '_> {
         let relation = &node.relation;
         let metrics = Arc::new(SourceMetrics::default());
         let mut streams = Vec::new();
+        // What a connector reader produces: the columns the query reads, then those only the
+        // watermark reads (which the source task drops after computing the watermark). A
+        // table's rows come whole, and the source task projects them.
+        let (read, projection) = match (&node.projection, &relation.table) {
+            (Some(wanted), None) => {
+                let mut read = wanted.clone();
+                for column in self.watermark_columns(relation)? {
+                    if !read.contains(&column) {
+                        read.push(column);
+                    }
+                }
+                let projection = (read.len() > wanted.len()).then(|| (0..wanted.len()).collect());
+                (Some(read), projection)
+            }
+            (wanted, _) => (None, wanted.clone()),
+        };
+        let read_schema = match &read {
+            Some(columns) => Arc::new(relation.schema.project(columns)?),
+            None => Arc::clone(&relation.schema),
+        };
         match (&relation.table, &relation.connector) {
             (Some(table), _) => {
                 let m = Arc::clone(&metrics);
@@ -698,6 +718,7 @@ impl Builder<'_, '_> {
                     let reader = connector.open(SourceContext {
                         source_name: relation.name.clone(),
                         schema: Arc::clone(&relation.schema),
+                        projection: read.clone(),
                         options: relation.options.clone(),
                         metrics: Arc::clone(&metrics),
                         batch_size: self.ctx.batch_size,
@@ -727,8 +748,8 @@ impl Builder<'_, '_> {
                 name: relation.name.clone(),
                 stream,
                 bounded,
-                projection: node.projection.clone(),
-                watermark: self.watermark_generator(relation)?,
+                projection: projection.clone(),
+                watermark: self.watermark_generator(relation, &read_schema)?,
                 output: tx,
             });
             outputs.push(Input { rx, bounded });
@@ -736,13 +757,13 @@ impl Builder<'_, '_> {
         Ok(outputs)
     }
 
-    /// The watermark generator of one reader of `relation`, if it declares a watermark.
-    fn watermark_generator(
+    /// The columns of `relation` its watermark expression reads.
+    fn watermark_columns(
         &self,
         relation: &crate::catalog::RelationDef,
-    ) -> EngineResult<Option<WatermarkGenerator>> {
+    ) -> EngineResult<Vec<usize>> {
         let Some(spec) = &relation.watermark else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let schema =
             DFSchema::try_from_qualified_schema(relation.name.as_str(), relation.schema.as_ref())?;
@@ -750,8 +771,33 @@ impl Builder<'_, '_> {
             .ctx
             .state
             .create_logical_expr(&spec.expr_sql, &schema)?;
-        let time = relation.schema.index_of(&spec.column).ok().and_then(|i| {
-            match relation.schema.field(i).data_type() {
+        let mut columns = vec![schema.index_of_column_by_name(None, &spec.column)];
+        columns.extend(
+            expr.column_refs()
+                .into_iter()
+                .map(|c| schema.index_of_column(c).ok()),
+        );
+        Ok(columns.into_iter().flatten().collect())
+    }
+
+    /// The watermark generator of one reader of `relation` whose batches have `schema`, if the
+    /// relation declares a watermark.
+    fn watermark_generator(
+        &self,
+        relation: &crate::catalog::RelationDef,
+        read_schema: &SchemaRef,
+    ) -> EngineResult<Option<WatermarkGenerator>> {
+        let Some(spec) = &relation.watermark else {
+            return Ok(None);
+        };
+        let schema =
+            DFSchema::try_from_qualified_schema(relation.name.as_str(), read_schema.as_ref())?;
+        let expr = self
+            .ctx
+            .state
+            .create_logical_expr(&spec.expr_sql, &schema)?;
+        let time = read_schema.index_of(&spec.column).ok().and_then(|i| {
+            match read_schema.field(i).data_type() {
                 DataType::Timestamp(unit, _) => Some((i, unit_nanos(*unit))),
                 _ => None,
             }

@@ -57,6 +57,7 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
             metrics: Arc::default(),
             batch_size: 4096,
             split: eddy_engine::connector::SourceSplit::WHOLE,
+            projection: None,
         })
         .unwrap();
     assert!(reader.bounded, "events.max bounds the source");
