@@ -1,7 +1,7 @@
 //! The benchmark's queries: Nexmark's (as the Nexmark project's Flink SQL states them, with the
-//! tables named `bids`, `auctions` and `persons` and `dateTime` spelled `date_time`), Eddy's
-//! own window, join and pattern queries, and for each the batch query DataFusion runs over the
-//! same events.
+//! tables named `bids`, `auctions` and `persons`, `dateTime` spelled `date_time`, window table
+//! functions in their short form and `MOD(a, b)` as `a % b`), Eddy's own window, join and
+//! pattern queries, and for each the batch query DataFusion runs over the same events.
 //!
 //! DataFusion has no window table functions, so the batch queries spell windows out:
 //! `date_bin` for a tumbling window; for a hopping one each row is joined with the offsets of
