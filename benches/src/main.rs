@@ -6,7 +6,7 @@
 //! cargo run -p eddy-benches -- --check [--events N]
 //! ```
 //!
-//! The measuring run ([`bench`]) prints one markdown table row per query (see
+//! The measuring run ([`bench`](mod@bench)) prints one markdown table row per query (see
 //! `docs/benchmarks.md` for the columns); `--check` ([`check`]) runs every query at parallelism
 //! 1 and 2 and against DataFusion and compares the rows, and exits non-zero on a difference.
 //! The queries are in [`queries`].
