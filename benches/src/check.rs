@@ -1,0 +1,207 @@
+//! `--check`: the benchmark's queries as a correctness test, over a few events (CI runs it in
+//! a debug build).
+//!
+//! For every query it compares full result rows, not counts: each row is rendered as text with
+//! arrow's display formatting (so types that print alike compare alike, e.g. a timestamp in
+//! milliseconds and one in nanoseconds), and the rows are sorted, since neither engine promises
+//! an order. It requires
+//! - the same rows with `SET parallelism = 1` and `SET parallelism = 2`;
+//! - the same rows as DataFusion's batch query, where that query is an exact equivalent
+//!   ([`Baseline::Exact`](crate::queries::Baseline) or `Same`): over a bounded input a
+//!   streaming query returns what the batch query returns, minus late rows;
+//! - no late rows (the generator's event times never go backwards, so a late row is a bug) and
+//!   no malformed rows in the CSV file.
+//!
+//! The generator starts one second before a 10-second boundary (`base.time`), so that even the
+//! 2 seconds of event time of 20,000 events span two tumbling windows and six hopping ones.
+
+use std::fmt::Write as _;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use eddy_engine::session::EngineConfig;
+
+use crate::batch::Batch;
+use crate::csv_file::{self, TempDir};
+use crate::eddy::{Events, Streaming};
+use crate::queries::Query;
+use crate::{Args, BenchResult};
+
+/// The first event's time in check runs: 1 s before a multiple of 10 s.
+const BASE_TIME: &str = "2023-01-01T00:00:09Z";
+
+/// Rows shown per side when two results differ.
+const SHOWN: usize = 5;
+
+pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
+    let events = Events {
+        count: args.events,
+        base_time: Some(BASE_TIME.to_string()),
+    };
+    let mut eddy = Streaming::new(EngineConfig::default(), &events).await?;
+    let dir = TempDir::new()?;
+    let csv = csv_file::write_bids(&mut eddy, dir.path()).await?;
+    eddy.add_file_source(&csv.path).await?;
+    let batch = Batch::load(&mut eddy, 2).await?;
+    batch.register_csv(&csv.path, &csv.schema).await?;
+    println!(
+        "check: {} events ({} bids) from {BASE_TIME}, parallelism 1 and 2 against DataFusion",
+        args.events, batch.bids
+    );
+
+    let mut failures = Vec::new();
+    for query in queries {
+        let mut problems = Vec::new();
+        let p1 = streaming_rows(&mut eddy, query, 1, &mut problems).await?;
+        let p2 = streaming_rows(&mut eddy, query, 2, &mut problems).await?;
+        if let Some(diff) = diff("parallelism 1", &p1, "parallelism 2", &p2) {
+            problems.push(diff);
+        }
+        let against = if query.batch_is_exact() {
+            let mut rows = Vec::new();
+            batch
+                .run(query.batch_sql(), |b| render(b, &mut rows))
+                .await?;
+            rows.sort_unstable();
+            if let Some(diff) = diff("streaming", &p1, "DataFusion batch", &rows) {
+                problems.push(diff);
+            }
+            "= DataFusion batch"
+        } else {
+            "(batch baseline is a lower bound, not compared)"
+        };
+        if problems.is_empty() {
+            println!(
+                "ok   {}: {} rows, parallelism 1 = 2 {against}",
+                query.name,
+                p1.len()
+            );
+        } else {
+            println!("FAIL {}:", query.name);
+            for problem in &problems {
+                println!("{problem}");
+            }
+            failures.push(query.name);
+        }
+    }
+    if failures.is_empty() {
+        println!("check passed: {} queries", queries.len());
+        Ok(())
+    } else {
+        Err(format!("check failed for {}", failures.join(", ")).into())
+    }
+}
+
+/// The query's rows with `parallelism` instances, sorted; late rows and warnings go to
+/// `problems`.
+async fn streaming_rows(
+    eddy: &mut Streaming,
+    query: &Query,
+    parallelism: usize,
+    problems: &mut Vec<String>,
+) -> BenchResult<Vec<String>> {
+    eddy.execute(&format!("SET parallelism = {parallelism}"))
+        .await?;
+    let mut rows = Vec::new();
+    let outcome = eddy.run(query.streaming, |b| render(b, &mut rows)).await?;
+    for warning in outcome.warnings {
+        problems.push(format!("  parallelism {parallelism}: {warning}"));
+    }
+    rows.sort_unstable();
+    Ok(rows)
+}
+
+/// Appends each row of `batch` as one line of text, columns separated by ` | `.
+fn render(batch: &RecordBatch, rows: &mut Vec<String>) -> BenchResult<()> {
+    let options = FormatOptions::default().with_null("NULL");
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    for row in 0..batch.num_rows() {
+        let mut line = String::new();
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                line.push_str(" | ");
+            }
+            write!(line, "{}", column.value(row))?;
+        }
+        rows.push(line);
+    }
+    Ok(())
+}
+
+/// A summary of how two sorted row lists differ, or `None` when they are equal.
+fn diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let (only_a, only_b) = differences(a, b);
+    let mut out = format!(
+        "  {a_name} gave {} rows, {b_name} {}: {} only in {a_name}, {} only in {b_name}",
+        a.len(),
+        b.len(),
+        only_a.len(),
+        only_b.len()
+    );
+    for (name, rows) in [(a_name, &only_a), (b_name, &only_b)] {
+        for row in rows.iter().take(SHOWN) {
+            out.push_str(&format!("\n    only in {name}: {row}"));
+        }
+        if rows.len() > SHOWN {
+            out.push_str(&format!("\n    ... and {} more", rows.len() - SHOWN));
+        }
+    }
+    Some(out)
+}
+
+/// The rows of sorted `a` not in sorted `b` and the other way round, as multisets.
+fn differences<'a>(a: &'a [String], b: &'a [String]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                only_a.push(a[i].as_str());
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                only_b.push(b[j].as_str());
+                j += 1;
+            }
+        }
+    }
+    only_a.extend(a[i..].iter().map(String::as_str));
+    only_b.extend(b[j..].iter().map(String::as_str));
+    (only_a, only_b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn differences_are_multiset_differences() {
+        let a = rows(&["1", "2", "2", "4"]);
+        let b = rows(&["2", "3", "4", "4"]);
+        assert_eq!(differences(&a, &b), (vec!["1", "2"], vec!["3", "4"]));
+    }
+
+    #[test]
+    fn equal_results_have_no_diff() {
+        let a = rows(&["1 | x", "2 | y"]);
+        assert_eq!(diff("a", &a, "b", &a), None);
+        let summary = diff("a", &a, "b", &a[..1]).unwrap_or_default();
+        assert!(summary.contains("1 only in a"), "{summary}");
+        assert!(summary.contains("only in a: 2 | y"), "{summary}");
+    }
+}

@@ -1,0 +1,308 @@
+//! The benchmark's queries: Nexmark's (as the Nexmark project's Flink SQL states them, with the
+//! tables named `bids`, `auctions` and `persons`, `dateTime` spelled `date_time`, window table
+//! functions in their short form and `MOD(a, b)` as `a % b`), Eddy's own window, join and
+//! pattern queries, and for each the batch query DataFusion runs over the same events.
+//!
+//! DataFusion has no window table functions, so the batch queries spell windows out:
+//! `date_bin` for a tumbling window; for a hopping one each row is joined with the offsets of
+//! its windows (`size / slide` of them); for a session window, `LAG` finds the rows that open a
+//! session and a running sum of those numbers the sessions (see [`Q11`]). Each of these gives
+//! exactly the rows the streaming query gives over a bounded input (the generator's event times
+//! never go backwards, so no row is late), so the `--check` mode compares them row for row. For
+//! MATCH_RECOGNIZE there is no batch equivalent at all: its batch figure is a lower bound
+//! ([`Baseline::LowerBound`]).
+
+/// One benchmark query.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    /// The name `--query` selects it by.
+    pub name: &'static str,
+    /// What Eddy runs, as a continuous query.
+    pub streaming: &'static str,
+    /// What DataFusion runs over the same events in memory.
+    pub baseline: Baseline,
+    /// Reads the CSV file of bids (the `bids_file` source) instead of the generator.
+    pub reads_file: bool,
+}
+
+/// The batch query a streaming query is measured and checked against.
+#[derive(Debug, Clone, Copy)]
+pub enum Baseline {
+    /// The streaming text runs unchanged as a batch query, with the same result.
+    Same,
+    /// A different text with exactly the same result rows.
+    Exact(&'static str),
+    /// Not the same query: a lower bound of what any batch plan of it costs. Rows not compared.
+    LowerBound(&'static str),
+}
+
+impl Query {
+    /// The batch query's text.
+    pub fn batch_sql(&self) -> &'static str {
+        match self.baseline {
+            Baseline::Same => self.streaming,
+            Baseline::Exact(sql) | Baseline::LowerBound(sql) => sql,
+        }
+    }
+
+    /// Whether the batch query must return the same rows.
+    pub fn batch_is_exact(&self) -> bool {
+        !matches!(self.baseline, Baseline::LowerBound(_))
+    }
+}
+
+/// Nexmark q0, pass-through: what reading and emitting a bid costs.
+pub const Q0: Query = Query {
+    name: "q0",
+    streaming: "SELECT auction, bidder, price, date_time, extra FROM bids",
+    baseline: Baseline::Same,
+    reads_file: false,
+};
+
+/// Nexmark q1, currency conversion: a projection with arithmetic.
+pub const Q1: Query = Query {
+    name: "q1",
+    streaming: "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bids",
+    baseline: Baseline::Same,
+    reads_file: false,
+};
+
+/// Nexmark q2, selection: the bids of every 123rd auction.
+pub const Q2: Query = Query {
+    name: "q2",
+    streaming: "SELECT auction, price FROM bids WHERE auction % 123 = 0",
+    baseline: Baseline::Same,
+    reads_file: false,
+};
+
+/// Nexmark q5, hot items: the auctions with the most bids in each 10-second window, every
+/// 2 seconds. A HOP aggregate per auction, joined (a window join) with the maximum of the same
+/// counts per window.
+pub const Q5: Query = Query {
+    name: "q5",
+    streaming: "SELECT AuctionBids.auction, AuctionBids.num \
+        FROM (SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime \
+              FROM HOP(bids, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+              GROUP BY auction, window_start, window_end) AS AuctionBids \
+        JOIN (SELECT max(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime \
+              FROM (SELECT count(*) AS num, window_start AS starttime, window_end AS endtime \
+                    FROM HOP(bids, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+                    GROUP BY auction, window_start, window_end) AS CountBids \
+              GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids \
+        ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime \
+           AND AuctionBids.num >= MaxBids.maxn",
+    baseline: Baseline::Exact(
+        "WITH CountBids AS ( \
+           SELECT auction, count(*) AS num, starttime, starttime + INTERVAL '10' SECOND AS endtime \
+           FROM (SELECT auction, date_bin(INTERVAL '2' SECOND, date_time) - o.d AS starttime \
+                 FROM bids CROSS JOIN (VALUES (INTERVAL '0' SECOND), (INTERVAL '2' SECOND), \
+                   (INTERVAL '4' SECOND), (INTERVAL '6' SECOND), (INTERVAL '8' SECOND)) AS o(d)) \
+           GROUP BY auction, starttime) \
+         SELECT AuctionBids.auction, AuctionBids.num \
+         FROM CountBids AS AuctionBids \
+         JOIN (SELECT max(num) AS maxn, starttime, endtime FROM CountBids \
+               GROUP BY starttime, endtime) AS MaxBids \
+         ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime \
+            AND AuctionBids.num >= MaxBids.maxn",
+    ),
+    reads_file: false,
+};
+
+/// Nexmark q7, highest bid: the bids that carry the highest price of their 10-second window.
+/// A TUMBLE aggregate joined back to the bids by an interval join on its `window_end`.
+pub const Q7: Query = Query {
+    name: "q7",
+    streaming: "SELECT B.auction, B.bidder, B.price, B.date_time, B.extra \
+        FROM bids B \
+        JOIN (SELECT max(price) AS maxprice, window_end AS date_time \
+              FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) \
+              GROUP BY window_start, window_end) B1 \
+        ON B.price = B1.maxprice \
+        WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
+    baseline: Baseline::Exact(
+        "SELECT B.auction, B.bidder, B.price, B.date_time, B.extra \
+         FROM bids B \
+         JOIN (SELECT max(price) AS maxprice, \
+                 date_bin(INTERVAL '10' SECOND, date_time) + INTERVAL '10' SECOND AS date_time \
+               FROM bids GROUP BY date_bin(INTERVAL '10' SECOND, date_time)) B1 \
+         ON B.price = B1.maxprice \
+         WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
+    ),
+    reads_file: false,
+};
+
+/// Nexmark q8, monitor new users: the people who opened an account and an auction in the same
+/// 10-second window. A window join of two TUMBLE aggregates, over persons and auctions.
+pub const Q8: Query = Query {
+    name: "q8",
+    streaming: "SELECT P.id, P.name, P.starttime \
+        FROM (SELECT id, name, window_start AS starttime, window_end AS endtime \
+              FROM TUMBLE(persons, date_time, INTERVAL '10' SECOND) \
+              GROUP BY id, name, window_start, window_end) P \
+        JOIN (SELECT seller, window_start AS starttime, window_end AS endtime \
+              FROM TUMBLE(auctions, date_time, INTERVAL '10' SECOND) \
+              GROUP BY seller, window_start, window_end) A \
+        ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime",
+    baseline: Baseline::Exact(
+        "SELECT P.id, P.name, P.starttime \
+         FROM (SELECT id, name, date_bin(INTERVAL '10' SECOND, date_time) AS starttime \
+               FROM persons GROUP BY id, name, date_bin(INTERVAL '10' SECOND, date_time)) P \
+         JOIN (SELECT seller, date_bin(INTERVAL '10' SECOND, date_time) AS starttime \
+               FROM auctions GROUP BY seller, date_bin(INTERVAL '10' SECOND, date_time)) A \
+         ON P.id = A.seller AND P.starttime = A.starttime",
+    ),
+    reads_file: false,
+};
+
+/// Nexmark q11, user sessions: the bids of each bidder's sessions, a session ending 10 s
+/// after its bidder's last bid. Written with the legacy `GROUP BY SESSION(...)`, as Nexmark
+/// writes it.
+///
+/// DataFusion has no session windows. The batch query is a window-function formulation with
+/// the same result: a bid opens a session when its bidder's previous bid (`LAG`) is more than
+/// the gap before it (rows exactly one gap apart share a session, as in Eddy and Flink); a
+/// running sum of those openings numbers each bidder's sessions; a session runs from its first
+/// bid to its last bid + gap.
+pub const Q11: Query = Query {
+    name: "q11",
+    streaming: "SELECT B.bidder, count(*) AS bid_count, \
+          SESSION_START(B.date_time, INTERVAL '10' SECOND) AS starttime, \
+          SESSION_END(B.date_time, INTERVAL '10' SECOND) AS endtime \
+        FROM bids B \
+        GROUP BY B.bidder, SESSION(B.date_time, INTERVAL '10' SECOND)",
+    baseline: Baseline::Exact(
+        "SELECT bidder, count(*) AS bid_count, min(date_time) AS starttime, \
+           max(date_time) + INTERVAL '10' SECOND AS endtime \
+         FROM (SELECT bidder, date_time, \
+                 sum(opens) OVER (PARTITION BY bidder ORDER BY date_time \
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS session \
+               FROM (SELECT bidder, date_time, \
+                       CASE WHEN LAG(date_time) OVER w >= date_time - INTERVAL '10' SECOND \
+                            THEN 0 ELSE 1 END AS opens \
+                     FROM bids WINDOW w AS (PARTITION BY bidder ORDER BY date_time))) \
+         GROUP BY bidder, session",
+    ),
+    reads_file: false,
+};
+
+/// Count, sum and maximum price per auction in 10-second tumbling windows.
+pub const TUMBLE_10S: Query = Query {
+    name: "tumble-10s",
+    streaming: "SELECT auction, window_start, window_end, count(*), sum(price), max(price) \
+        FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) \
+        GROUP BY auction, window_start, window_end",
+    baseline: Baseline::Exact(
+        "SELECT auction, date_bin(INTERVAL '10' SECOND, date_time) AS window_start, \
+           date_bin(INTERVAL '10' SECOND, date_time) + INTERVAL '10' SECOND AS window_end, \
+           count(*), sum(price), max(price) \
+         FROM bids GROUP BY auction, date_bin(INTERVAL '10' SECOND, date_time)",
+    ),
+    reads_file: false,
+};
+
+/// The same aggregates in 10-second windows every 2 seconds: each bid is in five windows.
+pub const HOP_10S_2S: Query = Query {
+    name: "hop-10s-2s",
+    streaming: "SELECT auction, window_start, window_end, count(*), sum(price), max(price) \
+        FROM HOP(bids, date_time, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
+        GROUP BY auction, window_start, window_end",
+    baseline: Baseline::Exact(
+        "SELECT auction, window_start, window_start + INTERVAL '10' SECOND AS window_end, \
+           count(*), sum(price), max(price) \
+         FROM (SELECT auction, price, date_bin(INTERVAL '2' SECOND, date_time) - o.d AS window_start \
+               FROM bids CROSS JOIN (VALUES (INTERVAL '0' SECOND), (INTERVAL '2' SECOND), \
+                 (INTERVAL '4' SECOND), (INTERVAL '6' SECOND), (INTERVAL '8' SECOND)) AS o(d)) \
+         GROUP BY auction, window_start",
+    ),
+    reads_file: false,
+};
+
+/// An interval join: each bid with its auction, if placed within 10 s of the auction's
+/// creation. Reads two generated streams.
+pub const INTERVAL_JOIN: Query = Query {
+    name: "interval-join",
+    streaming: "SELECT B.auction, B.price, A.seller FROM bids B JOIN auctions A \
+        ON B.auction = A.id \
+        AND B.date_time BETWEEN A.date_time AND A.date_time + INTERVAL '10' SECOND",
+    baseline: Baseline::Same,
+    reads_file: false,
+};
+
+/// The bid stream as price ticks per auction: V-shapes (a fall, then a rise), one row per
+/// match. DataFusion has no MATCH_RECOGNIZE; its figure is the lower bound of any batch plan:
+/// sorting each auction's bids by time and computing both DEFINE conditions with `LAG`.
+pub const PATTERN_VSHAPE: Query = Query {
+    name: "pattern-vshape",
+    streaming: "SELECT * FROM bids MATCH_RECOGNIZE ( \
+          PARTITION BY auction ORDER BY date_time \
+          MEASURES A.price AS start_price, LAST(B.price) AS bottom_price, \
+            C.price AS end_price, MATCH_NUMBER() AS n \
+          ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+          PATTERN (A B+ C) \
+          DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    baseline: Baseline::LowerBound(PATTERN_LOWER_BOUND),
+    reads_file: false,
+};
+
+/// The same V-shape whose rise must pass the first price: C's condition reads another
+/// variable's row, so it is evaluated per candidate, not per batch.
+pub const PATTERN_VSHAPE_ABOVE_START: Query = Query {
+    name: "pattern-vshape-above-start",
+    streaming: "SELECT * FROM bids MATCH_RECOGNIZE ( \
+          PARTITION BY auction ORDER BY date_time \
+          MEASURES A.price AS start_price, LAST(B.price) AS bottom_price, \
+            C.price AS end_price \
+          ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+          PATTERN (A B+ C) \
+          DEFINE B AS B.price < PREV(B.price), C AS C.price > A.price)",
+    baseline: Baseline::LowerBound(PATTERN_LOWER_BOUND),
+    reads_file: false,
+};
+
+/// The batch lower bound of the V-shape queries: every auction's bids sorted by time, with
+/// both conditions computed, and no matching.
+const PATTERN_LOWER_BOUND: &str = "SELECT count(*) FILTER (WHERE price < prev), count(*) FILTER (WHERE price > prev) \
+     FROM (SELECT price, LAG(price) OVER (PARTITION BY auction ORDER BY date_time) AS prev \
+           FROM bids)";
+
+/// [`TUMBLE_10S`]'s count, sum and maximum over the run's bids read back from a CSV file
+/// (`bids_file`), against DataFusion reading the same file: the cost of a file source.
+pub const FILE_TUMBLE_10S: Query = Query {
+    name: "file-tumble-10s",
+    streaming: "SELECT auction, window_start, window_end, count(*), sum(price), max(price) \
+        FROM TUMBLE(bids_file, date_time, INTERVAL '10' SECOND) \
+        GROUP BY auction, window_start, window_end",
+    baseline: Baseline::Exact(
+        "SELECT auction, date_bin(INTERVAL '10' SECOND, date_time) AS window_start, \
+           date_bin(INTERVAL '10' SECOND, date_time) + INTERVAL '10' SECOND AS window_end, \
+           count(*), sum(price), max(price) \
+         FROM bids_file GROUP BY auction, date_bin(INTERVAL '10' SECOND, date_time)",
+    ),
+    reads_file: true,
+};
+
+/// Every query, in the order they run.
+pub const QUERIES: &[Query] = &[
+    Q0,
+    Q1,
+    Q2,
+    Q5,
+    Q7,
+    Q8,
+    Q11,
+    TUMBLE_10S,
+    HOP_10S_2S,
+    INTERVAL_JOIN,
+    PATTERN_VSHAPE,
+    PATTERN_VSHAPE_ABOVE_START,
+    FILE_TUMBLE_10S,
+];
+
+/// Nexmark queries Eddy cannot run, and why.
+pub const SKIPPED: &[(&str, &str)] = &[
+    // q3, local item suggestion: a regular join of persons and auctions, whose result is
+    // updated as either side changes.
+    ("q3", "needs updating joins, which Eddy lacks"),
+    // q4, average price per category: an aggregate over a regular join of auctions and bids.
+    ("q4", "needs updating joins, which Eddy lacks"),
+];
