@@ -27,6 +27,7 @@
 pub mod config;
 pub mod generator;
 pub mod generator_config;
+pub mod price;
 pub mod random;
 mod reader;
 pub mod schema;

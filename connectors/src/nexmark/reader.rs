@@ -7,6 +7,7 @@
 //! streams still deliver rows promptly. Unlimited readers emit full batches back to back. The
 //! stream holds no resources besides memory: dropping it cancels it.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +43,8 @@ pub fn batch_stream(params: ReaderParams) -> BatchStream {
         metrics,
         batch_size,
     } = params;
-    let generator =
-        NexmarkGenerator::new(GeneratorConfig::new(&options), options.table, plan.wanted());
+    let config = GeneratorConfig::new(&options);
+    let generator = NexmarkGenerator::new(config, options.table, plan.wanted());
     let reader = Reader {
         generator,
         plan,
@@ -99,31 +100,45 @@ impl Reader {
                 }
             };
 
-            let generated = match self
-                .generator
-                .generate(self.next_event, to, self.batch_size)
-            {
-                Ok(generated) => generated,
-                Err(error) => return Some(Err(self.fail(error))),
-            };
-            self.next_event = generated.next_event;
-            if generated.num_rows == 0 {
+            let rows = self.take_rows(to);
+            let num_rows = rows
+                .iter()
+                .map(|range| range.end - range.start)
+                .sum::<u64>() as usize;
+            if num_rows == 0 {
                 // Only events of the other tables were due.
                 continue;
             }
+            let columns = match self.generator.generate(&rows) {
+                Ok(columns) => columns,
+                Err(error) => return Some(Err(self.fail(error))),
+            };
             if let Some(pacing) = self.pacing.as_mut() {
                 pacing.flushed();
             }
-            return Some(
-                match self.plan.assemble(&generated.columns, generated.num_rows) {
-                    Ok(batch) => {
-                        self.metrics.add_rows(generated.num_rows as u64);
-                        Ok(batch)
-                    }
-                    Err(error) => Err(self.fail(error)),
-                },
-            );
+            return Some(match self.plan.assemble(&columns, num_rows) {
+                Ok(batch) => {
+                    self.metrics.add_rows(num_rows as u64);
+                    Ok(batch)
+                }
+                Err(error) => Err(self.fail(error)),
+            });
         }
+    }
+
+    /// The rows of the next batch among events `next_event..to`: at most `batch_size` of this
+    /// reader's table, as ranges of row numbers of the table. Moves `next_event` past them.
+    fn take_rows(&mut self, to: u64) -> Vec<Range<u64>> {
+        let table = self.generator.table();
+        let first = count_before(table, self.next_event);
+        let available = count_before(table, to) - first;
+        let taken = available.min(self.batch_size as u64);
+        self.next_event = if taken < available {
+            event_of(table, first + taken)
+        } else {
+            to
+        };
+        std::iter::once(first..first + taken).collect()
     }
 
     fn fail<E>(&mut self, error: E) -> E {
