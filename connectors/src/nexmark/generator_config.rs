@@ -105,6 +105,20 @@ impl GeneratorConfig {
         }
     }
 
+    /// The first event after `event` whose time is later than `event`'s, or `u64::MAX` when
+    /// there is none (times saturate at the end of `i64`). Events of equal time are
+    /// consecutive, so this is where the next millisecond starts.
+    pub fn next_time_event(&self, event: u64) -> u64 {
+        // Event n is at floor(1000 n / rate) ms after the base; the first event of
+        // millisecond m is ceil(m * rate / 1000).
+        let next_ms = u128::from(self.clock_at(event).offset_ms) + 1;
+        let first = (next_ms * u128::from(self.event_rate)).div_ceil(1000);
+        match u64::try_from(first) {
+            Ok(next) if self.timestamp_ms(next) > self.timestamp_ms(event) => next,
+            _ => u64::MAX,
+        }
+    }
+
     /// Length of a new auction: uniform in `1..=2 * horizon`, where the horizon is the event time
     /// until [`NUM_IN_FLIGHT_AUCTIONS`] more auctions have been created, so that about that
     /// many auctions are open at any time.
@@ -320,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_agrees_with_timestamp_ms() {
+    fn the_clock_and_next_time_event_agree_with_timestamp_ms() {
         for event_rate in [1, 3, 7, 999, 1000, 1001, 10_000, 123_457, 1_000_000_000] {
             let config = GeneratorConfig {
                 seed: 0,
@@ -337,9 +351,20 @@ mod tests {
                         "rate {event_rate} event {event}"
                     );
                     clock.tick();
+                    let next = config.next_time_event(event);
+                    assert!(next > event);
+                    assert!(config.timestamp_ms(next) > time);
+                    assert_eq!(config.timestamp_ms(next - 1), time, "rate {event_rate}");
                 }
             }
         }
+        // Past the end of i64, times saturate and no later one exists.
+        let slowest = GeneratorConfig {
+            seed: 0,
+            base_time_ms: 0,
+            event_rate: 1,
+        };
+        assert_eq!(slowest.next_time_event(u64::MAX - 5), u64::MAX);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Tests of the nexmark source through the connector interface: what a query reading it sees.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
 };
+use datafusion::arrow::util::display::array_value_to_string;
 use eddy_engine::connector::{
     ConnectorError, ConnectorOptions, SourceConnector, SourceContext, SourceMetrics, SourceSplit,
 };
@@ -411,6 +413,123 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
     assert!((1..=3).contains(&first.num_rows()), "{}", first.num_rows());
     // Nothing runs outside the stream's polls, so dropping it stops the source.
     drop(reader);
+}
+
+/// Reads reader `index` of `count` of a bounded source to its end.
+async fn read_split(
+    pairs: &[(&str, &str)],
+    batch_size: usize,
+    index: usize,
+    count: usize,
+) -> Vec<RecordBatch> {
+    let options = options(pairs);
+    let reader = NexmarkConnector
+        .open(SourceContext {
+            source_name: "test".into(),
+            schema: default_schema(&options),
+            options,
+            metrics: Arc::new(SourceMetrics::default()),
+            batch_size,
+            split: SourceSplit { index, count },
+        })
+        .unwrap();
+    reader.stream.map(|batch| batch.unwrap()).collect().await
+}
+
+/// Every row of `batch` as text, all columns.
+fn row_texts(batch: &RecordBatch) -> Vec<String> {
+    (0..batch.num_rows())
+        .map(|row| {
+            let values: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|column| array_value_to_string(column, row).unwrap())
+                .collect();
+            values.join("|")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn split_readers_share_the_rows_without_sharing_a_millisecond() {
+    // 50,000 events are 6.1 blocks of 8192: with 2 readers, reader 0 reads blocks 0, 2, 4
+    // and 6 (a partial one), reader 1 blocks 1, 3 and 5.
+    for table in ["bid", "person", "auction"] {
+        let pairs = [("nexmark.table", table), ("events.max", "50000")];
+        let whole = read_table(&pairs, 4096).await;
+        let expected = count_before(NexmarkTable::parse(table).unwrap(), 50_000) as usize;
+        assert_eq!(whole.num_rows(), expected);
+        let position: HashMap<String, usize> = row_texts(&whole)
+            .into_iter()
+            .enumerate()
+            .map(|(position, row)| (row, position))
+            .collect();
+        assert_eq!(position.len(), expected, "{table} rows are distinct");
+
+        for count in [2, 3] {
+            let mut seen = vec![false; expected];
+            let mut reader_times: Vec<HashSet<i64>> = Vec::new();
+            for index in 0..count {
+                let batches = read_split(&pairs, 1000, index, count).await;
+                let last = batches.len().saturating_sub(1);
+                for batch in &batches[..last] {
+                    assert_eq!(batch.num_rows(), 1000, "batches fill across blocks");
+                }
+                let schema = whole.schema();
+                let rows = concat_batches(&schema, &batches).unwrap();
+                assert!(rows.num_rows() > 0, "{table}: reader {index} of {count}");
+                // The reader's rows are rows of the whole source, in its order.
+                let positions: Vec<usize> = row_texts(&rows)
+                    .iter()
+                    .map(|row| *position.get(row).expect("a row of the whole source"))
+                    .collect();
+                assert!(
+                    positions.windows(2).all(|pair| pair[0] < pair[1]),
+                    "{table}: reader {index} of {count} is in event order"
+                );
+                for position in positions {
+                    assert!(!seen[position], "{table}: row {position} read twice");
+                    seen[position] = true;
+                }
+                let times: HashSet<i64> = millis(&rows, "date_time").into_iter().collect();
+                for other in &reader_times {
+                    assert!(
+                        times.is_disjoint(other),
+                        "{table}: a date_time in two of {count} readers"
+                    );
+                }
+                reader_times.push(times);
+            }
+            assert!(
+                seen.iter().all(|&seen| seen),
+                "{table}: {count} readers miss rows"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_unpaced_sources_split() {
+    assert!(NexmarkConnector.splittable(&options(&[("nexmark.table", "bid")])));
+    assert!(NexmarkConnector.splittable(&options(&[
+        ("nexmark.table", "bid"),
+        ("events.per.second", "0"),
+    ])));
+    assert!(!NexmarkConnector.splittable(&options(&[
+        ("nexmark.table", "bid"),
+        ("events.per.second", "1000"),
+    ])));
+
+    let options = options(&[("nexmark.table", "bid")]);
+    let opened = NexmarkConnector.open(SourceContext {
+        source_name: "test".into(),
+        schema: default_schema(&options),
+        options,
+        metrics: Arc::new(SourceMetrics::default()),
+        batch_size: 100,
+        split: SourceSplit { index: 2, count: 2 },
+    });
+    assert!(matches!(opened, Err(ConnectorError::Unsupported(_))));
 }
 
 /// Generation speed of unthrottled sources, in release mode, best of three runs:
