@@ -1,11 +1,13 @@
 //! Generation of person, auction and bid rows straight into Arrow columns, following the
 //! standard Nexmark `PersonGenerator`, `AuctionGenerator` and `BidGenerator`.
 //!
-//! [`NexmarkGenerator::generate`] produces the rows of one table for a range of event numbers,
+//! [`NexmarkGenerator::generate`] produces the rows of one table for ranges of its rows,
 //! visiting only the events of that table. Every row is drawn from its event's own random
-//! stream in a fixed order, so a row's values depend only on the seed and the event number;
-//! string columns a query does not read are drawn but not stored.
+//! stream in a fixed order, so a row's values depend only on the seed and the event number.
+//! String columns a query does not read are not stored; a bid also skips the draws of its
+//! channel when neither it nor its url is read (a fixed number, so later draws do not move).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
@@ -18,10 +20,11 @@ use super::generator_config::{
     AVG_AUCTION_BYTE_SIZE, AVG_BID_BYTE_SIZE, AVG_PERSON_BYTE_SIZE, FIRST_AUCTION_ID,
     FIRST_CATEGORY_ID, FIRST_PERSON_ID, GeneratorConfig, HOT_AUCTION_RATIO, HOT_AUCTIONS_RATIO,
     HOT_BIDDER_RATIO, HOT_BIDDERS_RATIO, HOT_SELLER_RATIO, HOT_SELLERS_RATIO, NUM_CATEGORIES,
-    count_before, event_of, last_base0_auction_id, last_base0_person_id, next_base0_auction_id,
-    next_base0_person_id,
+    event_runs, last_base0_auction_id, last_base0_person_id, next_base0_person_id,
+    random_base0_auction_id, random_base0_person_id,
 };
-use super::random::{LetterPool, Rng};
+use super::price::PriceGenerator;
+use super::random::{EventStreams, LetterPool, Rng};
 use super::schema::columns;
 
 const US_STATES: &[&str] = &["AZ", "CA", "ID", "OR", "WA", "WY"];
@@ -53,30 +56,51 @@ const CHANNELS_NUMBER: usize = 10_000;
 #[derive(Debug)]
 struct Channels {
     hot_urls: [String; HOT_CHANNELS.len()],
-    names: Vec<String>,
-    urls: Vec<String>,
+    names: StrTable,
+    urls: StrTable,
 }
 
 impl Channels {
     fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let hot_urls = std::array::from_fn(|_| base_url(&mut rng));
-        let mut names = Vec::with_capacity(CHANNELS_NUMBER);
-        let mut urls = Vec::with_capacity(CHANNELS_NUMBER);
+        let mut names = StrTable::default();
+        let mut urls = StrTable::default();
         for number in 0..CHANNELS_NUMBER {
             let mut url = base_url(&mut rng);
             if rng.below(10) > 0 {
                 let id = (number as i32).reverse_bits().unsigned_abs();
                 url.push_str(&format!("&channel_id={id}"));
             }
-            names.push(format!("channel-{number}"));
-            urls.push(url);
+            names.push(&format!("channel-{number}"));
+            urls.push(&url);
         }
         Self {
             hot_urls,
             names,
             urls,
         }
+    }
+}
+
+/// Strings stored end to end. Bids pick cold channels at random among 10,000: one buffer
+/// spares the cache miss on each string's own allocation.
+#[derive(Debug, Default)]
+struct StrTable {
+    text: String,
+    /// Where each string ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl StrTable {
+    fn push(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.ends.push(self.text.len());
+    }
+
+    fn get(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[index]]
     }
 }
 
@@ -88,14 +112,6 @@ fn base_url(rng: &mut Rng) -> String {
     }
     bytes.extend_from_slice(b"item.htm?query=1");
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// The standard `PriceGenerator.nextPrice`: log-uniform between 1.00 and 1,000,000.00, in cents.
-fn next_price(rng: &mut Rng) -> i64 {
-    // 10^(6u) as e^(6u ln 10), and round-half-up by hand: both notably cheaper than
-    // `powf` and `round`, which are library calls on baseline x86-64.
-    let cents = (rng.unit_f64() * 6.0 * std::f64::consts::LN_10).exp() * 100.0;
-    (cents + 0.5) as i64
 }
 
 /// A Utf8 column built from raw bytes, or a sink that only measures when the query does not
@@ -181,22 +197,14 @@ fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Rows of one table generated for a range of events.
-pub struct GeneratedRows {
-    /// One entry per column of the table's full schema; `None` for string columns that were
-    /// not requested.
-    pub columns: Vec<Option<ArrayRef>>,
-    pub num_rows: usize,
-    /// The first event number not yet generated (events of other tables before it are skipped).
-    pub next_event: u64,
-}
-
 /// Generates the rows of one Nexmark table.
 pub struct NexmarkGenerator {
     config: GeneratorConfig,
     table: NexmarkTable,
     /// Which columns of the table's full schema the reader needs.
     wanted: Vec<bool>,
+    streams: EventStreams,
+    prices: PriceGenerator,
     channels: Option<Channels>,
     /// Drawn on first use.
     padding: Option<LetterPool>,
@@ -209,6 +217,8 @@ impl NexmarkGenerator {
             config,
             table,
             wanted,
+            streams: EventStreams::new(config.seed),
+            prices: PriceGenerator::new(),
             channels: None,
             padding: None,
             scratch: Vec::new(),
@@ -223,34 +233,24 @@ impl NexmarkGenerator {
         self.wanted.get(column).copied().unwrap_or(false)
     }
 
-    /// Generates the rows of this generator's table among events `from..to`, at most
-    /// `max_rows` of them.
-    pub fn generate(
-        &mut self,
-        from: u64,
-        to: u64,
-        max_rows: usize,
-    ) -> ConnectorResult<GeneratedRows> {
-        let first = count_before(self.table, from);
-        let available = count_before(self.table, to).saturating_sub(first);
-        let num_rows = usize::try_from(available).map_or(max_rows, |n| n.min(max_rows));
-        let next_event = if (num_rows as u64) < available {
-            event_of(self.table, first + num_rows as u64)
-        } else {
-            to
-        };
+    /// Generates the rows `rows` of this generator's table (row `i` is the `i`-th event of the
+    /// table in the combined stream), range after range, in one batch. Returns one entry per
+    /// column of the table's full schema, `None` for string columns that were not requested.
+    pub fn generate(&mut self, rows: &[Range<u64>]) -> ConnectorResult<Vec<Option<ArrayRef>>> {
+        let num_rows = rows
+            .iter()
+            .map(|range| range.end.saturating_sub(range.start))
+            .sum::<u64>();
+        let num_rows = usize::try_from(num_rows).unwrap_or(usize::MAX);
         let table = self.table;
-        let events = (first..first + num_rows as u64).map(move |index| event_of(table, index));
-        let columns = match self.table {
-            NexmarkTable::Person => self.persons(events, num_rows)?,
-            NexmarkTable::Auction => self.auctions(events, num_rows)?,
-            NexmarkTable::Bid => self.bids(events, num_rows)?,
-        };
-        Ok(GeneratedRows {
-            columns,
-            num_rows,
-            next_event,
-        })
+        let runs = rows
+            .iter()
+            .flat_map(move |range| event_runs(table, range.clone()));
+        match table {
+            NexmarkTable::Person => self.persons(runs.flatten(), num_rows),
+            NexmarkTable::Auction => self.auctions(runs.flatten(), num_rows),
+            NexmarkTable::Bid => self.bids(runs, num_rows),
+        }
     }
 
     fn persons(
@@ -273,7 +273,7 @@ impl NexmarkGenerator {
             .get_or_insert_with(|| LetterPool::new(self.config.seed));
 
         for event in events {
-            let mut rng = Rng::for_event(self.config.seed, event);
+            let mut rng = self.streams.of(event);
             id.push(as_i64(last_base0_person_id(event) + FIRST_PERSON_ID));
             date_time.push(self.config.timestamp_ms(event));
 
@@ -354,7 +354,7 @@ impl NexmarkGenerator {
             .get_or_insert_with(|| LetterPool::new(self.config.seed));
 
         for event in events {
-            let mut rng = Rng::for_event(self.config.seed, event);
+            let mut rng = self.streams.of(event);
             let timestamp = self.config.timestamp_ms(event);
             id.push(as_i64(last_base0_auction_id(event) + FIRST_AUCTION_ID));
             date_time.push(timestamp);
@@ -367,7 +367,7 @@ impl NexmarkGenerator {
             };
             seller.push(as_i64(base0_seller + FIRST_PERSON_ID));
             category.push(as_i64(FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES)));
-            let initial = next_price(&mut rng);
+            let initial = self.prices.next_price(&mut rng);
             initial_bid.push(initial);
             let length = self.config.auction_length_ms(event, timestamp, &mut rng);
             expires.push(timestamp.saturating_add(length));
@@ -376,7 +376,7 @@ impl NexmarkGenerator {
             item_name.end_value();
             let description_len = rng.push_string(100, b' ', description.sink(scratch));
             description.end_value();
-            reserve.push(initial.saturating_add(next_price(&mut rng)));
+            reserve.push(initial.saturating_add(self.prices.next_price(&mut rng)));
 
             if extra.stored {
                 let size = 8 + name_len + description_len + 8 + 8 + 8 + 8 + 8;
@@ -399,19 +399,18 @@ impl NexmarkGenerator {
         ])
     }
 
+    /// Bids, one run of consecutive events (one group) at a time: the events of a group share
+    /// the newest person and auction, and their times come from one clock.
     fn bids(
         &mut self,
-        events: impl Iterator<Item = u64>,
+        runs: impl Iterator<Item = Range<u64>>,
         rows: usize,
     ) -> ConnectorResult<Vec<Option<ArrayRef>>> {
         use columns::bid::*;
-        let mut auction = Vec::with_capacity(rows);
-        let mut bidder = Vec::with_capacity(rows);
-        let mut price = Vec::with_capacity(rows);
-        let mut date_time = Vec::with_capacity(rows);
-        let mut channel = Utf8Column::new(self.wants(CHANNEL), rows, 12);
-        let mut url = Utf8Column::new(self.wants(URL), rows, 80);
-        let mut extra = Utf8Column::new(self.wants(EXTRA), rows, 82);
+        let mut columns = BidColumns::new(
+            [self.wants(CHANNEL), self.wants(URL), self.wants(EXTRA)],
+            rows,
+        );
         let channels = self
             .channels
             .get_or_insert_with(|| Channels::new(self.config.seed));
@@ -419,51 +418,124 @@ impl NexmarkGenerator {
             .padding
             .get_or_insert_with(|| LetterPool::new(self.config.seed));
 
-        for event in events {
-            let mut rng = Rng::for_event(self.config.seed, event);
-            date_time.push(self.config.timestamp_ms(event));
-
-            // Here P(bid is for a hot auction) = 1 - 1/HOT_AUCTIONS_RATIO.
-            let base0_auction = if rng.below(HOT_AUCTIONS_RATIO) > 0 {
-                last_base0_auction_id(event) / HOT_AUCTION_RATIO * HOT_AUCTION_RATIO
-            } else {
-                next_base0_auction_id(event, &mut rng)
-            };
-            auction.push(as_i64(base0_auction + FIRST_AUCTION_ID));
-
-            // Hot bidders are the second person of a group, so they are never hot sellers.
-            let base0_bidder = if rng.below(HOT_BIDDERS_RATIO) > 0 {
-                last_base0_person_id(event) / HOT_BIDDER_RATIO * HOT_BIDDER_RATIO + 1
-            } else {
-                next_base0_person_id(event, &mut rng)
-            };
-            bidder.push(as_i64(base0_bidder + FIRST_PERSON_ID));
-            price.push(next_price(&mut rng));
-
-            if rng.below(HOT_CHANNELS_RATIO) > 0 {
-                let hot = rng.below(HOT_CHANNELS.len() as u64) as usize;
-                channel.push_str(HOT_CHANNELS[hot]);
-                url.push_str(&channels.hot_urls[hot]);
-            } else {
-                let cold = rng.below(CHANNELS_NUMBER as u64) as usize;
-                channel.push_str(&channels.names[cold]);
-                url.push_str(&channels.urls[cold]);
-            }
-
-            if extra.stored {
-                let len = rng.extra_len(8 + 8 + 8 + 8, AVG_BID_BYTE_SIZE);
-                extra.push_str(padding.letters(len, &mut rng));
+        for run in runs {
+            let newest = Newest::at(run.start);
+            let mut clock = self.config.clock_at(run.start);
+            for event in run {
+                let mut rng = self.streams.of(event);
+                columns.date_time.push(clock.timestamp_ms());
+                clock.tick();
+                columns
+                    .auction
+                    .push(as_i64(newest.bid_auction(&mut rng) + FIRST_AUCTION_ID));
+                columns
+                    .bidder
+                    .push(as_i64(newest.bidder(&mut rng) + FIRST_PERSON_ID));
+                columns.price_draws.push(rng.next_u64());
+                columns.push_strings(channels, padding, &mut rng);
             }
         }
+        columns.finish(&self.prices)
+    }
+}
 
+/// The newest person and auction at an event, which bids refer to.
+struct Newest {
+    base0_person: u64,
+    base0_auction: u64,
+}
+
+impl Newest {
+    fn at(event: u64) -> Self {
+        Self {
+            base0_person: last_base0_person_id(event),
+            base0_auction: last_base0_auction_id(event),
+        }
+    }
+
+    /// The auction of a bid. Here P(bid is for a hot auction) = 1 - 1/HOT_AUCTIONS_RATIO.
+    fn bid_auction(&self, rng: &mut Rng) -> u64 {
+        if rng.below(HOT_AUCTIONS_RATIO) > 0 {
+            self.base0_auction / HOT_AUCTION_RATIO * HOT_AUCTION_RATIO
+        } else {
+            random_base0_auction_id(self.base0_auction, rng)
+        }
+    }
+
+    /// The bidder of a bid. Hot bidders are the second person of a group, so they are never
+    /// hot sellers.
+    fn bidder(&self, rng: &mut Rng) -> u64 {
+        if rng.below(HOT_BIDDERS_RATIO) > 0 {
+            self.base0_person / HOT_BIDDER_RATIO * HOT_BIDDER_RATIO + 1
+        } else {
+            random_base0_person_id(self.base0_person, rng)
+        }
+    }
+}
+
+/// The columns of a batch of bids.
+struct BidColumns {
+    auction: Vec<i64>,
+    bidder: Vec<i64>,
+    /// Turned into prices by [`Self::finish`] (see [`PriceGenerator::price_of_draw`]).
+    price_draws: Vec<u64>,
+    date_time: Vec<i64>,
+    channel: Utf8Column,
+    url: Utf8Column,
+    extra: Utf8Column,
+}
+
+impl BidColumns {
+    /// Columns for `rows` bids, storing channel, url and extra as the flags say.
+    fn new([channel, url, extra]: [bool; 3], rows: usize) -> Self {
+        Self {
+            auction: Vec::with_capacity(rows),
+            bidder: Vec::with_capacity(rows),
+            price_draws: Vec::with_capacity(rows),
+            date_time: Vec::with_capacity(rows),
+            channel: Utf8Column::new(channel, rows, 12),
+            url: Utf8Column::new(url, rows, 80),
+            extra: Utf8Column::new(extra, rows, 82),
+        }
+    }
+
+    /// The string columns of a bid, drawn last from its stream. Draws that only feed columns
+    /// the query does not read are skipped, never replaced by others, so every column keeps
+    /// its value whichever columns are read.
+    fn push_strings(&mut self, channels: &Channels, padding: &LetterPool, rng: &mut Rng) {
+        if self.channel.stored || self.url.stored {
+            // One draw for hot or cold, one for which channel.
+            if rng.below(HOT_CHANNELS_RATIO) > 0 {
+                let hot = rng.below(HOT_CHANNELS.len() as u64) as usize;
+                self.channel.push_str(HOT_CHANNELS[hot]);
+                self.url.push_str(&channels.hot_urls[hot]);
+            } else {
+                let cold = rng.below(CHANNELS_NUMBER as u64) as usize;
+                self.channel.push_str(channels.names.get(cold));
+                self.url.push_str(channels.urls.get(cold));
+            }
+        } else if self.extra.stored {
+            rng.skip(2);
+        }
+        if self.extra.stored {
+            let len = rng.extra_len(8 + 8 + 8 + 8, AVG_BID_BYTE_SIZE);
+            self.extra.push_str(padding.letters(len, rng));
+        }
+    }
+
+    fn finish(self, prices: &PriceGenerator) -> ConnectorResult<Vec<Option<ArrayRef>>> {
+        let price = self
+            .price_draws
+            .iter()
+            .map(|&draw| prices.price_of_draw(draw));
         Ok(vec![
-            int64(auction),
-            int64(bidder),
-            int64(price),
-            channel.finish()?,
-            url.finish()?,
-            timestamps(date_time),
-            extra.finish()?,
+            int64(self.auction),
+            int64(self.bidder),
+            int64(price.collect()),
+            self.channel.finish()?,
+            self.url.finish()?,
+            timestamps(self.date_time),
+            self.extra.finish()?,
         ])
     }
 }

@@ -7,6 +7,8 @@
 //! the `next_*` choices), so any event can be generated without generating the ones before it:
 //! a source reading bids skips persons and auctions without computing them.
 
+use std::ops::Range;
+
 use super::config::{NexmarkOptions, NexmarkTable};
 use super::random::Rng;
 
@@ -65,7 +67,7 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// Event time of event 0, epoch milliseconds.
     pub base_time_ms: i64,
-    /// Events per second of event time (> 0).
+    /// Events per second of event time (1 to [`super::config::MAX_EVENTS_PER_SECOND`]).
     pub event_rate: u64,
 }
 
@@ -82,13 +84,39 @@ impl GeneratorConfig {
     /// (the standard `baseTime + eventNumber * interEventDelayUs / 1000`, computed without
     /// rounding the inter-event delay to whole microseconds).
     pub fn timestamp_ms(&self, event: u64) -> i64 {
-        let whole_seconds = event / self.event_rate;
-        let fraction_ms = (event % self.event_rate) * 1000 / self.event_rate;
-        let offset = whole_seconds
-            .saturating_mul(1000)
-            .saturating_add(fraction_ms);
-        self.base_time_ms
-            .saturating_add(i64::try_from(offset).unwrap_or(i64::MAX))
+        self.clock_at(event).timestamp_ms()
+    }
+
+    /// A clock standing at event `event`, to read the times of the events after it without a
+    /// division each.
+    pub fn clock_at(&self, event: u64) -> EventClock {
+        let rate = self.event_rate;
+        // With `rate <= MAX_EVENTS_PER_SECOND`, `in_second * 1000` cannot overflow.
+        let in_second = (event % rate) * 1000;
+        EventClock {
+            base_ms: self.base_time_ms,
+            offset_ms: (event / rate)
+                .saturating_mul(1000)
+                .saturating_add(in_second / rate),
+            remainder: in_second % rate,
+            rate,
+            step_ms: 1000 / rate,
+            step_remainder: 1000 % rate,
+        }
+    }
+
+    /// The first event after `event` whose time is later than `event`'s, or `u64::MAX` when
+    /// there is none (times saturate at the end of `i64`). Events of equal time are
+    /// consecutive, so this is where the next millisecond starts.
+    pub fn next_time_event(&self, event: u64) -> u64 {
+        // Event n is at floor(1000 n / rate) ms after the base; the first event of
+        // millisecond m is ceil(m * rate / 1000).
+        let next_ms = u128::from(self.clock_at(event).offset_ms) + 1;
+        let first = (next_ms * u128::from(self.event_rate)).div_ceil(1000);
+        match u64::try_from(first) {
+            Ok(next) if self.timestamp_ms(next) > self.timestamp_ms(event) => next,
+            _ => u64::MAX,
+        }
     }
 
     /// Length of a new auction: uniform in `1..=2 * horizon`, where the horizon is the event time
@@ -100,6 +128,38 @@ impl GeneratorConfig {
         let horizon = u64::try_from(future.saturating_sub(timestamp_ms)).unwrap_or(0);
         let length = 1 + rng.below(horizon.saturating_mul(2).max(1));
         i64::try_from(length).unwrap_or(i64::MAX)
+    }
+}
+
+/// The event times of consecutive events. The time of event `n` is `floor(1000 n / rate)`
+/// milliseconds after the base: the clock keeps that quotient and its remainder, and moving to
+/// the next event adds `1000 / rate` with a carry, where [`GeneratorConfig::timestamp_ms`]
+/// needs two divisions (a notable share of the cost of a bid row).
+#[derive(Debug, Clone)]
+pub struct EventClock {
+    base_ms: i64,
+    /// `floor(1000 n / rate)` for the current event `n` (saturated).
+    offset_ms: u64,
+    /// `1000 n mod rate`.
+    remainder: u64,
+    rate: u64,
+    step_ms: u64,
+    step_remainder: u64,
+}
+
+impl EventClock {
+    /// The time of the current event, epoch milliseconds.
+    pub fn timestamp_ms(&self) -> i64 {
+        self.base_ms
+            .saturating_add(i64::try_from(self.offset_ms).unwrap_or(i64::MAX))
+    }
+
+    /// Moves to the next event.
+    pub fn tick(&mut self) {
+        self.remainder += self.step_remainder;
+        let carry = u64::from(self.remainder >= self.rate);
+        self.remainder -= carry * self.rate;
+        self.offset_ms = self.offset_ms.saturating_add(self.step_ms + carry);
     }
 }
 
@@ -134,6 +194,23 @@ pub fn event_of(table: NexmarkTable, index: u64) -> u64 {
         .saturating_add(first + index % proportion)
 }
 
+/// The event numbers of the rows `rows` of `table` (row `i` is the `i`-th event of that kind),
+/// as runs of consecutive events: one run per group of [`TOTAL_PROPORTION`] events.
+pub fn event_runs(table: NexmarkTable, rows: Range<u64>) -> impl Iterator<Item = Range<u64>> {
+    let (_, proportion) = offset_and_proportion(table);
+    let mut row = rows.start;
+    std::iter::from_fn(move || {
+        if row >= rows.end {
+            return None;
+        }
+        let group_end = (row / proportion + 1).saturating_mul(proportion);
+        let len = group_end.min(rows.end) - row;
+        let first = event_of(table, row);
+        row += len;
+        Some(first..first.saturating_add(len))
+    })
+}
+
 /// The 0-based id of the last person created at or before `event`.
 pub fn last_base0_person_id(event: u64) -> u64 {
     let group = event / TOTAL_PROPORTION;
@@ -165,7 +242,12 @@ pub fn last_base0_auction_id(event: u64) -> u64 {
 /// A random person among the [`NUM_ACTIVE_PEOPLE`] most recent ones, or one of the
 /// [`PERSON_ID_LEAD`] next ones.
 pub fn next_base0_person_id(event: u64, rng: &mut Rng) -> u64 {
-    let num_people = last_base0_person_id(event) + 1;
+    random_base0_person_id(last_base0_person_id(event), rng)
+}
+
+/// [`next_base0_person_id`] for an event whose last person is `last_person`.
+pub fn random_base0_person_id(last_person: u64, rng: &mut Rng) -> u64 {
+    let num_people = last_person + 1;
     let active = num_people.min(NUM_ACTIVE_PEOPLE);
     num_people - active + rng.below(active + PERSON_ID_LEAD)
 }
@@ -173,7 +255,11 @@ pub fn next_base0_person_id(event: u64, rng: &mut Rng) -> u64 {
 /// A random auction among the [`NUM_IN_FLIGHT_AUCTIONS`] most recent ones, or one of the
 /// [`AUCTION_ID_LEAD`] next ones.
 pub fn next_base0_auction_id(event: u64, rng: &mut Rng) -> u64 {
-    let max_auction = last_base0_auction_id(event);
+    random_base0_auction_id(last_base0_auction_id(event), rng)
+}
+
+/// [`next_base0_auction_id`] for an event whose last auction is `max_auction`.
+pub fn random_base0_auction_id(max_auction: u64, rng: &mut Rng) -> u64 {
     let min_auction = max_auction.saturating_sub(NUM_IN_FLIGHT_AUCTIONS);
     min_auction + rng.below(max_auction - min_auction + 1 + AUCTION_ID_LEAD)
 }
@@ -245,5 +331,55 @@ mod tests {
             ..config
         };
         assert_eq!(slowest.timestamp_ms(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn the_clock_and_next_time_event_agree_with_timestamp_ms() {
+        for event_rate in [1, 3, 7, 999, 1000, 1001, 10_000, 123_457, 1_000_000_000] {
+            let config = GeneratorConfig {
+                seed: 0,
+                base_time_ms: -5,
+                event_rate,
+            };
+            for start in [0, 1, 999, 5_000_003, 1 << 40] {
+                let mut clock = config.clock_at(start);
+                for event in start..start + 3000 {
+                    let time = config.timestamp_ms(event);
+                    assert_eq!(
+                        clock.timestamp_ms(),
+                        time,
+                        "rate {event_rate} event {event}"
+                    );
+                    clock.tick();
+                    let next = config.next_time_event(event);
+                    assert!(next > event);
+                    assert!(config.timestamp_ms(next) > time);
+                    assert_eq!(config.timestamp_ms(next - 1), time, "rate {event_rate}");
+                }
+            }
+        }
+        // Past the end of i64, times saturate and no later one exists.
+        let slowest = GeneratorConfig {
+            seed: 0,
+            base_time_ms: 0,
+            event_rate: 1,
+        };
+        assert_eq!(slowest.next_time_event(u64::MAX - 5), u64::MAX);
+    }
+
+    #[test]
+    fn event_runs_are_the_events_of_the_rows() {
+        for table in [
+            NexmarkTable::Person,
+            NexmarkTable::Auction,
+            NexmarkTable::Bid,
+        ] {
+            for rows in [0..0, 0..1, 3..200, 45..47, 46..92] {
+                let events: Vec<u64> = event_runs(table, rows.clone()).flatten().collect();
+                let expected: Vec<u64> = rows.clone().map(|row| event_of(table, row)).collect();
+                assert_eq!(events, expected, "{table} {rows:?}");
+                assert!(event_runs(table, rows.clone()).all(|run| !run.is_empty()));
+            }
+        }
     }
 }

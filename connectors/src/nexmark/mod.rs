@@ -23,17 +23,23 @@
 //! - `seed`: the same seed (and options) always yield the same rows.
 //! - `base.time`: event time of event 0, epoch milliseconds or RFC 3339; default
 //!   2023-01-01T00:00:00Z. Event times never depend on the wall clock.
+//!
+//! An unpaced source may be read by several readers in parallel, each producing the rows of
+//! its share of blocks of the event stream ([`split`]).
 
 pub mod config;
 pub mod generator;
 pub mod generator_config;
+pub mod price;
 pub mod random;
 mod reader;
 pub mod schema;
+pub mod split;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{
-    ConnectorOptions, ConnectorResult, SourceConnector, SourceContext, SourceReader,
+    ConnectorError, ConnectorOptions, ConnectorResult, SourceConnector, SourceContext,
+    SourceReader, SourceSplit,
 };
 
 use self::config::NexmarkOptions;
@@ -60,15 +66,29 @@ impl SourceConnector for NexmarkConnector {
         Ok(())
     }
 
+    /// An unpaced source splits into blocks of events ([`split`]). A paced one
+    /// (`events.per.second`) stays one reader: its rate is that of the whole stream, and
+    /// parallel readers would each have to pace a share of it for no gain in speed.
+    fn splittable(&self, options: &ConnectorOptions) -> bool {
+        NexmarkOptions::parse(options).is_ok_and(|options| options.events_per_second.is_none())
+    }
+
     fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader> {
         let options = NexmarkOptions::parse(&ctx.options)?;
         let plan = OutputPlan::new(options.table, &ctx.output_schema()?)?;
+        let SourceSplit { index, count } = ctx.split;
+        if index >= count {
+            return Err(ConnectorError::Unsupported(format!(
+                "nexmark reader {index} of {count}: a split's index must be below its count"
+            )));
+        }
         let bounded = options.events_max.is_some();
         let stream = batch_stream(ReaderParams {
             options,
             plan,
             metrics: ctx.metrics,
             batch_size: ctx.batch_size,
+            split: ctx.split,
         });
         Ok(SourceReader { stream, bounded })
     }

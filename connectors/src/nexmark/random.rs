@@ -20,6 +20,11 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A draw as a number uniform in `[0, 1)`: its top 53 bits as a fraction.
+pub fn unit_f64(draw: u64) -> f64 {
+    (draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
 impl Rng {
     /// A stream for auxiliary data (channel names, urls) that is not tied to an event.
     pub fn new(seed: u64) -> Self {
@@ -28,17 +33,21 @@ impl Rng {
         }
     }
 
-    /// The stream of event `event` of a source seeded with `seed`. Hashing the event number
-    /// (instead of offsetting the state) keeps the streams of neighbouring events apart.
+    /// The stream of event `event` of a source seeded with `seed` (see [`EventStreams`]).
     pub fn for_event(seed: u64, event: u64) -> Self {
-        Self {
-            state: mix64(event.wrapping_add(mix64(seed))),
-        }
+        EventStreams::new(seed).of(event)
     }
 
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         mix64(self.state)
+    }
+
+    /// Moves past `draws` draws without computing them: SplitMix64's state is a counter, so
+    /// the draws after them are the ones the stream would have produced anyway. This lets a
+    /// row skip the draws of a column the query does not read.
+    pub fn skip(&mut self, draws: u64) {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA.wrapping_mul(draws));
     }
 
     /// Uniform in `0..bound` (0 when `bound` is 0), by Lemire's multiply-shift.
@@ -48,7 +57,7 @@ impl Rng {
 
     /// Uniform in `[0, 1)`.
     pub fn unit_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        unit_f64(self.next_u64())
     }
 
     /// Appends `len` random lower-case ASCII letters to `out`. One 64-bit draw yields eight
@@ -115,6 +124,26 @@ impl Rng {
     }
 }
 
+/// The per-event streams of one seed, with the seed hashed once rather than once per event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventStreams {
+    key: u64,
+}
+
+impl EventStreams {
+    pub fn new(seed: u64) -> Self {
+        Self { key: mix64(seed) }
+    }
+
+    /// The stream of event `event`. Hashing the event number (instead of offsetting the state)
+    /// keeps the streams of neighbouring events apart.
+    pub fn of(&self, event: u64) -> Rng {
+        Rng {
+            state: mix64(event.wrapping_add(self.key)),
+        }
+    }
+}
+
 /// Random letters that `extra` padding is cut from. The standard generator draws every
 /// padding letter; a slice at a random offset of a pool drawn once per reader looks the same
 /// to every query (the column only adds bytes) and costs one draw and a copy instead of ~70
@@ -162,6 +191,17 @@ mod tests {
         assert_ne!(draws(1, 5), draws(2, 5));
         // Neighbouring events must not share a shifted stream.
         assert_ne!(draws(1, 5)[1], draws(1, 6)[0]);
+    }
+
+    #[test]
+    fn skipping_draws_lands_where_drawing_does() {
+        let mut drawn = Rng::for_event(7, 11);
+        let mut skipped = drawn.clone();
+        for _ in 0..3 {
+            drawn.next_u64();
+        }
+        skipped.skip(3);
+        assert_eq!(drawn.next_u64(), skipped.next_u64());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The batch stream of an opened nexmark source: generation in batches, the optional
-//! wall-clock rate limit, and the end of the stream after `events.max` events.
+//! wall-clock rate limit, the end of the stream after `events.max` events, and the blocks of a
+//! split reader ([`super::split`]).
 //!
 //! Event `n` of the combined stream is due `n / events.per.second` seconds after the first
 //! poll. A rate-limited reader sleeps (never spins) until a full batch of its table is due or
@@ -7,11 +8,12 @@
 //! streams still deliver rows promptly. Unlimited readers emit full batches back to back. The
 //! stream holds no resources besides memory: dropping it cancels it.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_engine::connector::{BatchStream, ConnectorResult, SourceMetrics};
+use eddy_engine::connector::{BatchStream, ConnectorResult, SourceMetrics, SourceSplit};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -19,6 +21,7 @@ use super::config::NexmarkOptions;
 use super::generator::NexmarkGenerator;
 use super::generator_config::{GeneratorConfig, count_before, event_of};
 use super::schema::OutputPlan;
+use super::split::SplitBlocks;
 
 /// Longest time a rate-limited reader holds back rows that are due.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -32,6 +35,7 @@ pub struct ReaderParams {
     pub plan: OutputPlan,
     pub metrics: Arc<SourceMetrics>,
     pub batch_size: usize,
+    pub split: SourceSplit,
 }
 
 /// The stream of batches of one reader.
@@ -41,11 +45,13 @@ pub fn batch_stream(params: ReaderParams) -> BatchStream {
         plan,
         metrics,
         batch_size,
+        split,
     } = params;
-    let generator =
-        NexmarkGenerator::new(GeneratorConfig::new(&options), options.table, plan.wanted());
+    let config = GeneratorConfig::new(&options);
+    let generator = NexmarkGenerator::new(config, options.table, plan.wanted());
     let reader = Reader {
         generator,
+        blocks: SplitBlocks::new(config, split),
         plan,
         metrics,
         batch_size: batch_size.clamp(1, MAX_BATCH_ROWS),
@@ -63,6 +69,8 @@ pub fn batch_stream(params: ReaderParams) -> BatchStream {
 
 struct Reader {
     generator: NexmarkGenerator,
+    /// The events this reader owns.
+    blocks: SplitBlocks,
     plan: OutputPlan,
     metrics: Arc<SourceMetrics>,
     batch_size: usize,
@@ -99,31 +107,56 @@ impl Reader {
                 }
             };
 
-            let generated = match self
-                .generator
-                .generate(self.next_event, to, self.batch_size)
-            {
-                Ok(generated) => generated,
-                Err(error) => return Some(Err(self.fail(error))),
-            };
-            self.next_event = generated.next_event;
-            if generated.num_rows == 0 {
-                // Only events of the other tables were due.
+            let rows = self.take_rows(to);
+            let num_rows = rows
+                .iter()
+                .map(|range| range.end - range.start)
+                .sum::<u64>() as usize;
+            if num_rows == 0 {
+                // Only events of the other tables, or of other readers, were due.
                 continue;
             }
+            let columns = match self.generator.generate(&rows) {
+                Ok(columns) => columns,
+                Err(error) => return Some(Err(self.fail(error))),
+            };
             if let Some(pacing) = self.pacing.as_mut() {
                 pacing.flushed();
             }
-            return Some(
-                match self.plan.assemble(&generated.columns, generated.num_rows) {
-                    Ok(batch) => {
-                        self.metrics.add_rows(generated.num_rows as u64);
-                        Ok(batch)
-                    }
-                    Err(error) => Err(self.fail(error)),
-                },
-            );
+            return Some(match self.plan.assemble(&columns, num_rows) {
+                Ok(batch) => {
+                    self.metrics.add_rows(num_rows as u64);
+                    Ok(batch)
+                }
+                Err(error) => Err(self.fail(error)),
+            });
         }
+    }
+
+    /// The rows of the next batch among events `next_event..to`: at most `batch_size` of this
+    /// reader's table, from the blocks it owns, as ranges of row numbers of the table. Moves
+    /// `next_event` past them.
+    fn take_rows(&mut self, to: u64) -> Vec<Range<u64>> {
+        let table = self.generator.table();
+        let mut rows = Vec::new();
+        let mut wanted = self.batch_size as u64;
+        while wanted > 0 && self.next_event < to {
+            let owned = self.blocks.owned_from(self.next_event);
+            let (from, until) = (owned.start.min(to), owned.end.min(to));
+            let first = count_before(table, from);
+            let available = count_before(table, until) - first;
+            let taken = available.min(wanted);
+            if taken > 0 {
+                rows.push(first..first + taken);
+            }
+            wanted -= taken;
+            self.next_event = if taken < available {
+                event_of(table, first + taken)
+            } else {
+                until
+            };
+        }
+        rows
     }
 
     fn fail<E>(&mut self, error: E) -> E {

@@ -1,5 +1,6 @@
 //! Tests of the nexmark source through the connector interface: what a query reading it sees.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,9 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
 };
+use datafusion::arrow::util::display::array_value_to_string;
 use eddy_engine::connector::{
-    ConnectorError, ConnectorOptions, SourceConnector, SourceContext, SourceMetrics,
+    ConnectorError, ConnectorOptions, SourceConnector, SourceContext, SourceMetrics, SourceSplit,
 };
 use futures::StreamExt;
 
@@ -51,7 +53,7 @@ async fn read_all(
             options,
             metrics: Arc::clone(&metrics),
             batch_size,
-            split: eddy_engine::connector::SourceSplit::WHOLE,
+            split: SourceSplit::WHOLE,
             projection: None,
         })
         .unwrap();
@@ -302,6 +304,33 @@ async fn declared_schema_selects_reorders_and_casts() {
     );
 }
 
+#[tokio::test]
+async fn a_column_reads_the_same_whichever_others_are_read() {
+    for table in ["bid", "person", "auction"] {
+        let pairs = [("nexmark.table", table), ("events.max", "3000")];
+        let full = read_table(&pairs, 500).await;
+        let schema = full.schema();
+        // Each column alone, then the padding with the first column: a bid that does not
+        // read its channel or url skips their draws before drawing the padding.
+        let mut projections: Vec<Vec<usize>> =
+            (0..schema.fields().len()).map(|c| vec![c]).collect();
+        projections.push(vec![schema.fields().len() - 1, 0]);
+        for projection in projections {
+            let declared = Arc::new(schema.project(&projection).unwrap());
+            let (batches, _) = read_all(Arc::clone(&declared), options(&pairs), 500).await;
+            let narrow = concat_batches(&declared, &batches).unwrap();
+            for (position, &column) in projection.iter().enumerate() {
+                assert_eq!(
+                    narrow.column(position),
+                    full.column(column),
+                    "{table}.{} read with {projection:?}",
+                    schema.field(column).name()
+                );
+            }
+        }
+    }
+}
+
 fn invalid_option(result: Result<(), ConnectorError>) -> String {
     match result {
         Err(ConnectorError::InvalidOption(message)) => message,
@@ -369,7 +398,7 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
             options,
             metrics: Arc::new(SourceMetrics::default()),
             batch_size: 8192,
-            split: eddy_engine::connector::SourceSplit::WHOLE,
+            split: SourceSplit::WHOLE,
             projection: None,
         })
         .unwrap();
@@ -388,57 +417,187 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
     drop(reader);
 }
 
-/// Generation speed of unthrottled bids with every column, in release mode:
+/// Reads reader `index` of `count` of a bounded source to its end.
+async fn read_split(
+    pairs: &[(&str, &str)],
+    batch_size: usize,
+    index: usize,
+    count: usize,
+) -> Vec<RecordBatch> {
+    let options = options(pairs);
+    let reader = NexmarkConnector
+        .open(SourceContext {
+            source_name: "test".into(),
+            schema: default_schema(&options),
+            options,
+            metrics: Arc::new(SourceMetrics::default()),
+            batch_size,
+            split: SourceSplit { index, count },
+            projection: None,
+        })
+        .unwrap();
+    reader.stream.map(|batch| batch.unwrap()).collect().await
+}
+
+/// Every row of `batch` as text, all columns.
+fn row_texts(batch: &RecordBatch) -> Vec<String> {
+    (0..batch.num_rows())
+        .map(|row| {
+            let values: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|column| array_value_to_string(column, row).unwrap())
+                .collect();
+            values.join("|")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn split_readers_share_the_rows_without_sharing_a_millisecond() {
+    // 50,000 events are 6.1 blocks of 8192: with 2 readers, reader 0 reads blocks 0, 2, 4
+    // and 6 (a partial one), reader 1 blocks 1, 3 and 5.
+    for table in ["bid", "person", "auction"] {
+        let pairs = [("nexmark.table", table), ("events.max", "50000")];
+        let whole = read_table(&pairs, 4096).await;
+        let expected = count_before(NexmarkTable::parse(table).unwrap(), 50_000) as usize;
+        assert_eq!(whole.num_rows(), expected);
+        let position: HashMap<String, usize> = row_texts(&whole)
+            .into_iter()
+            .enumerate()
+            .map(|(position, row)| (row, position))
+            .collect();
+        assert_eq!(position.len(), expected, "{table} rows are distinct");
+
+        for count in [2, 3] {
+            let mut seen = vec![false; expected];
+            let mut reader_times: Vec<HashSet<i64>> = Vec::new();
+            for index in 0..count {
+                let batches = read_split(&pairs, 1000, index, count).await;
+                let last = batches.len().saturating_sub(1);
+                for batch in &batches[..last] {
+                    assert_eq!(batch.num_rows(), 1000, "batches fill across blocks");
+                }
+                let schema = whole.schema();
+                let rows = concat_batches(&schema, &batches).unwrap();
+                assert!(rows.num_rows() > 0, "{table}: reader {index} of {count}");
+                // The reader's rows are rows of the whole source, in its order.
+                let positions: Vec<usize> = row_texts(&rows)
+                    .iter()
+                    .map(|row| *position.get(row).expect("a row of the whole source"))
+                    .collect();
+                assert!(
+                    positions.windows(2).all(|pair| pair[0] < pair[1]),
+                    "{table}: reader {index} of {count} is in event order"
+                );
+                for position in positions {
+                    assert!(!seen[position], "{table}: row {position} read twice");
+                    seen[position] = true;
+                }
+                let times: HashSet<i64> = millis(&rows, "date_time").into_iter().collect();
+                for other in &reader_times {
+                    assert!(
+                        times.is_disjoint(other),
+                        "{table}: a date_time in two of {count} readers"
+                    );
+                }
+                reader_times.push(times);
+            }
+            assert!(
+                seen.iter().all(|&seen| seen),
+                "{table}: {count} readers miss rows"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_unpaced_sources_split() {
+    assert!(NexmarkConnector.splittable(&options(&[("nexmark.table", "bid")])));
+    assert!(NexmarkConnector.splittable(&options(&[
+        ("nexmark.table", "bid"),
+        ("events.per.second", "0"),
+    ])));
+    assert!(!NexmarkConnector.splittable(&options(&[
+        ("nexmark.table", "bid"),
+        ("events.per.second", "1000"),
+    ])));
+
+    let options = options(&[("nexmark.table", "bid")]);
+    let opened = NexmarkConnector.open(SourceContext {
+        source_name: "test".into(),
+        schema: default_schema(&options),
+        options,
+        metrics: Arc::new(SourceMetrics::default()),
+        batch_size: 100,
+        split: SourceSplit { index: 2, count: 2 },
+        projection: None,
+    });
+    assert!(matches!(opened, Err(ConnectorError::Unsupported(_))));
+}
+
+/// Generation speed of unthrottled sources, in release mode, best of three runs:
 /// `cargo test --release -p eddy-connectors nexmark::tests::bid_throughput -- --ignored --nocapture`
+/// Events per second count the whole combined stream (`events.max`), as the benchmarks do; a
+/// bid source yields 46 rows of every 50 events. `NEXMARK_BENCH=<label prefix>` runs only the
+/// matching cases (`NEXMARK_BENCH='bid: auction'` for the narrow bids, e.g. under `perf`).
 #[tokio::test]
 #[ignore = "measurement, not a check"]
 async fn bid_throughput() {
-    for (label, pairs) in [
+    const NARROW: &[&str] = &["auction", "bidder", "price", "date_time"];
+    for (label, table, events, columns) in [
         (
-            "all columns",
-            vec![("nexmark.table", "bid"), ("events.max", "50000000")],
+            "bid: auction, bidder, price, date_time",
+            "bid",
+            50_000_000,
+            Some(NARROW),
         ),
-        (
-            "auction, price, date_time",
-            vec![("nexmark.table", "bid"), ("events.max", "50000000")],
-        ),
-        (
-            "person (all columns)",
-            vec![("nexmark.table", "person"), ("events.max", "100000000")],
-        ),
-        (
-            "auction (all columns)",
-            vec![("nexmark.table", "auction"), ("events.max", "20000000")],
-        ),
+        ("bid: all columns", "bid", 50_000_000, None),
+        ("person: all columns", "person", 100_000_000, None),
+        ("auction: all columns", "auction", 20_000_000, None),
     ] {
-        let options = options(&pairs);
-        let mut schema = default_schema(&options);
-        if label.starts_with("auction,") {
-            schema = Arc::new(schema.project(&[0, 2, 5]).unwrap());
+        if std::env::var("NEXMARK_BENCH").is_ok_and(|only| !label.starts_with(&only)) {
+            continue;
         }
-        let reader = NexmarkConnector
-            .open(SourceContext {
-                source_name: "bench".into(),
-                schema,
-                options,
-                metrics: Arc::new(SourceMetrics::default()),
-                batch_size: 8192,
-                split: eddy_engine::connector::SourceSplit::WHOLE,
-                projection: None,
-            })
-            .unwrap();
-        let started = Instant::now();
-        let rows = reader
-            .stream
-            .fold(
-                0,
-                |rows, batch| async move { rows + batch.unwrap().num_rows() },
-            )
-            .await;
-        let seconds = started.elapsed().as_secs_f64();
+        let events_max = events.to_string();
+        let options = options(&[("nexmark.table", table), ("events.max", &events_max)]);
+        let mut schema = default_schema(&options);
+        if let Some(names) = columns {
+            let indices: Vec<usize> = names
+                .iter()
+                .map(|name| schema.index_of(name).unwrap())
+                .collect();
+            schema = Arc::new(schema.project(&indices).unwrap());
+        }
+        let mut best = f64::INFINITY;
+        let mut rows = 0;
+        for _ in 0..3 {
+            let reader = NexmarkConnector
+                .open(SourceContext {
+                    source_name: "bench".into(),
+                    schema: Arc::clone(&schema),
+                    options: options.clone(),
+                    metrics: Arc::new(SourceMetrics::default()),
+                    batch_size: 8192,
+                    split: SourceSplit::WHOLE,
+                    projection: None,
+                })
+                .unwrap();
+            let started = Instant::now();
+            rows = reader
+                .stream
+                .fold(
+                    0,
+                    |rows, batch| async move { rows + batch.unwrap().num_rows() },
+                )
+                .await;
+            best = best.min(started.elapsed().as_secs_f64());
+        }
         println!(
-            "{label}: {rows} rows in {seconds:.2} s = {:.2} M rows/s",
-            rows as f64 / seconds / 1e6
+            "{label}: {events} events ({rows} rows) in {best:.3} s = {:.2} M events/s, \
+             {:.2} M rows/s",
+            events as f64 / best / 1e6,
+            rows as f64 / best / 1e6
         );
     }
 }
