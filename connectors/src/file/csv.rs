@@ -16,6 +16,7 @@ use std::io::Read;
 
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
 
+use super::csv_fast::FastCsv;
 use super::decode::TextBatchBuilder;
 use super::options::CsvOptions;
 
@@ -28,6 +29,8 @@ pub(crate) struct CsvDecoder {
     /// When the query reads only some columns: how many fields a record has (the declared
     /// columns), and which of them to decode, in output order.
     projection: Option<(usize, Vec<usize>)>,
+    /// Arrow's decoder, tried first on each region when it can decode the source exactly.
+    fast: Option<FastCsv>,
 }
 
 /// Per-file parsing state that outlives a chunk.
@@ -48,7 +51,15 @@ impl CsvDecoder {
             quote: options.quote,
             sentinel,
             projection: None,
+            fast: None,
         }
+    }
+
+    /// Tries Arrow's decoder on each region first ([`super::csv_fast`]), when it can decode
+    /// this source exactly as the row path does.
+    pub(crate) fn with_fast_path(mut self, fast: Option<FastCsv>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// Decodes only the fields `columns` of records with `declared` fields. A value in
@@ -71,6 +82,18 @@ impl CsvDecoder {
         state: &mut CsvFileState,
         out: &mut TextBatchBuilder<'_>,
     ) -> ConnectorResult<usize> {
+        if let Some(fast) = &self.fast
+            && fast.accepts(region, state.header_pending)
+        {
+            // On an error the row path below decodes the region again and reports its bad
+            // rows.
+            if let Ok(batches) = fast.decode(region) {
+                for batch in batches {
+                    out.push_batch(batch)?;
+                }
+                return Ok(region.len());
+            }
+        }
         let mut builder = ReaderBuilder::new();
         builder
             .delimiter(self.delimiter)

@@ -319,6 +319,16 @@ impl<'a> TextBatchBuilder<'a> {
         Ok(())
     }
 
+    /// Appends a batch decoded elsewhere (with the builder's schema), after the rows pushed so
+    /// far.
+    pub(crate) fn push_batch(&mut self, batch: RecordBatch) -> ConnectorResult<()> {
+        self.flush()?;
+        if batch.num_rows() > 0 {
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+
     /// Turns the rows collected so far into a batch.
     fn flush(&mut self) -> ConnectorResult<()> {
         if self.lines.is_empty() {

@@ -36,6 +36,7 @@
 //! declared column do fail the stream.
 
 mod csv;
+mod csv_fast;
 pub(crate) mod decode;
 mod json;
 mod listing;
@@ -56,6 +57,7 @@ use eddy_engine::connector::{
 use futures::StreamExt;
 
 use self::csv::CsvDecoder;
+use self::csv_fast::FastCsv;
 use self::decode::{DecodeConfig, check_supported};
 use self::json::JsonDecoder;
 use self::listing::PathSpec;
@@ -151,7 +153,15 @@ impl SourceConnector for FileConnector {
         let schema = ctx.output_schema()?;
         let decoder = match format {
             FileFormat::Csv => {
-                let csv = CsvDecoder::new(&options.csv);
+                let fast = FastCsv::try_new(
+                    Arc::clone(&ctx.schema),
+                    ctx.projection.clone(),
+                    options.csv.delimiter,
+                    options.csv.quote,
+                    options.csv.null_value.as_deref(),
+                    ctx.batch_size,
+                );
+                let csv = CsvDecoder::new(&options.csv).with_fast_path(fast);
                 Some(TextDecoder::Csv(match &ctx.projection {
                     Some(columns) => {
                         csv.with_projection(ctx.schema.fields().len(), columns.clone())

@@ -830,3 +830,132 @@ async fn follow_rereads_a_truncated_file() {
     dir.write("log.csv", "3\n");
     assert_eq!(next_rows(&mut stream).await, ["3"]);
 }
+
+/// Decodes `region` as one last region, with or without the fast path; returns the rows,
+/// the malformed count and whether the fast path decoded it.
+fn decode_region(
+    s: &SchemaRef,
+    projection: Option<Vec<usize>>,
+    region: &[u8],
+    fast: bool,
+) -> (Vec<String>, u64) {
+    let output = match &projection {
+        Some(p) => Arc::new(s.project(p).unwrap()),
+        None => Arc::clone(s),
+    };
+    let config = DecodeConfig {
+        schema: output,
+        null_value: None,
+        metrics: Default::default(),
+        batch_size: 7,
+    };
+    let options = CsvOptions::default();
+    let mut decoder = CsvDecoder::new(&options);
+    if fast {
+        let fast = super::csv_fast::FastCsv::try_new(
+            Arc::clone(s),
+            projection.clone(),
+            options.delimiter,
+            options.quote,
+            None,
+            7,
+        );
+        assert!(fast.is_some(), "these types take the fast path");
+        decoder = decoder.with_fast_path(fast);
+    }
+    if let Some(p) = projection {
+        decoder = decoder.with_projection(s.fields().len(), p);
+    }
+    let mut state = CsvFileState {
+        header_pending: false,
+    };
+    let mut out = TextBatchBuilder::new(&config, "f.csv");
+    let consumed = decoder
+        .decode(region, true, 1, &mut state, &mut out)
+        .unwrap();
+    assert_eq!(consumed, region.len());
+    let rows = rows(&out.finish().unwrap());
+    (rows, config.metrics.malformed())
+}
+
+#[test]
+fn csv_fast_path_gives_the_rows_of_the_row_path() {
+    let s = schema(&[
+        ("i", DataType::Int64),
+        ("f", DataType::Float64),
+        ("t", DataType::Utf8),
+        ("ts", ts_ms()),
+        ("d", DataType::Date32),
+        ("u", DataType::UInt16),
+    ]);
+    let fields: [&[&str]; 6] = [
+        &["1", "-7", "", " 3", "x", "9223372036854775807", "1.5"],
+        &["1.5", "-0", "", "1e3", "nan", " 2", "abc"],
+        &["a", "", " b ", "héllo", "x y"],
+        &[
+            "2023-05-06T16:51:00",
+            "2023-05-06 16:51:00.123",
+            "",
+            "2023-05-06T16:51:00Z",
+            "2023-05-06",
+            "bad",
+            " 2023-05-06T16:51:00",
+        ],
+        &["2023-05-06", "", "2023-02-30", "20230506"],
+        &["0", "65535", "65536", "-1", ""],
+    ];
+    let mut seed: u64 = 42;
+    let mut next = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n
+    };
+    let mut fast_regions = 0;
+    for case in 0..400 {
+        let mut region = String::new();
+        for _ in 0..1 + next(12) {
+            match next(20) {
+                0 => region.push('\n'),
+                1 => region.push_str("1,2\n"),
+                _ => {
+                    // Mostly good values; the first of each list is always good.
+                    let row: Vec<&str> = fields
+                        .iter()
+                        .map(|f| if next(4) == 0 { f[next(f.len())] } else { f[0] })
+                        .collect();
+                    region.push_str(&row.join(","));
+                    region.push_str(if next(5) == 0 { "\r\n" } else { "\n" });
+                }
+            }
+        }
+        if next(3) == 0 {
+            region.pop(); // the last record without its line break
+        }
+        let projection = match case % 3 {
+            0 => None,
+            1 => Some(vec![3, 0, 2]),
+            _ => Some(vec![5]),
+        };
+        let slow = decode_region(&s, projection.clone(), region.as_bytes(), false);
+        let fast = decode_region(&s, projection.clone(), region.as_bytes(), true);
+        assert_eq!(fast, slow, "case {case}: {region:?} projection {projection:?}");
+        let decoded_fast = super::csv_fast::FastCsv::try_new(
+            Arc::clone(&s),
+            projection,
+            b',',
+            Some(b'"'),
+            None,
+            7,
+        )
+        .unwrap()
+        .decode(region.as_bytes());
+        if decoded_fast.is_ok() {
+            fast_regions += 1;
+        }
+    }
+    assert!(
+        fast_regions > 50,
+        "the fast path itself decoded {fast_regions} of 400 regions"
+    );
+}
