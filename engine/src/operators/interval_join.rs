@@ -14,7 +14,9 @@
 //! counted. Watermark: forwarded held back by the interval (`max(upper, -lower)`), because a
 //! joined row can carry a time that far behind the input watermark.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +26,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap;
+use datafusion::common::hash_utils::RandomState;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::conform_batch;
@@ -53,6 +56,9 @@ pub struct IntervalJoinSpec {
     pub residual: Option<Arc<dyn PhysicalExpr>>,
 }
 
+/// No slot: the end of a key's list.
+const NONE: usize = usize::MAX;
+
 struct StoredRow {
     batch: u64,
     row: u32,
@@ -60,24 +66,77 @@ struct StoredRow {
     /// The key has a NULL: stored apart, never matched.
     null_key: bool,
     matched: bool,
+    /// The hash of the encoded key, and the neighbours in that hash's list of slots.
+    key_hash: u64,
+    prev: usize,
+    next: usize,
 }
 
 /// A stored batch: its rows, their encoded keys, and how many stored rows refer to it.
 type StoredBatch = (RecordBatch, usize, Rows);
 
-#[derive(Default)]
+/// The stored rows of one side.
+///
+/// Rows live in `slots`. Each key hash has a doubly linked list of its slots in arrival order
+/// (rows of different keys with equal hashes share one; probes compare the keys), so storing
+/// and pruning a row allocate nothing for its key. A min-heap orders the rows by time for
+/// pruning; in-order rows go onto it without sifting.
 struct SideState {
     batches: HashMap<u64, StoredBatch>,
     next_batch: u64,
     slots: Vec<Option<StoredRow>>,
     free: Vec<usize>,
-    /// Slots per key, in arrival order (which is nearly time order, so pruning pops fronts).
-    by_key: HashMap<Vec<u8>, VecDeque<usize>>,
-    by_time: BTreeSet<(i64, usize)>,
+    hasher: RandomState,
+    /// Per key hash: its list's first and last slot.
+    by_key: HashMap<u64, (usize, usize)>,
+    by_time: BinaryHeap<Reverse<(i64, usize)>>,
+}
+
+impl Default for SideState {
+    fn default() -> Self {
+        Self {
+            batches: HashMap::default(),
+            next_batch: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            hasher: RandomState::with_seed(0x1a7e_5a1d),
+            by_key: HashMap::default(),
+            by_time: BinaryHeap::new(),
+        }
+    }
 }
 
 impl SideState {
-    fn insert(&mut self, stored: StoredRow) {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The encoded key of a stored row.
+    fn key_of(&self, stored: &StoredRow) -> Option<&[u8]> {
+        let (_, _, keys) = self.batches.get(&stored.batch)?;
+        Some(keys.row(stored.row as usize).data())
+    }
+
+    /// The slots whose rows have exactly `key`, in arrival order.
+    fn matching<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = (usize, &'a StoredRow)> + 'a {
+        let mut next = self
+            .by_key
+            .get(&self.hash(key))
+            .map_or(NONE, |(head, _)| *head);
+        std::iter::from_fn(move || {
+            while next != NONE {
+                let slot = next;
+                let stored = self.slots[slot].as_ref()?;
+                next = stored.next;
+                if self.key_of(stored) == Some(key) {
+                    return Some((slot, stored));
+                }
+            }
+            None
+        })
+    }
+
+    fn insert(&mut self, mut stored: StoredRow) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -85,45 +144,78 @@ impl SideState {
                 self.slots.len() - 1
             }
         };
-        let key: &[u8] = match self.batches.get_mut(&stored.batch) {
-            Some(entry) => {
-                entry.1 += 1;
-                if stored.null_key {
-                    &[]
-                } else {
-                    entry.2.row(stored.row as usize).data()
+        if let Some(entry) = self.batches.get_mut(&stored.batch) {
+            entry.1 += 1;
+        }
+        if !stored.null_key {
+            stored.key_hash = match self.key_of(&stored) {
+                Some(key) => self.hash(key),
+                None => 0,
+            };
+            match self.by_key.get_mut(&stored.key_hash) {
+                Some((_, tail)) => {
+                    stored.prev = *tail;
+                    let before = std::mem::replace(tail, slot);
+                    if let Some(previous) = self.slots[before].as_mut() {
+                        previous.next = slot;
+                    }
+                }
+                None => {
+                    self.by_key.insert(stored.key_hash, (slot, slot));
                 }
             }
-            None => &[],
-        };
-        self.by_key.entry_ref(key).or_default().push_back(slot);
-        self.by_time.insert((stored.ts, slot));
+        }
+        self.by_time.push(Reverse((stored.ts, slot)));
         self.slots[slot] = Some(stored);
     }
 
-    /// Removes every row with `ts <= bound`.
-    fn prune(&mut self, bound: i64) {
-        while let Some(&(ts, slot)) = self.by_time.first() {
+    /// Takes the slots of every row with `ts <= bound` off the time order, oldest first; they
+    /// stay readable until [`Self::remove`].
+    fn expired(&mut self, bound: i64) -> Vec<usize> {
+        let mut slots = Vec::new();
+        while let Some(Reverse((ts, slot))) = self.by_time.peek().copied() {
             if ts > bound {
                 break;
             }
-            self.by_time.pop_first();
+            self.by_time.pop();
+            slots.push(slot);
+        }
+        slots
+    }
+
+    /// Removes the rows of `slots` (from [`Self::expired`]).
+    fn remove(&mut self, slots: &[usize]) {
+        for &slot in slots {
             let Some(stored) = self.slots[slot].take() else {
                 continue;
             };
             self.free.push(slot);
-            let key: &[u8] = match self.batches.get(&stored.batch) {
-                Some((_, _, keys)) if !stored.null_key => keys.row(stored.row as usize).data(),
-                _ => &[],
-            };
-            if let Some(slots) = self.by_key.get_mut(key) {
-                if slots.front() == Some(&slot) {
-                    slots.pop_front();
-                } else if let Some(i) = slots.iter().position(|s| *s == slot) {
-                    slots.remove(i);
+            if !stored.null_key {
+                if stored.prev != NONE
+                    && let Some(previous) = self.slots[stored.prev].as_mut()
+                {
+                    previous.next = stored.next;
                 }
-                if slots.is_empty() {
-                    self.by_key.remove(key);
+                if stored.next != NONE
+                    && let Some(next) = self.slots[stored.next].as_mut()
+                {
+                    next.prev = stored.prev;
+                }
+                match (stored.prev, stored.next) {
+                    (NONE, NONE) => {
+                        self.by_key.remove(&stored.key_hash);
+                    }
+                    (NONE, next) => {
+                        if let Some(ends) = self.by_key.get_mut(&stored.key_hash) {
+                            ends.0 = next;
+                        }
+                    }
+                    (prev, NONE) => {
+                        if let Some(ends) = self.by_key.get_mut(&stored.key_hash) {
+                            ends.1 = prev;
+                        }
+                    }
+                    _ => {}
                 }
             }
             self.release(stored.batch);
@@ -239,13 +331,7 @@ impl Operator for IntervalJoinOperator {
             if !key_ok {
                 continue;
             }
-            let Some(slots) = self.state[other].by_key.get(keys.row(row).as_ref()) else {
-                continue;
-            };
-            for &slot in slots {
-                let Some(stored) = &self.state[other].slots[slot] else {
-                    continue;
-                };
+            for (slot, stored) in self.state[other].matching(keys.row(row).data()) {
                 let diff = if input == LEFT {
                     ts as i128 - stored.ts as i128
                 } else {
@@ -325,6 +411,9 @@ impl Operator for IntervalJoinOperator {
                 ts,
                 null_key: !key_valid[row],
                 matched: matched_here[row],
+                key_hash: 0,
+                prev: NONE,
+                next: NONE,
             });
         }
         if self.state[input].batches.get(&id).is_some_and(|e| e.1 == 0) {
@@ -352,15 +441,14 @@ impl Operator for IntervalJoinOperator {
             } else {
                 self.spec.kind.pads_right()
             };
+            let expired = self.state[side].expired(bound);
             let unmatched: Vec<(u64, u32)> = if !pads {
                 Vec::new()
             } else {
                 let state = &self.state[side];
-                state
-                    .by_time
+                expired
                     .iter()
-                    .take_while(|(ts, _)| *ts <= bound)
-                    .filter_map(|(_, slot)| state.slots[*slot].as_ref())
+                    .filter_map(|slot| state.slots[*slot].as_ref())
                     .filter(|r| !r.matched)
                     .map(|r| (r.batch, r.row))
                     .collect()
@@ -369,7 +457,7 @@ impl Operator for IntervalJoinOperator {
                 let padded = self.padded(side, &unmatched)?;
                 out.batch(padded);
             }
-            self.state[side].prune(bound);
+            self.state[side].remove(&expired);
         }
         let delay = upper.max(lower.saturating_neg()).max(0);
         out.watermark(if watermark == WATERMARK_END {
