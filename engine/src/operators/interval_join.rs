@@ -15,7 +15,7 @@
 //! joined row can carry a time that far behind the input watermark.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,8 +79,9 @@ type StoredBatch = (RecordBatch, usize, Rows);
 ///
 /// Rows live in `slots`. Each key hash has a doubly linked list of its slots in arrival order
 /// (rows of different keys with equal hashes share one; probes compare the keys), so storing
-/// and pruning a row allocate nothing for its key. A min-heap orders the rows by time for
-/// pruning; in-order rows go onto it without sifting.
+/// and pruning a row allocate nothing for its key. For pruning by time, rows that arrive in
+/// time order queue up at O(1) each; only rows older than the newest before them go to a
+/// min-heap.
 struct SideState {
     batches: HashMap<u64, StoredBatch>,
     next_batch: u64,
@@ -89,7 +90,10 @@ struct SideState {
     hasher: RandomState,
     /// Per key hash: its list's first and last slot.
     by_key: HashMap<u64, (usize, usize)>,
-    by_time: BinaryHeap<Reverse<(i64, usize)>>,
+    /// (time, slot) of the rows that arrived in time order, oldest first.
+    in_order: VecDeque<(i64, usize)>,
+    /// (time, slot) of the others.
+    out_of_order: BinaryHeap<Reverse<(i64, usize)>>,
 }
 
 impl Default for SideState {
@@ -101,7 +105,8 @@ impl Default for SideState {
             free: Vec::new(),
             hasher: RandomState::with_seed(0x1a7e_5a1d),
             by_key: HashMap::default(),
-            by_time: BinaryHeap::new(),
+            in_order: VecDeque::new(),
+            out_of_order: BinaryHeap::new(),
         }
     }
 }
@@ -165,7 +170,11 @@ impl SideState {
                 }
             }
         }
-        self.by_time.push(Reverse((stored.ts, slot)));
+        let entry = (stored.ts, slot);
+        match self.in_order.back() {
+            Some(&(newest, _)) if stored.ts < newest => self.out_of_order.push(Reverse(entry)),
+            _ => self.in_order.push_back(entry),
+        }
         self.slots[slot] = Some(stored);
     }
 
@@ -173,12 +182,23 @@ impl SideState {
     /// stay readable until [`Self::remove`].
     fn expired(&mut self, bound: i64) -> Vec<usize> {
         let mut slots = Vec::new();
-        while let Some(Reverse((ts, slot))) = self.by_time.peek().copied() {
-            if ts > bound {
+        loop {
+            let queued = self.in_order.front().copied();
+            let heaped = self.out_of_order.peek().map(|Reverse(e)| *e);
+            let oldest = match (queued, heaped) {
+                (Some(q), Some(h)) => q.min(h),
+                (Some(e), None) | (None, Some(e)) => e,
+                (None, None) => break,
+            };
+            if oldest.0 > bound {
                 break;
             }
-            self.by_time.pop();
-            slots.push(slot);
+            if queued == Some(oldest) {
+                self.in_order.pop_front();
+            } else {
+                self.out_of_order.pop();
+            }
+            slots.push(oldest.1);
         }
         slots
     }
@@ -232,7 +252,7 @@ impl SideState {
     }
 
     fn rows(&self) -> usize {
-        self.by_time.len()
+        self.in_order.len() + self.out_of_order.len()
     }
 }
 
