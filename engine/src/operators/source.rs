@@ -7,8 +7,8 @@
 //! [`BoundedSourceGroup`]: a bounded source holds its watermark until every bounded source of
 //! the query has ended, then all of them jump to the end together (rule 5).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -149,24 +149,92 @@ impl WatermarkGenerator {
     }
 }
 
-/// The bounded sources of one query, which reach the end of time together.
+/// How far (event time, nanoseconds) a bounded source may run ahead of the slowest bounded
+/// source of its query before it waits.
+pub const MAX_DRIFT: EventTime = 1_000_000_000;
+
+/// The bounded sources of one query, which reach the end of time together and advance in step.
+///
+/// Bounded sources replay history as fast as they can, and one may race ahead of another: a
+/// join would then hold everything the fast side sent until the slow side's watermark caught
+/// up, memory growing with the length of the input. So a bounded source whose watermark is
+/// more than [`MAX_DRIFT`] ahead of the slowest running bounded source with a watermark waits
+/// before it reads on (Flink's watermark alignment, applied to every bounded source). Only
+/// sources wait, never operators, and the slowest source never waits, so alignment cannot
+/// stall a query: operators read whatever arrives. Unbounded sources take no part (a quiet
+/// live stream must not stop an active one).
 #[derive(Debug)]
 pub struct BoundedSourceGroup {
     running: AtomicUsize,
     all_ended: Notify,
+    /// Per aligned source: `None` once ended, else its watermark (if it has one yet).
+    watermarks: Mutex<Vec<Option<Option<EventTime>>>>,
+    advanced: Notify,
 }
 
 impl BoundedSourceGroup {
-    pub fn new(bounded_sources: usize) -> Arc<Self> {
+    /// A group of `bounded_sources` sources, of which the first `aligned` have watermarks and
+    /// are numbered `0..aligned` for [`Self::advance`] and [`Self::wait_aligned`].
+    pub fn new(bounded_sources: usize, aligned: usize) -> Arc<Self> {
         Arc::new(Self {
             running: AtomicUsize::new(bounded_sources),
             all_ended: Notify::new(),
+            watermarks: Mutex::new(vec![Some(None); aligned]),
+            advanced: Notify::new(),
         })
     }
 
-    /// Called by a bounded source at the end of its input; returns once every bounded source of
-    /// the query has ended.
-    pub async fn end_and_wait(&self) {
+    fn watermarks(&self) -> std::sync::MutexGuard<'_, Vec<Option<Option<EventTime>>>> {
+        self.watermarks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Aligned source `index` reached `watermark`.
+    pub fn advance(&self, index: usize, watermark: EventTime) {
+        if let Some(slot) = self.watermarks().get_mut(index) {
+            *slot = Some(Some(watermark));
+        }
+        self.advanced.notify_waiters();
+    }
+
+    /// Whether aligned source `index` is too far ahead of the slowest running one.
+    fn ahead(&self, index: usize) -> bool {
+        let watermarks = self.watermarks();
+        let Some(Some(Some(mine))) = watermarks.get(index).copied() else {
+            return false;
+        };
+        let mut floor = EventTime::MAX;
+        for watermark in watermarks.iter().flatten() {
+            match watermark {
+                // A running source without a watermark yet: nothing to align with.
+                None => return false,
+                Some(w) => floor = floor.min(*w),
+            }
+        }
+        mine > floor.saturating_add(MAX_DRIFT)
+    }
+
+    /// Returns once aligned source `index` may read on.
+    pub async fn wait_aligned(&self, index: usize) {
+        loop {
+            let notified = self.advanced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.ahead(index) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Called by a bounded source at the end of its input (`aligned` is its number if it is
+    /// aligned); returns once every bounded source of the query has ended.
+    pub async fn end_and_wait(&self, aligned: Option<usize>) {
+        if let Some(index) = aligned {
+            if let Some(slot) = self.watermarks().get_mut(index) {
+                *slot = None;
+            }
+            self.advanced.notify_waiters();
+        }
         let notified = self.all_ended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -182,6 +250,50 @@ impl BoundedSourceGroup {
             notified.set(self.all_ended.notified());
             notified.as_mut().enable();
         }
+    }
+}
+
+#[cfg(test)]
+mod alignment_tests {
+    use super::*;
+
+    const S: EventTime = 1_000_000_000;
+
+    async fn waits(group: &BoundedSourceGroup, index: usize) -> bool {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            group.wait_aligned(index),
+        )
+        .await
+        .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_source_ahead_of_the_slowest_waits_until_it_catches_up_or_ends() {
+        let group = BoundedSourceGroup::new(2, 2);
+        group.advance(0, 5 * S);
+        assert!(!waits(&group, 0).await, "source 1 has no watermark yet");
+        group.advance(1, S);
+        assert!(waits(&group, 0).await, "4 s ahead of source 1");
+        assert!(!waits(&group, 1).await, "the slowest never waits");
+        group.advance(1, 4 * S + S / 2);
+        assert!(!waits(&group, 0).await, "within the drift");
+        group.advance(0, 20 * S);
+        assert!(waits(&group, 0).await);
+        let waiting = {
+            let group = Arc::clone(&group);
+            tokio::spawn(async move { group.wait_aligned(0).await })
+        };
+        let ended = {
+            let group = Arc::clone(&group);
+            tokio::spawn(async move { group.end_and_wait(Some(1)).await })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("source 1 ended, so source 0 reads on")
+            .unwrap();
+        group.end_and_wait(Some(0)).await;
+        ended.await.unwrap();
     }
 }
 
@@ -239,15 +351,15 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_sources_end_together() {
-        let group = BoundedSourceGroup::new(2);
+        let group = BoundedSourceGroup::new(2, 0);
         let g2 = Arc::clone(&group);
-        let first = tokio::spawn(async move { g2.end_and_wait().await });
+        let first = tokio::spawn(async move { g2.end_and_wait(None).await });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(
             !first.is_finished(),
             "first source must wait for the second"
         );
-        group.end_and_wait().await;
+        group.end_and_wait(None).await;
         tokio::time::timeout(std::time::Duration::from_secs(5), first)
             .await
             .unwrap()

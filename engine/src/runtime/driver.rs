@@ -26,9 +26,11 @@ pub(crate) struct SourceTask {
     pub output: mpsc::Sender<Message>,
 }
 
+/// Runs a source; `aligned` is its number in `group`'s watermark alignment, if it takes part.
 pub(crate) async fn run_source(
     task: SourceTask,
     group: std::sync::Arc<BoundedSourceGroup>,
+    aligned: Option<usize>,
 ) -> EngineResult<()> {
     let SourceTask {
         name,
@@ -39,6 +41,12 @@ pub(crate) async fn run_source(
         output,
     } = task;
     loop {
+        if let Some(index) = aligned {
+            tokio::select! {
+                _ = group.wait_aligned(index) => {}
+                _ = output.closed() => return Ok(()),
+            }
+        }
         let next = tokio::select! {
             next = stream.next() => next,
             _ = output.closed() => return Ok(()),
@@ -64,17 +72,20 @@ pub(crate) async fn run_source(
             if part.num_rows() > 0 && output.send(Message::Data(part)).await.is_err() {
                 return Ok(());
             }
-            if let Some(w) = advanced
-                && output.send(Message::Watermark(w)).await.is_err()
-            {
-                return Ok(());
+            if let Some(w) = advanced {
+                if output.send(Message::Watermark(w)).await.is_err() {
+                    return Ok(());
+                }
+                if let Some(index) = aligned {
+                    group.advance(index, w);
+                }
             }
         }
     }
     tracing::debug!(source = %name, "source reached the end of its input");
     if bounded {
         tokio::select! {
-            _ = group.end_and_wait() => {}
+            _ = group.end_and_wait(aligned) => {}
             _ = output.closed() => return Ok(()),
         }
         if output

@@ -175,13 +175,25 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         builder.operator(Box::new(merge), inputs).rx
     };
     // Sources start last, once every connector opened and the bounded ones are counted.
-    let group = BoundedSourceGroup::new(builder.sources.iter().filter(|s| s.bounded).count());
+    // Bounded sources with a watermark advance in step (watermark alignment).
+    let bounded = builder.sources.iter().filter(|s| s.bounded).count();
+    let aligned = builder
+        .sources
+        .iter()
+        .filter(|s| s.bounded && s.watermark.is_some())
+        .count();
+    let group = BoundedSourceGroup::new(bounded, aligned);
+    let mut next_aligned = 0;
     for source in builder.sources {
         let live = LiveTask::new(&ctx.live_tasks);
         let group = Arc::clone(&group);
+        let index = (source.bounded && source.watermark.is_some()).then(|| {
+            next_aligned += 1;
+            next_aligned - 1
+        });
         builder.tasks.spawn(async move {
             let _live = live;
-            driver::run_source(source, group).await
+            driver::run_source(source, group, index).await
         });
     }
     Ok(RunningQuery {
