@@ -939,7 +939,10 @@ fn csv_fast_path_gives_the_rows_of_the_row_path() {
         };
         let slow = decode_region(&s, projection.clone(), region.as_bytes(), false);
         let fast = decode_region(&s, projection.clone(), region.as_bytes(), true);
-        assert_eq!(fast, slow, "case {case}: {region:?} projection {projection:?}");
+        assert_eq!(
+            fast, slow,
+            "case {case}: {region:?} projection {projection:?}"
+        );
         let decoded_fast = super::csv_fast::FastCsv::try_new(
             Arc::clone(&s),
             projection,
