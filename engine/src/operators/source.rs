@@ -158,8 +158,9 @@ pub const MAX_DRIFT: EventTime = 1_000_000_000;
 /// Bounded sources replay history as fast as they can, and one may race ahead of another: a
 /// join would then hold everything the fast side sent until the slow side's watermark caught
 /// up, memory growing with the length of the input. So a bounded source whose watermark is
-/// more than [`MAX_DRIFT`] ahead of the slowest running bounded source with a watermark waits
-/// before it reads on (Flink's watermark alignment, applied to every bounded source). Only
+/// more than [`MAX_DRIFT`] ahead of the slowest running bounded source, or that has a
+/// watermark while another running one has none yet, waits before it reads on (Flink's
+/// watermark alignment, applied to every bounded source). Only
 /// sources wait, never operators, and the slowest source never waits, so alignment cannot
 /// stall a query: operators read whatever arrives. Unbounded sources take no part (a quiet
 /// live stream must not stop an active one).
@@ -205,8 +206,9 @@ impl BoundedSourceGroup {
         let mut floor = EventTime::MAX;
         for watermark in watermarks.iter().flatten() {
             match watermark {
-                // A running source without a watermark yet: nothing to align with.
-                None => return false,
+                // A running source has not reported a watermark yet: it may be far behind
+                // (not scheduled yet, say), so wait for its first one. It never waits itself.
+                None => return true,
                 Some(w) => floor = floor.min(*w),
             }
         }
@@ -271,8 +273,13 @@ mod alignment_tests {
     #[tokio::test]
     async fn a_source_ahead_of_the_slowest_waits_until_it_catches_up_or_ends() {
         let group = BoundedSourceGroup::new(2, 2);
+        assert!(!waits(&group, 0).await, "no source has a watermark yet");
         group.advance(0, 5 * S);
-        assert!(!waits(&group, 0).await, "source 1 has no watermark yet");
+        assert!(waits(&group, 0).await, "source 1 has no watermark yet");
+        assert!(
+            !waits(&group, 1).await,
+            "a source without a watermark never waits"
+        );
         group.advance(1, S);
         assert!(waits(&group, 0).await, "4 s ahead of source 1");
         assert!(!waits(&group, 1).await, "the slowest never waits");
