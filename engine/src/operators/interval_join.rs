@@ -59,6 +59,14 @@ pub struct IntervalJoinSpec {
 /// No slot: the end of a key's list.
 const NONE: usize = usize::MAX;
 
+/// Hashes encoded keys, the same for both sides, so a row's hash serves its probe and its
+/// insertion.
+const KEY_HASHER: RandomState = RandomState::with_seed(0x1a7e_5a1d);
+
+fn key_hash(key: &[u8]) -> u64 {
+    KEY_HASHER.hash_one(key)
+}
+
 struct StoredRow {
     batch: u64,
     row: u32,
@@ -66,7 +74,8 @@ struct StoredRow {
     /// The key has a NULL: stored apart, never matched.
     null_key: bool,
     matched: bool,
-    /// The hash of the encoded key, and the neighbours in that hash's list of slots.
+    /// The hash of the encoded key ([`key_hash`]; unused for a NULL key), and the neighbours
+    /// in that hash's list of slots.
     key_hash: u64,
     prev: usize,
     next: usize,
@@ -82,12 +91,12 @@ type StoredBatch = (RecordBatch, usize, Rows);
 /// and pruning a row allocate nothing for its key. For pruning by time, rows that arrive in
 /// time order queue up at O(1) each; only rows older than the newest before them go to a
 /// min-heap.
+#[derive(Default)]
 struct SideState {
     batches: HashMap<u64, StoredBatch>,
     next_batch: u64,
     slots: Vec<Option<StoredRow>>,
     free: Vec<usize>,
-    hasher: RandomState,
     /// Per key hash: its list's first and last slot.
     by_key: HashMap<u64, (usize, usize)>,
     /// (time, slot) of the rows that arrived in time order, oldest first.
@@ -96,38 +105,21 @@ struct SideState {
     out_of_order: BinaryHeap<Reverse<(i64, usize)>>,
 }
 
-impl Default for SideState {
-    fn default() -> Self {
-        Self {
-            batches: HashMap::default(),
-            next_batch: 0,
-            slots: Vec::new(),
-            free: Vec::new(),
-            hasher: RandomState::with_seed(0x1a7e_5a1d),
-            by_key: HashMap::default(),
-            in_order: VecDeque::new(),
-            out_of_order: BinaryHeap::new(),
-        }
-    }
-}
-
 impl SideState {
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
     /// The encoded key of a stored row.
     fn key_of(&self, stored: &StoredRow) -> Option<&[u8]> {
         let (_, _, keys) = self.batches.get(&stored.batch)?;
         Some(keys.row(stored.row as usize).data())
     }
 
-    /// The slots whose rows have exactly `key`, in arrival order.
-    fn matching<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = (usize, &'a StoredRow)> + 'a {
-        let mut next = self
-            .by_key
-            .get(&self.hash(key))
-            .map_or(NONE, |(head, _)| *head);
+    /// The slots whose rows have exactly `key` (whose [`key_hash`] is `hash`), in arrival
+    /// order.
+    fn matching<'a>(
+        &'a self,
+        key: &'a [u8],
+        hash: u64,
+    ) -> impl Iterator<Item = (usize, &'a StoredRow)> + 'a {
+        let mut next = self.by_key.get(&hash).map_or(NONE, |(head, _)| *head);
         std::iter::from_fn(move || {
             while next != NONE {
                 let slot = next;
@@ -153,10 +145,6 @@ impl SideState {
             entry.1 += 1;
         }
         if !stored.null_key {
-            stored.key_hash = match self.key_of(&stored) {
-                Some(key) => self.hash(key),
-                None => 0,
-            };
             match self.by_key.get_mut(&stored.key_hash) {
                 Some((_, tail)) => {
                     stored.prev = *tail;
@@ -332,7 +320,8 @@ impl Operator for IntervalJoinOperator {
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         // Candidate pairs: (row of this batch, slot of the other side).
         let mut pairs: Vec<(usize, usize)> = Vec::new();
-        let mut on_time: Vec<(usize, i64)> = Vec::new();
+        // Rows to store: (row, time, key hash).
+        let mut on_time: Vec<(usize, i64, u64)> = Vec::new();
         let mut unjoinable: Vec<usize> = Vec::new();
         for (row, key_ok) in key_valid.iter().enumerate() {
             let Some(ts) = times
@@ -347,11 +336,14 @@ impl Operator for IntervalJoinOperator {
                 self.late_rows.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            on_time.push((row, ts));
             if !key_ok {
+                on_time.push((row, ts, 0));
                 continue;
             }
-            for (slot, stored) in self.state[other].matching(keys.row(row).data()) {
+            let key = keys.row(row).data();
+            let hash = key_hash(key);
+            on_time.push((row, ts, hash));
+            for (slot, stored) in self.state[other].matching(key, hash) {
                 let diff = if input == LEFT {
                     ts as i128 - stored.ts as i128
                 } else {
@@ -423,7 +415,7 @@ impl Operator for IntervalJoinOperator {
             let padded = self.padded(input, &rows)?;
             out.batch(padded);
         }
-        for (row, ts) in on_time {
+        for (row, ts, hash) in on_time {
             // A NULL key never matches: stored apart (for padding and pruning only).
             self.state[input].insert(StoredRow {
                 batch: id,
@@ -431,7 +423,7 @@ impl Operator for IntervalJoinOperator {
                 ts,
                 null_key: !key_valid[row],
                 matched: matched_here[row],
-                key_hash: 0,
+                key_hash: hash,
                 prev: NONE,
                 next: NONE,
             });

@@ -99,22 +99,15 @@ impl HashPartitioner {
             self.grouped[*slot] = row as u32;
             *slot += 1;
         }
-        let grouped = UInt32Array::from(std::mem::take(&mut self.grouped));
         let mut out = Vec::with_capacity(self.parts);
         for p in 0..self.parts {
-            let (start, end) = (self.starts[p], self.starts[p + 1]);
-            out.push(if start == end {
+            let rows = &self.grouped[self.starts[p]..self.starts[p + 1]];
+            out.push(if rows.is_empty() {
                 None
             } else {
-                Some(take_record_batch(
-                    batch,
-                    &grouped.slice(start, end - start),
-                )?)
+                let indices = UInt32Array::from_iter_values(rows.iter().copied());
+                Some(take_record_batch(batch, &indices)?)
             });
-        }
-        // Keep the index buffer's allocation for the next batch when nothing else holds it.
-        if let Ok(values) = grouped.into_parts().1.into_inner().into_vec::<u32>() {
-            self.grouped = values;
         }
         Ok(out)
     }
