@@ -14,6 +14,7 @@ use crate::connector::ConnectorOptions;
 use crate::error::{EngineError, EngineResult};
 use crate::sql::parser::RelationKind;
 use crate::table::TableLog;
+use crate::view::ViewStore;
 
 /// `WATERMARK FOR column AS expr`, resolved against the relation's schema.
 #[derive(Debug, Clone)]
@@ -38,6 +39,19 @@ pub struct RelationDef {
     pub ddl: String,
     /// The rows of a push table.
     pub table: Option<Arc<TableLog>>,
+    /// The rows of a materialized view.
+    pub view: Option<Arc<ViewStore>>,
+    /// The relations a view reads (which cannot be dropped while it exists).
+    pub depends_on: Vec<String>,
+}
+
+impl RelationDef {
+    /// True for a materialized view whose rows are a changelog (an updating result).
+    pub fn is_updating_view(&self) -> bool {
+        self.view
+            .as_ref()
+            .is_some_and(|v| v.mode() == crate::view::ViewMode::Updating)
+    }
 }
 
 /// Where the server keeps the catalog between restarts.
@@ -69,6 +83,15 @@ impl Catalog {
 
     pub fn get(&self, name: &str) -> Option<Arc<RelationDef>> {
         self.read().get(name).map(|(_, r)| Arc::clone(r))
+    }
+
+    /// The views that read relation `name`.
+    pub fn dependents(&self, name: &str) -> Vec<String> {
+        self.read()
+            .values()
+            .filter(|(_, r)| r.depends_on.iter().any(|d| d == name))
+            .map(|(_, r)| r.name.clone())
+            .collect()
     }
 
     /// All relations, in name order.

@@ -42,6 +42,9 @@ pub enum EngineError {
     /// A NULL for a NOT NULL column.
     #[error("null value in column \"{0}\" violates not-null constraint")]
     NotNullViolation(String),
+    /// A relation that others depend on (a source a view reads), dropped without CASCADE.
+    #[error("{0}")]
+    DependentObjects(String),
     /// A relation created twice.
     #[error("relation \"{0}\" already exists")]
     DuplicateRelation(String),

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod connector;
 pub mod error;
+pub mod jobs;
 pub mod operators;
 pub mod plan;
 pub mod runtime;
@@ -14,6 +15,7 @@ pub mod sql;
 pub mod state;
 pub mod table;
 pub mod vars;
+pub mod view;
 
 /// The Postgres version Eddy reports to clients (drivers adapt their behaviour to it).
 pub const SERVER_VERSION: &str = "16.6";

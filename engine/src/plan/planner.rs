@@ -22,6 +22,7 @@ use super::{
     IntervalJoinNode, JoinInputs, SourceNode, StreamPlan, WindowAggregateNode, WindowJoinNode,
     WindowNode, WindowTopNNode,
 };
+use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult};
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
@@ -29,12 +30,34 @@ use crate::sql::match_recognize::as_match_recognize;
 use crate::sql::provider::StreamTableProvider;
 use crate::sql::window_tvf::{WindowTvfNode, as_window_tvf};
 
-/// True when the plan reads at least one stream (source or push table).
+/// True when the plan reads at least one stream (source or push table). A plan that reads
+/// only materialized views runs as a batch query over their current contents.
 pub fn reads_streams(plan: &LogicalPlan) -> bool {
+    reads_relation(plan, &mut |r| r.view.is_none())
+}
+
+/// True when the plan reads at least one materialized view.
+pub fn reads_views(plan: &LogicalPlan) -> bool {
+    reads_relation(plan, &mut |r| r.view.is_some())
+}
+
+/// The catalog relations a plan reads, by name (each once).
+pub fn relations_read(plan: &LogicalPlan) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    reads_relation(plan, &mut |r| {
+        names.push(r.name.clone());
+        false
+    });
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn reads_relation(plan: &LogicalPlan, wanted: &mut dyn FnMut(&RelationDef) -> bool) -> bool {
     let mut found = false;
     let _ = plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && stream_provider(scan).is_some()
+            && stream_provider(scan).is_some_and(|p| wanted(p.relation()))
         {
             found = true;
         }
@@ -42,7 +65,7 @@ pub fn reads_streams(plan: &LogicalPlan) -> bool {
     });
     // Subqueries in expressions are separate plans.
     let _ = plan.apply_subqueries(|sub| {
-        if reads_streams(sub) {
+        if reads_relation(sub, wanted) {
             found = true;
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
@@ -601,6 +624,22 @@ enum TimeAttribute {
     No,
 }
 
+/// The output columns of a query that are time attributes (a view's event-time columns a
+/// window or join over the view can use); `None` when the query reads no watermark at all.
+pub fn time_attributes(plan: &LogicalPlan) -> Option<Vec<usize>> {
+    let attributes: Vec<TimeAttribute> = (0..plan.schema().fields().len())
+        .map(|i| time_attribute(plan, i))
+        .collect();
+    let yes: Vec<usize> = (0..attributes.len())
+        .filter(|i| attributes[*i] == TimeAttribute::Yes)
+        .collect();
+    if yes.is_empty() && attributes.contains(&TimeAttribute::NoWatermark) {
+        None
+    } else {
+        Some(yes)
+    }
+}
+
 /// Whether column `index` of `plan` is a time attribute (Flink's rule: window functions run
 /// on the watermarked column, so lateness does not depend on how rows are batched).
 fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
@@ -609,6 +648,14 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
             let Some(provider) = stream_provider(scan) else {
                 return TimeAttribute::No;
             };
+            if let Some(view) = &provider.relation().view {
+                let column = scan.projection.as_ref().map_or(index, |p| p[index]);
+                return match view.time_columns() {
+                    None => TimeAttribute::NoWatermark,
+                    Some(columns) if columns.contains(&column) => TimeAttribute::Yes,
+                    Some(_) => TimeAttribute::No,
+                };
+            }
             match &provider.relation().watermark {
                 None => TimeAttribute::NoWatermark,
                 Some(spec) if scan.projected_schema.field(index).name() == &spec.column => {

@@ -5,11 +5,15 @@
 //! (the consumer went away, or a downstream `LIMIT` is satisfied), which drops its inputs and so
 //! stops everything upstream of it.
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
+use crate::connector::SourceMetrics;
 use crate::error::EngineResult;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::{Operator, Output};
@@ -98,6 +102,37 @@ pub(crate) async fn run_source(
     }
     let _ = output.send(Message::End).await;
     Ok(())
+}
+
+/// Runs a source that follows a materialized view: the view's rows, then its job's changes
+/// and watermarks as they come, ending when the job's input ends.
+pub(crate) async fn run_view_source(
+    mut stream: BoxStream<'static, EngineResult<Message>>,
+    schema: SchemaRef,
+    metrics: Arc<SourceMetrics>,
+    output: mpsc::Sender<Message>,
+) -> EngineResult<()> {
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = output.closed() => return Ok(()),
+        };
+        let message = match next.transpose()? {
+            Some(Message::Data(batch)) => {
+                metrics.add_rows(batch.num_rows() as u64);
+                Message::Data(RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    batch.columns().to_vec(),
+                )?)
+            }
+            Some(message) => message,
+            None => Message::End,
+        };
+        let end = matches!(message, Message::End);
+        if output.send(message).await.is_err() || end {
+            return Ok(());
+        }
+    }
 }
 
 /// Merges the inputs of an operator into one stream of `(input index, message)`.

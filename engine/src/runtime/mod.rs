@@ -141,6 +141,27 @@ impl RunningQuery {
         }
     }
 
+    /// The next rows or watermark of the results; `None` once the query has ended.
+    pub async fn next_message(&mut self) -> EngineResult<Option<Message>> {
+        if self.finished {
+            return Ok(None);
+        }
+        loop {
+            match self.output.recv().await {
+                Some(m @ (Message::Data(_) | Message::Watermark(_))) => return Ok(Some(m)),
+                Some(Message::Barrier(_)) => continue,
+                Some(Message::End) => {
+                    self.finished = true;
+                    return Ok(None);
+                }
+                None => {
+                    self.finished = true;
+                    return Err(self.failure().await);
+                }
+            }
+        }
+    }
+
     /// Why the dataflow stopped without reaching its end.
     async fn failure(&mut self) -> EngineError {
         while let Some(result) = self.tasks.join_next().await {
@@ -684,6 +705,24 @@ impl Builder<'_, '_> {
     fn source(&mut self, node: &SourceNode) -> EngineResult<Vec<Input>> {
         let relation = &node.relation;
         let metrics = Arc::new(SourceMetrics::default());
+        if let Some(view) = &relation.view {
+            // A view's rows come with its job's watermarks: nothing to compute here.
+            let stream = view.follow(node.projection.clone())?;
+            self.metrics
+                .sources
+                .push((relation.name.clone(), Arc::clone(&metrics)));
+            self.metrics
+                .instances
+                .push((format!("Source {}", relation.name), 1));
+            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let schema = Arc::new(node.schema.as_arrow().clone());
+            let live = LiveTask::new(&self.ctx.live_tasks);
+            self.tasks.spawn(async move {
+                let _live = live;
+                driver::run_view_source(stream, schema, metrics, tx).await
+            });
+            return Ok(vec![Input { rx, bounded: false }]);
+        }
         let mut streams = Vec::new();
         // What a connector reader produces: the columns the query reads, then those only the
         // watermark reads (which the source task drops after computing the watermark). A

@@ -172,7 +172,7 @@ impl Session {
                         }
                     }
                 };
-                let output = self.run_query(query, sql, params).await?;
+                let output = self.run_query(query, sql, params, true).await?;
                 Ok(StatementResult::CopyOut(output, format))
             }
             (false, CopyTarget::Stdin) => {

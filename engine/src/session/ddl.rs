@@ -60,7 +60,7 @@ impl Session {
         let connector = options.remove("connector");
         let kind = match (create.kind, &connector) {
             (RelationKind::Table, None) => RelationKind::Table,
-            (RelationKind::Source, None) => {
+            (RelationKind::Source | RelationKind::View, None) => {
                 return Err(plan_error(format!(
                     "CREATE SOURCE {name} needs WITH (connector = '...'); connectors: {}",
                     self.connector_list()
@@ -69,7 +69,7 @@ impl Session {
             (_, Some(_)) => RelationKind::Source,
         };
         let tag = match create.kind {
-            RelationKind::Source => "CREATE SOURCE",
+            RelationKind::Source | RelationKind::View => "CREATE SOURCE",
             RelationKind::Table => "CREATE TABLE",
         };
         if self.engine.catalog.get(&name).is_some() {
@@ -132,7 +132,7 @@ impl Session {
                 )?,
                 None => TableLog::in_memory(Arc::clone(&schema)),
             })),
-            RelationKind::Source => None,
+            RelationKind::Source | RelationKind::View => None,
         };
         self.engine.catalog.insert(RelationDef {
             name,
@@ -143,6 +143,8 @@ impl Session {
             options,
             ddl: sql.to_string(),
             table,
+            view: None,
+            depends_on: Vec::new(),
         })?;
         Ok(StatementResult::Command(CommandTag::new(tag)))
     }
@@ -256,6 +258,7 @@ impl Session {
         let tag = match drop.kind {
             RelationKind::Source => "DROP SOURCE",
             RelationKind::Table => "DROP TABLE",
+            RelationKind::View => "DROP MATERIALIZED VIEW",
         };
         let mut notices = Vec::new();
         let names = drop
@@ -275,20 +278,41 @@ impl Session {
                         position: None,
                     });
                 }
+                Some(r) if r.kind == RelationKind::View && drop.kind != RelationKind::View => {
+                    return Err(EngineError::WrongObjectType(format!(
+                        "\"{name}\" is a materialized view: use DROP MATERIALIZED VIEW"
+                    )));
+                }
+                Some(r) if r.kind != RelationKind::View && drop.kind == RelationKind::View => {
+                    return Err(EngineError::WrongObjectType(format!(
+                        "\"{name}\" is not a materialized view"
+                    )));
+                }
                 Some(r) if r.kind != drop.kind && drop.kind == RelationKind::Source => {
                     return Err(EngineError::WrongObjectType(format!(
                         "\"{name}\" is a table, not a source: use DROP TABLE"
                     )));
                 }
-                Some(_) => {}
+                Some(_) => {
+                    let dependents: Vec<String> = self
+                        .engine
+                        .catalog
+                        .dependents(name)
+                        .into_iter()
+                        .filter(|d| !names.contains(d))
+                        .collect();
+                    if !dependents.is_empty() && !drop.cascade {
+                        return Err(EngineError::DependentObjects(format!(
+                            "cannot drop {name} because materialized view {} depends on it \
+                             (DROP ... CASCADE drops the views too)",
+                            dependents.join(", ")
+                        )));
+                    }
+                }
             }
         }
         for name in &names {
-            if let Some(r) = self.engine.catalog.remove(name)?
-                && let Some(table) = &r.table
-            {
-                table.delete_file()?;
-            }
+            self.drop_with_dependents(name, &mut notices)?;
         }
         if notices.is_empty() {
             Ok(StatementResult::Command(CommandTag::new(tag)))
@@ -300,18 +324,32 @@ impl Session {
         }
     }
 
+    /// Drops a relation and, first, every view that reads it (what CASCADE allows).
+    fn drop_with_dependents(&self, name: &str, notices: &mut Vec<String>) -> EngineResult<()> {
+        for dependent in self.engine.catalog.dependents(name) {
+            notices.push(format!("drop cascades to materialized view {dependent}"));
+            self.drop_with_dependents(&dependent, notices)?;
+        }
+        if let Some(r) = self.engine.catalog.remove(name)? {
+            if let Some(table) = &r.table {
+                table.delete_file()?;
+            }
+            if r.view.is_some() {
+                self.engine.jobs.remove_view(name);
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn show_objects(&self, kind: ShowObjectKind) -> EngineResult<StatementResult> {
         let schema = show_schema(kind);
         let relations = self.engine.catalog.list();
         let wanted = match kind {
             ShowObjectKind::Sources => Some(RelationKind::Source),
             ShowObjectKind::Tables => Some(RelationKind::Table),
-            ShowObjectKind::Views | ShowObjectKind::Sinks => None,
-            ShowObjectKind::Jobs => {
-                return Err(EngineError::Unsupported(
-                    "SHOW JOBS (background jobs are not implemented yet)".to_string(),
-                ));
-            }
+            ShowObjectKind::Views => return self.show_views(),
+            ShowObjectKind::Jobs => return self.show_jobs(),
+            ShowObjectKind::Sinks => None,
         };
         let rows: Vec<_> = relations
             .iter()
@@ -358,7 +396,9 @@ pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
     let names: &[&str] = match kind {
         ShowObjectKind::Sources => &["name", "connector", "columns", "watermark"],
         ShowObjectKind::Tables => &["name", "columns", "watermark", "rows"],
-        _ => &["name"],
+        ShowObjectKind::Views => return super::views::views_schema(),
+        ShowObjectKind::Jobs => return super::views::jobs_schema(),
+        ShowObjectKind::Sinks => &["name"],
     };
     Arc::new(Schema::new(
         names

@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::ast::{CloseCursor, FetchDirection, Reset, Set, S
 use crate::catalog::{Catalog, CatalogStore};
 use crate::connector::ConnectorRegistry;
 use crate::error::{EngineError, EngineResult};
+use crate::jobs::JobManager;
 use crate::sql::parser::{EddyStatement, ParsedStatement, parse_sql};
 use crate::sql::provider::CatalogSchemaProvider;
 use crate::table::TableLog;
@@ -28,6 +29,7 @@ mod ddl;
 mod functions;
 mod output;
 mod query;
+mod views;
 
 pub use copy::{CopyFormat, CopyIn, CopyOptions};
 pub use output::{CommandTag, QueryOutput, ResultStream, StatementResult};
@@ -86,6 +88,7 @@ pub struct Engine {
     connectors: ConnectorRegistry,
     config: EngineConfig,
     live_tasks: Arc<std::sync::atomic::AtomicUsize>,
+    jobs: JobManager,
 }
 
 impl Engine {
@@ -99,6 +102,7 @@ impl Engine {
             connectors,
             config,
             live_tasks: Arc::default(),
+            jobs: JobManager::default(),
         })
     }
 
@@ -112,6 +116,11 @@ impl Engine {
         &self.catalog
     }
 
+    /// The background jobs (materialized views).
+    pub fn jobs(&self) -> &JobManager {
+        &self.jobs
+    }
+
     /// Replays saved DDL after a restart. Connector options are not re-validated (a file may be
     /// missing now and back later); failures are returned so the server can report them.
     pub async fn restore(self: &Arc<Self>, ddl: &[String]) -> Vec<(String, EngineError)> {
@@ -122,12 +131,20 @@ impl Engine {
                 Ok(statements) => {
                     let mut result = Ok(());
                     for s in statements {
-                        if let EddyStatement::CreateSource(create) = &s.statement {
-                            result = session
+                        result = match &s.statement {
+                            EddyStatement::CreateSource(create) => session
                                 .create_source(create, &s.sql, false)
                                 .await
-                                .map(|_| ());
-                        }
+                                .map(|_| ()),
+                            EddyStatement::Sql(stmt) => match stmt.as_ref() {
+                                Statement::CreateView(v) if v.materialized => session
+                                    .create_materialized_view(v, &s.sql, &s.sql)
+                                    .await
+                                    .map(|_| ()),
+                                _ => Ok(()),
+                            },
+                            _ => Ok(()),
+                        };
                     }
                     result
                 }
@@ -252,7 +269,13 @@ impl Session {
             }
             EddyStatement::DropRelation(drop) => self.drop_relation(drop),
             EddyStatement::ShowObjects(kind) => self.show_objects(*kind),
-            EddyStatement::Sql(stmt) => self.execute_sql(stmt, sql, params).await,
+            EddyStatement::ExplainView(explain) => self.explain_view(explain),
+            EddyStatement::Sql(stmt) => match stmt.as_ref() {
+                Statement::CreateView(v) if v.materialized => {
+                    self.create_materialized_view(v, &statement.sql, sql).await
+                }
+                _ => self.execute_sql(stmt, sql, params).await,
+            },
         }
     }
 
@@ -264,7 +287,7 @@ impl Session {
     ) -> EngineResult<StatementResult> {
         match stmt {
             Statement::Query(_) => Ok(StatementResult::Rows(
-                self.run_query(stmt.clone(), sql, params).await?,
+                self.run_query(stmt.clone(), sql, params, false).await?,
             )),
             Statement::Insert(_) => self.insert(stmt, sql, params).await,
             Statement::Copy { .. } => self.copy(stmt, sql, params).await,
@@ -352,10 +375,10 @@ impl Session {
                 self.vars.reset_all();
                 Ok(StatementResult::Command(CommandTag::new("DISCARD ALL")))
             }
-            Statement::CreateView(v) if v.materialized => Err(EngineError::Unsupported(
-                "CREATE MATERIALIZED VIEW (background jobs are not implemented yet)".to_string(),
+            Statement::CreateView(_) => Err(EngineError::Unsupported(
+                "CREATE VIEW (a view that is not materialized; use CREATE MATERIALIZED VIEW)"
+                    .to_string(),
             )),
-            Statement::CreateView(_) => Err(EngineError::Unsupported("CREATE VIEW".to_string())),
             other => Err(EngineError::Unsupported(statement_kind(other))),
         }
     }
@@ -459,6 +482,14 @@ impl Session {
     ) -> EngineResult<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         match &statement.statement {
             EddyStatement::ShowObjects(kind) => Ok((vec![], Some(ddl::show_schema(*kind)))),
+            EddyStatement::ExplainView(_) => Ok((
+                vec![],
+                Some(Arc::new(Schema::new(vec![Field::new(
+                    "QUERY PLAN",
+                    DataType::Utf8,
+                    false,
+                )]))),
+            )),
             EddyStatement::Sql(stmt) => match stmt.as_ref() {
                 Statement::Query(_) => {
                     let plan = self

@@ -16,7 +16,7 @@ use super::{
     CommandTag, QueryOutput, ResultStream, Session, StatementResult, TransactionState, fetch_count,
 };
 use crate::error::{EngineError, EngineResult};
-use crate::plan::planner::{plan_stream, reads_streams, streaming_only_node};
+use crate::plan::planner::{plan_stream, reads_streams, reads_views, streaming_only_node};
 use crate::runtime::{LaunchContext, launch};
 
 /// An open cursor: a running query and the rows of a batch not yet fetched.
@@ -62,7 +62,7 @@ impl Session {
         Ok((plan_stream(&plan)?, self.ctx.state()))
     }
 
-    async fn optimized_plan(
+    pub(crate) async fn optimized_plan(
         &self,
         stmt: Statement,
         sql: &str,
@@ -81,25 +81,33 @@ impl Session {
             .map_err(|e| EngineError::from_datafusion(e, sql))
     }
 
-    /// Runs a query: continuously if it reads a stream, as a batch otherwise.
+    /// Runs a query: continuously if it reads a stream, as a batch otherwise. A query that
+    /// reads only materialized views reads their current contents, unless `follow_views`
+    /// (`COPY ... TO STDOUT`), which follows the views as streams.
     pub(crate) async fn run_query(
         &self,
         stmt: Statement,
         sql: &str,
         params: &[ScalarValue],
+        follow_views: bool,
     ) -> EngineResult<QueryOutput> {
         let names = crate::sql::names::postgres_column_names(&stmt);
         let plan = self.optimized_plan(stmt, sql, params).await?;
-        let mut output = self.run_plan(plan, sql).await?;
+        let mut output = self.run_plan(plan, sql, follow_views).await?;
         if let Some(names) = names {
             output.rename_columns(&names);
         }
         Ok(output)
     }
 
-    async fn run_plan(&self, plan: LogicalPlan, sql: &str) -> EngineResult<QueryOutput> {
+    async fn run_plan(
+        &self,
+        plan: LogicalPlan,
+        sql: &str,
+        follow_views: bool,
+    ) -> EngineResult<QueryOutput> {
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        if reads_streams(&plan) {
+        if reads_streams(&plan) || (follow_views && reads_views(&plan)) {
             let stream_plan = plan_stream(&plan)?;
             let state = self.ctx.state();
             let running = launch(
@@ -246,7 +254,7 @@ impl Session {
             return Err(EngineError::DuplicateCursor(name.value.clone()));
         }
         let output = self
-            .run_query(Statement::Query(query.clone()), sql, params)
+            .run_query(Statement::Query(query.clone()), sql, params, false)
             .await?;
         self.cursors_mut().insert(
             name.value.clone(),

@@ -46,6 +46,8 @@ pub enum EddyStatement {
     DropRelation(DropRelation),
     /// `SHOW SOURCES | TABLES | VIEWS | SINKS | JOBS`.
     ShowObjects(ShowObjectKind),
+    /// `EXPLAIN [ANALYZE] MATERIALIZED VIEW name`.
+    ExplainView(ExplainView),
     /// Anything else, as sqlparser parsed it.
     Sql(Box<Statement>),
 }
@@ -67,6 +69,8 @@ pub enum RelationKind {
     Source,
     /// `CREATE TABLE` without a connector: an append-only stream fed by INSERT and COPY.
     Table,
+    /// `CREATE MATERIALIZED VIEW`: the results a background job maintains.
+    View,
 }
 
 /// `CREATE SOURCE` / `CREATE TABLE`.
@@ -93,8 +97,17 @@ pub struct WatermarkDef {
 pub struct DropRelation {
     pub names: Vec<ObjectName>,
     pub if_exists: bool,
-    /// `TABLE` or `SOURCE`, as written.
+    /// `TABLE`, `SOURCE` or `MATERIALIZED VIEW`, as written.
     pub kind: RelationKind,
+    /// `CASCADE`: also drop the views that read the relations.
+    pub cascade: bool,
+}
+
+/// `EXPLAIN [ANALYZE] MATERIALIZED VIEW name`: the plan of a view's running job.
+#[derive(Debug, Clone)]
+pub struct ExplainView {
+    pub name: ObjectName,
+    pub analyze: bool,
 }
 
 /// Parses a query string into statements.
@@ -168,24 +181,42 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
             parse_create_source(parser, RelationKind::Table)
                 .map(|c| EddyStatement::CreateSource(Box::new(c)))
         }
-        ("DROP", "SOURCE") | ("DROP", "TABLE") => {
+        ("DROP", "SOURCE") | ("DROP", "TABLE") | ("DROP", "MATERIALIZED") => {
             parser.next_token();
             parser.next_token();
-            let kind = if word(&second) == "SOURCE" {
-                RelationKind::Source
-            } else {
-                RelationKind::Table
+            let kind = match word(&second).as_str() {
+                "SOURCE" => RelationKind::Source,
+                "TABLE" => RelationKind::Table,
+                _ => {
+                    parser.expect_keyword(Keyword::VIEW)?;
+                    RelationKind::View
+                }
             };
             let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let names = parser.parse_comma_separated(|p| p.parse_object_name(false))?;
-            if parser.parse_keyword(Keyword::CASCADE) || parser.parse_keyword(Keyword::RESTRICT) {
-                // Nothing depends on a relation yet, so both mean the same.
+            let cascade = parser.parse_keyword(Keyword::CASCADE);
+            if !cascade {
+                let _ = parser.parse_keyword(Keyword::RESTRICT);
             }
             Ok(EddyStatement::DropRelation(DropRelation {
                 names,
                 if_exists,
                 kind,
+                cascade,
             }))
+        }
+        ("EXPLAIN", "MATERIALIZED" | "ANALYZE")
+            if {
+                let [_, second, third, fourth] = parser.peek_tokens::<4>();
+                is_word(&second, "MATERIALIZED")
+                    || (is_word(&third, "MATERIALIZED") && is_word(&fourth, "VIEW"))
+            } =>
+        {
+            parser.next_token();
+            let analyze = parser.parse_keyword(Keyword::ANALYZE);
+            parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
+            let name = parser.parse_object_name(false)?;
+            Ok(EddyStatement::ExplainView(ExplainView { name, analyze }))
         }
         ("CREATE", "SINK") => Err(ParserError::ParserError(
             "feature not supported: CREATE SINK (continuous export is not implemented yet)"

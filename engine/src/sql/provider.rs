@@ -1,8 +1,9 @@
 //! How streams appear to DataFusion's planner.
 //!
 //! Each catalog relation is a [`StreamTableProvider`]: DataFusion sees its schema and plans
-//! queries over it, but never scans it — the streaming planner recognises these scans and turns
-//! them into source operators. [`CatalogSchemaProvider`] serves the shared catalog to every
+//! queries over it. A stream is never scanned — the streaming planner recognises these scans
+//! and turns them into source operators; a materialized view is scanned by a batch query (its
+//! current contents) and turned into a source that follows it by a continuous one. [`CatalogSchemaProvider`] serves the shared catalog to every
 //! session, so a `CREATE SOURCE` is visible everywhere at once.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, not_impl_err};
 use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -43,14 +45,25 @@ impl TableProvider for StreamTableProvider {
         TableType::Base
     }
 
+    /// A materialized view's current contents; a stream cannot be read as a batch.
     async fn scan(
         &self,
         _state: &dyn Session,
-        _projection: Option<&Vec<usize>>,
+        projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        not_impl_err!("reading stream \"{}\" in a batch query", self.relation.name)
+        let Some(view) = &self.relation.view else {
+            return not_impl_err!("reading stream \"{}\" in a batch query", self.relation.name);
+        };
+        let batches = view
+            .snapshot()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            Arc::clone(view.schema()),
+            projection.cloned(),
+        )?)
     }
 }
 

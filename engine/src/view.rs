@@ -1,0 +1,639 @@
+//! The contents of a materialized view, and the queries that follow it.
+//!
+//! A [`ViewStore`] receives what its job's dataflow emits. An append-only view keeps the rows
+//! emitted so far (minus those older than its retention, measured in event time against the
+//! job's watermark); an updating view applies the changelog (`+` adds a row, `-` removes one)
+//! to a multiset of rows, so it always holds the latest result. `SELECT` reads a snapshot;
+//! a continuous query or another view reading the view *follows* it: it receives the snapshot
+//! (as `+` rows for an updating view) and then every change and watermark, in order, ending
+//! when the job's input ends.
+//!
+//! Followers apply backpressure: the job waits for a follower that has not taken its last
+//! messages yet, as an operator waits for its consumer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::compute::{filter_record_batch, max, min};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, EngineResult};
+use crate::plan::window::unit_nanos;
+use crate::runtime::message::{EventTime, Message};
+
+/// Messages a follower may be behind before the view's job waits for it.
+const FOLLOWER_CAPACITY: usize = 16;
+
+/// What a view keeps of its job's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewMode {
+    /// Rows are only added (windows, joins, patterns): the view holds the rows emitted so far.
+    Append,
+    /// A changelog (aggregates without a window): the view holds the latest result.
+    Updating,
+}
+
+/// Bounds an append-only view's rows by event time.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// The view column whose time is compared with the watermark.
+    pub column: usize,
+    /// How far behind the watermark a row may be and still be kept (nanoseconds).
+    pub nanos: i64,
+}
+
+/// The rows of one materialized view.
+pub struct ViewStore {
+    /// The view's columns (for an updating view, without the changelog's `op` column).
+    schema: SchemaRef,
+    mode: ViewMode,
+    retention: Option<Retention>,
+    /// The columns that carry event time the job's watermark speaks for; `None` when the
+    /// job's inputs have no watermark.
+    time_columns: Option<Vec<usize>>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for ViewStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewStore")
+            .field("schema", &self.schema)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the job's end left the view with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    Running,
+    /// The input ended: the view is complete and followers end too.
+    Ended,
+    /// The job failed; followers fail with this message.
+    Failed(String),
+}
+
+struct Inner {
+    /// An append-only view's rows, oldest first, with each batch's least and greatest time
+    /// (when the view has a retention).
+    batches: VecDeque<(RecordBatch, EventTime, EventTime)>,
+    /// An updating view's rows: each distinct row (in the row format) and how many times it is
+    /// present.
+    rows: HashMap<Box<[u8]>, usize>,
+    converter: Option<RowConverter>,
+    bytes: usize,
+    num_rows: usize,
+    watermark: Option<EventTime>,
+    ending: Ending,
+    /// Changes applied so far; a follower skips changes its snapshot already holds.
+    sequence: u64,
+    followers: Vec<mpsc::Sender<(u64, Message)>>,
+}
+
+impl ViewStore {
+    pub fn try_new(
+        schema: SchemaRef,
+        mode: ViewMode,
+        retention: Option<Retention>,
+        time_columns: Option<Vec<usize>>,
+    ) -> EngineResult<Self> {
+        let converter = match mode {
+            ViewMode::Append => None,
+            ViewMode::Updating => Some(RowConverter::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )?),
+        };
+        Ok(Self {
+            schema,
+            mode,
+            retention,
+            time_columns,
+            inner: Mutex::new(Inner {
+                batches: VecDeque::new(),
+                rows: HashMap::new(),
+                converter,
+                bytes: 0,
+                num_rows: 0,
+                watermark: None,
+                ending: Ending::Running,
+                sequence: 0,
+                followers: Vec::new(),
+            }),
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn mode(&self) -> ViewMode {
+        self.mode
+    }
+
+    /// The view's event-time columns (`None`: its job has no watermark).
+    pub fn time_columns(&self) -> Option<&[usize]> {
+        self.time_columns.as_deref()
+    }
+
+    /// The schema of the changelog an updating view's followers receive: `op`, then the
+    /// view's columns.
+    pub fn changelog_schema(&self, op_column: &str) -> SchemaRef {
+        let mut fields = vec![Arc::new(Field::new(op_column, DataType::Utf8, false))];
+        fields.extend(self.schema.fields().iter().cloned());
+        Arc::new(Schema::new(fields))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rows currently in the view.
+    pub fn num_rows(&self) -> usize {
+        self.lock().num_rows
+    }
+
+    /// Approximate bytes the view's rows take.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The last watermark the job emitted.
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.lock().watermark
+    }
+
+    /// The view's current contents.
+    pub fn snapshot(&self) -> EngineResult<Vec<RecordBatch>> {
+        let inner = self.lock();
+        self.contents(&inner)
+    }
+
+    fn contents(&self, inner: &Inner) -> EngineResult<Vec<RecordBatch>> {
+        match self.mode {
+            ViewMode::Append => Ok(inner.batches.iter().map(|(b, _, _)| b.clone()).collect()),
+            ViewMode::Updating => {
+                let Some(converter) = &inner.converter else {
+                    return Ok(Vec::new());
+                };
+                if inner.rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let parser = converter.parser();
+                let rows = inner
+                    .rows
+                    .iter()
+                    .flat_map(|(row, count)| std::iter::repeat_n(parser.parse(row), *count));
+                let columns = converter.convert_rows(rows)?;
+                Ok(vec![RecordBatch::try_new(
+                    Arc::clone(&self.schema),
+                    columns,
+                )?])
+            }
+        }
+    }
+
+    /// Applies one message of the job's output: rows (a changelog with a leading `op` column
+    /// for an updating view) or a watermark. Returns once every follower has room for it.
+    pub async fn apply(&self, message: Message) -> EngineResult<()> {
+        let (sequence, followers) = {
+            let mut inner = self.lock();
+            match &message {
+                Message::Data(batch) => match self.mode {
+                    ViewMode::Append => self.append(&mut inner, batch)?,
+                    ViewMode::Updating => self.apply_changes(&mut inner, batch)?,
+                },
+                Message::Watermark(w) => {
+                    inner.watermark = Some(*w);
+                    self.expire(&mut inner, *w)?;
+                }
+                Message::Barrier(_) | Message::End => return Ok(()),
+            }
+            inner.sequence += 1;
+            inner.followers.retain(|f| !f.is_closed());
+            (inner.sequence, inner.followers.clone())
+        };
+        for follower in followers {
+            // A follower that went away is dropped from the list at the next change.
+            let _ = follower.send((sequence, message.clone())).await;
+        }
+        Ok(())
+    }
+
+    fn append(&self, inner: &mut Inner, batch: &RecordBatch) -> EngineResult<()> {
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())?;
+        let (least, greatest) = match &self.retention {
+            Some(r) => time_range(batch.column(r.column))?,
+            None => (EventTime::MIN, EventTime::MAX),
+        };
+        inner.bytes += batch.get_array_memory_size();
+        inner.num_rows += batch.num_rows();
+        inner.batches.push_back((batch, least, greatest));
+        if let Some(w) = inner.watermark {
+            self.expire(inner, w)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the rows of an append-only view that fell out of its retention.
+    fn expire(&self, inner: &mut Inner, watermark: EventTime) -> EngineResult<()> {
+        let Some(retention) = &self.retention else {
+            return Ok(());
+        };
+        let cutoff = watermark.saturating_sub(retention.nanos);
+        if !inner.batches.iter().any(|(_, least, _)| *least < cutoff) {
+            return Ok(());
+        }
+        let mut kept = VecDeque::with_capacity(inner.batches.len());
+        let (mut bytes, mut rows) = (0, 0);
+        for (batch, least, greatest) in inner.batches.drain(..) {
+            let batch = if greatest < cutoff {
+                continue;
+            } else if least >= cutoff {
+                batch
+            } else {
+                let times = times_nanos(batch.column(retention.column))?;
+                let keep: BooleanArray = times
+                    .iter()
+                    .map(|t| Some(t.is_none_or(|t| t >= cutoff)))
+                    .collect();
+                filter_record_batch(&batch, &keep)?
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let (least, greatest) = time_range(batch.column(retention.column))?;
+            bytes += batch.get_array_memory_size();
+            rows += batch.num_rows();
+            kept.push_back((batch, least, greatest));
+        }
+        inner.batches = kept;
+        inner.bytes = bytes;
+        inner.num_rows = rows;
+        Ok(())
+    }
+
+    fn apply_changes(&self, inner: &mut Inner, batch: &RecordBatch) -> EngineResult<()> {
+        let ops = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| EngineError::Internal("changelog without an op column".to_string()))?;
+        let Some(converter) = &inner.converter else {
+            return Ok(());
+        };
+        let rows = converter.convert_columns(&batch.columns()[1..])?;
+        let mut changes = Vec::with_capacity(batch.num_rows());
+        for (i, row) in rows.iter().enumerate() {
+            changes.push((ops.value(i) == "+", Box::<[u8]>::from(row.as_ref())));
+        }
+        for (insert, row) in changes {
+            let len = row.len();
+            if insert {
+                let count = inner.rows.entry(row).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    inner.bytes += len + ROW_OVERHEAD;
+                }
+                inner.num_rows += 1;
+            } else if let Some(count) = inner.rows.get_mut(&row) {
+                *count -= 1;
+                inner.num_rows -= 1;
+                if *count == 0 {
+                    inner.rows.remove(&row);
+                    inner.bytes -= len + ROW_OVERHEAD;
+                }
+            } else {
+                return Err(EngineError::Internal(
+                    "a changelog deleted a row the view does not hold".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The job's input ended: the view is complete, and its followers end.
+    pub async fn finish(&self) {
+        self.close(Ending::Ended).await;
+    }
+
+    /// The job failed: its followers fail with `message`.
+    pub async fn fail(&self, message: String) {
+        self.close(Ending::Failed(message)).await;
+    }
+
+    async fn close(&self, ending: Ending) {
+        let followers = {
+            let mut inner = self.lock();
+            inner.ending = ending;
+            inner.sequence += 1;
+            std::mem::take(&mut inner.followers)
+        };
+        // Dropping the senders ends each follower after the messages it has not taken yet.
+        drop(followers);
+    }
+
+    /// The view as a stream: its current contents, its watermark, then every change. Rows come
+    /// in `columns` of the view (all if `None`); an updating view's rows are preceded by the
+    /// `op` column (the snapshot as `+` rows).
+    pub fn follow(
+        self: &Arc<Self>,
+        columns: Option<Vec<usize>>,
+    ) -> EngineResult<BoxStream<'static, EngineResult<Message>>> {
+        let (tx, rx) = mpsc::channel(FOLLOWER_CAPACITY);
+        let (snapshot, watermark, sequence, ending) = {
+            let mut inner = self.lock();
+            let snapshot = self.contents(&inner)?;
+            if inner.ending == Ending::Running {
+                inner.followers.push(tx);
+            }
+            (
+                snapshot,
+                inner.watermark,
+                inner.sequence,
+                inner.ending.clone(),
+            )
+        };
+        let updating = self.mode == ViewMode::Updating;
+        let shape = move |batch: RecordBatch, insert: bool| -> EngineResult<RecordBatch> {
+            let batch = match (&columns, updating && !insert) {
+                // A changelog batch: keep `op`, then the wanted columns.
+                (Some(c), true) => {
+                    let mut wanted = vec![0];
+                    wanted.extend(c.iter().map(|i| i + 1));
+                    batch.project(&wanted)?
+                }
+                (Some(c), false) => batch.project(c)?,
+                (None, _) => batch,
+            };
+            if updating && insert {
+                let ops: ArrayRef = Arc::new(StringArray::from(vec!["+"; batch.num_rows()]));
+                let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
+                fields.extend(batch.schema().fields().iter().cloned());
+                let mut columns = vec![ops];
+                columns.extend(batch.columns().iter().cloned());
+                return Ok(RecordBatch::try_new(
+                    Arc::new(Schema::new(fields)),
+                    columns,
+                )?);
+            }
+            Ok(batch)
+        };
+        let mut head: Vec<EngineResult<Message>> = Vec::new();
+        for batch in snapshot {
+            head.push(shape(batch, true).map(Message::Data));
+        }
+        if let Some(w) = watermark {
+            head.push(Ok(Message::Watermark(w)));
+        }
+        let tail: BoxStream<'static, EngineResult<Message>> = match ending {
+            Ending::Running => {
+                let store = Arc::clone(self);
+                Box::pin(futures::stream::unfold(
+                    (rx, store, false),
+                    move |(mut rx, store, done)| {
+                        let shape = shape.clone();
+                        async move {
+                            if done {
+                                return None;
+                            }
+                            loop {
+                                match rx.recv().await {
+                                    Some((seq, _)) if seq <= sequence => continue,
+                                    Some((_, Message::Data(b))) => {
+                                        return Some((
+                                            shape(b, false).map(Message::Data),
+                                            (rx, store, false),
+                                        ));
+                                    }
+                                    Some((_, m)) => return Some((Ok(m), (rx, store, false))),
+                                    None => {
+                                        let end = match store.lock().ending.clone() {
+                                            Ending::Failed(e) => Err(EngineError::Internal(
+                                                format!("the view's job failed: {e}"),
+                                            )),
+                                            _ => Ok(Message::End),
+                                        };
+                                        return Some((end, (rx, store, true)));
+                                    }
+                                }
+                            }
+                        }
+                    },
+                ))
+            }
+            Ending::Ended => Box::pin(futures::stream::iter([Ok(Message::End)])),
+            Ending::Failed(e) => Box::pin(futures::stream::iter([Err(EngineError::Internal(
+                format!("the view's job failed: {e}"),
+            ))])),
+        };
+        Ok(Box::pin(futures::StreamExt::chain(
+            futures::stream::iter(head),
+            tail,
+        )))
+    }
+}
+
+/// Bytes a distinct row of an updating view costs beyond its encoding (map entry and count).
+const ROW_OVERHEAD: usize = 48;
+
+/// A time column's values in nanoseconds since the epoch.
+fn times_nanos(column: &ArrayRef) -> EngineResult<Vec<Option<EventTime>>> {
+    let unit = match column.data_type() {
+        DataType::Timestamp(unit, _) => *unit,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "retention over a {other} column"
+            )));
+        }
+    };
+    let values = datafusion::arrow::compute::cast(column, &DataType::Int64)?;
+    let values = values
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| EngineError::Internal("time column cast".to_string()))?;
+    let scale = unit_nanos(unit);
+    Ok(values
+        .iter()
+        .map(|v| v.map(|v| v.saturating_mul(scale)))
+        .collect())
+}
+
+/// The least and greatest time of a batch's time column (nulls are never expired).
+fn time_range(column: &ArrayRef) -> EngineResult<(EventTime, EventTime)> {
+    let scale = match column.data_type() {
+        DataType::Timestamp(unit, _) => unit_nanos(*unit),
+        _ => unit_nanos(TimeUnit::Nanosecond),
+    };
+    let values = datafusion::arrow::compute::cast(column, &DataType::Int64)?;
+    let values = values
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| EngineError::Internal("time column cast".to_string()))?;
+    if values.null_count() > 0 {
+        return Ok((EventTime::MAX, EventTime::MAX));
+    }
+    let least = min(values).map_or(EventTime::MAX, |v| v.saturating_mul(scale));
+    let greatest = max(values).map_or(EventTime::MAX, |v| v.saturating_mul(scale));
+    Ok((least, greatest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use futures::StreamExt;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    fn rows(keys: &[i64], times: &[i64]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(keys.to_vec())),
+                Arc::new(TimestampMillisecondArray::from(times.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn changes(ops: &[&str], keys: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("op", DataType::Utf8, false),
+            Field::new("k", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(ops.to_vec())),
+                Arc::new(Int64Array::from(keys.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn keys(batches: &[RecordBatch], column: usize) -> Vec<i64> {
+        let mut out: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(column)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn retention_drops_rows_older_than_the_watermark_minus_the_retention() {
+        let retention = Retention {
+            column: 1,
+            nanos: 10_000_000_000,
+        };
+        let view =
+            ViewStore::try_new(schema(), ViewMode::Append, Some(retention), Some(vec![1])).unwrap();
+        view.apply(Message::Data(rows(&[1, 2, 3], &[1_000, 15_000, 30_000])))
+            .await
+            .unwrap();
+        assert_eq!(view.num_rows(), 3);
+        // Cutoff 25 s - 10 s = 15 s: the row at 1 s goes, the one at exactly 15 s stays.
+        view.apply(Message::Watermark(25_000_000_000))
+            .await
+            .unwrap();
+        assert_eq!(keys(&view.snapshot().unwrap(), 0), vec![2, 3]);
+        assert_eq!(view.num_rows(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_updating_view_holds_the_latest_rows() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let view = ViewStore::try_new(schema, ViewMode::Updating, None, None).unwrap();
+        view.apply(Message::Data(changes(&["+", "+", "+"], &[1, 2, 2])))
+            .await
+            .unwrap();
+        view.apply(Message::Data(changes(&["-", "+"], &[1, 3])))
+            .await
+            .unwrap();
+        assert_eq!(keys(&view.snapshot().unwrap(), 0), vec![2, 2, 3]);
+        assert_eq!(view.num_rows(), 3);
+        let bad = view.apply(Message::Data(changes(&["-"], &[7]))).await;
+        assert!(bad.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_the_snapshot_then_each_change_once_then_the_end() {
+        let view =
+            Arc::new(ViewStore::try_new(schema(), ViewMode::Append, None, Some(vec![1])).unwrap());
+        view.apply(Message::Data(rows(&[1], &[1_000])))
+            .await
+            .unwrap();
+        let mut follower = view.follow(Some(vec![0])).unwrap();
+        let writer = Arc::clone(&view);
+        let job = tokio::spawn(async move {
+            writer
+                .apply(Message::Data(rows(&[2], &[2_000])))
+                .await
+                .unwrap();
+            writer.apply(Message::Watermark(5)).await.unwrap();
+            writer.finish().await;
+        });
+        let mut seen = Vec::new();
+        let mut watermarks = Vec::new();
+        while let Some(m) = follower.next().await {
+            match m.unwrap() {
+                Message::Data(b) => {
+                    assert_eq!(b.num_columns(), 1);
+                    seen.extend(keys(&[b], 0));
+                }
+                Message::Watermark(w) => watermarks.push(w),
+                Message::End => break,
+                Message::Barrier(_) => {}
+            }
+        }
+        job.await.unwrap();
+        assert_eq!(seen, vec![1, 2]);
+        assert_eq!(watermarks, vec![5]);
+    }
+
+    #[tokio::test]
+    async fn an_updating_view_is_followed_as_a_changelog() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let view = Arc::new(ViewStore::try_new(schema, ViewMode::Updating, None, None).unwrap());
+        view.apply(Message::Data(changes(&["+"], &[1])))
+            .await
+            .unwrap();
+        let mut follower = view.follow(None).unwrap();
+        view.apply(Message::Data(changes(&["-", "+"], &[1, 2])))
+            .await
+            .unwrap();
+        view.finish().await;
+        let mut ops = Vec::new();
+        while let Some(m) = follower.next().await {
+            if let Message::Data(b) = m.unwrap() {
+                let op = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                let k = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                for i in 0..b.num_rows() {
+                    ops.push(format!("{}{}", op.value(i), k.value(i)));
+                }
+            }
+        }
+        assert_eq!(ops, vec!["+1", "-1", "+2"]);
+    }
+}
