@@ -67,13 +67,34 @@ async fn explain_shows_the_streaming_plan() {
 }
 
 #[tokio::test]
+async fn explain_shows_an_updating_aggregate() {
+    let mut s = session().await;
+    let plan = run(
+        &mut s,
+        "EXPLAIN SELECT channel, n * 2 AS twice FROM (SELECT channel, count(*) AS n \
+         FROM bids GROUP BY channel) WHERE n > 1",
+    )
+    .await
+    .unwrap();
+    insta::assert_snapshot!(plan, @r"
+    Project: __op, bids.channel, count(Int64(1)) * Int64(2) AS twice
+      Filter: count(Int64(1)) > Int64(1)
+        UpdatingAggregate: keys=[bids.channel], aggregates=[count(Int64(1))], emit=updating, state=unbounded (one entry per distinct group)
+          Source: bids table, columns=[channel], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    ");
+}
+
+#[tokio::test]
 async fn error_messages() {
     let mut s = session().await;
     let mut errors = String::new();
     for sql in [
         "SELECT nope FROM bids",
         "SELECT * FROM nope",
-        "SELECT channel, count(*) FROM bids GROUP BY channel",
+        "SELECT count(*) FROM (SELECT channel, count(*) AS n FROM bids GROUP BY channel) s",
+        "SELECT * FROM TUMBLE((SELECT channel, max(date_time) AS t FROM bids GROUP BY channel), t, \
+         INTERVAL '10' SECOND)",
+        "SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3",
         "SELECT * FROM bids ORDER BY price",
         "SELECT * FROM bids a JOIN bids b ON a.auction = b.auction",
         "CREATE SOURCE s (a INT) WITH (connector = 'nowhere')",
@@ -99,8 +120,12 @@ async fn error_messages() {
       -> column "nope" does not exist
     SELECT * FROM nope
       -> relation "nope" does not exist
-    SELECT channel, count(*) FROM bids GROUP BY channel
-      -> feature not supported: aggregation over a stream without a window (an updating result); group by the window_start and window_end of a window table function such as TUMBLE(t, ts, INTERVAL '1' MINUTE)
+    SELECT count(*) FROM (SELECT channel, count(*) AS n FROM bids GROUP BY channel) s
+      -> feature not supported: an aggregate over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections and filters (WHERE, HAVING) may consume one
+    SELECT * FROM TUMBLE((SELECT channel, max(date_time) AS t FROM bids GROUP BY channel), t, INTERVAL '10' SECOND)
+      -> feature not supported: the window table function TUMBLE over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections and filters (WHERE, HAVING) may consume one
+    SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3
+      -> feature not supported: LIMIT over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections and filters (WHERE, HAVING) may consume one
     SELECT * FROM bids ORDER BY price
       -> feature not supported: ORDER BY on a stream (a stream has no end to sort at)
     SELECT * FROM bids a JOIN bids b ON a.auction = b.auction

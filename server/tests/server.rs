@@ -344,3 +344,97 @@ async fn copy_from_stdin_appends_all_or_nothing() {
     );
     server.shutdown().await;
 }
+
+/// Reads COPY data until it holds `lines` lines (bounded wait).
+async fn copy_lines(
+    stream: &mut std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+    lines: usize,
+) -> String {
+    let mut text = String::new();
+    while text.lines().count() < lines {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("changelog rows not streamed within 10 s")
+            .expect("stream ended")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    text
+}
+
+#[tokio::test]
+async fn an_updating_aggregate_streams_its_changelog_with_an_op_column() {
+    let dir = temp_dir("updating");
+    let server = start(&dir).await;
+    let writer = connect(&server).await;
+    let reader = connect(&server).await;
+    let follower = connect(&server).await;
+    writer
+        .batch_execute("CREATE TABLE bids (auction BIGINT, price BIGINT)")
+        .await
+        .unwrap();
+    let query = "SELECT auction, count(*), sum(price) FROM bids GROUP BY auction";
+    // Describe (extended protocol) reports the op column first, then Postgres-style names.
+    let stmt = writer.prepare(query).await.unwrap();
+    let columns: Vec<(&str, &tokio_postgres::types::Type)> = stmt
+        .columns()
+        .iter()
+        .map(|c| (c.name(), c.type_()))
+        .collect();
+    use tokio_postgres::types::Type;
+    assert_eq!(
+        columns,
+        vec![
+            ("op", &Type::TEXT),
+            ("auction", &Type::INT8),
+            ("count", &Type::INT8),
+            ("sum", &Type::INT8)
+        ]
+    );
+    // A cursor over one auction, fetched as rows arrive.
+    follower
+        .batch_execute(
+            "BEGIN; DECLARE c CURSOR FOR SELECT auction, count(*) AS n FROM bids \
+             WHERE auction = 2 GROUP BY auction",
+        )
+        .await
+        .unwrap();
+    let stream = reader
+        .copy_out(&format!("COPY ({query}) TO STDOUT"))
+        .await
+        .unwrap();
+    pin_mut!(stream);
+    writer
+        .batch_execute("INSERT INTO bids VALUES (1, 10)")
+        .await
+        .unwrap();
+    assert_eq!(copy_lines(&mut stream, 1).await, "+\t1\t1\t10\n");
+    // An update: the old row is deleted, then the new one inserted.
+    writer
+        .batch_execute("INSERT INTO bids VALUES (1, 5)")
+        .await
+        .unwrap();
+    assert_eq!(
+        copy_lines(&mut stream, 2).await,
+        "-\t1\t1\t10\n+\t1\t2\t15\n"
+    );
+    writer
+        .batch_execute("INSERT INTO bids VALUES (2, 7)")
+        .await
+        .unwrap();
+    assert_eq!(copy_lines(&mut stream, 1).await, "+\t2\t1\t7\n");
+    let fetched = follower.simple_query("FETCH 1 FROM c").await.unwrap();
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for m in fetched {
+        if let SimpleQueryMessage::Row(r) = m {
+            names = r.columns().iter().map(|c| c.name().to_string()).collect();
+            values = (0..r.len())
+                .map(|i| r.get(i).unwrap().to_string())
+                .collect();
+        }
+    }
+    assert_eq!(names, vec!["op", "auction", "n"]);
+    assert_eq!(values, vec!["+", "2", "1"]);
+    server.shutdown().await;
+}

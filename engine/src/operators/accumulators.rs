@@ -77,6 +77,75 @@ impl AggregateExprs {
     pub fn has_keys(&self) -> bool {
         !self.no_keys
     }
+
+    /// True with GROUPING SETS, ROLLUP or CUBE.
+    pub fn has_grouping_sets(&self) -> bool {
+        self.group_by.has_grouping_set()
+    }
+
+    /// An empty interner of this aggregation's group keys.
+    pub fn new_group_values(&self) -> EngineResult<Box<dyn GroupValues>> {
+        Ok(new_group_values(
+            Arc::clone(&self.key_schema),
+            &GroupOrdering::None,
+        )?)
+    }
+
+    /// Each aggregate's argument columns and `FILTER (WHERE ...)` mask over `batch`.
+    pub fn evaluate_arguments(&self, batch: &RecordBatch) -> EngineResult<AggregateArguments> {
+        let rows = batch.num_rows();
+        let arguments = self
+            .arguments
+            .iter()
+            .map(|args| {
+                args.iter()
+                    .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
+                    .collect::<EngineResult<Vec<ArrayRef>>>()
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| -> EngineResult<BooleanArray> {
+                        let mask = f.evaluate(batch)?.into_array(rows)?;
+                        mask.as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .cloned()
+                            .ok_or_else(|| {
+                                EngineError::Internal("FILTER is not boolean".to_string())
+                            })
+                    })
+                    .transpose()
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        Ok(AggregateArguments { arguments, filters })
+    }
+
+    /// The key columns to intern for `batch`: one list per grouping set (a constant column
+    /// when the aggregation has no keys).
+    pub fn evaluate_keys(&self, batch: &RecordBatch) -> EngineResult<Vec<Vec<ArrayRef>>> {
+        let rows = batch.num_rows();
+        Ok(evaluate_group_by(&self.group_by, batch)?
+            .into_iter()
+            .map(|keys| {
+                if self.no_keys {
+                    vec![Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef]
+                } else {
+                    keys
+                }
+            })
+            .collect())
+    }
+}
+
+/// The inputs of an aggregation's functions over one batch.
+pub struct AggregateArguments {
+    /// Per aggregate: its argument columns (then its ORDER BY columns).
+    pub arguments: Vec<Vec<ArrayRef>>,
+    /// Per aggregate: the rows its `FILTER (WHERE ...)` keeps.
+    pub filters: Vec<Option<BooleanArray>>,
 }
 
 /// The intermediate state of a set of groups: its keys and each aggregate's state columns.
@@ -108,7 +177,7 @@ pub struct Groups {
 
 impl Groups {
     pub fn try_new(exprs: &AggregateExprs) -> EngineResult<Self> {
-        let values = new_group_values(Arc::clone(&exprs.key_schema), &GroupOrdering::None)?;
+        let values = exprs.new_group_values()?;
         let accumulators = exprs
             .aggregates
             .iter()
@@ -140,40 +209,9 @@ impl Groups {
 
     /// Aggregates the rows of `batch` (raw input rows).
     pub fn update(&mut self, exprs: &AggregateExprs, batch: &RecordBatch) -> EngineResult<()> {
-        let rows = batch.num_rows();
-        let arguments = exprs
-            .arguments
-            .iter()
-            .map(|args| {
-                args.iter()
-                    .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
-                    .collect::<EngineResult<Vec<ArrayRef>>>()
-            })
-            .collect::<EngineResult<Vec<_>>>()?;
-        let filters = exprs
-            .filters
-            .iter()
-            .map(|f| {
-                f.as_ref()
-                    .map(|f| -> EngineResult<BooleanArray> {
-                        let mask = f.evaluate(batch)?.into_array(rows)?;
-                        mask.as_any()
-                            .downcast_ref::<BooleanArray>()
-                            .cloned()
-                            .ok_or_else(|| {
-                                EngineError::Internal("FILTER is not boolean".to_string())
-                            })
-                    })
-                    .transpose()
-            })
-            .collect::<EngineResult<Vec<_>>>()?;
-        let mut groups = Vec::with_capacity(rows);
-        for keys in evaluate_group_by(&exprs.group_by, batch)? {
-            let keys = if exprs.no_keys {
-                vec![Arc::new(BooleanArray::from(vec![true; rows])) as ArrayRef]
-            } else {
-                keys
-            };
+        let AggregateArguments { arguments, filters } = exprs.evaluate_arguments(batch)?;
+        let mut groups = Vec::with_capacity(batch.num_rows());
+        for keys in exprs.evaluate_keys(batch)? {
             groups.clear();
             self.values.intern(&keys, &mut groups)?;
             let total = self.values.len();

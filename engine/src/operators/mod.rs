@@ -23,6 +23,7 @@ pub mod project;
 pub mod session_window;
 pub mod source;
 pub mod union;
+pub mod updating_aggregate;
 pub mod window_aggregate;
 pub mod window_assign;
 pub mod window_join;

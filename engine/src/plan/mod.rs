@@ -7,10 +7,12 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use datafusion::common::DFSchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::logical_expr::{Expr, SortExpr};
 
 use crate::catalog::RelationDef;
+use crate::error::EngineResult;
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::sql::match_recognize::{MatchExpr, MatchSpec, RowsMode};
@@ -19,6 +21,24 @@ use window::WindowKind;
 pub mod pattern;
 pub mod planner;
 pub mod window;
+
+/// The leading column of an updating plan node's rows: `+` (insert) or `-` (delete); an
+/// update is a `-` of the old row followed by a `+` of the new one. Clients see it as `op`.
+pub const CHANGELOG_OP: &str = "__op";
+
+/// `schema` behind a leading, non-null `__op` column: the schema of an updating node whose
+/// logical plan has `schema`.
+pub fn changelog_schema(schema: &DFSchema) -> EngineResult<DFSchemaRef> {
+    let mut fields = vec![(
+        None,
+        Arc::new(Field::new(CHANGELOG_OP, DataType::Utf8, false)),
+    )];
+    fields.extend(schema.iter().map(|(q, f)| (q.cloned(), Arc::clone(f))));
+    Ok(Arc::new(DFSchema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )?))
+}
 
 /// One node of a streaming plan.
 #[derive(Debug, Clone)]
@@ -51,6 +71,8 @@ pub enum StreamPlan {
     Window(Box<WindowNode>),
     /// `GROUP BY` window columns and keys, emitted when each window closes.
     WindowAggregate(Box<WindowAggregateNode>),
+    /// `GROUP BY` keys without window columns: a changelog of each group's values.
+    UpdatingAggregate(Box<UpdatingAggregateNode>),
     /// `ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...)` with `rn <= N`.
     WindowTopN(Box<WindowTopNNode>),
     /// A join on keys with the two event times bounded against each other.
@@ -149,6 +171,20 @@ pub struct WindowAggregateNode {
     pub schema: DFSchemaRef,
 }
 
+/// An aggregate without window columns over an append-only stream: an updating result, whose
+/// rows are `+`/`-` changes of each group's values (see [`CHANGELOG_OP`]).
+#[derive(Debug, Clone)]
+pub struct UpdatingAggregateNode {
+    pub input: StreamPlan,
+    /// The group keys (none for a global aggregate: one group).
+    pub keys: Vec<Expr>,
+    /// With GROUPING SETS / ROLLUP / CUBE: per set, which keys are absent (NULL).
+    pub grouping_sets: Option<Vec<Vec<bool>>>,
+    pub aggregates: Vec<Expr>,
+    /// `__op`, then the aggregate's columns: the keys (and `__grouping_id`), the aggregates.
+    pub schema: DFSchemaRef,
+}
+
 /// Reading a source or push table.
 #[derive(Debug, Clone)]
 pub struct SourceNode {
@@ -157,6 +193,14 @@ pub struct SourceNode {
     pub projection: Option<Vec<usize>>,
     /// The output schema (after the projection), qualified by the relation name.
     pub schema: DFSchemaRef,
+}
+
+impl SourceNode {
+    /// True when the relation's rows are a changelog (led by [`CHANGELOG_OP`]): an updating
+    /// materialized view. Sources, push tables and other views are append-only.
+    pub fn is_updating(&self) -> bool {
+        self.relation.is_updating_view()
+    }
 }
 
 impl StreamPlan {
@@ -170,10 +214,32 @@ impl StreamPlan {
             | StreamPlan::Alias { schema, .. } => Arc::clone(schema),
             StreamPlan::Window(w) => Arc::clone(&w.schema),
             StreamPlan::WindowAggregate(a) => Arc::clone(&a.schema),
+            StreamPlan::UpdatingAggregate(a) => Arc::clone(&a.schema),
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::MatchRecognize(m) => Arc::clone(&m.schema),
+        }
+    }
+
+    /// True when this node's rows are a changelog: each row is led by [`CHANGELOG_OP`] and
+    /// may retract an earlier one. Only projections, filters and aliases pass a changelog on;
+    /// the planner refuses every other operator over one.
+    pub fn is_updating(&self) -> bool {
+        match self {
+            StreamPlan::Source(s) => s.is_updating(),
+            StreamPlan::UpdatingAggregate(_) => true,
+            StreamPlan::Project { input, .. }
+            | StreamPlan::Filter { input, .. }
+            | StreamPlan::Alias { input, .. } => input.is_updating(),
+            StreamPlan::Union { .. }
+            | StreamPlan::Limit { .. }
+            | StreamPlan::Window(_)
+            | StreamPlan::WindowAggregate(_)
+            | StreamPlan::WindowTopN(_)
+            | StreamPlan::IntervalJoin(_)
+            | StreamPlan::WindowJoin(_)
+            | StreamPlan::MatchRecognize(_) => false,
         }
     }
 
@@ -194,6 +260,7 @@ impl StreamPlan {
             StreamPlan::Union { inputs, .. } => inputs.iter().for_each(|i| i.visit_sources(out)),
             StreamPlan::Window(w) => w.input.visit_sources(out),
             StreamPlan::WindowAggregate(a) => a.input.visit_sources(out),
+            StreamPlan::UpdatingAggregate(a) => a.input.visit_sources(out),
             StreamPlan::WindowTopN(t) => t.input.visit_sources(out),
             StreamPlan::MatchRecognize(m) => m.input.visit_sources(out),
             StreamPlan::IntervalJoin(j) => {
@@ -310,6 +377,21 @@ impl StreamPlan {
                     "{pad}WindowAggregate: {} window=[{}], keys=[{}]{sets}, aggregates=[{}]{slicing}, emit=on window close",
                     a.windowing.kind,
                     window.join(", "),
+                    keys.join(", "),
+                    aggs.join(", ")
+                );
+                vec![&a.input]
+            }
+            StreamPlan::UpdatingAggregate(a) => {
+                let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
+                let aggs: Vec<String> = a.aggregates.iter().map(|e| e.to_string()).collect();
+                let sets = match &a.grouping_sets {
+                    Some(sets) => format!(", grouping_sets={}", sets.len()),
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}], emit=updating, state=unbounded (one entry per distinct group)",
                     keys.join(", "),
                     aggs.join(", ")
                 );

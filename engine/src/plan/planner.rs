@@ -19,8 +19,8 @@ use datafusion::logical_expr::{
 
 use super::window::{WindowKind, unit_nanos};
 use super::{
-    IntervalJoinNode, JoinInputs, SourceNode, StreamPlan, WindowAggregateNode, WindowJoinNode,
-    WindowNode, WindowTopNNode,
+    CHANGELOG_OP, IntervalJoinNode, JoinInputs, SourceNode, StreamPlan, UpdatingAggregateNode,
+    WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
 };
 use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult};
@@ -113,10 +113,16 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                     "filters were pushed into a stream scan".to_string(),
                 ));
             }
+            // An updating view is followed as its changelog, led by the op column.
+            let schema = if provider.relation().is_updating_view() {
+                super::changelog_schema(&scan.projected_schema)?
+            } else {
+                Arc::clone(&scan.projected_schema)
+            };
             let source = StreamPlan::Source(SourceNode {
                 relation: Arc::clone(provider.relation()),
                 projection: scan.projection.clone(),
-                schema: Arc::clone(&scan.projected_schema),
+                schema,
             });
             Ok(match scan.fetch {
                 Some(fetch) => StreamPlan::Limit {
@@ -127,11 +133,22 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 None => source,
             })
         }
-        LogicalPlan::Projection(p) => Ok(StreamPlan::Project {
-            input: Box::new(plan_stream(&p.input)?),
-            exprs: p.expr.clone(),
-            schema: Arc::clone(&p.schema),
-        }),
+        LogicalPlan::Projection(p) => {
+            let input = plan_stream(&p.input)?;
+            // A changelog keeps its `__op` column in front of the projected ones.
+            let (exprs, schema) = if input.is_updating() {
+                let mut exprs = vec![Expr::Column(Column::new_unqualified(CHANGELOG_OP))];
+                exprs.extend(p.expr.iter().cloned());
+                (exprs, changelog_schema(&p.schema)?)
+            } else {
+                (p.expr.clone(), Arc::clone(&p.schema))
+            };
+            Ok(StreamPlan::Project {
+                input: Box::new(input),
+                exprs,
+                schema,
+            })
+        }
         LogicalPlan::Filter(f) if is_window_top_n(f) => plan_window_top_n(f),
         LogicalPlan::Filter(f) => {
             let has_subquery = f.predicate.exists(|e| {
@@ -143,6 +160,8 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             if has_subquery {
                 return Err(unsupported("subqueries over streams"));
             }
+            // Over a changelog each row is kept or dropped on its own: a group that stops
+            // matching keeps its `-` and loses its `+`.
             Ok(StreamPlan::Filter {
                 input: Box::new(plan_stream(&f.input)?),
                 predicate: f.predicate.clone(),
@@ -154,7 +173,11 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 .iter()
                 .map(|i| {
                     if reads_streams(i) {
-                        plan_stream(i)
+                        let input = plan_stream(i)?;
+                        if input.is_updating() {
+                            return Err(over_updating("UNION ALL"));
+                        }
+                        Ok(input)
                     } else {
                         Err(unsupported(
                             "UNION ALL of a stream with a query that reads no stream",
@@ -176,16 +199,29 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 FetchType::Literal(f) => f,
                 FetchType::UnsupportedExpr => return Err(unsupported("a non-constant LIMIT")),
             };
+            let input = plan_stream(&l.input)?;
+            if input.is_updating() {
+                return Err(over_updating("LIMIT"));
+            }
             Ok(StreamPlan::Limit {
-                input: Box::new(plan_stream(&l.input)?),
+                input: Box::new(input),
                 skip,
                 fetch,
             })
         }
-        LogicalPlan::SubqueryAlias(a) => Ok(StreamPlan::Alias {
-            input: Box::new(plan_stream(&a.input)?),
-            schema: Arc::clone(&a.schema),
-        }),
+        LogicalPlan::SubqueryAlias(a) => {
+            let input = plan_stream(&a.input)?;
+            // Expressions above are compiled against this schema by name: `__op` stays.
+            let schema = if input.is_updating() {
+                changelog_schema(&a.schema)?
+            } else {
+                Arc::clone(&a.schema)
+            };
+            Ok(StreamPlan::Alias {
+                input: Box::new(input),
+                schema,
+            })
+        }
         LogicalPlan::Aggregate(agg) => plan_window_aggregate(agg),
         LogicalPlan::Extension(_) if as_window_tvf(plan).is_some() => plan_window_tvf(plan),
         LogicalPlan::Extension(_) if as_match_recognize(plan).is_some() => {
@@ -213,9 +249,20 @@ fn unsupported(what: &str) -> EngineError {
     EngineError::Unsupported(what.to_string())
 }
 
-const NO_WINDOW: &str = "aggregation over a stream without a window (an updating result); \
-     group by the window_start and window_end of a window table function such as \
-     TUMBLE(t, ts, INTERVAL '1' MINUTE)";
+/// The error for `operator` over an input whose rows are a changelog.
+fn over_updating(operator: &str) -> EngineError {
+    unsupported(&format!(
+        "{operator} over an updating result (its input, e.g. an aggregate without a window, \
+         is a changelog whose rows are retracted as they change); only projections and \
+         filters (WHERE, HAVING) may consume one"
+    ))
+}
+
+/// True when `plan` plans to an updating stream. For checks that must come before others;
+/// a plan that fails to plan is not (its own error is reported where it is planned).
+fn plans_to_updating(plan: &LogicalPlan) -> bool {
+    plan_stream(plan).is_ok_and(|p| p.is_updating())
+}
 
 /// The column an expression is, under any aliases.
 fn as_column(expr: &Expr) -> Option<&Column> {
@@ -387,7 +434,7 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         }
     }
     let Some(tvf) = tvf else {
-        return Err(unsupported(NO_WINDOW));
+        return plan_updating_aggregate(agg, keys, sets);
     };
     let grouping_sets = match &sets {
         Some(sets) => {
@@ -444,6 +491,9 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         _ => return Err(EngineError::Internal("window time column type".to_string())),
     };
     let mut input_plan = plan_stream(input)?;
+    if input_plan.is_updating() {
+        return Err(over_updating("a window aggregate"));
+    }
     if sliced && !assign_slices(&mut input_plan) {
         return Err(EngineError::Internal(
             "window function not found under its aggregate".to_string(),
@@ -463,6 +513,33 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         output,
         schema: Arc::clone(&agg.schema),
     })))
+}
+
+/// Plans `GROUP BY keys` without window columns: an updating aggregate, whose output is a
+/// changelog of each group's values.
+fn plan_updating_aggregate(
+    agg: &Aggregate,
+    keys: Vec<Expr>,
+    sets: Option<Vec<Vec<Expr>>>,
+) -> EngineResult<StreamPlan> {
+    let input = plan_stream(&agg.input)?;
+    if input.is_updating() {
+        return Err(over_updating("an aggregate"));
+    }
+    let grouping_sets = sets.map(|sets| {
+        sets.iter()
+            .map(|set| keys.iter().map(|k| !set.contains(k)).collect())
+            .collect()
+    });
+    Ok(StreamPlan::UpdatingAggregate(Box::new(
+        UpdatingAggregateNode {
+            input,
+            keys,
+            grouping_sets,
+            aggregates: agg.aggr_expr.clone(),
+            schema: changelog_schema(&agg.schema)?,
+        },
+    )))
 }
 
 /// `rn <= N`, `rn < N`, `rn = 1` (either way round): the ranked column and N.
@@ -592,8 +669,12 @@ fn plan_window_top_n(filter: &Filter) -> EngineResult<StreamPlan> {
         (_, DataType::Timestamp(unit, _)) => unit_nanos(*unit),
         _ => return Err(EngineError::Internal("window time column type".to_string())),
     };
+    let top_n_input = plan_stream(input)?;
+    if top_n_input.is_updating() {
+        return Err(over_updating("a window Top-N"));
+    }
     let top_n = StreamPlan::WindowTopN(Box::new(WindowTopNNode {
-        input: plan_stream(input)?,
+        input: top_n_input,
         kind: tvf.kind,
         lag,
         bounds,
@@ -868,6 +949,9 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
             "joins of a stream with a table that is not a stream",
         ));
     }
+    if plans_to_updating(&join.left) || plans_to_updating(&join.right) {
+        return Err(over_updating("a join"));
+    }
     let kind = match join.join_type {
         JoinType::Inner => JoinKind::Inner,
         JoinType::Left => JoinKind::Left,
@@ -1035,6 +1119,9 @@ fn plan_match_recognize(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
     let Some(node) = as_match_recognize(plan) else {
         return Err(EngineError::Internal("not MATCH_RECOGNIZE".to_string()));
     };
+    if plans_to_updating(&node.input) {
+        return Err(over_updating("MATCH_RECOGNIZE"));
+    }
     let time = node.spec.time;
     let attribute = time_attribute(&node.input, time);
     if attribute == TimeAttribute::No {
@@ -1072,6 +1159,12 @@ fn plan_window_tvf(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
         .map(|k| input_schema.index_of_column(k))
         .collect::<Result<Vec<_>, _>>()?;
     let time_index = tvf.time_index()?;
+    if plans_to_updating(&tvf.input) {
+        return Err(over_updating(&format!(
+            "the window table function {}",
+            tvf.kind.name()
+        )));
+    }
     if time_attribute(&tvf.input, time_index) == TimeAttribute::No {
         return Err(EngineError::Plan {
             message: format!(

@@ -27,13 +27,14 @@ use crate::operators::project::ProjectOperator;
 use crate::operators::session_window::SessionWindowOperator;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::union::UnionOperator;
+use crate::operators::updating_aggregate::UpdatingAggregateOperator;
 use crate::operators::window_aggregate::WindowAggregateOperator;
 use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJoinSpec};
 use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
 use crate::operators::{Operator, OperatorInfo};
 use crate::plan::window::{WindowKind, unit_nanos};
-use crate::plan::{JoinInputs, SourceNode, StreamPlan, WindowAggregateNode};
+use crate::plan::{JoinInputs, SourceNode, StreamPlan};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Expr;
@@ -338,32 +339,41 @@ impl Builder<'_, '_> {
             StreamPlan::WindowAggregate(a) => {
                 let input_schema = a.input.schema();
                 let inputs = self.build(&a.input)?;
-                // Rows may go to different instances by a key that every grouping set keeps;
-                // a key some set rolls up must meet all its values in one instance.
-                let keys = a
-                    .keys
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| {
-                        a.grouping_sets
-                            .as_ref()
-                            .is_none_or(|sets| sets.iter().all(|absent| !absent[*k]))
-                    })
-                    .map(|(_, e)| {
-                        self.ctx
-                            .state
-                            .create_physical_expr(e.clone(), &input_schema)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let keys =
+                    self.group_distribution_keys(&a.keys, a.grouping_sets.as_ref(), &input_schema)?;
                 let distribution = Distribution::keyed(vec![keys]);
                 let ops = self.instances(&distribution, &[&inputs], || {
                     Ok(Box::new(WindowAggregateOperator::new(
                         info("WindowAggregate", &a.schema),
-                        self.aggregate_exprs(a, &input_schema)?,
+                        self.aggregate_exprs(
+                            &a.keys,
+                            a.grouping_sets.as_ref(),
+                            &a.aggregates,
+                            &input_schema,
+                        )?,
                         a.windowing.clone(),
                         a.output.clone(),
                         Arc::clone(&self.metrics.late_rows),
                     )))
+                })?;
+                Ok(self.stage(ops, vec![inputs], distribution))
+            }
+            StreamPlan::UpdatingAggregate(a) => {
+                let input_schema = a.input.schema();
+                let inputs = self.build(&a.input)?;
+                let keys =
+                    self.group_distribution_keys(&a.keys, a.grouping_sets.as_ref(), &input_schema)?;
+                let distribution = Distribution::keyed(vec![keys]);
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    Ok(Box::new(UpdatingAggregateOperator::try_new(
+                        info("UpdatingAggregate", &a.schema),
+                        self.aggregate_exprs(
+                            &a.keys,
+                            a.grouping_sets.as_ref(),
+                            &a.aggregates,
+                            &input_schema,
+                        )?,
+                    )?))
                 })?;
                 Ok(self.stage(ops, vec![inputs], distribution))
             }
@@ -628,16 +638,38 @@ impl Builder<'_, '_> {
         ))
     }
 
-    /// DataFusion's physical group keys and aggregate functions for a window aggregate.
+    /// The group keys an aggregate's rows are spread by: those every grouping set keeps (a
+    /// key some set rolls up must meet all its values in one instance).
+    fn group_distribution_keys(
+        &self,
+        keys: &[Expr],
+        grouping_sets: Option<&Vec<Vec<bool>>>,
+        input_schema: &DFSchema,
+    ) -> EngineResult<Vec<Arc<dyn PhysicalExpr>>> {
+        keys.iter()
+            .enumerate()
+            .filter(|(k, _)| grouping_sets.is_none_or(|sets| sets.iter().all(|absent| !absent[*k])))
+            .map(|(_, e)| {
+                Ok(self
+                    .ctx
+                    .state
+                    .create_physical_expr(e.clone(), input_schema)?)
+            })
+            .collect()
+    }
+
+    /// DataFusion's physical group keys and aggregate functions for an aggregate (window
+    /// columns excluded from `keys`).
     fn aggregate_exprs(
         &self,
-        node: &WindowAggregateNode,
+        keys: &[Expr],
+        grouping_sets: Option<&Vec<Vec<bool>>>,
+        aggregate_exprs: &[Expr],
         input_schema: &DFSchema,
     ) -> EngineResult<AggregateExprs> {
         let arrow_schema = input_schema.as_arrow();
         let state = self.ctx.state;
-        let keys = node
-            .keys
+        let keys = keys
             .iter()
             .map(|e| {
                 Ok((
@@ -646,7 +678,7 @@ impl Builder<'_, '_> {
                 ))
             })
             .collect::<EngineResult<Vec<_>>>()?;
-        let group_by = match &node.grouping_sets {
+        let group_by = match grouping_sets {
             Some(masks) => {
                 let nulls = keys
                     .iter()
@@ -664,7 +696,7 @@ impl Builder<'_, '_> {
         let planning = PhysicalPlanningContext::default();
         let mut aggregates = Vec::new();
         let mut filters = Vec::new();
-        for e in &node.aggregates {
+        for e in aggregate_exprs {
             let lowered = LoweredAggregateBuilder::new(
                 e,
                 input_schema,

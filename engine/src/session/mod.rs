@@ -168,6 +168,9 @@ impl Engine {
             // The session TimeZone (UTC until SET): `timestamptz` values carry it.
             .set_str("datafusion.execution.time_zone", "UTC");
         let ctx = SessionContext::new_with_config(config);
+        // `count(DISTINCT x)` stays one aggregate: the rule's two-level rewrite would put an
+        // aggregate over an updating aggregate, which a stream cannot run.
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
         let catalog = MemoryCatalogProvider::new();
         // Registering a fresh schema provider cannot fail.
         let _ = catalog.register_schema(
@@ -500,6 +503,11 @@ impl Session {
                     let schema = match crate::sql::names::postgres_column_names(stmt) {
                         Some(names) => output::renamed(&schema, &names),
                         None => schema,
+                    };
+                    let schema = if self.is_updating_query(&plan) {
+                        query::changelog_client_schema(&schema)
+                    } else {
+                        schema
                     };
                     Ok((params, Some(schema)))
                 }

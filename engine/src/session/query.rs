@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
@@ -62,6 +62,20 @@ impl Session {
         Ok((plan_stream(&plan)?, self.ctx.state()))
     }
 
+    /// True when `plan` (analyzed, not optimized) is a continuous query whose result is
+    /// updating (a changelog). False when it cannot be planned yet (e.g. it has parameters
+    /// planning needs): running it reports why.
+    pub(crate) fn is_updating_query(&self, plan: &LogicalPlan) -> bool {
+        reads_streams(plan)
+            && self
+                .ctx
+                .state()
+                .optimize(plan)
+                .ok()
+                .and_then(|p| plan_stream(&p).ok())
+                .is_some_and(|p| p.is_updating())
+    }
+
     pub(crate) async fn optimized_plan(
         &self,
         stmt: Statement,
@@ -93,22 +107,26 @@ impl Session {
     ) -> EngineResult<QueryOutput> {
         let names = crate::sql::names::postgres_column_names(&stmt);
         let plan = self.optimized_plan(stmt, sql, params).await?;
-        let mut output = self.run_plan(plan, sql, follow_views).await?;
-        if let Some(names) = names {
-            output.rename_columns(&names);
-        }
-        Ok(output)
+        self.run_plan(plan, sql, names, follow_views).await
     }
 
+    /// Runs an optimized plan; `names` renames the plan's columns (Postgres-style names).
     async fn run_plan(
         &self,
         plan: LogicalPlan,
         sql: &str,
+        names: Option<Vec<Option<String>>>,
         follow_views: bool,
     ) -> EngineResult<QueryOutput> {
-        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let mut schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        if let Some(names) = &names {
+            schema = super::output::renamed(&schema, names);
+        }
         if reads_streams(&plan) || (follow_views && reads_views(&plan)) {
             let stream_plan = plan_stream(&plan)?;
+            if stream_plan.is_updating() {
+                schema = changelog_client_schema(&schema);
+            }
             let state = self.ctx.state();
             let running = launch(
                 &stream_plan,
@@ -315,6 +333,14 @@ impl Session {
         self.cursors_mut().insert(name.to_string(), cursor);
         Ok(QueryOutput::ready(schema, batches, "FETCH"))
     }
+}
+
+/// The schema a client sees for an updating query whose plan has `schema`: a leading `op`
+/// column (`+` or `-`), then the plan's columns.
+pub(crate) fn changelog_client_schema(schema: &SchemaRef) -> SchemaRef {
+    let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
+    fields.extend(schema.fields().iter().cloned());
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Gives a batch the table's schema (same column types; names and nullability from the table),

@@ -72,7 +72,7 @@ impl Session {
             ));
         }
         let stream_plan = plan_stream(&plan)?;
-        let mode = if pending::is_updating(&stream_plan) {
+        let mode = if stream_plan.is_updating() {
             ViewMode::Updating
         } else {
             ViewMode::Append
@@ -403,9 +403,6 @@ mod pending {
     use crate::error::{EngineError, EngineResult};
     use crate::plan::StreamPlan;
     use crate::runtime::QueryMetrics;
-    pub fn is_updating(_: &StreamPlan) -> bool {
-        false
-    }
     pub fn explain_analyze(_: &StreamPlan, _: &QueryMetrics) -> EngineResult<String> {
         Err(EngineError::Unsupported("EXPLAIN ANALYZE".into()))
     }

@@ -1,0 +1,474 @@
+//! `UpdatingAggregateOperator`: `GROUP BY keys` without window columns over an append-only
+//! stream, emitting a changelog of each group's values.
+//!
+//! Emission: updating. After each input batch, every group the batch touched whose values
+//! changed emits `-` with the values it last emitted (unless it is new) and then `+` with its
+//! new values; a group whose values did not change emits nothing (as Flink does). Rows come out
+//! in the order of each group's first row in the batch, so the changelog is deterministic for
+//! a given input order. A global aggregate (no GROUP BY) is one group; over an input that ends
+//! without a row it emits its empty-input row (`count(*) = 0`) at the end, as a batch query
+//! over the same input returns it. Nothing else is emitted at the end: every change was
+//! emitted with the batch that made it. No row is ever late (there is no window to close), and
+//! watermarks are forwarded unchanged.
+//!
+//! State: one entry per distinct group, never freed (`state=unbounded` in EXPLAIN): its key,
+//! one DataFusion [`Accumulator`] per aggregate and the values last emitted. Per-group
+//! `Accumulator`s rather than a `GroupsAccumulator`: the current values of the touched groups
+//! must be read after every batch without losing state, and `GroupsAccumulator::evaluate`
+//! drains the groups it emits, while `Accumulator::evaluate` must leave its state intact (its
+//! contract: window functions call it after every row of a growing frame). That holds for
+//! every DataFusion aggregate, including `count(DISTINCT ...)` and ordered ones, so none is
+//! re-implemented here.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_plan::aggregates::group_values::GroupValues;
+
+use super::accumulators::{AggregateArguments, AggregateExprs};
+use super::{Operator, OperatorInfo, Output};
+use crate::error::{EngineError, EngineResult};
+use crate::state::StateTableInfo;
+
+/// One group: its key, its aggregates' state and what it last emitted.
+struct Group {
+    /// The interned key values, in output order (none for a global aggregate).
+    key: Vec<ScalarValue>,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// The aggregate values of the group's last `+` row; `None` until it emitted one.
+    emitted: Option<Vec<ScalarValue>>,
+}
+
+pub struct UpdatingAggregateOperator {
+    info: OperatorInfo,
+    exprs: AggregateExprs,
+    /// Interns group keys to indices into `groups`.
+    interner: Box<dyn GroupValues>,
+    groups: Vec<Group>,
+}
+
+/// The changelog rows of one batch, column by column.
+#[derive(Default)]
+struct Changes {
+    ops: Vec<&'static str>,
+    keys: Vec<Vec<ScalarValue>>,
+    values: Vec<Vec<ScalarValue>>,
+}
+
+impl Changes {
+    fn push(&mut self, op: &'static str, key: &[ScalarValue], values: &[ScalarValue]) {
+        self.ops.push(op);
+        for (column, v) in self.keys.iter_mut().zip(key) {
+            column.push(v.clone());
+        }
+        for (column, v) in self.values.iter_mut().zip(values) {
+            column.push(v.clone());
+        }
+    }
+}
+
+impl UpdatingAggregateOperator {
+    pub fn try_new(info: OperatorInfo, exprs: AggregateExprs) -> EngineResult<Self> {
+        let interner = exprs.new_group_values()?;
+        Ok(Self {
+            info,
+            exprs,
+            interner,
+            groups: Vec::new(),
+        })
+    }
+
+    fn new_accumulators(&self) -> EngineResult<Vec<Box<dyn Accumulator>>> {
+        Ok(self
+            .exprs
+            .aggregates
+            .iter()
+            .map(|a| a.create_accumulator())
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Adds the rows of `batch` whose interned groups are `group_ids` to their groups' state.
+    fn update(&mut self, inputs: &AggregateArguments, group_ids: &[usize]) -> EngineResult<()> {
+        // The rows by group, each group's rows in input order (order-sensitive aggregates
+        // such as first_value see them as they came).
+        let mut order: Vec<u32> = (0..group_ids.len() as u32).collect();
+        order.sort_by_key(|&r| group_ids[r as usize]);
+        for (a, (arguments, filter)) in inputs.arguments.iter().zip(&inputs.filters).enumerate() {
+            let rows: Vec<u32> = match filter {
+                Some(mask) => order
+                    .iter()
+                    .copied()
+                    .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
+                    .collect(),
+                None => order.clone(),
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            let indices = UInt32Array::from(rows.clone());
+            let columns = arguments
+                .iter()
+                .map(|c| take(c.as_ref(), &indices, None))
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            let mut start = 0;
+            while start < rows.len() {
+                let group = group_ids[rows[start] as usize];
+                let mut end = start + 1;
+                while end < rows.len() && group_ids[rows[end] as usize] == group {
+                    end += 1;
+                }
+                let slice: Vec<ArrayRef> = columns
+                    .iter()
+                    .map(|c| c.slice(start, end - start))
+                    .collect();
+                self.groups[group].accumulators[a].update_batch(&slice)?;
+                start = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the changes of `touched` groups, in that order.
+    fn emit(&mut self, touched: &[usize], out: &mut Output) -> EngineResult<()> {
+        let key_columns = self.groups.first().map_or(0, |g| g.key.len());
+        let mut changes = Changes {
+            keys: vec![Vec::new(); key_columns],
+            values: vec![Vec::new(); self.exprs.aggregates.len()],
+            ..Changes::default()
+        };
+        for &g in touched {
+            let group = &mut self.groups[g];
+            let values = group
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<Result<Vec<_>, _>>()?;
+            if group.emitted.as_ref() == Some(&values) {
+                continue;
+            }
+            if let Some(old) = &group.emitted {
+                changes.push("-", &group.key, old);
+            }
+            changes.push("+", &group.key, &values);
+            group.emitted = Some(values);
+        }
+        self.output(changes, out)
+    }
+
+    fn output(&self, changes: Changes, out: &mut Output) -> EngineResult<()> {
+        if changes.ops.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(changes.ops))];
+        for column in changes.keys.into_iter().chain(changes.values) {
+            columns.push(ScalarValue::iter_to_array(column)?);
+        }
+        out.batch(super::conform_batch(&self.info.schema, columns)?);
+        Ok(())
+    }
+}
+
+impl Operator for UpdatingAggregateOperator {
+    fn info(&self) -> &OperatorInfo {
+        &self.info
+    }
+
+    fn on_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Output,
+    ) -> EngineResult<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let inputs = self.exprs.evaluate_arguments(&batch)?;
+        let has_keys = self.exprs.has_keys();
+        let mut touched = Vec::new();
+        let mut seen = HashSet::new();
+        let mut group_ids = Vec::with_capacity(batch.num_rows());
+        // One pass per grouping set (one without GROUPING SETS).
+        for keys in self.exprs.evaluate_keys(&batch)? {
+            group_ids.clear();
+            self.interner.intern(&keys, &mut group_ids)?;
+            for (row, &g) in group_ids.iter().enumerate() {
+                if g == self.groups.len() {
+                    let key = if has_keys {
+                        keys.iter()
+                            .map(|k| ScalarValue::try_from_array(k, row))
+                            .collect::<Result<Vec<_>, _>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    let accumulators = self.new_accumulators()?;
+                    self.groups.push(Group {
+                        key,
+                        accumulators,
+                        emitted: None,
+                    });
+                } else if g > self.groups.len() {
+                    return Err(EngineError::Internal(format!(
+                        "group {g} interned before group {}",
+                        self.groups.len()
+                    )));
+                }
+                if seen.insert(g) {
+                    touched.push(g);
+                }
+            }
+            self.update(&inputs, &group_ids)?;
+        }
+        self.emit(&touched, out)
+    }
+
+    fn on_end(&mut self, out: &mut Output) -> EngineResult<()> {
+        // A global aggregate has its one row even over no input, as in a batch query.
+        if self.exprs.has_keys() || self.exprs.has_grouping_sets() || !self.groups.is_empty() {
+            return Ok(());
+        }
+        let values = self
+            .new_accumulators()?
+            .iter_mut()
+            .map(|a| a.evaluate())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut changes = Changes {
+            values: vec![Vec::new(); values.len()],
+            ..Changes::default()
+        };
+        changes.push("+", &[], &values);
+        self.output(changes, out)
+    }
+
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        let bytes = self.interner.size()
+            + self
+                .groups
+                .iter()
+                .map(|g| {
+                    g.accumulators.iter().map(|a| a.size()).sum::<usize>()
+                        + g.key.iter().map(ScalarValue::size).sum::<usize>()
+                        + g.emitted
+                            .iter()
+                            .flatten()
+                            .map(ScalarValue::size)
+                            .sum::<usize>()
+                })
+                .sum::<usize>();
+        vec![StateTableInfo {
+            name: "groups",
+            key: vec!["group key".to_string()],
+            rows: self.groups.len(),
+            bytes,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::common::DFSchema;
+    use datafusion::execution::context::ExecutionProps;
+    use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, sum};
+    use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+    use datafusion::logical_expr::{Expr, cast, col};
+    use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+    use datafusion::physical_expr::create_physical_expr;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
+
+    use super::*;
+    use crate::runtime::message::Message;
+
+    fn input_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// Rows of (k, v).
+    fn batch(rows: &[(i64, Option<i64>)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// `SELECT [k,] <aggregates> FROM input [GROUP BY k]`, output led by `__op`.
+    fn operator(keyed: bool, aggregates: Vec<(Expr, DataType)>) -> UpdatingAggregateOperator {
+        let schema = input_schema();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let props = ExecutionProps::new();
+        let planning = PhysicalPlanningContext::default();
+        let mut fields = vec![Field::new(crate::plan::CHANGELOG_OP, DataType::Utf8, false)];
+        let mut keys = Vec::new();
+        if keyed {
+            let key = create_physical_expr(&col("k"), &df_schema, &props, &planning).unwrap();
+            keys.push((key, "k".to_string()));
+            fields.push(Field::new("k", DataType::Int64, false));
+        }
+        let mut lowered_aggregates = Vec::new();
+        for (i, (e, data_type)) in aggregates.iter().enumerate() {
+            let lowered = LoweredAggregateBuilder::new(e, &df_schema, &schema, &props, &planning)
+                .build()
+                .unwrap();
+            lowered_aggregates.push(lowered.aggregate);
+            fields.push(Field::new(format!("a{i}"), data_type.clone(), true));
+        }
+        let exprs = AggregateExprs::try_new(
+            lowered_aggregates,
+            vec![None; aggregates.len()],
+            PhysicalGroupBy::new_single(keys),
+            &schema,
+        )
+        .unwrap();
+        UpdatingAggregateOperator::try_new(
+            OperatorInfo {
+                name: "UpdatingAggregate".to_string(),
+                schema: Arc::new(Schema::new(fields)),
+            },
+            exprs,
+        )
+        .unwrap()
+    }
+
+    /// The rows emitted, in order, as space-separated values.
+    fn rows(out: &mut Output) -> Vec<String> {
+        let mut rows = Vec::new();
+        for m in out.drain() {
+            if let Message::Data(b) = m {
+                for r in 0..b.num_rows() {
+                    let values: Vec<String> = b
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            if c.is_null(r) {
+                                "NULL".to_string()
+                            } else {
+                                array_value_to_string(c, r).unwrap()
+                            }
+                        })
+                        .collect();
+                    rows.push(values.join(" "));
+                }
+            }
+        }
+        rows
+    }
+
+    fn i64() -> DataType {
+        DataType::Int64
+    }
+
+    #[test]
+    fn updates_retract_the_previous_row_of_each_touched_group() {
+        let mut op = operator(
+            true,
+            vec![
+                (count(col("v")), i64()),
+                (sum(col("v")), i64()),
+                (max(col("v")), i64()),
+                // The analyzer's coercion of avg's argument, done by hand.
+                (avg(cast(col("v"), DataType::Float64)), DataType::Float64),
+            ],
+        );
+        let mut out = Output::default();
+        // Groups in the order of their first row in the batch.
+        op.on_batch(
+            0,
+            batch(&[(2, Some(5)), (1, Some(1)), (2, Some(3))]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out), vec!["+ 2 2 8 5 4.0", "+ 1 1 1 1 1.0"]);
+        // Only group 1 changes: its old row is retracted, then its new row inserted.
+        op.on_batch(0, batch(&[(1, Some(4))]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec!["- 1 1 1 1 1.0", "+ 1 2 5 4 2.5"]);
+        // A NULL does not change count(v), sum, max or avg: nothing is emitted.
+        op.on_batch(0, batch(&[(2, None)]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+        let state = op.state_tables();
+        assert_eq!(state[0].rows, 2);
+        assert!(state[0].bytes > 0);
+        // Watermarks pass through; the end emits nothing more.
+        op.on_watermark(42, &mut out).unwrap();
+        op.on_end(&mut out).unwrap();
+        let messages: Vec<Message> = out.drain().collect();
+        assert!(matches!(messages.as_slice(), [Message::Watermark(42)]));
+    }
+
+    #[test]
+    fn count_distinct_keeps_its_values_across_batches() {
+        let mut op = operator(true, vec![(count_distinct(col("v")), i64())]);
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, Some(7)), (1, Some(7))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), vec!["+ 1 1"]);
+        // 7 again: still one distinct value, so nothing; 8 makes two.
+        op.on_batch(0, batch(&[(1, Some(7))]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+        op.on_batch(0, batch(&[(1, Some(8)), (1, Some(7))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), vec!["- 1 1", "+ 1 2"]);
+    }
+
+    #[test]
+    fn unchanged_values_are_suppressed() {
+        let mut op = operator(true, vec![(max(col("v")), i64())]);
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, Some(10)), (2, Some(1))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), vec!["+ 1 10", "+ 2 1"]);
+        // Group 1's max stays 10; group 2's rises.
+        op.on_batch(0, batch(&[(1, Some(3)), (2, Some(2))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), vec!["- 2 1", "+ 2 2"]);
+    }
+
+    #[test]
+    fn a_global_aggregate_is_one_group() {
+        let mut op = operator(
+            false,
+            vec![
+                (
+                    count(Expr::Literal(ScalarValue::Int64(Some(1)), None)),
+                    i64(),
+                ),
+                (sum(col("v")), i64()),
+            ],
+        );
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, Some(1)), (2, Some(2))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), vec!["+ 2 3"]);
+        op.on_batch(0, batch(&[(3, Some(3))]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), vec!["- 2 3", "+ 3 6"]);
+        op.on_end(&mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_global_aggregate_over_no_rows_emits_its_empty_row_at_the_end() {
+        let mut op = operator(
+            false,
+            vec![(count(col("v")), i64()), (sum(col("v")), i64())],
+        );
+        let mut out = Output::default();
+        op.on_end(&mut out).unwrap();
+        assert_eq!(rows(&mut out), vec!["+ 0 NULL"]);
+        // A grouped aggregate over no rows has no groups.
+        let mut op = operator(true, vec![(count(col("v")), i64())]);
+        op.on_end(&mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+    }
+}
