@@ -8,11 +8,18 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::EngineError;
+use datafusion::arrow::array::{
+    ArrayRef, DurationMillisecondArray, Int64Array, StringArray, TimestampMicrosecondArray,
+    TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::{EngineError, EngineResult};
 use crate::plan::StreamPlan;
-use crate::runtime::message::{EventTime, Message};
+use crate::runtime::message::{EventTime, Message, WATERMARK_END};
 use crate::runtime::{QueryMetrics, RunningQuery};
 use crate::view::ViewStore;
 
@@ -95,8 +102,11 @@ impl Job {
     }
 }
 
+/// The system table that lists the jobs (what `SHOW JOBS` shows, for `SELECT`).
+pub const JOBS_TABLE: &str = "eddy_jobs";
+
 /// Every job of the engine, by id.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct JobManager {
     jobs: RwLock<BTreeMap<u64, Arc<Job>>>,
     next_id: AtomicU64,
@@ -156,6 +166,73 @@ impl JobManager {
         }
     }
 
+    /// What `SHOW JOBS` and the `eddy_jobs` table show: one row per job.
+    pub fn report(&self) -> EngineResult<RecordBatch> {
+        let jobs = self.list();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut ids = Vec::new();
+        let mut names = Vec::new();
+        let mut queries = Vec::new();
+        let mut statuses = Vec::new();
+        let mut started = Vec::new();
+        let mut rows_in = Vec::new();
+        let mut rows_out = Vec::new();
+        let mut late = Vec::new();
+        let mut watermarks = Vec::new();
+        let mut lags = Vec::new();
+        let mut state_bytes = Vec::new();
+        let mut errors = Vec::new();
+        for job in &jobs {
+            ids.push(job.id as i64);
+            names.push(job.name.clone());
+            queries.push(job.query.clone());
+            let status = job.status();
+            statuses.push(status.name().to_string());
+            errors.push(match status {
+                crate::jobs::JobStatus::Failed(e) => Some(e),
+                _ => None,
+            });
+            started.push(
+                job.started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64),
+            );
+            rows_in.push(
+                job.metrics
+                    .sources
+                    .iter()
+                    .map(|(_, m)| m.rows())
+                    .sum::<u64>() as i64,
+            );
+            rows_out.push(job.rows_out() as i64);
+            late.push(job.metrics.late_rows() as i64);
+            let watermark = job
+                .watermark()
+                .filter(|w| *w != WATERMARK_END)
+                .map(|w| w.div_euclid(1_000_000));
+            watermarks.push(watermark);
+            lags.push(watermark.map(|w| now_ms - w));
+            state_bytes.push(job.view.bytes() as i64); // MERGE-A: + job.metrics.state_bytes()
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(queries)),
+            Arc::new(StringArray::from(statuses)),
+            Arc::new(TimestampMicrosecondArray::from(started).with_timezone("UTC")),
+            Arc::new(Int64Array::from(rows_in)),
+            Arc::new(Int64Array::from(rows_out)),
+            Arc::new(Int64Array::from(late)),
+            Arc::new(TimestampMillisecondArray::from(watermarks)),
+            Arc::new(DurationMillisecondArray::from(lags)),
+            Arc::new(Int64Array::from(state_bytes)),
+            Arc::new(StringArray::from(errors)),
+        ];
+        Ok(RecordBatch::try_new(jobs_schema(), columns)?)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Job>>> {
         self.jobs.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -198,4 +275,34 @@ async fn fail(job: &Job, error: EngineError) {
     let message = error.to_string();
     job.set_status(JobStatus::Failed(message.clone()));
     job.view.fail(message).await;
+}
+
+/// The columns of `SHOW JOBS` and the `eddy_jobs` table.
+pub fn jobs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new(
+            "started_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("rows_in", DataType::Int64, false),
+        Field::new("rows_out", DataType::Int64, false),
+        Field::new("late_rows", DataType::Int64, false),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+        Field::new(
+            "watermark_lag",
+            DataType::Duration(TimeUnit::Millisecond),
+            true,
+        ),
+        Field::new("state_bytes", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+    ]))
 }

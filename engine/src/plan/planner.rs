@@ -125,6 +125,9 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 schema,
             });
             Ok(match scan.fetch {
+                Some(_) if source.is_updating() => {
+                    return Err(over_updating("LIMIT"));
+                }
                 Some(fetch) => StreamPlan::Limit {
                     input: Box::new(source),
                     skip: 0,

@@ -302,10 +302,14 @@ impl Session {
                         .filter(|d| !names.contains(d))
                         .collect();
                     if !dependents.is_empty() && !drop.cascade {
+                        let views = if dependents.len() == 1 {
+                            format!("materialized view {} depends", dependents[0])
+                        } else {
+                            format!("materialized views {} depend", dependents.join(", "))
+                        };
                         return Err(EngineError::DependentObjects(format!(
-                            "cannot drop {name} because materialized view {} depends on it \
-                             (DROP ... CASCADE drops the views too)",
-                            dependents.join(", ")
+                            "cannot drop {name} because {views} on it (DROP ... CASCADE \
+                             drops them too)"
                         )));
                     }
                 }
@@ -397,7 +401,7 @@ pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
         ShowObjectKind::Sources => &["name", "connector", "columns", "watermark"],
         ShowObjectKind::Tables => &["name", "columns", "watermark", "rows"],
         ShowObjectKind::Views => return super::views::views_schema(),
-        ShowObjectKind::Jobs => return super::views::jobs_schema(),
+        ShowObjectKind::Jobs => return crate::jobs::jobs_schema(),
         ShowObjectKind::Sinks => &["name"],
     };
     Arc::new(Schema::new(

@@ -88,7 +88,7 @@ pub struct Engine {
     connectors: ConnectorRegistry,
     config: EngineConfig,
     live_tasks: Arc<std::sync::atomic::AtomicUsize>,
-    jobs: JobManager,
+    jobs: Arc<JobManager>,
 }
 
 impl Engine {
@@ -102,7 +102,7 @@ impl Engine {
             connectors,
             config,
             live_tasks: Arc::default(),
-            jobs: JobManager::default(),
+            jobs: Arc::default(),
         })
     }
 
@@ -175,7 +175,10 @@ impl Engine {
         // Registering a fresh schema provider cannot fail.
         let _ = catalog.register_schema(
             SCHEMA_NAME,
-            Arc::new(CatalogSchemaProvider::new(Arc::clone(&self.catalog))),
+            Arc::new(CatalogSchemaProvider::new(
+                Arc::clone(&self.catalog),
+                Arc::clone(&self.jobs),
+            )),
         );
         ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
         functions::register(&ctx);

@@ -3,14 +3,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use datafusion::arrow::array::{
-    ArrayRef, DurationMillisecondArray, Int64Array, StringArray, TimestampMicrosecondArray,
-    TimestampMillisecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
 
@@ -20,7 +14,6 @@ use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::JobSpec;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
-use crate::runtime::message::WATERMARK_END;
 use crate::runtime::{LaunchContext, launch};
 use crate::sql::parser::{ExplainView, RelationKind, sql_options_to_pairs};
 use crate::view::{Retention, ViewMode, ViewStore};
@@ -257,72 +250,9 @@ impl Session {
 
     /// `SHOW JOBS`: every job with its status and figures.
     pub(crate) fn show_jobs(&self) -> EngineResult<StatementResult> {
-        let jobs = self.engine.jobs.list();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let mut ids = Vec::new();
-        let mut names = Vec::new();
-        let mut queries = Vec::new();
-        let mut statuses = Vec::new();
-        let mut started = Vec::new();
-        let mut rows_in = Vec::new();
-        let mut rows_out = Vec::new();
-        let mut late = Vec::new();
-        let mut watermarks = Vec::new();
-        let mut lags = Vec::new();
-        let mut state_bytes = Vec::new();
-        let mut errors = Vec::new();
-        for job in &jobs {
-            ids.push(job.id as i64);
-            names.push(job.name.clone());
-            queries.push(job.query.clone());
-            let status = job.status();
-            statuses.push(status.name().to_string());
-            errors.push(match status {
-                crate::jobs::JobStatus::Failed(e) => Some(e),
-                _ => None,
-            });
-            started.push(
-                job.started_at
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64),
-            );
-            rows_in.push(
-                job.metrics
-                    .sources
-                    .iter()
-                    .map(|(_, m)| m.rows())
-                    .sum::<u64>() as i64,
-            );
-            rows_out.push(job.rows_out() as i64);
-            late.push(job.metrics.late_rows() as i64);
-            let watermark = job
-                .watermark()
-                .filter(|w| *w != WATERMARK_END)
-                .map(|w| w.div_euclid(1_000_000));
-            watermarks.push(watermark);
-            lags.push(watermark.map(|w| now_ms - w));
-            state_bytes.push((job.view.bytes() as u64 + pending::state_bytes(&job.metrics)) as i64);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(StringArray::from(names)),
-            Arc::new(StringArray::from(queries)),
-            Arc::new(StringArray::from(statuses)),
-            Arc::new(TimestampMicrosecondArray::from(started).with_timezone("UTC")),
-            Arc::new(Int64Array::from(rows_in)),
-            Arc::new(Int64Array::from(rows_out)),
-            Arc::new(Int64Array::from(late)),
-            Arc::new(TimestampMillisecondArray::from(watermarks)),
-            Arc::new(DurationMillisecondArray::from(lags)),
-            Arc::new(Int64Array::from(state_bytes)),
-            Arc::new(StringArray::from(errors)),
-        ];
-        let schema = jobs_schema();
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        let batch = self.engine.jobs.report()?;
         Ok(StatementResult::Rows(QueryOutput::ready(
-            schema,
+            batch.schema(),
             vec![batch],
             "SHOW",
         )))
@@ -338,36 +268,6 @@ pub(crate) fn views_schema() -> SchemaRef {
             .map(|n| Field::new(*n, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ))
-}
-
-/// The columns of `SHOW JOBS`.
-pub(crate) fn jobs_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("query", DataType::Utf8, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new(
-            "started_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("rows_in", DataType::Int64, false),
-        Field::new("rows_out", DataType::Int64, false),
-        Field::new("late_rows", DataType::Int64, false),
-        Field::new(
-            "watermark",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            true,
-        ),
-        Field::new(
-            "watermark_lag",
-            DataType::Duration(TimeUnit::Millisecond),
-            true,
-        ),
-        Field::new("state_bytes", DataType::Int64, false),
-        Field::new("error", DataType::Utf8, true),
-    ]))
 }
 
 /// A retention such as `'1 hour'` or `'90 seconds'`, in nanoseconds.
@@ -405,8 +305,5 @@ mod pending {
     use crate::runtime::QueryMetrics;
     pub fn explain_analyze(_: &StreamPlan, _: &QueryMetrics) -> EngineResult<String> {
         Err(EngineError::Unsupported("EXPLAIN ANALYZE".into()))
-    }
-    pub fn state_bytes(_: &QueryMetrics) -> u64 {
-        0
     }
 }

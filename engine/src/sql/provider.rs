@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, not_impl_err};
-use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{MemTable, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::{Catalog, RelationDef};
+use crate::jobs::{JOBS_TABLE, JobManager};
 
 /// A source or push table, as DataFusion's planner sees it.
 #[derive(Debug, Clone)]
@@ -67,25 +68,39 @@ impl TableProvider for StreamTableProvider {
     }
 }
 
-/// The catalog's relations as DataFusion's `public` schema.
+/// The catalog's relations as DataFusion's `public` schema, and the `eddy_jobs` system table.
 #[derive(Debug)]
 pub struct CatalogSchemaProvider {
     catalog: Arc<Catalog>,
+    jobs: Arc<JobManager>,
 }
 
 impl CatalogSchemaProvider {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { catalog }
+    pub fn new(catalog: Arc<Catalog>, jobs: Arc<JobManager>) -> Self {
+        Self { catalog, jobs }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for CatalogSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.names()
+        let mut names = self.catalog.names();
+        names.push(JOBS_TABLE.to_string());
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if name == JOBS_TABLE {
+            // The jobs as they are when the query is planned.
+            let report = self
+                .jobs
+                .report()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            return Ok(Some(Arc::new(MemTable::try_new(
+                report.schema(),
+                vec![vec![report]],
+            )?)));
+        }
         Ok(self
             .catalog
             .get(name)
@@ -93,6 +108,6 @@ impl SchemaProvider for CatalogSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.get(name).is_some()
+        name == JOBS_TABLE || self.catalog.get(name).is_some()
     }
 }
