@@ -5,6 +5,9 @@
 //! (the consumer went away, or a downstream `LIMIT` is satisfied), which drops its inputs and so
 //! stops everything upstream of it.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -14,6 +17,11 @@ use crate::error::EngineResult;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::{Operator, Output};
 use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+use crate::runtime::metrics::OperatorMetrics;
+
+/// How often at most an operator task asks its operator for its state tables (which walks
+/// the state) to refresh its state figures, besides at its end.
+const STATE_REFRESH: Duration = Duration::from_millis(100);
 
 /// Everything a source task needs.
 pub(crate) struct SourceTask {
@@ -24,6 +32,8 @@ pub(crate) struct SourceTask {
     pub projection: Option<Vec<usize>>,
     pub watermark: Option<WatermarkGenerator>,
     pub output: mpsc::Sender<Message>,
+    /// This reader's counters.
+    pub metrics: Arc<OperatorMetrics>,
 }
 
 /// Runs a source; `aligned` is its number in `group`'s watermark alignment, if it takes part.
@@ -39,6 +49,7 @@ pub(crate) async fn run_source(
         projection,
         mut watermark,
         output,
+        metrics,
     } = task;
     loop {
         if let Some(index) = aligned {
@@ -69,13 +80,19 @@ pub(crate) async fn run_source(
             } else {
                 batch.slice(rows.start, rows.len())
             };
-            if part.num_rows() > 0 && output.send(Message::Data(part)).await.is_err() {
-                return Ok(());
+            let rows = part.num_rows();
+            if rows > 0 {
+                if output.send(Message::Data(part)).await.is_err() {
+                    return Ok(());
+                }
+                metrics.add_in(rows);
+                metrics.add_out(rows);
             }
             if let Some(w) = advanced {
                 if output.send(Message::Watermark(w)).await.is_err() {
                     return Ok(());
                 }
+                metrics.set_watermark(w);
                 if let Some(index) = aligned {
                     group.advance(index, w);
                 }
@@ -95,6 +112,7 @@ pub(crate) async fn run_source(
         {
             return Ok(());
         }
+        metrics.set_watermark(WATERMARK_END);
     }
     let _ = output.send(Message::End).await;
     Ok(())
@@ -181,12 +199,23 @@ pub(crate) struct InputChannel {
 
 /// Runs an operator over its input channels (`wiring[i]` describes channel `i`). Watermarks
 /// and barriers are combined over the channels, the end is reached when every channel ended.
+/// Rows in and out and the output watermark are counted into `metrics` as they pass; the
+/// state figures are refreshed at most every [`STATE_REFRESH`], and at the end.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
     inputs: Vec<mpsc::Receiver<Message>>,
     wiring: Vec<InputChannel>,
     output: mpsc::Sender<Message>,
+    metrics: Arc<OperatorMetrics>,
 ) -> EngineResult<()> {
+    let mut last_refresh = Instant::now();
+    let refresh_state = |op: &dyn Operator| {
+        let (rows, bytes) = op
+            .state_tables()
+            .iter()
+            .fold((0, 0), |(r, b), t| (r + t.rows, b + t.bytes));
+        metrics.set_state(rows, bytes);
+    };
     let n = inputs.len();
     let mut merged = merge_inputs(inputs);
     let mut watermarks = InputWatermarks::new(wiring.iter().map(|w| w.bounded).collect());
@@ -205,7 +234,10 @@ pub(crate) async fn run_operator(
         };
         let mut all_ended = false;
         match message {
-            Message::Data(batch) => op.on_batch(wiring[i].input, batch, &mut out)?,
+            Message::Data(batch) => {
+                metrics.add_in(batch.num_rows());
+                op.on_batch(wiring[i].input, batch, &mut out)?
+            }
             Message::Watermark(w) => {
                 if let Some(w) = watermarks.update(i, w) {
                     op.on_watermark(w, &mut out)?;
@@ -230,12 +262,26 @@ pub(crate) async fn run_operator(
                 }
             }
         }
+        let finished = all_ended || op.is_finished();
+        if finished || last_refresh.elapsed() >= STATE_REFRESH {
+            refresh_state(op.as_ref());
+            last_refresh = Instant::now();
+        }
         for m in out.drain() {
+            let (rows, watermark) = match &m {
+                Message::Data(batch) => (batch.num_rows(), None),
+                Message::Watermark(w) => (0, Some(*w)),
+                _ => (0, None),
+            };
             if output.send(m).await.is_err() {
                 return Ok(());
             }
+            metrics.add_out(rows);
+            if let Some(w) = watermark {
+                metrics.set_watermark(w);
+            }
         }
-        if all_ended || op.is_finished() {
+        if finished {
             let _ = output.send(Message::End).await;
             return Ok(());
         }
