@@ -153,20 +153,11 @@ impl StreamPlan {
     /// bytes held in state and the watermark it last emitted. `metrics` must come from running
     /// this plan; it may be read while the query runs.
     pub fn explain_analyze(&self, metrics: &QueryMetrics) -> String {
-        let parallelism = metrics
-            .operators
-            .iter()
-            .map(|n| n.instances.len())
-            .max()
-            .unwrap_or(1);
+        let options = ExplainOptions {
+            parallelism: metrics.parallelism,
+        };
         let mut out = String::new();
-        self.render(
-            0,
-            &mut 0,
-            &ExplainOptions { parallelism },
-            Some(metrics),
-            &mut out,
-        );
+        self.render(0, &mut 0, &options, Some(metrics), &mut out);
         out
     }
 

@@ -6,12 +6,13 @@
 //! stops everything upstream of it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::error::EngineResult;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
@@ -200,7 +201,8 @@ pub(crate) struct InputChannel {
 /// Runs an operator over its input channels (`wiring[i]` describes channel `i`). Watermarks
 /// and barriers are combined over the channels, the end is reached when every channel ended.
 /// Rows in and out and the output watermark are counted into `metrics` as they pass; the
-/// state figures are refreshed at most every [`STATE_REFRESH`], and at the end.
+/// state figures are refreshed at most every [`STATE_REFRESH`], within that time of a change
+/// (also when no further message comes), and at the end.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
     inputs: Vec<mpsc::Receiver<Message>>,
@@ -208,7 +210,10 @@ pub(crate) async fn run_operator(
     output: mpsc::Sender<Message>,
     metrics: Arc<OperatorMetrics>,
 ) -> EngineResult<()> {
-    let mut last_refresh = Instant::now();
+    // When the state figures may next be refreshed, and whether a hook ran since the last.
+    let refresh = tokio::time::sleep(STATE_REFRESH);
+    tokio::pin!(refresh);
+    let mut changed = false;
     let refresh_state = |op: &dyn Operator| {
         let (rows, bytes) = op
             .state_tables()
@@ -226,6 +231,12 @@ pub(crate) async fn run_operator(
         let next = tokio::select! {
             next = merged.next() => next,
             _ = output.closed() => return Ok(()),
+            _ = &mut refresh, if changed => {
+                refresh_state(op.as_ref());
+                changed = false;
+                refresh.as_mut().reset(Instant::now() + STATE_REFRESH);
+                continue;
+            }
         };
         // All inputs closed without `End`: an upstream task failed; its error reaches the
         // consumer through the query's task set.
@@ -263,9 +274,11 @@ pub(crate) async fn run_operator(
             }
         }
         let finished = all_ended || op.is_finished();
-        if finished || last_refresh.elapsed() >= STATE_REFRESH {
+        changed = true;
+        if finished || Instant::now() >= refresh.deadline() {
             refresh_state(op.as_ref());
-            last_refresh = Instant::now();
+            changed = false;
+            refresh.as_mut().reset(Instant::now() + STATE_REFRESH);
         }
         for m in out.drain() {
             let (rows, watermark) = match &m {

@@ -139,6 +139,8 @@ pub struct QueryMetrics {
     pub operators: Vec<NodeMetrics>,
     /// The id of the node whose rows the query returns.
     pub output_node: usize,
+    /// The parallelism the query was launched with.
+    pub parallelism: usize,
 }
 
 impl QueryMetrics {
@@ -176,5 +178,63 @@ impl QueryMetrics {
     pub fn output_watermark(&self) -> Option<i64> {
         self.node(self.output_node)
             .and_then(|n| n.totals().watermark)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_sums_its_instances_and_has_the_watermark_of_the_slowest() {
+        let node = NodeMetrics::new(3, "WindowAggregate".to_string(), false, 2);
+        let (a, b) = (&node.instances[0], &node.instances[1]);
+        a.add_in(10);
+        b.add_in(5);
+        a.add_out(2);
+        a.set_state(4, 400);
+        b.set_state(1, 100);
+        a.set_watermark(20);
+        assert_eq!(
+            node.totals().watermark,
+            None,
+            "a consumer of both has no watermark until both sent one"
+        );
+        b.set_watermark(15);
+        assert_eq!(
+            node.totals(),
+            NodeTotals {
+                instances: 2,
+                rows_in: 15,
+                rows_out: 2,
+                state_rows: 5,
+                state_bytes: 500,
+                watermark: Some(15),
+            }
+        );
+    }
+
+    #[test]
+    fn query_totals_read_the_sources_and_the_output_node() {
+        let source = NodeMetrics::new(2, "Source bids".to_string(), true, 2);
+        source.instances[0].add_out(7);
+        source.instances[1].add_out(3);
+        let aggregate = NodeMetrics::new(1, "WindowAggregate".to_string(), false, 1);
+        aggregate.instances[0].add_in(10);
+        aggregate.instances[0].add_out(4);
+        aggregate.instances[0].set_state(2, 64);
+        let project = NodeMetrics::new(0, "Project".to_string(), false, 1);
+        project.instances[0].add_in(4);
+        project.instances[0].add_out(4);
+        project.instances[0].set_watermark(i64::MAX);
+        let metrics = QueryMetrics {
+            operators: vec![project, aggregate, source],
+            output_node: 0,
+            ..QueryMetrics::default()
+        };
+        assert_eq!(metrics.rows_in(), 10);
+        assert_eq!(metrics.rows_out(), 4);
+        assert_eq!(metrics.state_bytes(), 64);
+        assert_eq!(metrics.output_watermark(), Some(i64::MAX));
     }
 }

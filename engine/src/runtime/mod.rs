@@ -186,6 +186,7 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
     }
     builder.metrics.operators.sort_by_key(|n| n.id);
     builder.metrics.output_node = plan.output_node();
+    builder.metrics.parallelism = ctx.parallelism.max(1);
     let mut next_aligned = 0;
     for source in builder.sources {
         let live = LiveTask::new(&ctx.live_tasks);
