@@ -72,7 +72,7 @@ impl OperatorMetrics {
 #[derive(Debug)]
 pub struct NodeMetrics {
     /// The node's position in a pre-order walk of the plan, counting every node (see
-    /// `StreamPlan::node_ids`): how `EXPLAIN ANALYZE` matches figures to plan lines.
+    /// `StreamPlan::output_node`): how `EXPLAIN ANALYZE` matches figures to plan lines.
     pub id: usize,
     /// The operator's name (`WindowAggregate`, `Source bids`).
     pub name: String,

@@ -228,7 +228,7 @@ struct Builder<'a, 'b> {
 impl Builder<'_, '_> {
     /// Instantiates `plan`: the output channels of its instances.
     fn build(&mut self, plan: &StreamPlan) -> EngineResult<Vec<Input>> {
-        // Pre-order, as `StreamPlan::node_ids` numbers the nodes.
+        // Pre-order, every node counted: the ids `StreamPlan::explain_analyze` matches.
         let id = self.next_id;
         self.next_id += 1;
         match plan {
