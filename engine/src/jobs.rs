@@ -214,7 +214,7 @@ impl JobManager {
                 .map(|w| w.div_euclid(1_000_000));
             watermarks.push(watermark);
             lags.push(watermark.map(|w| now_ms - w));
-            state_bytes.push(job.view.bytes() as i64); // MERGE-A: + job.metrics.state_bytes()
+            state_bytes.push((job.view.bytes() as u64 + job.metrics.state_bytes()) as i64);
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(ids)),

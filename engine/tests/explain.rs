@@ -1,20 +1,87 @@
 //! Snapshots of EXPLAIN output and of error messages, so a change in either is a reviewed diff.
 
-use eddy_engine::connector::ConnectorRegistry;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_engine::connector::{
+    ConnectorOptions, ConnectorRegistry, ConnectorResult, SourceConnector, SourceContext,
+    SourceReader,
+};
 use eddy_engine::session::{Engine, EngineConfig, Session, StatementResult};
 use eddy_engine::sql::parser::parse_sql;
 
+/// A session with the push table `bids` (unbounded) and the bounded source `bid_log`, which
+/// reads the eight rows of [`BidLog`] once.
 async fn session() -> Session {
-    let engine = Engine::new(EngineConfig::default(), ConnectorRegistry::default(), None);
+    let mut connectors = ConnectorRegistry::default();
+    connectors.register_source(Arc::new(BidLog));
+    let engine = Engine::new(EngineConfig::default(), connectors, None);
     let mut session = engine.new_session();
     run(
         &mut session,
         "CREATE TABLE bids (auction BIGINT, price BIGINT, channel VARCHAR, date_time TIMESTAMP(3), \
-         WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)",
+         WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND); \
+         CREATE TABLE asks (auction BIGINT, price BIGINT, date_time TIMESTAMP(3), \
+         WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND); \
+         CREATE SOURCE bid_log (auction BIGINT, price BIGINT, channel VARCHAR, \
+         date_time TIMESTAMP(3), WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND) \
+         WITH (connector = 'bid_log')",
     )
     .await
     .unwrap();
     session
+}
+
+/// A bounded source of eight bids, `(auction, price, channel, seconds after midnight)`:
+/// auction 1 in [0 s, 10 s) three times and in [10 s, 20 s) once, auction 2 in [0 s, 10 s)
+/// twice and in [20 s, 30 s) twice.
+struct BidLog;
+
+const BID_LOG: [(i64, i64, &str, i64); 8] = [
+    (1, 10, "web", 1),
+    (2, 20, "app", 2),
+    (1, 11, "web", 3),
+    (1, 12, "app", 5),
+    (2, 21, "web", 8),
+    (1, 13, "web", 12),
+    (2, 22, "app", 21),
+    (2, 23, "web", 25),
+];
+
+impl SourceConnector for BidLog {
+    fn name(&self) -> &'static str {
+        "bid_log"
+    }
+
+    fn validate(&self, _: &SchemaRef, _: &ConnectorOptions) -> ConnectorResult<()> {
+        Ok(())
+    }
+
+    fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader> {
+        let batch = RecordBatch::try_new(
+            Arc::clone(&ctx.schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(BID_LOG.iter().map(|b| b.0))),
+                Arc::new(Int64Array::from_iter_values(BID_LOG.iter().map(|b| b.1))),
+                Arc::new(StringArray::from_iter_values(BID_LOG.iter().map(|b| b.2))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    BID_LOG.iter().map(|b| b.3 * 1_000),
+                )),
+            ],
+        )?;
+        let batch = match &ctx.projection {
+            Some(columns) => batch.project(columns)?,
+            None => batch,
+        };
+        ctx.metrics.add_rows(batch.num_rows() as u64);
+        Ok(SourceReader {
+            stream: Box::pin(futures::stream::iter([Ok(batch)])),
+            bounded: true,
+        })
+    }
 }
 
 async fn run(session: &mut Session, sql: &str) -> Result<String, String> {
@@ -62,7 +129,7 @@ async fn explain_shows_the_streaming_plan() {
     Project: bids.auction, bids.price * Int64(2) AS double_price
       Limit: skip=0, fetch=10
         Filter: bids.channel = Utf8("web")
-          Source: bids table, columns=[auction, price, channel], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+          Source: bids table, columns=[auction, price, channel], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     "#);
 }
 
@@ -131,7 +198,7 @@ async fn error_messages() {
     SELECT * FROM bids a JOIN bids b ON a.auction = b.auction
       -> feature not supported: joins between streams without time bounds or windows (their result would be updating); supported: interval joins `ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND` (or with <, <=, >, >=) on the WATERMARK columns, and window joins of two identical window table functions `ON l.window_start = r.window_start AND l.window_end = r.window_end [AND keys]`
     CREATE SOURCE s (a INT) WITH (connector = 'nowhere')
-      -> unknown connector 'nowhere'; connectors: none registered
+      -> unknown connector 'nowhere'; connectors: bid_log
     CREATE TABLE w (a INT, WATERMARK FOR a AS a)
       -> WATERMARK column "a" must be a TIMESTAMP, not Int32
     DECLARE c CURSOR FOR SELECT 1
@@ -179,22 +246,22 @@ async fn explain_window_plans() {
     }
     insta::assert_snapshot!(plans, @r"
     Project: bids.auction, window_start, window_end, count(Int64(1)) AS count(*), max(bids.price)
-      WindowAggregate: HOP(slide=2s, size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1)), max(bids.price)], slices=2s, emit=on window close
+      WindowAggregate: HOP(slide=2s, size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1)), max(bids.price)], slices=2s, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key)
         Project: bids.auction, bids.price, window_start, window_end
           Window: HOP(slide=2s, size=10s) on date_time, assigns=slices
-            Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+            Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
-    WindowAggregate: TUMBLE(size=10s) window=[window_start], keys=[], aggregates=[sum(bids.price)], slices=windows, emit=on window close
+    WindowAggregate: TUMBLE(size=10s) window=[window_start], keys=[], aggregates=[sum(bids.price)], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open window and key)
       Filter: window_start > TimestampMillisecond(1577836800000, None)
         Project: bids.price, window_start
           Window: TUMBLE(size=10s) on date_time, emit=append
-            Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+            Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     Project: bids.channel, window_start, window_end, count(Int64(1)) AS count(*)
-      WindowAggregate: SESSION(gap=5s) window=[window_start, window_end], keys=[bids.channel], aggregates=[count(Int64(1))], slices=windows, emit=on window close
+      WindowAggregate: SESSION(gap=5s) window=[window_start, window_end], keys=[bids.channel], aggregates=[count(Int64(1))], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open window and key)
         Project: bids.channel, window_start, window_end
-          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close
-            Source: bids table, columns=[auction, price, channel, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (rows of open sessions)
+            Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     ");
 }
@@ -210,9 +277,9 @@ async fn explain_match_recognize() {
     )
     .await
     .unwrap();
-    insta::assert_snapshot!(unbounded, @"
-    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+ C), one row per match, vectorized define=[B], per-match define=[C], state=unbounded (the pattern has an unbounded quantifier and no WITHIN), emit=on watermark
-      Source: bids table, columns=[auction, price, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    insta::assert_snapshot!(unbounded, @r"
+    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+ C), one row per match, vectorized define=[B], per-match define=[C], emit=on watermark, watermark=forwarded after emitting, state=unbounded (the pattern has an unbounded quantifier and no WITHIN)
+      Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     ");
     let bounded = run(
         &mut s,
@@ -222,8 +289,219 @@ async fn explain_match_recognize() {
     )
     .await
     .unwrap();
-    insta::assert_snapshot!(bounded, @"
-    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+? C), within=10s, one row per match, vectorized define=[B], per-match define=[], state=bounded, emit=on watermark
-      Source: bids table, columns=[auction, price, date_time], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+    insta::assert_snapshot!(bounded, @r"
+    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+? C), within=10s, one row per match, vectorized define=[B], per-match define=[], emit=on watermark, watermark=forwarded after emitting, state=bounded by watermark (rows of open matches); grows with distinct partition keys
+      Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     ");
+}
+
+#[tokio::test]
+async fn explain_joins_and_unions() {
+    let mut s = session().await;
+    let mut plans = String::new();
+    for sql in [
+        // The join holds its watermark back by the wider bound (5 s), so padded rows it emits
+        // late are not late downstream.
+        "EXPLAIN SELECT b.auction, b.price, a.price FROM bids b LEFT JOIN asks a \
+         ON b.auction = a.auction \
+         AND a.date_time BETWEEN b.date_time - INTERVAL '5' SECOND AND b.date_time + INTERVAL '2' SECOND",
+        "EXPLAIN SELECT b.auction, b.window_start, b.price, a.price \
+         FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) b \
+         JOIN TUMBLE(asks, date_time, INTERVAL '10' SECOND) a \
+         ON b.auction = a.auction AND b.window_start = a.window_start AND b.window_end = a.window_end",
+        "EXPLAIN SELECT auction, price, date_time FROM bids UNION ALL \
+         SELECT auction, price, date_time FROM asks",
+    ] {
+        plans.push_str(&run(&mut s, sql).await.unwrap());
+        plans.push_str("--\n");
+    }
+    insta::assert_snapshot!(plans, @r"
+    Project: b.auction, b.price, a.price
+      IntervalJoin: Left on [b.auction = a.auction], date_time - date_time in [-2s, 5s], emit=append, watermark=min(inputs) - 5s (held back by the interval), state=bounded by watermark (rows of each side within the interval)
+        Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+        Source: asks table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '1' SECOND]
+    --
+    Project: b.auction, b.window_start, b.price, a.price
+      WindowJoin: Inner TUMBLE(size=10s) on [window, b.auction = a.auction], emit=on window close, watermark=min(inputs), forwarded after emitting, state=bounded by watermark (rows of each side per open window)
+        Project: bids.auction, bids.price, window_start, window_end
+          Window: TUMBLE(size=10s) on date_time, emit=append
+            Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+        Project: asks.auction, asks.price, window_start, window_end
+          Window: TUMBLE(size=10s) on date_time, emit=append
+            Source: asks table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '1' SECOND]
+    --
+    Union: 2 inputs, watermark=min(inputs)
+      Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+      Source: asks table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '1' SECOND]
+    --
+    ");
+}
+
+#[tokio::test]
+async fn explain_at_parallelism_2_shows_how_rows_reach_the_instances() {
+    let mut s = session().await;
+    run(&mut s, "SET parallelism = 2").await.unwrap();
+    let mut plans = String::new();
+    for sql in [
+        // Keyed: a hash exchange on the group key; the projections below run per channel.
+        "EXPLAIN SELECT auction, window_start, count(*) \
+         FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start, window_end",
+        // No key to spread rows by: one instance.
+        "EXPLAIN SELECT window_start, count(*) \
+         FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) GROUP BY window_start, window_end",
+        "EXPLAIN SELECT b.auction FROM bids b JOIN asks a ON b.auction = a.auction \
+         AND a.date_time BETWEEN b.date_time - INTERVAL '5' SECOND AND b.date_time",
+        "EXPLAIN SELECT * FROM bids LIMIT 3",
+    ] {
+        plans.push_str(&run(&mut s, sql).await.unwrap());
+        plans.push_str("--\n");
+    }
+    insta::assert_snapshot!(plans, @r"
+    Project: bids.auction, window_start, count(Int64(1)) AS count(*), distribution=per channel
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1))], slices=10s, distribution=hash(bids.auction), emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key)
+        Project: bids.auction, window_start, window_end, distribution=per channel
+          Window: TUMBLE(size=10s) on date_time, assigns=slices, distribution=per channel
+            Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+    --
+    Project: window_start, count(Int64(1)) AS count(*), distribution=per channel
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[], aggregates=[count(Int64(1))], slices=10s, distribution=single, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key)
+        Project: window_start, window_end, distribution=per channel
+          Window: TUMBLE(size=10s) on date_time, assigns=slices, distribution=per channel
+            Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+    --
+    Project: b.auction, distribution=per channel
+      IntervalJoin: Inner on [b.auction = a.auction], date_time - date_time in [0s, 5s], distribution=hash(left: b.auction; right: a.auction), emit=append, watermark=min(inputs) - 5s (held back by the interval), state=bounded by watermark (rows of each side within the interval)
+        Source: bids table, columns=[auction, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+        Source: asks table, columns=[auction, date_time], emit=append, watermark=[date_time - INTERVAL '1' SECOND]
+    --
+    Limit: skip=0, fetch=3, distribution=single
+      Limit: skip=0, fetch=3, distribution=single
+        Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
+    --
+    ");
+}
+
+/// `count(*)` per auction and 10 s window over [`BID_LOG`]: (1, [0, 10)) 3, (2, [0, 10)) 2,
+/// (1, [10, 20)) 1, (2, [20, 30)) 2: four rows.
+const BID_COUNTS: &str = "SELECT auction, window_start, count(*) AS bids \
+    FROM TUMBLE(bid_log, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start, window_end";
+
+#[tokio::test]
+async fn explain_analyze_runs_a_bounded_query_and_shows_what_each_operator_did() {
+    let mut s = session().await;
+    let plan = run(&mut s, &format!("EXPLAIN ANALYZE {BID_COUNTS}"))
+        .await
+        .unwrap();
+    // The source read 8 rows; the aggregate took them and emitted 4; the bounded input ended,
+    // so every watermark reached the end and no state is left.
+    insta::assert_snapshot!(plan, @r"
+    Project: bid_log.auction, window_start, count(Int64(1)) AS count(*) AS bids (actual: instances=1, rows_in=4, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bid_log.auction], aggregates=[count(Int64(1))], slices=10s, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key) (actual: instances=1, rows_in=8, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
+        Project: bid_log.auction, window_start, window_end (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
+          Window: TUMBLE(size=10s) on date_time, assigns=slices (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
+            Source: bid_log connector=bid_log, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND] (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
+    ");
+
+    run(&mut s, "SET parallelism = 2").await.unwrap();
+    let plan = run(&mut s, &format!("EXPLAIN ANALYZE {BID_COUNTS}"))
+        .await
+        .unwrap();
+    // Two instances of the aggregate, fed by a hash exchange: the same totals.
+    insta::assert_snapshot!(plan, @r"
+    Project: bid_log.auction, window_start, count(Int64(1)) AS count(*) AS bids, distribution=per channel (actual: instances=2, rows_in=4, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bid_log.auction], aggregates=[count(Int64(1))], slices=10s, distribution=hash(bid_log.auction), emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key) (actual: instances=2, rows_in=8, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
+        Project: bid_log.auction, window_start, window_end, distribution=per channel (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
+          Window: TUMBLE(size=10s) on date_time, assigns=slices, distribution=per channel (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
+            Source: bid_log connector=bid_log, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND] (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
+    ");
+}
+
+#[tokio::test]
+async fn explain_analyze_refuses_a_query_that_never_ends() {
+    let mut s = session().await;
+    let mut errors = String::new();
+    for sql in [
+        "EXPLAIN ANALYZE SELECT * FROM bids",
+        "EXPLAIN ANALYZE SELECT 1",
+        "EXPLAIN ANALYZE INSERT INTO bids VALUES (1, 1, 'web', TIMESTAMP '2024-01-01 00:00:00')",
+    ] {
+        let e = run(&mut s, sql).await.unwrap_err();
+        errors.push_str(&format!("{sql}\n  -> {e}\n"));
+    }
+    insta::assert_snapshot!(errors, @r#"
+    EXPLAIN ANALYZE SELECT * FROM bids
+      -> feature not supported: EXPLAIN ANALYZE of a query over an unbounded source ("bids"): it would never end; EXPLAIN ANALYZE MATERIALIZED VIEW v shows the figures of a running view
+    EXPLAIN ANALYZE SELECT 1
+      -> feature not supported: EXPLAIN ANALYZE of a batch query (one that reads no source or table)
+    EXPLAIN ANALYZE INSERT INTO bids VALUES (1, 1, 'web', TIMESTAMP '2024-01-01 00:00:00')
+      -> feature not supported: EXPLAIN of statements other than queries
+    "#);
+}
+
+#[tokio::test]
+async fn query_metrics_sum_up_a_finished_query() {
+    let mut s = session().await;
+    let statement = parse_sql(BID_COUNTS).unwrap().remove(0);
+    let StatementResult::Rows(mut output) = s.execute(&statement, &[]).await.unwrap() else {
+        panic!("a query returns rows");
+    };
+    let mut rows = 0;
+    while let Some(batch) = output.next_batch().await.unwrap() {
+        rows += batch.num_rows();
+    }
+    let metrics = output.metrics().unwrap();
+    assert_eq!(rows, 4);
+    assert_eq!(metrics.rows_in(), 8, "the source read every row");
+    assert_eq!(metrics.rows_out(), 4, "what the client received");
+    assert_eq!(
+        metrics.output_watermark(),
+        Some(i64::MAX),
+        "the input ended"
+    );
+    assert_eq!(
+        metrics.state_bytes(),
+        0,
+        "every window fired and freed its state"
+    );
+}
+
+#[tokio::test]
+async fn query_metrics_follow_a_running_query() {
+    let mut s = session().await;
+    let statement = parse_sql(
+        "SELECT auction, window_start, count(*) FROM TUMBLE(bids, date_time, INTERVAL '10' SECOND) \
+         GROUP BY auction, window_start, window_end",
+    )
+    .unwrap()
+    .remove(0);
+    let StatementResult::Rows(output) = s.execute(&statement, &[]).await.unwrap() else {
+        panic!("a query returns rows");
+    };
+    let metrics = Arc::clone(output.metrics().unwrap());
+    assert_eq!(metrics.output_watermark(), None, "no row yet");
+    // The state figures follow within the refresh period (100 ms), with no further message.
+    run(
+        &mut s,
+        "INSERT INTO bids VALUES (1, 10, 'web', TIMESTAMP '2024-01-01 00:00:01'), \
+         (2, 20, 'app', TIMESTAMP '2024-01-01 00:00:02'), \
+         (1, 11, 'web', TIMESTAMP '2024-01-01 00:00:09')",
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // 00:00:09 - 4 s: the window [00:00:00, 00:00:10) is still open and holds its two keys.
+    let expected = 1_704_067_205_000_000_000;
+    while metrics.output_watermark() != Some(expected) || metrics.state_bytes() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows in {}, watermark {:?}, state bytes {}",
+            metrics.rows_in(),
+            metrics.output_watermark(),
+            metrics.state_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.rows_in(), 3);
+    assert_eq!(metrics.rows_out(), 0, "no window closed");
+    drop(output);
 }

@@ -1,9 +1,10 @@
 //! An interval join's state stays flat over a long stream: the watermark prunes it.
 //!
-//! A running query does not expose its operators' state (no `EXPLAIN ANALYZE` or `SHOW JOBS`
-//! figures yet), so these tests drive an `IntervalJoinOperator` directly, as the runtime does
-//! (a batch on each input, then the combined watermark), and read what it reports through
-//! `state_tables()`: the rows it holds per side and the bytes of the batches they keep alive.
+//! A running query's state figures (`QueryMetrics`, `EXPLAIN ANALYZE`) are refreshed at most
+//! every 100 ms, so to see the state after each step these tests drive an
+//! `IntervalJoinOperator` directly, as the runtime does (a batch on each input, then the
+//! combined watermark), and read what it reports through `state_tables()`: the rows it holds
+//! per side and the bytes of the batches they keep alive.
 //!
 //! The stream: each side gets one row per millisecond of event time, in batches of 1 000
 //! (one second). Left keys cycle through 0..1000, right keys through 500..1500, so half of each

@@ -2,9 +2,10 @@
 //! unbounded pattern holds rows as long as an attempt stays open (as EXPLAIN says), and WITHIN
 //! bounds it.
 //!
-//! A running query does not expose its operators' state yet (no `SHOW JOBS`), so these tests
-//! plan the query with a session, drive the `MatchRecognizeOperator` directly as the runtime
-//! does (a batch, then the watermark), and read `state_tables()`.
+//! A running query's state figures (`QueryMetrics`, `EXPLAIN ANALYZE`) are refreshed at most
+//! every 100 ms, so to see the state after each step these tests plan the query with a
+//! session, drive the `MatchRecognizeOperator` directly as the runtime does (a batch, then the
+//! watermark), and read `state_tables()`.
 //!
 //! The stream: 10 symbols, one row per millisecond of event time, in batches of 1 000 rows
 //! (each symbol gets every 10th row); the watermark after each batch is the newest time minus

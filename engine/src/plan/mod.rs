@@ -2,9 +2,9 @@
 //!
 //! A [`StreamPlan`] is built from DataFusion's optimized logical plan by
 //! [`planner::plan_stream`]; the runtime instantiates operators from it, and `EXPLAIN` prints
-//! it. Expressions stay logical here; physical expressions are created when the plan is run.
+//! it ([`explain`]). Expressions stay logical here; physical expressions are created when the
+//! plan is run.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -14,10 +14,12 @@ use datafusion::logical_expr::{Expr, SortExpr};
 use crate::catalog::RelationDef;
 use crate::error::EngineResult;
 use crate::operators::join_rows::JoinKind;
-use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
-use crate::sql::match_recognize::{MatchExpr, MatchSpec, RowsMode};
+use crate::operators::window_aggregate::{BoundColumn, OutputColumn, Windowing};
+use crate::sql::match_recognize::MatchSpec;
+pub use explain::{ExplainOptions, Partitioning};
 use window::WindowKind;
 
+pub mod explain;
 pub mod pattern;
 pub mod planner;
 pub mod window;
@@ -253,265 +255,7 @@ impl StreamPlan {
     fn visit_sources<'a>(&'a self, out: &mut Vec<&'a SourceNode>) {
         match self {
             StreamPlan::Source(s) => out.push(s),
-            StreamPlan::Filter { input, .. }
-            | StreamPlan::Project { input, .. }
-            | StreamPlan::Limit { input, .. }
-            | StreamPlan::Alias { input, .. } => input.visit_sources(out),
-            StreamPlan::Union { inputs, .. } => inputs.iter().for_each(|i| i.visit_sources(out)),
-            StreamPlan::Window(w) => w.input.visit_sources(out),
-            StreamPlan::WindowAggregate(a) => a.input.visit_sources(out),
-            StreamPlan::UpdatingAggregate(a) => a.input.visit_sources(out),
-            StreamPlan::WindowTopN(t) => t.input.visit_sources(out),
-            StreamPlan::MatchRecognize(m) => m.input.visit_sources(out),
-            StreamPlan::IntervalJoin(j) => {
-                j.join.left.visit_sources(out);
-                j.join.right.visit_sources(out);
-            }
-            StreamPlan::WindowJoin(j) => {
-                j.join.left.visit_sources(out);
-                j.join.right.visit_sources(out);
-            }
+            _ => self.inputs().into_iter().for_each(|i| i.visit_sources(out)),
         }
     }
-
-    /// The plan as indented text, one operator per line (EXPLAIN).
-    pub fn explain(&self) -> String {
-        let mut out = String::new();
-        self.explain_into(0, &mut out);
-        out
-    }
-
-    fn explain_into(&self, depth: usize, out: &mut String) {
-        let pad = "  ".repeat(depth);
-        let next: Vec<&StreamPlan> = match self {
-            StreamPlan::Source(s) => {
-                let columns: Vec<String> =
-                    s.schema.fields().iter().map(|f| f.name().clone()).collect();
-                let watermark = s
-                    .relation
-                    .watermark
-                    .as_ref()
-                    .map(|w| format!(", watermark=[{}]", w.expr_sql))
-                    .unwrap_or_default();
-                let kind = match &s.relation.connector {
-                    Some(c) => format!("connector={c}"),
-                    None => "table".to_string(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{pad}Source: {} {kind}, columns=[{}]{watermark}, emit=append",
-                    s.relation.name,
-                    columns.join(", ")
-                );
-                vec![]
-            }
-            StreamPlan::Filter { input, predicate } => {
-                let _ = writeln!(out, "{pad}Filter: {predicate}");
-                vec![input]
-            }
-            StreamPlan::Project { input, exprs, .. } => {
-                let exprs: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
-                let _ = writeln!(out, "{pad}Project: {}", exprs.join(", "));
-                vec![input]
-            }
-            StreamPlan::Union { inputs, .. } => {
-                let _ = writeln!(out, "{pad}Union: watermark=min(inputs)");
-                inputs.iter().collect()
-            }
-            StreamPlan::Limit { input, skip, fetch } => {
-                let fetch = fetch.map_or("none".to_string(), |f| f.to_string());
-                let _ = writeln!(out, "{pad}Limit: skip={skip}, fetch={fetch}");
-                vec![input]
-            }
-            StreamPlan::Alias { input, .. } => {
-                input.explain_into(depth, out);
-                return;
-            }
-            StreamPlan::Window(w) => {
-                let input_schema = w.input.schema();
-                let column = |i: usize| input_schema.field(i).name().clone();
-                let keys: Vec<String> = w.key_indices.iter().map(|i| column(*i)).collect();
-                let partition = if keys.is_empty() {
-                    String::new()
-                } else {
-                    format!(", partition=[{}]", keys.join(", "))
-                };
-                let mode = if w.slices {
-                    ", assigns=slices"
-                } else if matches!(w.kind, WindowKind::Session { .. }) {
-                    ", emit=on window close"
-                } else {
-                    ", emit=append"
-                };
-                let _ = writeln!(
-                    out,
-                    "{pad}Window: {} on {}{partition}{mode}",
-                    w.kind,
-                    column(w.time_index)
-                );
-                vec![&w.input]
-            }
-            StreamPlan::WindowAggregate(a) => {
-                let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
-                let window: Vec<&str> = a
-                    .output
-                    .iter()
-                    .filter_map(|c| match c {
-                        OutputColumn::Window(WindowColumn::Start) => Some("window_start"),
-                        OutputColumn::Window(WindowColumn::End) => Some("window_end"),
-                        OutputColumn::Window(WindowColumn::Time) => Some("window_time"),
-                        _ => None,
-                    })
-                    .collect();
-                let aggs: Vec<String> = a.aggregates.iter().map(|e| e.to_string()).collect();
-                let sets = match &a.grouping_sets {
-                    Some(sets) => format!(", grouping_sets={}", sets.len()),
-                    None => String::new(),
-                };
-                let slicing = match (a.windowing.sliced, a.windowing.kind.slice_width()) {
-                    (true, Some(w)) => format!(", slices={}", window::format_duration(w)),
-                    _ => ", slices=windows".to_string(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{pad}WindowAggregate: {} window=[{}], keys=[{}]{sets}, aggregates=[{}]{slicing}, emit=on window close",
-                    a.windowing.kind,
-                    window.join(", "),
-                    keys.join(", "),
-                    aggs.join(", ")
-                );
-                vec![&a.input]
-            }
-            StreamPlan::UpdatingAggregate(a) => {
-                let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
-                let aggs: Vec<String> = a.aggregates.iter().map(|e| e.to_string()).collect();
-                let sets = match &a.grouping_sets {
-                    Some(sets) => format!(", grouping_sets={}", sets.len()),
-                    None => String::new(),
-                };
-                let _ = writeln!(
-                    out,
-                    "{pad}UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}], emit=updating, state=unbounded (one entry per distinct group)",
-                    keys.join(", "),
-                    aggs.join(", ")
-                );
-                vec![&a.input]
-            }
-            StreamPlan::WindowTopN(t) => {
-                let partition: Vec<String> = t.partition.iter().map(|e| e.to_string()).collect();
-                let order: Vec<String> = t.order.iter().map(|e| e.to_string()).collect();
-                let _ = writeln!(
-                    out,
-                    "{pad}WindowTopN: {} limit={}, partition=[window{}{}], order=[{}], emit=on window close",
-                    t.kind,
-                    t.limit,
-                    if partition.is_empty() { "" } else { ", " },
-                    partition.join(", "),
-                    order.join(", ")
-                );
-                vec![&t.input]
-            }
-            StreamPlan::IntervalJoin(j) => {
-                let left = j.join.left.schema();
-                let right = j.join.right.schema();
-                let _ = writeln!(
-                    out,
-                    "{pad}IntervalJoin: {} on [{}], {} - {} in [{}, {}]{}, emit=append",
-                    j.join.kind,
-                    join_keys(&j.join),
-                    left.field(j.left_time).name(),
-                    right.field(j.right_time).name(),
-                    window::format_signed_duration(j.lower),
-                    window::format_signed_duration(j.upper),
-                    residual(&j.join)
-                );
-                vec![&j.join.left, &j.join.right]
-            }
-            StreamPlan::WindowJoin(j) => {
-                let _ = writeln!(
-                    out,
-                    "{pad}WindowJoin: {} {} on [window{}]{}, emit=on window close",
-                    j.join.kind,
-                    j.window,
-                    if j.join.left_keys.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {}", join_keys(&j.join))
-                    },
-                    residual(&j.join)
-                );
-                vec![&j.join.left, &j.join.right]
-            }
-            StreamPlan::MatchRecognize(m) => {
-                let _ = writeln!(out, "{pad}{}", explain_match_recognize(m));
-                vec![&m.input]
-            }
-        };
-        for child in next {
-            child.explain_into(depth + 1, out);
-        }
-    }
-}
-
-/// One EXPLAIN line for MATCH_RECOGNIZE: partition, order, pattern, how conditions run and
-/// whether the state is bounded.
-fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> String {
-    let spec = &m.spec;
-    let input = m.input.schema();
-    let column = |i: usize| input.field(i).name().clone();
-    let partition: Vec<String> = spec.partition_by.iter().map(|i| column(*i)).collect();
-    let mut order = vec![column(spec.time)];
-    order.extend(spec.order_by.iter().map(|o| o.to_string()));
-    let (vectorized, per_match): (Vec<_>, Vec<_>) = spec
-        .defines
-        .iter()
-        .enumerate()
-        .filter_map(|(v, d)| d.as_ref().map(|d| (v, d)))
-        .partition(|(v, d)| d.is_row_local(*v as crate::plan::pattern::VarId));
-    let names = |list: Vec<(usize, &MatchExpr)>| -> String {
-        list.iter()
-            .map(|(v, _)| spec.variables[*v].clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let rows = match spec.rows {
-        RowsMode::One => "one row per match",
-        RowsMode::All(_) => "all rows per match",
-    };
-    let within = spec
-        .within
-        .map(|w| format!(", within={}", window::format_duration(w)))
-        .unwrap_or_default();
-    let state = if m.no_watermark {
-        "held until end of input (no watermark)".to_string()
-    } else if spec.unbounded_state() {
-        "unbounded (the pattern has an unbounded quantifier and no WITHIN)".to_string()
-    } else {
-        "bounded".to_string()
-    };
-    format!(
-        "MatchRecognize: partition=[{}], order=[{}], pattern=({}){within}, {rows}, \
-         vectorized define=[{}], per-match define=[{}], state={state}, emit=on watermark",
-        partition.join(", "),
-        order.join(", "),
-        spec.pattern.display(&spec.variables),
-        names(vectorized),
-        names(per_match),
-    )
-}
-
-fn join_keys(join: &JoinInputs) -> String {
-    join.left_keys
-        .iter()
-        .zip(&join.right_keys)
-        .map(|(l, r)| format!("{l} = {r}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn residual(join: &JoinInputs) -> String {
-    join.residual
-        .as_ref()
-        .map(|r| format!(", filter={r}"))
-        .unwrap_or_default()
 }

@@ -6,18 +6,25 @@
 //! stops everything upstream of it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::connector::SourceMetrics;
 use crate::error::EngineResult;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::{Operator, Output};
 use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+use crate::runtime::metrics::OperatorMetrics;
+
+/// How often at most an operator task asks its operator for its state tables (which walks
+/// the state) to refresh its state figures, besides at its end.
+const STATE_REFRESH: Duration = Duration::from_millis(100);
 
 /// Everything a source task needs.
 pub(crate) struct SourceTask {
@@ -28,6 +35,8 @@ pub(crate) struct SourceTask {
     pub projection: Option<Vec<usize>>,
     pub watermark: Option<WatermarkGenerator>,
     pub output: mpsc::Sender<Message>,
+    /// This reader's counters.
+    pub metrics: Arc<OperatorMetrics>,
 }
 
 /// Runs a source; `aligned` is its number in `group`'s watermark alignment, if it takes part.
@@ -43,6 +52,7 @@ pub(crate) async fn run_source(
         projection,
         mut watermark,
         output,
+        metrics,
     } = task;
     loop {
         if let Some(index) = aligned {
@@ -73,13 +83,19 @@ pub(crate) async fn run_source(
             } else {
                 batch.slice(rows.start, rows.len())
             };
-            if part.num_rows() > 0 && output.send(Message::Data(part)).await.is_err() {
-                return Ok(());
+            let rows = part.num_rows();
+            if rows > 0 {
+                if output.send(Message::Data(part)).await.is_err() {
+                    return Ok(());
+                }
+                metrics.add_in(rows);
+                metrics.add_out(rows);
             }
             if let Some(w) = advanced {
                 if output.send(Message::Watermark(w)).await.is_err() {
                     return Ok(());
                 }
+                metrics.set_watermark(w);
                 if let Some(index) = aligned {
                     group.advance(index, w);
                 }
@@ -99,6 +115,7 @@ pub(crate) async fn run_source(
         {
             return Ok(());
         }
+        metrics.set_watermark(WATERMARK_END);
     }
     let _ = output.send(Message::End).await;
     Ok(())
@@ -110,6 +127,7 @@ pub(crate) async fn run_view_source(
     mut stream: BoxStream<'static, EngineResult<Message>>,
     schema: SchemaRef,
     metrics: Arc<SourceMetrics>,
+    counters: Arc<OperatorMetrics>,
     output: mpsc::Sender<Message>,
 ) -> EngineResult<()> {
     loop {
@@ -119,11 +137,18 @@ pub(crate) async fn run_view_source(
         };
         let message = match next.transpose()? {
             Some(Message::Data(batch)) => {
-                metrics.add_rows(batch.num_rows() as u64);
+                let rows = batch.num_rows();
+                metrics.add_rows(rows as u64);
+                counters.add_in(rows);
+                counters.add_out(rows);
                 Message::Data(RecordBatch::try_new(
                     Arc::clone(&schema),
                     batch.columns().to_vec(),
                 )?)
+            }
+            Some(Message::Watermark(w)) => {
+                counters.set_watermark(w);
+                Message::Watermark(w)
             }
             Some(message) => message,
             None => Message::End,
@@ -216,12 +241,27 @@ pub(crate) struct InputChannel {
 
 /// Runs an operator over its input channels (`wiring[i]` describes channel `i`). Watermarks
 /// and barriers are combined over the channels, the end is reached when every channel ended.
+/// Rows in and out and the output watermark are counted into `metrics` as they pass; the
+/// state figures are refreshed at most every [`STATE_REFRESH`], within that time of a change
+/// (also when no further message comes), and at the end.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
     inputs: Vec<mpsc::Receiver<Message>>,
     wiring: Vec<InputChannel>,
     output: mpsc::Sender<Message>,
+    metrics: Arc<OperatorMetrics>,
 ) -> EngineResult<()> {
+    // When the state figures may next be refreshed, and whether a hook ran since the last.
+    let refresh = tokio::time::sleep(STATE_REFRESH);
+    tokio::pin!(refresh);
+    let mut changed = false;
+    let refresh_state = |op: &dyn Operator| {
+        let (rows, bytes) = op
+            .state_tables()
+            .iter()
+            .fold((0, 0), |(r, b), t| (r + t.rows, b + t.bytes));
+        metrics.set_state(rows, bytes);
+    };
     let n = inputs.len();
     let mut merged = merge_inputs(inputs);
     let mut watermarks = InputWatermarks::new(wiring.iter().map(|w| w.bounded).collect());
@@ -232,6 +272,12 @@ pub(crate) async fn run_operator(
         let next = tokio::select! {
             next = merged.next() => next,
             _ = output.closed() => return Ok(()),
+            _ = &mut refresh, if changed => {
+                refresh_state(op.as_ref());
+                changed = false;
+                refresh.as_mut().reset(Instant::now() + STATE_REFRESH);
+                continue;
+            }
         };
         // All inputs closed without `End`: an upstream task failed; its error reaches the
         // consumer through the query's task set.
@@ -240,7 +286,10 @@ pub(crate) async fn run_operator(
         };
         let mut all_ended = false;
         match message {
-            Message::Data(batch) => op.on_batch(wiring[i].input, batch, &mut out)?,
+            Message::Data(batch) => {
+                metrics.add_in(batch.num_rows());
+                op.on_batch(wiring[i].input, batch, &mut out)?
+            }
             Message::Watermark(w) => {
                 if let Some(w) = watermarks.update(i, w) {
                     op.on_watermark(w, &mut out)?;
@@ -265,12 +314,28 @@ pub(crate) async fn run_operator(
                 }
             }
         }
+        let finished = all_ended || op.is_finished();
+        changed = true;
+        if finished || Instant::now() >= refresh.deadline() {
+            refresh_state(op.as_ref());
+            changed = false;
+            refresh.as_mut().reset(Instant::now() + STATE_REFRESH);
+        }
         for m in out.drain() {
+            let (rows, watermark) = match &m {
+                Message::Data(batch) => (batch.num_rows(), None),
+                Message::Watermark(w) => (0, Some(*w)),
+                _ => (0, None),
+            };
             if output.send(m).await.is_err() {
                 return Ok(());
             }
+            metrics.add_out(rows);
+            if let Some(w) = watermark {
+                metrics.set_watermark(w);
+            }
         }
-        if all_ended || op.is_finished() {
+        if finished {
             let _ = output.send(Message::End).await;
             return Ok(());
         }

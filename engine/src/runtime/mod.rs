@@ -5,7 +5,7 @@
 //! batches. Dropping the `RunningQuery` aborts every task of the query and frees what it held.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -34,7 +34,7 @@ use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJo
 use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
 use crate::operators::{Operator, OperatorInfo};
 use crate::plan::window::{WindowKind, unit_nanos};
-use crate::plan::{JoinInputs, SourceNode, StreamPlan};
+use crate::plan::{JoinInputs, Partitioning, SourceNode, StreamPlan};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Expr;
@@ -48,8 +48,10 @@ use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 pub mod driver;
 mod exchange;
 pub mod message;
+pub mod metrics;
 
 use exchange::HashPartitioner;
+pub use metrics::{NodeMetrics, NodeTotals, OperatorMetrics, QueryMetrics};
 
 use message::Message;
 
@@ -85,30 +87,14 @@ impl Drop for LiveTask {
     }
 }
 
-/// Counters of one running query.
-#[derive(Debug, Default)]
-pub struct QueryMetrics {
-    /// Rows dropped because they arrived after their window or state was emitted.
-    pub late_rows: Arc<AtomicU64>,
-    /// Per source: its name and its row counters.
-    pub sources: Vec<(String, Arc<SourceMetrics>)>,
-    /// Per plan node, upstream first: its name (`Source bids`, `WindowAggregate`) and how many
-    /// parallel instances (readers, for a source) run it.
-    pub instances: Vec<(String, usize)>,
-}
-
-impl QueryMetrics {
-    pub fn late_rows(&self) -> u64 {
-        self.late_rows.load(Ordering::Relaxed)
-    }
-}
-
 /// A continuous query in flight.
 pub struct RunningQuery {
     schema: SchemaRef,
     output: mpsc::Receiver<Message>,
     tasks: JoinSet<EngineResult<()>>,
     metrics: Arc<QueryMetrics>,
+    /// The sources read by a reader that never ends, by name.
+    unbounded_sources: Vec<String>,
     finished: bool,
 }
 
@@ -119,6 +105,12 @@ impl RunningQuery {
 
     pub fn metrics(&self) -> &Arc<QueryMetrics> {
         &self.metrics
+    }
+
+    /// The sources of the query that never end (push tables, followed files, Kafka, nexmark
+    /// without `events.max`): a query reading none of them runs to completion.
+    pub fn unbounded_sources(&self) -> &[String] {
+        &self.unbounded_sources
     }
 
     /// The next batch of results; `None` once the query has ended.
@@ -186,15 +178,18 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         tasks: JoinSet::new(),
         sources: Vec::new(),
         metrics: QueryMetrics::default(),
+        next_id: 0,
     };
     let mut outputs = builder.build(plan)?;
     let output = if outputs.len() == 1 {
         outputs.remove(0).rx
     } else {
         // The instances of the last node feed the consumer through one merge.
+        // It is no plan node: its counters are those of the last node's instances.
         let merge = UnionOperator::new(info("Merge", &plan.schema()));
         let inputs = outputs.into_iter().map(|o| (0, o)).collect();
-        builder.operator(Box::new(merge), inputs).rx
+        let counters = Arc::new(OperatorMetrics::default());
+        builder.operator((Box::new(merge), counters), inputs).rx
     };
     // Sources start last, once every connector opened and the bounded ones are counted.
     // Bounded sources with a watermark advance in step (watermark alignment).
@@ -205,6 +200,15 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         .filter(|s| s.bounded && s.watermark.is_some())
         .count();
     let group = BoundedSourceGroup::new(bounded, aligned);
+    let mut unbounded_sources: Vec<String> = Vec::new();
+    for source in builder.sources.iter().filter(|s| !s.bounded) {
+        if !unbounded_sources.contains(&source.name) {
+            unbounded_sources.push(source.name.clone());
+        }
+    }
+    builder.metrics.operators.sort_by_key(|n| n.id);
+    builder.metrics.output_node = plan.output_node();
+    builder.metrics.parallelism = ctx.parallelism.max(1);
     let mut next_aligned = 0;
     for source in builder.sources {
         let live = LiveTask::new(&ctx.live_tasks);
@@ -223,6 +227,7 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         output,
         tasks: builder.tasks,
         metrics: Arc::new(builder.metrics),
+        unbounded_sources,
         finished: false,
     })
 }
@@ -238,13 +243,18 @@ struct Builder<'a, 'b> {
     tasks: JoinSet<EngineResult<()>>,
     sources: Vec<driver::SourceTask>,
     metrics: QueryMetrics,
+    /// The id of the next plan node built.
+    next_id: usize,
 }
 
 impl Builder<'_, '_> {
     /// Instantiates `plan`: the output channels of its instances.
     fn build(&mut self, plan: &StreamPlan) -> EngineResult<Vec<Input>> {
+        // Pre-order, every node counted: the ids `StreamPlan::explain_analyze` matches.
+        let id = self.next_id;
+        self.next_id += 1;
         match plan {
-            StreamPlan::Source(source) => self.source(source),
+            StreamPlan::Source(source) => self.source(id, source),
             StreamPlan::Alias { input, .. } => self.build(input),
             StreamPlan::Filter { input, predicate } => {
                 let input_schema = input.schema();
@@ -259,7 +269,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&predicate),
                     )))
                 })?;
-                Ok(self.stage(ops, vec![inputs], Distribution::PerChannel))
+                Ok(self.stage(id, ops, vec![inputs], Distribution::PerChannel))
             }
             StreamPlan::Project {
                 input,
@@ -282,7 +292,7 @@ impl Builder<'_, '_> {
                         exprs.clone(),
                     )))
                 })?;
-                Ok(self.stage(ops, vec![inputs], Distribution::PerChannel))
+                Ok(self.stage(id, ops, vec![inputs], Distribution::PerChannel))
             }
             StreamPlan::Union { inputs, schema } => {
                 // Each channel of each input is renamed on its own; the consumer merges them.
@@ -296,7 +306,7 @@ impl Builder<'_, '_> {
                 let ops = self.instances(&Distribution::PerChannel, &[&channels], || {
                     Ok(Box::new(UnionOperator::new(info("Union", schema))))
                 })?;
-                Ok(self.stage(ops, vec![channels], Distribution::PerChannel))
+                Ok(self.stage(id, ops, vec![channels], Distribution::PerChannel))
             }
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();
@@ -308,8 +318,7 @@ impl Builder<'_, '_> {
                     .collect();
                 match w.kind {
                     WindowKind::Session { gap } => {
-                        let keys = columns(&input_schema, &w.key_indices);
-                        let distribution = Distribution::keyed(vec![keys]);
+                        let distribution = self.distribution(plan)?;
                         let ops = self.instances(&distribution, &[&inputs], || {
                             Ok(Box::new(SessionWindowOperator::try_new(
                                 info("Window", &w.schema),
@@ -320,7 +329,7 @@ impl Builder<'_, '_> {
                                 Arc::clone(&self.metrics.late_rows),
                             )?))
                         })?;
-                        Ok(self.stage(ops, vec![inputs], distribution))
+                        Ok(self.stage(id, ops, vec![inputs], distribution))
                     }
                     kind => {
                         let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
@@ -332,16 +341,14 @@ impl Builder<'_, '_> {
                                 w.slices,
                             )?))
                         })?;
-                        Ok(self.stage(ops, vec![inputs], Distribution::PerChannel))
+                        Ok(self.stage(id, ops, vec![inputs], Distribution::PerChannel))
                     }
                 }
             }
             StreamPlan::WindowAggregate(a) => {
                 let input_schema = a.input.schema();
                 let inputs = self.build(&a.input)?;
-                let keys =
-                    self.group_distribution_keys(&a.keys, a.grouping_sets.as_ref(), &input_schema)?;
-                let distribution = Distribution::keyed(vec![keys]);
+                let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     Ok(Box::new(WindowAggregateOperator::new(
                         info("WindowAggregate", &a.schema),
@@ -356,14 +363,12 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(ops, vec![inputs], distribution))
+                Ok(self.stage(id, ops, vec![inputs], distribution))
             }
             StreamPlan::UpdatingAggregate(a) => {
                 let input_schema = a.input.schema();
                 let inputs = self.build(&a.input)?;
-                let keys =
-                    self.group_distribution_keys(&a.keys, a.grouping_sets.as_ref(), &input_schema)?;
-                let distribution = Distribution::keyed(vec![keys]);
+                let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     Ok(Box::new(UpdatingAggregateOperator::try_new(
                         info("UpdatingAggregate", &a.schema),
@@ -375,7 +380,7 @@ impl Builder<'_, '_> {
                         )?,
                     )?))
                 })?;
-                Ok(self.stage(ops, vec![inputs], distribution))
+                Ok(self.stage(id, ops, vec![inputs], distribution))
             }
             StreamPlan::WindowTopN(t) => {
                 let input_schema = t.input.schema();
@@ -392,7 +397,7 @@ impl Builder<'_, '_> {
                     state.execution_props(),
                     &PhysicalPlanningContext::default(),
                 )?;
-                let distribution = Distribution::keyed(vec![partition.clone()]);
+                let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     let spec = TopNSpec {
                         kind: t.kind,
@@ -409,7 +414,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(ops, vec![inputs], distribution))
+                Ok(self.stage(id, ops, vec![inputs], distribution))
             }
             StreamPlan::IntervalJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -432,7 +437,7 @@ impl Builder<'_, '_> {
                             time_unit_ns: unit,
                         })
                     };
-                let distribution = self.join_distribution(&j.join)?;
+                let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&left, &right], || {
                     let spec = IntervalJoinSpec {
                         kind: j.join.kind,
@@ -448,13 +453,13 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(ops, vec![left, right], distribution))
+                Ok(self.stage(id, ops, vec![left, right], distribution))
             }
             StreamPlan::WindowJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
                 let left_schema = j.join.left.schema();
                 let right_schema = j.join.right.schema();
-                let distribution = self.join_distribution(&j.join)?;
+                let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&left, &right], || {
                     let spec = WindowJoinSpec {
                         kind: j.join.kind,
@@ -478,13 +483,11 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(ops, vec![left, right], distribution))
+                Ok(self.stage(id, ops, vec![left, right], distribution))
             }
             StreamPlan::MatchRecognize(m) => {
-                let input_schema = m.input.schema();
                 let inputs = self.build(&m.input)?;
-                let keys = columns(&input_schema, &m.spec.partition_by);
-                let distribution = Distribution::keyed(vec![keys]);
+                let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     let spec = MatchRecognizeSpec::try_new(m, self.ctx.state)?;
                     Ok(Box::new(MatchRecognizeOperator::try_new(
@@ -493,13 +496,13 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )?))
                 })?;
-                Ok(self.stage(ops, vec![inputs], distribution))
+                Ok(self.stage(id, ops, vec![inputs], distribution))
             }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
                 let inputs = self.build(input)?;
                 let op = LimitOperator::new(info("Limit", &schema), *skip, *fetch);
-                Ok(self.stage(vec![Box::new(op)], vec![inputs], Distribution::Single))
+                Ok(self.stage(id, vec![Box::new(op)], vec![inputs], Distribution::Single))
             }
         }
     }
@@ -519,28 +522,23 @@ impl Builder<'_, '_> {
         (0..count).map(|_| make()).collect()
     }
 
-    /// How a join's rows reach its instances: by the hash of the equi-join keys, when both
-    /// sides' keys have the same types (so equal keys hash alike); else one instance.
-    fn join_distribution(&self, join: &JoinInputs) -> EngineResult<Distribution> {
-        let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
-        let physical = |keys: &[Expr], schema: &DFSchema| {
-            keys.iter()
-                .map(|e| self.ctx.state.create_physical_expr(e.clone(), schema))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let left = physical(&join.left_keys, &left_schema)?;
-        let right = physical(&join.right_keys, &right_schema)?;
-        let same_types = left.len() == right.len()
-            && left.iter().zip(&right).all(|(l, r)| {
-                matches!(
-                    (l.data_type(left_schema.as_arrow()), r.data_type(right_schema.as_arrow())),
-                    (Ok(a), Ok(b)) if a == b
-                )
-            });
-        Ok(if same_types {
-            Distribution::keyed(vec![left, right])
-        } else {
-            Distribution::Single
+    /// How the instances of `plan`'s operator get their rows ([`StreamPlan::partitioning`],
+    /// which EXPLAIN prints), with the keys compiled over each input.
+    fn distribution(&self, plan: &StreamPlan) -> EngineResult<Distribution> {
+        Ok(match plan.partitioning() {
+            None | Some(Partitioning::Single) => Distribution::Single,
+            Some(Partitioning::PerChannel) => Distribution::PerChannel,
+            Some(Partitioning::Hash(keys)) => Distribution::Keyed(
+                keys.into_iter()
+                    .zip(plan.inputs())
+                    .map(|(keys, input)| {
+                        let schema = input.schema();
+                        keys.into_iter()
+                            .map(|e| self.ctx.state.create_physical_expr(e, &schema))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
         })
     }
 
@@ -548,15 +546,18 @@ impl Builder<'_, '_> {
     /// wired as `distribution` says; returns their output channels.
     fn stage(
         &mut self,
+        id: usize,
         ops: Vec<Box<dyn Operator>>,
         inputs: Vec<Vec<Input>>,
         distribution: Distribution,
     ) -> Vec<Input> {
         let parallel = ops.len();
-        if let Some(op) = ops.first() {
-            self.metrics
-                .instances
-                .push((op.info().name.clone(), parallel));
+        let name = ops.first().map(|op| op.info().name.clone());
+        let node = NodeMetrics::new(id, name.clone().unwrap_or_default(), false, parallel);
+        let ops: Vec<_> = ops.into_iter().zip(node.instances.clone()).collect();
+        self.metrics.operators.push(node);
+        if let Some(name) = name {
+            self.metrics.instances.push((name, parallel));
         }
         match distribution {
             Distribution::PerChannel => {
@@ -637,27 +638,6 @@ impl Builder<'_, '_> {
                 .create_physical_expr(residual.clone(), &both)?,
         ))
     }
-
-    /// The group keys an aggregate's rows are spread by: those every grouping set keeps (a
-    /// key some set rolls up must meet all its values in one instance).
-    fn group_distribution_keys(
-        &self,
-        keys: &[Expr],
-        grouping_sets: Option<&Vec<Vec<bool>>>,
-        input_schema: &DFSchema,
-    ) -> EngineResult<Vec<Arc<dyn PhysicalExpr>>> {
-        keys.iter()
-            .enumerate()
-            .filter(|(k, _)| grouping_sets.is_none_or(|sets| sets.iter().all(|absent| !absent[*k])))
-            .map(|(_, e)| {
-                Ok(self
-                    .ctx
-                    .state
-                    .create_physical_expr(e.clone(), input_schema)?)
-            })
-            .collect()
-    }
-
     /// DataFusion's physical group keys and aggregate functions for an aggregate (window
     /// columns excluded from `keys`).
     fn aggregate_exprs(
@@ -713,7 +693,11 @@ impl Builder<'_, '_> {
 
     /// Spawns one operator instance over its input channels, each tagged with the logical
     /// input (join side) it belongs to.
-    fn operator(&mut self, op: Box<dyn Operator>, inputs: Vec<(usize, Input)>) -> Input {
+    fn operator(
+        &mut self,
+        (op, metrics): (Box<dyn Operator>, Arc<OperatorMetrics>),
+        inputs: Vec<(usize, Input)>,
+    ) -> Input {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let live = LiveTask::new(&self.ctx.live_tasks);
         let bounded = inputs.iter().all(|(_, i)| i.bounded);
@@ -728,13 +712,13 @@ impl Builder<'_, '_> {
         }
         self.tasks.spawn(async move {
             let _live = live;
-            driver::run_operator(op, receivers, wiring, tx).await
+            driver::run_operator(op, receivers, wiring, tx, metrics).await
         });
         Input { rx, bounded }
     }
 
     /// The readers of a source: one, or one per instance when its connector can split it.
-    fn source(&mut self, node: &SourceNode) -> EngineResult<Vec<Input>> {
+    fn source(&mut self, id: usize, node: &SourceNode) -> EngineResult<Vec<Input>> {
         let relation = &node.relation;
         let metrics = Arc::new(SourceMetrics::default());
         if let Some(view) = &relation.view {
@@ -743,15 +727,17 @@ impl Builder<'_, '_> {
             self.metrics
                 .sources
                 .push((relation.name.clone(), Arc::clone(&metrics)));
-            self.metrics
-                .instances
-                .push((format!("Source {}", relation.name), 1));
+            let name = format!("Source {}", relation.name);
+            self.metrics.instances.push((name.clone(), 1));
+            let node_metrics = NodeMetrics::new(id, name, true, 1);
+            let counters = Arc::clone(&node_metrics.instances[0]);
+            self.metrics.operators.push(node_metrics);
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
             let schema = Arc::new(node.schema.as_arrow().clone());
             let live = LiveTask::new(&self.ctx.live_tasks);
             self.tasks.spawn(async move {
                 let _live = live;
-                driver::run_view_source(stream, schema, metrics, tx).await
+                driver::run_view_source(stream, schema, metrics, counters, tx).await
             });
             return Ok(vec![Input { rx, bounded: false }]);
         }
@@ -821,11 +807,13 @@ impl Builder<'_, '_> {
         self.metrics
             .sources
             .push((relation.name.clone(), Arc::clone(&metrics)));
-        self.metrics
-            .instances
-            .push((format!("Source {}", relation.name), streams.len()));
+        let name = format!("Source {}", relation.name);
+        self.metrics.instances.push((name.clone(), streams.len()));
+        let node = NodeMetrics::new(id, name, true, streams.len());
+        let counters = node.instances.clone();
+        self.metrics.operators.push(node);
         let mut outputs = Vec::with_capacity(streams.len());
-        for (stream, bounded) in streams {
+        for ((stream, bounded), metrics) in streams.into_iter().zip(counters) {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
             self.sources.push(driver::SourceTask {
                 name: relation.name.clone(),
@@ -834,6 +822,7 @@ impl Builder<'_, '_> {
                 projection: projection.clone(),
                 watermark: self.watermark_generator(relation, &read_schema)?,
                 output: tx,
+                metrics,
             });
             outputs.push(Input { rx, bounded });
         }
@@ -907,30 +896,6 @@ enum Distribution {
     /// One instance per unit of parallelism; the rows of input `i` are spread by the hash of
     /// `keys[i]` (one list per input, of matching types), so equal keys meet in one instance.
     Keyed(Vec<Vec<Arc<dyn PhysicalExpr>>>),
-}
-
-impl Distribution {
-    /// Keyed by `keys`, or [`Distribution::Single`] when an input has no key.
-    fn keyed(keys: Vec<Vec<Arc<dyn PhysicalExpr>>>) -> Self {
-        if keys.iter().any(Vec::is_empty) {
-            Distribution::Single
-        } else {
-            Distribution::Keyed(keys)
-        }
-    }
-}
-
-/// Column expressions for the columns `indices` of `schema`.
-fn columns(schema: &DFSchema, indices: &[usize]) -> Vec<Arc<dyn PhysicalExpr>> {
-    indices
-        .iter()
-        .map(|&i| {
-            Arc::new(datafusion::physical_expr::expressions::Column::new(
-                schema.field(i).name(),
-                i,
-            )) as Arc<dyn PhysicalExpr>
-        })
-        .collect()
 }
 
 /// `column` or `column - INTERVAL ...` (days and smaller units): the column's index and the

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::error::{EngineError, EngineResult};
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, streaming_only_node};
+use crate::plan::{ExplainOptions, StreamPlan};
 use crate::runtime::{LaunchContext, launch};
 
 /// An open cursor: a running query and the rows of a batch not yet fetched.
@@ -165,27 +166,35 @@ impl Session {
         }
     }
 
+    /// `EXPLAIN [ANALYZE] query`. The plan is shown as the session's parallelism would run
+    /// it. `ANALYZE` runs a query over bounded sources to its end, discarding its rows, and
+    /// shows the plan with what each operator measured.
     pub(crate) async fn explain(
         &self,
         statement: &Statement,
         analyze: bool,
         sql: &str,
     ) -> EngineResult<StatementResult> {
-        if analyze {
-            return Err(EngineError::Unsupported(
-                "EXPLAIN ANALYZE (runtime statistics are not collected yet)".to_string(),
-            ));
-        }
         if !matches!(statement, Statement::Query(_)) {
             return Err(EngineError::Unsupported(
                 "EXPLAIN of statements other than queries".to_string(),
             ));
         }
         let plan = self.optimized_plan(statement.clone(), sql, &[]).await?;
-        let text = if reads_streams(&plan) {
-            plan_stream(&plan)?.explain()
-        } else {
+        let text = if !reads_streams(&plan) {
+            if analyze {
+                return Err(EngineError::Unsupported(
+                    "EXPLAIN ANALYZE of a batch query (one that reads no source or table)"
+                        .to_string(),
+                ));
+            }
             format!("Batch query (DataFusion):\n{}", plan.display_indent())
+        } else if analyze {
+            self.explain_analyze(&plan_stream(&plan)?).await?
+        } else {
+            plan_stream(&plan)?.explain_with(&ExplainOptions {
+                parallelism: self.parallelism()?,
+            })
         };
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         Ok(StatementResult::Rows(QueryOutput::text_columns(
@@ -193,6 +202,48 @@ impl Session {
             vec![lines],
             "EXPLAIN",
         )?))
+    }
+
+    /// Runs `plan` to its end, discarding its rows, and renders it with its figures. Refused
+    /// when a source never ends (a push table at once; a connector once its reader says so).
+    async fn explain_analyze(&self, plan: &StreamPlan) -> EngineResult<String> {
+        let unbounded = |names: Vec<&str>| {
+            EngineError::Unsupported(format!(
+                "EXPLAIN ANALYZE of a query over an unbounded source ({}): it would never \
+                 end; EXPLAIN ANALYZE MATERIALIZED VIEW v shows the figures of a running view",
+                names
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        let tables: Vec<&str> = plan
+            .sources()
+            .iter()
+            .filter(|s| s.relation.table.is_some())
+            .map(|s| s.relation.name.as_str())
+            .collect();
+        if !tables.is_empty() {
+            return Err(unbounded(tables));
+        }
+        let state = self.ctx.state();
+        let mut running = launch(
+            plan,
+            &LaunchContext {
+                state: &state,
+                connectors: &self.engine.connectors,
+                batch_size: self.engine.config.batch_size,
+                parallelism: self.parallelism()?,
+                live_tasks: Arc::clone(&self.engine.live_tasks),
+            },
+        )?;
+        if !running.unbounded_sources().is_empty() {
+            let names = running.unbounded_sources().to_vec();
+            return Err(unbounded(names.iter().map(String::as_str).collect()));
+        }
+        while running.next_batch().await?.is_some() {}
+        Ok(plan.explain_analyze(running.metrics()))
     }
 
     /// `INSERT INTO table ...`: DataFusion plans the values (casts, defaults for missing

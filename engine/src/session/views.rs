@@ -13,6 +13,7 @@ use super::{CommandTag, QueryOutput, Session, StatementResult};
 use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::JobSpec;
+use crate::plan::ExplainOptions;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
 use crate::runtime::{LaunchContext, launch};
 use crate::sql::parser::{ExplainView, RelationKind, sql_options_to_pairs};
@@ -198,9 +199,11 @@ impl Session {
             }
         })?;
         let text = if explain.analyze {
-            pending::explain_analyze(&job.plan, &job.metrics)?
+            job.plan.explain_analyze(&job.metrics)
         } else {
-            job.plan.explain()
+            job.plan.explain_with(&ExplainOptions {
+                parallelism: job.parallelism,
+            })
         };
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         Ok(StatementResult::Rows(QueryOutput::text_columns(
@@ -296,14 +299,4 @@ fn parse_retention(value: &str) -> EngineResult<i64> {
         .filter(|n| *n > 0)
         .ok_or_else(invalid)?;
     Ok(nanos)
-}
-
-/// TEMPORARY until the explain and updating branches merge.
-mod pending {
-    use crate::error::{EngineError, EngineResult};
-    use crate::plan::StreamPlan;
-    use crate::runtime::QueryMetrics;
-    pub fn explain_analyze(_: &StreamPlan, _: &QueryMetrics) -> EngineResult<String> {
-        Err(EngineError::Unsupported("EXPLAIN ANALYZE".into()))
-    }
 }

@@ -1,0 +1,596 @@
+//! EXPLAIN and EXPLAIN ANALYZE: a streaming plan as an indented tree.
+//!
+//! One line per operator, its inputs below it indented by two spaces (the first input of a
+//! join is its left side). A line is the operator's name and what it computes, then the
+//! fields that say how it behaves in time, always in this order and each only where it
+//! applies:
+//!
+//! - `distribution=` (only when the plan is explained for a parallelism above 1): how rows
+//!   reach the operator's instances: `hash(...)` exchange on keys, `per channel` (one instance
+//!   per upstream instance) or `single` (one instance).
+//! - `emit=`: `append` (rows leave as they are computed), `on window close` or `on watermark`.
+//! - `watermark=`: what the operator forwards: a source its `WATERMARK` expression, an
+//!   operator with several inputs the minimum of its inputs', an interval join that minimum
+//!   held back by the interval, a window operator the watermark after emitting what it closes.
+//! - `state=`: what the operator holds and what frees it.
+//!
+//! Stateless operators (filter, projection, window assignment, limit) show none of the last
+//! three: they emit each batch as it comes and forward the watermark unchanged. EXPLAIN
+//! ANALYZE appends the figures a running (or finished) query measured to each line.
+//!
+//! Each line comes from `StreamPlan::describe`, one match arm per node kind: a new node kind
+//! adds an arm there, in `StreamPlan::inputs` and in `StreamPlan::partitioning`.
+
+use std::fmt::Write;
+
+use datafusion::arrow::temporal_conversions::timestamp_ns_to_datetime;
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::{Expr, ExprSchemable};
+
+use super::window::{self, WindowKind};
+use super::{JoinInputs, MatchRecognizeStreamNode, StreamPlan};
+use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
+use crate::runtime::QueryMetrics;
+use crate::runtime::message::WATERMARK_END;
+use crate::sql::match_recognize::{MatchExpr, RowsMode};
+
+/// How EXPLAIN renders a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExplainOptions {
+    /// The parallelism the query would run at: above 1, each operator line says how rows
+    /// reach its instances.
+    pub parallelism: usize,
+}
+
+impl Default for ExplainOptions {
+    fn default() -> Self {
+        Self { parallelism: 1 }
+    }
+}
+
+/// How the rows of a node's inputs reach the parallel instances of its operator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Partitioning {
+    /// One instance per upstream instance, fed by it alone (stateless operators).
+    PerChannel,
+    /// One instance reading every row.
+    Single,
+    /// One instance per unit of parallelism; input `i`'s rows go by the hash of `keys[i]`
+    /// (expressions over that input, of matching types across inputs).
+    Hash(Vec<Vec<Expr>>),
+}
+
+impl Partitioning {
+    /// Hashed on `keys`, or [`Partitioning::Single`] when an input has no key.
+    fn hash(keys: Vec<Vec<Expr>>) -> Self {
+        if keys.iter().any(Vec::is_empty) {
+            Partitioning::Single
+        } else {
+            Partitioning::Hash(keys)
+        }
+    }
+}
+
+impl std::fmt::Display for Partitioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |keys: &[Expr]| {
+            keys.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Partitioning::PerChannel => write!(f, "per channel"),
+            Partitioning::Single => write!(f, "single"),
+            Partitioning::Hash(keys) => match keys.as_slice() {
+                [one] => write!(f, "hash({})", list(one)),
+                [left, right] => write!(f, "hash(left: {}; right: {})", list(left), list(right)),
+                more => {
+                    let lists: Vec<String> = more.iter().map(|k| list(k)).collect();
+                    write!(f, "hash({})", lists.join("; "))
+                }
+            },
+        }
+    }
+}
+
+/// One EXPLAIN line before rendering: the operator's own text and its time fields.
+struct Description<'a> {
+    /// `Name: details`.
+    head: String,
+    emit: Option<&'static str>,
+    watermark: Option<String>,
+    state: Option<String>,
+    inputs: Vec<&'a StreamPlan>,
+}
+
+impl<'a> Description<'a> {
+    fn new(head: String, inputs: Vec<&'a StreamPlan>) -> Self {
+        Self {
+            head,
+            emit: None,
+            watermark: None,
+            state: None,
+            inputs,
+        }
+    }
+
+    fn emit(mut self, emit: &'static str) -> Self {
+        self.emit = Some(emit);
+        self
+    }
+
+    fn watermark(mut self, watermark: impl Into<String>) -> Self {
+        self.watermark = Some(watermark.into());
+        self
+    }
+
+    fn state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
+    }
+}
+
+/// What a window operator does with the watermark.
+const AFTER_EMITTING: &str = "forwarded after emitting";
+
+impl StreamPlan {
+    /// The plan as an indented tree, one operator per line (EXPLAIN), for one instance per
+    /// operator.
+    pub fn explain(&self) -> String {
+        self.explain_with(&ExplainOptions::default())
+    }
+
+    /// The plan as an indented tree, one operator per line (EXPLAIN).
+    pub fn explain_with(&self, options: &ExplainOptions) -> String {
+        let mut out = String::new();
+        self.render(0, &mut 0, options, None, &mut out);
+        out
+    }
+
+    /// The plan as [`explain_with`](Self::explain_with) shows it, each operator followed by
+    /// what its instances measured (EXPLAIN ANALYZE): rows in and out, instances, the rows and
+    /// bytes held in state and the watermark it last emitted. `metrics` must come from running
+    /// this plan; it may be read while the query runs.
+    pub fn explain_analyze(&self, metrics: &QueryMetrics) -> String {
+        let options = ExplainOptions {
+            parallelism: metrics.parallelism,
+        };
+        let mut out = String::new();
+        self.render(0, &mut 0, &options, Some(metrics), &mut out);
+        out
+    }
+
+    /// The id of the node whose rows the query returns: the root, or the first node below it
+    /// that is not an alias. Ids number every node in pre-order from 0, inputs in order (the
+    /// order in which the runtime builds them; see `runtime::NodeMetrics::id`).
+    pub fn output_node(&self) -> usize {
+        match self {
+            StreamPlan::Alias { input, .. } => 1 + input.output_node(),
+            _ => 0,
+        }
+    }
+
+    /// The inputs of this node, in order (a join's left side first).
+    pub fn inputs(&self) -> Vec<&StreamPlan> {
+        match self {
+            StreamPlan::Source(_) => vec![],
+            StreamPlan::Filter { input, .. }
+            | StreamPlan::Project { input, .. }
+            | StreamPlan::Limit { input, .. }
+            | StreamPlan::Alias { input, .. } => vec![input],
+            StreamPlan::Union { inputs, .. } => inputs.iter().collect(),
+            StreamPlan::Window(w) => vec![&w.input],
+            StreamPlan::WindowAggregate(a) => vec![&a.input],
+            StreamPlan::UpdatingAggregate(a) => vec![&a.input],
+            StreamPlan::WindowTopN(t) => vec![&t.input],
+            StreamPlan::MatchRecognize(m) => vec![&m.input],
+            StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
+            StreamPlan::WindowJoin(j) => vec![&j.join.left, &j.join.right],
+        }
+    }
+
+    /// How rows reach the parallel instances of this node's operator; `None` for nodes that
+    /// run no operator (sources have readers, aliases nothing).
+    pub fn partitioning(&self) -> Option<Partitioning> {
+        let columns = |input: &StreamPlan, indices: &[usize]| -> Vec<Expr> {
+            let schema = input.schema();
+            indices
+                .iter()
+                .map(|&i| Expr::Column(Column::from(schema.qualified_field(i))))
+                .collect()
+        };
+        Some(match self {
+            StreamPlan::Source(_) | StreamPlan::Alias { .. } => return None,
+            StreamPlan::Filter { .. } | StreamPlan::Project { .. } | StreamPlan::Union { .. } => {
+                Partitioning::PerChannel
+            }
+            StreamPlan::Limit { .. } => Partitioning::Single,
+            StreamPlan::Window(w) => match w.kind {
+                WindowKind::Session { .. } => {
+                    Partitioning::hash(vec![columns(&w.input, &w.key_indices)])
+                }
+                _ => Partitioning::PerChannel,
+            },
+            StreamPlan::WindowAggregate(a) => {
+                Partitioning::hash(vec![kept_keys(&a.keys, a.grouping_sets.as_ref())])
+            }
+            StreamPlan::UpdatingAggregate(a) => {
+                Partitioning::hash(vec![kept_keys(&a.keys, a.grouping_sets.as_ref())])
+            }
+            StreamPlan::WindowTopN(t) => Partitioning::hash(vec![t.partition.clone()]),
+            StreamPlan::MatchRecognize(m) => {
+                Partitioning::hash(vec![columns(&m.input, &m.spec.partition_by)])
+            }
+            StreamPlan::IntervalJoin(j) => join_partitioning(&j.join),
+            StreamPlan::WindowJoin(j) => join_partitioning(&j.join),
+        })
+    }
+
+    /// Writes this node's line and its inputs'. `next_id` is the pre-order id of this node.
+    fn render(
+        &self,
+        depth: usize,
+        next_id: &mut usize,
+        options: &ExplainOptions,
+        metrics: Option<&QueryMetrics>,
+        out: &mut String,
+    ) {
+        let id = *next_id;
+        *next_id += 1;
+        if let StreamPlan::Alias { input, .. } = self {
+            // Renames columns only: no line of its own.
+            input.render(depth, next_id, options, metrics, out);
+            return;
+        }
+        let d = self.describe();
+        let _ = write!(out, "{}{}", "  ".repeat(depth), d.head);
+        if options.parallelism > 1
+            && let Some(p) = self.partitioning()
+        {
+            let _ = write!(out, ", distribution={p}");
+        }
+        if let Some(emit) = d.emit {
+            let _ = write!(out, ", emit={emit}");
+        }
+        if let Some(w) = &d.watermark {
+            let _ = write!(out, ", watermark={w}");
+        }
+        if let Some(s) = &d.state {
+            let _ = write!(out, ", state={s}");
+        }
+        if let Some(node) = metrics.and_then(|m| m.node(id)) {
+            let t = node.totals();
+            let _ = write!(
+                out,
+                " (actual: instances={}, rows_in={}, rows_out={}, state_rows={}, \
+                 state_bytes={}, watermark={})",
+                t.instances,
+                t.rows_in,
+                t.rows_out,
+                t.state_rows,
+                t.state_bytes,
+                format_watermark(t.watermark)
+            );
+        }
+        out.push('\n');
+        for input in d.inputs {
+            input.render(depth + 1, next_id, options, metrics, out);
+        }
+    }
+
+    /// The line of one node (not an alias).
+    fn describe(&self) -> Description<'_> {
+        let inputs = self.inputs();
+        match self {
+            StreamPlan::Source(s) => {
+                let columns: Vec<String> =
+                    s.schema.fields().iter().map(|f| f.name().clone()).collect();
+                let kind = match (&s.relation.connector, &s.relation.view) {
+                    (Some(c), _) => format!("connector={c}"),
+                    (None, Some(v)) if v.mode() == crate::view::ViewMode::Updating => {
+                        "materialized view (changelog)".to_string()
+                    }
+                    (None, Some(_)) => "materialized view".to_string(),
+                    (None, None) => "table".to_string(),
+                };
+                let watermark = match (&s.relation.watermark, &s.relation.view) {
+                    (Some(w), _) => format!("[{}]", w.expr_sql),
+                    (None, Some(v)) if v.time_columns().is_some() => "the view's job's".to_string(),
+                    _ => "none".to_string(),
+                };
+                Description::new(
+                    format!(
+                        "Source: {} {kind}, columns=[{}]",
+                        s.relation.name,
+                        columns.join(", ")
+                    ),
+                    inputs,
+                )
+                .emit("append")
+                .watermark(watermark)
+            }
+            StreamPlan::Filter { predicate, .. } => {
+                Description::new(format!("Filter: {predicate}"), inputs)
+            }
+            StreamPlan::Project { exprs, .. } => {
+                let exprs: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                Description::new(format!("Project: {}", exprs.join(", ")), inputs)
+            }
+            StreamPlan::Union { .. } => {
+                Description::new(format!("Union: {} inputs", inputs.len()), inputs)
+                    .watermark("min(inputs)")
+            }
+            StreamPlan::Limit { skip, fetch, .. } => {
+                let fetch = fetch.map_or("none".to_string(), |f| f.to_string());
+                Description::new(format!("Limit: skip={skip}, fetch={fetch}"), inputs)
+            }
+            StreamPlan::Alias { .. } => Description::new(String::new(), inputs),
+            StreamPlan::Window(w) => {
+                let input_schema = w.input.schema();
+                let column = |i: usize| input_schema.field(i).name().clone();
+                let keys: Vec<String> = w.key_indices.iter().map(|i| column(*i)).collect();
+                let partition = if keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(", partition=[{}]", keys.join(", "))
+                };
+                let assigns = if w.slices { ", assigns=slices" } else { "" };
+                let head = format!(
+                    "Window: {} on {}{partition}{assigns}",
+                    w.kind,
+                    column(w.time_index)
+                );
+                match (w.kind, w.slices) {
+                    (WindowKind::Session { .. }, _) => Description::new(head, inputs)
+                        .emit("on window close")
+                        .watermark(AFTER_EMITTING)
+                        .state("bounded by watermark (rows of open sessions)"),
+                    (_, true) => Description::new(head, inputs),
+                    (_, false) => Description::new(head, inputs).emit("append"),
+                }
+            }
+            StreamPlan::WindowAggregate(a) => {
+                let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
+                let window: Vec<&str> = a
+                    .output
+                    .iter()
+                    .filter_map(|c| match c {
+                        OutputColumn::Window(WindowColumn::Start) => Some("window_start"),
+                        OutputColumn::Window(WindowColumn::End) => Some("window_end"),
+                        OutputColumn::Window(WindowColumn::Time) => Some("window_time"),
+                        _ => None,
+                    })
+                    .collect();
+                let aggs: Vec<String> = a.aggregates.iter().map(|e| e.to_string()).collect();
+                let sets = match &a.grouping_sets {
+                    Some(sets) => format!(", grouping_sets={}", sets.len()),
+                    None => String::new(),
+                };
+                let (slicing, state) = match (a.windowing.sliced, a.windowing.kind.slice_width()) {
+                    (true, Some(w)) => (
+                        format!(", slices={}", window::format_duration(w)),
+                        "bounded by watermark (aggregates per open slice and key)",
+                    ),
+                    _ => (
+                        ", slices=windows".to_string(),
+                        "bounded by watermark (aggregates per open window and key)",
+                    ),
+                };
+                Description::new(
+                    format!(
+                        "WindowAggregate: {} window=[{}], keys=[{}]{sets}, aggregates=[{}]{slicing}",
+                        a.windowing.kind,
+                        window.join(", "),
+                        keys.join(", "),
+                        aggs.join(", ")
+                    ),
+                    inputs,
+                )
+                .emit("on window close")
+                .watermark(AFTER_EMITTING)
+                .state(state)
+            }
+            StreamPlan::UpdatingAggregate(a) => {
+                let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
+                let aggs: Vec<String> = a.aggregates.iter().map(|e| e.to_string()).collect();
+                let sets = match &a.grouping_sets {
+                    Some(sets) => format!(", grouping_sets={}", sets.len()),
+                    None => String::new(),
+                };
+                Description::new(
+                    format!(
+                        "UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}]",
+                        keys.join(", "),
+                        aggs.join(", ")
+                    ),
+                    inputs,
+                )
+                .emit("updating")
+                .watermark("forwarded unchanged")
+                .state("unbounded (one entry per distinct group)")
+            }
+            StreamPlan::WindowTopN(t) => {
+                let partition: Vec<String> = t.partition.iter().map(|e| e.to_string()).collect();
+                let order: Vec<String> = t.order.iter().map(|e| e.to_string()).collect();
+                Description::new(
+                    format!(
+                        "WindowTopN: {} limit={}, partition=[window{}{}], order=[{}]",
+                        t.kind,
+                        t.limit,
+                        if partition.is_empty() { "" } else { ", " },
+                        partition.join(", "),
+                        order.join(", ")
+                    ),
+                    inputs,
+                )
+                .emit("on window close")
+                .watermark(AFTER_EMITTING)
+                .state("bounded by watermark (top rows per open window and partition)")
+            }
+            StreamPlan::IntervalJoin(j) => {
+                let left = j.join.left.schema();
+                let right = j.join.right.schema();
+                // The operator holds back its output watermark by the widest bound, so that
+                // rows it emits late (outer rows padded once no partner can come) are not
+                // late downstream.
+                let delay = j.upper.max(j.lower.saturating_neg()).max(0);
+                let watermark = if delay == 0 {
+                    "min(inputs)".to_string()
+                } else {
+                    format!(
+                        "min(inputs) - {} (held back by the interval)",
+                        window::format_duration(delay)
+                    )
+                };
+                Description::new(
+                    format!(
+                        "IntervalJoin: {} on [{}], {} - {} in [{}, {}]{}",
+                        j.join.kind,
+                        join_keys(&j.join),
+                        left.field(j.left_time).name(),
+                        right.field(j.right_time).name(),
+                        window::format_signed_duration(j.lower),
+                        window::format_signed_duration(j.upper),
+                        residual(&j.join)
+                    ),
+                    inputs,
+                )
+                .emit("append")
+                .watermark(watermark)
+                .state("bounded by watermark (rows of each side within the interval)")
+            }
+            StreamPlan::WindowJoin(j) => Description::new(
+                format!(
+                    "WindowJoin: {} {} on [window{}]{}",
+                    j.join.kind,
+                    j.window,
+                    if j.join.left_keys.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", join_keys(&j.join))
+                    },
+                    residual(&j.join)
+                ),
+                inputs,
+            )
+            .emit("on window close")
+            .watermark(format!("min(inputs), {AFTER_EMITTING}"))
+            .state("bounded by watermark (rows of each side per open window)"),
+            StreamPlan::MatchRecognize(m) => {
+                let (head, state) = explain_match_recognize(m);
+                Description::new(head, inputs)
+                    .emit("on watermark")
+                    .watermark(AFTER_EMITTING)
+                    .state(state)
+            }
+        }
+    }
+}
+
+/// A join's partitioning: by the equi-join keys when both sides' keys have the same types (so
+/// equal keys hash alike), else one instance.
+fn join_partitioning(join: &JoinInputs) -> Partitioning {
+    let (left, right) = (join.left.schema(), join.right.schema());
+    let types = |keys: &[Expr], schema: &DFSchema| -> Option<Vec<_>> {
+        keys.iter().map(|e| e.get_type(schema).ok()).collect()
+    };
+    let same_types = join.left_keys.len() == join.right_keys.len()
+        && matches!(
+            (types(&join.left_keys, &left), types(&join.right_keys, &right)),
+            (Some(l), Some(r)) if l == r
+        );
+    if same_types {
+        Partitioning::hash(vec![join.left_keys.clone(), join.right_keys.clone()])
+    } else {
+        Partitioning::Single
+    }
+}
+
+/// MATCH_RECOGNIZE's line (partition, order, pattern, how conditions run) and its state.
+fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> (String, String) {
+    let spec = &m.spec;
+    let input = m.input.schema();
+    let column = |i: usize| input.field(i).name().clone();
+    let partition: Vec<String> = spec.partition_by.iter().map(|i| column(*i)).collect();
+    let mut order = vec![column(spec.time)];
+    order.extend(spec.order_by.iter().map(|o| o.to_string()));
+    let (vectorized, per_match): (Vec<_>, Vec<_>) = spec
+        .defines
+        .iter()
+        .enumerate()
+        .filter_map(|(v, d)| d.as_ref().map(|d| (v, d)))
+        .partition(|(v, d)| d.is_row_local(*v as crate::plan::pattern::VarId));
+    let names = |list: Vec<(usize, &MatchExpr)>| -> String {
+        list.iter()
+            .map(|(v, _)| spec.variables[*v].clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rows = match spec.rows {
+        RowsMode::One => "one row per match",
+        RowsMode::All(_) => "all rows per match",
+    };
+    let within = spec
+        .within
+        .map(|w| format!(", within={}", window::format_duration(w)))
+        .unwrap_or_default();
+    // Each partition key seen keeps a small matcher for the rest of the query.
+    let per_key = if spec.partition_by.is_empty() {
+        ""
+    } else {
+        "; grows with distinct partition keys"
+    };
+    let state = if m.no_watermark {
+        "held until end of input (no watermark)".to_string()
+    } else if spec.unbounded_state() {
+        "unbounded (the pattern has an unbounded quantifier and no WITHIN)".to_string()
+    } else {
+        format!("bounded by watermark (rows of open matches){per_key}")
+    };
+    let head = format!(
+        "MatchRecognize: partition=[{}], order=[{}], pattern=({}){within}, {rows}, \
+         vectorized define=[{}], per-match define=[{}]",
+        partition.join(", "),
+        order.join(", "),
+        spec.pattern.display(&spec.variables),
+        names(vectorized),
+        names(per_match),
+    );
+    (head, state)
+}
+
+fn join_keys(join: &JoinInputs) -> String {
+    join.left_keys
+        .iter()
+        .zip(&join.right_keys)
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn residual(join: &JoinInputs) -> String {
+    join.residual
+        .as_ref()
+        .map(|r| format!(", filter={r}"))
+        .unwrap_or_default()
+}
+
+/// A watermark for EXPLAIN ANALYZE: `none`, `end` or a UTC timestamp.
+fn format_watermark(watermark: Option<i64>) -> String {
+    match watermark {
+        None => "none".to_string(),
+        Some(WATERMARK_END) => "end".to_string(),
+        Some(w) => timestamp_ns_to_datetime(w).map_or_else(|| w.to_string(), |t| t.to_string()),
+    }
+}
+
+/// The group keys rows are spread by: a key some grouping set rolls up must meet all its
+/// values in one instance, so only the keys every set keeps.
+fn kept_keys(keys: &[Expr], grouping_sets: Option<&Vec<Vec<bool>>>) -> Vec<Expr> {
+    keys.iter()
+        .enumerate()
+        .filter(|(k, _)| grouping_sets.is_none_or(|sets| sets.iter().all(|absent| !absent[*k])))
+        .map(|(_, e)| e.clone())
+        .collect()
+}
