@@ -146,8 +146,8 @@ async fn explain_shows_an_updating_aggregate() {
     insta::assert_snapshot!(plan, @r"
     Project: __op, bids.channel, count(Int64(1)) * Int64(2) AS twice
       Filter: count(Int64(1)) > Int64(1)
-        UpdatingAggregate: keys=[bids.channel], aggregates=[count(Int64(1))], emit=updating, state=unbounded (one entry per distinct group)
-          Source: bids table, columns=[channel], watermark=[date_time - INTERVAL '4' SECOND], emit=append
+        UpdatingAggregate: keys=[bids.channel], aggregates=[count(Int64(1))], emit=updating, watermark=forwarded unchanged, state=unbounded (one entry per distinct group)
+          Source: bids table, columns=[channel], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     ");
 }
 
