@@ -45,6 +45,9 @@ pub enum EngineError {
     /// A relation that others depend on (a source a view reads), dropped without CASCADE.
     #[error("{0}")]
     DependentObjects(String),
+    /// A materialized view a query follows failed or was dropped.
+    #[error("{0}")]
+    ViewUnavailable(String),
     /// A relation created twice.
     #[error("relation \"{0}\" already exists")]
     DuplicateRelation(String),

@@ -163,6 +163,9 @@ impl JobManager {
         };
         if let Some(job) = job {
             job.stop();
+            // Queries still following the view learn it is gone.
+            job.view
+                .fail(format!("materialized view {name} was dropped"));
         }
     }
 
@@ -252,29 +255,32 @@ async fn run(job: Arc<Job>, mut running: RunningQuery) {
                         .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 }
                 if let Err(e) = job.view.apply(message).await {
-                    fail(&job, e).await;
+                    fail(&job, e);
                     return;
                 }
             }
             Ok(None) => {
                 job.set_status(JobStatus::Finished);
-                job.view.finish().await;
+                job.view.finish();
                 tracing::info!(job = job.id, view = %job.name, "job finished: its input ended");
                 return;
             }
             Err(e) => {
-                fail(&job, e).await;
+                fail(&job, e);
                 return;
             }
         }
     }
 }
 
-async fn fail(job: &Job, error: EngineError) {
+fn fail(job: &Job, error: EngineError) {
     tracing::error!(job = job.id, view = %job.name, %error, "job failed");
     let message = error.to_string();
     job.set_status(JobStatus::Failed(message.clone()));
-    job.view.fail(message).await;
+    job.view.fail(format!(
+        "the job of materialized view {} failed: {message}",
+        job.name
+    ));
 }
 
 /// The columns of `SHOW JOBS` and the `eddy_jobs` table.

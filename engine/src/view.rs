@@ -321,16 +321,16 @@ impl ViewStore {
     }
 
     /// The job's input ended: the view is complete, and its followers end.
-    pub async fn finish(&self) {
-        self.close(Ending::Ended).await;
+    pub fn finish(&self) {
+        self.close(Ending::Ended);
     }
 
-    /// The job failed: its followers fail with `message`.
-    pub async fn fail(&self, message: String) {
-        self.close(Ending::Failed(message)).await;
+    /// The job failed or was stopped: its followers fail with `message`.
+    pub fn fail(&self, message: String) {
+        self.close(Ending::Failed(message));
     }
 
-    async fn close(&self, ending: Ending) {
+    fn close(&self, ending: Ending) {
         let followers = {
             let mut inner = self.lock();
             inner.ending = ending;
@@ -417,9 +417,9 @@ impl ViewStore {
                                     Some((_, m)) => return Some((Ok(m), (rx, store, false))),
                                     None => {
                                         let end = match store.lock().ending.clone() {
-                                            Ending::Failed(e) => Err(EngineError::Internal(
-                                                format!("the view's job failed: {e}"),
-                                            )),
+                                            Ending::Failed(e) => {
+                                                Err(EngineError::ViewUnavailable(e))
+                                            }
                                             _ => Ok(Message::End),
                                         };
                                         return Some((end, (rx, store, true)));
@@ -431,9 +431,9 @@ impl ViewStore {
                 ))
             }
             Ending::Ended => Box::pin(futures::stream::iter([Ok(Message::End)])),
-            Ending::Failed(e) => Box::pin(futures::stream::iter([Err(EngineError::Internal(
-                format!("the view's job failed: {e}"),
-            ))])),
+            Ending::Failed(e) => Box::pin(futures::stream::iter([Err(
+                EngineError::ViewUnavailable(e),
+            )])),
         };
         Ok(Box::pin(futures::StreamExt::chain(
             futures::stream::iter(head),
@@ -592,7 +592,7 @@ mod tests {
                 .await
                 .unwrap();
             writer.apply(Message::Watermark(5)).await.unwrap();
-            writer.finish().await;
+            writer.finish();
         });
         let mut seen = Vec::new();
         let mut watermarks = Vec::new();
@@ -623,7 +623,7 @@ mod tests {
         view.apply(Message::Data(changes(&["-", "+"], &[1, 2])))
             .await
             .unwrap();
-        view.finish().await;
+        view.finish();
         let mut ops = Vec::new();
         while let Some(m) = follower.next().await {
             if let Message::Data(b) = m.unwrap() {

@@ -157,6 +157,19 @@ async fn copy_follows_an_updating_view_as_a_changelog() {
         .await
         .unwrap();
     assert_eq!(copy_lines(&mut stream, 1).await, "+\t2\t1\n");
+    // Dropping the view ends its followers with an error that says so.
+    writer
+        .batch_execute("DROP MATERIALIZED VIEW totals")
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the follower did not end within 10 s")
+        .expect("the COPY ended without an error");
+    let error = end.unwrap_err();
+    let db = error.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "55000");
+    assert_eq!(db.message(), "materialized view totals was dropped");
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

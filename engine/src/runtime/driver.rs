@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
@@ -141,9 +141,11 @@ pub(crate) async fn run_view_source(
                 metrics.add_rows(rows as u64);
                 counters.add_in(rows);
                 counters.add_out(rows);
-                Message::Data(RecordBatch::try_new(
+                // The query's own column names (and no columns at all for `count(*)`).
+                Message::Data(RecordBatch::try_new_with_options(
                     Arc::clone(&schema),
                     batch.columns().to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(rows)),
                 )?)
             }
             Some(Message::Watermark(w)) => {

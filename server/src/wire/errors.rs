@@ -14,6 +14,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::WrongObjectType(_) => "42809",
         EngineError::DuplicateRelation(_) => "42P07",
         EngineError::DependentObjects(_) => "2BP01",
+        EngineError::ViewUnavailable(_) => "55000",
         EngineError::DuplicateCursor(_) => "42P03",
         EngineError::Unsupported(_) => "0A000",
         EngineError::Plan { .. } => "42000",
