@@ -3,31 +3,15 @@
 
 use std::time::Duration;
 
-use eddy_server::{Server, ServerConfig};
+use eddy_server::Server;
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 mod common;
-use common::{connect_with_socket, wait_for_no_tasks};
-
-async fn start(dir: &std::path::Path) -> Server {
-    Server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: Some(dir.to_path_buf()),
-        parallelism: 1,
-    })
-    .await
-    .unwrap()
-}
+use common::{connect_with_socket, copy_lines, start, temp_dir, wait_for_no_tasks};
 
 async fn connect(server: &Server) -> Client {
     connect_with_socket(server).await.0
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("eddy-server-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -343,23 +327,6 @@ async fn copy_from_stdin_appends_all_or_nothing() {
         "the failed COPY appended nothing"
     );
     server.shutdown().await;
-}
-
-/// Reads COPY data until it holds `lines` lines (bounded wait).
-async fn copy_lines(
-    stream: &mut std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
-    lines: usize,
-) -> String {
-    let mut text = String::new();
-    while text.lines().count() < lines {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("changelog rows not streamed within 10 s")
-            .expect("stream ended")
-            .unwrap();
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
-    text
 }
 
 #[tokio::test]

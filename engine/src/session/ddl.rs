@@ -72,14 +72,8 @@ impl Session {
             RelationKind::Source | RelationKind::View => "CREATE SOURCE",
             RelationKind::Table => "CREATE TABLE",
         };
-        if self.engine.catalog.get(&name).is_some() {
-            if create.if_not_exists {
-                return Ok(StatementResult::Notice {
-                    message: format!("relation \"{name}\" already exists, skipping"),
-                    then: CommandTag::new(tag),
-                });
-            }
-            return Err(EngineError::DuplicateRelation(name));
+        if let Some(exists) = self.already_exists(&name, create.if_not_exists, tag) {
+            return exists;
         }
         if kind == RelationKind::Table && !options.is_empty() {
             return Err(plan_error(format!(
@@ -147,6 +141,25 @@ impl Session {
             depends_on: Vec::new(),
         })?;
         Ok(StatementResult::Command(CommandTag::new(tag)))
+    }
+
+    /// What `CREATE` of a relation named `name` returns when the name is taken (a notice with
+    /// `IF NOT EXISTS`, else 42P07); `None` when it is free.
+    pub(crate) fn already_exists(
+        &self,
+        name: &str,
+        if_not_exists: bool,
+        tag: &str,
+    ) -> Option<EngineResult<StatementResult>> {
+        self.engine.catalog.get(name)?;
+        Some(if if_not_exists {
+            Ok(StatementResult::Notice {
+                message: format!("relation \"{name}\" already exists, skipping"),
+                then: CommandTag::new(tag),
+            })
+        } else {
+            Err(EngineError::DuplicateRelation(name.to_string()))
+        })
     }
 
     /// The push table `name` (and its definition), for statements that add rows to it.

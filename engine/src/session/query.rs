@@ -18,7 +18,7 @@ use super::{
 use crate::error::{EngineError, EngineResult};
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, streaming_only_node};
 use crate::plan::{ExplainOptions, StreamPlan};
-use crate::runtime::{LaunchContext, launch};
+use crate::runtime::{LaunchContext, RunningQuery, launch};
 
 /// An open cursor: a running query and the rows of a batch not yet fetched.
 pub(crate) struct Cursor {
@@ -96,6 +96,21 @@ impl Session {
             .map_err(|e| EngineError::from_datafusion(e, sql))
     }
 
+    /// Starts the dataflow of a streaming plan at the session's parallelism.
+    pub(crate) fn launch(&self, plan: &StreamPlan) -> EngineResult<RunningQuery> {
+        let state = self.ctx.state();
+        launch(
+            plan,
+            &LaunchContext {
+                state: &state,
+                connectors: &self.engine.connectors,
+                batch_size: self.engine.config.batch_size,
+                parallelism: self.parallelism()?,
+                live_tasks: Arc::clone(&self.engine.live_tasks),
+            },
+        )
+    }
+
     /// Runs a query: continuously if it reads a stream, as a batch otherwise. A query that
     /// reads only materialized views reads their current contents, unless `follow_views`
     /// (`COPY ... TO STDOUT`), which follows the views as streams.
@@ -128,17 +143,7 @@ impl Session {
             if stream_plan.is_updating() {
                 schema = changelog_client_schema(&schema);
             }
-            let state = self.ctx.state();
-            let running = launch(
-                &stream_plan,
-                &LaunchContext {
-                    state: &state,
-                    connectors: &self.engine.connectors,
-                    batch_size: self.engine.config.batch_size,
-                    parallelism: self.parallelism()?,
-                    live_tasks: Arc::clone(&self.engine.live_tasks),
-                },
-            )?;
+            let running = self.launch(&stream_plan)?;
             tracing::debug!(query = %sql, "continuous query started");
             Ok(QueryOutput {
                 schema,
@@ -227,17 +232,7 @@ impl Session {
         if !tables.is_empty() {
             return Err(unbounded(tables));
         }
-        let state = self.ctx.state();
-        let mut running = launch(
-            plan,
-            &LaunchContext {
-                state: &state,
-                connectors: &self.engine.connectors,
-                batch_size: self.engine.config.batch_size,
-                parallelism: self.parallelism()?,
-                live_tasks: Arc::clone(&self.engine.live_tasks),
-            },
-        )?;
+        let mut running = self.launch(plan)?;
         if !running.unbounded_sources().is_empty() {
             let names = running.unbounded_sources().to_vec();
             return Err(unbounded(names.iter().map(String::as_str).collect()));

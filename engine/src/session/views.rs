@@ -15,7 +15,6 @@ use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::JobSpec;
 use crate::plan::ExplainOptions;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
-use crate::runtime::{LaunchContext, launch};
 use crate::sql::parser::{ExplainView, RelationKind, sql_options_to_pairs};
 use crate::view::{Retention, ViewMode, ViewStore};
 
@@ -39,14 +38,8 @@ impl Session {
             ));
         }
         let name = relation_name(&create.name)?;
-        if self.engine.catalog.get(&name).is_some() {
-            if create.if_not_exists {
-                return Ok(StatementResult::Notice {
-                    message: format!("relation \"{name}\" already exists, skipping"),
-                    then: CommandTag::new(TAG),
-                });
-            }
-            return Err(EngineError::DuplicateRelation(name));
+        if let Some(exists) = self.already_exists(&name, create.if_not_exists, TAG) {
+            return exists;
         }
         let options = match &create.options {
             CreateTableOptions::None => Vec::new(),
@@ -146,18 +139,8 @@ impl Session {
             retention,
             time_columns,
         )?);
-        let state = self.ctx.state();
         let parallelism = self.parallelism()?;
-        let running = launch(
-            &stream_plan,
-            &LaunchContext {
-                state: &state,
-                connectors: &self.engine.connectors,
-                batch_size: self.engine.config.batch_size,
-                parallelism,
-                live_tasks: Arc::clone(&self.engine.live_tasks),
-            },
-        )?;
+        let running = self.launch(&stream_plan)?;
         self.engine.catalog.insert(RelationDef {
             name: name.clone(),
             kind: RelationKind::View,

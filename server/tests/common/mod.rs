@@ -1,10 +1,48 @@
-//! Helpers shared by the server's integration tests: connecting clients and waiting for a
-//! query's dataflow to be gone.
+//! Helpers shared by the server's integration tests: starting a server on a data directory,
+//! connecting clients, reading streamed COPY rows and waiting for a query's dataflow to be gone.
+//! (Each test binary uses some of them.)
+#![allow(dead_code)]
 
 use std::time::Duration;
 
-use eddy_server::Server;
+use eddy_server::{Server, ServerConfig};
+use futures::StreamExt;
 use tokio_postgres::{Client, NoTls};
+
+/// A server on an ephemeral loopback port with one instance per operator.
+pub async fn start(dir: &std::path::Path) -> Server {
+    Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(dir.to_path_buf()),
+        parallelism: 1,
+    })
+    .await
+    .unwrap()
+}
+
+/// An empty directory for one test's data, under the system's temp dir.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("eddy-server-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Reads COPY data until it holds `lines` lines (bounded wait).
+pub async fn copy_lines(
+    stream: &mut std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+    lines: usize,
+) -> String {
+    let mut text = String::new();
+    while text.lines().count() < lines {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("rows not streamed within 10 s")
+            .expect("stream ended")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    text
+}
 
 /// A client and the task that owns its socket: aborting the task closes the socket, as a
 /// client process that dies would.
