@@ -144,13 +144,18 @@ impl Session {
     }
 
     /// What `CREATE` of a relation named `name` returns when the name is taken (a notice with
-    /// `IF NOT EXISTS`, else 42P07); `None` when it is free.
+    /// `IF NOT EXISTS`, else 42P07; the system table `eddy_jobs` is always taken); `None` when
+    /// it is free.
     pub(crate) fn already_exists(
         &self,
         name: &str,
         if_not_exists: bool,
         tag: &str,
     ) -> Option<EngineResult<StatementResult>> {
+        if name == crate::jobs::JOBS_TABLE {
+            // The system table of jobs is always there.
+            return Some(Err(EngineError::DuplicateRelation(name.to_string())));
+        }
         self.engine.catalog.get(name)?;
         Some(if if_not_exists {
             Ok(StatementResult::Notice {
