@@ -721,6 +721,44 @@ def test_views_come_back_after_a_restart(own_server):
         )
 
 
+def test_interval_join_of_a_view_with_a_table(server, name):
+    """A query joining a view with a table follows the view: the view's rows so far and the
+    table's rows inserted while it runs are matched in event time."""
+    orders, payments, big = name("psy_orders"), name("psy_payments"), name("psy_big")
+    with connect(server, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {orders} (id BIGINT, ts TIMESTAMP(3), "
+            "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
+        )
+        conn.execute(
+            f"CREATE TABLE {payments} (order_id BIGINT, amount BIGINT, ts TIMESTAMP(3), "
+            "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
+        )
+        conn.execute(
+            f"INSERT INTO {orders} VALUES (1, '2024-01-01 00:00:00'), "
+            "(2, '2024-01-01 00:00:01'), (3, '2024-01-01 00:00:02')"
+        )
+        conn.execute(f"CREATE MATERIALIZED VIEW {big} AS SELECT id, ts FROM {orders} WHERE id > 1")
+        poll(
+            lambda: conn.execute(f"SELECT count(*) FROM {big}").fetchone(),
+            lambda r: r == (2,),
+            what="the view's two rows",
+        )
+    inserter = insert_later(
+        server,
+        f"INSERT INTO {payments} VALUES (1, 5, '2024-01-01 00:00:03'), "
+        "(2, 10, '2024-01-01 00:00:03'), (3, 30, '2024-01-01 00:00:05')",
+    )
+    rows = read_rows(
+        server,
+        f"SELECT o.id, p.amount FROM {big} o JOIN {payments} p ON o.id = p.order_id "
+        "AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND LIMIT 2",
+    )
+    inserter.join(10)
+    # Order 1 is not in the view, so its payment matches nothing.
+    assert sorted(rows) == [(2, 10), (3, 30)]
+
+
 # --- errors ----------------------------------------------------------------------------
 
 ERRORS = [
