@@ -163,6 +163,7 @@ impl JobManager {
         };
         if let Some(job) = job {
             job.stop();
+            job.view.dropped(name);
         }
     }
 

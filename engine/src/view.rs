@@ -330,7 +330,19 @@ impl ViewStore {
         self.close(Ending::Failed(message)).await;
     }
 
+    /// The view was dropped: its followers fail, saying so, instead of waiting for changes
+    /// that will never come.
+    pub fn dropped(&self, name: &str) {
+        self.close_now(Ending::Failed(format!(
+            "materialized view \"{name}\" was dropped"
+        )));
+    }
+
     async fn close(&self, ending: Ending) {
+        self.close_now(ending);
+    }
+
+    fn close_now(&self, ending: Ending) {
         let followers = {
             let mut inner = self.lock();
             inner.ending = ending;

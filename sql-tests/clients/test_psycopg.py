@@ -759,6 +759,46 @@ def test_interval_join_of_a_view_with_a_table(server, name):
     assert sorted(rows) == [(2, 10), (3, 30)]
 
 
+def test_copy_following_a_view_ends_when_the_view_is_dropped(server, name):
+    """COPY (SELECT ... FROM v) TO STDOUT follows the view; DROP MATERIALIZED VIEW from another
+    connection ends it with an error naming the view, instead of leaving it waiting."""
+    table, view = name("psy_dropsrc"), name("psy_dropview")
+    create_table(server, table)
+    with connect(server, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (1, %s, 'x')", (TS1,))
+        conn.execute(f"CREATE MATERIALIZED VIEW {view} AS SELECT a, s FROM {table}")
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+    reader = connect(server, autocommit=True)
+
+    def follow():
+        try:
+            with reader.cursor().copy(f"COPY (SELECT a, s FROM {view}) TO STDOUT") as copy:
+                for chunk in copy:
+                    got.append(bytes(chunk))
+                    first.set()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    try:
+        thread.start()
+        assert first.wait(10), "the view's row did not arrive within 10 s"
+        with connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP MATERIALIZED VIEW {view}")
+        thread.join(10)
+        assert not thread.is_alive(), "the COPY still waits 10 s after its view was dropped"
+        assert got == [b"1\tx\n"]
+        assert len(errors) == 1 and f'materialized view "{view}" was dropped' in str(errors[0])
+        assert reader.execute("SELECT 5").fetchone() == (5,)
+    finally:
+        if thread.is_alive():
+            reader.cancel_safe(timeout=5)
+            thread.join(5)
+        reader.close()
+
+
 # --- errors ----------------------------------------------------------------------------
 
 ERRORS = [
