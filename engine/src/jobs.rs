@@ -165,7 +165,7 @@ impl JobManager {
             job.stop();
             // Queries still following the view learn it is gone.
             job.view
-                .fail(format!("materialized view {name} was dropped"));
+                .fail(format!("materialized view \"{name}\" was dropped"));
         }
     }
 
@@ -278,7 +278,7 @@ fn fail(job: &Job, error: EngineError) {
     let message = error.to_string();
     job.set_status(JobStatus::Failed(message.clone()));
     job.view.fail(format!(
-        "the job of materialized view {} failed: {message}",
+        "the job of materialized view \"{}\" failed: {message}",
         job.name
     ));
 }

@@ -636,4 +636,30 @@ mod tests {
         }
         assert_eq!(ops, vec!["+1", "-1", "+2"]);
     }
+
+    #[tokio::test]
+    async fn dropping_a_view_fails_its_followers_after_what_they_had() {
+        let view =
+            Arc::new(ViewStore::try_new(schema(), ViewMode::Append, None, Some(vec![1])).unwrap());
+        view.apply(Message::Data(rows(&[1], &[1_000])))
+            .await
+            .unwrap();
+        let mut follower = view.follow(Some(vec![0])).unwrap();
+        view.fail("materialized view \"v\" was dropped".to_string());
+        let Some(Ok(Message::Data(first))) = follower.next().await else {
+            panic!("the snapshot should come first");
+        };
+        assert_eq!(keys(&[first], 0), vec![1]);
+        let end = follower.next().await.unwrap();
+        assert!(
+            end.unwrap_err()
+                .to_string()
+                .contains("materialized view \"v\" was dropped")
+        );
+        assert!(follower.next().await.is_none());
+        // A follower that starts after the drop fails at once, after the snapshot.
+        let late = view.follow(Some(vec![0])).unwrap();
+        let messages: Vec<_> = late.collect().await;
+        assert!(messages.last().unwrap().is_err());
+    }
 }

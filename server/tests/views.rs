@@ -135,7 +135,7 @@ async fn copy_follows_an_updating_view_as_a_changelog() {
     let error = end.unwrap_err();
     let db = error.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "55000");
-    assert_eq!(db.message(), "materialized view totals was dropped");
+    assert_eq!(db.message(), "materialized view \"totals\" was dropped");
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

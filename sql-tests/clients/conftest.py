@@ -68,7 +68,7 @@ class EddyServer:
                 f"eddy binary not found at {self.binary}: build it (cargo build --workspace) "
                 "or set EDDY_BIN"
             )
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "ab")  # appended: a restarted server keeps the first log
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         env["NO_COLOR"] = "1"
@@ -126,18 +126,27 @@ class EddyServer:
             return "(no server log)"
         return "\n".join(lines[-n:])
 
-    def stop(self) -> None:
+    def terminate(self) -> bool:
+        """Stops the process with SIGTERM (SIGKILL after 10 s) and keeps the data directory,
+        so that `start()` runs a new server on the same data and port. True when the process
+        exited on SIGTERM by itself."""
         pidfile = self._pidfile()
         proc, self.proc = self.proc, None
+        exited = True
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                exited = False
                 proc.kill()
                 proc.wait(timeout=10)
         if pidfile is not None:
             pidfile.unlink(missing_ok=True)
+        return exited
+
+    def stop(self) -> None:
+        self.terminate()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -159,6 +168,20 @@ def server():
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def own_server():
+    """A server of the test's own, on a fresh data directory, for tests that restart it
+    (`own_server.terminate()` then `own_server.start()`); stopped and deleted at the end."""
+    s = EddyServer(eddy_binary())
+    _servers.append(s)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        _servers.remove(s)
 
 
 @pytest.fixture(autouse=True)

@@ -368,3 +368,94 @@ def test_table_errors(server, name):
             await conn.close(timeout=5)
 
     run(main())
+
+
+# --- materialized views: background jobs -----------------------------------------------
+
+
+async def poll(read, done, timeout: float = 20.0, what: str = "the condition"):
+    """Awaits `read()` until `done(value)` holds, at most `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if done(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what} did not hold within {timeout} s; last value: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+def test_view_job_outlives_the_connection_that_created_it(server, name):
+    """CREATE MATERIALIZED VIEW starts a job that keeps running after its creator disconnects:
+    another connection sees it in SHOW JOBS, reads the view and watches it grow; DROP
+    MATERIALIZED VIEW stops the job, which then leaves SHOW JOBS."""
+    table = name("apg_jobsrc")
+    view = name("apg_jobview")
+    query = (
+        f"SELECT s, window_start, count(*) AS n FROM TUMBLE({table}, ts, INTERVAL '10' SECOND) "
+        "GROUP BY s, window_start, window_end"
+    )
+    t0 = dt.datetime(2024, 1, 1)
+    sec = dt.timedelta(seconds=1)
+
+    async def main():
+        await create_table(server, table)
+        creator = await connect(server)
+        try:
+            await creator.executemany(
+                f"INSERT INTO {table} VALUES ($1, $2, $3)",
+                [(1, t0, "a"), (2, t0 + 3 * sec, "a"), (3, t0 + 5 * sec, "b"), (4, t0 + 12 * sec, "a")],
+            )
+            assert await creator.execute(f"CREATE MATERIALIZED VIEW {view} AS {query}") == (
+                "CREATE MATERIALIZED VIEW"
+            )
+        finally:
+            await creator.close(timeout=5)
+
+        conn = await connect(server)
+        try:
+            jobs = [r for r in await conn.fetch("SHOW JOBS") if r["name"] == view]
+            assert len(jobs) == 1, jobs
+            job = jobs[0]
+            assert job["status"] == "running"
+            assert job["query"] == query
+            assert job["error"] is None
+            assert job["started_at"].tzinfo is not None
+
+            def read_view():
+                return conn.fetch(f"SELECT s, window_start, n FROM {view} ORDER BY s, window_start")
+
+            # The watermark (00:00:11) has closed [00:00:00, 00:00:10) only.
+            rows = await poll(read_view, lambda r: len(r) == 2, what="the first window")
+            assert [tuple(r) for r in rows] == [("a", t0, 2), ("b", t0, 1)]
+
+            # Its creator is gone, yet the job still reads the table: a later row closes the
+            # next window.
+            await conn.execute(f"INSERT INTO {table} VALUES (5, $1, 'c')", t0 + 25 * sec)
+            rows = await poll(read_view, lambda r: len(r) == 3, what="the second window")
+            assert [tuple(r) for r in rows] == [
+                ("a", t0, 2),
+                ("a", t0 + 10 * sec, 1),
+                ("b", t0, 1),
+            ]
+            row = await poll(
+                lambda: conn.fetchrow(
+                    "SELECT status, rows_in, rows_out, watermark FROM eddy_jobs WHERE name = $1",
+                    view,
+                ),
+                lambda r: r["rows_out"] == 3,
+                what="eddy_jobs catching up",
+            )
+            assert tuple(row) == ("running", 5, 3, t0 + 24 * sec)
+
+            assert await conn.execute(f"DROP MATERIALIZED VIEW {view}") == "DROP MATERIALIZED VIEW"
+            assert view not in [r["name"] for r in await conn.fetch("SHOW JOBS")]
+            assert await conn.fetchval("SELECT count(*) FROM eddy_jobs WHERE name = $1", view) == 0
+            with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+                await conn.fetch(f"SELECT * FROM {view}")
+            # The table it read is still there.
+            assert await conn.fetchval(f"SELECT a FROM {table} WHERE a = 5 LIMIT 1") == 5
+        finally:
+            await conn.close(timeout=5)
+
+    run(main())

@@ -262,6 +262,122 @@ def test_copy_from_stdin_in_a_script(server, name):
     assert out.stdout == "3\n", out.stderr
 
 
+# --- materialized views ----------------------------------------------------------------
+
+
+def wait_for_job(server, view: str, rows_out: int, timeout: float = 30) -> None:
+    """Polls eddy_jobs until the view's job has emitted `rows_out` rows (bounded)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT status, rows_out FROM eddy_jobs WHERE name = %s", (view,)
+            ).fetchone()
+            if row == ("running", rows_out):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the job of {view} did not reach {rows_out} rows in {timeout} s: {row}")
+            time.sleep(0.1)
+
+
+def test_fetch_count_over_a_materialized_view(server, name):
+    """With FETCH_COUNT psql reads a view's current contents through a cursor, 10 rows per
+    FETCH, and the statement ends: a SELECT over a view is a snapshot, not a stream."""
+    table, view = name("psql_vsrc"), name("psql_view")
+    # One row per second from 00:00:00 to 00:00:24, then one at 00:01:00 whose watermark
+    # (00:00:59) closes all 25 one-second windows.
+    create_table(
+        server,
+        table,
+        ", ".join(f"({i}, TIMESTAMP '2024-01-01 00:00:{i:02}', 's')" for i in range(25))
+        + ", (99, TIMESTAMP '2024-01-01 00:01:00', 'late')",
+    )
+    execute(
+        server,
+        f"CREATE MATERIALIZED VIEW {view} AS SELECT window_start, count(*) AS n, sum(a) AS total "
+        f"FROM TUMBLE({table}, ts, INTERVAL '1' SECOND) GROUP BY window_start, window_end",
+    )
+    wait_for_job(server, view, 25)
+
+    script = (
+        "\\set FETCH_COUNT 10\n"
+        f"SELECT window_start, n, total FROM {view} ORDER BY window_start;\n"
+        "SELECT 42 AS after;\n"
+    )
+    out = psql(server, "-A", "-t", "-f", "-", stdin=script)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    assert out.stdout.splitlines() == [
+        f"2024-01-01 00:00:{i:02}|1|{i}" for i in range(25)
+    ] + ["42"]
+
+    # Aligned output: one header, every row, the row count.
+    out = psql(server, "-f", "-", stdin=script)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [c.strip() for c in lines[0].split("|")] == ["window_start", "n", "total"]
+    body = [[c.strip() for c in line.split("|")] for line in lines[2:27]]
+    assert body == [[f"2024-01-01 00:00:{i:02}", "1", str(i)] for i in range(25)]
+    assert lines[27] == "(25 rows)"
+
+
+def test_fetch_count_follows_a_view_and_a_table(server, name):
+    """A query reading a view and a table is continuous: psql (FETCH_COUNT 10) first gets the
+    view's current rows and the table's rows, then the rows both gain as another client
+    inserts into the table, 10 per FETCH, as they arrive."""
+    table, view = name("psql_ftab"), name("psql_fview")
+    create_table(
+        server,
+        table,
+        ", ".join(f"({i}, TIMESTAMP '2024-01-01 00:00:0{i}', 's{i}')" for i in range(1, 6)),
+    )
+    execute(server, f"CREATE MATERIALIZED VIEW {view} AS SELECT a, s FROM {table} WHERE a > 0")
+    wait_for_job(server, view, 5)
+
+    query = (
+        f"SELECT 'view' AS src, a, s FROM {view} "
+        f"UNION ALL SELECT 'table' AS src, a, s FROM {table} LIMIT 20"
+    )
+    # Aligned output: unaligned mode writes a row's newline only before the next row.
+    term = TerminalPsql(server, "-t", "-v", "FETCH_COUNT=10", "-c", query)
+
+    def fetch_rows(n: int, what: str) -> list[str]:
+        rows = []
+        while len(rows) < n:
+            try:
+                line = term.next_line(timeout=15)
+            except queue.Empty:
+                pytest.fail(f"{what}: only {rows} arrived within 15 s")
+            assert line is not None, f"psql ended after {rows}: {term.proc.stderr.read()}"
+            if line.strip():  # psql separates the batches of a FETCH_COUNT query
+                rows.append("|".join(c.strip() for c in line.split("|")))
+        return rows
+
+    try:
+        first = fetch_rows(10, "the view's snapshot and the table's rows")
+        assert sorted(first) == sorted(
+            [f"{src}|{i}|s{i}" for src in ("view", "table") for i in range(1, 6)]
+        )
+        assert term.proc.poll() is None, "psql ended although the query follows the table"
+
+        with psycopg.connect(server.dsn, autocommit=True) as writer:
+            for i in range(6, 11):
+                writer.execute(
+                    f"INSERT INTO {table} VALUES (%s, TIMESTAMP '2024-01-01 00:00:10', %s)",
+                    (i, f"s{i}"),
+                )
+        second = fetch_rows(10, "the rows inserted meanwhile")
+        # Each new row reaches the query twice: through the table, and through the view's job.
+        assert sorted(second) == sorted(
+            [f"{src}|{i}|s{i}" for src in ("view", "table") for i in range(6, 11)]
+        )
+        # LIMIT 20 reached: the statement ends and psql exits.
+        term.proc.wait(timeout=15)
+        assert term.proc.returncode == 0, term.proc.stderr.read()
+    finally:
+        term.stop()
+
+
 # --- streaming, cancel, disconnect -----------------------------------------------------
 
 

@@ -567,6 +567,238 @@ def test_server_side_cursor_iterates_with_itersize(server):
         conn.rollback()
 
 
+def insert_later(server, sql: str, params=None, delay: float = 0.5) -> threading.Thread:
+    """Runs an INSERT from another connection after `delay` seconds, while the caller waits."""
+
+    def run():
+        time.sleep(delay)
+        with connect(server, autocommit=True) as writer:
+            writer.execute(sql, params)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_server_side_cursor_follows_an_unbounded_query(server, name):
+    """A named cursor over a continuous query with no end: each fetchmany returns the rows
+    inserted meanwhile by another connection, and waits for them when none are there yet."""
+    table = name("psy_follow")
+    create_table(server, table)
+    with connect(server, autocommit=True) as writer:
+        writer.execute(f"INSERT INTO {table} VALUES (1, %s, 'one')", (TS1,))
+    with connect(server) as conn, cancel_after(conn, 60):
+        with conn.cursor(name="psy_follow_cur") as cur:
+            cur.execute(f"SELECT a, s, a * 10 AS a10 FROM {table} WHERE a > %s", (0,))
+            assert conn.info.transaction_status == TransactionStatus.INTRANS
+            assert [c.name for c in cur.description] == ["a", "s", "a10"]
+            assert cur.fetchmany(1) == [(1, "one", 10)]
+
+            # Nothing to fetch yet: the FETCH waits until another client inserts.
+            started = time.monotonic()
+            inserter = insert_later(
+                server, f"INSERT INTO {table} VALUES (2, %s, 'two'), (3, %s, 'three')", (TS2, TS3)
+            )
+            assert cur.fetchmany(2) == [(2, "two", 20), (3, "three", 30)]
+            assert time.monotonic() - started >= 0.4, "FETCH returned before the rows existed"
+            inserter.join(10)
+
+            # A row that fails the WHERE never shows up; the next one that passes does.
+            inserter = insert_later(
+                server, f"INSERT INTO {table} VALUES (-1, %s, 'no'), (4, %s, 'four')", (TS3, TS3)
+            )
+            assert cur.fetchmany(1) == [(4, "four", 40)]
+            inserter.join(10)
+        # Leaving the block closed the cursor: the query stops and the transaction goes on.
+        assert conn.info.transaction_status == TransactionStatus.INTRANS
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.commit()
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+
+
+def test_server_side_cursor_over_an_updating_aggregate(server, name):
+    """An aggregate without a window is a changelog: a named cursor sees the leading `op`
+    column, a group's first row as `+`, and an update as `-` (old row) then `+` (new row)."""
+    table = name("psy_changelog")
+    create_table(server, table)
+    with connect(server, autocommit=True) as writer:
+        writer.execute(f"INSERT INTO {table} VALUES (1, %s, 'x')", (TS1,))
+    with connect(server) as conn, cancel_after(conn, 60):
+        with conn.cursor(name="psy_changelog_cur") as cur:
+            cur.execute(f"SELECT s, count(*) AS n, sum(a) AS total FROM {table} GROUP BY s")
+            assert [c.name for c in cur.description] == ["op", "s", "n", "total"]
+            assert cur.fetchmany(1) == [("+", "x", 1, 1)]
+
+            inserter = insert_later(server, f"INSERT INTO {table} VALUES (5, %s, 'x')", (TS2,))
+            assert cur.fetchmany(2) == [("-", "x", 1, 1), ("+", "x", 2, 6)]
+            inserter.join(10)
+
+            # A new group is a `+` alone.
+            inserter = insert_later(server, f"INSERT INTO {table} VALUES (7, %s, 'y')", (TS3,))
+            assert cur.fetchmany(1) == [("+", "y", 1, 7)]
+            inserter.join(10)
+        conn.commit()
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+
+
+# --- materialized views and restarts -------------------------------------------------
+
+
+def poll(read, done, timeout: float = 30.0, what: str = "the condition"):
+    """Calls `read()` until `done(value)` holds, at most `timeout` seconds; returns the value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not hold within {timeout} s; last value: {value!r}")
+        time.sleep(0.1)
+
+
+def test_views_come_back_after_a_restart(own_server):
+    """Views over a push table are saved in the data directory: after SIGTERM and a new server
+    on the same directory they are listed again, their jobs run again, and once the jobs have
+    caught up they hold what they held before the restart."""
+    server = own_server
+    windows_sql = "SELECT window_start, n, total FROM clicks_per_10s ORDER BY window_start"
+    pages_sql = "SELECT page, views FROM page_views ORDER BY page"
+    with connect(server, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE clicks (user_id BIGINT, page VARCHAR, ts TIMESTAMP(3), "
+            "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
+        )
+        # Five clicks at 00:00:00, 00:00:04, ..., 00:00:16: windows [0, 10) and [10, 20).
+        conn.cursor().executemany(
+            "INSERT INTO clicks VALUES (%s, %s, %s)",
+            [
+                (i, ["home", "cart", "home"][i % 3], dt.datetime(2024, 1, 1, 0, 0, 4 * i))
+                for i in range(5)
+            ],
+        )
+        # Moves the watermark to 00:00:29, which closes both windows.
+        conn.execute("INSERT INTO clicks VALUES (9, 'home', '2024-01-01 00:00:30')")
+        conn.execute(
+            "CREATE MATERIALIZED VIEW clicks_per_10s AS SELECT window_start, window_end, "
+            "count(*) AS n, sum(user_id) AS total "
+            "FROM TUMBLE(clicks, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end"
+        )
+        conn.execute(
+            "CREATE MATERIALIZED VIEW page_views AS SELECT page, count(*) AS views "
+            "FROM clicks GROUP BY page"
+        )
+        windows = [
+            (dt.datetime(2024, 1, 1, 0, 0, 0), 3, 0 + 1 + 2),
+            (dt.datetime(2024, 1, 1, 0, 0, 10), 2, 3 + 4),
+        ]
+        pages = [("cart", 2), ("home", 4)]
+        poll(lambda: conn.execute(windows_sql).fetchall(), lambda r: r == windows, what="windows")
+        poll(lambda: conn.execute(pages_sql).fetchall(), lambda r: r == pages, what="page views")
+
+    assert server.terminate(), "the server did not exit on SIGTERM"
+    server.start()
+
+    with connect(server, autocommit=True) as conn:
+        views = {r[0]: r[1] for r in conn.execute("SHOW VIEWS").fetchall()}
+        assert views == {"clicks_per_10s": "append", "page_views": "updating"}
+        jobs = dict(conn.execute("SELECT name, status FROM eddy_jobs").fetchall())
+        assert jobs == {"clicks_per_10s": "running", "page_views": "running"}
+        # The jobs recompute from the table (no checkpoints yet): poll until they caught up.
+        poll(lambda: conn.execute(windows_sql).fetchall(), lambda r: r == windows, what="windows")
+        poll(lambda: conn.execute(pages_sql).fetchall(), lambda r: r == pages, what="page views")
+
+        # The restarted jobs keep following the table.
+        conn.execute("INSERT INTO clicks VALUES (5, 'cart', '2024-01-01 00:00:45')")
+        poll(
+            lambda: conn.execute(windows_sql).fetchall(),
+            lambda r: r == windows + [(dt.datetime(2024, 1, 1, 0, 0, 30), 1, 9)],
+            what="the window closed after the restart",
+        )
+        poll(
+            lambda: conn.execute(pages_sql).fetchall(),
+            lambda r: r == [("cart", 3), ("home", 4)],
+            what="page views after the restart",
+        )
+
+
+def test_interval_join_of_a_view_with_a_table(server, name):
+    """A query joining a view with a table follows the view: the view's rows so far and the
+    table's rows inserted while it runs are matched in event time."""
+    orders, payments, big = name("psy_orders"), name("psy_payments"), name("psy_big")
+    with connect(server, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {orders} (id BIGINT, ts TIMESTAMP(3), "
+            "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
+        )
+        conn.execute(
+            f"CREATE TABLE {payments} (order_id BIGINT, amount BIGINT, ts TIMESTAMP(3), "
+            "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
+        )
+        conn.execute(
+            f"INSERT INTO {orders} VALUES (1, '2024-01-01 00:00:00'), "
+            "(2, '2024-01-01 00:00:01'), (3, '2024-01-01 00:00:02')"
+        )
+        conn.execute(f"CREATE MATERIALIZED VIEW {big} AS SELECT id, ts FROM {orders} WHERE id > 1")
+        poll(
+            lambda: conn.execute(f"SELECT count(*) FROM {big}").fetchone(),
+            lambda r: r == (2,),
+            what="the view's two rows",
+        )
+    inserter = insert_later(
+        server,
+        f"INSERT INTO {payments} VALUES (1, 5, '2024-01-01 00:00:03'), "
+        "(2, 10, '2024-01-01 00:00:03'), (3, 30, '2024-01-01 00:00:05')",
+    )
+    rows = read_rows(
+        server,
+        f"SELECT o.id, p.amount FROM {big} o JOIN {payments} p ON o.id = p.order_id "
+        "AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND LIMIT 2",
+    )
+    inserter.join(10)
+    # Order 1 is not in the view, so its payment matches nothing.
+    assert sorted(rows) == [(2, 10), (3, 30)]
+
+
+def test_copy_following_a_view_ends_when_the_view_is_dropped(server, name):
+    """COPY (SELECT ... FROM v) TO STDOUT follows the view; DROP MATERIALIZED VIEW from another
+    connection ends it with an error naming the view, instead of leaving it waiting."""
+    table, view = name("psy_dropsrc"), name("psy_dropview")
+    create_table(server, table)
+    with connect(server, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (1, %s, 'x')", (TS1,))
+        conn.execute(f"CREATE MATERIALIZED VIEW {view} AS SELECT a, s FROM {table}")
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+    reader = connect(server, autocommit=True)
+
+    def follow():
+        try:
+            with reader.cursor().copy(f"COPY (SELECT a, s FROM {view}) TO STDOUT") as copy:
+                for chunk in copy:
+                    got.append(bytes(chunk))
+                    first.set()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    try:
+        thread.start()
+        assert first.wait(10), "the view's row did not arrive within 10 s"
+        with connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP MATERIALIZED VIEW {view}")
+        thread.join(10)
+        assert not thread.is_alive(), "the COPY still waits 10 s after its view was dropped"
+        assert got == [b"1\tx\n"]
+        assert len(errors) == 1 and f'materialized view "{view}" was dropped' in str(errors[0])
+        assert reader.execute("SELECT 5").fetchone() == (5,)
+    finally:
+        if thread.is_alive():
+            reader.cancel_safe(timeout=5)
+            thread.join(5)
+        reader.close()
+
+
 # --- errors ----------------------------------------------------------------------------
 
 ERRORS = [

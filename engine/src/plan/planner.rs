@@ -175,7 +175,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 .inputs
                 .iter()
                 .map(|i| {
-                    if reads_streams(i) {
+                    if reads_streams(i) || reads_views(i) {
                         let input = plan_stream(i)?;
                         if input.is_updating() {
                             return Err(over_updating("UNION ALL"));
@@ -947,7 +947,8 @@ impl TimeBounds {
 
 /// Plans a join between two streams: a window join or an interval join.
 fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
-    if !reads_streams(&join.left) || !reads_streams(&join.right) {
+    let streaming = |p: &LogicalPlan| reads_streams(p) || reads_views(p);
+    if !streaming(&join.left) || !streaming(&join.right) {
         return Err(unsupported(
             "joins of a stream with a table that is not a stream",
         ));
