@@ -156,6 +156,11 @@ impl ViewStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True while the view's job runs (its followers have no end yet).
+    pub fn is_running(&self) -> bool {
+        self.lock().ending == Ending::Running
+    }
+
     /// Rows currently in the view.
     pub fn num_rows(&self) -> usize {
         self.lock().num_rows

@@ -210,7 +210,8 @@ impl Session {
     }
 
     /// Runs `plan` to its end, discarding its rows, and renders it with its figures. Refused
-    /// when a source never ends (a push table at once; a connector once its reader says so).
+    /// when a source never ends (a push table or a view whose job runs at once; a connector
+    /// once its reader says so).
     async fn explain_analyze(&self, plan: &StreamPlan) -> EngineResult<String> {
         let unbounded = |names: Vec<&str>| {
             EngineError::Unsupported(format!(
@@ -226,7 +227,10 @@ impl Session {
         let tables: Vec<&str> = plan
             .sources()
             .iter()
-            .filter(|s| s.relation.table.is_some())
+            .filter(|s| {
+                s.relation.table.is_some()
+                    || s.relation.view.as_ref().is_some_and(|v| v.is_running())
+            })
             .map(|s| s.relation.name.as_str())
             .collect();
         if !tables.is_empty() {
