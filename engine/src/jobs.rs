@@ -19,7 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, EngineResult};
 use crate::plan::StreamPlan;
-use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+use crate::runtime::message::{EventTime, Message};
 use crate::runtime::{QueryMetrics, RunningQuery};
 use crate::view::ViewStore;
 
@@ -211,10 +211,7 @@ impl JobManager {
             );
             rows_out.push(job.rows_out() as i64);
             late.push(job.metrics.late_rows() as i64);
-            let watermark = job
-                .watermark()
-                .filter(|w| *w != WATERMARK_END)
-                .map(|w| w.div_euclid(1_000_000));
+            let watermark = job.watermark().map(|w| w.div_euclid(1_000_000));
             watermarks.push(watermark);
             lags.push(watermark.map(|w| now_ms - w));
             state_bytes.push((job.view.bytes() as u64 + job.metrics.state_bytes()) as i64);

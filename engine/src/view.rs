@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, EngineResult};
 use crate::plan::window::unit_nanos;
-use crate::runtime::message::{EventTime, Message};
+use crate::runtime::message::{EventTime, Message, WATERMARK_END};
 
 /// Messages a follower may be behind before the view's job waits for it.
 const FOLLOWER_CAPACITY: usize = 16;
@@ -216,6 +216,9 @@ impl ViewStore {
                     ViewMode::Append => self.append(&mut inner, batch)?,
                     ViewMode::Updating => self.apply_changes(&mut inner, batch)?,
                 },
+                // The end of input is passed on, but it neither expires rows (a finished view
+                // keeps what its retention held at the last real watermark) nor is shown.
+                Message::Watermark(WATERMARK_END) => {}
                 Message::Watermark(w) => {
                     inner.watermark = Some(*w);
                     self.expire(&mut inner, *w)?;
