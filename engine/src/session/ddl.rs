@@ -379,13 +379,7 @@ impl Session {
             .collect();
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); schema.fields().len()];
         for r in rows {
-            let column_list = r
-                .schema
-                .fields()
-                .iter()
-                .map(|f| format!("{} {}", f.name(), f.data_type()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let column_list = column_list(&r.schema);
             let watermark = r
                 .watermark
                 .as_ref()
@@ -406,11 +400,29 @@ impl Session {
                 column.push(value);
             }
         }
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        Ok(StatementResult::Rows(QueryOutput::text_columns(
-            &names, columns, "SHOW",
-        )?))
+        show_result(&schema, columns)
     }
+}
+
+/// A relation's columns as SHOW lists them: `name Type, ...`.
+pub(crate) fn column_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The result of a SHOW whose columns (all text) are given column by column.
+pub(crate) fn show_result(
+    schema: &SchemaRef,
+    columns: Vec<Vec<String>>,
+) -> EngineResult<StatementResult> {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    Ok(StatementResult::Rows(QueryOutput::text_columns(
+        &names, columns, "SHOW",
+    )?))
 }
 
 /// The columns `SHOW SOURCES | TABLES | VIEWS | SINKS` returns.

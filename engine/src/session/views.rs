@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
 
-use super::ddl::{normalize_ident, relation_name};
+use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::{CommandTag, QueryOutput, Session, StatementResult};
 use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult, plan_error};
@@ -203,13 +203,6 @@ impl Session {
         for r in self.engine.catalog.list() {
             let Some(view) = &r.view else { continue };
             let job = self.engine.jobs.for_view(&r.name);
-            let column_list = r
-                .schema
-                .fields()
-                .iter()
-                .map(|f| format!("{} {}", f.name(), f.data_type()))
-                .collect::<Vec<_>>()
-                .join(", ");
             let mode = match view.mode() {
                 ViewMode::Append => "append",
                 ViewMode::Updating => "updating",
@@ -217,7 +210,7 @@ impl Session {
             let row = [
                 r.name.clone(),
                 mode.to_string(),
-                column_list,
+                column_list(&r.schema),
                 view.num_rows().to_string(),
                 job.as_ref().map(|j| j.id.to_string()).unwrap_or_default(),
                 job.as_ref()
@@ -228,10 +221,7 @@ impl Session {
                 column.push(value);
             }
         }
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        Ok(StatementResult::Rows(QueryOutput::text_columns(
-            &names, columns, "SHOW",
-        )?))
+        show_result(&schema, columns)
     }
 
     /// `SHOW JOBS`: every job with its status and figures.
