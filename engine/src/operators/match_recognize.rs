@@ -912,15 +912,15 @@ impl Operator for MatchRecognizeOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTableInfo> {
-        let mut segments: Vec<*const Segment> = Vec::new();
+        // Partitions share segments: count each once (a set, as there may be many).
+        let mut segments: std::collections::HashSet<*const Segment> =
+            std::collections::HashSet::new();
         let mut bytes = 0;
         let mut held = 0;
         for p in &self.partitions {
             held += p.rows.held_rows();
             for segment in p.rows.segments() {
-                let ptr: *const Segment = segment;
-                if !segments.contains(&ptr) {
-                    segments.push(ptr);
+                if segments.insert(segment as *const Segment) {
                     bytes += segment.batch.get_array_memory_size();
                 }
             }
