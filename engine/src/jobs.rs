@@ -19,7 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, EngineResult};
 use crate::plan::StreamPlan;
-use crate::runtime::message::{EventTime, Message};
+use crate::runtime::message::EventTime;
 use crate::runtime::{QueryMetrics, RunningQuery};
 use crate::view::ViewStore;
 
@@ -58,8 +58,6 @@ pub struct Job {
     pub parallelism: usize,
     pub metrics: Arc<QueryMetrics>,
     pub view: Arc<ViewStore>,
-    /// Rows the job emitted into its view (an updating view counts each `+` and `-`).
-    rows_out: AtomicU64,
     status: Mutex<JobStatus>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -83,10 +81,6 @@ impl Job {
 
     fn set_status(&self, status: JobStatus) {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
-    }
-
-    pub fn rows_out(&self) -> u64 {
-        self.rows_out.load(Ordering::Relaxed)
     }
 
     /// The job's output watermark (nanoseconds since the epoch).
@@ -134,7 +128,6 @@ impl JobManager {
             parallelism: spec.parallelism,
             metrics: Arc::clone(running.metrics()),
             view: spec.view,
-            rows_out: AtomicU64::new(0),
             status: Mutex::new(JobStatus::Running),
             task: Mutex::new(None),
         });
@@ -202,14 +195,8 @@ impl JobManager {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as i64),
             );
-            rows_in.push(
-                job.metrics
-                    .sources
-                    .iter()
-                    .map(|(_, m)| m.rows())
-                    .sum::<u64>() as i64,
-            );
-            rows_out.push(job.rows_out() as i64);
+            rows_in.push(job.metrics.rows_in() as i64);
+            rows_out.push(job.metrics.rows_out() as i64);
             late.push(job.metrics.late_rows() as i64);
             let watermark = job.watermark().map(|w| w.div_euclid(1_000_000));
             watermarks.push(watermark);
@@ -247,10 +234,6 @@ async fn run(job: Arc<Job>, mut running: RunningQuery) {
     loop {
         match running.next_message().await {
             Ok(Some(message)) => {
-                if let Message::Data(batch) = &message {
-                    job.rows_out
-                        .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                }
                 if let Err(e) = job.view.apply(message).await {
                     fail(&job, e);
                     return;

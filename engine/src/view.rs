@@ -14,9 +14,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
-use datafusion::arrow::compute::{filter_record_batch, max, min};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::compute::kernels::boolean::or_kleene;
+use datafusion::arrow::compute::kernels::cmp::gt_eq;
+use datafusion::arrow::compute::{cast, filter_record_batch, is_null, max, min};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use futures::stream::BoxStream;
@@ -238,15 +240,19 @@ impl ViewStore {
 
     fn append(&self, inner: &mut Inner, batch: &RecordBatch) -> EngineResult<()> {
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())?;
-        let (least, greatest) = match &self.retention {
-            Some(r) => time_range(batch.column(r.column))?,
-            None => (EventTime::MIN, EventTime::MAX),
+        let entry = match (&self.retention, inner.watermark) {
+            // Only the new rows can be behind the cutoff: the others were trimmed with it.
+            (Some(r), Some(w)) => retain(batch, r, w.saturating_sub(r.nanos))?,
+            (Some(r), None) => {
+                let (least, greatest) = time_range(batch.column(r.column))?;
+                Some((batch, least, greatest))
+            }
+            (None, _) => Some((batch, EventTime::MIN, EventTime::MAX)),
         };
-        inner.bytes += batch.get_array_memory_size();
-        inner.num_rows += batch.num_rows();
-        inner.batches.push_back((batch, least, greatest));
-        if let Some(w) = inner.watermark {
-            self.expire(inner, w)?;
+        if let Some((batch, least, greatest)) = entry {
+            inner.bytes += batch.get_array_memory_size();
+            inner.num_rows += batch.num_rows();
+            inner.batches.push_back((batch, least, greatest));
         }
         Ok(())
     }
@@ -263,25 +269,16 @@ impl ViewStore {
         let mut kept = VecDeque::with_capacity(inner.batches.len());
         let (mut bytes, mut rows) = (0, 0);
         for (batch, least, greatest) in inner.batches.drain(..) {
-            let batch = if greatest < cutoff {
-                continue;
-            } else if least >= cutoff {
-                batch
+            let entry = if least >= cutoff {
+                Some((batch, least, greatest))
             } else {
-                let times = times_nanos(batch.column(retention.column))?;
-                let keep: BooleanArray = times
-                    .iter()
-                    .map(|t| Some(t.is_none_or(|t| t >= cutoff)))
-                    .collect();
-                filter_record_batch(&batch, &keep)?
+                retain(batch, retention, cutoff)?
             };
-            if batch.num_rows() == 0 {
-                continue;
+            if let Some((batch, least, greatest)) = entry {
+                bytes += batch.get_array_memory_size();
+                rows += batch.num_rows();
+                kept.push_back((batch, least, greatest));
             }
-            let (least, greatest) = time_range(batch.column(retention.column))?;
-            bytes += batch.get_array_memory_size();
-            rows += batch.num_rows();
-            kept.push_back((batch, least, greatest));
         }
         inner.batches = kept;
         inner.bytes = bytes;
@@ -453,51 +450,67 @@ impl ViewStore {
 /// Bytes a distinct row of an updating view costs beyond its encoding (map entry and count).
 const ROW_OVERHEAD: usize = 48;
 
-/// A time column's values in nanoseconds since the epoch.
-fn times_nanos(column: &ArrayRef) -> EngineResult<Vec<Option<EventTime>>> {
-    let unit = match column.data_type() {
-        DataType::Timestamp(unit, _) => *unit,
-        other => {
-            return Err(EngineError::Internal(format!(
-                "retention over a {other} column"
-            )));
-        }
+/// A time column's values as integers in its own unit, and that unit in nanoseconds.
+fn time_values(column: &ArrayRef) -> EngineResult<(Int64Array, i64)> {
+    let DataType::Timestamp(unit, _) = column.data_type() else {
+        return Err(EngineError::Internal(format!(
+            "retention over a {} column",
+            column.data_type()
+        )));
     };
-    let values = datafusion::arrow::compute::cast(column, &DataType::Int64)?;
-    let values = values
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-        .ok_or_else(|| EngineError::Internal("time column cast".to_string()))?;
-    let scale = unit_nanos(unit);
-    Ok(values
-        .iter()
-        .map(|v| v.map(|v| v.saturating_mul(scale)))
-        .collect())
+    let values = cast(column, &DataType::Int64)?;
+    Ok((
+        values.as_primitive::<Int64Type>().clone(),
+        unit_nanos(*unit),
+    ))
 }
 
-/// The least and greatest time of a batch's time column (nulls are never expired).
+/// The least and greatest time of a time column, for deciding without looking at its rows
+/// whether a batch is all kept or all expired. A batch with a NULL time (never expired) has
+/// no greatest time.
 fn time_range(column: &ArrayRef) -> EngineResult<(EventTime, EventTime)> {
-    let scale = match column.data_type() {
-        DataType::Timestamp(unit, _) => unit_nanos(*unit),
-        _ => unit_nanos(TimeUnit::Nanosecond),
+    let (values, scale) = time_values(column)?;
+    let least = min(&values).map_or(EventTime::MAX, |v| v.saturating_mul(scale));
+    let greatest = match max(&values) {
+        Some(v) if values.null_count() == 0 => v.saturating_mul(scale),
+        _ => EventTime::MAX,
     };
-    let values = datafusion::arrow::compute::cast(column, &DataType::Int64)?;
-    let values = values
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-        .ok_or_else(|| EngineError::Internal("time column cast".to_string()))?;
-    if values.null_count() > 0 {
-        return Ok((EventTime::MAX, EventTime::MAX));
-    }
-    let least = min(values).map_or(EventTime::MAX, |v| v.saturating_mul(scale));
-    let greatest = max(values).map_or(EventTime::MAX, |v| v.saturating_mul(scale));
     Ok((least, greatest))
+}
+
+/// The rows of `batch` at or after `cutoff` in the retention's column (and those without a
+/// time), with their time range; `None` when no row is left.
+fn retain(
+    batch: RecordBatch,
+    retention: &Retention,
+    cutoff: EventTime,
+) -> EngineResult<Option<(RecordBatch, EventTime, EventTime)>> {
+    let column = batch.column(retention.column);
+    let (least, greatest) = time_range(column)?;
+    if greatest < cutoff {
+        return Ok(None);
+    }
+    if least >= cutoff {
+        return Ok(Some((batch, least, greatest)));
+    }
+    // t * scale >= cutoff, in the column's unit: t >= ceil(cutoff / scale).
+    let (values, scale) = time_values(column)?;
+    let threshold = cutoff.div_euclid(scale) + i64::from(cutoff.rem_euclid(scale) != 0);
+    let recent = gt_eq(&values, &Int64Array::new_scalar(threshold))?;
+    let keep = or_kleene(&recent, &is_null(&values)?)?;
+    let batch = filter_record_batch(&batch, &keep)?;
+    if batch.num_rows() == 0 {
+        return Ok(None);
+    }
+    let (least, greatest) = time_range(batch.column(retention.column))?;
+    Ok(Some((batch, least, greatest)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    use datafusion::arrow::datatypes::TimeUnit;
     use futures::StreamExt;
 
     fn schema() -> SchemaRef {
@@ -567,6 +580,33 @@ mod tests {
             .unwrap();
         assert_eq!(keys(&view.snapshot().unwrap(), 0), vec![2, 3]);
         assert_eq!(view.num_rows(), 2);
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_rows_without_a_time_and_expires_the_others_beside_them() {
+        let retention = Retention {
+            column: 1,
+            nanos: 10_000_000_000,
+        };
+        let view =
+            ViewStore::try_new(schema(), ViewMode::Append, Some(retention), Some(vec![1])).unwrap();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(1_000),
+                    None,
+                    Some(30_000),
+                ])),
+            ],
+        )
+        .unwrap();
+        view.apply(Message::Data(batch)).await.unwrap();
+        view.apply(Message::Watermark(25_000_000_000))
+            .await
+            .unwrap();
+        assert_eq!(keys(&view.snapshot().unwrap(), 0), vec![2, 3]);
     }
 
     #[tokio::test]

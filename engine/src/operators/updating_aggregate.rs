@@ -20,7 +20,6 @@
 //! every DataFusion aggregate, including `count(DISTINCT ...)` and ordered ones, so none is
 //! re-implemented here.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
@@ -42,6 +41,8 @@ struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
     /// The aggregate values of the group's last `+` row; `None` until it emitted one.
     emitted: Option<Vec<ScalarValue>>,
+    /// The number of the last batch that touched the group.
+    touched_by: u64,
 }
 
 pub struct UpdatingAggregateOperator {
@@ -50,6 +51,8 @@ pub struct UpdatingAggregateOperator {
     /// Interns group keys to indices into `groups`.
     interner: Box<dyn GroupValues>,
     groups: Vec<Group>,
+    /// Input batches so far: marks the groups each batch touches.
+    batches: u64,
 }
 
 /// The changelog rows of one batch, column by column.
@@ -80,6 +83,7 @@ impl UpdatingAggregateOperator {
             exprs,
             interner,
             groups: Vec::new(),
+            batches: 0,
         })
     }
 
@@ -99,18 +103,18 @@ impl UpdatingAggregateOperator {
         let mut order: Vec<u32> = (0..group_ids.len() as u32).collect();
         order.sort_by_key(|&r| group_ids[r as usize]);
         for (a, (arguments, filter)) in inputs.arguments.iter().zip(&inputs.filters).enumerate() {
-            let rows: Vec<u32> = match filter {
+            let indices = UInt32Array::from(match filter {
                 Some(mask) => order
                     .iter()
                     .copied()
                     .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
                     .collect(),
                 None => order.clone(),
-            };
+            });
+            let rows = indices.values();
             if rows.is_empty() {
                 continue;
             }
-            let indices = UInt32Array::from(rows.clone());
             let columns = arguments
                 .iter()
                 .map(|c| take(c.as_ref(), &indices, None))
@@ -189,8 +193,8 @@ impl Operator for UpdatingAggregateOperator {
         }
         let inputs = self.exprs.evaluate_arguments(&batch)?;
         let has_keys = self.exprs.has_keys();
+        self.batches += 1;
         let mut touched = Vec::new();
-        let mut seen = HashSet::new();
         let mut group_ids = Vec::with_capacity(batch.num_rows());
         // One pass per grouping set (one without GROUPING SETS).
         for keys in self.exprs.evaluate_keys(&batch)? {
@@ -210,6 +214,7 @@ impl Operator for UpdatingAggregateOperator {
                         key,
                         accumulators,
                         emitted: None,
+                        touched_by: 0,
                     });
                 } else if g > self.groups.len() {
                     return Err(EngineError::Internal(format!(
@@ -217,7 +222,8 @@ impl Operator for UpdatingAggregateOperator {
                         self.groups.len()
                     )));
                 }
-                if seen.insert(g) {
+                if self.groups[g].touched_by != self.batches {
+                    self.groups[g].touched_by = self.batches;
                     touched.push(g);
                 }
             }
