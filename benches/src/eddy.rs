@@ -45,7 +45,7 @@ impl Streaming {
     /// An engine with `config`, and a session in which the three Nexmark sources exist.
     pub async fn new(config: EngineConfig, events: &Events) -> BenchResult<Self> {
         let mut connectors = ConnectorRegistry::default();
-        eddy_connectors::register_all(&mut connectors);
+        eddy_connectors::register_all(&mut connectors, Default::default());
         let engine = Engine::new(config, connectors, None);
         let mut streaming = Self {
             session: engine.new_session(),
@@ -107,8 +107,16 @@ impl Streaming {
             (Some(statement), true) => statement,
             _ => return Err(format!("expected one query: {sql}").into()),
         };
-        let StatementResult::Rows(mut output) = self.session.execute(&statement, &[]).await? else {
-            return Err(format!("not a query: {sql}").into());
+        let mut output = match self.session.execute(&statement, &[]).await? {
+            StatementResult::Rows(output) => output,
+            // `COPY ... TO 'file'`: the rows went to the file; the tag counts them.
+            StatementResult::Command(tag) => {
+                return Ok(Outcome {
+                    rows: tag.rows.unwrap_or(0),
+                    ..Outcome::default()
+                });
+            }
+            _ => return Err(format!("not a query: {sql}").into()),
         };
         let mut outcome = Outcome::default();
         while let Some(batch) = output.next_batch().await? {

@@ -1,17 +1,24 @@
-//! Eddy's connectors: the `file` and `nexmark` sources.
+//! Eddy's connectors: the `file` and `nexmark` sources, and the `parquet` / `file` sinks.
 //!
-//! Each connector implements [`eddy_engine::connector::SourceConnector`]; the server registers
-//! them all with [`register_all`].
+//! Each connector implements [`eddy_engine::connector::SourceConnector`] or
+//! [`eddy_engine::connector::SinkConnector`]; the server registers them all with
+//! [`register_all`], giving the file connectors the directories they may touch.
 
 use std::sync::Arc;
 
 use eddy_engine::connector::ConnectorRegistry;
+use eddy_engine::paths::PathPolicy;
 
 pub mod file;
+pub mod file_sink;
 pub mod nexmark;
 
 /// Registers every connector of this crate.
-pub fn register_all(registry: &mut ConnectorRegistry) {
-    registry.register_source(Arc::new(file::FileConnector));
+pub fn register_all(registry: &mut ConnectorRegistry, paths: Arc<PathPolicy>) {
+    registry.register_source(Arc::new(file::FileConnector::new(Arc::clone(&paths))));
     registry.register_source(Arc::new(nexmark::NexmarkConnector));
+    registry.register_sink(Arc::new(file_sink::FileSinkConnector::parquet(Arc::clone(
+        &paths,
+    ))));
+    registry.register_sink(Arc::new(file_sink::FileSinkConnector::file(paths)));
 }

@@ -85,6 +85,12 @@ impl Catalog {
         self.read().get(name).map(|(_, r)| Arc::clone(r))
     }
 
+    /// A relation queries may read: every kind but a sink.
+    pub fn readable(&self, name: &str) -> Option<Arc<RelationDef>> {
+        self.get(name)
+            .filter(|r| r.kind != crate::sql::parser::RelationKind::Sink)
+    }
+
     /// The views that read relation `name`.
     pub fn dependents(&self, name: &str) -> Vec<String> {
         self.read()

@@ -1,4 +1,4 @@
-//! The traits that connectors implement, and the registry the server fills.
+//! The traits that connectors implement (sources and sinks), and the registry the server fills.
 //!
 //! A connector turns the options of a `CREATE SOURCE ... WITH (...)` statement into a
 //! stream of Arrow batches with exactly the declared schema. It knows nothing of watermarks,
@@ -28,6 +28,9 @@ pub enum ConnectorError {
     /// The connector cannot do what the options ask (SQLSTATE 0A000).
     #[error("feature not supported: {0}")]
     Unsupported(String),
+    /// A path outside the directories the server allows (SQLSTATE 42501).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Reading the external system failed (a file vanished, a broker is down).
     #[error("{0}")]
     Io(String),
@@ -160,10 +163,117 @@ impl SourceMetrics {
     }
 }
 
+/// What a sink connector needs to open a writer.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// The sink's name in the catalog (for messages and file names).
+    pub sink_name: String,
+    /// The schema of every batch the writer receives.
+    pub schema: SchemaRef,
+    /// The `WITH (...)` options.
+    pub options: ConnectorOptions,
+    /// The columns of `schema` that carry event time and follow the watermark (a window's
+    /// `window_end`, a source's WATERMARK column), first the preferred one.
+    pub time_columns: Vec<usize>,
+    /// Counters the writer must update.
+    pub metrics: Arc<SinkMetrics>,
+}
+
+/// Where an opened sink writes: rows, watermarks and the passing of processing time in; files
+/// out. The engine calls it from one task, in order. Rows become visible only in finished
+/// files, so a reader never sees a partial file.
+pub trait SinkWriter: Send {
+    /// Writes rows (their schema is [`SinkContext::schema`]).
+    fn write(&mut self, batch: &RecordBatch) -> ConnectorResult<()>;
+
+    /// The input's watermark (nanoseconds since the epoch): no row at or below it will
+    /// follow, so whatever it completes (an event-time partition) can be committed.
+    fn watermark(&mut self, watermark: i64) -> ConnectorResult<()>;
+
+    /// Called about every [`SinkWriter::tick_interval`] so time-based rolling happens when no
+    /// rows arrive.
+    fn tick(&mut self) -> ConnectorResult<()>;
+
+    /// How often [`SinkWriter::tick`] is wanted.
+    fn tick_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
+    /// The input ended: finishes every file and commits everything.
+    fn finish(&mut self) -> ConnectorResult<()>;
+
+    /// The sink is dropped while its input runs: finishes the open files, commits nothing
+    /// the watermark has not completed.
+    fn close(&mut self) -> ConnectorResult<()>;
+
+    /// The job failed: removes unfinished files, leaves finished ones alone.
+    fn abort(&mut self);
+}
+
+/// A sink connector (`parquet`, `file`). One instance serves every sink using it.
+pub trait SinkConnector: Send + Sync + 'static {
+    /// The name used in `connector = '...'`.
+    fn name(&self) -> &'static str;
+
+    /// Other accepted names.
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Checks the options against the schema at `CREATE SINK` time.
+    fn validate(&self, ctx: &SinkContext) -> ConnectorResult<()>;
+
+    /// Opens a writer for a continuous sink.
+    fn open(&self, ctx: SinkContext) -> ConnectorResult<Box<dyn SinkWriter>>;
+
+    /// Opens a writer for `COPY ... TO 'path'`: one file at exactly `path`, made visible by
+    /// [`SinkWriter::finish`]. `None` if the connector cannot write single files.
+    fn open_file(
+        &self,
+        _ctx: SinkContext,
+        _path: &str,
+    ) -> Option<ConnectorResult<Box<dyn SinkWriter>>> {
+        None
+    }
+}
+
+/// Counters of one sink, shared between the writer and the engine.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    pub rows: AtomicU64,
+    /// Finished (visible) files.
+    pub files: AtomicU64,
+    /// Bytes in finished files.
+    pub bytes: AtomicU64,
+    /// Event-time partitions marked complete (`_SUCCESS`).
+    pub partitions_committed: AtomicU64,
+    /// Rows written into a partition after it was committed.
+    pub late_rows: AtomicU64,
+    /// Files being written.
+    pub open_files: AtomicU64,
+    /// Bytes buffered in the files being written.
+    pub buffered_bytes: AtomicU64,
+}
+
+impl SinkMetrics {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
+    }
+}
+
 /// The connectors a server knows, by name and alias.
 #[derive(Default, Clone)]
 pub struct ConnectorRegistry {
     sources: HashMap<String, Arc<dyn SourceConnector>>,
+    sinks: HashMap<String, Arc<dyn SinkConnector>>,
 }
 
 impl ConnectorRegistry {
@@ -182,6 +292,25 @@ impl ConnectorRegistry {
     /// Names of the registered connectors, for error messages.
     pub fn source_names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.sources.values().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    pub fn register_sink(&mut self, connector: Arc<dyn SinkConnector>) {
+        for alias in connector.aliases() {
+            self.sinks.insert(alias.to_string(), Arc::clone(&connector));
+        }
+        self.sinks.insert(connector.name().to_string(), connector);
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&Arc<dyn SinkConnector>> {
+        self.sinks.get(&name.to_ascii_lowercase())
+    }
+
+    /// Names of the registered sink connectors, for error messages.
+    pub fn sink_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.sinks.values().map(|c| c.name()).collect();
         names.sort_unstable();
         names.dedup();
         names

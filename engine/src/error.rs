@@ -36,6 +36,9 @@ pub enum EngineError {
     /// A relation of the wrong kind for the statement (`DROP SOURCE` on a table).
     #[error("{0}")]
     WrongObjectType(String),
+    /// An object other than a relation (a sink) that does not exist.
+    #[error("{0}")]
+    UnknownObject(String),
     /// A cursor declared twice.
     #[error("cursor \"{0}\" already exists")]
     DuplicateCursor(String),
@@ -72,6 +75,9 @@ pub enum EngineError {
     /// `SHOW` or `SET` of a variable that does not exist.
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownVariable(String),
+    /// A prepared statement that does not exist (`DEALLOCATE name`).
+    #[error("prepared statement \"{0}\" does not exist")]
+    UnknownPreparedStatement(String),
     /// A cursor or prepared object that does not exist.
     #[error("cursor \"{0}\" does not exist")]
     UnknownCursor(String),

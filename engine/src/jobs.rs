@@ -1,12 +1,13 @@
 //! Background jobs: continuous queries that outlive the client that started them.
 //!
-//! A [`Job`] runs the dataflow of a materialized view in a tokio task of its own and feeds
-//! the rows it emits into the view's [`ViewStore`]. The [`JobManager`] lists every job for
-//! `SHOW JOBS`; a job that fails stays listed with its error, and a job whose input ended stays
-//! listed as finished, until its view is dropped.
+//! A [`Job`] runs the dataflow of a materialized view or of a sink in a tokio task of its own.
+//! A view's job feeds the rows it emits into the view's [`ViewStore`]; a sink's job hands
+//! rows, watermarks and the passing of time to the sink's [`SinkWriter`]. The [`JobManager`]
+//! lists every job for `SHOW JOBS`; a job that fails stays listed with its error, and a job
+//! whose input ended stays listed as finished, until its view or sink is dropped.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,9 +18,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::connector::{SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult};
 use crate::plan::StreamPlan;
-use crate::runtime::message::EventTime;
+use crate::runtime::message::{EventTime, Message, WATERMARK_END};
 use crate::runtime::{QueryMetrics, RunningQuery};
 use crate::view::ViewStore;
 
@@ -57,7 +59,8 @@ pub struct Job {
     /// Parallel instances of its keyed operators.
     pub parallelism: usize,
     pub metrics: Arc<QueryMetrics>,
-    pub view: Arc<ViewStore>,
+    /// Where the job's rows go.
+    pub output: JobOutput,
     status: Mutex<JobStatus>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -85,14 +88,83 @@ impl Job {
 
     /// The job's output watermark (nanoseconds since the epoch).
     pub fn watermark(&self) -> Option<EventTime> {
-        self.view.watermark()
+        match &self.output {
+            JobOutput::View(view) => view.watermark(),
+            JobOutput::Sink(sink) => sink.watermark(),
+        }
     }
 
-    /// Stops the job's dataflow and frees what it holds.
-    pub fn stop(&self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            task.abort();
+    /// The view the job maintains, if it is a view's job.
+    pub fn view(&self) -> Option<&Arc<ViewStore>> {
+        match &self.output {
+            JobOutput::View(view) => Some(view),
+            JobOutput::Sink(_) => None,
         }
+    }
+
+    /// Bytes the job holds beyond its operators' state: a view's rows, a sink's open files.
+    fn output_bytes(&self) -> u64 {
+        match &self.output {
+            JobOutput::View(view) => view.bytes() as u64,
+            JobOutput::Sink(sink) => SinkMetrics::get(&sink.metrics.buffered_bytes),
+        }
+    }
+
+    /// Stops the job's dataflow and frees what it holds. A sink's job first finishes the
+    /// files it has open, so that when this returns they are complete and visible.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut task) = task else { return };
+        if let JobOutput::Sink(sink) = &self.output {
+            sink.stop.send_replace(true);
+            match tokio::time::timeout(SINK_STOP_TIMEOUT, &mut task).await {
+                Ok(_) => return,
+                Err(_) => tracing::warn!(job = self.id, "the sink did not stop in time"),
+            }
+        }
+        task.abort();
+    }
+}
+
+/// How long dropping a sink waits for it to finish its open files.
+const SINK_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where a job's rows go.
+#[derive(Debug)]
+pub enum JobOutput {
+    /// A materialized view.
+    View(Arc<ViewStore>),
+    /// A sink.
+    Sink(Arc<SinkState>),
+}
+
+/// What a sink's job shares with `SHOW SINKS` and `DROP SINK`.
+#[derive(Debug)]
+pub struct SinkState {
+    /// The connector's name.
+    pub connector: String,
+    /// Where it writes (its `path` option).
+    pub path: String,
+    pub metrics: Arc<SinkMetrics>,
+    /// The last watermark the sink received; `i64::MIN` before the first.
+    watermark: AtomicI64,
+    /// Set to ask the job to finish its open files and stop.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl SinkState {
+    pub fn new(connector: String, path: String, metrics: Arc<SinkMetrics>) -> Self {
+        Self {
+            connector,
+            path,
+            metrics,
+            watermark: AtomicI64::new(i64::MIN),
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    pub fn watermark(&self) -> Option<EventTime> {
+        Some(self.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN)
     }
 }
 
@@ -112,12 +184,17 @@ pub struct JobSpec {
     pub query: String,
     pub plan: StreamPlan,
     pub parallelism: usize,
-    pub view: Arc<ViewStore>,
+    pub output: JobOutput,
 }
 
 impl JobManager {
-    /// Starts a job pulling from `running` into its view.
-    pub fn start(&self, spec: JobSpec, running: RunningQuery) -> Arc<Job> {
+    /// Starts a job pulling from `running` into its view, or into `writer` for a sink.
+    pub fn start(
+        &self,
+        spec: JobSpec,
+        running: RunningQuery,
+        writer: Option<Box<dyn SinkWriter>>,
+    ) -> Arc<Job> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let job = Arc::new(Job {
             id,
@@ -127,11 +204,19 @@ impl JobManager {
             plan: spec.plan,
             parallelism: spec.parallelism,
             metrics: Arc::clone(running.metrics()),
-            view: spec.view,
+            output: spec.output,
             status: Mutex::new(JobStatus::Running),
             task: Mutex::new(None),
         });
-        let task = tokio::spawn(run(Arc::clone(&job), running));
+        let task = match (&job.output, writer) {
+            (JobOutput::Sink(sink), Some(writer)) => tokio::spawn(run_sink(
+                Arc::clone(&job),
+                running,
+                writer,
+                sink.stop.subscribe(),
+            )),
+            _ => tokio::spawn(run(Arc::clone(&job), running)),
+        };
         *job.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         self.write().insert(id, Arc::clone(&job));
         job
@@ -142,23 +227,32 @@ impl JobManager {
         self.read().values().cloned().collect()
     }
 
-    /// The job maintaining view `name`.
-    pub fn for_view(&self, name: &str) -> Option<Arc<Job>> {
+    /// The job maintaining view or sink `name`.
+    pub fn for_name(&self, name: &str) -> Option<Arc<Job>> {
         self.read().values().find(|j| j.name == name).cloned()
     }
 
-    /// Stops and forgets the job maintaining view `name`.
-    pub fn remove_view(&self, name: &str) {
+    /// Stops and forgets the job maintaining view or sink `name`.
+    pub async fn remove(&self, name: &str) {
         let job = {
             let mut jobs = self.write();
             let id = jobs.values().find(|j| j.name == name).map(|j| j.id);
             id.and_then(|id| jobs.remove(&id))
         };
         if let Some(job) = job {
-            job.stop();
-            // Queries still following the view learn it is gone.
-            job.view
-                .fail(format!("materialized view \"{name}\" was dropped"));
+            job.stop().await;
+            if let Some(view) = job.view() {
+                // Queries still following the view learn it is gone.
+                view.fail(format!("materialized view \"{name}\" was dropped"));
+            }
+        }
+    }
+
+    /// Stops every job, as the server shuts down: sinks finish their open files first. The
+    /// jobs stay listed.
+    pub async fn stop_all(&self) {
+        for job in self.list() {
+            job.stop().await;
         }
     }
 
@@ -201,7 +295,7 @@ impl JobManager {
             let watermark = job.watermark().map(|w| w.div_euclid(1_000_000));
             watermarks.push(watermark);
             lags.push(watermark.map(|w| now_ms - w));
-            state_bytes.push((job.view.bytes() as u64 + job.metrics.state_bytes()) as i64);
+            state_bytes.push((job.output_bytes() + job.metrics.state_bytes()) as i64);
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(ids)),
@@ -229,19 +323,22 @@ impl JobManager {
     }
 }
 
-/// The job's task: every message of the dataflow into the view, until the end or a failure.
+/// A view's job: every message of the dataflow into the view, until the end or a failure.
 async fn run(job: Arc<Job>, mut running: RunningQuery) {
+    let Some(view) = job.view().cloned() else {
+        return;
+    };
     loop {
         match running.next_message().await {
             Ok(Some(message)) => {
-                if let Err(e) = job.view.apply(message).await {
+                if let Err(e) = view.apply(message).await {
                     fail(&job, e);
                     return;
                 }
             }
             Ok(None) => {
                 job.set_status(JobStatus::Finished);
-                job.view.finish();
+                view.finish();
                 tracing::info!(job = job.id, view = %job.name, "job finished: its input ended");
                 return;
             }
@@ -253,14 +350,88 @@ async fn run(job: Arc<Job>, mut running: RunningQuery) {
     }
 }
 
+/// A sink's job: rows and watermarks into the writer, a tick for time-based rolling, until
+/// the input ends (every file finished and committed), the sink is dropped (open files
+/// finished) or something fails (unfinished files removed).
+async fn run_sink(
+    job: Arc<Job>,
+    mut running: RunningQuery,
+    mut writer: Box<dyn SinkWriter>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let JobOutput::Sink(sink) = &job.output else {
+        return;
+    };
+    let mut tick = tokio::time::interval(writer.tick_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        // The pending `next_message` is kept across ticks: it is never cancelled midway.
+        let message = {
+            let next = running.next_message();
+            tokio::pin!(next);
+            loop {
+                tokio::select! {
+                    message = &mut next => break message,
+                    _ = tick.tick() => {
+                        if let Err(e) = writer.tick() {
+                            writer.abort();
+                            return fail(&job, e.into());
+                        }
+                    }
+                    _ = stop.changed() => {
+                        if let Err(e) = writer.close() {
+                            writer.abort();
+                            fail(&job, e.into());
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        let result = match message {
+            Ok(Some(Message::Data(batch))) => writer.write(&batch),
+            Ok(Some(Message::Watermark(w))) => {
+                if w != WATERMARK_END {
+                    sink.watermark.store(w, Ordering::Relaxed);
+                }
+                writer.watermark(w)
+            }
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                match writer.finish() {
+                    Ok(()) => {
+                        job.set_status(JobStatus::Finished);
+                        tracing::info!(job = job.id, sink = %job.name, "sink finished: its input ended");
+                    }
+                    Err(e) => {
+                        writer.abort();
+                        fail(&job, e.into());
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                writer.abort();
+                return fail(&job, e);
+            }
+        };
+        if let Err(e) = result {
+            writer.abort();
+            return fail(&job, e.into());
+        }
+    }
+}
+
 fn fail(job: &Job, error: EngineError) {
-    tracing::error!(job = job.id, view = %job.name, %error, "job failed");
+    tracing::error!(job = job.id, name = %job.name, %error, "job failed");
     let message = error.to_string();
     job.set_status(JobStatus::Failed(message.clone()));
-    job.view.fail(format!(
-        "the job of materialized view \"{}\" failed: {message}",
-        job.name
-    ));
+    if let Some(view) = job.view() {
+        view.fail(format!(
+            "the job of materialized view \"{}\" failed: {message}",
+            job.name
+        ));
+    }
 }
 
 /// The columns of `SHOW JOBS` and the `eddy_jobs` table.

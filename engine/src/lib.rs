@@ -8,6 +8,7 @@ pub mod connector;
 pub mod error;
 pub mod jobs;
 pub mod operators;
+pub mod paths;
 pub mod plan;
 pub mod runtime;
 pub mod session;

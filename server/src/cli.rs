@@ -43,4 +43,9 @@ pub struct ServeArgs {
     /// of a query (default: one per core).
     #[arg(long, env = "EDDY_WORKERS")]
     pub workers: Option<usize>,
+
+    /// A directory file sources, sinks and COPY TO may read and write, besides the data
+    /// directory and the working directory (repeatable). Anything else is refused.
+    #[arg(long = "allow-path", value_name = "DIR")]
+    pub allow_path: Vec<PathBuf>,
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use eddy_engine::connector::ConnectorRegistry;
+use eddy_engine::paths::PathPolicy;
 use eddy_engine::session::{Engine, EngineConfig};
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
@@ -27,6 +28,9 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Parallel instances of each keyed operator per query (sessions may `SET parallelism`).
     pub parallelism: usize,
+    /// Directories file sources, sinks and `COPY ... TO 'file'` may use, besides the data
+    /// directory and the working directory (`--allow-path`).
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 /// A running server.
@@ -50,6 +54,8 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    AllowPath(std::io::Error),
 }
 
 /// Splits off a second handle on the socket for noticing disconnects (see `ClientProbe`).
@@ -66,8 +72,6 @@ fn with_probe(
 
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Self, ServerError> {
-        let mut connectors = ConnectorRegistry::default();
-        eddy_connectors::register_all(&mut connectors);
         let (store, ddl) = match &config.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
@@ -86,6 +90,14 @@ impl Server {
             }
             None => (None, Vec::new()),
         };
+        // Files may be touched in the data directory, the working directory and each
+        // `--allow-path` directory, nowhere else.
+        let mut allowed: Vec<PathBuf> = config.data_dir.iter().cloned().collect();
+        allowed.push(std::env::current_dir().map_err(ServerError::AllowPath)?);
+        allowed.extend(config.allowed_paths.iter().cloned());
+        let paths = Arc::new(PathPolicy::allow(allowed).map_err(ServerError::AllowPath)?);
+        let mut connectors = ConnectorRegistry::default();
+        eddy_connectors::register_all(&mut connectors, paths);
         let engine = Engine::new(
             EngineConfig {
                 data_dir: config.data_dir.clone(),
@@ -175,6 +187,8 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
+        // Sinks finish the files they have open, so none is left half-written.
+        self.engine.jobs().stop_all().await;
     }
 
     /// Waits until the accept loop ends (it ends only at shutdown).

@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
             listen: args.listen,
             data_dir: Some(args.data_dir.clone()),
             parallelism: workers,
+            allowed_paths: args.allow_path.clone(),
         })
         .await
         {

@@ -60,6 +60,7 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.clone()),
         parallelism: 1,
+        allowed_paths: Vec::new(),
     })
     .await
     .unwrap();

@@ -51,6 +51,7 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.clone()),
         parallelism: 1,
+        allowed_paths: Vec::new(),
     })
     .await
     .unwrap();

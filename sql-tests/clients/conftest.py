@@ -3,7 +3,8 @@
 The server binary comes from `EDDY_BIN`, else `$CARGO_TARGET_DIR/debug/eddy`, else
 `~/.cache/eddy-target/debug/eddy`. It listens on 127.0.0.1 on a free port with a temporary
 data directory, and is killed when the session ends (also when tests fail or pytest is
-interrupted). Its log is printed when a test fails.
+interrupted). Its log is printed when a test fails. Files it may write besides its data
+directory go to `server.out_dir`, which it is given as `--allow-path` (COPY TO a file, sinks).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class EddyServer:
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="eddy-clients-"))
         self.data_dir = self.tmp / "data"
+        # Outside the data directory: the server may write here only through --allow-path.
+        self.out_dir = self.tmp / "out"
+        self.out_dir.mkdir()
         self.log_path = self.tmp / "server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -79,6 +83,8 @@ class EddyServer:
                 f"{self.host}:{self.port}",
                 "--data-dir",
                 str(self.data_dir),
+                "--allow-path",
+                str(self.out_dir),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -187,6 +187,7 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
             .ok()
             .and_then(|p| p.parse().ok())
             .unwrap_or(1),
+        allowed_paths: Vec::new(),
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -194,6 +195,8 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
     let mut runner = sqllogictest::Runner::new(move || async move { EddyDb::connect(addr).await });
     runner.with_column_validator(|_, _| true);
     runner.set_var("DATA".to_string(), data_dir_string(&data_dir()));
+    // Where tests export files: inside the server's data directory, which it allows.
+    runner.set_var("OUT".to_string(), data_dir_string(&server_dir.join("out")));
     runner.set_var(
         "CONFORMANCE".to_string(),
         data_dir_string(&conformance_dir()),

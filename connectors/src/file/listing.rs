@@ -1,6 +1,7 @@
 //! Which files a `path` option names, in the order they are read.
 //!
-//! A path is a single file, a folder (its regular files, not recursively, hidden ones skipped)
+//! A path is a single file, a folder (its regular files, not recursively; hidden ones and
+//! markers starting with `_` skipped)
 //! or a glob (`data/*.csv`, `logs/**/*.json`; `*` does not match a leading dot or cross a `/`).
 //! Listings are sorted by path, so files are read in name order. These functions touch the
 //! file system synchronously: call them at `CREATE SOURCE` time or on a blocking thread.
@@ -8,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
+use eddy_engine::paths::PathPolicy;
 
 use super::options::FileFormat;
 
@@ -48,6 +50,27 @@ impl PathSpec {
                 "no file matches path '{path}'"
             ))),
         }
+    }
+
+    /// Checks the folder the path names (the part of a glob before its first wildcard)
+    /// against the policy, before anything is listed.
+    pub(crate) fn check_base(path: &str, paths: &PathPolicy) -> ConnectorResult<()> {
+        let literal: PathBuf = Path::new(path)
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect();
+        paths.check_new(&literal)?;
+        Ok(())
+    }
+
+    /// [`PathSpec::list`], failing if a file found resolves outside the allowed directories
+    /// (a symbolic link out of them).
+    pub(crate) fn list_allowed(&self, paths: &PathPolicy) -> ConnectorResult<Vec<ListedFile>> {
+        let files = self.list()?;
+        for file in &files {
+            paths.check_existing(&file.path)?;
+        }
+        Ok(files)
     }
 
     /// The files the path names now, sorted by path. A single file that no longer exists
@@ -96,7 +119,8 @@ fn list_folder(dir: &Path) -> ConnectorResult<Vec<ListedFile>> {
         let entry = entry.map_err(|e| {
             ConnectorError::Io(format!("cannot list folder '{}': {e}", dir.display()))
         })?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        // Hidden files, and markers such as `_SUCCESS` (as Spark and Hive skip them).
+        if entry.file_name().to_string_lossy().starts_with(['.', '_']) {
             continue;
         }
         files.extend(regular_file(entry.path()));

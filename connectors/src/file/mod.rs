@@ -7,7 +7,8 @@
 //!
 //! # Options
 //! - `path` (required): a file, a folder (its regular files, not recursively, sorted by name;
-//!   hidden files skipped) or a glob (`data/*.csv`). Relative paths are relative to the
+//!   hidden files and names starting with `_`, such as a sink's `_SUCCESS`, skipped) or a glob
+//!   (`data/*.csv`). Relative paths are relative to the
 //!   server's current directory. A path without glob characters must exist when the source is
 //!   created; a glob or folder may match nothing yet.
 //! - `format`: `csv`, `json` (JSON lines; also `json-lines`, `jsonl`, `ndjson`) or `parquet`.
@@ -54,6 +55,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{
     ConnectorError, ConnectorOptions, ConnectorResult, SourceConnector, SourceContext, SourceReader,
 };
+use eddy_engine::paths::PathPolicy;
 use futures::StreamExt;
 
 use self::csv::CsvDecoder;
@@ -66,8 +68,11 @@ use self::scan::{FileScan, ScanConfig};
 use self::text::TextDecoder;
 
 /// The `file` source connector (alias `filesystem`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FileConnector;
+#[derive(Debug, Clone, Default)]
+pub struct FileConnector {
+    /// The directories sources may read; the default allows every path.
+    paths: Arc<PathPolicy>,
+}
 
 /// Options, path and format of a source, checked.
 struct Resolved {
@@ -77,7 +82,12 @@ struct Resolved {
 }
 
 impl FileConnector {
-    fn resolve(schema: &SchemaRef, raw: &ConnectorOptions) -> ConnectorResult<Resolved> {
+    /// A connector that reads only where `paths` allows.
+    pub fn new(paths: Arc<PathPolicy>) -> Self {
+        Self { paths }
+    }
+
+    fn resolve(&self, schema: &SchemaRef, raw: &ConnectorOptions) -> ConnectorResult<Resolved> {
         let options = FileOptions::parse(raw)?;
         if schema.fields().is_empty() {
             return Err(ConnectorError::InvalidOption(
@@ -86,10 +96,11 @@ impl FileConnector {
                     .to_string(),
             ));
         }
+        PathSpec::check_base(&options.path, &self.paths)?;
         let spec = PathSpec::parse(&options.path)?;
         let format = match options.format.or_else(|| spec.format_hint()) {
             Some(format) => format,
-            None => infer_format(&options.path, &spec)?,
+            None => infer_format(&options.path, &spec, &self.paths)?,
         };
         options.check_format(format, raw)?;
         check_supported(schema, format)?;
@@ -103,8 +114,8 @@ impl FileConnector {
 
 /// The format of the files a folder or glob matches now, if they all have the same known
 /// extension.
-fn infer_format(path: &str, spec: &PathSpec) -> ConnectorResult<FileFormat> {
-    let files = spec.list()?;
+fn infer_format(path: &str, spec: &PathSpec, paths: &PathPolicy) -> ConnectorResult<FileFormat> {
+    let files = spec.list_allowed(paths)?;
     let mut formats = files.iter().map(|f| FileFormat::from_extension(&f.path));
     let first = formats.next().flatten();
     match first {
@@ -126,10 +137,11 @@ impl SourceConnector for FileConnector {
     }
 
     fn validate(&self, schema: &SchemaRef, options: &ConnectorOptions) -> ConnectorResult<()> {
-        let resolved = Self::resolve(schema, options)?;
+        let resolved = self.resolve(schema, options)?;
+        let files = resolved.spec.list_allowed(&self.paths)?;
         if resolved.format == FileFormat::Parquet {
             // Catch a column the data lacks now rather than at the first query.
-            if let Some(first) = resolved.spec.list()?.first() {
+            if let Some(first) = files.first() {
                 let config = DecodeConfig {
                     schema: Arc::clone(schema),
                     null_value: None,
@@ -147,7 +159,7 @@ impl SourceConnector for FileConnector {
             options,
             spec,
             format,
-        } = Self::resolve(&ctx.schema, &ctx.options)?;
+        } = self.resolve(&ctx.schema, &ctx.options)?;
         // Only the columns the query reads are decoded (CSV by position, JSON and Parquet by
         // name).
         let schema = ctx.output_schema()?;
@@ -181,6 +193,7 @@ impl SourceConnector for FileConnector {
         let follow = options.follow;
         let scan = FileScan::new(ScanConfig {
             spec,
+            paths: Arc::clone(&self.paths),
             format,
             decoder,
             decode: DecodeConfig {

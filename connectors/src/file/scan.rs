@@ -30,6 +30,8 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// What every step of a scan needs, shared with the blocking threads.
 pub(crate) struct ScanConfig {
     pub spec: PathSpec,
+    /// The directories the scan may read.
+    pub paths: std::sync::Arc<eddy_engine::paths::PathPolicy>,
     pub format: FileFormat,
     /// The text decoder; `None` for Parquet.
     pub decoder: Option<TextDecoder>,
@@ -159,7 +161,7 @@ impl FileScan {
     /// future hold a `&FileScan`, which is not `Sync`: Parquet readers are not.)
     fn list(&self) -> impl Future<Output = ConnectorResult<Vec<ListedFile>>> + Send + 'static {
         let config = Arc::clone(&self.config);
-        blocking(move || config.spec.list())
+        blocking(move || config.spec.list_allowed(&config.paths))
     }
 
     /// Starts tracking a file; `settle` makes a Parquet file wait for its size to settle.

@@ -105,9 +105,9 @@ fn open_projected(
     batch_size: usize,
     projection: Option<Vec<usize>>,
 ) -> (BatchStream, bool, Arc<SourceMetrics>) {
-    FileConnector.validate(schema, &options).unwrap();
+    FileConnector::default().validate(schema, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
-    let reader = FileConnector
+    let reader = FileConnector::default()
         .open(SourceContext {
             source_name: "test".to_string(),
             schema: Arc::clone(schema),
@@ -536,14 +536,14 @@ async fn parquet_round_trip_by_name_with_casts() {
     assert_eq!(metrics.rows(), 3);
 
     let missing = schema(&[("id", DataType::Int64), ("price", DataType::Int64)]);
-    let err = FileConnector
+    let err = FileConnector::default()
         .validate(&missing, &options(&[("path", &path)]))
         .unwrap_err();
     assert!(
         matches!(&err, ConnectorError::InvalidOption(m) if m.contains("no column 'price'")),
         "{err}"
     );
-    let err = FileConnector
+    let err = FileConnector::default()
         .validate(&s, &options(&[("path", &path), ("header", "true")]))
         .unwrap_err();
     assert!(
@@ -551,7 +551,7 @@ async fn parquet_round_trip_by_name_with_casts() {
         "{err}"
     );
     let binary = schema(&[("name", DataType::Binary)]);
-    FileConnector
+    FileConnector::default()
         .validate(&binary, &options(&[("path", &path)]))
         .unwrap();
 }
@@ -597,7 +597,7 @@ async fn folder_and_glob_read_files_in_name_order() {
     assert!(batches.is_empty());
 
     // A folder of mixed extensions needs an explicit format.
-    let err = FileConnector
+    let err = FileConnector::default()
         .validate(&s, &options(&[("path", &folder)]))
         .unwrap_err();
     assert!(err.to_string().contains("cannot infer the format"), "{err}");
@@ -662,7 +662,7 @@ fn option_errors() {
     let p = path.as_str();
     let txt = dir.write("bids.txt", "");
 
-    let err = FileConnector
+    let err = FileConnector::default()
         .validate(&s, &options(&[("path", p), ("scan.startup.mode", "x")]))
         .unwrap_err();
     let ConnectorError::InvalidOption(message) = &err else {
@@ -699,7 +699,9 @@ fn option_errors() {
         (&[("path", "data/[")], "invalid glob"),
     ];
     for (pairs, expected) in cases {
-        let err = FileConnector.validate(&s, &options(pairs)).unwrap_err();
+        let err = FileConnector::default()
+            .validate(&s, &options(pairs))
+            .unwrap_err();
         assert!(
             matches!(&err, ConnectorError::InvalidOption(m) if m.contains(expected)),
             "{pairs:?}: {err}"
@@ -707,7 +709,7 @@ fn option_errors() {
     }
 
     // Flink's spelling of the connector, options and a quoted-key `connector` entry.
-    FileConnector
+    FileConnector::default()
         .validate(
             &s,
             &options(&[
@@ -731,7 +733,7 @@ fn unsupported_types() {
         DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
     ] {
         let s = schema(&[("c", data_type.clone())]);
-        let err = FileConnector
+        let err = FileConnector::default()
             .validate(&s, &options(&[("path", &path)]))
             .unwrap_err();
         assert!(

@@ -1,4 +1,4 @@
-//! `CREATE SOURCE`, `CREATE TABLE`, `DROP` and `SHOW SOURCES | TABLES`.
+//! `CREATE SOURCE`, `CREATE TABLE`, `DROP` (of every kind) and `SHOW SOURCES | TABLES`.
 
 use std::sync::Arc;
 
@@ -60,7 +60,7 @@ impl Session {
         let connector = options.remove("connector");
         let kind = match (create.kind, &connector) {
             (RelationKind::Table, None) => RelationKind::Table,
-            (RelationKind::Source | RelationKind::View, None) => {
+            (RelationKind::Source | RelationKind::View | RelationKind::Sink, None) => {
                 return Err(plan_error(format!(
                     "CREATE SOURCE {name} needs WITH (connector = '...'); connectors: {}",
                     self.connector_list()
@@ -69,7 +69,7 @@ impl Session {
             (_, Some(_)) => RelationKind::Source,
         };
         let tag = match create.kind {
-            RelationKind::Source | RelationKind::View => "CREATE SOURCE",
+            RelationKind::Source | RelationKind::View | RelationKind::Sink => "CREATE SOURCE",
             RelationKind::Table => "CREATE TABLE",
         };
         if let Some(exists) = self.already_exists(&name, create.if_not_exists, tag) {
@@ -126,7 +126,7 @@ impl Session {
                 )?,
                 None => TableLog::in_memory(Arc::clone(&schema)),
             })),
-            RelationKind::Source | RelationKind::View => None,
+            RelationKind::Source | RelationKind::View | RelationKind::Sink => None,
         };
         self.engine.catalog.insert(RelationDef {
             name,
@@ -272,11 +272,15 @@ impl Session {
         Ok(WatermarkSpec { column, expr_sql })
     }
 
-    pub(crate) fn drop_relation(&mut self, drop: &DropRelation) -> EngineResult<StatementResult> {
+    pub(crate) async fn drop_relation(
+        &mut self,
+        drop: &DropRelation,
+    ) -> EngineResult<StatementResult> {
         let tag = match drop.kind {
             RelationKind::Source => "DROP SOURCE",
             RelationKind::Table => "DROP TABLE",
             RelationKind::View => "DROP MATERIALIZED VIEW",
+            RelationKind::Sink => "DROP SINK",
         };
         let mut notices = Vec::new();
         let names = drop
@@ -288,13 +292,32 @@ impl Session {
         for name in &names {
             match self.engine.catalog.get(name) {
                 None if drop.if_exists => {
-                    notices.push(format!("relation \"{name}\" does not exist, skipping"))
+                    let what = if drop.kind == RelationKind::Sink {
+                        "sink"
+                    } else {
+                        "relation"
+                    };
+                    notices.push(format!("{what} \"{name}\" does not exist, skipping"))
+                }
+                None if drop.kind == RelationKind::Sink => {
+                    return Err(EngineError::UnknownObject(format!(
+                        "sink \"{name}\" does not exist"
+                    )));
                 }
                 None => {
                     return Err(EngineError::UnknownRelation {
                         name: name.clone(),
                         position: None,
                     });
+                }
+                Some(r) if (r.kind == RelationKind::Sink) != (drop.kind == RelationKind::Sink) => {
+                    return Err(EngineError::WrongObjectType(
+                        if r.kind == RelationKind::Sink {
+                            format!("\"{name}\" is a sink: use DROP SINK")
+                        } else {
+                            format!("\"{name}\" is not a sink")
+                        },
+                    ));
                 }
                 Some(r) if r.kind == RelationKind::View && drop.kind != RelationKind::View => {
                     return Err(EngineError::WrongObjectType(format!(
@@ -320,10 +343,19 @@ impl Session {
                         .filter(|d| !names.contains(d))
                         .collect();
                     if !dependents.is_empty() && !drop.cascade {
+                        let kinds: Vec<&str> =
+                            dependents.iter().map(|d| self.kind_name(d)).collect();
                         let views = if dependents.len() == 1 {
-                            format!("materialized view {} depends", dependents[0])
+                            format!("{} {} depends", kinds[0], dependents[0])
+                        } else if kinds.iter().all(|k| *k == kinds[0]) {
+                            format!("{}s {} depend", kinds[0], dependents.join(", "))
                         } else {
-                            format!("materialized views {} depend", dependents.join(", "))
+                            let named: Vec<String> = kinds
+                                .iter()
+                                .zip(&dependents)
+                                .map(|(k, d)| format!("{k} {d}"))
+                                .collect();
+                            format!("{} depend", named.join(", "))
                         };
                         return Err(EngineError::DependentObjects(format!(
                             "cannot drop {name} because {views} on it (DROP ... CASCADE \
@@ -333,8 +365,21 @@ impl Session {
                 }
             }
         }
+        // Dependents first, each once.
+        let mut order = Vec::new();
         for name in &names {
-            self.drop_with_dependents(name, &mut notices)?;
+            self.drop_order(name, &mut order, &mut notices);
+        }
+        for name in &order {
+            if let Some(r) = self.engine.catalog.remove(name)? {
+                if let Some(table) = &r.table {
+                    table.delete_file()?;
+                }
+                if matches!(r.kind, RelationKind::View | RelationKind::Sink) {
+                    // A sink's open files are finished before this returns.
+                    self.engine.jobs.remove(name).await;
+                }
+            }
         }
         if notices.is_empty() {
             Ok(StatementResult::Command(CommandTag::new(tag)))
@@ -346,21 +391,29 @@ impl Session {
         }
     }
 
-    /// Drops a relation and, first, every view that reads it (what CASCADE allows).
-    fn drop_with_dependents(&self, name: &str, notices: &mut Vec<String>) -> EngineResult<()> {
+    /// Adds to `order` the views and sinks that read `name` (what CASCADE allows), then
+    /// `name` itself.
+    fn drop_order(&self, name: &str, order: &mut Vec<String>, notices: &mut Vec<String>) {
         for dependent in self.engine.catalog.dependents(name) {
-            notices.push(format!("drop cascades to materialized view {dependent}"));
-            self.drop_with_dependents(&dependent, notices)?;
-        }
-        if let Some(r) = self.engine.catalog.remove(name)? {
-            if let Some(table) = &r.table {
-                table.delete_file()?;
-            }
-            if r.view.is_some() {
-                self.engine.jobs.remove_view(name);
+            if !order.contains(&dependent) {
+                notices.push(format!(
+                    "drop cascades to {} {dependent}",
+                    self.kind_name(&dependent)
+                ));
+                self.drop_order(&dependent, order, notices);
             }
         }
-        Ok(())
+        if !order.iter().any(|n| n == name) {
+            order.push(name.to_string());
+        }
+    }
+
+    /// "materialized view" or "sink": what a dependent is, for messages.
+    fn kind_name(&self, name: &str) -> &'static str {
+        match self.engine.catalog.get(name).map(|r| r.kind) {
+            Some(RelationKind::Sink) => "sink",
+            _ => "materialized view",
+        }
     }
 
     pub(crate) fn show_objects(&self, kind: ShowObjectKind) -> EngineResult<StatementResult> {
@@ -371,7 +424,7 @@ impl Session {
             ShowObjectKind::Tables => Some(RelationKind::Table),
             ShowObjectKind::Views => return self.show_views(),
             ShowObjectKind::Jobs => return self.show_jobs(),
-            ShowObjectKind::Sinks => None,
+            ShowObjectKind::Sinks => return self.show_sinks(),
         };
         let rows: Vec<_> = relations
             .iter()
@@ -432,7 +485,7 @@ pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
         ShowObjectKind::Tables => &["name", "columns", "watermark", "rows"],
         ShowObjectKind::Views => return super::views::views_schema(),
         ShowObjectKind::Jobs => return crate::jobs::jobs_schema(),
-        ShowObjectKind::Sinks => &["name"],
+        ShowObjectKind::Sinks => return super::sinks::sinks_schema(),
     };
     Arc::new(Schema::new(
         names

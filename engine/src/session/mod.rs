@@ -29,6 +29,7 @@ mod ddl;
 mod functions;
 mod output;
 mod query;
+mod sinks;
 mod views;
 
 pub use copy::{CopyFormat, CopyIn, CopyOptions};
@@ -134,6 +135,10 @@ impl Engine {
                         result = match &s.statement {
                             EddyStatement::CreateSource(create) => session
                                 .create_source(create, &s.sql, false)
+                                .await
+                                .map(|_| ()),
+                            EddyStatement::CreateSink(create) => session
+                                .create_sink(create, &s.sql, &s.sql)
                                 .await
                                 .map(|_| ()),
                             EddyStatement::Sql(stmt) => match stmt.as_ref() {
@@ -273,9 +278,13 @@ impl Session {
             EddyStatement::CreateSource(create) => {
                 self.create_source(create, &statement.sql, true).await
             }
-            EddyStatement::DropRelation(drop) => self.drop_relation(drop),
+            EddyStatement::DropRelation(drop) => self.drop_relation(drop).await,
             EddyStatement::ShowObjects(kind) => self.show_objects(*kind),
             EddyStatement::ExplainView(explain) => self.explain_view(explain),
+            EddyStatement::CreateSink(create) => {
+                self.create_sink(create, &statement.sql, sql).await
+            }
+            EddyStatement::CopyToFile(copy) => self.copy_to_file(copy, sql, params).await,
             EddyStatement::Sql(stmt) => match stmt.as_ref() {
                 Statement::CreateView(v) if v.materialized => {
                     self.create_materialized_view(v, &statement.sql, sql).await

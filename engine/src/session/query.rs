@@ -224,15 +224,7 @@ impl Session {
                     .join(", ")
             ))
         };
-        let tables: Vec<&str> = plan
-            .sources()
-            .iter()
-            .filter(|s| {
-                s.relation.table.is_some()
-                    || s.relation.view.as_ref().is_some_and(|v| v.is_running())
-            })
-            .map(|s| s.relation.name.as_str())
-            .collect();
+        let tables = endless_relations(plan);
         if !tables.is_empty() {
             return Err(unbounded(tables));
         }
@@ -244,7 +236,21 @@ impl Session {
         while running.next_batch().await?.is_some() {}
         Ok(plan.explain_analyze(running.metrics()))
     }
+}
 
+/// The push tables, and the views whose job still runs, that `plan` reads: inputs that never
+/// end by themselves.
+pub(crate) fn endless_relations(plan: &StreamPlan) -> Vec<&str> {
+    plan.sources()
+        .iter()
+        .filter(|s| {
+            s.relation.table.is_some() || s.relation.view.as_ref().is_some_and(|v| v.is_running())
+        })
+        .map(|s| s.relation.name.as_str())
+        .collect()
+}
+
+impl Session {
     /// `INSERT INTO table ...`: DataFusion plans the values (casts, defaults for missing
     /// columns); the rows are appended to the push table, at `COMMIT` inside a block.
     pub(crate) async fn insert(

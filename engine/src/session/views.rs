@@ -12,7 +12,7 @@ use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::{CommandTag, QueryOutput, Session, StatementResult};
 use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult, plan_error};
-use crate::jobs::JobSpec;
+use crate::jobs::{JobOutput, JobSpec};
 use crate::plan::ExplainOptions;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
 use crate::sql::parser::{ExplainView, RelationKind, sql_options_to_pairs};
@@ -65,21 +65,7 @@ impl Session {
             ViewMode::Append
         };
         // The view's columns: the query's (with Postgres' names), renamed by a column list.
-        let mut fields: Vec<Field> = plan
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect();
-        if let Some(names) = &names
-            && names.len() == fields.len()
-        {
-            for (field, name) in fields.iter_mut().zip(names) {
-                if let Some(name) = name {
-                    *field = field.clone().with_name(name);
-                }
-            }
-        }
+        let mut fields = result_fields(&plan, names.as_deref());
         if !create.columns.is_empty() {
             if create.columns.len() != fields.len() {
                 return Err(plan_error(format!(
@@ -92,15 +78,7 @@ impl Session {
                 *field = field.clone().with_name(normalize_ident(&column.name));
             }
         }
-        let mut seen = HashSet::new();
-        for f in &fields {
-            if !seen.insert(f.name().clone()) {
-                return Err(plan_error(format!(
-                    "materialized view {name} has two columns named \"{}\": name them with AS",
-                    f.name()
-                )));
-            }
-        }
+        check_unique_names(&fields, &format!("materialized view {name}"))?;
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let time_columns = crate::plan::planner::time_attributes(&plan);
         let mut retention = None;
@@ -159,9 +137,10 @@ impl Session {
                 query: create.query.to_string(),
                 plan: stream_plan,
                 parallelism,
-                view,
+                output: JobOutput::View(view),
             },
             running,
+            None,
         );
         tracing::info!(job = job.id, view = %name, "materialized view created");
         Ok(StatementResult::Command(CommandTag::new(TAG)))
@@ -170,8 +149,12 @@ impl Session {
     /// `EXPLAIN [ANALYZE] MATERIALIZED VIEW v`: the plan of the view's job (with its figures).
     pub(crate) fn explain_view(&self, explain: &ExplainView) -> EngineResult<StatementResult> {
         let name = relation_name(&explain.name)?;
-        let job = self.engine.jobs.for_view(&name).ok_or_else(|| {
-            match self.engine.catalog.get(&name) {
+        let job = self
+            .engine
+            .jobs
+            .for_name(&name)
+            .filter(|j| j.view().is_some())
+            .ok_or_else(|| match self.engine.catalog.get(&name) {
                 Some(_) => {
                     EngineError::WrongObjectType(format!("\"{name}\" is not a materialized view"))
                 }
@@ -179,8 +162,7 @@ impl Session {
                     name: name.clone(),
                     position: None,
                 },
-            }
-        })?;
+            })?;
         let text = if explain.analyze {
             job.plan.explain_analyze(&job.metrics)
         } else {
@@ -202,7 +184,7 @@ impl Session {
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); schema.fields().len()];
         for r in self.engine.catalog.list() {
             let Some(view) = &r.view else { continue };
-            let job = self.engine.jobs.for_view(&r.name);
+            let job = self.engine.jobs.for_name(&r.name);
             let mode = match view.mode() {
                 ViewMode::Append => "append",
                 ViewMode::Updating => "updating",
@@ -233,6 +215,44 @@ impl Session {
             "SHOW",
         )))
     }
+}
+
+/// The columns of a query's results as a view or sink keeps them: nullable, with the names
+/// Postgres would give them (`count` for `count(*)`).
+pub(crate) fn result_fields(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    names: Option<&[Option<String>]>,
+) -> Vec<Field> {
+    let mut fields: Vec<Field> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    if let Some(names) = names
+        && names.len() == fields.len()
+    {
+        for (field, name) in fields.iter_mut().zip(names) {
+            if let Some(name) = name {
+                *field = field.clone().with_name(name);
+            }
+        }
+    }
+    fields
+}
+
+/// Refuses two columns of one name (`what` names the object, for the message).
+pub(crate) fn check_unique_names(fields: &[Field], what: &str) -> EngineResult<()> {
+    let mut seen = HashSet::new();
+    for f in fields {
+        if !seen.insert(f.name().clone()) {
+            return Err(plan_error(format!(
+                "{what} has two columns named \"{}\": name them with AS",
+                f.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The columns of `SHOW VIEWS`.

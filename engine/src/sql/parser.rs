@@ -48,6 +48,10 @@ pub enum EddyStatement {
     ShowObjects(ShowObjectKind),
     /// `EXPLAIN [ANALYZE] MATERIALIZED VIEW name`.
     ExplainView(ExplainView),
+    /// `CREATE SINK name {FROM view | AS query} WITH (...)`.
+    CreateSink(Box<CreateSink>),
+    /// `COPY {(query) | table} TO 'file' [WITH] (...)`.
+    CopyToFile(Box<CopyToFile>),
     /// Anything else, as sqlparser parsed it.
     Sql(Box<Statement>),
 }
@@ -71,6 +75,8 @@ pub enum RelationKind {
     Table,
     /// `CREATE MATERIALIZED VIEW`: the results a background job maintains.
     View,
+    /// `CREATE SINK`: a background job exporting a query's rows (not readable).
+    Sink,
 }
 
 /// `CREATE SOURCE` / `CREATE TABLE`.
@@ -103,6 +109,27 @@ pub struct DropRelation {
     pub cascade: bool,
 }
 
+/// `CREATE SINK [IF NOT EXISTS] name {FROM view | AS query} WITH (...)`.
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    pub name: ObjectName,
+    pub if_not_exists: bool,
+    /// `Statement::Query` of `AS query`, or `SELECT * FROM view` for `FROM view`.
+    pub query: Box<Statement>,
+    /// `WITH (...)` options, keys lower-cased and unquoted, values unquoted.
+    pub options: Vec<(String, String)>,
+}
+
+/// `COPY (query) TO 'path' [WITH] (FORMAT parquet, ...)`, or `COPY table [(columns)] TO ...`.
+#[derive(Debug, Clone)]
+pub struct CopyToFile {
+    /// The rows to write, as a `Statement::Query`.
+    pub query: Box<Statement>,
+    pub path: String,
+    /// Options, keys lower-cased; `None` for a bare flag (`HEADER`).
+    pub options: Vec<(String, Option<String>)>,
+}
+
 /// `EXPLAIN [ANALYZE] MATERIALIZED VIEW name`: the plan of a view's running job.
 #[derive(Debug, Clone)]
 pub struct ExplainView {
@@ -131,7 +158,13 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
             break;
         }
         let mut statement = parse_statement(&mut parser).map_err(|e| parse_error(sql, e))?;
-        if let EddyStatement::Sql(s) = &mut statement {
+        let query = match &mut statement {
+            EddyStatement::Sql(s) => Some(s),
+            EddyStatement::CreateSink(c) => Some(&mut c.query),
+            EddyStatement::CopyToFile(c) => Some(&mut c.query),
+            _ => None,
+        };
+        if let Some(s) = query {
             legacy_windows::rewrite_legacy_windows(s, sql)?;
             window_inputs::hoist_window_inputs(s);
         }
@@ -181,12 +214,13 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
             parse_create_source(parser, RelationKind::Table)
                 .map(|c| EddyStatement::CreateSource(Box::new(c)))
         }
-        ("DROP", "SOURCE") | ("DROP", "TABLE") | ("DROP", "MATERIALIZED") => {
+        ("DROP", "SOURCE" | "TABLE" | "MATERIALIZED" | "SINK") => {
             parser.next_token();
             parser.next_token();
             let kind = match word(&second).as_str() {
                 "SOURCE" => RelationKind::Source,
                 "TABLE" => RelationKind::Table,
+                "SINK" => RelationKind::Sink,
                 _ => {
                     parser.expect_keyword(Keyword::VIEW)?;
                     RelationKind::View
@@ -218,10 +252,24 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
             let name = parser.parse_object_name(false)?;
             Ok(EddyStatement::ExplainView(ExplainView { name, analyze }))
         }
-        ("CREATE", "SINK") => Err(ParserError::ParserError(
-            "feature not supported: CREATE SINK (continuous export is not implemented yet)"
-                .to_string(),
-        )),
+        ("CREATE", "SINK") => {
+            parser.next_token();
+            parser.next_token();
+            parse_create_sink(parser).map(|c| EddyStatement::CreateSink(Box::new(c)))
+        }
+        ("COPY", _) => match parser.maybe_parse(parse_copy_to_file_head)? {
+            Some((query, path)) => {
+                let options = parse_copy_file_options(parser)?;
+                Ok(EddyStatement::CopyToFile(Box::new(CopyToFile {
+                    query: Box::new(query),
+                    path,
+                    options,
+                })))
+            }
+            None => parser
+                .parse_statement()
+                .map(|s| EddyStatement::Sql(Box::new(s))),
+        },
         ("SHOW", kind @ ("SOURCES" | "TABLES" | "VIEWS" | "SINKS" | "JOBS")) => {
             let kind = match kind {
                 "SOURCES" => ShowObjectKind::Sources,
@@ -238,6 +286,195 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
             .parse_statement()
             .map(|s| EddyStatement::Sql(Box::new(s))),
     }
+}
+
+/// `COPY {(query) | table [(columns)]} TO 'path'`; fails (and the caller rewinds) for any
+/// other target, which sqlparser then parses (`TO STDOUT`, `FROM STDIN`).
+fn parse_copy_to_file_head(parser: &mut Parser<'_>) -> Result<(Statement, String), ParserError> {
+    parser.expect_keyword_is(Keyword::COPY)?;
+    let query = if parser.consume_token(&Token::LParen) {
+        let query = parser.parse_query()?;
+        parser.expect_token(&Token::RParen)?;
+        Statement::Query(query)
+    } else {
+        let name = parser.parse_object_name(false)?;
+        let columns = if parser.consume_token(&Token::LParen) {
+            let columns = parser.parse_comma_separated(|p| p.parse_identifier())?;
+            parser.expect_token(&Token::RParen)?;
+            columns
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "*".to_string()
+        };
+        let text = format!("SELECT {columns} FROM {name}");
+        Parser::new(&GenericDialect {})
+            .try_with_sql(&text)?
+            .parse_statement()?
+    };
+    parser.expect_keyword_is(Keyword::TO)?;
+    let token = parser.next_token();
+    match token.token {
+        Token::SingleQuotedString(path) => Ok((query, path)),
+        _ => parser.expected("a file name", token),
+    }
+}
+
+/// The options after `COPY ... TO 'path'`: `[WITH] (name [value], ...)`, Postgres style, or
+/// `name = value`.
+fn parse_copy_file_options(
+    parser: &mut Parser<'_>,
+) -> Result<Vec<(String, Option<String>)>, ParserError> {
+    let mut options = Vec::new();
+    let with = parser.parse_keyword(Keyword::WITH);
+    if !parser.consume_token(&Token::LParen) {
+        if with {
+            return parser.expected("(", parser.peek_token());
+        }
+        return Ok(options);
+    }
+    loop {
+        let token = parser.next_token();
+        let key = match &token.token {
+            Token::Word(w) => w.value.to_ascii_lowercase(),
+            Token::SingleQuotedString(s) => s.to_ascii_lowercase(),
+            _ => return parser.expected("a COPY option", token),
+        };
+        let _ = parser.consume_token(&Token::Eq);
+        let value = match parser.peek_token().token {
+            Token::Comma | Token::RParen => None,
+            _ => {
+                let token = parser.next_token();
+                Some(match token.token {
+                    Token::Word(w) => w.value,
+                    Token::SingleQuotedString(s) => s,
+                    Token::Number(n, _) => n,
+                    _ => return parser.expected("an option value", token),
+                })
+            }
+        };
+        options.push((key, value));
+        if parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        parser.expect_token(&Token::RParen)?;
+        return Ok(options);
+    }
+}
+
+/// After `CREATE SINK`: `[IF NOT EXISTS] name {FROM view | AS query} WITH (options)`.
+///
+/// sqlparser would read a trailing `WITH (...)` after a query's last table as table hints, so
+/// the statement's tokens are split before the last top-level `WITH (` and the query is parsed
+/// on its own.
+fn parse_create_sink(parser: &mut Parser<'_>) -> Result<CreateSink, ParserError> {
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_object_name(false)?;
+    let query = if parser.parse_keyword(Keyword::FROM) {
+        let view = parser.parse_object_name(false)?;
+        Parser::new(&GenericDialect {})
+            .try_with_sql(&format!("SELECT * FROM {view}"))?
+            .parse_statement()?
+    } else if parser.parse_keyword(Keyword::AS) {
+        // The rest of the statement, up to a `;` outside parentheses.
+        let mut tokens = Vec::new();
+        let mut depth = 0usize;
+        let mut split = None;
+        loop {
+            let token = parser.next_token();
+            match &token.token {
+                Token::EOF => {
+                    parser.prev_token();
+                    break;
+                }
+                Token::SemiColon if depth == 0 => {
+                    parser.prev_token();
+                    break;
+                }
+                Token::LParen => depth += 1,
+                Token::RParen => depth = depth.saturating_sub(1),
+                Token::Word(w)
+                    if depth == 0
+                        && w.keyword == Keyword::WITH
+                        && matches!(parser.peek_token().token, Token::LParen)
+                        && !tokens.is_empty() =>
+                {
+                    split = Some(tokens.len());
+                }
+                _ => {}
+            }
+            tokens.push(token);
+        }
+        let options_tokens = match split {
+            Some(at) => tokens.split_off(at),
+            None => Vec::new(),
+        };
+        tokens.push(datafusion::sql::sqlparser::tokenizer::TokenWithSpan::wrap(
+            Token::EOF,
+        ));
+        let mut sub = Parser::new(&GenericDialect {})
+            .with_recursion_limit(RECURSION_LIMIT)
+            .with_tokens_with_locations(tokens);
+        let query = sub.parse_query()?;
+        if sub.peek_token().token != Token::EOF {
+            return sub.expected("WITH (options) after the sink's query", sub.peek_token());
+        }
+        let options = if options_tokens.is_empty() {
+            return Err(ParserError::ParserError(
+                "CREATE SINK needs WITH (connector = '...', ...) after its query".to_string(),
+            ));
+        } else {
+            let mut options_tokens = options_tokens;
+            options_tokens.push(datafusion::sql::sqlparser::tokenizer::TokenWithSpan::wrap(
+                Token::EOF,
+            ));
+            let mut sub =
+                Parser::new(&GenericDialect {}).with_tokens_with_locations(options_tokens);
+            sub.expect_keyword_is(Keyword::WITH)?;
+            let options = parse_with_options(&mut sub)?;
+            if sub.peek_token().token != Token::EOF {
+                return sub.expected("end of statement", sub.peek_token());
+            }
+            options
+        };
+        return Ok(CreateSink {
+            name,
+            if_not_exists,
+            query: Box::new(Statement::Query(query)),
+            options,
+        });
+    } else {
+        return parser.expected("FROM view or AS query", parser.peek_token());
+    };
+    if !parser.parse_keyword(Keyword::WITH) {
+        return parser.expected("WITH (connector = '...', ...)", parser.peek_token());
+    }
+    let options = parse_with_options(parser)?;
+    Ok(CreateSink {
+        name,
+        if_not_exists,
+        query: Box::new(query),
+        options,
+    })
+}
+
+/// `(key = value, ...)` after `WITH`.
+fn parse_with_options(parser: &mut Parser<'_>) -> Result<Vec<(String, String)>, ParserError> {
+    let mut options = Vec::new();
+    parser.expect_token(&Token::LParen)?;
+    if !parser.consume_token(&Token::RParen) {
+        loop {
+            options.push(parse_option(parser)?);
+            if parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            parser.expect_token(&Token::RParen)?;
+            break;
+        }
+    }
+    Ok(options)
 }
 
 fn is_word(token: &Token, word: &str) -> bool {
@@ -288,20 +525,11 @@ fn parse_create_source(
             break;
         }
     }
-    let mut options = Vec::new();
-    if parser.parse_keyword(Keyword::WITH) {
-        parser.expect_token(&Token::LParen)?;
-        if !parser.consume_token(&Token::RParen) {
-            loop {
-                options.push(parse_option(parser)?);
-                if parser.consume_token(&Token::Comma) {
-                    continue;
-                }
-                parser.expect_token(&Token::RParen)?;
-                break;
-            }
-        }
-    }
+    let options = if parser.parse_keyword(Keyword::WITH) {
+        parse_with_options(parser)?
+    } else {
+        Vec::new()
+    };
     Ok(CreateSource {
         name,
         if_not_exists,
@@ -513,6 +741,69 @@ mod tests {
         };
         assert!(d.if_exists);
         assert_eq!(d.names.len(), 2);
+    }
+
+    #[test]
+    fn create_sink_from_view_and_as_query() {
+        let EddyStatement::CreateSink(c) =
+            one("CREATE SINK s FROM v WITH (connector = 'parquet', path = 'out')")
+        else {
+            panic!()
+        };
+        assert_eq!(c.name.to_string(), "s");
+        assert_eq!(c.query.to_string(), "SELECT * FROM v");
+        assert_eq!(c.options.len(), 2);
+        let mut both = parse_sql(
+            "CREATE SINK IF NOT EXISTS s AS SELECT a FROM t WHERE b IN (SELECT 1) \
+             WITH ('connector' = 'parquet', rollover.size = '1MB'); SELECT 1",
+        )
+        .unwrap();
+        assert_eq!(both.len(), 2);
+        let EddyStatement::CreateSink(c) = both.remove(0).statement else {
+            panic!()
+        };
+        assert!(c.if_not_exists);
+        assert_eq!(c.query.to_string(), "SELECT a FROM t WHERE b IN (SELECT 1)");
+        assert_eq!(c.options[1], ("rollover.size".into(), "1MB".into()));
+        // A CTE at the start is part of the query, not the options.
+        let EddyStatement::CreateSink(c) = one(
+            "CREATE SINK s AS WITH x AS (SELECT 1 AS a) SELECT a FROM x WITH (connector = 'parquet')",
+        ) else {
+            panic!()
+        };
+        assert!(c.query.to_string().starts_with("WITH x AS"));
+        assert!(parse_sql("CREATE SINK s AS SELECT 1").is_err());
+        assert!(parse_sql("CREATE SINK s FROM v").is_err());
+    }
+
+    #[test]
+    fn copy_to_file_and_stdout() {
+        let EddyStatement::CopyToFile(c) = one(
+            "COPY (SELECT a FROM t) TO 'out/x.parquet' WITH (FORMAT parquet, COMPRESSION zstd, \
+             ROW_GROUP_SIZE 1000, HEADER)",
+        ) else {
+            panic!()
+        };
+        assert_eq!(c.path, "out/x.parquet");
+        assert_eq!(c.query.to_string(), "SELECT a FROM t");
+        assert_eq!(
+            c.options,
+            vec![
+                ("format".into(), Some("parquet".into())),
+                ("compression".into(), Some("zstd".into())),
+                ("row_group_size".into(), Some("1000".into())),
+                ("header".into(), None),
+            ]
+        );
+        let EddyStatement::CopyToFile(c) = one("COPY t (a, b) TO 'x.csv' (FORMAT csv)") else {
+            panic!()
+        };
+        assert_eq!(c.query.to_string(), "SELECT a, b FROM t");
+        assert!(matches!(
+            one("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)"),
+            EddyStatement::Sql(_)
+        ));
+        assert!(matches!(one("COPY t FROM STDIN"), EddyStatement::Sql(_)));
     }
 
     #[test]

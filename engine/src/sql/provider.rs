@@ -103,11 +103,11 @@ impl SchemaProvider for CatalogSchemaProvider {
         }
         Ok(self
             .catalog
-            .get(name)
+            .readable(name)
             .map(|r| Arc::new(StreamTableProvider::new(r)) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == JOBS_TABLE || self.catalog.get(name).is_some()
+        name == JOBS_TABLE || self.catalog.readable(name).is_some()
     }
 }

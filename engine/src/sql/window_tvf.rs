@@ -298,7 +298,7 @@ impl RelationPlanner for WindowTvfPlanner {
             } {
                 Some(name) => {
                     let reference = context.object_name_to_table_reference(name)?;
-                    match self.catalog.get(reference.table()) {
+                    match self.catalog.readable(reference.table()) {
                         Some(relation) => LogicalPlanBuilder::scan(
                             reference,
                             provider_as_source(Arc::new(StreamTableProvider::new(relation))),

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use datafusion::common::ScalarValue;
 use eddy_engine::error::EngineError;
 use eddy_engine::session::{QueryOutput, Session, StatementResult, TransactionState};
-use eddy_engine::sql::parser::{ParsedStatement, parse_sql};
+use eddy_engine::sql::parser::{EddyStatement, ParsedStatement, parse_sql};
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::copy::CopyHandler;
@@ -248,14 +248,16 @@ impl Connection {
         run: &Run<'_>,
     ) -> Result<Flow, StatementError>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let result = session
-            .execute(run.statement, run.params)
-            .await
-            .map_err(StatementError::Engine)?;
+        let result = match deallocate(client, run.statement) {
+            Some(result) => result,
+            None => session.execute(run.statement, run.params).await,
+        }
+        .map_err(StatementError::Engine)?;
         match result {
             StatementResult::Rows(output) => {
                 self.send_rows(client, output, run.formats, run.describe_rows)
@@ -453,7 +455,8 @@ impl Connection {
         run: Run<'_>,
     ) -> Result<Flow, StatementError>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -490,6 +493,41 @@ fn column_formats(format: &Format, n: usize) -> Vec<FieldFormat> {
             other => other.format_for(i),
         })
         .collect()
+}
+
+/// `DEALLOCATE [PREPARE] name | ALL`: prepared statements live in the protocol layer, so it
+/// is answered here (psycopg sends `DEALLOCATE ALL` after every DROP). pgwire's store cannot
+/// list its statements, so `ALL` forgets none: a client that prepares a name again replaces
+/// it, which is what drivers do after `DEALLOCATE ALL`.
+fn deallocate<C>(
+    client: &C,
+    statement: &ParsedStatement,
+) -> Option<Result<StatementResult, EngineError>>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let EddyStatement::Sql(sql) = &statement.statement else {
+        return None;
+    };
+    let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } = sql.as_ref() else {
+        return None;
+    };
+    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+        return Some(Ok(StatementResult::Command(
+            eddy_engine::session::CommandTag::new("DEALLOCATE ALL"),
+        )));
+    }
+    let store = client.portal_store();
+    if store.get_statement(&name.value).is_none() {
+        return Some(Err(EngineError::UnknownPreparedStatement(
+            name.value.clone(),
+        )));
+    }
+    store.rm_statement(&name.value);
+    Some(Ok(StatementResult::Command(
+        eddy_engine::session::CommandTag::new("DEALLOCATE"),
+    )))
 }
 
 fn command_tag(tag: &eddy_engine::session::CommandTag) -> Tag {
@@ -962,7 +1000,8 @@ impl Connection {
         portal: &Portal<PreparedStatement>,
     ) -> Result<Flow, StatementError>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {

@@ -9,12 +9,16 @@ use eddy_server::{Server, ServerConfig};
 use futures::StreamExt;
 use tokio_postgres::{Client, NoTls};
 
-/// A server on an ephemeral loopback port with one instance per operator.
+/// A server on an ephemeral loopback port with one instance per operator, allowed to read
+/// the repository's test data (besides its data directory and working directory).
 pub async fn start(dir: &std::path::Path) -> Server {
     Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
         parallelism: 1,
+        allowed_paths: vec![
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/data"),
+        ],
     })
     .await
     .unwrap()

@@ -24,7 +24,7 @@ use futures::TryStreamExt;
 /// Every connector Eddy ships.
 pub fn connectors() -> ConnectorRegistry {
     let mut registry = ConnectorRegistry::default();
-    eddy_connectors::register_all(&mut registry);
+    eddy_connectors::register_all(&mut registry, Default::default());
     registry
 }
 

@@ -1,0 +1,414 @@
+//! The writers: [`PartitionedWriter`] for continuous sinks (rolling files, partitions,
+//! `_SUCCESS` markers) and [`SingleFileWriter`] for `COPY ... TO 'file'`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_engine::connector::{ConnectorResult, SinkMetrics, SinkWriter};
+
+use super::options::SinkOptions;
+use super::part_file::{Encoding, PartFile, io_error, sync_dir};
+use super::partition::{HiveValues, NULL_PARTITION, nanos};
+
+/// The marker of a complete partition (Flink's and Hadoop's name).
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+
+/// A name part that differs between writers, so two runs (or two sinks) never write the same
+/// file name.
+pub(crate) fn unique_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed =
+        nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{:012x}", mixed & 0xFFFF_FFFF_FFFF)
+}
+
+/// One partition's state: its open file, and whether it is committed.
+struct Partition {
+    file: Option<PartFile>,
+    /// Its `_SUCCESS` marker is written.
+    committed: bool,
+}
+
+/// The writer of a continuous file sink.
+pub(crate) struct PartitionedWriter {
+    root: PathBuf,
+    schema: SchemaRef,
+    options: SinkOptions,
+    encoding: Encoding,
+    run: String,
+    seq: u64,
+    /// By folder relative to `root` (`""` when not partitioned).
+    partitions: HashMap<String, Partition>,
+    /// Event-time partitions not yet committed, by end.
+    pending: BTreeMap<i64, HashSet<String>>,
+    metrics: Arc<SinkMetrics>,
+}
+
+impl PartitionedWriter {
+    pub(crate) fn new(
+        root: PathBuf,
+        schema: SchemaRef,
+        options: SinkOptions,
+        metrics: Arc<SinkMetrics>,
+    ) -> ConnectorResult<Self> {
+        std::fs::create_dir_all(&root).map_err(|e| io_error("create folder", &root, e))?;
+        let encoding = Encoding {
+            format: options.format,
+            compression: options.compression,
+            row_group_size: options.row_group_size,
+            header: options.header,
+        };
+        Ok(Self {
+            root,
+            schema,
+            options,
+            encoding,
+            run: unique_id(),
+            seq: 0,
+            partitions: HashMap::new(),
+            pending: BTreeMap::new(),
+            metrics,
+        })
+    }
+
+    /// Splits a batch by partition folder.
+    fn split(
+        &self,
+        batch: &RecordBatch,
+    ) -> ConnectorResult<Vec<(String, Option<i64>, RecordBatch)>> {
+        if self.options.time_partition.is_none() && self.options.partition_by.is_empty() {
+            return Ok(vec![(String::new(), None, batch.clone())]);
+        }
+        let times = match &self.options.time_partition {
+            Some((_, column)) => Some(nanos(batch.column(*column))?),
+            None => None,
+        };
+        let hive = HiveValues::new(
+            self.options
+                .partition_by
+                .iter()
+                .map(|&i| self.schema.field(i).name().clone())
+                .collect(),
+            self.options
+                .partition_by
+                .iter()
+                .map(|&i| Arc::clone(batch.column(i)))
+                .collect(),
+        );
+        let mut groups: Vec<(String, Option<i64>, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let (mut folder, end) = match (&self.options.time_partition, &times) {
+                (Some((pattern, _)), Some(times)) if times.is_valid(row) => {
+                    let (folder, end) = pattern.partition(times.value(row));
+                    (folder, Some(end))
+                }
+                (Some(_), _) => (NULL_PARTITION.to_string(), None),
+                _ => (String::new(), None),
+            };
+            if !self.options.partition_by.is_empty() {
+                if !folder.is_empty() {
+                    folder.push('/');
+                }
+                folder.push_str(&hive.folder(row)?);
+            }
+            let at = *index.entry(folder.clone()).or_insert_with(|| {
+                groups.push((folder, end, Vec::new()));
+                groups.len() - 1
+            });
+            groups[at].2.push(row as u32);
+        }
+        groups
+            .into_iter()
+            .map(|(folder, end, rows)| {
+                let rows = UInt32Array::from(rows);
+                Ok((folder, end, take_record_batch(batch, &rows)?))
+            })
+            .collect()
+    }
+
+    fn file_path(&mut self, folder: &str) -> PathBuf {
+        self.seq += 1;
+        let name = format!(
+            "part-{}-{:05}.{}",
+            self.run,
+            self.seq,
+            self.options.format.extension()
+        );
+        if folder.is_empty() {
+            self.root.join(name)
+        } else {
+            self.root.join(folder).join(name)
+        }
+    }
+
+    fn write_partition(
+        &mut self,
+        folder: String,
+        end: Option<i64>,
+        rows: &RecordBatch,
+    ) -> ConnectorResult<()> {
+        let path = if self
+            .partitions
+            .get(&folder)
+            .is_some_and(|p| p.file.is_some())
+        {
+            None
+        } else {
+            Some(self.file_path(&folder))
+        };
+        let partition = self.partitions.entry(folder.clone()).or_insert(Partition {
+            file: None,
+            committed: false,
+        });
+        if partition.committed {
+            // Rows for a partition already marked complete: they get a file of their own.
+            SinkMetrics::add(&self.metrics.late_rows, rows.num_rows() as u64);
+        }
+        if let Some(end) = end
+            && (partition.committed || partition.file.is_none())
+        {
+            self.pending.entry(end).or_default().insert(folder.clone());
+        }
+        if let Some(path) = path {
+            partition.file = Some(PartFile::create(path, &self.schema, &self.encoding)?);
+            SinkMetrics::add(&self.metrics.open_files, 1);
+        }
+        let Some(file) = partition.file.as_mut() else {
+            return Ok(());
+        };
+        file.write(rows)?;
+        SinkMetrics::add(&self.metrics.rows, rows.num_rows() as u64);
+        if file.size() >= self.options.rollover_size {
+            self.roll(&folder)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the open file of a partition, if any.
+    fn roll(&mut self, folder: &str) -> ConnectorResult<()> {
+        let Some(file) = self.partitions.get_mut(folder).and_then(|p| p.file.take()) else {
+            return Ok(());
+        };
+        self.metrics.open_files.fetch_sub(1, Ordering::Relaxed);
+        let bytes = file.commit()?;
+        SinkMetrics::add(&self.metrics.files, 1);
+        SinkMetrics::add(&self.metrics.bytes, bytes);
+        Ok(())
+    }
+
+    /// Finishes a partition's file and writes its `_SUCCESS` marker.
+    fn commit_partition(&mut self, folder: &str) -> ConnectorResult<()> {
+        self.roll(folder)?;
+        let dir = self.root.join(folder);
+        write_marker(&dir)?;
+        if let Some(p) = self.partitions.get_mut(folder) {
+            if !p.committed {
+                SinkMetrics::add(&self.metrics.partitions_committed, 1);
+            }
+            p.committed = true;
+        }
+        Ok(())
+    }
+
+    fn update_buffered(&self) {
+        let bytes: u64 = self
+            .partitions
+            .values()
+            .filter_map(|p| p.file.as_ref())
+            .map(PartFile::size)
+            .sum();
+        SinkMetrics::set(&self.metrics.buffered_bytes, bytes);
+    }
+
+    /// Finishes every open file.
+    fn roll_all(&mut self) -> ConnectorResult<()> {
+        let mut folders: Vec<String> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.file.is_some())
+            .map(|(f, _)| f.clone())
+            .collect();
+        folders.sort();
+        for folder in folders {
+            self.roll(&folder)?;
+        }
+        self.update_buffered();
+        Ok(())
+    }
+}
+
+fn write_marker(dir: &std::path::Path) -> ConnectorResult<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error("create folder", dir, e))?;
+    let marker = dir.join(SUCCESS_FILE);
+    std::fs::write(&marker, b"").map_err(|e| io_error("write", &marker, e))?;
+    sync_dir(Some(dir));
+    Ok(())
+}
+
+impl SinkWriter for PartitionedWriter {
+    fn write(&mut self, batch: &RecordBatch) -> ConnectorResult<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        for (folder, end, rows) in self.split(batch)? {
+            self.write_partition(folder, end, &rows)?;
+        }
+        self.update_buffered();
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: i64) -> ConnectorResult<()> {
+        // Every partition that ends at or before the watermark is complete.
+        let still_open = self.pending.split_off(&watermark.saturating_add(1));
+        let complete = std::mem::replace(&mut self.pending, still_open);
+        for (_, folders) in complete {
+            let mut folders: Vec<String> = folders.into_iter().collect();
+            folders.sort();
+            for folder in folders {
+                self.commit_partition(&folder)?;
+            }
+        }
+        self.update_buffered();
+        Ok(())
+    }
+
+    fn tick(&mut self) -> ConnectorResult<()> {
+        let interval = self.options.rollover_interval;
+        let inactivity = self.options.rollover_inactivity;
+        if interval.is_none() && inactivity.is_none() {
+            return Ok(());
+        }
+        let due: Vec<String> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| {
+                p.file.as_ref().is_some_and(|f| {
+                    interval.is_some_and(|i| f.opened_at.elapsed() >= i)
+                        || inactivity.is_some_and(|i| f.last_write.elapsed() >= i)
+                })
+            })
+            .map(|(f, _)| f.clone())
+            .collect();
+        for folder in due {
+            self.roll(&folder)?;
+        }
+        self.update_buffered();
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> Duration {
+        let shortest = [
+            self.options.rollover_interval,
+            self.options.rollover_inactivity,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+        (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
+    fn finish(&mut self) -> ConnectorResult<()> {
+        self.roll_all()?;
+        let pending = std::mem::take(&mut self.pending);
+        for folder in pending.into_values().flatten() {
+            self.commit_partition(&folder)?;
+        }
+        // The whole output is final, as Hadoop and Spark mark a finished job.
+        write_marker(&self.root)
+    }
+
+    fn close(&mut self) -> ConnectorResult<()> {
+        self.roll_all()
+    }
+
+    fn abort(&mut self) {
+        for partition in self.partitions.values_mut() {
+            if let Some(file) = partition.file.take() {
+                file.discard();
+            }
+        }
+        SinkMetrics::set(&self.metrics.open_files, 0);
+        SinkMetrics::set(&self.metrics.buffered_bytes, 0);
+    }
+}
+
+/// The writer of `COPY ... TO 'file'`: one file, visible once finished.
+pub(crate) struct SingleFileWriter {
+    file: Option<PartFile>,
+    metrics: Arc<SinkMetrics>,
+}
+
+impl SingleFileWriter {
+    pub(crate) fn new(
+        path: PathBuf,
+        schema: SchemaRef,
+        options: &SinkOptions,
+        metrics: Arc<SinkMetrics>,
+    ) -> ConnectorResult<Self> {
+        if path.is_dir() {
+            return Err(eddy_engine::connector::ConnectorError::InvalidOption(
+                format!("'{}' is a folder; COPY TO writes one file", path.display()),
+            ));
+        }
+        let encoding = Encoding {
+            format: options.format,
+            compression: options.compression,
+            row_group_size: options.row_group_size,
+            header: options.header,
+        };
+        Ok(Self {
+            file: Some(PartFile::create(path, &schema, &encoding)?),
+            metrics,
+        })
+    }
+}
+
+impl SinkWriter for SingleFileWriter {
+    fn write(&mut self, batch: &RecordBatch) -> ConnectorResult<()> {
+        if let Some(file) = &mut self.file {
+            file.write(batch)?;
+            SinkMetrics::add(&self.metrics.rows, batch.num_rows() as u64);
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, _watermark: i64) -> ConnectorResult<()> {
+        Ok(())
+    }
+
+    fn tick(&mut self) -> ConnectorResult<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ConnectorResult<()> {
+        if let Some(file) = self.file.take() {
+            let bytes = file.commit()?;
+            SinkMetrics::add(&self.metrics.files, 1);
+            SinkMetrics::add(&self.metrics.bytes, bytes);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> ConnectorResult<()> {
+        self.finish()
+    }
+
+    fn abort(&mut self) {
+        if let Some(file) = self.file.take() {
+            file.discard();
+        }
+    }
+}
