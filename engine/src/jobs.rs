@@ -126,6 +126,18 @@ impl Job {
     }
 }
 
+/// Runs file work (encoding, writing, syncing) without holding up the runtime's other tasks
+/// where the runtime allows it (a multi-threaded one: the worker hands its queue to another
+/// thread meanwhile).
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// How long dropping a sink waits for it to finish its open files.
 const SINK_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -373,13 +385,13 @@ async fn run_sink(
                 tokio::select! {
                     message = &mut next => break message,
                     _ = tick.tick() => {
-                        if let Err(e) = writer.tick() {
+                        if let Err(e) = blocking(|| writer.tick()) {
                             writer.abort();
                             return fail(&job, e.into());
                         }
                     }
                     _ = stop.changed() => {
-                        if let Err(e) = writer.close() {
+                        if let Err(e) = blocking(|| writer.close()) {
                             writer.abort();
                             fail(&job, e.into());
                         }
@@ -389,16 +401,16 @@ async fn run_sink(
             }
         };
         let result = match message {
-            Ok(Some(Message::Data(batch))) => writer.write(&batch),
+            Ok(Some(Message::Data(batch))) => blocking(|| writer.write(&batch)),
             Ok(Some(Message::Watermark(w))) => {
                 if w != WATERMARK_END {
                     sink.watermark.store(w, Ordering::Relaxed);
                 }
-                writer.watermark(w)
+                blocking(|| writer.watermark(w))
             }
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
-                match writer.finish() {
+                match blocking(|| writer.finish()) {
                     Ok(()) => {
                         job.set_status(JobStatus::Finished);
                         tracing::info!(job = job.id, sink = %job.name, "sink finished: its input ended");

@@ -405,3 +405,38 @@ async fn an_updating_aggregate_streams_its_changelog_with_an_op_column() {
     assert_eq!(values, vec!["+", "2", "1"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn deallocate_forgets_prepared_statements() {
+    let dir = temp_dir("deallocate");
+    let server = start(&dir).await;
+    let client = connect(&server).await;
+    let one = client.prepare("SELECT 1::BIGINT AS a").await.unwrap();
+    let two = client.prepare("SELECT 2::BIGINT AS a").await.unwrap();
+    assert_eq!(
+        client.query_one(&one, &[]).await.unwrap().get::<_, i64>(0),
+        1
+    );
+    // DEALLOCATE ALL forgets every prepared statement: using one again is 26000.
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    for statement in [&one, &two] {
+        let err = client.query_one(statement, &[]).await.unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("26000"), "{err:?}");
+    }
+    // Statements prepared afterwards work.
+    let three = client.prepare("SELECT 3::BIGINT AS a").await.unwrap();
+    assert_eq!(
+        client
+            .query_one(&three, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        3
+    );
+    let err = client
+        .batch_execute("DEALLOCATE nothing_here")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("26000"), "{err:?}");
+    server.shutdown().await;
+}

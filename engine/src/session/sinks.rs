@@ -117,6 +117,7 @@ impl Session {
                 "CREATE SINK needs WITH (connector = '...'); sink connectors: {names}"
             ))
         })?;
+        super::ddl::refuse_missing_connector(name)?;
         self.engine.connectors.sink(name).cloned().ok_or_else(|| {
             plan_error(format!(
                 "unknown sink connector '{name}'; sink connectors: {names}"
@@ -272,7 +273,7 @@ async fn write_all(
         }
         let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())?;
         rows += batch.num_rows();
-        writer.write(&batch)?;
+        crate::jobs::blocking(|| writer.write(&batch))?;
         Ok(())
     };
     let result: EngineResult<()> = async {
@@ -305,7 +306,7 @@ async fn write_all(
                 }
             }
         }
-        writer.finish()?;
+        crate::jobs::blocking(|| writer.finish())?;
         Ok(())
     }
     .await;

@@ -29,7 +29,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyInResponse, CopyOutResponse};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
-use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended};
+use pgwire::messages::extendedquery::{Describe, Execute, Parse, ParseComplete, PortalSuspended};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use tokio::sync::Mutex;
@@ -171,6 +171,9 @@ pub struct Connection {
     copy: std::sync::Mutex<Option<PendingCopy>>,
     peer: String,
     probe: Option<ClientProbe>,
+    /// Names of the statements prepared with Parse, for `DEALLOCATE ALL` (pgwire's store
+    /// cannot list them).
+    prepared: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Connection {
@@ -187,6 +190,7 @@ impl Connection {
             copy: std::sync::Mutex::new(None),
             peer,
             probe,
+            prepared: std::sync::Mutex::default(),
         }
     }
 }
@@ -253,7 +257,7 @@ impl Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let result = match deallocate(client, run.statement) {
+        let result = match self.deallocate(client, run.statement) {
             Some(result) => result,
             None => session.execute(run.statement, run.params).await,
         }
@@ -495,39 +499,47 @@ fn column_formats(format: &Format, n: usize) -> Vec<FieldFormat> {
         .collect()
 }
 
-/// `DEALLOCATE [PREPARE] name | ALL`: prepared statements live in the protocol layer, so it
-/// is answered here (psycopg sends `DEALLOCATE ALL` after every DROP). pgwire's store cannot
-/// list its statements, so `ALL` forgets none: a client that prepares a name again replaces
-/// it, which is what drivers do after `DEALLOCATE ALL`.
-fn deallocate<C>(
-    client: &C,
-    statement: &ParsedStatement,
-) -> Option<Result<StatementResult, EngineError>>
-where
-    C: ClientPortalStore,
-    C::PortalStore: PortalStore,
-{
-    let EddyStatement::Sql(sql) = &statement.statement else {
-        return None;
-    };
-    let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } = sql.as_ref() else {
-        return None;
-    };
-    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
-        return Some(Ok(StatementResult::Command(
-            eddy_engine::session::CommandTag::new("DEALLOCATE ALL"),
-        )));
+impl Connection {
+    /// `DEALLOCATE [PREPARE] name | ALL`: prepared statements live in the protocol layer, so
+    /// it is answered here (psycopg sends `DEALLOCATE ALL` after every DROP once it has
+    /// prepared statements). `None` for any other statement.
+    fn deallocate<C>(
+        &self,
+        client: &C,
+        statement: &ParsedStatement,
+    ) -> Option<Result<StatementResult, EngineError>>
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        let EddyStatement::Sql(sql) = &statement.statement else {
+            return None;
+        };
+        let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } = sql.as_ref()
+        else {
+            return None;
+        };
+        let store = client.portal_store();
+        let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+            for name in std::mem::take(&mut *prepared) {
+                store.rm_statement(&name);
+            }
+            return Some(Ok(StatementResult::Command(
+                eddy_engine::session::CommandTag::new("DEALLOCATE ALL"),
+            )));
+        }
+        if name.value == DEFAULT_NAME || store.get_statement(&name.value).is_none() {
+            return Some(Err(EngineError::UnknownPreparedStatement(
+                name.value.clone(),
+            )));
+        }
+        store.rm_statement(&name.value);
+        prepared.remove(&name.value);
+        Some(Ok(StatementResult::Command(
+            eddy_engine::session::CommandTag::new("DEALLOCATE"),
+        )))
     }
-    let store = client.portal_store();
-    if store.get_statement(&name.value).is_none() {
-        return Some(Err(EngineError::UnknownPreparedStatement(
-            name.value.clone(),
-        )));
-    }
-    store.rm_statement(&name.value);
-    Some(Ok(StatementResult::Command(
-        eddy_engine::session::CommandTag::new("DEALLOCATE"),
-    )))
 }
 
 fn command_tag(tag: &eddy_engine::session::CommandTag) -> Tag {
@@ -738,6 +750,34 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    /// pgwire's Parse, remembering the statement's name for `DEALLOCATE ALL`.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if name != DEFAULT_NAME {
+            self.prepared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
     }
 
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
