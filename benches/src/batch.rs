@@ -67,6 +67,38 @@ impl Batch {
         Ok(())
     }
 
+    /// Runs a `COPY ... TO` statement; returns the rows written.
+    pub async fn copy(&self, sql: &str) -> BenchResult<usize> {
+        let batches = self.ctx.sql(sql).await?.collect().await?;
+        let count = batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|c| c.value(0))
+            })
+            .ok_or("DataFusion's COPY returned no count")?;
+        Ok(count as usize)
+    }
+
+    /// Registers a Parquet file as a table.
+    pub async fn register_parquet(&self, name: &str, path: &Path) -> BenchResult<()> {
+        let path = path
+            .to_str()
+            .ok_or("the temporary directory's path is not UTF-8")?;
+        self.ctx
+            .register_parquet(name, path, Default::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a table.
+    pub fn deregister(&self, name: &str) -> BenchResult<()> {
+        self.ctx.deregister_table(name)?;
+        Ok(())
+    }
+
     /// Runs a batch query, handing each result batch to `on_batch`; returns the row count.
     pub async fn run(
         &self,

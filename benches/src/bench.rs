@@ -14,7 +14,7 @@ use crate::batch::Batch;
 use crate::csv_file::{self, BidsCsv, TempDir};
 use crate::eddy::{Events, Outcome, Streaming};
 use crate::measure::{Cost, Meter, mebibytes, millions};
-use crate::queries::{Query, SKIPPED};
+use crate::queries::{Export, Query, SKIPPED};
 use crate::{Args, BenchResult};
 
 /// One query's figures.
@@ -25,7 +25,15 @@ struct Row<'a> {
     batch: Option<(Cost, usize)>,
 }
 
-pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
+/// One export's figures: Eddy's run, DataFusion's, the rows each wrote and the file sizes.
+struct ExportRow<'a> {
+    export: &'a Export,
+    streaming: Cost,
+    rows: usize,
+    batch: Option<(Cost, usize)>,
+}
+
+pub async fn run(args: &Args, queries: &[&Query], exports: &[&Export]) -> BenchResult<()> {
     let config = EngineConfig {
         parallelism: args.workers,
         ..EngineConfig::default()
@@ -58,6 +66,26 @@ pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
         });
     }
 
+    let folder = dir
+        .path()
+        .to_str()
+        .ok_or("the temporary directory's path is not UTF-8")?
+        .to_string();
+    let mut export_rows = Vec::new();
+    for export in exports {
+        eprintln!("streaming {} ...", export.name);
+        let meter = Meter::start();
+        let outcome = eddy
+            .run(&export.streaming.replace("{dir}", &folder), |_| Ok(()))
+            .await?;
+        export_rows.push(ExportRow {
+            export,
+            streaming: meter.stop(),
+            rows: outcome.rows,
+            batch: None,
+        });
+    }
+
     eprintln!("generating the events again, into memory for DataFusion ...");
     let batch = Batch::load(&mut eddy, args.workers).await?;
     if let Some(csv) = &csv {
@@ -70,7 +98,32 @@ pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
         row.batch = Some((meter.stop(), count));
     }
 
+    for row in &mut export_rows {
+        eprintln!("batch {} ...", row.export.name);
+        let meter = Meter::start();
+        let count = batch
+            .copy(&row.export.batch.replace("{dir}", &folder))
+            .await?;
+        row.batch = Some((meter.stop(), count));
+    }
+
     print_table(args, &batch, csv.as_ref(), &rows);
+    print_exports(args, dir.path(), &export_rows);
+    let mismatched_exports: Vec<String> = export_rows
+        .iter()
+        .filter_map(|r| {
+            let (_, n) = r.batch?;
+            (n != r.rows).then(|| {
+                format!(
+                    "{}: Eddy wrote {} rows, DataFusion {n}",
+                    r.export.name, r.rows
+                )
+            })
+        })
+        .collect();
+    if !mismatched_exports.is_empty() {
+        return Err(mismatched_exports.join("; ").into());
+    }
     let mismatches: Vec<String> = rows
         .iter()
         .filter_map(|row| {
@@ -87,6 +140,56 @@ pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
         Ok(())
     } else {
         Err(mismatches.join("; ").into())
+    }
+}
+
+/// The cells both tables share: Eddy's rates, workers and memory, DataFusion's time and rate,
+/// and the ratio of their times.
+fn cost_cells(args: &Args, streaming: &Cost, batch: Option<Cost>) -> String {
+    let events = args.events;
+    format!(
+        "{} | {} | {} | {} ({}) | {} | {} | {}",
+        millions(Some(streaming.per_second(events))),
+        millions(streaming.per_cpu_second(events)),
+        args.workers,
+        mebibytes(streaming.peak_rss),
+        mebibytes(streaming.start_rss),
+        batch.map_or_else(|| "n/a".into(), |c| format!("{:.3}", c.wall.as_secs_f64())),
+        millions(batch.and_then(|c| c.per_cpu_second(events))),
+        batch.map_or_else(
+            || "n/a".into(),
+            |c| format!(
+                "{:.1}",
+                streaming.wall.as_secs_f64() / c.wall.as_secs_f64().max(1e-9)
+            )
+        ),
+    )
+}
+
+fn print_exports(args: &Args, dir: &std::path::Path, rows: &[ExportRow<'_>]) {
+    if rows.is_empty() {
+        return;
+    }
+    let size = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .map_or_else(|_| "n/a".to_string(), |m| mebibytes(Some(m.len())))
+    };
+    println!();
+    println!(
+        "| export | Eddy M events/s (wall) | Eddy M events/CPU-s | workers | Eddy peak RSS MiB \
+         (at start) | DataFusion batch s | DataFusion M events/CPU-s | streaming/batch time | \
+         rows | file MiB (Eddy / DataFusion) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} / {} |",
+            row.export.name,
+            cost_cells(args, &row.streaming, row.batch.map(|(cost, _)| cost)),
+            row.rows,
+            size(row.export.files.0),
+            size(row.export.files.1),
+        );
     }
 }
 
@@ -115,7 +218,6 @@ fn print_table(args: &Args, batch: &Batch, csv: Option<&BidsCsv>, rows: &[Row<'_
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for row in rows {
-        let events = args.events;
         let (batch_cost, batch_rows) = row
             .batch
             .map_or((None, None), |(cost, n)| (Some(cost), Some(n)));
@@ -134,22 +236,9 @@ fn print_table(args: &Args, batch: &Batch, csv: Option<&BidsCsv>, rows: &[Row<'_
             String::new()
         };
         println!(
-            "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {rows_out}{late} |",
+            "| {} | {} | {rows_out}{late} |",
             row.query.name,
-            millions(Some(row.streaming.per_second(events))),
-            millions(row.streaming.per_cpu_second(events)),
-            args.workers,
-            mebibytes(row.streaming.peak_rss),
-            mebibytes(row.streaming.start_rss),
-            batch_cost.map_or_else(|| "n/a".into(), |c| format!("{:.3}", c.wall.as_secs_f64())),
-            millions(batch_cost.and_then(|c| c.per_cpu_second(events))),
-            batch_cost.map_or_else(
-                || "n/a".into(),
-                |c| format!(
-                    "{:.1}",
-                    row.streaming.wall.as_secs_f64() / c.wall.as_secs_f64().max(1e-9)
-                )
-            ),
+            cost_cells(args, &row.streaming, batch_cost),
         );
     }
     for (name, reason) in SKIPPED {

@@ -24,7 +24,7 @@ use eddy_engine::session::EngineConfig;
 use crate::batch::Batch;
 use crate::csv_file::{self, TempDir};
 use crate::eddy::{Events, Streaming};
-use crate::queries::Query;
+use crate::queries::{Export, Query};
 use crate::{Args, BenchResult};
 
 /// The first event's time in check runs: 1 s before a multiple of 10 s.
@@ -33,7 +33,7 @@ const BASE_TIME: &str = "2023-01-01T00:00:09Z";
 /// Rows shown per side when two results differ.
 const SHOWN: usize = 5;
 
-pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
+pub async fn run(args: &Args, queries: &[&Query], exports: &[&Export]) -> BenchResult<()> {
     let events = Events {
         count: args.events,
         base_time: Some(BASE_TIME.to_string()),
@@ -84,8 +84,63 @@ pub async fn run(args: &Args, queries: &[&Query]) -> BenchResult<()> {
             failures.push(query.name);
         }
     }
+    // Exports: the file Eddy writes holds the rows of the one DataFusion writes.
+    let folder = dir
+        .path()
+        .to_str()
+        .ok_or("the temporary directory's path is not UTF-8")?
+        .to_string();
+    for export in exports {
+        let outcome = eddy
+            .run(&export.streaming.replace("{dir}", &folder), |_| Ok(()))
+            .await?;
+        let count = batch.copy(&export.batch.replace("{dir}", &folder)).await?;
+        let mut sides = Vec::new();
+        for (table, file) in [
+            ("eddy_file", export.files.0),
+            ("datafusion_file", export.files.1),
+        ] {
+            batch
+                .register_parquet(table, &dir.path().join(file))
+                .await?;
+            let mut rows = Vec::new();
+            batch
+                .run(&format!("SELECT * FROM {table}"), |b| render(b, &mut rows))
+                .await?;
+            rows.sort_unstable();
+            sides.push(rows);
+            batch.deregister(table)?;
+        }
+        let mut problems = Vec::new();
+        if outcome.rows != count || outcome.rows != sides[0].len() {
+            problems.push(format!(
+                "  Eddy's COPY said {} rows, its file holds {}, DataFusion wrote {count}",
+                outcome.rows,
+                sides[0].len()
+            ));
+        }
+        if let Some(diff) = diff("Eddy's file", &sides[0], "DataFusion's file", &sides[1]) {
+            problems.push(diff);
+        }
+        if problems.is_empty() {
+            println!(
+                "ok   {}: {} rows, Eddy's file = DataFusion's",
+                export.name, count
+            );
+        } else {
+            println!("FAIL {}:", export.name);
+            for problem in &problems {
+                println!("{problem}");
+            }
+            failures.push(export.name);
+        }
+    }
     if failures.is_empty() {
-        println!("check passed: {} queries", queries.len());
+        println!(
+            "check passed: {} queries, {} exports",
+            queries.len(),
+            exports.len()
+        );
         Ok(())
     } else {
         Err(format!("check failed for {}", failures.join(", ")).into())

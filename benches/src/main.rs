@@ -19,7 +19,7 @@ mod eddy;
 mod measure;
 mod queries;
 
-use queries::{QUERIES, Query, SKIPPED};
+use queries::{EXPORTS, Export, QUERIES, Query, SKIPPED};
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -99,13 +99,21 @@ fn run(args: &Args) -> BenchResult<()> {
         .iter()
         .filter(|q| args.query.as_deref().is_none_or(|name| name == q.name))
         .collect();
+    let exports: Vec<&Export> = EXPORTS
+        .iter()
+        .filter(|e| args.query.as_deref().is_none_or(|name| name == e.name))
+        .collect();
     if let Some(name) = &args.query {
         if let Some((_, reason)) = SKIPPED.iter().find(|(q, _)| q == name) {
             println!("{name}: skipped ({reason})");
             return Ok(());
         }
-        if selected.is_empty() {
-            let names: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
+        if selected.is_empty() && exports.is_empty() {
+            let names: Vec<&str> = QUERIES
+                .iter()
+                .map(|q| q.name)
+                .chain(EXPORTS.iter().map(|e| e.name))
+                .collect();
             return Err(format!("no query {name}; the queries are {}", names.join(", ")).into());
         }
     }
@@ -116,8 +124,8 @@ fn run(args: &Args) -> BenchResult<()> {
         .enable_all()
         .build()?;
     if args.check {
-        runtime.block_on(check::run(args, &selected))
+        runtime.block_on(check::run(args, &selected, &exports))
     } else {
-        runtime.block_on(bench::run(args, &selected))
+        runtime.block_on(bench::run(args, &selected, &exports))
     }
 }

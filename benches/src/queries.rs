@@ -298,6 +298,33 @@ pub const QUERIES: &[Query] = &[
     FILE_TUMBLE_10S,
 ];
 
+/// One export benchmark: the same rows written to a Parquet file by Eddy's `COPY ... TO` and
+/// by DataFusion's. `{dir}` stands for the benchmark's temporary folder.
+#[derive(Debug, Clone, Copy)]
+pub struct Export {
+    pub name: &'static str,
+    /// Eddy's statement (zstd, as DataFusion's default).
+    pub streaming: &'static str,
+    /// DataFusion's statement.
+    pub batch: &'static str,
+    /// The file each writes, to compare them.
+    pub files: (&'static str, &'static str),
+}
+
+/// Nexmark q0's rows (every bid) exported to Parquet.
+pub const EXPORT_Q0: Export = Export {
+    name: "export-q0-parquet",
+    streaming: "COPY (SELECT auction, bidder, price, date_time, extra FROM bids) \
+        TO '{dir}/eddy-q0.parquet' (FORMAT parquet, COMPRESSION zstd)",
+    batch: "COPY (SELECT auction, bidder, price, date_time, extra FROM bids) \
+        TO '{dir}/datafusion-q0.parquet' STORED AS PARQUET \
+        OPTIONS ('format.compression' 'zstd(1)')",
+    files: ("eddy-q0.parquet", "datafusion-q0.parquet"),
+};
+
+/// Every export benchmark.
+pub const EXPORTS: &[Export] = &[EXPORT_Q0];
+
 /// Nexmark queries Eddy cannot run, and why.
 pub const SKIPPED: &[(&str, &str)] = &[
     // q3, local item suggestion: a regular join of persons and auctions, whose result is

@@ -10,27 +10,10 @@ use chrono::NaiveDateTime;
 use datafusion::arrow::array::{Array, Int64Array, TimestampMillisecondArray};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use eddy_server::{Server, ServerConfig};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 mod common;
-use common::{connect_with_socket, start, temp_dir};
-
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
+use common::{connect_with_socket, start, temp_dir, text_rows as rows};
 
 /// Polls the job named `name` (bounded) until its status is `status`; returns its row.
 async fn job_status(client: &Client, name: &str, status: &str) -> Vec<String> {

@@ -5,27 +5,12 @@
 use std::time::Duration;
 
 use futures::{StreamExt, pin_mut};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 mod common;
-use common::{connect_with_socket, copy_lines, start, temp_dir, wait_for_no_tasks};
-
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
+use common::{
+    connect_with_socket, copy_lines, start, temp_dir, text_rows as rows, wait_for_no_tasks,
+};
 
 /// Polls `sql` (bounded) until it returns `expected`: a view's job runs on its own.
 async fn eventually(client: &Client, sql: &str, expected: &[&[&str]]) {

@@ -277,6 +277,16 @@ fn check_keys(options: &ConnectorOptions, accepted: &[&str], what: &str) -> Conn
     Ok(())
 }
 
+/// `'128 MB'` as `(128, "mb")`: a whole number and a lower-cased unit (empty if none).
+fn number_and_unit(value: &str) -> Option<(u64, String)> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit.trim().to_ascii_lowercase()))
+}
+
 /// A size such as `'128MB'`, `'64 MiB'`, `'1gb'` or `'1000000'` (bytes). As in Flink, `KB`,
 /// `MB` and `GB` are powers of 1024.
 pub(crate) fn parse_size(key: &str, value: &str) -> ConnectorResult<u64> {
@@ -285,13 +295,8 @@ pub(crate) fn parse_size(key: &str, value: &str) -> ConnectorResult<u64> {
             "{key} must be a size such as '128MB', '64KB' or a number of bytes, not '{value}'"
         ))
     };
-    let text = value.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = number_and_unit(value).ok_or_else(bad)?;
+    let factor: u64 = match unit.as_str() {
         "" | "b" | "bytes" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -311,13 +316,8 @@ pub(crate) fn parse_duration(key: &str, value: &str) -> ConnectorResult<Duration
             "{key} must be a duration such as '30 seconds', '10 min' or '1 hour', not '{value}'"
         ))
     };
-    let text = value.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let millis: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = number_and_unit(value).ok_or_else(bad)?;
+    let millis: u64 = match unit.as_str() {
         "ms" | "millisecond" | "milliseconds" => 1,
         "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
         "m" | "min" | "mins" | "minute" | "minutes" => 60_000,

@@ -58,6 +58,17 @@ pub(crate) struct Encoding {
     pub header: bool,
 }
 
+impl Encoding {
+    pub(crate) fn of(options: &super::options::SinkOptions) -> Self {
+        Self {
+            format: options.format,
+            compression: options.compression,
+            row_group_size: options.row_group_size,
+            header: options.header,
+        }
+    }
+}
+
 /// A file being written.
 pub(crate) struct PartFile {
     in_progress: PathBuf,

@@ -63,12 +63,7 @@ impl PartitionedWriter {
         metrics: Arc<SinkMetrics>,
     ) -> ConnectorResult<Self> {
         std::fs::create_dir_all(&root).map_err(|e| io_error("create folder", &root, e))?;
-        let encoding = Encoding {
-            format: options.format,
-            compression: options.compression,
-            row_group_size: options.row_group_size,
-            header: options.header,
-        };
+        let encoding = Encoding::of(&options);
         Ok(Self {
             root,
             schema,
@@ -363,12 +358,7 @@ impl SingleFileWriter {
                 format!("'{}' is a folder; COPY TO writes one file", path.display()),
             ));
         }
-        let encoding = Encoding {
-            format: options.format,
-            compression: options.compression,
-            row_group_size: options.row_group_size,
-            header: options.header,
-        };
+        let encoding = Encoding::of(options);
         Ok(Self {
             file: Some(PartFile::create(path, &schema, &encoding)?),
             metrics,

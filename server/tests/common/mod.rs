@@ -24,6 +24,24 @@ pub async fn start(dir: &std::path::Path) -> Server {
     .unwrap()
 }
 
+/// The rows of a simple query as text, NULL as `"NULL"`.
+pub async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An empty directory for one test's data, under the system's temp dir.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("eddy-server-test-{}-{name}", std::process::id()));
