@@ -37,6 +37,7 @@ use eddy_engine::connector::{ConnectorResult, SinkConnector, SinkContext, SinkWr
 use eddy_engine::paths::PathPolicy;
 
 use self::options::{OutputFormat, SinkOptions};
+use self::part_file::{Encoding, check_encodable};
 use self::writer::{PartitionedWriter, SingleFileWriter};
 
 pub use self::writer::SUCCESS_FILE;
@@ -93,7 +94,7 @@ impl SinkConnector for FileSinkConnector {
     fn validate(&self, ctx: &SinkContext) -> ConnectorResult<()> {
         let options = self.options(ctx)?;
         self.paths.check_new(Path::new(&options.path))?;
-        Ok(())
+        check_encodable(&ctx.schema, &Encoding::of(&options))
     }
 
     fn open(&self, ctx: SinkContext) -> ConnectorResult<Box<dyn SinkWriter>> {
@@ -120,6 +121,7 @@ impl SinkConnector for FileSinkConnector {
                 .unwrap_or(self.default_format);
             let options = SinkOptions::parse_copy(&ctx.options, path, default)?;
             let resolved = self.paths.check_new(Path::new(path))?;
+            check_encodable(&ctx.schema, &Encoding::of(&options))?;
             Ok(Box::new(SingleFileWriter::new(
                 resolved,
                 ctx.schema,

@@ -69,6 +69,54 @@ impl Encoding {
     }
 }
 
+/// Checks that rows of `schema` can be encoded, by encoding a row of NULLs in memory, so a
+/// type the format cannot hold (a nanosecond interval in Parquet, a list in CSV) is refused
+/// before anything runs.
+pub(crate) fn check_encodable(schema: &SchemaRef, encoding: &Encoding) -> ConnectorResult<()> {
+    let nulls: Vec<datafusion::arrow::array::ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1))
+        .collect();
+    let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(Arc::clone(&nullable), nulls)?;
+    let result: Result<(), String> = match encoding.format {
+        OutputFormat::Parquet => ArrowWriter::try_new(Vec::new(), nullable, None)
+            .and_then(|mut w| {
+                w.write(&batch)?;
+                w.close().map(|_| ())
+            })
+            .map_err(|e| e.to_string()),
+        OutputFormat::Csv => datafusion::arrow::csv::WriterBuilder::new()
+            .build(Vec::new())
+            .write(&batch)
+            .map_err(|e| e.to_string()),
+        OutputFormat::Json => {
+            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+            w.write(&batch)
+                .and_then(|()| w.finish())
+                .map_err(|e| e.to_string())
+        }
+    };
+    result.map_err(|e| {
+        ConnectorError::Unsupported(format!(
+            "{} output of these columns ({})",
+            match encoding.format {
+                OutputFormat::Parquet => "Parquet",
+                OutputFormat::Csv => "CSV",
+                OutputFormat::Json => "JSON",
+            },
+            e
+        ))
+    })
+}
+
 /// A file being written.
 pub(crate) struct PartFile {
     in_progress: PathBuf,

@@ -120,7 +120,7 @@ impl TimePattern {
     fn bounds(&self, nanos: i64) -> (i64, i64) {
         const SECOND: i64 = 1_000_000_000;
         let fixed = |width: i64| {
-            let start = nanos.div_euclid(width) * width;
+            let start = nanos.div_euclid(width).saturating_mul(width);
             (start, start.saturating_add(width))
         };
         match self.period {
@@ -172,32 +172,41 @@ pub(crate) fn nanos(column: &ArrayRef) -> ConnectorResult<TimestampNanosecondArr
         .ok_or_else(|| ConnectorError::Io("timestamp cast".to_string()))
 }
 
-/// Formats Hive partition values (`name=value`), escaping characters that are unsafe in a
-/// folder name as `%XX`, as Hive does.
-pub(crate) struct HiveValues {
+/// Formats Hive partition values (`name=value`) of one batch, escaping characters that are
+/// unsafe in a folder name as `%XX`, as Hive does.
+pub(crate) struct HiveValues<'a> {
     names: Vec<String>,
-    columns: Vec<ArrayRef>,
+    columns: Vec<(&'a ArrayRef, ArrayFormatter<'a>)>,
 }
 
-impl HiveValues {
-    pub(crate) fn new(names: Vec<String>, columns: Vec<ArrayRef>) -> Self {
-        Self { names, columns }
+impl<'a> HiveValues<'a> {
+    pub(crate) fn try_new(
+        names: Vec<String>,
+        columns: &'a [ArrayRef],
+        options: &'a FormatOptions<'a>,
+    ) -> ConnectorResult<Self> {
+        let columns = columns
+            .iter()
+            .map(|c| Ok((c, ArrayFormatter::try_new(c.as_ref(), options)?)))
+            .collect::<ConnectorResult<Vec<_>>>()?;
+        Ok(Self {
+            names: names.iter().map(|n| escape(n)).collect(),
+            columns,
+        })
     }
 
     /// The folders of row `row`: `a=1/b=x`.
-    pub(crate) fn folder(&self, row: usize) -> ConnectorResult<String> {
-        let options = FormatOptions::default();
+    pub(crate) fn folder(&self, row: usize) -> String {
         let mut parts = Vec::with_capacity(self.columns.len());
-        for (name, column) in self.names.iter().zip(&self.columns) {
+        for (name, (column, formatter)) in self.names.iter().zip(&self.columns) {
             let value = if column.is_null(row) {
                 NULL_PARTITION.to_string()
             } else {
-                let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
                 escape(&formatter.value(row).to_string())
             };
-            parts.push(format!("{}={value}", escape(name)));
+            parts.push(format!("{name}={value}"));
         }
-        Ok(parts.join("/"))
+        parts.join("/")
     }
 }
 

@@ -89,18 +89,22 @@ impl PartitionedWriter {
             Some((_, column)) => Some(nanos(batch.column(*column))?),
             None => None,
         };
-        let hive = HiveValues::new(
+        let hive_columns: Vec<_> = self
+            .options
+            .partition_by
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
+        let format = datafusion::arrow::util::display::FormatOptions::default();
+        let hive = HiveValues::try_new(
             self.options
                 .partition_by
                 .iter()
                 .map(|&i| self.schema.field(i).name().clone())
                 .collect(),
-            self.options
-                .partition_by
-                .iter()
-                .map(|&i| Arc::clone(batch.column(i)))
-                .collect(),
-        );
+            &hive_columns,
+            &format,
+        )?;
         let mut groups: Vec<(String, Option<i64>, Vec<u32>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for row in 0..batch.num_rows() {
@@ -116,7 +120,7 @@ impl PartitionedWriter {
                 if !folder.is_empty() {
                     folder.push('/');
                 }
-                folder.push_str(&hive.folder(row)?);
+                folder.push_str(&hive.folder(row));
             }
             let at = *index.entry(folder.clone()).or_insert_with(|| {
                 groups.push((folder, end, Vec::new()));
