@@ -226,6 +226,12 @@ pub trait SinkConnector: Send + Sync + 'static {
     /// Opens a writer for a continuous sink.
     fn open(&self, ctx: SinkContext) -> ConnectorResult<Box<dyn SinkWriter>>;
 
+    /// Whether the sink's output says an earlier run wrote everything its input held (its
+    /// input ended): a sink restored after a restart is then not run again.
+    fn completed(&self, _ctx: &SinkContext) -> bool {
+        false
+    }
+
     /// Opens a writer for `COPY ... TO 'path'`: one file at exactly `path`, made visible by
     /// [`SinkWriter::finish`]. `None` if the connector cannot write single files.
     fn open_file(

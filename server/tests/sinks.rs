@@ -327,3 +327,55 @@ async fn a_sink_comes_back_after_a_restart() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_finished_sink_is_not_run_again_after_a_restart() {
+    let dir = temp_dir("sink-finished-restart");
+    let out = dir.join("out");
+    let server = start(&dir).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE bids WITH (connector = 'nexmark', nexmark.table = 'bid', events.max = '500');
+             CREATE SINK all_bids AS SELECT auction, price FROM bids
+             WITH (connector = 'parquet', path = '{}');",
+            out.display()
+        ))
+        .await
+        .unwrap();
+    job_status(&client, "all_bids", "finished").await;
+    let before = walk(&out);
+    assert!(before.contains_key("_SUCCESS"));
+    server.shutdown().await;
+
+    // Its folder says the export is complete: the restored sink does not export it twice.
+    let server = start(&dir).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    job_status(&client, "all_bids", "finished").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        walk(&out).keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+
+    // Created anew, a sink over the folder runs: the marker goes while it writes and comes
+    // back when its input ends.
+    client
+        .batch_execute(&format!(
+            "DROP SINK all_bids;
+             CREATE SINK all_bids AS SELECT auction, price FROM bids
+             WITH (connector = 'parquet', path = '{}');",
+            out.display()
+        ))
+        .await
+        .unwrap();
+    job_status(&client, "all_bids", "finished").await;
+    let after = walk(&out);
+    assert!(after.contains_key("_SUCCESS"));
+    let parquet = |files: &BTreeMap<String, PathBuf>| {
+        files.keys().filter(|f| f.ends_with(".parquet")).count()
+    };
+    assert_eq!(parquet(&after), 2 * parquet(&before));
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

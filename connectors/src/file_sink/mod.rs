@@ -13,7 +13,9 @@
 //! - An event-time partition gets a `_SUCCESS` file once the watermark reaches its end; rows
 //!   that still arrive for it (only possible when partitioning by a column the watermark does
 //!   not bound) go to a new file in it and are counted as late.
-//! - When the input ends every file is finished and the sink's folder gets a `_SUCCESS` too.
+//! - When the input ends every file is finished and the sink's folder gets a `_SUCCESS` too;
+//!   a writer that opens removes it (the folder is no longer complete), and a sink restored
+//!   after a restart whose folder has it is not run again.
 //! - A failure removes the unfinished files and leaves finished ones alone.
 //!
 //! # Options
@@ -106,6 +108,13 @@ impl SinkConnector for FileSinkConnector {
             options,
             ctx.metrics,
         )?))
+    }
+
+    /// The folder's `_SUCCESS`: written when the input ended, removed when a writer opens.
+    fn completed(&self, ctx: &SinkContext) -> bool {
+        self.options(ctx)
+            .and_then(|o| self.paths.check_new(Path::new(&o.path)))
+            .is_ok_and(|root| root.join(SUCCESS_FILE).is_file())
     }
 
     fn open_file(

@@ -63,6 +63,11 @@ impl PartitionedWriter {
         metrics: Arc<SinkMetrics>,
     ) -> ConnectorResult<Self> {
         std::fs::create_dir_all(&root).map_err(|e| io_error("create folder", &root, e))?;
+        // Files are coming: the folder is not complete any more.
+        let marker = root.join(SUCCESS_FILE);
+        if marker.is_file() {
+            std::fs::remove_file(&marker).map_err(|e| io_error("remove", &marker, e))?;
+        }
         let encoding = Encoding::of(&options);
         Ok(Self {
             root,

@@ -137,10 +137,9 @@ impl Engine {
                                 .create_source(create, &s.sql, false)
                                 .await
                                 .map(|_| ()),
-                            EddyStatement::CreateSink(create) => session
-                                .create_sink(create, &s.sql, &s.sql)
-                                .await
-                                .map(|_| ()),
+                            EddyStatement::CreateSink(create) => {
+                                session.restore_sink(create, &s.sql).await.map(|_| ())
+                            }
                             EddyStatement::Sql(stmt) => match stmt.as_ref() {
                                 Statement::CreateView(v) if v.materialized => session
                                     .create_materialized_view(v, &s.sql, &s.sql)

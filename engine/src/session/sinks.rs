@@ -37,6 +37,28 @@ impl Session {
         statement_sql: &str,
         sql: &str,
     ) -> EngineResult<StatementResult> {
+        self.start_sink(create, statement_sql, sql, false).await
+    }
+
+    /// Replays a saved `CREATE SINK` at startup. A sink whose output says it wrote all of its
+    /// input before (its folder's `_SUCCESS`) is listed as finished and not run again, so a
+    /// restart does not export a bounded input twice.
+    pub(crate) async fn restore_sink(
+        &mut self,
+        create: &CreateSink,
+        statement_sql: &str,
+    ) -> EngineResult<StatementResult> {
+        self.start_sink(create, statement_sql, statement_sql, true)
+            .await
+    }
+
+    async fn start_sink(
+        &mut self,
+        create: &CreateSink,
+        statement_sql: &str,
+        sql: &str,
+        restoring: bool,
+    ) -> EngineResult<StatementResult> {
         const TAG: &str = "CREATE SINK";
         let name = relation_name(&create.name)?;
         if let Some(exists) = self.already_exists(&name, create.if_not_exists, TAG) {
@@ -75,14 +97,25 @@ impl Session {
             metrics: Arc::clone(&metrics),
         };
         connector.validate(&context)?;
-        let writer = connector.open(context)?;
+        let completed = restoring && connector.completed(&context);
         let parallelism = self.parallelism()?;
-        let running = self.launch(&stream_plan)?;
         let state = Arc::new(SinkState::new(
             connector.name().to_string(),
             options.get("path").cloned().unwrap_or_default(),
             metrics,
         ));
+        let spec = JobSpec {
+            name: name.clone(),
+            query: create.query.to_string(),
+            plan: stream_plan,
+            parallelism,
+            output: JobOutput::Sink(state),
+        };
+        let job = if completed {
+            None
+        } else {
+            Some((connector.open(context)?, self.launch(&spec.plan)?))
+        };
         self.engine.catalog.insert(RelationDef {
             name: name.clone(),
             kind: RelationKind::Sink,
@@ -95,17 +128,13 @@ impl Session {
             view: None,
             depends_on: relations_read(&plan),
         })?;
-        let job = self.engine.jobs.start(
-            JobSpec {
-                name: name.clone(),
-                query: create.query.to_string(),
-                plan: stream_plan,
-                parallelism,
-                output: JobOutput::Sink(state),
-            },
-            running,
-            Some(writer),
-        );
+        let job = match job {
+            Some((writer, running)) => self.engine.jobs.start(spec, running, Some(writer)),
+            None => {
+                tracing::info!(sink = %name, "sink restored as finished: its output is complete");
+                self.engine.jobs.finished(spec)
+            }
+        };
         tracing::info!(job = job.id, sink = %name, "sink created");
         Ok(StatementResult::Command(CommandTag::new(TAG)))
     }
