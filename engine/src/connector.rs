@@ -166,8 +166,6 @@ impl SourceMetrics {
 /// What a sink connector needs to open a writer.
 #[derive(Debug, Clone)]
 pub struct SinkContext {
-    /// The sink's name in the catalog (for messages and file names).
-    pub sink_name: String,
     /// The schema of every batch the writer receives.
     pub schema: SchemaRef,
     /// The `WITH (...)` options.
@@ -249,14 +247,10 @@ pub struct SinkMetrics {
     pub rows: AtomicU64,
     /// Finished (visible) files.
     pub files: AtomicU64,
-    /// Bytes in finished files.
-    pub bytes: AtomicU64,
     /// Event-time partitions marked complete (`_SUCCESS`).
     pub partitions_committed: AtomicU64,
     /// Rows written into a partition after it was committed.
     pub late_rows: AtomicU64,
-    /// Files being written.
-    pub open_files: AtomicU64,
     /// Bytes buffered in the files being written.
     pub buffered_bytes: AtomicU64,
 }

@@ -7,7 +7,7 @@
 //! whose input ended stays listed as finished, until its view or sink is dropped.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -90,7 +90,11 @@ impl Job {
     pub fn watermark(&self) -> Option<EventTime> {
         match &self.output {
             JobOutput::View(view) => view.watermark(),
-            JobOutput::Sink(sink) => sink.watermark(),
+            // What the dataflow emitted last; the end of the input is no time.
+            JobOutput::Sink(_) => self
+                .metrics
+                .output_watermark()
+                .filter(|w| *w != WATERMARK_END),
         }
     }
 
@@ -153,30 +157,17 @@ pub enum JobOutput {
 /// What a sink's job shares with `SHOW SINKS` and `DROP SINK`.
 #[derive(Debug)]
 pub struct SinkState {
-    /// The connector's name.
-    pub connector: String,
-    /// Where it writes (its `path` option).
-    pub path: String,
     pub metrics: Arc<SinkMetrics>,
-    /// The last watermark the sink received; `i64::MIN` before the first.
-    watermark: AtomicI64,
     /// Set to ask the job to finish its open files and stop.
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl SinkState {
-    pub fn new(connector: String, path: String, metrics: Arc<SinkMetrics>) -> Self {
+    pub fn new(metrics: Arc<SinkMetrics>) -> Self {
         Self {
-            connector,
-            path,
             metrics,
-            watermark: AtomicI64::new(i64::MIN),
             stop: tokio::sync::watch::Sender::new(false),
         }
-    }
-
-    pub fn watermark(&self) -> Option<EventTime> {
-        Some(self.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN)
     }
 }
 
@@ -207,19 +198,7 @@ impl JobManager {
         running: RunningQuery,
         writer: Option<Box<dyn SinkWriter>>,
     ) -> Arc<Job> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let job = Arc::new(Job {
-            id,
-            name: spec.name,
-            query: spec.query,
-            started_at: SystemTime::now(),
-            plan: spec.plan,
-            parallelism: spec.parallelism,
-            metrics: Arc::clone(running.metrics()),
-            output: spec.output,
-            status: Mutex::new(JobStatus::Running),
-            task: Mutex::new(None),
-        });
+        let job = self.add(spec, Arc::clone(running.metrics()), JobStatus::Running);
         let task = match (&job.output, writer) {
             (JobOutput::Sink(sink), Some(writer)) => tokio::spawn(run_sink(
                 Arc::clone(&job),
@@ -230,13 +209,17 @@ impl JobManager {
             _ => tokio::spawn(run(Arc::clone(&job), running)),
         };
         *job.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-        self.write().insert(id, Arc::clone(&job));
         job
     }
 
     /// Lists a job that has nothing left to do (a restored sink whose output is complete);
     /// its figures start at zero.
     pub fn finished(&self, spec: JobSpec) -> Arc<Job> {
+        self.add(spec, Arc::default(), JobStatus::Finished)
+    }
+
+    /// Lists a new job (without a task yet).
+    fn add(&self, spec: JobSpec, metrics: Arc<QueryMetrics>, status: JobStatus) -> Arc<Job> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let job = Arc::new(Job {
             id,
@@ -245,9 +228,9 @@ impl JobManager {
             started_at: SystemTime::now(),
             plan: spec.plan,
             parallelism: spec.parallelism,
-            metrics: Arc::default(),
+            metrics,
             output: spec.output,
-            status: Mutex::new(JobStatus::Finished),
+            status: Mutex::new(status),
             task: Mutex::new(None),
         });
         self.write().insert(id, Arc::clone(&job));
@@ -391,9 +374,6 @@ async fn run_sink(
     mut writer: Box<dyn SinkWriter>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let JobOutput::Sink(sink) = &job.output else {
-        return;
-    };
     let mut tick = tokio::time::interval(writer.tick_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -422,12 +402,7 @@ async fn run_sink(
         };
         let result = match message {
             Ok(Some(Message::Data(batch))) => blocking(|| writer.write(&batch)),
-            Ok(Some(Message::Watermark(w))) => {
-                if w != WATERMARK_END {
-                    sink.watermark.store(w, Ordering::Relaxed);
-                }
-                blocking(|| writer.watermark(w))
-            }
+            Ok(Some(Message::Watermark(w))) => blocking(|| writer.watermark(w)),
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
                 match blocking(|| writer.finish()) {

@@ -209,8 +209,8 @@ impl PartFile {
         }
     }
 
-    /// Finishes the file and makes it visible under its final name; returns its size.
-    pub(crate) fn commit(self) -> ConnectorResult<u64> {
+    /// Finishes the file and makes it visible under its final name.
+    pub(crate) fn commit(self) -> ConnectorResult<()> {
         let in_progress = self.in_progress.clone();
         let file = match self.encoder {
             Encoder::Parquet(w) => w.into_inner().map_err(|e| {
@@ -226,15 +226,11 @@ impl PartFile {
         };
         file.sync_all()
             .map_err(|e| io_error("sync", &in_progress, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| io_error("stat", &in_progress, e))?
-            .len();
         drop(file);
         std::fs::rename(&in_progress, &self.final_path)
             .map_err(|e| io_error("rename", &in_progress, e))?;
         sync_dir(self.final_path.parent());
-        Ok(size)
+        Ok(())
     }
 
     /// Removes the unfinished file.

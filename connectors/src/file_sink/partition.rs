@@ -116,6 +116,11 @@ impl TimePattern {
         (folder, end)
     }
 
+    /// The start of the period holding `nanos`: rows with the same start share a partition.
+    pub(crate) fn period_start(&self, nanos: i64) -> i64 {
+        self.bounds(nanos).0
+    }
+
     /// Start and end (exclusive) of the period holding `nanos`.
     fn bounds(&self, nanos: i64) -> (i64, i64) {
         const SECOND: i64 = 1_000_000_000;

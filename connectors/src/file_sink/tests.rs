@@ -47,7 +47,6 @@ fn batch(rows: &[(&str, i64, i64)]) -> RecordBatch {
 
 fn context(options: &[(&str, &str)], metrics: &Arc<SinkMetrics>) -> SinkContext {
     SinkContext {
-        sink_name: "s".to_string(),
         schema: schema(),
         options: options
             .iter()

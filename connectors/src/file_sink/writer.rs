@@ -33,6 +33,10 @@ pub(crate) fn unique_id() -> String {
     format!("{:012x}", mixed & 0xFFFF_FFFF_FFFF)
 }
 
+/// Which partition a row belongs to: the start of its event-time period (`None` for a NULL
+/// time or without a pattern) and its Hive folders (`""` without `partition.by`).
+type PartitionKey = (Option<i64>, String);
+
 /// One partition's state: its open file, and whether it is committed.
 struct Partition {
     file: Option<PartFile>,
@@ -110,32 +114,51 @@ impl PartitionedWriter {
             &hive_columns,
             &format,
         )?;
-        let mut groups: Vec<(String, Option<i64>, Vec<u32>)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        // Rows are grouped by the start of their event-time period (NULL time: `None`) and
+        // their Hive folders; a period's folder name is formatted once per group, not per row.
+        let pattern = self.options.time_partition.as_ref().map(|(p, _)| p);
+        let mut groups: Vec<(PartitionKey, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<PartitionKey, usize> = HashMap::new();
         for row in 0..batch.num_rows() {
-            let (mut folder, end) = match (&self.options.time_partition, &times) {
-                (Some((pattern, _)), Some(times)) if times.is_valid(row) => {
-                    let (folder, end) = pattern.partition(times.value(row));
-                    (folder, Some(end))
+            let start = match (pattern, &times) {
+                (Some(pattern), Some(times)) if times.is_valid(row) => {
+                    Some(pattern.period_start(times.value(row)))
                 }
-                (Some(_), _) => (NULL_PARTITION.to_string(), None),
-                _ => (String::new(), None),
+                _ => None,
             };
-            if !self.options.partition_by.is_empty() {
-                if !folder.is_empty() {
-                    folder.push('/');
+            let hive_folder = if self.options.partition_by.is_empty() {
+                String::new()
+            } else {
+                hive.folder(row)
+            };
+            let key = (start, hive_folder);
+            let at = match index.get(&key) {
+                Some(&at) => at,
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
                 }
-                folder.push_str(&hive.folder(row));
-            }
-            let at = *index.entry(folder.clone()).or_insert_with(|| {
-                groups.push((folder, end, Vec::new()));
-                groups.len() - 1
-            });
-            groups[at].2.push(row as u32);
+            };
+            groups[at].1.push(row as u32);
         }
         groups
             .into_iter()
-            .map(|(folder, end, rows)| {
+            .map(|((start, hive_folder), rows)| {
+                let (mut folder, end) = match (pattern, start) {
+                    (Some(pattern), Some(start)) => {
+                        let (folder, end) = pattern.partition(start);
+                        (folder, Some(end))
+                    }
+                    (Some(_), None) => (NULL_PARTITION.to_string(), None),
+                    (None, _) => (String::new(), None),
+                };
+                if !hive_folder.is_empty() {
+                    if !folder.is_empty() {
+                        folder.push('/');
+                    }
+                    folder.push_str(&hive_folder);
+                }
                 let rows = UInt32Array::from(rows);
                 Ok((folder, end, take_record_batch(batch, &rows)?))
             })
@@ -187,7 +210,6 @@ impl PartitionedWriter {
         }
         if let Some(path) = path {
             partition.file = Some(PartFile::create(path, &self.schema, &self.encoding)?);
-            SinkMetrics::add(&self.metrics.open_files, 1);
         }
         let Some(file) = partition.file.as_mut() else {
             return Ok(());
@@ -205,10 +227,8 @@ impl PartitionedWriter {
         let Some(file) = self.partitions.get_mut(folder).and_then(|p| p.file.take()) else {
             return Ok(());
         };
-        self.metrics.open_files.fetch_sub(1, Ordering::Relaxed);
-        let bytes = file.commit()?;
+        file.commit()?;
         SinkMetrics::add(&self.metrics.files, 1);
-        SinkMetrics::add(&self.metrics.bytes, bytes);
         Ok(())
     }
 
@@ -344,7 +364,6 @@ impl SinkWriter for PartitionedWriter {
                 file.discard();
             }
         }
-        SinkMetrics::set(&self.metrics.open_files, 0);
         SinkMetrics::set(&self.metrics.buffered_bytes, 0);
     }
 }
@@ -394,9 +413,8 @@ impl SinkWriter for SingleFileWriter {
 
     fn finish(&mut self) -> ConnectorResult<()> {
         if let Some(file) = self.file.take() {
-            let bytes = file.commit()?;
+            file.commit()?;
             SinkMetrics::add(&self.metrics.files, 1);
-            SinkMetrics::add(&self.metrics.bytes, bytes);
         }
         Ok(())
     }

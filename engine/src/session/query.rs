@@ -201,12 +201,7 @@ impl Session {
                 parallelism: self.parallelism()?,
             })
         };
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        Ok(StatementResult::Rows(QueryOutput::text_columns(
-            &["QUERY PLAN"],
-            vec![lines],
-            "EXPLAIN",
-        )?))
+        explain_result(&text)
     }
 
     /// Runs `plan` to its end, discarding its rows, and renders it with its figures. Refused
@@ -236,6 +231,16 @@ impl Session {
         while running.next_batch().await?.is_some() {}
         Ok(plan.explain_analyze(running.metrics()))
     }
+}
+
+/// An EXPLAIN's text as its one-column result, a row per line.
+pub(crate) fn explain_result(text: &str) -> EngineResult<StatementResult> {
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    Ok(StatementResult::Rows(QueryOutput::text_columns(
+        &["QUERY PLAN"],
+        vec![lines],
+        "EXPLAIN",
+    )?))
 }
 
 /// The push tables, and the views whose job still runs, that `plan` reads: inputs that never

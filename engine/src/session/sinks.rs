@@ -90,7 +90,6 @@ impl Session {
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let metrics = Arc::new(SinkMetrics::default());
         let context = SinkContext {
-            sink_name: name.clone(),
             schema: Arc::clone(&schema),
             options: options.clone(),
             time_columns: crate::plan::planner::time_attributes(&plan).unwrap_or_default(),
@@ -99,11 +98,7 @@ impl Session {
         connector.validate(&context)?;
         let completed = restoring && connector.completed(&context);
         let parallelism = self.parallelism()?;
-        let state = Arc::new(SinkState::new(
-            connector.name().to_string(),
-            options.get("path").cloned().unwrap_or_default(),
-            metrics,
-        ));
+        let state = Arc::new(SinkState::new(metrics));
         let spec = JobSpec {
             name: name.clone(),
             query: create.query.to_string(),
@@ -226,7 +221,6 @@ impl Session {
         check_unique_names(&fields, "the query of COPY")?;
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let context = SinkContext {
-            sink_name: "COPY".to_string(),
             schema: Arc::clone(&schema),
             options,
             time_columns: Vec::new(),

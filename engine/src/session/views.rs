@@ -9,6 +9,7 @@ use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
 
 use super::ddl::{column_list, normalize_ident, relation_name, show_result};
+use super::query::explain_result;
 use super::{CommandTag, QueryOutput, Session, StatementResult};
 use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult, plan_error};
@@ -170,12 +171,7 @@ impl Session {
                 parallelism: job.parallelism,
             })
         };
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        Ok(StatementResult::Rows(QueryOutput::text_columns(
-            &["QUERY PLAN"],
-            vec![lines],
-            "EXPLAIN",
-        )?))
+        explain_result(&text)
     }
 
     /// `SHOW VIEWS`.
