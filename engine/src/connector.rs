@@ -64,6 +64,11 @@ pub struct SourceContext {
     /// Which part of the source this reader produces, when the query reads it with several
     /// readers (only for connectors whose [`SourceConnector::splittable`] says so).
     pub split: SourceSplit,
+    /// Where to start: the number of rows of this split that a restored checkpoint has
+    /// already accounted for. The reader must produce exactly the rows that an uninterrupted
+    /// reader would produce after its first `start_row` rows (malformed rows, which are
+    /// skipped, do not count). 0 for a fresh start.
+    pub start_row: u64,
 }
 
 impl SourceContext {
@@ -175,6 +180,10 @@ pub struct SinkContext {
     pub time_columns: Vec<usize>,
     /// Counters the writer must update.
     pub metrics: Arc<SinkMetrics>,
+    /// True when the sink's job checkpoints: finished files stay hidden until the checkpoint
+    /// that covers their rows completes ([`SinkWriter::pre_commit`], [`SinkWriter::commit`]),
+    /// and so do the `_SUCCESS` markers.
+    pub exactly_once: bool,
 }
 
 /// Where an opened sink writes: rows, watermarks and the passing of processing time in; files
@@ -206,6 +215,33 @@ pub trait SinkWriter: Send {
 
     /// The job failed: removes unfinished files, leaves finished ones alone.
     fn abort(&mut self);
+
+    /// A checkpoint barrier of `epoch` reached the sink (first phase of the two-phase
+    /// commit, only when [`SinkContext::exactly_once`]): finishes every open file under a
+    /// hidden name and returns what [`SinkWriter::commit`] and [`SinkWriter::recover`] need to
+    /// make them visible (the checkpoint stores it). Nothing becomes visible here.
+    fn pre_commit(&mut self, epoch: u64) -> ConnectorResult<String> {
+        let _ = epoch;
+        Err(ConnectorError::Unsupported(
+            "exactly-once output (checkpoints) for this sink".to_string(),
+        ))
+    }
+
+    /// The checkpoint of `epoch` is complete (second phase): makes the files pre-committed at
+    /// `epoch` and before visible, and writes the `_SUCCESS` markers they complete.
+    fn commit(&mut self, epoch: u64) -> ConnectorResult<()> {
+        let _ = epoch;
+        Ok(())
+    }
+
+    /// Called once after [`SinkConnector::open`] of a sink restored after a restart, before
+    /// any row: commits the files of the last complete checkpoint (`pre_committed` is what its
+    /// [`SinkWriter::pre_commit`] returned; `None` when the sink has no complete checkpoint)
+    /// and deletes every file of the sink that no complete checkpoint covers.
+    fn recover(&mut self, pre_committed: Option<&str>) -> ConnectorResult<()> {
+        let _ = pre_committed;
+        Ok(())
+    }
 }
 
 /// A sink connector (`parquet`, `file`). One instance serves every sink using it.

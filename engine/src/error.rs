@@ -96,6 +96,10 @@ pub enum EngineError {
     /// Reading or writing the data directory failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A checkpoint cannot be written, or one on disk cannot be used (torn, another format
+    /// version, another plan).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A bug in Eddy.
     #[error("internal error: {0}")]
     Internal(String),

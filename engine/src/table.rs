@@ -134,19 +134,36 @@ impl TableLog {
     /// Every row from the first, then each new batch as it is appended. Never ends while the
     /// table exists.
     pub fn follow(self: &std::sync::Arc<Self>) -> BoxStream<'static, RecordBatch> {
+        self.follow_from(0)
+    }
+
+    /// Like [`TableLog::follow`], without the first `skip` rows (a restored checkpoint's
+    /// position).
+    pub fn follow_from(self: &std::sync::Arc<Self>, skip: u64) -> BoxStream<'static, RecordBatch> {
         let log = std::sync::Arc::clone(self);
         let rx = self.appended.subscribe();
         Box::pin(futures::stream::unfold(
-            (log, rx, 0usize, Vec::<RecordBatch>::new()),
-            |(log, mut rx, mut next, mut pending)| async move {
+            (log, rx, 0usize, Vec::<RecordBatch>::new(), skip),
+            |(log, mut rx, mut next, mut pending, mut skip)| async move {
                 loop {
                     if let Some(b) = pending.pop() {
-                        return Some((b, (log, rx, next, pending)));
+                        return Some((b, (log, rx, next, pending, skip)));
                     }
                     {
                         let batches = log.batches.lock().unwrap_or_else(|e| e.into_inner());
                         if next < batches.len() {
-                            pending = batches[next..].iter().rev().cloned().collect();
+                            let mut fresh = Vec::new();
+                            for b in &batches[next..] {
+                                let rows = b.num_rows() as u64;
+                                if skip >= rows {
+                                    skip -= rows;
+                                } else {
+                                    fresh
+                                        .push(b.slice(skip as usize, b.num_rows() - skip as usize));
+                                    skip = 0;
+                                }
+                            }
+                            pending = fresh.into_iter().rev().collect();
                             next = batches.len();
                             continue;
                         }

@@ -110,6 +110,7 @@ fn open_projected(
     let reader = FileConnector::default()
         .open(SourceContext {
             source_name: "test".to_string(),
+            start_row: 0,
             schema: Arc::clone(schema),
             options,
             metrics: Arc::clone(&metrics),

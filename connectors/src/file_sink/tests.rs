@@ -54,6 +54,7 @@ fn context(options: &[(&str, &str)], metrics: &Arc<SinkMetrics>) -> SinkContext 
             .collect::<ConnectorOptions>(),
         time_columns: vec![2],
         metrics: Arc::clone(metrics),
+        exactly_once: false,
     }
 }
 

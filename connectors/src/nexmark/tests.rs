@@ -49,6 +49,7 @@ async fn read_all(
     let reader = NexmarkConnector
         .open(SourceContext {
             source_name: "test".into(),
+            start_row: 0,
             schema,
             options,
             metrics: Arc::clone(&metrics),
@@ -394,6 +395,7 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
     let mut reader = NexmarkConnector
         .open(SourceContext {
             source_name: "test".into(),
+            start_row: 0,
             schema,
             options,
             metrics: Arc::new(SourceMetrics::default()),
@@ -428,6 +430,7 @@ async fn read_split(
     let reader = NexmarkConnector
         .open(SourceContext {
             source_name: "test".into(),
+            start_row: 0,
             schema: default_schema(&options),
             options,
             metrics: Arc::new(SourceMetrics::default()),
@@ -526,6 +529,7 @@ fn only_unpaced_sources_split() {
     let options = options(&[("nexmark.table", "bid")]);
     let opened = NexmarkConnector.open(SourceContext {
         source_name: "test".into(),
+        start_row: 0,
         schema: default_schema(&options),
         options,
         metrics: Arc::new(SourceMetrics::default()),
@@ -575,6 +579,7 @@ async fn bid_throughput() {
             let reader = NexmarkConnector
                 .open(SourceContext {
                     source_name: "bench".into(),
+                    start_row: 0,
                     schema: Arc::clone(&schema),
                     options: options.clone(),
                     metrics: Arc::new(SourceMetrics::default()),

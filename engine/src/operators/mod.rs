@@ -9,7 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::EngineResult;
 use crate::runtime::message::{Epoch, EventTime, Message};
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo};
 
 pub mod accumulators;
 pub mod filter;
@@ -104,6 +104,40 @@ pub trait Operator: Send + 'static {
     /// The operator's state tables (none for stateless operators).
     fn state_tables(&self) -> Vec<StateTableInfo> {
         Vec::new()
+    }
+
+    /// Its state at a checkpoint barrier: called after every input delivered the barrier and
+    /// before [`Operator::on_barrier`], so the snapshot holds exactly the effect of the rows
+    /// and watermarks before the barrier. Must not change what the operator emits later
+    /// (an export may move live accumulators into their intermediate state, as long as
+    /// results stay the same).
+    ///
+    /// The default serves stateless operators; an operator that declares state tables must
+    /// implement it (the default refuses, so a checkpoint never silently misses state).
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        if self.state_tables().is_empty() {
+            Ok(StateSnapshot::new())
+        } else {
+            Err(crate::error::EngineError::Checkpoint(format!(
+                "operator {} cannot snapshot its state",
+                self.info().name
+            )))
+        }
+    }
+
+    /// Puts back the state of a [`Operator::snapshot`] taken by the same operator (same plan
+    /// node and instance), before any input arrives. After it, the operator must behave
+    /// exactly as the one that took the snapshot did after the barrier.
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if snapshot.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::state::corrupt(format!(
+                "operator {} has no state to restore, but the checkpoint holds {:?}",
+                self.info().name,
+                snapshot.table_names()
+            )))
+        }
     }
 }
 

@@ -45,6 +45,16 @@ pub struct WatermarkGenerator {
 pub type Segment = (std::ops::Range<usize>, Option<EventTime>);
 
 impl WatermarkGenerator {
+    /// The watermark so far (what a checkpoint records).
+    pub fn current(&self) -> Option<EventTime> {
+        self.current
+    }
+
+    /// Continues from a checkpoint's watermark.
+    pub fn restore(&mut self, watermark: EventTime) {
+        self.current = Some(self.current.map_or(watermark, |c| c.max(watermark)));
+    }
+
     pub fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
         Self {
             values: RowWatermark::Expr(expr),
@@ -231,26 +241,34 @@ impl BoundedSourceGroup {
     /// Called by a bounded source at the end of its input (`aligned` is its number if it is
     /// aligned); returns once every bounded source of the query has ended.
     pub async fn end_and_wait(&self, aligned: Option<usize>) {
+        self.end(aligned);
+        self.wait_all_ended().await;
+    }
+
+    /// A source of the group ended (call once per source).
+    pub fn end(&self, aligned: Option<usize>) {
         if let Some(index) = aligned {
             if let Some(slot) = self.watermarks().get_mut(index) {
                 *slot = None;
             }
             self.advanced.notify_waiters();
         }
-        let notified = self.all_ended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.all_ended.notify_waiters();
-            return;
         }
+    }
+
+    /// Resolves once every source of the group has ended. Cancel-safe: a source may stop
+    /// waiting (to pass on a checkpoint barrier) and wait again.
+    pub async fn wait_all_ended(&self) {
         loop {
+            let notified = self.all_ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if self.running.load(Ordering::Acquire) == 0 {
                 return;
             }
-            notified.as_mut().await;
-            notified.set(self.all_ended.notified());
-            notified.as_mut().enable();
+            notified.await;
         }
     }
 }

@@ -12,14 +12,15 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::connector::SourceMetrics;
 use crate::error::EngineResult;
 use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::{Operator, Output};
-use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+use crate::runtime::checkpoint::{CheckpointHandle, PartId, SourcePosition};
+use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::metrics::OperatorMetrics;
 
 /// How often at most an operator task asks its operator for its state tables (which walks
@@ -37,6 +38,41 @@ pub(crate) struct SourceTask {
     pub output: mpsc::Sender<Message>,
     /// This reader's counters.
     pub metrics: Arc<OperatorMetrics>,
+    /// The job's checkpoints, when it takes them: this reader's identity, and where it starts.
+    pub checkpoint: Option<SourceCheckpoint>,
+}
+
+/// A source reader's part in checkpoints.
+pub(crate) struct SourceCheckpoint {
+    pub handle: Arc<CheckpointHandle>,
+    pub part: PartId,
+    /// Where the reader starts (a restored checkpoint's position; zero for a fresh start).
+    pub start: SourcePosition,
+}
+
+/// Injects barriers for a source reader: between two batches, whenever the job triggers a
+/// checkpoint, it reports the reader's position and sends `Barrier(epoch)` downstream.
+struct BarrierInjector {
+    handle: Arc<CheckpointHandle>,
+    part: PartId,
+    triggers: watch::Receiver<Epoch>,
+}
+
+impl BarrierInjector {
+    /// Resolves when a checkpoint is triggered (never without checkpoints).
+    async fn triggered(this: &mut Option<Self>) -> Epoch {
+        match this {
+            Some(injector) => match injector.triggers.changed().await {
+                Ok(()) => *injector.triggers.borrow_and_update(),
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    fn report(&self, epoch: Epoch, position: SourcePosition) {
+        self.handle.report_source(epoch, self.part, position);
+    }
 }
 
 /// Runs a source; `aligned` is its number in `group`'s watermark alignment, if it takes part.
@@ -53,22 +89,69 @@ pub(crate) async fn run_source(
         mut watermark,
         output,
         metrics,
+        checkpoint,
     } = task;
+    let mut rows_read = 0u64;
+    let mut injector = None;
+    if let Some(c) = checkpoint {
+        rows_read = c.start.rows;
+        if let (Some(w), Some(restored)) = (&mut watermark, c.start.watermark) {
+            w.restore(restored);
+            // Downstream operators restored their own watermarks; this primes the inputs'.
+            if output.send(Message::Watermark(restored)).await.is_err() {
+                return Ok(());
+            }
+            if let Some(index) = aligned {
+                group.advance(index, restored);
+            }
+        }
+        let mut triggers = c.handle.subscribe();
+        triggers.mark_unchanged();
+        injector = Some(BarrierInjector {
+            handle: c.handle,
+            part: c.part,
+            triggers,
+        });
+    }
+    let position = |rows: u64, watermark: &Option<WatermarkGenerator>| SourcePosition {
+        rows,
+        watermark: watermark.as_ref().and_then(|w| w.current()),
+    };
     loop {
         if let Some(index) = aligned {
-            tokio::select! {
-                _ = group.wait_aligned(index) => {}
-                _ = output.closed() => return Ok(()),
+            loop {
+                tokio::select! {
+                    _ = group.wait_aligned(index) => break,
+                    epoch = BarrierInjector::triggered(&mut injector) => {
+                        if let Some(i) = &injector {
+                            i.report(epoch, position(rows_read, &watermark));
+                        }
+                        if output.send(Message::Barrier(epoch)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    _ = output.closed() => return Ok(()),
+                }
             }
         }
         let next = tokio::select! {
             next = stream.next() => next,
+            epoch = BarrierInjector::triggered(&mut injector) => {
+                if let Some(i) = &injector {
+                    i.report(epoch, position(rows_read, &watermark));
+                }
+                if output.send(Message::Barrier(epoch)).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             _ = output.closed() => return Ok(()),
         };
         let batch = match next {
             Some(batch) => batch?,
             None => break,
         };
+        rows_read += batch.num_rows() as u64;
         let segments = match &mut watermark {
             Some(w) => w.segments(&batch)?,
             None => vec![(0..batch.num_rows(), None)],
@@ -103,10 +186,24 @@ pub(crate) async fn run_source(
         }
     }
     tracing::debug!(source = %name, "source reached the end of its input");
+    if let Some(i) = &injector {
+        i.handle.report_end(i.part, position(rows_read, &watermark));
+    }
     if bounded {
-        tokio::select! {
-            _ = group.end_and_wait(aligned) => {}
-            _ = output.closed() => return Ok(()),
+        group.end(aligned);
+        loop {
+            tokio::select! {
+                _ = group.wait_all_ended() => break,
+                epoch = BarrierInjector::triggered(&mut injector) => {
+                    if let Some(i) = &injector {
+                        i.report(epoch, position(rows_read, &watermark));
+                    }
+                    if output.send(Message::Barrier(epoch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = output.closed() => return Ok(()),
+            }
         }
         if output
             .send(Message::Watermark(WATERMARK_END))
@@ -162,16 +259,88 @@ pub(crate) async fn run_view_source(
     }
 }
 
-/// Merges the inputs of an operator into one stream of `(input index, message)`.
-fn merge_inputs(
-    inputs: Vec<mpsc::Receiver<Message>>,
-) -> futures::stream::SelectAll<BoxStream<'static, (usize, Message)>> {
-    futures::stream::select_all(inputs.into_iter().enumerate().map(|(i, rx)| {
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
-            .map(move |m| (i, m))
-            .boxed()
-    }))
+/// The input channels of an operator, read in turn; a channel can be paused (while barrier
+/// alignment waits for the others), which `select_all` cannot do.
+struct InputChannels {
+    receivers: Vec<mpsc::Receiver<Message>>,
+    /// Channels that delivered the barrier being aligned: not read until it is complete.
+    paused: Vec<bool>,
+    /// Channels whose sender is gone.
+    closed: Vec<bool>,
+    /// The channel read first next time, so no busy channel starves the others.
+    next: usize,
 }
+
+impl InputChannels {
+    fn new(receivers: Vec<mpsc::Receiver<Message>>) -> Self {
+        let n = receivers.len();
+        Self {
+            receivers,
+            paused: vec![false; n],
+            closed: vec![false; n],
+            next: 0,
+        }
+    }
+
+    /// The next message of any channel that is not paused; `None` once every channel that is
+    /// not paused has closed.
+    async fn next(&mut self) -> Option<(usize, Message)> {
+        std::future::poll_fn(|cx| {
+            let n = self.receivers.len();
+            let mut open = false;
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                if self.paused[i] || self.closed[i] {
+                    continue;
+                }
+                match self.receivers[i].poll_recv(cx) {
+                    std::task::Poll::Ready(Some(m)) => {
+                        self.next = (i + 1) % n;
+                        return std::task::Poll::Ready(Some((i, m)));
+                    }
+                    std::task::Poll::Ready(None) => self.closed[i] = true,
+                    std::task::Poll::Pending => open = true,
+                }
+            }
+            if open {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(None)
+            }
+        })
+        .await
+    }
+}
+
+/// Barrier alignment: which live channels delivered the barrier of the epoch being aligned.
+#[derive(Default)]
+struct Alignment {
+    epoch: Option<Epoch>,
+}
+
+impl Alignment {
+    /// Whether every channel that has not ended delivered the barrier.
+    fn complete(channels: &InputChannels, ended: &[bool]) -> bool {
+        channels
+            .paused
+            .iter()
+            .zip(ended)
+            .all(|(paused, ended)| *paused || *ended)
+    }
+}
+
+/// An operator instance's part in checkpoints.
+pub(crate) struct OperatorCheckpoint {
+    pub handle: Arc<CheckpointHandle>,
+    pub part: PartId,
+    /// The combined input watermark the restored snapshot was taken at.
+    pub watermark: Option<EventTime>,
+}
+
+/// The table the driver adds to each operator snapshot, for its own state.
+pub(crate) const DRIVER_TABLE: &str = "__driver";
+/// The combined input watermark, in [`DRIVER_TABLE`].
+pub(crate) const COMBINED_WATERMARK: &str = "combined_watermark";
 
 /// Per-input watermarks and the combined (minimum) watermark.
 ///
@@ -252,7 +421,10 @@ pub(crate) async fn run_operator(
     wiring: Vec<InputChannel>,
     output: mpsc::Sender<Message>,
     metrics: Arc<OperatorMetrics>,
+    checkpoint: Option<OperatorCheckpoint>,
 ) -> EngineResult<()> {
+    // A restored operator's combined watermark: inputs must pass it before hooks hear of it.
+    let restored_watermark = checkpoint.as_ref().and_then(|c| c.watermark);
     // When the state figures may next be refreshed, and whether a hook ran since the last.
     let refresh = tokio::time::sleep(STATE_REFRESH);
     tokio::pin!(refresh);
@@ -270,10 +442,13 @@ pub(crate) async fn run_operator(
         now + STATE_REFRESH.max((now - started) * 20)
     };
     let n = inputs.len();
-    let mut merged = merge_inputs(inputs);
+    let mut merged = InputChannels::new(inputs);
     let mut watermarks = InputWatermarks::new(wiring.iter().map(|w| w.bounded).collect());
+    if let Some(w) = restored_watermark {
+        watermarks.combined = Some(w);
+    }
     let mut ended = vec![false; n];
-    let mut barriers: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut alignment = Alignment::default();
     let mut out = Output::default();
     loop {
         let next = tokio::select! {
@@ -303,12 +478,8 @@ pub(crate) async fn run_operator(
                 }
             }
             Message::Barrier(epoch) => {
-                let seen = barriers.entry(epoch).or_insert(0);
-                *seen += 1;
-                if *seen == n - ended.iter().filter(|e| **e).count() {
-                    barriers.remove(&epoch);
-                    op.on_barrier(epoch, &mut out)?;
-                }
+                merged.paused[i] = true;
+                alignment.epoch = Some(epoch);
             }
             Message::End => {
                 ended[i] = true;
@@ -320,6 +491,20 @@ pub(crate) async fn run_operator(
                     all_ended = true;
                 }
             }
+        }
+        if let Some(epoch) = alignment.epoch
+            && Alignment::complete(&merged, &ended)
+            && !all_ended
+        {
+            // Every live input is at the barrier: the state holds exactly what came before.
+            if let Some(c) = &checkpoint {
+                let mut snapshot = op.snapshot()?;
+                snapshot.add_values(DRIVER_TABLE, &[(COMBINED_WATERMARK, watermarks.combined)])?;
+                c.handle.report_operator(epoch, c.part, snapshot);
+            }
+            op.on_barrier(epoch, &mut out)?;
+            alignment.epoch = None;
+            merged.paused.iter_mut().for_each(|p| *p = false);
         }
         let finished = all_ended || op.is_finished();
         changed = true;

@@ -45,6 +45,7 @@ use datafusion::physical_expr::create_physical_sort_exprs;
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
+pub mod checkpoint;
 pub mod driver;
 mod exchange;
 pub mod message;
@@ -53,6 +54,7 @@ pub mod metrics;
 use exchange::HashPartitioner;
 pub use metrics::{NodeMetrics, NodeTotals, OperatorMetrics, QueryMetrics};
 
+use checkpoint::{CheckpointHandle, PartId, RestoredState};
 use message::Message;
 
 /// Messages a channel holds before its producer waits.
@@ -69,6 +71,16 @@ pub struct LaunchContext<'a> {
     pub parallelism: usize,
     /// Counts the dataflow tasks alive in the engine (for tests and monitoring).
     pub live_tasks: Arc<std::sync::atomic::AtomicUsize>,
+    /// For a job that checkpoints: the handle its sources and operators report to, and the
+    /// checkpoint it continues from, if any.
+    pub checkpoint: Option<CheckpointSetup>,
+}
+
+/// How a dataflow takes part in checkpoints.
+#[derive(Clone)]
+pub struct CheckpointSetup {
+    pub handle: Arc<CheckpointHandle>,
+    pub restore: Option<Arc<RestoredState>>,
 }
 
 /// Held by every dataflow task; dropped when the task ends or is aborted.
@@ -189,7 +201,13 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         let merge = UnionOperator::new(info("Merge", &plan.schema()));
         let inputs = outputs.into_iter().map(|o| (0, o)).collect();
         let counters = Arc::new(OperatorMetrics::default());
-        builder.operator((Box::new(merge), counters), inputs).rx
+        let part = PartId {
+            node: usize::MAX,
+            instance: 0,
+        };
+        builder
+            .operator(part, (Box::new(merge), counters), inputs)?
+            .rx
     };
     // Sources start last, once every connector opened and the bounded ones are counted.
     // Bounded sources with a watermark advance in step (watermark alignment).
@@ -269,7 +287,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&predicate),
                     )))
                 })?;
-                Ok(self.stage(id, ops, vec![inputs], Distribution::PerChannel))
+                self.stage(id, ops, vec![inputs], Distribution::PerChannel)
             }
             StreamPlan::Project {
                 input,
@@ -292,7 +310,7 @@ impl Builder<'_, '_> {
                         exprs.clone(),
                     )))
                 })?;
-                Ok(self.stage(id, ops, vec![inputs], Distribution::PerChannel))
+                self.stage(id, ops, vec![inputs], Distribution::PerChannel)
             }
             StreamPlan::Union { inputs, schema } => {
                 // Each channel of each input is renamed on its own; the consumer merges them.
@@ -306,7 +324,7 @@ impl Builder<'_, '_> {
                 let ops = self.instances(&Distribution::PerChannel, &[&channels], || {
                     Ok(Box::new(UnionOperator::new(info("Union", schema))))
                 })?;
-                Ok(self.stage(id, ops, vec![channels], Distribution::PerChannel))
+                self.stage(id, ops, vec![channels], Distribution::PerChannel)
             }
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();
@@ -329,7 +347,7 @@ impl Builder<'_, '_> {
                                 Arc::clone(&self.metrics.late_rows),
                             )?))
                         })?;
-                        Ok(self.stage(id, ops, vec![inputs], distribution))
+                        self.stage(id, ops, vec![inputs], distribution)
                     }
                     kind => {
                         let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
@@ -341,7 +359,7 @@ impl Builder<'_, '_> {
                                 w.slices,
                             )?))
                         })?;
-                        Ok(self.stage(id, ops, vec![inputs], Distribution::PerChannel))
+                        self.stage(id, ops, vec![inputs], Distribution::PerChannel)
                     }
                 }
             }
@@ -363,7 +381,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(id, ops, vec![inputs], distribution))
+                self.stage(id, ops, vec![inputs], distribution)
             }
             StreamPlan::UpdatingAggregate(a) => {
                 let input_schema = a.input.schema();
@@ -380,7 +398,7 @@ impl Builder<'_, '_> {
                         )?,
                     )?))
                 })?;
-                Ok(self.stage(id, ops, vec![inputs], distribution))
+                self.stage(id, ops, vec![inputs], distribution)
             }
             StreamPlan::WindowTopN(t) => {
                 let input_schema = t.input.schema();
@@ -414,7 +432,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(id, ops, vec![inputs], distribution))
+                self.stage(id, ops, vec![inputs], distribution)
             }
             StreamPlan::IntervalJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -453,7 +471,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(id, ops, vec![left, right], distribution))
+                self.stage(id, ops, vec![left, right], distribution)
             }
             StreamPlan::WindowJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -483,7 +501,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                Ok(self.stage(id, ops, vec![left, right], distribution))
+                self.stage(id, ops, vec![left, right], distribution)
             }
             StreamPlan::MatchRecognize(m) => {
                 let inputs = self.build(&m.input)?;
@@ -496,13 +514,13 @@ impl Builder<'_, '_> {
                         Arc::clone(&self.metrics.late_rows),
                     )?))
                 })?;
-                Ok(self.stage(id, ops, vec![inputs], distribution))
+                self.stage(id, ops, vec![inputs], distribution)
             }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
                 let inputs = self.build(input)?;
                 let op = LimitOperator::new(info("Limit", &schema), *skip, *fetch);
-                Ok(self.stage(id, vec![Box::new(op)], vec![inputs], Distribution::Single))
+                self.stage(id, vec![Box::new(op)], vec![inputs], Distribution::Single)
             }
         }
     }
@@ -550,7 +568,7 @@ impl Builder<'_, '_> {
         ops: Vec<Box<dyn Operator>>,
         inputs: Vec<Vec<Input>>,
         distribution: Distribution,
-    ) -> Vec<Input> {
+    ) -> EngineResult<Vec<Input>> {
         let parallel = ops.len();
         let name = ops.first().map(|op| op.info().name.clone());
         let node = NodeMetrics::new(id, name.clone().unwrap_or_default(), false, parallel);
@@ -564,7 +582,10 @@ impl Builder<'_, '_> {
                 let channels = inputs.into_iter().flatten();
                 ops.into_iter()
                     .zip(channels)
-                    .map(|(op, input)| self.operator(op, vec![(0, input)]))
+                    .enumerate()
+                    .map(|(instance, (op, input))| {
+                        self.operator(PartId { node: id, instance }, op, vec![(0, input)])
+                    })
                     .collect()
             }
             Distribution::Keyed(keys) if parallel > 1 => {
@@ -595,7 +616,10 @@ impl Builder<'_, '_> {
                 }
                 ops.into_iter()
                     .zip(wired)
-                    .map(|(op, inputs)| self.operator(op, inputs))
+                    .enumerate()
+                    .map(|(instance, (op, inputs))| {
+                        self.operator(PartId { node: id, instance }, op, inputs)
+                    })
                     .collect()
             }
             Distribution::Single | Distribution::Keyed(_) => {
@@ -606,9 +630,16 @@ impl Builder<'_, '_> {
                     .collect();
                 let mut outputs = Vec::new();
                 if let Some(op) = ops.into_iter().next() {
-                    outputs.push(self.operator(op, inputs));
+                    outputs.push(self.operator(
+                        PartId {
+                            node: id,
+                            instance: 0,
+                        },
+                        op,
+                        inputs,
+                    )?);
                 }
-                outputs
+                Ok(outputs)
             }
         }
     }
@@ -692,12 +723,29 @@ impl Builder<'_, '_> {
     }
 
     /// Spawns one operator instance over its input channels, each tagged with the logical
-    /// input (join side) it belongs to.
+    /// input (join side) it belongs to; a restored dataflow's instance first gets its state.
     fn operator(
         &mut self,
-        (op, metrics): (Box<dyn Operator>, Arc<OperatorMetrics>),
+        part: PartId,
+        (mut op, metrics): (Box<dyn Operator>, Arc<OperatorMetrics>),
         inputs: Vec<(usize, Input)>,
-    ) -> Input {
+    ) -> EngineResult<Input> {
+        let checkpoint = match &self.ctx.checkpoint {
+            Some(setup) => {
+                let mut watermark = None;
+                if let Some(snapshot) = setup.restore.as_ref().and_then(|r| r.take_operator(part)) {
+                    let values = snapshot.values(driver::DRIVER_TABLE)?;
+                    watermark = values.get(driver::COMBINED_WATERMARK).copied().flatten();
+                    op.restore(snapshot.without(driver::DRIVER_TABLE))?;
+                }
+                Some(driver::OperatorCheckpoint {
+                    handle: Arc::clone(&setup.handle),
+                    part,
+                    watermark,
+                })
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let live = LiveTask::new(&self.ctx.live_tasks);
         let bounded = inputs.iter().all(|(_, i)| i.bounded);
@@ -712,9 +760,9 @@ impl Builder<'_, '_> {
         }
         self.tasks.spawn(async move {
             let _live = live;
-            driver::run_operator(op, receivers, wiring, tx, metrics).await
+            driver::run_operator(op, receivers, wiring, tx, metrics, checkpoint).await
         });
-        Input { rx, bounded }
+        Ok(Input { rx, bounded })
     }
 
     /// The readers of a source: one, or one per instance when its connector can split it.
@@ -765,8 +813,14 @@ impl Builder<'_, '_> {
         match (&relation.table, &relation.connector) {
             (Some(table), _) => {
                 let m = Arc::clone(&metrics);
+                let start = self
+                    .start_of(PartId {
+                        node: id,
+                        instance: 0,
+                    })
+                    .rows;
                 let stream = table
-                    .follow()
+                    .follow_from(start)
                     .map(move |b| {
                         m.add_rows(b.num_rows() as u64);
                         Ok(b)
@@ -792,6 +846,12 @@ impl Builder<'_, '_> {
                         metrics: Arc::clone(&metrics),
                         batch_size: self.ctx.batch_size,
                         split: SourceSplit { index, count },
+                        start_row: self
+                            .start_of(PartId {
+                                node: id,
+                                instance: index,
+                            })
+                            .rows,
                     })?;
                     let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
                     streams.push((stream, reader.bounded));
@@ -813,8 +873,20 @@ impl Builder<'_, '_> {
         let counters = node.instances.clone();
         self.metrics.operators.push(node);
         let mut outputs = Vec::with_capacity(streams.len());
-        for ((stream, bounded), metrics) in streams.into_iter().zip(counters) {
+        for (instance, ((stream, bounded), metrics)) in
+            streams.into_iter().zip(counters).enumerate()
+        {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let part = PartId { node: id, instance };
+            let checkpoint = self
+                .ctx
+                .checkpoint
+                .as_ref()
+                .map(|setup| driver::SourceCheckpoint {
+                    handle: Arc::clone(&setup.handle),
+                    part,
+                    start: self.start_of(part),
+                });
             self.sources.push(driver::SourceTask {
                 name: relation.name.clone(),
                 stream,
@@ -823,10 +895,21 @@ impl Builder<'_, '_> {
                 watermark: self.watermark_generator(relation, &read_schema)?,
                 output: tx,
                 metrics,
+                checkpoint,
             });
             outputs.push(Input { rx, bounded });
         }
         Ok(outputs)
+    }
+
+    /// Where source reader `part` starts: a restored checkpoint's position, or the beginning.
+    fn start_of(&self, part: PartId) -> checkpoint::SourcePosition {
+        self.ctx
+            .checkpoint
+            .as_ref()
+            .and_then(|c| c.restore.as_ref())
+            .map(|r| r.source(part))
+            .unwrap_or_default()
     }
 
     /// The columns of `relation` its watermark expression reads.

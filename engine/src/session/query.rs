@@ -98,6 +98,15 @@ impl Session {
 
     /// Starts the dataflow of a streaming plan at the session's parallelism.
     pub(crate) fn launch(&self, plan: &StreamPlan) -> EngineResult<RunningQuery> {
+        self.launch_with(plan, None)
+    }
+
+    /// Starts a dataflow that takes part in checkpoints (a background job's).
+    pub(crate) fn launch_with(
+        &self,
+        plan: &StreamPlan,
+        checkpoint: Option<crate::runtime::CheckpointSetup>,
+    ) -> EngineResult<RunningQuery> {
         let state = self.ctx.state();
         launch(
             plan,
@@ -107,6 +116,7 @@ impl Session {
                 batch_size: self.engine.config.batch_size,
                 parallelism: self.parallelism()?,
                 live_tasks: Arc::clone(&self.engine.live_tasks),
+                checkpoint,
             },
         )
     }

@@ -94,6 +94,7 @@ impl Session {
             options: options.clone(),
             time_columns: crate::plan::planner::time_attributes(&plan).unwrap_or_default(),
             metrics: Arc::clone(&metrics),
+            exactly_once: false,
         };
         connector.validate(&context)?;
         let completed = restoring && connector.completed(&context);
@@ -225,6 +226,7 @@ impl Session {
             options,
             time_columns: Vec::new(),
             metrics: Arc::new(SinkMetrics::default()),
+            exactly_once: false,
         };
         let unbounded = |names: Vec<&str>| {
             EngineError::Unsupported(format!(

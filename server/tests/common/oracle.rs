@@ -52,6 +52,7 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
     let reader = connector
         .open(SourceContext {
             source_name: table.to_string(),
+            start_row: 0,
             schema,
             options,
             metrics: Arc::default(),
