@@ -18,10 +18,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::checkpoints::{CheckpointData, JobCheckpoints};
 use crate::connector::{SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult};
 use crate::plan::StreamPlan;
-use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::{QueryMetrics, RunningQuery};
 use crate::view::ViewStore;
 
@@ -61,6 +62,8 @@ pub struct Job {
     pub metrics: Arc<QueryMetrics>,
     /// Where the job's rows go.
     pub output: JobOutput,
+    /// The job's checkpoints (`None`: it does not checkpoint).
+    pub checkpoints: Option<Arc<JobCheckpoints>>,
     status: Mutex<JobStatus>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -188,6 +191,7 @@ pub struct JobSpec {
     pub plan: StreamPlan,
     pub parallelism: usize,
     pub output: JobOutput,
+    pub checkpoints: Option<Arc<JobCheckpoints>>,
 }
 
 impl JobManager {
@@ -218,6 +222,15 @@ impl JobManager {
         self.add(spec, Arc::default(), JobStatus::Finished)
     }
 
+    /// Lists a job that cannot run (its checkpoint cannot be restored), with why.
+    pub fn failed(&self, spec: JobSpec, error: String) -> Arc<Job> {
+        let job = self.add(spec, Arc::default(), JobStatus::Failed(error.clone()));
+        if let Some(view) = job.view() {
+            view.fail(error);
+        }
+        job
+    }
+
     /// Lists a new job (without a task yet).
     fn add(&self, spec: JobSpec, metrics: Arc<QueryMetrics>, status: JobStatus) -> Arc<Job> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -230,6 +243,7 @@ impl JobManager {
             parallelism: spec.parallelism,
             metrics,
             output: spec.output,
+            checkpoints: spec.checkpoints,
             status: Mutex::new(status),
             task: Mutex::new(None),
         });
@@ -256,6 +270,11 @@ impl JobManager {
         };
         if let Some(job) = job {
             job.stop().await;
+            if let Some(c) = &job.checkpoints
+                && let Err(e) = c.store.delete_all()
+            {
+                tracing::warn!(job = job.id, error = %e, "cannot delete the checkpoints of a dropped job");
+            }
             if let Some(view) = job.view() {
                 // Queries still following the view learn it is gone.
                 view.fail(format!("materialized view \"{name}\" was dropped"));
@@ -288,6 +307,8 @@ impl JobManager {
         let mut watermarks = Vec::new();
         let mut lags = Vec::new();
         let mut state_bytes = Vec::new();
+        let mut last_checkpoint = Vec::new();
+        let mut restored_from = Vec::new();
         let mut errors = Vec::new();
         for job in &jobs {
             ids.push(job.id as i64);
@@ -311,6 +332,13 @@ impl JobManager {
             watermarks.push(watermark);
             lags.push(watermark.map(|w| now_ms - w));
             state_bytes.push((job.output_bytes() + job.metrics.state_bytes()) as i64);
+            let checkpoints = job.checkpoints.as_ref();
+            last_checkpoint.push(
+                checkpoints
+                    .and_then(|c| c.last_completed())
+                    .map(|e| e as i64),
+            );
+            restored_from.push(checkpoints.and_then(|c| c.restored_from).map(|e| e as i64));
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(ids)),
@@ -324,9 +352,22 @@ impl JobManager {
             Arc::new(TimestampMillisecondArray::from(watermarks)),
             Arc::new(DurationMillisecondArray::from(lags)),
             Arc::new(Int64Array::from(state_bytes)),
+            Arc::new(Int64Array::from(last_checkpoint)),
+            Arc::new(Int64Array::from(restored_from)),
             Arc::new(StringArray::from(errors)),
         ];
         Ok(RecordBatch::try_new(jobs_schema(), columns)?)
+    }
+
+    /// What `SHOW CHECKPOINTS` and the `eddy_checkpoints` table show: the recent checkpoint
+    /// attempts of every job that checkpoints.
+    pub fn checkpoints_report(&self) -> EngineResult<RecordBatch> {
+        let jobs: Vec<_> = self
+            .list()
+            .iter()
+            .filter_map(|j| Some((j.name.clone(), j.checkpoints.as_ref()?.history())))
+            .collect();
+        crate::checkpoints::checkpoints_report(&jobs)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Job>>> {
@@ -338,28 +379,171 @@ impl JobManager {
     }
 }
 
-/// A view's job: every message of the dataflow into the view, until the end or a failure.
+/// A job's side of its checkpoints: when to take the next, and the one being written.
+///
+/// The job triggers checkpoint `e` every interval (when none is in flight); the barrier of
+/// `e` comes back at the end of the dataflow once every source and operator has reported;
+/// the job adds its output's part (a view's contents, a sink's pre-commit) and writes it all
+/// on a blocking thread while the dataflow runs on. Once written, a sink commits.
+/// What the coordinator has to say to its job's loop.
+enum CoordinatorEvent {
+    /// Time to trigger the next checkpoint.
+    Due,
+    /// A checkpoint finished writing: its epoch if it completed.
+    Written(Option<Epoch>),
+}
+
+struct Coordinator {
+    checkpoints: Arc<JobCheckpoints>,
+    timer: tokio::time::Interval,
+    in_flight: Option<Epoch>,
+    writing: Option<tokio::task::JoinHandle<(Epoch, EngineResult<u64>)>>,
+}
+
+impl Coordinator {
+    fn new(checkpoints: Option<Arc<JobCheckpoints>>) -> Option<Self> {
+        let checkpoints = checkpoints?;
+        let interval = checkpoints.interval;
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(Self {
+            checkpoints,
+            timer,
+            in_flight: None,
+            writing: None,
+        })
+    }
+
+    /// Resolves when the next checkpoint is due (`Due`), or when the one being written is
+    /// on disk or failed (`Written`, recorded); never without checkpoints.
+    async fn next(this: &mut Option<Self>) -> CoordinatorEvent {
+        let Some(c) = this else {
+            return std::future::pending().await;
+        };
+        if c.writing.is_some() {
+            return CoordinatorEvent::Written(c.written().await);
+        }
+        if c.in_flight.is_none() {
+            c.timer.tick().await;
+            return CoordinatorEvent::Due;
+        }
+        std::future::pending().await
+    }
+
+    fn begin(&mut self) {
+        self.in_flight = Some(self.checkpoints.begin());
+    }
+
+    /// The barrier of `epoch` reached the job: collects the parts and starts writing them.
+    fn barrier(
+        &mut self,
+        epoch: Epoch,
+        view: Option<&ViewStore>,
+        sink: Option<&mut Box<dyn SinkWriter>>,
+    ) -> EngineResult<()> {
+        if self.in_flight != Some(epoch) || self.writing.is_some() {
+            return Ok(());
+        }
+        let parts = self.checkpoints.handle.take(epoch);
+        let view = match view {
+            Some(v) => Some(v.checkpoint_contents()?),
+            None => None,
+        };
+        let sink = match sink {
+            Some(writer) => Some(blocking(|| writer.pre_commit(epoch))?),
+            None => None,
+        };
+        let data = CheckpointData {
+            epoch,
+            parts,
+            view,
+            sink,
+        };
+        let store = self.checkpoints.store.clone();
+        let identity = self.checkpoints.identity.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            (epoch, store.write(&identity, data))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written; records how it ended; its epoch if it
+    /// completed.
+    async fn written(&mut self) -> Option<Epoch> {
+        let writing = self.writing.as_mut()?;
+        let result = writing.await;
+        self.writing = None;
+        self.in_flight = None;
+        match result {
+            Ok((epoch, Ok(bytes))) => {
+                self.checkpoints.completed(epoch, bytes);
+                Some(epoch)
+            }
+            Ok((epoch, Err(e))) => {
+                self.checkpoints.failed(epoch, e.to_string());
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint writer task failed");
+                None
+            }
+        }
+    }
+
+    /// The input ended with a checkpoint still in flight: its barrier will not come.
+    fn abandon(this: &mut Option<Self>) {
+        if let Some(c) = this
+            && c.writing.is_none()
+            && let Some(epoch) = c.in_flight.take()
+        {
+            c.checkpoints.failed(
+                epoch,
+                "the input ended before the barrier came back".to_string(),
+            );
+        }
+    }
+}
+
+/// A view's job: every message of the dataflow into the view, until the end or a failure;
+/// checkpoints at its interval.
 async fn run(job: Arc<Job>, mut running: RunningQuery) {
     let Some(view) = job.view().cloned() else {
         return;
     };
+    let mut coordinator = Coordinator::new(job.checkpoints.clone());
     loop {
-        match running.next_message().await {
-            Ok(Some(message)) => {
-                if let Err(e) = view.apply(message).await {
+        tokio::select! {
+            message = running.next_event() => match message {
+                Ok(Some(Message::Barrier(epoch))) => {
+                    if let Some(c) = &mut coordinator
+                        && let Err(e) = c.barrier(epoch, Some(&view), None)
+                    {
+                        fail(&job, e);
+                        return;
+                    }
+                }
+                Ok(Some(message)) => {
+                    if let Err(e) = view.apply(message).await {
+                        fail(&job, e);
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    Coordinator::abandon(&mut coordinator);
+                    job.set_status(JobStatus::Finished);
+                    view.finish();
+                    tracing::info!(job = job.id, view = %job.name, "job finished: its input ended");
+                    return;
+                }
+                Err(e) => {
                     fail(&job, e);
                     return;
                 }
-            }
-            Ok(None) => {
-                job.set_status(JobStatus::Finished);
-                view.finish();
-                tracing::info!(job = job.id, view = %job.name, "job finished: its input ended");
-                return;
-            }
-            Err(e) => {
-                fail(&job, e);
-                return;
+            },
+            event = Coordinator::next(&mut coordinator) => {
+                if let (CoordinatorEvent::Due, Some(c)) = (event, &mut coordinator) {
+                    c.begin();
+                }
             }
         }
     }
@@ -367,7 +551,8 @@ async fn run(job: Arc<Job>, mut running: RunningQuery) {
 
 /// A sink's job: rows and watermarks into the writer, a tick for time-based rolling, until
 /// the input ends (every file finished and committed), the sink is dropped (open files
-/// finished) or something fails (unfinished files removed).
+/// finished) or something fails (unfinished files removed). With checkpoints, the writer
+/// pre-commits at each barrier and commits once the checkpoint is on disk.
 async fn run_sink(
     job: Arc<Job>,
     mut running: RunningQuery,
@@ -376,10 +561,11 @@ async fn run_sink(
 ) {
     let mut tick = tokio::time::interval(writer.tick_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut coordinator = Coordinator::new(job.checkpoints.clone());
     loop {
-        // The pending `next_message` is kept across ticks: it is never cancelled midway.
+        // The pending `next_event` is kept across ticks: it is never cancelled midway.
         let message = {
-            let next = running.next_message();
+            let next = running.next_event();
             tokio::pin!(next);
             loop {
                 tokio::select! {
@@ -390,6 +576,16 @@ async fn run_sink(
                             return fail(&job, e.into());
                         }
                     }
+                    event = Coordinator::next(&mut coordinator) => match (event, &mut coordinator) {
+                        (CoordinatorEvent::Due, Some(c)) => c.begin(),
+                        (CoordinatorEvent::Written(Some(epoch)), _) => {
+                            if let Err(e) = blocking(|| writer.commit(epoch)) {
+                                writer.abort();
+                                return fail(&job, e.into());
+                            }
+                        }
+                        _ => {}
+                    },
                     _ = stop.changed() => {
                         if let Err(e) = blocking(|| writer.close()) {
                             writer.abort();
@@ -403,8 +599,25 @@ async fn run_sink(
         let result = match message {
             Ok(Some(Message::Data(batch))) => blocking(|| writer.write(&batch)),
             Ok(Some(Message::Watermark(w))) => blocking(|| writer.watermark(w)),
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(Message::Barrier(epoch))) => {
+                if let Some(c) = &mut coordinator
+                    && let Err(e) = c.barrier(epoch, None, Some(&mut writer))
+                {
+                    writer.abort();
+                    return fail(&job, e);
+                }
+                Ok(())
+            }
+            Ok(Some(Message::End)) => Ok(()),
             Ok(None) => {
+                // A checkpoint being written still commits its files before the last ones.
+                if let Some(epoch) = Coordinator::finish_writing(&mut coordinator).await
+                    && let Err(e) = blocking(|| writer.commit(epoch))
+                {
+                    writer.abort();
+                    return fail(&job, e.into());
+                }
+                Coordinator::abandon(&mut coordinator);
                 match blocking(|| writer.finish()) {
                     Ok(()) => {
                         job.set_status(JobStatus::Finished);
@@ -425,6 +638,16 @@ async fn run_sink(
         if let Err(e) = result {
             writer.abort();
             return fail(&job, e.into());
+        }
+    }
+}
+
+impl Coordinator {
+    /// Waits for the checkpoint being written, if any.
+    async fn finish_writing(this: &mut Option<Self>) -> Option<Epoch> {
+        match this {
+            Some(c) => c.written().await,
+            None => None,
         }
     }
 }
@@ -467,6 +690,8 @@ pub fn jobs_schema() -> SchemaRef {
             true,
         ),
         Field::new("state_bytes", DataType::Int64, false),
+        Field::new("last_checkpoint", DataType::Int64, true),
+        Field::new("restored_from", DataType::Int64, true),
         Field::new("error", DataType::Utf8, true),
     ]))
 }

@@ -4,6 +4,7 @@
 //! (through a [`session::Session`]) and receives streams of Arrow batches.
 
 pub mod catalog;
+pub mod checkpoints;
 pub mod connector;
 pub mod error;
 pub mod jobs;

@@ -2,8 +2,11 @@
 //!
 //! A [`TableLog`] keeps every batch ever inserted, in order, and wakes the queries that follow
 //! it. When the engine has a data directory, each batch is also appended to an Arrow IPC stream
-//! file, so the rows survive a restart; a torn last message (a crash mid-write) is dropped on
-//! load and everything before it is kept.
+//! file and synced to disk before `append` returns (so before `INSERT`, `COPY FROM` or `COMMIT`
+//! is acknowledged), so acknowledged rows survive a crash; a torn last message (a crash
+//! mid-write, never acknowledged) is dropped on load and everything before it is kept. A
+//! table's rows are numbered in append order, which is the position a checkpoint records for
+//! a job reading it ([`TableLog::follow_from`]).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -78,6 +81,7 @@ impl TableLog {
             writer.write(b)?;
         }
         writer.flush()?;
+        writer.get_ref().get_ref().sync_all()?;
         std::fs::rename(&tmp, path)?;
         let n = batches.len();
         Ok(Self {
@@ -98,9 +102,11 @@ impl TableLog {
             return Ok(());
         }
         if let Some((_, writer)) = &self.file {
+            // On disk before the statement is acknowledged: a crash right after keeps it.
             let mut writer = writer.lock().unwrap_or_else(|e| e.into_inner());
             writer.write(&batch)?;
             writer.flush()?;
+            writer.get_ref().get_ref().sync_data()?;
         }
         let n = {
             let mut batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,6 +27,10 @@ use tokio::sync::mpsc;
 use crate::error::{EngineError, EngineResult};
 use crate::plan::window::unit_nanos;
 use crate::runtime::message::{EventTime, Message, WATERMARK_END};
+use crate::state::StateSnapshot;
+
+/// The table of a view's rows in its checkpoint.
+const VIEW_ROWS: &str = "rows";
 
 /// Messages a follower may be behind before the view's job waits for it.
 const FOLLOWER_CAPACITY: usize = 16;
@@ -206,6 +210,59 @@ impl ViewStore {
                 )?])
             }
         }
+    }
+
+    /// The view's contents and watermark for a checkpoint (its rows as they are now).
+    pub fn checkpoint_contents(&self) -> EngineResult<(StateSnapshot, Option<EventTime>)> {
+        let inner = self.lock();
+        let mut snapshot = StateSnapshot::new();
+        for batch in self.contents(&inner)? {
+            snapshot.add(VIEW_ROWS, batch)?;
+        }
+        Ok((snapshot, inner.watermark))
+    }
+
+    /// Puts back the contents a checkpoint holds, before the job runs.
+    pub fn restore(
+        &self,
+        snapshot: StateSnapshot,
+        watermark: Option<EventTime>,
+    ) -> EngineResult<()> {
+        let mut inner = self.lock();
+        for batch in snapshot.table(VIEW_ROWS) {
+            if batch.num_columns() != self.schema.fields().len() {
+                return Err(crate::state::corrupt(format!(
+                    "the view's rows have {} columns, the view has {}",
+                    batch.num_columns(),
+                    self.schema.fields().len()
+                )));
+            }
+            match self.mode {
+                ViewMode::Append => {
+                    let batch =
+                        RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+                            .map_err(|e| crate::state::corrupt(e.to_string()))?;
+                    let (least, greatest) = match &self.retention {
+                        Some(r) => time_range(batch.column(r.column))?,
+                        None => (EventTime::MIN, EventTime::MAX),
+                    };
+                    inner.bytes += batch.get_array_memory_size();
+                    inner.num_rows += batch.num_rows();
+                    inner.batches.push_back((batch, least, greatest));
+                }
+                ViewMode::Updating => {
+                    let ops: ArrayRef = Arc::new(StringArray::from(vec!["+"; batch.num_rows()]));
+                    let mut columns = vec![ops];
+                    columns.extend(batch.columns().iter().cloned());
+                    let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
+                    fields.extend(batch.schema().fields().iter().cloned());
+                    let changes = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+                    self.apply_changes(&mut inner, &changes)?;
+                }
+            }
+        }
+        inner.watermark = watermark;
+        Ok(())
     }
 
     /// Applies one message of the job's output: rows (a changelog with a leading `op` column

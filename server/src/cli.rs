@@ -48,4 +48,18 @@ pub struct ServeArgs {
     /// directory and the working directory (repeatable). Anything else is refused.
     #[arg(long = "allow-path", value_name = "DIR")]
     pub allow_path: Vec<PathBuf>,
+
+    /// How often materialized views and sinks checkpoint their state (e.g. 10s, 500ms, 2min;
+    /// 0 turns checkpoints off). A job's own `WITH (checkpoint.interval = ...)` wins.
+    #[arg(
+        long,
+        env = "EDDY_CHECKPOINT_INTERVAL",
+        default_value = "10s",
+        value_parser = parse_interval
+    )]
+    pub checkpoint_interval: std::time::Duration,
+}
+
+fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
+    eddy_engine::checkpoints::parse_interval(value)
 }

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// Directories file sources, sinks and `COPY ... TO 'file'` may use, besides the data
     /// directory and the working directory (`--allow-path`).
     pub allowed_paths: Vec<PathBuf>,
+    /// How often background jobs checkpoint (`--checkpoint-interval`; zero: never).
+    pub checkpoint_interval: std::time::Duration,
 }
 
 /// A running server.
@@ -102,6 +104,7 @@ impl Server {
             EngineConfig {
                 data_dir: config.data_dir.clone(),
                 parallelism: config.parallelism.max(1),
+                checkpoint_interval: config.checkpoint_interval,
                 ..EngineConfig::default()
             },
             connectors,

@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
             data_dir: Some(args.data_dir.clone()),
             parallelism: workers,
             allowed_paths: args.allow_path.clone(),
+            checkpoint_interval: args.checkpoint_interval,
         })
         .await
         {

@@ -61,6 +61,7 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
         data_dir: Some(dir.clone()),
         parallelism: 1,
         allowed_paths: Vec::new(),
+        checkpoint_interval: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap();

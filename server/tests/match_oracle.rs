@@ -242,6 +242,7 @@ async fn run_push(rows: &[Tick], query: &str, expected: usize, seed: u64) -> Vec
             parallelism: 1,
             data_dir: None,
             batch_size: 8192,
+            ..EngineConfig::default()
         },
         connectors(),
         None,

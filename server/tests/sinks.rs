@@ -255,6 +255,7 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         data_dir: Some(dir.clone()),
         parallelism: 1,
         allowed_paths: vec![extra.clone()],
+        checkpoint_interval: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap();

@@ -52,6 +52,7 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
         data_dir: Some(dir.clone()),
         parallelism: 1,
         allowed_paths: Vec::new(),
+        checkpoint_interval: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap();

@@ -188,6 +188,7 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
             .and_then(|p| p.parse().ok())
             .unwrap_or(1),
         allowed_paths: Vec::new(),
+        checkpoint_interval: std::time::Duration::from_secs(10),
     })
     .await
     .map_err(|e| e.to_string())?;

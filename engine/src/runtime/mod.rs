@@ -167,6 +167,25 @@ impl RunningQuery {
         }
     }
 
+    /// The next rows, watermark or checkpoint barrier of the results; `None` once the query
+    /// has ended.
+    pub async fn next_event(&mut self) -> EngineResult<Option<Message>> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.output.recv().await {
+            Some(Message::End) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Some(m) => Ok(Some(m)),
+            None => {
+                self.finished = true;
+                Err(self.failure().await)
+            }
+        }
+    }
+
     /// Why the dataflow stopped without reaching its end.
     async fn failure(&mut self) -> EngineError {
         while let Some(result) = self.tasks.join_next().await {

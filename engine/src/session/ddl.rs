@@ -155,7 +155,7 @@ impl Session {
         if_not_exists: bool,
         tag: &str,
     ) -> Option<EngineResult<StatementResult>> {
-        if name == crate::jobs::JOBS_TABLE {
+        if name == crate::jobs::JOBS_TABLE || name == crate::checkpoints::CHECKPOINTS_TABLE {
             // The system table of jobs is always there.
             return Some(Err(EngineError::DuplicateRelation(name.to_string())));
         }
@@ -428,6 +428,7 @@ impl Session {
             ShowObjectKind::Views => return self.show_views(),
             ShowObjectKind::Jobs => return self.show_jobs(),
             ShowObjectKind::Sinks => return self.show_sinks(),
+            ShowObjectKind::Checkpoints => return self.show_checkpoints(),
         };
         let rows: Vec<_> = relations
             .iter()
@@ -500,6 +501,7 @@ pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
         ShowObjectKind::Views => return super::views::views_schema(),
         ShowObjectKind::Jobs => return crate::jobs::jobs_schema(),
         ShowObjectKind::Sinks => return super::sinks::sinks_schema(),
+        ShowObjectKind::Checkpoints => return crate::checkpoints::checkpoints_schema(),
     };
     Arc::new(Schema::new(
         names

@@ -24,6 +24,7 @@ use crate::sql::provider::CatalogSchemaProvider;
 use crate::table::TableLog;
 use crate::vars::SessionVars;
 
+mod checkpoints;
 mod copy;
 mod ddl;
 mod functions;
@@ -49,6 +50,9 @@ pub struct EngineConfig {
     /// Parallel instances of each keyed operator (and readers of each splittable source) a
     /// query runs with, unless the session sets `parallelism`.
     pub parallelism: usize,
+    /// How often background jobs checkpoint (zero: never), unless a job sets
+    /// `checkpoint.interval`. Jobs checkpoint only with a data directory.
+    pub checkpoint_interval: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +61,7 @@ impl Default for EngineConfig {
             data_dir: None,
             batch_size: 8192,
             parallelism: 1,
+            checkpoint_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -126,6 +131,7 @@ impl Engine {
     /// missing now and back later); failures are returned so the server can report them.
     pub async fn restore(self: &Arc<Self>, ddl: &[String]) -> Vec<(String, EngineError)> {
         let mut session = self.new_session();
+        session.restoring = true;
         let mut failures = Vec::new();
         for sql in ddl {
             let result = match parse_sql(sql) {
@@ -200,6 +206,7 @@ impl Engine {
             transaction: TransactionState::Idle,
             pending_inserts: Vec::new(),
             cursors: std::sync::Mutex::default(),
+            restoring: false,
         }
     }
 }
@@ -223,6 +230,9 @@ pub struct Session {
     pending_inserts: Vec<(Arc<TableLog>, RecordBatch)>,
     /// Behind a lock only so that `Session` is `Sync` (a cursor's stream is not).
     cursors: std::sync::Mutex<HashMap<String, query::Cursor>>,
+    /// True in the session that replays the catalog after a restart: jobs resume from their
+    /// checkpoints instead of starting over.
+    restoring: bool,
 }
 
 impl Session {

@@ -98,14 +98,16 @@ impl Session {
 
     /// Starts the dataflow of a streaming plan at the session's parallelism.
     pub(crate) fn launch(&self, plan: &StreamPlan) -> EngineResult<RunningQuery> {
-        self.launch_with(plan, None)
+        self.launch_with(plan, None, self.parallelism()?)
     }
 
-    /// Starts a dataflow that takes part in checkpoints (a background job's).
+    /// Starts a dataflow at `parallelism` that takes part in checkpoints (a background
+    /// job's).
     pub(crate) fn launch_with(
         &self,
         plan: &StreamPlan,
         checkpoint: Option<crate::runtime::CheckpointSetup>,
+        parallelism: usize,
     ) -> EngineResult<RunningQuery> {
         let state = self.ctx.state();
         launch(
@@ -114,7 +116,7 @@ impl Session {
                 state: &state,
                 connectors: &self.engine.connectors,
                 batch_size: self.engine.config.batch_size,
-                parallelism: self.parallelism()?,
+                parallelism,
                 live_tasks: Arc::clone(&self.engine.live_tasks),
                 checkpoint,
             },

@@ -12,6 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 
+use super::checkpoints::{CHECKPOINT_INTERVAL, interval_option};
 use super::ddl::{relation_name, show_result};
 use super::views::{check_unique_names, result_fields};
 use super::{CommandTag, Session, StatementResult};
@@ -66,6 +67,10 @@ impl Session {
         }
         let mut options: ConnectorOptions = create.options.iter().cloned().collect();
         let connector = self.sink_connector(options.remove("connector").as_deref())?;
+        let interval = options
+            .remove(CHECKPOINT_INTERVAL)
+            .map(|v| interval_option(&v))
+            .transpose()?;
         let names = crate::sql::names::postgres_column_names(&create.query);
         let plan = self
             .optimized_plan(create.query.as_ref().clone(), sql, &[])
@@ -89,28 +94,43 @@ impl Session {
         check_unique_names(&fields, &format!("sink {name}"))?;
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let metrics = Arc::new(SinkMetrics::default());
+        let query = create.query.to_string();
+        let checkpointing =
+            self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
         let context = SinkContext {
             schema: Arc::clone(&schema),
             options: options.clone(),
             time_columns: crate::plan::planner::time_attributes(&plan).unwrap_or_default(),
             metrics: Arc::clone(&metrics),
-            exactly_once: false,
+            exactly_once: checkpointing.checkpoints.is_some(),
         };
         connector.validate(&context)?;
         let completed = restoring && connector.completed(&context);
-        let parallelism = self.parallelism()?;
         let state = Arc::new(SinkState::new(metrics));
+        let refused = checkpointing.refused.clone();
         let spec = JobSpec {
             name: name.clone(),
-            query: create.query.to_string(),
+            query,
             plan: stream_plan,
-            parallelism,
+            parallelism: checkpointing.parallelism,
             output: JobOutput::Sink(state),
+            checkpoints: checkpointing.checkpoints.clone(),
         };
-        let job = if completed {
+        let job = if completed || refused.is_some() {
             None
         } else {
-            Some((connector.open(context)?, self.launch(&spec.plan)?))
+            let mut writer = connector.open(context)?;
+            if restoring && checkpointing.checkpoints.is_some() {
+                // The files of the last complete checkpoint become visible; later ones go.
+                let pre_committed = checkpointing
+                    .loaded
+                    .as_ref()
+                    .and_then(|l| l.manifest.sink.as_deref());
+                crate::jobs::blocking(|| writer.recover(pre_committed))?;
+            }
+            let running =
+                self.launch_with(&spec.plan, checkpointing.setup(), checkpointing.parallelism)?;
+            Some((writer, running))
         };
         self.engine.catalog.insert(RelationDef {
             name: name.clone(),
@@ -124,9 +144,10 @@ impl Session {
             view: None,
             depends_on: relations_read(&plan),
         })?;
-        let job = match job {
-            Some((writer, running)) => self.engine.jobs.start(spec, running, Some(writer)),
-            None => {
+        let job = match (job, refused) {
+            (Some((writer, running)), _) => self.engine.jobs.start(spec, running, Some(writer)),
+            (None, Some(refused)) => self.engine.jobs.failed(spec, refused),
+            (None, None) => {
                 tracing::info!(sink = %name, "sink restored as finished: its output is complete");
                 self.engine.jobs.finished(spec)
             }

@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
 
+use super::checkpoints::{CHECKPOINT_INTERVAL, interval_option};
 use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::query::explain_result;
 use super::{CommandTag, QueryOutput, Session, StatementResult};
@@ -83,8 +84,10 @@ impl Session {
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let time_columns = crate::plan::planner::time_attributes(&plan);
         let mut retention = None;
+        let mut interval = None;
         for (key, value) in &options {
             match key.as_str() {
+                CHECKPOINT_INTERVAL => interval = Some(interval_option(value)?),
                 RETENTION => {
                     if mode == ViewMode::Updating {
                         return Err(EngineError::Unsupported(
@@ -107,7 +110,8 @@ impl Session {
                 }
                 other => {
                     return Err(plan_error(format!(
-                        "unknown materialized view option '{other}' (options: {RETENTION})"
+                        "unknown materialized view option '{other}' (options: {RETENTION}, \
+                         {CHECKPOINT_INTERVAL})"
                     )));
                 }
             }
@@ -118,8 +122,24 @@ impl Session {
             retention,
             time_columns,
         )?);
-        let parallelism = self.parallelism()?;
-        let running = self.launch(&stream_plan)?;
+        let query = create.query.to_string();
+        let checkpointing =
+            self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
+        let running = match (&checkpointing.refused, &checkpointing.loaded) {
+            (Some(_), _) => None,
+            (None, loaded) => {
+                if let Some(loaded) = loaded
+                    && let Some((contents, watermark)) = &loaded.view
+                {
+                    view.restore(contents.clone(), *watermark)?;
+                }
+                Some(self.launch_with(
+                    &stream_plan,
+                    checkpointing.setup(),
+                    checkpointing.parallelism,
+                )?)
+            }
+        };
         self.engine.catalog.insert(RelationDef {
             name: name.clone(),
             kind: RelationKind::View,
@@ -132,17 +152,18 @@ impl Session {
             view: Some(Arc::clone(&view)),
             depends_on: relations_read(&plan),
         })?;
-        let job = self.engine.jobs.start(
-            JobSpec {
-                name: name.clone(),
-                query: create.query.to_string(),
-                plan: stream_plan,
-                parallelism,
-                output: JobOutput::View(view),
-            },
-            running,
-            None,
-        );
+        let spec = JobSpec {
+            name: name.clone(),
+            query,
+            plan: stream_plan,
+            parallelism: checkpointing.parallelism,
+            output: JobOutput::View(view),
+            checkpoints: checkpointing.checkpoints,
+        };
+        let job = match (running, checkpointing.refused) {
+            (Some(running), _) => self.engine.jobs.start(spec, running, None),
+            (None, refused) => self.engine.jobs.failed(spec, refused.unwrap_or_default()),
+        };
         tracing::info!(job = job.id, view = %name, "materialized view created");
         Ok(StatementResult::Command(CommandTag::new(TAG)))
     }

@@ -64,6 +64,7 @@ pub enum ShowObjectKind {
     Views,
     Sinks,
     Jobs,
+    Checkpoints,
 }
 
 /// Whether a relation is read from a connector or fed by `INSERT`.
@@ -270,12 +271,13 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
                 .parse_statement()
                 .map(|s| EddyStatement::Sql(Box::new(s))),
         },
-        ("SHOW", kind @ ("SOURCES" | "TABLES" | "VIEWS" | "SINKS" | "JOBS")) => {
+        ("SHOW", kind @ ("SOURCES" | "TABLES" | "VIEWS" | "SINKS" | "JOBS" | "CHECKPOINTS")) => {
             let kind = match kind {
                 "SOURCES" => ShowObjectKind::Sources,
                 "TABLES" => ShowObjectKind::Tables,
                 "VIEWS" => ShowObjectKind::Views,
                 "SINKS" => ShowObjectKind::Sinks,
+                "CHECKPOINTS" => ShowObjectKind::Checkpoints,
                 _ => ShowObjectKind::Jobs,
             };
             parser.next_token();

@@ -18,6 +18,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::{Catalog, RelationDef};
+use crate::checkpoints::CHECKPOINTS_TABLE;
 use crate::jobs::{JOBS_TABLE, JobManager};
 
 /// A source or push table, as DataFusion's planner sees it.
@@ -86,16 +87,19 @@ impl SchemaProvider for CatalogSchemaProvider {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.catalog.names();
         names.push(JOBS_TABLE.to_string());
+        names.push(CHECKPOINTS_TABLE.to_string());
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        if name == JOBS_TABLE {
-            // The jobs as they are when the query is planned.
-            let report = self
-                .jobs
-                .report()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if name == JOBS_TABLE || name == CHECKPOINTS_TABLE {
+            // The jobs (or their checkpoints) as they are when the query is planned.
+            let report = if name == JOBS_TABLE {
+                self.jobs.report()
+            } else {
+                self.jobs.checkpoints_report()
+            }
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
             return Ok(Some(Arc::new(MemTable::try_new(
                 report.schema(),
                 vec![vec![report]],
@@ -108,6 +112,6 @@ impl SchemaProvider for CatalogSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == JOBS_TABLE || self.catalog.readable(name).is_some()
+        name == JOBS_TABLE || name == CHECKPOINTS_TABLE || self.catalog.readable(name).is_some()
     }
 }

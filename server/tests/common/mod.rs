@@ -19,6 +19,7 @@ pub async fn start(dir: &std::path::Path) -> Server {
         allowed_paths: vec![
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/data"),
         ],
+        checkpoint_interval: Duration::from_secs(10),
     })
     .await
     .unwrap()

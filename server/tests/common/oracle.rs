@@ -129,6 +129,7 @@ pub async fn run_parallel(
             data_dir: None,
             batch_size,
             parallelism,
+            ..EngineConfig::default()
         },
         connectors(),
         None,

@@ -1,0 +1,706 @@
+//! Checkpoints of background jobs on disk, and their history for `SHOW CHECKPOINTS`.
+//!
+//! Each job that checkpoints has a folder `<data dir>/checkpoints/<job>/`. Checkpoint `epoch`
+//! is written into `<epoch>.inprogress/`: one file per operator instance that holds state
+//! (its [`StateSnapshot`] encoded by [`crate::state::checkpoint`]), the view's contents for a
+//! view's job, and last `manifest.json` (format version, the job's query and plan, parallelism,
+//! source positions, the files with their sizes, a sink's pre-commit). Every file is synced,
+//! then the folder is renamed to `<epoch>/` and its parent synced: a folder named by a number
+//! is a complete checkpoint, anything else is torn and deleted. Once a checkpoint is complete
+//! the older ones are deleted.
+//!
+//! Reading back refuses (never misreads) a checkpoint of another format version or plan, or
+//! whose files do not have the sizes its manifest lists.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, EngineResult};
+use crate::runtime::checkpoint::{
+    CheckpointHandle, EpochParts, PartId, RestoredState, SourcePosition,
+};
+use crate::runtime::message::{Epoch, EventTime};
+use crate::state::StateSnapshot;
+use crate::state::checkpoint::{decode, encode};
+
+/// The version of the checkpoint format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The system table of checkpoints (what `SHOW CHECKPOINTS` shows).
+pub const CHECKPOINTS_TABLE: &str = "eddy_checkpoints";
+
+/// The folder under the data directory that holds every job's checkpoints.
+const CHECKPOINTS_DIR: &str = "checkpoints";
+const MANIFEST: &str = "manifest.json";
+const IN_PROGRESS: &str = ".inprogress";
+const VIEW_FILE: &str = "view.state";
+
+/// What a checkpoint's manifest records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub job: String,
+    /// The job's query, as the user wrote it.
+    pub query: String,
+    /// The streaming plan (EXPLAIN text): operator state is keyed by plan node, so a
+    /// checkpoint restores only into the same plan.
+    pub plan: String,
+    pub parallelism: usize,
+    pub epoch: Epoch,
+    pub created_at_ms: i64,
+    pub sources: Vec<SourceEntry>,
+    pub operators: Vec<FileEntry>,
+    /// A view's contents at the barrier.
+    pub view: Option<ViewEntry>,
+    /// What the sink's pre-commit returned.
+    pub sink: Option<String>,
+    pub state_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceEntry {
+    pub node: usize,
+    pub instance: usize,
+    pub rows: u64,
+    pub watermark: Option<EventTime>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub node: usize,
+    pub instance: usize,
+    pub file: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewEntry {
+    pub file: String,
+    pub bytes: u64,
+    pub watermark: Option<EventTime>,
+}
+
+/// What one checkpoint writes: everything the dataflow reported at the barrier, and the
+/// job's output.
+pub struct CheckpointData {
+    pub epoch: Epoch,
+    pub parts: EpochParts,
+    /// A view's contents and watermark.
+    pub view: Option<(StateSnapshot, Option<EventTime>)>,
+    pub sink: Option<String>,
+}
+
+/// A complete checkpoint read back.
+pub struct LoadedCheckpoint {
+    pub manifest: Manifest,
+    pub restored: Arc<RestoredState>,
+    /// A view's contents and watermark.
+    pub view: Option<(StateSnapshot, Option<EventTime>)>,
+}
+
+/// The checkpoint folder of one job.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+}
+
+impl CheckpointStore {
+    pub fn new(data_dir: &Path, job: &str) -> Self {
+        Self {
+            dir: data_dir.join(CHECKPOINTS_DIR).join(folder_name(job)),
+        }
+    }
+
+    /// Deletes every checkpoint of the job (a dropped or re-created view or sink).
+    pub fn delete_all(&self) -> EngineResult<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes checkpoint `data` and makes it the job's latest; returns the bytes written.
+    pub fn write(&self, identity: &JobIdentity, data: CheckpointData) -> EngineResult<u64> {
+        let folder = self.dir.join(format!("{}{IN_PROGRESS}", data.epoch));
+        if folder.exists() {
+            std::fs::remove_dir_all(&folder)?;
+        }
+        std::fs::create_dir_all(&folder)?;
+        let mut total = 0u64;
+        let mut operators = Vec::new();
+        for (part, snapshot) in &data.parts.operators {
+            if snapshot.is_empty() {
+                continue;
+            }
+            let file = format!("op-{}-{}.state", part.node, part.instance);
+            let bytes = write_synced(&folder.join(&file), &encode(snapshot)?)?;
+            total += bytes;
+            operators.push(FileEntry {
+                node: part.node,
+                instance: part.instance,
+                file,
+                bytes,
+            });
+        }
+        let view = match &data.view {
+            Some((contents, watermark)) => {
+                let bytes = write_synced(&folder.join(VIEW_FILE), &encode(contents)?)?;
+                total += bytes;
+                Some(ViewEntry {
+                    file: VIEW_FILE.to_string(),
+                    bytes,
+                    watermark: *watermark,
+                })
+            }
+            None => None,
+        };
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            job: identity.job.clone(),
+            query: identity.query.clone(),
+            plan: identity.plan.clone(),
+            parallelism: identity.parallelism,
+            epoch: data.epoch,
+            created_at_ms: now_ms(),
+            sources: data
+                .parts
+                .sources
+                .iter()
+                .map(|(part, p)| SourceEntry {
+                    node: part.node,
+                    instance: part.instance,
+                    rows: p.rows,
+                    watermark: p.watermark,
+                })
+                .collect(),
+            operators,
+            view,
+            sink: data.sink,
+            state_bytes: total,
+        };
+        let text = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| EngineError::Checkpoint(format!("manifest: {e}")))?;
+        write_synced(&folder.join(MANIFEST), &text)?;
+        sync_dir(&folder);
+        let done = self.dir.join(data.epoch.to_string());
+        if done.exists() {
+            std::fs::remove_dir_all(&done)?;
+        }
+        std::fs::rename(&folder, &done)?;
+        sync_dir(&self.dir);
+        self.delete_older_than(data.epoch);
+        Ok(total)
+    }
+
+    /// Deletes complete checkpoints older than `epoch`, and torn ones.
+    fn delete_older_than(&self, epoch: Epoch) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let stale = match name.parse::<Epoch>() {
+                Ok(e) => e < epoch,
+                Err(_) => true,
+            };
+            if stale && let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot delete an old checkpoint");
+            }
+        }
+    }
+
+    /// The latest complete checkpoint, checked against the job it is to restore. Torn
+    /// checkpoints (a crash while writing) are deleted; `Ok(None)` when there is none.
+    pub fn load_latest(&self, identity: &JobIdentity) -> EngineResult<Option<LoadedCheckpoint>> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(None);
+        };
+        let mut complete = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            match name.parse::<Epoch>() {
+                Ok(epoch) => complete.push(epoch),
+                Err(_) => {
+                    tracing::info!(path = %entry.path().display(), "deleting a torn checkpoint");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let Some(epoch) = complete.into_iter().max() else {
+            return Ok(None);
+        };
+        self.load(epoch, identity).map(Some)
+    }
+
+    fn load(&self, epoch: Epoch, identity: &JobIdentity) -> EngineResult<LoadedCheckpoint> {
+        let folder = self.dir.join(epoch.to_string());
+        let refuse = |why: String| {
+            EngineError::Checkpoint(format!(
+                "checkpoint {epoch} of \"{}\" ({}) cannot be restored: {why}; drop and \
+                 re-create the job to start over",
+                identity.job,
+                folder.display()
+            ))
+        };
+        let text = std::fs::read(folder.join(MANIFEST))
+            .map_err(|e| refuse(format!("its manifest cannot be read ({e})")))?;
+        let version: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| refuse(format!("its manifest is not JSON ({e})")))?;
+        let found = version.get("format_version").and_then(|v| v.as_u64());
+        if found != Some(u64::from(FORMAT_VERSION)) {
+            return Err(refuse(format!(
+                "it has format version {}, this server reads version {FORMAT_VERSION}",
+                found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+            )));
+        }
+        let manifest: Manifest = serde_json::from_value(version)
+            .map_err(|e| refuse(format!("its manifest is malformed ({e})")))?;
+        if manifest.epoch != epoch || manifest.job != identity.job {
+            return Err(refuse("its manifest names another checkpoint".to_string()));
+        }
+        if manifest.query != identity.query || manifest.plan != identity.plan {
+            return Err(refuse(
+                "it was taken by another query or plan (the server was upgraded, or the job \
+                 re-created)"
+                    .to_string(),
+            ));
+        }
+        let read = |file: &str, bytes: u64| -> EngineResult<StateSnapshot> {
+            let data = std::fs::read(folder.join(file))
+                .map_err(|e| refuse(format!("{file} cannot be read ({e})")))?;
+            if data.len() as u64 != bytes {
+                return Err(refuse(format!(
+                    "{file} has {} bytes, its manifest says {bytes}",
+                    data.len()
+                )));
+            }
+            decode(&data).map_err(|e| refuse(format!("{file}: {e}")))
+        };
+        let mut operators = BTreeMap::new();
+        for entry in &manifest.operators {
+            let part = PartId {
+                node: entry.node,
+                instance: entry.instance,
+            };
+            operators.insert(part, read(&entry.file, entry.bytes)?);
+        }
+        let view = match &manifest.view {
+            Some(v) => Some((read(&v.file, v.bytes)?, v.watermark)),
+            None => None,
+        };
+        let sources = manifest
+            .sources
+            .iter()
+            .map(|s| {
+                (
+                    PartId {
+                        node: s.node,
+                        instance: s.instance,
+                    },
+                    SourcePosition {
+                        rows: s.rows,
+                        watermark: s.watermark,
+                    },
+                )
+            })
+            .collect();
+        Ok(LoadedCheckpoint {
+            restored: Arc::new(RestoredState {
+                epoch,
+                operators: Mutex::new(operators),
+                sources,
+            }),
+            view,
+            manifest,
+        })
+    }
+}
+
+/// What identifies the job a checkpoint belongs to.
+#[derive(Debug, Clone)]
+pub struct JobIdentity {
+    pub job: String,
+    pub query: String,
+    pub plan: String,
+    pub parallelism: usize,
+}
+
+/// Writes `data` to `path` and syncs it; returns its length.
+fn write_synced(path: &Path, data: &[u8]) -> EngineResult<u64> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    Ok(data.len() as u64)
+}
+
+/// Syncs a folder so a rename in it is durable (best effort: not every platform can).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A job name as a folder name: letters, digits and `_` as they are, anything else escaped.
+fn folder_name(job: &str) -> String {
+    let mut out = String::new();
+    for c in job.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+        } else {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("%{b:02x}"));
+            }
+        }
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How a checkpoint attempt ended (or that it has not yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointStatus {
+    InProgress,
+    Completed,
+    Failed(String),
+}
+
+/// One checkpoint attempt, for `SHOW CHECKPOINTS`.
+#[derive(Debug, Clone)]
+pub struct CheckpointRecord {
+    pub epoch: Epoch,
+    pub status: CheckpointStatus,
+    pub started_at: SystemTime,
+    pub duration: Option<Duration>,
+    pub state_bytes: Option<u64>,
+}
+
+/// Attempts kept per job in the history.
+const HISTORY: usize = 20;
+
+/// A job's checkpointing: its interval, its folder, the handle its dataflow reports to, and
+/// the history of its attempts.
+#[derive(Debug)]
+pub struct JobCheckpoints {
+    pub interval: Duration,
+    pub store: CheckpointStore,
+    pub identity: JobIdentity,
+    pub handle: Arc<CheckpointHandle>,
+    /// The epoch the job resumed from after a restart.
+    pub restored_from: Option<Epoch>,
+    last_epoch: AtomicU64,
+    last_completed: AtomicU64,
+    history: Mutex<Vec<CheckpointRecord>>,
+}
+
+impl JobCheckpoints {
+    pub fn new(
+        interval: Duration,
+        store: CheckpointStore,
+        identity: JobIdentity,
+        restored_from: Option<Epoch>,
+    ) -> Self {
+        let last = restored_from.unwrap_or(0);
+        Self {
+            interval,
+            store,
+            identity,
+            handle: Arc::default(),
+            restored_from,
+            last_epoch: AtomicU64::new(last),
+            last_completed: AtomicU64::new(last),
+            history: Mutex::default(),
+        }
+    }
+
+    /// The last completed checkpoint's epoch (a restored one counts).
+    pub fn last_completed(&self) -> Option<Epoch> {
+        Some(self.last_completed.load(Ordering::Relaxed)).filter(|e| *e > 0)
+    }
+
+    /// Starts the next checkpoint: records it and triggers its barriers.
+    pub fn begin(&self) -> Epoch {
+        let epoch = self.last_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut history = self.lock();
+        history.push(CheckpointRecord {
+            epoch,
+            status: CheckpointStatus::InProgress,
+            started_at: SystemTime::now(),
+            duration: None,
+            state_bytes: None,
+        });
+        let excess = history.len().saturating_sub(HISTORY);
+        history.drain(..excess);
+        drop(history);
+        self.handle.trigger(epoch);
+        epoch
+    }
+
+    /// Checkpoint `epoch` is complete.
+    pub fn completed(&self, epoch: Epoch, bytes: u64) {
+        self.last_completed.fetch_max(epoch, Ordering::Relaxed);
+        self.finish(epoch, CheckpointStatus::Completed, Some(bytes));
+    }
+
+    /// Checkpoint `epoch` failed; the job goes on and tries again at the next interval.
+    pub fn failed(&self, epoch: Epoch, reason: String) {
+        tracing::warn!(job = %self.identity.job, epoch, %reason, "checkpoint failed");
+        self.finish(epoch, CheckpointStatus::Failed(reason), None);
+    }
+
+    fn finish(&self, epoch: Epoch, status: CheckpointStatus, bytes: Option<u64>) {
+        let mut history = self.lock();
+        if let Some(r) = history.iter_mut().rev().find(|r| r.epoch == epoch) {
+            r.duration = r.started_at.elapsed().ok();
+            r.status = status;
+            r.state_bytes = bytes;
+        }
+    }
+
+    pub fn history(&self) -> Vec<CheckpointRecord> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CheckpointRecord>> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The columns of `SHOW CHECKPOINTS` and `eddy_checkpoints`.
+pub fn checkpoints_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new(
+            "started_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("duration_ms", DataType::Int64, true),
+        Field::new("state_bytes", DataType::Int64, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+/// The rows of `SHOW CHECKPOINTS`: each job's recent attempts, oldest first.
+pub fn checkpoints_report(jobs: &[(String, Vec<CheckpointRecord>)]) -> EngineResult<RecordBatch> {
+    let mut names = Vec::new();
+    let mut epochs = Vec::new();
+    let mut statuses = Vec::new();
+    let mut started = Vec::new();
+    let mut durations = Vec::new();
+    let mut bytes = Vec::new();
+    let mut errors = Vec::new();
+    for (job, records) in jobs {
+        for r in records {
+            names.push(job.clone());
+            epochs.push(r.epoch as i64);
+            let (status, error) = match &r.status {
+                CheckpointStatus::InProgress => ("in_progress", None),
+                CheckpointStatus::Completed => ("completed", None),
+                CheckpointStatus::Failed(e) => ("failed", Some(e.clone())),
+            };
+            statuses.push(status);
+            errors.push(error);
+            started.push(
+                r.started_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64),
+            );
+            durations.push(r.duration.map(|d| d.as_millis() as i64));
+            bytes.push(r.state_bytes.map(|b| b as i64));
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(names)),
+        Arc::new(Int64Array::from(epochs)),
+        Arc::new(StringArray::from(statuses)),
+        Arc::new(TimestampMicrosecondArray::from(started).with_timezone("UTC")),
+        Arc::new(Int64Array::from(durations)),
+        Arc::new(Int64Array::from(bytes)),
+        Arc::new(StringArray::from(errors)),
+    ];
+    Ok(RecordBatch::try_new(checkpoints_schema(), columns)?)
+}
+
+/// Parses a checkpoint interval: `'10s'`, `'500ms'`, `'2 min'`, `'1h'`, or `'0'` (off).
+pub fn parse_interval(value: &str) -> Result<Duration, String> {
+    let text = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid interval '{value}': expected e.g. '10s', '500ms' or '0'"))?;
+    let seconds = match unit.trim() {
+        "" if number == 0.0 => 0.0,
+        "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => number / 1000.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => number,
+        "m" | "min" | "mins" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid interval '{value}': expected e.g. '10s', '500ms', '2 min' or '0'"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("invalid interval '{value}'"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> JobIdentity {
+        JobIdentity {
+            job: "v".to_string(),
+            query: "SELECT 1".to_string(),
+            plan: "Plan".to_string(),
+            parallelism: 2,
+        }
+    }
+
+    fn data(epoch: Epoch) -> CheckpointData {
+        let mut snapshot = StateSnapshot::new();
+        snapshot
+            .add_values("meta", &[("watermark", Some(epoch as i64))])
+            .unwrap();
+        let mut parts = EpochParts::default();
+        parts.operators.insert(
+            PartId {
+                node: 3,
+                instance: 1,
+            },
+            snapshot,
+        );
+        parts.sources.insert(
+            PartId {
+                node: 5,
+                instance: 0,
+            },
+            SourcePosition {
+                rows: 10 * epoch,
+                watermark: Some(7),
+            },
+        );
+        CheckpointData {
+            epoch,
+            parts,
+            view: None,
+            sink: Some(format!("files of {epoch}")),
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("eddy-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_latest_complete_checkpoint_is_restored_and_older_ones_deleted() {
+        let dir = temp_dir("latest");
+        let store = CheckpointStore::new(&dir, "v");
+        store.write(&identity(), data(1)).unwrap();
+        store.write(&identity(), data(2)).unwrap();
+        // A crash while writing checkpoint 3 leaves a torn folder.
+        std::fs::create_dir_all(store.dir.join("3.inprogress")).unwrap();
+        let loaded = store.load_latest(&identity()).unwrap().unwrap();
+        assert_eq!(loaded.manifest.epoch, 2);
+        assert_eq!(loaded.manifest.sink.as_deref(), Some("files of 2"));
+        let part = PartId {
+            node: 3,
+            instance: 1,
+        };
+        let snapshot = loaded.restored.take_operator(part).unwrap();
+        assert_eq!(snapshot.values("meta").unwrap()["watermark"], Some(2));
+        assert_eq!(
+            loaded
+                .restored
+                .source(PartId {
+                    node: 5,
+                    instance: 0
+                })
+                .rows,
+            20
+        );
+        let left: Vec<String> = std::fs::read_dir(&store.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["2".to_string()],
+            "epoch 1 and the torn 3 are gone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn another_version_plan_or_damaged_file_is_refused_not_misread() {
+        let dir = temp_dir("refuse");
+        let store = CheckpointStore::new(&dir, "v");
+        store.write(&identity(), data(1)).unwrap();
+        let mut other = identity();
+        other.plan = "Other plan".to_string();
+        let e = store.load_latest(&other).err().unwrap().to_string();
+        assert!(e.contains("another query or plan"), "{e}");
+
+        let manifest = store.dir.join("1").join(MANIFEST);
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace("\"format_version\": 1", "\"format_version\": 99"),
+        )
+        .unwrap();
+        let e = store.load_latest(&identity()).err().unwrap().to_string();
+        assert!(e.contains("format version 99"), "{e}");
+        std::fs::write(&manifest, text).unwrap();
+
+        let state = store.dir.join("1").join("op-3-1.state");
+        let bytes = std::fs::read(&state).unwrap();
+        std::fs::write(&state, &bytes[..bytes.len() - 1]).unwrap();
+        let e = store.load_latest(&identity()).err().unwrap().to_string();
+        assert!(e.contains("bytes"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            parse_interval("'500ms'").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_interval("2 min").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_interval("0").unwrap(), Duration::ZERO);
+        assert!(parse_interval("soon").is_err());
+        assert!(parse_interval("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn job_names_make_safe_folder_names() {
+        assert_eq!(folder_name("v_1"), "v_1");
+        assert_eq!(folder_name("a/../b"), "a%2f%2e%2e%2fb");
+    }
+}

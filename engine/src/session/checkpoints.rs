@@ -1,0 +1,126 @@
+//! How a background job's checkpoints are set up when its view or sink is created or
+//! restored after a restart, and `SHOW CHECKPOINTS`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{QueryOutput, Session, StatementResult};
+use crate::checkpoints::{
+    CheckpointStore, JobCheckpoints, JobIdentity, LoadedCheckpoint, parse_interval,
+};
+use crate::error::{EngineResult, plan_error};
+use crate::plan::{ExplainOptions, StreamPlan};
+use crate::runtime::CheckpointSetup;
+
+/// The option of `CREATE MATERIALIZED VIEW` and `CREATE SINK` that sets a job's interval.
+pub(crate) const CHECKPOINT_INTERVAL: &str = "checkpoint.interval";
+
+/// A job's checkpointing as its creation decided it.
+pub(crate) struct JobCheckpointing {
+    pub checkpoints: Option<Arc<JobCheckpoints>>,
+    /// The checkpoint the job resumes from.
+    pub loaded: Option<LoadedCheckpoint>,
+    /// The parallelism to launch with (a restored checkpoint's).
+    pub parallelism: usize,
+    /// A checkpoint exists but cannot be used: the job is listed as failed with this.
+    pub refused: Option<String>,
+}
+
+impl JobCheckpointing {
+    /// How the job's dataflow takes part.
+    pub fn setup(&self) -> Option<CheckpointSetup> {
+        let c = self.checkpoints.as_ref()?;
+        Some(CheckpointSetup {
+            handle: Arc::clone(&c.handle),
+            restore: self.loaded.as_ref().map(|l| Arc::clone(&l.restored)),
+        })
+    }
+}
+
+/// Parses `checkpoint.interval`.
+pub(crate) fn interval_option(value: &str) -> EngineResult<Duration> {
+    parse_interval(value).map_err(|e| plan_error(format!("{e} (option {CHECKPOINT_INTERVAL})")))
+}
+
+impl Session {
+    /// Decides whether job `name` checkpoints, and when the server is restoring it after a
+    /// restart, loads its latest checkpoint. A job checkpoints when the engine has a data
+    /// directory, its interval (`interval`, else the server's) is not zero, and it reads no
+    /// materialized view (a job over a view recomputes from the view's restored contents).
+    /// A fresh job starts with no checkpoint: old ones under its name are deleted.
+    pub(crate) fn job_checkpointing(
+        &self,
+        name: &str,
+        query: &str,
+        plan: &StreamPlan,
+        interval: Option<Duration>,
+        reads_views: bool,
+    ) -> EngineResult<JobCheckpointing> {
+        let parallelism = self.parallelism()?;
+        let none = JobCheckpointing {
+            checkpoints: None,
+            loaded: None,
+            parallelism,
+            refused: None,
+        };
+        let Some(data_dir) = &self.engine.config.data_dir else {
+            return Ok(none);
+        };
+        let store = CheckpointStore::new(data_dir, name);
+        let interval = interval.unwrap_or(self.engine.config.checkpoint_interval);
+        if interval.is_zero() || reads_views {
+            if reads_views {
+                tracing::info!(job = %name, "the job reads a materialized view: it does not checkpoint");
+            }
+            store.delete_all()?;
+            return Ok(none);
+        }
+        let mut identity = JobIdentity {
+            job: name.to_string(),
+            query: query.to_string(),
+            // Operator state is keyed by plan node: the plan's shape, at parallelism 1.
+            plan: plan.explain_with(&ExplainOptions { parallelism: 1 }),
+            parallelism,
+        };
+        let mut loaded = None;
+        let mut refused = None;
+        if self.restoring {
+            match store.load_latest(&identity) {
+                Ok(Some(checkpoint)) => {
+                    identity.parallelism = checkpoint.manifest.parallelism;
+                    loaded = Some(checkpoint);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(job = %name, error = %e, "checkpoint refused");
+                    refused = Some(e.to_string());
+                }
+            }
+        } else {
+            store.delete_all()?;
+        }
+        let restored_from = loaded.as_ref().map(|l: &LoadedCheckpoint| l.manifest.epoch);
+        let parallelism = identity.parallelism;
+        Ok(JobCheckpointing {
+            checkpoints: Some(Arc::new(JobCheckpoints::new(
+                interval,
+                store,
+                identity,
+                restored_from,
+            ))),
+            loaded,
+            parallelism,
+            refused,
+        })
+    }
+
+    /// `SHOW CHECKPOINTS`.
+    pub(crate) fn show_checkpoints(&self) -> EngineResult<StatementResult> {
+        let batch = self.engine.jobs.checkpoints_report()?;
+        Ok(StatementResult::Rows(QueryOutput::ready(
+            batch.schema(),
+            vec![batch],
+            "SHOW",
+        )))
+    }
+}
