@@ -27,6 +27,7 @@
 mod options;
 mod part_file;
 mod partition;
+mod two_phase;
 mod writer;
 
 #[cfg(test)]
@@ -107,6 +108,7 @@ impl SinkConnector for FileSinkConnector {
             ctx.schema,
             options,
             ctx.metrics,
+            ctx.exactly_once,
         )?))
     }
 
