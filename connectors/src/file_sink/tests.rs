@@ -633,6 +633,8 @@ fn a_bad_commit_record_is_refused_and_deletes_nothing() {
     let absolute = first.replace("\"dt=1970-01-01", "\"/tmp/dt=1970-01-01");
     let renamed = first.replace(".parquet.pending", ".parquet.other");
     let visible_source = first.replace("/.part-", "/part-");
+    let root_marker = first.replace("\"success\":[", "\"success\":[\"\",");
+    assert_ne!(root_marker, first);
     for bad in [
         "",
         "not json",
@@ -641,6 +643,7 @@ fn a_bad_commit_record_is_refused_and_deletes_nothing() {
         absolute.as_str(),
         renamed.as_str(),
         visible_source.as_str(),
+        root_marker.as_str(),
     ] {
         let metrics = Arc::new(SinkMetrics::default());
         let mut w = open_eo(&sink, &path, &[], &metrics);

@@ -80,7 +80,7 @@ impl StagedFile {
 pub(crate) struct CommitManifest {
     pub epoch: u64,
     pub files: Vec<StagedFile>,
-    /// Partition folders (relative; `""` is the sink's folder itself) to mark complete.
+    /// Partition folders (relative, never the sink's folder itself) to mark complete.
     pub success: Vec<String>,
 }
 
@@ -96,10 +96,10 @@ impl CommitManifest {
         for file in &manifest.files {
             file.check()?;
         }
+        // Partition folders only: the folder's own `_SUCCESS` says the sink's input ended,
+        // which no checkpoint may claim.
         for folder in &manifest.success {
-            if !folder.is_empty() {
-                relative(folder)?;
-            }
+            relative(folder)?;
         }
         Ok(manifest)
     }
@@ -164,9 +164,7 @@ pub(crate) fn publish(
     }
     for folder in &manifest.success {
         super::writer::write_marker(&root.join(folder))?;
-        if !folder.is_empty() {
-            SinkMetrics::add(&metrics.partitions_committed, 1);
-        }
+        SinkMetrics::add(&metrics.partitions_committed, 1);
     }
     Ok(())
 }
