@@ -9,8 +9,9 @@
 //! that depend on the labelling (threads kept apart) and ones that read ahead (NEXT), WITHIN
 //! (attempts given up by the watermark, one waiting only at `$`), several partitions or none,
 //! and a time column without watermark (matching only at the end). The inputs hold rows out of
-//! order (waiting for the watermark), late rows, and attempts open at the cut; a random input
-//! (a tiny LCG) is cut everywhere too, and restored at every step in a chain.
+//! order (waiting for the watermark), late rows, and attempts open at the cut; random inputs
+//! (a tiny LCG) are cut everywhere (a long one, past segment compaction, at random cuts), and
+//! restored at every step in a chain.
 //!
 //! Operators are built as in `match_recognize_state.rs`: the query is planned with a session
 //! and the `MatchRecognizeOperator` driven directly.
@@ -271,6 +272,14 @@ async fn check(query: &str) {
         let steps = random_input(seed, 40);
         check_cuts(&f, &steps, 0..=steps.len());
     }
+    // Long enough for the operator to compact its segments (every 64 releases), at random
+    // cuts.
+    let steps = random_input(99, 300);
+    let mut rng = Lcg(5);
+    let cuts: Vec<usize> = (0..8)
+        .map(|_| rng.below(steps.len() as i64 + 1) as usize)
+        .collect();
+    check_cuts(&f, &steps, cuts.into_iter());
 }
 
 #[tokio::test]
@@ -439,6 +448,15 @@ async fn snapshots_of_another_shape_are_refused() {
     s.add("partition_rows", rows[0].clone()).unwrap();
     s.add("partition_rows", rows[0].clone()).unwrap();
     refused(s, "held rows twice");
+    // Held rows in reverse: each partition's rows out of order or another partition's.
+    let reversed = {
+        let n = rows[0].num_rows() as u32;
+        let indices = datafusion::arrow::array::UInt32Array::from_iter_values((0..n).rev());
+        datafusion::arrow::compute::take_record_batch(&rows[0], &indices).unwrap()
+    };
+    let mut s = good.clone().without("partition_rows");
+    s.add("partition_rows", reversed).unwrap();
+    refused(s, "held rows reversed");
     // Partitions without a column, with a negative row number, with a start past the rows,
     // with keys of another type.
     let partitions = good.table("partitions").remove(0);

@@ -32,7 +32,7 @@ use datafusion::arrow::compute::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -339,11 +339,10 @@ impl MatchRecognizeOperator {
         }
     }
 
-    /// Sorts released rows into partitions and appends them; returns the partitions touched.
-    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<usize>> {
-        let n = batch.num_rows();
-        let partition_columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
+    /// The partition key of each row, in the row format `partition_ids` is keyed by.
+    fn partition_keys(&self, batch: &RecordBatch) -> EngineResult<Rows> {
+        let columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; batch.num_rows()]))]
         } else {
             self.s
                 .spec
@@ -352,9 +351,13 @@ impl MatchRecognizeOperator {
                 .map(|i| Arc::clone(batch.column(*i)))
                 .collect()
         };
-        let partition_rows = self
-            .partition_converter
-            .convert_columns(&partition_columns)?;
+        Ok(self.partition_converter.convert_columns(&columns)?)
+    }
+
+    /// Sorts released rows into partitions and appends them; returns the partitions touched.
+    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<usize>> {
+        let n = batch.num_rows();
+        let partition_rows = self.partition_keys(&batch)?;
         // Each row's partition (created on first sight), then the rows grouped by partition in
         // order of first arrival, each group in arrival order (a counting sort).
         let mut row_partition: Vec<u32> = Vec::with_capacity(n);
@@ -1064,6 +1067,20 @@ impl MatchRecognizeOperator {
             if len > 0 {
                 runs.push((id, offset, len));
                 offset += len;
+            }
+        }
+        // Each held row belongs to its partition, in time order.
+        let held_keys = self.partition_keys(&held)?;
+        for &(id, offset, len) in &runs {
+            let key = &states[id].0;
+            let foreign = (offset..offset + len).any(|i| held_keys.row(i).data() != key.as_ref());
+            let unordered = held_times[offset..offset + len]
+                .windows(2)
+                .any(|w| w[0] > w[1]);
+            if foreign || unordered {
+                return Err(corrupt(format!(
+                    "partition {id} holds rows of another partition or out of order"
+                )));
             }
         }
         if held.num_rows() > 0 {
