@@ -35,6 +35,12 @@
 //! `file:line: reason`; it never fails the stream. Empty lines are skipped silently. I/O
 //! errors (a file vanished mid-read, a corrupt Parquet file) and a Parquet file lacking a
 //! declared column do fail the stream.
+//!
+//! # Restarting from a checkpoint
+//! The source is not splittable (one reader). A reader opened with a `start_row` produces the
+//! rows after the first `start_row` ones, counted in the order it produces them (sorted
+//! listing; malformed rows do not count): Parquet skips them by metadata when no row can be
+//! malformed, otherwise they are decoded and dropped (see the `scan` module).
 
 mod csv;
 mod csv_fast;
@@ -204,6 +210,7 @@ impl SourceConnector for FileConnector {
             },
             csv_header: format == FileFormat::Csv && options.csv.header,
             follow,
+            start_row: ctx.start_row,
         });
         let stream = futures::stream::unfold(scan, |mut scan| async move {
             let item = scan.next_batch().await?;

@@ -6,6 +6,12 @@
 //! error when the file is opened. Values that do not survive the cast (an overflowing number)
 //! make their row malformed, as for text formats. Files are read with the synchronous reader,
 //! one batch per call, so callers run [`ParquetCursor::next_batch`] on a blocking thread.
+//!
+//! A cursor can start after a number of rows (a source restored from a checkpoint): when no
+//! row of the file can be malformed (every declared column has exactly the file's type and
+//! admits its NULLs), the rows are skipped by the reader's row selection, which skips whole
+//! row groups and pages by their metadata without decoding them. Otherwise the caller decodes
+//! and drops them, since malformed rows do not count.
 
 use std::fs::File;
 use std::path::Path;
@@ -16,7 +22,7 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
 
@@ -29,11 +35,19 @@ pub(crate) struct ParquetCursor {
     columns: Vec<usize>,
     /// Rows read so far, to number rows in messages.
     rows_read: u64,
+    /// Rows skipped without decoding when opened (all of them well-formed).
+    skipped: u64,
 }
 
 impl ParquetCursor {
     /// Opens `path` and checks it has every declared column.
     pub(crate) fn open(path: &Path, config: &DecodeConfig) -> ConnectorResult<Self> {
+        Self::open_at(path, config, 0)
+    }
+
+    /// Opens `path` to read after its first `skip` well-formed rows, skipping as many of them
+    /// as it can without decoding ([`ParquetCursor::skipped`] says how many).
+    pub(crate) fn open_at(path: &Path, config: &DecodeConfig, skip: u64) -> ConnectorResult<Self> {
         let file = File::open(path)
             .map_err(|e| ConnectorError::Io(format!("cannot open '{}': {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
@@ -48,9 +62,41 @@ impl ParquetCursor {
         projected.sort_unstable();
         projected.dedup();
         let mask = ProjectionMask::roots(builder.parquet_schema(), projected.iter().copied());
-        let reader = builder
+        // Rows can be skipped unread only if none of them can be malformed: no cast that
+        // might fail and no NULL where the declared column refuses it.
+        let always_well_formed =
+            roots
+                .iter()
+                .zip(config.schema.fields())
+                .all(|(&root, declared)| {
+                    let found = file_schema.field(root);
+                    found.data_type() == declared.data_type()
+                        && (declared.is_nullable() || !found.is_nullable())
+                });
+        let total = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let skipped = if always_well_formed {
+            skip.min(total)
+        } else {
+            0
+        };
+        let mut builder = builder
             .with_projection(mask)
-            .with_batch_size(config.batch_size)
+            .with_batch_size(config.batch_size);
+        if skipped > 0 {
+            let (Ok(skip_rows), Ok(rest)) =
+                (usize::try_from(skipped), usize::try_from(total - skipped))
+            else {
+                return Err(ConnectorError::Io(format!(
+                    "'{}' has too many rows",
+                    path.display()
+                )));
+            };
+            builder = builder.with_row_selection(RowSelection::from(vec![
+                RowSelector::skip(skip_rows),
+                RowSelector::select(rest),
+            ]));
+        }
+        let reader = builder
             .build()
             .map_err(|e| ConnectorError::Io(format!("cannot read '{}': {e}", path.display())))?;
         // The projection keeps the file's column order; find each declared column in it.
@@ -61,8 +107,14 @@ impl ParquetCursor {
         Ok(Self {
             reader,
             columns,
-            rows_read: 0,
+            rows_read: skipped,
+            skipped,
         })
+    }
+
+    /// How many rows [`ParquetCursor::open_at`] skipped without decoding.
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Decodes the next batch (up to `batch_size` rows, fewer once malformed rows are dropped);

@@ -9,6 +9,12 @@
 //! read nothing sleeps [`POLL_INTERVAL`] first. A new Parquet file is read once its size has not
 //! changed between two listings (it is probably still being written otherwise). Dropping the
 //! stream cancels it; a step already on a blocking thread finishes and is discarded.
+//!
+//! A scan restored from a checkpoint starts after its first `start_row` rows, counted in the
+//! order it produces them (malformed rows do not count). Parquet files skip them by their
+//! metadata where no row can be malformed ([`ParquetCursor::open_at`]); otherwise, and for
+//! CSV and JSON lines (where a quoted line break, a header or a malformed line decide what a
+//! row is), the rows are decoded and dropped before they leave the scan.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -38,6 +44,8 @@ pub(crate) struct ScanConfig {
     pub decode: DecodeConfig,
     pub csv_header: bool,
     pub follow: bool,
+    /// Rows an earlier run already read ([`eddy_engine::connector::SourceContext::start_row`]).
+    pub start_row: u64,
 }
 
 /// Where reading one file stands.
@@ -81,10 +89,13 @@ pub(crate) struct FileScan {
     ready: VecDeque<RecordBatch>,
     phase: Phase,
     read_since_poll: bool,
+    /// Rows still to pass over before producing any.
+    skip: u64,
 }
 
 impl FileScan {
     pub(crate) fn new(config: ScanConfig) -> Self {
+        let skip = config.start_row;
         Self {
             config: Arc::new(config),
             files: Vec::new(),
@@ -93,13 +104,24 @@ impl FileScan {
             ready: VecDeque::new(),
             phase: Phase::Start,
             read_since_poll: false,
+            skip,
         }
     }
 
     /// The next batch; `None` once a bounded scan has read everything (or failed).
     pub(crate) async fn next_batch(&mut self) -> Option<ConnectorResult<RecordBatch>> {
         loop {
-            if let Some(batch) = self.ready.pop_front() {
+            if let Some(mut batch) = self.ready.pop_front() {
+                if self.skip > 0 {
+                    let rows = batch.num_rows() as u64;
+                    let dropped = self.skip.min(rows);
+                    self.skip -= dropped;
+                    if dropped == rows {
+                        continue;
+                    }
+                    // `dropped < rows`, a usize.
+                    batch = batch.slice(dropped as usize, (rows - dropped) as usize);
+                }
                 self.config.decode.metrics.add_rows(batch.num_rows() as u64);
                 return Some(Ok(batch));
             }
@@ -134,6 +156,7 @@ impl FileScan {
             Phase::Read => match self.queue.pop_front() {
                 Some(index) => {
                     let output = self.step(index).await?;
+                    self.skip = self.skip.saturating_sub(output.skipped);
                     self.read_since_poll |= output.read_bytes;
                     self.ready.extend(output.batches);
                     if output.progress == Progress::More {
@@ -239,7 +262,10 @@ impl FileScan {
         let display = Arc::clone(&file.display);
         let path = file.path.clone();
         let config = Arc::clone(&self.config);
-        let (state, output) = blocking(move || step_file(state, &path, &display, &config)).await?;
+        // Every row before this step has been produced or dropped: `ready` is empty here.
+        let skip = self.skip;
+        let (state, output) =
+            blocking(move || step_file(state, &path, &display, &config, skip)).await?;
         if let Some(file) = self.files.get_mut(index) {
             file.state = state;
         }
@@ -253,6 +279,7 @@ fn step_file(
     path: &std::path::Path,
     display: &str,
     config: &ScanConfig,
+    skip: u64,
 ) -> ConnectorResult<(FileState, StepOutput)> {
     match state {
         FileState::Text(mut cursor) => {
@@ -270,8 +297,11 @@ fn step_file(
             Ok((state, output))
         }
         FileState::ParquetPending => {
-            let cursor = ParquetCursor::open(path, &config.decode)?;
-            parquet_step(Box::new(cursor), display, config)
+            let cursor = ParquetCursor::open_at(path, &config.decode, skip)?;
+            let skipped = cursor.skipped();
+            let (state, mut output) = parquet_step(Box::new(cursor), display, config)?;
+            output.skipped = skipped;
+            Ok((state, output))
         }
         FileState::ParquetOpen(cursor) => parquet_step(cursor, display, config),
         other @ (FileState::ParquetSettling(_) | FileState::Finished | FileState::InUse) => Ok((
@@ -280,6 +310,7 @@ fn step_file(
                 batches: Vec::new(),
                 progress: Progress::Done,
                 read_bytes: false,
+                skipped: 0,
             },
         )),
     }
@@ -301,6 +332,7 @@ fn parquet_step(
                 },
                 progress: Progress::More,
                 read_bytes: true,
+                skipped: 0,
             },
         ),
         None => (
@@ -309,6 +341,7 @@ fn parquet_step(
                 batches: Vec::new(),
                 progress: Progress::Done,
                 read_bytes: true,
+                skipped: 0,
             },
         ),
     })

@@ -105,12 +105,22 @@ fn open_projected(
     batch_size: usize,
     projection: Option<Vec<usize>>,
 ) -> (BatchStream, bool, Arc<SourceMetrics>) {
+    open_at(schema, options, batch_size, projection, 0)
+}
+
+fn open_at(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    batch_size: usize,
+    projection: Option<Vec<usize>>,
+    start_row: u64,
+) -> (BatchStream, bool, Arc<SourceMetrics>) {
     FileConnector::default().validate(schema, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
     let reader = FileConnector::default()
         .open(SourceContext {
             source_name: "test".to_string(),
-            start_row: 0,
+            start_row,
             schema: Arc::clone(schema),
             options,
             metrics: Arc::clone(&metrics),
@@ -964,4 +974,211 @@ fn csv_fast_path_gives_the_rows_of_the_row_path() {
         fast_regions > 50,
         "the fast path itself decoded {fast_regions} of 400 regions"
     );
+}
+
+// Starting at a row (a source restored from a checkpoint).
+
+/// The rows of a bounded source read from `start_row`, and its metrics.
+async fn rows_from(
+    schema: &SchemaRef,
+    options: &ConnectorOptions,
+    batch_size: usize,
+    start_row: u64,
+) -> (Vec<String>, Vec<usize>, Arc<SourceMetrics>) {
+    let (stream, _, metrics) = open_at(schema, options.clone(), batch_size, None, start_row);
+    let batches = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("bounded stream ends")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let sizes = batches.iter().map(RecordBatch::num_rows).collect();
+    (rows(&batches), sizes, metrics)
+}
+
+/// Reading from row `k` gives the rows from `k` of a full read, for `k` at the start, inside
+/// the first batch, at batch boundaries, in the middle, at the end and beyond, and for every
+/// `k` when there are few rows.
+async fn check_start_rows(schema: &SchemaRef, options: ConnectorOptions, batch_size: usize) {
+    let (all, sizes, metrics) = rows_from(schema, &options, batch_size, 0).await;
+    let total = all.len() as u64;
+    assert!(sizes.len() >= 3, "several batches: {sizes:?}");
+    let malformed = metrics.malformed();
+    let mut starts: Vec<u64> = if total <= 40 {
+        (0..=total + 1).collect()
+    } else {
+        vec![0, 1, total / 2, total - 1, total, total + 1]
+    };
+    let mut boundary = 0;
+    for size in &sizes {
+        boundary += *size as u64;
+        starts.push(boundary);
+    }
+    starts.push(total + 100);
+    for start in starts {
+        let (rest, _, metrics) = rows_from(schema, &options, batch_size, start).await;
+        let skip = (start as usize).min(all.len());
+        assert_eq!(rest, all[skip..], "from row {start}");
+        assert_eq!(metrics.rows(), rest.len() as u64, "from row {start}");
+        // Dropped rows were decoded or skipped, never reported again as malformed twice.
+        assert!(metrics.malformed() <= malformed, "from row {start}");
+    }
+}
+
+#[tokio::test]
+async fn csv_starts_at_a_row() {
+    let dir = TempDir::new("start-csv");
+    // A header per file, blank lines, a quoted line break, malformed rows (not counted).
+    dir.write(
+        "a.csv",
+        "auction,channel,date_time\n1,web,2023-05-06 17:31:00\n\nx,bad,2023-05-06 17:31:00\n\
+         2,\"two\nlines\",2023-05-06 17:31:01\n3,app,2023-05-06 17:31:02\n4,,\n",
+    );
+    dir.write("b.csv", "auction,channel,date_time\n");
+    dir.write(
+        "c.csv",
+        "auction,channel,date_time\n5,web,2023-05-06 17:32:00\n6,web\n7,app,2023-05-06 17:32:02\n\
+         8,\"a,b\",2023-05-06 17:32:03\n9,web,2023-05-06 17:32:04",
+    );
+    let folder = dir.path().display().to_string();
+    let options = options(&[("path", &folder), ("format", "csv"), ("header", "true")]);
+    let (all, _, metrics) = rows_from(&bids_schema(), &options, 3, 0).await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    assert_eq!(metrics.malformed(), 2);
+    check_start_rows(&bids_schema(), options, 3).await;
+}
+
+#[tokio::test]
+async fn json_lines_start_at_a_row() {
+    let dir = TempDir::new("start-json");
+    let mut text = String::new();
+    for n in 0..25 {
+        if n % 7 == 3 {
+            text.push_str("{not json\n\n");
+        }
+        text.push_str(&format!("{{\"n\": {n}, \"s\": \"row {n}\"}}\n"));
+    }
+    dir.write("a.jsonl", &text);
+    dir.write("b.jsonl", "{\"n\": 100}\n{\"n\": \"x\"}\n{\"n\": 101}");
+    let glob = dir.join("*.jsonl");
+    let s = schema(&[("n", DataType::Int64), ("s", DataType::Utf8)]);
+    check_start_rows(&s, options(&[("path", &glob)]), 4).await;
+}
+
+/// A Parquet file of `ids` (BIGINT NOT NULL) and `v` (BIGINT), in row groups of 3 rows.
+fn write_parquet_rows(path: &str, ids: std::ops::Range<i64>) {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let file_schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    // Every fifth `v` does not fit an INT (a malformed row when read as one).
+    let v: Vec<Option<i64>> = ids
+        .clone()
+        .map(|i| match i % 5 {
+            0 => Some(i64::MAX - i),
+            1 => None,
+            _ => Some(i * 10),
+        })
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(ids)),
+        Arc::new(Int64Array::from(v)),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&file_schema), columns).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(3))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, file_schema, Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[tokio::test]
+async fn parquet_starts_at_a_row() {
+    let dir = TempDir::new("start-parquet");
+    write_parquet_rows(&dir.join("a.parquet"), 0..11);
+    write_parquet_rows(&dir.join("b.parquet"), 11..13);
+    write_parquet_rows(&dir.join("c.parquet"), 13..30);
+    let folder = dir.path().display().to_string();
+    let options = options(&[("path", &folder)]);
+    // The file's types: no row can be malformed, rows are skipped by the row selection.
+    let exact = schema(&[("id", DataType::Int64), ("v", DataType::Int64)]);
+    check_start_rows(&exact, options.clone(), 4).await;
+    // `v` as INT: some rows are malformed, so rows are decoded and dropped.
+    let narrow = schema(&[("id", DataType::Int64), ("v", DataType::Int32)]);
+    let (all, _, metrics) = rows_from(&narrow, &options, 4, 0).await;
+    assert_eq!(all.len(), 24);
+    assert_eq!(metrics.malformed(), 6);
+    check_start_rows(&narrow, options, 4).await;
+}
+
+#[test]
+fn parquet_skips_rows_unread_only_when_none_can_be_malformed() {
+    let dir = TempDir::new("skip-parquet");
+    let path = dir.join("a.parquet");
+    write_parquet_rows(&path, 0..11);
+    let config = |columns: &[(&str, DataType)]| DecodeConfig {
+        schema: schema(columns),
+        null_value: None,
+        metrics: Default::default(),
+        batch_size: 100,
+    };
+    let ids = |cursor: &mut super::parquet::ParquetCursor, config: &DecodeConfig| {
+        let batch = cursor.next_batch("a", config).unwrap().unwrap();
+        rows(&[batch])
+    };
+    let exact = config(&[("id", DataType::Int64), ("v", DataType::Int64)]);
+    for skip in [0, 2, 3, 7, 11, 20] {
+        let mut cursor =
+            super::parquet::ParquetCursor::open_at(Path::new(&path), &exact, skip).unwrap();
+        assert_eq!(cursor.skipped(), skip.min(11));
+        if skip < 11 {
+            let first = ids(&mut cursor, &exact);
+            assert_eq!(first.len(), 11 - skip as usize);
+            assert!(first[0].starts_with(&format!("{skip}|")), "{first:?}");
+        } else {
+            assert!(cursor.next_batch("a", &exact).unwrap().is_none());
+        }
+    }
+    let narrow = config(&[("id", DataType::Int64), ("v", DataType::Int32)]);
+    let cursor = super::parquet::ParquetCursor::open_at(Path::new(&path), &narrow, 5).unwrap();
+    assert_eq!(cursor.skipped(), 0);
+    // A NOT NULL declared column over a nullable file column may drop rows too.
+    let strict = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let strict = DecodeConfig {
+        schema: strict,
+        null_value: None,
+        metrics: Default::default(),
+        batch_size: 100,
+    };
+    let cursor = super::parquet::ParquetCursor::open_at(Path::new(&path), &strict, 5).unwrap();
+    assert_eq!(cursor.skipped(), 0);
+}
+
+#[tokio::test]
+async fn a_following_source_starts_at_a_row() {
+    let dir = TempDir::new("start-follow");
+    dir.write("a.csv", "1\nx\n2\n");
+    let s = schema(&[("n", DataType::Int64)]);
+    let glob = dir.join("*.csv");
+    let (mut stream, _, metrics) = open_at(
+        &s,
+        options(&[("path", &glob), ("follow", "true")]),
+        1024,
+        None,
+        3,
+    );
+    // Rows 1 and 2 were read before; the third is still to come.
+    dir.append("a.csv", "3\n4\n");
+    // Whether `3` and `4` arrive with the first rows or later, the first batch is `4`.
+    assert_eq!(next_rows(&mut stream).await, ["4"]);
+    dir.write("b.csv", "5\n");
+    assert_eq!(next_rows(&mut stream).await, ["5"]);
+    assert_eq!(metrics.rows(), 2);
 }

@@ -47,6 +47,9 @@ pub(crate) struct StepOutput {
     /// Whether the step read any bytes (a following source sleeps only after a round that
     /// read nothing).
     pub read_bytes: bool,
+    /// Rows of the file the step passed over without producing them (well-formed rows a
+    /// restored source had already read, skipped without decoding).
+    pub skipped: u64,
 }
 
 /// Reading position in one text file.
@@ -173,6 +176,7 @@ impl TextCursor {
             batches: out.finish()?,
             progress,
             read_bytes,
+            skipped: 0,
         })
     }
 }

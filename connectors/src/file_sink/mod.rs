@@ -18,6 +18,30 @@
 //!   after a restart whose folder has it is not run again.
 //! - A failure removes the unfinished files and leaves finished ones alone.
 //!
+//! # Exactly-once output (a checkpointing job, [`SinkContext::exactly_once`])
+//! Files and markers become visible only when the checkpoint covering their rows completes,
+//! a two-phase commit as in Flink's `FileSink`:
+//! - A finished file (rolled by size, interval or inactivity, or by the watermark completing
+//!   its partition) is synced and renamed to a hidden `.<name>.pending` beside its final name;
+//!   due `_SUCCESS` markers are held back.
+//! - `pre_commit(epoch)` (the barrier) finishes every open file the same way and returns a
+//!   JSON record of every pending file not yet committed (pending and final paths, relative
+//!   to the sink's folder) and the due markers; the checkpoint stores it.
+//! - `commit(epoch)` (the checkpoint completed) renames the files of that epoch and earlier
+//!   to their final names, syncs their folders, then writes the markers. It is idempotent.
+//! - `recover(record)` on a restarted sink completes the record's commit (a file already
+//!   renamed is fine) and then deletes every hidden `.part-*` in-progress or pending file of
+//!   the folder: their rows come after the checkpoint and will be written again.
+//!   `recover(None)` only deletes them. A visible file is never deleted.
+//! - `finish()` (the input ended) and `close()` (DROP SINK) publish every pending file, since
+//!   no later checkpoint will: after a DROP SINK nothing is restarted, so the rows written
+//!   since the last checkpoint are kept rather than left hidden forever. `abort()` removes
+//!   the files being written and leaves pending ones for `recover` to decide.
+//! - File names carry the writer's run id, and a name already taken is skipped, so a run
+//!   never overwrites a file of an earlier one.
+//!
+//! Without it (the job does not checkpoint) files and markers become visible at once.
+//!
 //! # Options
 //! `path` (the folder, required), `format` (`parquet`, `csv`, `json`), `compression` (Parquet:
 //! `zstd` (default), `snappy`, `gzip`, `lz4`, `none`), `row_group.size` (rows),
@@ -27,6 +51,7 @@
 mod options;
 mod part_file;
 mod partition;
+mod two_phase;
 mod writer;
 
 #[cfg(test)]
@@ -107,6 +132,7 @@ impl SinkConnector for FileSinkConnector {
             ctx.schema,
             options,
             ctx.metrics,
+            ctx.exactly_once,
         )?))
     }
 

@@ -3,6 +3,8 @@
 //! A file is written as `.<name>.<id>.inprogress` beside its final name. [`PartFile::commit`]
 //! finishes the format (the Parquet footer), syncs the data to disk, renames the file to its
 //! final name and syncs the folder, so a reader either sees the whole file or nothing.
+//! [`PartFile::finish_as`] finishes it the same way under another name (an exactly-once sink's
+//! hidden pending name, made visible by a later rename).
 //! [`PartFile::discard`] removes an unfinished file.
 
 use std::fs::File;
@@ -209,8 +211,20 @@ impl PartFile {
         }
     }
 
+    /// The name the file gets when committed.
+    pub(crate) fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
     /// Finishes the file and makes it visible under its final name.
     pub(crate) fn commit(self) -> ConnectorResult<()> {
+        let target = self.final_path.clone();
+        self.finish_as(&target)
+    }
+
+    /// Finishes the file (format footer, data synced to disk) and renames it to `target`, in
+    /// the same folder, then syncs the folder: the rename is durable when this returns.
+    pub(crate) fn finish_as(self, target: &Path) -> ConnectorResult<()> {
         let in_progress = self.in_progress.clone();
         let file = match self.encoder {
             Encoder::Parquet(w) => w.into_inner().map_err(|e| {
@@ -227,9 +241,8 @@ impl PartFile {
         file.sync_all()
             .map_err(|e| io_error("sync", &in_progress, e))?;
         drop(file);
-        std::fs::rename(&in_progress, &self.final_path)
-            .map_err(|e| io_error("rename", &in_progress, e))?;
-        sync_dir(self.final_path.parent());
+        std::fs::rename(&in_progress, target).map_err(|e| io_error("rename", &in_progress, e))?;
+        sync_dir(target.parent());
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The writers: [`PartitionedWriter`] for continuous sinks (rolling files, partitions,
-//! `_SUCCESS` markers) and [`SingleFileWriter`] for `COPY ... TO 'file'`.
+//! `_SUCCESS` markers, the two-phase commit of exactly-once sinks) and [`SingleFileWriter`]
+//! for `COPY ... TO 'file'`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use eddy_engine::connector::{ConnectorResult, SinkMetrics, SinkWriter};
 use super::options::SinkOptions;
 use super::part_file::{Encoding, PartFile, io_error, sync_dir};
 use super::partition::{HiveValues, NULL_PARTITION, nanos};
+use super::two_phase::{CommitManifest, StagedFile, publish, remove_hidden};
 
 /// The marker of a complete partition (Flink's and Hadoop's name).
 pub const SUCCESS_FILE: &str = "_SUCCESS";
@@ -45,6 +47,11 @@ struct Partition {
 }
 
 /// The writer of a continuous file sink.
+///
+/// Without `exactly_once` a finished file is renamed to its final name at once and a complete
+/// partition gets its `_SUCCESS` at once. With it, finished files wait under hidden pending
+/// names and due markers wait in `staged` until a checkpoint's [`SinkWriter::pre_commit`]
+/// moves them to `pre_committed`, and its [`SinkWriter::commit`] publishes them.
 pub(crate) struct PartitionedWriter {
     root: PathBuf,
     schema: SchemaRef,
@@ -57,6 +64,12 @@ pub(crate) struct PartitionedWriter {
     /// Event-time partitions not yet committed, by end.
     pending: BTreeMap<i64, HashSet<String>>,
     metrics: Arc<SinkMetrics>,
+    /// Files and markers become visible only through the two-phase commit.
+    exactly_once: bool,
+    /// Finished (pending) files and due markers no checkpoint has pre-committed yet.
+    staged: CommitManifest,
+    /// What each checkpoint pre-committed that is not committed yet, by epoch.
+    pre_committed: BTreeMap<u64, CommitManifest>,
 }
 
 impl PartitionedWriter {
@@ -65,6 +78,7 @@ impl PartitionedWriter {
         schema: SchemaRef,
         options: SinkOptions,
         metrics: Arc<SinkMetrics>,
+        exactly_once: bool,
     ) -> ConnectorResult<Self> {
         std::fs::create_dir_all(&root).map_err(|e| io_error("create folder", &root, e))?;
         // Files are coming: the folder is not complete any more.
@@ -83,6 +97,9 @@ impl PartitionedWriter {
             partitions: HashMap::new(),
             pending: BTreeMap::new(),
             metrics,
+            exactly_once,
+            staged: CommitManifest::default(),
+            pre_committed: BTreeMap::new(),
         })
     }
 
@@ -165,18 +182,26 @@ impl PartitionedWriter {
             .collect()
     }
 
+    /// A new file's final path. The run id makes names differ between writers; a name
+    /// that exists anyway (visible or pending) is skipped, so no file is ever overwritten.
     fn file_path(&mut self, folder: &str) -> PathBuf {
-        self.seq += 1;
-        let name = format!(
-            "part-{}-{:05}.{}",
-            self.run,
-            self.seq,
-            self.options.format.extension()
-        );
-        if folder.is_empty() {
-            self.root.join(name)
-        } else {
-            self.root.join(folder).join(name)
+        loop {
+            self.seq += 1;
+            let name = format!(
+                "part-{}-{:05}.{}",
+                self.run,
+                self.seq,
+                self.options.format.extension()
+            );
+            let dir = if folder.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(folder)
+            };
+            let taken = dir.join(&name).exists() || dir.join(format!(".{name}.pending")).exists();
+            if !taken {
+                return dir.join(name);
+            }
         }
     }
 
@@ -222,27 +247,64 @@ impl PartitionedWriter {
         Ok(())
     }
 
-    /// Finishes the open file of a partition, if any.
+    /// Finishes the open file of a partition, if any: visible at once, or, exactly-once,
+    /// under its pending name until a checkpoint commits it.
     fn roll(&mut self, folder: &str) -> ConnectorResult<()> {
         let Some(file) = self.partitions.get_mut(folder).and_then(|p| p.file.take()) else {
             return Ok(());
         };
-        file.commit()?;
-        SinkMetrics::add(&self.metrics.files, 1);
+        if !self.exactly_once {
+            file.commit()?;
+            SinkMetrics::add(&self.metrics.files, 1);
+            return Ok(());
+        }
+        let relative = file
+            .final_path()
+            .strip_prefix(&self.root)
+            .map_err(|_| {
+                eddy_engine::connector::ConnectorError::Io(format!(
+                    "{} is outside the sink's folder",
+                    file.final_path().display()
+                ))
+            })?
+            .to_path_buf();
+        let staged = StagedFile::for_final(&relative)?;
+        file.finish_as(&self.root.join(&staged.pending))?;
+        self.staged.files.push(staged);
         Ok(())
     }
 
-    /// Finishes a partition's file and writes its `_SUCCESS` marker.
+    /// Finishes a partition's file and writes its `_SUCCESS` marker (exactly-once: makes the
+    /// marker due at the next checkpoint).
     fn commit_partition(&mut self, folder: &str) -> ConnectorResult<()> {
         self.roll(folder)?;
-        let dir = self.root.join(folder);
-        write_marker(&dir)?;
-        if let Some(p) = self.partitions.get_mut(folder) {
-            if !p.committed {
+        let was_committed = self.partitions.get(folder).is_some_and(|p| p.committed);
+        if self.exactly_once {
+            // A partition's marker is written once; late files join it without a new one.
+            if !was_committed && !self.staged.success.iter().any(|f| f == folder) {
+                self.staged.success.push(folder.to_string());
+            }
+        } else {
+            write_marker(&self.root.join(folder))?;
+            if !was_committed {
                 SinkMetrics::add(&self.metrics.partitions_committed, 1);
             }
+        }
+        if let Some(p) = self.partitions.get_mut(folder) {
             p.committed = true;
         }
+        Ok(())
+    }
+
+    /// Exactly-once: publishes everything finished, pre-committed or not (the input ended or
+    /// the sink is dropped, so no checkpoint will).
+    fn publish_all(&mut self) -> ConnectorResult<()> {
+        while let Some((_, manifest)) = self.pre_committed.first_key_value() {
+            publish(&self.root, manifest, &self.metrics)?;
+            self.pre_committed.pop_first();
+        }
+        publish(&self.root, &self.staged, &self.metrics)?;
+        self.staged = CommitManifest::default();
         Ok(())
     }
 
@@ -273,7 +335,7 @@ impl PartitionedWriter {
     }
 }
 
-fn write_marker(dir: &std::path::Path) -> ConnectorResult<()> {
+pub(crate) fn write_marker(dir: &std::path::Path) -> ConnectorResult<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_error("create folder", dir, e))?;
     let marker = dir.join(SUCCESS_FILE);
     std::fs::write(&marker, b"").map_err(|e| io_error("write", &marker, e))?;
@@ -347,15 +409,27 @@ impl SinkWriter for PartitionedWriter {
     fn finish(&mut self) -> ConnectorResult<()> {
         self.roll_all()?;
         let pending = std::mem::take(&mut self.pending);
-        for folder in pending.into_values().flatten() {
+        let mut folders: Vec<String> = pending.into_values().flatten().collect();
+        folders.sort();
+        folders.dedup();
+        for folder in folders {
             self.commit_partition(&folder)?;
+        }
+        if self.exactly_once {
+            self.publish_all()?;
         }
         // The whole output is final, as Hadoop and Spark mark a finished job.
         write_marker(&self.root)
     }
 
     fn close(&mut self) -> ConnectorResult<()> {
-        self.roll_all()
+        self.roll_all()?;
+        if self.exactly_once {
+            // Dropped for good: no restart will commit what is pending, so it is made
+            // visible now (the markers only of partitions the watermark completed).
+            self.publish_all()?;
+        }
+        Ok(())
     }
 
     fn abort(&mut self) {
@@ -365,6 +439,56 @@ impl SinkWriter for PartitionedWriter {
             }
         }
         SinkMetrics::set(&self.metrics.buffered_bytes, 0);
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> ConnectorResult<String> {
+        if !self.exactly_once {
+            return Err(eddy_engine::connector::ConnectorError::Unsupported(
+                "a checkpoint of a file sink opened without exactly-once output".to_string(),
+            ));
+        }
+        self.roll_all()?;
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.epoch = epoch;
+        self.pre_committed
+            .entry(epoch)
+            .or_insert_with(|| CommitManifest {
+                epoch,
+                ..CommitManifest::default()
+            })
+            .extend(&staged);
+        // Everything not yet committed: a crash before the commits of earlier checkpoints
+        // must not lose their files.
+        let mut all = CommitManifest {
+            epoch,
+            ..CommitManifest::default()
+        };
+        for manifest in self.pre_committed.values() {
+            all.extend(manifest);
+        }
+        all.epoch = epoch;
+        all.to_json()
+    }
+
+    fn commit(&mut self, epoch: u64) -> ConnectorResult<()> {
+        // One epoch at a time, removed once published, so a failed commit can be retried.
+        while let Some((&first, manifest)) = self.pre_committed.first_key_value() {
+            if first > epoch {
+                break;
+            }
+            publish(&self.root, manifest, &self.metrics)?;
+            self.pre_committed.pop_first();
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, pre_committed: Option<&str>) -> ConnectorResult<()> {
+        if let Some(text) = pre_committed {
+            let manifest = CommitManifest::from_json(text)?;
+            publish(&self.root, &manifest, &self.metrics)?;
+        }
+        // The rest holds rows after the checkpoint, which the restarted job produces again.
+        remove_hidden(&self.root)
     }
 }
 

@@ -25,7 +25,9 @@
 //!   2023-01-01T00:00:00Z. Event times never depend on the wall clock.
 //!
 //! An unpaced source may be read by several readers in parallel, each producing the rows of
-//! its share of blocks of the event stream ([`split`]).
+//! its share of blocks of the event stream ([`split`]). A reader restored from a checkpoint
+//! (`start_row`) starts at that row of its split without generating the rows before it, and
+//! paces (if paced) from there.
 
 pub mod config;
 pub mod generator;
@@ -89,6 +91,7 @@ impl SourceConnector for NexmarkConnector {
             metrics: ctx.metrics,
             batch_size: ctx.batch_size,
             split: ctx.split,
+            start_row: ctx.start_row,
         });
         Ok(SourceReader { stream, bounded })
     }

@@ -3,7 +3,9 @@
 //! split reader ([`super::split`]).
 //!
 //! Event `n` of the combined stream is due `n / events.per.second` seconds after the first
-//! poll. A rate-limited reader sleeps (never spins) until a full batch of its table is due or
+//! poll (for a restored reader, `(n - s) / events.per.second` seconds, where `s` follows the
+//! last row it had produced: it resumes the pace from its position, without a burst). Event times never depend on the wall clock.
+//! A reader opened with `start_row` jumps straight to the event of that row of its split. A rate-limited reader sleeps (never spins) until a full batch of its table is due or
 //! [`FLUSH_INTERVAL`] has passed since its last batch, then emits whatever is due, so that slow
 //! streams still deliver rows promptly. Unlimited readers emit full batches back to back. The
 //! stream holds no resources besides memory: dropping it cancels it.
@@ -36,6 +38,8 @@ pub struct ReaderParams {
     pub metrics: Arc<SourceMetrics>,
     pub batch_size: usize,
     pub split: SourceSplit,
+    /// Rows of this split (of the table) already produced by an earlier run.
+    pub start_row: u64,
 }
 
 /// The stream of batches of one reader.
@@ -46,18 +50,30 @@ pub fn batch_stream(params: ReaderParams) -> BatchStream {
         metrics,
         batch_size,
         split,
+        start_row,
     } = params;
     let config = GeneratorConfig::new(&options);
     let generator = NexmarkGenerator::new(config, options.table, plan.wanted());
+    let mut blocks = SplitBlocks::new(config, split);
+    // Rows are a function of their event number: a restored reader jumps to its next row.
+    let next_event = blocks.clone().event_of_row(options.table, start_row);
+    // The pace counts from the event after the last row already produced, as the events of
+    // other tables in between take their time in an uninterrupted run too.
+    let pace_origin = match start_row.checked_sub(1) {
+        None => 0,
+        Some(last) => blocks.event_of_row(options.table, last).saturating_add(1),
+    };
     let reader = Reader {
         generator,
-        blocks: SplitBlocks::new(config, split),
+        blocks,
         plan,
         metrics,
         batch_size: batch_size.clamp(1, MAX_BATCH_ROWS),
-        next_event: 0,
+        next_event,
         end_event: options.events_max.unwrap_or(u64::MAX),
-        pacing: options.events_per_second.map(Pacing::new),
+        pacing: options
+            .events_per_second
+            .map(|rate| Pacing::new(rate, pace_origin)),
         failed: false,
     };
     futures::stream::unfold(reader, |mut reader| async move {
@@ -168,17 +184,22 @@ impl Reader {
 /// The wall-clock schedule of a rate-limited reader.
 struct Pacing {
     events_per_second: u64,
-    /// When event 0 was due: the first poll, so a source opened long before it is read does
-    /// not start with a burst.
+    /// The event due at the first poll: 0, or for a restored reader the event after the last
+    /// row it had produced. The schedule counts from it, so a restored reader neither bursts
+    /// through the time of the events before it nor waits for it.
+    origin: u64,
+    /// When event `origin` was due: the first poll, so a source opened long before it is read
+    /// does not start with a burst.
     start: Option<Instant>,
     /// When due rows must be emitted even if they do not fill a batch.
     flush_at: Option<Instant>,
 }
 
 impl Pacing {
-    fn new(events_per_second: u64) -> Self {
+    fn new(events_per_second: u64, origin: u64) -> Self {
         Self {
             events_per_second,
+            origin,
             start: None,
             flush_at: None,
         }
@@ -186,7 +207,8 @@ impl Pacing {
 
     /// When event `event` is due, or `None` beyond any representable instant.
     fn due_time(&self, start: Instant, event: u64) -> Option<Instant> {
-        let nanos = u128::from(event) * 1_000_000_000 / u128::from(self.events_per_second);
+        let nanos = u128::from(event.saturating_sub(self.origin)) * 1_000_000_000
+            / u128::from(self.events_per_second);
         start.checked_add(Duration::from_nanos(u64::try_from(nanos).ok()?))
     }
 
@@ -194,7 +216,9 @@ impl Pacing {
     fn due_count(&self, start: Instant, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(start).as_nanos();
         let due = elapsed * u128::from(self.events_per_second) / 1_000_000_000 + 1;
-        u64::try_from(due).unwrap_or(u64::MAX)
+        u64::try_from(due)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.origin)
     }
 
     /// `Ok(to)` when events `next..to` should be generated now; `Err(instant)` to sleep until

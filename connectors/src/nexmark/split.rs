@@ -14,7 +14,8 @@ use std::ops::Range;
 
 use eddy_engine::connector::SourceSplit;
 
-use super::generator_config::GeneratorConfig;
+use super::config::NexmarkTable;
+use super::generator_config::{GeneratorConfig, count_before, event_of};
 
 /// Nominal size of a block, in events of the combined stream: 0.8 s of event time at the
 /// default 10,000 events per second, so parallel readers stay close in event time, and large
@@ -65,6 +66,31 @@ impl SplitBlocks {
             self.block = self.block.saturating_add(self.count);
         }
     }
+
+    /// The event of the reader's row `row` (0-based, counting only rows of `table` in the
+    /// blocks it owns): where a reader resumes after its first `row` rows. Walks the owned
+    /// blocks by their row counts, generating nothing; `u64::MAX` beyond the stream. Must be
+    /// called before [`SplitBlocks::owned_from`].
+    pub fn event_of_row(&mut self, table: NexmarkTable, row: u64) -> u64 {
+        if self.count == 1 {
+            return event_of(table, row);
+        }
+        let mut left = row;
+        let mut event = 0;
+        loop {
+            let owned = self.owned_from(event);
+            let first = count_before(table, owned.start);
+            if owned.end == u64::MAX {
+                return event_of(table, first.saturating_add(left));
+            }
+            let available = count_before(table, owned.end) - first;
+            if left < available {
+                return event_of(table, first + left);
+            }
+            left -= available;
+            event = owned.end;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +116,38 @@ mod tests {
             next = owned.end;
         }
         events
+    }
+
+    #[test]
+    fn a_row_of_a_split_maps_to_its_event() {
+        // Every row of every reader, block boundaries included, against the events the
+        // reader visits.
+        for event_rate in [10_000, 7, 30_000_000] {
+            let config = config(event_rate);
+            let end = 60_000;
+            for table in [
+                NexmarkTable::Bid,
+                NexmarkTable::Person,
+                NexmarkTable::Auction,
+            ] {
+                for count in 1..=3 {
+                    for index in 0..count {
+                        let rows: Vec<u64> = owned_events(config, index, count, end)
+                            .into_iter()
+                            .filter(|&e| super::super::generator_config::table_of(e) == table)
+                            .collect();
+                        for (row, &event) in rows.iter().enumerate() {
+                            let mut blocks = SplitBlocks::new(config, SourceSplit { index, count });
+                            assert_eq!(
+                                blocks.event_of_row(table, row as u64),
+                                event,
+                                "{table:?} row {row} of reader {index} of {count}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -606,3 +606,97 @@ async fn bid_throughput() {
         );
     }
 }
+
+/// Reads reader `index` of `count` of a bounded source from row `start_row`, all rows in one
+/// batch (with the batch sizes it produced).
+async fn read_split_from(
+    pairs: &[(&str, &str)],
+    batch_size: usize,
+    split: SourceSplit,
+    start_row: u64,
+) -> (RecordBatch, Vec<usize>) {
+    let options = options(pairs);
+    let schema = default_schema(&options);
+    let reader = NexmarkConnector
+        .open(SourceContext {
+            source_name: "test".into(),
+            start_row,
+            schema: Arc::clone(&schema),
+            options,
+            metrics: Arc::new(SourceMetrics::default()),
+            batch_size,
+            split,
+            projection: None,
+        })
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.stream.map(|batch| batch.unwrap()).collect().await;
+    let sizes = batches.iter().map(RecordBatch::num_rows).collect();
+    (concat_batches(&schema, &batches).unwrap(), sizes)
+}
+
+#[tokio::test]
+async fn a_reader_started_at_a_row_produces_the_rest_of_its_split() {
+    // 20,000 events are 2.4 blocks: with 2 readers reader 0 owns blocks 0 and 2, so its
+    // rows cross a block it does not own.
+    for table in ["bid", "person", "auction"] {
+        let pairs = [("nexmark.table", table), ("events.max", "20000")];
+        for count in [1, 2, 3] {
+            for index in 0..count {
+                let split = SourceSplit { index, count };
+                let (whole, sizes) = read_split_from(&pairs, 100, split, 0).await;
+                let total = whole.num_rows() as u64;
+                assert!(total > 0, "{table} {index}/{count}");
+                let first_batch = sizes[0] as u64;
+                let mut starts = vec![0, 1, first_batch / 2, first_batch, total / 2];
+                starts.extend([total - 1, total, total + 1, total + 1000]);
+                // Batch boundaries (block boundaries are checked in `split`'s tests).
+                let mut at = 0;
+                for size in sizes.iter().take(3) {
+                    at += *size as u64;
+                    starts.push(at);
+                }
+                for start in starts {
+                    let (rest, _) = read_split_from(&pairs, 100, split, start).await;
+                    let skip = (start as usize).min(whole.num_rows());
+                    let expected = whole.slice(skip, whole.num_rows() - skip);
+                    assert_eq!(
+                        row_texts(&rest),
+                        row_texts(&expected),
+                        "{table}: reader {index} of {count} from row {start}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restored_paced_reader_resumes_the_pace_from_its_position() {
+    // 100 events per second, 1000 events: a reader restored at the bid of event 950 has 50
+    // events left, about 0.5 s, whether or not it is the pace of the first 9.5 s.
+    let pairs = [
+        ("nexmark.table", "bid"),
+        ("events.per.second", "100"),
+        ("events.max", "1000"),
+    ];
+    let start_row = count_before(NexmarkTable::Bid, 950);
+    assert_eq!(event_of(NexmarkTable::Bid, start_row), 954);
+    let started = Instant::now();
+    let (rest, _) = read_split_from(&pairs, 8192, SourceSplit::WHOLE, start_row).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "a burst: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "waited for skipped events: {elapsed:?}"
+    );
+    // Event times are those of the uninterrupted stream: 10 ms apart from the base.
+    let times = millis(&rest, "date_time");
+    assert_eq!(
+        rest.num_rows() as u64,
+        count_before(NexmarkTable::Bid, 1000) - start_row
+    );
+    assert_eq!(times[0], 1_672_531_200_000 + 954 * 10);
+}

@@ -175,6 +175,21 @@ impl PartitionRows {
         self.len == 0
     }
 
+    /// A partition whose rows before `row` are gone: rows pushed next are numbered from
+    /// `row` on (a restored partition, whose earlier rows no match can reach any more).
+    pub fn starting_at(row: usize) -> Self {
+        Self {
+            len: row,
+            ahead_first: row,
+            ..Self::default()
+        }
+    }
+
+    /// The first row still held (`len()` when none is).
+    pub fn first_held(&self) -> usize {
+        self.chunks.front().map_or(self.len, |c| c.first)
+    }
+
     /// Appends rows `offset .. offset + len` of `segment`.
     pub fn push(&mut self, segment: &Arc<Segment>, offset: usize, len: usize) {
         self.chunks.push_back(Chunk {

@@ -8,20 +8,31 @@
 //! (`B.price < PREV(B.price)`) is evaluated for all of them at once as a boolean column (one
 //! that reads `NEXT` rows, once those rows are released). Each partition's
 //! [`PartitionMatcher`] then consumes its new rows; conditions that depend on the labelling
-//! (`LAST(A.x)`, `SUM(A.x)`) are evaluated per candidate. Matches are turned into output rows with their measures, and rows no pending
-//! match or navigation can reach are freed. At the end of the input every partition ends:
-//! patterns are finished as at the end of a batch query.
+//! (`LAST(A.x)`, `SUM(A.x)`) are evaluated per candidate. Matches are turned into output rows
+//! with their measures, and rows no pending match or navigation can reach are freed. At the
+//! end of the input every partition ends: patterns are finished as at the end of a batch
+//! query.
+//!
+//! State: the waiting rows (`waiting_rows`) and each partition's held rows
+//! (`partition_rows`); the watermark frees the first, matches and AFTER MATCH SKIP the second.
+//! A snapshot holds the waiting rows as they arrived; per partition, its key, how many rows
+//! it released, where its next or running attempt starts, MATCH_NUMBER() so far and the rows
+//! matches covered; the partitions' rows from the attempt's start (less the rows PREV can
+//! reach back) on; the watermark and the release counters. It does not hold the matcher's
+//! threads: a restore computes the rows' conditions again and replays the running attempt
+//! over them (the matcher is deterministic), emitting nothing, and refuses a snapshot whose
+//! replay does not end where the original attempt was.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{
     cast, concat, concat_batches, filter_record_batch, interleave, take,
 };
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::HashMap;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -40,7 +51,7 @@ use crate::plan::pattern::VarId;
 use crate::plan::window::unit_nanos;
 use crate::runtime::message::EventTime;
 use crate::sql::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 
 /// Everything the operator needs, compiled against the input schema.
 pub struct MatchRecognizeSpec {
@@ -157,6 +168,8 @@ pub struct MatchRecognizeOperator {
     partitions: Vec<Partition>,
     partition_ids: HashMap<Box<[u8]>, usize>,
     watermark: Option<EventTime>,
+    /// The last watermark received (and forwarded); one at or below it is ignored.
+    forwarded: Option<EventTime>,
     late_rows: Arc<AtomicU64>,
     /// Releases so far (each makes one segment), and the last one that compacted.
     releases: u64,
@@ -222,6 +235,7 @@ impl MatchRecognizeOperator {
             partitions: Vec::new(),
             partition_ids: HashMap::new(),
             watermark: None,
+            forwarded: None,
             late_rows,
             releases: 0,
             compacted: 0,
@@ -301,30 +315,34 @@ impl MatchRecognizeOperator {
         Ok(())
     }
 
-    /// Sorts released rows into partitions and appends them; returns the partitions touched.
     /// The id of the partition with key `key`, created if new.
     fn partition_id(&mut self, key: &[u8]) -> usize {
         if let Some(&id) = self.partition_ids.get(key) {
             return id;
         }
         let id = self.partitions.len();
-        self.partitions.push(Partition {
-            rows: PartitionRows::default(),
+        let partition = self.new_partition(PartitionRows::default());
+        self.partitions.push(partition);
+        self.partition_ids.insert(key.into(), id);
+        id
+    }
+
+    fn new_partition(&self, rows: PartitionRows) -> Partition {
+        Partition {
+            rows,
             matcher: PartitionMatcher::new(
                 Arc::clone(&self.s.spec.program),
                 self.s.spec.skip.clone(),
                 self.row_local.iter().all(|r| *r),
                 matches!(self.s.spec.rows, RowsMode::All(EmptyMatches::WithUnmatched)),
             ),
-        });
-        self.partition_ids.insert(key.into(), id);
-        id
+        }
     }
 
-    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<usize>> {
-        let n = batch.num_rows();
-        let partition_columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
+    /// The partition key of each row, in the row format `partition_ids` is keyed by.
+    fn partition_keys(&self, batch: &RecordBatch) -> EngineResult<Rows> {
+        let columns: Vec<ArrayRef> = if self.s.spec.partition_by.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; batch.num_rows()]))]
         } else {
             self.s
                 .spec
@@ -333,9 +351,13 @@ impl MatchRecognizeOperator {
                 .map(|i| Arc::clone(batch.column(*i)))
                 .collect()
         };
-        let partition_rows = self
-            .partition_converter
-            .convert_columns(&partition_columns)?;
+        Ok(self.partition_converter.convert_columns(&columns)?)
+    }
+
+    /// Sorts released rows into partitions and appends them; returns the partitions touched.
+    fn append(&mut self, batch: RecordBatch, times: Vec<i64>) -> EngineResult<Vec<usize>> {
+        let n = batch.num_rows();
+        let partition_rows = self.partition_keys(&batch)?;
         // Each row's partition (created on first sight), then the rows grouped by partition in
         // order of first arrival, each group in arrival order (a counting sort).
         let mut row_partition: Vec<u32> = Vec::with_capacity(n);
@@ -395,6 +417,21 @@ impl MatchRecognizeOperator {
             .map(|c| take(c, &index_array, None))
             .collect::<Result<Vec<_>, _>>()?;
         let sorted = RecordBatch::try_new(Arc::clone(&self.s.input_schema), columns)?;
+        self.releases += 1;
+        self.add_segment(sorted, times, runs, self.releases)
+    }
+
+    /// Appends rows sorted into runs of partitions, `(partition, offset, len)`, as one
+    /// segment made by release `release`, computing their arguments and row-local conditions;
+    /// returns the partitions touched.
+    fn add_segment(
+        &mut self,
+        sorted: RecordBatch,
+        times: Vec<i64>,
+        runs: Vec<(usize, usize, usize)>,
+        release: u64,
+    ) -> EngineResult<Vec<usize>> {
+        let n = sorted.num_rows();
         let args = self
             .s
             .args
@@ -402,14 +439,12 @@ impl MatchRecognizeOperator {
             .map(|e| Ok(e.evaluate(&sorted)?.into_array(n)?))
             .collect::<EngineResult<Vec<_>>>()?;
         let bits = self.row_local_bits(&runs, &args, n)?;
-
-        self.releases += 1;
         let segment = Arc::new(Segment {
             batch: sorted,
             args,
             bits,
             times,
-            release: self.releases,
+            release,
         });
         let mut touched = Vec::with_capacity(runs.len());
         for (id, start, len) in runs {
@@ -751,6 +786,331 @@ impl MatchRecognizeOperator {
     }
 }
 
+/// The snapshot's tables: named values, rows waiting for the watermark (as they arrived),
+/// one row per partition, and the rows partitions hold (all partitions', in partition order).
+const META: &str = "match_meta";
+const WAITING: &str = "waiting_rows";
+const PARTITIONS: &str = "partitions";
+const ROWS: &str = "partition_rows";
+
+/// Per partition, beside its key columns `key_0 ..`: rows released so far, the first row
+/// held in the snapshot, where the next or running attempt starts, the row the running
+/// attempt waits for (NULL: none runs), MATCH_NUMBER() so far, rows covered by matches, and
+/// whether the running attempt waits only at `$` (WITHIN gave up its other threads).
+const PARTITION_COLUMNS: [&str; 7] = [
+    "rows",
+    "first_row",
+    "start",
+    "attempt_row",
+    "matches",
+    "covered",
+    "at_end_only",
+];
+
+fn as_i64(v: impl TryInto<i64>) -> EngineResult<i64> {
+    v.try_into()
+        .map_err(|_| EngineError::Internal("a row count beyond i64".to_string()))
+}
+
+/// A count or row number read from a snapshot: present and not negative.
+fn as_index(v: Option<i64>, what: &str) -> EngineResult<usize> {
+    v.and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| corrupt(format!("MATCH_RECOGNIZE state with {what} {v:?}")))
+}
+
+/// What one partition's row of the snapshot says.
+struct PartitionState {
+    rows: usize,
+    first_row: usize,
+    start: usize,
+    attempt_row: Option<usize>,
+    matches: u64,
+    covered: usize,
+    at_end_only: bool,
+}
+
+impl PartitionState {
+    fn read(columns: &[&Int64Array], i: usize) -> EngineResult<Self> {
+        let get = |k: usize| {
+            columns
+                .get(k)
+                .and_then(|c| c.is_valid(i).then(|| c.value(i)))
+        };
+        let field = |k: usize| as_index(get(k), PARTITION_COLUMNS[k]);
+        let state = PartitionState {
+            rows: field(0)?,
+            first_row: field(1)?,
+            start: field(2)?,
+            attempt_row: get(3)
+                .map(|v| as_index(Some(v), "attempt_row"))
+                .transpose()?,
+            matches: field(4)? as u64,
+            covered: field(5)?,
+            at_end_only: match get(6) {
+                Some(0) => false,
+                Some(1) => true,
+                other => return Err(corrupt(format!("at_end_only {other:?}"))),
+            },
+        };
+        let consistent = state.first_row <= state.start
+            && state.start <= state.rows
+            && state.covered <= state.rows
+            && state
+                .attempt_row
+                .is_none_or(|a| state.start <= a && a <= state.rows)
+            && (!state.at_end_only || state.attempt_row.is_some());
+        if consistent {
+            Ok(state)
+        } else {
+            Err(corrupt(format!(
+                "partition {i}: rows {}, first row {}, start {}, attempt at {:?}, covered {}",
+                state.rows, state.first_row, state.start, state.attempt_row, state.covered
+            )))
+        }
+    }
+}
+
+impl MatchRecognizeOperator {
+    fn snapshot_state(&self) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        snapshot.add_values(
+            META,
+            &[
+                ("watermark", self.watermark),
+                ("forwarded", self.forwarded),
+                ("releases", Some(as_i64(self.releases)?)),
+                ("compacted", Some(as_i64(self.compacted)?)),
+            ],
+        )?;
+        for p in &self.pending {
+            snapshot.add(WAITING, p.batch.clone())?;
+        }
+        let mut keys: Vec<&[u8]> = vec![&[]; self.partitions.len()];
+        for (key, &id) in &self.partition_ids {
+            if let Some(slot) = keys.get_mut(id) {
+                *slot = key;
+            }
+        }
+        let parser = self.partition_converter.parser();
+        let mut columns = self
+            .partition_converter
+            .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let mut fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Field::new(format!("key_{i}"), c.data_type().clone(), true))
+            .collect();
+        let mut values: Vec<Vec<Option<i64>>> = vec![Vec::new(); PARTITION_COLUMNS.len()];
+        let mut refs: Vec<(&Segment, usize)> = Vec::new();
+        for p in &self.partitions {
+            let start = p.matcher.first_needed_row();
+            // The rows a condition or measure can still read: from `lookback` rows before
+            // the attempt's start (more may be held, in chunks not yet freed).
+            let first = p.rows.first_held().max(start.saturating_sub(self.lookback));
+            for row in first..p.rows.len() {
+                refs.push(
+                    p.rows
+                        .locate(row)
+                        .ok_or_else(|| EngineError::Internal(format!("row {row} was freed")))?,
+                );
+            }
+            let row = [
+                Some(as_i64(p.rows.len())?),
+                Some(as_i64(first)?),
+                Some(as_i64(start)?),
+                p.matcher.waiting_row().map(as_i64).transpose()?,
+                Some(as_i64(p.matcher.matches())?),
+                Some(as_i64(p.matcher.covered())?),
+                Some(i64::from(p.matcher.waits_only_at_end())),
+            ];
+            for (column, value) in values.iter_mut().zip(row) {
+                column.push(value);
+            }
+        }
+        for (name, column) in PARTITION_COLUMNS.iter().zip(values) {
+            fields.push(Field::new(*name, DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from(column)));
+        }
+        let partitions = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        snapshot.add(PARTITIONS, partitions)?;
+        snapshot.add(ROWS, gather_rows(&self.s.input_schema, &refs)?)?;
+        Ok(snapshot)
+    }
+
+    /// Rows of the input schema, or a refusal.
+    fn input_rows(&self, batch: &RecordBatch) -> EngineResult<(RecordBatch, Vec<i64>)> {
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.s.input_schema), batch.columns().to_vec())
+                .map_err(|e| corrupt(format!("MATCH_RECOGNIZE rows of another shape: {e}")))?;
+        let times = self
+            .times(&batch)?
+            .into_iter()
+            .map(|t| t.ok_or_else(|| corrupt("a MATCH_RECOGNIZE row without event time")))
+            .collect::<EngineResult<Vec<i64>>>()?;
+        Ok((batch, times))
+    }
+
+    /// Puts back a snapshot: the waiting rows as they were; each partition's held rows as
+    /// one segment, their conditions computed again; then each matcher replays its running
+    /// attempt over them without reporting anything (the replay must end where the
+    /// snapshot says, or the snapshot is refused).
+    fn restore_state(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if snapshot.is_empty() {
+            return Ok(());
+        }
+        if let Some(name) = snapshot
+            .table_names()
+            .into_iter()
+            .find(|n| ![META, WAITING, PARTITIONS, ROWS].contains(&n.as_str()))
+        {
+            return Err(corrupt(format!(
+                "MATCH_RECOGNIZE has no state table {name}"
+            )));
+        }
+        let meta = snapshot.values(META)?;
+        let value = |name: &str| {
+            meta.get(name)
+                .copied()
+                .ok_or_else(|| corrupt(format!("MATCH_RECOGNIZE state without {name}")))
+        };
+        let watermark = value("watermark")?;
+        let forwarded = value("forwarded")?;
+        let releases = as_index(value("releases")?, "releases")? as u64;
+        let compacted = as_index(value("compacted")?, "compacted")? as u64;
+
+        let mut pending = Vec::new();
+        for batch in snapshot.table(WAITING) {
+            let (batch, times) = self.input_rows(&batch)?;
+            let (Some(&min_time), Some(&max_time)) = (times.iter().min(), times.iter().max())
+            else {
+                continue;
+            };
+            pending.push(PendingBatch {
+                batch,
+                times,
+                max_time,
+                min_time,
+            });
+        }
+
+        let tables = snapshot.table(PARTITIONS);
+        let states: Vec<(Box<[u8]>, PartitionState)> = match tables.as_slice() {
+            [] => Vec::new(),
+            [batch] => {
+                let keys = (0..self.s.partition_fields.len().max(1))
+                    .map(|i| {
+                        batch
+                            .column_by_name(&format!("key_{i}"))
+                            .cloned()
+                            .ok_or_else(|| corrupt(format!("partitions without key_{i}")))
+                    })
+                    .collect::<EngineResult<Vec<ArrayRef>>>()?;
+                let keys = self
+                    .partition_converter
+                    .convert_columns(&keys)
+                    .map_err(|e| corrupt(format!("partition keys: {e}")))?;
+                let columns = PARTITION_COLUMNS
+                    .iter()
+                    .map(|name| {
+                        batch
+                            .column_by_name(name)
+                            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                            .ok_or_else(|| corrupt(format!("partitions without {name}")))
+                    })
+                    .collect::<EngineResult<Vec<_>>>()?;
+                (0..batch.num_rows())
+                    .map(|i| {
+                        Ok((
+                            keys.row(i).data().into(),
+                            PartitionState::read(&columns, i)?,
+                        ))
+                    })
+                    .collect::<EngineResult<_>>()?
+            }
+            _ => return Err(corrupt("partitions in several batches")),
+        };
+        let mut held = Vec::new();
+        let mut held_times = Vec::new();
+        for batch in snapshot.table(ROWS) {
+            let (batch, times) = self.input_rows(&batch)?;
+            held.push(batch);
+            held_times.extend(times);
+        }
+        let held = concat_batches(&self.s.input_schema, &held)?;
+        let expected = states
+            .iter()
+            .try_fold(0usize, |n, (_, p)| n.checked_add(p.rows - p.first_row));
+        if expected != Some(held.num_rows()) {
+            return Err(corrupt(format!(
+                "{} held rows where the partitions say {expected:?}",
+                held.num_rows()
+            )));
+        }
+
+        self.watermark = watermark;
+        self.forwarded = forwarded;
+        self.releases = releases;
+        self.compacted = compacted;
+        self.pending = pending;
+        self.partitions = Vec::with_capacity(states.len());
+        self.partition_ids = HashMap::new();
+        let mut runs = Vec::new();
+        let mut offset = 0;
+        for (id, (key, p)) in states.iter().enumerate() {
+            let mut partition = self.new_partition(PartitionRows::starting_at(p.first_row));
+            partition.matcher.resume(p.start, p.matches, p.covered);
+            self.partitions.push(partition);
+            if self.partition_ids.insert(key.clone(), id).is_some() {
+                return Err(corrupt(format!("partition {id} repeats a key")));
+            }
+            let len = p.rows - p.first_row;
+            if len > 0 {
+                runs.push((id, offset, len));
+                offset += len;
+            }
+        }
+        // Each held row belongs to its partition, in time order.
+        let held_keys = self.partition_keys(&held)?;
+        for &(id, offset, len) in &runs {
+            let key = &states[id].0;
+            let foreign = (offset..offset + len).any(|i| held_keys.row(i).data() != key.as_ref());
+            let unordered = held_times[offset..offset + len]
+                .windows(2)
+                .any(|w| w[0] > w[1]);
+            if foreign || unordered {
+                return Err(corrupt(format!(
+                    "partition {id} holds rows of another partition or out of order"
+                )));
+            }
+        }
+        if held.num_rows() > 0 {
+            self.add_segment(held, held_times, runs, releases)?;
+        }
+        let ids: Vec<usize> = (0..states.len()).collect();
+        self.ahead_bits(&ids, false)?;
+        for (id, (_, p)) in states.iter().enumerate() {
+            let mut found = self.advance(id, false)?;
+            let Some(partition) = self.partitions.get_mut(id) else {
+                continue;
+            };
+            if p.at_end_only {
+                partition.matcher.expire(&mut found)?;
+            }
+            let matcher = &partition.matcher;
+            if !found.is_empty()
+                || matcher.first_needed_row() != p.start
+                || matcher.waiting_row() != p.attempt_row
+                || matcher.waits_only_at_end() != p.at_end_only
+            {
+                return Err(corrupt(format!(
+                    "partition {id}: its rows do not replay to the checkpointed attempt"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// DEFINE conditions for one partition's matcher.
 struct Oracle<'a> {
     s: &'a MatchRecognizeSpec,
@@ -897,6 +1257,11 @@ impl Operator for MatchRecognizeOperator {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        // After a restore the runtime may repeat the checkpoint's watermark: it was handled.
+        if self.forwarded.is_some_and(|w| watermark <= w) {
+            return Ok(());
+        }
+        self.forwarded = Some(watermark);
         if self.s.no_watermark {
             out.watermark(watermark);
             return Ok(());
@@ -909,6 +1274,14 @@ impl Operator for MatchRecognizeOperator {
 
     fn on_end(&mut self, out: &mut Output) -> EngineResult<()> {
         self.release(EventTime::MAX, true, out)
+    }
+
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        self.snapshot_state()
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        self.restore_state(snapshot)
     }
 
     fn state_tables(&self) -> Vec<StateTableInfo> {

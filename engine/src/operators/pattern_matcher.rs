@@ -260,6 +260,39 @@ impl PartitionMatcher {
         self.attempt.as_ref().map(|a| a.pos)
     }
 
+    /// MATCH_NUMBER() of the last match so far (0 before the first).
+    pub fn matches(&self) -> u64 {
+        self.matches
+    }
+
+    /// Rows before this were part of a match (for `WITH UNMATCHED ROWS`).
+    pub fn covered(&self) -> usize {
+        self.covered
+    }
+
+    /// True when an attempt is running and every thread of it waits at `$` (as after
+    /// [`PartitionMatcher::expire`] gave up the others).
+    pub fn waits_only_at_end(&self) -> bool {
+        self.attempt.as_ref().is_some_and(|a| {
+            !a.threads.is_empty()
+                && a.threads
+                    .iter()
+                    .all(|t| matches!(self.program.insts.get(t.pc), Some(Inst::AssertEnd)))
+        })
+    }
+
+    /// Puts a fresh matcher where a checkpointed one was, before any row: the next attempt
+    /// starts at row `next_start` (the checkpointed one's [`PartitionMatcher::first_needed_row`]),
+    /// after `matches` matches covering the rows before `covered`. Feeding it the rows from
+    /// `next_start` on with [`PartitionMatcher::advance`] then rebuilds the running attempt:
+    /// the matcher is deterministic, so the replay labels them exactly as the original did.
+    pub fn resume(&mut self, next_start: usize, matches: u64, covered: usize) {
+        self.attempt = None;
+        self.next_start = next_start;
+        self.matches = matches;
+        self.covered = covered;
+    }
+
     /// Matches as far as the first `available` rows allow (`ended`: there are no more rows).
     pub fn advance(
         &mut self,

@@ -1,0 +1,521 @@
+//! MATCH_RECOGNIZE through a checkpoint: for every cut of an input (batches, watermarks, the
+//! end), running the prefix, taking a snapshot, sending it through the checkpoint bytes,
+//! restoring a new operator from it and running the rest must give exactly the messages
+//! (rows, in order, and watermarks) of the uninterrupted run. The original operator, going on
+//! after its snapshot, must not change either.
+//!
+//! The queries cover ONE ROW and ALL ROWS PER MATCH (WITH UNMATCHED ROWS too), every AFTER
+//! MATCH SKIP, MATCH_NUMBER(), greedy and reluctant quantifiers that backtrack, conditions
+//! that depend on the labelling (threads kept apart) and ones that read ahead (NEXT), WITHIN
+//! (attempts given up by the watermark, one waiting only at `$`), several partitions or none,
+//! and a time column without watermark (matching only at the end). The inputs hold rows out of
+//! order (waiting for the watermark), late rows, and attempts open at the cut; random inputs
+//! (a tiny LCG) are cut everywhere (a long one, past segment compaction, at random cuts), and
+//! restored at every step in a chain.
+//!
+//! Operators are built as in `match_recognize_state.rs`: the query is planned with a session
+//! and the `MatchRecognizeOperator` driven directly.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use datafusion::arrow::array::{Array, Int64Array, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::execution::SessionState;
+use eddy_engine::connector::ConnectorRegistry;
+use eddy_engine::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
+use eddy_engine::operators::{Operator, OperatorInfo, Output};
+use eddy_engine::plan::{MatchRecognizeStreamNode, StreamPlan};
+use eddy_engine::runtime::message::{Message, WATERMARK_END};
+use eddy_engine::session::{Engine, EngineConfig};
+use eddy_engine::sql::parser::parse_sql;
+use eddy_engine::state::StateSnapshot;
+use eddy_engine::state::checkpoint::round_trip;
+
+const MS: i64 = 1_000_000;
+
+fn find_match_recognize(plan: &StreamPlan) -> Option<MatchRecognizeStreamNode> {
+    match plan {
+        StreamPlan::MatchRecognize(m) => Some(m.as_ref().clone()),
+        StreamPlan::Project { input, .. }
+        | StreamPlan::Filter { input, .. }
+        | StreamPlan::Alias { input, .. }
+        | StreamPlan::Limit { input, .. } => find_match_recognize(input),
+        _ => None,
+    }
+}
+
+/// Builds fresh operators of one query, as the runtime does for each instance.
+struct Factory {
+    node: MatchRecognizeStreamNode,
+    state: SessionState,
+    input: SchemaRef,
+}
+
+impl Factory {
+    async fn new(query: &str) -> Self {
+        let engine = Engine::new(EngineConfig::default(), ConnectorRegistry::default(), None);
+        let mut session = engine.new_session();
+        for ddl in [
+            "CREATE TABLE ticks (sym BIGINT, ts TIMESTAMP(3), price BIGINT, seq BIGINT, \
+             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)",
+            "CREATE TABLE plain (sym BIGINT, ts TIMESTAMP(3), price BIGINT, seq BIGINT)",
+        ] {
+            for s in parse_sql(ddl).unwrap() {
+                session.execute(&s, &[]).await.unwrap();
+            }
+        }
+        let (plan, state) = session.stream_plan(query).await.unwrap();
+        let node = find_match_recognize(&plan).expect("a MATCH_RECOGNIZE node");
+        let input = Arc::new(node.input.schema().as_arrow().clone());
+        Factory { node, state, input }
+    }
+
+    fn make(&self) -> MatchRecognizeOperator {
+        let info = OperatorInfo {
+            name: "MatchRecognize".to_string(),
+            schema: Arc::new(self.node.schema.as_arrow().clone()),
+        };
+        let spec = MatchRecognizeSpec::try_new(&self.node, &self.state).unwrap();
+        MatchRecognizeOperator::try_new(info, spec, Arc::new(AtomicU64::new(0))).unwrap()
+    }
+
+    /// Input rows `(sym, ts in seconds, price)`; `seq` numbers them in the step.
+    fn batch(&self, rows: &[(i64, i64, i64)]) -> RecordBatch {
+        let columns: Vec<Arc<dyn Array>> = self
+            .input
+            .fields()
+            .iter()
+            .map(|f| -> Arc<dyn Array> {
+                match f.name().as_str() {
+                    "sym" => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                    "ts" => Arc::new(TimestampMillisecondArray::from_iter_values(
+                        rows.iter().map(|r| r.1 * 1000),
+                    )),
+                    "price" => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                    "seq" => Arc::new(Int64Array::from_iter_values(
+                        (0..rows.len() as i64).map(|i| (i * 7) % 5),
+                    )),
+                    other => panic!("unexpected column {other}"),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(Arc::clone(&self.input), columns).unwrap()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Rows(Vec<(i64, i64, i64)>),
+    /// A watermark, in seconds.
+    Watermark(i64),
+    /// The input ends: the end watermark, then `on_end`.
+    End,
+}
+
+/// Runs `steps` on `op`; the messages it emits, printed.
+fn run(f: &Factory, op: &mut MatchRecognizeOperator, steps: &[Step]) -> Vec<String> {
+    let mut out = Output::default();
+    let mut printed = Vec::new();
+    for step in steps {
+        match step {
+            Step::Rows(rows) => op.on_batch(0, f.batch(rows), &mut out).unwrap(),
+            Step::Watermark(s) => op.on_watermark(s * 1000 * MS, &mut out).unwrap(),
+            Step::End => {
+                op.on_watermark(WATERMARK_END, &mut out).unwrap();
+                op.on_end(&mut out).unwrap();
+            }
+        }
+        printed.extend(print(&mut out));
+    }
+    printed
+}
+
+fn print(out: &mut Output) -> Vec<String> {
+    out.drain()
+        .map(|m| match m {
+            Message::Data(batch) => pretty_format_batches(&[batch]).unwrap().to_string(),
+            Message::Watermark(w) => format!("watermark {w}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn last_watermark(steps: &[Step]) -> Option<i64> {
+    steps.iter().rev().find_map(|s| match s {
+        Step::Watermark(w) => Some(w * 1000 * MS),
+        Step::End => Some(WATERMARK_END),
+        Step::Rows(_) => None,
+    })
+}
+
+/// A new operator restored from `op`'s snapshot, through the checkpoint bytes.
+fn restored(f: &Factory, op: &mut MatchRecognizeOperator) -> MatchRecognizeOperator {
+    let snapshot = round_trip(&op.snapshot().unwrap()).unwrap();
+    let mut fresh = f.make();
+    fresh.restore(snapshot).unwrap();
+    fresh
+}
+
+/// The property, for the cuts `cuts` of `steps`; returns how many data messages the
+/// uninterrupted run emitted (so a caller can check the case matches something).
+fn check_cuts(f: &Factory, steps: &[Step], cuts: impl Iterator<Item = usize>) -> usize {
+    let whole = run(f, &mut f.make(), steps);
+    for cut in cuts {
+        let mut first = f.make();
+        let prefix = run(f, &mut first, &steps[..cut]);
+        let mut second = restored(f, &mut first);
+        // The runtime may repeat the checkpoint's watermark after a restore: nothing happens.
+        if let Some(w) = last_watermark(&steps[..cut]) {
+            let mut out = Output::default();
+            second.on_watermark(w, &mut out).unwrap();
+            assert!(
+                print(&mut out).is_empty(),
+                "cut {cut}: a repeated watermark emitted"
+            );
+        }
+        let mut got = prefix.clone();
+        got.extend(run(f, &mut second, &steps[cut..]));
+        assert_eq!(got, whole, "restored at cut {cut} of {steps:#?}");
+        // Taking the snapshot changed nothing for the original.
+        let mut original = prefix;
+        original.extend(run(f, &mut first, &steps[cut..]));
+        assert_eq!(
+            original, whole,
+            "the original after its snapshot at cut {cut}"
+        );
+    }
+    // Restored at every step, in a chain.
+    let mut op = f.make();
+    let mut got = Vec::new();
+    for step in steps {
+        got.extend(run(f, &mut op, std::slice::from_ref(step)));
+        op = restored(f, &mut op);
+    }
+    assert_eq!(got, whole, "restored after every step");
+    whole.iter().filter(|m| !m.starts_with("watermark")).count()
+}
+
+/// Three symbols, rows out of order within and across batches, late rows, and the end with
+/// attempts open.
+fn small_input() -> Vec<Step> {
+    use Step::*;
+    vec![
+        Rows(vec![(1, 1, 5), (2, 1, 9), (1, 3, 3), (1, 2, 4), (3, 2, 1)]),
+        Rows(vec![(2, 2, 8), (2, 4, 7), (1, 4, 4)]),
+        Watermark(2),
+        // (1, 2, ...) and (3, 1, ...) are late.
+        Rows(vec![(1, 2, 0), (3, 1, 7), (1, 5, 6), (2, 3, 6), (3, 3, 2)]),
+        Watermark(3),
+        Rows(vec![(1, 6, 2), (2, 5, 8), (3, 4, 3), (1, 7, 1), (3, 5, 0)]),
+        Watermark(4),
+        Rows(vec![(1, 8, 3), (2, 6, 9), (3, 6, 4), (2, 7, 3), (1, 9, 8)]),
+        Watermark(6),
+        Rows(vec![
+            (3, 7, 6),
+            (1, 10, 2),
+            (2, 8, 2),
+            (3, 8, 5),
+            (1, 11, 1),
+        ]),
+        Watermark(9),
+        Rows(vec![(1, 12, 4), (2, 9, 5), (3, 9, 9), (2, 10, 1)]),
+        Watermark(10),
+        Rows(vec![(1, 13, 2), (1, 14, 6), (3, 11, 8), (2, 12, 0)]),
+        End,
+    ]
+}
+
+/// A tiny deterministic LCG.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: i64) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as i64
+    }
+}
+
+/// `n` random steps over three symbols, then the end: batches of up to 5 rows a few seconds
+/// around the watermark (some late), watermarks advancing by 0 to 3 seconds.
+fn random_input(seed: u64, n: usize) -> Vec<Step> {
+    let mut rng = Lcg(seed);
+    let mut watermark = 0;
+    let mut steps = Vec::new();
+    for _ in 0..n {
+        if rng.below(3) == 0 {
+            watermark += 1 + rng.below(3);
+            steps.push(Step::Watermark(watermark));
+        } else {
+            let rows = (0..rng.below(6))
+                .map(|_| (rng.below(3), watermark + rng.below(5), rng.below(10)))
+                .collect();
+            steps.push(Step::Rows(rows));
+        }
+    }
+    steps.push(Step::End);
+    steps
+}
+
+/// Every cut of the small input and of a random one, and every step of the random one.
+async fn check(query: &str) {
+    let f = Factory::new(query).await;
+    let small = small_input();
+    let emitted = check_cuts(&f, &small, 0..=small.len());
+    assert!(emitted > 0, "the small input matches nothing for {query}");
+    for seed in [7, 2024] {
+        let steps = random_input(seed, 40);
+        check_cuts(&f, &steps, 0..=steps.len());
+    }
+    // Long enough for the operator to compact its segments (every 64 releases), at random
+    // cuts.
+    let steps = random_input(99, 300);
+    let mut rng = Lcg(5);
+    let cuts: Vec<usize> = (0..8)
+        .map(|_| rng.below(steps.len() as i64 + 1) as usize)
+        .collect();
+    check_cuts(&f, &steps, cuts.into_iter());
+}
+
+#[tokio::test]
+async fn one_row_per_match_greedy_skip_past_last_row() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, A.price AS p0, LAST(B.price) AS bottom, \
+         C.price AS up, COUNT(*) AS n, FIRST(A.ts) AS t0 \
+         ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+         PATTERN (A B+ C) DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn all_rows_per_match_reluctant_skip_to_next_row() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, CLASSIFIER() AS cls, SUM(B.price) AS sb, \
+         RUNNING COUNT(*) AS n \
+         ALL ROWS PER MATCH AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (A B*? C) DEFINE A AS A.price > 2, B AS B.price <= PREV(B.price), \
+         C AS C.price > A.price)",
+    )
+    .await;
+}
+
+/// A+ always holds and is greedy: the attempt stays open, and the match comes from
+/// backtracking; B and C depend on the labelling (threads are kept apart).
+#[tokio::test]
+async fn history_conditions_backtrack_skip_to_last() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, COUNT(A.price) AS na, LAST(B.price) AS b, \
+         C.price AS c \
+         ONE ROW PER MATCH AFTER MATCH SKIP TO LAST B \
+         PATTERN (A+ B{1,2} C) WITHIN INTERVAL '6' SECOND \
+         DEFINE B AS B.price < AVG(A.price), C AS C.price > SUM(B.price))",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn within_gives_up_attempts_and_skip_to_first() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, FIRST(A.ts) AS t0, LAST(ts) AS t1, COUNT(*) AS n \
+         ALL ROWS PER MATCH AFTER MATCH SKIP TO FIRST C \
+         PATTERN (A B* C+) WITHIN INTERVAL '3' SECOND \
+         DEFINE A AS A.price > 5, B AS B.price < 5, C AS C.price >= 5)",
+    )
+    .await;
+}
+
+/// `A+ $` WITHIN: the watermark gives up A+ and leaves the attempt waiting only at `$`.
+#[tokio::test]
+async fn within_leaves_an_attempt_waiting_at_the_end() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, COUNT(*) AS n \
+         ONE ROW PER MATCH PATTERN (A+ $) WITHIN INTERVAL '2' SECOND \
+         DEFINE A AS A.price >= 0)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unmatched_rows_and_look_ahead() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, CLASSIFIER() AS cls, NEXT(P.price) AS after \
+         ALL ROWS PER MATCH WITH UNMATCHED ROWS AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (P Q?) DEFINE P AS P.price > PREV(P.price) AND P.price > NEXT(P.price), \
+         Q AS Q.price < 3)",
+    )
+    .await;
+}
+
+/// SKIP TO NEXT ROW starts attempts inside the last match: those that fail are no
+/// unmatched rows, also when the match was before the cut and the failure after it.
+#[tokio::test]
+async fn unmatched_rows_inside_matches() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, CLASSIFIER() AS cls \
+         ALL ROWS PER MATCH WITH UNMATCHED ROWS AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (A B+ C) DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+}
+
+/// One partition, ordered by time and then another key.
+#[tokio::test]
+async fn no_partition_two_order_keys() {
+    check(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (ORDER BY ts, seq \
+         MEASURES MATCH_NUMBER() AS mn, FIRST(A.sym) AS s, LAST(C.price) AS c \
+         ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+         PATTERN (A (B | C){2,}? C) DEFINE A AS A.price > 6, B AS B.price < PREV(B.price), \
+         C AS C.price >= PREV(C.price))",
+    )
+    .await;
+}
+
+/// A time column without watermark: everything waits for the end.
+#[tokio::test]
+async fn without_watermark_everything_waits() {
+    check(
+        "SELECT * FROM plain MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, A.price AS p0, C.price AS up \
+         ONE ROW PER MATCH PATTERN (A B+ C) \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+}
+
+/// An empty snapshot restores a fresh operator; anything of another shape is refused.
+#[tokio::test]
+async fn snapshots_of_another_shape_are_refused() {
+    let f = Factory::new(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, COUNT(*) AS n PATTERN (A B+ C) \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+    let steps = small_input();
+    assert!(f.make().restore(StateSnapshot::new()).is_ok());
+
+    let mut op = f.make();
+    run(&f, &mut op, &steps[..8]);
+    let good = round_trip(&op.snapshot().unwrap()).unwrap();
+    assert!(f.make().restore(good.clone()).is_ok());
+    assert!(good.table("partition_rows")[0].num_rows() > 0);
+    assert!(good.table("waiting_rows")[0].num_rows() > 0);
+
+    let ints = |name: &str, values: Vec<i64>| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(values))],
+        )
+        .unwrap()
+    };
+    let refused = |snapshot: StateSnapshot, what: &str| {
+        let err = f
+            .make()
+            .restore(round_trip(&snapshot).unwrap())
+            .expect_err(what);
+        assert!(err.to_string().contains("unreadable"), "{what}: {err}");
+    };
+
+    // Another operator's tables.
+    let mut other = StateSnapshot::new();
+    other.add("windows", ints("window_start", vec![1])).unwrap();
+    other.add_values("meta", &[("watermark", Some(5))]).unwrap();
+    refused(other, "another operator's snapshot");
+    // Held rows with the wrong columns, or waiting rows.
+    for table in ["partition_rows", "waiting_rows"] {
+        let mut s = good.clone().without(table);
+        s.add(table, ints("x", vec![1, 2])).unwrap();
+        refused(s, table);
+    }
+    // Held rows missing, or too many.
+    let rows = good.table("partition_rows");
+    let mut s = good.clone().without("partition_rows");
+    refused(s.clone(), "held rows missing");
+    s.add("partition_rows", rows[0].clone()).unwrap();
+    s.add("partition_rows", rows[0].clone()).unwrap();
+    refused(s, "held rows twice");
+    // Held rows in reverse: each partition's rows out of order or another partition's.
+    let reversed = {
+        let n = rows[0].num_rows() as u32;
+        let indices = datafusion::arrow::array::UInt32Array::from_iter_values((0..n).rev());
+        datafusion::arrow::compute::take_record_batch(&rows[0], &indices).unwrap()
+    };
+    let mut s = good.clone().without("partition_rows");
+    s.add("partition_rows", reversed).unwrap();
+    refused(s, "held rows reversed");
+    // Partitions without a column, with a negative row number, with a start past the rows,
+    // with keys of another type.
+    let partitions = good.table("partitions").remove(0);
+    let altered = |column: &str, change: &dyn Fn(&Int64Array) -> Option<Int64Array>| {
+        let schema = partitions.schema();
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for (field, c) in schema.fields().iter().zip(partitions.columns()) {
+            let replaced = if field.name() == column {
+                match c.as_any().downcast_ref::<Int64Array>() {
+                    Some(ints) => change(ints).map(|a| Arc::new(a) as Arc<dyn Array>),
+                    None => Some(Arc::new(Int64Array::from(vec![0; c.len()])) as Arc<dyn Array>),
+                }
+            } else {
+                Some(Arc::clone(c))
+            };
+            if let Some(replaced) = replaced {
+                fields.push(Field::new(field.name(), replaced.data_type().clone(), true));
+                columns.push(replaced);
+            }
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let mut s = good.clone().without("partitions");
+        s.add("partitions", batch).unwrap();
+        s
+    };
+    refused(altered("start", &|_| None), "partitions without start");
+    refused(
+        altered("first_row", &|a| {
+            Some(Int64Array::from_iter_values(a.values().iter().map(|_| -1)))
+        }),
+        "a negative row",
+    );
+    refused(
+        altered("start", &|a| {
+            Some(Int64Array::from_iter_values(
+                a.values().iter().map(|v| v + 1000),
+            ))
+        }),
+        "a start past the rows",
+    );
+    refused(
+        altered("matches", &|a| {
+            Some(Int64Array::from_iter(a.values().iter().map(|_| None)))
+        }),
+        "no match count",
+    );
+    // A start the rows do not replay to: the attempt is elsewhere.
+    refused(
+        altered("attempt_row", &|a| {
+            Some(Int64Array::from_iter(a.iter().map(|v| match v {
+                Some(_) => None,
+                None => Some(0),
+            })))
+        }),
+        "an attempt that does not replay",
+    );
+    let mut s = good.clone().without("match_meta");
+    s.add_values("match_meta", &[("watermark", Some(1))])
+        .unwrap();
+    refused(s, "meta without counters");
+}
