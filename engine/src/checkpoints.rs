@@ -64,6 +64,9 @@ pub struct Manifest {
     /// What the sink's pre-commit returned.
     pub sink: Option<String>,
     pub state_bytes: u64,
+    /// The job's late-row count when the barrier reached its end.
+    #[serde(default)]
+    pub late_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +100,7 @@ pub struct CheckpointData {
     /// A view's contents and watermark.
     pub view: Option<(StateSnapshot, Option<EventTime>)>,
     pub sink: Option<String>,
+    pub late_rows: u64,
 }
 
 /// A complete checkpoint read back.
@@ -187,6 +191,7 @@ impl CheckpointStore {
             view,
             sink: data.sink,
             state_bytes: total,
+            late_rows: data.late_rows,
         };
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| EngineError::Checkpoint(format!("manifest: {e}")))?;
@@ -608,6 +613,7 @@ mod tests {
             parts,
             view: None,
             sink: Some(format!("files of {epoch}")),
+            late_rows: 0,
         }
     }
 

@@ -395,19 +395,22 @@ enum CoordinatorEvent {
 
 struct Coordinator {
     checkpoints: Arc<JobCheckpoints>,
+    /// The job's late-row counter, recorded with each checkpoint.
+    late_rows: Arc<AtomicU64>,
     timer: tokio::time::Interval,
     in_flight: Option<Epoch>,
     writing: Option<tokio::task::JoinHandle<(Epoch, EngineResult<u64>)>>,
 }
 
 impl Coordinator {
-    fn new(checkpoints: Option<Arc<JobCheckpoints>>) -> Option<Self> {
-        let checkpoints = checkpoints?;
+    fn new(job: &Job) -> Option<Self> {
+        let checkpoints = job.checkpoints.clone()?;
         let interval = checkpoints.interval;
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Some(Self {
             checkpoints,
+            late_rows: Arc::clone(&job.metrics.late_rows),
             timer,
             in_flight: None,
             writing: None,
@@ -445,6 +448,11 @@ impl Coordinator {
             return Ok(());
         }
         let parts = self.checkpoints.handle.take(epoch);
+        if let Some(why) = parts.failures.first() {
+            self.in_flight = None;
+            self.checkpoints.failed(epoch, why.clone());
+            return Ok(());
+        }
         let view = match view {
             Some(v) => Some(v.checkpoint_contents()?),
             None => None,
@@ -458,6 +466,7 @@ impl Coordinator {
             parts,
             view,
             sink,
+            late_rows: self.late_rows.load(std::sync::atomic::Ordering::Relaxed),
         };
         let store = self.checkpoints.store.clone();
         let identity = self.checkpoints.identity.clone();
@@ -510,7 +519,7 @@ async fn run(job: Arc<Job>, mut running: RunningQuery) {
     let Some(view) = job.view().cloned() else {
         return;
     };
-    let mut coordinator = Coordinator::new(job.checkpoints.clone());
+    let mut coordinator = Coordinator::new(&job);
     loop {
         tokio::select! {
             message = running.next_event() => match message {
@@ -561,7 +570,7 @@ async fn run_sink(
 ) {
     let mut tick = tokio::time::interval(writer.tick_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut coordinator = Coordinator::new(job.checkpoints.clone());
+    let mut coordinator = Coordinator::new(&job);
     loop {
         // The pending `next_event` is kept across ticks: it is never cancelled midway.
         let message = {

@@ -43,6 +43,8 @@ pub struct SourcePosition {
 pub struct EpochParts {
     pub operators: BTreeMap<PartId, StateSnapshot>,
     pub sources: BTreeMap<PartId, SourcePosition>,
+    /// Why parts could not snapshot: the checkpoint fails, the job goes on.
+    pub failures: Vec<String>,
 }
 
 /// Shared by a job and the tasks of its dataflow.
@@ -83,6 +85,15 @@ impl CheckpointHandle {
             .or_default()
             .operators
             .insert(part, snapshot);
+    }
+
+    /// An operator instance could not snapshot its state at `epoch`'s barrier.
+    pub(crate) fn report_failure(&self, epoch: Epoch, why: String) {
+        self.lock_parts()
+            .entry(epoch)
+            .or_default()
+            .failures
+            .push(why);
     }
 
     /// A source reader's position at `epoch`'s barrier.

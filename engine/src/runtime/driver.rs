@@ -498,9 +498,15 @@ pub(crate) async fn run_operator(
         {
             // Every live input is at the barrier: the state holds exactly what came before.
             if let Some(c) = &checkpoint {
-                let mut snapshot = op.snapshot()?;
-                snapshot.add_values(DRIVER_TABLE, &[(COMBINED_WATERMARK, watermarks.combined)])?;
-                c.handle.report_operator(epoch, c.part, snapshot);
+                // A snapshot that fails fails this checkpoint, not the query.
+                let snapshot = op.snapshot().and_then(|mut s| {
+                    s.add_values(DRIVER_TABLE, &[(COMBINED_WATERMARK, watermarks.combined)])?;
+                    Ok(s)
+                });
+                match snapshot {
+                    Ok(s) => c.handle.report_operator(epoch, c.part, s),
+                    Err(e) => c.handle.report_failure(epoch, e.to_string()),
+                }
             }
             op.on_barrier(epoch, &mut out)?;
             alignment.epoch = None;

@@ -37,6 +37,25 @@ impl JobCheckpointing {
     }
 }
 
+impl JobCheckpointing {
+    /// Starts the job's dataflow: from its checkpoint when it has one (the late-row count
+    /// continues from the checkpoint's).
+    pub fn launch(
+        &self,
+        session: &Session,
+        plan: &StreamPlan,
+    ) -> EngineResult<crate::runtime::RunningQuery> {
+        let running = session.launch_with(plan, self.setup(), self.parallelism)?;
+        if let Some(loaded) = &self.loaded {
+            running.metrics().late_rows.store(
+                loaded.manifest.late_rows,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        Ok(running)
+    }
+}
+
 /// Parses `checkpoint.interval`.
 pub(crate) fn interval_option(value: &str) -> EngineResult<Duration> {
     parse_interval(value).map_err(|e| plan_error(format!("{e} (option {CHECKPOINT_INTERVAL})")))

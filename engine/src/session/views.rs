@@ -133,11 +133,7 @@ impl Session {
                 {
                     view.restore(contents.clone(), *watermark)?;
                 }
-                Some(self.launch_with(
-                    &stream_plan,
-                    checkpointing.setup(),
-                    checkpointing.parallelism,
-                )?)
+                Some(checkpointing.launch(self, &stream_plan)?)
             }
         };
         self.engine.catalog.insert(RelationDef {
