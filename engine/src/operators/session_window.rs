@@ -353,7 +353,9 @@ impl Operator for SessionWindowOperator {
             return Err(corrupt(format!("a session window has no table {other}")));
         }
         let meta = snapshot.values(META)?;
-        if meta.keys().any(|k| k != WATERMARK) {
+        if meta.keys().any(|k| k != WATERMARK)
+            || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
+        {
             return Err(corrupt("unexpected session window values"));
         }
         self.watermark = meta.get(WATERMARK).copied().flatten();
@@ -711,6 +713,8 @@ mod tests {
             .add(EMITTED, good.table(EMITTED)[0].project(&[1]).unwrap())
             .unwrap();
         assert!(fresh().restore(keyless).is_err());
+        // State without its watermark.
+        assert!(fresh().restore(good.clone().without("meta")).is_err());
         fresh().restore(good).unwrap();
     }
 }

@@ -436,7 +436,9 @@ impl Operator for WindowAggregateOperator {
         }
         let meta = snapshot.values(META)?;
         self.watermark = meta.get(WATERMARK).copied().flatten();
-        if meta.keys().any(|k| k != WATERMARK) {
+        if meta.keys().any(|k| k != WATERMARK)
+            || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
+        {
             return Err(corrupt("unexpected window aggregate values"));
         }
         let mut groups = snapshot.table(GROUPS).into_iter();
@@ -1027,6 +1029,8 @@ mod checkpoint_tests {
             )
             .unwrap();
         assert!(fresh().restore(wrong).is_err());
+        // State without its watermark.
+        assert!(fresh().restore(good.clone().without("meta")).is_err());
         fresh().restore(good).unwrap();
     }
 }

@@ -267,7 +267,9 @@ impl Operator for WindowTopNOperator {
             return Err(corrupt(format!("a window Top-N has no table {other}")));
         }
         let meta = snapshot.values(META)?;
-        if meta.keys().any(|k| k != WATERMARK) {
+        if meta.keys().any(|k| k != WATERMARK)
+            || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
+        {
             return Err(corrupt("unexpected window Top-N values"));
         }
         self.watermark = meta.get(WATERMARK).copied().flatten();
@@ -624,6 +626,8 @@ mod checkpoint_tests {
         let mut foreign = good.clone();
         foreign.add("groups", batch(&[(0, 1, None)])).unwrap();
         assert!(fresh().restore(foreign).is_err());
+        // State without its watermark.
+        assert!(fresh().restore(good.clone().without("meta")).is_err());
         fresh().restore(good).unwrap();
     }
 }
