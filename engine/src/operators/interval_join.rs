@@ -891,6 +891,7 @@ mod tests {
 
     // Snapshot and restore.
 
+    use super::super::join_rows::checkpoint_tests::{Lcg, Step, check_every_cut, output_rows, run};
     use crate::state::checkpoint::round_trip;
     use datafusion::arrow::array::StringArray;
     use datafusion::logical_expr::Operator as BinaryOp;
@@ -950,31 +951,10 @@ mod tests {
         )
     }
 
-    /// One input message.
-    #[derive(Clone)]
-    enum Step {
-        Rows(usize, RecordBatch),
-        Watermark(i64),
-    }
-
-    /// An output message, compared exactly.
-    #[derive(Debug, PartialEq)]
-    enum Emitted {
-        Rows(RecordBatch),
-        Watermark(i64),
-    }
-
-    /// A tiny deterministic generator (Knuth's MMIX LCG).
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
+    /// The operator and its late-row counter.
+    fn tracked(op: IntervalJoinOperator) -> (IntervalJoinOperator, Arc<AtomicU64>) {
+        let late = Arc::clone(&op.late_rows);
+        (op, late)
     }
 
     /// A random stream of both sides: keys 0..3 (some NULL), times on a 100 ms grid (so rows
@@ -1020,104 +1000,6 @@ mod tests {
         steps
     }
 
-    fn run(op: &mut IntervalJoinOperator, steps: &[Step]) -> Vec<Emitted> {
-        let mut out = Output::default();
-        for step in steps {
-            match step {
-                Step::Rows(input, batch) => op.on_batch(*input, batch.clone(), &mut out),
-                Step::Watermark(w) => op.on_watermark(*w, &mut out),
-            }
-            .unwrap();
-        }
-        emitted(&mut out)
-    }
-
-    fn emitted(out: &mut Output) -> Vec<Emitted> {
-        out.drain()
-            .map(|m| match m {
-                Message::Data(b) => Emitted::Rows(b),
-                Message::Watermark(w) => Emitted::Watermark(w),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect()
-    }
-
-    fn held(op: &IntervalJoinOperator) -> Vec<usize> {
-        op.state_tables().iter().map(|t| t.rows).collect()
-    }
-
-    /// Runs `steps` whole, and cut at every point: the prefix, a snapshot through the bytes
-    /// of a checkpoint, a new operator restored from it (hearing the restored watermark
-    /// again, as the runtime may send it), the rest. Both runs together must emit exactly
-    /// what the whole run did, and count the same late rows; the operator that took the
-    /// snapshot must carry on as if it had not. Returns the whole run's output.
-    fn check_every_cut(make: impl Fn() -> IntervalJoinOperator, steps: &[Step]) -> Vec<Emitted> {
-        let mut whole = make();
-        let expected = run(&mut whole, steps);
-        let expected_late = whole.late_rows.load(Ordering::Relaxed);
-        let mut cut_with_both_sides_held = false;
-        for cut in 0..=steps.len() {
-            let mut first = make();
-            let mut got = run(&mut first, &steps[..cut]);
-            let late = first.late_rows.load(Ordering::Relaxed);
-            let rows_held = held(&first);
-            cut_with_both_sides_held |= rows_held.iter().all(|r| *r > 0);
-            let snapshot = round_trip(&first.snapshot().unwrap()).unwrap();
-
-            let mut carried_on = run(&mut first, &steps[cut..]);
-            let mut before = run(&mut make(), &steps[..cut]);
-            before.append(&mut carried_on);
-            assert!(
-                before == expected,
-                "the snapshot at {cut} changed the operator"
-            );
-
-            let mut second = make();
-            second.restore(snapshot).unwrap();
-            assert_eq!(
-                held(&second),
-                rows_held,
-                "rows held after a restore at {cut}"
-            );
-            let repeated = steps[..cut].iter().rev().find_map(|s| match s {
-                Step::Watermark(w) => Some(*w),
-                Step::Rows(..) => None,
-            });
-            if let Some(w) = repeated {
-                let mut out = Output::default();
-                second.on_watermark(w, &mut out).unwrap();
-                got.extend(emitted(&mut out));
-            }
-            got.extend(run(&mut second, &steps[cut..]));
-            assert!(
-                got == expected,
-                "restored at {cut} of {}:\n{got:#?}\nexpected\n{expected:#?}",
-                steps.len()
-            );
-            assert_eq!(
-                late + second.late_rows.load(Ordering::Relaxed),
-                expected_late,
-                "late rows with a restore at {cut}"
-            );
-        }
-        assert!(expected_late > 0, "the stream has late rows");
-        assert!(
-            cut_with_both_sides_held,
-            "some cut holds rows on both sides"
-        );
-        expected
-    }
-
-    fn output_rows(emitted: &[Emitted]) -> usize {
-        emitted
-            .iter()
-            .map(|e| match e {
-                Emitted::Rows(b) => b.num_rows(),
-                Emitted::Watermark(_) => 0,
-            })
-            .sum()
-    }
-
     #[test]
     fn a_restored_join_emits_what_the_uninterrupted_one_did_at_every_cut() {
         for seed in [1, 2, 3] {
@@ -1130,7 +1012,8 @@ mod tests {
                     JoinKind::Right,
                     JoinKind::Full,
                 ] {
-                    let out = check_every_cut(|| valued_join(kind, -300, 500, residual), &steps);
+                    let out =
+                        check_every_cut(|| tracked(valued_join(kind, -300, 500, residual)), &steps);
                     rows.push(output_rows(&out));
                 }
                 let [inner, left, right, full] = rows[..] else {
@@ -1179,7 +1062,10 @@ mod tests {
             Step::Watermark(WATERMARK_END),
         ];
         for residual in [false, true] {
-            check_every_cut(|| valued_join(JoinKind::Full, -100, 100, residual), &steps);
+            check_every_cut(
+                || tracked(valued_join(JoinKind::Full, -100, 100, residual)),
+                &steps,
+            );
         }
     }
 
