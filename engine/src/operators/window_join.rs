@@ -122,6 +122,12 @@ impl WindowJoinOperator {
             )?;
             let by_window = BoundValues::read(&bounds, &batch)?
                 .rows_by_window(&self.spec.window, batch.num_rows());
+            if by_window.values().map(Vec::len).sum::<usize>() != batch.num_rows() {
+                return Err(corrupt(format!(
+                    "{} of a window join holds rows without a window",
+                    SIDE_TABLES[input]
+                )));
+            }
             for (window, rows) in by_window {
                 let part = if rows.len() == batch.num_rows() {
                     batch.clone()
@@ -380,6 +386,17 @@ impl Operator for WindowJoinOperator {
         };
         for (input, table) in SIDE_TABLES.into_iter().enumerate() {
             self.restore_side(input, snapshot.table(table))?;
+        }
+        // A window the watermark closed fired before the snapshot: it cannot be held.
+        if let Some(window) = self
+            .windows
+            .keys()
+            .find(|w| w.closed_by(self.spec.lag, watermark))
+        {
+            return Err(corrupt(format!(
+                "a window join holds rows of window {window:?}, closed by its watermark \
+                 {watermark:?}"
+            )));
         }
         self.watermark = watermark;
         Ok(())
@@ -656,6 +673,11 @@ mod tests {
             .add_values(META_TABLE, &[("watermark", None), ("count", Some(3))])
             .unwrap();
         refused(values, "unknown values");
+        let mut closed = good.clone().without(META_TABLE);
+        closed
+            .add_values(META_TABLE, &[("watermark", Some(2_000 * MS))])
+            .unwrap();
+        refused(closed, "rows of a window its watermark closed");
         // An interval join's: its table of values, and rows with a `matched` column.
         let mut interval = good.clone().without(META_TABLE);
         interval
