@@ -6,13 +6,14 @@
 //! adapter where an aggregate has no grouped form). Groups can be turned into their
 //! intermediate state ([`GroupsState`]) and merged, which is how slices combine into windows:
 //! the same partial/final split DataFusion uses between partitions. No aggregate is
-//! re-implemented here.
+//! re-implemented here. Checkpoints store a `GroupsState` as a batch and rebuild groups from
+//! it the same way ([`GroupsState::to_batch`], [`Groups::snapshot`]).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_expr::PhysicalExpr;
@@ -22,6 +23,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{PhysicalGroupBy, evaluate_group_by};
 
 use crate::error::{EngineError, EngineResult};
+use crate::state::corrupt;
 
 /// The aggregate functions and group keys of one aggregation, shared by all its groups.
 pub struct AggregateExprs {
@@ -81,6 +83,16 @@ impl AggregateExprs {
     /// True with GROUPING SETS, ROLLUP or CUBE.
     pub fn has_grouping_sets(&self) -> bool {
         self.group_by.has_grouping_set()
+    }
+
+    /// The fields of a [`GroupsState`] written as a batch: the key columns, then each
+    /// aggregate's state columns (`AggregateFunctionExpr::state_fields`).
+    pub fn state_fields(&self) -> EngineResult<Vec<FieldRef>> {
+        let mut fields: Vec<FieldRef> = self.key_schema.fields().iter().cloned().collect();
+        for a in &self.aggregates {
+            fields.extend(a.state_fields()?);
+        }
+        Ok(fields)
     }
 
     /// An empty interner of this aggregation's group keys.
@@ -167,6 +179,70 @@ impl GroupsState {
             .map(|a| a.get_array_memory_size())
             .sum()
     }
+
+    /// The state as one batch: key columns, then each aggregate's state columns (named
+    /// `key{i}` and `agg{i}_{field}`; types as the accumulators produced them).
+    pub fn to_batch(&self, exprs: &AggregateExprs) -> EngineResult<RecordBatch> {
+        let expected = exprs.state_fields()?;
+        let columns: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .chain(self.states.iter().flatten())
+            .cloned()
+            .collect();
+        if columns.len() != expected.len() {
+            return Err(EngineError::Internal(format!(
+                "aggregate state of {} columns, expected {}",
+                columns.len(),
+                expected.len()
+            )));
+        }
+        let fields: Vec<Field> = columns
+            .iter()
+            .zip(&expected)
+            .map(|(c, f)| Field::new(f.name(), c.data_type().clone(), true))
+            .collect();
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(self.num_groups())),
+        )?)
+    }
+
+    /// A state from a batch [`GroupsState::to_batch`] wrote for the same aggregation; a batch
+    /// whose columns do not match the aggregation's keys and states is refused (the
+    /// accumulators would otherwise misread it).
+    pub fn from_batch(exprs: &AggregateExprs, batch: &RecordBatch) -> EngineResult<Self> {
+        let expected = exprs.state_fields()?;
+        if batch.num_columns() != expected.len() {
+            return Err(corrupt(format!(
+                "aggregate state of {} columns, expected {}",
+                batch.num_columns(),
+                expected.len()
+            )));
+        }
+        for (column, field) in batch.columns().iter().zip(&expected) {
+            if !column.data_type().equals_datatype(field.data_type()) {
+                return Err(corrupt(format!(
+                    "aggregate state column {} is {}, expected {}",
+                    field.name(),
+                    column.data_type(),
+                    field.data_type()
+                )));
+            }
+        }
+        let mut columns = batch.columns().iter().cloned();
+        let keys: Vec<ArrayRef> = columns
+            .by_ref()
+            .take(exprs.key_schema.fields().len())
+            .collect();
+        let mut states = Vec::with_capacity(exprs.aggregates.len());
+        for a in &exprs.aggregates {
+            let n = a.state_fields()?.len();
+            states.push(columns.by_ref().take(n).collect());
+        }
+        Ok(Self { keys, states })
+    }
 }
 
 /// Live groups: keys interned to group indices, and one accumulator per aggregate.
@@ -232,6 +308,23 @@ impl Groups {
             acc.merge_batch(columns, &groups, total)?;
         }
         Ok(())
+    }
+
+    /// The intermediate state of every group, for a checkpoint, leaving the groups as they
+    /// were: the accumulators are rebuilt from that state (as a restore rebuilds them), so
+    /// the groups keep their order and later results are those of an uninterrupted run.
+    pub fn snapshot(&mut self, exprs: &AggregateExprs) -> EngineResult<GroupsState> {
+        let groups = std::mem::replace(self, Groups::try_new(exprs)?);
+        let state = groups.into_state()?;
+        self.merge(&state)?;
+        Ok(state)
+    }
+
+    /// Groups holding `state` (a restore).
+    pub fn from_state(exprs: &AggregateExprs, state: &GroupsState) -> EngineResult<Self> {
+        let mut groups = Groups::try_new(exprs)?;
+        groups.merge(state)?;
+        Ok(groups)
     }
 
     /// The intermediate state of every group, consuming them.

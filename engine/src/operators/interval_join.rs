@@ -13,6 +13,13 @@
 //! row at or behind the watermark may have missed partners already pruned; it is dropped and
 //! counted. Watermark: forwarded held back by the interval (`max(upper, -lower)`), because a
 //! joined row can carry a time that far behind the input watermark.
+//!
+//! Snapshot: table `interval_join` holds the watermark; tables `left_rows` and `right_rows`
+//! hold each side's stored rows in arrival order, one batch per batch holding them (its
+//! columns, `take`n, plus a last column `matched`: whether the row has joined, which decides
+//! an outer join's padding). Restore re-inserts them in that order, so later probes and
+//! pruning (and the order of what they emit) are those of the original; keys, times and
+//! hashes are recomputed from the rows.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -20,9 +27,9 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap;
@@ -32,9 +39,16 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::conform_batch;
 use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, residual_mask};
 use super::{Operator, OperatorInfo, Output};
-use crate::error::EngineResult;
+use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::{EventTime, WATERMARK_END};
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+
+/// The snapshot table of the operator's values (its watermark).
+const META_TABLE: &str = "interval_join";
+/// The snapshot (and state) tables of the left and right stored rows.
+const SIDE_TABLES: [&str; 2] = ["left_rows", "right_rows"];
+/// The last column of a snapshot's stored rows: whether the row has joined.
+const MATCHED: &str = "matched";
 
 /// One side of an interval join.
 pub struct IntervalSide {
@@ -71,6 +85,9 @@ struct StoredRow {
     batch: u64,
     row: u32,
     ts: i64,
+    /// Arrival order on this side: pruning takes rows by (time, arrival), so the order in
+    /// which rows are pruned (and padded) depends on nothing but the rows held.
+    seq: u64,
     /// The key has a NULL: stored apart, never matched.
     null_key: bool,
     matched: bool,
@@ -90,19 +107,22 @@ type StoredBatch = (RecordBatch, usize, Rows);
 /// (rows of different keys with equal hashes share one; probes compare the keys), so storing
 /// and pruning a row allocate nothing for its key. For pruning by time, rows that arrive in
 /// time order queue up at O(1) each; only rows older than the newest before them go to a
-/// min-heap.
+/// min-heap. Both orders (probing: arrival; pruning: time, then arrival) are functions of the
+/// rows held and their arrival order alone, so re-inserting a snapshot's rows in arrival order
+/// rebuilds a state that behaves the same.
 #[derive(Default)]
 struct SideState {
     batches: HashMap<u64, StoredBatch>,
     next_batch: u64,
+    next_seq: u64,
     slots: Vec<Option<StoredRow>>,
     free: Vec<usize>,
     /// Per key hash: its list's first and last slot.
     by_key: HashMap<u64, (usize, usize)>,
-    /// (time, slot) of the rows that arrived in time order, oldest first.
-    in_order: VecDeque<(i64, usize)>,
-    /// (time, slot) of the others.
-    out_of_order: BinaryHeap<Reverse<(i64, usize)>>,
+    /// (time, arrival, slot) of the rows that arrived in time order, oldest first.
+    in_order: VecDeque<(i64, u64, usize)>,
+    /// (time, arrival, slot) of the others.
+    out_of_order: BinaryHeap<Reverse<(i64, u64, usize)>>,
 }
 
 impl SideState {
@@ -133,7 +153,10 @@ impl SideState {
         })
     }
 
+    /// Stores a row; it gets the next arrival number.
     fn insert(&mut self, mut stored: StoredRow) {
+        stored.seq = self.next_seq;
+        self.next_seq += 1;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -158,9 +181,9 @@ impl SideState {
                 }
             }
         }
-        let entry = (stored.ts, slot);
+        let entry = (stored.ts, stored.seq, slot);
         match self.in_order.back() {
-            Some(&(newest, _)) if stored.ts < newest => self.out_of_order.push(Reverse(entry)),
+            Some(&(newest, _, _)) if stored.ts < newest => self.out_of_order.push(Reverse(entry)),
             _ => self.in_order.push_back(entry),
         }
         self.slots[slot] = Some(stored);
@@ -186,7 +209,7 @@ impl SideState {
             } else {
                 self.out_of_order.pop();
             }
-            slots.push(oldest.1);
+            slots.push(oldest.2);
         }
         slots
     }
@@ -242,6 +265,57 @@ impl SideState {
     fn rows(&self) -> usize {
         self.in_order.len() + self.out_of_order.len()
     }
+
+    /// The rows held, in arrival order, as one batch per batch holding them (the rows
+    /// `take`n from it, plus a last column [`MATCHED`]).
+    fn export(&self) -> EngineResult<Vec<RecordBatch>> {
+        let mut rows: Vec<&StoredRow> = self.slots.iter().flatten().collect();
+        rows.sort_unstable_by_key(|r| r.seq);
+        let mut out = Vec::new();
+        // A batch's rows were stored together, in row order.
+        for run in rows.chunk_by(|a, b| a.batch == b.batch) {
+            let Some((batch, _, _)) = run.first().and_then(|r| self.batches.get(&r.batch)) else {
+                return Err(EngineError::Internal(
+                    "interval join: a stored row outlived its batch".to_string(),
+                ));
+            };
+            let whole = run.len() == batch.num_rows()
+                && run.iter().enumerate().all(|(i, r)| r.row as usize == i);
+            let taken = if whole {
+                batch.clone()
+            } else {
+                take_record_batch(
+                    batch,
+                    &UInt32Array::from_iter_values(run.iter().map(|r| r.row)),
+                )?
+            };
+            let mut fields = taken.schema().fields().to_vec();
+            fields.push(Arc::new(Field::new(MATCHED, DataType::Boolean, false)));
+            let mut columns = taken.columns().to_vec();
+            columns.push(Arc::new(BooleanArray::from_iter(
+                run.iter().map(|r| Some(r.matched)),
+            )));
+            out.push(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// The event times of a side's rows in nanoseconds; `None` where NULL or out of range.
+fn event_times(side: &IntervalSide, batch: &RecordBatch) -> EngineResult<Vec<Option<i64>>> {
+    let times = cast(batch.column(side.time_index), &DataType::Int64)?;
+    let times = times.as_primitive::<Int64Type>();
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            times
+                .is_valid(row)
+                .then(|| times.value(row).checked_mul(side.time_unit_ns))
+                .flatten()
+        })
+        .collect())
 }
 
 pub struct IntervalJoinOperator {
@@ -285,6 +359,78 @@ impl IntervalJoinOperator {
         conform_batch(&self.info.schema, columns)
     }
 
+    /// Re-inserts the rows of a snapshot's table of `input`, in their order.
+    fn restore_side(&mut self, input: usize, batches: Vec<RecordBatch>) -> EngineResult<()> {
+        let table = SIDE_TABLES[input];
+        for batch in batches {
+            let side = self.side(input);
+            let width = side.schema.fields().len();
+            let schema = batch.schema();
+            let shaped = schema.fields().len() == width + 1
+                && schema
+                    .fields()
+                    .iter()
+                    .zip(side.schema.fields())
+                    .all(|(f, expected)| f.data_type() == expected.data_type());
+            let matched = batch
+                .columns()
+                .get(width)
+                .and_then(|c| c.as_boolean_opt())
+                .filter(|m| m.null_count() == 0);
+            let (true, Some(matched)) = (shaped, matched) else {
+                return Err(corrupt(format!(
+                    "{table} of an interval join has columns {:?}, not those of the side \
+                     and `{MATCHED}`",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                )));
+            };
+            let matched = matched.clone();
+            let rows = RecordBatch::try_new(
+                Arc::new(Schema::new(schema.fields()[..width].to_vec())),
+                batch.columns()[..width].to_vec(),
+            )?;
+            let times = event_times(side, &rows)?;
+            let (keys, key_valid) = side.keys.encode(&rows)?;
+            let hashes: Vec<u64> = (0..rows.num_rows())
+                .map(|row| {
+                    if key_valid[row] {
+                        key_hash(keys.row(row).data())
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let state = &mut self.state[input];
+            let id = state.next_batch;
+            state.next_batch += 1;
+            state.batches.insert(id, (rows, 0, keys));
+            for (row, ts) in times.into_iter().enumerate() {
+                let Some(ts) = ts else {
+                    return Err(corrupt(format!("{table} holds a row without a time")));
+                };
+                state.insert(StoredRow {
+                    batch: id,
+                    row: row as u32,
+                    ts,
+                    seq: 0,
+                    null_key: !key_valid[row],
+                    matched: matched.value(row),
+                    key_hash: hashes[row],
+                    prev: NONE,
+                    next: NONE,
+                });
+            }
+            if state.batches.get(&id).is_some_and(|e| e.1 == 0) {
+                state.batches.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
     /// Rows of `side` that never matched, padded with NULLs on the other side.
     fn padded(&self, side: usize, rows: &[(u64, u32)]) -> EngineResult<RecordBatch> {
         let state = &self.state[side];
@@ -313,9 +459,7 @@ impl Operator for IntervalJoinOperator {
     fn on_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> EngineResult<()> {
         let other = 1 - input;
         let side = self.side(input);
-        let times = cast(batch.column(side.time_index), &DataType::Int64)?;
-        let times = times.as_primitive::<Int64Type>();
-        let unit = side.time_unit_ns;
+        let times = event_times(side, &batch)?;
         let (keys, key_valid) = side.keys.encode(&batch)?;
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         // Candidate pairs: (row of this batch, slot of the other side).
@@ -324,11 +468,7 @@ impl Operator for IntervalJoinOperator {
         let mut on_time: Vec<(usize, i64, u64)> = Vec::new();
         let mut unjoinable: Vec<usize> = Vec::new();
         for (row, key_ok) in key_valid.iter().enumerate() {
-            let Some(ts) = times
-                .is_valid(row)
-                .then(|| times.value(row).checked_mul(unit))
-                .flatten()
-            else {
+            let Some(ts) = times[row] else {
                 unjoinable.push(row);
                 continue;
             };
@@ -423,6 +563,7 @@ impl Operator for IntervalJoinOperator {
                 ts,
                 null_key: !key_valid[row],
                 matched: matched_here[row],
+                seq: 0,
                 key_hash: hash,
                 prev: NONE,
                 next: NONE,
@@ -435,6 +576,10 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        // After a restore the runtime may repeat the restored watermark: already done.
+        if self.watermark.is_some_and(|w| watermark <= w) {
+            return Ok(());
+        }
         self.watermark = Some(watermark);
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         let bounds = [
@@ -481,7 +626,7 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn state_tables(&self) -> Vec<StateTableInfo> {
-        ["left_rows", "right_rows"]
+        SIDE_TABLES
             .into_iter()
             .zip(&self.state)
             .map(|(name, s)| StateTableInfo {
@@ -495,6 +640,46 @@ impl Operator for IntervalJoinOperator {
                     .sum(),
             })
             .collect()
+    }
+
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        snapshot.add_values(META_TABLE, &[("watermark", self.watermark)])?;
+        for (state, table) in self.state.iter().zip(SIDE_TABLES) {
+            for batch in state.export()? {
+                snapshot.add(table, batch)?;
+            }
+        }
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if self.watermark.is_some() || self.state.iter().any(|s| s.rows() > 0) {
+            return Err(EngineError::Internal(
+                "interval join: restore into an operator that already ran".to_string(),
+            ));
+        }
+        if let Some(other) = snapshot
+            .table_names()
+            .into_iter()
+            .find(|t| t != META_TABLE && !SIDE_TABLES.contains(&t.as_str()))
+        {
+            return Err(corrupt(format!("an interval join has no table {other}")));
+        }
+        let values = snapshot.values(META_TABLE)?;
+        let watermark = match (values.get("watermark"), values.len()) {
+            (Some(w), 1) => *w,
+            _ => {
+                return Err(corrupt(format!(
+                    "an interval join's {META_TABLE} holds {values:?}, not its watermark"
+                )));
+            }
+        };
+        for (input, table) in SIDE_TABLES.into_iter().enumerate() {
+            self.restore_side(input, snapshot.table(table))?;
+        }
+        self.watermark = watermark;
+        Ok(())
     }
 }
 
@@ -702,5 +887,256 @@ mod tests {
         op.on_batch(0, batch("l", &[(Some(1), 7_000)]), &mut out)
             .unwrap();
         assert_eq!(op.late_rows.load(Ordering::Relaxed), 1);
+    }
+
+    // Snapshot and restore.
+
+    use super::super::join_rows::checkpoint_tests::{Lcg, Step, check_every_cut, output_rows, run};
+    use crate::state::checkpoint::round_trip;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::logical_expr::Operator as BinaryOp;
+    use datafusion::physical_expr::expressions::{binary, col};
+
+    fn valued_schema(name: &str) -> SchemaRef {
+        let mut fields = schema(name).fields().to_vec();
+        fields.push(Arc::new(Field::new(
+            format!("{name}_v"),
+            DataType::Utf8,
+            true,
+        )));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// A join of (k, ts, v) rows, `lower <= l.ts - r.ts <= upper` (ms), with `l_v <> r_v` as
+    /// residual condition if `residual`.
+    fn valued_join(kind: JoinKind, lower: i64, upper: i64, residual: bool) -> IntervalJoinOperator {
+        let (left, right) = (valued_schema("l"), valued_schema("r"));
+        let fields: Vec<_> = left
+            .fields()
+            .iter()
+            .chain(right.fields().iter())
+            .cloned()
+            .collect();
+        let joined = Schema::new(fields);
+        let residual = residual.then(|| {
+            binary(
+                col("l_v", &joined).unwrap(),
+                BinaryOp::NotEq,
+                col("r_v", &joined).unwrap(),
+                &joined,
+            )
+            .unwrap()
+        });
+        let side = |schema: &SchemaRef| IntervalSide {
+            schema: Arc::clone(schema),
+            keys: KeyEncoder::try_new(vec![Arc::new(Column::new("k", 0))], &[DataType::Int64])
+                .unwrap(),
+            time_index: 1,
+            time_unit_ns: MS,
+        };
+        IntervalJoinOperator::new(
+            OperatorInfo {
+                name: "IntervalJoin".to_string(),
+                schema: Arc::new(joined),
+            },
+            IntervalJoinSpec {
+                kind,
+                left: side(&left),
+                right: side(&right),
+                lower: lower * MS,
+                upper: upper * MS,
+                residual,
+            },
+            Arc::new(AtomicU64::new(0)),
+        )
+    }
+
+    /// The operator and its late-row counter.
+    fn tracked(op: IntervalJoinOperator) -> (IntervalJoinOperator, Arc<AtomicU64>) {
+        let late = Arc::clone(&op.late_rows);
+        (op, late)
+    }
+
+    /// A random stream of both sides: keys 0..3 (some NULL), times on a 100 ms grid (so rows
+    /// tie) around a clock with disorder (so some rows are late), values a..c (some NULL),
+    /// a few NULL times, watermarks 500 ms behind the clock, then the end of input.
+    fn random_steps(seed: u64, len: usize) -> Vec<Step> {
+        let mut rng = Lcg(seed);
+        let mut clock: i64 = 10_000;
+        let mut watermark = i64::MIN;
+        let mut steps = Vec::new();
+        while steps.len() < len {
+            if rng.below(10) < 7 {
+                let input = rng.below(2) as usize;
+                let n = 1 + rng.below(4) as usize;
+                let mut keys = Vec::new();
+                let mut times = Vec::new();
+                let mut values = Vec::new();
+                for _ in 0..n {
+                    keys.push((rng.below(8) != 0).then(|| rng.below(3) as i64));
+                    let ts = clock - 600 + rng.below(10) as i64 * 100;
+                    times.push((rng.below(20) != 0).then_some(ts / 100 * 100));
+                    values
+                        .push((rng.below(6) != 0).then(|| ["a", "b", "c"][rng.below(3) as usize]));
+                }
+                let name = ["l", "r"][input];
+                let batch = RecordBatch::try_new(
+                    valued_schema(name),
+                    vec![
+                        Arc::new(Int64Array::from(keys)),
+                        Arc::new(TimestampMillisecondArray::from(times)),
+                        Arc::new(StringArray::from(values)),
+                    ],
+                )
+                .unwrap();
+                steps.push(Step::Rows(input, batch));
+                clock += rng.below(300) as i64;
+            } else if (clock - 500) * MS > watermark {
+                watermark = (clock - 500) * MS;
+                steps.push(Step::Watermark(watermark));
+            }
+        }
+        steps.push(Step::Watermark(WATERMARK_END));
+        steps
+    }
+
+    #[test]
+    fn a_restored_join_emits_what_the_uninterrupted_one_did_at_every_cut() {
+        for seed in [1, 2, 3] {
+            let steps = random_steps(seed, 40);
+            for residual in [false, true] {
+                let mut rows = Vec::new();
+                for kind in [
+                    JoinKind::Inner,
+                    JoinKind::Left,
+                    JoinKind::Right,
+                    JoinKind::Full,
+                ] {
+                    let out =
+                        check_every_cut(|| tracked(valued_join(kind, -300, 500, residual)), &steps);
+                    rows.push(output_rows(&out));
+                }
+                let [inner, left, right, full] = rows[..] else {
+                    unreachable!()
+                };
+                assert!(inner > 0, "seed {seed}: rows join");
+                assert!(
+                    left > inner && right > inner,
+                    "seed {seed}: outer rows are padded"
+                );
+                assert_eq!(full + inner, left + right, "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_restore_keeps_the_order_of_tied_rows() {
+        // Rows at equal times, several keys, arriving out of time order, stored in slots that
+        // pruning freed: the padding of a FULL join after the restore lists them as the
+        // original would.
+        let rows = |name: &str, keys: &[i64], times: &[i64]| {
+            Step::Rows(
+                usize::from(name == "r"),
+                RecordBatch::try_new(
+                    valued_schema(name),
+                    vec![
+                        Arc::new(Int64Array::from(keys.to_vec())),
+                        Arc::new(TimestampMillisecondArray::from(times.to_vec())),
+                        Arc::new(StringArray::from(vec!["x"; keys.len()])),
+                    ],
+                )
+                .unwrap(),
+            )
+        };
+        let steps = vec![
+            rows("l", &[1, 2, 3, 1], &[2_000, 1_000, 2_000, 1_000]),
+            rows("r", &[9, 8], &[1_000, 1_000]),
+            rows("l", &[2, 3], &[1_000, 3_000]),
+            Step::Watermark(1_500 * MS),
+            rows("r", &[1, 7, 3], &[2_000, 2_000, 1_900]),
+            // Stored in the slots of the three left rows at 1 s, in reverse; the row at 1.2 s
+            // is late.
+            rows("l", &[5, 6, 4, 1], &[2_000, 2_000, 2_000, 1_200]),
+            rows("l", &[7, 3], &[1_900, 2_000]),
+            Step::Watermark(2_600 * MS),
+            Step::Watermark(WATERMARK_END),
+        ];
+        for residual in [false, true] {
+            check_every_cut(
+                || tracked(valued_join(JoinKind::Full, -100, 100, residual)),
+                &steps,
+            );
+        }
+    }
+
+    #[test]
+    fn snapshots_of_another_shape_are_refused() {
+        let restore = |snapshot: StateSnapshot| {
+            valued_join(JoinKind::Full, -300, 500, true).restore(snapshot)
+        };
+        let refused = |result: EngineResult<()>, what: &str| match result {
+            Err(EngineError::Checkpoint(_)) => {}
+            other => panic!("{what}: {other:?}"),
+        };
+        // A good one, to take apart.
+        let mut op = valued_join(JoinKind::Full, -300, 500, true);
+        let steps = random_steps(7, 12);
+        run(&mut op, &steps[..steps.len() - 1]);
+        let good = op.snapshot().unwrap();
+        assert!(!good.table("left_rows").is_empty());
+        restore(round_trip(&good).unwrap()).unwrap();
+
+        refused(restore(StateSnapshot::new()), "no watermark");
+        refused(restore(good.clone().without(META_TABLE)), "no watermark");
+        let mut extra = good.clone();
+        extra.add_values("windows", &[("n", Some(1))]).unwrap();
+        refused(restore(extra), "another operator's table");
+        let mut values = good.clone().without(META_TABLE);
+        values
+            .add_values(META_TABLE, &[("watermark", None), ("count", Some(3))])
+            .unwrap();
+        refused(restore(values), "unknown values");
+
+        // Rows without the values column: an interval join of (k, ts) rows.
+        let mut narrow = join(JoinKind::Full, -300, 500);
+        narrow
+            .on_batch(0, batch("l", &[(Some(1), 1_000)]), &mut Output::default())
+            .unwrap();
+        refused(restore(narrow.snapshot().unwrap()), "narrower rows");
+        // Without `matched`, or with NULLs in it.
+        let rows = good.table("left_rows")[0].clone();
+        let width = rows.num_columns() - 1;
+        let mut cut = good.clone().without("left_rows");
+        cut.add(
+            "left_rows",
+            rows.project(&(0..width).collect::<Vec<_>>()).unwrap(),
+        )
+        .unwrap();
+        refused(restore(cut), "no matched column");
+        let mut nulls = good.clone().without("left_rows");
+        let mut fields = rows.schema().fields().to_vec();
+        fields[width] = Arc::new(Field::new(MATCHED, DataType::Boolean, true));
+        let mut columns = rows.columns().to_vec();
+        columns[width] = Arc::new(BooleanArray::from(vec![None; rows.num_rows()]));
+        nulls
+            .add(
+                "left_rows",
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap(),
+            )
+            .unwrap();
+        refused(restore(nulls), "NULL matched");
+        // A key of another type.
+        let mut typed = good.without("left_rows");
+        let mut fields = rows.schema().fields().to_vec();
+        fields[0] = Arc::new(Field::new("l_k", DataType::Utf8, true));
+        let mut columns = rows.columns().to_vec();
+        columns[0] = Arc::new(StringArray::from(vec![Some("1"); rows.num_rows()]));
+        typed
+            .add(
+                "left_rows",
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap(),
+            )
+            .unwrap();
+        refused(restore(typed), "a key of another type");
     }
 }

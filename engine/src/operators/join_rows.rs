@@ -143,3 +143,145 @@ pub fn residual_mask(
 pub fn keep(batch: &RecordBatch, mask: &BooleanArray) -> EngineResult<RecordBatch> {
     Ok(filter_record_batch(batch, mask)?)
 }
+
+/// The harness of the join operators' snapshot tests.
+#[cfg(test)]
+pub(crate) mod checkpoint_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use crate::operators::{Operator, Output};
+    use crate::runtime::message::Message;
+    use crate::state::checkpoint::round_trip;
+
+    /// One input message.
+    #[derive(Clone)]
+    pub enum Step {
+        Rows(usize, RecordBatch),
+        Watermark(i64),
+    }
+
+    /// An output message, compared exactly.
+    #[derive(Debug, PartialEq)]
+    pub enum Emitted {
+        Rows(RecordBatch),
+        Watermark(i64),
+    }
+
+    /// A tiny deterministic generator (Knuth's MMIX LCG).
+    pub struct Lcg(pub u64);
+
+    impl Lcg {
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    pub fn run(op: &mut dyn Operator, steps: &[Step]) -> Vec<Emitted> {
+        let mut out = Output::default();
+        for step in steps {
+            match step {
+                Step::Rows(input, batch) => op.on_batch(*input, batch.clone(), &mut out),
+                Step::Watermark(w) => op.on_watermark(*w, &mut out),
+            }
+            .unwrap();
+        }
+        emitted(&mut out)
+    }
+
+    fn emitted(out: &mut Output) -> Vec<Emitted> {
+        out.drain()
+            .map(|m| match m {
+                Message::Data(b) => Emitted::Rows(b),
+                Message::Watermark(w) => Emitted::Watermark(w),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    fn held(op: &dyn Operator) -> Vec<usize> {
+        op.state_tables().iter().map(|t| t.rows).collect()
+    }
+
+    pub fn output_rows(emitted: &[Emitted]) -> usize {
+        emitted
+            .iter()
+            .map(|e| match e {
+                Emitted::Rows(b) => b.num_rows(),
+                Emitted::Watermark(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Runs `steps` whole, and cut at every point: the prefix, a snapshot through the bytes
+    /// of a checkpoint, a new operator restored from it (hearing the restored watermark
+    /// again, as the runtime may send it), the rest. Both runs together must emit exactly
+    /// what the whole run did, and count the same late rows; the operator that took the
+    /// snapshot must carry on as if it had not. `make` builds an operator and hands out its
+    /// late-row counter. Returns the whole run's output.
+    pub fn check_every_cut<O: Operator>(
+        make: impl Fn() -> (O, Arc<AtomicU64>),
+        steps: &[Step],
+    ) -> Vec<Emitted> {
+        let (mut whole, whole_late) = make();
+        let expected = run(&mut whole, steps);
+        let expected_late = whole_late.load(Ordering::Relaxed);
+        let mut cut_with_both_sides_held = false;
+        for cut in 0..=steps.len() {
+            let (mut first, first_late) = make();
+            let mut got = run(&mut first, &steps[..cut]);
+            let late = first_late.load(Ordering::Relaxed);
+            let rows_held = held(&first);
+            cut_with_both_sides_held |= rows_held.iter().all(|r| *r > 0);
+            let snapshot = round_trip(&first.snapshot().unwrap()).unwrap();
+
+            let mut carried_on = run(&mut first, &steps[cut..]);
+            let mut before = run(&mut make().0, &steps[..cut]);
+            before.append(&mut carried_on);
+            assert!(
+                before == expected,
+                "the snapshot at {cut} changed the operator"
+            );
+
+            let (mut second, second_late) = make();
+            second.restore(snapshot).unwrap();
+            assert_eq!(
+                held(&second),
+                rows_held,
+                "rows held after a restore at {cut}"
+            );
+            let repeated = steps[..cut].iter().rev().find_map(|s| match s {
+                Step::Watermark(w) => Some(*w),
+                Step::Rows(..) => None,
+            });
+            if let Some(w) = repeated {
+                let mut out = Output::default();
+                second.on_watermark(w, &mut out).unwrap();
+                got.extend(emitted(&mut out));
+            }
+            got.extend(run(&mut second, &steps[cut..]));
+            assert!(
+                got == expected,
+                "restored at {cut} of {}:\n{got:#?}\nexpected\n{expected:#?}",
+                steps.len()
+            );
+            assert_eq!(
+                late + second_late.load(Ordering::Relaxed),
+                expected_late,
+                "late rows with a restore at {cut}"
+            );
+        }
+        assert!(expected_late > 0, "the stream has late rows");
+        assert!(
+            cut_with_both_sides_held,
+            "some cut holds rows on both sides"
+        );
+        expected
+    }
+}

@@ -1,12 +1,19 @@
 //! `LimitOperator`: `LIMIT n [OFFSET m]` on a stream.
 //!
 //! Emits the first `n` rows after skipping `m`, then reports itself finished so the runtime
-//! ends the query and frees its sources. State: two counters.
+//! ends the query and frees its sources. State: two counters (rows still to skip, rows
+//! still to emit), which are its snapshot.
 
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+
+/// The snapshot's table and values.
+const COUNTERS: &str = "counters";
+const SKIP: &str = "skip";
+const REMAINING: &str = "remaining";
 
 pub struct LimitOperator {
     info: OperatorInfo,
@@ -56,6 +63,62 @@ impl Operator for LimitOperator {
     fn is_finished(&self) -> bool {
         self.remaining == Some(0)
     }
+
+    fn state_tables(&self) -> Vec<StateTableInfo> {
+        vec![StateTableInfo {
+            name: COUNTERS,
+            key: Vec::new(),
+            rows: 1,
+            bytes: 2 * std::mem::size_of::<usize>(),
+        }]
+    }
+
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        let count = |n: usize| i64::try_from(n).ok();
+        let mut snapshot = StateSnapshot::new();
+        snapshot.add_values(
+            COUNTERS,
+            &[
+                (SKIP, count(self.skip)),
+                (REMAINING, self.remaining.and_then(count)),
+            ],
+        )?;
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if snapshot.is_empty() {
+            return Ok(());
+        }
+        if snapshot.table_names() != [COUNTERS] {
+            return Err(corrupt(format!(
+                "a limit has no tables {:?}",
+                snapshot.table_names()
+            )));
+        }
+        let values = snapshot.values(COUNTERS)?;
+        let count = |name: &str| -> EngineResult<Option<usize>> {
+            match values.get(name) {
+                None => Err(corrupt(format!("a limit without {name}"))),
+                Some(v) => v
+                    .map(|v| usize::try_from(v).map_err(|_| corrupt(format!("{name} is {v}"))))
+                    .transpose(),
+            }
+        };
+        let skip = count(SKIP)?.ok_or_else(|| corrupt("a limit without skip"))?;
+        let remaining = count(REMAINING)?;
+        // The counters only go down, and the same plan has the same limit (or none).
+        if values.len() != 2
+            || skip > self.skip
+            || remaining.is_some() != self.remaining.is_some()
+            || remaining > self.remaining
+        {
+            return Err(corrupt("limit counters of another plan"));
+        }
+        self.skip = skip;
+        self.remaining = remaining;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +129,7 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
+    use crate::operators::checkpoint_harness::{Step, check_every_cut_forwarding};
     use crate::runtime::message::Message;
 
     fn batch(values: &[i64]) -> RecordBatch {
@@ -104,5 +168,58 @@ mod tests {
         op.on_batch(0, batch(&[6, 7, 8]), &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![6, 7]);
         assert!(op.is_finished());
+    }
+
+    #[test]
+    fn restores_its_counters_at_every_cut() {
+        let steps: Vec<Step> = [vec![1, 2], vec![3, 4, 5], vec![], vec![6], vec![7, 8, 9]]
+            .into_iter()
+            .map(|v| Step::Batch(batch(&v)))
+            .chain([Step::Watermark(3), Step::Batch(batch(&[10])), Step::End])
+            .collect();
+        for (skip, fetch) in [(3, Some(4)), (0, Some(2)), (2, None), (0, Some(100))] {
+            let make = |_late| {
+                let info = OperatorInfo {
+                    name: "Limit".into(),
+                    schema: batch(&[]).schema(),
+                };
+                Box::new(LimitOperator::new(info, skip, fetch)) as Box<dyn Operator>
+            };
+            check_every_cut_forwarding(&make, &steps);
+        }
+    }
+
+    #[test]
+    fn counters_of_another_limit_are_refused() {
+        let info = OperatorInfo {
+            name: "Limit".into(),
+            schema: batch(&[]).schema(),
+        };
+        let mut op = LimitOperator::new(info.clone(), 1, Some(5));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[1, 2, 3]), &mut out).unwrap();
+        let good = op.snapshot().unwrap();
+        assert!(
+            LimitOperator::new(info.clone(), 1, None)
+                .restore(good.clone())
+                .is_err()
+        );
+        assert!(
+            LimitOperator::new(info.clone(), 0, Some(1))
+                .restore(good.clone())
+                .is_err()
+        );
+        let mut foreign = StateSnapshot::new();
+        foreign
+            .add_values("meta", &[("watermark", Some(1))])
+            .unwrap();
+        assert!(
+            LimitOperator::new(info.clone(), 1, Some(5))
+                .restore(foreign)
+                .is_err()
+        );
+        let mut restored = LimitOperator::new(info, 1, Some(5));
+        restored.restore(good).unwrap();
+        assert_eq!((restored.skip, restored.remaining), (0, Some(3)));
     }
 }

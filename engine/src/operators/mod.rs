@@ -12,6 +12,8 @@ use crate::runtime::message::{Epoch, EventTime, Message};
 use crate::state::{StateSnapshot, StateTableInfo};
 
 pub mod accumulators;
+#[cfg(test)]
+pub(crate) mod checkpoint_harness;
 pub mod filter;
 pub mod interval_join;
 pub mod join_rows;

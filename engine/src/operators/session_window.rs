@@ -9,7 +9,12 @@
 //! those rows live in, freed once no open session refers to them. Lateness: a row is late when
 //! it touches no open session and its own session would already have closed; it is dropped
 //! and counted. Rows whose time is NULL belong to no session and are skipped. Watermark:
-//! forwarded after the sessions it closes are emitted.
+//! forwarded after the sessions it closes are emitted. Sessions closed by one watermark are
+//! emitted in order of their bounds, then of their key.
+//!
+//! Snapshot: the watermark, each open session's bounds with its rows (the input columns, so
+//! the retained batches need not be kept whole), and the end of each key's last emitted
+//! session still kept, with the key columns. A restored instance holds its rows in one batch.
 
 use std::collections::HashMap;
 
@@ -27,7 +32,14 @@ use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
 use crate::plan::window::{MILLISECOND, unit_nanos};
 use crate::runtime::message::EventTime;
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+
+/// Snapshot tables and values.
+const META: &str = "meta";
+const SESSIONS: &str = "sessions";
+const ROWS: &str = "rows";
+const EMITTED: &str = "emitted";
+const WATERMARK: &str = "watermark";
 
 #[derive(Debug)]
 struct Session {
@@ -195,9 +207,13 @@ impl Operator for SessionWindowOperator {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        // After a restore the runtime may repeat the watermark of the checkpoint.
+        if self.watermark.is_some_and(|w| watermark <= w) {
+            return Ok(());
+        }
         self.watermark = Some(watermark);
         let gap = self.gap;
-        let mut closed: Vec<Session> = Vec::new();
+        let mut closed: Vec<(Vec<u8>, Session)> = Vec::new();
         let emitted_end = &mut self.emitted_end;
         self.sessions.retain(|key, sessions| {
             let (done, open): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
@@ -207,7 +223,7 @@ impl Operator for SessionWindowOperator {
                 let end = emitted_end.entry(key.clone()).or_insert(i64::MIN);
                 *end = (*end).max(s.last.saturating_add(gap));
             }
-            closed.extend(done);
+            closed.extend(done.into_iter().map(|s| (key.clone(), s)));
             *sessions = open;
             !sessions.is_empty()
         });
@@ -217,7 +233,9 @@ impl Operator for SessionWindowOperator {
         self.emitted_end
             .retain(|key, end| sessions.contains_key(key) || *end > watermark.saturating_sub(gap));
         if !closed.is_empty() {
-            closed.sort_by_key(|s| (s.start, s.last));
+            // By session, then key: the order does not depend on the hash map's.
+            closed.sort_by(|(ka, a), (kb, b)| (a.start, a.last, ka).cmp(&(b.start, b.last, kb)));
+            let closed: Vec<Session> = closed.into_iter().map(|(_, s)| s).collect();
             let ids: Vec<u64> = {
                 let mut ids: Vec<u64> = closed
                     .iter()
@@ -270,6 +288,177 @@ impl Operator for SessionWindowOperator {
         Ok(())
     }
 
+    /// Tables: `meta` (the watermark), `sessions` (start, last row time and row count of
+    /// each open session, key by key), `rows` (the rows of those sessions, in that order,
+    /// with the input's columns; absent without open sessions) and `emitted` (the key
+    /// columns and end of each key's last emitted session still kept).
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        snapshot.add_values(META, &[(WATERMARK, self.watermark)])?;
+        let (mut starts, mut lasts, mut counts) = (vec![], vec![], vec![]);
+        let ids: Vec<u64> = self.batches.keys().copied().collect();
+        let position: HashMap<u64, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut indices = Vec::new();
+        for sessions in self.sessions.values() {
+            for s in sessions {
+                starts.push(s.start);
+                lasts.push(s.last);
+                counts.push(s.rows.len() as i64);
+                for (id, row) in &s.rows {
+                    let batch = position.get(id).ok_or_else(|| {
+                        EngineError::Internal(format!("session row of a dropped batch {id}"))
+                    })?;
+                    indices.push((*batch, *row as usize));
+                }
+            }
+        }
+        let column = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+        snapshot.add(
+            SESSIONS,
+            RecordBatch::try_from_iter([
+                ("start", column(starts)),
+                ("last", column(lasts)),
+                ("rows", column(counts)),
+            ])?,
+        )?;
+        if !indices.is_empty() {
+            let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.batches[id].0).collect();
+            snapshot.add(ROWS, interleave_record_batch(&batches, &indices)?)?;
+        }
+        let (keys, ends): (Vec<&Vec<u8>>, Vec<i64>) = self.emitted_end.iter().unzip();
+        let mut columns: Vec<(String, ArrayRef)> = match &self.converter {
+            Some(c) => {
+                let parser = c.parser();
+                let rows = keys.iter().map(|k| parser.parse(k));
+                c.convert_rows(rows)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("key{i}"), a))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        columns.push(("end".to_string(), column(ends)));
+        snapshot.add(EMITTED, RecordBatch::try_from_iter(columns)?)?;
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if let Some(other) = snapshot
+            .table_names()
+            .into_iter()
+            .find(|t| ![META, SESSIONS, ROWS, EMITTED].contains(&t.as_str()))
+        {
+            return Err(corrupt(format!("a session window has no table {other}")));
+        }
+        let meta = snapshot.values(META)?;
+        if meta.keys().any(|k| k != WATERMARK)
+            || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
+        {
+            return Err(corrupt("unexpected session window values"));
+        }
+        self.watermark = meta.get(WATERMARK).copied().flatten();
+        let input_types: Vec<&DataType> = self.info.schema.fields()
+            [..self.info.schema.fields().len().saturating_sub(3)]
+            .iter()
+            .map(|f| f.data_type())
+            .collect();
+        let ints = |batch: &RecordBatch, name: &str| -> EngineResult<Int64Array> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .filter(|c| c.null_count() == 0)
+                .cloned()
+                .ok_or_else(|| corrupt(format!("session window state without {name}")))
+        };
+        let rows = match snapshot.table(ROWS).as_slice() {
+            [] => None,
+            [rows] => {
+                let types: Vec<&DataType> = rows.columns().iter().map(|c| c.data_type()).collect();
+                if types != input_types {
+                    return Err(corrupt("session window rows of another schema"));
+                }
+                Some(rows.clone())
+            }
+            _ => return Err(corrupt("session window rows in several batches")),
+        };
+        let keys = match (&self.converter, &rows) {
+            (Some(c), Some(rows)) => {
+                let columns: Vec<ArrayRef> = self
+                    .key_indices
+                    .iter()
+                    .map(|i| Arc::clone(rows.column(*i)))
+                    .collect();
+                Some(c.convert_columns(&columns)?)
+            }
+            _ => None,
+        };
+        let mut next = 0usize;
+        for batch in snapshot.table(SESSIONS) {
+            let (starts, lasts, counts) = (
+                ints(&batch, "start")?,
+                ints(&batch, "last")?,
+                ints(&batch, "rows")?,
+            );
+            for i in 0..batch.num_rows() {
+                let count = usize::try_from(counts.value(i)).unwrap_or(0);
+                let end = next
+                    .checked_add(count)
+                    .filter(|end| count > 0 && *end <= rows.as_ref().map_or(0, |r| r.num_rows()))
+                    .ok_or_else(|| corrupt("a session without its rows"))?;
+                let key: Vec<u8> = keys
+                    .as_ref()
+                    .map_or(Vec::new(), |k| k.row(next).data().to_vec());
+                if keys
+                    .as_ref()
+                    .is_some_and(|k| (next..end).any(|r| k.row(r).data() != key))
+                {
+                    return Err(corrupt("a session of several keys"));
+                }
+                self.sessions.entry(key).or_default().push(Session {
+                    start: starts.value(i),
+                    last: lasts.value(i),
+                    rows: (next..end).map(|r| (0, r as u32)).collect(),
+                });
+                next = end;
+            }
+        }
+        if let Some(rows) = rows {
+            if next != rows.num_rows() {
+                return Err(corrupt("session window rows of no session"));
+            }
+            self.batches.insert(0, (rows, next));
+            self.next_batch = 1;
+        }
+        for batch in snapshot.table(EMITTED) {
+            let key_columns = self.key_indices.len();
+            if batch.num_columns() != key_columns + 1 {
+                return Err(corrupt("session window emitted ends of another shape"));
+            }
+            let ends = ints(&batch, "end")?;
+            let keys = match &self.converter {
+                Some(c) => {
+                    let columns = &batch.columns()[..key_columns];
+                    for (column, i) in columns.iter().zip(&self.key_indices) {
+                        if Some(column.data_type()) != input_types.get(*i).copied() {
+                            return Err(corrupt("a session window key of another type"));
+                        }
+                    }
+                    Some(c.convert_columns(columns)?)
+                }
+                None => None,
+            };
+            for i in 0..batch.num_rows() {
+                let key = keys
+                    .as_ref()
+                    .map_or(Vec::new(), |k| k.row(i).data().to_vec());
+                self.emitted_end.insert(key, ends.value(i));
+            }
+        }
+        Ok(())
+    }
+
     fn state_tables(&self) -> Vec<StateTableInfo> {
         vec![StateTableInfo {
             name: "sessions",
@@ -290,6 +479,7 @@ mod tests {
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
 
     use super::*;
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
     use crate::runtime::message::Message;
 
     const MS: i64 = 1_000_000;
@@ -300,6 +490,10 @@ mod tests {
     }
 
     fn operator(late: Arc<AtomicU64>) -> SessionWindowOperator {
+        operator_by(vec![0], late)
+    }
+
+    fn operator_by(keys: Vec<usize>, late: Arc<AtomicU64>) -> SessionWindowOperator {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("ts", ts_type(), true),
@@ -314,7 +508,7 @@ mod tests {
             },
             GAP,
             1,
-            vec![0],
+            keys,
             &[DataType::Int64, ts_type()],
             late,
         )
@@ -437,5 +631,90 @@ mod tests {
             rows(&mut out),
             vec![(1, 15_000, 15_000, 25_000), (1, 20_000, 15_000, 25_000)]
         );
+    }
+
+    /// Rows of (k, ts ms or NULL).
+    fn batch_with_nulls(rows: &[(i64, Option<i64>)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ts", ts_type(), true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMillisecondArray::from_iter(
+                    rows.iter().map(|r| r.1),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn checkpoint_sequence(seed: u64) -> Vec<Step> {
+        let mut rng = Lcg(seed);
+        let mut steps = Vec::new();
+        let mut watermark = 0;
+        for _ in 0..40 {
+            if rng.next(3) == 0 {
+                watermark += 2000 + rng.next(10) as i64 * 1000;
+                steps.push(Step::Watermark(watermark * MS));
+                continue;
+            }
+            let rows: Vec<(i64, Option<i64>)> = (0..1 + rng.next(3))
+                .map(|_| {
+                    let ts = (watermark + rng.next(24) as i64 * 1000 - 9000).max(0);
+                    (rng.next(6) as i64, (rng.next(10) != 0).then_some(ts))
+                })
+                .collect();
+            steps.push(Step::Batch(batch_with_nulls(&rows)));
+        }
+        steps.push(Step::End);
+        steps
+    }
+
+    #[test]
+    fn restores_at_every_cut() {
+        for (keys, seed) in [(vec![0], 1), (vec![0], 2), (vec![], 3)] {
+            let make = |late| Box::new(operator_by(keys.clone(), late)) as Box<dyn Operator>;
+            let (output, late) = check_every_cut(&make, &checkpoint_sequence(seed));
+            assert!(output.iter().filter(|m| m.starts_with('+')).count() > 1);
+            assert!(late > 0, "the sequence has late rows");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_another_shape_is_refused() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, 0), (2, 20_000)]), &mut out)
+            .unwrap();
+        op.on_watermark(6_000 * MS, &mut out).unwrap();
+        let good = op.snapshot().unwrap();
+        assert_eq!(good.table(EMITTED)[0].num_rows(), 1);
+        let fresh = || operator(Arc::clone(&late));
+        fresh().restore(StateSnapshot::new()).unwrap();
+        // Rows of another schema.
+        let mut wrong = good.clone().without(ROWS);
+        wrong
+            .add(ROWS, good.table(ROWS)[0].project(&[1, 0]).unwrap())
+            .unwrap();
+        assert!(fresh().restore(wrong).is_err());
+        // Sessions without their rows.
+        assert!(fresh().restore(good.clone().without(ROWS)).is_err());
+        // Another operator's table.
+        let mut foreign = good.clone();
+        foreign.add("slices", batch(&[(1, 0)])).unwrap();
+        assert!(fresh().restore(foreign).is_err());
+        // Emitted ends without their key.
+        let mut keyless = good.clone().without(EMITTED);
+        keyless
+            .add(EMITTED, good.table(EMITTED)[0].project(&[1]).unwrap())
+            .unwrap();
+        assert!(fresh().restore(keyless).is_err());
+        // State without its watermark.
+        assert!(fresh().restore(good.clone().without("meta")).is_err());
+        fresh().restore(good).unwrap();
     }
 }

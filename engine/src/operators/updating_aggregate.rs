@@ -19,11 +19,17 @@
 //! contract: window functions call it after every row of a growing frame). That holds for
 //! every DataFusion aggregate, including `count(DISTINCT ...)` and ordered ones, so none is
 //! re-implemented here.
+//!
+//! Snapshot: per group, its key, each accumulator's intermediate state (`Accumulator::state`,
+//! merged into fresh accumulators on restore; the original continues with accumulators
+//! rebuilt the same way, since `state()` need not leave one as it was) and the values it last
+//! emitted, so a restored operator suppresses and retracts exactly as the original would.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
 use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -32,7 +38,10 @@ use datafusion::physical_plan::aggregates::group_values::GroupValues;
 use super::accumulators::{AggregateArguments, AggregateExprs};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+
+/// The snapshot's table.
+const GROUPS: &str = "groups";
 
 /// One group: its key, its aggregates' state and what it last emitted.
 struct Group {
@@ -94,6 +103,20 @@ impl UpdatingAggregateOperator {
             .iter()
             .map(|a| a.create_accumulator())
             .collect::<Result<_, _>>()?)
+    }
+
+    /// Fresh accumulators for `groups` groups.
+    fn new_accumulators_for(&self, groups: usize) -> EngineResult<Vec<Vec<Box<dyn Accumulator>>>> {
+        (0..groups).map(|_| self.new_accumulators()).collect()
+    }
+
+    /// The number of state columns of each aggregate.
+    fn state_columns(&self) -> EngineResult<Vec<usize>> {
+        self.exprs
+            .aggregates
+            .iter()
+            .map(|a| Ok(a.state_fields()?.len()))
+            .collect()
     }
 
     /// Adds the rows of `batch` whose interned groups are `group_ids` to their groups' state.
@@ -250,6 +273,140 @@ impl Operator for UpdatingAggregateOperator {
         self.output(changes, out)
     }
 
+    /// One table, `groups`: a row per group in interning order, with its key columns, each
+    /// aggregate's state columns (`Accumulator::state`) and the values it last emitted
+    /// (`emitted{i}`); no batch without groups.
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        if self.groups.is_empty() {
+            return Ok(snapshot);
+        }
+        let fields = self.exprs.state_fields()?;
+        let aggregates = self.exprs.aggregates.len();
+        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::new(); fields.len() + aggregates];
+        let key_columns = fields.len() - self.state_columns()?.iter().sum::<usize>();
+        let has_keys = self.exprs.has_keys();
+        let fresh = self.new_accumulators_for(self.groups.len())?;
+        for (group, fresh) in self.groups.iter_mut().zip(fresh) {
+            if has_keys {
+                for (column, v) in columns.iter_mut().zip(&group.key) {
+                    column.push(v.clone());
+                }
+            } else {
+                columns[0].push(ScalarValue::Boolean(Some(true)));
+            }
+            // The state is read, and the group continues with accumulators rebuilt from it
+            // (as a restore rebuilds them): `state()` may leave an accumulator changed.
+            let mut column = key_columns;
+            for (a, mut rebuilt) in group.accumulators.iter_mut().zip(fresh) {
+                let state = a.state()?;
+                let arrays = state
+                    .iter()
+                    .map(|v| v.to_array())
+                    .collect::<Result<Vec<_>, _>>()?;
+                rebuilt.merge_batch(&arrays)?;
+                *a = rebuilt;
+                for v in state {
+                    columns[column].push(v);
+                    column += 1;
+                }
+            }
+            let emitted = group.emitted.as_ref().ok_or_else(|| {
+                EngineError::Internal("a group without its emitted row".to_string())
+            })?;
+            for (column, v) in columns[fields.len()..].iter_mut().zip(emitted) {
+                column.push(v.clone());
+            }
+        }
+        let names = fields
+            .iter()
+            .map(|f| f.name().clone())
+            .chain((0..aggregates).map(|i| format!("emitted{i}")));
+        let arrays = columns
+            .into_iter()
+            .map(ScalarValue::iter_to_array)
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = Schema::new(
+            names
+                .zip(&arrays)
+                .map(|(name, a)| Field::new(name, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        );
+        snapshot.add(GROUPS, RecordBatch::try_new(Arc::new(schema), arrays)?)?;
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if let Some(other) = snapshot.table_names().into_iter().find(|t| t != GROUPS) {
+            return Err(corrupt(format!(
+                "an updating aggregate has no table {other}"
+            )));
+        }
+        let fields = self.exprs.state_fields()?;
+        let state_columns = self.state_columns()?;
+        let key_columns = fields.len() - state_columns.iter().sum::<usize>();
+        let aggregates = self.exprs.aggregates.len();
+        for batch in snapshot.table(GROUPS) {
+            if batch.num_columns() != fields.len() + aggregates {
+                return Err(corrupt(format!(
+                    "updating aggregate groups of {} columns, expected {}",
+                    batch.num_columns(),
+                    fields.len() + aggregates
+                )));
+            }
+            let expected = fields.iter().map(|f| f.data_type().clone()).chain(
+                self.exprs
+                    .aggregates
+                    .iter()
+                    .map(|a| a.field().data_type().clone()),
+            );
+            for (column, data_type) in batch.columns().iter().zip(expected) {
+                if !column.data_type().equals_datatype(&data_type) {
+                    return Err(corrupt(format!(
+                        "updating aggregate column of type {}, expected {data_type}",
+                        column.data_type()
+                    )));
+                }
+            }
+            let keys = &batch.columns()[..key_columns];
+            let mut group_ids = Vec::with_capacity(batch.num_rows());
+            self.interner.intern(keys, &mut group_ids)?;
+            let accumulators = self.new_accumulators_for(batch.num_rows())?;
+            for (row, mut accumulators) in accumulators.into_iter().enumerate() {
+                if group_ids[row] != self.groups.len() {
+                    return Err(corrupt("an updating aggregate group twice"));
+                }
+                let key = if self.exprs.has_keys() {
+                    keys.iter()
+                        .map(|k| ScalarValue::try_from_array(k, row))
+                        .collect::<Result<Vec<_>, _>>()?
+                } else {
+                    Vec::new()
+                };
+                let mut column = key_columns;
+                for (a, n) in accumulators.iter_mut().zip(&state_columns) {
+                    let state: Vec<ArrayRef> = batch.columns()[column..column + n]
+                        .iter()
+                        .map(|c| c.slice(row, 1))
+                        .collect();
+                    a.merge_batch(&state)?;
+                    column += n;
+                }
+                let emitted = batch.columns()[fields.len()..]
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.groups.push(Group {
+                    key,
+                    accumulators,
+                    emitted: Some(emitted),
+                    touched_by: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn state_tables(&self) -> Vec<StateTableInfo> {
         let bytes = self.interner.size()
             + self
@@ -281,7 +438,7 @@ mod tests {
     use datafusion::arrow::util::display::array_value_to_string;
     use datafusion::common::DFSchema;
     use datafusion::execution::context::ExecutionProps;
-    use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, sum};
+    use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
     use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
     use datafusion::logical_expr::{Expr, cast, col};
     use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
@@ -289,6 +446,7 @@ mod tests {
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
     use super::*;
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut_forwarding};
     use crate::runtime::message::Message;
 
     fn input_schema() -> Arc<Schema> {
@@ -476,5 +634,101 @@ mod tests {
         let mut op = operator(true, vec![(count(col("v")), i64())]);
         op.on_end(&mut out).unwrap();
         assert_eq!(rows(&mut out), Vec::<String>::new());
+    }
+
+    fn checkpoint_sequence(seed: u64) -> Vec<Step> {
+        let mut rng = Lcg(seed);
+        let mut steps = Vec::new();
+        for i in 0..30 {
+            if rng.next(4) == 0 {
+                steps.push(Step::Watermark(i));
+                continue;
+            }
+            let rows: Vec<(i64, Option<i64>)> = (0..1 + rng.next(4))
+                .map(|_| {
+                    let k = rng.next(4) as i64;
+                    (k, (rng.next(6) != 0).then(|| rng.next(9) as i64))
+                })
+                .collect();
+            steps.push(Step::Batch(batch(&rows)));
+        }
+        steps.push(Step::End);
+        steps
+    }
+
+    fn all_aggregates() -> Vec<(Expr, DataType)> {
+        vec![
+            (count(col("v")), i64()),
+            (sum(col("v")), i64()),
+            (max(col("v")), i64()),
+            (min(col("v")), i64()),
+            (avg(cast(col("v"), DataType::Float64)), DataType::Float64),
+            (count_distinct(col("v")), i64()),
+        ]
+    }
+
+    #[test]
+    fn restores_at_every_cut_with_the_same_changelog() {
+        for (keyed, seed) in [(true, 1), (true, 2), (false, 3)] {
+            let make = |_late| Box::new(operator(keyed, all_aggregates())) as Box<dyn Operator>;
+            let (output, _) = check_every_cut_forwarding(&make, &checkpoint_sequence(seed));
+            let text = output.join("\n");
+            assert!(text.contains("| - "), "the sequence retracts rows");
+        }
+    }
+
+    #[test]
+    fn a_global_aggregate_over_no_rows_restores_its_end_row() {
+        let make =
+            |_late| Box::new(operator(false, vec![(count(col("v")), i64())])) as Box<dyn Operator>;
+        let (output, _) = check_every_cut_forwarding(&make, &[Step::Watermark(1), Step::End]);
+        assert!(output.iter().any(|m| m.contains("| + ")));
+    }
+
+    #[test]
+    fn a_snapshot_of_another_shape_is_refused() {
+        let mut op = operator(true, all_aggregates());
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, Some(1)), (2, None)]), &mut out)
+            .unwrap();
+        let good = op.snapshot().unwrap();
+        let groups = &good.table(GROUPS)[0];
+        // Fewer aggregates than the operator has.
+        let mut short = StateSnapshot::new();
+        short
+            .add(GROUPS, groups.project(&[0, 1, 2]).unwrap())
+            .unwrap();
+        assert!(operator(true, all_aggregates()).restore(short).is_err());
+        // A state column of another type.
+        let mut columns = groups.columns().to_vec();
+        columns[1] = datafusion::arrow::compute::cast(&columns[1], &DataType::Utf8).unwrap();
+        let mut wrong = StateSnapshot::new();
+        wrong
+            .add(
+                GROUPS,
+                RecordBatch::try_new(
+                    Arc::new(Schema::new(
+                        columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+                            .collect::<Vec<_>>(),
+                    )),
+                    columns,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert!(operator(true, all_aggregates()).restore(wrong).is_err());
+        // Another operator's table.
+        let mut foreign = StateSnapshot::new();
+        foreign.add("slices", batch(&[(1, Some(1))])).unwrap();
+        assert!(operator(true, all_aggregates()).restore(foreign).is_err());
+        // The same group twice.
+        let mut twice = StateSnapshot::new();
+        twice.add(GROUPS, groups.clone()).unwrap();
+        twice.add(GROUPS, groups.clone()).unwrap();
+        assert!(operator(true, all_aggregates()).restore(twice).is_err());
+        operator(true, all_aggregates()).restore(good).unwrap();
     }
 }

@@ -14,6 +14,12 @@
 //! that has fired; it still counts towards its slice's other windows (HOP, CUMULATE), and is
 //! dropped and counted only when all of them have fired (as Flink counts). Watermark:
 //! forwarded after the windows it closes are emitted.
+//!
+//! Snapshot: the watermark, and every slice (its bounds) with its taken states and its live
+//! groups' intermediate state (`GroupsState` batches: key columns, then each aggregate's
+//! state columns). The live groups are rebuilt from that state at the snapshot, as a restore
+//! rebuilds them, so later results are the same either way. Late-row counts are a job
+//! metric, not operator state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,7 +35,13 @@ use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
 use crate::plan::window::{MILLISECOND, Span, WindowKind};
 use crate::runtime::message::EventTime;
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+
+/// Snapshot tables and values.
+const META: &str = "meta";
+const SLICES: &str = "slices";
+const GROUPS: &str = "groups";
+const WATERMARK: &str = "watermark";
 
 /// Which window bound an input or output column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +359,10 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        // After a restore the runtime may repeat the watermark of the checkpoint.
+        if self.watermark.is_some_and(|w| watermark <= w) {
+            return Ok(());
+        }
         let previous = self.watermark;
         self.watermark = Some(watermark);
         // Windows closing now: not closed by the previous watermark, closed by this one.
@@ -371,6 +387,102 @@ impl Operator for WindowAggregateOperator {
                 .all(|w| windowing.fires_at(*w, Some(watermark)))
         });
         out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Tables: `meta` (the watermark), `slices` (one row per slice: start, end, how many taken
+    /// states it has, whether it has live groups) and `groups` (per slice in that order, each
+    /// taken state and then the live groups' state, as [`GroupsState::to_batch`] writes them).
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        snapshot.add_values(META, &[(WATERMARK, self.watermark)])?;
+        let (mut starts, mut ends, mut taken, mut live) = (vec![], vec![], vec![], vec![]);
+        let mut groups = Vec::new();
+        for (span, slice) in &mut self.slices {
+            starts.push(span.start);
+            ends.push(span.end);
+            taken.push(slice.states.len() as i64);
+            live.push(i64::from(slice.live.is_some()));
+            for state in &slice.states {
+                groups.push(state.to_batch(&self.exprs)?);
+            }
+            if let Some(g) = slice.live.as_mut() {
+                groups.push(g.snapshot(&self.exprs)?.to_batch(&self.exprs)?);
+            }
+        }
+        let column = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+        snapshot.add(
+            SLICES,
+            RecordBatch::try_from_iter([
+                ("start", column(starts)),
+                ("end", column(ends)),
+                ("states", column(taken)),
+                ("live", column(live)),
+            ])?,
+        )?;
+        for batch in groups {
+            snapshot.add(GROUPS, batch)?;
+        }
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if let Some(other) = snapshot
+            .table_names()
+            .into_iter()
+            .find(|t| ![META, SLICES, GROUPS].contains(&t.as_str()))
+        {
+            return Err(corrupt(format!("a window aggregate has no table {other}")));
+        }
+        let meta = snapshot.values(META)?;
+        self.watermark = meta.get(WATERMARK).copied().flatten();
+        if meta.keys().any(|k| k != WATERMARK)
+            || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
+        {
+            return Err(corrupt("unexpected window aggregate values"));
+        }
+        let mut groups = snapshot.table(GROUPS).into_iter();
+        self.slices.clear();
+        for batch in snapshot.table(SLICES) {
+            let column = |name: &str| -> EngineResult<Int64Array> {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                    .filter(|c| c.null_count() == 0)
+                    .cloned()
+                    .ok_or_else(|| corrupt(format!("window aggregate slices without {name}")))
+            };
+            let (starts, ends) = (column("start")?, column("end")?);
+            let (taken, live) = (column("states")?, column("live")?);
+            for row in 0..batch.num_rows() {
+                let mut next = || {
+                    groups
+                        .next()
+                        .ok_or_else(|| corrupt("window aggregate slice without its groups"))
+                        .and_then(|b| GroupsState::from_batch(&self.exprs, &b))
+                };
+                let mut slice = Slice::default();
+                for _ in 0..taken.value(row).max(0) {
+                    slice.states.push(next()?);
+                }
+                if live.value(row) != 0 {
+                    slice.live = Some(Groups::from_state(&self.exprs, &next()?)?);
+                }
+                let span = Span::new(starts.value(row), ends.value(row));
+                let width = span.end.checked_sub(span.start).filter(|w| *w > 0);
+                if width.is_none()
+                    || (self.windowing.sliced && width != self.windowing.kind.slice_width())
+                {
+                    return Err(corrupt(format!("window aggregate slice {span:?}")));
+                }
+                if self.slices.insert(span, slice).is_some() {
+                    return Err(corrupt("a window aggregate slice twice"));
+                }
+            }
+        }
+        if groups.next().is_some() {
+            return Err(corrupt("window aggregate groups of no slice"));
+        }
         Ok(())
     }
 
@@ -609,5 +721,316 @@ mod tests {
         op.on_batch(0, batch(&[(0, 1, 5)]), &mut out).unwrap();
         assert_eq!(late.load(Ordering::Relaxed), 1);
         assert_eq!(state_rows(&op), 0);
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::common::{DFSchema, ScalarValue};
+    use datafusion::execution::context::ExecutionProps;
+    use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
+    use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+    use datafusion::logical_expr::{Expr, col, lit};
+    use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+    use datafusion::physical_expr::create_physical_expr;
+    use datafusion::physical_expr::expressions::Literal;
+    use datafusion::physical_plan::aggregates::PhysicalGroupBy;
+
+    use super::*;
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
+
+    const S: i64 = 1_000_000_000;
+
+    fn ts() -> DataType {
+        DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None)
+    }
+
+    fn input_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new("window_start", ts(), false),
+            Field::new("window_end", ts(), false),
+        ]))
+    }
+
+    /// Rows of (k, v, start ms, end ms).
+    fn batch(rows: &[(i64, Option<i64>, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.3),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[derive(Clone, Copy)]
+    enum Keys {
+        /// GROUP BY k
+        K,
+        /// GROUPING SETS ((k), ())
+        KAndAll,
+        /// no key besides the window
+        None,
+    }
+
+    /// count(v), sum(v), min(v), max(v), avg(v), count(DISTINCT v), sum(v) FILTER (WHERE
+    /// v > 3), grouped by `keys` and the window.
+    fn operator(kind: WindowKind, keys: Keys, late: Arc<AtomicU64>) -> WindowAggregateOperator {
+        let schema = input_schema();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let props = ExecutionProps::new();
+        let planning = PhysicalPlanningContext::default();
+        let physical = |e: &Expr| create_physical_expr(e, &df_schema, &props, &planning).unwrap();
+        let aggregates: Vec<(Expr, Option<Expr>)> = vec![
+            (count(col("v")), None),
+            (sum(col("v")), None),
+            (min(col("v")), None),
+            (max(col("v")), None),
+            (
+                avg(datafusion::logical_expr::cast(col("v"), DataType::Float64)),
+                None,
+            ),
+            (count_distinct(col("v")), None),
+            (sum(col("v")), Some(col("v").gt(lit(3i64)))),
+        ];
+        let mut lowered = Vec::new();
+        let mut filters = Vec::new();
+        let mut fields = Vec::new();
+        for (e, filter) in &aggregates {
+            let a = LoweredAggregateBuilder::new(e, &df_schema, &schema, &props, &planning)
+                .build()
+                .unwrap()
+                .aggregate;
+            fields.push(Field::new(
+                format!("a{}", fields.len()),
+                a.field().data_type().clone(),
+                true,
+            ));
+            lowered.push(a);
+            filters.push(filter.as_ref().map(physical));
+        }
+        let k = (physical(&col("k")), "k".to_string());
+        let group_by = match keys {
+            Keys::K => PhysicalGroupBy::new_single(vec![k]),
+            Keys::KAndAll => PhysicalGroupBy::new(
+                vec![k],
+                vec![(
+                    Arc::new(Literal::new(ScalarValue::Int64(None))) as _,
+                    "k".to_string(),
+                )],
+                vec![vec![false], vec![true]],
+                true,
+            ),
+            Keys::None => PhysicalGroupBy::new_single(vec![]),
+        };
+        let exprs = AggregateExprs::try_new(lowered, filters, group_by, &schema).unwrap();
+        let mut output = vec![
+            OutputColumn::Window(WindowColumn::Start),
+            OutputColumn::Window(WindowColumn::End),
+        ];
+        let mut out_fields = vec![
+            Field::new("window_start", ts(), false),
+            Field::new("window_end", ts(), false),
+        ];
+        match keys {
+            Keys::K => {
+                output.push(OutputColumn::Key(0));
+                out_fields.push(Field::new("k", DataType::Int64, true));
+            }
+            Keys::KAndAll => {
+                output.push(OutputColumn::Key(0));
+                output.push(OutputColumn::Key(1));
+                out_fields.push(Field::new("k", DataType::Int64, true));
+                out_fields.push(Field::new("__grouping_id", DataType::UInt8, true));
+            }
+            Keys::None => {}
+        }
+        for i in 0..aggregates.len() {
+            output.push(OutputColumn::Aggregate(i));
+        }
+        out_fields.extend(fields);
+        let sliced = !matches!(kind, WindowKind::Session { .. });
+        let bound = |index, column| BoundColumn {
+            index,
+            column,
+            unit_ns: MILLISECOND,
+        };
+        let bounds = if sliced {
+            vec![bound(2, WindowColumn::Start)]
+        } else {
+            vec![bound(2, WindowColumn::Start), bound(3, WindowColumn::End)]
+        };
+        WindowAggregateOperator::new(
+            OperatorInfo {
+                name: "WindowAggregate".to_string(),
+                schema: Arc::new(Schema::new(out_fields)),
+            },
+            exprs,
+            Windowing {
+                kind,
+                sliced,
+                lag: if sliced { MILLISECOND } else { 0 },
+                bounds,
+            },
+            output,
+            late,
+        )
+    }
+
+    /// A random sequence: rows around an advancing watermark (some late), several keys,
+    /// NULLs, watermarks that leave windows open, and the end of input.
+    fn sequence(kind: WindowKind, seed: u64, steps: usize) -> Vec<Step> {
+        let mut rng = Lcg(seed);
+        let mut out = Vec::new();
+        let mut watermark = 0i64;
+        for _ in 0..steps {
+            if rng.next(3) == 0 {
+                watermark += 1000 + rng.next(5) as i64 * 1000;
+                out.push(Step::Watermark(watermark * MILLISECOND));
+                continue;
+            }
+            let rows: Vec<_> = (0..1 + rng.next(4))
+                .map(|_| {
+                    let t = (watermark + rng.next(30) as i64 * 1000 - 20_000).max(0);
+                    let v = (rng.next(8) != 0).then(|| rng.next(7) as i64);
+                    let (start, end) = match kind.slice_of(t * MILLISECOND) {
+                        Some(s) => (s.start / MILLISECOND, s.end / MILLISECOND),
+                        // SESSION windows upstream: a few fixed ones around t.
+                        None => {
+                            let start = t - t % 3000;
+                            (start, start + 4000 + (start % 2000))
+                        }
+                    };
+                    (rng.next(3) as i64, v, start, end)
+                })
+                .collect();
+            out.push(Step::Batch(batch(&rows)));
+        }
+        out.push(Step::End);
+        out
+    }
+
+    fn check(kind: WindowKind, keys: Keys, seed: u64) {
+        let make = |late| Box::new(operator(kind, keys, late)) as Box<dyn Operator>;
+        let (output, late) = check_every_cut(&make, &sequence(kind, seed, 40));
+        assert!(output.iter().filter(|m| m.starts_with('+')).count() > 3);
+        assert!(late > 0, "the sequence has late rows");
+    }
+
+    #[test]
+    fn tumble_restores_at_every_cut() {
+        let kind = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        check(kind, Keys::K, 1);
+        check(kind, Keys::None, 2);
+    }
+
+    #[test]
+    fn hop_restores_at_every_cut() {
+        let kind = WindowKind::Hop {
+            slide: 5 * S,
+            size: 15 * S,
+            offset: 0,
+        };
+        check(kind, Keys::K, 3);
+        check(kind, Keys::KAndAll, 4);
+    }
+
+    #[test]
+    fn cumulate_restores_at_every_cut() {
+        let kind = WindowKind::Cumulate {
+            step: 5 * S,
+            max_size: 20 * S,
+            offset: 0,
+        };
+        check(kind, Keys::K, 5);
+    }
+
+    #[test]
+    fn grouping_sets_restore_at_every_cut() {
+        let kind = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        check(kind, Keys::KAndAll, 6);
+    }
+
+    #[test]
+    fn session_windows_restore_at_every_cut() {
+        check(WindowKind::Session { gap: 2 * S }, Keys::K, 7);
+    }
+
+    #[test]
+    fn a_snapshot_of_another_shape_is_refused() {
+        let kind = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(kind, Keys::K, Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(1, Some(1), 0, 10_000)]), &mut out)
+            .unwrap();
+        let good = op.snapshot().unwrap();
+        // An empty snapshot is an operator without state.
+        operator(kind, Keys::K, Arc::clone(&late))
+            .restore(StateSnapshot::new())
+            .unwrap();
+        // Groups of another aggregation (fewer aggregate columns).
+        let mut other = StateSnapshot::new();
+        for b in good.batches() {
+            let b = if b.num_columns() > 4 && b.schema().field(0).name() != "start" {
+                b.project(&[0, 1, 2]).unwrap()
+            } else {
+                b.clone()
+            };
+            let table = b.schema().metadata()["eddy.state.table"].clone();
+            other.add(&table, b).unwrap();
+        }
+        let fresh = || operator(kind, Keys::K, Arc::clone(&late));
+        assert!(fresh().restore(other).is_err());
+        // A slice whose groups are missing.
+        assert!(fresh().restore(good.clone().without(GROUPS)).is_err());
+        // Another operator's tables.
+        let mut foreign = StateSnapshot::new();
+        foreign
+            .add("rows", batch(&[(1, Some(1), 0, 10_000)]))
+            .unwrap();
+        assert!(fresh().restore(foreign).is_err());
+        // A key column of the wrong type.
+        let mut wrong = good.clone().without(GROUPS);
+        let g = &good.table(GROUPS)[0];
+        let mut columns = g.columns().to_vec();
+        columns[0] = cast(&columns[0], &DataType::Utf8).unwrap();
+        wrong
+            .add(
+                GROUPS,
+                RecordBatch::try_from_iter(
+                    g.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .zip(columns),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert!(fresh().restore(wrong).is_err());
+        // State without its watermark.
+        assert!(fresh().restore(good.clone().without("meta")).is_err());
+        fresh().restore(good).unwrap();
     }
 }

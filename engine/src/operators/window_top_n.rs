@@ -9,16 +9,20 @@
 //! State: per open window, its candidate rows. Emission: final rows only. Lateness: a row for
 //! a window that already fired is dropped and counted. Watermark: forwarded after the windows
 //! it closes are emitted.
+//!
+//! Snapshot: the watermark and each open window's batches as held (with its row counts, which
+//! decide when it is next cut back), so a restored instance ranks exactly the same rows in
+//! the same order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{
     SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
 };
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
@@ -28,7 +32,13 @@ use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
 use crate::plan::window::{Span, WindowKind, take_closed};
 use crate::runtime::message::EventTime;
-use crate::state::StateTableInfo;
+use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+
+/// Snapshot tables and values.
+const META: &str = "meta";
+const WINDOWS: &str = "windows";
+const ROWS: &str = "rows";
+const WATERMARK: &str = "watermark";
 
 /// Rows a window may hold before they are cut back to the top N per partition.
 const COMPACT_AT: usize = 4096;
@@ -189,6 +199,10 @@ impl Operator for WindowTopNOperator {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+        // After a restore the runtime may repeat the watermark of the checkpoint.
+        if self.watermark.is_some_and(|w| watermark <= w) {
+            return Ok(());
+        }
         self.watermark = Some(watermark);
         for (_, rows) in take_closed(&mut self.windows, self.spec.lag, watermark) {
             let all = self.window_batch(&rows)?;
@@ -202,6 +216,111 @@ impl Operator for WindowTopNOperator {
             out.batch(super::conform_batch(&self.info.schema, columns)?);
         }
         out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Tables: `meta` (the watermark), `windows` (per open window: start, end, how many
+    /// batches it holds, its row count and its rows after the last cut) and `rows` (those
+    /// batches as they are held, window by window, so ranking ties fall the same way).
+    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        snapshot.add_values(META, &[(WATERMARK, self.watermark)])?;
+        let mut columns: [Vec<i64>; 5] = Default::default();
+        for (span, w) in &self.windows {
+            let values = [
+                span.start,
+                span.end,
+                w.batches.len() as i64,
+                w.rows as i64,
+                w.kept as i64,
+            ];
+            for (column, v) in columns.iter_mut().zip(values) {
+                column.push(v);
+            }
+        }
+        let [starts, ends, batches, rows, kept] =
+            columns.map(|c| Arc::new(Int64Array::from(c)) as ArrayRef);
+        snapshot.add(
+            WINDOWS,
+            RecordBatch::try_from_iter([
+                ("start", starts),
+                ("end", ends),
+                ("batches", batches),
+                ("rows", rows),
+                ("kept", kept),
+            ])?,
+        )?;
+        for w in self.windows.values() {
+            for b in &w.batches {
+                snapshot.add(ROWS, b.clone())?;
+            }
+        }
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        if let Some(other) = snapshot
+            .table_names()
+            .into_iter()
+            .find(|t| ![META, WINDOWS, ROWS].contains(&t.as_str()))
+        {
+            return Err(corrupt(format!("a window Top-N has no table {other}")));
+        }
+        let meta = snapshot.values(META)?;
+        if meta.keys().any(|k| k != WATERMARK)
+            || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
+        {
+            return Err(corrupt("unexpected window Top-N values"));
+        }
+        self.watermark = meta.get(WATERMARK).copied().flatten();
+        let types: Vec<&DataType> = self
+            .input_schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type())
+            .collect();
+        let mut rows = snapshot.table(ROWS).into_iter();
+        for batch in snapshot.table(WINDOWS) {
+            let column = |name: &str| -> EngineResult<Int64Array> {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                    .filter(|c| c.null_count() == 0)
+                    .cloned()
+                    .ok_or_else(|| corrupt(format!("window Top-N windows without {name}")))
+            };
+            let [starts, ends, batches, counts, kept] =
+                ["start", "end", "batches", "rows", "kept"].map(column);
+            let (starts, ends, batches, counts, kept) = (starts?, ends?, batches?, counts?, kept?);
+            for i in 0..batch.num_rows() {
+                let mut window = WindowRows {
+                    kept: usize::try_from(kept.value(i))
+                        .map_err(|_| corrupt("a negative window Top-N count"))?,
+                    ..WindowRows::default()
+                };
+                for _ in 0..batches.value(i).max(0) {
+                    let b = rows
+                        .next()
+                        .ok_or_else(|| corrupt("a window Top-N window without its rows"))?;
+                    let held: Vec<&DataType> = b.columns().iter().map(|c| c.data_type()).collect();
+                    if held != types {
+                        return Err(corrupt("window Top-N rows of another schema"));
+                    }
+                    window.rows += b.num_rows();
+                    window.batches.push(b);
+                }
+                if i64::try_from(window.rows).ok() != Some(counts.value(i)) {
+                    return Err(corrupt("a window Top-N row count that is not its rows'"));
+                }
+                let span = Span::new(starts.value(i), ends.value(i));
+                if self.windows.insert(span, window).is_some() {
+                    return Err(corrupt("a window Top-N window twice"));
+                }
+            }
+        }
+        if rows.next().is_some() {
+            return Err(corrupt("window Top-N rows of no window"));
+        }
         Ok(())
     }
 
@@ -347,5 +466,168 @@ mod tests {
         // The window has fired: another row for it is late.
         op.on_batch(0, batch(&[(0, 1_000_000)]), &mut out).unwrap();
         assert_eq!(late.load(Ordering::Relaxed), 1);
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
+    use crate::operators::window_aggregate::WindowColumn;
+    use crate::plan::window::MILLISECOND;
+
+    const SIZE_MS: i64 = 10_000;
+
+    fn input_schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        Arc::new(Schema::new(vec![
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// Rows of (window start ms, k, v) in 10 s TUMBLE windows.
+    fn batch(rows: &[(i64, i64, Option<i64>)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0 + SIZE_MS),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Top `limit` by v DESC (NULLs last) per window [and k].
+    fn operator(limit: usize, partitioned: bool, late: Arc<AtomicU64>) -> WindowTopNOperator {
+        let mut fields = input_schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+        let bound = |index, column| BoundColumn {
+            index,
+            column,
+            unit_ns: MILLISECOND,
+        };
+        WindowTopNOperator::new(
+            OperatorInfo {
+                name: "WindowTopN".to_string(),
+                schema: Arc::new(Schema::new(fields)),
+            },
+            input_schema(),
+            TopNSpec {
+                kind: WindowKind::Tumble {
+                    size: SIZE_MS * MILLISECOND,
+                    offset: 0,
+                },
+                lag: MILLISECOND,
+                bounds: vec![bound(0, WindowColumn::Start), bound(1, WindowColumn::End)],
+                partition: if partitioned {
+                    vec![Arc::new(Column::new("k", 2))]
+                } else {
+                    vec![]
+                },
+                order: vec![PhysicalSortExpr::new(
+                    Arc::new(Column::new("v", 3)),
+                    SortOptions {
+                        descending: true,
+                        nulls_first: false,
+                    },
+                )],
+                limit,
+            },
+            late,
+        )
+    }
+
+    /// Batches of `rows_per_batch` rows around an advancing watermark, with ties and late
+    /// rows, and the end of input.
+    fn sequence(seed: u64, steps: usize, rows_per_batch: u64) -> Vec<Step> {
+        let mut rng = Lcg(seed);
+        let mut out = Vec::new();
+        let mut watermark = 0i64;
+        for _ in 0..steps {
+            if rng.next(3) == 0 {
+                watermark += 2000 + rng.next(6) as i64 * 1000;
+                out.push(Step::Watermark(watermark * MILLISECOND));
+                continue;
+            }
+            let rows: Vec<_> = (0..1 + rng.next(rows_per_batch))
+                .map(|_| {
+                    let t = (watermark + rng.next(30) as i64 * 1000 - 15_000).max(0);
+                    let v = (rng.next(10) != 0).then(|| rng.next(5) as i64);
+                    (t - t % SIZE_MS, rng.next(3) as i64, v)
+                })
+                .collect();
+            out.push(Step::Batch(batch(&rows)));
+        }
+        out.push(Step::End);
+        out
+    }
+
+    #[test]
+    fn top_n_restores_at_every_cut() {
+        for (limit, partitioned, seed) in [(2, true, 1), (3, false, 2), (1, true, 3)] {
+            let make = |late| Box::new(operator(limit, partitioned, late)) as Box<dyn Operator>;
+            let (output, late) = check_every_cut(&make, &sequence(seed, 40, 4));
+            assert!(output.iter().filter(|m| m.starts_with('+')).count() > 3);
+            assert!(late > 0, "the sequence has late rows");
+        }
+    }
+
+    #[test]
+    fn top_n_restores_across_a_cut_back() {
+        // Batches of up to 2,000 rows: windows are cut back to the top N while open.
+        let make = |late| Box::new(operator(2, true, late)) as Box<dyn Operator>;
+        let steps = sequence(4, 14, 2000);
+        let mut op = operator(2, true, Arc::new(AtomicU64::new(0)));
+        let mut out = Output::default();
+        let mut cut_back = false;
+        for step in &steps {
+            if let Step::Batch(b) = step {
+                op.on_batch(0, b.clone(), &mut out).unwrap();
+                cut_back |= op.windows.values().any(|w| w.kept > 0);
+            }
+        }
+        assert!(cut_back, "the sequence cuts a window back");
+        check_every_cut(&make, &steps);
+    }
+
+    #[test]
+    fn a_snapshot_of_another_shape_is_refused() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(2, true, Arc::clone(&late));
+        let mut out = Output::default();
+        op.on_batch(0, batch(&[(0, 1, Some(1)), (10_000, 2, None)]), &mut out)
+            .unwrap();
+        let good = op.snapshot().unwrap();
+        let fresh = || operator(2, true, Arc::clone(&late));
+        fresh().restore(StateSnapshot::new()).unwrap();
+        // Rows of another schema.
+        let mut wrong = good.clone().without(ROWS);
+        for b in good.table(ROWS) {
+            wrong.add(ROWS, b.project(&[0, 1, 2]).unwrap()).unwrap();
+        }
+        assert!(fresh().restore(wrong).is_err());
+        // Windows without their rows.
+        assert!(fresh().restore(good.clone().without(ROWS)).is_err());
+        // Another operator's table.
+        let mut foreign = good.clone();
+        foreign.add("groups", batch(&[(0, 1, None)])).unwrap();
+        assert!(fresh().restore(foreign).is_err());
+        // State without its watermark.
+        assert!(fresh().restore(good.clone().without("meta")).is_err());
+        fresh().restore(good).unwrap();
     }
 }
