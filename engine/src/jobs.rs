@@ -119,11 +119,11 @@ impl Job {
 
     /// Stops the job's dataflow and frees what it holds. A sink's job first finishes the
     /// files it has open, so that when this returns they are complete and visible.
-    pub async fn stop(&self) {
+    pub async fn stop(&self, reason: StopReason) {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(mut task) = task else { return };
         if let JobOutput::Sink(sink) = &self.output {
-            sink.stop.send_replace(true);
+            sink.stop.send_replace(Some(reason));
             match tokio::time::timeout(SINK_STOP_TIMEOUT, &mut task).await {
                 Ok(_) => return,
                 Err(_) => tracing::warn!(job = self.id, "the sink did not stop in time"),
@@ -157,19 +157,29 @@ pub enum JobOutput {
     Sink(Arc<SinkState>),
 }
 
+/// Why a job is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its view or sink is dropped: a sink finishes and publishes its open files.
+    Dropped,
+    /// The server shuts down: a sink that checkpoints leaves its files after the last
+    /// checkpoint hidden, for the restart to redo; one that does not publishes them.
+    Shutdown,
+}
+
 /// What a sink's job shares with `SHOW SINKS` and `DROP SINK`.
 #[derive(Debug)]
 pub struct SinkState {
     pub metrics: Arc<SinkMetrics>,
-    /// Set to ask the job to finish its open files and stop.
-    stop: tokio::sync::watch::Sender<bool>,
+    /// Set to ask the job to stop, and why.
+    stop: tokio::sync::watch::Sender<Option<StopReason>>,
 }
 
 impl SinkState {
     pub fn new(metrics: Arc<SinkMetrics>) -> Self {
         Self {
             metrics,
-            stop: tokio::sync::watch::Sender::new(false),
+            stop: tokio::sync::watch::Sender::new(None),
         }
     }
 }
@@ -269,7 +279,7 @@ impl JobManager {
             id.and_then(|id| jobs.remove(&id))
         };
         if let Some(job) = job {
-            job.stop().await;
+            job.stop(StopReason::Dropped).await;
             if let Some(c) = &job.checkpoints
                 && let Err(e) = c.store.delete_all()
             {
@@ -286,7 +296,7 @@ impl JobManager {
     /// jobs stay listed.
     pub async fn stop_all(&self) {
         for job in self.list() {
-            job.stop().await;
+            job.stop(StopReason::Shutdown).await;
         }
     }
 
@@ -566,7 +576,7 @@ async fn run_sink(
     job: Arc<Job>,
     mut running: RunningQuery,
     mut writer: Box<dyn SinkWriter>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<Option<StopReason>>,
 ) {
     let mut tick = tokio::time::interval(writer.tick_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -596,7 +606,13 @@ async fn run_sink(
                         _ => {}
                     },
                     _ = stop.changed() => {
-                        if let Err(e) = blocking(|| writer.close()) {
+                        let reason = *stop.borrow();
+                        if reason == Some(StopReason::Shutdown) && coordinator.is_some() {
+                            // Files after the last checkpoint stay hidden: after the restart
+                            // the sink resumes from that checkpoint and writes their rows
+                            // again, so publishing them now would duplicate rows.
+                            writer.abort();
+                        } else if let Err(e) = blocking(|| writer.close()) {
                             writer.abort();
                             fail(&job, e.into());
                         }

@@ -56,6 +56,31 @@ impl JobCheckpointing {
     }
 }
 
+impl JobCheckpointing {
+    /// A restored job that fails to start from its checkpoint (an operator, the view or the
+    /// sink refuses its part) is listed as failed with why (`Err(Ok(why))`), so the relation
+    /// stays in the catalog; any other failure is the statement's (`Err(Err(e))`).
+    pub fn refuse_restore<T>(
+        &self,
+        name: &str,
+        started: EngineResult<T>,
+    ) -> Result<T, EngineResult<String>> {
+        match (started, &self.loaded) {
+            (Ok(t), _) => Ok(t),
+            (Err(e), Some(loaded)) => {
+                let why = format!(
+                    "checkpoint {} of \"{name}\" cannot be restored: {e}; drop and re-create \
+                     the job to start over",
+                    loaded.manifest.epoch
+                );
+                tracing::error!(job = %name, error = %why, "checkpoint refused");
+                Err(Ok(why))
+            }
+            (Err(e), None) => Err(Err(e)),
+        }
+    }
+}
+
 /// Parses `checkpoint.interval`.
 pub(crate) fn interval_option(value: &str) -> EngineResult<Duration> {
     parse_interval(value).map_err(|e| plan_error(format!("{e} (option {CHECKPOINT_INTERVAL})")))

@@ -107,7 +107,7 @@ impl Session {
         connector.validate(&context)?;
         let completed = restoring && connector.completed(&context);
         let state = Arc::new(SinkState::new(metrics));
-        let refused = checkpointing.refused.clone();
+        let mut refused = checkpointing.refused.clone();
         let spec = JobSpec {
             name: name.clone(),
             query,
@@ -120,17 +120,24 @@ impl Session {
             None
         } else {
             let mut writer = connector.open(context)?;
-            if restoring && checkpointing.checkpoints.is_some() {
-                // The files of the last complete checkpoint become visible; later ones go.
-                let pre_committed = checkpointing
-                    .loaded
-                    .as_ref()
-                    .and_then(|l| l.manifest.sink.as_deref());
-                crate::jobs::blocking(|| writer.recover(pre_committed))?;
+            let started = (|| {
+                if restoring && checkpointing.checkpoints.is_some() {
+                    // The files of the last complete checkpoint become visible; later ones go.
+                    let pre_committed = checkpointing
+                        .loaded
+                        .as_ref()
+                        .and_then(|l| l.manifest.sink.as_deref());
+                    crate::jobs::blocking(|| writer.recover(pre_committed))?;
+                }
+                checkpointing.launch(self, &spec.plan)
+            })();
+            match checkpointing.refuse_restore(&name, started) {
+                Ok(running) => Some((writer, running)),
+                Err(why) => {
+                    refused = Some(why?);
+                    None
+                }
             }
-            let running =
-                self.launch_with(&spec.plan, checkpointing.setup(), checkpointing.parallelism)?;
-            Some((writer, running))
         };
         self.engine.catalog.insert(RelationDef {
             name: name.clone(),

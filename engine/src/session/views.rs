@@ -125,15 +125,24 @@ impl Session {
         let query = create.query.to_string();
         let checkpointing =
             self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
-        let running = match (&checkpointing.refused, &checkpointing.loaded) {
-            (Some(_), _) => None,
-            (None, loaded) => {
-                if let Some(loaded) = loaded
+        let mut refused = checkpointing.refused.clone();
+        let running = if refused.is_some() {
+            None
+        } else {
+            let started = (|| {
+                if let Some(loaded) = &checkpointing.loaded
                     && let Some((contents, watermark)) = &loaded.view
                 {
                     view.restore(contents.clone(), *watermark)?;
                 }
-                Some(checkpointing.launch(self, &stream_plan)?)
+                checkpointing.launch(self, &stream_plan)
+            })();
+            match checkpointing.refuse_restore(&name, started) {
+                Ok(running) => Some(running),
+                Err(why) => {
+                    refused = Some(why?);
+                    None
+                }
             }
         };
         self.engine.catalog.insert(RelationDef {
@@ -156,7 +165,7 @@ impl Session {
             output: JobOutput::View(view),
             checkpoints: checkpointing.checkpoints,
         };
-        let job = match (running, checkpointing.refused) {
+        let job = match (running, refused) {
             (Some(running), _) => self.engine.jobs.start(spec, running, None),
             (None, refused) => self.engine.jobs.failed(spec, refused.unwrap_or_default()),
         };

@@ -258,6 +258,14 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
             parser.next_token();
             parse_create_sink(parser).map(|c| EddyStatement::CreateSink(Box::new(c)))
         }
+        // Eddy's option keys are dotted (`checkpoint.interval`), which sqlparser's option list
+        // refuses: a view with options is parsed here, any other by sqlparser.
+        ("CREATE", "MATERIALIZED") => match parser.maybe_parse(parse_view_with_options)? {
+            Some(view) => Ok(EddyStatement::Sql(Box::new(Statement::CreateView(view)))),
+            None => parser
+                .parse_statement()
+                .map(|s| EddyStatement::Sql(Box::new(s))),
+        },
         ("COPY", _) => match parser.maybe_parse(parse_copy_to_file_head)? {
             Some((query, path)) => {
                 let options = parse_copy_file_options(parser)?;
@@ -477,6 +485,61 @@ fn parse_with_options(parser: &mut Parser<'_>) -> Result<Vec<(String, String)>, 
         }
     }
     Ok(options)
+}
+
+/// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name [(columns)] WITH (options) AS query`, the
+/// options in Eddy's form (dotted keys). Fails (and the caller hands the statement to
+/// sqlparser) when there is no `WITH` list.
+fn parse_view_with_options(
+    parser: &mut Parser<'_>,
+) -> Result<datafusion::sql::sqlparser::ast::CreateView, ParserError> {
+    use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Ident, ViewColumnDef};
+    parser.expect_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW])?;
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_object_name(false)?;
+    let mut columns = Vec::new();
+    if parser.consume_token(&Token::LParen) {
+        loop {
+            columns.push(ViewColumnDef {
+                name: parser.parse_identifier()?,
+                data_type: None,
+                options: None,
+            });
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen)?;
+    }
+    parser.expect_keyword(Keyword::WITH)?;
+    let options = parse_with_options(parser)?
+        .into_iter()
+        .map(|(key, value)| SqlOption::KeyValue {
+            key: Ident::new(key),
+            value: Expr::value(Value::SingleQuotedString(value)),
+        })
+        .collect();
+    parser.expect_keyword(Keyword::AS)?;
+    let query = parser.parse_query()?;
+    Ok(CreateView {
+        or_alter: false,
+        or_replace: false,
+        materialized: true,
+        secure: false,
+        name,
+        name_before_not_exists: false,
+        columns,
+        query,
+        options: CreateTableOptions::With(options),
+        cluster_by: Vec::new(),
+        comment: None,
+        with_no_schema_binding: false,
+        if_not_exists,
+        temporary: false,
+        copy_grants: false,
+        to: None,
+        params: None,
+    })
 }
 
 fn is_word(token: &Token, word: &str) -> bool {

@@ -12,6 +12,11 @@ use tokio_postgres::{Client, NoTls};
 /// A server on an ephemeral loopback port with one instance per operator, allowed to read
 /// the repository's test data (besides its data directory and working directory).
 pub async fn start(dir: &std::path::Path) -> Server {
+    start_checkpointing(dir, Duration::from_secs(10)).await
+}
+
+/// Like [`start`], with background jobs checkpointing every `interval`.
+pub async fn start_checkpointing(dir: &std::path::Path, interval: Duration) -> Server {
     Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
@@ -19,7 +24,7 @@ pub async fn start(dir: &std::path::Path) -> Server {
         allowed_paths: vec![
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/data"),
         ],
-        checkpoint_interval: Duration::from_secs(10),
+        checkpoint_interval: interval,
     })
     .await
     .unwrap()
