@@ -66,6 +66,8 @@ pub struct Job {
     pub checkpoints: Option<Arc<JobCheckpoints>>,
     status: Mutex<JobStatus>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set to ask the job's task to stop, and why.
+    stop: tokio::sync::watch::Sender<Option<StopReason>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -117,17 +119,16 @@ impl Job {
         }
     }
 
-    /// Stops the job's dataflow and frees what it holds. A sink's job first finishes the
-    /// files it has open, so that when this returns they are complete and visible.
+    /// Stops the job's dataflow and frees what it holds. The job first finishes a checkpoint
+    /// it is writing, and a sink's job the files it has open (see [`StopReason`]), so when
+    /// this returns nothing of the job touches the disk any more.
     pub async fn stop(&self, reason: StopReason) {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(mut task) = task else { return };
-        if let JobOutput::Sink(sink) = &self.output {
-            sink.stop.send_replace(Some(reason));
-            match tokio::time::timeout(SINK_STOP_TIMEOUT, &mut task).await {
-                Ok(_) => return,
-                Err(_) => tracing::warn!(job = self.id, "the sink did not stop in time"),
-            }
+        self.stop.send_replace(Some(reason));
+        match tokio::time::timeout(STOP_TIMEOUT, &mut task).await {
+            Ok(_) => return,
+            Err(_) => tracing::warn!(job = self.id, "the job did not stop in time"),
         }
         task.abort();
     }
@@ -145,8 +146,8 @@ pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// How long dropping a sink waits for it to finish its open files.
-const SINK_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long stopping a job waits for it to finish its checkpoint and open files.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a job's rows go.
 #[derive(Debug)]
@@ -167,20 +168,15 @@ pub enum StopReason {
     Shutdown,
 }
 
-/// What a sink's job shares with `SHOW SINKS` and `DROP SINK`.
+/// What a sink's job shares with `SHOW SINKS`.
 #[derive(Debug)]
 pub struct SinkState {
     pub metrics: Arc<SinkMetrics>,
-    /// Set to ask the job to stop, and why.
-    stop: tokio::sync::watch::Sender<Option<StopReason>>,
 }
 
 impl SinkState {
     pub fn new(metrics: Arc<SinkMetrics>) -> Self {
-        Self {
-            metrics,
-            stop: tokio::sync::watch::Sender::new(None),
-        }
+        Self { metrics }
     }
 }
 
@@ -213,14 +209,12 @@ impl JobManager {
         writer: Option<Box<dyn SinkWriter>>,
     ) -> Arc<Job> {
         let job = self.add(spec, Arc::clone(running.metrics()), JobStatus::Running);
+        let stop = job.stop.subscribe();
         let task = match (&job.output, writer) {
-            (JobOutput::Sink(sink), Some(writer)) => tokio::spawn(run_sink(
-                Arc::clone(&job),
-                running,
-                writer,
-                sink.stop.subscribe(),
-            )),
-            _ => tokio::spawn(run(Arc::clone(&job), running)),
+            (JobOutput::Sink(_), Some(writer)) => {
+                tokio::spawn(run_sink(Arc::clone(&job), running, writer, stop))
+            }
+            _ => tokio::spawn(run(Arc::clone(&job), running, stop)),
         };
         *job.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         job
@@ -256,6 +250,7 @@ impl JobManager {
             checkpoints: spec.checkpoints,
             status: Mutex::new(status),
             task: Mutex::new(None),
+            stop: tokio::sync::watch::Sender::new(None),
         });
         self.write().insert(id, Arc::clone(&job));
         job
@@ -525,13 +520,22 @@ impl Coordinator {
 
 /// A view's job: every message of the dataflow into the view, until the end or a failure;
 /// checkpoints at its interval.
-async fn run(job: Arc<Job>, mut running: RunningQuery) {
+async fn run(
+    job: Arc<Job>,
+    mut running: RunningQuery,
+    mut stop: tokio::sync::watch::Receiver<Option<StopReason>>,
+) {
     let Some(view) = job.view().cloned() else {
         return;
     };
     let mut coordinator = Coordinator::new(&job);
     loop {
         tokio::select! {
+            _ = stop.changed() => {
+                // A checkpoint being written is finished, so nothing writes after the stop.
+                Coordinator::finish_writing(&mut coordinator).await;
+                return;
+            }
             message = running.next_event() => match message {
                 Ok(Some(Message::Barrier(epoch))) => {
                     if let Some(c) = &mut coordinator
@@ -606,6 +610,14 @@ async fn run_sink(
                         _ => {}
                     },
                     _ = stop.changed() => {
+                        // A checkpoint being written is finished (and its files committed),
+                        // so nothing writes after the stop.
+                        if let Some(epoch) = Coordinator::finish_writing(&mut coordinator).await
+                            && let Err(e) = blocking(|| writer.commit(epoch))
+                        {
+                            writer.abort();
+                            return fail(&job, e.into());
+                        }
                         let reason = *stop.borrow();
                         if reason == Some(StopReason::Shutdown) && coordinator.is_some() {
                             // Files after the last checkpoint stay hidden: after the restart

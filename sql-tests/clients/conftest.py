@@ -45,8 +45,10 @@ def free_port() -> int:
 class EddyServer:
     """A running eddy process and how to reach it."""
 
-    def __init__(self, binary: Path):
+    def __init__(self, binary: Path, extra_args: list[str] | tuple[str, ...] = ()):
         self.binary = binary
+        # More flags for every start (e.g. `["--checkpoint-interval", "500ms"]`).
+        self.extra_args = list(extra_args)
         self.host = HOST
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="eddy-clients-"))
@@ -85,6 +87,7 @@ class EddyServer:
                 str(self.data_dir),
                 "--allow-path",
                 str(self.out_dir),
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -150,6 +153,17 @@ class EddyServer:
         if pidfile is not None:
             pidfile.unlink(missing_ok=True)
         return exited
+
+    def kill(self) -> None:
+        """Kills the process with SIGKILL (a crash: no clean shutdown) and keeps the data
+        directory, so that `start()` runs a new server on the same data and port."""
+        pidfile = self._pidfile()
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if pidfile is not None:
+            pidfile.unlink(missing_ok=True)
 
     def stop(self) -> None:
         self.terminate()

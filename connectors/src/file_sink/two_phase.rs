@@ -82,6 +82,11 @@ pub(crate) struct CommitManifest {
     pub files: Vec<StagedFile>,
     /// Partition folders (relative, never the sink's folder itself) to mark complete.
     pub success: Vec<String>,
+    /// Event-time partitions that have rows but whose end the watermark has not passed yet,
+    /// as (end in nanoseconds, folder): a restored writer waits for their ends to mark them
+    /// complete, though their rows may all be in committed files already.
+    #[serde(default)]
+    pub open: Vec<(i64, String)>,
 }
 
 impl CommitManifest {
@@ -98,7 +103,11 @@ impl CommitManifest {
         }
         // Partition folders only: the folder's own `_SUCCESS` says the sink's input ended,
         // which no checkpoint may claim.
-        for folder in &manifest.success {
+        for folder in manifest
+            .success
+            .iter()
+            .chain(manifest.open.iter().map(|(_, f)| f))
+        {
             relative(folder)?;
         }
         Ok(manifest)

@@ -467,6 +467,11 @@ impl SinkWriter for PartitionedWriter {
             all.extend(manifest);
         }
         all.epoch = epoch;
+        all.open = self
+            .pending
+            .iter()
+            .flat_map(|(end, folders)| folders.iter().map(move |f| (*end, f.clone())))
+            .collect();
         all.to_json()
     }
 
@@ -486,6 +491,15 @@ impl SinkWriter for PartitionedWriter {
         if let Some(text) = pre_committed {
             let manifest = CommitManifest::from_json(text)?;
             publish(&self.root, &manifest, &self.metrics)?;
+            // Partitions still open at the checkpoint get their `_SUCCESS` when the restored
+            // job's watermark passes their end, as they would have.
+            for (end, folder) in manifest.open {
+                self.pending.entry(end).or_default().insert(folder.clone());
+                self.partitions.entry(folder).or_insert(Partition {
+                    file: None,
+                    committed: false,
+                });
+            }
         }
         // The rest holds rows after the checkpoint, which the restarted job produces again.
         remove_hidden(&self.root)

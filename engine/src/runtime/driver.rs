@@ -543,6 +543,156 @@ pub(crate) async fn run_operator(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operators::OperatorInfo;
+    use crate::state::{StateSnapshot, StateTableInfo};
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    /// Remembers every value it was given; its snapshot is that list.
+    struct Recorder {
+        info: OperatorInfo,
+        seen: Vec<i64>,
+    }
+
+    impl Operator for Recorder {
+        fn info(&self) -> &OperatorInfo {
+            &self.info
+        }
+
+        fn on_batch(
+            &mut self,
+            _input: usize,
+            batch: RecordBatch,
+            _out: &mut Output,
+        ) -> EngineResult<()> {
+            let values = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            self.seen.extend(values.values().iter().copied());
+            Ok(())
+        }
+
+        fn state_tables(&self) -> Vec<StateTableInfo> {
+            vec![StateTableInfo {
+                name: "seen",
+                key: Vec::new(),
+                rows: self.seen.len(),
+                bytes: 0,
+            }]
+        }
+
+        fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+            let mut s = StateSnapshot::new();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&self.info.schema),
+                vec![Arc::new(Int64Array::from(self.seen.clone()))],
+            )?;
+            s.add("seen", batch)?;
+            Ok(s)
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]))
+    }
+
+    fn data(v: i64) -> Message {
+        Message::Data(
+            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![v]))]).unwrap(),
+        )
+    }
+
+    fn snapshot_values(handle: &CheckpointHandle, epoch: Epoch) -> Vec<i64> {
+        let parts = handle.take(epoch);
+        let snapshot = parts
+            .operators
+            .values()
+            .next()
+            .expect("the operator reported");
+        snapshot.table("seen")[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn an_input_that_delivered_the_barrier_waits_for_the_others() {
+        let handle = Arc::new(CheckpointHandle::default());
+        let (tx0, rx0) = mpsc::channel(16);
+        let (tx1, rx1) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        let op = Box::new(Recorder {
+            info: OperatorInfo {
+                name: "Recorder".to_string(),
+                schema: schema(),
+            },
+            seen: Vec::new(),
+        });
+        let wiring = vec![
+            InputChannel {
+                input: 0,
+                bounded: false,
+            },
+            InputChannel {
+                input: 1,
+                bounded: false,
+            },
+        ];
+        let task = tokio::spawn(run_operator(
+            op,
+            vec![rx0, rx1],
+            wiring,
+            out_tx,
+            Arc::default(),
+            Some(OperatorCheckpoint {
+                handle: Arc::clone(&handle),
+                part: PartId {
+                    node: 1,
+                    instance: 0,
+                },
+                watermark: None,
+            }),
+        ));
+        // Input 0 reaches the barrier and goes on; input 1 is still before it.
+        for m in [data(1), Message::Barrier(1), data(2), data(3)] {
+            tx0.send(m).await.unwrap();
+        }
+        tx1.send(data(10)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(handle.take(1).operators.is_empty(), "not aligned yet");
+        tx1.send(Message::Barrier(1)).await.unwrap();
+        tx1.send(data(11)).await.unwrap();
+        // The barrier comes out once aligned.
+        loop {
+            match out_rx.recv().await.unwrap() {
+                Message::Barrier(1) => break,
+                Message::Data(_) | Message::Watermark(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Rows 2 and 3 came after input 0's barrier: the snapshot holds neither.
+        let mut seen = snapshot_values(&handle, 1);
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 10]);
+        // An input that ends stops counting towards the alignment.
+        tx0.send(Message::Barrier(2)).await.unwrap();
+        tx1.send(Message::End).await.unwrap();
+        loop {
+            if let Message::Barrier(2) = out_rx.recv().await.unwrap() {
+                break;
+            }
+        }
+        let mut seen = snapshot_values(&handle, 2);
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 2, 3, 10, 11]);
+        tx0.send(Message::End).await.unwrap();
+        task.await.unwrap().unwrap();
+    }
 
     #[test]
     fn a_bounded_input_at_its_end_waits_for_the_other_bounded_inputs() {

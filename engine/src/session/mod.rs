@@ -333,7 +333,19 @@ impl Session {
                     self.pending_inserts.clear();
                     "ROLLBACK"
                 } else {
+                    // One append per table: a batch is synced whole or dropped whole as a
+                    // torn tail after a crash, so a table gets all of the transaction's rows
+                    // or none.
+                    let mut by_table: Vec<(Arc<TableLog>, Vec<RecordBatch>)> = Vec::new();
                     for (table, batch) in std::mem::take(&mut self.pending_inserts) {
+                        match by_table.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &table)) {
+                            Some((_, batches)) => batches.push(batch),
+                            None => by_table.push((table, vec![batch])),
+                        }
+                    }
+                    for (table, batches) in by_table {
+                        let batch =
+                            datafusion::arrow::compute::concat_batches(table.schema(), &batches)?;
                         table.append(batch)?;
                     }
                     "COMMIT"

@@ -299,15 +299,17 @@ impl Session {
             .await?
             .collect()
             .await?;
-        let mut rows = 0;
-        for batch in batches {
-            let batch = conform(&batch, table.schema())?;
-            rows += batch.num_rows();
-            if self.transaction == TransactionState::InBlock {
-                self.pending_inserts.push((Arc::clone(&table), batch));
-            } else {
-                table.append(batch)?;
-            }
+        let batches = batches
+            .iter()
+            .map(|b| conform(b, table.schema()))
+            .collect::<EngineResult<Vec<_>>>()?;
+        // One batch, so the statement's rows are stored whole or not at all.
+        let batch = datafusion::arrow::compute::concat_batches(table.schema(), &batches)?;
+        let rows = batch.num_rows();
+        if self.transaction == TransactionState::InBlock {
+            self.pending_inserts.push((Arc::clone(&table), batch));
+        } else {
+            table.append(batch)?;
         }
         Ok(StatementResult::Command(
             CommandTag::new("INSERT").with_oid(0).with_rows(rows),
