@@ -6,6 +6,7 @@
 //! result over those events (see DESIGN 1.7, rule 5).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_engine::connector::ConnectorRegistry;
@@ -83,6 +84,11 @@ impl Streaming {
             path.replace('\'', "''")
         ))
         .await
+    }
+
+    /// The engine the session belongs to: its jobs, for the checkpoint run.
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.session.engine()
     }
 
     /// Executes statements that return no rows (`CREATE SOURCE`, `SET`).

@@ -4,32 +4,47 @@
 //! ```text
 //! cargo run --release -p eddy-benches -- [--events N] [--workers W] [--query NAME]
 //! cargo run -p eddy-benches -- --check [--events N]
+//! cargo run --release -p eddy-benches -- --checkpoint-interval D [--events N] [--workers W] [--query NAME]
 //! ```
 //!
 //! The measuring run ([`bench`](mod@bench)) prints one markdown table row per query (see
 //! `docs/benchmarks.md` for the columns); `--check` ([`check`]) runs every query at parallelism
 //! 1 and 2 and against DataFusion and compares the rows, and exits non-zero on a difference.
-//! The queries are in [`queries`].
+//! `--checkpoint-interval` ([`jobs`]) runs the queries as materialized views' jobs that
+//! checkpoint. The queries are in [`queries`].
 
 mod batch;
 mod bench;
 mod check;
 mod csv_file;
 mod eddy;
+mod jobs;
 mod measure;
 mod queries;
 
+use std::time::Duration;
+
+use eddy_engine::checkpoints::parse_interval;
 use queries::{EXPORTS, Export, QUERIES, Query, SKIPPED};
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME] [--check]
+const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
+                  [--check | --checkpoint-interval D]
 
   --events N    events of the Nexmark stream (default 10000000; 20000 with --check)
   --workers W   parallel instances of each keyed operator, runtime threads and DataFusion
                 partitions (default 1)
   --query NAME  run only this query
-  --check       compare every query's rows at parallelism 1 and 2 and with DataFusion";
+  --check       compare every query's rows at parallelism 1 and 2 and with DataFusion
+  --checkpoint-interval D
+                run each query as a materialized view's job (CREATE MATERIALIZED VIEW ...
+                WITH (checkpoint.interval = 'D')) in an engine with a temporary data dir,
+                first with the interval 0, then with D (e.g. 10s, 500ms; 0: only the
+                first), and report the checkpoints; no DataFusion run. Only the queries
+                whose result a view can keep: q5, q7, q8, q11, tumble-10s, hop-10s-2s,
+                pattern-vshape, pattern-vshape-above-start, and open-keys-1h (count per
+                auction and bidder in one-hour windows: ~1 M open keys at 2 M events)";
 
 /// The command line.
 #[derive(Debug)]
@@ -38,6 +53,8 @@ pub struct Args {
     pub workers: usize,
     pub query: Option<String>,
     pub check: bool,
+    /// `--checkpoint-interval`: run the queries as jobs that checkpoint this often.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -47,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         workers: 1,
         query: None,
         check: false,
+        checkpoint_interval: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -69,9 +87,17 @@ fn parse_args() -> Result<Args, String> {
             }
             "--query" => args.query = Some(value("--query")?),
             "--check" => args.check = true,
+            "--checkpoint-interval" => {
+                let v = value("--checkpoint-interval")?;
+                args.checkpoint_interval =
+                    Some(parse_interval(&v).map_err(|e| format!("--checkpoint-interval: {e}"))?);
+            }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if args.check && args.checkpoint_interval.is_some() {
+        return Err("--check and --checkpoint-interval do not go together".to_string());
     }
     args.events = events.unwrap_or(if args.check { 20_000 } else { 10_000_000 });
     Ok(args)
@@ -95,6 +121,10 @@ fn main() {
 }
 
 fn run(args: &Args) -> BenchResult<()> {
+    if let Some(interval) = args.checkpoint_interval {
+        let queries = jobs::select(args.query.as_deref())?;
+        return runtime(args.workers)?.block_on(jobs::run(args, interval, &queries));
+    }
     let selected: Vec<&Query> = QUERIES
         .iter()
         .filter(|q| args.query.as_deref().is_none_or(|name| name == q.name))
@@ -119,13 +149,18 @@ fn run(args: &Args) -> BenchResult<()> {
     }
     // The check runs two instances of keyed operators: give them two threads.
     let threads = if args.check { 2 } else { args.workers };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    let runtime = runtime(threads)?;
     if args.check {
         runtime.block_on(check::run(args, &selected, &exports))
     } else {
         runtime.block_on(bench::run(args, &selected, &exports))
     }
+}
+
+/// The runtime every query runs in, with `threads` worker threads.
+fn runtime(threads: usize) -> BenchResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?)
 }

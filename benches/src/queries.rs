@@ -23,6 +23,10 @@ pub struct Query {
     pub baseline: Baseline,
     /// Reads the CSV file of bids (the `bids_file` source) instead of the generator.
     pub reads_file: bool,
+    /// Runs as a materialized view's job with `--checkpoint-interval`: its result is small
+    /// enough for a view to keep (not q0-q2 or the interval join, whose results are about
+    /// every bid), and it reads the generator.
+    pub runs_as_job: bool,
 }
 
 /// The batch query a streaming query is measured and checked against.
@@ -57,6 +61,7 @@ pub const Q0: Query = Query {
     streaming: "SELECT auction, bidder, price, date_time, extra FROM bids",
     baseline: Baseline::Same,
     reads_file: false,
+    runs_as_job: false,
 };
 
 /// Nexmark q1, currency conversion: a projection with arithmetic.
@@ -65,6 +70,7 @@ pub const Q1: Query = Query {
     streaming: "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bids",
     baseline: Baseline::Same,
     reads_file: false,
+    runs_as_job: false,
 };
 
 /// Nexmark q2, selection: the bids of every 123rd auction.
@@ -73,6 +79,7 @@ pub const Q2: Query = Query {
     streaming: "SELECT auction, price FROM bids WHERE auction % 123 = 0",
     baseline: Baseline::Same,
     reads_file: false,
+    runs_as_job: false,
 };
 
 /// Nexmark q5, hot items: the auctions with the most bids in each 10-second window, every
@@ -106,6 +113,7 @@ pub const Q5: Query = Query {
             AND AuctionBids.num >= MaxBids.maxn",
     ),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// Nexmark q7, highest bid: the bids that carry the highest price of their 10-second window.
@@ -129,6 +137,7 @@ pub const Q7: Query = Query {
          WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
     ),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// Nexmark q8, monitor new users: the people who opened an account and an auction in the same
@@ -152,6 +161,7 @@ pub const Q8: Query = Query {
          ON P.id = A.seller AND P.starttime = A.starttime",
     ),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// Nexmark q11, user sessions: the bids of each bidder's sessions, a session ending 10 s
@@ -183,6 +193,7 @@ pub const Q11: Query = Query {
          GROUP BY bidder, session",
     ),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// Count, sum and maximum price per auction in 10-second tumbling windows.
@@ -198,6 +209,7 @@ pub const TUMBLE_10S: Query = Query {
          FROM bids GROUP BY auction, date_bin(INTERVAL '10' SECOND, date_time)",
     ),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// The same aggregates in 10-second windows every 2 seconds: each bid is in five windows.
@@ -215,6 +227,7 @@ pub const HOP_10S_2S: Query = Query {
          GROUP BY auction, window_start",
     ),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// An interval join: each bid with its auction, if placed within 10 s of the auction's
@@ -226,6 +239,7 @@ pub const INTERVAL_JOIN: Query = Query {
         AND B.date_time BETWEEN A.date_time AND A.date_time + INTERVAL '10' SECOND",
     baseline: Baseline::Same,
     reads_file: false,
+    runs_as_job: false,
 };
 
 /// The bid stream as price ticks per auction: V-shapes (a fall, then a rise), one row per
@@ -242,6 +256,7 @@ pub const PATTERN_VSHAPE: Query = Query {
           DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
     baseline: Baseline::LowerBound(PATTERN_LOWER_BOUND),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// The same V-shape whose rise must pass the first price: C's condition reads another
@@ -257,6 +272,7 @@ pub const PATTERN_VSHAPE_ABOVE_START: Query = Query {
           DEFINE B AS B.price < PREV(B.price), C AS C.price > A.price)",
     baseline: Baseline::LowerBound(PATTERN_LOWER_BOUND),
     reads_file: false,
+    runs_as_job: true,
 };
 
 /// The batch lower bound of the V-shape queries: every auction's bids sorted by time, with
@@ -279,6 +295,7 @@ pub const FILE_TUMBLE_10S: Query = Query {
          FROM bids_file GROUP BY auction, date_bin(INTERVAL '10' SECOND, date_time)",
     ),
     reads_file: true,
+    runs_as_job: false,
 };
 
 /// Every query, in the order they run.
@@ -297,6 +314,29 @@ pub const QUERIES: &[Query] = &[
     PATTERN_VSHAPE_ABOVE_START,
     FILE_TUMBLE_10S,
 ];
+
+/// Count and maximum price per auction and bidder in one-hour tumbling windows: at the
+/// generator's 10,000 events per second of event time every window of a run of up to 36 M
+/// events stays open to the end, so the state holds a key for every distinct (auction, bidder)
+/// pair seen (about 1 M at 2 M events). Only in the checkpoint run (`--checkpoint-interval`),
+/// for the size and duration of a checkpoint of many open keys.
+pub const OPEN_KEYS_1H: Query = Query {
+    name: "open-keys-1h",
+    streaming: "SELECT auction, bidder, window_start, window_end, count(*), max(price) \
+        FROM TUMBLE(bids, date_time, INTERVAL '1' HOUR) \
+        GROUP BY auction, bidder, window_start, window_end",
+    baseline: Baseline::Exact(
+        "SELECT auction, bidder, date_bin(INTERVAL '1' HOUR, date_time) AS window_start, \
+           date_bin(INTERVAL '1' HOUR, date_time) + INTERVAL '1' HOUR AS window_end, \
+           count(*), max(price) \
+         FROM bids GROUP BY auction, bidder, date_bin(INTERVAL '1' HOUR, date_time)",
+    ),
+    reads_file: false,
+    runs_as_job: true,
+};
+
+/// The queries only the checkpoint run has, after those of [`QUERIES`] that run as jobs.
+pub const JOB_QUERIES: &[Query] = &[OPEN_KEYS_1H];
 
 /// One export benchmark: the same rows written to a Parquet file by Eddy's `COPY ... TO` and
 /// by DataFusion's. `{dir}` stands for the benchmark's temporary folder.
