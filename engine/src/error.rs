@@ -131,7 +131,7 @@ impl From<datafusion::arrow::error::ArrowError> for EngineError {
 fn classify_datafusion_error(e: DataFusionError, sql: Option<&str>) -> EngineError {
     let position = sql.and_then(|sql| {
         let start = e.diagnostic()?.span?.start;
-        Some(crate::sql::parser::char_position(
+        Some(char_position(
             sql,
             datafusion::sql::sqlparser::tokenizer::Location {
                 line: start.line,
@@ -201,4 +201,34 @@ pub fn plan_error(message: impl Into<String>) -> EngineError {
         message: message.into(),
         position: None,
     }
+}
+
+/// Byte offset of a sqlparser location (1-based line and column, columns counted in chars).
+pub fn byte_offset(sql: &str, location: datafusion::sql::sqlparser::tokenizer::Location) -> usize {
+    if location.line == 0 {
+        return 0;
+    }
+    let mut offset = 0;
+    for (i, line) in sql.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == location.line {
+            let col = (location.column.max(1) - 1) as usize;
+            return offset
+                + line
+                    .char_indices()
+                    .nth(col)
+                    .map(|(b, _)| b)
+                    .unwrap_or(line.len());
+        }
+        offset += line.len();
+    }
+    sql.len()
+}
+
+/// The 1-based character position Postgres reports for a location.
+pub fn char_position(
+    sql: &str,
+    location: datafusion::sql::sqlparser::tokenizer::Location,
+) -> usize {
+    let bytes = byte_offset(sql, location);
+    sql.get(..bytes).map(|s| s.chars().count()).unwrap_or(0) + 1
 }

@@ -3,6 +3,7 @@
 //! The engine knows nothing of pgwire or of the server's files: the server hands it statements
 //! (through a [`session::Session`]) and receives streams of Arrow batches.
 
+pub mod build;
 pub mod catalog;
 pub mod checkpoints;
 pub mod connector;

@@ -37,8 +37,8 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Span;
 
+use crate::error::char_position;
 use crate::error::{EngineError, EngineResult};
-use crate::sql::parser::char_position;
 
 /// Rewrites every SELECT of `statement` that has a legacy group window. `sql` is the text the
 /// statement's spans point into, for error positions.

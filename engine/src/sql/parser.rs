@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError, ParserOptions};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
-use crate::error::{EngineError, EngineResult};
+use crate::error::{EngineError, EngineResult, byte_offset, char_position};
 use crate::sql::{legacy_windows, match_syntax, window_inputs, window_syntax};
 
 /// How deep expressions may nest before the parser refuses them (instead of overflowing the
@@ -705,33 +705,6 @@ fn parse_location(s: &str) -> Option<Location> {
         .parse()
         .ok()?;
     Some(Location { line, column })
-}
-
-/// Byte offset of a sqlparser location (1-based line and column, columns counted in chars).
-pub fn byte_offset(sql: &str, location: Location) -> usize {
-    if location.line == 0 {
-        return 0;
-    }
-    let mut offset = 0;
-    for (i, line) in sql.split_inclusive('\n').enumerate() {
-        if i as u64 + 1 == location.line {
-            let col = (location.column.max(1) - 1) as usize;
-            return offset
-                + line
-                    .char_indices()
-                    .nth(col)
-                    .map(|(b, _)| b)
-                    .unwrap_or(line.len());
-        }
-        offset += line.len();
-    }
-    sql.len()
-}
-
-/// The 1-based character position Postgres reports for a location.
-pub fn char_position(sql: &str, location: Location) -> usize {
-    let bytes = byte_offset(sql, location);
-    sql.get(..bytes).map(|s| s.chars().count()).unwrap_or(0) + 1
 }
 
 #[cfg(test)]
