@@ -384,26 +384,35 @@ impl JobManager {
     }
 }
 
-/// A job's side of its checkpoints: when to take the next, and the one being written.
-///
-/// The job triggers checkpoint `e` every interval (when none is in flight); the barrier of
-/// `e` comes back at the end of the dataflow once every source and operator has reported;
-/// the job adds its output's part (a view's contents, a sink's pre-commit) and writes it all
-/// on a blocking thread while the dataflow runs on. Once written, a sink commits.
 /// What the coordinator has to say to its job's loop.
 enum CoordinatorEvent {
     /// Time to trigger the next checkpoint.
     Due,
     /// A checkpoint finished writing: its epoch if it completed.
     Written(Option<Epoch>),
+    /// The barrier of the checkpoint in flight did not come back in time (recorded).
+    TimedOut,
 }
 
+/// How long a checkpoint's barrier may take to travel the dataflow before the checkpoint is
+/// given up (Flink's default checkpoint timeout). A barrier waits behind backpressure, so a
+/// stalled consumer can hold it; the next checkpoint then starts afresh.
+const CHECKPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A job's side of its checkpoints: when to take the next, and the one being written.
+///
+/// The job triggers checkpoint `e` every interval (when none is in flight); the barrier of
+/// `e` comes back at the end of the dataflow once every source and operator has reported;
+/// the job adds its output's part (a view's contents, a sink's pre-commit) and writes it all
+/// on a blocking thread while the dataflow runs on. Once written, a sink commits.
 struct Coordinator {
     checkpoints: Arc<JobCheckpoints>,
     /// The job's late-row counter, recorded with each checkpoint.
     late_rows: Arc<AtomicU64>,
     timer: tokio::time::Interval,
+    /// The checkpoint whose barrier is on its way, and when it must be back.
     in_flight: Option<Epoch>,
+    deadline: tokio::time::Instant,
     writing: Option<tokio::task::JoinHandle<(Epoch, EngineResult<u64>)>>,
 }
 
@@ -418,6 +427,7 @@ impl Coordinator {
             late_rows: Arc::clone(&job.metrics.late_rows),
             timer,
             in_flight: None,
+            deadline: tokio::time::Instant::now(),
             writing: None,
         })
     }
@@ -431,15 +441,29 @@ impl Coordinator {
         if c.writing.is_some() {
             return CoordinatorEvent::Written(c.written().await);
         }
-        if c.in_flight.is_none() {
-            c.timer.tick().await;
-            return CoordinatorEvent::Due;
+        match c.in_flight {
+            None => {
+                c.timer.tick().await;
+                CoordinatorEvent::Due
+            }
+            Some(epoch) => {
+                tokio::time::sleep_until(c.deadline).await;
+                c.in_flight = None;
+                c.checkpoints.failed(
+                    epoch,
+                    format!(
+                        "its barrier did not come back within {} s",
+                        CHECKPOINT_TIMEOUT.as_secs()
+                    ),
+                );
+                CoordinatorEvent::TimedOut
+            }
         }
-        std::future::pending().await
     }
 
     fn begin(&mut self) {
         self.in_flight = Some(self.checkpoints.begin());
+        self.deadline = tokio::time::Instant::now() + CHECKPOINT_TIMEOUT;
     }
 
     /// The barrier of `epoch` reached the job: collects the parts and starts writing them.
