@@ -659,13 +659,8 @@ impl Operator for IntervalJoinOperator {
                 "interval join: restore into an operator that already ran".to_string(),
             ));
         }
-        if let Some(other) = snapshot
-            .table_names()
-            .into_iter()
-            .find(|t| t != META_TABLE && !SIDE_TABLES.contains(&t.as_str()))
-        {
-            return Err(corrupt(format!("an interval join has no table {other}")));
-        }
+        let [left, right] = SIDE_TABLES;
+        snapshot.expect_tables("an interval join", &[META_TABLE, left, right])?;
         let values = snapshot.values(META_TABLE)?;
         let watermark = match (values.get("watermark"), values.len()) {
             (Some(w), 1) => *w,

@@ -958,15 +958,7 @@ impl MatchRecognizeOperator {
         if snapshot.is_empty() {
             return Ok(());
         }
-        if let Some(name) = snapshot
-            .table_names()
-            .into_iter()
-            .find(|n| ![META, WAITING, PARTITIONS, ROWS].contains(&n.as_str()))
-        {
-            return Err(corrupt(format!(
-                "MATCH_RECOGNIZE has no state table {name}"
-            )));
-        }
+        snapshot.expect_tables("MATCH_RECOGNIZE", &[META, WAITING, PARTITIONS, ROWS])?;
         let meta = snapshot.values(META)?;
         let value = |name: &str| {
             meta.get(name)

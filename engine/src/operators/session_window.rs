@@ -345,13 +345,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        if let Some(other) = snapshot
-            .table_names()
-            .into_iter()
-            .find(|t| ![META, SESSIONS, ROWS, EMITTED].contains(&t.as_str()))
-        {
-            return Err(corrupt(format!("a session window has no table {other}")));
-        }
+        snapshot.expect_tables("a session window", &[META, SESSIONS, ROWS, EMITTED])?;
         let meta = snapshot.values(META)?;
         if meta.keys().any(|k| k != WATERMARK)
             || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))

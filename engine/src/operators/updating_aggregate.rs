@@ -337,11 +337,7 @@ impl Operator for UpdatingAggregateOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        if let Some(other) = snapshot.table_names().into_iter().find(|t| t != GROUPS) {
-            return Err(corrupt(format!(
-                "an updating aggregate has no table {other}"
-            )));
-        }
+        snapshot.expect_tables("an updating aggregate", &[GROUPS])?;
         let fields = self.exprs.state_fields()?;
         let state_columns = self.state_columns()?;
         let key_columns = fields.len() - state_columns.iter().sum::<usize>();

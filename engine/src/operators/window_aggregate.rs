@@ -427,13 +427,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        if let Some(other) = snapshot
-            .table_names()
-            .into_iter()
-            .find(|t| ![META, SLICES, GROUPS].contains(&t.as_str()))
-        {
-            return Err(corrupt(format!("a window aggregate has no table {other}")));
-        }
+        snapshot.expect_tables("a window aggregate", &[META, SLICES, GROUPS])?;
         let meta = snapshot.values(META)?;
         self.watermark = meta.get(WATERMARK).copied().flatten();
         if meta.keys().any(|k| k != WATERMARK)

@@ -368,13 +368,8 @@ impl Operator for WindowJoinOperator {
                 "window join: restore into an operator that already ran".to_string(),
             ));
         }
-        if let Some(other) = snapshot
-            .table_names()
-            .into_iter()
-            .find(|t| t != META_TABLE && !SIDE_TABLES.contains(&t.as_str()))
-        {
-            return Err(corrupt(format!("a window join has no table {other}")));
-        }
+        let [left, right] = SIDE_TABLES;
+        snapshot.expect_tables("a window join", &[META_TABLE, left, right])?;
         let values = snapshot.values(META_TABLE)?;
         let watermark = match (values.get("watermark"), values.len()) {
             (Some(w), 1) => *w,

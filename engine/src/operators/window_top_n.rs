@@ -259,13 +259,7 @@ impl Operator for WindowTopNOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        if let Some(other) = snapshot
-            .table_names()
-            .into_iter()
-            .find(|t| ![META, WINDOWS, ROWS].contains(&t.as_str()))
-        {
-            return Err(corrupt(format!("a window Top-N has no table {other}")));
-        }
+        snapshot.expect_tables("a window Top-N", &[META, WINDOWS, ROWS])?;
         let meta = snapshot.values(META)?;
         if meta.keys().any(|k| k != WATERMARK)
             || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))

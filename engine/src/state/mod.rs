@@ -139,6 +139,19 @@ impl StateSnapshot {
         }
     }
 
+    /// Refuses a snapshot holding a table `operator` does not have (another operator's state,
+    /// or another version's).
+    pub fn expect_tables(&self, operator: &str, known: &[&str]) -> EngineResult<()> {
+        match self
+            .table_names()
+            .into_iter()
+            .find(|t| !known.contains(&t.as_str()))
+        {
+            Some(other) => Err(corrupt(format!("{operator} has no state table {other}"))),
+            None => Ok(()),
+        }
+    }
+
     /// The names of the tables present, for checks.
     pub fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
