@@ -32,7 +32,6 @@ use crate::operators::limit::LimitOperator;
 use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
 use crate::operators::project::ProjectOperator;
 use crate::operators::session_window::SessionWindowOperator;
-use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::operators::union::UnionOperator;
 use crate::operators::updating_aggregate::UpdatingAggregateOperator;
 use crate::operators::window_aggregate::WindowAggregateOperator;
@@ -45,6 +44,7 @@ use crate::plan::{JoinInputs, Partitioning, SourceNode, StreamPlan};
 use crate::runtime::checkpoint::{self, PartId};
 use crate::runtime::exchange::{self, HashPartitioner};
 use crate::runtime::message::Message;
+use crate::runtime::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::runtime::{
     CHANNEL_CAPACITY, LaunchContext, LiveTask, NodeMetrics, OperatorMetrics, QueryMetrics,
     RunningQuery, driver,

@@ -3,7 +3,7 @@
 //! A connector turns the options of a `CREATE SOURCE ... WITH (...)` statement into a
 //! stream of Arrow batches with exactly the declared schema. It knows nothing of watermarks,
 //! operators or pgwire: the engine runs every source stream in a source task
-//! ([`crate::operators::source`]) that computes watermarks and counts rows.
+//! ([`crate::runtime::source`]) that computes watermarks and counts rows.
 //!
 //! Malformed input rows must never fail the stream: a connector skips them and records them in
 //! the [`SourceMetrics`] it was given, so the engine can report them to the user.

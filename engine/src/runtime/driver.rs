@@ -17,11 +17,11 @@ use tokio::time::Instant;
 
 use crate::connector::SourceMetrics;
 use crate::error::EngineResult;
-use crate::operators::source::{BoundedSourceGroup, WatermarkGenerator};
-use crate::operators::{Operator, Output};
 use crate::runtime::checkpoint::{CheckpointHandle, PartId, SourcePosition};
 use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::metrics::OperatorMetrics;
+use crate::runtime::operator::{Operator, Output};
+use crate::runtime::source::{BoundedSourceGroup, WatermarkGenerator};
 
 /// How often at most an operator task asks its operator for its state tables (which walks
 /// the state) to refresh its state figures, besides at its end.
@@ -543,7 +543,7 @@ pub(crate) async fn run_operator(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operators::OperatorInfo;
+    use crate::runtime::operator::OperatorInfo;
     use crate::state::{StateSnapshot, StateTableInfo};
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};

@@ -24,6 +24,8 @@ pub mod driver;
 pub(crate) mod exchange;
 pub mod message;
 pub mod metrics;
+pub mod operator;
+pub mod source;
 
 pub use metrics::{NodeMetrics, NodeTotals, OperatorMetrics, QueryMetrics};
 
