@@ -25,7 +25,7 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use crate::error::{EngineError, EngineResult};
-use crate::plan::window::unit_nanos;
+use crate::operators::window::unit_nanos;
 use crate::runtime::message::{EventTime, Message, WATERMARK_END};
 use crate::state::StateSnapshot;
 

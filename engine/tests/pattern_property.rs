@@ -1,7 +1,7 @@
 //! The MATCH_RECOGNIZE matcher checked against a naive backtracking matcher.
 //!
 //! The oracle below is written straight from the standard's definition, independently of the
-//! VM in `operators::pattern_matcher`: for each start row it enumerates the labellings of the
+//! VM in `operators::match_recognize::matcher`: for each start row it enumerates the labellings of the
 //! pattern tree in preference order by recursive backtracking (concatenation in order,
 //! alternatives left to right, greedy quantifiers preferring one more iteration and reluctant
 //! ones one fewer, PERMUTE's orders lexicographically), and the first one that satisfies the
@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eddy_engine::error::EngineResult;
-use eddy_engine::operators::pattern_matcher::{
+use eddy_engine::operators::match_recognize::matcher::{
     Conditions, Found, History, Match, PartitionMatcher, SkipMode,
 };
-use eddy_engine::plan::pattern::{Pattern, Program, VarId};
+use eddy_engine::operators::match_recognize::pattern::{Pattern, Program, VarId};
 
 const NAMES: [&str; 3] = ["A", "B", "C"];
 

@@ -30,7 +30,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
-use crate::plan::window::{MILLISECOND, unit_nanos};
+use crate::operators::window::{MILLISECOND, unit_nanos};
 use crate::runtime::message::EventTime;
 use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 

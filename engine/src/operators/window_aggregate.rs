@@ -33,7 +33,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::accumulators::{AggregateExprs, Groups, GroupsState};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
-use crate::plan::window::{MILLISECOND, Span, WindowKind};
+use crate::operators::window::{MILLISECOND, Span, WindowKind};
 use crate::runtime::message::EventTime;
 use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 
@@ -292,7 +292,7 @@ impl WindowAggregateOperator {
 /// A column of `rows` copies of the timestamp `ns`, in `data_type`.
 fn window_array(ns: i64, data_type: &DataType, rows: usize) -> EngineResult<ArrayRef> {
     let unit_ns = match data_type {
-        DataType::Timestamp(unit, _) => crate::plan::window::unit_nanos(*unit),
+        DataType::Timestamp(unit, _) => crate::operators::window::unit_nanos(*unit),
         other => {
             return Err(EngineError::Internal(format!(
                 "window column of type {other}"

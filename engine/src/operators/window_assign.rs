@@ -15,7 +15,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
-use crate::plan::window::{MILLISECOND, Span, WindowKind, unit_nanos};
+use crate::operators::window::{MILLISECOND, Span, WindowKind, unit_nanos};
 
 pub struct WindowAssignOperator {
     info: OperatorInfo,

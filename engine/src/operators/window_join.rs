@@ -31,7 +31,7 @@ use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, keep, residual_mask
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
-use crate::plan::window::{Span, WindowKind, take_closed};
+use crate::operators::window::{Span, WindowKind, take_closed};
 use crate::runtime::message::EventTime;
 use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 

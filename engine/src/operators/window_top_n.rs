@@ -30,7 +30,7 @@ use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::EngineResult;
-use crate::plan::window::{Span, WindowKind, take_closed};
+use crate::operators::window::{Span, WindowKind, take_closed};
 use crate::runtime::message::EventTime;
 use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 
@@ -343,8 +343,8 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Int64Type};
 
     use super::*;
+    use crate::operators::window::MILLISECOND;
     use crate::operators::window_aggregate::WindowColumn;
-    use crate::plan::window::MILLISECOND;
     use crate::runtime::message::Message;
 
     fn input_schema() -> SchemaRef {
@@ -472,8 +472,8 @@ mod checkpoint_tests {
 
     use super::*;
     use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
+    use crate::operators::window::MILLISECOND;
     use crate::operators::window_aggregate::WindowColumn;
-    use crate::plan::window::MILLISECOND;
 
     const SIZE_MS: i64 = 10_000;
 

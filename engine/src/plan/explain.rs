@@ -27,8 +27,8 @@ use datafusion::arrow::temporal_conversions::timestamp_ns_to_datetime;
 use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
-use super::window::{self, WindowKind};
 use super::{JoinInputs, MatchRecognizeStreamNode, StreamPlan};
+use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::runtime::QueryMetrics;
 use crate::runtime::message::WATERMARK_END;
@@ -520,7 +520,9 @@ fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> (String, String) {
         .iter()
         .enumerate()
         .filter_map(|(v, d)| d.as_ref().map(|d| (v, d)))
-        .partition(|(v, d)| d.is_row_local(*v as crate::plan::pattern::VarId));
+        .partition(|(v, d)| {
+            d.is_row_local(*v as crate::operators::match_recognize::pattern::VarId)
+        });
     let names = |list: Vec<(usize, &MatchExpr)>| -> String {
         list.iter()
             .map(|(v, _)| spec.variables[*v].clone())

@@ -14,15 +14,13 @@ use datafusion::logical_expr::{Expr, SortExpr};
 use crate::catalog::RelationDef;
 use crate::error::EngineResult;
 use crate::operators::join_rows::JoinKind;
+use crate::operators::window::WindowKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, Windowing};
 use crate::sql::match_recognize::MatchSpec;
 pub use explain::{ExplainOptions, Partitioning};
-use window::WindowKind;
 
 pub mod explain;
-pub mod pattern;
 pub mod planner;
-pub mod window;
 
 /// The leading column of an updating plan node's rows: `+` (insert) or `-` (delete); an
 /// update is a `-` of the old row followed by a `+` of the new one. Clients see it as `op`.

@@ -17,7 +17,6 @@ use datafusion::logical_expr::{
     Operator, TableScan,
 };
 
-use super::window::{WindowKind, unit_nanos};
 use super::{
     CHANGELOG_OP, IntervalJoinNode, JoinInputs, SourceNode, StreamPlan, UpdatingAggregateNode,
     WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
@@ -25,6 +24,7 @@ use super::{
 use crate::catalog::RelationDef;
 use crate::error::{EngineError, EngineResult};
 use crate::operators::join_rows::JoinKind;
+use crate::operators::window::{WindowKind, unit_nanos};
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::sql::match_recognize::as_match_recognize;
 use crate::sql::provider::StreamTableProvider;

@@ -38,8 +38,8 @@ use datafusion::sql::sqlparser::ast::{
     TableFactor, VisitMut, VisitorMut,
 };
 
-use crate::operators::pattern_matcher::SkipMode;
-use crate::plan::pattern::{Pattern, Program, VarId};
+use crate::operators::match_recognize::matcher::SkipMode;
+use crate::operators::match_recognize::pattern::{Pattern, Program, VarId};
 use crate::sql::match_syntax::{DERIVED_INPUT, EMPTY_DEFINE_ENTRY, SUBSET_ENTRY, WITHIN_ENTRY};
 use crate::sql::window_tvf::{attach_span, error_at, interval_arg};
 

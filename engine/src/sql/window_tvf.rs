@@ -28,7 +28,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::catalog::Catalog;
-use crate::plan::window::{MILLISECOND, WindowKind};
+use crate::operators::window::{MILLISECOND, WindowKind};
 use crate::sql::provider::StreamTableProvider;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::LogicalPlanBuilder;
@@ -117,7 +117,7 @@ impl WindowTvfNode {
             .time_index()
             .map(|i| self.input.schema().field(i).data_type().clone())
         {
-            Ok(DataType::Timestamp(unit, _)) => crate::plan::window::unit_nanos(unit),
+            Ok(DataType::Timestamp(unit, _)) => crate::operators::window::unit_nanos(unit),
             _ => 0,
         }
     }

@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use crate::error::{EngineError, EngineResult};
-use crate::plan::pattern::{Inst, Program, VarId};
+use crate::operators::match_recognize::pattern::{Inst, Program, VarId};
 
 const NO_NODE: u32 = u32::MAX;
 
@@ -621,7 +621,7 @@ impl PartitionMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::pattern::Pattern;
+    use crate::operators::match_recognize::pattern::Pattern;
 
     /// Conditions given as a table: `rows[r]` lists the variables row r satisfies.
     struct Table(Vec<Vec<VarId>>);

@@ -1,7 +1,7 @@
 //! Row patterns of MATCH_RECOGNIZE: the pattern tree and the program it compiles to.
 //!
 //! [`Pattern`] is the `PATTERN (...)` clause with `PERMUTE` already expanded; [`Program`] is
-//! what the matcher runs (`crate::operators::pattern_matcher`): a list of instructions in the
+//! what the matcher runs (`crate::operators::match_recognize::matcher`): a list of instructions in the
 //! style of a backtracking regular-expression VM, where a [`Inst::Fork`] lists its branches in
 //! the order the standard prefers them (greedy quantifiers prefer one more iteration,
 //! reluctant ones one fewer, alternatives the leftmost).

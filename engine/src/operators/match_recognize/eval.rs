@@ -22,7 +22,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 
 use crate::error::{EngineError, EngineResult};
-use crate::plan::pattern::VarId;
+use crate::operators::match_recognize::pattern::VarId;
 use crate::sql::match_recognize::{ChannelSource, MatchExpr, Navigation};
 
 /// A channel ready to compute.

@@ -23,6 +23,10 @@
 //! over them (the matcher is deterministic), emitting nothing, and refuses a snapshot whose
 //! replay does not end where the original attempt was.
 
+pub mod eval;
+pub mod matcher;
+pub mod pattern;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,15 +44,17 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 
 use crate::error::{EngineError, EngineResult};
-use crate::operators::match_eval::{
+use crate::operators::match_recognize::eval::{
     ChannelKind, CompiledExpr, ExprCompiler, PartitionRows, Point, Segment, as_condition,
     copy_segment, gather_arg, gather_rows,
 };
-use crate::operators::pattern_matcher::{Conditions, Found, History, Match, PartitionMatcher};
+use crate::operators::match_recognize::matcher::{
+    Conditions, Found, History, Match, PartitionMatcher,
+};
+use crate::operators::match_recognize::pattern::VarId;
+use crate::operators::window::unit_nanos;
 use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
 use crate::plan::MatchRecognizeStreamNode;
-use crate::plan::pattern::VarId;
-use crate::plan::window::unit_nanos;
 use crate::runtime::message::EventTime;
 use crate::sql::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
 use crate::state::{StateSnapshot, StateTableInfo, corrupt};
@@ -473,8 +479,9 @@ impl MatchRecognizeOperator {
             };
             let mut columns = Vec::with_capacity(define.channels.len());
             for (channel, field) in define.channels.iter().zip(define.schema.fields()) {
-                let crate::operators::match_eval::ChannelKind::Value { nav, arg, .. } =
-                    &channel.kind
+                let crate::operators::match_recognize::eval::ChannelKind::Value {
+                    nav, arg, ..
+                } = &channel.kind
                 else {
                     return Err(EngineError::Internal("row-local channel".to_string()));
                 };
