@@ -43,6 +43,8 @@ const CHECKPOINTS_DIR: &str = "checkpoints";
 const MANIFEST: &str = "manifest.json";
 const IN_PROGRESS: &str = ".inprogress";
 const VIEW_FILE: &str = "view.state";
+/// The folder (beside the epochs) of an append-only view's parts.
+const VIEW_PARTS_DIR: &str = "view-parts";
 
 /// What a checkpoint's manifest records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,8 +61,12 @@ pub struct Manifest {
     pub created_at_ms: i64,
     pub sources: Vec<SourceEntry>,
     pub operators: Vec<FileEntry>,
-    /// A view's contents at the barrier.
+    /// A view's contents at the barrier (an updating view, or one with a retention).
     pub view: Option<ViewEntry>,
+    /// An append-only view's rows, as the parts each checkpoint added (in order), when the
+    /// view keeps every row it receives.
+    #[serde(default)]
+    pub view_parts: Option<ViewParts>,
     /// What the sink's pre-commit returned.
     pub sink: Option<String>,
     pub state_bytes: u64,
@@ -85,6 +91,21 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+/// The parts of an append-only view's rows, each written once, by the checkpoint that first
+/// held its rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewParts {
+    pub parts: Vec<ViewPart>,
+    pub watermark: Option<EventTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewPart {
+    /// Relative to the job's folder.
+    pub file: String,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ViewEntry {
     pub file: String,
@@ -98,9 +119,29 @@ pub struct CheckpointData {
     pub epoch: Epoch,
     pub parts: EpochParts,
     /// A view's contents and watermark.
-    pub view: Option<(StateSnapshot, Option<EventTime>)>,
+    pub view: Option<(ViewContents, Option<EventTime>)>,
     pub sink: Option<String>,
     pub late_rows: u64,
+}
+
+/// What a view's job writes of its view.
+pub enum ViewContents {
+    /// Every row (an updating view, or one whose retention drops rows).
+    Full(StateSnapshot),
+    /// The rows appended since the checkpoint whose parts are `previous` (an append-only
+    /// view that keeps every row): written as one more part.
+    Appended {
+        rows: StateSnapshot,
+        previous: Vec<ViewPart>,
+    },
+}
+
+/// What writing a checkpoint did.
+#[derive(Debug)]
+pub struct Written {
+    pub bytes: u64,
+    /// The view's parts, for the next checkpoint to add to.
+    pub view_parts: Option<Vec<ViewPart>>,
 }
 
 /// A complete checkpoint read back.
@@ -133,8 +174,8 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes checkpoint `data` and makes it the job's latest; returns the bytes written.
-    pub fn write(&self, identity: &JobIdentity, data: CheckpointData) -> EngineResult<u64> {
+    /// Writes checkpoint `data` and makes it the job's latest.
+    pub fn write(&self, identity: &JobIdentity, data: CheckpointData) -> EngineResult<Written> {
         let folder = self.dir.join(format!("{}{IN_PROGRESS}", data.epoch));
         if folder.exists() {
             std::fs::remove_dir_all(&folder)?;
@@ -156,18 +197,35 @@ impl CheckpointStore {
                 bytes,
             });
         }
-        let view = match &data.view {
-            Some((contents, watermark)) => {
+        let (mut view, mut view_parts) = (None, None);
+        match &data.view {
+            Some((ViewContents::Full(contents), watermark)) => {
                 let bytes = write_synced(&folder.join(VIEW_FILE), &encode(contents)?)?;
                 total += bytes;
-                Some(ViewEntry {
+                view = Some(ViewEntry {
                     file: VIEW_FILE.to_string(),
                     bytes,
                     watermark: *watermark,
-                })
+                });
             }
-            None => None,
-        };
+            Some((ViewContents::Appended { rows, previous }, watermark)) => {
+                let mut parts = previous.clone();
+                if !rows.is_empty() {
+                    let dir = self.dir.join(VIEW_PARTS_DIR);
+                    std::fs::create_dir_all(&dir)?;
+                    let file = format!("{VIEW_PARTS_DIR}/part-{}.state", data.epoch);
+                    let bytes = write_synced(&self.dir.join(&file), &encode(rows)?)?;
+                    sync_dir(&dir);
+                    total += bytes;
+                    parts.push(ViewPart { file, bytes });
+                }
+                view_parts = Some(ViewParts {
+                    parts,
+                    watermark: *watermark,
+                });
+            }
+            None => {}
+        }
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             job: identity.job.clone(),
@@ -189,6 +247,7 @@ impl CheckpointStore {
                 .collect(),
             operators,
             view,
+            view_parts: view_parts.clone(),
             sink: data.sink,
             state_bytes: total,
             late_rows: data.late_rows,
@@ -204,7 +263,27 @@ impl CheckpointStore {
         std::fs::rename(&folder, &done)?;
         sync_dir(&self.dir);
         self.delete_older_than(data.epoch);
-        Ok(total)
+        let view_parts = view_parts.map(|v| v.parts);
+        if let Some(parts) = &view_parts {
+            self.delete_parts_but(parts);
+        }
+        Ok(Written {
+            bytes: total,
+            view_parts,
+        })
+    }
+
+    /// Deletes the view parts no complete checkpoint lists any more (a failed checkpoint's).
+    fn delete_parts_but(&self, kept: &[ViewPart]) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(VIEW_PARTS_DIR)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = format!("{VIEW_PARTS_DIR}/{}", entry.file_name().to_string_lossy());
+            if !kept.iter().any(|p| p.file == name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Deletes complete checkpoints older than `epoch`, and torn ones.
@@ -214,6 +293,9 @@ impl CheckpointStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if name == VIEW_PARTS_DIR {
+                continue;
+            }
             let stale = match name.parse::<Epoch>() {
                 Ok(e) => e < epoch,
                 Err(_) => true,
@@ -233,6 +315,9 @@ impl CheckpointStore {
         let mut complete = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if name == VIEW_PARTS_DIR {
+                continue;
+            }
             match name.parse::<Epoch>() {
                 Ok(epoch) => complete.push(epoch),
                 Err(_) => {
@@ -280,8 +365,8 @@ impl CheckpointStore {
                     .to_string(),
             ));
         }
-        let read = |file: &str, bytes: u64| -> EngineResult<StateSnapshot> {
-            let data = std::fs::read(folder.join(file))
+        let read_at = |at: &Path, file: &str, bytes: u64| -> EngineResult<StateSnapshot> {
+            let data = std::fs::read(at.join(file))
                 .map_err(|e| refuse(format!("{file} cannot be read ({e})")))?;
             if data.len() as u64 != bytes {
                 return Err(refuse(format!(
@@ -291,6 +376,7 @@ impl CheckpointStore {
             }
             decode(&data).map_err(|e| refuse(format!("{file}: {e}")))
         };
+        let read = |file: &str, bytes: u64| read_at(&folder, file, bytes);
         let mut operators = BTreeMap::new();
         for entry in &manifest.operators {
             let part = PartId {
@@ -299,10 +385,26 @@ impl CheckpointStore {
             };
             operators.insert(part, read(&entry.file, entry.bytes)?);
         }
-        let view = match &manifest.view {
+        let mut view = match &manifest.view {
             Some(v) => Some((read(&v.file, v.bytes)?, v.watermark)),
             None => None,
         };
+        if let Some(parts) = &manifest.view_parts {
+            let mut batches = Vec::new();
+            for part in &parts.parts {
+                if !part.file.starts_with(&format!("{VIEW_PARTS_DIR}/")) || part.file.contains("..")
+                {
+                    return Err(refuse(format!("a view part at {}", part.file)));
+                }
+                batches.extend(
+                    read_at(&self.dir, &part.file, part.bytes)?
+                        .batches()
+                        .iter()
+                        .cloned(),
+                );
+            }
+            view = Some((StateSnapshot::from_batches(batches), parts.watermark));
+        }
         let sources = manifest
             .sources
             .iter()
@@ -411,6 +513,8 @@ pub struct JobCheckpoints {
     last_epoch: AtomicU64,
     last_completed: AtomicU64,
     history: Mutex<Vec<CheckpointRecord>>,
+    /// An append-only view's parts in the last completed checkpoint.
+    view_parts: Mutex<Vec<ViewPart>>,
 }
 
 impl JobCheckpoints {
@@ -430,7 +534,21 @@ impl JobCheckpoints {
             last_epoch: AtomicU64::new(last),
             last_completed: AtomicU64::new(last),
             history: Mutex::default(),
+            view_parts: Mutex::default(),
         }
+    }
+
+    /// An append-only view's parts in the last completed checkpoint (what the next one adds
+    /// to).
+    pub fn view_parts(&self) -> Vec<ViewPart> {
+        self.view_parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_view_parts(&self, parts: Vec<ViewPart>) {
+        *self.view_parts.lock().unwrap_or_else(|e| e.into_inner()) = parts;
     }
 
     /// The last completed checkpoint's epoch (a restored one counts).
@@ -688,6 +806,73 @@ mod tests {
         std::fs::write(&state, &bytes[..bytes.len() - 1]).unwrap();
         let e = store.load_latest(&identity()).err().unwrap().to_string();
         assert!(e.contains("bytes"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_append_only_view_is_written_once_in_parts() {
+        let dir = temp_dir("parts");
+        let store = CheckpointStore::new(&dir, "v");
+        let rows = |values: &[i64]| {
+            let batch = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
+                vec![Arc::new(Int64Array::from(values.to_vec()))],
+            )
+            .unwrap();
+            let mut s = StateSnapshot::new();
+            s.add("rows", batch).unwrap();
+            s
+        };
+        let with_view = |epoch, new: &[i64], previous: Vec<ViewPart>| {
+            let mut d = data(epoch);
+            d.view = Some((
+                ViewContents::Appended {
+                    rows: rows(new),
+                    previous,
+                },
+                Some(epoch as i64),
+            ));
+            d
+        };
+        let first = store
+            .write(&identity(), with_view(1, &[1, 2], Vec::new()))
+            .unwrap();
+        let parts = first.view_parts.unwrap();
+        assert_eq!(parts.len(), 1);
+        // Checkpoint 2 fails after writing its part; 3 adds to checkpoint 1's parts.
+        std::fs::write(store.dir.join("view-parts/part-2.state"), b"orphan").unwrap();
+        let third = store
+            .write(&identity(), with_view(3, &[3], parts.clone()))
+            .unwrap();
+        let parts = third.view_parts.unwrap();
+        assert_eq!(parts.len(), 2);
+        assert!(
+            !store.dir.join("view-parts/part-2.state").exists(),
+            "the orphan is gone"
+        );
+        assert!(
+            !store.dir.join("1").exists(),
+            "checkpoint 1 is gone, its part is not"
+        );
+        let loaded = store.load_latest(&identity()).unwrap().unwrap();
+        let (view, watermark) = loaded.view.unwrap();
+        assert_eq!(watermark, Some(3));
+        let values: Vec<i64> = view
+            .table("rows")
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(values, vec![1, 2, 3]);
+        // A part of the wrong size is refused.
+        std::fs::write(store.dir.join(&parts[1].file), b"short").unwrap();
+        assert!(store.load_latest(&identity()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -18,7 +18,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::checkpoints::{CheckpointData, JobCheckpoints};
+use crate::checkpoints::{CheckpointData, JobCheckpoints, ViewContents, Written};
 use crate::connector::{SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult};
 use crate::plan::StreamPlan;
@@ -413,7 +413,11 @@ struct Coordinator {
     /// The checkpoint whose barrier is on its way, and when it must be back.
     in_flight: Option<Epoch>,
     deadline: tokio::time::Instant,
-    writing: Option<tokio::task::JoinHandle<(Epoch, EngineResult<u64>)>>,
+    writing: Option<tokio::task::JoinHandle<(Epoch, EngineResult<Written>)>>,
+    /// The view the job maintains, and how many of its batches the checkpoint being
+    /// written holds (an append-only view's checkpoints write only new batches).
+    view: Option<Arc<ViewStore>>,
+    view_upto: Option<usize>,
 }
 
 impl Coordinator {
@@ -429,6 +433,8 @@ impl Coordinator {
             in_flight: None,
             deadline: tokio::time::Instant::now(),
             writing: None,
+            view: job.view().cloned(),
+            view_upto: None,
         })
     }
 
@@ -483,7 +489,18 @@ impl Coordinator {
             return Ok(());
         }
         let view = match view {
-            Some(v) => Some(v.checkpoint_contents()?),
+            Some(v) => {
+                let (rows, watermark, upto) = v.checkpoint_contents()?;
+                self.view_upto = upto;
+                let contents = match upto {
+                    Some(_) => ViewContents::Appended {
+                        rows,
+                        previous: self.checkpoints.view_parts(),
+                    },
+                    None => ViewContents::Full(rows),
+                };
+                Some((contents, watermark))
+            }
             None => None,
         };
         let sink = match sink {
@@ -513,8 +530,14 @@ impl Coordinator {
         self.writing = None;
         self.in_flight = None;
         match result {
-            Ok((epoch, Ok(bytes))) => {
-                self.checkpoints.completed(epoch, bytes);
+            Ok((epoch, Ok(written))) => {
+                if let Some(parts) = written.view_parts {
+                    self.checkpoints.set_view_parts(parts);
+                }
+                if let (Some(view), Some(upto)) = (&self.view, self.view_upto.take()) {
+                    view.checkpointed(upto);
+                }
+                self.checkpoints.completed(epoch, written.bytes);
                 Some(epoch)
             }
             Ok((epoch, Err(e))) => {

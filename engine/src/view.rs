@@ -99,6 +99,9 @@ struct Inner {
     /// Changes applied so far; a follower skips changes its snapshot already holds.
     sequence: u64,
     followers: Vec<mpsc::Sender<(u64, Message)>>,
+    /// For an append-only view that keeps every row: how many of its first batches a
+    /// completed checkpoint holds (a checkpoint writes only the batches after them).
+    checkpointed: usize,
 }
 
 impl ViewStore {
@@ -133,6 +136,7 @@ impl ViewStore {
                 ending: Ending::Running,
                 sequence: 0,
                 followers: Vec::new(),
+                checkpointed: 0,
             }),
         })
     }
@@ -212,14 +216,36 @@ impl ViewStore {
         }
     }
 
-    /// The view's contents and watermark for a checkpoint (its rows as they are now).
-    pub fn checkpoint_contents(&self) -> EngineResult<(StateSnapshot, Option<EventTime>)> {
+    /// Whether the view only ever appends batches and never changes them (an append-only
+    /// view without retention): its checkpoints then write only what is new.
+    fn appends_only(&self) -> bool {
+        self.mode == ViewMode::Append && self.retention.is_none()
+    }
+
+    /// The view's rows and watermark for a checkpoint. For a view that only appends, only
+    /// the batches after the last completed checkpoint's, with `Some(n)`: once this checkpoint
+    /// completes, [`ViewStore::checkpointed`]`(n)`. Otherwise every row, with `None`.
+    pub fn checkpoint_contents(
+        &self,
+    ) -> EngineResult<(StateSnapshot, Option<EventTime>, Option<usize>)> {
         let inner = self.lock();
         let mut snapshot = StateSnapshot::new();
+        if self.appends_only() {
+            for (batch, _, _) in inner.batches.iter().skip(inner.checkpointed) {
+                snapshot.add(VIEW_ROWS, batch.clone())?;
+            }
+            return Ok((snapshot, inner.watermark, Some(inner.batches.len())));
+        }
         for batch in self.contents(&inner)? {
             snapshot.add(VIEW_ROWS, batch)?;
         }
-        Ok((snapshot, inner.watermark))
+        Ok((snapshot, inner.watermark, None))
+    }
+
+    /// A checkpoint holding the view's first `batches` batches completed.
+    pub fn checkpointed(&self, batches: usize) {
+        let mut inner = self.lock();
+        inner.checkpointed = inner.checkpointed.max(batches);
     }
 
     /// Puts back the contents a checkpoint holds, before the job runs.
@@ -262,6 +288,8 @@ impl ViewStore {
             }
         }
         inner.watermark = watermark;
+        // What was restored is in the checkpoint already.
+        inner.checkpointed = inner.batches.len();
         Ok(())
     }
 

@@ -145,13 +145,12 @@ impl Session {
         }
         let restored_from = loaded.as_ref().map(|l: &LoadedCheckpoint| l.manifest.epoch);
         let parallelism = identity.parallelism;
+        let checkpoints = JobCheckpoints::new(interval, store, identity, restored_from);
+        if let Some(parts) = loaded.as_ref().and_then(|l| l.manifest.view_parts.as_ref()) {
+            checkpoints.set_view_parts(parts.parts.clone());
+        }
         Ok(JobCheckpointing {
-            checkpoints: Some(Arc::new(JobCheckpoints::new(
-                interval,
-                store,
-                identity,
-                restored_from,
-            ))),
+            checkpoints: Some(Arc::new(checkpoints)),
             loaded,
             parallelism,
             refused,
