@@ -37,7 +37,9 @@ use datafusion::common::hash_utils::RandomState;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::conform_batch;
-use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, residual_mask};
+use super::join_rows::{
+    JoinKind, KeyEncoder, RowRef, SIDE_TABLES, gather, residual_mask, restore_join_watermark,
+};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::{EventTime, WATERMARK_END};
@@ -45,8 +47,6 @@ use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 
 /// The snapshot table of the operator's values (its watermark).
 const META_TABLE: &str = "interval_join";
-/// The snapshot (and state) tables of the left and right stored rows.
-const SIDE_TABLES: [&str; 2] = ["left_rows", "right_rows"];
 /// The last column of a snapshot's stored rows: whether the row has joined.
 const MATCHED: &str = "matched";
 
@@ -659,17 +659,7 @@ impl Operator for IntervalJoinOperator {
                 "interval join: restore into an operator that already ran".to_string(),
             ));
         }
-        let [left, right] = SIDE_TABLES;
-        snapshot.expect_tables("an interval join", &[META_TABLE, left, right])?;
-        let values = snapshot.values(META_TABLE)?;
-        let watermark = match (values.get("watermark"), values.len()) {
-            (Some(w), 1) => *w,
-            _ => {
-                return Err(corrupt(format!(
-                    "an interval join's {META_TABLE} holds {values:?}, not its watermark"
-                )));
-            }
-        };
+        let watermark = restore_join_watermark(&snapshot, "an interval join", META_TABLE)?;
         for (input, table) in SIDE_TABLES.into_iter().enumerate() {
             self.restore_side(input, snapshot.table(table))?;
         }

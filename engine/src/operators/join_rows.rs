@@ -101,6 +101,27 @@ impl KeyEncoder {
 /// NULL padding.
 pub type RowRef = Option<(usize, usize)>;
 
+/// The state tables of a join's snapshot holding each side's rows.
+pub const SIDE_TABLES: [&str; 2] = ["left_rows", "right_rows"];
+
+/// Checks that a join's snapshot holds only its own tables (`meta` and [`SIDE_TABLES`]), and
+/// reads the watermark `meta` holds; `operator` names the join in messages.
+pub fn restore_join_watermark(
+    snapshot: &crate::state::StateSnapshot,
+    operator: &str,
+    meta: &str,
+) -> EngineResult<Option<crate::runtime::message::EventTime>> {
+    let [left, right] = SIDE_TABLES;
+    snapshot.expect_tables(operator, &[meta, left, right])?;
+    let values = snapshot.values(meta)?;
+    match (values.get("watermark"), values.len()) {
+        (Some(w), 1) => Ok(*w),
+        _ => Err(crate::state::corrupt(format!(
+            "{operator}'s {meta} holds {values:?}, not its watermark"
+        ))),
+    }
+}
+
 /// The columns of `schema` for the referenced rows of `batches`.
 pub fn gather(
     schema: &SchemaRef,

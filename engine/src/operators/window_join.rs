@@ -27,7 +27,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::conform_batch;
-use super::join_rows::{JoinKind, KeyEncoder, RowRef, gather, keep, residual_mask};
+use super::join_rows::{
+    JoinKind, KeyEncoder, RowRef, SIDE_TABLES, gather, keep, residual_mask, restore_join_watermark,
+};
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorInfo, Output};
 use crate::error::{EngineError, EngineResult};
@@ -37,8 +39,6 @@ use crate::state::{StateSnapshot, StateTableInfo, corrupt};
 
 /// The snapshot table of the operator's values (its watermark).
 const META_TABLE: &str = "window_join";
-/// The snapshot (and state) tables of the left and right rows.
-const SIDE_TABLES: [&str; 2] = ["left_rows", "right_rows"];
 
 /// One input of a window join.
 pub struct WindowJoinSide {
@@ -368,17 +368,7 @@ impl Operator for WindowJoinOperator {
                 "window join: restore into an operator that already ran".to_string(),
             ));
         }
-        let [left, right] = SIDE_TABLES;
-        snapshot.expect_tables("a window join", &[META_TABLE, left, right])?;
-        let values = snapshot.values(META_TABLE)?;
-        let watermark = match (values.get("watermark"), values.len()) {
-            (Some(w), 1) => *w,
-            _ => {
-                return Err(corrupt(format!(
-                    "a window join's {META_TABLE} holds {values:?}, not its watermark"
-                )));
-            }
-        };
+        let watermark = restore_join_watermark(&snapshot, "a window join", META_TABLE)?;
         for (input, table) in SIDE_TABLES.into_iter().enumerate() {
             self.restore_side(input, snapshot.table(table))?;
         }
