@@ -238,14 +238,8 @@ impl BoundedSourceGroup {
         }
     }
 
-    /// Called by a bounded source at the end of its input (`aligned` is its number if it is
-    /// aligned); returns once every bounded source of the query has ended.
-    pub async fn end_and_wait(&self, aligned: Option<usize>) {
-        self.end(aligned);
-        self.wait_all_ended().await;
-    }
-
-    /// A source of the group ended (call once per source).
+    /// A bounded source of the group reached the end of its input (`aligned` is its number
+    /// if it is aligned); call once per source, then [`Self::wait_all_ended`].
     pub fn end(&self, aligned: Option<usize>) {
         if let Some(index) = aligned {
             if let Some(slot) = self.watermarks().get_mut(index) {
@@ -311,13 +305,17 @@ mod alignment_tests {
         };
         let ended = {
             let group = Arc::clone(&group);
-            tokio::spawn(async move { group.end_and_wait(Some(1)).await })
+            tokio::spawn(async move {
+                group.end(Some(1));
+                group.wait_all_ended().await
+            })
         };
         tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
             .await
             .expect("source 1 ended, so source 0 reads on")
             .unwrap();
-        group.end_and_wait(Some(0)).await;
+        group.end(Some(0));
+        group.wait_all_ended().await;
         ended.await.unwrap();
     }
 }
@@ -378,13 +376,21 @@ mod tests {
     async fn bounded_sources_end_together() {
         let group = BoundedSourceGroup::new(2, 0);
         let g2 = Arc::clone(&group);
-        let first = tokio::spawn(async move { g2.end_and_wait(None).await });
+        let first = tokio::spawn(async move {
+            {
+                g2.end(None);
+                g2.wait_all_ended().await
+            }
+        });
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(
             !first.is_finished(),
             "first source must wait for the second"
         );
-        group.end_and_wait(None).await;
+        {
+            group.end(None);
+            group.wait_all_ended().await
+        };
         tokio::time::timeout(std::time::Duration::from_secs(5), first)
             .await
             .unwrap()
