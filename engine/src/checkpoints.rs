@@ -423,7 +423,6 @@ impl CheckpointStore {
             .collect();
         Ok(LoadedCheckpoint {
             restored: Arc::new(RestoredState {
-                epoch,
                 operators: Mutex::new(operators),
                 sources,
             }),

@@ -136,7 +136,6 @@ impl CheckpointHandle {
 /// A checkpoint's contents, for launching a dataflow that continues from it.
 #[derive(Debug, Default)]
 pub struct RestoredState {
-    pub epoch: Epoch,
     pub operators: Mutex<BTreeMap<PartId, StateSnapshot>>,
     pub sources: BTreeMap<PartId, SourcePosition>,
 }
