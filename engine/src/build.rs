@@ -39,7 +39,7 @@ use crate::operators::window_aggregate::WindowAggregateOperator;
 use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJoinSpec};
 use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
-use crate::operators::{Operator, OperatorInfo};
+use crate::operators::{Operator, OperatorContext, OperatorInfo};
 use crate::plan::{JoinInputs, Partitioning, SourceNode, StreamPlan};
 use crate::runtime::checkpoint::{self, PartId};
 use crate::runtime::exchange::{self, HashPartitioner};
@@ -49,6 +49,7 @@ use crate::runtime::{
     CHANNEL_CAPACITY, LaunchContext, LiveTask, NodeMetrics, OperatorMetrics, QueryMetrics,
     RunningQuery, driver,
 };
+use crate::state::StateTable;
 
 /// Starts the dataflow of `plan`.
 pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<RunningQuery> {
@@ -72,8 +73,9 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
             node: usize::MAX,
             instance: 0,
         };
+        let ctx = OperatorContext::new(part.node, 0, Vec::new(), Arc::default());
         builder
-            .operator(part, (Box::new(merge), counters), inputs)?
+            .operator(part, (Box::new(merge), ctx, counters), inputs)?
             .rx
     };
     // Sources start last, once every connector opened and the bounded ones are counted.
@@ -154,7 +156,13 @@ impl Builder<'_, '_> {
                         Arc::clone(&predicate),
                     )))
                 })?;
-                self.stage(id, ops, vec![inputs], Distribution::PerChannel)
+                self.stage(
+                    id,
+                    plan.state_tables(),
+                    ops,
+                    vec![inputs],
+                    Distribution::PerChannel,
+                )
             }
             StreamPlan::Project {
                 input,
@@ -177,7 +185,13 @@ impl Builder<'_, '_> {
                         exprs.clone(),
                     )))
                 })?;
-                self.stage(id, ops, vec![inputs], Distribution::PerChannel)
+                self.stage(
+                    id,
+                    plan.state_tables(),
+                    ops,
+                    vec![inputs],
+                    Distribution::PerChannel,
+                )
             }
             StreamPlan::Union { inputs, schema } => {
                 // Each channel of each input is renamed on its own; the consumer merges them.
@@ -191,7 +205,13 @@ impl Builder<'_, '_> {
                 let ops = self.instances(&Distribution::PerChannel, &[&channels], || {
                     Ok(Box::new(UnionOperator::new(info("Union", schema))))
                 })?;
-                self.stage(id, ops, vec![channels], Distribution::PerChannel)
+                self.stage(
+                    id,
+                    plan.state_tables(),
+                    ops,
+                    vec![channels],
+                    Distribution::PerChannel,
+                )
             }
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();
@@ -211,10 +231,9 @@ impl Builder<'_, '_> {
                                 w.time_index,
                                 w.key_indices.clone(),
                                 &input_types,
-                                Arc::clone(&self.metrics.late_rows),
                             )?))
                         })?;
-                        self.stage(id, ops, vec![inputs], distribution)
+                        self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
                     }
                     kind => {
                         let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
@@ -226,7 +245,13 @@ impl Builder<'_, '_> {
                                 w.slices,
                             )?))
                         })?;
-                        self.stage(id, ops, vec![inputs], Distribution::PerChannel)
+                        self.stage(
+                            id,
+                            plan.state_tables(),
+                            ops,
+                            vec![inputs],
+                            Distribution::PerChannel,
+                        )
                     }
                 }
             }
@@ -245,10 +270,9 @@ impl Builder<'_, '_> {
                         )?,
                         a.windowing.clone(),
                         a.output.clone(),
-                        Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                self.stage(id, ops, vec![inputs], distribution)
+                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
             }
             StreamPlan::UpdatingAggregate(a) => {
                 let input_schema = a.input.schema();
@@ -265,7 +289,7 @@ impl Builder<'_, '_> {
                         )?,
                     )?))
                 })?;
-                self.stage(id, ops, vec![inputs], distribution)
+                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
             }
             StreamPlan::WindowTopN(t) => {
                 let input_schema = t.input.schema();
@@ -296,10 +320,9 @@ impl Builder<'_, '_> {
                         info("WindowTopN", &t.schema),
                         Arc::new(input_schema.as_arrow().clone()),
                         spec,
-                        Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                self.stage(id, ops, vec![inputs], distribution)
+                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
             }
             StreamPlan::IntervalJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -335,10 +358,15 @@ impl Builder<'_, '_> {
                     Ok(Box::new(IntervalJoinOperator::new(
                         info("IntervalJoin", &j.join.schema),
                         spec,
-                        Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                self.stage(id, ops, vec![left, right], distribution)
+                self.stage(
+                    id,
+                    plan.state_tables(),
+                    ops,
+                    vec![left, right],
+                    distribution,
+                )
             }
             StreamPlan::WindowJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -365,10 +393,15 @@ impl Builder<'_, '_> {
                     Ok(Box::new(WindowJoinOperator::new(
                         info("WindowJoin", &j.join.schema),
                         spec,
-                        Arc::clone(&self.metrics.late_rows),
                     )))
                 })?;
-                self.stage(id, ops, vec![left, right], distribution)
+                self.stage(
+                    id,
+                    plan.state_tables(),
+                    ops,
+                    vec![left, right],
+                    distribution,
+                )
             }
             StreamPlan::MatchRecognize(m) => {
                 let inputs = self.build(&m.input)?;
@@ -378,16 +411,21 @@ impl Builder<'_, '_> {
                     Ok(Box::new(MatchRecognizeOperator::try_new(
                         info("MatchRecognize", &m.schema),
                         spec,
-                        Arc::clone(&self.metrics.late_rows),
                     )?))
                 })?;
-                self.stage(id, ops, vec![inputs], distribution)
+                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
             }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
                 let inputs = self.build(input)?;
                 let op = LimitOperator::new(info("Limit", &schema), *skip, *fetch);
-                self.stage(id, vec![Box::new(op)], vec![inputs], Distribution::Single)
+                self.stage(
+                    id,
+                    plan.state_tables(),
+                    vec![Box::new(op)],
+                    vec![inputs],
+                    Distribution::Single,
+                )
             }
         }
     }
@@ -432,6 +470,7 @@ impl Builder<'_, '_> {
     fn stage(
         &mut self,
         id: usize,
+        tables: Vec<StateTable>,
         ops: Vec<Box<dyn Operator>>,
         inputs: Vec<Vec<Input>>,
         distribution: Distribution,
@@ -439,7 +478,16 @@ impl Builder<'_, '_> {
         let parallel = ops.len();
         let name = ops.first().map(|op| op.info().name.clone());
         let node = NodeMetrics::new(id, name.clone().unwrap_or_default(), false, parallel);
-        let ops: Vec<_> = ops.into_iter().zip(node.instances.clone()).collect();
+        let ops: Vec<_> = ops
+            .into_iter()
+            .zip(node.instances.clone())
+            .enumerate()
+            .map(|(instance, (op, metrics))| {
+                let late = Arc::clone(&self.metrics.late_rows);
+                let ctx = OperatorContext::new(id, instance, tables.clone(), late);
+                (op, ctx, metrics)
+            })
+            .collect();
         self.metrics.operators.push(node);
         if let Some(name) = name {
             self.metrics.instances.push((name, parallel));
@@ -594,21 +642,17 @@ impl Builder<'_, '_> {
     fn operator(
         &mut self,
         part: PartId,
-        (mut op, metrics): (Box<dyn Operator>, Arc<OperatorMetrics>),
+        (mut op, mut ctx, metrics): (Box<dyn Operator>, OperatorContext, Arc<OperatorMetrics>),
         inputs: Vec<(usize, Input)>,
     ) -> EngineResult<Input> {
         let checkpoint = match &self.ctx.checkpoint {
             Some(setup) => {
-                let mut watermark = None;
                 if let Some(snapshot) = setup.restore.as_ref().and_then(|r| r.take_operator(part)) {
-                    let values = snapshot.values(driver::DRIVER_TABLE)?;
-                    watermark = values.get(driver::COMBINED_WATERMARK).copied().flatten();
-                    op.restore(snapshot.without(driver::DRIVER_TABLE))?;
+                    driver::restore(op.as_mut(), &mut ctx, snapshot)?;
                 }
                 Some(driver::OperatorCheckpoint {
                     handle: Arc::clone(&setup.handle),
                     part,
-                    watermark,
                 })
             }
             None => None,
@@ -627,7 +671,7 @@ impl Builder<'_, '_> {
         }
         self.tasks.spawn(async move {
             let _live = live;
-            driver::run_operator(op, receivers, wiring, tx, metrics, checkpoint).await
+            driver::run_operator(op, ctx, receivers, wiring, tx, metrics, checkpoint).await
         });
         Ok(Input { rx, bounded })
     }

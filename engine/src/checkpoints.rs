@@ -70,7 +70,8 @@ pub struct Manifest {
     /// What the sink's pre-commit returned.
     pub sink: Option<String>,
     pub state_bytes: u64,
-    /// The job's late-row count when the barrier reached its end.
+    /// The job's late-row count when the barrier reached its end (for information: a
+    /// restore takes each operator instance's own count from its part).
     #[serde(default)]
     pub late_rows: u64,
 }

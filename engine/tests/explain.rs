@@ -146,7 +146,7 @@ async fn explain_shows_an_updating_aggregate() {
     insta::assert_snapshot!(plan, @r"
     Project: __op, bids.channel, count(Int64(1)) * Int64(2) AS twice
       Filter: count(Int64(1)) > Int64(1)
-        UpdatingAggregate: keys=[bids.channel], aggregates=[count(Int64(1))], emit=updating, watermark=forwarded unchanged, state=unbounded (one entry per distinct group)
+        UpdatingAggregate: keys=[bids.channel], aggregates=[count(Int64(1))], emit=updating, watermark=forwarded unchanged, state=unbounded (groups: one entry per distinct group [bids.channel])
           Source: bids table, columns=[channel], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     ");
 }
@@ -246,21 +246,21 @@ async fn explain_window_plans() {
     }
     insta::assert_snapshot!(plans, @r"
     Project: bids.auction, window_start, window_end, count(Int64(1)) AS count(*), max(bids.price)
-      WindowAggregate: HOP(slide=2s, size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1)), max(bids.price)], slices=2s, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key)
+      WindowAggregate: HOP(slide=2s, size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1)), max(bids.price)], slices=2s, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open slice and key [slice, bids.auction])
         Project: bids.auction, bids.price, window_start, window_end
           Window: HOP(slide=2s, size=10s) on date_time, assigns=slices
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
-    WindowAggregate: TUMBLE(size=10s) window=[window_start], keys=[], aggregates=[sum(bids.price)], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open window and key)
+    WindowAggregate: TUMBLE(size=10s) window=[window_start], keys=[], aggregates=[sum(bids.price)], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open window and key [window])
       Filter: window_start > TimestampMillisecond(1577836800000, None)
         Project: bids.price, window_start
           Window: TUMBLE(size=10s) on date_time, emit=append
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     Project: bids.channel, window_start, window_end, count(Int64(1)) AS count(*)
-      WindowAggregate: SESSION(gap=5s) window=[window_start, window_end], keys=[bids.channel], aggregates=[count(Int64(1))], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open window and key)
+      WindowAggregate: SESSION(gap=5s) window=[window_start, window_end], keys=[bids.channel], aggregates=[count(Int64(1))], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open window and key [window, bids.channel])
         Project: bids.channel, window_start, window_end
-          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (rows of open sessions)
+          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (rows: rows of open sessions [channel, session])
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     ");
@@ -278,7 +278,7 @@ async fn explain_match_recognize() {
     .await
     .unwrap();
     insta::assert_snapshot!(unbounded, @r"
-    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+ C), one row per match, vectorized define=[B], per-match define=[C], emit=on watermark, watermark=forwarded after emitting, state=unbounded (the pattern has an unbounded quantifier and no WITHIN)
+    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+ C), one row per match, vectorized define=[B], per-match define=[C], emit=on watermark, watermark=forwarded after emitting, state=unbounded (partitions: a matcher's position per partition key [auction], partition_rows: rows of open matches [auction, row]; the pattern has an unbounded quantifier and no WITHIN)
       Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     ");
     let bounded = run(
@@ -290,7 +290,7 @@ async fn explain_match_recognize() {
     .await
     .unwrap();
     insta::assert_snapshot!(bounded, @r"
-    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+? C), within=10s, one row per match, vectorized define=[B], per-match define=[], emit=on watermark, watermark=forwarded after emitting, state=bounded by watermark (rows of open matches); grows with distinct partition keys
+    MatchRecognize: partition=[auction], order=[date_time], pattern=(A B+? C), within=10s, one row per match, vectorized define=[B], per-match define=[], emit=on watermark, watermark=forwarded after emitting, state=bounded by watermark (partition_rows: rows of open matches [auction, row]); unbounded (partitions: a matcher's position per partition key [auction])
       Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     ");
 }
@@ -317,12 +317,12 @@ async fn explain_joins_and_unions() {
     }
     insta::assert_snapshot!(plans, @r"
     Project: b.auction, b.price, a.price
-      IntervalJoin: Left on [b.auction = a.auction], date_time - date_time in [-2s, 5s], emit=append, watermark=min(inputs) - 5s (held back by the interval), state=bounded by watermark (rows of each side within the interval)
+      IntervalJoin: Left on [b.auction = a.auction], date_time - date_time in [-2s, 5s], emit=append, watermark=min(inputs) - 5s (held back by the interval), state=bounded by watermark (left_rows: rows within the interval [b.auction, event time], right_rows: rows within the interval [a.auction, event time])
         Source: bids table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
         Source: asks table, columns=[auction, price, date_time], emit=append, watermark=[date_time - INTERVAL '1' SECOND]
     --
     Project: b.auction, b.window_start, b.price, a.price
-      WindowJoin: Inner TUMBLE(size=10s) on [window, b.auction = a.auction], emit=on window close, watermark=min(inputs), forwarded after emitting, state=bounded by watermark (rows of each side per open window)
+      WindowJoin: Inner TUMBLE(size=10s) on [window, b.auction = a.auction], emit=on window close, watermark=min(inputs), forwarded after emitting, state=bounded by watermark (left_rows: rows per open window [b.auction, window], right_rows: rows per open window [a.auction, window])
         Project: bids.auction, bids.price, window_start, window_end
           Window: TUMBLE(size=10s) on date_time, emit=append
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
@@ -358,19 +358,19 @@ async fn explain_at_parallelism_2_shows_how_rows_reach_the_instances() {
     }
     insta::assert_snapshot!(plans, @r"
     Project: bids.auction, window_start, count(Int64(1)) AS count(*), distribution=per channel
-      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1))], slices=10s, distribution=hash(bids.auction), emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key)
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bids.auction], aggregates=[count(Int64(1))], slices=10s, distribution=hash(bids.auction), emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open slice and key [slice, bids.auction])
         Project: bids.auction, window_start, window_end, distribution=per channel
           Window: TUMBLE(size=10s) on date_time, assigns=slices, distribution=per channel
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     Project: window_start, count(Int64(1)) AS count(*), distribution=per channel
-      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[], aggregates=[count(Int64(1))], slices=10s, distribution=single, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key)
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[], aggregates=[count(Int64(1))], slices=10s, distribution=single, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open slice and key [slice])
         Project: window_start, window_end, distribution=per channel
           Window: TUMBLE(size=10s) on date_time, assigns=slices, distribution=per channel
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     Project: b.auction, distribution=per channel
-      IntervalJoin: Inner on [b.auction = a.auction], date_time - date_time in [0s, 5s], distribution=hash(left: b.auction; right: a.auction), emit=append, watermark=min(inputs) - 5s (held back by the interval), state=bounded by watermark (rows of each side within the interval)
+      IntervalJoin: Inner on [b.auction = a.auction], date_time - date_time in [0s, 5s], distribution=hash(left: b.auction; right: a.auction), emit=append, watermark=min(inputs) - 5s (held back by the interval), state=bounded by watermark (left_rows: rows within the interval [b.auction, event time], right_rows: rows within the interval [a.auction, event time])
         Source: bids table, columns=[auction, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
         Source: asks table, columns=[auction, date_time], emit=append, watermark=[date_time - INTERVAL '1' SECOND]
     --
@@ -396,7 +396,7 @@ async fn explain_analyze_runs_a_bounded_query_and_shows_what_each_operator_did()
     // so every watermark reached the end and no state is left.
     insta::assert_snapshot!(plan, @r"
     Project: bid_log.auction, window_start, count(Int64(1)) AS count(*) AS bids (actual: instances=1, rows_in=4, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
-      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bid_log.auction], aggregates=[count(Int64(1))], slices=10s, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key) (actual: instances=1, rows_in=8, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bid_log.auction], aggregates=[count(Int64(1))], slices=10s, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open slice and key [slice, bid_log.auction]) (actual: instances=1, rows_in=8, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
         Project: bid_log.auction, window_start, window_end (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
           Window: TUMBLE(size=10s) on date_time, assigns=slices (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
             Source: bid_log connector=bid_log, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND] (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
@@ -409,7 +409,7 @@ async fn explain_analyze_runs_a_bounded_query_and_shows_what_each_operator_did()
     // Two instances of the aggregate, fed by a hash exchange: the same totals.
     insta::assert_snapshot!(plan, @r"
     Project: bid_log.auction, window_start, count(Int64(1)) AS count(*) AS bids, distribution=per channel (actual: instances=2, rows_in=4, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
-      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bid_log.auction], aggregates=[count(Int64(1))], slices=10s, distribution=hash(bid_log.auction), emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (aggregates per open slice and key) (actual: instances=2, rows_in=8, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
+      WindowAggregate: TUMBLE(size=10s) window=[window_start, window_end], keys=[bid_log.auction], aggregates=[count(Int64(1))], slices=10s, distribution=hash(bid_log.auction), emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open slice and key [slice, bid_log.auction]) (actual: instances=2, rows_in=8, rows_out=4, state_rows=0, state_bytes=0, watermark=end)
         Project: bid_log.auction, window_start, window_end, distribution=per channel (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
           Window: TUMBLE(size=10s) on date_time, assigns=slices, distribution=per channel (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)
             Source: bid_log connector=bid_log, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND] (actual: instances=1, rows_in=8, rows_out=8, state_rows=0, state_bytes=0, watermark=end)

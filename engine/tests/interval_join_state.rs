@@ -12,7 +12,6 @@
 //! right.ts <= 1 s. The watermark after each pair of batches is the newest time minus 100 ms.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -20,7 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::expressions::col;
 use eddy_engine::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
 use eddy_engine::operators::join_rows::{JoinKind, KeyEncoder};
-use eddy_engine::operators::{Operator, OperatorInfo, Output};
+use eddy_engine::operators::{Operator, OperatorContext, OperatorInfo};
 use eddy_engine::runtime::message::WATERMARK_END;
 
 const MS: i64 = 1_000_000;
@@ -55,7 +54,7 @@ struct Join {
     op: IntervalJoinOperator,
     left: SchemaRef,
     right: SchemaRef,
-    late: Arc<AtomicU64>,
+    ctx: OperatorContext,
 }
 
 fn full_join() -> Join {
@@ -67,7 +66,6 @@ fn full_join() -> Join {
         .chain(right.fields().iter())
         .map(|f| f.as_ref().clone())
         .collect();
-    let late = Arc::new(AtomicU64::new(0));
     let op = IntervalJoinOperator::new(
         OperatorInfo {
             name: "IntervalJoin".to_string(),
@@ -81,13 +79,12 @@ fn full_join() -> Join {
             upper: SECOND,
             residual: None,
         },
-        Arc::clone(&late),
     );
     Join {
         op,
         left,
         right,
-        late,
+        ctx: OperatorContext::default(),
     }
 }
 
@@ -110,7 +107,7 @@ fn batch(schema: &SchemaRef, i: i64, key_offset: i64) -> RecordBatch {
 
 /// (rows, bytes) held per side.
 fn state(op: &IntervalJoinOperator) -> [(usize, usize); 2] {
-    let tables = op.state_tables();
+    let tables = op.state_usage();
     assert_eq!(tables.len(), 2, "left_rows and right_rows");
     [
         (tables[0].rows, tables[0].bytes),
@@ -122,16 +119,14 @@ impl Join {
     /// Feeds batch `i` of both sides; then the watermark, unless `advance` is false. Outputs
     /// are dropped (the runtime would send them on).
     fn step(&mut self, i: i64, advance: bool) {
-        let mut out = Output::default();
+        let out = &mut self.ctx;
+        self.op.on_batch(0, batch(&self.left, i, 0), out).unwrap();
         self.op
-            .on_batch(0, batch(&self.left, i, 0), &mut out)
-            .unwrap();
-        self.op
-            .on_batch(1, batch(&self.right, i, 500), &mut out)
+            .on_batch(1, batch(&self.right, i, 500), out)
             .unwrap();
         if advance {
             let newest = ((i + 1) * BATCH_ROWS - 1) * MS;
-            self.op.on_watermark(newest - DELAY, &mut out).unwrap();
+            self.op.on_watermark(newest - DELAY, out).unwrap();
         }
     }
 }
@@ -172,10 +167,10 @@ fn interval_join_state_is_bounded_by_the_interval_over_a_long_stream() {
             }
         }
     }
-    assert_eq!(join.late.load(Ordering::Relaxed), 0, "no row was late");
+    assert_eq!(join.ctx.late_rows(), 0, "no row was late");
     // The end of input releases (and pads) everything.
     join.op
-        .on_watermark(WATERMARK_END, &mut Output::default())
+        .on_watermark(WATERMARK_END, &mut OperatorContext::default())
         .unwrap();
     assert_eq!(state(&join.op), [(0, 0), (0, 0)]);
 }
@@ -197,7 +192,7 @@ fn without_a_watermark_the_state_holds_every_row() {
     // One watermark later only the last 1.1 s remain.
     let newest = (BATCHES * BATCH_ROWS - 1) * MS;
     join.op
-        .on_watermark(newest - DELAY, &mut Output::default())
+        .on_watermark(newest - DELAY, &mut OperatorContext::default())
         .unwrap();
     for (rows, _) in state(&join.op) {
         assert_eq!(rows as i64, (SECOND + DELAY) / MS);

@@ -17,7 +17,6 @@
 //! and the `MatchRecognizeOperator` driven directly.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use datafusion::arrow::array::{Array, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -26,7 +25,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::SessionState;
 use eddy_engine::connector::ConnectorRegistry;
 use eddy_engine::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
-use eddy_engine::operators::{Operator, OperatorInfo, Output};
+use eddy_engine::operators::{Operator, OperatorContext, OperatorInfo};
 use eddy_engine::plan::{MatchRecognizeStreamNode, StreamPlan};
 use eddy_engine::runtime::message::{Message, WATERMARK_END};
 use eddy_engine::session::{Engine, EngineConfig};
@@ -79,7 +78,7 @@ impl Factory {
             schema: Arc::new(self.node.schema.as_arrow().clone()),
         };
         let spec = MatchRecognizeSpec::try_new(&self.node, &self.state).unwrap();
-        MatchRecognizeOperator::try_new(info, spec, Arc::new(AtomicU64::new(0))).unwrap()
+        MatchRecognizeOperator::try_new(info, spec).unwrap()
     }
 
     /// Input rows `(sym, ts in seconds, price)`; `seq` numbers them in the step.
@@ -117,7 +116,7 @@ enum Step {
 
 /// Runs `steps` on `op`; the messages it emits, printed.
 fn run(f: &Factory, op: &mut MatchRecognizeOperator, steps: &[Step]) -> Vec<String> {
-    let mut out = Output::default();
+    let mut out = OperatorContext::default();
     let mut printed = Vec::new();
     for step in steps {
         match step {
@@ -133,7 +132,7 @@ fn run(f: &Factory, op: &mut MatchRecognizeOperator, steps: &[Step]) -> Vec<Stri
     printed
 }
 
-fn print(out: &mut Output) -> Vec<String> {
+fn print(out: &mut OperatorContext) -> Vec<String> {
     out.drain()
         .map(|m| match m {
             Message::Data(batch) => pretty_format_batches(&[batch]).unwrap().to_string(),
@@ -153,7 +152,7 @@ fn last_watermark(steps: &[Step]) -> Option<i64> {
 
 /// A new operator restored from `op`'s snapshot, through the checkpoint bytes.
 fn restored(f: &Factory, op: &mut MatchRecognizeOperator) -> MatchRecognizeOperator {
-    let snapshot = round_trip(&op.snapshot().unwrap()).unwrap();
+    let snapshot = round_trip(&op.snapshot(1).unwrap()).unwrap();
     let mut fresh = f.make();
     fresh.restore(snapshot).unwrap();
     fresh
@@ -169,7 +168,7 @@ fn check_cuts(f: &Factory, steps: &[Step], cuts: impl Iterator<Item = usize>) ->
         let mut second = restored(f, &mut first);
         // The runtime may repeat the checkpoint's watermark after a restore: nothing happens.
         if let Some(w) = last_watermark(&steps[..cut]) {
-            let mut out = Output::default();
+            let mut out = OperatorContext::default();
             second.on_watermark(w, &mut out).unwrap();
             assert!(
                 print(&mut out).is_empty(),
@@ -410,7 +409,7 @@ async fn snapshots_of_another_shape_are_refused() {
 
     let mut op = f.make();
     run(&f, &mut op, &steps[..8]);
-    let good = round_trip(&op.snapshot().unwrap()).unwrap();
+    let good = round_trip(&op.snapshot(1).unwrap()).unwrap();
     assert!(f.make().restore(good.clone()).is_ok());
     assert!(good.table("partition_rows")[0].num_rows() > 0);
     assert!(good.table("waiting_rows")[0].num_rows() > 0);

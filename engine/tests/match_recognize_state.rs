@@ -12,14 +12,13 @@
 //! 100 ms. Each symbol's prices repeat 5 4 3 4 5 6 2.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_engine::connector::ConnectorRegistry;
 use eddy_engine::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
-use eddy_engine::operators::{Operator, OperatorInfo, Output};
+use eddy_engine::operators::{Operator, OperatorContext, OperatorInfo};
 use eddy_engine::plan::{MatchRecognizeStreamNode, StreamPlan};
 use eddy_engine::runtime::message::Message;
 use eddy_engine::session::{Engine, EngineConfig};
@@ -44,7 +43,7 @@ fn find_match_recognize(plan: &StreamPlan) -> Option<MatchRecognizeStreamNode> {
 struct Harness {
     op: MatchRecognizeOperator,
     input: SchemaRef,
-    late: Arc<AtomicU64>,
+    ctx: OperatorContext,
     /// The first measure of every output row (the match's first `sym`, or a count).
     out: Vec<i64>,
 }
@@ -67,13 +66,12 @@ async fn harness(query: &str) -> Harness {
         name: "MatchRecognize".to_string(),
         schema: Arc::new(node.schema.as_arrow().clone()),
     };
-    let late = Arc::new(AtomicU64::new(0));
     let spec = MatchRecognizeSpec::try_new(&node, &state).unwrap();
-    let op = MatchRecognizeOperator::try_new(info, spec, Arc::clone(&late)).unwrap();
+    let op = MatchRecognizeOperator::try_new(info, spec).unwrap();
     Harness {
         op,
         input,
-        late,
+        ctx: OperatorContext::default(),
         out: Vec::new(),
     }
 }
@@ -102,20 +100,21 @@ impl Harness {
     /// Sends batch `b` with `columns`, then the watermark after it.
     fn send(&mut self, b: i64, columns: Vec<Arc<dyn Array>>) {
         let batch = RecordBatch::try_new(Arc::clone(&self.input), columns).unwrap();
-        let mut out = Output::default();
+        let mut out = std::mem::take(&mut self.ctx);
         self.op.on_batch(0, batch, &mut out).unwrap();
         let newest = (b + 1) * BATCH_ROWS - 1;
         self.op.on_watermark((newest - 100) * MS, &mut out).unwrap();
         self.collect(&mut out);
+        self.ctx = out;
     }
 
     fn end(&mut self) {
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         self.op.on_end(&mut out).unwrap();
         self.collect(&mut out);
     }
 
-    fn collect(&mut self, out: &mut Output) {
+    fn collect(&mut self, out: &mut OperatorContext) {
         for m in out.drain() {
             if let Message::Data(batch) = m {
                 let column = batch.column(1).as_primitive::<Int64Type>();
@@ -157,19 +156,19 @@ impl Harness {
     /// Bytes held for matching.
     fn held_bytes(&self) -> usize {
         self.op
-            .state_tables()
+            .state_usage()
             .iter()
-            .find(|t| t.name == "partition_rows")
+            .find(|t| t.table == "partition_rows")
             .map_or(0, |t| t.bytes)
     }
 
     /// Rows held for matching and waiting for the watermark.
     fn held(&self) -> (usize, usize) {
-        let tables = self.op.state_tables();
+        let tables = self.op.state_usage();
         let rows = |name: &str| {
             tables
                 .iter()
-                .find(|t| t.name == name)
+                .find(|t| t.table == name)
                 .map(|t| t.rows)
                 .unwrap_or(0)
         };
@@ -238,7 +237,7 @@ async fn v_shape_state_stays_flat_and_matches_are_right() {
         .collect();
     want.sort_unstable();
     assert_eq!(got, want);
-    assert_eq!(h.late.load(Ordering::Relaxed), 0);
+    assert_eq!(h.ctx.late_rows(), 0);
 }
 
 /// `A B* C` where C never holds: every attempt stays open, so the rows of each symbol are

@@ -2,15 +2,13 @@
 //! give exactly the messages of the same sequence cut anywhere, with the rest run by a new
 //! instance restored from a snapshot that went through the checkpoint bytes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
-use super::{Operator, Output};
+use super::{Operator, OperatorContext};
 use crate::runtime::message::{EventTime, Message, WATERMARK_END};
 use crate::state::checkpoint::round_trip;
+use crate::state::{StateSnapshot, StateTable};
 
 /// One input event.
 #[derive(Clone)]
@@ -21,21 +19,21 @@ pub enum Step {
     End,
 }
 
-/// Builds a fresh instance counting late rows into the counter it is given.
-pub type Factory<'a> = &'a dyn Fn(Arc<AtomicU64>) -> Box<dyn Operator>;
+/// Builds a fresh instance.
+pub type Factory<'a> = &'a dyn Fn() -> Box<dyn Operator>;
 
-fn run(op: &mut dyn Operator, steps: &[Step], out: &mut Vec<String>) {
-    let mut output = Output::default();
+/// Runs `steps` through `op` with context `ctx`, appending what it emits to `out`.
+fn run(op: &mut dyn Operator, ctx: &mut OperatorContext, steps: &[Step], out: &mut Vec<String>) {
     for step in steps {
         match step {
-            Step::Batch(b) => op.on_batch(0, b.clone(), &mut output).unwrap(),
-            Step::Watermark(w) => op.on_watermark(*w, &mut output).unwrap(),
+            Step::Batch(b) => op.on_batch(0, b.clone(), ctx).unwrap(),
+            Step::Watermark(w) => op.on_watermark(*w, ctx).unwrap(),
             Step::End => {
-                op.on_watermark(WATERMARK_END, &mut output).unwrap();
-                op.on_end(&mut output).unwrap();
+                op.on_watermark(WATERMARK_END, ctx).unwrap();
+                op.on_end(ctx).unwrap();
             }
         }
-        out.extend(output.drain().map(describe));
+        out.extend(ctx.drain().map(describe));
     }
 }
 
@@ -47,51 +45,75 @@ fn describe(message: Message) -> String {
 }
 
 fn held(op: &dyn Operator) -> Vec<(&'static str, usize)> {
-    op.state_tables().iter().map(|t| (t.name, t.rows)).collect()
+    op.state_usage().iter().map(|t| (t.table, t.rows)).collect()
+}
+
+/// A snapshot of `op` taken the way the runtime takes it: only declared tables (checked
+/// against `tables`, the operator module's declaration), and through the checkpoint bytes.
+fn snapshot_of(op: &mut dyn Operator, tables: &[StateTable]) -> StateSnapshot {
+    let snapshot = op.snapshot(1).unwrap();
+    snapshot
+        .check_declared(&op.info().name, tables, &[])
+        .unwrap();
+    for usage in op.state_usage() {
+        assert!(
+            tables.iter().any(|t| t.name == usage.table),
+            "{} reports usage of undeclared table {}",
+            op.info().name,
+            usage.table
+        );
+    }
+    round_trip(&snapshot).unwrap()
 }
 
 /// Checks every cut point of `steps`; returns the uninterrupted output (for assertions on
 /// what the sequence exercises) and its late-row count.
-pub fn check_every_cut(make: Factory, steps: &[Step]) -> (Vec<String>, u64) {
-    check_every_cut_with(make, steps, false)
+pub fn check_every_cut(make: Factory, tables: &[StateTable], steps: &[Step]) -> (Vec<String>, u64) {
+    check_every_cut_with(make, tables, steps, false)
 }
 
 /// [`check_every_cut`] for an operator that forwards watermarks without holding one (and so
 /// may forward a repeated one again).
-pub fn check_every_cut_forwarding(make: Factory, steps: &[Step]) -> (Vec<String>, u64) {
-    check_every_cut_with(make, steps, true)
+pub fn check_every_cut_forwarding(
+    make: Factory,
+    tables: &[StateTable],
+    steps: &[Step],
+) -> (Vec<String>, u64) {
+    check_every_cut_with(make, tables, steps, true)
 }
 
-fn check_every_cut_with(make: Factory, steps: &[Step], forwards: bool) -> (Vec<String>, u64) {
-    let late = Arc::new(AtomicU64::new(0));
+fn check_every_cut_with(
+    make: Factory,
+    tables: &[StateTable],
+    steps: &[Step],
+    forwards: bool,
+) -> (Vec<String>, u64) {
+    let mut whole = OperatorContext::default();
     let mut expected = Vec::new();
-    run(make(Arc::clone(&late)).as_mut(), steps, &mut expected);
-    let expected_late = late.load(Ordering::Relaxed);
+    run(make().as_mut(), &mut whole, steps, &mut expected);
+    let expected_late = whole.late_rows();
     for cut in 0..=steps.len() {
         let (before, after) = steps.split_at(cut);
-        let late_a = Arc::new(AtomicU64::new(0));
-        let mut a = make(Arc::clone(&late_a));
+        let mut ctx_a = OperatorContext::default();
+        let mut a = make();
         let mut got = Vec::new();
-        run(a.as_mut(), before, &mut got);
-        let late_before = late_a.load(Ordering::Relaxed);
-        let snapshot = a.snapshot().unwrap();
-        let snapshot = round_trip(&snapshot).unwrap();
+        run(a.as_mut(), &mut ctx_a, before, &mut got);
+        let late_before = ctx_a.late_rows();
+        let snapshot = snapshot_of(a.as_mut(), tables);
         // Taking a snapshot changes nothing the original emits later.
         let mut original = got.clone();
-        run(a.as_mut(), after, &mut original);
+        run(a.as_mut(), &mut ctx_a, after, &mut original);
         assert_eq!(
             original, expected,
             "the snapshot at {cut} disturbed the original"
         );
 
-        let late_b = Arc::new(AtomicU64::new(0));
-        let mut b = make(Arc::clone(&late_b));
+        let mut ctx_b = OperatorContext::default();
+        let mut b = make();
         b.restore(snapshot).unwrap();
         // A restored instance snapshots what it was given.
-        let mut again = make(Arc::new(AtomicU64::new(0)));
-        again
-            .restore(round_trip(&b.snapshot().unwrap()).unwrap())
-            .unwrap();
+        let mut again = make();
+        again.restore(snapshot_of(b.as_mut(), tables)).unwrap();
         assert_eq!(held(again.as_ref()), held(b.as_ref()), "restore at {cut}");
         // The runtime may repeat the last watermark before the cut: nothing happens.
         let last_watermark = before.iter().rev().find_map(|s| match s {
@@ -104,9 +126,8 @@ fn check_every_cut_with(make: Factory, steps: &[Step], forwards: bool) -> (Vec<S
         {
             // (An operator that forwards watermarks without holding one may pass it on:
             // downstream ignores a watermark that does not advance its own.)
-            let mut output = Output::default();
-            b.on_watermark(w, &mut output).unwrap();
-            let repeated: Vec<Message> = output.drain().collect();
+            b.on_watermark(w, &mut ctx_b).unwrap();
+            let repeated: Vec<Message> = ctx_b.drain().collect();
             assert!(
                 repeated.is_empty()
                     || (forwards
@@ -114,15 +135,26 @@ fn check_every_cut_with(make: Factory, steps: &[Step], forwards: bool) -> (Vec<S
                 "repeated watermark at cut {cut}: {repeated:?}"
             );
         }
-        run(b.as_mut(), after, &mut got);
+        run(b.as_mut(), &mut ctx_b, after, &mut got);
         assert_eq!(got, expected, "cut at step {cut}");
         assert_eq!(
-            late_before + late_b.load(Ordering::Relaxed),
+            late_before + ctx_b.late_rows(),
             expected_late,
             "late rows with a cut at {cut}"
         );
     }
     (expected, expected_late)
+}
+
+/// Restores `snapshot` into `op` the way the runtime does: refused if it holds a table the
+/// operator's `tables` do not declare.
+pub fn restore_declared(
+    op: &mut dyn Operator,
+    tables: &[StateTable],
+    snapshot: StateSnapshot,
+) -> crate::error::EngineResult<()> {
+    let mut ctx = OperatorContext::new(0, 0, tables.to_vec(), std::sync::Arc::default());
+    crate::runtime::driver::restore(op, &mut ctx, snapshot)
 }
 
 /// A tiny deterministic generator for random sequences.

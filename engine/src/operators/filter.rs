@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 
 pub struct FilterOperator {
@@ -48,7 +48,7 @@ impl Operator for FilterOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         out.batch(filter_batch(&self.predicate, &batch)?);
         Ok(())

@@ -25,7 +25,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
@@ -40,15 +39,27 @@ use super::conform_batch;
 use super::join_rows::{
     JoinKind, KeyEncoder, RowRef, SIDE_TABLES, gather, residual_mask, restore_join_watermark,
 };
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
+use crate::runtime::message::Epoch;
 use crate::runtime::message::{EventTime, WATERMARK_END};
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::state::{StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot table of the operator's values (its watermark).
 const META_TABLE: &str = "interval_join";
 /// The last column of a snapshot's stored rows: whether the row has joined.
 const MATCHED: &str = "matched";
+
+/// The state tables of an interval join on `left_keys = right_keys` (as the plan names them).
+pub fn state_tables(left_keys: &[String], right_keys: &[String]) -> Vec<StateTable> {
+    super::join_rows::join_state_tables(
+        META_TABLE,
+        left_keys,
+        right_keys,
+        "event time",
+        "rows within the interval",
+    )
+}
 
 /// One side of an interval join.
 pub struct IntervalSide {
@@ -323,20 +334,18 @@ pub struct IntervalJoinOperator {
     spec: IntervalJoinSpec,
     state: [SideState; 2],
     watermark: Option<EventTime>,
-    late_rows: Arc<AtomicU64>,
 }
 
 /// Input 0 is the left side, input 1 the right.
 const LEFT: usize = 0;
 
 impl IntervalJoinOperator {
-    pub fn new(info: OperatorInfo, spec: IntervalJoinSpec, late_rows: Arc<AtomicU64>) -> Self {
+    pub fn new(info: OperatorInfo, spec: IntervalJoinSpec) -> Self {
         Self {
             info,
             spec,
             state: [SideState::default(), SideState::default()],
             watermark: None,
-            late_rows,
         }
     }
 
@@ -456,7 +465,12 @@ impl Operator for IntervalJoinOperator {
         &self.info
     }
 
-    fn on_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> EngineResult<()> {
+    fn on_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         let other = 1 - input;
         let side = self.side(input);
         let times = event_times(side, &batch)?;
@@ -473,7 +487,7 @@ impl Operator for IntervalJoinOperator {
                 continue;
             };
             if self.watermark.is_some_and(|wm| ts <= wm) {
-                self.late_rows.fetch_add(1, Ordering::Relaxed);
+                out.count_late(1);
                 continue;
             }
             if !key_ok {
@@ -575,7 +589,11 @@ impl Operator for IntervalJoinOperator {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         // After a restore the runtime may repeat the restored watermark: already done.
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
@@ -625,13 +643,12 @@ impl Operator for IntervalJoinOperator {
         Ok(())
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
+    fn state_usage(&self) -> Vec<StateUsage> {
         SIDE_TABLES
             .into_iter()
             .zip(&self.state)
-            .map(|(name, s)| StateTableInfo {
-                name,
-                key: vec!["join key".to_string(), "event time".to_string()],
+            .map(|(table, s)| StateUsage {
+                table,
                 rows: s.rows(),
                 bytes: s
                     .batches
@@ -642,7 +659,7 @@ impl Operator for IntervalJoinOperator {
             .collect()
     }
 
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(META_TABLE, &[("watermark", self.watermark)])?;
         for (state, table) in self.state.iter().zip(SIDE_TABLES) {
@@ -717,7 +734,6 @@ mod tests {
                 upper: upper * MS,
                 residual: None,
             },
-            Arc::new(AtomicU64::new(0)),
         )
     }
 
@@ -740,7 +756,7 @@ mod tests {
     /// A joined row as (left ts, right ts) in ms; None is NULL padding.
     type Pair = (Option<i64>, Option<i64>);
 
-    fn drain(out: &mut Output) -> (Vec<Pair>, Vec<i64>) {
+    fn drain(out: &mut OperatorContext) -> (Vec<Pair>, Vec<i64>) {
         let (mut rows, mut watermarks) = (Vec::new(), Vec::new());
         for m in out.drain() {
             match m {
@@ -771,7 +787,7 @@ mod tests {
         // 1 s <= l.ts - r.ts <= 3 s.
         for left_first in [true, false] {
             let mut op = join(JoinKind::Inner, 1000, 3000);
-            let mut out = Output::default();
+            let mut out = OperatorContext::default();
             let left = batch(
                 "l",
                 &[
@@ -802,7 +818,7 @@ mod tests {
     fn the_watermark_prunes_state_and_pads_outer_rows_once_final() {
         // -5 s <= l.ts - r.ts <= 6 s (Flink's example), FULL OUTER.
         let mut op = join(JoinKind::Full, -5000, 6000);
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch("l", &[(Some(1), 1_000), (None, 2_000)]), &mut out)
             .unwrap();
         op.on_batch(1, batch("r", &[(Some(2), 1_000)]), &mut out)
@@ -819,23 +835,23 @@ mod tests {
         // The output watermark is held back by max(upper, -lower) = 6 s.
         assert_eq!(watermarks, vec![0]);
         assert_eq!(
-            op.state_tables()[0].rows,
+            op.state_usage()[0].rows,
             1,
             "left state pruned to the open row"
         );
-        assert_eq!(op.state_tables()[1].rows, 1);
+        assert_eq!(op.state_usage()[1].rows, 1);
         op.on_watermark(WATERMARK_END, &mut out).unwrap();
         let (rows, watermarks) = drain(&mut out);
         assert_eq!(rows, vec![(None, Some(1_000)), (Some(2_000), None)]);
         assert_eq!(watermarks, vec![WATERMARK_END]);
-        assert_eq!(op.state_tables()[0].rows, 0);
-        assert_eq!(op.state_tables()[1].rows, 0);
+        assert_eq!(op.state_usage()[0].rows, 0);
+        assert_eq!(op.state_usage()[1].rows, 0);
     }
 
     #[test]
     fn state_stays_bounded_by_the_interval() {
         let mut op = join(JoinKind::Inner, -1000, 1000);
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         let mut most = 0;
         for second in 0..200i64 {
             let rows: Vec<(Option<i64>, i64)> = (0..10)
@@ -845,7 +861,7 @@ mod tests {
             op.on_batch(1, batch("r", &rows), &mut out).unwrap();
             op.on_watermark((second * 1000 + 900) * MS, &mut out)
                 .unwrap();
-            let held: usize = op.state_tables().iter().map(|t| t.rows).sum();
+            let held: usize = op.state_usage().iter().map(|t| t.rows).sum();
             most = most.max(held);
             drain(&mut out);
         }
@@ -859,7 +875,7 @@ mod tests {
     #[test]
     fn null_keys_never_match_and_late_rows_are_dropped() {
         let mut op = join(JoinKind::Left, -1000, 1000);
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(1, batch("r", &[(None, 5_000)]), &mut out)
             .unwrap();
         op.on_batch(0, batch("l", &[(None, 5_000)]), &mut out)
@@ -871,12 +887,13 @@ mod tests {
         assert_eq!(drain(&mut out).0, vec![(Some(5_000), None)]);
         op.on_batch(0, batch("l", &[(Some(1), 7_000)]), &mut out)
             .unwrap();
-        assert_eq!(op.late_rows.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
     }
 
     // Snapshot and restore.
 
     use super::super::join_rows::checkpoint_tests::{Lcg, Step, check_every_cut, output_rows, run};
+    use crate::operators::checkpoint_harness::restore_declared;
     use crate::state::checkpoint::round_trip;
     use datafusion::arrow::array::StringArray;
     use datafusion::logical_expr::Operator as BinaryOp;
@@ -932,14 +949,11 @@ mod tests {
                 upper: upper * MS,
                 residual,
             },
-            Arc::new(AtomicU64::new(0)),
         )
     }
 
-    /// The operator and its late-row counter.
-    fn tracked(op: IntervalJoinOperator) -> (IntervalJoinOperator, Arc<AtomicU64>) {
-        let late = Arc::clone(&op.late_rows);
-        (op, late)
+    fn declared() -> Vec<StateTable> {
+        state_tables(&["k".to_string()], &["k".to_string()])
     }
 
     /// A random stream of both sides: keys 0..3 (some NULL), times on a 100 ms grid (so rows
@@ -997,8 +1011,11 @@ mod tests {
                     JoinKind::Right,
                     JoinKind::Full,
                 ] {
-                    let out =
-                        check_every_cut(|| tracked(valued_join(kind, -300, 500, residual)), &steps);
+                    let out = check_every_cut(
+                        || valued_join(kind, -300, 500, residual),
+                        &declared(),
+                        &steps,
+                    );
                     rows.push(output_rows(&out));
                 }
                 let [inner, left, right, full] = rows[..] else {
@@ -1048,7 +1065,8 @@ mod tests {
         ];
         for residual in [false, true] {
             check_every_cut(
-                || tracked(valued_join(JoinKind::Full, -100, 100, residual)),
+                || valued_join(JoinKind::Full, -100, 100, residual),
+                &declared(),
                 &steps,
             );
         }
@@ -1057,7 +1075,11 @@ mod tests {
     #[test]
     fn snapshots_of_another_shape_are_refused() {
         let restore = |snapshot: StateSnapshot| {
-            valued_join(JoinKind::Full, -300, 500, true).restore(snapshot)
+            restore_declared(
+                &mut valued_join(JoinKind::Full, -300, 500, true),
+                &declared(),
+                snapshot,
+            )
         };
         let refused = |result: EngineResult<()>, what: &str| match result {
             Err(EngineError::Checkpoint(_)) => {}
@@ -1067,7 +1089,7 @@ mod tests {
         let mut op = valued_join(JoinKind::Full, -300, 500, true);
         let steps = random_steps(7, 12);
         run(&mut op, &steps[..steps.len() - 1]);
-        let good = op.snapshot().unwrap();
+        let good = op.snapshot(1).unwrap();
         assert!(!good.table("left_rows").is_empty());
         restore(round_trip(&good).unwrap()).unwrap();
 
@@ -1085,9 +1107,13 @@ mod tests {
         // Rows without the values column: an interval join of (k, ts) rows.
         let mut narrow = join(JoinKind::Full, -300, 500);
         narrow
-            .on_batch(0, batch("l", &[(Some(1), 1_000)]), &mut Output::default())
+            .on_batch(
+                0,
+                batch("l", &[(Some(1), 1_000)]),
+                &mut OperatorContext::default(),
+            )
             .unwrap();
-        refused(restore(narrow.snapshot().unwrap()), "narrower rows");
+        refused(restore(narrow.snapshot(1).unwrap()), "narrower rows");
         // Without `matched`, or with NULLs in it.
         let rows = good.table("left_rows")[0].clone();
         let width = rows.num_columns() - 1;

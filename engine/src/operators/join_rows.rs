@@ -104,15 +104,36 @@ pub type RowRef = Option<(usize, usize)>;
 /// The state tables of a join's snapshot holding each side's rows.
 pub const SIDE_TABLES: [&str; 2] = ["left_rows", "right_rows"];
 
-/// Checks that a join's snapshot holds only its own tables (`meta` and [`SIDE_TABLES`]), and
-/// reads the watermark `meta` holds; `operator` names the join in messages.
+/// A join's state tables: its watermark in `meta`, and each side's rows keyed by the join
+/// keys (as the plan names them) and `unit` (an event time, a window), holding `value`.
+pub fn join_state_tables(
+    meta: &'static str,
+    left_keys: &[String],
+    right_keys: &[String],
+    unit: &str,
+    value: &'static str,
+) -> Vec<crate::state::StateTable> {
+    use crate::state::{Freed, StateTable};
+    let key = |keys: &[String]| {
+        let mut key = keys.to_vec();
+        key.push(unit.to_string());
+        key
+    };
+    let [left, right] = SIDE_TABLES;
+    vec![
+        StateTable::fixed(meta, "the watermark"),
+        StateTable::new(left, key(left_keys), value, Freed::Watermark),
+        StateTable::new(right, key(right_keys), value, Freed::Watermark),
+    ]
+}
+
+/// Reads the watermark a join's snapshot holds in `meta`; `operator` names the join in
+/// messages.
 pub fn restore_join_watermark(
     snapshot: &crate::state::StateSnapshot,
     operator: &str,
     meta: &str,
 ) -> EngineResult<Option<crate::runtime::message::EventTime>> {
-    let [left, right] = SIDE_TABLES;
-    snapshot.expect_tables(operator, &[meta, left, right])?;
     let values = snapshot.values(meta)?;
     match (values.get("watermark"), values.len()) {
         (Some(w), 1) => Ok(*w),
@@ -168,13 +189,12 @@ pub fn keep(batch: &RecordBatch, mask: &BooleanArray) -> EngineResult<RecordBatc
 /// The harness of the join operators' snapshot tests.
 #[cfg(test)]
 pub(crate) mod checkpoint_tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     use datafusion::arrow::record_batch::RecordBatch;
 
-    use crate::operators::{Operator, Output};
+    use crate::operators::checkpoint_harness::restore_declared;
+    use crate::operators::{Operator, OperatorContext};
     use crate::runtime::message::Message;
+    use crate::state::StateTable;
     use crate::state::checkpoint::round_trip;
 
     /// One input message.
@@ -205,18 +225,22 @@ pub(crate) mod checkpoint_tests {
     }
 
     pub fn run(op: &mut dyn Operator, steps: &[Step]) -> Vec<Emitted> {
-        let mut out = Output::default();
+        run_in(op, &mut OperatorContext::default(), steps)
+    }
+
+    /// [`run`] with the context `out`, which keeps the late-row count.
+    fn run_in(op: &mut dyn Operator, out: &mut OperatorContext, steps: &[Step]) -> Vec<Emitted> {
         for step in steps {
             match step {
-                Step::Rows(input, batch) => op.on_batch(*input, batch.clone(), &mut out),
-                Step::Watermark(w) => op.on_watermark(*w, &mut out),
+                Step::Rows(input, batch) => op.on_batch(*input, batch.clone(), out),
+                Step::Watermark(w) => op.on_watermark(*w, out),
             }
             .unwrap();
         }
-        emitted(&mut out)
+        emitted(out)
     }
 
-    fn emitted(out: &mut Output) -> Vec<Emitted> {
+    fn emitted(out: &mut OperatorContext) -> Vec<Emitted> {
         out.drain()
             .map(|m| match m {
                 Message::Data(b) => Emitted::Rows(b),
@@ -227,7 +251,7 @@ pub(crate) mod checkpoint_tests {
     }
 
     fn held(op: &dyn Operator) -> Vec<usize> {
-        op.state_tables().iter().map(|t| t.rows).collect()
+        op.state_usage().iter().map(|t| t.rows).collect()
     }
 
     pub fn output_rows(emitted: &[Emitted]) -> usize {
@@ -244,34 +268,39 @@ pub(crate) mod checkpoint_tests {
     /// of a checkpoint, a new operator restored from it (hearing the restored watermark
     /// again, as the runtime may send it), the rest. Both runs together must emit exactly
     /// what the whole run did, and count the same late rows; the operator that took the
-    /// snapshot must carry on as if it had not. `make` builds an operator and hands out its
-    /// late-row counter. Returns the whole run's output.
+    /// snapshot must carry on as if it had not. `make` builds an operator whose plan node
+    /// declares `tables`. Returns the whole run's output.
     pub fn check_every_cut<O: Operator>(
-        make: impl Fn() -> (O, Arc<AtomicU64>),
+        make: impl Fn() -> O,
+        tables: &[StateTable],
         steps: &[Step],
     ) -> Vec<Emitted> {
-        let (mut whole, whole_late) = make();
-        let expected = run(&mut whole, steps);
-        let expected_late = whole_late.load(Ordering::Relaxed);
+        let mut whole_ctx = OperatorContext::default();
+        let expected = run_in(&mut make(), &mut whole_ctx, steps);
+        let expected_late = whole_ctx.late_rows();
         let mut cut_with_both_sides_held = false;
         for cut in 0..=steps.len() {
-            let (mut first, first_late) = make();
-            let mut got = run(&mut first, &steps[..cut]);
-            let late = first_late.load(Ordering::Relaxed);
+            let mut first = make();
+            let mut first_ctx = OperatorContext::default();
+            let mut got = run_in(&mut first, &mut first_ctx, &steps[..cut]);
+            let late = first_ctx.late_rows();
             let rows_held = held(&first);
             cut_with_both_sides_held |= rows_held.iter().all(|r| *r > 0);
-            let snapshot = round_trip(&first.snapshot().unwrap()).unwrap();
+            let snapshot = first.snapshot(1).unwrap();
+            snapshot.check_declared("a join", tables, &[]).unwrap();
+            let snapshot = round_trip(&snapshot).unwrap();
 
             let mut carried_on = run(&mut first, &steps[cut..]);
-            let mut before = run(&mut make().0, &steps[..cut]);
+            let mut before = run(&mut make(), &steps[..cut]);
             before.append(&mut carried_on);
             assert!(
                 before == expected,
                 "the snapshot at {cut} changed the operator"
             );
 
-            let (mut second, second_late) = make();
-            second.restore(snapshot).unwrap();
+            let mut second = make();
+            let mut second_ctx = OperatorContext::default();
+            restore_declared(&mut second, tables, snapshot).unwrap();
             assert_eq!(
                 held(&second),
                 rows_held,
@@ -282,18 +311,17 @@ pub(crate) mod checkpoint_tests {
                 Step::Rows(..) => None,
             });
             if let Some(w) = repeated {
-                let mut out = Output::default();
-                second.on_watermark(w, &mut out).unwrap();
-                got.extend(emitted(&mut out));
+                second.on_watermark(w, &mut second_ctx).unwrap();
+                got.extend(emitted(&mut second_ctx));
             }
-            got.extend(run(&mut second, &steps[cut..]));
+            got.extend(run_in(&mut second, &mut second_ctx, &steps[cut..]));
             assert!(
                 got == expected,
                 "restored at {cut} of {}:\n{got:#?}\nexpected\n{expected:#?}",
                 steps.len()
             );
             assert_eq!(
-                late + second_late.load(Ordering::Relaxed),
+                late + second_ctx.late_rows(),
                 expected_late,
                 "late rows with a restore at {cut}"
             );

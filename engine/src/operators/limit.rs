@@ -6,14 +6,23 @@
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::EngineResult;
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::runtime::message::Epoch;
+use crate::state::{StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot's table and values.
 const COUNTERS: &str = "counters";
 const SKIP: &str = "skip";
 const REMAINING: &str = "remaining";
+
+/// The state table of a LIMIT: its two counters.
+pub fn state_tables() -> Vec<StateTable> {
+    vec![StateTable::fixed(
+        COUNTERS,
+        "rows still to skip and to emit",
+    )]
+}
 
 pub struct LimitOperator {
     info: OperatorInfo,
@@ -41,7 +50,7 @@ impl Operator for LimitOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let mut batch = batch;
         if self.skip > 0 {
@@ -64,16 +73,15 @@ impl Operator for LimitOperator {
         self.remaining == Some(0)
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
-        vec![StateTableInfo {
-            name: COUNTERS,
-            key: Vec::new(),
+    fn state_usage(&self) -> Vec<StateUsage> {
+        vec![StateUsage {
+            table: COUNTERS,
             rows: 1,
             bytes: 2 * std::mem::size_of::<usize>(),
         }]
     }
 
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let count = |n: usize| i64::try_from(n).ok();
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(
@@ -137,7 +145,7 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
     }
 
-    fn rows(out: &mut Output) -> Vec<i64> {
+    fn rows(out: &mut OperatorContext) -> Vec<i64> {
         out.drain()
             .flat_map(|m| match m {
                 Message::Data(b) => b
@@ -159,7 +167,7 @@ mod tests {
             schema: batch(&[]).schema(),
         };
         let mut op = LimitOperator::new(info, 3, Some(4));
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[1, 2]), &mut out).unwrap();
         assert_eq!(rows(&mut out), Vec::<i64>::new());
         op.on_batch(0, batch(&[3, 4, 5]), &mut out).unwrap();
@@ -178,14 +186,14 @@ mod tests {
             .chain([Step::Watermark(3), Step::Batch(batch(&[10])), Step::End])
             .collect();
         for (skip, fetch) in [(3, Some(4)), (0, Some(2)), (2, None), (0, Some(100))] {
-            let make = |_late| {
+            let make = || {
                 let info = OperatorInfo {
                     name: "Limit".into(),
                     schema: batch(&[]).schema(),
                 };
                 Box::new(LimitOperator::new(info, skip, fetch)) as Box<dyn Operator>
             };
-            check_every_cut_forwarding(&make, &steps);
+            check_every_cut_forwarding(&make, &state_tables(), &steps);
         }
     }
 
@@ -196,9 +204,9 @@ mod tests {
             schema: batch(&[]).schema(),
         };
         let mut op = LimitOperator::new(info.clone(), 1, Some(5));
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[1, 2, 3]), &mut out).unwrap();
-        let good = op.snapshot().unwrap();
+        let good = op.snapshot(1).unwrap();
         assert!(
             LimitOperator::new(info.clone(), 1, None)
                 .restore(good.clone())

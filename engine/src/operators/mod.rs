@@ -2,7 +2,7 @@
 //! (`crate::runtime::operator`, re-exported here): the runtime drives them and knows none of
 //! them; the builder (`crate::build`) is the one place that creates them.
 
-pub use crate::runtime::operator::{Operator, OperatorInfo, Output, conform_batch};
+pub use crate::runtime::operator::{Operator, OperatorContext, OperatorInfo, conform_batch};
 
 pub mod accumulators;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::EngineResult;
 
 pub struct ProjectOperator {
@@ -30,7 +30,7 @@ impl Operator for ProjectOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let n = batch.num_rows();
         let columns = self

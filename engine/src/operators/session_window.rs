@@ -20,7 +20,6 @@ use std::collections::HashMap;
 
 use datafusion::common::HashMap as KeyMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::{cast, interleave_record_batch};
@@ -28,11 +27,12 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::window::{MILLISECOND, unit_nanos};
+use crate::runtime::message::Epoch;
 use crate::runtime::message::EventTime;
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Snapshot tables and values.
 const META: &str = "meta";
@@ -40,6 +40,28 @@ const SESSIONS: &str = "sessions";
 const ROWS: &str = "rows";
 const EMITTED: &str = "emitted";
 const WATERMARK: &str = "watermark";
+
+/// The state tables of a session window partitioned by `keys` (as the plan names them).
+pub fn state_tables(keys: &[String]) -> Vec<StateTable> {
+    let mut key = keys.to_vec();
+    key.push("session".to_string());
+    vec![
+        StateTable::fixed(META, "the watermark"),
+        StateTable::index(
+            SESSIONS,
+            key.clone(),
+            "bounds of an open session",
+            Freed::Watermark,
+        ),
+        StateTable::new(ROWS, key, "rows of open sessions", Freed::Watermark),
+        StateTable::index(
+            EMITTED,
+            keys.to_vec(),
+            "end of the key's last emitted session",
+            Freed::Watermark,
+        ),
+    ]
+}
 
 #[derive(Debug)]
 struct Session {
@@ -67,7 +89,6 @@ pub struct SessionWindowOperator {
     next_batch: u64,
     /// Schema of the input (for empty outputs).
     watermark: Option<EventTime>,
-    late_rows: Arc<AtomicU64>,
 }
 
 impl SessionWindowOperator {
@@ -77,7 +98,6 @@ impl SessionWindowOperator {
         time_index: usize,
         key_indices: Vec<usize>,
         input_types: &[DataType],
-        late_rows: Arc<AtomicU64>,
     ) -> EngineResult<Self> {
         let window_type = info
             .schema
@@ -115,7 +135,6 @@ impl SessionWindowOperator {
             batches: HashMap::new(),
             next_batch: 0,
             watermark: None,
-            late_rows,
         })
     }
 
@@ -136,7 +155,7 @@ impl Operator for SessionWindowOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        _out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let id = self.next_batch;
         self.next_batch += 1;
@@ -164,7 +183,7 @@ impl Operator for SessionWindowOperator {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
             // Touching an emitted session makes the row part of it: late.
             if self.emitted_end.get(key).is_some_and(|end| ts <= *end) {
-                self.late_rows.fetch_add(1, Ordering::Relaxed);
+                out.count_late(1);
                 continue;
             }
             let sessions = self.sessions.entry_ref(key).or_default();
@@ -178,7 +197,7 @@ impl Operator for SessionWindowOperator {
                     .watermark
                     .is_some_and(|wm| ts.saturating_add(gap) <= wm)
             {
-                self.late_rows.fetch_add(1, Ordering::Relaxed);
+                out.count_late(1);
                 continue;
             }
             // The earliest touching session absorbs the row and any session it bridges to
@@ -206,7 +225,11 @@ impl Operator for SessionWindowOperator {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         // After a restore the runtime may repeat the watermark of the checkpoint.
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
@@ -292,7 +315,7 @@ impl Operator for SessionWindowOperator {
     /// each open session, key by key), `rows` (the rows of those sessions, in that order,
     /// with the input's columns; absent without open sessions) and `emitted` (the key
     /// columns and end of each key's last emitted session still kept).
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(META, &[(WATERMARK, self.watermark)])?;
         let (mut starts, mut lasts, mut counts) = (vec![], vec![], vec![]);
@@ -345,7 +368,6 @@ impl Operator for SessionWindowOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        snapshot.expect_tables("a session window", &[META, SESSIONS, ROWS, EMITTED])?;
         let meta = snapshot.values(META)?;
         if meta.keys().any(|k| k != WATERMARK)
             || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
@@ -453,10 +475,9 @@ impl Operator for SessionWindowOperator {
         Ok(())
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
-        vec![StateTableInfo {
-            name: "sessions",
-            key: vec!["partition key".to_string(), "session".to_string()],
+    fn state_usage(&self) -> Vec<StateUsage> {
+        vec![StateUsage {
+            table: ROWS,
             rows: self.open_rows(),
             bytes: self
                 .batches
@@ -473,7 +494,7 @@ mod tests {
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
 
     use super::*;
-    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut, restore_declared};
     use crate::runtime::message::Message;
 
     const MS: i64 = 1_000_000;
@@ -483,11 +504,11 @@ mod tests {
         DataType::Timestamp(TimeUnit::Millisecond, None)
     }
 
-    fn operator(late: Arc<AtomicU64>) -> SessionWindowOperator {
-        operator_by(vec![0], late)
+    fn operator() -> SessionWindowOperator {
+        operator_by(vec![0])
     }
 
-    fn operator_by(keys: Vec<usize>, late: Arc<AtomicU64>) -> SessionWindowOperator {
+    fn operator_by(keys: Vec<usize>) -> SessionWindowOperator {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("ts", ts_type(), true),
@@ -504,7 +525,6 @@ mod tests {
             1,
             keys,
             &[DataType::Int64, ts_type()],
-            late,
         )
         .unwrap()
     }
@@ -527,7 +547,7 @@ mod tests {
     }
 
     /// Emitted rows as (key, ts, start, end) in ms, sorted.
-    fn rows(out: &mut Output) -> Vec<(i64, i64, i64, i64)> {
+    fn rows(out: &mut OperatorContext) -> Vec<(i64, i64, i64, i64)> {
         let mut rows = Vec::new();
         for m in out.drain() {
             if let Message::Data(b) = m {
@@ -549,9 +569,8 @@ mod tests {
 
     #[test]
     fn rows_exactly_a_gap_apart_share_a_session_and_bridges_merge() {
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator();
+        let mut out = OperatorContext::default();
         // Key 1: 0 and 5000 are exactly one gap apart -> one session [0, 10000).
         // Key 2: sessions [0, 5000) and [9000, 14000), then 4500 bridges them.
         op.on_batch(0, batch(&[(1, 0), (1, 5000), (2, 0), (2, 9000)]), &mut out)
@@ -575,7 +594,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            op.state_tables()[0].rows,
+            op.state_usage()[0].rows,
             0,
             "closed sessions free their rows"
         );
@@ -583,24 +602,23 @@ mod tests {
             op.batches.is_empty(),
             "no batch is kept once its rows are emitted"
         );
-        assert_eq!(late.load(Ordering::Relaxed), 0);
+        assert_eq!(out.late_rows(), 0);
     }
 
     #[test]
     fn a_row_touching_an_emitted_session_is_late() {
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, 0)]), &mut out).unwrap();
         op.on_watermark(6_000 * MS, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![(1, 0, 0, 5000)]);
         // 4000 is within a gap of the emitted row at 0: it belongs to that session.
         op.on_batch(0, batch(&[(1, 4_000)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
         // 5500 is more than a gap after 0 (a session of its own) and not behind the
         // watermark by a whole gap: on time.
         op.on_batch(0, batch(&[(1, 5_500)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
         op.on_watermark(i64::MAX, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![(1, 5_500, 5_500, 10_500)]);
         assert!(op.emitted_end.is_empty() || op.sessions.is_empty());
@@ -608,9 +626,8 @@ mod tests {
 
     #[test]
     fn a_row_whose_session_already_closed_is_late() {
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, 0), (1, 20_000)]), &mut out)
             .unwrap();
         op.on_watermark(12_000 * MS, &mut out).unwrap();
@@ -619,7 +636,7 @@ mod tests {
         op.on_batch(0, batch(&[(1, 15_000)]), &mut out).unwrap();
         // Behind the watermark, alone, its session would have closed at 7000: late.
         op.on_batch(0, batch(&[(1, 2_000)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
         op.on_watermark(i64::MAX, &mut out).unwrap();
         assert_eq!(
             rows(&mut out),
@@ -670,8 +687,10 @@ mod tests {
     #[test]
     fn restores_at_every_cut() {
         for (keys, seed) in [(vec![0], 1), (vec![0], 2), (vec![], 3)] {
-            let make = |late| Box::new(operator_by(keys.clone(), late)) as Box<dyn Operator>;
-            let (output, late) = check_every_cut(&make, &checkpoint_sequence(seed));
+            let make = || Box::new(operator_by(keys.clone())) as Box<dyn Operator>;
+            let names: Vec<String> = keys.iter().map(|k| format!("k{k}")).collect();
+            let tables = state_tables(&names);
+            let (output, late) = check_every_cut(&make, &tables, &checkpoint_sequence(seed));
             assert!(output.iter().filter(|m| m.starts_with('+')).count() > 1);
             assert!(late > 0, "the sequence has late rows");
         }
@@ -679,15 +698,14 @@ mod tests {
 
     #[test]
     fn a_snapshot_of_another_shape_is_refused() {
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, 0), (2, 20_000)]), &mut out)
             .unwrap();
         op.on_watermark(6_000 * MS, &mut out).unwrap();
-        let good = op.snapshot().unwrap();
+        let good = op.snapshot(1).unwrap();
         assert_eq!(good.table(EMITTED)[0].num_rows(), 1);
-        let fresh = || operator(Arc::clone(&late));
+        let fresh = || operator();
         fresh().restore(StateSnapshot::new()).unwrap();
         // Rows of another schema.
         let mut wrong = good.clone().without(ROWS);
@@ -700,7 +718,8 @@ mod tests {
         // Another operator's table.
         let mut foreign = good.clone();
         foreign.add("slices", batch(&[(1, 0)])).unwrap();
-        assert!(fresh().restore(foreign).is_err());
+        let declared = state_tables(&["k".to_string()]);
+        assert!(restore_declared(&mut fresh(), &declared, foreign).is_err());
         // Emitted ends without their key.
         let mut keyless = good.clone().without(EMITTED);
         keyless

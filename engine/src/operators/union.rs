@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::EngineResult;
 
 pub struct UnionOperator {
@@ -29,7 +29,7 @@ impl Operator for UnionOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         // Inputs agree on types but may name their columns differently.
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));

@@ -36,12 +36,23 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_plan::aggregates::group_values::GroupValues;
 
 use super::accumulators::{AggregateArguments, AggregateExprs};
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::runtime::message::Epoch;
+use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot's table.
 const GROUPS: &str = "groups";
+
+/// The state table of an updating aggregate grouping by `keys` (as the plan names them).
+pub fn state_tables(keys: &[String]) -> Vec<StateTable> {
+    vec![StateTable::new(
+        GROUPS,
+        keys.to_vec(),
+        "one entry per distinct group",
+        Freed::Never(""),
+    )]
+}
 
 /// One group: its key, its aggregates' state and what it last emitted.
 struct Group {
@@ -161,7 +172,7 @@ impl UpdatingAggregateOperator {
     }
 
     /// Emits the changes of `touched` groups, in that order.
-    fn emit(&mut self, touched: &[usize], out: &mut Output) -> EngineResult<()> {
+    fn emit(&mut self, touched: &[usize], out: &mut OperatorContext) -> EngineResult<()> {
         let key_columns = self.groups.first().map_or(0, |g| g.key.len());
         let mut changes = Changes {
             keys: vec![Vec::new(); key_columns],
@@ -187,7 +198,7 @@ impl UpdatingAggregateOperator {
         self.output(changes, out)
     }
 
-    fn output(&self, changes: Changes, out: &mut Output) -> EngineResult<()> {
+    fn output(&self, changes: Changes, out: &mut OperatorContext) -> EngineResult<()> {
         if changes.ops.is_empty() {
             return Ok(());
         }
@@ -209,7 +220,7 @@ impl Operator for UpdatingAggregateOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -255,7 +266,7 @@ impl Operator for UpdatingAggregateOperator {
         self.emit(&touched, out)
     }
 
-    fn on_end(&mut self, out: &mut Output) -> EngineResult<()> {
+    fn on_end(&mut self, out: &mut OperatorContext) -> EngineResult<()> {
         // A global aggregate has its one row even over no input, as in a batch query.
         if self.exprs.has_keys() || self.exprs.has_grouping_sets() || !self.groups.is_empty() {
             return Ok(());
@@ -276,7 +287,7 @@ impl Operator for UpdatingAggregateOperator {
     /// One table, `groups`: a row per group in interning order, with its key columns, each
     /// aggregate's state columns (`Accumulator::state`) and the values it last emitted
     /// (`emitted{i}`); no batch without groups.
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         if self.groups.is_empty() {
             return Ok(snapshot);
@@ -337,7 +348,6 @@ impl Operator for UpdatingAggregateOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        snapshot.expect_tables("an updating aggregate", &[GROUPS])?;
         let fields = self.exprs.state_fields()?;
         let state_columns = self.state_columns()?;
         let key_columns = fields.len() - state_columns.iter().sum::<usize>();
@@ -403,7 +413,7 @@ impl Operator for UpdatingAggregateOperator {
         Ok(())
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
+    fn state_usage(&self) -> Vec<StateUsage> {
         let bytes = self.interner.size()
             + self
                 .groups
@@ -418,9 +428,8 @@ impl Operator for UpdatingAggregateOperator {
                             .sum::<usize>()
                 })
                 .sum::<usize>();
-        vec![StateTableInfo {
-            name: "groups",
-            key: vec!["group key".to_string()],
+        vec![StateUsage {
+            table: GROUPS,
             rows: self.groups.len(),
             bytes,
         }]
@@ -442,7 +451,13 @@ mod tests {
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
     use super::*;
-    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut_forwarding};
+    use crate::operators::checkpoint_harness::{
+        Lcg, Step, check_every_cut_forwarding, restore_declared,
+    };
+
+    fn declared() -> Vec<StateTable> {
+        state_tables(&["k".to_string()])
+    }
     use crate::runtime::message::Message;
 
     fn input_schema() -> Arc<Schema> {
@@ -503,7 +518,7 @@ mod tests {
     }
 
     /// The rows emitted, in order, as space-separated values.
-    fn rows(out: &mut Output) -> Vec<String> {
+    fn rows(out: &mut OperatorContext) -> Vec<String> {
         let mut rows = Vec::new();
         for m in out.drain() {
             if let Message::Data(b) = m {
@@ -542,7 +557,7 @@ mod tests {
                 (avg(cast(col("v"), DataType::Float64)), DataType::Float64),
             ],
         );
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         // Groups in the order of their first row in the batch.
         op.on_batch(
             0,
@@ -557,7 +572,7 @@ mod tests {
         // A NULL does not change count(v), sum, max or avg: nothing is emitted.
         op.on_batch(0, batch(&[(2, None)]), &mut out).unwrap();
         assert_eq!(rows(&mut out), Vec::<String>::new());
-        let state = op.state_tables();
+        let state = op.state_usage();
         assert_eq!(state[0].rows, 2);
         assert!(state[0].bytes > 0);
         // Watermarks pass through; the end emits nothing more.
@@ -570,7 +585,7 @@ mod tests {
     #[test]
     fn count_distinct_keeps_its_values_across_batches() {
         let mut op = operator(true, vec![(count_distinct(col("v")), i64())]);
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, Some(7)), (1, Some(7))]), &mut out)
             .unwrap();
         assert_eq!(rows(&mut out), vec!["+ 1 1"]);
@@ -585,7 +600,7 @@ mod tests {
     #[test]
     fn unchanged_values_are_suppressed() {
         let mut op = operator(true, vec![(max(col("v")), i64())]);
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, Some(10)), (2, Some(1))]), &mut out)
             .unwrap();
         assert_eq!(rows(&mut out), vec!["+ 1 10", "+ 2 1"]);
@@ -607,7 +622,7 @@ mod tests {
                 (sum(col("v")), i64()),
             ],
         );
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, Some(1)), (2, Some(2))]), &mut out)
             .unwrap();
         assert_eq!(rows(&mut out), vec!["+ 2 3"]);
@@ -623,7 +638,7 @@ mod tests {
             false,
             vec![(count(col("v")), i64()), (sum(col("v")), i64())],
         );
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_end(&mut out).unwrap();
         assert_eq!(rows(&mut out), vec!["+ 0 NULL"]);
         // A grouped aggregate over no rows has no groups.
@@ -666,8 +681,9 @@ mod tests {
     #[test]
     fn restores_at_every_cut_with_the_same_changelog() {
         for (keyed, seed) in [(true, 1), (true, 2), (false, 3)] {
-            let make = |_late| Box::new(operator(keyed, all_aggregates())) as Box<dyn Operator>;
-            let (output, _) = check_every_cut_forwarding(&make, &checkpoint_sequence(seed));
+            let make = || Box::new(operator(keyed, all_aggregates())) as Box<dyn Operator>;
+            let (output, _) =
+                check_every_cut_forwarding(&make, &declared(), &checkpoint_sequence(seed));
             let text = output.join("\n");
             assert!(text.contains("| - "), "the sequence retracts rows");
         }
@@ -676,18 +692,19 @@ mod tests {
     #[test]
     fn a_global_aggregate_over_no_rows_restores_its_end_row() {
         let make =
-            |_late| Box::new(operator(false, vec![(count(col("v")), i64())])) as Box<dyn Operator>;
-        let (output, _) = check_every_cut_forwarding(&make, &[Step::Watermark(1), Step::End]);
+            || Box::new(operator(false, vec![(count(col("v")), i64())])) as Box<dyn Operator>;
+        let (output, _) =
+            check_every_cut_forwarding(&make, &declared(), &[Step::Watermark(1), Step::End]);
         assert!(output.iter().any(|m| m.contains("| + ")));
     }
 
     #[test]
     fn a_snapshot_of_another_shape_is_refused() {
         let mut op = operator(true, all_aggregates());
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, Some(1)), (2, None)]), &mut out)
             .unwrap();
-        let good = op.snapshot().unwrap();
+        let good = op.snapshot(1).unwrap();
         let groups = &good.table(GROUPS)[0];
         // Fewer aggregates than the operator has.
         let mut short = StateSnapshot::new();
@@ -719,7 +736,8 @@ mod tests {
         // Another operator's table.
         let mut foreign = StateSnapshot::new();
         foreign.add("slices", batch(&[(1, Some(1))])).unwrap();
-        assert!(operator(true, all_aggregates()).restore(foreign).is_err());
+        let mut op = operator(true, all_aggregates());
+        assert!(restore_declared(&mut op, &declared(), foreign).is_err());
         // The same group twice.
         let mut twice = StateSnapshot::new();
         twice.add(GROUPS, groups.clone()).unwrap();

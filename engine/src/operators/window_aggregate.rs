@@ -18,12 +18,11 @@
 //! Snapshot: the watermark, and every slice (its bounds) with its taken states and its live
 //! groups' intermediate state (`GroupsState` batches: key columns, then each aggregate's
 //! state columns). The live groups are rebuilt from that state at the snapshot, as a restore
-//! rebuilds them, so later results are the same either way. Late-row counts are a job
-//! metric, not operator state.
+//! rebuilds them, so later results are the same either way. The late-row count is the
+//! context's, checkpointed by the runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
@@ -31,17 +30,45 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::accumulators::{AggregateExprs, Groups, GroupsState};
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::window::{MILLISECOND, Span, WindowKind};
+use crate::runtime::message::Epoch;
 use crate::runtime::message::EventTime;
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Snapshot tables and values.
 const META: &str = "meta";
 const SLICES: &str = "slices";
 const GROUPS: &str = "groups";
 const WATERMARK: &str = "watermark";
+
+/// The state tables of a window aggregate grouping by `keys` (as the plan names them), over
+/// slices shared by windows (`sliced`) or whole windows.
+pub fn state_tables(keys: &[String], sliced: bool) -> Vec<StateTable> {
+    let unit = if sliced { "slice" } else { "window" };
+    let mut key = vec![unit.to_string()];
+    key.extend(keys.iter().cloned());
+    vec![
+        StateTable::fixed(META, "the watermark"),
+        StateTable::index(
+            SLICES,
+            vec![unit.to_string()],
+            "bounds and taken states of an open one",
+            Freed::Watermark,
+        ),
+        StateTable::new(
+            GROUPS,
+            key,
+            if sliced {
+                "aggregates per open slice and key"
+            } else {
+                "aggregates per open window and key"
+            },
+            Freed::Watermark,
+        ),
+    ]
+}
 
 /// Which window bound an input or output column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +216,6 @@ pub struct WindowAggregateOperator {
     output: Vec<OutputColumn>,
     slices: BTreeMap<Span, Slice>,
     watermark: Option<EventTime>,
-    late_rows: Arc<AtomicU64>,
 }
 
 impl WindowAggregateOperator {
@@ -198,7 +224,6 @@ impl WindowAggregateOperator {
         exprs: AggregateExprs,
         windowing: Windowing,
         output: Vec<OutputColumn>,
-        late_rows: Arc<AtomicU64>,
     ) -> Self {
         Self {
             info,
@@ -207,7 +232,6 @@ impl WindowAggregateOperator {
             output,
             slices: BTreeMap::new(),
             watermark: None,
-            late_rows,
         }
     }
 
@@ -224,7 +248,7 @@ impl WindowAggregateOperator {
     }
 
     /// Emits `window`'s rows.
-    fn fire(&mut self, window: Span, out: &mut Output) -> EngineResult<()> {
+    fn fire(&mut self, window: Span, out: &mut OperatorContext) -> EngineResult<()> {
         let slices = self.windowing.slices_of(window);
         let present: Vec<Span> = slices
             .into_iter()
@@ -312,7 +336,7 @@ impl Operator for WindowAggregateOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        _out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let bounds = BoundValues::read(&self.windowing.bounds, &batch)?;
         // Rows grouped by slice; in order, a batch usually holds one or two slices.
@@ -342,8 +366,7 @@ impl Operator for WindowAggregateOperator {
             // still counts in the windows that have not fired.
             if fired == windows.len() {
                 if fired > 0 {
-                    self.late_rows
-                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    out.count_late(rows.len() as u64);
                 }
                 continue;
             }
@@ -358,7 +381,11 @@ impl Operator for WindowAggregateOperator {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         // After a restore the runtime may repeat the watermark of the checkpoint.
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
@@ -393,7 +420,7 @@ impl Operator for WindowAggregateOperator {
     /// Tables: `meta` (the watermark), `slices` (one row per slice: start, end, how many taken
     /// states it has, whether it has live groups) and `groups` (per slice in that order, each
     /// taken state and then the live groups' state, as [`GroupsState::to_batch`] writes them).
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(META, &[(WATERMARK, self.watermark)])?;
         let (mut starts, mut ends, mut taken, mut live) = (vec![], vec![], vec![], vec![]);
@@ -427,7 +454,6 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        snapshot.expect_tables("a window aggregate", &[META, SLICES, GROUPS])?;
         let meta = snapshot.values(META)?;
         self.watermark = meta.get(WATERMARK).copied().flatten();
         if meta.keys().any(|k| k != WATERMARK)
@@ -480,7 +506,7 @@ impl Operator for WindowAggregateOperator {
         Ok(())
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
+    fn state_usage(&self) -> Vec<StateUsage> {
         let (rows, bytes) = self.slices.values().fold((0, 0), |(r, b), s| {
             let live = s
                 .live
@@ -492,9 +518,8 @@ impl Operator for WindowAggregateOperator {
                 .fold((0, 0), |(r, b), st| (r + st.num_groups(), b + st.size()));
             (r + live.0 + states.0, b + live.1 + states.1)
         });
-        vec![StateTableInfo {
-            name: "slices",
-            key: vec!["slice".to_string(), "group key".to_string()],
+        vec![StateUsage {
+            table: GROUPS,
             rows,
             bytes,
         }]
@@ -549,7 +574,7 @@ mod tests {
 
     /// `SELECT k, window_start, window_end, count(*), sum(v) ... GROUP BY k, window_start,
     /// window_end` over `kind`, fed slices.
-    fn operator(kind: WindowKind, late: Arc<AtomicU64>) -> WindowAggregateOperator {
+    fn operator(kind: WindowKind) -> WindowAggregateOperator {
         let schema = input_schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
         let props = ExecutionProps::new();
@@ -600,12 +625,11 @@ mod tests {
                 OutputColumn::Aggregate(0),
                 OutputColumn::Aggregate(1),
             ],
-            late,
         )
     }
 
     /// The rows emitted, as (key, start s, end s, count, sum), sorted.
-    fn rows(out: &mut Output) -> Vec<(i64, i64, i64, i64, i64)> {
+    fn rows(out: &mut OperatorContext) -> Vec<(i64, i64, i64, i64, i64)> {
         let mut rows = Vec::new();
         for m in out.drain() {
             if let Message::Data(b) = m {
@@ -632,7 +656,7 @@ mod tests {
     }
 
     fn state_rows(op: &WindowAggregateOperator) -> usize {
-        op.state_tables().iter().map(|t| t.rows).sum()
+        op.state_usage().iter().map(|t| t.rows).sum()
     }
 
     #[test]
@@ -643,9 +667,8 @@ mod tests {
             size: 10 * S,
             offset: 0,
         };
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(kind, Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator(kind);
+        let mut out = OperatorContext::default();
         // Slices [0,5), [5,10), [10,15); key 1 in all, key 2 only in [5,10).
         op.on_batch(0, batch(&[(0, 1, 1), (5, 1, 10), (5, 2, 7)]), &mut out)
             .unwrap();
@@ -669,7 +692,7 @@ mod tests {
             0,
             "every slice freed once its windows fired"
         );
-        assert_eq!(late.load(Ordering::Relaxed), 0);
+        assert_eq!(out.late_rows(), 0);
     }
 
     #[test]
@@ -679,18 +702,17 @@ mod tests {
             size: 10 * S,
             offset: 0,
         };
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(kind, Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator(kind);
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(5, 1, 1)]), &mut out).unwrap();
         op.on_watermark(10 * S, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![(1, 0, 10, 1, 1)]);
         // [0,10) has fired; [5,15) has not: the row counts there, so it is not dropped.
         op.on_batch(0, batch(&[(5, 1, 2)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 0);
+        assert_eq!(out.late_rows(), 0);
         // A row only in fired windows is dropped.
         op.on_batch(0, batch(&[(0, 1, 1000)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
         op.on_watermark(i64::MAX, &mut out).unwrap();
         assert_eq!(rows(&mut out), vec![(1, 5, 15, 2, 3)]);
         assert_eq!(state_rows(&op), 0);
@@ -702,9 +724,8 @@ mod tests {
             size: 10 * S,
             offset: 0,
         };
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(kind, Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator(kind);
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(0, 1, 1), (0, 1, 2)]), &mut out)
             .unwrap();
         op.on_watermark(10 * S - 2 * MILLISECOND, &mut out).unwrap();
@@ -713,7 +734,7 @@ mod tests {
         assert_eq!(rows(&mut out), vec![(1, 0, 10, 2, 3)]);
         assert_eq!(state_rows(&op), 0);
         op.on_batch(0, batch(&[(0, 1, 5)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
         assert_eq!(state_rows(&op), 0);
     }
 }
@@ -733,7 +754,7 @@ mod checkpoint_tests {
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
     use super::*;
-    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut, restore_declared};
 
     const S: i64 = 1_000_000_000;
 
@@ -780,7 +801,7 @@ mod checkpoint_tests {
 
     /// count(v), sum(v), min(v), max(v), avg(v), count(DISTINCT v), sum(v) FILTER (WHERE
     /// v > 3), grouped by `keys` and the window.
-    fn operator(kind: WindowKind, keys: Keys, late: Arc<AtomicU64>) -> WindowAggregateOperator {
+    fn operator(kind: WindowKind, keys: Keys) -> WindowAggregateOperator {
         let schema = input_schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
         let props = ExecutionProps::new();
@@ -878,7 +899,6 @@ mod checkpoint_tests {
                 bounds,
             },
             output,
-            late,
         )
     }
 
@@ -916,8 +936,10 @@ mod checkpoint_tests {
     }
 
     fn check(kind: WindowKind, keys: Keys, seed: u64) {
-        let make = |late| Box::new(operator(kind, keys, late)) as Box<dyn Operator>;
-        let (output, late) = check_every_cut(&make, &sequence(kind, seed, 40));
+        let make = || Box::new(operator(kind, keys)) as Box<dyn Operator>;
+        let sliced = !matches!(kind, WindowKind::Session { .. });
+        let tables = state_tables(&["k".to_string()], sliced);
+        let (output, late) = check_every_cut(&make, &tables, &sequence(kind, seed, 40));
         assert!(output.iter().filter(|m| m.starts_with('+')).count() > 3);
         assert!(late > 0, "the sequence has late rows");
     }
@@ -973,14 +995,13 @@ mod checkpoint_tests {
             size: 10 * S,
             offset: 0,
         };
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(kind, Keys::K, Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator(kind, Keys::K);
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(1, Some(1), 0, 10_000)]), &mut out)
             .unwrap();
-        let good = op.snapshot().unwrap();
+        let good = op.snapshot(1).unwrap();
         // An empty snapshot is an operator without state.
-        operator(kind, Keys::K, Arc::clone(&late))
+        operator(kind, Keys::K)
             .restore(StateSnapshot::new())
             .unwrap();
         // Groups of another aggregation (fewer aggregate columns).
@@ -994,7 +1015,11 @@ mod checkpoint_tests {
             let table = b.schema().metadata()["eddy.state.table"].clone();
             other.add(&table, b).unwrap();
         }
-        let fresh = || operator(kind, Keys::K, Arc::clone(&late));
+        let fresh = || operator(kind, Keys::K);
+        let restore = |snapshot| {
+            let tables = state_tables(&["k".to_string()], true);
+            restore_declared(&mut fresh(), &tables, snapshot)
+        };
         assert!(fresh().restore(other).is_err());
         // A slice whose groups are missing.
         assert!(fresh().restore(good.clone().without(GROUPS)).is_err());
@@ -1003,7 +1028,7 @@ mod checkpoint_tests {
         foreign
             .add("rows", batch(&[(1, Some(1), 0, 10_000)]))
             .unwrap();
-        assert!(fresh().restore(foreign).is_err());
+        assert!(restore(foreign).is_err());
         // A key column of the wrong type.
         let mut wrong = good.clone().without(GROUPS);
         let g = &good.table(GROUPS)[0];

@@ -13,7 +13,7 @@ use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::window::{MILLISECOND, Span, WindowKind, unit_nanos};
 
@@ -70,7 +70,7 @@ impl Operator for WindowAssignOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let times = cast(batch.column(self.time_index), &DataType::Int64)?;
         let times = times.as_primitive::<Int64Type>();

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
@@ -31,14 +30,26 @@ use super::join_rows::{
     JoinKind, KeyEncoder, RowRef, SIDE_TABLES, gather, keep, residual_mask, restore_join_watermark,
 };
 use super::window_aggregate::{BoundColumn, BoundValues};
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::window::{Span, WindowKind, take_closed};
+use crate::runtime::message::Epoch;
 use crate::runtime::message::EventTime;
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::state::{StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot table of the operator's values (its watermark).
 const META_TABLE: &str = "window_join";
+
+/// The state tables of a window join on `left_keys = right_keys` (as the plan names them).
+pub fn state_tables(left_keys: &[String], right_keys: &[String]) -> Vec<StateTable> {
+    super::join_rows::join_state_tables(
+        META_TABLE,
+        left_keys,
+        right_keys,
+        "window",
+        "rows per open window",
+    )
+}
 
 /// One input of a window join.
 pub struct WindowJoinSide {
@@ -69,17 +80,15 @@ pub struct WindowJoinOperator {
     spec: WindowJoinSpec,
     windows: BTreeMap<Span, WindowRows>,
     watermark: Option<EventTime>,
-    late_rows: Arc<AtomicU64>,
 }
 
 impl WindowJoinOperator {
-    pub fn new(info: OperatorInfo, spec: WindowJoinSpec, late_rows: Arc<AtomicU64>) -> Self {
+    pub fn new(info: OperatorInfo, spec: WindowJoinSpec) -> Self {
         Self {
             info,
             spec,
             windows: BTreeMap::new(),
             watermark: None,
-            late_rows,
         }
     }
 
@@ -292,14 +301,13 @@ impl Operator for WindowJoinOperator {
         &mut self,
         input: usize,
         batch: RecordBatch,
-        _out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let by_window = BoundValues::read(&self.side(input).bounds, &batch)?
             .rows_by_window(&self.spec.window, batch.num_rows());
         for (window, rows) in by_window {
             if window.closed_by(self.spec.lag, self.watermark) {
-                self.late_rows
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                out.count_late(rows.len() as u64);
                 continue;
             }
             let part = if rows.len() == batch.num_rows() {
@@ -312,7 +320,11 @@ impl Operator for WindowJoinOperator {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         // After a restore the runtime may repeat the restored watermark: already done.
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
@@ -327,7 +339,7 @@ impl Operator for WindowJoinOperator {
         Ok(())
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
+    fn state_usage(&self) -> Vec<StateUsage> {
         let rows = |side: usize| -> usize {
             self.windows
                 .values()
@@ -335,21 +347,19 @@ impl Operator for WindowJoinOperator {
                 .sum()
         };
         vec![
-            StateTableInfo {
-                name: "left_rows",
-                key: vec!["window".to_string(), "join key".to_string()],
+            StateUsage {
+                table: SIDE_TABLES[0],
                 rows: rows(0),
                 bytes: 0,
             },
-            StateTableInfo {
-                name: "right_rows",
-                key: vec!["window".to_string(), "join key".to_string()],
+            StateUsage {
+                table: SIDE_TABLES[1],
                 rows: rows(1),
                 bytes: 0,
             },
         ]
     }
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(META_TABLE, &[("watermark", self.watermark)])?;
         for (input, table) in SIDE_TABLES.into_iter().enumerate() {
@@ -390,7 +400,6 @@ impl Operator for WindowJoinOperator {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -399,6 +408,7 @@ mod tests {
 
     use super::*;
     use crate::error::EngineError;
+    use crate::operators::checkpoint_harness::restore_declared;
     use crate::operators::join_rows::checkpoint_tests::{
         Lcg, Step, check_every_cut, output_rows, run,
     };
@@ -436,7 +446,11 @@ mod tests {
 
     /// A window join on TUMBLE(1 s) and the key, with `l_v <> r_v` as residual condition if
     /// `residual`; and its late-row counter.
-    fn window_join(kind: JoinKind, residual: bool) -> (WindowJoinOperator, Arc<AtomicU64>) {
+    fn declared() -> Vec<StateTable> {
+        state_tables(&["k".to_string()], &["k".to_string()])
+    }
+
+    fn window_join(kind: JoinKind, residual: bool) -> WindowJoinOperator {
         let (left, right) = (side("l"), side("r"));
         let joined = joined_schema(&left.schema, &right.schema);
         let schema = match kind {
@@ -453,8 +467,7 @@ mod tests {
             )
             .unwrap()
         });
-        let late = Arc::new(AtomicU64::new(0));
-        let op = WindowJoinOperator::new(
+        WindowJoinOperator::new(
             OperatorInfo {
                 name: "WindowJoin".to_string(),
                 schema,
@@ -470,9 +483,7 @@ mod tests {
                 right,
                 residual,
             },
-            Arc::clone(&late),
-        );
-        (op, late)
+        )
     }
 
     /// Rows of one side: (key, time in ms, value), each carrying its tumbling window.
@@ -545,7 +556,11 @@ mod tests {
                 let rows: Vec<usize> = kinds
                     .iter()
                     .map(|kind| {
-                        output_rows(&check_every_cut(|| window_join(*kind, residual), &steps))
+                        output_rows(&check_every_cut(
+                            || window_join(*kind, residual),
+                            &declared(),
+                            &steps,
+                        ))
                     })
                     .collect();
                 let [
@@ -610,7 +625,7 @@ mod tests {
         ];
         for residual in [false, true] {
             for kind in [JoinKind::Full, JoinKind::LeftAnti { null_aware: true }] {
-                let out = check_every_cut(|| window_join(kind, residual), &steps);
+                let out = check_every_cut(|| window_join(kind, residual), &declared(), &steps);
                 // FULL: [1 s, 2 s) joins key 1 twice and pads the NULL key; [2 s, 3 s) joins
                 // key 2 twice; [3 s, 4 s) pads key 3. With the residual condition the first
                 // keeps one pair and pads two right rows, the second keeps none and pads its
@@ -630,14 +645,15 @@ mod tests {
 
     #[test]
     fn window_join_snapshots_of_another_shape_are_refused() {
-        let refused = |snapshot: StateSnapshot, what: &str| match window_join(JoinKind::Full, false)
-            .0
-            .restore(snapshot)
-        {
+        let refused = |snapshot: StateSnapshot, what: &str| match restore_declared(
+            &mut window_join(JoinKind::Full, false),
+            &declared(),
+            snapshot,
+        ) {
             Err(EngineError::Checkpoint(_)) => {}
             other => panic!("{what}: {other:?}"),
         };
-        let (mut op, _) = window_join(JoinKind::Full, false);
+        let mut op = window_join(JoinKind::Full, false);
         run(
             &mut op,
             &[
@@ -645,9 +661,8 @@ mod tests {
                 Step::Rows(1, rows("r", &[(Some(1), 1_900, Some("b"))])),
             ],
         );
-        let good = op.snapshot().unwrap();
+        let good = op.snapshot(1).unwrap();
         window_join(JoinKind::Full, false)
-            .0
             .restore(round_trip(&good).unwrap())
             .unwrap();
 

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{
@@ -28,17 +27,40 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use super::window_aggregate::{BoundColumn, BoundValues};
-use super::{Operator, OperatorInfo, Output};
+use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::EngineResult;
 use crate::operators::window::{Span, WindowKind, take_closed};
+use crate::runtime::message::Epoch;
 use crate::runtime::message::EventTime;
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Snapshot tables and values.
 const META: &str = "meta";
 const WINDOWS: &str = "windows";
 const ROWS: &str = "rows";
 const WATERMARK: &str = "watermark";
+
+/// The state tables of a window Top-N partitioned by `partition` (as the plan names it) within
+/// each window.
+pub fn state_tables(partition: &[String]) -> Vec<StateTable> {
+    let mut key = vec!["window".to_string()];
+    key.extend(partition.iter().cloned());
+    vec![
+        StateTable::fixed(META, "the watermark"),
+        StateTable::index(
+            WINDOWS,
+            vec!["window".to_string()],
+            "row counts of an open window",
+            Freed::Watermark,
+        ),
+        StateTable::new(
+            ROWS,
+            key,
+            "top rows per open window and partition",
+            Freed::Watermark,
+        ),
+    ]
+}
 
 /// Rows a window may hold before they are cut back to the top N per partition.
 const COMPACT_AT: usize = 4096;
@@ -70,23 +92,16 @@ pub struct WindowTopNOperator {
     spec: TopNSpec,
     windows: BTreeMap<Span, WindowRows>,
     watermark: Option<EventTime>,
-    late_rows: Arc<AtomicU64>,
 }
 
 impl WindowTopNOperator {
-    pub fn new(
-        info: OperatorInfo,
-        input_schema: SchemaRef,
-        spec: TopNSpec,
-        late_rows: Arc<AtomicU64>,
-    ) -> Self {
+    pub fn new(info: OperatorInfo, input_schema: SchemaRef, spec: TopNSpec) -> Self {
         Self {
             info,
             input_schema,
             spec,
             windows: BTreeMap::new(),
             watermark: None,
-            late_rows,
         }
     }
 
@@ -162,14 +177,13 @@ impl Operator for WindowTopNOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        _out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let by_window = BoundValues::read(&self.spec.bounds, &batch)?
             .rows_by_window(&self.spec.kind, batch.num_rows());
         for (window, rows) in by_window {
             if window.closed_by(self.spec.lag, self.watermark) {
-                self.late_rows
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                out.count_late(rows.len() as u64);
                 continue;
             }
             let part = if rows.len() == batch.num_rows() {
@@ -198,7 +212,11 @@ impl Operator for WindowTopNOperator {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         // After a restore the runtime may repeat the watermark of the checkpoint.
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
@@ -222,7 +240,7 @@ impl Operator for WindowTopNOperator {
     /// Tables: `meta` (the watermark), `windows` (per open window: start, end, how many
     /// batches it holds, its row count and its rows after the last cut) and `rows` (those
     /// batches as they are held, window by window, so ranking ties fall the same way).
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(META, &[(WATERMARK, self.watermark)])?;
         let mut columns: [Vec<i64>; 5] = Default::default();
@@ -259,7 +277,6 @@ impl Operator for WindowTopNOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        snapshot.expect_tables("a window Top-N", &[META, WINDOWS, ROWS])?;
         let meta = snapshot.values(META)?;
         if meta.keys().any(|k| k != WATERMARK)
             || (!snapshot.is_empty() && !meta.contains_key(WATERMARK))
@@ -318,10 +335,9 @@ impl Operator for WindowTopNOperator {
         Ok(())
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
-        vec![StateTableInfo {
-            name: "window_rows",
-            key: vec!["window".to_string(), "partition key".to_string()],
+    fn state_usage(&self) -> Vec<StateUsage> {
+        vec![StateUsage {
+            table: ROWS,
             rows: self.windows.values().map(|w| w.rows).sum(),
             bytes: self
                 .windows
@@ -376,7 +392,6 @@ mod tests {
     fn keeps_the_top_n_per_partition_and_compacts_while_open() {
         let mut fields = input_schema().fields().to_vec();
         fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
-        let late = Arc::new(AtomicU64::new(0));
         let mut op = WindowTopNOperator::new(
             OperatorInfo {
                 name: "WindowTopN".to_string(),
@@ -411,9 +426,8 @@ mod tests {
                 )],
                 limit: 2,
             },
-            Arc::clone(&late),
         );
-        let mut out = Output::default();
+        let mut out = OperatorContext::default();
         // 20,000 rows over three keys; the best two of key k are 19_99x values.
         for chunk in 0..20 {
             let rows: Vec<(i64, i64)> = (0..1000)
@@ -423,7 +437,7 @@ mod tests {
                 })
                 .collect();
             op.on_batch(0, batch(&rows), &mut out).unwrap();
-            let held = op.state_tables()[0].rows;
+            let held = op.state_usage()[0].rows;
             assert!(
                 held < COMPACT_AT + 1000,
                 "compacted while open, held {held}"
@@ -456,10 +470,10 @@ mod tests {
                 (2, 19_997, 1)
             ]
         );
-        assert_eq!(op.state_tables()[0].rows, 0);
+        assert_eq!(op.state_usage()[0].rows, 0);
         // The window has fired: another row for it is late.
         op.on_batch(0, batch(&[(0, 1_000_000)]), &mut out).unwrap();
-        assert_eq!(late.load(Ordering::Relaxed), 1);
+        assert_eq!(out.late_rows(), 1);
     }
 }
 
@@ -471,7 +485,7 @@ mod checkpoint_tests {
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
-    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut};
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut, restore_declared};
     use crate::operators::window::MILLISECOND;
     use crate::operators::window_aggregate::WindowColumn;
 
@@ -505,8 +519,12 @@ mod checkpoint_tests {
         .unwrap()
     }
 
+    fn declared() -> Vec<StateTable> {
+        state_tables(&["k".to_string()])
+    }
+
     /// Top `limit` by v DESC (NULLs last) per window [and k].
-    fn operator(limit: usize, partitioned: bool, late: Arc<AtomicU64>) -> WindowTopNOperator {
+    fn operator(limit: usize, partitioned: bool) -> WindowTopNOperator {
         let mut fields = input_schema().fields().to_vec();
         fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
         let bound = |index, column| BoundColumn {
@@ -541,7 +559,6 @@ mod checkpoint_tests {
                 )],
                 limit,
             },
-            late,
         )
     }
 
@@ -573,8 +590,8 @@ mod checkpoint_tests {
     #[test]
     fn top_n_restores_at_every_cut() {
         for (limit, partitioned, seed) in [(2, true, 1), (3, false, 2), (1, true, 3)] {
-            let make = |late| Box::new(operator(limit, partitioned, late)) as Box<dyn Operator>;
-            let (output, late) = check_every_cut(&make, &sequence(seed, 40, 4));
+            let make = || Box::new(operator(limit, partitioned)) as Box<dyn Operator>;
+            let (output, late) = check_every_cut(&make, &declared(), &sequence(seed, 40, 4));
             assert!(output.iter().filter(|m| m.starts_with('+')).count() > 3);
             assert!(late > 0, "the sequence has late rows");
         }
@@ -583,10 +600,10 @@ mod checkpoint_tests {
     #[test]
     fn top_n_restores_across_a_cut_back() {
         // Batches of up to 2,000 rows: windows are cut back to the top N while open.
-        let make = |late| Box::new(operator(2, true, late)) as Box<dyn Operator>;
+        let make = || Box::new(operator(2, true)) as Box<dyn Operator>;
         let steps = sequence(4, 14, 2000);
-        let mut op = operator(2, true, Arc::new(AtomicU64::new(0)));
-        let mut out = Output::default();
+        let mut op = operator(2, true);
+        let mut out = OperatorContext::default();
         let mut cut_back = false;
         for step in &steps {
             if let Step::Batch(b) = step {
@@ -595,18 +612,17 @@ mod checkpoint_tests {
             }
         }
         assert!(cut_back, "the sequence cuts a window back");
-        check_every_cut(&make, &steps);
+        check_every_cut(&make, &declared(), &steps);
     }
 
     #[test]
     fn a_snapshot_of_another_shape_is_refused() {
-        let late = Arc::new(AtomicU64::new(0));
-        let mut op = operator(2, true, Arc::clone(&late));
-        let mut out = Output::default();
+        let mut op = operator(2, true);
+        let mut out = OperatorContext::default();
         op.on_batch(0, batch(&[(0, 1, Some(1)), (10_000, 2, None)]), &mut out)
             .unwrap();
-        let good = op.snapshot().unwrap();
-        let fresh = || operator(2, true, Arc::clone(&late));
+        let good = op.snapshot(1).unwrap();
+        let fresh = || operator(2, true);
         fresh().restore(StateSnapshot::new()).unwrap();
         // Rows of another schema.
         let mut wrong = good.clone().without(ROWS);
@@ -619,7 +635,7 @@ mod checkpoint_tests {
         // Another operator's table.
         let mut foreign = good.clone();
         foreign.add("groups", batch(&[(0, 1, None)])).unwrap();
-        assert!(fresh().restore(foreign).is_err());
+        assert!(restore_declared(&mut fresh(), &declared(), foreign).is_err());
         // State without its watermark.
         assert!(fresh().restore(good.clone().without("meta")).is_err());
         fresh().restore(good).unwrap();

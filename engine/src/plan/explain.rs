@@ -12,7 +12,10 @@
 //! - `watermark=`: what the operator forwards: a source its `WATERMARK` expression, an
 //!   operator with several inputs the minimum of its inputs', an interval join that minimum
 //!   held back by the interval, a window operator the watermark after emitting what it closes.
-//! - `state=`: what the operator holds and what frees it.
+//! - `state=`: what the operator holds and what frees it, from the state tables its operator
+//!   declares ([`StreamPlan::state_tables`], [`crate::state::describe`]): grouped by what frees
+//!   them (`bounded by watermark`, `held until end of input`, `unbounded`), each table as
+//!   `name: what an entry holds [key]`.
 //!
 //! Stateless operators (filter, projection, window assignment, limit) show none of the last
 //! three: they emit each batch as it comes and forward the watermark unchanged. EXPLAIN
@@ -28,11 +31,17 @@ use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
 use super::{JoinInputs, MatchRecognizeStreamNode, StreamPlan};
+use crate::operators::match_recognize::RowsFreed;
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
+use crate::operators::{
+    interval_join, limit, match_recognize, session_window, updating_aggregate, window_aggregate,
+    window_join, window_top_n,
+};
 use crate::runtime::QueryMetrics;
 use crate::runtime::message::WATERMARK_END;
 use crate::sql::match_recognize::{MatchExpr, RowsMode};
+use crate::state::{self, StateTable};
 
 /// How EXPLAIN renders a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +109,6 @@ struct Description<'a> {
     head: String,
     emit: Option<&'static str>,
     watermark: Option<String>,
-    state: Option<String>,
     inputs: Vec<&'a StreamPlan>,
 }
 
@@ -110,7 +118,6 @@ impl<'a> Description<'a> {
             head,
             emit: None,
             watermark: None,
-            state: None,
             inputs,
         }
     }
@@ -124,17 +131,61 @@ impl<'a> Description<'a> {
         self.watermark = Some(watermark.into());
         self
     }
-
-    fn state(mut self, state: impl Into<String>) -> Self {
-        self.state = Some(state.into());
-        self
-    }
 }
 
 /// What a window operator does with the watermark.
 const AFTER_EMITTING: &str = "forwarded after emitting";
 
 impl StreamPlan {
+    /// The state tables this node's operator declares (its module says what they are):
+    /// EXPLAIN's `state=` is derived from them, and the runtime checks every snapshot and
+    /// restore of the operator against them.
+    pub fn state_tables(&self) -> Vec<StateTable> {
+        let names =
+            |exprs: &[Expr]| -> Vec<String> { exprs.iter().map(|e| e.to_string()).collect() };
+        match self {
+            StreamPlan::Window(w) if matches!(w.kind, WindowKind::Session { .. }) => {
+                let input = w.input.schema();
+                let keys: Vec<String> = w
+                    .key_indices
+                    .iter()
+                    .map(|i| input.field(*i).name().clone())
+                    .collect();
+                session_window::state_tables(&keys)
+            }
+            StreamPlan::WindowAggregate(a) => {
+                window_aggregate::state_tables(&names(&a.keys), a.slice_width().is_some())
+            }
+            StreamPlan::UpdatingAggregate(a) => updating_aggregate::state_tables(&names(&a.keys)),
+            StreamPlan::WindowTopN(t) => window_top_n::state_tables(&names(&t.partition)),
+            StreamPlan::IntervalJoin(j) => {
+                interval_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
+            }
+            StreamPlan::WindowJoin(j) => {
+                window_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
+            }
+            StreamPlan::MatchRecognize(m) => {
+                let input = m.input.schema();
+                let partition: Vec<String> = m
+                    .spec
+                    .partition_by
+                    .iter()
+                    .map(|i| input.field(*i).name().clone())
+                    .collect();
+                let rows = if m.no_watermark {
+                    RowsFreed::EndOfInput
+                } else if m.spec.unbounded_state() {
+                    RowsFreed::Unbounded
+                } else {
+                    RowsFreed::Watermark
+                };
+                match_recognize::state_tables(&partition, input.field(m.spec.time).name(), rows)
+            }
+            StreamPlan::Limit { .. } => limit::state_tables(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The plan as an indented tree, one operator per line (EXPLAIN), for one instance per
     /// operator.
     pub fn explain(&self) -> String {
@@ -256,7 +307,7 @@ impl StreamPlan {
         if let Some(w) = &d.watermark {
             let _ = write!(out, ", watermark={w}");
         }
-        if let Some(s) = &d.state {
+        if let Some(s) = state::describe(&self.state_tables()) {
             let _ = write!(out, ", state={s}");
         }
         if let Some(node) = metrics.and_then(|m| m.node(id)) {
@@ -344,8 +395,7 @@ impl StreamPlan {
                 match (w.kind, w.slices) {
                     (WindowKind::Session { .. }, _) => Description::new(head, inputs)
                         .emit("on window close")
-                        .watermark(AFTER_EMITTING)
-                        .state("bounded by watermark (rows of open sessions)"),
+                        .watermark(AFTER_EMITTING),
                     (_, true) => Description::new(head, inputs),
                     (_, false) => Description::new(head, inputs).emit("append"),
                 }
@@ -367,15 +417,9 @@ impl StreamPlan {
                     Some(sets) => format!(", grouping_sets={}", sets.len()),
                     None => String::new(),
                 };
-                let (slicing, state) = match (a.windowing.sliced, a.windowing.kind.slice_width()) {
-                    (true, Some(w)) => (
-                        format!(", slices={}", window::format_duration(w)),
-                        "bounded by watermark (aggregates per open slice and key)",
-                    ),
-                    _ => (
-                        ", slices=windows".to_string(),
-                        "bounded by watermark (aggregates per open window and key)",
-                    ),
+                let slicing = match a.slice_width() {
+                    Some(w) => format!(", slices={}", window::format_duration(w)),
+                    None => ", slices=windows".to_string(),
                 };
                 Description::new(
                     format!(
@@ -389,7 +433,6 @@ impl StreamPlan {
                 )
                 .emit("on window close")
                 .watermark(AFTER_EMITTING)
-                .state(state)
             }
             StreamPlan::UpdatingAggregate(a) => {
                 let keys: Vec<String> = a.keys.iter().map(|e| e.to_string()).collect();
@@ -408,7 +451,6 @@ impl StreamPlan {
                 )
                 .emit("updating")
                 .watermark("forwarded unchanged")
-                .state("unbounded (one entry per distinct group)")
             }
             StreamPlan::WindowTopN(t) => {
                 let partition: Vec<String> = t.partition.iter().map(|e| e.to_string()).collect();
@@ -426,7 +468,6 @@ impl StreamPlan {
                 )
                 .emit("on window close")
                 .watermark(AFTER_EMITTING)
-                .state("bounded by watermark (top rows per open window and partition)")
             }
             StreamPlan::IntervalJoin(j) => {
                 let left = j.join.left.schema();
@@ -458,7 +499,6 @@ impl StreamPlan {
                 )
                 .emit("append")
                 .watermark(watermark)
-                .state("bounded by watermark (rows of each side within the interval)")
             }
             StreamPlan::WindowJoin(j) => Description::new(
                 format!(
@@ -475,15 +515,10 @@ impl StreamPlan {
                 inputs,
             )
             .emit("on window close")
-            .watermark(format!("min(inputs), {AFTER_EMITTING}"))
-            .state("bounded by watermark (rows of each side per open window)"),
-            StreamPlan::MatchRecognize(m) => {
-                let (head, state) = explain_match_recognize(m);
-                Description::new(head, inputs)
-                    .emit("on watermark")
-                    .watermark(AFTER_EMITTING)
-                    .state(state)
-            }
+            .watermark(format!("min(inputs), {AFTER_EMITTING}")),
+            StreamPlan::MatchRecognize(m) => Description::new(explain_match_recognize(m), inputs)
+                .emit("on watermark")
+                .watermark(AFTER_EMITTING),
         }
     }
 }
@@ -507,8 +542,8 @@ fn join_partitioning(join: &JoinInputs) -> Partitioning {
     }
 }
 
-/// MATCH_RECOGNIZE's line (partition, order, pattern, how conditions run) and its state.
-fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> (String, String) {
+/// MATCH_RECOGNIZE's line (partition, order, pattern, how conditions run).
+fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> String {
     let spec = &m.spec;
     let input = m.input.schema();
     let column = |i: usize| input.field(i).name().clone();
@@ -537,20 +572,7 @@ fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> (String, String) {
         .within
         .map(|w| format!(", within={}", window::format_duration(w)))
         .unwrap_or_default();
-    // Each partition key seen keeps a small matcher for the rest of the query.
-    let per_key = if spec.partition_by.is_empty() {
-        ""
-    } else {
-        "; grows with distinct partition keys"
-    };
-    let state = if m.no_watermark {
-        "held until end of input (no watermark)".to_string()
-    } else if spec.unbounded_state() {
-        "unbounded (the pattern has an unbounded quantifier and no WITHIN)".to_string()
-    } else {
-        format!("bounded by watermark (rows of open matches){per_key}")
-    };
-    let head = format!(
+    format!(
         "MatchRecognize: partition=[{}], order=[{}], pattern=({}){within}, {rows}, \
          vectorized define=[{}], per-match define=[{}]",
         partition.join(", "),
@@ -558,8 +580,7 @@ fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> (String, String) {
         spec.pattern.display(&spec.variables),
         names(vectorized),
         names(per_match),
-    );
-    (head, state)
+    )
 }
 
 fn join_keys(join: &JoinInputs) -> String {

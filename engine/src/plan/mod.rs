@@ -171,6 +171,18 @@ pub struct WindowAggregateNode {
     pub schema: DFSchemaRef,
 }
 
+impl WindowAggregateNode {
+    /// The width of the slices it aggregates rows into when windows share slices (HOP,
+    /// CUMULATE, TUMBLE over a TVF); `None` when it aggregates whole windows.
+    pub fn slice_width(&self) -> Option<i64> {
+        if self.windowing.sliced {
+            self.windowing.kind.slice_width()
+        } else {
+            None
+        }
+    }
+}
+
 /// An aggregate without window columns over an append-only stream: an updating result, whose
 /// rows are `+`/`-` changes of each group's values (see [`CHANGELOG_OP`]).
 #[derive(Debug, Clone)]

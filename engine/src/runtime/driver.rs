@@ -20,10 +20,11 @@ use crate::error::EngineResult;
 use crate::runtime::checkpoint::{CheckpointHandle, PartId, SourcePosition};
 use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::metrics::OperatorMetrics;
-use crate::runtime::operator::{Operator, Output};
+use crate::runtime::operator::{Operator, OperatorContext};
 use crate::runtime::source::{BoundedSourceGroup, WatermarkGenerator};
+use crate::state::StateSnapshot;
 
-/// How often at most an operator task asks its operator for its state tables (which walks
+/// How often at most an operator task asks its operator for its state usage (which walks
 /// the state) to refresh its state figures, besides at its end.
 const STATE_REFRESH: Duration = Duration::from_millis(100);
 
@@ -333,14 +334,57 @@ impl Alignment {
 pub(crate) struct OperatorCheckpoint {
     pub handle: Arc<CheckpointHandle>,
     pub part: PartId,
-    /// The combined input watermark the restored snapshot was taken at.
-    pub watermark: Option<EventTime>,
 }
 
-/// The table the driver adds to each operator snapshot, for its own state.
+/// The table the driver adds to each operator snapshot, for the context's state.
 pub(crate) const DRIVER_TABLE: &str = "__driver";
 /// The combined input watermark, in [`DRIVER_TABLE`].
-pub(crate) const COMBINED_WATERMARK: &str = "combined_watermark";
+const COMBINED_WATERMARK: &str = "combined_watermark";
+/// The instance's late-row count, in [`DRIVER_TABLE`].
+const LATE_ROWS: &str = "late_rows";
+
+/// An instance's snapshot at a barrier: the operator's declared tables (stateless operators
+/// are not asked) and the context's watermark and late-row count.
+fn snapshot(
+    op: &mut dyn Operator,
+    ctx: &OperatorContext,
+    epoch: Epoch,
+) -> EngineResult<StateSnapshot> {
+    let mut snapshot = if ctx.state_tables().is_empty() {
+        StateSnapshot::new()
+    } else {
+        let s = op.snapshot(epoch)?;
+        s.check_declared(&op.info().name, ctx.state_tables(), &[])?;
+        s
+    };
+    let late = i64::try_from(ctx.late_rows()).unwrap_or(i64::MAX);
+    snapshot.add_values(
+        DRIVER_TABLE,
+        &[
+            (COMBINED_WATERMARK, ctx.input_watermark()),
+            (LATE_ROWS, Some(late)),
+        ],
+    )?;
+    Ok(snapshot)
+}
+
+/// Puts an instance's snapshot back into the operator and its context, before any input.
+pub(crate) fn restore(
+    op: &mut dyn Operator,
+    ctx: &mut OperatorContext,
+    snapshot: StateSnapshot,
+) -> EngineResult<()> {
+    snapshot.check_declared(&op.info().name, ctx.state_tables(), &[DRIVER_TABLE])?;
+    let values = snapshot.values(DRIVER_TABLE)?;
+    ctx.set_input_watermark(values.get(COMBINED_WATERMARK).copied().flatten());
+    let late = values.get(LATE_ROWS).copied().flatten().unwrap_or(0);
+    ctx.restore_late_rows(u64::try_from(late).unwrap_or(0));
+    let snapshot = snapshot.without(DRIVER_TABLE);
+    if ctx.state_tables().is_empty() && snapshot.is_empty() {
+        return Ok(());
+    }
+    op.restore(snapshot)
+}
 
 /// Per-input watermarks and the combined (minimum) watermark.
 ///
@@ -417,14 +461,13 @@ pub(crate) struct InputChannel {
 /// (also when no further message comes), and at the end.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
+    mut ctx: OperatorContext,
     inputs: Vec<mpsc::Receiver<Message>>,
     wiring: Vec<InputChannel>,
     output: mpsc::Sender<Message>,
     metrics: Arc<OperatorMetrics>,
     checkpoint: Option<OperatorCheckpoint>,
 ) -> EngineResult<()> {
-    // A restored operator's combined watermark: inputs must pass it before hooks hear of it.
-    let restored_watermark = checkpoint.as_ref().and_then(|c| c.watermark);
     // When the state figures may next be refreshed, and whether a hook ran since the last.
     let refresh = tokio::time::sleep(STATE_REFRESH);
     tokio::pin!(refresh);
@@ -434,7 +477,7 @@ pub(crate) async fn run_operator(
     let refresh_state = |op: &dyn Operator| -> Instant {
         let started = Instant::now();
         let (rows, bytes) = op
-            .state_tables()
+            .state_usage()
             .iter()
             .fold((0, 0), |(r, b), t| (r + t.rows, b + t.bytes));
         metrics.set_state(rows, bytes);
@@ -444,12 +487,10 @@ pub(crate) async fn run_operator(
     let n = inputs.len();
     let mut merged = InputChannels::new(inputs);
     let mut watermarks = InputWatermarks::new(wiring.iter().map(|w| w.bounded).collect());
-    if let Some(w) = restored_watermark {
-        watermarks.combined = Some(w);
-    }
+    // A restored operator's combined watermark: inputs must pass it before hooks hear of it.
+    watermarks.combined = ctx.input_watermark();
     let mut ended = vec![false; n];
     let mut alignment = Alignment::default();
-    let mut out = Output::default();
     loop {
         let next = tokio::select! {
             next = merged.next() => next,
@@ -470,11 +511,12 @@ pub(crate) async fn run_operator(
         match message {
             Message::Data(batch) => {
                 metrics.add_in(batch.num_rows());
-                op.on_batch(wiring[i].input, batch, &mut out)?
+                op.on_batch(wiring[i].input, batch, &mut ctx)?
             }
             Message::Watermark(w) => {
                 if let Some(w) = watermarks.update(i, w) {
-                    op.on_watermark(w, &mut out)?;
+                    ctx.set_input_watermark(Some(w));
+                    op.on_watermark(w, &mut ctx)?;
                 }
             }
             Message::Barrier(epoch) => {
@@ -484,10 +526,11 @@ pub(crate) async fn run_operator(
             Message::End => {
                 ended[i] = true;
                 if let Some(w) = watermarks.update(i, WATERMARK_END) {
-                    op.on_watermark(w, &mut out)?;
+                    ctx.set_input_watermark(Some(w));
+                    op.on_watermark(w, &mut ctx)?;
                 }
                 if ended.iter().all(|e| *e) {
-                    op.on_end(&mut out)?;
+                    op.on_end(&mut ctx)?;
                     all_ended = true;
                 }
             }
@@ -499,16 +542,12 @@ pub(crate) async fn run_operator(
             // Every live input is at the barrier: the state holds exactly what came before.
             if let Some(c) = &checkpoint {
                 // A snapshot that fails fails this checkpoint, not the query.
-                let snapshot = op.snapshot().and_then(|mut s| {
-                    s.add_values(DRIVER_TABLE, &[(COMBINED_WATERMARK, watermarks.combined)])?;
-                    Ok(s)
-                });
-                match snapshot {
+                match snapshot(op.as_mut(), &ctx, epoch) {
                     Ok(s) => c.handle.report_operator(epoch, c.part, s),
                     Err(e) => c.handle.report_failure(epoch, e.to_string()),
                 }
             }
-            op.on_barrier(epoch, &mut out)?;
+            op.on_barrier(epoch, &mut ctx)?;
             alignment.epoch = None;
             merged.paused.iter_mut().for_each(|p| *p = false);
         }
@@ -519,7 +558,7 @@ pub(crate) async fn run_operator(
             changed = false;
             refresh.as_mut().reset(next);
         }
-        for m in out.drain() {
+        for m in ctx.drain() {
             let (rows, watermark) = match &m {
                 Message::Data(batch) => (batch.num_rows(), None),
                 Message::Watermark(w) => (0, Some(*w)),
@@ -544,7 +583,7 @@ pub(crate) async fn run_operator(
 mod tests {
     use super::*;
     use crate::runtime::operator::OperatorInfo;
-    use crate::state::{StateSnapshot, StateTableInfo};
+    use crate::state::{StateTable, StateUsage};
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
@@ -563,7 +602,7 @@ mod tests {
             &mut self,
             _input: usize,
             batch: RecordBatch,
-            _out: &mut Output,
+            _out: &mut OperatorContext,
         ) -> EngineResult<()> {
             let values = batch
                 .column(0)
@@ -574,16 +613,15 @@ mod tests {
             Ok(())
         }
 
-        fn state_tables(&self) -> Vec<StateTableInfo> {
-            vec![StateTableInfo {
-                name: "seen",
-                key: Vec::new(),
+        fn state_usage(&self) -> Vec<StateUsage> {
+            vec![StateUsage {
+                table: "seen",
                 rows: self.seen.len(),
                 bytes: 0,
             }]
         }
 
-        fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+        fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
             let mut s = StateSnapshot::new();
             let batch = RecordBatch::try_new(
                 Arc::clone(&self.info.schema),
@@ -591,6 +629,18 @@ mod tests {
             )?;
             s.add("seen", batch)?;
             Ok(s)
+        }
+
+        fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+            for batch in snapshot.table("seen") {
+                let values = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap();
+                self.seen.extend(values.values().iter().copied());
+            }
+            Ok(())
         }
     }
 
@@ -643,8 +693,16 @@ mod tests {
                 bounded: false,
             },
         ];
+        let tables = vec![StateTable::new(
+            "seen",
+            Vec::new(),
+            "every value",
+            crate::state::Freed::Never(""),
+        )];
+        let ctx = OperatorContext::new(1, 0, tables, Arc::default());
         let task = tokio::spawn(run_operator(
             op,
+            ctx,
             vec![rx0, rx1],
             wiring,
             out_tx,
@@ -655,7 +713,6 @@ mod tests {
                     node: 1,
                     instance: 0,
                 },
-                watermark: None,
             }),
         ));
         // Input 0 reaches the barrier and goes on; input 1 is still before it.
@@ -692,6 +749,64 @@ mod tests {
         assert_eq!(seen, vec![1, 2, 3, 10, 11]);
         tx0.send(Message::End).await.unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    fn recorder() -> Recorder {
+        Recorder {
+            info: OperatorInfo {
+                name: "Recorder".to_string(),
+                schema: schema(),
+            },
+            seen: vec![4, 2],
+        }
+    }
+
+    fn declared(name: &'static str) -> Vec<StateTable> {
+        vec![StateTable::new(
+            name,
+            Vec::new(),
+            "every value",
+            crate::state::Freed::Never(""),
+        )]
+    }
+
+    #[test]
+    fn the_context_s_watermark_and_late_rows_come_back_with_the_state() {
+        let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut ctx = OperatorContext::new(1, 0, declared("seen"), Arc::clone(&total));
+        ctx.set_input_watermark(Some(5));
+        ctx.count_late(3);
+        let part = snapshot(&mut recorder(), &ctx, 1).unwrap();
+
+        // After a restart the job's total starts at zero; the instance adds its own count.
+        let restarted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut ctx = OperatorContext::new(1, 0, declared("seen"), Arc::clone(&restarted));
+        let mut op = recorder();
+        op.seen.clear();
+        restore(&mut op, &mut ctx, part).unwrap();
+        assert_eq!(op.seen, vec![4, 2]);
+        assert_eq!(ctx.input_watermark(), Some(5));
+        assert_eq!(ctx.late_rows(), 3);
+        assert_eq!(restarted.load(std::sync::atomic::Ordering::Relaxed), 3);
+        ctx.count_late(1);
+        assert_eq!(restarted.load(std::sync::atomic::Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn state_a_node_does_not_declare_is_refused_both_ways() {
+        // The operator writes `seen`, but its node declares another table.
+        let ctx = OperatorContext::new(1, 0, declared("other"), Arc::default());
+        let err = snapshot(&mut recorder(), &ctx, 1).unwrap_err();
+        assert!(err.to_string().contains("no state table seen"), "{err}");
+        // A part holding `seen` does not restore into a node declaring `other`.
+        let good = OperatorContext::new(1, 0, declared("seen"), Arc::default());
+        let part = snapshot(&mut recorder(), &good, 1).unwrap();
+        let mut ctx = OperatorContext::new(1, 0, declared("other"), Arc::default());
+        assert!(restore(&mut recorder(), &mut ctx, part).is_err());
+        // A stateless node is not asked for a snapshot: only the context's values.
+        let stateless = OperatorContext::new(1, 0, Vec::new(), Arc::default());
+        let part = snapshot(&mut recorder(), &stateless, 1).unwrap();
+        assert_eq!(part.table_names(), vec![DRIVER_TABLE.to_string()]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The trait every streaming operator implements, and what its hooks write into.
+//! The trait every streaming operator implements, and the context its hooks get.
 //!
 //! The runtime (`driver.rs`) drives an [`Operator`]: it receives each message of its inputs
-//! through a hook and writes what it produces into an [`Output`]. Every hook has a default, so
+//! through a hook and writes what it produces into its [`OperatorContext`]. Every hook has a default, so
 //! a stateless operator only implements [`Operator::on_batch`]. The operators themselves live
 //! in `crate::operators`, one per module; they import this trait, the runtime imports none of
 //! them.
@@ -9,9 +9,12 @@
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::error::EngineResult;
 use crate::runtime::message::{Epoch, EventTime, Message};
-use crate::state::{StateSnapshot, StateTableInfo};
+use crate::state::{StateSnapshot, StateTable, StateUsage};
 
 /// Static facts about an operator, apart from the code that runs it.
 #[derive(Debug, Clone)]
@@ -22,23 +25,57 @@ pub struct OperatorInfo {
     pub schema: SchemaRef,
 }
 
-/// Messages an operator produces during one hook.
+/// What the runtime tells an operator instance, and what its hooks write into.
+///
+/// Every hook gets the instance's context: which plan node and instance it runs, the combined
+/// input watermark, its late-row counter and the state tables its plan node declares; the
+/// hook writes the messages it produces into it (the runtime forwards them, tests read them
+/// with [`OperatorContext::drain`]). The late-row count and the watermark are checkpointed
+/// with the operator's snapshot, so after a restore they continue exactly.
 #[derive(Debug, Default)]
-pub struct Output {
+pub struct OperatorContext {
     messages: Vec<Message>,
+    node: usize,
+    instance: usize,
+    watermark: Option<EventTime>,
+    late_rows: u64,
+    /// The query's late-row total (`SHOW JOBS`, the session's notice), if attached to one.
+    query_late_rows: Option<Arc<AtomicU64>>,
+    tables: Vec<StateTable>,
 }
 
-impl Output {
+impl OperatorContext {
+    /// The context of instance `instance` of plan node `node` (numbered as EXPLAIN ANALYZE
+    /// numbers them), whose state tables are `tables`, counting late rows also into
+    /// `query_late_rows`.
+    pub fn new(
+        node: usize,
+        instance: usize,
+        tables: Vec<StateTable>,
+        query_late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            node,
+            instance,
+            tables,
+            query_late_rows: Some(query_late_rows),
+            ..Self::default()
+        }
+    }
+
+    /// Emits rows (an empty batch is dropped).
     pub fn batch(&mut self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
             self.messages.push(Message::Data(batch));
         }
     }
 
+    /// Emits a watermark.
     pub fn watermark(&mut self, watermark: EventTime) {
         self.messages.push(Message::Watermark(watermark));
     }
 
+    /// Emits a checkpoint barrier.
     pub fn barrier(&mut self, epoch: Epoch) {
         self.messages.push(Message::Barrier(epoch));
     }
@@ -46,6 +83,47 @@ impl Output {
     /// Takes the messages produced so far (the runtime forwards them; tests read them).
     pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
         self.messages.drain(..)
+    }
+
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    pub fn instance(&self) -> usize {
+        self.instance
+    }
+
+    /// The combined input watermark hooks have heard of (`None` before the first).
+    pub fn input_watermark(&self) -> Option<EventTime> {
+        self.watermark
+    }
+
+    pub(crate) fn set_input_watermark(&mut self, watermark: Option<EventTime>) {
+        self.watermark = watermark;
+    }
+
+    /// Counts `rows` input rows dropped as late.
+    pub fn count_late(&mut self, rows: u64) {
+        self.late_rows += rows;
+        if let Some(total) = &self.query_late_rows {
+            total.fetch_add(rows, Ordering::Relaxed);
+        }
+    }
+
+    /// The late rows this instance dropped (restored ones included).
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    /// Puts back a restored late-row count (added to the query's total too).
+    pub(crate) fn restore_late_rows(&mut self, rows: u64) {
+        self.late_rows = 0;
+        self.count_late(rows);
+    }
+
+    /// The state tables the instance's plan node declares (empty when stateless).
+    pub fn state_tables(&self) -> &[StateTable] {
+        &self.tables
     }
 }
 
@@ -60,22 +138,31 @@ pub trait Operator: Send + 'static {
     fn info(&self) -> &OperatorInfo;
 
     /// Rows arrived on input `input`.
-    fn on_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Output) -> EngineResult<()>;
+    fn on_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()>;
 
     /// The combined input watermark advanced.
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         out.watermark(watermark);
         Ok(())
     }
 
     /// Every input delivered the barrier of `epoch`.
-    fn on_barrier(&mut self, epoch: Epoch, out: &mut Output) -> EngineResult<()> {
+    fn on_barrier(&mut self, epoch: Epoch, out: &mut OperatorContext) -> EngineResult<()> {
         out.barrier(epoch);
         Ok(())
     }
 
     /// Every input ended: flush what is held.
-    fn on_end(&mut self, _out: &mut Output) -> EngineResult<()> {
+    fn on_end(&mut self, _out: &mut OperatorContext) -> EngineResult<()> {
         Ok(())
     }
 
@@ -85,33 +172,32 @@ pub trait Operator: Send + 'static {
         false
     }
 
-    /// The operator's state tables (none for stateless operators).
-    fn state_tables(&self) -> Vec<StateTableInfo> {
+    /// What each of its state tables holds now (none for stateless operators); the runtime
+    /// reports the totals (`EXPLAIN ANALYZE`, `SHOW JOBS`). Every table named must be one its
+    /// plan node declares ([`OperatorContext::state_tables`]).
+    fn state_usage(&self) -> Vec<StateUsage> {
         Vec::new()
     }
 
-    /// Its state at a checkpoint barrier: called after every input delivered the barrier and
-    /// before [`Operator::on_barrier`], so the snapshot holds exactly the effect of the rows
-    /// and watermarks before the barrier. Must not change what the operator emits later
-    /// (an export may move live accumulators into their intermediate state, as long as
-    /// results stay the same).
+    /// Its state at the barrier of `epoch`: called after every input delivered the barrier
+    /// and before [`Operator::on_barrier`], so the snapshot holds exactly the effect of the
+    /// rows and watermarks before the barrier, as batches of the tables its plan node
+    /// declares. Must not change what the operator emits later (an export may move live
+    /// accumulators into their intermediate state, as long as results stay the same).
     ///
-    /// The default serves stateless operators; an operator that declares state tables must
-    /// implement it (the default refuses, so a checkpoint never silently misses state).
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
-        if self.state_tables().is_empty() {
-            Ok(StateSnapshot::new())
-        } else {
-            Err(crate::error::EngineError::Checkpoint(format!(
-                "operator {} cannot snapshot its state",
-                self.info().name
-            )))
-        }
+    /// The runtime calls it only for a node that declares state tables; the default refuses,
+    /// so a checkpoint never silently misses state.
+    fn snapshot(&mut self, epoch: Epoch) -> EngineResult<StateSnapshot> {
+        Err(crate::error::EngineError::Checkpoint(format!(
+            "operator {} cannot snapshot its state (epoch {epoch})",
+            self.info().name
+        )))
     }
 
     /// Puts back the state of a [`Operator::snapshot`] taken by the same operator (same plan
-    /// node and instance), before any input arrives. After it, the operator must behave
-    /// exactly as the one that took the snapshot did after the barrier.
+    /// node and instance), before any input arrives; the runtime has checked that it holds
+    /// only declared tables. After it, the operator must behave exactly as the one that took
+    /// the snapshot did after the barrier.
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
         if snapshot.is_empty() {
             Ok(())

@@ -38,21 +38,14 @@ impl JobCheckpointing {
 }
 
 impl JobCheckpointing {
-    /// Starts the job's dataflow: from its checkpoint when it has one (the late-row count
-    /// continues from the checkpoint's).
+    /// Starts the job's dataflow: from its checkpoint when it has one (each operator instance
+    /// restores its own late-row count, so the job's total continues exactly).
     pub fn launch(
         &self,
         session: &Session,
         plan: &StreamPlan,
     ) -> EngineResult<crate::runtime::RunningQuery> {
-        let running = session.launch_with(plan, self.setup(), self.parallelism)?;
-        if let Some(loaded) = &self.loaded {
-            running.metrics().late_rows.store(
-                loaded.manifest.late_rows,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-        Ok(running)
+        session.launch_with(plan, self.setup(), self.parallelism)
     }
 }
 

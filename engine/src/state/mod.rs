@@ -1,16 +1,23 @@
 //! Declared operator state, and the snapshots checkpoints are made of.
 //!
-//! An operator lists its state tables ([`StateTableInfo`]) so the runtime can measure them
-//! (`EXPLAIN ANALYZE`, `SHOW JOBS`). At a checkpoint barrier the runtime asks it for a
-//! [`StateSnapshot`]: its state as Arrow batches, each tagged with the table it belongs to.
-//! After a restart the same operator (same node and instance of the same plan) receives those
-//! batches back through `Operator::restore` before it sees any input. The runtime writes and
-//! reads snapshots without understanding them (see [`checkpoint`]); only the operator knows
-//! its layout, so a snapshot may hold whatever columns the operator needs, as long as its
-//! restore reads them back exactly.
+//! Each stateful operator's module declares its state tables ([`StateTable`]): their name,
+//! what keys an entry, what an entry holds and what frees it. The plan node's declaration is
+//! the one source for three things: EXPLAIN's `state=` ([`describe`]), the state figures the
+//! operator reports per table ([`StateUsage`], summed for `EXPLAIN ANALYZE` and `SHOW JOBS`),
+//! and the tables a snapshot may hold (the runtime refuses a snapshot or a restore with an
+//! undeclared table).
 //!
-//! Snapshots are full, not incremental: an operator hands over what it holds at the barrier.
-//! Arrow arrays are reference-counted, so handing over a retained batch costs no copy.
+//! At a checkpoint barrier the runtime asks the operator for a [`StateSnapshot`]: its state as
+//! Arrow batches, each tagged with its table. After a restart the same operator (same node
+//! and instance of the same plan) receives those batches back through `Operator::restore`
+//! before it sees any input. The runtime writes and reads snapshots without understanding
+//! their columns (see [`checkpoint`]): the batches carry their own Arrow schemas, which only
+//! the operator interprets, so a declaration names the key columns and describes the value
+//! rather than fixing an Arrow schema.
+//!
+//! Operator snapshots are full, not incremental: an operator hands over what it holds at the
+//! barrier. Arrow arrays are reference-counted, so handing over a retained batch costs no
+//! copy; the write happens off the dataflow's tasks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,17 +30,104 @@ use crate::error::{EngineError, EngineResult};
 
 pub mod checkpoint;
 
-/// What an operator reports about one of its state tables.
+/// What frees the entries of a state table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateTableInfo {
-    /// The table's name within the operator (e.g. `windows`, `left_rows`).
+pub enum Freed {
+    /// The watermark passing the entry's time bound (a window's end, an interval's edge).
+    Watermark,
+    /// The end of the input: without a watermark nothing can be freed earlier.
+    EndOfInput,
+    /// Nothing while the query runs: the table grows with what it keys by; the text says
+    /// why, if more than the key explains it.
+    Never(&'static str),
+    /// Not a growing table: a few counters or watermarks of constant size.
+    Fixed,
+}
+
+/// One state table an operator declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTable {
+    /// The table's name, which tags its snapshot batches (e.g. `slices`, `left_rows`).
     pub name: &'static str,
-    /// The key columns, for EXPLAIN.
+    /// What keys an entry (plan column names or roles such as `window`).
     pub key: Vec<String>,
-    /// Rows currently held.
+    /// What an entry holds.
+    pub value: &'static str,
+    pub freed: Freed,
+    /// Whether EXPLAIN shows it: the tables holding the operator's rows or aggregates are
+    /// shown, small index tables beside them (open windows' bounds, a reordering buffer) not.
+    pub shown: bool,
+}
+
+impl StateTable {
+    pub fn new(name: &'static str, key: Vec<String>, value: &'static str, freed: Freed) -> Self {
+        Self {
+            name,
+            key,
+            value,
+            freed,
+            shown: true,
+        }
+    }
+
+    /// An index table beside the main ones, not shown by EXPLAIN.
+    pub fn index(name: &'static str, key: Vec<String>, value: &'static str, freed: Freed) -> Self {
+        Self {
+            shown: false,
+            ..Self::new(name, key, value, freed)
+        }
+    }
+
+    /// A table of constant size (counters, watermarks), not shown by EXPLAIN.
+    pub fn fixed(name: &'static str, value: &'static str) -> Self {
+        Self::index(name, Vec::new(), value, Freed::Fixed)
+    }
+}
+
+/// How much one declared state table holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateUsage {
+    pub table: &'static str,
     pub rows: usize,
-    /// Approximate bytes currently held.
+    /// Approximate bytes.
     pub bytes: usize,
+}
+
+/// EXPLAIN's `state=` text for a node's declared tables: each shown table with what it holds
+/// and by what key, grouped by what frees it; `None` when none is shown.
+///
+/// E.g. `bounded by watermark (slices: aggregates per slice and key [bids.auction])`.
+pub fn describe(tables: &[StateTable]) -> Option<String> {
+    let entry = |t: &StateTable| {
+        let key = if t.key.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", t.key.join(", "))
+        };
+        match &t.freed {
+            Freed::Never(why) if !why.is_empty() => format!("{}: {}{key}; {why}", t.name, t.value),
+            _ => format!("{}: {}{key}", t.name, t.value),
+        }
+    };
+    let group = |label: &str, matches: fn(&Freed) -> bool| {
+        let entries: Vec<String> = tables
+            .iter()
+            .filter(|t| t.shown && matches(&t.freed))
+            .map(entry)
+            .collect();
+        (!entries.is_empty()).then(|| format!("{label} ({})", entries.join(", ")))
+    };
+    let groups: Vec<String> = [
+        group("bounded by watermark", |f| matches!(f, Freed::Watermark)),
+        group("held until end of input", |f| {
+            matches!(f, Freed::EndOfInput)
+        }),
+        group("unbounded", |f| matches!(f, Freed::Never(_))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!groups.is_empty()).then(|| groups.join("; "))
 }
 
 /// The schema metadata key that names the state table a snapshot batch belongs to.
@@ -139,15 +233,20 @@ impl StateSnapshot {
         }
     }
 
-    /// Refuses a snapshot holding a table `operator` does not have (another operator's state,
-    /// or another version's).
-    pub fn expect_tables(&self, operator: &str, known: &[&str]) -> EngineResult<()> {
-        match self
-            .table_names()
-            .into_iter()
-            .find(|t| !known.contains(&t.as_str()))
-        {
-            Some(other) => Err(corrupt(format!("{operator} has no state table {other}"))),
+    /// Refuses a snapshot holding a table `operator` does not declare (another operator's
+    /// state, or another version's); `extra` names tables the runtime adds itself.
+    pub fn check_declared(
+        &self,
+        operator: &str,
+        declared: &[StateTable],
+        extra: &[&str],
+    ) -> EngineResult<()> {
+        match self.table_names().into_iter().find(|t| {
+            !declared.iter().any(|d| d.name == t.as_str()) && !extra.contains(&t.as_str())
+        }) {
+            Some(other) => Err(corrupt(format!(
+                "{operator} declares no state table {other}"
+            ))),
             None => Ok(()),
         }
     }

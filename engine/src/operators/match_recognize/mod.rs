@@ -28,7 +28,6 @@ pub mod matcher;
 pub mod pattern;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{
@@ -53,11 +52,12 @@ use crate::operators::match_recognize::matcher::{
 };
 use crate::operators::match_recognize::pattern::VarId;
 use crate::operators::window::unit_nanos;
-use crate::operators::{Operator, OperatorInfo, Output, conform_batch};
+use crate::operators::{Operator, OperatorContext, OperatorInfo, conform_batch};
 use crate::plan::MatchRecognizeStreamNode;
+use crate::runtime::message::Epoch;
 use crate::runtime::message::EventTime;
 use crate::sql::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
-use crate::state::{StateSnapshot, StateTableInfo, corrupt};
+use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Everything the operator needs, compiled against the input schema.
 pub struct MatchRecognizeSpec {
@@ -176,7 +176,6 @@ pub struct MatchRecognizeOperator {
     watermark: Option<EventTime>,
     /// The last watermark received (and forwarded); one at or below it is ignored.
     forwarded: Option<EventTime>,
-    late_rows: Arc<AtomicU64>,
     /// Releases so far (each makes one segment), and the last one that compacted.
     releases: u64,
     compacted: u64,
@@ -187,11 +186,7 @@ pub struct MatchRecognizeOperator {
 const COMPACT_EVERY: u64 = 64;
 
 impl MatchRecognizeOperator {
-    pub fn try_new(
-        info: OperatorInfo,
-        s: MatchRecognizeSpec,
-        late_rows: Arc<AtomicU64>,
-    ) -> EngineResult<Self> {
+    pub fn try_new(info: OperatorInfo, s: MatchRecognizeSpec) -> EngineResult<Self> {
         let spec = &s.spec;
         let row_local: Vec<bool> = spec
             .defines
@@ -242,7 +237,6 @@ impl MatchRecognizeOperator {
             partition_ids: HashMap::new(),
             watermark: None,
             forwarded: None,
-            late_rows,
             releases: 0,
             compacted: 0,
             s,
@@ -261,7 +255,12 @@ impl MatchRecognizeOperator {
 
     /// Releases the rows at or before `watermark` and matches them; `ended`: no more rows
     /// will come, every partition ends.
-    fn release(&mut self, watermark: EventTime, ended: bool, out: &mut Output) -> EngineResult<()> {
+    fn release(
+        &mut self,
+        watermark: EventTime,
+        ended: bool,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         let mut released = Vec::new();
         let mut released_times: Vec<i64> = Vec::new();
         let mut kept = Vec::new();
@@ -800,6 +799,55 @@ const WAITING: &str = "waiting_rows";
 const PARTITIONS: &str = "partitions";
 const ROWS: &str = "partition_rows";
 
+/// How MATCH_RECOGNIZE's retained rows are freed, as the plan sees it.
+pub enum RowsFreed {
+    /// By the watermark: matches end or time out (WITHIN), attempts move on.
+    Watermark,
+    /// The pattern has an unbounded quantifier and no WITHIN: an attempt may hold its rows
+    /// for ever.
+    Unbounded,
+    /// There is no watermark: rows wait for the end of the input.
+    EndOfInput,
+}
+
+/// The state tables of MATCH_RECOGNIZE partitioned by `partition` and ordered by `time` (as
+/// the plan names them).
+pub fn state_tables(partition: &[String], time: &str, rows: RowsFreed) -> Vec<StateTable> {
+    let freed = match rows {
+        RowsFreed::Watermark => Freed::Watermark,
+        RowsFreed::Unbounded => {
+            Freed::Never("the pattern has an unbounded quantifier and no WITHIN")
+        }
+        RowsFreed::EndOfInput => Freed::EndOfInput,
+    };
+    let waiting = match rows {
+        RowsFreed::EndOfInput => Freed::EndOfInput,
+        _ => Freed::Watermark,
+    };
+    let mut row_key = partition.to_vec();
+    row_key.push("row".to_string());
+    vec![
+        StateTable::fixed(META, "the watermark and counters"),
+        StateTable::index(
+            WAITING,
+            vec![time.to_string()],
+            "rows waiting for the watermark to be ordered",
+            waiting,
+        ),
+        if partition.is_empty() {
+            StateTable::fixed(PARTITIONS, "the matcher's position")
+        } else {
+            StateTable::new(
+                PARTITIONS,
+                partition.to_vec(),
+                "a matcher's position per partition key",
+                Freed::Never(""),
+            )
+        },
+        StateTable::new(ROWS, row_key, "rows of open matches", freed),
+    ]
+}
+
 /// Per partition, beside its key columns `key_0 ..`: rows released so far, the first row
 /// held in the snapshot, where the next or running attempt starts, the row the running
 /// attempt waits for (NULL: none runs), MATCH_NUMBER() so far, rows covered by matches, and
@@ -965,7 +1013,6 @@ impl MatchRecognizeOperator {
         if snapshot.is_empty() {
             return Ok(());
         }
-        snapshot.expect_tables("MATCH_RECOGNIZE", &[META, WAITING, PARTITIONS, ROWS])?;
         let meta = snapshot.values(META)?;
         let value = |name: &str| {
             meta.get(name)
@@ -1222,7 +1269,7 @@ impl Operator for MatchRecognizeOperator {
         &mut self,
         _input: usize,
         batch: RecordBatch,
-        _out: &mut Output,
+        out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let times = self.times(&batch)?;
         let watermark = self.watermark;
@@ -1232,7 +1279,7 @@ impl Operator for MatchRecognizeOperator {
             .collect();
         let late = batch.num_rows() - keep.true_count();
         if late > 0 {
-            self.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+            out.count_late(late as u64);
         }
         let batch = if keep.true_count() == batch.num_rows() {
             batch
@@ -1255,7 +1302,11 @@ impl Operator for MatchRecognizeOperator {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, out: &mut Output) -> EngineResult<()> {
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
         // After a restore the runtime may repeat the checkpoint's watermark: it was handled.
         if self.forwarded.is_some_and(|w| watermark <= w) {
             return Ok(());
@@ -1271,11 +1322,11 @@ impl Operator for MatchRecognizeOperator {
         Ok(())
     }
 
-    fn on_end(&mut self, out: &mut Output) -> EngineResult<()> {
+    fn on_end(&mut self, out: &mut OperatorContext) -> EngineResult<()> {
         self.release(EventTime::MAX, true, out)
     }
 
-    fn snapshot(&mut self) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         self.snapshot_state()
     }
 
@@ -1283,7 +1334,7 @@ impl Operator for MatchRecognizeOperator {
         self.restore_state(snapshot)
     }
 
-    fn state_tables(&self) -> Vec<StateTableInfo> {
+    fn state_usage(&self) -> Vec<StateUsage> {
         // Partitions share segments: count each once (a set, as there may be many).
         let mut segments: std::collections::HashSet<*const Segment> =
             std::collections::HashSet::new();
@@ -1298,9 +1349,8 @@ impl Operator for MatchRecognizeOperator {
             }
         }
         vec![
-            StateTableInfo {
-                name: "waiting_rows",
-                key: vec!["event time".to_string()],
+            StateUsage {
+                table: WAITING,
                 rows: self.pending.iter().map(|p| p.batch.num_rows()).sum(),
                 bytes: self
                     .pending
@@ -1308,9 +1358,8 @@ impl Operator for MatchRecognizeOperator {
                     .map(|p| p.batch.get_array_memory_size())
                     .sum(),
             },
-            StateTableInfo {
-                name: "partition_rows",
-                key: vec!["partition".to_string(), "row".to_string()],
+            StateUsage {
+                table: ROWS,
                 rows: held,
                 bytes,
             },
