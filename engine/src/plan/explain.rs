@@ -30,9 +30,9 @@ use datafusion::logical_expr::{Expr, ExprSchemable};
 use super::{JoinInputs, MatchRecognizeStreamNode, StreamPlan};
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
+use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
 use crate::runtime::message::WATERMARK_END;
-use crate::sql::match_recognize::{MatchExpr, RowsMode};
 
 /// How EXPLAIN renders a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
