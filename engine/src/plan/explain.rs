@@ -38,9 +38,9 @@ use crate::operators::{
     interval_join, limit, match_recognize, session_window, updating_aggregate, window_aggregate,
     window_join, window_top_n,
 };
+use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
 use crate::runtime::message::WATERMARK_END;
-use crate::sql::match_recognize::{MatchExpr, RowsMode};
 use crate::state::{self, StateTable};
 
 /// How EXPLAIN renders a plan.

@@ -4,6 +4,11 @@
 //! [`planner::plan_stream`]; the runtime instantiates operators from it, and `EXPLAIN` prints
 //! it ([`explain`]). Expressions stay logical here; physical expressions are created when the
 //! plan is run.
+//!
+//! The DataFusion side of the plan lives here too: the extension nodes the SQL front end
+//! builds ([`window_tvf::WindowTvfNode`], [`match_recognize::MatchRecognizeNode`] with its
+//! compiled [`match_recognize::MatchSpec`]) and the table provider a stream appears as
+//! ([`stream_table::StreamTableProvider`]). This layer imports operators, never `sql`.
 
 use std::sync::Arc;
 
@@ -16,11 +21,14 @@ use crate::error::EngineResult;
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window::WindowKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, Windowing};
-use crate::sql::match_recognize::MatchSpec;
+use crate::plan::match_recognize::MatchSpec;
 pub use explain::{ExplainOptions, Partitioning};
 
 pub mod explain;
+pub mod match_recognize;
 pub mod planner;
+pub mod stream_table;
+pub mod window_tvf;
 
 /// The leading column of an updating plan node's rows: `+` (insert) or `-` (delete); an
 /// update is a `-` of the old row followed by a `+` of the new one. Clients see it as `op`.

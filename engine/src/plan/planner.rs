@@ -26,9 +26,9 @@ use crate::error::{EngineError, EngineResult};
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window::{WindowKind, unit_nanos};
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
-use crate::sql::match_recognize::as_match_recognize;
-use crate::sql::provider::StreamTableProvider;
-use crate::sql::window_tvf::{WindowTvfNode, as_window_tvf};
+use crate::plan::match_recognize::as_match_recognize;
+use crate::plan::stream_table::StreamTableProvider;
+use crate::plan::window_tvf::{WindowTvfNode, as_window_tvf};
 
 /// True when the plan reads at least one stream (source or push table). A plan that reads
 /// only materialized views runs as a batch query over their current contents.

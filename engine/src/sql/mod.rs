@@ -1,4 +1,7 @@
-//! SQL front end: the parser extension layer and how the catalog appears to DataFusion.
+//! SQL front end: the parser extension layer, how the catalog appears to DataFusion, and the
+//! relation planners that read window table functions and MATCH_RECOGNIZE from the syntax tree
+//! and build the logical plan nodes of [`crate::plan`] (`WindowTvfNode`, `MatchRecognizeNode`).
+//! Nothing below this layer imports it.
 
 pub mod legacy_windows;
 pub mod match_recognize;

@@ -1,73 +1,21 @@
-//! How streams appear to DataFusion's planner.
+//! How the catalog appears to DataFusion's planner.
 //!
-//! Each catalog relation is a [`StreamTableProvider`]: DataFusion sees its schema and plans
-//! queries over it. A stream is never scanned — the streaming planner recognises these scans
-//! and turns them into source operators; a materialized view is scanned by a batch query (its
-//! current contents) and turned into a source that follows it by a continuous one. [`CatalogSchemaProvider`] serves the shared catalog to every
-//! session, so a `CREATE SOURCE` is visible everywhere at once.
+//! [`CatalogSchemaProvider`] serves the shared catalog to every session as DataFusion's
+//! `public` schema, so a `CREATE SOURCE` is visible everywhere at once. Each catalog relation
+//! is a [`StreamTableProvider`] (in `plan::stream_table`), which the streaming planner
+//! recognises as a source.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{DataFusionError, not_impl_err};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::{MemTable, TableType};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::MemTable;
 
-use crate::catalog::{Catalog, RelationDef};
+use crate::catalog::Catalog;
 use crate::checkpoints::CHECKPOINTS_TABLE;
 use crate::jobs::{JOBS_TABLE, JobManager};
-
-/// A source or push table, as DataFusion's planner sees it.
-#[derive(Debug, Clone)]
-pub struct StreamTableProvider {
-    relation: Arc<RelationDef>,
-}
-
-impl StreamTableProvider {
-    pub fn new(relation: Arc<RelationDef>) -> Self {
-        Self { relation }
-    }
-
-    pub fn relation(&self) -> &Arc<RelationDef> {
-        &self.relation
-    }
-}
-
-#[async_trait]
-impl TableProvider for StreamTableProvider {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.relation.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    /// A materialized view's current contents; a stream cannot be read as a batch.
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let Some(view) = &self.relation.view else {
-            return not_impl_err!("reading stream \"{}\" in a batch query", self.relation.name);
-        };
-        let batches = view
-            .snapshot()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            Arc::clone(view.schema()),
-            projection.cloned(),
-        )?)
-    }
-}
+use crate::plan::stream_table::StreamTableProvider;
 
 /// The catalog's relations as DataFusion's `public` schema, and the `eddy_jobs` system table.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Evaluating MATCH_RECOGNIZE's DEFINE conditions and measures.
 //!
-//! A [`MatchExpr`](crate::sql::match_recognize::MatchExpr) is an expression over channels
+//! A [`MatchExpr`](crate::plan::match_recognize::MatchExpr) is an expression over channels
 //! (`A.price`, `PREV(price)`, `SUM(A.x)`, `CLASSIFIER()`, ...). Here it becomes a physical
 //! expression plus [`CompiledChannel`]s; [`CompiledExpr::evaluate`] computes the channels of
 //! many [`Point`]s (a labelling of rows and the row it is evaluated at) and evaluates the
@@ -23,7 +23,7 @@ use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggrega
 
 use crate::error::{EngineError, EngineResult};
 use crate::operators::match_recognize::pattern::VarId;
-use crate::sql::match_recognize::{ChannelSource, MatchExpr, Navigation};
+use crate::plan::match_recognize::{ChannelSource, MatchExpr, Navigation};
 
 /// A channel ready to compute.
 #[derive(Debug)]

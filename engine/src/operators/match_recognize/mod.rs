@@ -54,9 +54,9 @@ use crate::operators::match_recognize::pattern::VarId;
 use crate::operators::window::unit_nanos;
 use crate::operators::{Operator, OperatorContext, OperatorInfo, conform_batch};
 use crate::plan::MatchRecognizeStreamNode;
+use crate::plan::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
 use crate::runtime::message::Epoch;
 use crate::runtime::message::EventTime;
-use crate::sql::match_recognize::{EmptyMatches, MatchOutput, MatchSpec, RowsMode};
 use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Everything the operator needs, compiled against the input schema.
