@@ -12,9 +12,21 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::connector::ConnectorOptions;
 use crate::error::{EngineError, EngineResult};
-use crate::sql::parser::RelationKind;
 use crate::table::TableLog;
 use crate::view::ViewStore;
+
+/// Whether a relation is read from a connector or fed by `INSERT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RelationKind {
+    /// `CREATE SOURCE`, or a Flink-style `CREATE TABLE ... WITH (connector = ...)`.
+    Source,
+    /// `CREATE TABLE` without a connector: an append-only stream fed by INSERT and COPY.
+    Table,
+    /// `CREATE MATERIALIZED VIEW`: the results a background job maintains.
+    View,
+    /// `CREATE SINK`: a background job exporting a query's rows (not readable).
+    Sink,
+}
 
 /// `WATERMARK FOR column AS expr`, resolved against the relation's schema.
 #[derive(Debug, Clone)]
@@ -87,8 +99,7 @@ impl Catalog {
 
     /// A relation queries may read: every kind but a sink.
     pub fn readable(&self, name: &str) -> Option<Arc<RelationDef>> {
-        self.get(name)
-            .filter(|r| r.kind != crate::sql::parser::RelationKind::Sink)
+        self.get(name).filter(|r| r.kind != RelationKind::Sink)
     }
 
     /// The views that read relation `name`.

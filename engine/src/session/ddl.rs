@@ -8,10 +8,11 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
 
 use super::{CommandTag, QueryOutput, Session, StatementResult};
+use crate::catalog::RelationKind;
 use crate::catalog::{RelationDef, WatermarkSpec};
 use crate::connector::ConnectorOptions;
 use crate::error::{EngineError, EngineResult, plan_error};
-use crate::sql::parser::{CreateSource, DropRelation, RelationKind, ShowObjectKind};
+use crate::sql::parser::{CreateSource, DropRelation, ShowObjectKind};
 use crate::table::TableLog;
 
 /// The catalog name of an identifier: unquoted names are lower-cased, as Postgres does.

@@ -17,12 +17,13 @@ use super::ddl::{relation_name, show_result};
 use super::views::{check_unique_names, result_fields};
 use super::{CommandTag, Session, StatementResult};
 use crate::catalog::RelationDef;
+use crate::catalog::RelationKind;
 use crate::connector::{ConnectorOptions, SinkConnector, SinkContext, SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec, SinkState};
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
 use crate::runtime::message::Message;
-use crate::sql::parser::{CopyToFile, CreateSink, RelationKind};
+use crate::sql::parser::{CopyToFile, CreateSink};
 use crate::view::{ViewMode, ViewStore};
 
 /// The sink connector that writes `COPY ... TO 'file'`.

@@ -13,11 +13,12 @@ use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::query::explain_result;
 use super::{CommandTag, QueryOutput, Session, StatementResult};
 use crate::catalog::RelationDef;
+use crate::catalog::RelationKind;
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec};
 use crate::plan::ExplainOptions;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
-use crate::sql::parser::{ExplainView, RelationKind, sql_options_to_pairs};
+use crate::sql::parser::{ExplainView, sql_options_to_pairs};
 use crate::view::{Retention, ViewMode, ViewStore};
 
 /// The option that bounds an append-only view's rows by event time.

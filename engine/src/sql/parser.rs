@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError, ParserOptions};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
+use crate::catalog::RelationKind;
 use crate::error::{EngineError, EngineResult, byte_offset, char_position};
 use crate::sql::{legacy_windows, match_syntax, window_inputs, window_syntax};
 
@@ -65,19 +66,6 @@ pub enum ShowObjectKind {
     Sinks,
     Jobs,
     Checkpoints,
-}
-
-/// Whether a relation is read from a connector or fed by `INSERT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RelationKind {
-    /// `CREATE SOURCE`, or a Flink-style `CREATE TABLE ... WITH (connector = ...)`.
-    Source,
-    /// `CREATE TABLE` without a connector: an append-only stream fed by INSERT and COPY.
-    Table,
-    /// `CREATE MATERIALIZED VIEW`: the results a background job maintains.
-    View,
-    /// `CREATE SINK`: a background job exporting a query's rows (not readable).
-    Sink,
 }
 
 /// `CREATE SOURCE` / `CREATE TABLE`.
