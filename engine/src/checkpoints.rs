@@ -35,6 +35,13 @@ use crate::state::checkpoint::{decode, encode};
 /// The version of the checkpoint format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// How long a checkpoint's barrier may take to come back unless the server
+/// (`--checkpoint-timeout`) or the job (`checkpoint.timeout`) says otherwise: Flink's default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The shortest checkpoint timeout (Flink's too).
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// The system table of checkpoints (what `SHOW CHECKPOINTS` shows).
 pub const CHECKPOINTS_TABLE: &str = "eddy_checkpoints";
 
@@ -499,11 +506,13 @@ pub struct CheckpointRecord {
 /// Attempts kept per job in the history.
 const HISTORY: usize = 20;
 
-/// A job's checkpointing: its interval, its folder, the handle its dataflow reports to, and
-/// the history of its attempts.
+/// A job's checkpointing: its interval and timeout, its folder, the handle its dataflow
+/// reports to, and the history of its attempts.
 #[derive(Debug)]
 pub struct JobCheckpoints {
     pub interval: Duration,
+    /// How long a checkpoint's barrier may take to come back before the checkpoint fails.
+    pub timeout: Duration,
     pub store: CheckpointStore,
     pub identity: JobIdentity,
     pub handle: Arc<CheckpointHandle>,
@@ -519,6 +528,7 @@ pub struct JobCheckpoints {
 impl JobCheckpoints {
     pub fn new(
         interval: Duration,
+        timeout: Duration,
         store: CheckpointStore,
         identity: JobIdentity,
         restored_from: Option<Epoch>,
@@ -526,6 +536,7 @@ impl JobCheckpoints {
         let last = restored_from.unwrap_or(0);
         Self {
             interval,
+            timeout,
             store,
             identity,
             handle: Arc::default(),
@@ -683,10 +694,19 @@ pub fn parse_interval(value: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("invalid interval '{value}'"));
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid interval '{value}'"))
+}
+
+/// Parses a checkpoint timeout: an interval as [`parse_interval`] reads it, at least 1 ms.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid timeout '{value}': expected e.g. '30s', '500ms' or '10 min'");
+    let timeout = parse_interval(value).map_err(|_| invalid())?;
+    if timeout < MIN_TIMEOUT {
+        return Err(format!(
+            "invalid timeout '{value}': it must be at least 1ms"
+        ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(timeout)
 }
 
 #[cfg(test)]
@@ -873,6 +893,19 @@ mod tests {
         std::fs::write(store.dir.join(&parts[1].file), b"short").unwrap();
         assert!(store.load_latest(&identity()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_timeout("10min").unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(parse_timeout("1ms").unwrap(), Duration::from_millis(1));
+        for bad in ["0", "0.5ms", "soon", "2 days"] {
+            let e = parse_timeout(bad).unwrap_err();
+            assert!(e.starts_with(&format!("invalid timeout '{bad}'")), "{e}");
+        }
+        // Too long for a duration: refused, not a panic.
+        assert!(parse_interval("99999999999999999999999h").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::checkpoints::{CheckpointData, JobCheckpoints, ViewContents, Written};
 use crate::connector::{SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult};
+use crate::operators::window::format_duration;
 use crate::plan::StreamPlan;
 use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::{QueryMetrics, RunningQuery};
@@ -394,17 +395,14 @@ enum CoordinatorEvent {
     TimedOut,
 }
 
-/// How long a checkpoint's barrier may take to travel the dataflow before the checkpoint is
-/// given up (Flink's default checkpoint timeout). A barrier waits behind backpressure, so a
-/// stalled consumer can hold it; the next checkpoint then starts afresh.
-const CHECKPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// A job's side of its checkpoints: when to take the next, and the one being written.
 ///
 /// The job triggers checkpoint `e` every interval (when none is in flight); the barrier of
 /// `e` comes back at the end of the dataflow once every source and operator has reported;
 /// the job adds its output's part (a view's contents, a sink's pre-commit) and writes it all
-/// on a blocking thread while the dataflow runs on. Once written, a sink commits.
+/// on a blocking thread while the dataflow runs on. Once written, a sink commits. A barrier
+/// waits behind backpressure, so a stalled consumer can hold it: after the job's timeout the
+/// checkpoint fails, and the next one starts afresh at the next interval.
 struct Coordinator {
     checkpoints: Arc<JobCheckpoints>,
     /// The job's late-row counter, recorded with each checkpoint.
@@ -424,7 +422,7 @@ impl Coordinator {
     fn new(job: &Job) -> Option<Self> {
         let checkpoints = job.checkpoints.clone()?;
         let interval = checkpoints.interval;
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut timer = tokio::time::interval_at(after(interval), interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Some(Self {
             checkpoints,
@@ -454,14 +452,7 @@ impl Coordinator {
             }
             Some(epoch) => {
                 tokio::time::sleep_until(c.deadline).await;
-                c.in_flight = None;
-                c.checkpoints.failed(
-                    epoch,
-                    format!(
-                        "its barrier did not come back within {} s",
-                        CHECKPOINT_TIMEOUT.as_secs()
-                    ),
-                );
+                c.time_out(epoch);
                 CoordinatorEvent::TimedOut
             }
         }
@@ -469,7 +460,20 @@ impl Coordinator {
 
     fn begin(&mut self) {
         self.in_flight = Some(self.checkpoints.begin());
-        self.deadline = tokio::time::Instant::now() + CHECKPOINT_TIMEOUT;
+        self.deadline = after(self.checkpoints.timeout);
+    }
+
+    /// The barrier of `epoch` is not back by its deadline: the checkpoint fails.
+    fn time_out(&mut self, epoch: Epoch) {
+        self.in_flight = None;
+        let timeout = i64::try_from(self.checkpoints.timeout.as_nanos()).unwrap_or(i64::MAX);
+        self.checkpoints.failed(
+            epoch,
+            format!(
+                "its barrier did not come back within {}",
+                format_duration(timeout)
+            ),
+        );
     }
 
     /// The barrier of `epoch` reached the job: collects the parts and starts writing them.
@@ -483,6 +487,11 @@ impl Coordinator {
             return Ok(());
         }
         let parts = self.checkpoints.handle.take(epoch);
+        // Late, though the job was too busy to notice the deadline: it failed all the same.
+        if tokio::time::Instant::now() > self.deadline {
+            self.time_out(epoch);
+            return Ok(());
+        }
         if let Some(why) = parts.failures.first() {
             self.in_flight = None;
             self.checkpoints.failed(epoch, why.clone());
@@ -563,6 +572,14 @@ impl Coordinator {
             );
         }
     }
+}
+
+/// The instant `duration` from now; a duration too long to add (a user's `'9999999999h'`)
+/// is about thirty years, as tokio's far future.
+fn after(duration: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// A view's job: every message of the dataflow into the view, until the end or a failure;

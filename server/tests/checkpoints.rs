@@ -1,6 +1,7 @@
 //! Checkpoints through the server: views resume from their last checkpoint after a restart
 //! (`restored_from`), exactly, and go on; a torn checkpoint is ignored; one of another format
 //! version is refused with a message in `eddy_jobs`, and the view can be dropped and re-created.
+//! `checkpoint.timeout` fails a checkpoint whose barrier is late.
 //! (`sql-tests/clients/test_crash.py` kills a real server with SIGKILL.)
 
 use std::path::Path;
@@ -229,6 +230,94 @@ async fn a_torn_checkpoint_is_ignored_and_another_version_refused() {
         .await
         .unwrap();
     eventually(&client, BEST, &[&["1", "12"], &["2", "7"]]).await;
+    server.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Polls `eddy_jobs` (bounded) until job `name` has `status`.
+async fn job_status(client: &Client, name: &str, status: &str) {
+    let sql = format!("SELECT status, coalesce(error, '') FROM eddy_jobs WHERE name = '{name}'");
+    let mut last = Vec::new();
+    for _ in 0..400 {
+        last = rows(client, &sql).await;
+        if last.first().is_some_and(|r| r[0] == status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {name} is not {status}: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_timeout_is_checked_and_fails_a_late_barrier() {
+    let dir = temp_dir("ckpt-timeout");
+    let server = start_checkpointing(&dir, INTERVAL).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    client
+        .batch_execute(
+            "CREATE SOURCE fast (WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)
+               WITH (connector = 'nexmark', nexmark.table = 'bid')",
+        )
+        .await
+        .unwrap();
+    let query = "SELECT window_end, count(*) AS n FROM TUMBLE(fast, date_time, INTERVAL '1' SECOND) \
+                 GROUP BY window_start, window_end";
+    let out = dir.join("out");
+    for (option, value, message) in [
+        ("checkpoint.timeout", "soon", "invalid timeout 'soon'"),
+        ("checkpoint.timeout", "0", "it must be at least 1ms"),
+        ("checkpoint.interval", "2 days", "invalid interval '2 days'"),
+    ] {
+        let statements = [
+            format!("CREATE MATERIALIZED VIEW bad WITH ({option} = '{value}') AS {query}"),
+            format!(
+                "CREATE SINK bad AS {query} WITH (connector = 'parquet', path = '{}', \
+                 {option} = '{value}')",
+                out.display()
+            ),
+        ];
+        for sql in statements {
+            let e = client.batch_execute(&sql).await.unwrap_err();
+            let db = e.as_db_error().unwrap();
+            assert_eq!(db.code().code(), "22023", "{sql}: {db:?}");
+            assert!(
+                db.message().contains(message) && db.message().contains(option),
+                "{sql}: {}",
+                db.message()
+            );
+        }
+    }
+
+    // A busy dataflow: each barrier waits behind full channels of bids, far longer than 1 ms.
+    client
+        .batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW busy
+               WITH (checkpoint.interval = '20ms', checkpoint.timeout = '1ms') AS {query}"
+        ))
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) FROM eddy_checkpoints WHERE job = 'busy' AND status = 'failed' \
+               AND error = 'its barrier did not come back within 1ms'";
+    let mut timed_out = false;
+    for _ in 0..400 {
+        if rows(&client, sql).await[0][0] != "0" {
+            timed_out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let history = rows(
+        &client,
+        "SELECT epoch, status, coalesce(error, '') FROM eddy_checkpoints WHERE job = 'busy'",
+    )
+    .await;
+    assert!(timed_out, "no checkpoint timed out: {history:?}");
+    // The job goes on.
+    job_status(&client, "busy", "running").await;
+    client
+        .batch_execute("DROP MATERIALIZED VIEW busy")
+        .await
+        .unwrap();
     server.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

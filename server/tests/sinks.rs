@@ -269,6 +269,7 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         parallelism: 1,
         allowed_paths: vec![extra.clone()],
         checkpoint_interval: std::time::Duration::from_secs(10),
+        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
     })
     .await
     .unwrap();

@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 
-use super::checkpoints::{CHECKPOINT_INTERVAL, interval_option};
+use super::checkpoints::CheckpointOptions;
 use super::ddl::{relation_name, show_result};
 use super::views::{check_unique_names, result_fields};
 use super::{CommandTag, Session, StatementResult};
@@ -67,10 +67,12 @@ impl Session {
         }
         let mut options: ConnectorOptions = create.options.iter().cloned().collect();
         let connector = self.sink_connector(options.remove("connector").as_deref())?;
-        let interval = options
-            .remove(CHECKPOINT_INTERVAL)
-            .map(|v| interval_option(&v))
-            .transpose()?;
+        let mut checkpoint = CheckpointOptions::default();
+        for key in CheckpointOptions::KEYS {
+            if let Some(value) = options.remove(key) {
+                checkpoint.read(key, &value)?;
+            }
+        }
         let names = crate::sql::names::postgres_column_names(&create.query);
         let plan = self
             .optimized_plan(create.query.as_ref().clone(), sql, &[])
@@ -96,7 +98,7 @@ impl Session {
         let metrics = Arc::new(SinkMetrics::default());
         let query = create.query.to_string();
         let checkpointing =
-            self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
+            self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let context = SinkContext {
             schema: Arc::clone(&schema),
             options: options.clone(),

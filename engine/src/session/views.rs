@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
 
-use super::checkpoints::{CHECKPOINT_INTERVAL, interval_option};
+use super::checkpoints::{CHECKPOINT_INTERVAL, CHECKPOINT_TIMEOUT, CheckpointOptions};
 use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::query::explain_result;
 use super::{CommandTag, QueryOutput, Session, StatementResult};
@@ -84,10 +84,12 @@ impl Session {
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let time_columns = crate::plan::planner::time_attributes(&plan);
         let mut retention = None;
-        let mut interval = None;
+        let mut checkpoint = CheckpointOptions::default();
         for (key, value) in &options {
+            if checkpoint.read(key, value)? {
+                continue;
+            }
             match key.as_str() {
-                CHECKPOINT_INTERVAL => interval = Some(interval_option(value)?),
                 RETENTION => {
                     if mode == ViewMode::Updating {
                         return Err(EngineError::Unsupported(
@@ -111,7 +113,7 @@ impl Session {
                 other => {
                     return Err(plan_error(format!(
                         "unknown materialized view option '{other}' (options: {RETENTION}, \
-                         {CHECKPOINT_INTERVAL})"
+                         {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
                     )));
                 }
             }
@@ -124,7 +126,7 @@ impl Session {
         )?);
         let query = create.query.to_string();
         let checkpointing =
-            self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
+            self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let mut refused = checkpointing.refused.clone();
         let running = if refused.is_some() {
             None
