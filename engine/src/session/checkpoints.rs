@@ -10,7 +10,7 @@ use crate::checkpoints::{
 };
 use crate::error::{EngineError, EngineResult};
 use crate::plan::{ExplainOptions, StreamPlan};
-use crate::runtime::CheckpointSetup;
+use crate::runtime::{CheckpointSetup, QueryMetrics};
 
 /// The option of `CREATE MATERIALIZED VIEW` and `CREATE SINK` that sets a job's interval.
 pub(crate) const CHECKPOINT_INTERVAL: &str = "checkpoint.interval";
@@ -65,21 +65,31 @@ impl JobCheckpointing {
 }
 
 impl JobCheckpointing {
-    /// Starts the job's dataflow: from its checkpoint when it has one (the late-row count
-    /// continues from the checkpoint's).
+    /// Starts the job's dataflow: from its checkpoint when it has one.
     pub fn launch(
         &self,
         session: &Session,
         plan: &StreamPlan,
     ) -> EngineResult<crate::runtime::RunningQuery> {
         let running = session.launch_with(plan, self.setup(), self.parallelism)?;
+        self.restore_late_rows(running.metrics());
+        Ok(running)
+    }
+
+    /// A restored job's late-row count continues from its checkpoint's.
+    pub fn restore_late_rows(&self, metrics: &QueryMetrics) {
         if let Some(loaded) = &self.loaded {
-            running.metrics().late_rows.store(
+            metrics.late_rows.store(
                 loaded.manifest.late_rows,
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
-        Ok(running)
+    }
+
+    /// Whether the job resumes from its final checkpoint: its input ended before the
+    /// restart, so it is restored without running.
+    pub fn finished(&self) -> bool {
+        self.loaded.as_ref().is_some_and(|l| l.manifest.finished)
     }
 }
 

@@ -41,9 +41,9 @@ impl Session {
         self.start_sink(create, statement_sql, sql, false).await
     }
 
-    /// Replays a saved `CREATE SINK` at startup. A sink whose output says it wrote all of its
-    /// input before (its folder's `_SUCCESS`) is listed as finished and not run again, so a
-    /// restart does not export a bounded input twice.
+    /// Replays a saved `CREATE SINK` at startup. A sink whose input ended before the restart
+    /// is listed as finished and not run again, so a restart does not export a bounded input
+    /// twice.
     pub(crate) async fn restore_sink(
         &mut self,
         create: &CreateSink,
@@ -107,7 +107,12 @@ impl Session {
             exactly_once: checkpointing.checkpoints.is_some(),
         };
         connector.validate(&context)?;
-        let completed = restoring && connector.completed(&context);
+        // One rule: a sink whose input ended before the restart is not run again. Its final
+        // checkpoint says so, and so does its output (`completed`: the file sink's `_SUCCESS`,
+        // which `finish` writes last). A crash after `finish` and before the final checkpoint
+        // leaves only the output's word, and running the sink again from its previous
+        // checkpoint would then publish rows twice; a sink without checkpoints has only that.
+        let finished = restoring && (checkpointing.finished() || connector.completed(&context));
         let state = Arc::new(SinkState::new(metrics));
         let mut refused = checkpointing.refused.clone();
         let spec = JobSpec {
@@ -118,7 +123,7 @@ impl Session {
             output: JobOutput::Sink(state),
             checkpoints: checkpointing.checkpoints.clone(),
         };
-        let job = if completed || refused.is_some() {
+        let job = if finished || refused.is_some() {
             None
         } else {
             let mut writer = connector.open(context)?;
@@ -157,8 +162,10 @@ impl Session {
             (Some((writer, running)), _) => self.engine.jobs.start(spec, running, Some(writer)),
             (None, Some(refused)) => self.engine.jobs.failed(spec, refused),
             (None, None) => {
-                tracing::info!(sink = %name, "sink restored as finished: its output is complete");
-                self.engine.jobs.finished(spec)
+                tracing::info!(sink = %name, "sink restored as finished: its input had ended");
+                let job = self.engine.jobs.finished(spec);
+                checkpointing.restore_late_rows(&job.metrics);
+                job
             }
         };
         tracing::info!(job = job.id, sink = %name, "sink created");

@@ -137,10 +137,14 @@ impl Session {
                 {
                     view.restore(contents.clone(), *watermark)?;
                 }
-                checkpointing.launch(self, &stream_plan)
+                // A view whose input ended before the restart holds its final contents now.
+                if checkpointing.finished() {
+                    return Ok(None);
+                }
+                checkpointing.launch(self, &stream_plan).map(Some)
             })();
             match checkpointing.refuse_restore(&name, started) {
-                Ok(running) => Some(running),
+                Ok(running) => running,
                 Err(why) => {
                     refused = Some(why?);
                     None
@@ -165,11 +169,20 @@ impl Session {
             plan: stream_plan,
             parallelism: checkpointing.parallelism,
             output: JobOutput::View(view),
-            checkpoints: checkpointing.checkpoints,
+            checkpoints: checkpointing.checkpoints.clone(),
         };
         let job = match (running, refused) {
             (Some(running), _) => self.engine.jobs.start(spec, running, None),
-            (None, refused) => self.engine.jobs.failed(spec, refused.unwrap_or_default()),
+            (None, Some(refused)) => self.engine.jobs.failed(spec, refused),
+            (None, None) => {
+                tracing::info!(view = %name, "view restored as finished from its final checkpoint");
+                let job = self.engine.jobs.finished(spec);
+                checkpointing.restore_late_rows(&job.metrics);
+                if let Some(view) = job.view() {
+                    view.finish();
+                }
+                job
+            }
         };
         tracing::info!(job = job.id, view = %name, "materialized view created");
         Ok(StatementResult::Command(CommandTag::new(TAG)))
