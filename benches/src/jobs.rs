@@ -15,9 +15,10 @@
 //! Besides the rates of the client-query run, a row gives the checkpoints of the job
 //! ([`JobCheckpoints::history`](eddy_engine::checkpoints::JobCheckpoints::history), read at
 //! every poll, as it keeps only the recent attempts), the largest and the longest of them, what
-//! the last one holds (the files of its folder: the operators' state and the view's contents,
-//! which grow with the view), and the operators' state in memory at its peak (sampled at
-//! every poll).
+//! the last one taken while the job ran holds (the files of its folder: the operators' state
+//! and the view's contents, which grow with the view; the job's final checkpoint, written when
+//! the input ended, holds no operator state and replaces it on disk, so it is sampled at every
+//! poll), and the operators' state in memory at its peak (sampled at every poll).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,7 +72,8 @@ struct JobRow<'a> {
     late_rows: u64,
     /// Every checkpoint attempt, by epoch.
     attempts: BTreeMap<u64, CheckpointRecord>,
-    /// Bytes of the last completed checkpoint's files: the operators', the view's.
+    /// Bytes of the files of the last checkpoint completed while the job ran (not its final
+    /// one): the operators', the view's.
     last: Option<(u64, u64)>,
     /// The most state the operators held, as sampled.
     peak_state: u64,
@@ -132,6 +134,8 @@ async fn run_job<'a>(
         .for_name(name)
         .ok_or_else(|| format!("materialized view {name} has no job"))?;
     let mut attempts = BTreeMap::new();
+    // The files of each completed checkpoint seen while polling, by epoch.
+    let mut files = BTreeMap::new();
     let mut peak_state = 0;
     let (cost, status) = loop {
         let status = job.status();
@@ -139,19 +143,22 @@ async fn run_job<'a>(
             break (meter.stop(), status);
         }
         record(&job, &mut attempts);
+        if let Some(epoch) = job.checkpoints.as_ref().and_then(|c| c.last_completed())
+            && !files.contains_key(&epoch)
+            && let Some(sizes) = checkpoint_files(data_dir, name, epoch)
+        {
+            files.insert(epoch, sizes);
+        }
         peak_state = peak_state.max(job.metrics.state_bytes());
         // A blocking sleep: this thread is not one of the runtime's workers, and a timer of
         // the runtime can fire long after its time while the dataflow keeps every worker busy
         // (seen at 1 and 2 workers: a 5 ms `tokio::time::sleep` here lasted the whole run).
         std::thread::sleep(POLL);
     };
-    // The last attempts ended as the job did.
+    // The last attempts ended as the job did; the very last is its final checkpoint.
     record(&job, &mut attempts);
-    let last = job
-        .checkpoints
-        .as_ref()
-        .and_then(|c| c.last_completed())
-        .and_then(|epoch| checkpoint_files(data_dir, name, epoch));
+    let last_attempt = attempts.keys().next_back().copied().unwrap_or(u64::MAX);
+    let last = files.range(..last_attempt).next_back().map(|(_, f)| *f);
     let row = JobRow {
         query,
         interval,
@@ -261,8 +268,9 @@ fn print_table(args: &Args, rows: &[JobRow<'_>]) {
             .values()
             .filter(|r| r.status == CheckpointStatus::Completed)
             .collect();
-        // The attempt in flight when the input ended never completes (the job abandons it, or
-        // ends before it is written): not a failure.
+        // The job's final checkpoint, written when its input ended, is its last attempt: if
+        // it did not complete (its reason is printed with the failures) it counts as "cut
+        // off", not as failed.
         let cut_off = row
             .attempts
             .values()

@@ -9,6 +9,10 @@
 //! is a complete checkpoint, anything else is torn and deleted. Once a checkpoint is complete
 //! the older ones are deleted.
 //!
+//! A job whose input ended writes a final checkpoint whose manifest says so (`finished`): it
+//! holds the view's contents and no operator state, and a restart restores the view (or lists
+//! the sink as finished) without running the job again.
+//!
 //! Reading back refuses (never misreads) a checkpoint of another format version or plan, or
 //! whose files do not have the sizes its manifest lists.
 
@@ -34,6 +38,13 @@ use crate::state::checkpoint::{decode, encode};
 
 /// The version of the checkpoint format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// How long a checkpoint's barrier may take to come back unless the server
+/// (`--checkpoint-timeout`) or the job (`checkpoint.timeout`) says otherwise: Flink's default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The shortest checkpoint timeout (Flink's too).
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// The system table of checkpoints (what `SHOW CHECKPOINTS` shows).
 pub const CHECKPOINTS_TABLE: &str = "eddy_checkpoints";
@@ -74,6 +85,11 @@ pub struct Manifest {
     /// restore takes each operator instance's own count from its part).
     #[serde(default)]
     pub late_rows: u64,
+    /// The job's final checkpoint, written when its input ended: a restart restores its
+    /// output and does not run it again. No operator state (the operators emitted
+    /// everything at the end of input); the sources are at their ends.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +139,8 @@ pub struct CheckpointData {
     pub view: Option<(ViewContents, Option<EventTime>)>,
     pub sink: Option<String>,
     pub late_rows: u64,
+    /// The job's final checkpoint ([`Manifest::finished`]).
+    pub finished: bool,
 }
 
 /// What a view's job writes of its view.
@@ -252,6 +270,7 @@ impl CheckpointStore {
             sink: data.sink,
             state_bytes: total,
             late_rows: data.late_rows,
+            finished: data.finished,
         };
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| EngineError::Checkpoint(format!("manifest: {e}")))?;
@@ -500,11 +519,13 @@ pub struct CheckpointRecord {
 /// Attempts kept per job in the history.
 const HISTORY: usize = 20;
 
-/// A job's checkpointing: its interval, its folder, the handle its dataflow reports to, and
-/// the history of its attempts.
+/// A job's checkpointing: its interval and timeout, its folder, the handle its dataflow
+/// reports to, and the history of its attempts.
 #[derive(Debug)]
 pub struct JobCheckpoints {
     pub interval: Duration,
+    /// How long a checkpoint's barrier may take to come back before the checkpoint fails.
+    pub timeout: Duration,
     pub store: CheckpointStore,
     pub identity: JobIdentity,
     pub handle: Arc<CheckpointHandle>,
@@ -520,6 +541,7 @@ pub struct JobCheckpoints {
 impl JobCheckpoints {
     pub fn new(
         interval: Duration,
+        timeout: Duration,
         store: CheckpointStore,
         identity: JobIdentity,
         restored_from: Option<Epoch>,
@@ -527,6 +549,7 @@ impl JobCheckpoints {
         let last = restored_from.unwrap_or(0);
         Self {
             interval,
+            timeout,
             store,
             identity,
             handle: Arc::default(),
@@ -558,6 +581,20 @@ impl JobCheckpoints {
 
     /// Starts the next checkpoint: records it and triggers its barriers.
     pub fn begin(&self) -> Epoch {
+        let epoch = self.record_next();
+        self.handle.trigger(epoch);
+        epoch
+    }
+
+    /// The epoch of the job's final checkpoint, once its input ended: the one in flight,
+    /// whose barrier cannot come back now, or else the next, recorded without triggering
+    /// barriers (the dataflow has ended).
+    pub fn begin_final(&self, in_flight: Option<Epoch>) -> Epoch {
+        in_flight.unwrap_or_else(|| self.record_next())
+    }
+
+    /// Numbers the next checkpoint and lists it `in_progress`.
+    fn record_next(&self) -> Epoch {
         let epoch = self.last_epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let mut history = self.lock();
         history.push(CheckpointRecord {
@@ -569,8 +606,6 @@ impl JobCheckpoints {
         });
         let excess = history.len().saturating_sub(HISTORY);
         history.drain(..excess);
-        drop(history);
-        self.handle.trigger(epoch);
         epoch
     }
 
@@ -684,10 +719,19 @@ pub fn parse_interval(value: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("invalid interval '{value}'"));
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid interval '{value}'"))
+}
+
+/// Parses a checkpoint timeout: an interval as [`parse_interval`] reads it, at least 1 ms.
+pub fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid timeout '{value}': expected e.g. '30s', '500ms' or '10 min'");
+    let timeout = parse_interval(value).map_err(|_| invalid())?;
+    if timeout < MIN_TIMEOUT {
+        return Err(format!(
+            "invalid timeout '{value}': it must be at least 1ms"
+        ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(timeout)
 }
 
 #[cfg(test)]
@@ -732,6 +776,7 @@ mod tests {
             view: None,
             sink: Some(format!("files of {epoch}")),
             late_rows: 0,
+            finished: false,
         }
     }
 
@@ -874,6 +919,77 @@ mod tests {
         std::fs::write(store.dir.join(&parts[1].file), b"short").unwrap();
         assert!(store.load_latest(&identity()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_final_checkpoint_says_the_job_finished_and_older_manifests_did_not() {
+        let dir = temp_dir("final");
+        let store = CheckpointStore::new(&dir, "v");
+        store.write(&identity(), data(1)).unwrap();
+        let loaded = store.load_latest(&identity()).unwrap().unwrap();
+        assert!(!loaded.manifest.finished);
+        // A manifest written before the field existed reads as not finished.
+        let manifest = store.dir.join("1").join(MANIFEST);
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let older = text.replace(",\n  \"finished\": false", "");
+        assert!(!older.contains("finished"), "{text}");
+        std::fs::write(&manifest, older).unwrap();
+        let loaded = store.load_latest(&identity()).unwrap().unwrap();
+        assert!(!loaded.manifest.finished);
+
+        let mut last = data(2);
+        last.parts.operators.clear();
+        last.finished = true;
+        store.write(&identity(), last).unwrap();
+        let loaded = store.load_latest(&identity()).unwrap().unwrap();
+        assert_eq!(loaded.manifest.epoch, 2);
+        assert!(loaded.manifest.finished);
+        assert!(
+            !store.dir.join("1").exists(),
+            "the older checkpoint is deleted"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_final_checkpoint_takes_the_epoch_in_flight_or_the_next() {
+        let checkpoints = JobCheckpoints::new(
+            Duration::from_secs(1),
+            DEFAULT_TIMEOUT,
+            CheckpointStore::new(&temp_dir("final-epoch"), "v"),
+            identity(),
+            Some(4),
+        );
+        let in_flight = checkpoints.begin();
+        assert_eq!(in_flight, 5);
+        assert_eq!(checkpoints.begin_final(Some(in_flight)), 5);
+        checkpoints.completed(5, 0);
+        assert_eq!(checkpoints.begin_final(None), 6);
+        let history: Vec<_> = checkpoints
+            .history()
+            .iter()
+            .map(|r| (r.epoch, r.status.clone()))
+            .collect();
+        assert_eq!(
+            history,
+            vec![
+                (5, CheckpointStatus::Completed),
+                (6, CheckpointStatus::InProgress)
+            ]
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_timeout("10min").unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(parse_timeout("1ms").unwrap(), Duration::from_millis(1));
+        for bad in ["0", "0.5ms", "soon", "2 days"] {
+            let e = parse_timeout(bad).unwrap_err();
+            assert!(e.starts_with(&format!("invalid timeout '{bad}'")), "{e}");
+        }
+        // Too long for a duration: refused, not a panic.
+        assert!(parse_interval("99999999999999999999999h").is_err());
     }
 
     #[test]

@@ -21,7 +21,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::checkpoints::{CheckpointData, JobCheckpoints, ViewContents, Written};
 use crate::connector::{SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult};
+use crate::operators::window::format_duration;
 use crate::plan::StreamPlan;
+use crate::runtime::checkpoint::EpochParts;
 use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::{QueryMetrics, RunningQuery};
 use crate::view::ViewStore;
@@ -220,8 +222,9 @@ impl JobManager {
         job
     }
 
-    /// Lists a job that has nothing left to do (a restored sink whose output is complete);
-    /// its figures start at zero.
+    /// Lists a job that has nothing left to do: one restored after its input ended (a view
+    /// from its final checkpoint, a sink whose files are all published). Its dataflow does
+    /// not run, so its figures start at zero.
     pub fn finished(&self, spec: JobSpec) -> Arc<Job> {
         self.add(spec, Arc::default(), JobStatus::Finished)
     }
@@ -394,17 +397,15 @@ enum CoordinatorEvent {
     TimedOut,
 }
 
-/// How long a checkpoint's barrier may take to travel the dataflow before the checkpoint is
-/// given up (Flink's default checkpoint timeout). A barrier waits behind backpressure, so a
-/// stalled consumer can hold it; the next checkpoint then starts afresh.
-const CHECKPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// A job's side of its checkpoints: when to take the next, and the one being written.
 ///
 /// The job triggers checkpoint `e` every interval (when none is in flight); the barrier of
 /// `e` comes back at the end of the dataflow once every source and operator has reported;
 /// the job adds its output's part (a view's contents, a sink's pre-commit) and writes it all
-/// on a blocking thread while the dataflow runs on. Once written, a sink commits.
+/// on a blocking thread while the dataflow runs on. Once written, a sink commits. A barrier
+/// waits behind backpressure, so a stalled consumer can hold it: after the job's timeout the
+/// checkpoint fails, and the next one starts afresh at the next interval. When the input
+/// ends, the job writes its final checkpoint ([`Coordinator::finish`]).
 struct Coordinator {
     checkpoints: Arc<JobCheckpoints>,
     /// The job's late-row counter, recorded with each checkpoint.
@@ -424,7 +425,7 @@ impl Coordinator {
     fn new(job: &Job) -> Option<Self> {
         let checkpoints = job.checkpoints.clone()?;
         let interval = checkpoints.interval;
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut timer = tokio::time::interval_at(after(interval), interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Some(Self {
             checkpoints,
@@ -454,14 +455,7 @@ impl Coordinator {
             }
             Some(epoch) => {
                 tokio::time::sleep_until(c.deadline).await;
-                c.in_flight = None;
-                c.checkpoints.failed(
-                    epoch,
-                    format!(
-                        "its barrier did not come back within {} s",
-                        CHECKPOINT_TIMEOUT.as_secs()
-                    ),
-                );
+                c.time_out(epoch);
                 CoordinatorEvent::TimedOut
             }
         }
@@ -469,28 +463,89 @@ impl Coordinator {
 
     fn begin(&mut self) {
         self.in_flight = Some(self.checkpoints.begin());
-        self.deadline = tokio::time::Instant::now() + CHECKPOINT_TIMEOUT;
+        self.deadline = after(self.checkpoints.timeout);
+    }
+
+    /// The barrier of `epoch` is not back by its deadline: the checkpoint fails.
+    fn time_out(&mut self, epoch: Epoch) {
+        self.in_flight = None;
+        let timeout = i64::try_from(self.checkpoints.timeout.as_nanos()).unwrap_or(i64::MAX);
+        self.checkpoints.failed(
+            epoch,
+            format!(
+                "its barrier did not come back within {}",
+                format_duration(timeout)
+            ),
+        );
     }
 
     /// The barrier of `epoch` reached the job: collects the parts and starts writing them.
     fn barrier(
         &mut self,
         epoch: Epoch,
-        view: Option<&ViewStore>,
         sink: Option<&mut Box<dyn SinkWriter>>,
     ) -> EngineResult<()> {
         if self.in_flight != Some(epoch) || self.writing.is_some() {
             return Ok(());
         }
         let parts = self.checkpoints.handle.take(epoch);
+        // Late, though the job was too busy to notice the deadline: it failed all the same.
+        if tokio::time::Instant::now() > self.deadline {
+            self.time_out(epoch);
+            return Ok(());
+        }
         if let Some(why) = parts.failures.first() {
             self.in_flight = None;
             self.checkpoints.failed(epoch, why.clone());
             return Ok(());
         }
-        let view = match view {
+        let sink = match sink {
+            Some(writer) => Some(blocking(|| writer.pre_commit(epoch))?),
+            None => None,
+        };
+        self.write(epoch, parts, sink, false)
+    }
+
+    /// The input ended: writes the job's final checkpoint and waits until it is on disk. It
+    /// says the job finished, so a restart restores the view's contents (or lists the sink
+    /// as finished) and does not run the job again. It holds the sources' final positions
+    /// but no operator state (the end of input made every operator emit what it held) and
+    /// no sink record (the writer's `finish` published every file before). A failure is
+    /// listed as the checkpoint's and the job still finished: after a restart a view then
+    /// resumes from its previous checkpoint and reads the rest of its input again, and a
+    /// sink's output still says it is complete.
+    async fn finish(this: &mut Option<Self>) {
+        let Some(c) = this else { return };
+        // A checkpoint being written completes first; the final one comes after it.
+        c.written().await;
+        let epoch = c.checkpoints.begin_final(c.in_flight.take());
+        let parts = EpochParts {
+            sources: c.checkpoints.handle.take_final(),
+            ..EpochParts::default()
+        };
+        if c.write(epoch, parts, None, true).is_ok() {
+            c.written().await;
+        }
+    }
+
+    /// Adds the output's part (a view's contents; a sink's pre-commit record, `sink`) to
+    /// `parts` and starts writing checkpoint `epoch`. An error is recorded as the
+    /// checkpoint's failure, and returned.
+    fn write(
+        &mut self,
+        epoch: Epoch,
+        parts: EpochParts,
+        sink: Option<String>,
+        finished: bool,
+    ) -> EngineResult<()> {
+        let view = match &self.view {
             Some(v) => {
-                let (rows, watermark, upto) = v.checkpoint_contents()?;
+                let contents = v.checkpoint_contents();
+                if let Err(e) = &contents {
+                    self.in_flight = None;
+                    self.checkpoints.failed(epoch, e.to_string());
+                }
+                let (rows, watermark, upto) = contents?;
                 self.view_upto = upto;
                 let contents = match upto {
                     Some(_) => ViewContents::Appended {
@@ -503,16 +558,13 @@ impl Coordinator {
             }
             None => None,
         };
-        let sink = match sink {
-            Some(writer) => Some(blocking(|| writer.pre_commit(epoch))?),
-            None => None,
-        };
         let data = CheckpointData {
             epoch,
             parts,
             view,
             sink,
             late_rows: self.late_rows.load(std::sync::atomic::Ordering::Relaxed),
+            finished,
         };
         let store = self.checkpoints.store.clone();
         let identity = self.checkpoints.identity.clone();
@@ -551,7 +603,8 @@ impl Coordinator {
         }
     }
 
-    /// The input ended with a checkpoint still in flight: its barrier will not come.
+    /// The job failed at the end of its input with a checkpoint still in flight: its barrier
+    /// will not come.
     fn abandon(this: &mut Option<Self>) {
         if let Some(c) = this
             && c.writing.is_none()
@@ -559,10 +612,18 @@ impl Coordinator {
         {
             c.checkpoints.failed(
                 epoch,
-                "the input ended before the barrier came back".to_string(),
+                "the job failed before the barrier came back".to_string(),
             );
         }
     }
+}
+
+/// The instant `duration` from now; a duration too long to add (a user's `'9999999999h'`)
+/// is about thirty years, as tokio's far future.
+fn after(duration: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// A view's job: every message of the dataflow into the view, until the end or a failure;
@@ -586,7 +647,7 @@ async fn run(
             message = running.next_event() => match message {
                 Ok(Some(Message::Barrier(epoch))) => {
                     if let Some(c) = &mut coordinator
-                        && let Err(e) = c.barrier(epoch, Some(&view), None)
+                        && let Err(e) = c.barrier(epoch, None)
                     {
                         fail(&job, e);
                         return;
@@ -599,7 +660,8 @@ async fn run(
                     }
                 }
                 Ok(None) => {
-                    Coordinator::abandon(&mut coordinator);
+                    // The final checkpoint first: a job listed finished has it on disk.
+                    Coordinator::finish(&mut coordinator).await;
                     job.set_status(JobStatus::Finished);
                     view.finish();
                     tracing::info!(job = job.id, view = %job.name, "job finished: its input ended");
@@ -685,7 +747,7 @@ async fn run_sink(
             Ok(Some(Message::Watermark(w))) => blocking(|| writer.watermark(w)),
             Ok(Some(Message::Barrier(epoch))) => {
                 if let Some(c) = &mut coordinator
-                    && let Err(e) = c.barrier(epoch, None, Some(&mut writer))
+                    && let Err(e) = c.barrier(epoch, Some(&mut writer))
                 {
                     writer.abort();
                     return fail(&job, e);
@@ -701,13 +763,16 @@ async fn run_sink(
                     writer.abort();
                     return fail(&job, e.into());
                 }
-                Coordinator::abandon(&mut coordinator);
                 match blocking(|| writer.finish()) {
                     Ok(()) => {
+                        // Every file is published: the final checkpoint records that the sink
+                        // finished.
+                        Coordinator::finish(&mut coordinator).await;
                         job.set_status(JobStatus::Finished);
                         tracing::info!(job = job.id, sink = %job.name, "sink finished: its input ended");
                     }
                     Err(e) => {
+                        Coordinator::abandon(&mut coordinator);
                         writer.abort();
                         fail(&job, e.into());
                     }

@@ -58,8 +58,45 @@ pub struct ServeArgs {
         value_parser = parse_interval
     )]
     pub checkpoint_interval: std::time::Duration,
+
+    /// How long a checkpoint's barrier may take to travel a job's dataflow before the
+    /// checkpoint fails (e.g. 30s, 10min; at least 1ms). A job's own
+    /// `WITH (checkpoint.timeout = ...)` wins.
+    #[arg(
+        long,
+        env = "EDDY_CHECKPOINT_TIMEOUT",
+        default_value = "10min",
+        value_parser = parse_timeout
+    )]
+    pub checkpoint_timeout: std::time::Duration,
 }
 
 fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
     eddy_engine::checkpoints::parse_interval(value)
+}
+
+fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
+    eddy_engine::checkpoints::parse_timeout(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn checkpoint_timeout_defaults_to_ten_minutes_and_refuses_bad_values() {
+        let cli = Cli::try_parse_from(["eddy"]).unwrap();
+        assert_eq!(cli.serve.checkpoint_timeout.as_secs(), 600);
+        let cli = Cli::try_parse_from(["eddy", "serve", "--checkpoint-timeout", "30s"]).unwrap();
+        let Some(super::Command::Serve(args)) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.checkpoint_timeout.as_secs(), 30);
+        for bad in ["0", "soon", "2 days"] {
+            let e = Cli::try_parse_from(["eddy", "--checkpoint-timeout", bad]).unwrap_err();
+            assert!(e.to_string().contains("invalid timeout"), "{bad}: {e}");
+        }
+    }
 }

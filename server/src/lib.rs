@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub allowed_paths: Vec<PathBuf>,
     /// How often background jobs checkpoint (`--checkpoint-interval`; zero: never).
     pub checkpoint_interval: std::time::Duration,
+    /// How long a checkpoint's barrier may take to come back (`--checkpoint-timeout`).
+    pub checkpoint_timeout: std::time::Duration,
 }
 
 /// A running server.
@@ -105,6 +107,7 @@ impl Server {
                 data_dir: config.data_dir.clone(),
                 parallelism: config.parallelism.max(1),
                 checkpoint_interval: config.checkpoint_interval,
+                checkpoint_timeout: config.checkpoint_timeout,
                 ..EngineConfig::default()
             },
             connectors,

@@ -38,6 +38,7 @@ fn main() -> std::process::ExitCode {
             parallelism: workers,
             allowed_paths: args.allow_path.clone(),
             checkpoint_interval: args.checkpoint_interval,
+            checkpoint_timeout: args.checkpoint_timeout,
         })
         .await
         {

@@ -1,6 +1,8 @@
 //! Checkpoints through the server: views resume from their last checkpoint after a restart
 //! (`restored_from`), exactly, and go on; a torn checkpoint is ignored; one of another format
 //! version is refused with a message in `eddy_jobs`, and the view can be dropped and re-created.
+//! A view whose bounded input ended writes a final checkpoint and comes back from it without
+//! reading its source again; `checkpoint.timeout` fails a checkpoint whose barrier is late.
 //! (`sql-tests/clients/test_crash.py` kills a real server with SIGKILL.)
 
 use std::path::Path;
@@ -229,6 +231,226 @@ async fn a_torn_checkpoint_is_ignored_and_another_version_refused() {
         .await
         .unwrap();
     eventually(&client, BEST, &[&["1", "12"], &["2", "7"]]).await;
+    server.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Polls `eddy_jobs` (bounded) until job `name` has `status`.
+async fn job_status(client: &Client, name: &str, status: &str) {
+    let sql = format!("SELECT status, coalesce(error, '') FROM eddy_jobs WHERE name = '{name}'");
+    let mut last = Vec::new();
+    for _ in 0..400 {
+        last = rows(client, &sql).await;
+        if last.first().is_some_and(|r| r[0] == status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {name} is not {status}: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_view_keeps_its_final_checkpoint_and_is_not_run_again() {
+    let dir = temp_dir("ckpt-final");
+    let input = dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let csv = input.join("bids.csv");
+    std::fs::write(
+        &csv,
+        "1,10,2024-01-01 00:00:01\n2,7,2024-01-01 00:00:02\n\
+         1,12,2024-01-01 00:00:05\n1,3,2024-01-01 00:00:12\n",
+    )
+    .unwrap();
+    let server = start_checkpointing(&dir, INTERVAL).await;
+    let (client, socket) = connect_with_socket(&server).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3),
+                                 WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+               WITH (connector = 'file', path = '{}', format = 'csv');
+             CREATE MATERIALIZED VIEW per_window AS
+               SELECT auction, window_end, count(*) AS n, sum(price) AS total
+               FROM TUMBLE(bids, ts, INTERVAL '10' SECOND)
+               GROUP BY auction, window_start, window_end;
+             CREATE MATERIALIZED VIEW best AS
+               SELECT auction, max(price) AS best FROM bids GROUP BY auction",
+            csv.display()
+        ))
+        .await
+        .unwrap();
+    for job in ["per_window", "best"] {
+        job_status(&client, job, "finished").await;
+    }
+    // The end of input flushed both windows; the updating view holds its last result.
+    let windows = table(&[
+        &["1", "2024-01-01T00:00:10", "2", "22"],
+        &["2", "2024-01-01T00:00:10", "1", "7"],
+        &["1", "2024-01-01T00:00:20", "1", "3"],
+    ]);
+    assert_eq!(rows(&client, WINDOWS).await, windows);
+    assert_eq!(
+        rows(&client, BEST).await,
+        table(&[&["1", "12"], &["2", "7"]])
+    );
+
+    // Each job's last checkpoint is its final one, completed; none failed.
+    let checkpoints = rows(
+        &client,
+        "SELECT job, epoch, status, coalesce(error, '') FROM eddy_checkpoints ORDER BY job, epoch",
+    )
+    .await;
+    assert!(
+        checkpoints.iter().all(|c| c[2] == "completed"),
+        "{checkpoints:?}"
+    );
+    let jobs_sql = "SELECT name, status, last_checkpoint, CAST(watermark AS VARCHAR) \
+                    FROM eddy_jobs ORDER BY name";
+    let before = rows(&client, jobs_sql).await;
+    for job in &before {
+        let last = checkpoints.iter().rfind(|c| c[0] == job[0]);
+        assert_eq!(
+            last.map(|c| &c[1]),
+            Some(&job[2]),
+            "{job:?} {checkpoints:?}"
+        );
+    }
+    assert_eq!(before[1][3], "2024-01-01T00:00:11", "{before:?}");
+    drop(client);
+    socket.abort();
+    server.shutdown().await;
+
+    // Rows appended to the file would show if the source were read again.
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("1,100,2024-01-01 00:00:03\n3,5,2024-01-01 00:00:31\n");
+    std::fs::write(&csv, text).unwrap();
+
+    let server = start_checkpointing(&dir, INTERVAL).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    let after = rows(
+        &client,
+        "SELECT name, status, restored_from, CAST(watermark AS VARCHAR), rows_in, rows_out, \
+                coalesce(error, '') FROM eddy_jobs ORDER BY name",
+    )
+    .await;
+    let expected: Vec<Vec<String>> = before
+        .iter()
+        .map(|b| {
+            let mut row = vec![
+                b[0].clone(),
+                "finished".to_string(),
+                b[2].clone(),
+                b[3].clone(),
+            ];
+            row.extend(["0", "0", ""].map(String::from));
+            row
+        })
+        .collect();
+    assert_eq!(
+        after, expected,
+        "restored as finished, the dataflow not run"
+    );
+    assert_eq!(rows(&client, WINDOWS).await, windows);
+    assert_eq!(
+        rows(&client, BEST).await,
+        table(&[&["1", "12"], &["2", "7"]])
+    );
+    // Only the final checkpoint is kept (the append-only view's rows are in its parts).
+    for job in ["per_window", "best"] {
+        let mut kept: Vec<String> = std::fs::read_dir(checkpoint_dir(&dir, job))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n != "view-parts")
+            .collect();
+        kept.sort();
+        let last = &before.iter().find(|b| b[0] == job).unwrap()[2];
+        assert_eq!(kept, [last.as_str()], "{job}");
+    }
+    // A view over the finished view reads its restored contents, and ends.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW busy_windows AS SELECT auction, n FROM per_window WHERE n > 1",
+        )
+        .await
+        .unwrap();
+    job_status(&client, "busy_windows", "finished").await;
+    assert_eq!(
+        rows(&client, "SELECT auction, n FROM busy_windows").await,
+        table(&[&["1", "2"]])
+    );
+    server.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_timeout_is_checked_and_fails_a_late_barrier() {
+    let dir = temp_dir("ckpt-timeout");
+    let server = start_checkpointing(&dir, INTERVAL).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    client
+        .batch_execute(
+            "CREATE SOURCE fast (WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)
+               WITH (connector = 'nexmark', nexmark.table = 'bid')",
+        )
+        .await
+        .unwrap();
+    let query = "SELECT window_end, count(*) AS n FROM TUMBLE(fast, date_time, INTERVAL '1' SECOND) \
+                 GROUP BY window_start, window_end";
+    let out = dir.join("out");
+    for (option, value, message) in [
+        ("checkpoint.timeout", "soon", "invalid timeout 'soon'"),
+        ("checkpoint.timeout", "0", "it must be at least 1ms"),
+        ("checkpoint.interval", "2 days", "invalid interval '2 days'"),
+    ] {
+        let statements = [
+            format!("CREATE MATERIALIZED VIEW bad WITH ({option} = '{value}') AS {query}"),
+            format!(
+                "CREATE SINK bad AS {query} WITH (connector = 'parquet', path = '{}', \
+                 {option} = '{value}')",
+                out.display()
+            ),
+        ];
+        for sql in statements {
+            let e = client.batch_execute(&sql).await.unwrap_err();
+            let db = e.as_db_error().unwrap();
+            assert_eq!(db.code().code(), "22023", "{sql}: {db:?}");
+            assert!(
+                db.message().contains(message) && db.message().contains(option),
+                "{sql}: {}",
+                db.message()
+            );
+        }
+    }
+
+    // A busy dataflow: each barrier waits behind full channels of bids, far longer than 1 ms.
+    client
+        .batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW busy
+               WITH (checkpoint.interval = '20ms', checkpoint.timeout = '1ms') AS {query}"
+        ))
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) FROM eddy_checkpoints WHERE job = 'busy' AND status = 'failed' \
+               AND error = 'its barrier did not come back within 1ms'";
+    let mut timed_out = false;
+    for _ in 0..400 {
+        if rows(&client, sql).await[0][0] != "0" {
+            timed_out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let history = rows(
+        &client,
+        "SELECT epoch, status, coalesce(error, '') FROM eddy_checkpoints WHERE job = 'busy'",
+    )
+    .await;
+    assert!(timed_out, "no checkpoint timed out: {history:?}");
+    // The job goes on.
+    job_status(&client, "busy", "running").await;
+    client
+        .batch_execute("DROP MATERIALIZED VIEW busy")
+        .await
+        .unwrap();
     server.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

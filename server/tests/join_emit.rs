@@ -62,6 +62,7 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
         parallelism: 1,
         allowed_paths: Vec::new(),
         checkpoint_interval: std::time::Duration::from_secs(10),
+        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
     })
     .await
     .unwrap();

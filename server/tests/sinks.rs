@@ -269,6 +269,7 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         parallelism: 1,
         allowed_paths: vec![extra.clone()],
         checkpoint_interval: std::time::Duration::from_secs(10),
+        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
     })
     .await
     .unwrap();
@@ -365,17 +366,46 @@ async fn a_finished_sink_is_not_run_again_after_a_restart() {
     job_status(&client, "all_bids", "finished").await;
     let before = walk(&out);
     assert!(before.contains_key("_SUCCESS"));
+    // Its input ended before its first interval: its one checkpoint is the final one.
+    assert_eq!(
+        rows(&client, "SELECT epoch, status FROM eddy_checkpoints").await,
+        [["1", "completed"]]
+    );
     server.shutdown().await;
 
-    // Its folder says the export is complete: the restored sink does not export it twice.
+    // Its final checkpoint and its folder say the export is complete: the restored sink
+    // does not export it twice. Either says it alone (a crash between the folder's
+    // `_SUCCESS` and the final checkpoint leaves only the first).
+    let marker = out.join("_SUCCESS");
+    let checkpoints = dir.join("checkpoints").join("all_bids");
+    let saved = dir.join("saved-checkpoints");
+    for (case, restored_from) in [("both", "1"), ("checkpoint", "1"), ("folder", "NULL")] {
+        match case {
+            "checkpoint" => std::fs::remove_file(&marker).unwrap(),
+            "folder" => {
+                std::fs::write(&marker, b"").unwrap();
+                std::fs::rename(&checkpoints, &saved).unwrap();
+            }
+            _ => {}
+        }
+        let server = start(&dir).await;
+        let (client, _socket) = connect_with_socket(&server).await;
+        job_status(&client, "all_bids", "finished").await;
+        assert_eq!(
+            rows(&client, "SELECT restored_from, rows_in FROM eddy_jobs").await,
+            [[restored_from, "0"]],
+            "{case}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut expected: Vec<&String> = before.keys().collect();
+        if case == "checkpoint" {
+            expected.retain(|f| *f != "_SUCCESS");
+        }
+        assert_eq!(walk(&out).keys().collect::<Vec<_>>(), expected, "{case}");
+        server.shutdown().await;
+    }
     let server = start(&dir).await;
     let (client, _socket) = connect_with_socket(&server).await;
-    job_status(&client, "all_bids", "finished").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        walk(&out).keys().collect::<Vec<_>>(),
-        before.keys().collect::<Vec<_>>()
-    );
 
     // Created anew, a sink over the folder runs: the marker goes while it writes and comes
     // back when its input ends.

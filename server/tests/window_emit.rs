@@ -53,6 +53,7 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
         parallelism: 1,
         allowed_paths: Vec::new(),
         checkpoint_interval: std::time::Duration::from_secs(10),
+        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
     })
     .await
     .unwrap();

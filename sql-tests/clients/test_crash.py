@@ -434,23 +434,46 @@ def test_jobs_survive_sigkill_exactly_once(make_server, crash_seed):
                 "job", "epoch", "status", "started_at", "duration_ms", "state_bytes", "error"
             ]
             history = checkpoints(conn)
+        last = {}
+        for c in history:
+            last[c["job"]] = c
         for c in history:
             assert c["job"] in JOBS, c
             assert c["status"] in ("completed", "failed", "in_progress"), c
             assert (c["error"] is None) == (c["status"] != "failed"), c
             if c["status"] == "completed":
-                assert c["duration_ms"] is not None and c["state_bytes"] > 0, c
+                # A sink's final checkpoint holds no state: it says only that the sink
+                # finished (its files are all published).
+                final_sink = c["job"] in SINKS and c is last[c["job"]]
+                assert c["duration_ms"] is not None, c
+                assert c["state_bytes"] > 0 or (final_sink and c["state_bytes"] == 0), c
+        # Every job that ran to its end in the last run ends with its final checkpoint,
+        # completed (never an attempt the end of input cut short).
+        cut_short = [c for c in last.values() if c["status"] != "completed"]
+        assert not cut_short, f"last checkpoints not completed: {cut_short}"
         # The system table holds the same history (all jobs have finished: it is final).
         with connect(crashing) as conn:
             table = conn.execute("SELECT job, epoch, status FROM eddy_checkpoints").fetchall()
         assert sorted(table) == sorted((c["job"], c["epoch"], c["status"]) for c in history)
 
-        # Killed once more after everything finished: finished sinks stay as they are, and
-        # the views come back with the same contents.
+        # Killed once more after everything finished: every job comes back from its final
+        # checkpoint as finished, without running: finished sinks stay as they are, and the
+        # views come back with the same contents.
         for sink in SINKS:
             committed[sink] = visible_files(crashing.out_dir / sink)
+        with connect(crashing) as conn:
+            final = jobs(conn)
         crashing.kill()
         start(crashing)
+        with connect(crashing) as conn:
+            after = jobs(conn)
+        not_final = [
+            brief(j)
+            for name, j in after.items()
+            if (j["status"], j["restored_from"], j["rows_in"])
+            != ("finished", final[name]["last_checkpoint"], 0)
+        ]
+        assert not not_final, f"not restored finished from the final checkpoints: {not_final}"
         wait_finished(crashing)
         compare("after a kill once finished")
 

@@ -128,6 +128,13 @@ impl CheckpointHandle {
         taken
     }
 
+    /// The final position of every source reader, once the dataflow ended (for the job's
+    /// final checkpoint); forgets what any epoch's parts reported.
+    pub fn take_final(&self) -> BTreeMap<PartId, SourcePosition> {
+        self.lock_parts().clear();
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn lock_parts(&self) -> std::sync::MutexGuard<'_, BTreeMap<Epoch, EpochParts>> {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -6,14 +6,41 @@ use std::time::Duration;
 
 use super::{QueryOutput, Session, StatementResult};
 use crate::checkpoints::{
-    CheckpointStore, JobCheckpoints, JobIdentity, LoadedCheckpoint, parse_interval,
+    CheckpointStore, JobCheckpoints, JobIdentity, LoadedCheckpoint, parse_interval, parse_timeout,
 };
-use crate::error::{EngineResult, plan_error};
+use crate::error::{EngineError, EngineResult};
 use crate::plan::{ExplainOptions, StreamPlan};
-use crate::runtime::CheckpointSetup;
+use crate::runtime::{CheckpointSetup, QueryMetrics};
 
 /// The option of `CREATE MATERIALIZED VIEW` and `CREATE SINK` that sets a job's interval.
 pub(crate) const CHECKPOINT_INTERVAL: &str = "checkpoint.interval";
+/// The option that sets how long a job's checkpoint barrier may take to come back.
+pub(crate) const CHECKPOINT_TIMEOUT: &str = "checkpoint.timeout";
+
+/// A job's own checkpoint options; the server's settings stand in for those not given.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CheckpointOptions {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+}
+
+impl CheckpointOptions {
+    pub const KEYS: [&str; 2] = [CHECKPOINT_INTERVAL, CHECKPOINT_TIMEOUT];
+
+    /// Takes option `key` if it is one of [`CheckpointOptions::KEYS`] (`Ok(false)` if not); a
+    /// bad value is `22023`.
+    pub fn read(&mut self, key: &str, value: &str) -> EngineResult<bool> {
+        let (slot, parsed) = match key {
+            CHECKPOINT_INTERVAL => (&mut self.interval, parse_interval(value)),
+            CHECKPOINT_TIMEOUT => (&mut self.timeout, parse_timeout(value)),
+            _ => return Ok(false),
+        };
+        let value = parsed
+            .map_err(|e| EngineError::InvalidParameterValue(format!("{e} (option {key})")))?;
+        *slot = Some(value);
+        Ok(true)
+    }
+}
 
 /// A job's checkpointing as its creation decided it.
 pub(crate) struct JobCheckpointing {
@@ -47,6 +74,23 @@ impl JobCheckpointing {
     ) -> EngineResult<crate::runtime::RunningQuery> {
         session.launch_with(plan, self.setup(), self.parallelism)
     }
+
+    /// A job restored from its final checkpoint (not launched: no operator restores a count)
+    /// takes its late-row count from the manifest.
+    pub fn restore_late_rows(&self, metrics: &QueryMetrics) {
+        if let Some(loaded) = &self.loaded {
+            metrics.late_rows.store(
+                loaded.manifest.late_rows,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether the job resumes from its final checkpoint: its input ended before the
+    /// restart, so it is restored without running.
+    pub fn finished(&self) -> bool {
+        self.loaded.as_ref().is_some_and(|l| l.manifest.finished)
+    }
 }
 
 impl JobCheckpointing {
@@ -74,23 +118,18 @@ impl JobCheckpointing {
     }
 }
 
-/// Parses `checkpoint.interval`.
-pub(crate) fn interval_option(value: &str) -> EngineResult<Duration> {
-    parse_interval(value).map_err(|e| plan_error(format!("{e} (option {CHECKPOINT_INTERVAL})")))
-}
-
 impl Session {
     /// Decides whether job `name` checkpoints, and when the server is restoring it after a
     /// restart, loads its latest checkpoint. A job checkpoints when the engine has a data
-    /// directory, its interval (`interval`, else the server's) is not zero, and it reads no
-    /// materialized view (a job over a view recomputes from the view's restored contents).
+    /// directory, its interval (its own option, else the server's) is not zero, and it reads
+    /// no materialized view (a job over a view recomputes from the view's restored contents).
     /// A fresh job starts with no checkpoint: old ones under its name are deleted.
     pub(crate) fn job_checkpointing(
         &self,
         name: &str,
         query: &str,
         plan: &StreamPlan,
-        interval: Option<Duration>,
+        options: CheckpointOptions,
         reads_views: bool,
     ) -> EngineResult<JobCheckpointing> {
         let parallelism = self.parallelism()?;
@@ -104,7 +143,12 @@ impl Session {
             return Ok(none);
         };
         let store = CheckpointStore::new(data_dir, name);
-        let interval = interval.unwrap_or(self.engine.config.checkpoint_interval);
+        let interval = options
+            .interval
+            .unwrap_or(self.engine.config.checkpoint_interval);
+        let timeout = options
+            .timeout
+            .unwrap_or(self.engine.config.checkpoint_timeout);
         if interval.is_zero() || reads_views {
             if reads_views {
                 tracing::info!(job = %name, "the job reads a materialized view: it does not checkpoint");
@@ -138,7 +182,7 @@ impl Session {
         }
         let restored_from = loaded.as_ref().map(|l: &LoadedCheckpoint| l.manifest.epoch);
         let parallelism = identity.parallelism;
-        let checkpoints = JobCheckpoints::new(interval, store, identity, restored_from);
+        let checkpoints = JobCheckpoints::new(interval, timeout, store, identity, restored_from);
         if let Some(parts) = loaded.as_ref().and_then(|l| l.manifest.view_parts.as_ref()) {
             checkpoints.set_view_parts(parts.parts.clone());
         }

@@ -53,6 +53,9 @@ pub struct EngineConfig {
     /// How often background jobs checkpoint (zero: never), unless a job sets
     /// `checkpoint.interval`. Jobs checkpoint only with a data directory.
     pub checkpoint_interval: std::time::Duration,
+    /// How long a checkpoint's barrier may take to come back before the checkpoint fails,
+    /// unless a job sets `checkpoint.timeout`.
+    pub checkpoint_timeout: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             parallelism: 1,
             checkpoint_interval: std::time::Duration::from_secs(10),
+            checkpoint_timeout: crate::checkpoints::DEFAULT_TIMEOUT,
         }
     }
 }

@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 
-use super::checkpoints::{CHECKPOINT_INTERVAL, interval_option};
+use super::checkpoints::CheckpointOptions;
 use super::ddl::{relation_name, show_result};
 use super::views::{check_unique_names, result_fields};
 use super::{CommandTag, Session, StatementResult};
@@ -42,9 +42,9 @@ impl Session {
         self.start_sink(create, statement_sql, sql, false).await
     }
 
-    /// Replays a saved `CREATE SINK` at startup. A sink whose output says it wrote all of its
-    /// input before (its folder's `_SUCCESS`) is listed as finished and not run again, so a
-    /// restart does not export a bounded input twice.
+    /// Replays a saved `CREATE SINK` at startup. A sink whose input ended before the restart
+    /// is listed as finished and not run again, so a restart does not export a bounded input
+    /// twice.
     pub(crate) async fn restore_sink(
         &mut self,
         create: &CreateSink,
@@ -68,10 +68,12 @@ impl Session {
         }
         let mut options: ConnectorOptions = create.options.iter().cloned().collect();
         let connector = self.sink_connector(options.remove("connector").as_deref())?;
-        let interval = options
-            .remove(CHECKPOINT_INTERVAL)
-            .map(|v| interval_option(&v))
-            .transpose()?;
+        let mut checkpoint = CheckpointOptions::default();
+        for key in CheckpointOptions::KEYS {
+            if let Some(value) = options.remove(key) {
+                checkpoint.read(key, &value)?;
+            }
+        }
         let names = crate::sql::names::postgres_column_names(&create.query);
         let plan = self
             .optimized_plan(create.query.as_ref().clone(), sql, &[])
@@ -97,7 +99,7 @@ impl Session {
         let metrics = Arc::new(SinkMetrics::default());
         let query = create.query.to_string();
         let checkpointing =
-            self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
+            self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let context = SinkContext {
             schema: Arc::clone(&schema),
             options: options.clone(),
@@ -106,7 +108,12 @@ impl Session {
             exactly_once: checkpointing.checkpoints.is_some(),
         };
         connector.validate(&context)?;
-        let completed = restoring && connector.completed(&context);
+        // One rule: a sink whose input ended before the restart is not run again. Its final
+        // checkpoint says so, and so does its output (`completed`: the file sink's `_SUCCESS`,
+        // which `finish` writes last). A crash after `finish` and before the final checkpoint
+        // leaves only the output's word, and running the sink again from its previous
+        // checkpoint would then publish rows twice; a sink without checkpoints has only that.
+        let finished = restoring && (checkpointing.finished() || connector.completed(&context));
         let state = Arc::new(SinkState::new(metrics));
         let mut refused = checkpointing.refused.clone();
         let spec = JobSpec {
@@ -117,7 +124,7 @@ impl Session {
             output: JobOutput::Sink(state),
             checkpoints: checkpointing.checkpoints.clone(),
         };
-        let job = if completed || refused.is_some() {
+        let job = if finished || refused.is_some() {
             None
         } else {
             let mut writer = connector.open(context)?;
@@ -156,8 +163,10 @@ impl Session {
             (Some((writer, running)), _) => self.engine.jobs.start(spec, running, Some(writer)),
             (None, Some(refused)) => self.engine.jobs.failed(spec, refused),
             (None, None) => {
-                tracing::info!(sink = %name, "sink restored as finished: its output is complete");
-                self.engine.jobs.finished(spec)
+                tracing::info!(sink = %name, "sink restored as finished: its input had ended");
+                let job = self.engine.jobs.finished(spec);
+                checkpointing.restore_late_rows(&job.metrics);
+                job
             }
         };
         tracing::info!(job = job.id, sink = %name, "sink created");

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
 
-use super::checkpoints::{CHECKPOINT_INTERVAL, interval_option};
+use super::checkpoints::{CHECKPOINT_INTERVAL, CHECKPOINT_TIMEOUT, CheckpointOptions};
 use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::query::explain_result;
 use super::{CommandTag, QueryOutput, Session, StatementResult};
@@ -85,10 +85,12 @@ impl Session {
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let time_columns = crate::plan::planner::time_attributes(&plan);
         let mut retention = None;
-        let mut interval = None;
+        let mut checkpoint = CheckpointOptions::default();
         for (key, value) in &options {
+            if checkpoint.read(key, value)? {
+                continue;
+            }
             match key.as_str() {
-                CHECKPOINT_INTERVAL => interval = Some(interval_option(value)?),
                 RETENTION => {
                     if mode == ViewMode::Updating {
                         return Err(EngineError::Unsupported(
@@ -112,7 +114,7 @@ impl Session {
                 other => {
                     return Err(plan_error(format!(
                         "unknown materialized view option '{other}' (options: {RETENTION}, \
-                         {CHECKPOINT_INTERVAL})"
+                         {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
                     )));
                 }
             }
@@ -125,7 +127,7 @@ impl Session {
         )?);
         let query = create.query.to_string();
         let checkpointing =
-            self.job_checkpointing(&name, &query, &stream_plan, interval, reads_views(&plan))?;
+            self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let mut refused = checkpointing.refused.clone();
         let running = if refused.is_some() {
             None
@@ -136,10 +138,14 @@ impl Session {
                 {
                     view.restore(contents.clone(), *watermark)?;
                 }
-                checkpointing.launch(self, &stream_plan)
+                // A view whose input ended before the restart holds its final contents now.
+                if checkpointing.finished() {
+                    return Ok(None);
+                }
+                checkpointing.launch(self, &stream_plan).map(Some)
             })();
             match checkpointing.refuse_restore(&name, started) {
-                Ok(running) => Some(running),
+                Ok(running) => running,
                 Err(why) => {
                     refused = Some(why?);
                     None
@@ -164,11 +170,20 @@ impl Session {
             plan: stream_plan,
             parallelism: checkpointing.parallelism,
             output: JobOutput::View(view),
-            checkpoints: checkpointing.checkpoints,
+            checkpoints: checkpointing.checkpoints.clone(),
         };
         let job = match (running, refused) {
             (Some(running), _) => self.engine.jobs.start(spec, running, None),
-            (None, refused) => self.engine.jobs.failed(spec, refused.unwrap_or_default()),
+            (None, Some(refused)) => self.engine.jobs.failed(spec, refused),
+            (None, None) => {
+                tracing::info!(view = %name, "view restored as finished from its final checkpoint");
+                let job = self.engine.jobs.finished(spec);
+                checkpointing.restore_late_rows(&job.metrics);
+                if let Some(view) = job.view() {
+                    view.finish();
+                }
+                job
+            }
         };
         tracing::info!(job = job.id, view = %name, "materialized view created");
         Ok(StatementResult::Command(CommandTag::new(TAG)))

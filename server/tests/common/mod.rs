@@ -25,6 +25,7 @@ pub async fn start_checkpointing(dir: &std::path::Path, interval: Duration) -> S
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/data"),
         ],
         checkpoint_interval: interval,
+        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
     })
     .await
     .unwrap()
