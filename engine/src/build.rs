@@ -51,8 +51,24 @@ use crate::runtime::{
 };
 use crate::state::StateTable;
 
+/// The part id of a sink's operator (no plan node: it follows the plan's last one).
+pub const SINK_NODE: usize = usize::MAX - 1;
+/// The part id of the merge of the last node's instances (no plan node either).
+const MERGE_NODE: usize = usize::MAX;
+
 /// Starts the dataflow of `plan`.
 pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<RunningQuery> {
+    launch_into(plan, ctx, None)
+}
+
+/// Starts the dataflow of `plan` ending in `sink` (a sink's job; [`SINK_NODE`]), which then
+/// consumes every row: the query's output carries only its watermarks, barriers and end.
+/// A restored dataflow's sink gets its part of the checkpoint first, as any operator.
+pub fn launch_into(
+    plan: &StreamPlan,
+    ctx: &LaunchContext<'_>,
+    sink: Option<(Box<dyn Operator>, Vec<StateTable>)>,
+) -> EngineResult<RunningQuery> {
     let mut builder = Builder {
         ctx,
         tasks: JoinSet::new(),
@@ -61,7 +77,8 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         next_id: 0,
     };
     let mut outputs = builder.build(plan)?;
-    let output = if outputs.len() == 1 {
+    let bounded = outputs.iter().all(|o| o.bounded);
+    let mut output = if outputs.len() == 1 {
         outputs.remove(0).rx
     } else {
         // The instances of the last node feed the consumer through one merge.
@@ -70,7 +87,7 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
         let inputs = outputs.into_iter().map(|o| (0, o)).collect();
         let counters = Arc::new(OperatorMetrics::default());
         let part = PartId {
-            node: usize::MAX,
+            node: MERGE_NODE,
             instance: 0,
         };
         let ctx = OperatorContext::new(part.node, 0, Vec::new(), Arc::default());
@@ -78,6 +95,22 @@ pub fn launch(plan: &StreamPlan, ctx: &LaunchContext<'_>) -> EngineResult<Runnin
             .operator(part, (Box::new(merge), ctx, counters), inputs)?
             .rx
     };
+    if let Some((sink, tables)) = sink {
+        let part = PartId {
+            node: SINK_NODE,
+            instance: 0,
+        };
+        let late = Arc::clone(&builder.metrics.late_rows);
+        let ctx = OperatorContext::new(part.node, 0, tables, late);
+        let counters = Arc::new(OperatorMetrics::default());
+        let input = Input {
+            rx: output,
+            bounded,
+        };
+        output = builder
+            .operator(part, (sink, ctx, counters), vec![(0, input)])?
+            .rx;
+    }
     // Sources start last, once every connector opened and the bounded ones are counted.
     // Bounded sources with a watermark advance in step (watermark alignment).
     let bounded = builder.sources.iter().filter(|s| s.bounded).count();

@@ -4,7 +4,8 @@
 //! is written into `<epoch>.inprogress/`: one file per operator instance that holds state
 //! (its [`StateSnapshot`] encoded by [`crate::state::checkpoint`]), the view's contents for a
 //! view's job, and last `manifest.json` (format version, the job's query and plan, parallelism,
-//! source positions, the files with their sizes, a sink's pre-commit). Every file is synced,
+//! source positions, the files with their sizes). A sink's pre-commit record is its sink
+//! operator's part, like any operator's state. Every file is synced,
 //! then the folder is renamed to `<epoch>/` and its parent synced: a folder named by a number
 //! is a complete checkpoint, anything else is torn and deleted. Once a checkpoint is complete
 //! the older ones are deleted.
@@ -78,7 +79,9 @@ pub struct Manifest {
     /// view keeps every row it receives.
     #[serde(default)]
     pub view_parts: Option<ViewParts>,
-    /// What the sink's pre-commit returned.
+    /// What the sink's pre-commit returned, in checkpoints written before the sink became
+    /// the dataflow's last operator (now its part holds it); read, no longer written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<String>,
     pub state_bytes: u64,
     /// The job's late-row count when the barrier reached its end (for information: a
@@ -137,7 +140,6 @@ pub struct CheckpointData {
     pub parts: EpochParts,
     /// A view's contents and watermark.
     pub view: Option<(ViewContents, Option<EventTime>)>,
-    pub sink: Option<String>,
     pub late_rows: u64,
     /// The job's final checkpoint ([`Manifest::finished`]).
     pub finished: bool,
@@ -267,7 +269,7 @@ impl CheckpointStore {
             operators,
             view,
             view_parts: view_parts.clone(),
-            sink: data.sink,
+            sink: None,
             state_bytes: total,
             late_rows: data.late_rows,
             finished: data.finished,
@@ -774,7 +776,6 @@ mod tests {
             epoch,
             parts,
             view: None,
-            sink: Some(format!("files of {epoch}")),
             late_rows: 0,
             finished: false,
         }
@@ -796,7 +797,6 @@ mod tests {
         std::fs::create_dir_all(store.dir.join("3.inprogress")).unwrap();
         let loaded = store.load_latest(&identity()).unwrap().unwrap();
         assert_eq!(loaded.manifest.epoch, 2);
-        assert_eq!(loaded.manifest.sink.as_deref(), Some("files of 2"));
         let part = PartId {
             node: 3,
             instance: 1,

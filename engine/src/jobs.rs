@@ -19,8 +19,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::checkpoints::{CheckpointData, JobCheckpoints, ViewContents, Written};
-use crate::connector::{SinkMetrics, SinkWriter};
+use crate::connector::SinkMetrics;
 use crate::error::{EngineError, EngineResult};
+use crate::operators::sink::{SharedSinkWriter, with_writer};
 use crate::operators::window::format_duration;
 use crate::plan::StreamPlan;
 use crate::runtime::checkpoint::EpochParts;
@@ -136,18 +137,6 @@ impl Job {
     }
 }
 
-/// Runs file work (encoding, writing, syncing) without holding up the runtime's other tasks
-/// where the runtime allows it (a multi-threaded one: the worker hands its queue to another
-/// thread meanwhile).
-pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
-    }
-}
-
 /// How long stopping a job waits for it to finish its checkpoint and open files.
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -208,7 +197,7 @@ impl JobManager {
         &self,
         spec: JobSpec,
         running: RunningQuery,
-        writer: Option<Box<dyn SinkWriter>>,
+        writer: Option<SharedSinkWriter>,
     ) -> Arc<Job> {
         let job = self.add(spec, Arc::clone(running.metrics()), JobStatus::Running);
         let stop = job.stop.subscribe();
@@ -480,11 +469,7 @@ impl Coordinator {
     }
 
     /// The barrier of `epoch` reached the job: collects the parts and starts writing them.
-    fn barrier(
-        &mut self,
-        epoch: Epoch,
-        sink: Option<&mut Box<dyn SinkWriter>>,
-    ) -> EngineResult<()> {
+    fn barrier(&mut self, epoch: Epoch) -> EngineResult<()> {
         if self.in_flight != Some(epoch) || self.writing.is_some() {
             return Ok(());
         }
@@ -499,11 +484,7 @@ impl Coordinator {
             self.checkpoints.failed(epoch, why.clone());
             return Ok(());
         }
-        let sink = match sink {
-            Some(writer) => Some(blocking(|| writer.pre_commit(epoch))?),
-            None => None,
-        };
-        self.write(epoch, parts, sink, false)
+        self.write(epoch, parts, false)
     }
 
     /// The input ended: writes the job's final checkpoint and waits until it is on disk. It
@@ -523,21 +504,15 @@ impl Coordinator {
             sources: c.checkpoints.handle.take_final(),
             ..EpochParts::default()
         };
-        if c.write(epoch, parts, None, true).is_ok() {
+        if c.write(epoch, parts, true).is_ok() {
             c.written().await;
         }
     }
 
-    /// Adds the output's part (a view's contents; a sink's pre-commit record, `sink`) to
-    /// `parts` and starts writing checkpoint `epoch`. An error is recorded as the
+    /// Adds the output's part (a view's contents; a sink's pre-commit record is its sink
+    /// operator's part) to `parts` and starts writing checkpoint `epoch`. An error is recorded as the
     /// checkpoint's failure, and returned.
-    fn write(
-        &mut self,
-        epoch: Epoch,
-        parts: EpochParts,
-        sink: Option<String>,
-        finished: bool,
-    ) -> EngineResult<()> {
+    fn write(&mut self, epoch: Epoch, parts: EpochParts, finished: bool) -> EngineResult<()> {
         let view = match &self.view {
             Some(v) => {
                 let contents = v.checkpoint_contents();
@@ -562,7 +537,6 @@ impl Coordinator {
             epoch,
             parts,
             view,
-            sink,
             late_rows: self.late_rows.load(std::sync::atomic::Ordering::Relaxed),
             finished,
         };
@@ -647,7 +621,7 @@ async fn run(
             message = running.next_event() => match message {
                 Ok(Some(Message::Barrier(epoch))) => {
                     if let Some(c) = &mut coordinator
-                        && let Err(e) = c.barrier(epoch, None)
+                        && let Err(e) = c.barrier(epoch)
                     {
                         fail(&job, e);
                         return;
@@ -688,82 +662,69 @@ async fn run(
 async fn run_sink(
     job: Arc<Job>,
     mut running: RunningQuery,
-    mut writer: Box<dyn SinkWriter>,
+    writer: SharedSinkWriter,
     mut stop: tokio::sync::watch::Receiver<Option<StopReason>>,
 ) {
-    let mut tick = tokio::time::interval(writer.tick_interval());
+    /// What the job's loop waits for.
+    enum Event {
+        Message(EngineResult<Option<Message>>),
+        Stop,
+        Failed(EngineError),
+    }
+    let interval = match writer.lock() {
+        Ok(w) => w.tick_interval(),
+        Err(_) => {
+            return fail(
+                &job,
+                EngineError::Internal("a sink writer call panicked".into()),
+            );
+        }
+    };
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut coordinator = Coordinator::new(&job);
     loop {
         // The pending `next_event` is kept across ticks: it is never cancelled midway.
-        let message = {
+        let event = {
             let next = running.next_event();
             tokio::pin!(next);
             loop {
                 tokio::select! {
-                    message = &mut next => break message,
+                    message = &mut next => break Event::Message(message),
                     _ = tick.tick() => {
-                        if let Err(e) = blocking(|| writer.tick()) {
-                            writer.abort();
-                            return fail(&job, e.into());
+                        if let Err(e) = with_writer(&writer, |w| w.tick()) {
+                            break Event::Failed(e);
                         }
                     }
                     event = Coordinator::next(&mut coordinator) => match (event, &mut coordinator) {
                         (CoordinatorEvent::Due, Some(c)) => c.begin(),
                         (CoordinatorEvent::Written(Some(epoch)), _) => {
-                            if let Err(e) = blocking(|| writer.commit(epoch)) {
-                                writer.abort();
-                                return fail(&job, e.into());
+                            if let Err(e) = with_writer(&writer, |w| w.commit(epoch)) {
+                                break Event::Failed(e);
                             }
                         }
                         _ => {}
                     },
-                    _ = stop.changed() => {
-                        // A checkpoint being written is finished (and its files committed),
-                        // so nothing writes after the stop.
-                        if let Some(epoch) = Coordinator::finish_writing(&mut coordinator).await
-                            && let Err(e) = blocking(|| writer.commit(epoch))
-                        {
-                            writer.abort();
-                            return fail(&job, e.into());
-                        }
-                        let reason = *stop.borrow();
-                        if reason == Some(StopReason::Shutdown) && coordinator.is_some() {
-                            // Files after the last checkpoint stay hidden: after the restart
-                            // the sink resumes from that checkpoint and writes their rows
-                            // again, so publishing them now would duplicate rows.
-                            writer.abort();
-                        } else if let Err(e) = blocking(|| writer.close()) {
-                            writer.abort();
-                            fail(&job, e.into());
-                        }
-                        return;
-                    }
+                    _ = stop.changed() => break Event::Stop,
                 }
             }
         };
-        let result = match message {
-            Ok(Some(Message::Data(batch))) => blocking(|| writer.write(&batch)),
-            Ok(Some(Message::Watermark(w))) => blocking(|| writer.watermark(w)),
-            Ok(Some(Message::Barrier(epoch))) => {
-                if let Some(c) = &mut coordinator
-                    && let Err(e) = c.barrier(epoch, Some(&mut writer))
-                {
-                    writer.abort();
-                    return fail(&job, e);
-                }
-                Ok(())
-            }
-            Ok(Some(Message::End)) => Ok(()),
-            Ok(None) => {
+        // The sink operator writes the rows and pre-commits at each barrier; the job
+        // completes checkpoints and commits.
+        let error = match event {
+            Event::Message(Ok(Some(Message::Barrier(epoch)))) => match &mut coordinator {
+                Some(c) => c.barrier(epoch).err(),
+                None => None,
+            },
+            Event::Message(Ok(Some(_))) => None,
+            Event::Message(Ok(None)) => {
                 // A checkpoint being written still commits its files before the last ones.
                 if let Some(epoch) = Coordinator::finish_writing(&mut coordinator).await
-                    && let Err(e) = blocking(|| writer.commit(epoch))
+                    && let Err(e) = with_writer(&writer, |w| w.commit(epoch))
                 {
-                    writer.abort();
-                    return fail(&job, e.into());
+                    return give_up(&job, running, &writer, e).await;
                 }
-                match blocking(|| writer.finish()) {
+                match with_writer(&writer, |w| w.finish()) {
                     Ok(()) => {
                         // Every file is published: the final checkpoint records that the sink
                         // finished.
@@ -773,21 +734,51 @@ async fn run_sink(
                     }
                     Err(e) => {
                         Coordinator::abandon(&mut coordinator);
-                        writer.abort();
-                        fail(&job, e.into());
+                        give_up(&job, running, &writer, e).await;
                     }
                 }
                 return;
             }
-            Err(e) => {
-                writer.abort();
-                return fail(&job, e);
+            Event::Message(Err(e)) | Event::Failed(e) => Some(e),
+            Event::Stop => {
+                // A checkpoint being written is finished (and its files committed), and the
+                // dataflow stopped, so nothing writes after the stop.
+                if let Some(epoch) = Coordinator::finish_writing(&mut coordinator).await
+                    && let Err(e) = with_writer(&writer, |w| w.commit(epoch))
+                {
+                    return give_up(&job, running, &writer, e).await;
+                }
+                running.stop().await;
+                let reason = *stop.borrow();
+                if reason == Some(StopReason::Shutdown) && coordinator.is_some() {
+                    // Files after the last checkpoint stay hidden: after the restart the sink
+                    // resumes from that checkpoint and writes their rows again, so publishing
+                    // them now would duplicate rows.
+                    abort_writer(&writer);
+                } else if let Err(e) = with_writer(&writer, |w| w.close()) {
+                    abort_writer(&writer);
+                    fail(&job, e);
+                }
+                return;
             }
         };
-        if let Err(e) = result {
-            writer.abort();
-            return fail(&job, e.into());
+        if let Some(e) = error {
+            return give_up(&job, running, &writer, e).await;
         }
+    }
+}
+
+/// A sink's job failed: the dataflow stops (its sink operator writes no more), then the
+/// writer removes its unfinished files.
+async fn give_up(job: &Job, running: RunningQuery, writer: &SharedSinkWriter, error: EngineError) {
+    running.stop().await;
+    abort_writer(writer);
+    fail(job, error);
+}
+
+fn abort_writer(writer: &SharedSinkWriter) {
+    if let Ok(mut w) = writer.lock() {
+        w.abort();
     }
 }
 

@@ -14,6 +14,7 @@ pub mod limit;
 pub mod match_recognize;
 pub mod project;
 pub mod session_window;
+pub mod sink;
 pub mod union;
 pub mod updating_aggregate;
 pub mod window;

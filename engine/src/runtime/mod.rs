@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::connector::ConnectorRegistry;
 use crate::error::{EngineError, EngineResult};
 
-pub use crate::build::launch;
+pub use crate::build::{launch, launch_into};
 
 pub mod checkpoint;
 pub mod driver;
@@ -58,6 +58,18 @@ pub struct CheckpointSetup {
     pub restore: Option<Arc<RestoredState>>,
 }
 
+/// Runs file work (encoding, writing, syncing) without holding up the runtime's other tasks
+/// where the runtime allows it (a multi-threaded one: the worker hands its queue to another
+/// thread meanwhile).
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// Held by every dataflow task; dropped when the task ends or is aborted.
 pub(crate) struct LiveTask(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -88,6 +100,12 @@ pub struct RunningQuery {
 impl RunningQuery {
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// Stops the dataflow and waits until each of its tasks has ended, so none runs any
+    /// more (a sink's job closes its writer only after that).
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
     }
 
     pub fn metrics(&self) -> &Arc<QueryMetrics> {

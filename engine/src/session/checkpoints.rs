@@ -65,14 +65,17 @@ impl JobCheckpointing {
 }
 
 impl JobCheckpointing {
-    /// Starts the job's dataflow: from its checkpoint when it has one (each operator instance
-    /// restores its own late-row count, so the job's total continues exactly).
+    /// Starts the job's dataflow, ending in `sink` for a sink's job: from its checkpoint
+    /// when it has one (each operator instance, the sink's included, restores its own state
+    /// and late-row count, so the job's total continues exactly).
     pub fn launch(
         &self,
         session: &Session,
         plan: &StreamPlan,
+        sink: Option<Box<dyn crate::operators::Operator>>,
     ) -> EngineResult<crate::runtime::RunningQuery> {
-        session.launch_with(plan, self.setup(), self.parallelism)
+        let sink = sink.map(|s| (s, crate::operators::sink::state_tables()));
+        session.launch_with(plan, self.setup(), self.parallelism, sink)
     }
 
     /// A job restored from its final checkpoint (not launched: no operator restores a count)

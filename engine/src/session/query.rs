@@ -18,7 +18,7 @@ use super::{
 use crate::error::{EngineError, EngineResult};
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, streaming_only_node};
 use crate::plan::{ExplainOptions, StreamPlan};
-use crate::runtime::{LaunchContext, RunningQuery, launch};
+use crate::runtime::{LaunchContext, RunningQuery};
 
 /// An open cursor: a running query and the rows of a batch not yet fetched.
 pub(crate) struct Cursor {
@@ -98,7 +98,7 @@ impl Session {
 
     /// Starts the dataflow of a streaming plan at the session's parallelism.
     pub(crate) fn launch(&self, plan: &StreamPlan) -> EngineResult<RunningQuery> {
-        self.launch_with(plan, None, self.parallelism()?)
+        self.launch_with(plan, None, self.parallelism()?, None)
     }
 
     /// Starts a dataflow at `parallelism` that takes part in checkpoints (a background
@@ -108,9 +108,13 @@ impl Session {
         plan: &StreamPlan,
         checkpoint: Option<crate::runtime::CheckpointSetup>,
         parallelism: usize,
+        sink: Option<(
+            Box<dyn crate::operators::Operator>,
+            Vec<crate::state::StateTable>,
+        )>,
     ) -> EngineResult<RunningQuery> {
         let state = self.ctx.state();
-        launch(
+        crate::runtime::launch_into(
             plan,
             &LaunchContext {
                 state: &state,
@@ -120,6 +124,7 @@ impl Session {
                 live_tasks: Arc::clone(&self.engine.live_tasks),
                 checkpoint,
             },
+            sink,
         )
     }
 

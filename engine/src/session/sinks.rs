@@ -5,7 +5,7 @@
 //! query over bounded inputs once and writes its rows to one file, which appears only when
 //! complete.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -21,6 +21,8 @@ use crate::catalog::RelationKind;
 use crate::connector::{ConnectorOptions, SinkConnector, SinkContext, SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec, SinkState};
+use crate::operators::OperatorInfo;
+use crate::operators::sink::{SharedSinkWriter, SinkOperator, with_writer};
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
 use crate::runtime::message::Message;
 use crate::sql::parser::{CopyToFile, CreateSink};
@@ -127,17 +129,31 @@ impl Session {
         let job = if finished || refused.is_some() {
             None
         } else {
-            let mut writer = connector.open(context)?;
+            let writer: SharedSinkWriter = Arc::new(Mutex::new(connector.open(context)?));
             let started = (|| {
-                if restoring && checkpointing.checkpoints.is_some() {
-                    // The files of the last complete checkpoint become visible; later ones go.
-                    let pre_committed = checkpointing
-                        .loaded
-                        .as_ref()
-                        .and_then(|l| l.manifest.sink.as_deref());
-                    crate::jobs::blocking(|| writer.recover(pre_committed))?;
+                // The files of the last complete checkpoint become visible; later ones go.
+                // Restored from a checkpoint, the sink operator does it with its part (a
+                // checkpoint written before sinks were operators has the record in its
+                // manifest); without one, no file of the sink is committed.
+                let manifest_record = checkpointing
+                    .loaded
+                    .as_ref()
+                    .map(|l| l.manifest.sink.as_deref());
+                match manifest_record {
+                    None if restoring && checkpointing.checkpoints.is_some() => {
+                        with_writer(&writer, |w| w.recover(None))?;
+                    }
+                    Some(Some(record)) => with_writer(&writer, |w| w.recover(Some(record)))?,
+                    _ => {}
                 }
-                checkpointing.launch(self, &spec.plan)
+                let sink = SinkOperator::new(
+                    OperatorInfo {
+                        name: "Sink".to_string(),
+                        schema: Arc::clone(&schema),
+                    },
+                    Arc::clone(&writer),
+                );
+                checkpointing.launch(self, &spec.plan, Some(Box::new(sink)))
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => Some((writer, running)),
@@ -336,7 +352,7 @@ async fn write_all(
         }
         let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())?;
         rows += batch.num_rows();
-        crate::jobs::blocking(|| writer.write(&batch))?;
+        crate::runtime::blocking(|| writer.write(&batch))?;
         Ok(())
     };
     let result: EngineResult<()> = async {
@@ -369,7 +385,7 @@ async fn write_all(
                 }
             }
         }
-        crate::jobs::blocking(|| writer.finish())?;
+        crate::runtime::blocking(|| writer.finish())?;
         Ok(())
     }
     .await;

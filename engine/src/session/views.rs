@@ -142,7 +142,7 @@ impl Session {
                 if checkpointing.finished() {
                     return Ok(None);
                 }
-                checkpointing.launch(self, &stream_plan).map(Some)
+                checkpointing.launch(self, &stream_plan, None).map(Some)
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => running,
