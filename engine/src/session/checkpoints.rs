@@ -51,6 +51,8 @@ pub(crate) struct JobCheckpointing {
     pub parallelism: usize,
     /// A checkpoint exists but cannot be used: the job is listed as failed with this.
     pub refused: Option<String>,
+    /// When reading the checkpoint began (the restore time is logged once the job runs).
+    pub restore_started: Option<std::time::Instant>,
 }
 
 impl JobCheckpointing {
@@ -75,7 +77,19 @@ impl JobCheckpointing {
         sink: Option<Box<dyn crate::operators::Operator>>,
     ) -> EngineResult<crate::runtime::RunningQuery> {
         let sink = sink.map(|s| (s, crate::operators::sink::state_tables()));
-        session.launch_with(plan, self.setup(), self.parallelism, sink)
+        let running = session.launch_with(plan, self.setup(), self.parallelism, sink)?;
+        if let (Some(loaded), Some(started)) = (&self.loaded, self.restore_started) {
+            // Reading the files, the view's contents and every operator's state: all done
+            // before the dataflow's first row.
+            tracing::info!(
+                job = %loaded.manifest.job,
+                epoch = loaded.manifest.epoch,
+                state_bytes = loaded.manifest.state_bytes,
+                restore_ms = started.elapsed().as_millis() as u64,
+                "job restored from its checkpoint"
+            );
+        }
+        Ok(running)
     }
 
     /// A job restored from its final checkpoint (not launched: no operator restores a count)
@@ -141,6 +155,7 @@ impl Session {
             loaded: None,
             parallelism,
             refused: None,
+            restore_started: None,
         };
         let Some(data_dir) = &self.engine.config.data_dir else {
             return Ok(none);
@@ -168,6 +183,7 @@ impl Session {
         };
         let mut loaded = None;
         let mut refused = None;
+        let restore_started = self.restoring.then(std::time::Instant::now);
         if self.restoring {
             match store.load_latest(&identity) {
                 Ok(Some(checkpoint)) => {
@@ -194,6 +210,7 @@ impl Session {
             loaded,
             parallelism,
             refused,
+            restore_started,
         })
     }
 
