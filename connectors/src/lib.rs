@@ -1,4 +1,5 @@
-//! Eddy's connectors: the `file` and `nexmark` sources, and the `parquet` / `file` sinks.
+//! Eddy's connectors: the `file`, `nexmark` and `kafka` sources, and the `parquet` / `file`
+//! sinks.
 //!
 //! Each connector implements [`eddy_engine::connector::SourceConnector`] or
 //! [`eddy_engine::connector::SinkConnector`]; the server registers them all with
@@ -11,12 +12,14 @@ use eddy_engine::paths::PathPolicy;
 
 pub mod file;
 pub mod file_sink;
+pub mod kafka;
 pub mod nexmark;
 
 /// Registers every connector of this crate.
 pub fn register_all(registry: &mut ConnectorRegistry, paths: Arc<PathPolicy>) {
     registry.register_source(Arc::new(file::FileConnector::new(Arc::clone(&paths))));
     registry.register_source(Arc::new(nexmark::NexmarkConnector));
+    registry.register_source(Arc::new(kafka::KafkaConnector::default()));
     registry.register_sink(Arc::new(file_sink::FileSinkConnector::parquet(Arc::clone(
         &paths,
     ))));

@@ -770,7 +770,7 @@ impl Builder<'_, '_> {
                         Ok(b)
                     })
                     .boxed();
-                streams.push((stream, false));
+                streams.push((stream, false, None));
             }
             (None, Some(connector)) => {
                 let connector = self.ctx.connectors.source(connector).ok_or_else(|| {
@@ -782,6 +782,10 @@ impl Builder<'_, '_> {
                     1
                 };
                 for index in 0..count {
+                    let start = self.start_of(PartId {
+                        node: id,
+                        instance: index,
+                    });
                     let reader = connector.open(SourceContext {
                         source_name: relation.name.clone(),
                         schema: Arc::clone(&relation.schema),
@@ -790,15 +794,11 @@ impl Builder<'_, '_> {
                         metrics: Arc::clone(&metrics),
                         batch_size: self.ctx.batch_size,
                         split: SourceSplit { index, count },
-                        start_row: self
-                            .start_of(PartId {
-                                node: id,
-                                instance: index,
-                            })
-                            .rows,
+                        start_row: start.rows,
+                        start_position: start.connector,
                     })?;
                     let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
-                    streams.push((stream, reader.bounded));
+                    streams.push((stream, reader.bounded, reader.position));
                 }
             }
             (None, None) => {
@@ -817,7 +817,7 @@ impl Builder<'_, '_> {
         let counters = node.instances.clone();
         self.metrics.operators.push(node);
         let mut outputs = Vec::with_capacity(streams.len());
-        for (instance, ((stream, bounded), metrics)) in
+        for (instance, ((stream, bounded, connector_position), metrics)) in
             streams.into_iter().zip(counters).enumerate()
         {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -840,6 +840,7 @@ impl Builder<'_, '_> {
                 output: tx,
                 metrics,
                 checkpoint,
+                connector_position,
             });
             outputs.push(Input { rx, bounded });
         }

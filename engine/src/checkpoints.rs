@@ -101,6 +101,10 @@ pub struct SourceEntry {
     pub instance: usize,
     pub rows: u64,
     pub watermark: Option<EventTime>,
+    /// The connector's position (Kafka: the next offset per partition); absent for sources
+    /// that resume from `rows`, and in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +268,7 @@ impl CheckpointStore {
                     instance: part.instance,
                     rows: p.rows,
                     watermark: p.watermark,
+                    connector: p.connector.clone(),
                 })
                 .collect(),
             operators,
@@ -439,6 +444,7 @@ impl CheckpointStore {
                     SourcePosition {
                         rows: s.rows,
                         watermark: s.watermark,
+                        connector: s.connector.clone(),
                     },
                 )
             })
@@ -770,6 +776,7 @@ mod tests {
             SourcePosition {
                 rows: 10 * epoch,
                 watermark: Some(7),
+                connector: Some(format!("offsets at {epoch}")),
             },
         );
         CheckpointData {
@@ -803,16 +810,12 @@ mod tests {
         };
         let snapshot = loaded.restored.take_operator(part).unwrap();
         assert_eq!(snapshot.values("meta").unwrap()["watermark"], Some(2));
-        assert_eq!(
-            loaded
-                .restored
-                .source(PartId {
-                    node: 5,
-                    instance: 0
-                })
-                .rows,
-            20
-        );
+        let source = loaded.restored.source(PartId {
+            node: 5,
+            instance: 0,
+        });
+        assert_eq!(source.rows, 20);
+        assert_eq!(source.connector.as_deref(), Some("offsets at 2"));
         let left: Vec<String> = std::fs::read_dir(&store.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -69,6 +69,11 @@ pub struct SourceContext {
     /// reader would produce after its first `start_row` rows (malformed rows, which are
     /// skipped, do not count). 0 for a fresh start.
     pub start_row: u64,
+    /// Where to start, for connectors that publish a [`SourceReader::position`]: the position
+    /// the reader held at the restored checkpoint's barrier (the same text the connector
+    /// wrote). The reader must continue exactly after the rows it had yielded then. `None` for
+    /// a fresh start (and for connectors without positions).
+    pub start_position: Option<String>,
 }
 
 impl SourceContext {
@@ -99,6 +104,34 @@ pub struct SourceReader {
     pub stream: BatchStream,
     /// True when the stream ends by itself (a file read once, `events.max`).
     pub bounded: bool,
+    /// For connectors that cannot resume from a row count (Kafka offsets): where the reader
+    /// stands after the last batch its stream yielded. The engine reads it at each checkpoint
+    /// barrier and hands it back as [`SourceContext::start_position`] after a restore.
+    pub position: Option<Arc<ConnectorPosition>>,
+}
+
+/// A reader's resumable position, opaque to the engine (the connector chooses the text, e.g.
+/// the next offset to read per partition).
+///
+/// The connector must [`set`](Self::set) it before its stream yields a batch, to the position
+/// *after* that batch, and never to a position past a batch it has not yielded yet: the engine
+/// records it between batches, so it must describe exactly the rows sent downstream.
+#[derive(Debug, Default)]
+pub struct ConnectorPosition(Mutex<Option<String>>);
+
+impl ConnectorPosition {
+    /// A position starting at `start` (what the reader was opened with).
+    pub fn new(start: Option<String>) -> Self {
+        Self(Mutex::new(start))
+    }
+
+    pub fn set(&self, position: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A source connector (`file`, `nexmark`, ...). One instance serves every source using it.

@@ -80,6 +80,7 @@ impl SourceConnector for BidLog {
         Ok(SourceReader {
             stream: Box::pin(futures::stream::iter([Ok(batch)])),
             bounded: true,
+            position: None,
         })
     }
 }

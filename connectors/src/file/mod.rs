@@ -42,12 +42,12 @@
 //! listing; malformed rows do not count): Parquet skips them by metadata when no row can be
 //! malformed, otherwise they are decoded and dropped (see the `scan` module).
 
-mod csv;
+pub(crate) mod csv;
 mod csv_fast;
 pub(crate) mod decode;
 mod json;
 mod listing;
-mod options;
+pub(crate) mod options;
 mod parquet;
 mod scan;
 mod text;
@@ -220,6 +220,7 @@ impl SourceConnector for FileConnector {
         Ok(SourceReader {
             stream,
             bounded: !follow,
+            position: None,
         })
     }
 }

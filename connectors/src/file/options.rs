@@ -243,7 +243,7 @@ fn parse_bool(key: &str, value: &str) -> ConnectorResult<bool> {
 }
 
 /// One ASCII character, `\t` for a tab, or `None` for the empty string.
-fn parse_char(key: &str, value: &str) -> ConnectorResult<Option<u8>> {
+pub(crate) fn parse_char(key: &str, value: &str) -> ConnectorResult<Option<u8>> {
     match value {
         "" => Ok(None),
         "\\t" => Ok(Some(b'\t')),

@@ -121,6 +121,7 @@ fn open_at(
         .open(SourceContext {
             source_name: "test".to_string(),
             start_row,
+            start_position: None,
             schema: Arc::clone(schema),
             options,
             metrics: Arc::clone(&metrics),

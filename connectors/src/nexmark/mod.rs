@@ -93,7 +93,11 @@ impl SourceConnector for NexmarkConnector {
             split: ctx.split,
             start_row: ctx.start_row,
         });
-        Ok(SourceReader { stream, bounded })
+        Ok(SourceReader {
+            stream,
+            bounded,
+            position: None,
+        })
     }
 }
 

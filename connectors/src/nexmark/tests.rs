@@ -50,6 +50,7 @@ async fn read_all(
         .open(SourceContext {
             source_name: "test".into(),
             start_row: 0,
+            start_position: None,
             schema,
             options,
             metrics: Arc::clone(&metrics),
@@ -396,6 +397,7 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
         .open(SourceContext {
             source_name: "test".into(),
             start_row: 0,
+            start_position: None,
             schema,
             options,
             metrics: Arc::new(SourceMetrics::default()),
@@ -431,6 +433,7 @@ async fn read_split(
         .open(SourceContext {
             source_name: "test".into(),
             start_row: 0,
+            start_position: None,
             schema: default_schema(&options),
             options,
             metrics: Arc::new(SourceMetrics::default()),
@@ -530,6 +533,7 @@ fn only_unpaced_sources_split() {
     let opened = NexmarkConnector.open(SourceContext {
         source_name: "test".into(),
         start_row: 0,
+        start_position: None,
         schema: default_schema(&options),
         options,
         metrics: Arc::new(SourceMetrics::default()),
@@ -580,6 +584,7 @@ async fn bid_throughput() {
                 .open(SourceContext {
                     source_name: "bench".into(),
                     start_row: 0,
+                    start_position: None,
                     schema: Arc::clone(&schema),
                     options: options.clone(),
                     metrics: Arc::new(SourceMetrics::default()),
@@ -621,6 +626,7 @@ async fn read_split_from(
         .open(SourceContext {
             source_name: "test".into(),
             start_row,
+            start_position: None,
             schema: Arc::clone(&schema),
             options,
             metrics: Arc::new(SourceMetrics::default()),

@@ -30,12 +30,15 @@ pub struct PartId {
 }
 
 /// Where a source reader stands at a barrier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourcePosition {
     /// Rows read from the connector (or push table) so far.
     pub rows: u64,
     /// The reader's watermark, if it has one yet.
     pub watermark: Option<EventTime>,
+    /// The connector's own position after the rows read, for connectors that publish one
+    /// ([`crate::connector::SourceReader::position`]; Kafka offsets). Opaque to the engine.
+    pub connector: Option<String>,
 }
 
 /// What the parts of a dataflow reported for one epoch.
@@ -123,7 +126,10 @@ impl CheckpointHandle {
         drop(parts);
         let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         for (part, position) in ended.iter() {
-            taken.sources.entry(*part).or_insert(*position);
+            taken
+                .sources
+                .entry(*part)
+                .or_insert_with(|| position.clone());
         }
         taken
     }
@@ -157,6 +163,6 @@ impl RestoredState {
     }
 
     pub(crate) fn source(&self, part: PartId) -> SourcePosition {
-        self.sources.get(&part).copied().unwrap_or_default()
+        self.sources.get(&part).cloned().unwrap_or_default()
     }
 }

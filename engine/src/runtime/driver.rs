@@ -15,7 +15,7 @@ use futures::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connector::SourceMetrics;
+use crate::connector::{ConnectorPosition, SourceMetrics};
 use crate::error::EngineResult;
 use crate::runtime::checkpoint::{CheckpointHandle, PartId, SourcePosition};
 use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
@@ -41,6 +41,8 @@ pub(crate) struct SourceTask {
     pub metrics: Arc<OperatorMetrics>,
     /// The job's checkpoints, when it takes them: this reader's identity, and where it starts.
     pub checkpoint: Option<SourceCheckpoint>,
+    /// The connector's position after the last batch `stream` yielded, if it publishes one.
+    pub connector_position: Option<Arc<ConnectorPosition>>,
 }
 
 /// A source reader's part in checkpoints.
@@ -91,6 +93,7 @@ pub(crate) async fn run_source(
         output,
         metrics,
         checkpoint,
+        connector_position,
     } = task;
     let mut rows_read = 0u64;
     let mut injector = None;
@@ -114,9 +117,11 @@ pub(crate) async fn run_source(
             triggers,
         });
     }
+    // Read between batches only, so the connector's position covers exactly the rows sent.
     let position = |rows: u64, watermark: &Option<WatermarkGenerator>| SourcePosition {
         rows,
         watermark: watermark.as_ref().and_then(|w| w.current()),
+        connector: connector_position.as_ref().and_then(|p| p.get()),
     };
     loop {
         if let Some(index) = aligned {

@@ -462,13 +462,24 @@ impl Session {
     }
 }
 
-/// Connectors DESIGN.md promises that Eddy does not have yet: `0A000` naming them, rather
-/// than "unknown connector".
+/// Source connectors DESIGN.md promises that Eddy does not have yet: `0A000` naming them,
+/// rather than "unknown connector".
 pub(crate) fn refuse_missing_connector(name: &str) -> EngineResult<()> {
-    if name.eq_ignore_ascii_case("kafka") {
+    if name.eq_ignore_ascii_case("upsert-kafka") {
         return Err(EngineError::Unsupported(
-            "the kafka connector (sources and sinks; not implemented yet)".to_string(),
+            "the upsert-kafka connector (changelog topics; not implemented yet)".to_string(),
         ));
+    }
+    Ok(())
+}
+
+/// Sink connectors DESIGN.md promises that Eddy does not have yet.
+pub(crate) fn refuse_missing_sink_connector(name: &str) -> EngineResult<()> {
+    if name.eq_ignore_ascii_case("kafka") || name.eq_ignore_ascii_case("upsert-kafka") {
+        return Err(EngineError::Unsupported(format!(
+            "the {} sink connector (not implemented yet; kafka is a source only)",
+            name.to_ascii_lowercase()
+        )));
     }
     Ok(())
 }

@@ -196,7 +196,7 @@ impl Session {
                 "CREATE SINK needs WITH (connector = '...'); sink connectors: {names}"
             ))
         })?;
-        super::ddl::refuse_missing_connector(name)?;
+        super::ddl::refuse_missing_sink_connector(name)?;
         self.engine.connectors.sink(name).cloned().ok_or_else(|| {
             plan_error(format!(
                 "unknown sink connector '{name}'; sink connectors: {names}"

@@ -570,6 +570,13 @@ fn parse_create_source(
                 ));
             } else {
                 columns.push(parser.parse_column_def()?);
+                if is_word(&parser.peek_token().token, "METADATA") {
+                    return Err(ParserError::ParserError(
+                        "feature not supported: metadata columns (METADATA FROM 'partition' | \
+                         'offset' | 'timestamp' | 'key' | 'headers'; not implemented yet)"
+                            .to_string(),
+                    ));
+                }
             }
             if parser.consume_token(&Token::Comma) {
                 continue;
@@ -593,14 +600,28 @@ fn parse_create_source(
     })
 }
 
-/// One `key = value` option: keys may be quoted (`'connector'`), dotted (`events.max`) or plain;
+/// One `key = value` option: keys may be quoted (`'connector'`), dotted (`events.max`), hyphenated
+/// (`scan.startup.specific-offsets`) or plain;
 /// values are strings, numbers or bare words.
 fn parse_option(parser: &mut Parser<'_>) -> Result<(String, String), ParserError> {
     let mut key = String::new();
     loop {
         let token = parser.next_token();
         match &token.token {
-            Token::Word(w) => key.push_str(&w.value),
+            Token::Word(w) => {
+                key.push_str(&w.value);
+                // Flink's hyphenated keys unquoted: `scan.startup.specific-offsets`.
+                while parser.consume_token(&Token::Minus) {
+                    let part = parser.next_token();
+                    match &part.token {
+                        Token::Word(w) => {
+                            key.push('-');
+                            key.push_str(&w.value);
+                        }
+                        _ => return parser.expected("an option name", part),
+                    }
+                }
+            }
             Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => key.push_str(s),
             _ => return parser.expected("an option name", token),
         }

@@ -53,6 +53,7 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
         .open(SourceContext {
             source_name: table.to_string(),
             start_row: 0,
+            start_position: None,
             schema,
             options,
             metrics: Arc::default(),

@@ -1,0 +1,156 @@
+//! [`KafkaClient`] on rdkafka (librdkafka 2.12, built from source by the `cmake-build` feature).
+//!
+//! Consumers are rdkafka `StreamConsumer`s with explicit assignment: a `group.id` is set (the
+//! source's `properties.group.id`, else one derived from the topic) because librdkafka refuses
+//! an assign-only consumer without one, but the group is never joined, and offsets are neither
+//! stored nor auto-committed: they live in Eddy's checkpoints.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eddy_engine::connector::{ConnectorError, ConnectorResult};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use super::client::{KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, Watermarks};
+
+/// The rdkafka-backed client.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RdKafkaClient;
+
+/// Sends librdkafka's log lines to `tracing` (rdkafka logs through the `log` crate otherwise,
+/// which the server does not collect).
+struct TracingContext;
+
+impl ClientContext for TracingContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
+        }
+    }
+}
+
+impl ConsumerContext for TracingContext {}
+
+struct RdKafkaConsumer {
+    consumer: Arc<StreamConsumer<TracingContext>>,
+}
+
+fn client_error(what: &str, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Io(format!("kafka: {what}: {e}"))
+}
+
+impl KafkaClient for RdKafkaClient {
+    fn consumer(
+        &self,
+        properties: &BTreeMap<String, String>,
+    ) -> ConnectorResult<Box<dyn KafkaConsumer>> {
+        let mut config = ClientConfig::new();
+        config
+            .set("group.id", "eddy")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let consumer: StreamConsumer<TracingContext> =
+            config.create_with_context(TracingContext).map_err(|e| {
+                ConnectorError::InvalidOption(format!("kafka client properties: {e}"))
+            })?;
+        Ok(Box::new(RdKafkaConsumer {
+            consumer: Arc::new(consumer),
+        }))
+    }
+}
+
+#[async_trait]
+impl KafkaConsumer for RdKafkaConsumer {
+    async fn partitions(&mut self, topic: &str, timeout: Duration) -> ConnectorResult<Vec<i32>> {
+        let consumer = Arc::clone(&self.consumer);
+        let name = topic.to_string();
+        // A blocking request: off the async threads.
+        let metadata =
+            tokio::task::spawn_blocking(move || consumer.fetch_metadata(Some(&name), timeout))
+                .await
+                .map_err(|e| ConnectorError::Io(format!("kafka metadata request failed: {e}")))?
+                .map_err(|e| {
+                    client_error(&format!("cannot read the metadata of topic '{topic}'"), e)
+                })?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(ConnectorError::Io(format!(
+                "kafka: topic '{topic}' does not exist"
+            )));
+        };
+        if let Some(error) = found.error() {
+            return Err(ConnectorError::Io(format!(
+                "kafka: topic '{topic}': {:?}",
+                rdkafka::error::RDKafkaErrorCode::from(error)
+            )));
+        }
+        let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
+    fn assign(&mut self, topic: &str, starts: &[(i32, StartOffset)]) -> ConnectorResult<()> {
+        let mut list = TopicPartitionList::new();
+        for (partition, start) in starts {
+            let offset = match start {
+                StartOffset::Earliest => Offset::Beginning,
+                StartOffset::Latest => Offset::End,
+                StartOffset::At(offset) => Offset::Offset(*offset),
+            };
+            list.add_partition_offset(topic, *partition, offset)
+                .map_err(|e| client_error("cannot assign partitions", e))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| client_error("cannot assign partitions", e))
+    }
+
+    async fn next_record(&mut self, timeout: Duration) -> ConnectorResult<Option<KafkaRecord>> {
+        match tokio::time::timeout(timeout, self.consumer.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Ok(message)) => Ok(Some(KafkaRecord {
+                partition: message.partition(),
+                offset: message.offset(),
+                payload: message.payload().map(<[u8]>::to_vec),
+            })),
+            Ok(Err(e)) => Err(client_error("cannot read", e)),
+        }
+    }
+
+    fn fetched_watermarks(&self, topic: &str, partition: i32) -> Option<Watermarks> {
+        let topic = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // rdkafka 0.39 has no safe wrapper for the cached (fetch-reported) watermarks.
+        // SAFETY: the handle lives as long as `self.consumer`; `topic` is a valid C string
+        // for the call; `low` and `high` are valid out-pointers.
+        let error = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            && low >= 0
+            && high >= 0)
+            .then_some(Watermarks { low, high })
+    }
+}

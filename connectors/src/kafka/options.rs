@@ -1,0 +1,444 @@
+//! The `WITH (...)` options of a Kafka source (Flink's names), parsed and checked.
+//!
+//! Every key is one Eddy honours, a Flink option Eddy does not implement yet (refused with
+//! [`ConnectorError::Unsupported`], SQLSTATE 0A000, naming it), a `properties.*` key handed to
+//! the client as it is, or an error listing the accepted keys.
+
+use std::collections::BTreeMap;
+
+use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult, SourceSplit};
+
+use crate::file::options::{CsvOptions, parse_char};
+
+/// Keys Eddy honours (besides `properties.*`).
+const OPTIONS: &[&str] = &[
+    "connector",
+    "topic",
+    "format",
+    "scan.startup.mode",
+    "scan.startup.specific-offsets",
+    "scan.bounded.mode",
+    "csv.field-delimiter",
+    "csv.quote-character",
+    "csv.null-literal",
+];
+
+/// Flink options (or prefixes, ending in `.`) this slice of the connector does not implement.
+const NOT_YET: &[&str] = &[
+    "topic-pattern",
+    "scan.startup.timestamp-millis",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+    "scan.watermark.idle-timeout",
+    "scan.topic-partition-discovery.interval",
+    "scan.parallelism",
+    "key.format",
+    "key.fields",
+    "key.fields-prefix",
+    "value.format",
+    "value.fields-include",
+    "format.on-error",
+    "json.",
+    "csv.",
+    "raw.",
+    "sink.",
+];
+
+/// How each message's value becomes a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KafkaFormat {
+    /// One JSON object per message; fields matched to columns by name.
+    Json,
+    /// One CSV record per message; fields matched to columns by position.
+    Csv(CsvOptions),
+    /// The whole value as the only column (VARCHAR or BYTEA).
+    Raw,
+}
+
+/// Where each assigned partition starts when there is no checkpoint to resume from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartupMode {
+    Earliest,
+    Latest,
+    /// Offsets per partition; partitions not listed start at the earliest offset.
+    Specific(BTreeMap<i32, i64>),
+}
+
+/// The parsed options of one Kafka source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KafkaOptions {
+    pub topic: String,
+    pub format: KafkaFormat,
+    pub startup: StartupMode,
+    /// `scan.bounded.mode = 'latest-offset'`: read each partition to its end as of the start.
+    pub bounded: bool,
+    /// The `properties.*` options, without the prefix: librdkafka configuration.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaOptions {
+    /// Parses and checks `options`.
+    pub(crate) fn parse(options: &ConnectorOptions) -> ConnectorResult<Self> {
+        let mut properties = BTreeMap::new();
+        for (key, value) in options {
+            if let Some(property) = key.strip_prefix("properties.") {
+                if property.is_empty() {
+                    return Err(invalid("option 'properties.' names no client property"));
+                }
+                properties.insert(property.to_string(), value.clone());
+                continue;
+            }
+            if OPTIONS.contains(&key.as_str()) {
+                continue;
+            }
+            if NOT_YET
+                .iter()
+                .any(|n| key == n || (n.ends_with('.') && key.starts_with(n)))
+            {
+                return Err(ConnectorError::Unsupported(format!(
+                    "option '{key}' of connector 'kafka' (not implemented yet)"
+                )));
+            }
+            return Err(invalid(format!(
+                "unknown option '{key}' for connector 'kafka'; accepted options: {}, properties.*",
+                OPTIONS.join(", ")
+            )));
+        }
+        let get = |key: &str| options.get(key).map(String::as_str);
+
+        let topic = get("topic").unwrap_or_default().trim();
+        if topic.is_empty() {
+            return Err(invalid("option 'topic' is required for connector 'kafka'"));
+        }
+        if properties
+            .get("bootstrap.servers")
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            return Err(invalid(
+                "option 'properties.bootstrap.servers' is required for connector 'kafka' \
+                 (host:port of the brokers)",
+            ));
+        }
+
+        let csv_keys = [
+            "csv.field-delimiter",
+            "csv.quote-character",
+            "csv.null-literal",
+        ];
+        let format = match get("format").map(|f| f.to_ascii_lowercase()) {
+            None => {
+                return Err(invalid(
+                    "option 'format' is required for connector 'kafka': 'json', 'csv' or 'raw'",
+                ));
+            }
+            Some(f) if f == "csv" => {
+                let mut csv = CsvOptions::default();
+                if let Some(value) = get("csv.field-delimiter") {
+                    csv.delimiter = parse_char("csv.field-delimiter", value)?.ok_or_else(|| {
+                        invalid("option 'csv.field-delimiter' must be one character, not empty")
+                    })?;
+                }
+                if let Some(value) = get("csv.quote-character") {
+                    csv.quote = parse_char("csv.quote-character", value)?;
+                }
+                csv.null_value = get("csv.null-literal").map(str::to_string);
+                if csv.quote == Some(csv.delimiter) {
+                    return Err(invalid(
+                        "the CSV quote character must differ from the delimiter",
+                    ));
+                }
+                KafkaFormat::Csv(csv)
+            }
+            Some(f) => {
+                let format = match f.as_str() {
+                    "json" => KafkaFormat::Json,
+                    "raw" => KafkaFormat::Raw,
+                    "avro" | "avro-confluent" | "protobuf" | "debezium-json" | "canal-json"
+                    | "maxwell-json" => {
+                        return Err(ConnectorError::Unsupported(format!(
+                            "format '{f}' for connector 'kafka' (supported: json, csv, raw)"
+                        )));
+                    }
+                    _ => {
+                        return Err(invalid(format!(
+                            "invalid value '{f}' for option 'format'; expected 'json', 'csv' or 'raw'"
+                        )));
+                    }
+                };
+                if let Some(key) = csv_keys.iter().find(|k| options.contains_key(**k)) {
+                    return Err(invalid(format!(
+                        "option '{key}' applies only to format 'csv', not '{f}'"
+                    )));
+                }
+                format
+            }
+        };
+
+        let specific = get("scan.startup.specific-offsets");
+        let startup = match get("scan.startup.mode").map(|m| m.to_ascii_lowercase()) {
+            None => StartupMode::Earliest,
+            Some(mode) => match mode.as_str() {
+                "earliest-offset" => StartupMode::Earliest,
+                "latest-offset" => StartupMode::Latest,
+                "specific-offsets" => {
+                    let Some(text) = specific else {
+                        return Err(invalid(
+                            "scan.startup.mode = 'specific-offsets' needs \
+                             scan.startup.specific-offsets = 'partition:0,offset:42;...'",
+                        ));
+                    };
+                    StartupMode::Specific(parse_offsets(text).map_err(|e| {
+                        invalid(format!("option 'scan.startup.specific-offsets': {e}"))
+                    })?)
+                }
+                "group-offsets" | "timestamp" => {
+                    return Err(ConnectorError::Unsupported(format!(
+                        "scan.startup.mode = '{mode}' for connector 'kafka' (not implemented \
+                         yet; use 'earliest-offset', 'latest-offset' or 'specific-offsets')"
+                    )));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "invalid value '{mode}' for option 'scan.startup.mode'; expected \
+                         'earliest-offset', 'latest-offset' or 'specific-offsets'"
+                    )));
+                }
+            },
+        };
+        if specific.is_some() && !matches!(startup, StartupMode::Specific(_)) {
+            return Err(invalid(
+                "option 'scan.startup.specific-offsets' needs scan.startup.mode = 'specific-offsets'",
+            ));
+        }
+
+        let bounded = match get("scan.bounded.mode").map(|m| m.to_ascii_lowercase()) {
+            None => false,
+            Some(mode) => match mode.as_str() {
+                "unbounded" => false,
+                "latest-offset" => true,
+                "timestamp" | "specific-offsets" | "group-offsets" => {
+                    return Err(ConnectorError::Unsupported(format!(
+                        "scan.bounded.mode = '{mode}' for connector 'kafka' (not implemented \
+                         yet; use 'unbounded' or 'latest-offset')"
+                    )));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "invalid value '{mode}' for option 'scan.bounded.mode'; expected \
+                         'unbounded' or 'latest-offset'"
+                    )));
+                }
+            },
+        };
+
+        Ok(Self {
+            topic: topic.to_string(),
+            format,
+            startup,
+            bounded,
+            properties,
+        })
+    }
+}
+
+/// Parses Flink's offsets syntax, `partition:0,offset:42;partition:1,offset:300` (a trailing
+/// `;` and spaces around the parts are allowed).
+pub(crate) fn parse_offsets(text: &str) -> Result<BTreeMap<i32, i64>, String> {
+    let mut offsets = BTreeMap::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut partition = None;
+        let mut offset = None;
+        for part in entry.split(',') {
+            let (name, value) = part
+                .split_once(':')
+                .ok_or_else(|| format!("expected 'partition:N,offset:M', found '{entry}'"))?;
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "partition" if partition.is_none() => {
+                    partition = Some(value.parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(
+                        || format!("invalid partition '{value}' (a number from 0) in '{entry}'"),
+                    )?);
+                }
+                "offset" if offset.is_none() => {
+                    offset = Some(value.parse::<i64>().ok().filter(|o| *o >= 0).ok_or_else(
+                        || format!("invalid offset '{value}' (a number from 0) in '{entry}'"),
+                    )?);
+                }
+                _ => return Err(format!("expected 'partition:N,offset:M', found '{entry}'")),
+            }
+        }
+        let (Some(partition), Some(offset)) = (partition, offset) else {
+            return Err(format!("expected 'partition:N,offset:M', found '{entry}'"));
+        };
+        if offsets.insert(partition, offset).is_some() {
+            return Err(format!("partition {partition} is listed twice"));
+        }
+    }
+    if offsets.is_empty() {
+        return Err("no 'partition:N,offset:M' entry".to_string());
+    }
+    Ok(offsets)
+}
+
+/// Writes offsets in the syntax [`parse_offsets`] reads.
+pub(crate) fn format_offsets(offsets: &BTreeMap<i32, i64>) -> String {
+    offsets
+        .iter()
+        .map(|(partition, offset)| format!("partition:{partition},offset:{offset}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Whether reader `split` reads `partition`: partitions are dealt round-robin by number, a
+/// pure function of the partition and the number of readers (so several processes could
+/// share a topic the same way).
+pub(crate) fn assigned(partition: i32, split: SourceSplit) -> bool {
+    split.count > 0 && (partition as usize) % split.count == split.index
+}
+
+fn invalid(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidOption(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
+        let mut o: ConnectorOptions = [
+            ("connector", "kafka"),
+            ("topic", "t"),
+            ("properties.bootstrap.servers", "127.0.0.1:9092"),
+            ("format", "json"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            o.insert(k.to_string(), v.to_string());
+        }
+        o
+    }
+
+    #[test]
+    fn flink_offsets_syntax_round_trips() {
+        let parsed = parse_offsets("partition:0,offset:42;partition:1,offset:300").unwrap();
+        assert_eq!(parsed, BTreeMap::from([(0, 42), (1, 300)]));
+        assert_eq!(
+            format_offsets(&parsed),
+            "partition:0,offset:42;partition:1,offset:300"
+        );
+        assert_eq!(
+            parse_offsets(" partition : 2 , offset : 0 ; ").unwrap(),
+            BTreeMap::from([(2, 0)])
+        );
+        assert_eq!(
+            parse_offsets("offset:7,partition:3").unwrap(),
+            BTreeMap::from([(3, 7)])
+        );
+    }
+
+    #[test]
+    fn malformed_offsets_are_refused_with_the_entry() {
+        for (text, needle) in [
+            ("", "no 'partition:N,offset:M'"),
+            ("partition:0", "found 'partition:0'"),
+            ("partition:0,offset:-1", "invalid offset '-1'"),
+            ("partition:x,offset:1", "invalid partition 'x'"),
+            ("partition:0,offset:1;partition:0,offset:2", "listed twice"),
+            ("partition:0,offset:1,offset:2", "expected"),
+            ("p:0,o:1", "expected"),
+        ] {
+            let error = parse_offsets(text).unwrap_err();
+            assert!(error.contains(needle), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_dealt_round_robin_over_readers() {
+        let readers = 3;
+        for partition in 0..10 {
+            let owners: Vec<usize> = (0..readers)
+                .filter(|&index| {
+                    assigned(
+                        partition,
+                        SourceSplit {
+                            index,
+                            count: readers,
+                        },
+                    )
+                })
+                .collect();
+            assert_eq!(owners, vec![partition as usize % readers]);
+        }
+        assert!((0..5).all(|p| assigned(p, SourceSplit::WHOLE)));
+    }
+
+    #[test]
+    fn options_are_parsed() {
+        let parsed = KafkaOptions::parse(&options(&[
+            ("scan.startup.mode", "specific-offsets"),
+            ("scan.startup.specific-offsets", "partition:1,offset:5"),
+            ("scan.bounded.mode", "latest-offset"),
+            ("properties.group.id", "g"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.topic, "t");
+        assert_eq!(parsed.format, KafkaFormat::Json);
+        assert_eq!(
+            parsed.startup,
+            StartupMode::Specific(BTreeMap::from([(1, 5)]))
+        );
+        assert!(parsed.bounded);
+        assert_eq!(parsed.properties["group.id"], "g");
+        assert_eq!(parsed.properties["bootstrap.servers"], "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn options_not_implemented_yet_are_refused_by_name() {
+        for (key, value) in [
+            ("scan.watermark.idle-timeout", "5s"),
+            ("key.fields", "k"),
+            ("scan.startup.timestamp-millis", "1"),
+            ("json.ignore-parse-errors", "true"),
+            ("scan.startup.mode", "group-offsets"),
+            ("scan.startup.mode", "timestamp"),
+            ("scan.bounded.mode", "timestamp"),
+        ] {
+            match KafkaOptions::parse(&options(&[(key, value)])) {
+                Err(ConnectorError::Unsupported(message)) => {
+                    assert!(
+                        message.contains(key) || message.contains(value),
+                        "{message}"
+                    )
+                }
+                other => panic!("{key} = {value}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            KafkaOptions::parse(&options(&[("format", "avro")])),
+            Err(ConnectorError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn mistakes_are_invalid_options() {
+        for pairs in [
+            vec![("topic", "")],
+            vec![("properties.bootstrap.servers", " ")],
+            vec![("format", "xml")],
+            vec![("bogus", "1")],
+            vec![("scan.startup.mode", "specific-offsets")],
+            vec![("scan.startup.specific-offsets", "partition:0,offset:1")],
+            vec![("csv.field-delimiter", ";")],
+        ] {
+            assert!(
+                matches!(
+                    KafkaOptions::parse(&options(&pairs)),
+                    Err(ConnectorError::InvalidOption(_))
+                ),
+                "{pairs:?}"
+            );
+        }
+    }
+}

