@@ -179,12 +179,15 @@ impl SourceMetrics {
         self.rows.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Records a skipped malformed row; the first message is kept for the report.
+    /// Records a skipped malformed row; the first message is kept for the report and logged
+    /// (a background job has no client to report to).
     pub fn add_malformed(&self, message: impl FnOnce() -> String) {
         if self.malformed.fetch_add(1, Ordering::Relaxed) == 0
             && let Ok(mut first) = self.first_error.lock()
         {
-            *first = Some(message());
+            let message = message();
+            tracing::warn!(error = %message, "a source reader skipped its first malformed row");
+            *first = Some(message);
         }
     }
 

@@ -301,6 +301,7 @@ impl JobManager {
         let mut rows_in = Vec::new();
         let mut rows_out = Vec::new();
         let mut late = Vec::new();
+        let mut malformed = Vec::new();
         let mut watermarks = Vec::new();
         let mut lags = Vec::new();
         let mut state_bytes = Vec::new();
@@ -325,6 +326,7 @@ impl JobManager {
             rows_in.push(job.metrics.rows_in() as i64);
             rows_out.push(job.metrics.rows_out() as i64);
             late.push(job.metrics.late_rows() as i64);
+            malformed.push(job.metrics.malformed_rows() as i64);
             let watermark = job.watermark().map(|w| w.div_euclid(1_000_000));
             watermarks.push(watermark);
             lags.push(watermark.map(|w| now_ms - w));
@@ -346,6 +348,7 @@ impl JobManager {
             Arc::new(Int64Array::from(rows_in)),
             Arc::new(Int64Array::from(rows_out)),
             Arc::new(Int64Array::from(late)),
+            Arc::new(Int64Array::from(malformed)),
             Arc::new(TimestampMillisecondArray::from(watermarks)),
             Arc::new(DurationMillisecondArray::from(lags)),
             Arc::new(Int64Array::from(state_bytes)),
@@ -819,6 +822,7 @@ pub fn jobs_schema() -> SchemaRef {
         Field::new("rows_in", DataType::Int64, false),
         Field::new("rows_out", DataType::Int64, false),
         Field::new("late_rows", DataType::Int64, false),
+        Field::new("malformed_rows", DataType::Int64, false),
         Field::new(
             "watermark",
             DataType::Timestamp(TimeUnit::Millisecond, None),

@@ -153,6 +153,11 @@ impl QueryMetrics {
         self.operators.iter().find(|n| n.id == id)
     }
 
+    /// Malformed rows (messages, lines) the query's sources skipped.
+    pub fn malformed_rows(&self) -> u64 {
+        self.sources.iter().map(|(_, s)| s.malformed()).sum()
+    }
+
     /// Rows every source of the query read.
     pub fn rows_in(&self) -> u64 {
         self.operators
