@@ -12,8 +12,9 @@
 //! Two kinds of state are written once and referred to by later checkpoints, beside the
 //! epochs: an append-only view's parts (`view-parts/`, the rows each checkpoint added) and
 //! operators' shared batches (`shared/`, see [`StateSnapshot::add_shared`]): a shared batch
-//! is written the first time a checkpoint holds it, and the manifest lists, per operator
-//! instance, the files of every shared batch its snapshot holds. Such a file is synced before
+//! is written the first time a checkpoint holds it (a later snapshot may even refer to it
+//! without its rows, see [`StateSnapshot::add_shared_unchanged`]), and the manifest lists, per
+//! operator instance, the files of every shared batch its snapshot holds. Such a file is synced before
 //! the manifest that lists it, is never rewritten while a complete checkpoint lists it (its
 //! name carries the epoch that wrote it), and is deleted once no complete checkpoint does.
 //!
@@ -38,7 +39,7 @@ use crate::runtime::checkpoint::{
 };
 use crate::runtime::message::{Epoch, EventTime};
 use crate::state::checkpoint::{decode, encode, encode_batches};
-use crate::state::{StateSnapshot, shared_id, table_of};
+use crate::state::{StateSnapshot, is_unchanged, shared_id, table_of};
 
 /// The version of the checkpoint format this build writes and reads.
 /// Version 2 added shared operator batches (`FileEntry::shared`), and MATCH_RECOGNIZE keeps its
@@ -244,6 +245,13 @@ impl CheckpointStore {
                 }
                 let entry = match known.get(&key) {
                     Some(entry) => entry.clone(),
+                    None if is_unchanged(batch) => {
+                        return Err(EngineError::Checkpoint(format!(
+                            "operator {}-{} refers to shared batch {id} of {}, which no \
+                             complete checkpoint holds",
+                            part.node, part.instance, key.1
+                        )));
+                    }
                     None => {
                         let entry = self.write_shared(&key, data.epoch, batch)?;
                         total += entry.bytes;
@@ -717,6 +725,7 @@ impl JobCheckpoints {
     /// Checkpoint `epoch` is complete.
     pub fn completed(&self, epoch: Epoch, bytes: u64) {
         self.last_completed.fetch_max(epoch, Ordering::Relaxed);
+        self.handle.completed(epoch);
         self.finish(epoch, CheckpointStatus::Completed, Some(bytes));
     }
 
@@ -1090,6 +1099,22 @@ mod tests {
             files(&restarted),
             vec!["op-3-1-rows-3.3.state", "op-3-1-rows-4.6.state"]
         );
+
+        // A reference without rows to a batch the last checkpoint holds lists its file; one
+        // to a batch no complete checkpoint holds fails the checkpoint.
+        let mut d = with_shared(7, &[3]);
+        let snapshot = d.parts.operators.get_mut(&part).unwrap();
+        snapshot.add_shared_unchanged("rows", 4).unwrap();
+        assert_eq!(restarted.write(&identity(), d).unwrap().bytes, only_meta);
+        assert_eq!(
+            files(&restarted),
+            vec!["op-3-1-rows-3.3.state", "op-3-1-rows-4.6.state"]
+        );
+        let mut d = with_shared(8, &[3]);
+        let snapshot = d.parts.operators.get_mut(&part).unwrap();
+        snapshot.add_shared_unchanged("rows", 9).unwrap();
+        let e = restarted.write(&identity(), d).unwrap_err().to_string();
+        assert!(e.contains("no complete checkpoint holds"), "{e}");
 
         // A shared file that is missing, cut short or holds another batch is refused.
         let refused = |why: &str| {

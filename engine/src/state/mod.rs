@@ -21,6 +21,10 @@
 //! added as *shared* ([`StateSnapshot::add_shared`]), named by an id the operator chooses:
 //! the checkpoint store writes it only the first time it appears and has later checkpoints
 //! refer to that file, so such state costs a checkpoint only what changed since the last one.
+//! Once told that a checkpoint completed (`Operator::checkpoint_completed`), an operator may
+//! even refer to such a batch without handing its rows over again
+//! ([`StateSnapshot::add_shared_unchanged`]), so that it need not rebuild state it does not
+//! keep as batches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,6 +141,8 @@ pub fn describe(tables: &[StateTable]) -> Option<String> {
 const TABLE_KEY: &str = "eddy.state.table";
 /// The schema metadata key that holds a shared batch's id (see [`StateSnapshot::add_shared`]).
 const SHARED_KEY: &str = "eddy.state.shared";
+/// The schema metadata key that marks a reference to a shared batch without its rows.
+const UNCHANGED_KEY: &str = "eddy.state.unchanged";
 
 /// One operator instance's state at a barrier: batches tagged with their table's name.
 #[derive(Debug, Clone, Default)]
@@ -182,10 +188,35 @@ impl StateSnapshot {
         self.push(table, Some(id), batch)
     }
 
+    /// Refers to shared batch `id` of table `table` without its rows. Only for a batch the
+    /// operator's snapshot at a checkpoint it was told completed held, and every snapshot
+    /// since (unchanged): the checkpoint store then lists the file it wrote, and refuses a
+    /// reference to a batch no complete checkpoint holds. A restore reads the rows back from
+    /// that file, so an operator's `restore` never receives a reference.
+    pub fn add_shared_unchanged(&mut self, table: &str, id: u64) -> EngineResult<()> {
+        let metadata = [
+            (TABLE_KEY, table.to_string()),
+            (SHARED_KEY, id.to_string()),
+            (UNCHANGED_KEY, "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let schema = Arc::new(Schema::new_with_metadata(Vec::<Field>::new(), metadata));
+        let options = RecordBatchOptions::new().with_row_count(Some(0));
+        self.batches.push(RecordBatch::try_new_with_options(
+            schema,
+            Vec::new(),
+            &options,
+        )?);
+        Ok(())
+    }
+
     fn push(&mut self, table: &str, shared: Option<u64>, batch: RecordBatch) -> EngineResult<()> {
         let schema = batch.schema();
         let mut metadata = schema.metadata().clone();
         metadata.insert(TABLE_KEY.to_string(), table.to_string());
+        metadata.remove(UNCHANGED_KEY);
         match shared {
             Some(id) => metadata.insert(SHARED_KEY.to_string(), id.to_string()),
             None => metadata.remove(SHARED_KEY),
@@ -233,6 +264,11 @@ impl StateSnapshot {
         let mut out = Vec::new();
         for batch in self.batches.iter().filter(|b| table_of(b) == Some(table)) {
             if let Some(id) = shared_id(batch)? {
+                if is_unchanged(batch) {
+                    return Err(corrupt(format!(
+                        "shared batch {id} of {table} without its rows"
+                    )));
+                }
                 out.push((id, batch.clone()));
             }
         }
@@ -318,6 +354,12 @@ pub fn shared_id(batch: &RecordBatch) -> EngineResult<Option<u64>> {
     }
 }
 
+/// Whether a shared snapshot batch is a reference without rows (see
+/// [`StateSnapshot::add_shared_unchanged`]).
+pub fn is_unchanged(batch: &RecordBatch) -> bool {
+    batch.schema_ref().metadata().contains_key(UNCHANGED_KEY)
+}
+
 /// A snapshot that does not say what its operator expects (a checkpoint written by another
 /// plan or version): never misread, always refused.
 pub fn corrupt(message: impl Into<String>) -> EngineError {
@@ -371,5 +413,11 @@ mod tests {
         t.add("rows", copy).unwrap();
         assert!(t.shared("rows").unwrap().is_empty());
         assert_eq!(shared_id(&t.batches()[0]).unwrap(), None);
+        // A reference without rows names its batch, but an operator never receives one.
+        let mut r = StateSnapshot::new();
+        r.add_shared_unchanged("rows", 7).unwrap();
+        assert_eq!(shared_id(&r.batches()[0]).unwrap(), Some(7));
+        assert!(is_unchanged(&r.batches()[0]));
+        assert!(r.shared("rows").is_err());
     }
 }
