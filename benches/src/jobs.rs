@@ -15,16 +15,17 @@
 //! Besides the rates of the client-query run, a row gives the checkpoints of the job
 //! ([`JobCheckpoints::history`](eddy_engine::checkpoints::JobCheckpoints::history), read at
 //! every poll, as it keeps only the recent attempts), the largest and the longest of them, what
-//! the last one taken while the job ran holds (the files of its folder: the operators' state
-//! and the view's contents, which grow with the view; the job's final checkpoint, written when
-//! the input ended, holds no operator state and replaces it on disk, so it is sampled at every
-//! poll), and the operators' state in memory at its peak (sampled at every poll).
+//! the last one taken while the job ran holds (the files its manifest lists, some written by
+//! earlier checkpoints: the operators' state and the view's contents, which grow with the
+//! view; the job's final checkpoint, written when the input ended, holds no operator state and
+//! replaces it on disk, so it is sampled at every poll), and the operators' state in memory at
+//! its peak (sampled at every poll).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use eddy_engine::checkpoints::{CheckpointRecord, CheckpointStatus};
+use eddy_engine::checkpoints::{CheckpointRecord, CheckpointStatus, Manifest};
 use eddy_engine::jobs::{Job, JobStatus};
 use eddy_engine::session::EngineConfig;
 
@@ -192,27 +193,28 @@ fn record(job: &Job, attempts: &mut BTreeMap<u64, CheckpointRecord>) {
     }
 }
 
-/// The bytes of checkpoint `epoch`'s state files, `(operators, view)`, from its folder
-/// `<data dir>/checkpoints/<job>/<epoch>/` (see `eddy_engine::checkpoints`; a `bench_<n>` name
-/// is its own folder name): `view.state` is the view's contents, the other `.state` files the
-/// operators'. `None` if the folder is not there.
+/// The bytes of the state files checkpoint `epoch` holds, `(operators, view)`, from its
+/// manifest `<data dir>/checkpoints/<job>/<epoch>/manifest.json` (see
+/// `eddy_engine::checkpoints`; a `bench_<n>` name is its own folder name): each operator
+/// instance's file with the shared batches it lists (written by this checkpoint or an earlier
+/// one), and the view's contents, whole or as the parts it lists. `None` if there is no such
+/// manifest.
 fn checkpoint_files(data_dir: &Path, job: &str, epoch: u64) -> Option<(u64, u64)> {
-    let folder = data_dir
+    let path = data_dir
         .join("checkpoints")
         .join(job)
-        .join(epoch.to_string());
-    let mut operators = 0;
-    let mut view = 0;
-    for entry in std::fs::read_dir(folder).ok()?.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let bytes = entry.metadata().map_or(0, |m| m.len());
-        if name == "view.state" {
-            view += bytes;
-        } else if name.ends_with(".state") {
-            operators += bytes;
-        }
-    }
+        .join(epoch.to_string())
+        .join("manifest.json");
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let operators = manifest
+        .operators
+        .iter()
+        .map(|o| o.bytes + o.shared.iter().map(|s| s.bytes).sum::<u64>())
+        .sum();
+    let view = manifest.view.map_or(0, |v| v.bytes)
+        + manifest
+            .view_parts
+            .map_or(0, |v| v.parts.iter().map(|p| p.bytes).sum());
     Some((operators, view))
 }
 

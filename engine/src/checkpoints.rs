@@ -14,6 +14,15 @@
 //! holds the view's contents and no operator state, and a restart restores the view (or lists
 //! the sink as finished) without running the job again.
 //!
+//! Two kinds of state are written once and referred to by later checkpoints, beside the
+//! epochs: an append-only view's parts (`view-parts/`, the rows each checkpoint added) and
+//! operators' shared batches (`shared/`, see [`StateSnapshot::add_shared`]): a shared batch
+//! is written the first time a checkpoint holds it (a later snapshot may even refer to it
+//! without its rows, see [`StateSnapshot::add_shared_unchanged`]), and the manifest lists, per
+//! operator instance, the files of every shared batch its snapshot holds. Such a file is synced before
+//! the manifest that lists it, is never rewritten while a complete checkpoint lists it (its
+//! name carries the epoch that wrote it), and is deleted once no complete checkpoint does.
+//!
 //! Reading back refuses (never misreads) a checkpoint of another format version or plan, or
 //! whose files do not have the sizes its manifest lists.
 
@@ -34,11 +43,13 @@ use crate::runtime::checkpoint::{
     CheckpointHandle, EpochParts, PartId, RestoredState, SourcePosition,
 };
 use crate::runtime::message::{Epoch, EventTime};
-use crate::state::StateSnapshot;
-use crate::state::checkpoint::{decode, encode};
+use crate::state::checkpoint::{decode, encode, encode_batches};
+use crate::state::{StateSnapshot, is_unchanged, shared_id, table_of};
 
 /// The version of the checkpoint format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added shared operator batches (`FileEntry::shared`), and MATCH_RECOGNIZE keeps its
+/// rows in them.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// How long a checkpoint's barrier may take to come back unless the server
 /// (`--checkpoint-timeout`) or the job (`checkpoint.timeout`) says otherwise: Flink's default.
@@ -57,6 +68,8 @@ const IN_PROGRESS: &str = ".inprogress";
 const VIEW_FILE: &str = "view.state";
 /// The folder (beside the epochs) of an append-only view's parts.
 const VIEW_PARTS_DIR: &str = "view-parts";
+/// The folder (beside the epochs) of operators' shared batches.
+const SHARED_DIR: &str = "shared";
 
 /// What a checkpoint's manifest records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,7 +126,22 @@ pub struct FileEntry {
     pub instance: usize,
     pub file: String,
     pub bytes: u64,
+    /// The shared batches the instance's snapshot holds besides its file, each written once.
+    pub shared: Vec<SharedFile>,
 }
+
+/// One shared batch of an operator instance: its table and id, and the file that holds it
+/// (relative to the job's folder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFile {
+    pub table: String,
+    pub id: u64,
+    pub file: String,
+    pub bytes: u64,
+}
+
+/// What names a shared batch: the operator instance, the table and the id.
+type SharedKey = (PartId, String, u64);
 
 /// The parts of an append-only view's rows, each written once, by the checkpoint that first
 /// held its rows.
@@ -181,17 +209,26 @@ pub struct LoadedCheckpoint {
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// The shared batches the last checkpoint this store wrote or loaded lists: a later one
+    /// refers to their files instead of writing them again.
+    shared: Arc<Mutex<BTreeMap<SharedKey, SharedFile>>>,
 }
 
 impl CheckpointStore {
     pub fn new(data_dir: &Path, job: &str) -> Self {
         Self {
             dir: data_dir.join(CHECKPOINTS_DIR).join(folder_name(job)),
+            shared: Arc::default(),
         }
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, BTreeMap<SharedKey, SharedFile>> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Deletes every checkpoint of the job (a dropped or re-created view or sink).
     pub fn delete_all(&self) -> EngineResult<()> {
+        self.lock_shared().clear();
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -208,19 +245,60 @@ impl CheckpointStore {
         std::fs::create_dir_all(&folder)?;
         let mut total = 0u64;
         let mut operators = Vec::new();
+        // Shared batches the last complete checkpoint lists are referred to, not written.
+        let known = self.lock_shared().clone();
+        let mut listed = BTreeMap::new();
+        let mut wrote_shared = false;
         for (part, snapshot) in &data.parts.operators {
             if snapshot.is_empty() {
                 continue;
             }
+            let mut own = Vec::new();
+            let mut files = Vec::new();
+            for batch in snapshot.batches() {
+                let Some(id) = shared_id(batch)? else {
+                    own.push(batch);
+                    continue;
+                };
+                let key = (*part, table_of(batch).unwrap_or_default().to_string(), id);
+                if listed.contains_key(&key) {
+                    return Err(EngineError::Checkpoint(format!(
+                        "operator {}-{} holds shared batch {id} of {} twice",
+                        part.node, part.instance, key.1
+                    )));
+                }
+                let entry = match known.get(&key) {
+                    Some(entry) => entry.clone(),
+                    None if is_unchanged(batch) => {
+                        return Err(EngineError::Checkpoint(format!(
+                            "operator {}-{} refers to shared batch {id} of {}, which no \
+                             complete checkpoint holds",
+                            part.node, part.instance, key.1
+                        )));
+                    }
+                    None => {
+                        let entry = self.write_shared(&key, data.epoch, batch)?;
+                        total += entry.bytes;
+                        wrote_shared = true;
+                        entry
+                    }
+                };
+                files.push(entry.clone());
+                listed.insert(key, entry);
+            }
             let file = format!("op-{}-{}.state", part.node, part.instance);
-            let bytes = write_synced(&folder.join(&file), &encode(snapshot)?)?;
+            let bytes = write_synced(&folder.join(&file), &encode_batches(own)?)?;
             total += bytes;
             operators.push(FileEntry {
                 node: part.node,
                 instance: part.instance,
                 file,
                 bytes,
+                shared: files,
             });
+        }
+        if wrote_shared {
+            sync_dir(&self.dir.join(SHARED_DIR));
         }
         let (mut view, mut view_parts) = (None, None);
         match &data.view {
@@ -294,10 +372,53 @@ impl CheckpointStore {
         if let Some(parts) = &view_parts {
             self.delete_parts_but(parts);
         }
+        self.delete_shared_but(&listed);
+        *self.lock_shared() = listed;
         Ok(Written {
             bytes: total,
             view_parts,
         })
+    }
+
+    /// Writes shared batch `key` for checkpoint `epoch` (synced; the caller syncs the folder).
+    fn write_shared(
+        &self,
+        key: &SharedKey,
+        epoch: Epoch,
+        batch: &RecordBatch,
+    ) -> EngineResult<SharedFile> {
+        let (part, table, id) = key;
+        std::fs::create_dir_all(self.dir.join(SHARED_DIR))?;
+        // The epoch in the name: a file a complete checkpoint lists is never rewritten.
+        let file = format!(
+            "{SHARED_DIR}/op-{}-{}-{}-{id}.{epoch}.state",
+            part.node,
+            part.instance,
+            folder_name(table)
+        );
+        let bytes = write_synced(&self.dir.join(&file), &encode_batches([batch])?)?;
+        Ok(SharedFile {
+            table: table.clone(),
+            id: *id,
+            file,
+            bytes,
+        })
+    }
+
+    /// Deletes the shared files the latest complete checkpoint does not list (those only
+    /// older or failed checkpoints did).
+    fn delete_shared_but(&self, kept: &BTreeMap<SharedKey, SharedFile>) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(SHARED_DIR)) else {
+            return;
+        };
+        let kept: std::collections::HashSet<&str> =
+            kept.values().map(|f| f.file.as_str()).collect();
+        for entry in entries.flatten() {
+            let name = format!("{SHARED_DIR}/{}", entry.file_name().to_string_lossy());
+            if !kept.contains(name.as_str()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Deletes the view parts no complete checkpoint lists any more (a failed checkpoint's).
@@ -320,7 +441,7 @@ impl CheckpointStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if name == VIEW_PARTS_DIR {
+            if name == VIEW_PARTS_DIR || name == SHARED_DIR {
                 continue;
             }
             let stale = match name.parse::<Epoch>() {
@@ -342,7 +463,7 @@ impl CheckpointStore {
         let mut complete = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if name == VIEW_PARTS_DIR {
+            if name == VIEW_PARTS_DIR || name == SHARED_DIR {
                 continue;
             }
             match name.parse::<Epoch>() {
@@ -405,12 +526,37 @@ impl CheckpointStore {
         };
         let read = |file: &str, bytes: u64| read_at(&folder, file, bytes);
         let mut operators = BTreeMap::new();
+        let mut shared = BTreeMap::new();
         for entry in &manifest.operators {
             let part = PartId {
                 node: entry.node,
                 instance: entry.instance,
             };
-            operators.insert(part, read(&entry.file, entry.bytes)?);
+            let mut batches = read(&entry.file, entry.bytes)?.batches().to_vec();
+            if batches.iter().any(|b| !matches!(shared_id(b), Ok(None))) {
+                return Err(refuse(format!("{} holds a shared batch", entry.file)));
+            }
+            for s in &entry.shared {
+                if !s.file.starts_with(&format!("{SHARED_DIR}/")) || s.file.contains("..") {
+                    return Err(refuse(format!("a shared batch at {}", s.file)));
+                }
+                match read_at(&self.dir, &s.file, s.bytes)?.batches() {
+                    [batch]
+                        if table_of(batch) == Some(s.table.as_str())
+                            && matches!(shared_id(batch), Ok(Some(id)) if id == s.id) =>
+                    {
+                        batches.push(batch.clone())
+                    }
+                    _ => {
+                        return Err(refuse(format!(
+                            "{} does not hold shared batch {} of {}",
+                            s.file, s.id, s.table
+                        )));
+                    }
+                }
+                shared.insert((part, s.table.clone(), s.id), s.clone());
+            }
+            operators.insert(part, StateSnapshot::from_batches(batches));
         }
         let mut view = match &manifest.view {
             Some(v) => Some((read(&v.file, v.bytes)?, v.watermark)),
@@ -449,6 +595,8 @@ impl CheckpointStore {
                 )
             })
             .collect();
+        // The restored job's next checkpoint refers to these files.
+        *self.lock_shared() = shared;
         Ok(LoadedCheckpoint {
             restored: Arc::new(RestoredState {
                 operators: Mutex::new(operators),
@@ -620,6 +768,7 @@ impl JobCheckpoints {
     /// Checkpoint `epoch` is complete.
     pub fn completed(&self, epoch: Epoch, bytes: u64) {
         self.last_completed.fetch_max(epoch, Ordering::Relaxed);
+        self.handle.completed(epoch);
         self.finish(epoch, CheckpointStatus::Completed, Some(bytes));
     }
 
@@ -842,7 +991,10 @@ mod tests {
         let text = std::fs::read_to_string(&manifest).unwrap();
         std::fs::write(
             &manifest,
-            text.replace("\"format_version\": 1", "\"format_version\": 99"),
+            text.replace(
+                &format!("\"format_version\": {FORMAT_VERSION}"),
+                "\"format_version\": 99",
+            ),
         )
         .unwrap();
         let e = store.load_latest(&identity()).err().unwrap().to_string();
@@ -951,6 +1103,115 @@ mod tests {
             !store.dir.join("1").exists(),
             "the older checkpoint is deleted"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_batches_are_written_once_and_deleted_when_no_checkpoint_lists_them() {
+        let dir = temp_dir("shared");
+        let store = CheckpointStore::new(&dir, "v");
+        let part = PartId {
+            node: 3,
+            instance: 1,
+        };
+        let batch = |id: u64| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
+                vec![Arc::new(Int64Array::from(vec![id as i64; 4]))],
+            )
+            .unwrap()
+        };
+        let with_shared = |epoch, ids: &[u64]| {
+            let mut d = data(epoch);
+            let snapshot = d.parts.operators.get_mut(&part).unwrap();
+            for &id in ids {
+                snapshot.add_shared("rows", id, batch(id)).unwrap();
+            }
+            d
+        };
+        let files = |store: &CheckpointStore| {
+            let mut names: Vec<String> = std::fs::read_dir(store.dir.join(SHARED_DIR))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        let only_meta = store.write(&identity(), data(1)).unwrap().bytes;
+        let first = store.write(&identity(), with_shared(2, &[1, 2])).unwrap();
+        assert!(first.bytes > only_meta);
+        assert_eq!(
+            files(&store),
+            vec!["op-3-1-rows-1.2.state", "op-3-1-rows-2.2.state"]
+        );
+        // Checkpoint 3 holds batch 2 again and a new 3: only 3 is written, 1 is deleted.
+        let second = store.write(&identity(), with_shared(3, &[2, 3])).unwrap();
+        assert!(second.bytes < first.bytes);
+        assert_eq!(
+            files(&store),
+            vec!["op-3-1-rows-2.2.state", "op-3-1-rows-3.3.state"]
+        );
+        // Checkpoint 4 fails after writing a batch; 5 writes nothing new and deletes it.
+        std::fs::write(store.dir.join("shared/op-3-1-rows-4.4.state"), b"torn").unwrap();
+        let third = store.write(&identity(), with_shared(5, &[2, 3])).unwrap();
+        assert_eq!(third.bytes, only_meta, "nothing shared is written again");
+        assert_eq!(
+            files(&store),
+            vec!["op-3-1-rows-2.2.state", "op-3-1-rows-3.3.state"]
+        );
+
+        // After a restart the batches come back with their ids, and the next checkpoint of
+        // the restored job refers to them.
+        let restarted = CheckpointStore::new(&dir, "v");
+        let loaded = restarted.load_latest(&identity()).unwrap().unwrap();
+        let snapshot = loaded.restored.take_operator(part).unwrap();
+        let shared = snapshot.shared("rows").unwrap();
+        assert_eq!(shared.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(shared[1].1.column(0).as_ref(), batch(3).column(0).as_ref());
+        assert_eq!(snapshot.values("meta").unwrap()["watermark"], Some(5));
+        let fourth = restarted
+            .write(&identity(), with_shared(6, &[3, 4]))
+            .unwrap();
+        assert!(fourth.bytes > only_meta && fourth.bytes < first.bytes);
+        assert_eq!(
+            files(&restarted),
+            vec!["op-3-1-rows-3.3.state", "op-3-1-rows-4.6.state"]
+        );
+
+        // A reference without rows to a batch the last checkpoint holds lists its file; one
+        // to a batch no complete checkpoint holds fails the checkpoint.
+        let mut d = with_shared(7, &[3]);
+        let snapshot = d.parts.operators.get_mut(&part).unwrap();
+        snapshot.add_shared_unchanged("rows", 4).unwrap();
+        assert_eq!(restarted.write(&identity(), d).unwrap().bytes, only_meta);
+        assert_eq!(
+            files(&restarted),
+            vec!["op-3-1-rows-3.3.state", "op-3-1-rows-4.6.state"]
+        );
+        let mut d = with_shared(8, &[3]);
+        let snapshot = d.parts.operators.get_mut(&part).unwrap();
+        snapshot.add_shared_unchanged("rows", 9).unwrap();
+        let e = restarted.write(&identity(), d).unwrap_err().to_string();
+        assert!(e.contains("no complete checkpoint holds"), "{e}");
+
+        // A shared file that is missing, cut short or holds another batch is refused.
+        let refused = |why: &str| {
+            let e = CheckpointStore::new(&dir, "v")
+                .load_latest(&identity())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        };
+        let three = store.dir.join("shared/op-3-1-rows-3.3.state");
+        let four = store.dir.join("shared/op-3-1-rows-4.6.state");
+        let bytes = std::fs::read(&three).unwrap();
+        std::fs::write(&three, std::fs::read(&four).unwrap()).unwrap();
+        refused("does not hold shared batch 3 of rows");
+        std::fs::write(&three, &bytes[..bytes.len() - 1]).unwrap();
+        refused("bytes, its manifest says");
+        std::fs::remove_file(&three).unwrap();
+        refused("cannot be read");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

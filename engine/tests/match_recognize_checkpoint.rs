@@ -261,15 +261,39 @@ fn random_input(seed: u64, n: usize) -> Vec<Step> {
     steps
 }
 
+/// Snapshots `op` after every step: a shared batch's table and id always name the same rows
+/// (what `StateSnapshot::add_shared` promises, so that a checkpoint may write it once).
+fn check_shared_ids(f: &Factory, steps: &[Step]) {
+    let mut op = f.make();
+    let mut seen: std::collections::HashMap<(&str, u64), RecordBatch> = Default::default();
+    for (k, step) in steps.iter().enumerate() {
+        run(f, &mut op, std::slice::from_ref(step));
+        let snapshot = op.snapshot(1).unwrap();
+        for table in ["partitions", "partition_runs", "partition_rows"] {
+            for (id, batch) in snapshot.shared(table).unwrap() {
+                if let Some(before) = seen.insert((table, id), batch.clone()) {
+                    assert_eq!(
+                        before.columns(),
+                        batch.columns(),
+                        "{table} {id} at step {k}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Every cut of the small input and of a random one, and every step of the random one.
 async fn check(query: &str) {
     let f = Factory::new(query).await;
     let small = small_input();
     let emitted = check_cuts(&f, &small, 0..=small.len());
     assert!(emitted > 0, "the small input matches nothing for {query}");
+    check_shared_ids(&f, &small);
     for seed in [7, 2024] {
         let steps = random_input(seed, 40);
         check_cuts(&f, &steps, 0..=steps.len());
+        check_shared_ids(&f, &steps);
     }
     // Long enough for the operator to compact its segments (every 64 releases), at random
     // cuts.
@@ -279,6 +303,7 @@ async fn check(query: &str) {
         .map(|_| rng.below(steps.len() as i64 + 1) as usize)
         .collect();
     check_cuts(&f, &steps, cuts.into_iter());
+    check_shared_ids(&f, &steps);
 }
 
 #[tokio::test]
@@ -517,4 +542,233 @@ async fn snapshots_of_another_shape_are_refused() {
     s.add_values("match_meta", &[("watermark", Some(1))])
         .unwrap();
     refused(s, "meta without counters");
+}
+
+/// Consecutive checkpoints share the segments that did not change: an attempt open for many
+/// releases (symbol 1 falls for 15 seconds) keeps its rows' segments, and the second
+/// checkpoint writes only the segments made since the first; restored from it, the operator
+/// goes on as the original does.
+#[tokio::test]
+async fn consecutive_checkpoints_write_only_new_segments() {
+    use eddy_engine::checkpoints::{CheckpointData, CheckpointStore, JobIdentity};
+    use eddy_engine::runtime::checkpoint::{EpochParts, PartId};
+    use std::collections::BTreeMap;
+
+    let f = Factory::new(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, A.price AS p0, LAST(B.price) AS bottom, \
+         C.price AS up ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+         PATTERN (A B+ C) DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+    let mut steps = Vec::new();
+    for t in 1..=20 {
+        // Symbol 2 rises and falls (matches, freeing its rows); 1 falls until second 16.
+        let price = if t <= 16 { 100 - t } else { 100 + t };
+        steps.push(Step::Rows(vec![(1, t, price), (2, t, (t * 7) % 5)]));
+        steps.push(Step::Watermark(t));
+    }
+    steps.push(Step::End);
+    let (first_cut, second_cut) = (20, 30);
+
+    let mut op = f.make();
+    let mut original = run(&f, &mut op, &steps[..first_cut]);
+    let first = op.snapshot(1).unwrap();
+    original.extend(run(&f, &mut op, &steps[first_cut..second_cut]));
+    let second = op.snapshot(2).unwrap();
+    let segments = |s: &StateSnapshot| -> BTreeMap<u64, RecordBatch> {
+        s.shared("partition_rows").unwrap().into_iter().collect()
+    };
+    let (a, b) = (segments(&first), segments(&second));
+    let kept: Vec<u64> = b.keys().filter(|id| a.contains_key(id)).copied().collect();
+    let new = b.len() - kept.len();
+    assert!(
+        kept.len() >= 5 && new >= 3,
+        "kept {kept:?} of {a:?}, {new} new"
+    );
+    for id in &kept {
+        assert_eq!(a[id], b[id], "segment {id} names the same rows in both");
+    }
+
+    // Through the checkpoint store: the second checkpoint writes the new segments only.
+    let dir = std::env::temp_dir().join(format!("eddy-mr-shared-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = CheckpointStore::new(&dir, "v");
+    let identity = JobIdentity {
+        job: "v".to_string(),
+        query: "q".to_string(),
+        plan: "p".to_string(),
+        parallelism: 1,
+    };
+    let part = PartId {
+        node: 1,
+        instance: 0,
+    };
+    let data = |epoch, snapshot: StateSnapshot| {
+        let mut parts = EpochParts::default();
+        parts.operators.insert(part, snapshot);
+        CheckpointData {
+            epoch,
+            parts,
+            view: None,
+            late_rows: 0,
+            finished: false,
+        }
+    };
+    // Segment files: `op-<node>-<instance>-partition_rows-<id>.<epoch>.state`.
+    let written_by = |epoch: u64| {
+        std::fs::read_dir(dir.join("checkpoints/v/shared"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.contains("-partition_rows-") && name.ends_with(&format!(".{epoch}.state"))
+            })
+            .count()
+    };
+    let one = store.write(&identity, data(1, first)).unwrap();
+    assert_eq!(written_by(1), a.len());
+    let two = store.write(&identity, data(2, second)).unwrap();
+    assert_eq!(written_by(2), new, "only the new segments are written");
+    assert_eq!(
+        written_by(1),
+        kept.len(),
+        "the first one's files are referred to"
+    );
+    assert!(two.bytes < one.bytes, "{two:?} against {one:?}");
+
+    // A restart restores the second checkpoint, and the operator goes on as the original.
+    let loaded = CheckpointStore::new(&dir, "v")
+        .load_latest(&identity)
+        .unwrap()
+        .unwrap();
+    let snapshot = loaded
+        .restored
+        .operators
+        .lock()
+        .unwrap()
+        .remove(&part)
+        .unwrap();
+    let mut restored = f.make();
+    restored.restore(snapshot).unwrap();
+    let rest = run(&f, &mut restored, &steps[second_cut..]);
+    let continued = run(&f, &mut op, &steps[second_cut..]);
+    assert!(rest.iter().any(|m| !m.starts_with("watermark")), "{rest:?}");
+    assert_eq!(rest, continued);
+    original.extend(continued);
+    assert_eq!(original, run(&f, &mut f.make(), &steps));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// 5,000 symbols send one row each and stay idle, their attempts open for ever, beside symbol
+/// 2's 16,000 rows in the same segment: the second block of partitions (all idle) stays the
+/// same until, symbol 2 having matched, compaction moves the idle rows into a new segment.
+fn idle_partitions_input() -> Vec<Step> {
+    // Symbol 2 first (partition 0), falling, then the idle ones (partitions 1 ..).
+    let first: Vec<(i64, i64, i64)> = (0..16_000)
+        .map(|i| (2, 1, 20_000 - i))
+        .chain((0..5_000).map(|s| (1_000 + s, 1, 5)))
+        .collect();
+    let mut steps = vec![Step::Rows(first), Step::Watermark(1)];
+    for t in 2..150 {
+        steps.push(Step::Rows(vec![(2, t, (t * 7) % 5)]));
+        steps.push(Step::Watermark(t));
+    }
+    steps.push(Step::End);
+    steps
+}
+
+const V_SHAPE: &str = "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+     MEASURES MATCH_NUMBER() AS mn, A.price AS p0, C.price AS up \
+     ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+     PATTERN (A B+ C) DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))";
+
+/// Compaction under idle partitions changes their block: the snapshot's block must then name
+/// new rows, not keep its id.
+#[tokio::test]
+async fn compaction_under_idle_partitions_changes_their_block() {
+    let f = Factory::new(V_SHAPE).await;
+    let steps = idle_partitions_input();
+    check_shared_ids(&f, &steps);
+    check_cuts(&f, &steps, [3, 150, 290].into_iter());
+}
+
+/// Checkpoints through the store, each taken after the runtime said the one before completed:
+/// the idle partitions' block is referred to without its rows (and not built), the store
+/// lists the file it wrote before, and every checkpoint restores into an operator that goes
+/// on exactly as the original, before and after compaction changed that block.
+#[tokio::test]
+async fn checkpoints_refer_to_blocks_a_complete_checkpoint_holds() {
+    use eddy_engine::checkpoints::{CheckpointData, CheckpointStore, JobIdentity};
+    use eddy_engine::runtime::checkpoint::{EpochParts, PartId};
+    use eddy_engine::state::is_unchanged;
+
+    let f = Factory::new(V_SHAPE).await;
+    let steps = idle_partitions_input();
+    let whole = run(&f, &mut f.make(), &steps);
+    let dir = std::env::temp_dir().join(format!("eddy-mr-refs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = CheckpointStore::new(&dir, "v");
+    let identity = JobIdentity {
+        job: "v".to_string(),
+        query: "q".to_string(),
+        plan: "p".to_string(),
+        parallelism: 1,
+    };
+    let part = PartId {
+        node: 1,
+        instance: 0,
+    };
+    let mut op = f.make();
+    let mut emitted = Vec::new();
+    let mut references = Vec::new();
+    let mut at = 0;
+    for (epoch, cut) in (1..).zip((2..steps.len()).step_by(16)) {
+        emitted.extend(run(&f, &mut op, &steps[at..cut]));
+        at = cut;
+        let snapshot = op.snapshot(epoch).unwrap();
+        references.push(
+            snapshot
+                .batches()
+                .iter()
+                .filter(|b| is_unchanged(b))
+                .count(),
+        );
+        let mut parts = EpochParts::default();
+        parts.operators.insert(part, snapshot);
+        let data = CheckpointData {
+            epoch,
+            parts,
+            view: None,
+            late_rows: 0,
+            finished: false,
+        };
+        store.write(&identity, data).unwrap();
+        op.checkpoint_completed(epoch);
+        // A restart from this checkpoint goes on as the uninterrupted run.
+        let loaded = CheckpointStore::new(&dir, "v")
+            .load_latest(&identity)
+            .unwrap()
+            .unwrap();
+        let snapshot = loaded.restored.operators.lock().unwrap().remove(&part);
+        let mut restored = f.make();
+        restored.restore(snapshot.unwrap()).unwrap();
+        let mut got = emitted.clone();
+        got.extend(run(&f, &mut restored, &steps[cut..]));
+        assert_eq!(got, whole, "restored from checkpoint {epoch} at step {cut}");
+    }
+    // The first checkpoint holds every block; the later ones refer to the idle block (its
+    // two batches), except the one after compaction changed it, then to its new version.
+    let rebuilt: Vec<usize> = (0..references.len())
+        .filter(|&k| references[k] == 0)
+        .collect();
+    assert!(
+        rebuilt.len() == 2 && rebuilt[0] == 0 && rebuilt[1] + 1 < references.len(),
+        "{references:?}"
+    );
+    assert!(
+        references.iter().all(|r| *r == 0 || *r == 2),
+        "{references:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

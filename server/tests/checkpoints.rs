@@ -200,7 +200,13 @@ async fn a_torn_checkpoint_is_ignored_and_another_version_refused() {
         let text = std::fs::read_to_string(&manifest).unwrap();
         std::fs::write(
             &manifest,
-            text.replace("\"format_version\": 1", "\"format_version\": 99"),
+            text.replace(
+                &format!(
+                    "\"format_version\": {}",
+                    eddy_engine::checkpoints::FORMAT_VERSION
+                ),
+                "\"format_version\": 99",
+            ),
         )
         .unwrap();
     }

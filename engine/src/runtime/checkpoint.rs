@@ -9,11 +9,15 @@
 //! the dataflow, every part has reported (each part reports before it forwards), and
 //! [`CheckpointHandle::take`] hands the job everything of that epoch to write.
 //!
+//! Once the job has written a checkpoint it calls [`CheckpointHandle::completed`]; each
+//! operator instance hears of it (`Operator::checkpoint_completed`) before its next snapshot.
+//!
 //! A dataflow restored from a checkpoint is launched with a [`RestoredState`]: each operator
 //! instance gets its snapshot before it runs, each source reader its position.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -58,6 +62,8 @@ pub struct CheckpointHandle {
     /// The final position of each source reader that reached its end (it injects no more
     /// barriers, and its position no longer changes).
     ended: Mutex<BTreeMap<PartId, SourcePosition>>,
+    /// The last checkpoint written completely (0: none yet).
+    completed: AtomicU64,
 }
 
 impl Default for CheckpointHandle {
@@ -66,6 +72,7 @@ impl Default for CheckpointHandle {
             trigger: watch::Sender::new(0),
             parts: Mutex::default(),
             ended: Mutex::default(),
+            completed: AtomicU64::new(0),
         }
     }
 }
@@ -74,6 +81,16 @@ impl CheckpointHandle {
     /// Asks every source to inject `Barrier(epoch)`.
     pub fn trigger(&self, epoch: Epoch) {
         self.trigger.send_replace(epoch);
+    }
+
+    /// Checkpoint `epoch` is on disk, with every part reported for it.
+    pub fn completed(&self, epoch: Epoch) {
+        self.completed.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// The last checkpoint written completely (0: none yet).
+    pub(crate) fn last_completed(&self) -> Epoch {
+        self.completed.load(Ordering::Relaxed)
     }
 
     /// For source tasks: changes when a checkpoint is triggered.

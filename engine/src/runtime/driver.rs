@@ -496,6 +496,8 @@ pub(crate) async fn run_operator(
     watermarks.combined = ctx.input_watermark();
     let mut ended = vec![false; n];
     let mut alignment = Alignment::default();
+    // The last complete checkpoint the operator was told of.
+    let mut notified = 0;
     loop {
         let next = tokio::select! {
             next = merged.next() => next,
@@ -546,6 +548,11 @@ pub(crate) async fn run_operator(
         {
             // Every live input is at the barrier: the state holds exactly what came before.
             if let Some(c) = &checkpoint {
+                let completed = c.handle.last_completed();
+                if completed > notified {
+                    op.checkpoint_completed(completed);
+                    notified = completed;
+                }
                 // A snapshot that fails fails this checkpoint, not the query.
                 match snapshot(op.as_mut(), &ctx, epoch) {
                     Ok(s) => c.handle.report_operator(epoch, c.part, s),
@@ -592,7 +599,8 @@ mod tests {
     use datafusion::arrow::array::{Array, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-    /// Remembers every value it was given; its snapshot is that list.
+    /// Remembers every value it was given, and every completed checkpoint it is told of as
+    /// minus its epoch; its snapshot is that list.
     struct Recorder {
         info: OperatorInfo,
         seen: Vec<i64>,
@@ -616,6 +624,10 @@ mod tests {
                 .unwrap();
             self.seen.extend(values.values().iter().copied());
             Ok(())
+        }
+
+        fn checkpoint_completed(&mut self, epoch: Epoch) {
+            self.seen.push(-(epoch as i64));
         }
 
         fn state_usage(&self) -> Vec<StateUsage> {
@@ -753,6 +765,46 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, vec![1, 2, 3, 10, 11]);
         tx0.send(Message::End).await.unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_operator_hears_of_a_completed_checkpoint_before_its_next_snapshot() {
+        let handle = Arc::new(CheckpointHandle::default());
+        let (tx, rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        let ctx = OperatorContext::new(1, 0, declared("seen"), Arc::default());
+        let wiring = vec![InputChannel {
+            input: 0,
+            bounded: false,
+        }];
+        let task = tokio::spawn(run_operator(
+            Box::new(recorder()),
+            ctx,
+            vec![rx],
+            wiring,
+            out_tx,
+            Arc::default(),
+            Some(OperatorCheckpoint {
+                handle: Arc::clone(&handle),
+                part: PartId {
+                    node: 1,
+                    instance: 0,
+                },
+            }),
+        ));
+        let mut barrier = async |epoch: Epoch, before: Message| {
+            tx.send(before).await.unwrap();
+            tx.send(Message::Barrier(epoch)).await.unwrap();
+            while !matches!(out_rx.recv().await.unwrap(), Message::Barrier(e) if e == epoch) {}
+            snapshot_values(&handle, epoch)
+        };
+        assert_eq!(barrier(1, data(1)).await, vec![4, 2, 1]);
+        // Checkpoint 1 is written: told once, before snapshot 2, not again before 3.
+        handle.completed(1);
+        assert_eq!(barrier(2, data(5)).await, vec![4, 2, 1, 5, -1]);
+        assert_eq!(barrier(3, data(6)).await, vec![4, 2, 1, 5, -1, 6]);
+        tx.send(Message::End).await.unwrap();
         task.await.unwrap().unwrap();
     }
 

@@ -194,6 +194,14 @@ pub trait Operator: Send + 'static {
         )))
     }
 
+    /// Checkpoint `epoch` is complete: written with the snapshot this instance took at its
+    /// barrier. Called before a later snapshot (with the latest complete epoch: some may be
+    /// skipped). Until it is called, no checkpoint holds what the instance's snapshots held.
+    /// An operator may then refer to a shared batch its snapshot at `epoch` or earlier held,
+    /// unchanged since, without handing its rows over again
+    /// ([`StateSnapshot::add_shared_unchanged`]).
+    fn checkpoint_completed(&mut self, _epoch: Epoch) {}
+
     /// Puts back the state of a [`Operator::snapshot`] taken by the same operator (same plan
     /// node and instance), before any input arrives; the runtime has checked that it holds
     /// only declared tables. After it, the operator must behave exactly as the one that took

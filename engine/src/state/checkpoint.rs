@@ -1,19 +1,27 @@
 //! Operator snapshots as bytes: each tagged batch as an Arrow IPC stream of its own (schemas
 //! differ between tables), length-prefixed, one after the other. The schema metadata that
-//! names a batch's table travels inside the IPC schema.
+//! names a batch's table (and a shared batch's id) travels inside the IPC schema.
 
 use std::io::Cursor;
 
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{StateSnapshot, corrupt};
 use crate::error::EngineResult;
 
 /// The bytes of a snapshot.
 pub fn encode(snapshot: &StateSnapshot) -> EngineResult<Vec<u8>> {
+    encode_batches(snapshot.batches())
+}
+
+/// The bytes of some of a snapshot's batches (a checkpoint writes shared batches apart).
+pub fn encode_batches<'a>(
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> EngineResult<Vec<u8>> {
     let mut out = Vec::new();
-    for batch in snapshot.batches() {
+    for batch in batches {
         let mut bytes = Vec::new();
         {
             let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
@@ -59,7 +67,6 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::record_batch::RecordBatch;
     use std::sync::Arc;
 
     #[test]
@@ -78,10 +85,19 @@ mod tests {
         )
         .unwrap();
         s.add("rows", rows.clone()).unwrap();
+        s.add_shared("segments", 42, rows.clone()).unwrap();
         let bytes = encode(&s).unwrap();
         let back = decode(&bytes).unwrap();
         assert_eq!(back.values("meta").unwrap()["watermark"], Some(7));
         assert_eq!(back.table("rows")[0].columns(), rows.columns());
+        let shared = back.shared("segments").unwrap();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].0, 42);
+        assert_eq!(shared[0].1.columns(), rows.columns());
+        assert!(
+            back.shared("rows").unwrap().is_empty(),
+            "rows are not shared"
+        );
         assert!(decode(&bytes[..bytes.len() - 3]).is_err());
         assert!(decode(&bytes[..5]).is_err());
     }

@@ -15,9 +15,16 @@
 //! the operator interprets, so a declaration names the key columns and describes the value
 //! rather than fixing an Arrow schema.
 //!
-//! Operator snapshots are full, not incremental: an operator hands over what it holds at the
-//! barrier. Arrow arrays are reference-counted, so handing over a retained batch costs no
-//! copy; the write happens off the dataflow's tasks.
+//! An operator hands over what it holds at the barrier. Arrow arrays are reference-counted,
+//! so handing over a retained batch costs no copy; the write happens off the dataflow's tasks.
+//! A batch that never changes once made (MATCH_RECOGNIZE's segments of released rows) can be
+//! added as *shared* ([`StateSnapshot::add_shared`]), named by an id the operator chooses:
+//! the checkpoint store writes it only the first time it appears and has later checkpoints
+//! refer to that file, so such state costs a checkpoint only what changed since the last one.
+//! Once told that a checkpoint completed (`Operator::checkpoint_completed`), an operator may
+//! even refer to such a batch without handing its rows over again
+//! ([`StateSnapshot::add_shared_unchanged`]), so that it need not rebuild state it does not
+//! keep as batches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -132,6 +139,10 @@ pub fn describe(tables: &[StateTable]) -> Option<String> {
 
 /// The schema metadata key that names the state table a snapshot batch belongs to.
 const TABLE_KEY: &str = "eddy.state.table";
+/// The schema metadata key that holds a shared batch's id (see [`StateSnapshot::add_shared`]).
+const SHARED_KEY: &str = "eddy.state.shared";
+/// The schema metadata key that marks a reference to a shared batch without its rows.
+const UNCHANGED_KEY: &str = "eddy.state.unchanged";
 
 /// One operator instance's state at a barrier: batches tagged with their table's name.
 #[derive(Debug, Clone, Default)]
@@ -166,9 +177,50 @@ impl StateSnapshot {
     /// Adds rows of table `table` (empty batches are kept too: they carry a row count and
     /// a schema, which some tables need).
     pub fn add(&mut self, table: &str, batch: RecordBatch) -> EngineResult<()> {
+        self.push(table, None, batch)
+    }
+
+    /// Adds rows of table `table` that the operator names `id`, promising that in this
+    /// operator instance the same table and id always name the same rows (a batch made once
+    /// and never changed). A checkpoint then writes it only the first time it appears, and a
+    /// restore hands it back with its id ([`StateSnapshot::shared`]).
+    pub fn add_shared(&mut self, table: &str, id: u64, batch: RecordBatch) -> EngineResult<()> {
+        self.push(table, Some(id), batch)
+    }
+
+    /// Refers to shared batch `id` of table `table` without its rows. Only for a batch the
+    /// operator's snapshot at a checkpoint it was told completed held, and every snapshot
+    /// since (unchanged): the checkpoint store then lists the file it wrote, and refuses a
+    /// reference to a batch no complete checkpoint holds. A restore reads the rows back from
+    /// that file, so an operator's `restore` never receives a reference.
+    pub fn add_shared_unchanged(&mut self, table: &str, id: u64) -> EngineResult<()> {
+        let metadata = [
+            (TABLE_KEY, table.to_string()),
+            (SHARED_KEY, id.to_string()),
+            (UNCHANGED_KEY, "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let schema = Arc::new(Schema::new_with_metadata(Vec::<Field>::new(), metadata));
+        let options = RecordBatchOptions::new().with_row_count(Some(0));
+        self.batches.push(RecordBatch::try_new_with_options(
+            schema,
+            Vec::new(),
+            &options,
+        )?);
+        Ok(())
+    }
+
+    fn push(&mut self, table: &str, shared: Option<u64>, batch: RecordBatch) -> EngineResult<()> {
         let schema = batch.schema();
         let mut metadata = schema.metadata().clone();
         metadata.insert(TABLE_KEY.to_string(), table.to_string());
+        metadata.remove(UNCHANGED_KEY);
+        match shared {
+            Some(id) => metadata.insert(SHARED_KEY.to_string(), id.to_string()),
+            None => metadata.remove(SHARED_KEY),
+        };
         let schema = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         self.batches.push(RecordBatch::try_new_with_options(
@@ -197,13 +249,30 @@ impl StateSnapshot {
         self.add(table, batch)
     }
 
-    /// The batches of table `table`, in the order they were added.
+    /// The batches of table `table`, shared ones included, in the order they were added
+    /// (after a restore, the shared ones come last).
     pub fn table(&self, table: &str) -> Vec<RecordBatch> {
         self.batches
             .iter()
-            .filter(|b| b.schema().metadata().get(TABLE_KEY).map(String::as_str) == Some(table))
+            .filter(|b| table_of(b) == Some(table))
             .cloned()
             .collect()
+    }
+
+    /// The shared batches of table `table` with their ids, in the order they were added.
+    pub fn shared(&self, table: &str) -> EngineResult<Vec<(u64, RecordBatch)>> {
+        let mut out = Vec::new();
+        for batch in self.batches.iter().filter(|b| table_of(b) == Some(table)) {
+            if let Some(id) = shared_id(batch)? {
+                if is_unchanged(batch) {
+                    return Err(corrupt(format!(
+                        "shared batch {id} of {table} without its rows"
+                    )));
+                }
+                out.push((id, batch.clone()));
+            }
+        }
+        Ok(out)
     }
 
     /// The named integer values of table `table` (see [`StateSnapshot::add_values`]).
@@ -228,7 +297,7 @@ impl StateSnapshot {
             batches: self
                 .batches
                 .into_iter()
-                .filter(|b| b.schema().metadata().get(TABLE_KEY).map(String::as_str) != Some(table))
+                .filter(|b| table_of(b) != Some(table))
                 .collect(),
         }
     }
@@ -265,6 +334,32 @@ impl StateSnapshot {
 
 use datafusion::arrow::array::Array;
 
+/// The table a snapshot batch belongs to.
+pub fn table_of(batch: &RecordBatch) -> Option<&str> {
+    batch
+        .schema_ref()
+        .metadata()
+        .get(TABLE_KEY)
+        .map(String::as_str)
+}
+
+/// The id of a shared snapshot batch; `None` for a batch that is not shared.
+pub fn shared_id(batch: &RecordBatch) -> EngineResult<Option<u64>> {
+    match batch.schema_ref().metadata().get(SHARED_KEY) {
+        None => Ok(None),
+        Some(id) => id
+            .parse()
+            .map(Some)
+            .map_err(|_| corrupt(format!("a shared batch with id {id:?}"))),
+    }
+}
+
+/// Whether a shared snapshot batch is a reference without rows (see
+/// [`StateSnapshot::add_shared_unchanged`]).
+pub fn is_unchanged(batch: &RecordBatch) -> bool {
+    batch.schema_ref().metadata().contains_key(UNCHANGED_KEY)
+}
+
 /// A snapshot that does not say what its operator expects (a checkpoint written by another
 /// plan or version): never misread, always refused.
 pub fn corrupt(message: impl Into<String>) -> EngineError {
@@ -292,5 +387,37 @@ mod tests {
         assert_eq!(values["count"], None);
         assert_eq!(back.table("rows")[0].num_rows(), 3);
         assert!(back.table("other").is_empty());
+    }
+
+    #[test]
+    fn shared_batches_keep_their_ids_and_adding_one_again_unshares_it() {
+        let rows = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let mut s = StateSnapshot::new();
+        s.add_shared("rows", 7, rows.clone()).unwrap();
+        s.add_shared("rows", 9, rows.clone()).unwrap();
+        let ids: Vec<u64> = s
+            .shared("rows")
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids, vec![7, 9]);
+        assert_eq!(s.table("rows").len(), 2, "table() lists shared batches too");
+        // A shared batch added with `add` (a copy of another snapshot's) is not shared.
+        let copy = s.table("rows").remove(0);
+        let mut t = StateSnapshot::new();
+        t.add("rows", copy).unwrap();
+        assert!(t.shared("rows").unwrap().is_empty());
+        assert_eq!(shared_id(&t.batches()[0]).unwrap(), None);
+        // A reference without rows names its batch, but an operator never receives one.
+        let mut r = StateSnapshot::new();
+        r.add_shared_unchanged("rows", 7).unwrap();
+        assert_eq!(shared_id(&r.batches()[0]).unwrap(), Some(7));
+        assert!(is_unchanged(&r.batches()[0]));
+        assert!(r.shared("rows").is_err());
     }
 }

@@ -142,6 +142,9 @@ pub struct Segment {
     pub times: Vec<i64>,
     /// The release that made it (segments from old releases get compacted).
     pub release: u64,
+    /// Names the segment in snapshots: unique in the operator instance, kept by a restore,
+    /// so a checkpoint writes a segment once however many checkpoints hold it.
+    pub id: u64,
 }
 
 /// A run of consecutive rows of one partition: rows `offset .. offset + len` of a segment.
@@ -224,6 +227,17 @@ impl PartitionRows {
         self.chunks.iter().map(|c| (&c.segment, c.offset, c.len))
     }
 
+    /// The runs of rows `row ..` (the first one cut to begin at `row`), in row order.
+    pub fn runs_from(&self, row: usize) -> impl Iterator<Item = (&Arc<Segment>, usize, usize)> {
+        self.chunks
+            .iter()
+            .filter(move |c| c.first + c.len > row)
+            .map(move |c| {
+                let skip = row.saturating_sub(c.first);
+                (&c.segment, c.offset + skip, c.len - skip)
+            })
+    }
+
     /// Points run `k` (of [`PartitionRows::runs`]) at a copy of its rows in `segment`.
     pub fn rebase(&mut self, k: usize, segment: &Arc<Segment>, offset: usize) {
         if let Some(chunk) = self.chunks.get_mut(k) {
@@ -271,6 +285,21 @@ impl PartitionRows {
             } else {
                 break;
             }
+        }
+    }
+
+    /// Frees the rows before `row`, cutting into the chunk that holds it ([`Self::trim`]
+    /// frees whole chunks only).
+    pub fn cut(&mut self, row: usize) {
+        self.trim(row);
+        if let Some(c) = self.chunks.front_mut()
+            && c.first < row
+        {
+            // `trim` left only chunks that end after `row`.
+            let skip = row - c.first;
+            c.first = row;
+            c.offset += skip;
+            c.len -= skip;
         }
     }
 
@@ -374,8 +403,8 @@ impl<'a> RowGather<'a> {
 }
 
 /// One segment holding the rows `refs` of other segments (their columns, arguments, bits and
-/// times), made by release `release`.
-pub fn copy_segment(refs: &[(&Segment, usize)], release: u64) -> EngineResult<Segment> {
+/// times), made by release `release` and named `id`.
+pub fn copy_segment(refs: &[(&Segment, usize)], release: u64, id: u64) -> EngineResult<Segment> {
     let Some((first, _)) = refs.first() else {
         return Err(EngineError::Internal("an empty segment".to_string()));
     };
@@ -409,6 +438,7 @@ pub fn copy_segment(refs: &[(&Segment, usize)], release: u64) -> EngineResult<Se
         bits,
         times: refs.iter().map(|(s, i)| s.times[*i]).collect(),
         release,
+        id,
     })
 }
 

@@ -15,13 +15,42 @@
 //!
 //! State: the waiting rows (`waiting_rows`) and each partition's held rows
 //! (`partition_rows`); the watermark frees the first, matches and AFTER MATCH SKIP the second.
-//! A snapshot holds the waiting rows as they arrived; per partition, its key, how many rows
-//! it released, where its next or running attempt starts, MATCH_NUMBER() so far and the rows
-//! matches covered; the partitions' rows from the attempt's start (less the rows PREV can
-//! reach back) on; the watermark and the release counters. It does not hold the matcher's
-//! threads: a restore computes the rows' conditions again and replays the running attempt
-//! over them (the matcher is deterministic), emitting nothing, and refuses a snapshot whose
-//! replay does not end where the original attempt was.
+//! A snapshot holds the waiting rows as they arrived; the watermark and the release, segment
+//! and block counters; per partition (`partitions`), its key, how many rows it released, the
+//! first row held, where its next or running attempt starts, MATCH_NUMBER() so far and the
+//! rows matches covered; and the partitions' rows from the attempt's start (less the rows
+//! PREV can reach back) on, as references into the segments: per partition its runs
+//! (`partition_runs`: segment id, offset, length), and every segment a run refers to as a
+//! shared batch named by its id (its input rows and row-local conditions).
+//!
+//! Checkpoints are incremental because little of this changes between two of them:
+//! - Segments never change once made (compaction makes new ones), so a checkpoint writes a
+//!   segment only the first time it holds it.
+//! - A segment is written whole, while partitions may need only a few of its rows (the
+//!   others wait for their chunk to be freed, or belong to partitions that moved on). So that
+//!   a checkpoint holds about the rows a restore needs, not every segment a needed row keeps
+//!   alive (in the V-shape benchmark, 4 times as many), a snapshot first frees each changed
+//!   partition's rows before the attempt's start (less PREV's reach) and copies the held rows
+//!   of the segments made since the last snapshot that are under half held into one new
+//!   segment, as compaction does every `COMPACT_EVERY` (64) releases for older segments
+//!   under a quarter held (which a later checkpoint writes, the old ones dropping out). So a
+//!   checkpoint holds at most about four times the needed rows, usually much less, and a
+//!   restored operator holds the segments the original held.
+//! - The `partitions` and `partition_runs` tables are written in blocks of `PARTITION_BLOCK`
+//!   (4096) partitions, each a shared batch: a block none of whose partitions changed (new
+//!   rows, matcher moved, rows freed or moved by compaction) keeps its id, and once a
+//!   checkpoint holding it completed (`Operator::checkpoint_completed`) a snapshot refers to
+//!   it without building it again ([`StateSnapshot::add_shared_unchanged`]). Keys come and go
+//!   in a stream, so most partitions stay as they are, and a checkpoint costs, on the
+//!   operator's task and on disk, the partitions that changed and the segments made since the
+//!   last one, not every partition and held row. A block refers to its runs' segments until it
+//!   is rebuilt: a segment compaction freed may stay alive until the next snapshot.
+//!
+//! A snapshot does not hold the matcher's threads: a restore computes the rows' look-ahead
+//! conditions again (the other row-local ones come with the segments, as they read earlier
+//! segments' rows) and replays the running attempt over them (the matcher is deterministic),
+//! emitting nothing, and refuses a snapshot whose replay does not end where the original
+//! attempt was.
 
 pub mod eval;
 pub mod matcher;
@@ -158,6 +187,31 @@ struct Partition {
     matcher: PartitionMatcher,
 }
 
+/// What snapshots hold of one block of [`PARTITION_BLOCK`] partitions (its rows of the
+/// `partitions` and `partition_runs` tables, one shared batch each).
+#[derive(Default)]
+struct Block {
+    /// Its id in the last snapshot (None: in none yet).
+    id: Option<u64>,
+    /// The epoch of the snapshot that first held it under that id.
+    since: Epoch,
+    /// Whether a partition of it changed since the last snapshot: set by everything that
+    /// changes a partition's rows or matcher ([`changed`]).
+    changed: bool,
+    /// The segments its runs refer to, for a snapshot that refers to it without rebuilding
+    /// it (they stay alive until the block changes and a snapshot rebuilds it).
+    segments: Vec<Arc<Segment>>,
+}
+
+/// Partition `id` changed: its block is snapshotted afresh.
+fn changed(blocks: &mut Vec<Block>, id: usize) {
+    let b = id / PARTITION_BLOCK;
+    if blocks.len() <= b {
+        blocks.resize_with(b + 1, Block::default);
+    }
+    blocks[b].changed = true;
+}
+
 pub struct MatchRecognizeOperator {
     info: OperatorInfo,
     s: MatchRecognizeSpec,
@@ -179,7 +233,24 @@ pub struct MatchRecognizeOperator {
     /// Releases so far (each makes one segment), and the last one that compacted.
     releases: u64,
     compacted: u64,
+    /// Segments made so far (released, compacted): the next one's id.
+    segments: u64,
+    /// The segments made before the last snapshot (ids below this), which a checkpoint may
+    /// hold already.
+    snapshotted: u64,
+    /// The partitions' blocks, how many block ids were given out, and the last complete
+    /// checkpoint the runtime told of.
+    blocks: Vec<Block>,
+    block_ids: u64,
+    completed: Epoch,
 }
+
+/// Partitions per block of the snapshot's `partitions` and `partition_runs` tables. A block is
+/// a shared batch: one whose partitions did not change since the last snapshot keeps its id
+/// and is not written again, and once a checkpoint that held it is complete, a snapshot refers
+/// to it without even building it. So a checkpoint costs the partitions that changed (a
+/// stream's keys come and go: most partitions stay as they are), not every partition.
+const PARTITION_BLOCK: usize = 4096;
 
 /// Every this many releases, the rows partitions still hold from segments older than this are
 /// compacted.
@@ -239,6 +310,11 @@ impl MatchRecognizeOperator {
             forwarded: None,
             releases: 0,
             compacted: 0,
+            segments: 0,
+            snapshotted: 0,
+            blocks: Vec::new(),
+            block_ids: 0,
+            completed: 0,
             s,
         })
     }
@@ -329,6 +405,7 @@ impl MatchRecognizeOperator {
         let partition = self.new_partition(PartitionRows::default());
         self.partitions.push(partition);
         self.partition_ids.insert(key.into(), id);
+        changed(&mut self.blocks, id);
         id
     }
 
@@ -444,16 +521,20 @@ impl MatchRecognizeOperator {
             .map(|e| Ok(e.evaluate(&sorted)?.into_array(n)?))
             .collect::<EngineResult<Vec<_>>>()?;
         let bits = self.row_local_bits(&runs, &args, n)?;
+        let id = self.segments;
+        self.segments += 1;
         let segment = Arc::new(Segment {
             batch: sorted,
             args,
             bits,
             times,
             release,
+            id,
         });
         let mut touched = Vec::with_capacity(runs.len());
         for (id, start, len) in runs {
             self.partitions[id].rows.push(&segment, start, len);
+            changed(&mut self.blocks, id);
             touched.push(id);
         }
         Ok(touched)
@@ -591,6 +672,7 @@ impl MatchRecognizeOperator {
         let Some(partition) = self.partitions.get_mut(id) else {
             return Ok(Vec::new());
         };
+        changed(&mut self.blocks, id);
         let available = if ended {
             partition.rows.len()
         } else {
@@ -626,6 +708,7 @@ impl MatchRecognizeOperator {
             if next_time.saturating_sub(start_time) < within {
                 continue;
             }
+            changed(&mut self.blocks, id);
             let mut found = Vec::new();
             partition.matcher.expire(&mut found)?;
             let mut cond = Oracle {
@@ -650,25 +733,109 @@ impl MatchRecognizeOperator {
     /// partitions that stay quiet with an attempt open hold only their rows, not the releases
     /// they came in.
     fn compact(&mut self, before: u64) -> EngineResult<()> {
-        let mut held: HashMap<*const Segment, (usize, usize)> = HashMap::new();
-        for p in &self.partitions {
+        let held = self.held_per_segment(|_| true, |s| s.release < before);
+        self.copy_runs(
+            |_| true,
+            |s| {
+                held.get(&s.id)
+                    .is_some_and(|rows| rows * 4 < s.batch.num_rows())
+            },
+        )
+    }
+
+    /// Before a snapshot: frees the rows no restore needs (each partition's rows before its
+    /// attempt's start, less what PREV reaches back), then copies the rows still held of the
+    /// segments no snapshot has held yet that are mostly freed (under half their rows held)
+    /// into one new segment. A checkpoint writes a segment whole, once: this keeps what it
+    /// writes near the rows a restore needs, as compaction does for older segments.
+    ///
+    /// Only the blocks of partitions that changed since the last snapshot need looking at:
+    /// the others were cut then, and every row in a segment made since belongs to a partition
+    /// that changed. Those blocks get new ids, the others keep theirs.
+    fn prepare_snapshot(&mut self, epoch: Epoch) -> EngineResult<()> {
+        if epoch <= self.completed {
+            // A block first held now would count as held by a complete checkpoint.
+            return Err(EngineError::Internal(format!(
+                "a snapshot at epoch {epoch}, after checkpoint {} completed",
+                self.completed
+            )));
+        }
+        self.blocks.resize_with(
+            self.partitions.len().div_ceil(PARTITION_BLOCK),
+            Block::default,
+        );
+        let fresh: Vec<bool> = self
+            .blocks
+            .iter()
+            .map(|b| b.changed || b.id.is_none())
+            .collect();
+        let partitions = self.partitions.len();
+        for (b, _) in fresh.iter().enumerate().filter(|(_, f)| **f) {
+            let range = b * PARTITION_BLOCK..partitions.min((b + 1) * PARTITION_BLOCK);
+            for p in &mut self.partitions[range] {
+                let first = p.matcher.first_needed_row().saturating_sub(self.lookback);
+                p.rows.cut(first);
+            }
+        }
+        let fresh_partition = |i: usize| fresh[i / PARTITION_BLOCK];
+        let from = self.snapshotted;
+        let held = self.held_per_segment(fresh_partition, |s| s.id >= from);
+        self.copy_runs(fresh_partition, |s| {
+            held.get(&s.id)
+                .is_some_and(|rows| rows * 2 < s.batch.num_rows())
+        })?;
+        self.snapshotted = self.segments;
+        // A block none of whose partitions changed keeps its id: it holds the same rows.
+        for (block, fresh) in self.blocks.iter_mut().zip(fresh) {
+            if fresh {
+                *block = Block {
+                    id: Some(self.block_ids),
+                    since: epoch,
+                    changed: false,
+                    segments: Vec::new(),
+                };
+                self.block_ids += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many rows the partitions `partitions` selects hold of each segment `which`
+    /// selects, by segment id.
+    fn held_per_segment(
+        &self,
+        partitions: impl Fn(usize) -> bool,
+        which: impl Fn(&Segment) -> bool,
+    ) -> HashMap<u64, usize> {
+        let mut held: HashMap<u64, usize> = HashMap::new();
+        let selected = self.partitions.iter().enumerate();
+        for (_, p) in selected.filter(|(i, _)| partitions(*i)) {
             for (segment, _, len) in p.rows.runs() {
-                if segment.release < before {
-                    let entry = held
-                        .entry(Arc::as_ptr(segment))
-                        .or_insert((0, segment.batch.num_rows()));
-                    entry.0 += len;
+                if which(segment) {
+                    *held.entry(segment.id).or_default() += len;
                 }
             }
         }
-        let sparse = |segment: &Arc<Segment>| {
-            held.get(&Arc::as_ptr(segment))
-                .is_some_and(|(rows, total)| rows * 4 < *total)
-        };
+        held
+    }
+
+    /// Copies the rows the partitions `partitions` selects hold of the segments `sparse`
+    /// selects into one new segment and points their runs at it, so the old segments can be
+    /// freed.
+    fn copy_runs(
+        &mut self,
+        partitions: impl Fn(usize) -> bool,
+        sparse: impl Fn(&Segment) -> bool,
+    ) -> EngineResult<()> {
         // (partition, run, offset in the new segment) and the rows to copy.
         let mut moves: Vec<(usize, usize, usize)> = Vec::new();
         let mut refs: Vec<(&Segment, usize)> = Vec::new();
-        for (id, p) in self.partitions.iter().enumerate() {
+        for (id, p) in self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| partitions(*i))
+        {
             for (k, (segment, offset, len)) in p.rows.runs().enumerate() {
                 if sparse(segment) {
                     moves.push((id, k, refs.len()));
@@ -679,10 +846,13 @@ impl MatchRecognizeOperator {
         if refs.is_empty() {
             return Ok(());
         }
-        let segment = Arc::new(copy_segment(&refs, self.releases)?);
+        let id = self.segments;
+        self.segments += 1;
+        let segment = Arc::new(copy_segment(&refs, self.releases, id)?);
         drop(refs);
         for (id, k, offset) in moves {
             self.partitions[id].rows.rebase(k, &segment, offset);
+            changed(&mut self.blocks, id);
         }
         Ok(())
     }
@@ -698,6 +868,7 @@ impl MatchRecognizeOperator {
                 .first_needed_row()
                 .saturating_sub(self.lookback);
             partition.rows.trim(keep);
+            changed(&mut self.blocks, id);
         }
     }
 
@@ -793,11 +964,17 @@ impl MatchRecognizeOperator {
 }
 
 /// The snapshot's tables: named values, rows waiting for the watermark (as they arrived),
-/// one row per partition, and the rows partitions hold (all partitions', in partition order).
+/// one row per partition, the segments holding the rows partitions hold (shared batches,
+/// named by segment id), and each partition's runs of rows in them (in partition order).
 const META: &str = "match_meta";
 const WAITING: &str = "waiting_rows";
 const PARTITIONS: &str = "partitions";
 const ROWS: &str = "partition_rows";
+const RUNS: &str = "partition_runs";
+
+/// Per run: its partition (index in `partitions`), its segment's id, and rows
+/// `offset .. offset + len` of that segment.
+const RUN_COLUMNS: [&str; 4] = ["partition", "segment", "offset", "len"];
 
 /// How MATCH_RECOGNIZE's retained rows are freed, as the plan sees it.
 pub enum RowsFreed {
@@ -826,6 +1003,8 @@ pub fn state_tables(partition: &[String], time: &str, rows: RowsFreed) -> Vec<St
     };
     let mut row_key = partition.to_vec();
     row_key.push("row".to_string());
+    let mut run_key = partition.to_vec();
+    run_key.push("segment".to_string());
     vec![
         StateTable::fixed(META, "the watermark and counters"),
         StateTable::index(
@@ -844,6 +1023,12 @@ pub fn state_tables(partition: &[String], time: &str, rows: RowsFreed) -> Vec<St
                 Freed::Never(""),
             )
         },
+        StateTable::index(
+            RUNS,
+            run_key,
+            "runs of a partition's held rows in segments",
+            freed.clone(),
+        ),
         StateTable::new(ROWS, row_key, "rows of open matches", freed),
     ]
 }
@@ -926,7 +1111,7 @@ impl PartitionState {
 }
 
 impl MatchRecognizeOperator {
-    fn snapshot_state(&self) -> EngineResult<StateSnapshot> {
+    fn snapshot_state(&mut self) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(
             META,
@@ -935,17 +1120,78 @@ impl MatchRecognizeOperator {
                 ("forwarded", self.forwarded),
                 ("releases", Some(as_i64(self.releases)?)),
                 ("compacted", Some(as_i64(self.compacted)?)),
+                ("segments", Some(as_i64(self.segments)?)),
+                ("blocks", Some(as_i64(self.block_ids)?)),
             ],
         )?;
         for p in &self.pending {
             snapshot.add(WAITING, p.batch.clone())?;
         }
-        let mut keys: Vec<&[u8]> = vec![&[]; self.partitions.len()];
-        for (key, &id) in &self.partition_ids {
-            if let Some(slot) = keys.get_mut(id) {
-                *slot = key;
+        // A block a complete checkpoint holds is referred to, the others are built (and
+        // only they need the keys).
+        let build: Vec<bool> = self
+            .blocks
+            .iter()
+            .map(|b| b.since > self.completed)
+            .collect();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        if build.iter().any(|b| *b) {
+            keys = vec![&[]; self.partitions.len()];
+            for (key, &id) in &self.partition_ids {
+                if let Some(slot) = keys.get_mut(id) {
+                    *slot = key;
+                }
             }
         }
+        let mut segments: std::collections::BTreeMap<u64, Arc<Segment>> = Default::default();
+        let mut built = Vec::new();
+        for (b, block) in self.partitions.chunks(PARTITION_BLOCK).enumerate() {
+            let (Some(info), Some(&build)) = (self.blocks.get(b), build.get(b)) else {
+                return Err(EngineError::Internal(format!(
+                    "partition block {b} unknown"
+                )));
+            };
+            let id = info
+                .id
+                .ok_or_else(|| EngineError::Internal(format!("partition block {b} has no id")))?;
+            let used = if build {
+                let first = b * PARTITION_BLOCK;
+                let keys = keys.get(first..first + block.len()).unwrap_or_default();
+                let (partitions, runs, used) = self.partition_block(first, block, keys)?;
+                snapshot.add_shared(PARTITIONS, id, partitions)?;
+                snapshot.add_shared(RUNS, id, runs)?;
+                built.push((b, used));
+                &built[built.len() - 1].1
+            } else {
+                snapshot.add_shared_unchanged(PARTITIONS, id)?;
+                snapshot.add_shared_unchanged(RUNS, id)?;
+                &info.segments
+            };
+            for segment in used {
+                segments
+                    .entry(segment.id)
+                    .or_insert_with(|| Arc::clone(segment));
+            }
+        }
+        // Segments never change: each is written once, however many checkpoints hold it.
+        for (id, segment) in &segments {
+            snapshot.add_shared(ROWS, *id, self.segment_rows(segment)?)?;
+        }
+        for (b, used) in built {
+            self.blocks[b].segments = used;
+        }
+        Ok(snapshot)
+    }
+
+    /// The snapshot's rows of partitions `first ..` (`block`, with their keys `keys`): one
+    /// row per partition, its runs, and the segments the runs refer to.
+    fn partition_block(
+        &self,
+        first: usize,
+        block: &[Partition],
+        keys: &[&[u8]],
+    ) -> EngineResult<(RecordBatch, RecordBatch, Vec<Arc<Segment>>)> {
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
         let parser = self.partition_converter.parser();
         let mut columns = self
             .partition_converter
@@ -956,18 +1202,33 @@ impl MatchRecognizeOperator {
             .map(|(i, c)| Field::new(format!("key_{i}"), c.data_type().clone(), true))
             .collect();
         let mut values: Vec<Vec<Option<i64>>> = vec![Vec::new(); PARTITION_COLUMNS.len()];
-        let mut refs: Vec<(&Segment, usize)> = Vec::new();
-        for p in &self.partitions {
+        let mut runs: Vec<Vec<i64>> = vec![Vec::new(); RUN_COLUMNS.len()];
+        for (id, p) in (first..).zip(block) {
             let start = p.matcher.first_needed_row();
             // The rows a condition or measure can still read: from `lookback` rows before
             // the attempt's start (more may be held, in chunks not yet freed).
             let first = p.rows.first_held().max(start.saturating_sub(self.lookback));
-            for row in first..p.rows.len() {
-                refs.push(
-                    p.rows
-                        .locate(row)
-                        .ok_or_else(|| EngineError::Internal(format!("row {row} was freed")))?,
-                );
+            let mut held = 0;
+            for (segment, offset, len) in p.rows.runs_from(first) {
+                if !segments.iter().rev().any(|s| s.id == segment.id) {
+                    segments.push(Arc::clone(segment));
+                }
+                let run = [
+                    as_i64(id)?,
+                    as_i64(segment.id)?,
+                    as_i64(offset)?,
+                    as_i64(len)?,
+                ];
+                for (column, value) in runs.iter_mut().zip(run) {
+                    column.push(value);
+                }
+                held += len;
+            }
+            if first + held != p.rows.len() {
+                return Err(EngineError::Internal(format!(
+                    "partition {id} holds {held} rows from row {first} of {}",
+                    p.rows.len()
+                )));
             }
             let row = [
                 Some(as_i64(p.rows.len())?),
@@ -987,9 +1248,96 @@ impl MatchRecognizeOperator {
             columns.push(Arc::new(Int64Array::from(column)));
         }
         let partitions = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        snapshot.add(PARTITIONS, partitions)?;
-        snapshot.add(ROWS, gather_rows(&self.s.input_schema, &refs)?)?;
-        Ok(snapshot)
+        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = RUN_COLUMNS
+            .iter()
+            .zip(runs)
+            .map(|(name, values)| {
+                (
+                    Field::new(*name, DataType::Int64, false),
+                    Arc::new(Int64Array::from(values)) as ArrayRef,
+                )
+            })
+            .unzip();
+        let runs = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        Ok((partitions, runs, segments))
+    }
+
+    /// A segment's rows as a snapshot holds them: the input columns, then its row-local
+    /// conditions (`bit_<variable>`), which read rows of earlier segments (`PREV`) and so are
+    /// kept rather than evaluated again.
+    fn segment_rows(&self, segment: &Segment) -> EngineResult<RecordBatch> {
+        let mut fields: Vec<Field> = self
+            .s
+            .input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = segment.batch.columns().to_vec();
+        for (v, bits) in segment.bits.iter().enumerate() {
+            if let Some(bits) = bits {
+                fields.push(Field::new(format!("bit_{v}"), DataType::Boolean, true));
+                columns.push(Arc::new(bits.clone()));
+            }
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// A segment put back from its snapshot rows (see [`Self::segment_rows`]), or a refusal.
+    fn restored_segment(&self, id: u64, rows: &RecordBatch, release: u64) -> EngineResult<Segment> {
+        let inputs = self.s.input_schema.fields().len();
+        let input = rows
+            .project(&(0..inputs.min(rows.num_columns())).collect::<Vec<_>>())
+            .map_err(|e| corrupt(format!("MATCH_RECOGNIZE segment {id}: {e}")))?;
+        let (batch, times) = self.input_rows(&input)?;
+        let mut extra = rows
+            .schema_ref()
+            .fields()
+            .iter()
+            .zip(rows.columns())
+            .skip(inputs);
+        let mut bits = Vec::with_capacity(self.s.defines.len());
+        for (v, define) in self.s.defines.iter().enumerate() {
+            if define.is_none() || !self.row_local[v] || self.ahead[v] {
+                bits.push(None);
+                continue;
+            }
+            let column = extra
+                .next()
+                .filter(|(f, _)| f.name() == &format!("bit_{v}"))
+                .and_then(|(_, c)| c.as_any().downcast_ref::<BooleanArray>());
+            match column {
+                Some(column) => bits.push(Some(column.clone())),
+                None => {
+                    return Err(corrupt(format!(
+                        "MATCH_RECOGNIZE segment {id} without the conditions of variable {v}"
+                    )));
+                }
+            }
+        }
+        if extra.next().is_some() {
+            return Err(corrupt(format!(
+                "MATCH_RECOGNIZE segment {id} with more columns than conditions"
+            )));
+        }
+        let n = batch.num_rows();
+        let args = self
+            .s
+            .args
+            .iter()
+            .map(|e| Ok(e.evaluate(&batch)?.into_array(n)?))
+            .collect::<EngineResult<Vec<_>>>()?;
+        Ok(Segment {
+            batch,
+            args,
+            bits,
+            times,
+            release,
+            id,
+        })
     }
 
     /// Rows of the input schema, or a refusal.
@@ -1023,6 +1371,8 @@ impl MatchRecognizeOperator {
         let forwarded = value("forwarded")?;
         let releases = as_index(value("releases")?, "releases")? as u64;
         let compacted = as_index(value("compacted")?, "compacted")? as u64;
+        let next_segment = as_index(value("segments")?, "segments")? as u64;
+        let blocks = as_index(value("blocks")?, "blocks")? as u64;
 
         let mut pending = Vec::new();
         for batch in snapshot.table(WAITING) {
@@ -1039,69 +1389,82 @@ impl MatchRecognizeOperator {
             });
         }
 
-        let tables = snapshot.table(PARTITIONS);
-        let states: Vec<(Box<[u8]>, PartitionState)> = match tables.as_slice() {
-            [] => Vec::new(),
-            [batch] => {
-                let keys = (0..self.s.partition_fields.len().max(1))
-                    .map(|i| {
-                        batch
-                            .column_by_name(&format!("key_{i}"))
-                            .cloned()
-                            .ok_or_else(|| corrupt(format!("partitions without key_{i}")))
-                    })
-                    .collect::<EngineResult<Vec<ArrayRef>>>()?;
-                let keys = self
-                    .partition_converter
-                    .convert_columns(&keys)
-                    .map_err(|e| corrupt(format!("partition keys: {e}")))?;
-                let columns = PARTITION_COLUMNS
-                    .iter()
-                    .map(|name| {
-                        batch
-                            .column_by_name(name)
-                            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                            .ok_or_else(|| corrupt(format!("partitions without {name}")))
-                    })
-                    .collect::<EngineResult<Vec<_>>>()?;
-                (0..batch.num_rows())
-                    .map(|i| {
-                        Ok((
-                            keys.row(i).data().into(),
-                            PartitionState::read(&columns, i)?,
-                        ))
-                    })
-                    .collect::<EngineResult<_>>()?
+        // The partitions in order, in blocks (see `PARTITION_BLOCK`).
+        let mut states: Vec<(Box<[u8]>, PartitionState)> = Vec::new();
+        for batch in snapshot.table(PARTITIONS) {
+            let keys = (0..self.s.partition_fields.len().max(1))
+                .map(|i| {
+                    batch
+                        .column_by_name(&format!("key_{i}"))
+                        .cloned()
+                        .ok_or_else(|| corrupt(format!("partitions without key_{i}")))
+                })
+                .collect::<EngineResult<Vec<ArrayRef>>>()?;
+            let keys = self
+                .partition_converter
+                .convert_columns(&keys)
+                .map_err(|e| corrupt(format!("partition keys: {e}")))?;
+            let columns = PARTITION_COLUMNS
+                .iter()
+                .map(|name| {
+                    batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                        .ok_or_else(|| corrupt(format!("partitions without {name}")))
+                })
+                .collect::<EngineResult<Vec<_>>>()?;
+            for i in 0..batch.num_rows() {
+                states.push((
+                    keys.row(i).data().into(),
+                    PartitionState::read(&columns, i)?,
+                ));
             }
-            _ => return Err(corrupt("partitions in several batches")),
-        };
-        let mut held = Vec::new();
-        let mut held_times = Vec::new();
-        for batch in snapshot.table(ROWS) {
-            let (batch, times) = self.input_rows(&batch)?;
-            held.push(batch);
-            held_times.extend(times);
         }
-        let held = concat_batches(&self.s.input_schema, &held)?;
-        let expected = states
-            .iter()
-            .try_fold(0usize, |n, (_, p)| n.checked_add(p.rows - p.first_row));
-        if expected != Some(held.num_rows()) {
-            return Err(corrupt(format!(
-                "{} held rows where the partitions say {expected:?}",
-                held.num_rows()
-            )));
+        // The segments, whole, as the snapshot holds them (never inline rows).
+        let shared = snapshot.shared(ROWS)?;
+        if shared.len() != snapshot.table(ROWS).len() {
+            return Err(corrupt("MATCH_RECOGNIZE rows outside its segments"));
+        }
+        let mut segments: HashMap<u64, (Arc<Segment>, Rows)> = HashMap::new();
+        for (id, rows) in shared {
+            if id >= next_segment {
+                return Err(corrupt(format!("segment {id} of {next_segment} made")));
+            }
+            let segment = self.restored_segment(id, &rows, releases)?;
+            let keys = self.partition_keys(&segment.batch)?;
+            if segments.insert(id, (Arc::new(segment), keys)).is_some() {
+                return Err(corrupt(format!("segment {id} twice")));
+            }
+        }
+        // The runs, in blocks as the partitions are: (partition, segment, offset, len).
+        let mut runs: Vec<[i64; 4]> = Vec::new();
+        for batch in snapshot.table(RUNS) {
+            let columns = RUN_COLUMNS
+                .iter()
+                .map(|name| {
+                    batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                        .filter(|c| c.null_count() == 0)
+                        .ok_or_else(|| corrupt(format!("runs without {name}")))
+                })
+                .collect::<EngineResult<Vec<_>>>()?;
+            runs.extend((0..batch.num_rows()).map(|i| [0, 1, 2, 3].map(|c| columns[c].value(i))));
         }
 
         self.watermark = watermark;
         self.forwarded = forwarded;
         self.releases = releases;
         self.compacted = compacted;
+        self.segments = next_segment;
+        self.snapshotted = next_segment;
+        // Blocks get new ids (above every id given out) and are written at the next snapshot.
+        self.blocks = Vec::new();
+        self.block_ids = blocks;
+        self.completed = 0;
         self.pending = pending;
         self.partitions = Vec::with_capacity(states.len());
         self.partition_ids = HashMap::new();
-        let mut runs = Vec::new();
-        let mut offset = 0;
         for (id, (key, p)) in states.iter().enumerate() {
             let mut partition = self.new_partition(PartitionRows::starting_at(p.first_row));
             partition.matcher.resume(p.start, p.matches, p.covered);
@@ -1109,28 +1472,46 @@ impl MatchRecognizeOperator {
             if self.partition_ids.insert(key.clone(), id).is_some() {
                 return Err(corrupt(format!("partition {id} repeats a key")));
             }
-            let len = p.rows - p.first_row;
-            if len > 0 {
-                runs.push((id, offset, len));
-                offset += len;
-            }
         }
-        // Each held row belongs to its partition, in time order.
-        let held_keys = self.partition_keys(&held)?;
-        for &(id, offset, len) in &runs {
-            let key = &states[id].0;
-            let foreign = (offset..offset + len).any(|i| held_keys.row(i).data() != key.as_ref());
-            let unordered = held_times[offset..offset + len]
-                .windows(2)
-                .any(|w| w[0] > w[1]);
-            if foreign || unordered {
+        // Each partition's runs, in partition and row order: rows of that partition, in time
+        // order, from its first held row to its last.
+        let mut last: Option<(usize, i64)> = None;
+        for (i, run) in runs.iter().enumerate() {
+            let [id, segment, offset, len] = run.map(usize::try_from);
+            let (Ok(id), Ok(segment), Ok(offset), Ok(len)) = (id, segment, offset, len) else {
+                return Err(corrupt(format!("run {i} with a negative number")));
+            };
+            let (Some((key, _)), Some((segment, keys))) =
+                (states.get(id), segments.get(&(segment as u64)))
+            else {
                 return Err(corrupt(format!(
-                    "partition {id} holds rows of another partition or out of order"
+                    "run {i} of a missing partition or segment"
+                )));
+            };
+            let rows = offset..offset.saturating_add(len);
+            let times = segment.times.get(rows.clone()).unwrap_or_default();
+            let (Some(&from), Some(&to)) = (times.first(), times.last()) else {
+                return Err(corrupt(format!("run {i} beyond its segment")));
+            };
+            if last.is_some_and(|(p, t)| p > id || (p == id && t > from))
+                || times.windows(2).any(|w| w[0] > w[1])
+                || rows.clone().any(|r| keys.row(r).data() != key.as_ref())
+            {
+                return Err(corrupt(format!(
+                    "run {i}: rows of another partition or out of order"
                 )));
             }
+            last = Some((id, to));
+            self.partitions[id].rows.push(segment, offset, len);
         }
-        if held.num_rows() > 0 {
-            self.add_segment(held, held_times, runs, releases)?;
+        for (id, (_, p)) in states.iter().enumerate() {
+            if self.partitions[id].rows.len() != p.rows {
+                return Err(corrupt(format!(
+                    "partition {id} holds rows up to {} where it says {}",
+                    self.partitions[id].rows.len(),
+                    p.rows
+                )));
+            }
         }
         let ids: Vec<usize> = (0..states.len()).collect();
         self.ahead_bits(&ids, false)?;
@@ -1326,8 +1707,13 @@ impl Operator for MatchRecognizeOperator {
         self.release(EventTime::MAX, true, out)
     }
 
-    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
+    fn snapshot(&mut self, epoch: Epoch) -> EngineResult<StateSnapshot> {
+        self.prepare_snapshot(epoch)?;
         self.snapshot_state()
+    }
+
+    fn checkpoint_completed(&mut self, epoch: Epoch) {
+        self.completed = self.completed.max(epoch);
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
