@@ -189,13 +189,7 @@ impl Builder<'_, '_> {
                         Arc::clone(&predicate),
                     )))
                 })?;
-                self.stage(
-                    id,
-                    plan.state_tables(),
-                    ops,
-                    vec![inputs],
-                    Distribution::PerChannel,
-                )
+                self.stage(id, plan, ops, vec![inputs], Distribution::PerChannel)
             }
             StreamPlan::Project {
                 input,
@@ -218,13 +212,7 @@ impl Builder<'_, '_> {
                         exprs.clone(),
                     )))
                 })?;
-                self.stage(
-                    id,
-                    plan.state_tables(),
-                    ops,
-                    vec![inputs],
-                    Distribution::PerChannel,
-                )
+                self.stage(id, plan, ops, vec![inputs], Distribution::PerChannel)
             }
             StreamPlan::Union { inputs, schema } => {
                 // Each channel of each input is renamed on its own; the consumer merges them.
@@ -238,13 +226,7 @@ impl Builder<'_, '_> {
                 let ops = self.instances(&Distribution::PerChannel, &[&channels], || {
                     Ok(Box::new(UnionOperator::new(info("Union", schema))))
                 })?;
-                self.stage(
-                    id,
-                    plan.state_tables(),
-                    ops,
-                    vec![channels],
-                    Distribution::PerChannel,
-                )
+                self.stage(id, plan, ops, vec![channels], Distribution::PerChannel)
             }
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();
@@ -266,7 +248,7 @@ impl Builder<'_, '_> {
                                 &input_types,
                             )?))
                         })?;
-                        self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
+                        self.stage(id, plan, ops, vec![inputs], distribution)
                     }
                     kind => {
                         let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
@@ -278,13 +260,7 @@ impl Builder<'_, '_> {
                                 w.slices,
                             )?))
                         })?;
-                        self.stage(
-                            id,
-                            plan.state_tables(),
-                            ops,
-                            vec![inputs],
-                            Distribution::PerChannel,
-                        )
+                        self.stage(id, plan, ops, vec![inputs], Distribution::PerChannel)
                     }
                 }
             }
@@ -305,7 +281,7 @@ impl Builder<'_, '_> {
                         a.output.clone(),
                     )))
                 })?;
-                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
+                self.stage(id, plan, ops, vec![inputs], distribution)
             }
             StreamPlan::UpdatingAggregate(a) => {
                 let input_schema = a.input.schema();
@@ -322,7 +298,7 @@ impl Builder<'_, '_> {
                         )?,
                     )?))
                 })?;
-                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
+                self.stage(id, plan, ops, vec![inputs], distribution)
             }
             StreamPlan::WindowTopN(t) => {
                 let input_schema = t.input.schema();
@@ -355,7 +331,7 @@ impl Builder<'_, '_> {
                         spec,
                     )))
                 })?;
-                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
+                self.stage(id, plan, ops, vec![inputs], distribution)
             }
             StreamPlan::IntervalJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -393,13 +369,7 @@ impl Builder<'_, '_> {
                         spec,
                     )))
                 })?;
-                self.stage(
-                    id,
-                    plan.state_tables(),
-                    ops,
-                    vec![left, right],
-                    distribution,
-                )
+                self.stage(id, plan, ops, vec![left, right], distribution)
             }
             StreamPlan::WindowJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
@@ -428,13 +398,7 @@ impl Builder<'_, '_> {
                         spec,
                     )))
                 })?;
-                self.stage(
-                    id,
-                    plan.state_tables(),
-                    ops,
-                    vec![left, right],
-                    distribution,
-                )
+                self.stage(id, plan, ops, vec![left, right], distribution)
             }
             StreamPlan::MatchRecognize(m) => {
                 let inputs = self.build(&m.input)?;
@@ -446,7 +410,7 @@ impl Builder<'_, '_> {
                         spec,
                     )?))
                 })?;
-                self.stage(id, plan.state_tables(), ops, vec![inputs], distribution)
+                self.stage(id, plan, ops, vec![inputs], distribution)
             }
             StreamPlan::Limit { input, skip, fetch } => {
                 let schema = input.schema();
@@ -454,7 +418,7 @@ impl Builder<'_, '_> {
                 let op = LimitOperator::new(info("Limit", &schema), *skip, *fetch);
                 self.stage(
                     id,
-                    plan.state_tables(),
+                    plan,
                     vec![Box::new(op)],
                     vec![inputs],
                     Distribution::Single,
@@ -498,16 +462,18 @@ impl Builder<'_, '_> {
         })
     }
 
-    /// Spawns the instances `ops` of a node over `inputs` (per logical input, its channels),
+    /// Spawns the instances `ops` of node `plan` (numbered `id`), each with a context holding
+    /// the state tables the node declares, over `inputs` (per logical input, its channels),
     /// wired as `distribution` says; returns their output channels.
     fn stage(
         &mut self,
         id: usize,
-        tables: Vec<StateTable>,
+        plan: &StreamPlan,
         ops: Vec<Box<dyn Operator>>,
         inputs: Vec<Vec<Input>>,
         distribution: Distribution,
     ) -> EngineResult<Vec<Input>> {
+        let tables = plan.state_tables();
         let parallel = ops.len();
         let name = ops.first().map(|op| op.info().name.clone());
         let node = NodeMetrics::new(id, name.clone().unwrap_or_default(), false, parallel);
