@@ -736,7 +736,7 @@ impl Builder<'_, '_> {
                         Ok(b)
                     })
                     .boxed();
-                streams.push((stream, false, None));
+                streams.push((stream, false, None, None));
             }
             (None, Some(connector)) => {
                 let connector = self.ctx.connectors.source(connector).ok_or_else(|| {
@@ -764,7 +764,7 @@ impl Builder<'_, '_> {
                         start_position: start.connector,
                     })?;
                     let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
-                    streams.push((stream, reader.bounded, reader.position));
+                    streams.push((stream, reader.bounded, reader.position, reader.partitions));
                 }
             }
             (None, None) => {
@@ -783,7 +783,7 @@ impl Builder<'_, '_> {
         let counters = node.instances.clone();
         self.metrics.operators.push(node);
         let mut outputs = Vec::with_capacity(streams.len());
-        for (instance, ((stream, bounded, connector_position), metrics)) in
+        for (instance, ((stream, bounded, connector_position, partitions), metrics)) in
             streams.into_iter().zip(counters).enumerate()
         {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -803,6 +803,7 @@ impl Builder<'_, '_> {
                 bounded,
                 projection: projection.clone(),
                 watermark: self.watermark_generator(relation, &read_schema)?,
+                partitions,
                 output: tx,
                 metrics,
                 checkpoint,

@@ -118,6 +118,9 @@ pub struct SourceEntry {
     /// that resume from `rows`, and in manifests written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<String>,
+    /// Each partition's watermark, for readers of partitioned sources (Kafka).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partition_watermarks: BTreeMap<i32, EventTime>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,6 +350,7 @@ impl CheckpointStore {
                     rows: p.rows,
                     watermark: p.watermark,
                     connector: p.connector.clone(),
+                    partition_watermarks: p.partition_watermarks.clone(),
                 })
                 .collect(),
             operators,
@@ -591,6 +595,7 @@ impl CheckpointStore {
                         rows: s.rows,
                         watermark: s.watermark,
                         connector: s.connector.clone(),
+                        partition_watermarks: s.partition_watermarks.clone(),
                     },
                 )
             })
@@ -926,6 +931,7 @@ mod tests {
                 rows: 10 * epoch,
                 watermark: Some(7),
                 connector: Some(format!("offsets at {epoch}")),
+                partition_watermarks: BTreeMap::from([(0, 7), (1, 9)]),
             },
         );
         CheckpointData {
@@ -965,6 +971,10 @@ mod tests {
         });
         assert_eq!(source.rows, 20);
         assert_eq!(source.connector.as_deref(), Some("offsets at 2"));
+        assert_eq!(
+            source.partition_watermarks,
+            BTreeMap::from([(0, 7), (1, 9)])
+        );
         let left: Vec<String> = std::fs::read_dir(&store.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

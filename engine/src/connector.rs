@@ -8,9 +8,10 @@
 //! Malformed input rows must never fail the stream: a connector skips them and records them in
 //! the [`SourceMetrics`] it was given, so the engine can report them to the user.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -108,6 +109,9 @@ pub struct SourceReader {
     /// stands after the last batch its stream yielded. The engine reads it at each checkpoint
     /// barrier and hands it back as [`SourceContext::start_position`] after a restore.
     pub position: Option<Arc<ConnectorPosition>>,
+    /// For connectors whose rows come from independently ordered partitions (Kafka's): which
+    /// partition each batch comes from, so the engine keeps a watermark per partition.
+    pub partitions: Option<Arc<SourcePartitions>>,
 }
 
 /// A reader's resumable position, opaque to the engine (the connector chooses the text, e.g.
@@ -117,20 +121,112 @@ pub struct SourceReader {
 /// *after* that batch, and never to a position past a batch it has not yielded yet: the engine
 /// records it between batches, so it must describe exactly the rows sent downstream.
 #[derive(Debug, Default)]
-pub struct ConnectorPosition(Mutex<Option<String>>);
+pub struct ConnectorPosition(Mutex<PositionState>);
+
+#[derive(Debug, Default)]
+struct PositionState {
+    position: Option<String>,
+    /// The position of the newest completed checkpoint, until the connector takes it.
+    completed: Option<String>,
+}
 
 impl ConnectorPosition {
     /// A position starting at `start` (what the reader was opened with).
     pub fn new(start: Option<String>) -> Self {
-        Self(Mutex::new(start))
+        Self(Mutex::new(PositionState {
+            position: start,
+            completed: None,
+        }))
     }
 
     pub fn set(&self, position: String) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+        self.lock().position = Some(position);
     }
 
     pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().position.clone()
+    }
+
+    /// The engine: a checkpoint holding `position` (a text this connector [`set`](Self::set))
+    /// is complete. Only the newest one is kept until the connector takes it.
+    pub fn checkpoint_completed(&self, position: String) {
+        self.lock().completed = Some(position);
+    }
+
+    /// The connector: the position of the newest checkpoint completed since the last call
+    /// (Kafka commits it to the consumer group, so lag tools see the job's progress).
+    pub fn take_completed(&self) -> Option<String> {
+        self.lock().completed.take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PositionState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The partitions of one reader whose rows come from independently ordered partitions (a
+/// Kafka topic's), shared by the connector and the engine. The engine keeps a watermark per
+/// partition and combines them by minimum (Flink's per-split watermarks); a partition that
+/// yields nothing for the idle timeout stops holding the reader's watermark back until it
+/// yields again, and a reader with no partition at all is idle.
+///
+/// The connector [`assign`](Self::assign)s the partitions it reads once it knows them (more
+/// may follow), and before its stream yields a batch says with
+/// [`batch_from`](Self::batch_from) which partition every row of that batch comes from.
+#[derive(Debug, Default)]
+pub struct SourcePartitions {
+    state: Mutex<PartitionsState>,
+    idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionsState {
+    /// `None` until the connector has assigned its partitions.
+    assigned: Option<BTreeSet<i32>>,
+    current: Option<i32>,
+}
+
+impl SourcePartitions {
+    /// Partitions that turn idle after `idle_timeout` without a row (`None`: never).
+    pub fn new(idle_timeout: Option<Duration>) -> Self {
+        Self {
+            state: Mutex::default(),
+            idle_timeout,
+        }
+    }
+
+    /// The reader reads these partitions (too).
+    pub fn assign(&self, partitions: impl IntoIterator<Item = i32>) {
+        self.lock()
+            .assigned
+            .get_or_insert_with(BTreeSet::new)
+            .extend(partitions);
+    }
+
+    /// Every row of the batch the stream yields next comes from `partition`.
+    pub fn batch_from(&self, partition: i32) {
+        self.lock().current = Some(partition);
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// The assigned partitions; `None` before the connector assigned any.
+    pub fn assigned(&self) -> Option<Vec<i32>> {
+        self.lock()
+            .assigned
+            .as_ref()
+            .map(|a| a.iter().copied().collect())
+    }
+
+    /// The partition of the batch the stream yielded last.
+    pub fn current(&self) -> Option<i32> {
+        self.lock().current
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PartitionsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -310,7 +310,7 @@ impl ViewStore {
                     inner.watermark = Some(*w);
                     self.expire(&mut inner, *w)?;
                 }
-                Message::Barrier(_) | Message::End => return Ok(()),
+                Message::Barrier(_) | Message::Idle | Message::End => return Ok(()),
             }
             inner.sequence += 1;
             inner.followers.retain(|f| !f.is_closed());
@@ -737,7 +737,7 @@ mod tests {
                 }
                 Message::Watermark(w) => watermarks.push(w),
                 Message::End => break,
-                Message::Barrier(_) => {}
+                Message::Barrier(_) | Message::Idle => {}
             }
         }
         job.await.unwrap();

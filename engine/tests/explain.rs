@@ -81,6 +81,7 @@ impl SourceConnector for BidLog {
             stream: Box::pin(futures::stream::iter([Ok(batch)])),
             bounded: true,
             position: None,
+            partitions: None,
         })
     }
 }

@@ -10,6 +10,11 @@ skips when there is none). Messages are produced with kafka-python.
 - A materialized view over an unbounded Kafka source, checkpointing every 500 ms, survives a
   SIGKILL and a restart while more messages are produced: every window counts every message
   exactly once (offsets are restored from the checkpoint, not re-read from the start or lost).
+- Per-partition watermarks: a partition without messages holds the windows open, unless
+  `scan.watermark.idle-timeout` turns it idle.
+- With `properties.group.id`, completed checkpoints' offsets are committed to the group (read
+  back with kafka-python), and `scan.startup.mode = 'group-offsets'` starts from them.
+- `format.on-error = 'fail'` fails the query on a malformed message.
 """
 
 from __future__ import annotations
@@ -212,8 +217,8 @@ def test_unsupported_options_are_refused(server, broker):
     )
     with connect(server) as conn:
         for extra, needle in [
-            ("scan.watermark.idle-timeout = '5s'", "scan.watermark.idle-timeout"),
-            ("scan.startup.mode = 'group-offsets'", "group-offsets"),
+            ("scan.startup.mode = 'timestamp'", "timestamp"),
+            ("format.on-error = 'dead-letter'", "dead-letter"),
             ("key.fields = 'k'", "key.fields"),
         ]:
             with pytest.raises(psycopg.errors.FeatureNotSupported, match=needle):
@@ -310,9 +315,10 @@ def test_a_view_over_kafka_counts_every_message_once_across_a_kill(restartable, 
     s.kill()
     produce(broker, topic, [(i % 2, as_json(r)) for i, r in enumerate(second)])
     s.start()
-    # A row two hours later closes every window of the data (the watermark is 1 hour behind).
+    # A row two hours later in each partition closes every window of the data (the watermark
+    # is 1 hour behind, and each partition holds it back until it moves on).
     closing = ("k0", 0, T0 + dt.timedelta(hours=2))
-    produce(broker, topic, [(0, as_json(closing))])
+    produce(broker, topic, [(0, as_json(closing)), (1, as_json(closing))])
 
     data = first + second
     expected: dict[dt.datetime, list[int]] = {}
@@ -333,3 +339,115 @@ def test_a_view_over_kafka_counts_every_message_once_across_a_kill(restartable, 
             server=s,
         )
     assert got == want
+
+
+def view_rows(conn: psycopg.Connection, view: str) -> list[tuple]:
+    return query(conn, f"SELECT * FROM {view}")
+
+
+def test_an_idle_partition_stops_holding_the_watermark_back(server, broker):
+    """Messages only in partition 0 of two: with scan.watermark.idle-timeout the silent
+    partition turns idle and the windows close; without it, it holds them open forever."""
+    topic = create_topic(broker, 2)
+    data = rows(60)  # 42 s of event time
+    columns = "k VARCHAR, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts"
+    base = (
+        f"connector = 'kafka', topic = '{topic}', properties.bootstrap.servers = '{broker}', "
+        "format = 'json'"
+    )
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE idle_{topic} ({columns}) WITH ({base}, "
+            "scan.watermark.idle-timeout = '1s')"
+        )
+        conn.execute(f"CREATE SOURCE held_{topic} ({columns}) WITH ({base})")
+        for name in ("idle", "held"):
+            conn.execute(
+                f"CREATE MATERIALIZED VIEW {name}_v_{topic} AS "
+                + WINDOWED.format(src=f"{name}_{topic}")
+            )
+        produce(broker, topic, [(0, as_json(r)) for r in data])
+        got = wait_for(
+            "the windows of the source whose partition 1 turned idle",
+            lambda: (r := view_rows(conn, f"idle_v_{topic}")) and len(r) >= 4 and r,
+            server=server,
+        )
+        # Every window the watermark (the last row's time, 41.3 s) passed: 0-10 ... 30-40.
+        assert [(r[0] - T0).total_seconds() for r in got] == [0, 10, 20, 30]
+        assert sum(r[2] for r in got) == sum(1 for r in data if r[2] < T0 + dt.timedelta(seconds=40))
+        # The same data without idleness: partition 1 has no watermark, so none closed.
+        assert view_rows(conn, f"held_v_{topic}") == []
+
+        # Partition 1 speaks (behind partition 0): it holds the watermark again from there,
+        # and once it catches up the held source's windows close too.
+        produce(broker, topic, [(1, as_json(("k1", 1, T0 + dt.timedelta(seconds=45))))])
+        held = wait_for(
+            "the held source's windows once partition 1 has a watermark",
+            lambda: (r := view_rows(conn, f"held_v_{topic}")) and len(r) >= 4 and r,
+            server=server,
+        )
+        assert held == got
+
+
+def committed_offsets(broker: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker, group_id=group, enable_auto_commit=False
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        return {
+            tp.partition: offset
+            for tp in tps
+            if (offset := consumer.committed(tp)) is not None
+        }
+    finally:
+        consumer.close()
+
+
+def test_offsets_are_committed_to_the_group_and_read_back(restartable, broker):
+    topic = create_topic(broker, 2)
+    group = f"g_{topic}"
+    first = rows(40)
+    s = restartable()
+    with connect(s) as conn:
+        conn.execute(
+            f"CREATE SOURCE src ({COLUMNS}) WITH (connector = 'kafka', topic = '{topic}', "
+            f"properties.bootstrap.servers = '{broker}', format = 'json', "
+            f"properties.group.id = '{group}')"
+        )
+        conn.execute(
+            "CREATE MATERIALIZED VIEW v WITH (checkpoint.interval = '500ms') AS "
+            "SELECT count(*) AS n FROM src"
+        )
+        produce(broker, topic, [(i % 2, as_json(r)) for i, r in enumerate(first)])
+        # Lag tools see the job's progress: the next offset of each partition, 20 each.
+        wait_for(
+            "the offsets of a completed checkpoint in the group",
+            lambda: committed_offsets(broker, group, topic, 2) == {0: 20, 1: 20},
+            server=s,
+        )
+        # A source starting from the group's offsets reads only what came after them.
+        produce(broker, topic, [(1, as_json(("k9", 9, T0)))])
+        conn.execute(
+            f"CREATE SOURCE from_group ({COLUMNS}) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'json', "
+            f"properties.group.id = '{group}', scan.startup.mode = 'group-offsets', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        assert query(conn, "SELECT k, v FROM from_group") == [("k9", 9)]
+
+
+def test_format_on_error_fail_fails_the_query(server, broker):
+    topic = create_topic(broker, 1)
+    produce(broker, topic, [(0, as_json(r)) for r in rows(3)] + [(0, b"{broken")])
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE strict_{topic} ({COLUMNS}) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.bounded.mode = 'latest-offset', format.on-error = 'fail')"
+        )
+        with pytest.raises(psycopg.Error, match="format.on-error = 'fail'"):
+            conn.execute(f"SELECT count(*) FROM strict_{topic}").fetchall()

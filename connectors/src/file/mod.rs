@@ -221,6 +221,7 @@ impl SourceConnector for FileConnector {
             stream,
             bounded: !follow,
             position: None,
+            partitions: None,
         })
     }
 }

@@ -48,7 +48,7 @@
 //! `rollover.size` (default `128MB`), `rollover.interval`, `rollover.inactivity`,
 //! `partition.pattern` with `partition.time_column`, `partition.by`, `header` (CSV).
 
-mod options;
+pub(crate) mod options;
 mod part_file;
 mod partition;
 mod two_phase;

@@ -17,6 +17,12 @@ pub struct KafkaRecord {
     pub offset: i64,
     /// The value; `None` for a tombstone.
     pub payload: Option<Vec<u8>>,
+    /// The key, if the message has one.
+    pub key: Option<Vec<u8>>,
+    /// The message's timestamp (create or log-append time), milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The headers, in order (a key may repeat; a value may be null).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Where a partition starts reading.
@@ -55,6 +61,23 @@ pub trait KafkaConsumer: Send {
 
     /// Reads exactly these partitions of `topic` from now on, each from its start.
     fn assign(&mut self, topic: &str, starts: &[(i32, StartOffset)]) -> ConnectorResult<()>;
+
+    /// Also reads these partitions of `topic` (discovered after [`Self::assign`]).
+    fn add_partitions(&mut self, topic: &str, starts: &[(i32, StartOffset)])
+    -> ConnectorResult<()>;
+
+    /// The offsets the consumer group (`group.id`) has committed for these partitions: the
+    /// next offset to read of each partition that has one.
+    async fn committed(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> ConnectorResult<BTreeMap<i32, i64>>;
+
+    /// Commits `offsets` (the next offset to read, per partition) to the consumer group,
+    /// without waiting for the answer: for lag monitoring, not for Eddy's own restarts.
+    fn commit(&mut self, topic: &str, offsets: &BTreeMap<i32, i64>) -> ConnectorResult<()>;
 
     /// The next record of any assigned partition (in offset order within a partition), or
     /// `None` if none arrived within `timeout`.

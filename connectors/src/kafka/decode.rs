@@ -287,6 +287,9 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
                 payload: Some(v.as_bytes().to_vec()),
+                key: None,
+                timestamp_ms: None,
+                headers: Vec::new(),
             })
             .collect()
     }

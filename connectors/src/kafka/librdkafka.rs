@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use super::client::{KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, Watermarks};
@@ -46,6 +47,24 @@ impl ConsumerContext for TracingContext {}
 
 struct RdKafkaConsumer {
     consumer: Arc<StreamConsumer<TracingContext>>,
+}
+
+/// The partitions of `topic`, each at its start.
+fn partition_list(
+    topic: &str,
+    starts: &[(i32, StartOffset)],
+) -> ConnectorResult<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (partition, start) in starts {
+        let offset = match start {
+            StartOffset::Earliest => Offset::Beginning,
+            StartOffset::Latest => Offset::End,
+            StartOffset::At(offset) => Offset::Offset(*offset),
+        };
+        list.add_partition_offset(topic, *partition, offset)
+            .map_err(|e| client_error("cannot assign partitions", e))?;
+    }
+    Ok(list)
 }
 
 fn client_error(what: &str, e: impl std::fmt::Display) -> ConnectorError {
@@ -106,19 +125,56 @@ impl KafkaConsumer for RdKafkaConsumer {
     }
 
     fn assign(&mut self, topic: &str, starts: &[(i32, StartOffset)]) -> ConnectorResult<()> {
-        let mut list = TopicPartitionList::new();
-        for (partition, start) in starts {
-            let offset = match start {
-                StartOffset::Earliest => Offset::Beginning,
-                StartOffset::Latest => Offset::End,
-                StartOffset::At(offset) => Offset::Offset(*offset),
-            };
-            list.add_partition_offset(topic, *partition, offset)
-                .map_err(|e| client_error("cannot assign partitions", e))?;
-        }
         self.consumer
-            .assign(&list)
+            .assign(&partition_list(topic, starts)?)
             .map_err(|e| client_error("cannot assign partitions", e))
+    }
+
+    fn add_partitions(
+        &mut self,
+        topic: &str,
+        starts: &[(i32, StartOffset)],
+    ) -> ConnectorResult<()> {
+        self.consumer
+            .incremental_assign(&partition_list(topic, starts)?)
+            .map_err(|e| client_error("cannot add partitions", e))
+    }
+
+    async fn committed(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> ConnectorResult<BTreeMap<i32, i64>> {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(topic, *partition);
+        }
+        let consumer = Arc::clone(&self.consumer);
+        // A blocking request: off the async threads.
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, timeout))
+                .await
+                .map_err(|e| ConnectorError::Io(format!("kafka offset request failed: {e}")))?
+                .map_err(|e| client_error("cannot read the group's committed offsets", e))?;
+        Ok(committed
+            .elements_for_topic(topic)
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some((e.partition(), offset)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn commit(&mut self, topic: &str, offsets: &BTreeMap<i32, i64>) -> ConnectorResult<()> {
+        let starts: Vec<_> = offsets
+            .iter()
+            .map(|(p, o)| (*p, StartOffset::At(*o)))
+            .collect();
+        self.consumer
+            .commit(&partition_list(topic, &starts)?, CommitMode::Async)
+            .map_err(|e| client_error("cannot commit offsets to the consumer group", e))
     }
 
     async fn next_record(&mut self, timeout: Duration) -> ConnectorResult<Option<KafkaRecord>> {
@@ -128,6 +184,17 @@ impl KafkaConsumer for RdKafkaConsumer {
                 partition: message.partition(),
                 offset: message.offset(),
                 payload: message.payload().map(<[u8]>::to_vec),
+                key: message.key().map(<[u8]>::to_vec),
+                timestamp_ms: message.timestamp().to_millis(),
+                headers: message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })),
             Ok(Err(e)) => Err(client_error("cannot read", e)),
         }

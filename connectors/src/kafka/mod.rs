@@ -9,19 +9,25 @@
 //! ```
 //!
 //! # Reading
-//! A reader asks the cluster for the topic's partitions, keeps those its split owns
-//! ([`options::assigned`]: partition `p` goes to reader `p % readers`) and assigns them to its
-//! consumer, each from its start: the restored checkpoint's offset, else the startup mode.
-//! There is no consumer-group membership and no rebalancing. Partitions added to the topic
-//! after the reader started are not read.
+//! The source is splittable: a query with parallelism `n` opens `n` readers. Each asks the
+//! cluster for the topic's partitions, keeps those its split owns ([`options::assigned`]:
+//! partition `p` goes to reader `p % n`, a pure function of the two) and assigns them to its
+//! consumer, each from its start: the restored checkpoint's offset, else the startup mode
+//! (`earliest-offset`, `latest-offset`, `specific-offsets`, or `group-offsets`: the offsets
+//! committed to `properties.group.id`, then `properties.auto.offset.reset`). There is no
+//! consumer-group membership and no rebalancing. Every `scan.topic-partition-discovery.interval`
+//! (default 5 minutes, `0` never; never in bounded mode) the reader looks for partitions added
+//! to the topic and reads the ones it owns from their earliest offset.
 //!
-//! The source is not splittable yet: one reader reads every partition, so the source's
-//! watermark is the generic one over that reader's rows, in the order they arrive (per-partition
-//! watermarks with idleness are not implemented; a reader with no partitions would hold the
-//! watermark back forever).
+//! Each batch holds messages of one partition only, up to `batch_size` of them, read within
+//! [`LINGER`] of the first. The reader tells the engine its partitions and each batch's
+//! ([`SourcePartitions`]), so the engine keeps a watermark per partition and combines them
+//! by minimum; with `scan.watermark.idle-timeout` a partition without messages for that
+//! long stops holding the watermark back until it has messages again, and a reader that owns
+//! no partition is idle (see `eddy_engine::runtime::partition_watermarks`).
 //!
-//! Each batch holds up to `batch_size` messages, or what arrived within
-//! [`LINGER`] of the first one.
+//! A malformed message is counted and skipped (`format.on-error = 'skip'`, the default) or
+//! fails the query (`'fail'`).
 //!
 //! # Positions and checkpoints
 //! The reader publishes, before yielding each batch, the *next* offset to read of every
@@ -31,7 +37,9 @@
 //! for the partitions it lists: the first message read after a restore is exactly the first one
 //! not yet sent downstream. A partition that had yielded nothing when the checkpoint was taken
 //! starts again by the startup mode (with `latest-offset`, messages produced between the first
-//! start and the restore are then not read).
+//! start and the restore are then not read). When a checkpoint completes and the source names
+//! a `properties.group.id`, its offsets are committed to that group (asynchronously, for lag
+//! monitoring: Eddy itself restarts from its checkpoints, never from the group).
 //!
 //! # Bounded mode
 //! With `scan.bounded.mode = 'latest-offset'` each partition is read up to the end offset (the
@@ -43,7 +51,7 @@ mod decode;
 mod librdkafka;
 pub(crate) mod options;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,14 +59,16 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_engine::connector::{
     ConnectorError, ConnectorOptions, ConnectorPosition, ConnectorResult, SourceConnector,
-    SourceContext, SourceReader, SourceSplit,
+    SourceContext, SourcePartitions, SourceReader, SourceSplit,
 };
 use futures::StreamExt;
 
 pub use self::client::{KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, Watermarks};
 use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
-use self::options::{KafkaOptions, StartupMode, assigned, format_offsets, parse_offsets};
+use self::options::{
+    KafkaOptions, OnError, Reset, StartupMode, assigned, format_offsets, parse_offsets,
+};
 
 /// How long a batch waits for more messages after its first one.
 pub const LINGER: Duration = Duration::from_millis(50);
@@ -106,6 +116,12 @@ impl SourceConnector for KafkaConnector {
         decode::check_schema(schema, &parsed.format)
     }
 
+    /// Partitions are dealt over the readers ([`options::assigned`]); each partition's rows
+    /// stay in order in one reader.
+    fn splittable(&self, _options: &ConnectorOptions) -> bool {
+        true
+    }
+
     fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader> {
         let options = KafkaOptions::parse(&ctx.options)?;
         let mut properties = options.properties.clone();
@@ -141,21 +157,25 @@ impl SourceConnector for KafkaConnector {
             ctx.batch_size,
         );
         let position = Arc::new(ConnectorPosition::new(ctx.start_position.clone()));
+        let partitions = Arc::new(SourcePartitions::new(options.idle_timeout));
         let bounded = options.bounded;
         let reader = PartitionReader {
             consumer,
             decoder,
             drop_columns: output.fields().is_empty(),
-            topic: options.topic,
-            startup: options.startup,
-            bounded,
+            source_name: ctx.source_name.clone(),
             split: ctx.split,
             batch_size: ctx.batch_size.max(1),
             restored,
             partitions: BTreeMap::new(),
+            yielded: BTreeMap::new(),
+            pending: VecDeque::new(),
             assigned: false,
+            next_discovery: options.discovery.map(|d| tokio::time::Instant::now() + d),
             metrics: Arc::clone(&ctx.metrics),
             position: Arc::clone(&position),
+            announced: Arc::clone(&partitions),
+            options,
         };
         let stream = futures::stream::unfold(reader, |mut reader| async move {
             let item = reader.next_batch().await.transpose()?;
@@ -166,6 +186,7 @@ impl SourceConnector for KafkaConnector {
             stream,
             bounded,
             position: Some(position),
+            partitions: Some(partitions),
         })
     }
 }
@@ -202,59 +223,176 @@ struct PartitionReader {
     decoder: ValueDecoder,
     /// The query reads no column: batches carry only a row count.
     drop_columns: bool,
-    topic: String,
-    startup: StartupMode,
-    bounded: bool,
+    source_name: String,
+    options: KafkaOptions,
     split: SourceSplit,
     batch_size: usize,
     /// Next offsets from the restored checkpoint.
     restored: BTreeMap<i32, i64>,
     partitions: BTreeMap<i32, PartitionState>,
+    /// The next offset after the messages yielded downstream (or the explicit start), per
+    /// partition: what the published position says.
+    yielded: BTreeMap<i32, i64>,
+    /// Messages read but not yielded yet, one batch per partition run.
+    pending: VecDeque<(i32, Vec<KafkaRecord>)>,
     assigned: bool,
+    /// When to look for new partitions next (`None`: never).
+    next_discovery: Option<tokio::time::Instant>,
     metrics: Arc<eddy_engine::connector::SourceMetrics>,
     position: Arc<ConnectorPosition>,
+    /// Tells the engine the reader's partitions and each batch's.
+    announced: Arc<SourcePartitions>,
 }
 
 impl PartitionReader {
-    async fn assign(&mut self) -> ConnectorResult<()> {
-        let all = self
-            .consumer
-            .partitions(&self.topic, METADATA_TIMEOUT)
-            .await?;
-        for partition in all.into_iter().filter(|p| assigned(*p, self.split)) {
-            let start = match (self.restored.get(&partition), &self.startup) {
+    fn topic(&self) -> &str {
+        &self.options.topic
+    }
+
+    /// Where each of `new` (partitions this reader owns, not read yet) starts: the restored
+    /// checkpoint's offset, else the startup mode (`discovered`: found after the start,
+    /// which reads them from the earliest offset, as Flink does).
+    async fn starts(
+        &mut self,
+        new: &[i32],
+        discovered: bool,
+    ) -> ConnectorResult<Vec<(i32, StartOffset)>> {
+        let committed = match &self.options.startup {
+            StartupMode::GroupOffsets { .. } if !discovered => {
+                let topic = self.options.topic.clone();
+                self.consumer
+                    .committed(&topic, new, METADATA_TIMEOUT)
+                    .await?
+            }
+            _ => BTreeMap::new(),
+        };
+        let mut starts = Vec::with_capacity(new.len());
+        for &partition in new {
+            let start = match (self.restored.get(&partition), &self.options.startup) {
                 (Some(next), _) => StartOffset::At(*next),
+                _ if discovered => StartOffset::Earliest,
                 (None, StartupMode::Earliest) => StartOffset::Earliest,
                 (None, StartupMode::Latest) => StartOffset::Latest,
                 (None, StartupMode::Specific(offsets)) => offsets
                     .get(&partition)
                     .map_or(StartOffset::Earliest, |o| StartOffset::At(*o)),
+                (None, StartupMode::GroupOffsets { reset }) => {
+                    match (committed.get(&partition), reset) {
+                        (Some(offset), _) => StartOffset::At(*offset),
+                        (None, Some(Reset::Earliest)) => StartOffset::Earliest,
+                        (None, Some(Reset::Latest)) => StartOffset::Latest,
+                        (None, None) => {
+                            return Err(ConnectorError::Io(format!(
+                                "kafka source '{}': the consumer group '{}' has no committed \
+                                 offset for partition {partition} of topic '{}' (set \
+                                 properties.auto.offset.reset = 'earliest' or 'latest' to \
+                                 start such partitions anyway)",
+                                self.source_name,
+                                self.options
+                                    .properties
+                                    .get("group.id")
+                                    .map_or("", String::as_str),
+                                self.options.topic
+                            )));
+                        }
+                    }
+                }
             };
+            starts.push((partition, start));
+        }
+        Ok(starts)
+    }
+
+    /// Takes in partitions `new` with their starts.
+    fn track(&mut self, starts: &[(i32, StartOffset)]) {
+        for (partition, start) in starts {
             let next = match start {
-                StartOffset::At(offset) => Some(offset),
+                StartOffset::At(offset) => {
+                    self.yielded.insert(*partition, *offset);
+                    Some(*offset)
+                }
                 StartOffset::Earliest | StartOffset::Latest => None,
             };
             self.partitions.insert(
-                partition,
+                *partition,
                 PartitionState {
-                    start,
+                    start: *start,
                     next,
                     end: None,
                 },
             );
         }
-        let starts: Vec<_> = self.partitions.iter().map(|(p, s)| (*p, s.start)).collect();
-        tracing::debug!(topic = %self.topic, ?starts, "kafka reader assigned partitions");
-        self.consumer.assign(&self.topic, &starts)?;
+        self.announced.assign(starts.iter().map(|(p, _)| *p));
+    }
+
+    /// The topic's partitions this reader owns and does not read yet.
+    async fn unread_partitions(&mut self) -> ConnectorResult<Vec<i32>> {
+        let topic = self.options.topic.clone();
+        let all = self.consumer.partitions(&topic, METADATA_TIMEOUT).await?;
+        Ok(all
+            .into_iter()
+            .filter(|p| assigned(*p, self.split) && !self.partitions.contains_key(p))
+            .collect())
+    }
+
+    async fn assign(&mut self) -> ConnectorResult<()> {
+        let new = self.unread_partitions().await?;
+        let starts = self.starts(&new, false).await?;
+        tracing::debug!(topic = %self.topic(), ?starts, "kafka reader assigned partitions");
+        let topic = self.options.topic.clone();
+        self.consumer.assign(&topic, &starts)?;
+        self.track(&starts);
         self.assigned = true;
         Ok(())
+    }
+
+    /// Looks for partitions added to the topic, when it is time to.
+    async fn discover(&mut self) -> ConnectorResult<()> {
+        let (Some(due), Some(every)) = (self.next_discovery, self.options.discovery) else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() < due {
+            return Ok(());
+        }
+        self.next_discovery = Some(tokio::time::Instant::now() + every);
+        let new = self.unread_partitions().await?;
+        if new.is_empty() {
+            return Ok(());
+        }
+        let starts = self.starts(&new, true).await?;
+        tracing::info!(topic = %self.topic(), ?starts, "kafka reader found new partitions");
+        let topic = self.options.topic.clone();
+        self.consumer.add_partitions(&topic, &starts)?;
+        self.track(&starts);
+        Ok(())
+    }
+
+    /// Commits the offsets of the newest completed checkpoint to the consumer group, if the
+    /// source names one.
+    fn commit_completed(&mut self) {
+        let Some(text) = self.position.take_completed() else {
+            return;
+        };
+        if !self.options.commit_to_group {
+            return;
+        }
+        let topic = self.options.topic.clone();
+        let result = parse_offsets(&text)
+            .map_err(ConnectorError::Io)
+            .and_then(|offsets| self.consumer.commit(&topic, &offsets));
+        if let Err(e) = result {
+            // Only monitoring depends on it: the next checkpoint commits again.
+            tracing::warn!(topic = %topic, error = %e, "kafka offsets not committed to the group");
+        }
     }
 
     /// Bounded mode: learns end offsets from fetches; true once every partition is read.
     fn bounded_read_complete(&mut self) -> bool {
         let mut complete = true;
         for (partition, state) in self.partitions.iter_mut() {
-            let watermarks = self.consumer.fetched_watermarks(&self.topic, *partition);
+            let watermarks = self
+                .consumer
+                .fetched_watermarks(&self.options.topic, *partition);
             if state.end.is_none() {
                 state.end = watermarks.map(|w| w.high);
             }
@@ -263,20 +401,28 @@ impl PartitionReader {
         complete
     }
 
-    /// The next batch, `None` at the end of a bounded read. A batch may be empty when every
-    /// message it read was malformed (its position still moves past them).
+    /// The next batch, `None` at the end of a bounded read. Every batch holds messages of
+    /// one partition. A batch may be empty when every message it read was malformed (its
+    /// position still moves past them).
     async fn next_batch(&mut self) -> ConnectorResult<Option<RecordBatch>> {
+        if let Some((partition, records)) = self.pending.pop_front() {
+            return self.yield_batch(partition, records).map(Some);
+        }
         if !self.assigned {
             self.assign().await?;
         }
         let mut records: Vec<KafkaRecord> = Vec::new();
         loop {
-            if self.bounded && self.bounded_read_complete() {
+            self.commit_completed();
+            self.discover().await?;
+            if self.options.bounded && self.bounded_read_complete() {
                 return Ok(None);
             }
             if self.partitions.is_empty() {
-                // No partition for this reader: an unbounded source stays open and quiet.
-                std::future::pending::<()>().await;
+                // No partition for this reader (yet): an unbounded source stays open, quiet
+                // and idle, looking for new partitions now and then.
+                tokio::time::sleep(POLL).await;
+                continue;
             }
             let Some(record) = self.consumer.next_record(POLL).await? else {
                 continue;
@@ -298,22 +444,51 @@ impl PartitionReader {
                 None => break,
             }
         }
+        // One batch per partition, each partition's messages in offset order.
+        let mut runs: Vec<(i32, Vec<KafkaRecord>)> = Vec::new();
+        for record in records {
+            match runs.iter_mut().find(|(p, _)| *p == record.partition) {
+                Some((_, run)) => run.push(record),
+                None => runs.push((record.partition, vec![record])),
+            }
+        }
+        self.pending.extend(runs);
+        let (partition, records) = self.pending.pop_front().expect("one message was accepted");
+        self.yield_batch(partition, records).map(Some)
+    }
+
+    /// Decodes the messages of one partition into the batch to yield, and publishes the
+    /// position after it and its partition.
+    fn yield_batch(
+        &mut self,
+        partition: i32,
+        records: Vec<KafkaRecord>,
+    ) -> ConnectorResult<RecordBatch> {
+        let malformed = self.metrics.malformed();
         let batch = self.decoder.decode(&records)?;
+        if self.options.on_error == OnError::Fail && self.metrics.malformed() > malformed {
+            return Err(ConnectorError::Io(format!(
+                "kafka source '{}' has format.on-error = 'fail': {}",
+                self.source_name,
+                self.metrics
+                    .first_error()
+                    .unwrap_or_else(|| "a malformed message".to_string())
+            )));
+        }
         let batch = if self.drop_columns {
             batch.project(&[])?
         } else {
             batch
         };
         self.metrics.add_rows(batch.num_rows() as u64);
-        let next: BTreeMap<i32, i64> = self
-            .partitions
-            .iter()
-            .filter_map(|(p, s)| Some((*p, s.next?)))
-            .collect();
-        if !next.is_empty() {
-            self.position.set(format_offsets(&next));
+        if let Some(last) = records.last() {
+            self.yielded.insert(partition, last.offset + 1);
         }
-        Ok(Some(batch))
+        if !self.yielded.is_empty() {
+            self.position.set(format_offsets(&self.yielded));
+        }
+        self.announced.batch_from(partition);
+        Ok(batch)
     }
 
     /// Takes `record` into the batch unless a bounded read has passed its partition's end;
@@ -326,11 +501,11 @@ impl PartitionReader {
             // Redelivered (a reconnect): already read.
             return false;
         }
-        if self.bounded {
+        if self.options.bounded {
             if state.end.is_none() {
                 state.end = self
                     .consumer
-                    .fetched_watermarks(&self.topic, record.partition)
+                    .fetched_watermarks(&self.options.topic, record.partition)
                     .map(|w| w.high);
             }
             if state.end.is_some_and(|end| record.offset >= end) {

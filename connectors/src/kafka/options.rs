@@ -5,10 +5,12 @@
 //! the client as it is, or an error listing the accepted keys.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult, SourceSplit};
 
 use crate::file::options::{CsvOptions, parse_char};
+use crate::file_sink::options::parse_duration;
 
 /// Keys Eddy honours (besides `properties.*`).
 const OPTIONS: &[&str] = &[
@@ -18,6 +20,9 @@ const OPTIONS: &[&str] = &[
     "scan.startup.mode",
     "scan.startup.specific-offsets",
     "scan.bounded.mode",
+    "scan.watermark.idle-timeout",
+    "scan.topic-partition-discovery.interval",
+    "format.on-error",
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.null-literal",
@@ -29,15 +34,12 @@ const NOT_YET: &[&str] = &[
     "scan.startup.timestamp-millis",
     "scan.bounded.timestamp-millis",
     "scan.bounded.specific-offsets",
-    "scan.watermark.idle-timeout",
-    "scan.topic-partition-discovery.interval",
     "scan.parallelism",
     "key.format",
     "key.fields",
     "key.fields-prefix",
     "value.format",
     "value.fields-include",
-    "format.on-error",
     "json.",
     "csv.",
     "raw.",
@@ -62,7 +64,31 @@ pub(crate) enum StartupMode {
     Latest,
     /// Offsets per partition; partitions not listed start at the earliest offset.
     Specific(BTreeMap<i32, i64>),
+    /// The offsets committed to the consumer group (`properties.group.id`); a partition
+    /// without one starts where `properties.auto.offset.reset` says, or fails the reader.
+    GroupOffsets {
+        reset: Option<Reset>,
+    },
 }
+
+/// `properties.auto.offset.reset`: where a partition without a committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reset {
+    Earliest,
+    Latest,
+}
+
+/// What a malformed message does (`format.on-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Counted, reported and skipped (the default).
+    Skip,
+    /// Fails the query (the job).
+    Fail,
+}
+
+/// How often a reader looks for new partitions of its topic by default (Flink's default).
+pub(crate) const DEFAULT_DISCOVERY: Duration = Duration::from_secs(5 * 60);
 
 /// The parsed options of one Kafka source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +98,16 @@ pub(crate) struct KafkaOptions {
     pub startup: StartupMode,
     /// `scan.bounded.mode = 'latest-offset'`: read each partition to its end as of the start.
     pub bounded: bool,
+    /// `scan.watermark.idle-timeout`: a partition without messages for this long stops
+    /// holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// `scan.topic-partition-discovery.interval`: how often new partitions are looked for
+    /// (`None`: never; always `None` for a bounded read).
+    pub discovery: Option<Duration>,
+    pub on_error: OnError,
+    /// Whether `properties.group.id` was given: offsets of completed checkpoints are then
+    /// committed to that group.
+    pub commit_to_group: bool,
     /// The `properties.*` options, without the prefix: librdkafka configuration.
     pub properties: BTreeMap<String, String>,
 }
@@ -191,16 +227,41 @@ impl KafkaOptions {
                         invalid(format!("option 'scan.startup.specific-offsets': {e}"))
                     })?)
                 }
-                "group-offsets" | "timestamp" => {
+                "group-offsets" => {
+                    if !properties.contains_key("group.id") {
+                        return Err(invalid(
+                            "scan.startup.mode = 'group-offsets' needs properties.group.id",
+                        ));
+                    }
+                    let reset = match properties
+                        .get("auto.offset.reset")
+                        .map(|r| r.to_ascii_lowercase())
+                        .as_deref()
+                    {
+                        None | Some("none") | Some("error") => None,
+                        Some("earliest" | "smallest" | "beginning") => Some(Reset::Earliest),
+                        Some("latest" | "largest" | "end") => Some(Reset::Latest),
+                        Some(other) => {
+                            return Err(invalid(format!(
+                                "invalid value '{other}' for properties.auto.offset.reset; \
+                                 expected 'earliest', 'latest' or 'none'"
+                            )));
+                        }
+                    };
+                    StartupMode::GroupOffsets { reset }
+                }
+                "timestamp" => {
                     return Err(ConnectorError::Unsupported(format!(
                         "scan.startup.mode = '{mode}' for connector 'kafka' (not implemented \
-                         yet; use 'earliest-offset', 'latest-offset' or 'specific-offsets')"
+                         yet; use 'earliest-offset', 'latest-offset', 'group-offsets' or \
+                         'specific-offsets')"
                     )));
                 }
                 _ => {
                     return Err(invalid(format!(
                         "invalid value '{mode}' for option 'scan.startup.mode'; expected \
-                         'earliest-offset', 'latest-offset' or 'specific-offsets'"
+                         'earliest-offset', 'latest-offset', 'group-offsets' or \
+                         'specific-offsets'"
                     )));
                 }
             },
@@ -231,11 +292,51 @@ impl KafkaOptions {
             },
         };
 
+        let idle_timeout = match get("scan.watermark.idle-timeout") {
+            None => None,
+            Some(v) if v.trim() == "0" => None,
+            Some(v) => Some(parse_duration("scan.watermark.idle-timeout", v)?),
+        };
+        let discovery = match get("scan.topic-partition-discovery.interval") {
+            _ if bounded => None,
+            None => Some(DEFAULT_DISCOVERY),
+            Some(v) if v.trim() == "0" => None,
+            Some(v) => Some(parse_duration(
+                "scan.topic-partition-discovery.interval",
+                v,
+            )?),
+        };
+        let on_error = match get("format.on-error").map(|m| m.to_ascii_lowercase()) {
+            None => OnError::Skip,
+            Some(mode) => match mode.as_str() {
+                "skip" => OnError::Skip,
+                "fail" => OnError::Fail,
+                "dead-letter" => {
+                    return Err(ConnectorError::Unsupported(
+                        "format.on-error = 'dead-letter' (not implemented yet; use 'skip' or \
+                         'fail')"
+                            .to_string(),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "invalid value '{mode}' for option 'format.on-error'; expected 'skip' \
+                         or 'fail'"
+                    )));
+                }
+            },
+        };
+        let commit_to_group = properties.contains_key("group.id");
+
         Ok(Self {
             topic: topic.to_string(),
             format,
             startup,
             bounded,
+            idle_timeout,
+            discovery,
+            on_error,
+            commit_to_group,
             properties,
         })
     }
@@ -392,16 +493,41 @@ mod tests {
         assert!(parsed.bounded);
         assert_eq!(parsed.properties["group.id"], "g");
         assert_eq!(parsed.properties["bootstrap.servers"], "127.0.0.1:9092");
+        assert!(parsed.commit_to_group);
+        assert_eq!(parsed.discovery, None, "no discovery in a bounded read");
+        assert_eq!(parsed.idle_timeout, None);
+        assert_eq!(parsed.on_error, OnError::Skip);
+
+        let parsed = KafkaOptions::parse(&options(&[
+            ("scan.startup.mode", "group-offsets"),
+            ("properties.group.id", "g"),
+            ("properties.auto.offset.reset", "earliest"),
+            ("scan.watermark.idle-timeout", "5 s"),
+            ("scan.topic-partition-discovery.interval", "1s"),
+            ("format.on-error", "fail"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            parsed.startup,
+            StartupMode::GroupOffsets {
+                reset: Some(Reset::Earliest)
+            }
+        );
+        assert_eq!(parsed.idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(parsed.discovery, Some(Duration::from_secs(1)));
+        assert_eq!(parsed.on_error, OnError::Fail);
+        let parsed = KafkaOptions::parse(&options(&[])).unwrap();
+        assert_eq!(parsed.discovery, Some(DEFAULT_DISCOVERY));
+        assert!(!parsed.commit_to_group);
     }
 
     #[test]
     fn options_not_implemented_yet_are_refused_by_name() {
         for (key, value) in [
-            ("scan.watermark.idle-timeout", "5s"),
+            ("format.on-error", "dead-letter"),
             ("key.fields", "k"),
             ("scan.startup.timestamp-millis", "1"),
             ("json.ignore-parse-errors", "true"),
-            ("scan.startup.mode", "group-offsets"),
             ("scan.startup.mode", "timestamp"),
             ("scan.bounded.mode", "timestamp"),
         ] {
@@ -431,6 +557,9 @@ mod tests {
             vec![("scan.startup.mode", "specific-offsets")],
             vec![("scan.startup.specific-offsets", "partition:0,offset:1")],
             vec![("csv.field-delimiter", ";")],
+            vec![("scan.startup.mode", "group-offsets")],
+            vec![("scan.watermark.idle-timeout", "soon")],
+            vec![("format.on-error", "ignore")],
         ] {
             assert!(
                 matches!(

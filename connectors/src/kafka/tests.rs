@@ -14,13 +14,20 @@ use super::*;
 #[derive(Default)]
 struct MemoryTopic {
     partitions: Mutex<Vec<Vec<String>>>,
+    /// The offsets committed to the consumer group, per partition.
+    committed: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl MemoryTopic {
     fn new(partitions: usize) -> Arc<Self> {
         Arc::new(Self {
             partitions: Mutex::new(vec![Vec::new(); partitions]),
+            committed: Mutex::default(),
         })
+    }
+
+    fn add_partition(&self) {
+        self.partitions.lock().unwrap().push(Vec::new());
     }
 
     fn produce(&self, partition: usize, value: &str) {
@@ -67,6 +74,32 @@ impl KafkaConsumer for MemoryConsumer {
         Ok(())
     }
 
+    fn add_partitions(
+        &mut self,
+        topic: &str,
+        starts: &[(i32, StartOffset)],
+    ) -> ConnectorResult<()> {
+        self.assign(topic, starts)
+    }
+
+    async fn committed(
+        &mut self,
+        _topic: &str,
+        partitions: &[i32],
+        _timeout: Duration,
+    ) -> ConnectorResult<BTreeMap<i32, i64>> {
+        let committed = self.topic.committed.lock().unwrap();
+        Ok(partitions
+            .iter()
+            .filter_map(|p| Some((*p, *committed.get(p)?)))
+            .collect())
+    }
+
+    fn commit(&mut self, _topic: &str, offsets: &BTreeMap<i32, i64>) -> ConnectorResult<()> {
+        self.topic.committed.lock().unwrap().extend(offsets);
+        Ok(())
+    }
+
     async fn next_record(&mut self, timeout: Duration) -> ConnectorResult<Option<KafkaRecord>> {
         let record = {
             let partitions = self.topic.partitions.lock().unwrap();
@@ -79,6 +112,9 @@ impl KafkaConsumer for MemoryConsumer {
                         partition: *partition,
                         offset: *next,
                         payload: Some(value.clone().into_bytes()),
+                        key: None,
+                        timestamp_ms: None,
+                        headers: Vec::new(),
                     });
                     *next += 1;
                     break;
@@ -244,4 +280,159 @@ async fn readers_of_a_split_source_share_the_partitions() {
     .await;
     assert_eq!(first, vec![0, 1, 20, 21]);
     assert_eq!(second, vec![10, 11]);
+}
+
+/// Opens a reader of `topic` over the whole topic.
+fn open(topic: &Arc<MemoryTopic>, options: ConnectorOptions) -> (SourceReader, Arc<SourceMetrics>) {
+    let connector = KafkaConnector::new(Arc::new(Arc::clone(topic)));
+    connector.validate(&schema(), &options).unwrap();
+    let metrics = Arc::new(SourceMetrics::default());
+    let reader = connector
+        .open(SourceContext {
+            source_name: "s".to_string(),
+            schema: schema(),
+            projection: None,
+            options,
+            metrics: Arc::clone(&metrics),
+            batch_size: 3,
+            split: SourceSplit::WHOLE,
+            start_row: 0,
+            start_position: None,
+        })
+        .unwrap();
+    (reader, metrics)
+}
+
+/// The values of the next batch, and the partition the reader said it came from.
+async fn next(reader: &mut SourceReader) -> (Vec<i64>, i32) {
+    let batch = tokio::time::timeout(Duration::from_secs(10), reader.stream.next())
+        .await
+        .expect("a batch comes")
+        .expect("the stream goes on")
+        .unwrap();
+    let values = batch
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec();
+    let partition = reader.partitions.as_ref().unwrap().current().unwrap();
+    (values, partition)
+}
+
+fn unbounded(pairs: &[(&str, &str)]) -> ConnectorOptions {
+    let mut o = options(pairs);
+    o.remove("scan.bounded.mode");
+    o
+}
+
+#[tokio::test]
+async fn every_batch_holds_one_partition_s_messages_and_says_which() {
+    let topic = MemoryTopic::new(3);
+    produce(&topic, 0, 0..4);
+    produce(&topic, 1, 100..103);
+    produce(&topic, 2, 200..202);
+    let (mut reader, _) = open(&topic, options(&[]));
+    let partitions = Arc::clone(reader.partitions.as_ref().unwrap());
+    let mut seen = 0;
+    while let Some(batch) = reader.stream.next().await {
+        let values = batch
+            .unwrap()
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
+        let partition = partitions.current().unwrap() as i64;
+        assert!(
+            values.iter().all(|v| v / 100 == partition),
+            "batch {values:?} said partition {partition}"
+        );
+        seen += values.len();
+    }
+    assert_eq!(seen, 9);
+    assert_eq!(partitions.assigned(), Some(vec![0, 1, 2]));
+}
+
+#[tokio::test]
+async fn offsets_of_completed_checkpoints_are_committed_to_the_named_group() {
+    let topic = MemoryTopic::new(1);
+    produce(&topic, 0, 0..3);
+    let (mut reader, _) = open(&topic, unbounded(&[("properties.group.id", "watchers")]));
+    assert_eq!(next(&mut reader).await, (vec![0, 1, 2], 0));
+    let position = Arc::clone(reader.position.as_ref().unwrap());
+    assert_eq!(position.get().as_deref(), Some("partition:0,offset:3"));
+    position.checkpoint_completed(position.get().unwrap());
+    produce(&topic, 0, 3..4);
+    assert_eq!(next(&mut reader).await, (vec![3], 0));
+    assert_eq!(*topic.committed.lock().unwrap(), BTreeMap::from([(0, 3)]));
+
+    // Without a group id nothing is committed.
+    let topic = MemoryTopic::new(1);
+    produce(&topic, 0, 0..3);
+    let (mut reader, _) = open(&topic, unbounded(&[]));
+    next(&mut reader).await;
+    let position = Arc::clone(reader.position.as_ref().unwrap());
+    position.checkpoint_completed(position.get().unwrap());
+    produce(&topic, 0, 3..4);
+    next(&mut reader).await;
+    assert!(topic.committed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn group_offsets_startup_reads_the_committed_offsets_back() {
+    let topic = MemoryTopic::new(2);
+    produce(&topic, 0, 0..5);
+    produce(&topic, 1, 100..102);
+    topic.committed.lock().unwrap().insert(0, 3);
+    let group = [
+        ("scan.startup.mode", "group-offsets"),
+        ("properties.group.id", "g"),
+        ("properties.auto.offset.reset", "earliest"),
+    ];
+    let (values, ..) = read(&topic, options(&group), SourceSplit::WHOLE, None).await;
+    assert_eq!(
+        values,
+        vec![3, 4, 100, 101],
+        "partition 1 has no committed offset"
+    );
+
+    // Without auto.offset.reset a partition without a committed offset fails the reader.
+    let (mut reader, _) = open(&topic, options(&group[..2]));
+    let error = reader.stream.next().await.unwrap().unwrap_err().to_string();
+    assert!(
+        error.contains("no committed offset for partition 1"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn partitions_added_to_the_topic_are_found_and_read_from_the_start() {
+    let topic = MemoryTopic::new(1);
+    produce(&topic, 0, 0..2);
+    let (mut reader, _) = open(
+        &topic,
+        unbounded(&[("scan.topic-partition-discovery.interval", "50 ms")]),
+    );
+    assert_eq!(next(&mut reader).await, (vec![0, 1], 0));
+    topic.add_partition();
+    produce(&topic, 1, 100..102);
+    assert_eq!(next(&mut reader).await, (vec![100, 101], 1));
+    assert_eq!(
+        reader.partitions.as_ref().unwrap().assigned(),
+        Some(vec![0, 1])
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_message_fails_the_reader_with_on_error_fail() {
+    let topic = MemoryTopic::new(1);
+    produce(&topic, 0, 0..2);
+    topic.produce(0, "not json");
+    let (mut reader, metrics) = open(&topic, options(&[("format.on-error", "fail")]));
+    let error = reader.stream.next().await.unwrap().unwrap_err().to_string();
+    assert!(error.contains("format.on-error = 'fail'"), "{error}");
+    assert!(
+        error.contains("offset 2") || error.contains(":2"),
+        "{error}"
+    );
+    assert_eq!(metrics.malformed(), 1);
 }

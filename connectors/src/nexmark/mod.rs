@@ -97,6 +97,7 @@ impl SourceConnector for NexmarkConnector {
             stream,
             bounded,
             position: None,
+            partitions: None,
         })
     }
 }

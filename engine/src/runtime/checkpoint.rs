@@ -40,6 +40,8 @@ pub struct SourcePosition {
     pub rows: u64,
     /// The reader's watermark, if it has one yet.
     pub watermark: Option<EventTime>,
+    /// For readers of partitioned sources (Kafka): each partition's watermark.
+    pub partition_watermarks: BTreeMap<i32, EventTime>,
     /// The connector's own position after the rows read, for connectors that publish one
     /// ([`crate::connector::SourceReader::position`]; Kafka offsets). Opaque to the engine.
     pub connector: Option<String>,

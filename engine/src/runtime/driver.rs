@@ -5,6 +5,7 @@
 //! (the consumer went away, or a downstream `LIMIT` is satisfied), which drops its inputs and so
 //! stops everything upstream of it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ use futures::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connector::{ConnectorPosition, SourceMetrics};
+use crate::connector::{ConnectorPosition, SourceMetrics, SourcePartitions};
 use crate::error::EngineResult;
 use crate::runtime::checkpoint::{CheckpointHandle, PartId, SourcePosition};
 use crate::runtime::message::{Epoch, EventTime, Message, WATERMARK_END};
 use crate::runtime::metrics::OperatorMetrics;
 use crate::runtime::operator::{Operator, OperatorContext};
-use crate::runtime::source::{BoundedSourceGroup, WatermarkGenerator};
+use crate::runtime::partition_watermarks::PartitionWatermarks;
+use crate::runtime::source::{BoundedSourceGroup, Segment, WatermarkGenerator};
 use crate::state::StateSnapshot;
 
 /// How often at most an operator task asks its operator for its state usage (which walks
@@ -36,6 +38,8 @@ pub(crate) struct SourceTask {
     /// Columns of the source's batches to send on.
     pub projection: Option<Vec<usize>>,
     pub watermark: Option<WatermarkGenerator>,
+    /// The partitions of a partitioned source's reader (one watermark per partition).
+    pub partitions: Option<Arc<SourcePartitions>>,
     pub output: mpsc::Sender<Message>,
     /// This reader's counters.
     pub metrics: Arc<OperatorMetrics>,
@@ -54,11 +58,16 @@ pub(crate) struct SourceCheckpoint {
 }
 
 /// Injects barriers for a source reader: between two batches, whenever the job triggers a
-/// checkpoint, it reports the reader's position and sends `Barrier(epoch)` downstream.
+/// checkpoint, it reports the reader's position and sends `Barrier(epoch)` downstream. It
+/// also tells a connector that publishes positions which of them a completed checkpoint
+/// holds (Kafka commits those offsets to its consumer group).
 struct BarrierInjector {
     handle: Arc<CheckpointHandle>,
     part: PartId,
     triggers: watch::Receiver<Epoch>,
+    /// The connector positions reported for checkpoints not known to be complete yet.
+    positions: VecDeque<(Epoch, String)>,
+    connector_position: Option<Arc<ConnectorPosition>>,
 }
 
 impl BarrierInjector {
@@ -73,8 +82,118 @@ impl BarrierInjector {
         }
     }
 
-    fn report(&self, epoch: Epoch, position: SourcePosition) {
+    fn report(&mut self, epoch: Epoch, position: SourcePosition) {
+        self.notify_completed();
+        if let (Some(_), Some(text)) = (&self.connector_position, &position.connector) {
+            self.positions.push_back((epoch, text.clone()));
+        }
         self.handle.report_source(epoch, self.part, position);
+    }
+
+    /// Hands the connector the position of the newest checkpoint completed since the last
+    /// call (checked every [`TICK`] and when a checkpoint is triggered).
+    fn notify_completed(&mut self) {
+        let completed = self.handle.last_completed();
+        let mut newest = None;
+        while self.positions.front().is_some_and(|(e, _)| *e <= completed) {
+            newest = self.positions.pop_front();
+        }
+        if let (Some((_, text)), Some(position)) = (newest, &self.connector_position) {
+            position.checkpoint_completed(text);
+        }
+    }
+}
+
+/// How often a reader of a partitioned source checks for idle partitions, and a reader
+/// that publishes positions for completed checkpoints.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How a reader keeps its watermark: none declared, one generator over all its rows, or one
+/// per partition.
+enum ReaderClock {
+    None,
+    Single(WatermarkGenerator),
+    Partitioned(PartitionWatermarks, Arc<SourcePartitions>),
+}
+
+impl ReaderClock {
+    fn new(
+        watermark: Option<WatermarkGenerator>,
+        partitions: Option<Arc<SourcePartitions>>,
+    ) -> Self {
+        match (watermark, partitions) {
+            (None, _) => ReaderClock::None,
+            (Some(w), None) => ReaderClock::Single(w),
+            (Some(w), Some(p)) => {
+                ReaderClock::Partitioned(PartitionWatermarks::new(w, p.idle_timeout()), p)
+            }
+        }
+    }
+
+    fn current(&self) -> Option<EventTime> {
+        match self {
+            ReaderClock::None => None,
+            ReaderClock::Single(w) => w.current(),
+            ReaderClock::Partitioned(w, _) => w.current(),
+        }
+    }
+
+    /// Continues from a checkpoint's position.
+    fn restore(&mut self, start: &SourcePosition) {
+        match self {
+            ReaderClock::None => {}
+            ReaderClock::Single(w) => {
+                if let Some(restored) = start.watermark {
+                    w.restore(restored);
+                }
+            }
+            ReaderClock::Partitioned(w, _) => {
+                w.restore(start.watermark, start.partition_watermarks.clone())
+            }
+        }
+    }
+
+    fn position(&self, rows: u64, connector: Option<String>) -> SourcePosition {
+        SourcePosition {
+            rows,
+            watermark: self.current(),
+            connector,
+            partition_watermarks: match self {
+                ReaderClock::Partitioned(w, _) => w.partition_watermarks(),
+                _ => Default::default(),
+            },
+        }
+    }
+
+    fn segments(&mut self, batch: &RecordBatch) -> EngineResult<Vec<Segment>> {
+        match self {
+            ReaderClock::None => Ok(vec![(0..batch.num_rows(), None)]),
+            ReaderClock::Single(w) => w.segments(batch),
+            ReaderClock::Partitioned(w, partitions) => {
+                let partition = partitions.current().ok_or_else(|| {
+                    crate::error::EngineError::Internal(
+                        "a partitioned source yielded a batch without saying its partition"
+                            .to_string(),
+                    )
+                })?;
+                w.segments(partition, batch, Instant::now())
+            }
+        }
+    }
+
+    /// A partitioned reader's periodic check: takes in newly assigned partitions and turns
+    /// quiet ones idle. Returns the watermark if it advanced, and whether the reader is idle.
+    fn check_idle(&mut self) -> (Option<EventTime>, bool) {
+        match self {
+            ReaderClock::Partitioned(w, partitions) => {
+                let now = Instant::now();
+                if let Some(assigned) = partitions.assigned() {
+                    w.assign(&assigned, now);
+                }
+                (w.check_idle(now), w.is_idle())
+            }
+            _ => (None, false),
+        }
     }
 }
 
@@ -89,18 +208,27 @@ pub(crate) async fn run_source(
         mut stream,
         bounded,
         projection,
-        mut watermark,
+        watermark,
+        partitions,
         output,
         metrics,
         checkpoint,
         connector_position,
     } = task;
+    let partitioned = watermark.is_some() && partitions.is_some();
+    // Ticks check for idle partitions and pass completed checkpoints' positions on.
+    let ticking = partitioned || (checkpoint.is_some() && connector_position.is_some());
+    let mut clock = ReaderClock::new(watermark, partitions);
     let mut rows_read = 0u64;
     let mut injector = None;
     if let Some(c) = checkpoint {
         rows_read = c.start.rows;
-        if let (Some(w), Some(restored)) = (&mut watermark, c.start.watermark) {
-            w.restore(restored);
+        clock.restore(&c.start);
+        if let Some(restored) = c
+            .start
+            .watermark
+            .filter(|_| !matches!(clock, ReaderClock::None))
+        {
             // Downstream operators restored their own watermarks; this primes the inputs'.
             if output.send(Message::Watermark(restored)).await.is_err() {
                 return Ok(());
@@ -115,22 +243,26 @@ pub(crate) async fn run_source(
             handle: c.handle,
             part: c.part,
             triggers,
+            positions: VecDeque::new(),
+            connector_position: connector_position.clone(),
         });
     }
     // Read between batches only, so the connector's position covers exactly the rows sent.
-    let position = |rows: u64, watermark: &Option<WatermarkGenerator>| SourcePosition {
-        rows,
-        watermark: watermark.as_ref().and_then(|w| w.current()),
-        connector: connector_position.as_ref().and_then(|p| p.get()),
+    let position = |rows: u64, clock: &ReaderClock| {
+        clock.position(rows, connector_position.as_ref().and_then(|p| p.get()))
     };
+    // Whether the reader told downstream it is idle (and has sent nothing since).
+    let mut idle_sent = false;
+    let mut idle_check = tokio::time::interval(TICK);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(index) = aligned {
             loop {
                 tokio::select! {
                     _ = group.wait_aligned(index) => break,
                     epoch = BarrierInjector::triggered(&mut injector) => {
-                        if let Some(i) = &injector {
-                            i.report(epoch, position(rows_read, &watermark));
+                        if let Some(i) = &mut injector {
+                            i.report(epoch, position(rows_read, &clock));
                         }
                         if output.send(Message::Barrier(epoch)).await.is_err() {
                             return Ok(());
@@ -143,11 +275,33 @@ pub(crate) async fn run_source(
         let next = tokio::select! {
             next = stream.next() => next,
             epoch = BarrierInjector::triggered(&mut injector) => {
-                if let Some(i) = &injector {
-                    i.report(epoch, position(rows_read, &watermark));
+                if let Some(i) = &mut injector {
+                    i.report(epoch, position(rows_read, &clock));
                 }
                 if output.send(Message::Barrier(epoch)).await.is_err() {
                     return Ok(());
+                }
+                continue;
+            }
+            _ = idle_check.tick(), if ticking => {
+                if let Some(i) = &mut injector {
+                    i.notify_completed();
+                }
+                let (advanced, idle) = clock.check_idle();
+                if let Some(w) = advanced {
+                    if output.send(Message::Watermark(w)).await.is_err() {
+                        return Ok(());
+                    }
+                    metrics.set_watermark(w);
+                    if let Some(index) = aligned {
+                        group.advance(index, w);
+                    }
+                }
+                if idle && !idle_sent {
+                    if output.send(Message::Idle).await.is_err() {
+                        return Ok(());
+                    }
+                    idle_sent = true;
                 }
                 continue;
             }
@@ -158,10 +312,7 @@ pub(crate) async fn run_source(
             None => break,
         };
         rows_read += batch.num_rows() as u64;
-        let segments = match &mut watermark {
-            Some(w) => w.segments(&batch)?,
-            None => vec![(0..batch.num_rows(), None)],
-        };
+        let segments = clock.segments(&batch)?;
         let batch = match &projection {
             Some(p) => batch.project(p)?,
             None => batch,
@@ -177,6 +328,7 @@ pub(crate) async fn run_source(
                 if output.send(Message::Data(part)).await.is_err() {
                     return Ok(());
                 }
+                idle_sent = false;
                 metrics.add_in(rows);
                 metrics.add_out(rows);
             }
@@ -184,6 +336,7 @@ pub(crate) async fn run_source(
                 if output.send(Message::Watermark(w)).await.is_err() {
                     return Ok(());
                 }
+                idle_sent = false;
                 metrics.set_watermark(w);
                 if let Some(index) = aligned {
                     group.advance(index, w);
@@ -193,7 +346,7 @@ pub(crate) async fn run_source(
     }
     tracing::debug!(source = %name, "source reached the end of its input");
     if let Some(i) = &injector {
-        i.handle.report_end(i.part, position(rows_read, &watermark));
+        i.handle.report_end(i.part, position(rows_read, &clock));
     }
     if bounded {
         group.end(aligned);
@@ -201,8 +354,8 @@ pub(crate) async fn run_source(
             tokio::select! {
                 _ = group.wait_all_ended() => break,
                 epoch = BarrierInjector::triggered(&mut injector) => {
-                    if let Some(i) = &injector {
-                        i.report(epoch, position(rows_read, &watermark));
+                    if let Some(i) = &mut injector {
+                        i.report(epoch, position(rows_read, &clock));
                     }
                     if output.send(Message::Barrier(epoch)).await.is_err() {
                         return Ok(());
@@ -397,10 +550,14 @@ pub(crate) fn restore(
 /// every bounded input of the operator has reached it (DESIGN.md 1.7 rule 5, applied at each
 /// operator): the jump of one bounded input must not overtake rows of another that are still
 /// on their way, which would make them late.
+///
+/// An idle input ([`Message::Idle`]) is left out of the minimum until it sends rows or a
+/// watermark again; when every input is idle the combined watermark stays where it is.
 struct InputWatermarks {
     inputs: Vec<Option<EventTime>>,
     bounded: Vec<bool>,
     ended: Vec<bool>,
+    idle: Vec<bool>,
     combined: Option<EventTime>,
 }
 
@@ -411,24 +568,56 @@ impl InputWatermarks {
             inputs: vec![None; n],
             bounded,
             ended: vec![false; n],
+            idle: vec![false; n],
             combined: None,
         }
     }
 
     /// Records input `i`'s watermark; returns the combined watermark if it advanced.
     fn update(&mut self, i: usize, watermark: EventTime) -> Option<EventTime> {
+        self.idle[i] = false;
         if watermark == WATERMARK_END && self.bounded[i] {
             self.ended[i] = true;
         } else {
             let slot = &mut self.inputs[i];
             *slot = Some(slot.map_or(watermark, |w| w.max(watermark)));
         }
+        self.combine()
+    }
+
+    /// Input `i` is idle; returns the combined watermark if leaving it out advanced it.
+    fn set_idle(&mut self, i: usize) -> Option<EventTime> {
+        self.idle[i] = true;
+        self.combine()
+    }
+
+    /// Input `i` sent rows: it is active again.
+    fn set_active(&mut self, i: usize) {
+        self.idle[i] = false;
+    }
+
+    /// Whether every input that has not reached its end is idle (and one is).
+    fn all_idle(&self) -> bool {
+        let live = (0..self.inputs.len())
+            .filter(|&i| self.inputs[i] != Some(WATERMARK_END) && !self.ended[i]);
+        let mut any = false;
+        for i in live {
+            if !self.idle[i] {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
+    fn combine(&mut self) -> Option<EventTime> {
         let bounded_done = self
             .bounded
             .iter()
             .zip(&self.ended)
             .all(|(bounded, ended)| !bounded || *ended);
         let min = (0..self.inputs.len())
+            .filter(|&i| !self.idle[i])
             .map(|i| {
                 if self.ended[i] && bounded_done {
                     Some(WATERMARK_END)
@@ -496,6 +685,8 @@ pub(crate) async fn run_operator(
     watermarks.combined = ctx.input_watermark();
     let mut ended = vec![false; n];
     let mut alignment = Alignment::default();
+    // Whether the instance told downstream it is idle (and has sent nothing since).
+    let mut idle_sent = false;
     // The last complete checkpoint the operator was told of.
     let mut notified = 0;
     loop {
@@ -517,11 +708,18 @@ pub(crate) async fn run_operator(
         let mut all_ended = false;
         match message {
             Message::Data(batch) => {
+                watermarks.set_active(i);
                 metrics.add_in(batch.num_rows());
                 op.on_batch(wiring[i].input, batch, &mut ctx)?
             }
             Message::Watermark(w) => {
                 if let Some(w) = watermarks.update(i, w) {
+                    ctx.set_input_watermark(Some(w));
+                    op.on_watermark(w, &mut ctx)?;
+                }
+            }
+            Message::Idle => {
+                if let Some(w) = watermarks.set_idle(i) {
                     ctx.set_input_watermark(Some(w));
                     op.on_watermark(w, &mut ctx)?;
                 }
@@ -576,6 +774,9 @@ pub(crate) async fn run_operator(
                 Message::Watermark(w) => (0, Some(*w)),
                 _ => (0, None),
             };
+            if matches!(m, Message::Data(_) | Message::Watermark(_)) {
+                idle_sent = false;
+            }
             if output.send(m).await.is_err() {
                 return Ok(());
             }
@@ -583,6 +784,13 @@ pub(crate) async fn run_operator(
             if let Some(w) = watermark {
                 metrics.set_watermark(w);
             }
+        }
+        // Every input is idle: so is this instance's output, until it sends something.
+        if !finished && !idle_sent && watermarks.all_idle() {
+            if output.send(Message::Idle).await.is_err() {
+                return Ok(());
+            }
+            idle_sent = true;
         }
         if finished {
             let _ = output.send(Message::End).await;
@@ -899,5 +1107,27 @@ mod tests {
         assert_eq!(w.update(1, 20), Some(10));
         assert_eq!(w.update(0, 8), None, "a watermark never goes back");
         assert_eq!(w.update(0, WATERMARK_END), Some(20));
+    }
+
+    #[test]
+    fn an_idle_input_is_left_out_of_the_combined_watermark_until_it_speaks_again() {
+        let mut w = InputWatermarks::new(vec![false, false, false]);
+        assert_eq!(w.update(0, 10), None);
+        assert_eq!(w.set_idle(1), None, "input 2 has no watermark yet");
+        assert!(!w.all_idle());
+        assert_eq!(w.update(2, 30), Some(10), "input 1 is idle");
+        // Input 1 comes back behind: the combined watermark does not go back, but input 1
+        // holds it from now on.
+        w.set_active(1);
+        assert_eq!(w.update(1, 5), None);
+        assert_eq!(w.update(0, 40), None);
+        assert_eq!(w.update(1, 35), Some(30));
+        assert_eq!(w.set_idle(2), Some(35), "input 2 idle: min(40, 35)");
+        w.set_idle(0);
+        assert!(!w.all_idle(), "input 1 is active");
+        w.set_idle(1);
+        assert!(w.all_idle());
+        assert_eq!(w.update(0, 50), Some(50), "the only active input");
+        assert!(!w.all_idle());
     }
 }

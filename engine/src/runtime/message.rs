@@ -20,6 +20,10 @@ pub enum Message {
     Watermark(EventTime),
     /// A checkpoint barrier: state up to here belongs to this epoch.
     Barrier(Epoch),
+    /// The input sends no rows for now (its partitions are idle): operators combine their
+    /// input watermarks without it until it sends rows or a watermark again (Flink's
+    /// `WatermarkStatus.IDLE`).
+    Idle,
     /// The input has ended; nothing follows.
     End,
 }

@@ -25,6 +25,7 @@ pub(crate) mod exchange;
 pub mod message;
 pub mod metrics;
 pub mod operator;
+pub mod partition_watermarks;
 pub mod source;
 
 pub use metrics::{NodeMetrics, NodeTotals, OperatorMetrics, QueryMetrics};
@@ -124,9 +125,9 @@ impl RunningQuery {
             return Ok(None);
         }
         loop {
-            match self.output.recv().await {
+            match self.recv().await? {
                 Some(Message::Data(batch)) => return Ok(Some(batch)),
-                Some(Message::Watermark(_)) | Some(Message::Barrier(_)) => continue,
+                Some(Message::Watermark(_) | Message::Barrier(_) | Message::Idle) => continue,
                 Some(Message::End) => {
                     self.finished = true;
                     return Ok(None);
@@ -145,9 +146,9 @@ impl RunningQuery {
             return Ok(None);
         }
         loop {
-            match self.output.recv().await {
+            match self.recv().await? {
                 Some(m @ (Message::Data(_) | Message::Watermark(_))) => return Ok(Some(m)),
-                Some(Message::Barrier(_)) => continue,
+                Some(Message::Barrier(_) | Message::Idle) => continue,
                 Some(Message::End) => {
                     self.finished = true;
                     return Ok(None);
@@ -166,7 +167,7 @@ impl RunningQuery {
         if self.finished {
             return Ok(None);
         }
-        match self.output.recv().await {
+        match self.recv().await? {
             Some(Message::End) => {
                 self.finished = true;
                 Ok(None)
@@ -175,6 +176,30 @@ impl RunningQuery {
             None => {
                 self.finished = true;
                 Err(self.failure().await)
+            }
+        }
+    }
+
+    /// The next message of the output, or the error of a task that failed: a failed task
+    /// fails the query at once, as other tasks may wait for it forever (a bounded source
+    /// waits for every other bounded source of the query to end). `Ok(None)`: the output
+    /// closed without a failure seen yet.
+    async fn recv(&mut self) -> EngineResult<Option<Message>> {
+        loop {
+            tokio::select! {
+                biased;
+                message = self.output.recv() => return Ok(message),
+                Some(result) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let error = match result {
+                        Ok(Err(e)) => e,
+                        Err(join) if join.is_panic() => {
+                            EngineError::Internal(format!("a query task panicked: {join}"))
+                        }
+                        Ok(Ok(())) | Err(_) => continue,
+                    };
+                    self.finished = true;
+                    return Err(error);
+                }
             }
         }
     }

@@ -21,6 +21,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::EventTime;
 
 /// How the watermark candidate of each row is computed.
+#[derive(Clone)]
 enum RowWatermark {
     /// Any expression, evaluated on the source's full batches; yields a timestamp per row.
     Expr(Arc<dyn PhysicalExpr>),
@@ -34,6 +35,7 @@ enum RowWatermark {
 }
 
 /// Computes a source's watermark from its `WATERMARK FOR ... AS expr` definition.
+#[derive(Clone)]
 pub struct WatermarkGenerator {
     values: RowWatermark,
     /// The `WATERMARK FOR` column (index in the source's batches, nanoseconds per unit).
