@@ -762,6 +762,7 @@ impl Builder<'_, '_> {
                         split: SourceSplit { index, count },
                         start_row: start.rows,
                         start_position: start.connector,
+                        metadata: relation.metadata.clone(),
                     })?;
                     let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
                     streams.push((stream, reader.bounded, reader.position, reader.partitions));

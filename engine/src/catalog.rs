@@ -47,6 +47,8 @@ pub struct RelationDef {
     /// The connector name for sources; `None` for push tables.
     pub connector: Option<String>,
     pub options: ConnectorOptions,
+    /// A source's columns filled from message metadata (`METADATA FROM`).
+    pub metadata: Vec<crate::connector::MetadataColumn>,
     /// The `CREATE` statement that made this relation, replayed on restart.
     pub ddl: String,
     /// The rows of a push table.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 
@@ -75,6 +75,19 @@ pub struct SourceContext {
     /// wrote). The reader must continue exactly after the rows it had yielded then. `None` for
     /// a fresh start (and for connectors without positions).
     pub start_position: Option<String>,
+    /// The declared columns whose values are the messages' metadata (`col TYPE METADATA FROM
+    /// 'partition'`), not decoded from their values; only keys the connector offers
+    /// ([`SourceConnector::metadata`]).
+    pub metadata: Vec<MetadataColumn>,
+}
+
+/// A column of a source filled from each message's metadata (Flink's `METADATA FROM 'key'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    /// The column's index in the declared schema.
+    pub column: usize,
+    /// The metadata key (`partition`, `offset`, `timestamp`...).
+    pub key: String,
 }
 
 impl SourceContext {
@@ -247,8 +260,16 @@ pub trait SourceConnector: Send + Sync + 'static {
     }
 
     /// Checks the options and the declared schema at `CREATE SOURCE` time, so that mistakes
-    /// are reported when the source is declared, not when a query first reads it.
+    /// are reported when the source is declared, not when a query first reads it. `schema`
+    /// holds the columns read from the data: without the metadata columns.
     fn validate(&self, schema: &SchemaRef, options: &ConnectorOptions) -> ConnectorResult<()>;
+
+    /// The metadata keys a source of this connector can read into columns, each with the type
+    /// it produces (a declared column must be of a type it casts to). A key produced as
+    /// `DataType::Null` is known but not implemented (refused with 0A000). None by default.
+    fn metadata(&self) -> Vec<(&'static str, DataType)> {
+        Vec::new()
+    }
 
     /// Whether a query may read the source with several parallel readers, each opened with
     /// its own [`SourceSplit`]. Rows of equal event time must stay in one split, in order, so

@@ -15,6 +15,7 @@ skips when there is none). Messages are produced with kafka-python.
 - With `properties.group.id`, completed checkpoints' offsets are committed to the group (read
   back with kafka-python), and `scan.startup.mode = 'group-offsets'` starts from them.
 - `format.on-error = 'fail'` fails the query on a malformed message.
+- Metadata columns (partition, offset, key, timestamp, topic) beside the decoded values.
 """
 
 from __future__ import annotations
@@ -451,3 +452,48 @@ def test_format_on_error_fail_fails_the_query(server, broker):
         )
         with pytest.raises(psycopg.Error, match="format.on-error = 'fail'"):
             conn.execute(f"SELECT count(*) FROM strict_{topic}").fetchall()
+
+
+def test_metadata_columns(server, broker):
+    """partition, offset, key, timestamp and topic of each message, beside its decoded value;
+    a malformed message is skipped without shifting the others' metadata."""
+    topic = create_topic(broker, 2)
+    t0_ms = int(dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    try:
+        for i in range(3):
+            for p in (0, 1):
+                producer.send(
+                    topic,
+                    value=json.dumps({"v": 10 * p + i}).encode(),
+                    key=f"key-{p}-{i}".encode(),
+                    partition=p,
+                    timestamp_ms=t0_ms + 1000 * i,
+                )
+            if i == 0:
+                producer.send(topic, value=b"{broken", key=b"bad", partition=1)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE meta_{topic} (v BIGINT, p INT METADATA FROM 'partition' VIRTUAL, "
+            "off BIGINT METADATA FROM 'offset', k VARCHAR METADATA FROM 'key', "
+            "ts TIMESTAMP(3) METADATA FROM 'timestamp', t VARCHAR METADATA FROM 'topic') "
+            f"WITH (connector = 'kafka', topic = '{topic}', "
+            f"properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        got = query(conn, f"SELECT p, off, k, ts, v, t FROM meta_{topic}")
+        base = dt.datetime(2024, 5, 1, 12, 0)
+        want = sorted(
+            [(0, i, f"key-0-{i}", base + dt.timedelta(seconds=i), i, topic) for i in range(3)]
+            # Partition 1: offset 1 is the malformed message.
+            + [
+                (1, off, f"key-1-{i}", base + dt.timedelta(seconds=i), 10 + i, topic)
+                for i, off in [(0, 0), (1, 2), (2, 3)]
+            ]
+        )
+        assert got == want
+        # Only metadata columns: still one row per well-formed message.
+        assert query(conn, f"SELECT p FROM meta_{topic}") == [(0,)] * 3 + [(1,)] * 3

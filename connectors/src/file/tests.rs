@@ -122,6 +122,7 @@ fn open_at(
             source_name: "test".to_string(),
             start_row,
             start_position: None,
+            metadata: Vec::new(),
             schema: Arc::clone(schema),
             options,
             metrics: Arc::clone(&metrics),

@@ -21,8 +21,18 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     /// The message's timestamp (create or log-append time), milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
+    pub timestamp_type: TimestampType,
     /// The headers, in order (a key may repeat; a value may be null).
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// What a message's timestamp means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimestampType {
+    #[default]
+    None,
+    CreateTime,
+    LogAppendTime,
 }
 
 /// Where a partition starts reading.

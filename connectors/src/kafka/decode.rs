@@ -289,6 +289,7 @@ mod tests {
                 payload: Some(v.as_bytes().to_vec()),
                 key: None,
                 timestamp_ms: None,
+                timestamp_type: Default::default(),
                 headers: Vec::new(),
             })
             .collect()

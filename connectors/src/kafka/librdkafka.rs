@@ -15,9 +15,11 @@ use eddy_engine::connector::{ConnectorError, ConnectorResult};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, Timestamp, TopicPartitionList};
 
-use super::client::{KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, Watermarks};
+use super::client::{
+    KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, TimestampType, Watermarks,
+};
 
 /// The rdkafka-backed client.
 #[derive(Debug, Default, Clone, Copy)]
@@ -186,6 +188,11 @@ impl KafkaConsumer for RdKafkaConsumer {
                 payload: message.payload().map(<[u8]>::to_vec),
                 key: message.key().map(<[u8]>::to_vec),
                 timestamp_ms: message.timestamp().to_millis(),
+                timestamp_type: match message.timestamp() {
+                    Timestamp::NotAvailable => TimestampType::None,
+                    Timestamp::CreateTime(_) => TimestampType::CreateTime,
+                    Timestamp::LogAppendTime(_) => TimestampType::LogAppendTime,
+                },
                 headers: message
                     .headers()
                     .map(|headers| {

@@ -49,13 +49,14 @@
 mod client;
 mod decode;
 mod librdkafka;
+mod metadata;
 pub(crate) mod options;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_engine::connector::{
     ConnectorError, ConnectorOptions, ConnectorPosition, ConnectorResult, SourceConnector,
@@ -63,9 +64,12 @@ use eddy_engine::connector::{
 };
 use futures::StreamExt;
 
-pub use self::client::{KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, Watermarks};
+pub use self::client::{
+    KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, TimestampType, Watermarks,
+};
 use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
+use self::metadata::Layout;
 use self::options::{
     KafkaOptions, OnError, Reset, StartupMode, assigned, format_offsets, parse_offsets,
 };
@@ -104,6 +108,10 @@ impl SourceConnector for KafkaConnector {
         "kafka"
     }
 
+    fn metadata(&self) -> Vec<(&'static str, DataType)> {
+        metadata::offered()
+    }
+
     fn validate(&self, schema: &SchemaRef, options: &ConnectorOptions) -> ConnectorResult<()> {
         let parsed = KafkaOptions::parse(options)?;
         if schema.fields().is_empty() {
@@ -139,30 +147,34 @@ impl SourceConnector for KafkaConnector {
             })?,
             None => BTreeMap::new(),
         };
-        // Only the columns the query reads are decoded; with none (`count(*)`), every
-        // column is decoded so that malformed values are still told apart, then dropped.
-        let output = ctx.output_schema()?;
-        let (decoded, projection) = if output.fields().is_empty() {
-            (Arc::clone(&ctx.schema), None)
-        } else {
-            (Arc::clone(&output), ctx.projection.as_deref())
+        // Only the value columns the query reads are decoded; metadata columns are filled
+        // from the messages.
+        let layout = Layout::new(&ctx.schema, ctx.projection.as_deref(), &ctx.metadata)?;
+        let decoder = |metrics| {
+            ValueDecoder::new(
+                &options.topic,
+                &options.format,
+                &layout.value_schema,
+                layout.value_projection.as_deref(),
+                Arc::clone(&layout.decoded),
+                metrics,
+                ctx.batch_size,
+            )
         };
-        let decoder = ValueDecoder::new(
-            &options.topic,
-            &options.format,
-            &ctx.schema,
-            projection,
-            decoded,
-            Arc::clone(&ctx.metrics),
-            ctx.batch_size,
-        );
+        // With metadata columns, a batch with malformed values is decoded again message by
+        // message (counting nothing) to learn which messages its rows came from.
+        let probe = layout
+            .has_metadata()
+            .then(|| decoder(Arc::new(eddy_engine::connector::SourceMetrics::default())));
+        let decoder = decoder(Arc::clone(&ctx.metrics));
         let position = Arc::new(ConnectorPosition::new(ctx.start_position.clone()));
         let partitions = Arc::new(SourcePartitions::new(options.idle_timeout));
         let bounded = options.bounded;
         let reader = PartitionReader {
             consumer,
             decoder,
-            drop_columns: output.fields().is_empty(),
+            probe,
+            layout,
             source_name: ctx.source_name.clone(),
             split: ctx.split,
             batch_size: ctx.batch_size.max(1),
@@ -221,8 +233,9 @@ impl PartitionState {
 struct PartitionReader {
     consumer: Box<dyn KafkaConsumer>,
     decoder: ValueDecoder,
-    /// The query reads no column: batches carry only a row count.
-    drop_columns: bool,
+    /// Tells which messages' values decode, when metadata columns need to know.
+    probe: Option<ValueDecoder>,
+    layout: Layout,
     source_name: String,
     options: KafkaOptions,
     split: SourceSplit,
@@ -475,11 +488,21 @@ impl PartitionReader {
                     .unwrap_or_else(|| "a malformed message".to_string())
             )));
         }
-        let batch = if self.drop_columns {
-            batch.project(&[])?
-        } else {
-            batch
+        let kept = match &self.probe {
+            Some(probe) if batch.num_rows() < records.len() => {
+                let mut kept = Vec::with_capacity(batch.num_rows());
+                for (i, record) in records.iter().enumerate() {
+                    if probe.decode(std::slice::from_ref(record))?.num_rows() == 1 {
+                        kept.push(i);
+                    }
+                }
+                Some(kept)
+            }
+            _ => None,
         };
+        let batch = self
+            .layout
+            .assemble(&self.options.topic, batch, &records, kept.as_deref())?;
         self.metrics.add_rows(batch.num_rows() as u64);
         if let Some(last) = records.last() {
             self.yielded.insert(partition, last.offset + 1);

@@ -114,6 +114,7 @@ impl KafkaConsumer for MemoryConsumer {
                         payload: Some(value.clone().into_bytes()),
                         key: None,
                         timestamp_ms: None,
+                        timestamp_type: Default::default(),
                         headers: Vec::new(),
                     });
                     *next += 1;
@@ -178,6 +179,7 @@ async fn read(
             split,
             start_row: 0,
             start_position,
+            metadata: Vec::new(),
         })
         .unwrap();
     assert!(reader.bounded);
@@ -298,6 +300,7 @@ fn open(topic: &Arc<MemoryTopic>, options: ConnectorOptions) -> (SourceReader, A
             split: SourceSplit::WHOLE,
             start_row: 0,
             start_position: None,
+            metadata: Vec::new(),
         })
         .unwrap();
     (reader, metrics)
@@ -435,4 +438,88 @@ async fn a_malformed_message_fails_the_reader_with_on_error_fail() {
         "{error}"
     );
     assert_eq!(metrics.malformed(), 1);
+}
+
+#[tokio::test]
+async fn metadata_columns_come_from_each_message_and_follow_skipped_values() {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use eddy_engine::connector::MetadataColumn;
+
+    let topic = MemoryTopic::new(2);
+    produce(&topic, 0, 0..2);
+    topic.produce(0, "not json");
+    produce(&topic, 0, 2..3);
+    produce(&topic, 1, 100..101);
+    // (p BIGINT METADATA FROM 'partition', v BIGINT, o BIGINT METADATA FROM 'offset')
+    let declared = Arc::new(Schema::new(vec![
+        Field::new("p", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+        Field::new("o", DataType::Int64, true),
+    ]));
+    let metadata = vec![
+        MetadataColumn {
+            column: 0,
+            key: "partition".to_string(),
+        },
+        MetadataColumn {
+            column: 2,
+            key: "offset".to_string(),
+        },
+    ];
+    let connector = KafkaConnector::new(Arc::new(Arc::clone(&topic)));
+    let metrics = Arc::new(SourceMetrics::default());
+    let read = |projection: Option<Vec<usize>>| {
+        connector
+            .open(SourceContext {
+                source_name: "s".to_string(),
+                schema: Arc::clone(&declared),
+                projection,
+                options: options(&[]),
+                metrics: Arc::clone(&metrics),
+                batch_size: 10,
+                split: SourceSplit::WHOLE,
+                start_row: 0,
+                start_position: None,
+                metadata: metadata.clone(),
+            })
+            .unwrap()
+    };
+    let batches: Vec<RecordBatch> = read(None).stream.map(|b| b.unwrap()).collect().await;
+    let mut lines: Vec<String> = pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains(" p "))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    // The malformed message (partition 0, offset 2) is skipped; the rows after it keep their
+    // own offsets.
+    assert_eq!(
+        lines,
+        vec![
+            "| 0 | 0   | 0 |",
+            "| 0 | 1   | 1 |",
+            "| 0 | 2   | 3 |",
+            "| 1 | 100 | 0 |",
+        ]
+    );
+    assert_eq!(
+        metrics.malformed(),
+        1,
+        "counted once, not again by the probe"
+    );
+
+    // Only a metadata column, in another order than declared.
+    let batches: Vec<RecordBatch> = read(Some(vec![2]))
+        .stream
+        .map(|b| b.unwrap())
+        .collect()
+        .await;
+    let mut offsets: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, vec![0, 0, 1, 3]);
 }

@@ -289,6 +289,7 @@ pub(crate) async fn run_source(
                 }
                 let (advanced, idle) = clock.check_idle();
                 if let Some(w) = advanced {
+                    tracing::debug!(source = %name, watermark = w, "watermark after idleness");
                     if output.send(Message::Watermark(w)).await.is_err() {
                         return Ok(());
                     }
@@ -298,6 +299,7 @@ pub(crate) async fn run_source(
                     }
                 }
                 if idle && !idle_sent {
+                    tracing::debug!(source = %name, "source reader idle");
                     if output.send(Message::Idle).await.is_err() {
                         return Ok(());
                     }
@@ -552,7 +554,8 @@ pub(crate) fn restore(
 /// on their way, which would make them late.
 ///
 /// An idle input ([`Message::Idle`]) is left out of the minimum until it sends rows or a
-/// watermark again; when every input is idle the combined watermark stays where it is.
+/// watermark again; when every input is idle the combined watermark is the maximum of theirs
+/// (Flink's `StatusWatermarkValve`).
 struct InputWatermarks {
     inputs: Vec<Option<EventTime>>,
     bounded: Vec<bool>,
@@ -616,17 +619,24 @@ impl InputWatermarks {
             .iter()
             .zip(&self.ended)
             .all(|(bounded, ended)| !bounded || *ended);
-        let min = (0..self.inputs.len())
-            .filter(|&i| !self.idle[i])
-            .map(|i| {
-                if self.ended[i] && bounded_done {
-                    Some(WATERMARK_END)
-                } else {
-                    self.inputs[i]
-                }
-            })
-            .min()
-            .flatten();
+        let watermark = |i: usize| {
+            if self.ended[i] && bounded_done {
+                Some(WATERMARK_END)
+            } else {
+                self.inputs[i]
+            }
+        };
+        let min = if self.idle.iter().all(|idle| *idle) {
+            // Every input is idle: the maximum of their watermarks, as Flink's
+            // StatusWatermarkValve does, so that what they sent is not held back forever.
+            (0..self.inputs.len()).filter_map(watermark).max()
+        } else {
+            (0..self.inputs.len())
+                .filter(|&i| !self.idle[i])
+                .map(watermark)
+                .min()
+                .flatten()
+        };
         match (min, self.combined) {
             (Some(m), Some(c)) if m <= c => None,
             (Some(m), _) => {
@@ -1125,7 +1135,7 @@ mod tests {
         assert_eq!(w.set_idle(2), Some(35), "input 2 idle: min(40, 35)");
         w.set_idle(0);
         assert!(!w.all_idle(), "input 1 is active");
-        w.set_idle(1);
+        assert_eq!(w.set_idle(1), Some(40), "every input idle: the maximum");
         assert!(w.all_idle());
         assert_eq!(w.update(0, 50), Some(50), "the only active input");
         assert!(!w.all_idle());

@@ -5,7 +5,9 @@
 //! over its *active* partitions and never goes back. A partition that has sent no row for the
 //! idle timeout turns idle: it stops holding the reader's watermark back until its next row,
 //! which may then be late (as in Flink). A partition that has never sent a row holds the
-//! watermark back until it turns idle. The reader itself is idle when every partition is, or
+//! watermark back until it turns idle. When every partition is idle the reader's watermark
+//! is the maximum of theirs (as Flink's valve does for idle channels), whatever order they
+//! turned idle in. The reader itself is idle when every partition is, or
 //! when it has none at all; it then tells downstream operators to combine their watermarks
 //! without it ([`crate::runtime::message::Message::Idle`]).
 //!
@@ -151,21 +153,29 @@ impl PartitionWatermarks {
     /// The reader's watermark from its active partitions (`partition`'s taken as `w`, for
     /// the end of a run within a batch); returns it if it advanced.
     fn combine(&mut self, at: Option<(i32, EventTime)>) -> Option<EventTime> {
-        let mut min: Option<EventTime> = None;
-        for (partition, clock) in &self.partitions {
-            if clock.idle {
-                continue;
+        let watermark = |partition: i32, clock: &PartitionClock| match at {
+            Some((p, w)) if p == partition => Some(w),
+            _ => clock.generator.current(),
+        };
+        let min = if self.partitions.values().all(|c| c.idle) {
+            // Every partition is idle: the maximum of their watermarks, so that the rows
+            // they sent are not held back until one has messages again.
+            self.partitions
+                .iter()
+                .filter_map(|(p, c)| watermark(*p, c))
+                .max()?
+        } else {
+            let mut min: Option<EventTime> = None;
+            for (partition, clock) in &self.partitions {
+                if clock.idle {
+                    continue;
+                }
+                // An active partition without a watermark holds the reader's back.
+                let w = watermark(*partition, clock)?;
+                min = Some(min.map_or(w, |m| m.min(w)));
             }
-            let w = match at {
-                Some((p, w)) if p == *partition => Some(w),
-                _ => clock.generator.current(),
-            };
-            // An active partition without a watermark holds the reader's back.
-            let w = w?;
-            min = Some(min.map_or(w, |m| m.min(w)));
-        }
-        // No active partition: nothing to combine.
-        let min = min?;
+            min?
+        };
         if self.combined.is_some_and(|c| min <= c) {
             return None;
         }
@@ -259,10 +269,10 @@ mod tests {
         assert_eq!(send(&mut w, 1, &[250], start + 7 * second), None);
         assert_eq!(send(&mut w, 0, &[500], start + 7 * second), None);
         assert_eq!(send(&mut w, 1, &[400], start + 8 * second), Some(400));
-        // Both quiet: both idle, the reader is idle, its watermark stays.
-        assert_eq!(w.check_idle(start + 20 * second), None);
+        // Both quiet: both idle, the reader is idle, and its watermark is the maximum of
+        // theirs (whatever order they turned idle in).
+        assert_eq!(w.check_idle(start + 20 * second), Some(500 * MS));
         assert!(w.is_idle());
-        assert_eq!(w.current(), Some(400 * MS));
     }
 
     #[test]

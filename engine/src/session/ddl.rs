@@ -117,10 +117,15 @@ impl Session {
             Some(w) => Some(self.watermark_spec(&name, &schema, w)?),
             None => None,
         };
+        let metadata = metadata_columns(create, &schema, connector_impl.as_deref())?;
         if let Some(c) = &connector_impl
             && validate
         {
-            c.validate(&schema, &options)?;
+            // The connector checks the columns it reads from the data.
+            let read: Vec<usize> = (0..schema.fields().len())
+                .filter(|i| !metadata.iter().any(|m| m.column == *i))
+                .collect();
+            c.validate(&Arc::new(schema.project(&read)?), &options)?;
         }
         let table = match kind {
             RelationKind::Table => Some(Arc::new(match &self.engine.config.data_dir {
@@ -139,6 +144,7 @@ impl Session {
             watermark,
             connector: connector_impl.map(|c| c.name().to_string()),
             options,
+            metadata,
             ddl: sql.to_string(),
             table,
             view: None,
@@ -521,4 +527,75 @@ pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
             .map(|n| Field::new(*n, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// The columns `create` declares `METADATA`, checked against the keys its connector offers
+/// and their types.
+fn metadata_columns(
+    create: &CreateSource,
+    schema: &SchemaRef,
+    connector: Option<&dyn crate::connector::SourceConnector>,
+) -> EngineResult<Vec<crate::connector::MetadataColumn>> {
+    use datafusion::arrow::compute::can_cast_types;
+    let Some(first) = create.metadata.first() else {
+        return Ok(Vec::new());
+    };
+    let Some(connector) = connector else {
+        return Err(plan_error(format!(
+            "column {} is declared METADATA, but a table without a connector has no metadata",
+            normalize_ident(&first.column)
+        )));
+    };
+    let offered = connector.metadata();
+    let keys = || {
+        offered
+            .iter()
+            .map(|(k, _)| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::with_capacity(create.metadata.len());
+    for def in &create.metadata {
+        let name = normalize_ident(&def.column);
+        let column = schema.index_of(&name)?;
+        let Some((_, produced)) = offered.iter().find(|(k, _)| *k == def.key) else {
+            return Err(
+                crate::connector::ConnectorError::InvalidOption(if offered.is_empty() {
+                    format!(
+                        "connector '{}' has no metadata (column {name} METADATA FROM '{}')",
+                        connector.name(),
+                        def.key
+                    )
+                } else {
+                    format!(
+                        "connector '{}' has no metadata key '{}' (column {name}); keys: {}",
+                        connector.name(),
+                        def.key,
+                        keys()
+                    )
+                })
+                .into(),
+            );
+        };
+        if produced == &datafusion::arrow::datatypes::DataType::Null {
+            return Err(crate::connector::ConnectorError::Unsupported(format!(
+                "the {} metadata column '{}' (not implemented yet)",
+                connector.name(),
+                def.key
+            ))
+            .into());
+        }
+        let declared = schema.field(column).data_type();
+        if !can_cast_types(produced, declared) {
+            return Err(plan_error(format!(
+                "metadata '{}' is {produced}, which column {name} of type {declared} cannot hold",
+                def.key
+            )));
+        }
+        out.push(crate::connector::MetadataColumn {
+            column,
+            key: def.key.clone(),
+        });
+    }
+    Ok(out)
 }

@@ -170,6 +170,7 @@ impl Session {
             watermark: None,
             connector: Some(connector.name().to_string()),
             options,
+            metadata: Vec::new(),
             ddl: statement_sql.to_string(),
             table: None,
             view: None,

@@ -159,6 +159,7 @@ impl Session {
             watermark: None,
             connector: None,
             options: options.into_iter().collect(),
+            metadata: Vec::new(),
             ddl: statement_sql.to_string(),
             table: None,
             view: Some(Arc::clone(&view)),

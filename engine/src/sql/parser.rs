@@ -75,9 +75,20 @@ pub struct CreateSource {
     pub if_not_exists: bool,
     pub columns: Vec<ColumnDef>,
     pub watermark: Option<WatermarkDef>,
+    /// Columns declared `METADATA [FROM 'key'] [VIRTUAL]`.
+    pub metadata: Vec<MetadataDef>,
     /// `WITH (...)` options, keys lower-cased and unquoted, values unquoted.
     pub options: Vec<(String, String)>,
     pub kind: RelationKind,
+}
+
+/// `column TYPE METADATA [FROM 'key'] [VIRTUAL]` (Flink's metadata columns): the column's
+/// values are the key's metadata of each message. Without `FROM` the key is the column's
+/// name. `VIRTUAL` (read-only, which only matters when writing) is accepted.
+#[derive(Debug, Clone)]
+pub struct MetadataDef {
+    pub column: Ident,
+    pub key: String,
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -543,6 +554,7 @@ fn parse_create_source(
     let name = parser.parse_object_name(false)?;
     let mut columns = Vec::new();
     let mut watermark = None;
+    let mut metadata = Vec::new();
     if parser.consume_token(&Token::LParen) {
         loop {
             if parser.consume_token(&Token::RParen) {
@@ -569,14 +581,23 @@ fn parse_create_source(
                         .to_string(),
                 ));
             } else {
-                columns.push(parser.parse_column_def()?);
+                let column = parser.parse_column_def()?;
                 if is_word(&parser.peek_token().token, "METADATA") {
-                    return Err(ParserError::ParserError(
-                        "feature not supported: metadata columns (METADATA FROM 'partition' | \
-                         'offset' | 'timestamp' | 'key' | 'headers'; not implemented yet)"
-                            .to_string(),
-                    ));
+                    parser.next_token();
+                    let key = if parser.parse_keyword(Keyword::FROM) {
+                        parser.parse_literal_string()?
+                    } else {
+                        column.name.value.clone()
+                    };
+                    if is_word(&parser.peek_token().token, "VIRTUAL") {
+                        parser.next_token();
+                    }
+                    metadata.push(MetadataDef {
+                        column: column.name.clone(),
+                        key,
+                    });
                 }
+                columns.push(column);
             }
             if parser.consume_token(&Token::Comma) {
                 continue;
@@ -595,6 +616,7 @@ fn parse_create_source(
         if_not_exists,
         columns,
         watermark,
+        metadata,
         options,
         kind,
     })

@@ -54,6 +54,7 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
             source_name: table.to_string(),
             start_row: 0,
             start_position: None,
+            metadata: Vec::new(),
             schema,
             options,
             metrics: Arc::default(),
