@@ -55,7 +55,10 @@ use eddy_engine::connector::{
 };
 use futures::StreamExt;
 
-pub use self::client::{KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, Watermarks};
+pub use self::client::{
+    KafkaClient, KafkaConsumer, KafkaProducer, KafkaRecord, ProducerRecord, StartOffset,
+    Watermarks,
+};
 use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
 use self::options::{KafkaOptions, StartupMode, assigned, format_offsets, parse_offsets};
