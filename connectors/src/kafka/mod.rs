@@ -1,5 +1,5 @@
 //! The `kafka` source connector: a topic's partitions, explicitly assigned, read from offsets
-//! that live in Eddy's checkpoints.
+//! that live in Eddy's checkpoints. (The `kafka` and `upsert-kafka` sinks are in [`sink`].)
 //!
 //! ```sql
 //! CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
@@ -40,8 +40,13 @@
 
 mod client;
 mod decode;
+mod encode;
 mod librdkafka;
 pub(crate) mod options;
+pub mod sink;
+mod sink_options;
+mod transaction;
+mod upsert;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,12 +61,12 @@ use eddy_engine::connector::{
 use futures::StreamExt;
 
 pub use self::client::{
-    KafkaClient, KafkaConsumer, KafkaProducer, KafkaRecord, ProducerRecord, StartOffset,
-    Watermarks,
+    KafkaClient, KafkaConsumer, KafkaProducer, KafkaRecord, ProducerRecord, StartOffset, Watermarks,
 };
 use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
 use self::options::{KafkaOptions, StartupMode, assigned, format_offsets, parse_offsets};
+pub use self::sink::KafkaSinkConnector;
 
 /// How long a batch waits for more messages after its first one.
 pub const LINGER: Duration = Duration::from_millis(50);

@@ -200,7 +200,6 @@ impl Session {
                 "CREATE SINK needs WITH (connector = '...'); sink connectors: {names}"
             ))
         })?;
-        super::ddl::refuse_missing_sink_connector(name)?;
         self.engine.connectors.sink(name).cloned().ok_or_else(|| {
             plan_error(format!(
                 "unknown sink connector '{name}'; sink connectors: {names}"
@@ -229,7 +228,12 @@ impl Session {
             let row = [
                 r.name.clone(),
                 r.connector.clone().unwrap_or_default(),
-                r.options.get("path").cloned().unwrap_or_default(),
+                // A file sink's folder; a Kafka sink's topic.
+                r.options
+                    .get("path")
+                    .or_else(|| r.options.get("topic"))
+                    .cloned()
+                    .unwrap_or_default(),
                 job.as_ref().map(|j| j.id.to_string()).unwrap_or_default(),
                 job.as_ref()
                     .map(|j| j.status().name().to_string())
