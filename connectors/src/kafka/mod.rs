@@ -1,5 +1,5 @@
 //! The `kafka` source connector: a topic's partitions, explicitly assigned, read from offsets
-//! that live in Eddy's checkpoints. (The `kafka` and `upsert-kafka` sinks are in [`sink`].)
+//! that live in Eddy's checkpoints. (The `kafka` and `upsert-kafka` sinks are in `sink.rs`.)
 //!
 //! ```sql
 //! CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
@@ -43,7 +43,7 @@ mod decode;
 mod encode;
 mod librdkafka;
 pub(crate) mod options;
-pub mod sink;
+mod sink;
 mod sink_options;
 mod transaction;
 mod upsert;
