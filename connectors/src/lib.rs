@@ -1,5 +1,5 @@
-//! Eddy's connectors: the `file`, `nexmark` and `kafka` sources, and the `parquet` / `file`
-//! sinks.
+//! Eddy's connectors: the `file`, `nexmark` and `kafka` sources, and the `parquet` / `file`,
+//! `kafka` and `upsert-kafka` sinks.
 //!
 //! Each connector implements [`eddy_engine::connector::SourceConnector`] or
 //! [`eddy_engine::connector::SinkConnector`]; the server registers them all with
@@ -24,4 +24,7 @@ pub fn register_all(registry: &mut ConnectorRegistry, paths: Arc<PathPolicy>) {
         &paths,
     ))));
     registry.register_sink(Arc::new(file_sink::FileSinkConnector::file(paths)));
+    for sink in kafka::KafkaSinkConnector::both() {
+        registry.register_sink(Arc::new(sink));
+    }
 }

@@ -324,8 +324,16 @@ impl SourceMetrics {
 /// What a sink connector needs to open a writer.
 #[derive(Debug, Clone)]
 pub struct SinkContext {
-    /// The schema of every batch the writer receives.
+    /// The sink's name in the catalog (for messages, and for names derived from it, such as a
+    /// Kafka sink's transactional id).
+    pub sink_name: String,
+    /// The schema of the rows the writer receives.
     pub schema: SchemaRef,
+    /// True when the rows are an updating query's changelog: every batch then has a leading
+    /// `op` column (Utf8, `+` insert or `-` delete, [`crate::plan::CHANGELOG_OP`]) before the
+    /// columns of [`SinkContext::schema`]. Only for connectors that
+    /// [accept a changelog](SinkConnector::accepts_changelog).
+    pub changelog: bool,
     /// The `WITH (...)` options.
     pub options: ConnectorOptions,
     /// The columns of `schema` that carry event time and follow the watermark (a window's
@@ -333,9 +341,10 @@ pub struct SinkContext {
     pub time_columns: Vec<usize>,
     /// Counters the writer must update.
     pub metrics: Arc<SinkMetrics>,
-    /// True when the sink's job checkpoints: finished files stay hidden until the checkpoint
-    /// that covers their rows completes ([`SinkWriter::pre_commit`], [`SinkWriter::commit`]),
-    /// and so do the `_SUCCESS` markers.
+    /// True when the sink's job checkpoints: the writer then gets [`SinkWriter::pre_commit`] at
+    /// each barrier and [`SinkWriter::commit`] once the checkpoint is complete, so its output
+    /// can become visible only with the checkpoint that covers it (a file sink's finished files
+    /// and `_SUCCESS` markers stay hidden until then).
     pub exactly_once: bool,
 }
 
@@ -405,6 +414,19 @@ pub trait SinkConnector: Send + Sync + 'static {
     /// Other accepted names.
     fn aliases(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Whether the connector writes an updating query's changelog ([`SinkContext::changelog`]).
+    /// `CREATE SINK` of an updating query into a connector that does not is refused (SQLSTATE
+    /// 0A000) with [`SinkConnector::changelog_hint`].
+    fn accepts_changelog(&self) -> bool {
+        false
+    }
+
+    /// Why the connector refuses an updating query and what to do instead, completing "a sink
+    /// over an updating query into connector 'x', which ...".
+    fn changelog_hint(&self) -> &'static str {
+        "appends rows; window the aggregate, or keep it in a materialized view"
     }
 
     /// Checks the options against the schema at `CREATE SINK` time.

@@ -47,7 +47,9 @@ fn batch(rows: &[(&str, i64, i64)]) -> RecordBatch {
 
 fn context(options: &[(&str, &str)], metrics: &Arc<SinkMetrics>) -> SinkContext {
     SinkContext {
+        sink_name: "s".to_string(),
         schema: schema(),
+        changelog: false,
         options: options
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

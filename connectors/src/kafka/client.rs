@@ -1,14 +1,15 @@
-//! The Kafka client as the connector sees it: the few calls a partition-assigned reader needs.
+//! The Kafka client as the connectors see it: the few calls a partition-assigned reader and a
+//! (transactional) writer need.
 //!
-//! The connector talks to brokers only through [`KafkaClient`] and [`KafkaConsumer`], so the
-//! client library ([`super::librdkafka`] today) can be replaced, e.g. by a pure-Rust one,
-//! without touching offsets, decoding or checkpoints.
+//! The connectors talk to brokers only through [`KafkaClient`], [`KafkaConsumer`] and
+//! [`KafkaProducer`], so the client library ([`super::librdkafka`] today) can be replaced, e.g.
+//! by a pure-Rust one, without touching offsets, encoding, decoding or checkpoints.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eddy_engine::connector::ConnectorResult;
+use eddy_engine::connector::{ConnectorError, ConnectorResult};
 
 /// One message of a topic, owned (copied out of the client's buffers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub struct Watermarks {
     pub high: i64,
 }
 
-/// Makes consumers; one per source reader.
+/// Makes consumers (one per source reader) and producers (one per sink writer).
 pub trait KafkaClient: Send + Sync + 'static {
     /// A consumer configured with `properties` (the source's `properties.*`, without the
     /// prefix: `bootstrap.servers`, `group.id`, SASL/TLS settings...).
@@ -61,6 +62,21 @@ pub trait KafkaClient: Send + Sync + 'static {
         &self,
         properties: &BTreeMap<String, String>,
     ) -> ConnectorResult<Box<dyn KafkaConsumer>>;
+
+    /// A producer configured with `properties` (the sink's `properties.*`, without the
+    /// prefix); a transactional one when `transactional_id` is given (its transactions are
+    /// not initialised yet: [`KafkaProducer::init_transactions`]). A read-only client (a
+    /// test's in-memory topic) need not have one.
+    fn producer(
+        &self,
+        properties: &BTreeMap<String, String>,
+        transactional_id: Option<&str>,
+    ) -> ConnectorResult<Box<dyn KafkaProducer>> {
+        let _ = (properties, transactional_id);
+        Err(ConnectorError::Unsupported(
+            "producing to Kafka with this client".to_string(),
+        ))
+    }
 }
 
 /// A consumer with explicitly assigned partitions (no group membership, no rebalancing).
@@ -96,4 +112,63 @@ pub trait KafkaConsumer: Send {
     /// A partition's offsets as of the latest fetch from it; `None` before its first fetch.
     /// Taken from the Fetch response, not ListOffsets (which some brokers answer wrongly).
     fn fetched_watermarks(&self, topic: &str, partition: i32) -> Option<Watermarks>;
+}
+
+/// One message to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// The partition; `None` lets the client's partitioner choose (by the key's hash).
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl ProducerRecord {
+    /// Bytes the record holds (key and value), for memory accounting.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A producer of one sink writer. Every call may block (the writer runs on a thread that may);
+/// `timeout` bounds the calls that wait for the cluster.
+///
+/// Transactions follow Kafka's protocol: [`init_transactions`](Self::init_transactions) once
+/// (it fences any earlier producer with the same transactional id and aborts its open
+/// transaction), then per transaction [`begin_transaction`](Self::begin_transaction),
+/// [`send`](Self::send)s, [`flush`](Self::flush), optionally
+/// [`send_marker`](Self::send_marker), and [`commit_transaction`](Self::commit_transaction) or
+/// [`abort_transaction`](Self::abort_transaction).
+pub trait KafkaProducer: Send {
+    /// The number of partitions of `topic`, from the cluster's metadata.
+    fn partition_count(&mut self, topic: &str, timeout: Duration) -> ConnectorResult<i32>;
+
+    /// Queues `record` for `topic` (waiting while the client's queue is full). Its delivery is
+    /// confirmed by the next [`flush`](Self::flush); an error here is a failure to queue, or
+    /// an earlier delivery that failed.
+    fn send(&mut self, topic: &str, record: &ProducerRecord) -> ConnectorResult<()>;
+
+    /// Waits until every queued message is delivered (acknowledged by the brokers). An error
+    /// names the first delivery that failed since the last flush, or the timeout.
+    fn flush(&mut self, timeout: Duration) -> ConnectorResult<()>;
+
+    /// Registers the transactional id with its coordinator, fencing earlier producers.
+    fn init_transactions(&mut self, timeout: Duration) -> ConnectorResult<()>;
+
+    fn begin_transaction(&mut self) -> ConnectorResult<()>;
+
+    /// Adds `marker` to the open transaction for `topic`: it becomes the transactional id's
+    /// [committed marker](Self::committed_marker) if and only if the transaction commits.
+    /// (Kafka's `TxnOffsetCommit`: the marker is an offset committed for partition 0 of
+    /// `topic` in the consumer group named after the transactional id.)
+    fn send_marker(&mut self, topic: &str, marker: i64, timeout: Duration) -> ConnectorResult<()>;
+
+    fn commit_transaction(&mut self, timeout: Duration) -> ConnectorResult<()>;
+
+    fn abort_transaction(&mut self, timeout: Duration) -> ConnectorResult<()>;
+
+    /// The marker of the last committed transaction of this transactional id that sent one
+    /// for `topic`; `None` if there is none.
+    fn committed_marker(&mut self, topic: &str, timeout: Duration) -> ConnectorResult<Option<i64>>;
 }

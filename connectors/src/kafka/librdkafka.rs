@@ -4,6 +4,12 @@
 //! source's `properties.group.id`, else one derived from the topic) because librdkafka refuses
 //! an assign-only consumer without one, but the group is never joined, and offsets are neither
 //! stored nor auto-committed: they live in Eddy's checkpoints.
+//!
+//! Producers are rdkafka `ThreadedProducer`s (a thread polls for delivery reports); the first
+//! failed delivery since the last flush is kept and reported by the next `send` or `flush`. A
+//! transaction's marker is an offset committed through `send_offsets_to_transaction` for a
+//! consumer group named after the transactional id; a consumer of that group (never joined,
+//! made on first use) supplies the group metadata and reads the committed marker back.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -13,12 +19,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, Timestamp, TopicPartitionList};
 
 use super::client::{
-    KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, TimestampType, Watermarks,
+    KafkaClient, KafkaConsumer, KafkaProducer, KafkaRecord, ProducerRecord, StartOffset,
+    TimestampType, Watermarks,
 };
 
 /// The rdkafka-backed client.
@@ -31,17 +40,21 @@ struct TracingContext;
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
+        log_to_tracing(level, facility, message);
+    }
+}
+
+fn log_to_tracing(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(facility, "librdkafka: {message}")
         }
+        RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
     }
 }
 
@@ -74,6 +87,32 @@ fn client_error(what: &str, e: impl std::fmt::Display) -> ConnectorError {
 }
 
 impl KafkaClient for RdKafkaClient {
+    fn producer(
+        &self,
+        properties: &BTreeMap<String, String>,
+        transactional_id: Option<&str>,
+    ) -> ConnectorResult<Box<dyn KafkaProducer>> {
+        let mut config = ClientConfig::new();
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
+        }
+        let context = DeliveryContext {
+            failed: std::sync::Mutex::new(None),
+        };
+        let producer: ThreadedProducer<DeliveryContext> = config
+            .create_with_context(context)
+            .map_err(|e| ConnectorError::InvalidOption(format!("kafka client properties: {e}")))?;
+        Ok(Box::new(RdKafkaProducer {
+            producer,
+            properties: properties.clone(),
+            transactional_id: transactional_id.map(str::to_string),
+            marker_consumer: None,
+        }))
+    }
+
     fn consumer(
         &self,
         properties: &BTreeMap<String, String>,
@@ -226,5 +265,240 @@ impl KafkaConsumer for RdKafkaConsumer {
             && low >= 0
             && high >= 0)
             .then_some(Watermarks { low, high })
+    }
+}
+
+/// Keeps the first failed delivery since the last flush, for the producer to report.
+struct DeliveryContext {
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_to_tracing(level, facility, message);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            if failed.is_none() {
+                *failed = Some(format!(
+                    "a message to topic '{}' partition {} was not delivered: {error}",
+                    message.topic(),
+                    message.partition()
+                ));
+            }
+        }
+    }
+}
+
+struct RdKafkaProducer {
+    producer: ThreadedProducer<DeliveryContext>,
+    /// For the marker consumer: the same cluster and security settings.
+    properties: BTreeMap<String, String>,
+    transactional_id: Option<String>,
+    marker_consumer: Option<BaseConsumer<TracingContext>>,
+}
+
+impl RdKafkaProducer {
+    fn delivery_failure(&self) -> ConnectorResult<()> {
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match failed {
+            Some(why) => Err(ConnectorError::Io(format!("kafka: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The consumer of the transactional id's marker group (never joined).
+    fn marker_consumer(&mut self) -> ConnectorResult<&BaseConsumer<TracingContext>> {
+        let Some(id) = &self.transactional_id else {
+            return Err(ConnectorError::Io(
+                "kafka: transaction markers need a transactional producer".to_string(),
+            ));
+        };
+        if self.marker_consumer.is_none() {
+            let mut config = ClientConfig::new();
+            for (key, value) in &self.properties {
+                if !PRODUCER_ONLY.contains(&key.as_str()) {
+                    config.set(key, value);
+                }
+            }
+            config
+                .set("group.id", id)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false");
+            let consumer: BaseConsumer<TracingContext> =
+                config.create_with_context(TracingContext).map_err(|e| {
+                    ConnectorError::InvalidOption(format!("kafka client properties: {e}"))
+                })?;
+            self.marker_consumer = Some(consumer);
+        }
+        self.marker_consumer
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Io("kafka: no marker consumer".to_string()))
+    }
+}
+
+/// Producer settings a consumer would only warn about.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "enable.idempotence",
+    "linger.ms",
+    "message.timeout.ms",
+    "partitioner",
+    "transaction.timeout.ms",
+    "compression.type",
+    "batch.size",
+    "batch.num.messages",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "retries",
+];
+
+fn transaction_error(what: &str, e: KafkaError) -> ConnectorError {
+    let fenced = match &e {
+        KafkaError::Transaction(error) => error.is_fatal() || error.txn_requires_abort(),
+        _ => false,
+    };
+    let hint = if fenced || e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut) {
+        " (a timeout or fatal error here usually means that another producer with the same \
+         transactional id fenced this one: another sink or server using the same \
+         sink.transactional-id-prefix and sink name)"
+    } else {
+        ""
+    };
+    ConnectorError::Io(format!("kafka: {what}: {e}{hint}"))
+}
+
+impl KafkaProducer for RdKafkaProducer {
+    fn partition_count(&mut self, topic: &str, timeout: Duration) -> ConnectorResult<i32> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| {
+                client_error(&format!("cannot read the metadata of topic '{topic}'"), e)
+            })?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        match found {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+            }
+            Some(t) if t.error().is_some() => Err(ConnectorError::Io(format!(
+                "kafka: topic '{topic}': {:?}",
+                t.error().map(RDKafkaErrorCode::from)
+            ))),
+            _ => Err(ConnectorError::Io(format!(
+                "kafka: topic '{topic}' does not exist"
+            ))),
+        }
+    }
+
+    fn send(&mut self, topic: &str, record: &ProducerRecord) -> ConnectorResult<()> {
+        self.delivery_failure()?;
+        loop {
+            let mut message = BaseRecord::<[u8], [u8]>::to(topic);
+            if let Some(partition) = record.partition {
+                message = message.partition(partition);
+            }
+            if let Some(key) = &record.key {
+                message = message.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                message = message.payload(value.as_slice());
+            }
+            match self.producer.send(message) {
+                Ok(()) => return Ok(()),
+                // The polling thread frees room as deliveries complete (or time out).
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(client_error(&format!("cannot send to '{topic}'"), e)),
+            }
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> ConnectorResult<()> {
+        let flushed = self.producer.flush(timeout);
+        // A failed delivery says more than the timeout it may have caused.
+        self.delivery_failure()?;
+        flushed.map_err(|e| {
+            client_error(
+                &format!(
+                    "not every message was acknowledged within {} s",
+                    timeout.as_secs()
+                ),
+                e,
+            )
+        })
+    }
+
+    fn init_transactions(&mut self, timeout: Duration) -> ConnectorResult<()> {
+        self.producer
+            .init_transactions(timeout)
+            .map_err(|e| transaction_error("cannot initialise transactions", e))
+    }
+
+    fn begin_transaction(&mut self) -> ConnectorResult<()> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| transaction_error("cannot begin a transaction", e))
+    }
+
+    fn send_marker(&mut self, topic: &str, marker: i64, timeout: Duration) -> ConnectorResult<()> {
+        let metadata = self
+            .marker_consumer()?
+            .group_metadata()
+            .ok_or_else(|| ConnectorError::Io("kafka: no consumer group metadata".to_string()))?;
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(topic, 0, Offset::Offset(marker))
+            .map_err(|e| client_error("cannot make the transaction marker", e))?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &metadata, timeout)
+            .map_err(|e| transaction_error("cannot add the marker to the transaction", e))
+    }
+
+    fn commit_transaction(&mut self, timeout: Duration) -> ConnectorResult<()> {
+        self.producer
+            .commit_transaction(timeout)
+            .map_err(|e| transaction_error("cannot commit the transaction", e))?;
+        // The commit flushed: a failed delivery would have failed it, so none is pending.
+        self.delivery_failure()
+    }
+
+    fn abort_transaction(&mut self, timeout: Duration) -> ConnectorResult<()> {
+        let aborted = self
+            .producer
+            .abort_transaction(timeout)
+            .map_err(|e| transaction_error("cannot abort the transaction", e));
+        // Deliveries of an aborted transaction do not matter any more.
+        let _ = self.delivery_failure();
+        aborted
+    }
+
+    fn committed_marker(&mut self, topic: &str, timeout: Duration) -> ConnectorResult<Option<i64>> {
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition(topic, 0);
+        let committed = self
+            .marker_consumer()?
+            .committed_offsets(partitions, timeout)
+            .map_err(|e| client_error("cannot read the committed transaction marker", e))?;
+        Ok(
+            match committed.find_partition(topic, 0).map(|p| p.offset()) {
+                Some(Offset::Offset(marker)) => Some(marker),
+                _ => None,
+            },
+        )
     }
 }

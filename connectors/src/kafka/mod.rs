@@ -1,5 +1,5 @@
 //! The `kafka` source connector: a topic's partitions, explicitly assigned, read from offsets
-//! that live in Eddy's checkpoints.
+//! that live in Eddy's checkpoints. (The `kafka` and `upsert-kafka` sinks are in `sink.rs`.)
 //!
 //! ```sql
 //! CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
@@ -48,9 +48,14 @@
 
 mod client;
 mod decode;
+mod encode;
 mod librdkafka;
 mod metadata;
 pub(crate) mod options;
+mod sink;
+mod sink_options;
+mod transaction;
+mod upsert;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -65,7 +70,8 @@ use eddy_engine::connector::{
 use futures::StreamExt;
 
 pub use self::client::{
-    KafkaClient, KafkaConsumer, KafkaRecord, StartOffset, TimestampType, Watermarks,
+    KafkaClient, KafkaConsumer, KafkaProducer, KafkaRecord, ProducerRecord, StartOffset,
+    TimestampType, Watermarks,
 };
 use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
@@ -73,6 +79,7 @@ use self::metadata::Layout;
 use self::options::{
     KafkaOptions, OnError, Reset, StartupMode, assigned, format_offsets, parse_offsets,
 };
+pub use self::sink::KafkaSinkConnector;
 
 /// How long a batch waits for more messages after its first one.
 pub const LINGER: Duration = Duration::from_millis(50);

@@ -473,19 +473,10 @@ impl Session {
 pub(crate) fn refuse_missing_connector(name: &str) -> EngineResult<()> {
     if name.eq_ignore_ascii_case("upsert-kafka") {
         return Err(EngineError::Unsupported(
-            "the upsert-kafka connector (changelog topics; not implemented yet)".to_string(),
+            "the upsert-kafka connector as a source (reading a compacted topic as a changelog; \
+             not implemented yet: upsert-kafka is a sink only)"
+                .to_string(),
         ));
-    }
-    Ok(())
-}
-
-/// Sink connectors DESIGN.md promises that Eddy does not have yet.
-pub(crate) fn refuse_missing_sink_connector(name: &str) -> EngineResult<()> {
-    if name.eq_ignore_ascii_case("kafka") || name.eq_ignore_ascii_case("upsert-kafka") {
-        return Err(EngineError::Unsupported(format!(
-            "the {} sink connector (not implemented yet; kafka is a source only)",
-            name.to_ascii_lowercase()
-        )));
     }
     Ok(())
 }

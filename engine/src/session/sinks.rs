@@ -88,12 +88,14 @@ impl Session {
             ));
         }
         let stream_plan = plan_stream(&plan)?;
-        if stream_plan.is_updating() {
-            return Err(EngineError::Unsupported(
-                "a sink over an updating query (an aggregate without a window): file sinks \
-                 append rows; window the aggregate, or keep it in a materialized view"
-                    .to_string(),
-            ));
+        let changelog = stream_plan.is_updating();
+        if changelog && !connector.accepts_changelog() {
+            return Err(EngineError::Unsupported(format!(
+                "a sink over an updating query (an aggregate without a window) into connector \
+                 '{}', which {}",
+                connector.name(),
+                connector.changelog_hint()
+            )));
         }
         let fields = result_fields(&plan, names.as_deref());
         check_unique_names(&fields, &format!("sink {name}"))?;
@@ -103,7 +105,9 @@ impl Session {
         let checkpointing =
             self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let context = SinkContext {
+            sink_name: name.clone(),
             schema: Arc::clone(&schema),
+            changelog,
             options: options.clone(),
             time_columns: crate::plan::planner::time_attributes(&plan).unwrap_or_default(),
             metrics: Arc::clone(&metrics),
@@ -197,7 +201,6 @@ impl Session {
                 "CREATE SINK needs WITH (connector = '...'); sink connectors: {names}"
             ))
         })?;
-        super::ddl::refuse_missing_sink_connector(name)?;
         self.engine.connectors.sink(name).cloned().ok_or_else(|| {
             plan_error(format!(
                 "unknown sink connector '{name}'; sink connectors: {names}"
@@ -226,7 +229,12 @@ impl Session {
             let row = [
                 r.name.clone(),
                 r.connector.clone().unwrap_or_default(),
-                r.options.get("path").cloned().unwrap_or_default(),
+                // A file sink's folder; a Kafka sink's topic.
+                r.options
+                    .get("path")
+                    .or_else(|| r.options.get("topic"))
+                    .cloned()
+                    .unwrap_or_default(),
                 job.as_ref().map(|j| j.id.to_string()).unwrap_or_default(),
                 job.as_ref()
                     .map(|j| j.status().name().to_string())
@@ -277,7 +285,9 @@ impl Session {
         check_unique_names(&fields, "the query of COPY")?;
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let context = SinkContext {
+            sink_name: "COPY".to_string(),
             schema: Arc::clone(&schema),
+            changelog: false,
             options,
             time_columns: Vec::new(),
             metrics: Arc::new(SinkMetrics::default()),
