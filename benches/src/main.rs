@@ -5,13 +5,15 @@
 //! cargo run --release -p eddy-benches -- [--events N] [--workers W] [--query NAME]
 //! cargo run -p eddy-benches -- --check [--events N]
 //! cargo run --release -p eddy-benches -- --checkpoint-interval D [--events N] [--workers W] [--query NAME]
+//! cargo run --release -p eddy-benches -- --kafka-decode [--events N]
 //! ```
 //!
 //! The measuring run ([`bench`](mod@bench)) prints one markdown table row per query (see
 //! `docs/benchmarks.md` for the columns); `--check` ([`check`]) runs every query at parallelism
 //! 1 and 2 and against DataFusion and compares the rows, and exits non-zero on a difference.
 //! `--checkpoint-interval` ([`jobs`]) runs the queries as materialized views' jobs that
-//! checkpoint. The queries are in [`queries`].
+//! checkpoint. `--kafka-decode` ([`kafka`]) measures the Kafka source's JSON decoding. The
+//! queries are in [`queries`].
 
 mod batch;
 mod bench;
@@ -19,6 +21,7 @@ mod check;
 mod csv_file;
 mod eddy;
 mod jobs;
+mod kafka;
 mod measure;
 mod queries;
 
@@ -30,7 +33,7 @@ use queries::{EXPORTS, Export, QUERIES, Query, SKIPPED};
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
-                  [--check | --checkpoint-interval D]
+                  [--check | --checkpoint-interval D | --kafka-decode]
 
   --events N    events of the Nexmark stream (default 10000000; 20000 with --check)
   --workers W   parallel instances of each keyed operator, runtime threads and DataFusion
@@ -44,7 +47,10 @@ const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
                 first), and report the checkpoints; no DataFusion run. Only the queries
                 whose result a view can keep: q5, q7, q8, q11, tumble-10s, hop-10s-2s,
                 pattern-vshape, pattern-vshape-above-start, and open-keys-1h (count per
-                auction and bidder in one-hour windows: ~1 M open keys at 2 M events)";
+                auction and bidder in one-hour windows: ~1 M open keys at 2 M events)
+  --kafka-decode
+                decode N Nexmark bids as JSON messages through the kafka source (an
+                in-memory client, one reader), then with arrow-json alone";
 
 /// The command line.
 #[derive(Debug)]
@@ -55,6 +61,8 @@ pub struct Args {
     pub check: bool,
     /// `--checkpoint-interval`: run the queries as jobs that checkpoint this often.
     pub checkpoint_interval: Option<Duration>,
+    /// `--kafka-decode`: measure the Kafka source's JSON decoding instead.
+    pub kafka_decode: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         query: None,
         check: false,
         checkpoint_interval: None,
+        kafka_decode: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -87,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--query" => args.query = Some(value("--query")?),
             "--check" => args.check = true,
+            "--kafka-decode" => args.kafka_decode = true,
             "--checkpoint-interval" => {
                 let v = value("--checkpoint-interval")?;
                 args.checkpoint_interval =
@@ -121,6 +131,9 @@ fn main() {
 }
 
 fn run(args: &Args) -> BenchResult<()> {
+    if args.kafka_decode {
+        return runtime(1)?.block_on(kafka::run(args.events));
+    }
     if let Some(interval) = args.checkpoint_interval {
         let queries = jobs::select(args.query.as_deref())?;
         return runtime(args.workers)?.block_on(jobs::run(args, interval, &queries));
