@@ -190,6 +190,9 @@ impl ConnectorPosition {
 pub struct SourcePartitions {
     state: Mutex<PartitionsState>,
     idle_timeout: Option<Duration>,
+    /// Bumped by every [`assign`](Self::assign), so the engine can tell cheaply, before each
+    /// batch, whether there are partitions it has not taken in yet.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -205,6 +208,7 @@ impl SourcePartitions {
         Self {
             state: Mutex::default(),
             idle_timeout,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -214,6 +218,12 @@ impl SourcePartitions {
             .assigned
             .get_or_insert_with(BTreeSet::new)
             .extend(partitions);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every [`assign`](Self::assign).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Every row of the batch the stream yields next comes from `partition`.

@@ -18,6 +18,8 @@ skips when there is none). Messages are produced with kafka-python.
 - Metadata columns (partition, offset, key, timestamp, topic) beside the decoded values.
 - A Parquet sink over a Kafka source, checkpointing, survives a SIGKILL while messages keep
   coming: its visible files hold every window exactly once.
+- Rows in order within their partition are never late, whichever partition is read first.
+- Key fields decoded from the message keys (`key.format`, `key.fields`, `EXCEPT_KEY`).
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ def test_unsupported_options_are_refused(server, broker):
         for extra, needle in [
             ("scan.startup.mode = 'timestamp'", "timestamp"),
             ("format.on-error = 'dead-letter'", "dead-letter"),
-            ("key.fields = 'k'", "key.fields"),
+            ("key.fields-prefix = 'k_'", "key.fields-prefix"),
         ]:
             with pytest.raises(psycopg.errors.FeatureNotSupported, match=needle):
                 conn.execute(f"CREATE SOURCE bad (k VARCHAR) WITH ({base}, {extra})")
@@ -578,3 +580,48 @@ def test_a_parquet_sink_over_kafka_writes_every_window_once_across_a_kill(restar
         assert job(conn, "win")["restored_from"] is not None, job(conn, "win")
         assert job(conn, "win")["late_rows"] == len(late), job(conn, "win")
     assert got == want
+
+
+def test_rows_in_order_within_their_partition_are_never_late(server, broker):
+    """Partition 1 holds only rows older than all of partition 0's: with per-partition
+    watermarks none of them is late, whichever partition the reader fetches first."""
+    topic = create_topic(broker, 2)
+    data = rows(100)
+    older, newer = data[:50], data[50:]
+    produce(broker, topic, [(0, as_json(r)) for r in newer] + [(1, as_json(r)) for r in older])
+    columns = "k VARCHAR, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts"
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE ordered_{topic} ({columns}) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        got = query(conn, WINDOWED.format(src=f"ordered_{topic}"))
+    assert sum(r[2] for r in got) == len(data), got
+    assert sum(r[3] for r in got) == sum(r[1] for r in data)
+
+
+def test_key_fields_are_read_from_the_message_keys(server, broker):
+    topic = create_topic(broker, 2)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    try:
+        for i in range(6):
+            producer.send(
+                topic,
+                key=json.dumps({"id": i}).encode(),
+                value=json.dumps({"v": 100 + i}).encode(),
+                partition=i % 2,
+            )
+        producer.send(topic, key=b"{broken", value=b'{"v": 1}', partition=0)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE keyed_{topic} (id BIGINT, v BIGINT) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', "
+            "key.format = 'json', key.fields = 'id', value.format = 'json', "
+            "value.fields-include = 'EXCEPT_KEY', scan.bounded.mode = 'latest-offset')"
+        )
+        # The message whose key is not JSON is skipped as malformed.
+        assert query(conn, f"SELECT id, v FROM keyed_{topic}") == [(i, 100 + i) for i in range(6)]

@@ -1,6 +1,7 @@
 //! Metadata columns (`col TYPE METADATA FROM 'partition'`, Flink's names) and how a reader's
 //! batches are laid out: the declared columns the query reads, some decoded from the message
-//! values, the others filled from each message's metadata.
+//! values, some from the message keys (`key.fields` with `value.fields-include =
+//! 'EXCEPT_KEY'`), the others filled from each message's metadata.
 //!
 //! | key | produces | |
 //! |---|---|---|
@@ -115,6 +116,8 @@ impl MetadataKey {
 enum Source {
     /// This column of the decoded values.
     Value(usize),
+    /// This column of the decoded keys.
+    Key(usize),
     Metadata(MetadataKey),
 }
 
@@ -129,6 +132,9 @@ pub(crate) struct Layout {
     pub decoded: SchemaRef,
     /// The schema of the batches the reader yields.
     pub output: SchemaRef,
+    /// The declared columns the message keys hold (`key.fields` with
+    /// `value.fields-include = 'EXCEPT_KEY'`), in key order; `None` when keys are not read.
+    pub key_schema: Option<SchemaRef>,
     columns: Vec<Source>,
     has_metadata: bool,
 }
@@ -136,15 +142,23 @@ pub(crate) struct Layout {
 impl Layout {
     /// The layout of a reader of a source declared `declared`, with these metadata columns,
     /// of which the query reads `projection` (`None`: every column).
+    /// `key_columns` are the declared columns read from the message keys instead of the
+    /// values (`EXCEPT_KEY`), in key order.
     pub(crate) fn new(
         declared: &SchemaRef,
         projection: Option<&[usize]>,
         metadata: &[MetadataColumn],
+        key_columns: &[usize],
     ) -> ConnectorResult<Self> {
         let key_of = |column: usize| metadata.iter().find(|m| m.column == column);
         let value_columns: Vec<usize> = (0..declared.fields().len())
-            .filter(|c| key_of(*c).is_none())
+            .filter(|c| key_of(*c).is_none() && !key_columns.contains(c))
             .collect();
+        let key_schema = if key_columns.is_empty() {
+            None
+        } else {
+            Some(Arc::new(declared.project(key_columns)?))
+        };
         let value_schema = Arc::new(declared.project(&value_columns)?);
         let read: Vec<usize> = match projection {
             Some(columns) => columns.to_vec(),
@@ -167,6 +181,10 @@ impl Layout {
         };
         let mut columns = Vec::with_capacity(read.len());
         for c in &read {
+            if let Some(k) = key_columns.iter().position(|k| k == c) {
+                columns.push(Source::Key(k));
+                continue;
+            }
             match key_of(*c) {
                 Some(m) => columns.push(Source::Metadata(MetadataKey::parse(&m.key)?)),
                 None => {
@@ -187,26 +205,32 @@ impl Layout {
             value_projection,
             decoded,
             output,
+            key_schema,
             columns,
             has_metadata: !metadata.is_empty(),
         })
     }
 
-    /// Whether batches need the messages that each decoded row came from.
-    pub(crate) fn has_metadata(&self) -> bool {
-        self.has_metadata
+    /// Whether batches need to know the message each decoded row came from.
+    pub(crate) fn needs_alignment(&self) -> bool {
+        self.has_metadata || self.key_schema.is_some()
     }
 
-    /// The reader's batch from the decoded values of `records`: `kept` are the indices of
-    /// the records whose values decoded (every record when `None`), in order.
+    /// The reader's batch from the decoded values (and keys) of `records`: `kept` are the
+    /// indices of the records whose values (and keys) decoded (every record when `None`), in
+    /// order; `decoded` and `keys` hold exactly their rows.
     pub(crate) fn assemble(
         &self,
         topic: &str,
         decoded: RecordBatch,
+        keys: Option<&RecordBatch>,
         records: &[KafkaRecord],
         kept: Option<&[usize]>,
     ) -> ConnectorResult<RecordBatch> {
-        if !self.has_metadata && self.columns.len() == decoded.num_columns() {
+        if !self.has_metadata
+            && self.key_schema.is_none()
+            && self.columns.len() == decoded.num_columns()
+        {
             // The decoded values are the batch (the usual case).
             return Ok(decoded.with_schema(Arc::clone(&self.output))?);
         }
@@ -220,6 +244,9 @@ impl Layout {
             .zip(self.output.fields())
             .map(|(source, field)| match source {
                 Source::Value(i) => Ok(Arc::clone(decoded.column(*i))),
+                Source::Key(i) => keys
+                    .map(|k| Arc::clone(k.column(*i)))
+                    .ok_or_else(|| ConnectorError::Io("kafka: keys were not decoded".to_string())),
                 Source::Metadata(key) => key.values(topic, &rows, field.data_type()),
             })
             .collect::<ConnectorResult<Vec<_>>>()?;

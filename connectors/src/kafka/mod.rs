@@ -49,6 +49,7 @@
 mod client;
 mod decode;
 mod encode;
+mod format_options;
 mod librdkafka;
 mod metadata;
 pub(crate) mod options;
@@ -61,6 +62,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_engine::connector::{
@@ -128,7 +131,22 @@ impl SourceConnector for KafkaConnector {
                     .to_string(),
             ));
         }
-        decode::check_schema(schema, &parsed.format)
+        match (&parsed.key, parsed.except_key) {
+            (Some(key), true) => {
+                let columns = key.columns(schema)?;
+                decode::check_schema(&Arc::new(schema.project(&columns)?), &key.format)?;
+                let values: Vec<usize> = (0..schema.fields().len())
+                    .filter(|c| !columns.contains(c))
+                    .collect();
+                decode::check_schema(&Arc::new(schema.project(&values)?), &parsed.format)
+            }
+            (Some(key), false) => {
+                // With ALL the values hold the key fields too, and they are read from there.
+                key.columns(schema)?;
+                decode::check_schema(schema, &parsed.format)
+            }
+            (None, _) => decode::check_schema(schema, &parsed.format),
+        }
     }
 
     /// Partitions are dealt over the readers ([`options::assigned`]); each partition's rows
@@ -155,8 +173,41 @@ impl SourceConnector for KafkaConnector {
             None => BTreeMap::new(),
         };
         // Only the value columns the query reads are decoded; metadata columns are filled
-        // from the messages.
-        let layout = Layout::new(&ctx.schema, ctx.projection.as_deref(), &ctx.metadata)?;
+        // from the messages, key fields (with EXCEPT_KEY) decoded from the keys. The key
+        // columns are resolved among the declared columns without the metadata ones, as
+        // `validate` saw them.
+        let key_columns = match (&options.key, options.except_key) {
+            (Some(key), true) => {
+                let physical: Vec<usize> = (0..ctx.schema.fields().len())
+                    .filter(|c| !ctx.metadata.iter().any(|m| m.column == *c))
+                    .collect();
+                key.columns(&Arc::new(ctx.schema.project(&physical)?))?
+                    .into_iter()
+                    .map(|i| physical[i])
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let layout = Layout::new(
+            &ctx.schema,
+            ctx.projection.as_deref(),
+            &ctx.metadata,
+            &key_columns,
+        )?;
+        // The keys' decoder counts nothing: a message is counted once, as malformed, when its
+        // key or its value does not decode (see `PartitionReader::yield_batch`).
+        let keys = match (&options.key, &layout.key_schema) {
+            (Some(key), Some(schema)) => Some(ValueDecoder::new(
+                &options.topic,
+                &key.format,
+                schema,
+                None,
+                Arc::clone(schema),
+                Arc::new(eddy_engine::connector::SourceMetrics::default()),
+                ctx.batch_size,
+            )),
+            _ => None,
+        };
         let decoder = |metrics| {
             ValueDecoder::new(
                 &options.topic,
@@ -168,10 +219,10 @@ impl SourceConnector for KafkaConnector {
                 ctx.batch_size,
             )
         };
-        // With metadata columns, a batch with malformed values is decoded again message by
-        // message (counting nothing) to learn which messages its rows came from.
+        // With metadata columns or keys, a batch with malformed values is decoded again
+        // message by message (counting nothing) to learn which messages its rows came from.
         let probe = layout
-            .has_metadata()
+            .needs_alignment()
             .then(|| decoder(Arc::new(eddy_engine::connector::SourceMetrics::default())));
         let decoder = decoder(Arc::clone(&ctx.metrics));
         let position = Arc::new(ConnectorPosition::new(ctx.start_position.clone()));
@@ -181,6 +232,7 @@ impl SourceConnector for KafkaConnector {
             consumer,
             decoder,
             probe,
+            keys,
             layout,
             source_name: ctx.source_name.clone(),
             split: ctx.split,
@@ -242,6 +294,8 @@ struct PartitionReader {
     decoder: ValueDecoder,
     /// Tells which messages' values decode, when metadata columns need to know.
     probe: Option<ValueDecoder>,
+    /// Decodes the message keys into the key fields (with EXCEPT_KEY).
+    keys: Option<ValueDecoder>,
     layout: Layout,
     source_name: String,
     options: KafkaOptions,
@@ -485,7 +539,7 @@ impl PartitionReader {
         records: Vec<KafkaRecord>,
     ) -> ConnectorResult<RecordBatch> {
         let malformed = self.metrics.malformed();
-        let batch = self.decoder.decode(&records)?;
+        let (values, keys, kept) = self.decode(&records)?;
         if self.options.on_error == OnError::Fail && self.metrics.malformed() > malformed {
             return Err(ConnectorError::Io(format!(
                 "kafka source '{}' has format.on-error = 'fail': {}",
@@ -495,21 +549,13 @@ impl PartitionReader {
                     .unwrap_or_else(|| "a malformed message".to_string())
             )));
         }
-        let kept = match &self.probe {
-            Some(probe) if batch.num_rows() < records.len() => {
-                let mut kept = Vec::with_capacity(batch.num_rows());
-                for (i, record) in records.iter().enumerate() {
-                    if probe.decode(std::slice::from_ref(record))?.num_rows() == 1 {
-                        kept.push(i);
-                    }
-                }
-                Some(kept)
-            }
-            _ => None,
-        };
-        let batch = self
-            .layout
-            .assemble(&self.options.topic, batch, &records, kept.as_deref())?;
+        let batch = self.layout.assemble(
+            &self.options.topic,
+            values,
+            keys.as_ref(),
+            &records,
+            kept.as_deref(),
+        )?;
         self.metrics.add_rows(batch.num_rows() as u64);
         if let Some(last) = records.last() {
             self.yielded.insert(partition, last.offset + 1);
@@ -519,6 +565,62 @@ impl PartitionReader {
         }
         self.announced.batch_from(partition);
         Ok(batch)
+    }
+
+    /// Decodes the values (and keys) of `records`: the decoded values, the decoded keys, and
+    /// which records they came from (`None`: every record). A message whose value or key does
+    /// not decode is counted once as malformed and left out.
+    #[allow(clippy::type_complexity)]
+    fn decode(
+        &self,
+        records: &[KafkaRecord],
+    ) -> ConnectorResult<(RecordBatch, Option<RecordBatch>, Option<Vec<usize>>)> {
+        let values = self.decoder.decode(records)?;
+        let Some(key_decoder) = &self.keys else {
+            let kept = match &self.probe {
+                Some(probe) if values.num_rows() < records.len() => {
+                    Some(decodable(probe, records.iter().cloned())?)
+                }
+                _ => None,
+            };
+            return Ok((values, None, kept));
+        };
+        let as_keys = || {
+            records.iter().map(|r| KafkaRecord {
+                payload: r.key.clone(),
+                ..r.clone()
+            })
+        };
+        let key_records: Vec<KafkaRecord> = as_keys().collect();
+        let keys = key_decoder.decode(&key_records)?;
+        if values.num_rows() == records.len() && keys.num_rows() == records.len() {
+            return Ok((values, Some(keys), None));
+        }
+        let probe = self.probe.as_ref().expect("a probe when keys are read");
+        let value_ok = decodable(probe, records.iter().cloned())?;
+        let key_ok = decodable(key_decoder, as_keys())?;
+        let mut kept = Vec::new();
+        for &i in &value_ok {
+            if key_ok.binary_search(&i).is_ok() {
+                kept.push(i);
+            } else {
+                let record = &records[i];
+                self.metrics.add_malformed(|| {
+                    format!(
+                        "topic '{}' partition {}:{}: the key does not decode as key.format",
+                        self.options.topic, record.partition, record.offset
+                    )
+                });
+            }
+        }
+        let rows_of = |ok: &[usize]| -> UInt32Array {
+            kept.iter()
+                .map(|i| ok.binary_search(i).expect("kept rows decoded") as u32)
+                .collect()
+        };
+        let values = take_record_batch(&values, &rows_of(&value_ok))?;
+        let keys = take_record_batch(&keys, &rows_of(&key_ok))?;
+        Ok((values, Some(keys), Some(kept)))
     }
 
     /// Takes `record` into the batch unless a bounded read has passed its partition's end;
@@ -546,6 +648,20 @@ impl PartitionReader {
         records.push(record);
         true
     }
+}
+
+/// The indices of the messages whose values `decoder` decodes, one at a time.
+fn decodable(
+    decoder: &ValueDecoder,
+    records: impl Iterator<Item = KafkaRecord>,
+) -> ConnectorResult<Vec<usize>> {
+    let mut ok = Vec::new();
+    for (i, record) in records.enumerate() {
+        if decoder.decode(std::slice::from_ref(&record))?.num_rows() == 1 {
+            ok.push(i);
+        }
+    }
+    Ok(ok)
 }
 
 #[cfg(test)]

@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult, SourceSplit};
 
-use crate::file::options::{CsvOptions, parse_char};
+use super::format_options::{key_fields, parse_format};
+use crate::file::options::CsvOptions;
+
 use crate::file_sink::options::parse_duration;
 
 /// Keys Eddy honours (besides `properties.*`).
@@ -23,9 +26,19 @@ const OPTIONS: &[&str] = &[
     "scan.watermark.idle-timeout",
     "scan.topic-partition-discovery.interval",
     "format.on-error",
+    "value.format",
+    "key.format",
+    "key.fields",
+    "value.fields-include",
     "csv.field-delimiter",
     "csv.quote-character",
     "csv.null-literal",
+    "value.csv.field-delimiter",
+    "value.csv.quote-character",
+    "value.csv.null-literal",
+    "key.csv.field-delimiter",
+    "key.csv.quote-character",
+    "key.csv.null-literal",
 ];
 
 /// Flink options (or prefixes, ending in `.`) this slice of the connector does not implement.
@@ -35,11 +48,7 @@ const NOT_YET: &[&str] = &[
     "scan.bounded.timestamp-millis",
     "scan.bounded.specific-offsets",
     "scan.parallelism",
-    "key.format",
-    "key.fields",
     "key.fields-prefix",
-    "value.format",
-    "value.fields-include",
     "json.",
     "csv.",
     "raw.",
@@ -55,6 +64,22 @@ pub(crate) enum KafkaFormat {
     Csv(CsvOptions),
     /// The whole value as the only column (VARCHAR or BYTEA).
     Raw,
+}
+
+/// The columns read from the message keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyOptions {
+    pub format: KafkaFormat,
+    /// `key.fields`, as written (`'a;b'`): resolved against the declared columns by
+    /// [`KeyOptions::columns`].
+    pub fields: String,
+}
+
+impl KeyOptions {
+    /// The declared columns (of `schema`) the key holds, in `key.fields` order.
+    pub(crate) fn columns(&self, schema: &SchemaRef) -> ConnectorResult<Vec<usize>> {
+        key_fields(&self.fields, schema, "the source")
+    }
 }
 
 /// Where each assigned partition starts when there is no checkpoint to resume from.
@@ -94,7 +119,14 @@ pub(crate) const DEFAULT_DISCOVERY: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KafkaOptions {
     pub topic: String,
+    /// The format of the message values (`format` or `value.format`).
     pub format: KafkaFormat,
+    /// `key.format` and `key.fields`: columns decoded from the message keys.
+    pub key: Option<KeyOptions>,
+    /// `value.fields-include = 'EXCEPT_KEY'`: the values hold only the columns that are
+    /// not key fields (with `ALL`, the default, they hold every column, and the key fields
+    /// are read from the value, as Flink does).
+    pub except_key: bool,
     pub startup: StartupMode,
     /// `scan.bounded.mode = 'latest-offset'`: read each partition to its end as of the start.
     pub bounded: bool,
@@ -156,57 +188,54 @@ impl KafkaOptions {
             ));
         }
 
-        let csv_keys = [
-            "csv.field-delimiter",
-            "csv.quote-character",
-            "csv.null-literal",
-        ];
-        let format = match get("format").map(|f| f.to_ascii_lowercase()) {
-            None => {
+        let format = match (get("format"), get("value.format")) {
+            (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
+                return Err(invalid(format!(
+                    "options 'format' ('{a}') and 'value.format' ('{b}') disagree; give one"
+                )));
+            }
+            (Some(f), _) | (None, Some(f)) => {
+                parse_format(options, f, &["value.", ""], "connector 'kafka'")?
+            }
+            (None, None) => {
                 return Err(invalid(
                     "option 'format' is required for connector 'kafka': 'json', 'csv' or 'raw'",
                 ));
             }
-            Some(f) if f == "csv" => {
-                let mut csv = CsvOptions::default();
-                if let Some(value) = get("csv.field-delimiter") {
-                    csv.delimiter = parse_char("csv.field-delimiter", value)?.ok_or_else(|| {
-                        invalid("option 'csv.field-delimiter' must be one character, not empty")
-                    })?;
-                }
-                if let Some(value) = get("csv.quote-character") {
-                    csv.quote = parse_char("csv.quote-character", value)?;
-                }
-                csv.null_value = get("csv.null-literal").map(str::to_string);
-                if csv.quote == Some(csv.delimiter) {
+        };
+        let key = match (get("key.format"), get("key.fields")) {
+            (Some(f), Some(fields)) => Some(KeyOptions {
+                format: parse_format(options, f, &["key."], "connector 'kafka'")?,
+                fields: fields.to_string(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "option 'key.format' needs key.fields = 'col;...' (the columns of the key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "option 'key.fields' needs key.format = 'json', 'csv' or 'raw'",
+                ));
+            }
+        };
+        let except_key = match get("value.fields-include").map(str::to_ascii_uppercase) {
+            None => false,
+            Some(v) if v == "ALL" => false,
+            Some(v) if v == "EXCEPT_KEY" => {
+                if key.is_none() {
                     return Err(invalid(
-                        "the CSV quote character must differ from the delimiter",
+                        "value.fields-include = 'EXCEPT_KEY' needs key.format and key.fields",
                     ));
                 }
-                KafkaFormat::Csv(csv)
+                true
             }
-            Some(f) => {
-                let format = match f.as_str() {
-                    "json" => KafkaFormat::Json,
-                    "raw" => KafkaFormat::Raw,
-                    "avro" | "avro-confluent" | "protobuf" | "debezium-json" | "canal-json"
-                    | "maxwell-json" => {
-                        return Err(ConnectorError::Unsupported(format!(
-                            "format '{f}' for connector 'kafka' (supported: json, csv, raw)"
-                        )));
-                    }
-                    _ => {
-                        return Err(invalid(format!(
-                            "invalid value '{f}' for option 'format'; expected 'json', 'csv' or 'raw'"
-                        )));
-                    }
-                };
-                if let Some(key) = csv_keys.iter().find(|k| options.contains_key(**k)) {
-                    return Err(invalid(format!(
-                        "option '{key}' applies only to format 'csv', not '{f}'"
-                    )));
-                }
-                format
+            Some(v) => {
+                return Err(invalid(format!(
+                    "invalid value '{v}' for option 'value.fields-include'; expected 'ALL' or \
+                     'EXCEPT_KEY'"
+                )));
             }
         };
 
@@ -331,6 +360,8 @@ impl KafkaOptions {
         Ok(Self {
             topic: topic.to_string(),
             format,
+            key,
+            except_key,
             startup,
             bounded,
             idle_timeout,
@@ -525,7 +556,7 @@ mod tests {
     fn options_not_implemented_yet_are_refused_by_name() {
         for (key, value) in [
             ("format.on-error", "dead-letter"),
-            ("key.fields", "k"),
+            ("key.fields-prefix", "k_"),
             ("scan.startup.timestamp-millis", "1"),
             ("json.ignore-parse-errors", "true"),
             ("scan.startup.mode", "timestamp"),

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult};
 
+use super::format_options::{key_fields, parse_format};
 use super::options::KafkaFormat;
-use crate::file::options::{CsvOptions, parse_char};
 
 /// Keys Eddy honours (besides `properties.*`), for both connectors unless said otherwise.
 const OPTIONS: &[&str] = &[
@@ -193,14 +193,16 @@ impl KafkaSinkOptions {
                      'json', 'csv' or 'raw'"
                 )));
             }
-            (Some(f), None) | (None, Some(f)) => parse_format(options, f, &["value.", ""])?,
+            (Some(f), None) | (None, Some(f)) => {
+                parse_format(options, f, &["value.", ""], "a Kafka sink")?
+            }
         };
 
         let key_format = get("key.format")
-            .map(|f| parse_format(options, f, &["key."]))
+            .map(|f| parse_format(options, f, &["key."], "a Kafka sink"))
             .transpose()?;
         let key_columns = get("key.fields")
-            .map(|fields| key_fields(fields, schema))
+            .map(|fields| key_fields(fields, schema, "the sink"))
             .transpose()?;
         let key = match (key_format, key_columns) {
             (Some(format), Some(columns)) => Some(KeySpec { format, columns }),
@@ -339,103 +341,6 @@ impl KafkaSinkOptions {
             properties,
         })
     }
-}
-
-/// Parses a format name and its CSV options, read from the first of `prefixes` (`key.`,
-/// `value.` or none) that has them.
-fn parse_format(
-    options: &ConnectorOptions,
-    name: &str,
-    prefixes: &[&str],
-) -> ConnectorResult<KafkaFormat> {
-    let name = name.to_ascii_lowercase();
-    let csv_option = |suffix: &str| -> Option<(String, &str)> {
-        prefixes.iter().find_map(|p| {
-            let key = format!("{p}csv.{suffix}");
-            options.get(&key).map(|v| (key, v.as_str()))
-        })
-    };
-    let suffixes = ["field-delimiter", "quote-character", "null-literal"];
-    match name.as_str() {
-        "csv" => {
-            let mut csv = CsvOptions::default();
-            if let Some((key, value)) = csv_option("field-delimiter") {
-                csv.delimiter = parse_char(&key, value)?.ok_or_else(|| {
-                    invalid(format!("option '{key}' must be one character, not empty"))
-                })?;
-            }
-            if let Some((key, value)) = csv_option("quote-character") {
-                csv.quote = parse_char(&key, value)?;
-            }
-            csv.null_value = csv_option("null-literal").map(|(_, v)| v.to_string());
-            if csv.quote == Some(csv.delimiter) {
-                return Err(invalid(
-                    "the CSV quote character must differ from the delimiter",
-                ));
-            }
-            Ok(KafkaFormat::Csv(csv))
-        }
-        "json" | "raw" => {
-            if let Some((key, _)) = suffixes.iter().find_map(|s| csv_option(s)) {
-                return Err(invalid(format!(
-                    "option '{key}' applies only to format 'csv', not '{name}'"
-                )));
-            }
-            Ok(if name == "json" {
-                KafkaFormat::Json
-            } else {
-                KafkaFormat::Raw
-            })
-        }
-        "avro" | "avro-confluent" | "protobuf" | "debezium-json" | "canal-json"
-        | "maxwell-json" | "ogg-json" => Err(ConnectorError::Unsupported(format!(
-            "format '{name}' for a Kafka sink (supported: json, csv, raw)"
-        ))),
-        _ => Err(invalid(format!(
-            "invalid format '{name}'; expected 'json', 'csv' or 'raw'"
-        ))),
-    }
-}
-
-/// The columns `key.fields` names (`'a;b'`, Flink's separator), in that order.
-fn key_fields(text: &str, schema: &SchemaRef) -> ConnectorResult<Vec<usize>> {
-    let mut columns = Vec::new();
-    for name in text.split(';').map(str::trim) {
-        if name.is_empty() {
-            return Err(invalid(format!(
-                "option 'key.fields' = '{text}': an empty column name (columns are separated \
-                 by ';')"
-            )));
-        }
-        let found = schema
-            .fields()
-            .iter()
-            .position(|f| f.name() == name)
-            .or_else(|| {
-                schema
-                    .fields()
-                    .iter()
-                    .position(|f| f.name().eq_ignore_ascii_case(name))
-            })
-            .ok_or_else(|| {
-                invalid(format!(
-                    "option 'key.fields': the sink has no column '{name}'; its columns: {}",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-        if columns.contains(&found) {
-            return Err(invalid(format!(
-                "option 'key.fields' names column '{name}' twice"
-            )));
-        }
-        columns.push(found);
-    }
-    Ok(columns)
 }
 
 /// `raw` encodes exactly one column.

@@ -10,10 +10,13 @@ use futures::StreamExt;
 
 use super::*;
 
-/// A topic in memory: the values of each partition, by offset.
+/// A message in memory: its key and its value.
+type Message = (Option<String>, String);
+
+/// A topic in memory: the messages of each partition, by offset.
 #[derive(Default)]
 struct MemoryTopic {
-    partitions: Mutex<Vec<Vec<String>>>,
+    partitions: Mutex<Vec<Vec<Message>>>,
     /// The offsets committed to the consumer group, per partition.
     committed: Mutex<BTreeMap<i32, i64>>,
 }
@@ -31,7 +34,11 @@ impl MemoryTopic {
     }
 
     fn produce(&self, partition: usize, value: &str) {
-        self.partitions.lock().unwrap()[partition].push(value.to_string());
+        self.partitions.lock().unwrap()[partition].push((None, value.to_string()));
+    }
+
+    fn produce_keyed(&self, partition: usize, key: &str, value: &str) {
+        self.partitions.lock().unwrap()[partition].push((Some(key.to_string()), value.to_string()));
     }
 }
 
@@ -107,12 +114,12 @@ impl KafkaConsumer for MemoryConsumer {
             for (partition, next) in self.next.iter_mut() {
                 let values = &partitions[*partition as usize];
                 self.fetched.insert(*partition, values.len() as i64);
-                if let Some(value) = values.get(*next as usize) {
+                if let Some((key, value)) = values.get(*next as usize) {
                     found = Some(KafkaRecord {
                         partition: *partition,
                         offset: *next,
                         payload: Some(value.clone().into_bytes()),
-                        key: None,
+                        key: key.clone().map(String::into_bytes),
                         timestamp_ms: None,
                         timestamp_type: Default::default(),
                         headers: Vec::new(),
@@ -522,4 +529,54 @@ async fn metadata_columns_come_from_each_message_and_follow_skipped_values() {
         .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, vec![0, 0, 1, 3]);
+}
+
+#[tokio::test]
+async fn key_fields_come_from_the_keys_with_except_key() {
+    let topic = MemoryTopic::new(1);
+    topic.produce_keyed(0, r#"{"id":1}"#, r#"{"v":10}"#);
+    topic.produce_keyed(0, "not json", r#"{"v":11}"#);
+    topic.produce_keyed(0, r#"{"id":3}"#, "not json");
+    topic.produce_keyed(0, r#"{"id":4}"#, r#"{"v":13}"#);
+    // (id BIGINT, v BIGINT) with key.fields = 'id', EXCEPT_KEY.
+    let declared = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let options = options(&[
+        ("key.format", "json"),
+        ("key.fields", "id"),
+        ("value.fields-include", "EXCEPT_KEY"),
+    ]);
+    let connector = KafkaConnector::new(Arc::new(Arc::clone(&topic)));
+    connector.validate(&declared, &options).unwrap();
+    let metrics = Arc::new(SourceMetrics::default());
+    let reader = connector
+        .open(SourceContext {
+            source_name: "s".to_string(),
+            schema: Arc::clone(&declared),
+            projection: None,
+            options,
+            metrics: Arc::clone(&metrics),
+            batch_size: 10,
+            split: SourceSplit::WHOLE,
+            start_row: 0,
+            start_position: None,
+            metadata: Vec::new(),
+        })
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
+    let column = |i: usize| -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(i).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    };
+    assert_eq!(column(0), vec![1, 4], "ids from the keys");
+    assert_eq!(column(1), vec![10, 13], "values aligned with their keys");
+    assert_eq!(
+        metrics.malformed(),
+        2,
+        "a bad key and a bad value, each counted once"
+    );
 }

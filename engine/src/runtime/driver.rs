@@ -113,7 +113,9 @@ const TICK: Duration = Duration::from_millis(100);
 enum ReaderClock {
     None,
     Single(WatermarkGenerator),
-    Partitioned(PartitionWatermarks, Arc<SourcePartitions>),
+    /// The partitions' watermarks, what the connector says of its partitions, and the
+    /// generation of its assignment last taken in.
+    Partitioned(PartitionWatermarks, Arc<SourcePartitions>, u64),
 }
 
 impl ReaderClock {
@@ -125,7 +127,7 @@ impl ReaderClock {
             (None, _) => ReaderClock::None,
             (Some(w), None) => ReaderClock::Single(w),
             (Some(w), Some(p)) => {
-                ReaderClock::Partitioned(PartitionWatermarks::new(w, p.idle_timeout()), p)
+                ReaderClock::Partitioned(PartitionWatermarks::new(w, p.idle_timeout()), p, 0)
             }
         }
     }
@@ -134,7 +136,7 @@ impl ReaderClock {
         match self {
             ReaderClock::None => None,
             ReaderClock::Single(w) => w.current(),
-            ReaderClock::Partitioned(w, _) => w.current(),
+            ReaderClock::Partitioned(w, ..) => w.current(),
         }
     }
 
@@ -147,7 +149,7 @@ impl ReaderClock {
                     w.restore(restored);
                 }
             }
-            ReaderClock::Partitioned(w, _) => {
+            ReaderClock::Partitioned(w, ..) => {
                 w.restore(start.watermark, start.partition_watermarks.clone())
             }
         }
@@ -159,7 +161,7 @@ impl ReaderClock {
             watermark: self.current(),
             connector,
             partition_watermarks: match self {
-                ReaderClock::Partitioned(w, _) => w.partition_watermarks(),
+                ReaderClock::Partitioned(w, ..) => w.partition_watermarks(),
                 _ => Default::default(),
             },
         }
@@ -169,7 +171,10 @@ impl ReaderClock {
         match self {
             ReaderClock::None => Ok(vec![(0..batch.num_rows(), None)]),
             ReaderClock::Single(w) => w.segments(batch),
-            ReaderClock::Partitioned(w, partitions) => {
+            ReaderClock::Partitioned(w, partitions, taken) => {
+                // Every assigned partition first: a partition without rows yet holds the
+                // watermark back from the first batch on.
+                Self::take_assigned(w, partitions, taken, Instant::now());
                 let partition = partitions.current().ok_or_else(|| {
                     crate::error::EngineError::Internal(
                         "a partitioned source yielded a batch without saying its partition"
@@ -181,15 +186,29 @@ impl ReaderClock {
         }
     }
 
+    /// Takes in the partitions the connector assigned since the last call.
+    fn take_assigned(
+        w: &mut PartitionWatermarks,
+        partitions: &SourcePartitions,
+        taken: &mut u64,
+        now: Instant,
+    ) {
+        let generation = partitions.generation();
+        if generation != *taken
+            && let Some(assigned) = partitions.assigned()
+        {
+            w.assign(&assigned, now);
+            *taken = generation;
+        }
+    }
+
     /// A partitioned reader's periodic check: takes in newly assigned partitions and turns
     /// quiet ones idle. Returns the watermark if it advanced, and whether the reader is idle.
     fn check_idle(&mut self) -> (Option<EventTime>, bool) {
         match self {
-            ReaderClock::Partitioned(w, partitions) => {
+            ReaderClock::Partitioned(w, partitions, taken) => {
                 let now = Instant::now();
-                if let Some(assigned) = partitions.assigned() {
-                    w.assign(&assigned, now);
-                }
+                Self::take_assigned(w, partitions, taken, now);
                 (w.check_idle(now), w.is_idle())
             }
             _ => (None, false),

@@ -1,0 +1,114 @@
+//! Options both Kafka sources and sinks take: a format with its CSV options (`format`,
+//! `key.format`, `value.format` and their `csv.*` options) and the `key.fields` list.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult};
+
+use super::options::KafkaFormat;
+use crate::file::options::{CsvOptions, parse_char};
+
+fn invalid(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidOption(message.into())
+}
+
+/// Parses a format name and its CSV options, read from the first of `prefixes` (`key.`,
+/// `value.` or none) that has them.
+pub(crate) fn parse_format(
+    options: &ConnectorOptions,
+    name: &str,
+    prefixes: &[&str],
+    what: &str,
+) -> ConnectorResult<KafkaFormat> {
+    let name = name.to_ascii_lowercase();
+    let csv_option = |suffix: &str| -> Option<(String, &str)> {
+        prefixes.iter().find_map(|p| {
+            let key = format!("{p}csv.{suffix}");
+            options.get(&key).map(|v| (key, v.as_str()))
+        })
+    };
+    let suffixes = ["field-delimiter", "quote-character", "null-literal"];
+    match name.as_str() {
+        "csv" => {
+            let mut csv = CsvOptions::default();
+            if let Some((key, value)) = csv_option("field-delimiter") {
+                csv.delimiter = parse_char(&key, value)?.ok_or_else(|| {
+                    invalid(format!("option '{key}' must be one character, not empty"))
+                })?;
+            }
+            if let Some((key, value)) = csv_option("quote-character") {
+                csv.quote = parse_char(&key, value)?;
+            }
+            csv.null_value = csv_option("null-literal").map(|(_, v)| v.to_string());
+            if csv.quote == Some(csv.delimiter) {
+                return Err(invalid(
+                    "the CSV quote character must differ from the delimiter",
+                ));
+            }
+            Ok(KafkaFormat::Csv(csv))
+        }
+        "json" | "raw" => {
+            if let Some((key, _)) = suffixes.iter().find_map(|s| csv_option(s)) {
+                return Err(invalid(format!(
+                    "option '{key}' applies only to format 'csv', not '{name}'"
+                )));
+            }
+            Ok(if name == "json" {
+                KafkaFormat::Json
+            } else {
+                KafkaFormat::Raw
+            })
+        }
+        "avro" | "avro-confluent" | "protobuf" | "debezium-json" | "canal-json"
+        | "maxwell-json" | "ogg-json" => Err(ConnectorError::Unsupported(format!(
+            "format '{name}' for {what} (supported: json, csv, raw)"
+        ))),
+        _ => Err(invalid(format!(
+            "invalid format '{name}'; expected 'json', 'csv' or 'raw'"
+        ))),
+    }
+}
+
+/// The columns `key.fields` names (`'a;b'`, Flink's separator), in that order.
+pub(crate) fn key_fields(
+    text: &str,
+    schema: &SchemaRef,
+    what: &str,
+) -> ConnectorResult<Vec<usize>> {
+    let mut columns = Vec::new();
+    for name in text.split(';').map(str::trim) {
+        if name.is_empty() {
+            return Err(invalid(format!(
+                "option 'key.fields' = '{text}': an empty column name (columns are separated \
+                 by ';')"
+            )));
+        }
+        let found = schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .or_else(|| {
+                schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(name))
+            })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "option 'key.fields': {what} has no column '{name}'; its columns: {}",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        if columns.contains(&found) {
+            return Err(invalid(format!(
+                "option 'key.fields' names column '{name}' twice"
+            )));
+        }
+        columns.push(found);
+    }
+    Ok(columns)
+}
