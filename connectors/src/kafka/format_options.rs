@@ -7,6 +7,43 @@ use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult};
 use super::options::KafkaFormat;
 use crate::file::options::{CsvOptions, parse_char};
 
+/// The format and key option keys, taken by Kafka sources and sinks alike.
+pub(crate) const FORMAT_OPTIONS: &[&str] = &[
+    "format",
+    "value.format",
+    "key.format",
+    "key.fields",
+    "value.fields-include",
+    "csv.field-delimiter",
+    "csv.quote-character",
+    "csv.null-literal",
+    "value.csv.field-delimiter",
+    "value.csv.quote-character",
+    "value.csv.null-literal",
+    "key.csv.field-delimiter",
+    "key.csv.quote-character",
+    "key.csv.null-literal",
+];
+
+/// `key.format` and `key.fields`, given together or not at all: the key's format and the
+/// `key.fields` text.
+pub(crate) fn key_format_and_fields<'a>(
+    options: &'a ConnectorOptions,
+    what: &str,
+) -> ConnectorResult<Option<(KafkaFormat, &'a str)>> {
+    let get = |key: &str| options.get(key).map(String::as_str);
+    match (get("key.format"), get("key.fields")) {
+        (Some(f), Some(fields)) => Ok(Some((parse_format(options, f, &["key."], what)?, fields))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            "option 'key.format' needs key.fields = 'col;...' (the columns of the key)",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "option 'key.fields' needs key.format = 'json', 'csv' or 'raw'",
+        )),
+    }
+}
+
 fn invalid(message: impl Into<String>) -> ConnectorError {
     ConnectorError::InvalidOption(message.into())
 }

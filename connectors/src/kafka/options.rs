@@ -10,12 +10,12 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult, SourceSplit};
 
-use super::format_options::{key_fields, parse_format};
+use super::format_options::{FORMAT_OPTIONS, key_fields, key_format_and_fields, parse_format};
 use crate::file::options::CsvOptions;
 
 use crate::file_sink::options::parse_duration;
 
-/// Keys Eddy honours (besides `properties.*`).
+/// Keys Eddy honours (besides `properties.*` and [`FORMAT_OPTIONS`]).
 const OPTIONS: &[&str] = &[
     "connector",
     "topic",
@@ -26,19 +26,6 @@ const OPTIONS: &[&str] = &[
     "scan.watermark.idle-timeout",
     "scan.topic-partition-discovery.interval",
     "format.on-error",
-    "value.format",
-    "key.format",
-    "key.fields",
-    "value.fields-include",
-    "csv.field-delimiter",
-    "csv.quote-character",
-    "csv.null-literal",
-    "value.csv.field-delimiter",
-    "value.csv.quote-character",
-    "value.csv.null-literal",
-    "key.csv.field-delimiter",
-    "key.csv.quote-character",
-    "key.csv.null-literal",
 ];
 
 /// Flink options (or prefixes, ending in `.`) this slice of the connector does not implement.
@@ -156,7 +143,7 @@ impl KafkaOptions {
                 properties.insert(property.to_string(), value.clone());
                 continue;
             }
-            if OPTIONS.contains(&key.as_str()) {
+            if OPTIONS.contains(&key.as_str()) || FORMAT_OPTIONS.contains(&key.as_str()) {
                 continue;
             }
             if NOT_YET
@@ -169,7 +156,12 @@ impl KafkaOptions {
             }
             return Err(invalid(format!(
                 "unknown option '{key}' for connector 'kafka'; accepted options: {}, properties.*",
-                OPTIONS.join(", ")
+                OPTIONS
+                    .iter()
+                    .chain(FORMAT_OPTIONS)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let get = |key: &str| options.get(key).map(String::as_str);
@@ -203,23 +195,12 @@ impl KafkaOptions {
                 ));
             }
         };
-        let key = match (get("key.format"), get("key.fields")) {
-            (Some(f), Some(fields)) => Some(KeyOptions {
-                format: parse_format(options, f, &["key."], "connector 'kafka'")?,
+        let key = key_format_and_fields(options, "connector 'kafka'")?.map(|(format, fields)| {
+            KeyOptions {
+                format,
                 fields: fields.to_string(),
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(invalid(
-                    "option 'key.format' needs key.fields = 'col;...' (the columns of the key)",
-                ));
             }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "option 'key.fields' needs key.format = 'json', 'csv' or 'raw'",
-                ));
-            }
-        };
+        });
         let except_key = match get("value.fields-include").map(str::to_ascii_uppercase) {
             None => false,
             Some(v) if v == "ALL" => false,

@@ -12,31 +12,17 @@ use std::collections::BTreeMap;
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult};
 
-use super::format_options::{key_fields, parse_format};
+use super::format_options::{FORMAT_OPTIONS, key_fields, key_format_and_fields, parse_format};
 use super::options::KafkaFormat;
 
 /// Keys Eddy honours (besides `properties.*`), for both connectors unless said otherwise.
 const OPTIONS: &[&str] = &[
     "connector",
     "topic",
-    "format",
-    "value.format",
-    "key.format",
-    "key.fields",
-    "value.fields-include",
     "sink.delivery-guarantee",
     "sink.semantic",
     "sink.transactional-id-prefix",
     "sink.partitioner",
-    "csv.field-delimiter",
-    "csv.quote-character",
-    "csv.null-literal",
-    "value.csv.field-delimiter",
-    "value.csv.quote-character",
-    "value.csv.null-literal",
-    "key.csv.field-delimiter",
-    "key.csv.quote-character",
-    "key.csv.null-literal",
 ];
 
 /// Flink sink options (or prefixes, ending in `.`) Eddy does not implement yet.
@@ -132,7 +118,7 @@ impl KafkaSinkOptions {
                      compaction keeps its latest value",
                 ));
             }
-            if OPTIONS.contains(&key.as_str()) {
+            if OPTIONS.contains(&key.as_str()) || FORMAT_OPTIONS.contains(&key.as_str()) {
                 continue;
             }
             if key.starts_with("scan.") {
@@ -152,6 +138,7 @@ impl KafkaSinkOptions {
                 "unknown option '{key}' for a {connector} sink; accepted options: {}, properties.*",
                 OPTIONS
                     .iter()
+                    .chain(FORMAT_OPTIONS)
                     .filter(|o| !(upsert && **o == "sink.partitioner"))
                     .copied()
                     .collect::<Vec<_>>()
@@ -198,31 +185,18 @@ impl KafkaSinkOptions {
             }
         };
 
-        let key_format = get("key.format")
-            .map(|f| parse_format(options, f, &["key."], "a Kafka sink"))
-            .transpose()?;
-        let key_columns = get("key.fields")
-            .map(|fields| key_fields(fields, schema, "the sink"))
-            .transpose()?;
-        let key = match (key_format, key_columns) {
-            (Some(format), Some(columns)) => Some(KeySpec { format, columns }),
-            (None, None) if upsert => {
+        let key = match key_format_and_fields(options, "a Kafka sink")? {
+            Some((format, fields)) => Some(KeySpec {
+                format,
+                columns: key_fields(fields, schema, "the sink")?,
+            }),
+            None if upsert => {
                 return Err(invalid(
                     "connector 'upsert-kafka' needs key.fields = 'col;...' (the columns that \
                      identify a row, Flink's PRIMARY KEY) and key.format",
                 ));
             }
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(invalid(
-                    "option 'key.format' needs key.fields = 'col;...' (the columns of the key)",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "option 'key.fields' needs key.format = 'json', 'csv' or 'raw'",
-                ));
-            }
+            None => None,
         };
         if let Some(key) = &key {
             check_raw(&key.format, &key.columns, schema, "key")?;
