@@ -599,6 +599,13 @@ impl PartitionReader {
         let probe = self.probe.as_ref().expect("a probe when keys are read");
         let value_ok = decodable(probe, records.iter().cloned())?;
         let key_ok = decodable(key_decoder, as_keys())?;
+        if value_ok.len() != values.num_rows() || key_ok.len() != keys.num_rows() {
+            // Decoding one at a time disagreed with decoding together: never guess the rows.
+            return Err(ConnectorError::Io(format!(
+                "kafka source '{}': messages decoded one by one disagree with the batch",
+                self.source_name
+            )));
+        }
         let mut kept = Vec::new();
         for &i in &value_ok {
             if key_ok.binary_search(&i).is_ok() {
