@@ -625,3 +625,17 @@ def test_key_fields_are_read_from_the_message_keys(server, broker):
         )
         # The message whose key is not JSON is skipped as malformed.
         assert query(conn, f"SELECT id, v FROM keyed_{topic}") == [(i, 100 + i) for i in range(6)]
+
+
+def test_bounded_reads_stop_at_specific_offsets(server, broker):
+    topic = create_topic(broker, 2)
+    produce(broker, topic, [(p, f"p{p}-{i}".encode()) for i in range(5) for p in (0, 1)])
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE upto_{topic} (line VARCHAR) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'raw', "
+            "scan.bounded.mode = 'specific-offsets', "
+            "scan.bounded.specific-offsets = 'partition:0,offset:2;partition:1,offset:1')"
+        )
+        got = query(conn, f"SELECT line FROM upto_{topic}")
+    assert got == [("p0-0",), ("p0-1",), ("p1-0",)]

@@ -44,7 +44,9 @@
 //! # Bounded mode
 //! With `scan.bounded.mode = 'latest-offset'` each partition is read up to the end offset (the
 //! Fetch response's high watermark) seen by the reader's first fetch from it, then the source
-//! ends. ListOffsets is not used for this: some brokers (tansu) answer it wrongly.
+//! ends. ListOffsets is not used for this: some brokers (tansu) answer it wrongly. With
+//! `specific-offsets` or `group-offsets` each partition ends before the offset given or
+//! committed to the group; a partition without one is not read.
 
 mod client;
 mod decode;
@@ -80,7 +82,7 @@ use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
 use self::metadata::Layout;
 use self::options::{
-    KafkaOptions, OnError, Reset, StartupMode, assigned, format_offsets, parse_offsets,
+    KafkaOptions, OnError, Reset, StartupMode, StopMode, assigned, format_offsets, parse_offsets,
 };
 pub use self::sink::KafkaSinkConnector;
 
@@ -377,8 +379,31 @@ impl PartitionReader {
         Ok(starts)
     }
 
-    /// Takes in partitions `new` with their starts.
-    fn track(&mut self, starts: &[(i32, StartOffset)]) {
+    /// Where a bounded read of each of `partitions` ends, when the bound is known before
+    /// reading (`None`: the first fetch's end of the log, or unbounded).
+    async fn stops(&mut self, partitions: &[i32]) -> ConnectorResult<BTreeMap<i32, i64>> {
+        if !self.options.bounded {
+            return Ok(BTreeMap::new());
+        }
+        let known = match &self.options.stop {
+            StopMode::Latest => return Ok(BTreeMap::new()),
+            StopMode::Specific(offsets) => offsets.clone(),
+            StopMode::GroupOffsets => {
+                let topic = self.options.topic.clone();
+                self.consumer
+                    .committed(&topic, partitions, METADATA_TIMEOUT)
+                    .await?
+            }
+        };
+        // A partition without a bound is not read: it ends where it starts.
+        Ok(partitions
+            .iter()
+            .map(|p| (*p, known.get(p).copied().unwrap_or(0)))
+            .collect())
+    }
+
+    /// Takes in partitions `new` with their starts (and the ends of a bounded read).
+    fn track(&mut self, starts: &[(i32, StartOffset)], stops: &BTreeMap<i32, i64>) {
         for (partition, start) in starts {
             let next = match start {
                 StartOffset::At(offset) => {
@@ -392,7 +417,7 @@ impl PartitionReader {
                 PartitionState {
                     start: *start,
                     next,
-                    end: None,
+                    end: stops.get(partition).copied(),
                 },
             );
         }
@@ -412,10 +437,11 @@ impl PartitionReader {
     async fn assign(&mut self) -> ConnectorResult<()> {
         let new = self.unread_partitions().await?;
         let starts = self.starts(&new, false).await?;
-        tracing::debug!(topic = %self.topic(), ?starts, "kafka reader assigned partitions");
+        let stops = self.stops(&new).await?;
+        tracing::debug!(topic = %self.topic(), ?starts, ?stops, "kafka reader assigned partitions");
         let topic = self.options.topic.clone();
         self.consumer.assign(&topic, &starts)?;
-        self.track(&starts);
+        self.track(&starts, &stops);
         self.assigned = true;
         Ok(())
     }
@@ -437,7 +463,7 @@ impl PartitionReader {
         tracing::info!(topic = %self.topic(), ?starts, "kafka reader found new partitions");
         let topic = self.options.topic.clone();
         self.consumer.add_partitions(&topic, &starts)?;
-        self.track(&starts);
+        self.track(&starts, &BTreeMap::new());
         Ok(())
     }
 

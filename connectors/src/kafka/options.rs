@@ -23,6 +23,7 @@ const OPTIONS: &[&str] = &[
     "scan.startup.mode",
     "scan.startup.specific-offsets",
     "scan.bounded.mode",
+    "scan.bounded.specific-offsets",
     "scan.watermark.idle-timeout",
     "scan.topic-partition-discovery.interval",
     "format.on-error",
@@ -33,7 +34,6 @@ const NOT_YET: &[&str] = &[
     "topic-pattern",
     "scan.startup.timestamp-millis",
     "scan.bounded.timestamp-millis",
-    "scan.bounded.specific-offsets",
     "scan.parallelism",
     "key.fields-prefix",
     "json.",
@@ -83,6 +83,18 @@ pub(crate) enum StartupMode {
     },
 }
 
+/// Where a bounded read of each partition ends (`scan.bounded.mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopMode {
+    /// At the end of the log as the reader's first fetch reports it (`latest-offset`).
+    Latest,
+    /// Before these offsets (`specific-offsets`); a partition not listed is not read.
+    Specific(BTreeMap<i32, i64>),
+    /// Before the offsets committed to the consumer group (`group-offsets`); a partition
+    /// without one is not read.
+    GroupOffsets,
+}
+
 /// `properties.auto.offset.reset`: where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reset {
@@ -115,8 +127,10 @@ pub(crate) struct KafkaOptions {
     /// are read from the value, as Flink does).
     pub except_key: bool,
     pub startup: StartupMode,
-    /// `scan.bounded.mode = 'latest-offset'`: read each partition to its end as of the start.
+    /// Whether the source ends (`scan.bounded.mode` other than `unbounded`).
     pub bounded: bool,
+    /// Where a bounded read of each partition ends.
+    pub stop: StopMode,
     /// `scan.watermark.idle-timeout`: a partition without messages for this long stops
     /// holding the watermark back.
     pub idle_timeout: Option<Duration>,
@@ -282,25 +296,54 @@ impl KafkaOptions {
             ));
         }
 
-        let bounded = match get("scan.bounded.mode").map(|m| m.to_ascii_lowercase()) {
-            None => false,
+        let stop_offsets = get("scan.bounded.specific-offsets");
+        let stop = match get("scan.bounded.mode").map(|m| m.to_ascii_lowercase()) {
+            None => None,
             Some(mode) => match mode.as_str() {
-                "unbounded" => false,
-                "latest-offset" => true,
-                "timestamp" | "specific-offsets" | "group-offsets" => {
-                    return Err(ConnectorError::Unsupported(format!(
-                        "scan.bounded.mode = '{mode}' for connector 'kafka' (not implemented \
-                         yet; use 'unbounded' or 'latest-offset')"
-                    )));
+                "unbounded" => None,
+                "latest-offset" => Some(StopMode::Latest),
+                "specific-offsets" => {
+                    let Some(text) = stop_offsets else {
+                        return Err(invalid(
+                            "scan.bounded.mode = 'specific-offsets' needs \
+                             scan.bounded.specific-offsets = 'partition:0,offset:42;...'",
+                        ));
+                    };
+                    Some(StopMode::Specific(parse_offsets(text).map_err(|e| {
+                        invalid(format!("option 'scan.bounded.specific-offsets': {e}"))
+                    })?))
+                }
+                "group-offsets" => {
+                    if !properties.contains_key("group.id") {
+                        return Err(invalid(
+                            "scan.bounded.mode = 'group-offsets' needs properties.group.id",
+                        ));
+                    }
+                    Some(StopMode::GroupOffsets)
+                }
+                "timestamp" => {
+                    return Err(ConnectorError::Unsupported(
+                        "scan.bounded.mode = 'timestamp' for connector 'kafka' (not implemented \
+                         yet; use 'unbounded', 'latest-offset', 'specific-offsets' or \
+                         'group-offsets')"
+                            .to_string(),
+                    ));
                 }
                 _ => {
                     return Err(invalid(format!(
                         "invalid value '{mode}' for option 'scan.bounded.mode'; expected \
-                         'unbounded' or 'latest-offset'"
+                         'unbounded', 'latest-offset', 'specific-offsets' or 'group-offsets'"
                     )));
                 }
             },
         };
+        if stop_offsets.is_some() && !matches!(stop, Some(StopMode::Specific(_))) {
+            return Err(invalid(
+                "option 'scan.bounded.specific-offsets' needs scan.bounded.mode = 'specific-offsets'",
+            ));
+        }
+        let bounded = stop.is_some();
+        let stop = stop.unwrap_or(StopMode::Latest);
 
         let idle_timeout = match get("scan.watermark.idle-timeout") {
             None => None,
@@ -345,6 +388,7 @@ impl KafkaOptions {
             except_key,
             startup,
             bounded,
+            stop,
             idle_timeout,
             discovery,
             on_error,
@@ -542,6 +586,7 @@ mod tests {
             ("json.ignore-parse-errors", "true"),
             ("scan.startup.mode", "timestamp"),
             ("scan.bounded.mode", "timestamp"),
+            ("scan.bounded.timestamp-millis", "1"),
         ] {
             match KafkaOptions::parse(&options(&[(key, value)])) {
                 Err(ConnectorError::Unsupported(message)) => {
@@ -570,6 +615,9 @@ mod tests {
             vec![("scan.startup.specific-offsets", "partition:0,offset:1")],
             vec![("csv.field-delimiter", ";")],
             vec![("scan.startup.mode", "group-offsets")],
+            vec![("scan.bounded.mode", "group-offsets")],
+            vec![("scan.bounded.mode", "specific-offsets")],
+            vec![("scan.bounded.specific-offsets", "partition:0,offset:1")],
             vec![("scan.watermark.idle-timeout", "soon")],
             vec![("format.on-error", "ignore")],
         ] {

@@ -580,3 +580,50 @@ async fn key_fields_come_from_the_keys_with_except_key() {
         "a bad key and a bad value, each counted once"
     );
 }
+
+#[tokio::test]
+async fn bounded_reads_stop_at_specific_or_committed_offsets() {
+    let topic = MemoryTopic::new(3);
+    produce(&topic, 0, 0..5);
+    produce(&topic, 1, 10..15);
+    produce(&topic, 2, 20..25);
+    let (values, position, _) = read(
+        &topic,
+        options(&[
+            ("scan.bounded.mode", "specific-offsets"),
+            (
+                "scan.bounded.specific-offsets",
+                "partition:0,offset:2;partition:1,offset:5",
+            ),
+        ]),
+        SourceSplit::WHOLE,
+        None,
+    )
+    .await;
+    assert_eq!(
+        values,
+        vec![0, 1, 10, 11, 12, 13, 14],
+        "partition 2 is not listed: not read"
+    );
+    assert_eq!(
+        position.as_deref(),
+        Some("partition:0,offset:2;partition:1,offset:5")
+    );
+
+    topic.committed.lock().unwrap().extend([(1, 3), (2, 1)]);
+    let (values, ..) = read(
+        &topic,
+        options(&[
+            ("scan.bounded.mode", "group-offsets"),
+            ("properties.group.id", "g"),
+        ]),
+        SourceSplit::WHOLE,
+        None,
+    )
+    .await;
+    assert_eq!(
+        values,
+        vec![10, 11, 12, 20],
+        "partition 0 has no committed offset"
+    );
+}
