@@ -27,8 +27,15 @@ import time
 import psycopg
 import pytest
 
-from conftest import EddyServer, _servers, eddy_binary
-from test_kafka import broker, connect, create_topic, job, wait_for  # noqa: F401
+from conftest import EddyServer
+from test_kafka import (  # noqa: F401 (fixtures: broker, restartable)
+    broker,
+    connect,
+    create_topic,
+    job,
+    restartable,
+    wait_for,
+)
 
 kafka = pytest.importorskip("kafka")
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
@@ -217,26 +224,6 @@ def test_exactly_once_commits_with_checkpoints_and_needs_them(server, broker, na
         conn.execute(f"DROP SINK {sink}")
     values = [json.loads(m.value) for m in read_topic(broker, topic, 1, 3)]
     assert sorted(v["id"] for v in values) == [1, 2, 3]
-
-
-@pytest.fixture
-def restartable():
-    made: list[EddyServer] = []
-
-    def make() -> EddyServer:
-        s = EddyServer(eddy_binary(), ["--checkpoint-interval", "500ms"])
-        _servers.append(s)
-        made.append(s)
-        s.start()
-        return s
-
-    try:
-        yield make
-    finally:
-        for s in made:
-            s.stop()
-            if s in _servers:
-                _servers.remove(s)
 
 
 @pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])

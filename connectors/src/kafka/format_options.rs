@@ -1,5 +1,8 @@
-//! Options both Kafka sources and sinks take: a format with its CSV options (`format`,
-//! `key.format`, `value.format` and their `csv.*` options) and the `key.fields` list.
+//! Options both Kafka sources and sinks take: `properties.*` for the client, a format with
+//! its CSV options (`format`, `key.format`, `value.format` and their `csv.*` options) and the
+//! `key.fields` list.
+
+use std::collections::BTreeMap;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult};
@@ -24,6 +27,32 @@ pub(crate) const FORMAT_OPTIONS: &[&str] = &[
     "key.csv.quote-character",
     "key.csv.null-literal",
 ];
+
+/// The `properties.*` options without their prefix (the client's configuration), and the
+/// other option keys, for the caller to check.
+pub(crate) fn split_properties(
+    options: &ConnectorOptions,
+) -> ConnectorResult<(BTreeMap<String, String>, Vec<&str>)> {
+    let mut properties = BTreeMap::new();
+    let mut others = Vec::new();
+    for (key, value) in options {
+        match key.strip_prefix("properties.") {
+            Some("") => return Err(invalid("option 'properties.' names no client property")),
+            Some(property) => {
+                properties.insert(property.to_string(), value.clone());
+            }
+            None => others.push(key.as_str()),
+        }
+    }
+    Ok((properties, others))
+}
+
+/// Whether `key` is one of `names`, or starts with one of them that ends in `.` (a prefix).
+pub(crate) fn listed(key: &str, names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|n| key == *n || (n.ends_with('.') && key.starts_with(n)))
+}
 
 /// `key.format` and `key.fields`, given together or not at all: the key's format and the
 /// `key.fields` text.

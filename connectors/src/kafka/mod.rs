@@ -605,26 +605,33 @@ impl PartitionReader {
         let Some(key_decoder) = &self.keys else {
             let kept = match &self.probe {
                 Some(probe) if values.num_rows() < records.len() => {
-                    Some(decodable(probe, records.iter().cloned())?)
+                    Some(decodable(probe, records)?)
                 }
                 _ => None,
             };
             return Ok((values, None, kept));
         };
-        let as_keys = || {
-            records.iter().map(|r| KafkaRecord {
+        // The keys as the payloads of records the decoder reads (partition and offset kept
+        // for its messages).
+        let key_records: Vec<KafkaRecord> = records
+            .iter()
+            .map(|r| KafkaRecord {
+                partition: r.partition,
+                offset: r.offset,
                 payload: r.key.clone(),
-                ..r.clone()
+                key: None,
+                timestamp_ms: None,
+                timestamp_type: Default::default(),
+                headers: Vec::new(),
             })
-        };
-        let key_records: Vec<KafkaRecord> = as_keys().collect();
+            .collect();
         let keys = key_decoder.decode(&key_records)?;
         if values.num_rows() == records.len() && keys.num_rows() == records.len() {
             return Ok((values, Some(keys), None));
         }
         let probe = self.probe.as_ref().expect("a probe when keys are read");
-        let value_ok = decodable(probe, records.iter().cloned())?;
-        let key_ok = decodable(key_decoder, as_keys())?;
+        let value_ok = decodable(probe, records)?;
+        let key_ok = decodable(key_decoder, &key_records)?;
         if value_ok.len() != values.num_rows() || key_ok.len() != keys.num_rows() {
             // Decoding one at a time disagreed with decoding together: never guess the rows.
             return Err(ConnectorError::Io(format!(
@@ -684,13 +691,10 @@ impl PartitionReader {
 }
 
 /// The indices of the messages whose values `decoder` decodes, one at a time.
-fn decodable(
-    decoder: &ValueDecoder,
-    records: impl Iterator<Item = KafkaRecord>,
-) -> ConnectorResult<Vec<usize>> {
+fn decodable(decoder: &ValueDecoder, records: &[KafkaRecord]) -> ConnectorResult<Vec<usize>> {
     let mut ok = Vec::new();
-    for (i, record) in records.enumerate() {
-        if decoder.decode(std::slice::from_ref(&record))?.num_rows() == 1 {
+    for (i, record) in records.iter().enumerate() {
+        if decoder.decode(std::slice::from_ref(record))?.num_rows() == 1 {
             ok.push(i);
         }
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult, SourceSplit};
 
-use super::format_options::{FORMAT_OPTIONS, key_fields, key_format_and_fields, parse_format};
+use super::format_options::{
+    FORMAT_OPTIONS, key_fields, key_format_and_fields, listed, parse_format, split_properties,
+};
 use crate::file::options::CsvOptions;
 
 use crate::file_sink::options::parse_duration;
@@ -148,22 +150,12 @@ pub(crate) struct KafkaOptions {
 impl KafkaOptions {
     /// Parses and checks `options`.
     pub(crate) fn parse(options: &ConnectorOptions) -> ConnectorResult<Self> {
-        let mut properties = BTreeMap::new();
-        for (key, value) in options {
-            if let Some(property) = key.strip_prefix("properties.") {
-                if property.is_empty() {
-                    return Err(invalid("option 'properties.' names no client property"));
-                }
-                properties.insert(property.to_string(), value.clone());
+        let (properties, keys) = split_properties(options)?;
+        for key in keys {
+            if listed(key, OPTIONS) || listed(key, FORMAT_OPTIONS) {
                 continue;
             }
-            if OPTIONS.contains(&key.as_str()) || FORMAT_OPTIONS.contains(&key.as_str()) {
-                continue;
-            }
-            if NOT_YET
-                .iter()
-                .any(|n| key == n || (n.ends_with('.') && key.starts_with(n)))
-            {
+            if listed(key, NOT_YET) {
                 return Err(ConnectorError::Unsupported(format!(
                     "option '{key}' of connector 'kafka' (not implemented yet)"
                 )));

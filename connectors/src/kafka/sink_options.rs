@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult};
 
-use super::format_options::{FORMAT_OPTIONS, key_fields, key_format_and_fields, parse_format};
+use super::format_options::{
+    FORMAT_OPTIONS, key_fields, key_format_and_fields, listed, parse_format, split_properties,
+};
 use super::options::KafkaFormat;
 
 /// Keys Eddy honours (besides `properties.*`), for both connectors unless said otherwise.
@@ -102,15 +104,8 @@ impl KafkaSinkOptions {
         upsert: bool,
     ) -> ConnectorResult<Self> {
         let connector = if upsert { "upsert-kafka" } else { "kafka" };
-        let mut properties = BTreeMap::new();
-        for (key, value) in options {
-            if let Some(property) = key.strip_prefix("properties.") {
-                if property.is_empty() {
-                    return Err(invalid("option 'properties.' names no client property"));
-                }
-                properties.insert(property.to_string(), value.clone());
-                continue;
-            }
+        let (properties, keys) = split_properties(options)?;
+        for key in keys {
             if key == "sink.partitioner" && upsert {
                 return Err(invalid(
                     "option 'sink.partitioner' is not an option of connector 'upsert-kafka': \
@@ -118,7 +113,7 @@ impl KafkaSinkOptions {
                      compaction keeps its latest value",
                 ));
             }
-            if OPTIONS.contains(&key.as_str()) || FORMAT_OPTIONS.contains(&key.as_str()) {
+            if listed(key, OPTIONS) || listed(key, FORMAT_OPTIONS) {
                 continue;
             }
             if key.starts_with("scan.") {
@@ -126,10 +121,7 @@ impl KafkaSinkOptions {
                     "option '{key}' is a source option; a {connector} sink only writes"
                 )));
             }
-            if NOT_YET
-                .iter()
-                .any(|n| key == n || (n.ends_with('.') && key.starts_with(n)))
-            {
+            if listed(key, NOT_YET) {
                 return Err(ConnectorError::Unsupported(format!(
                     "option '{key}' of the {connector} sink (not implemented yet)"
                 )));

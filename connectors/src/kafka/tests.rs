@@ -165,6 +165,27 @@ fn options(pairs: &[(&str, &str)]) -> ConnectorOptions {
     o
 }
 
+/// A context reading every column of source `s` as its only reader, from the start.
+fn context(
+    schema: SchemaRef,
+    options: ConnectorOptions,
+    metrics: &Arc<SourceMetrics>,
+    batch_size: usize,
+) -> SourceContext {
+    SourceContext {
+        source_name: "s".to_string(),
+        schema,
+        projection: None,
+        options,
+        metrics: Arc::clone(metrics),
+        batch_size,
+        split: SourceSplit::WHOLE,
+        start_row: 0,
+        start_position: None,
+        metadata: Vec::new(),
+    }
+}
+
 /// Reads a bounded source to its end: the values, and the position after the last batch.
 async fn read(
     topic: &Arc<MemoryTopic>,
@@ -177,16 +198,9 @@ async fn read(
     let metrics = Arc::new(SourceMetrics::default());
     let reader = connector
         .open(SourceContext {
-            source_name: "s".to_string(),
-            schema: schema(),
-            projection: None,
-            options,
-            metrics: Arc::clone(&metrics),
-            batch_size: 2,
             split,
-            start_row: 0,
             start_position,
-            metadata: Vec::new(),
+            ..context(schema(), options, &metrics, 2)
         })
         .unwrap();
     assert!(reader.bounded);
@@ -297,18 +311,7 @@ fn open(topic: &Arc<MemoryTopic>, options: ConnectorOptions) -> (SourceReader, A
     connector.validate(&schema(), &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
     let reader = connector
-        .open(SourceContext {
-            source_name: "s".to_string(),
-            schema: schema(),
-            projection: None,
-            options,
-            metrics: Arc::clone(&metrics),
-            batch_size: 3,
-            split: SourceSplit::WHOLE,
-            start_row: 0,
-            start_position: None,
-            metadata: Vec::new(),
-        })
+        .open(context(schema(), options, &metrics, 3))
         .unwrap();
     (reader, metrics)
 }
@@ -478,16 +481,9 @@ async fn metadata_columns_come_from_each_message_and_follow_skipped_values() {
     let read = |projection: Option<Vec<usize>>| {
         connector
             .open(SourceContext {
-                source_name: "s".to_string(),
-                schema: Arc::clone(&declared),
                 projection,
-                options: options(&[]),
-                metrics: Arc::clone(&metrics),
-                batch_size: 10,
-                split: SourceSplit::WHOLE,
-                start_row: 0,
-                start_position: None,
                 metadata: metadata.clone(),
+                ..context(Arc::clone(&declared), options(&[]), &metrics, 10)
             })
             .unwrap()
     };
@@ -552,18 +548,7 @@ async fn key_fields_come_from_the_keys_with_except_key() {
     connector.validate(&declared, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
     let reader = connector
-        .open(SourceContext {
-            source_name: "s".to_string(),
-            schema: Arc::clone(&declared),
-            projection: None,
-            options,
-            metrics: Arc::clone(&metrics),
-            batch_size: 10,
-            split: SourceSplit::WHOLE,
-            start_row: 0,
-            start_position: None,
-            metadata: Vec::new(),
-        })
+        .open(context(Arc::clone(&declared), options, &metrics, 10))
         .unwrap();
     let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
     let column = |i: usize| -> Vec<i64> {
