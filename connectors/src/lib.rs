@@ -20,6 +20,9 @@ pub fn register_all(registry: &mut ConnectorRegistry, paths: Arc<PathPolicy>) {
     registry.register_source(Arc::new(file::FileConnector::new(Arc::clone(&paths))));
     registry.register_source(Arc::new(nexmark::NexmarkConnector));
     registry.register_source(Arc::new(kafka::KafkaConnector::default()));
+    registry.register_source(Arc::new(kafka::KafkaConnector::upsert(Arc::new(
+        kafka::RdKafkaClient,
+    ))));
     registry.register_sink(Arc::new(file_sink::FileSinkConnector::parquet(Arc::clone(
         &paths,
     ))));

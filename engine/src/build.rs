@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::connector::{SourceContext, SourceMetrics, SourceSplit};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::accumulators::AggregateExprs;
+use crate::operators::changelog_normalize::ChangelogNormalizeOperator;
 use crate::operators::filter::FilterOperator;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
 use crate::operators::join_rows::KeyEncoder;
@@ -280,6 +281,33 @@ impl Builder<'_, '_> {
                         a.windowing.clone(),
                         a.output.clone(),
                     )))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], distribution)
+            }
+            StreamPlan::ChangelogNormalize(n) => {
+                let input_schema = n.input.schema();
+                let inputs = self.build(&n.input)?;
+                let distribution = self.distribution(plan)?;
+                // The source's columns: the input's but its last (the upsert flag).
+                let columns = Arc::new(input_schema.as_arrow().project(
+                    &(0..input_schema.fields().len().saturating_sub(1)).collect::<Vec<_>>(),
+                )?);
+                let keys = n
+                    .keys
+                    .iter()
+                    .map(|k| match k {
+                        Expr::Column(c) => Ok(input_schema.index_of_column(c)?),
+                        other => Err(EngineError::Internal(format!(
+                            "a primary key column that is not a column: {other}"
+                        ))),
+                    })
+                    .collect::<EngineResult<Vec<_>>>()?;
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    Ok(Box::new(ChangelogNormalizeOperator::try_new(
+                        info("ChangelogNormalize", &n.schema),
+                        Arc::clone(&columns),
+                        keys.clone(),
+                    )?))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)
             }

@@ -49,6 +49,12 @@ pub struct RelationDef {
     pub options: ConnectorOptions,
     /// A source's columns filled from message metadata (`METADATA FROM`).
     pub metadata: Vec<crate::connector::MetadataColumn>,
+    /// `PRIMARY KEY (...)`: the columns (indices into `schema`) that identify a row of an
+    /// upsert source. Empty for every other relation.
+    pub primary_key: Vec<usize>,
+    /// True for a source whose messages are upserts and deletes by `primary_key`
+    /// ([`crate::connector::SourceConnector::upserts`]): queries read it as a changelog.
+    pub upsert: bool,
     /// The `CREATE` statement that made this relation, replayed on restart.
     pub ddl: String,
     /// The rows of a push table.

@@ -254,6 +254,9 @@ impl SourcePartitions {
 }
 
 /// A source connector (`file`, `nexmark`, ...). One instance serves every source using it.
+/// The last column of an upsert source's batches ([`SourceConnector::upserts`]).
+pub const UPSERT_FLAG: &str = "__upsert";
+
 pub trait SourceConnector: Send + Sync + 'static {
     /// The name used in `connector = '...'`.
     fn name(&self) -> &'static str;
@@ -279,6 +282,16 @@ pub trait SourceConnector: Send + Sync + 'static {
     /// `DataType::Null` is known but not implemented (refused with 0A000). None by default.
     fn metadata(&self) -> Vec<(&'static str, DataType)> {
         Vec::new()
+    }
+
+    /// Whether the source's messages are upserts and deletes of rows identified by the
+    /// source's `PRIMARY KEY` (Flink's `upsert-kafka`), which queries read as a changelog.
+    /// Such a source must declare a primary key; its columns reach [`validate`](Self::validate)
+    /// and [`open`](Self::open) as the option `key.fields` (`'a;b'`), and its readers' batches
+    /// carry, after the columns, a non-null BOOLEAN column [`UPSERT_FLAG`]: true for an upsert
+    /// of the row, false for a delete of the row with that key (whose other columns are NULL).
+    fn upserts(&self) -> bool {
+        false
     }
 
     /// Whether a query may read the source with several parallel readers, each opened with

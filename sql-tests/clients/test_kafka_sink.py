@@ -6,7 +6,8 @@ Kafka-protocol broker (tansu, as in test_kafka.py), read back with kafka-python.
   partition; and a kafka source with the same columns reads the topic back as those rows.
 - upsert-kafka: an aggregate's changelog becomes keyed upserts, and a group that a `HAVING`
   drops becomes a tombstone (a message with a null value); a plain kafka sink refuses the
-  changelog, pointing at upsert-kafka.
+  changelog, pointing at upsert-kafka. An upsert-kafka source reads the topic back as that
+  changelog.
 - exactly-once: the rows arrive, each once, in transactions that commit with the sink's
   checkpoints (the transactional id's marker offset is committed); without checkpoints it is
   refused. (tansu returns aborted records to `read_committed` readers, so what a reader would
@@ -174,6 +175,23 @@ def test_upsert_kafka_writes_an_aggregates_changelog_with_tombstones(server, bro
     }
     with connect(server) as conn:
         conn.execute(f"DROP SINK {sink}")
+        # An upsert-kafka source reads the topic back as the changelog of the final counts:
+        # "a" is upserted twice, then deleted by its tombstone.
+        back = name("back")
+        conn.execute(
+            f"CREATE SOURCE {back} (k VARCHAR, n BIGINT, total BIGINT, "
+            "PRIMARY KEY (k) NOT ENFORCED) WITH (connector = 'upsert-kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', "
+            "key.format = 'raw', value.format = 'json', scan.bounded.mode = 'latest-offset')"
+        )
+        changes = conn.execute(f"SELECT k, n, total FROM {back}").fetchall()
+    assert [c for c in changes if c[1] == "a"] == [
+        ("+", "a", 1, 1),
+        ("-", "a", 1, 1),
+        ("+", "a", 2, 3),
+        ("-", "a", 2, 3),
+    ]
+    assert [c for c in changes if c[1] == "b"] == [("+", "b", 1, 10)]
 
 
 def marker(broker: str, topic: str, transactional_id: str):

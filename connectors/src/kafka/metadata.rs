@@ -17,12 +17,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use eddy_engine::connector::{ConnectorError, ConnectorResult, MetadataColumn};
+use eddy_engine::connector::{ConnectorError, ConnectorResult, MetadataColumn, UPSERT_FLAG};
 
 use super::client::{KafkaRecord, TimestampType};
 
@@ -209,6 +210,42 @@ impl Layout {
             columns,
             has_metadata: !metadata.is_empty(),
         })
+    }
+
+    /// The layout of an upsert source's reader: every column may be NULL (a delete has
+    /// only its key), and [`with_upsert_flags`](Self::with_upsert_flags) appends the flag.
+    pub(crate) fn for_upserts(mut self) -> Self {
+        let fields: Vec<Field> = self
+            .output
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        self.output = Arc::new(Schema::new(fields));
+        self
+    }
+
+    /// An upsert source's batch: `batch` (assembled by this layout) and, last, the
+    /// [`UPSERT_FLAG`] column `upserts` (true: upsert, false: delete).
+    pub(crate) fn with_upsert_flags(
+        &self,
+        batch: RecordBatch,
+        upserts: BooleanArray,
+    ) -> ConnectorResult<RecordBatch> {
+        let mut fields: Vec<Field> = self
+            .output
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(UPSERT_FLAG, DataType::Boolean, false));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(upserts));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
     }
 
     /// Whether batches need to know the message each decoded row came from.

@@ -41,6 +41,14 @@
 //! a `properties.group.id`, its offsets are committed to that group (asynchronously, for lag
 //! monitoring: Eddy itself restarts from its checkpoints, never from the group).
 //!
+//! # upsert-kafka
+//! The same reader, opened by the `upsert-kafka` connector ([`KafkaConnector::upsert`]), reads
+//! messages that upsert or delete the row their key identifies: the key fields (the source's
+//! `PRIMARY KEY`, handed over as `key.fields`) always come from the key, a message without a
+//! value is a delete, and each batch ends with the engine's `__upsert` flag column (see
+//! `SourceConnector::upserts`). The engine's `ChangelogNormalize` turns them into a changelog.
+//! The topic is always read from its earliest offset.
+//!
 //! # Bounded mode
 //! With `scan.bounded.mode = 'latest-offset'` each partition is read up to the end offset (the
 //! Fetch response's high watermark) seen by the reader's first fetch from it, then the source
@@ -64,10 +72,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::array::{BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use eddy_engine::connector::{
     ConnectorError, ConnectorOptions, ConnectorPosition, ConnectorResult, SourceConnector,
     SourceContext, SourcePartitions, SourceReader, SourceSplit,
@@ -96,10 +104,12 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// complete.
 const POLL: Duration = Duration::from_millis(200);
 
-/// The `kafka` source connector.
+/// The `kafka` source connector, and the `upsert-kafka` one.
 #[derive(Clone)]
 pub struct KafkaConnector {
     client: Arc<dyn KafkaClient>,
+    /// `upsert-kafka`: messages upsert or delete rows by the source's primary key.
+    upsert: bool,
 }
 
 impl Default for KafkaConnector {
@@ -109,31 +119,54 @@ impl Default for KafkaConnector {
 }
 
 impl KafkaConnector {
-    /// A connector reading through `client`.
+    /// A `kafka` connector reading through `client`.
     pub fn new(client: Arc<dyn KafkaClient>) -> Self {
-        Self { client }
+        Self {
+            client,
+            upsert: false,
+        }
+    }
+
+    /// An `upsert-kafka` connector reading through `client`.
+    pub fn upsert(client: Arc<dyn KafkaClient>) -> Self {
+        Self {
+            client,
+            upsert: true,
+        }
+    }
+
+    fn options(&self, options: &ConnectorOptions) -> ConnectorResult<KafkaOptions> {
+        if self.upsert {
+            KafkaOptions::parse_upsert(options)
+        } else {
+            KafkaOptions::parse(options)
+        }
     }
 }
 
 impl SourceConnector for KafkaConnector {
     fn name(&self) -> &'static str {
-        "kafka"
+        if self.upsert { "upsert-kafka" } else { "kafka" }
     }
 
     fn metadata(&self) -> Vec<(&'static str, DataType)> {
         metadata::offered()
     }
 
+    fn upserts(&self) -> bool {
+        self.upsert
+    }
+
     fn validate(&self, schema: &SchemaRef, options: &ConnectorOptions) -> ConnectorResult<()> {
-        let parsed = KafkaOptions::parse(options)?;
+        let parsed = self.options(options)?;
         if schema.fields().is_empty() {
-            return Err(ConnectorError::InvalidOption(
-                "a kafka source needs its columns declared: CREATE SOURCE name (col TYPE, ...) \
-                 WITH (connector = 'kafka', ...)"
-                    .to_string(),
-            ));
+            return Err(ConnectorError::InvalidOption(format!(
+                "a {0} source needs its columns declared: CREATE SOURCE name (col TYPE, ...) \
+                 WITH (connector = '{0}', ...)",
+                self.name()
+            )));
         }
-        match (&parsed.key, parsed.except_key) {
+        match (&parsed.key, parsed.except_key || parsed.upsert) {
             (Some(key), true) => {
                 let columns = key.columns(schema)?;
                 decode::check_schema(&Arc::new(schema.project(&columns)?), &key.format)?;
@@ -158,7 +191,7 @@ impl SourceConnector for KafkaConnector {
     }
 
     fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader> {
-        let options = KafkaOptions::parse(&ctx.options)?;
+        let options = self.options(&ctx.options)?;
         let mut properties = options.properties.clone();
         // librdkafka needs a group id even for an assign-only consumer; it is never joined.
         properties
@@ -178,7 +211,7 @@ impl SourceConnector for KafkaConnector {
         // from the messages, key fields (with EXCEPT_KEY) decoded from the keys. The key
         // columns are resolved among the declared columns without the metadata ones, as
         // `validate` saw them.
-        let key_columns = match (&options.key, options.except_key) {
+        let key_columns = match (&options.key, options.except_key || options.upsert) {
             (Some(key), true) => {
                 let physical: Vec<usize> = (0..ctx.schema.fields().len())
                     .filter(|c| !ctx.metadata.iter().any(|m| m.column == *c))
@@ -190,12 +223,15 @@ impl SourceConnector for KafkaConnector {
             }
             _ => Vec::new(),
         };
-        let layout = Layout::new(
+        let mut layout = Layout::new(
             &ctx.schema,
             ctx.projection.as_deref(),
             &ctx.metadata,
             &key_columns,
         )?;
+        if options.upsert {
+            layout = layout.for_upserts();
+        }
         // The keys' decoder counts nothing: a message is counted once, as malformed, when its
         // key or its value does not decode (see `PartitionReader::yield_batch`).
         let keys = match (&options.key, &layout.key_schema) {
@@ -565,7 +601,13 @@ impl PartitionReader {
         records: Vec<KafkaRecord>,
     ) -> ConnectorResult<RecordBatch> {
         let malformed = self.metrics.malformed();
-        let (values, keys, kept) = self.decode(&records)?;
+        let (values, keys, kept, upserts) = if self.options.upsert {
+            let (values, keys, kept, upserts) = self.decode_upserts(&records)?;
+            (values, Some(keys), Some(kept), Some(upserts))
+        } else {
+            let (values, keys, kept) = self.decode(&records)?;
+            (values, keys, kept, None)
+        };
         if self.options.on_error == OnError::Fail && self.metrics.malformed() > malformed {
             return Err(ConnectorError::Io(format!(
                 "kafka source '{}' has format.on-error = 'fail': {}",
@@ -582,6 +624,10 @@ impl PartitionReader {
             &records,
             kept.as_deref(),
         )?;
+        let batch = match upserts {
+            Some(flags) => self.layout.with_upsert_flags(batch, flags)?,
+            None => batch,
+        };
         self.metrics.add_rows(batch.num_rows() as u64);
         if let Some(last) = records.last() {
             self.yielded.insert(partition, last.offset + 1);
@@ -613,18 +659,7 @@ impl PartitionReader {
         };
         // The keys as the payloads of records the decoder reads (partition and offset kept
         // for its messages).
-        let key_records: Vec<KafkaRecord> = records
-            .iter()
-            .map(|r| KafkaRecord {
-                partition: r.partition,
-                offset: r.offset,
-                payload: r.key.clone(),
-                key: None,
-                timestamp_ms: None,
-                timestamp_type: Default::default(),
-                headers: Vec::new(),
-            })
-            .collect();
+        let key_records: Vec<KafkaRecord> = records.iter().map(key_record).collect();
         let keys = key_decoder.decode(&key_records)?;
         if values.num_rows() == records.len() && keys.num_rows() == records.len() {
             return Ok((values, Some(keys), None));
@@ -663,6 +698,101 @@ impl PartitionReader {
         Ok((values, Some(keys), Some(kept)))
     }
 
+    /// Decodes the messages of an upsert source: every key, and the values of the messages
+    /// that have one (a message without a value deletes its key's row). Returns the values
+    /// (NULL rows for the deletes), the keys, which records they came from, and per row
+    /// whether it upserts. A message whose key, or whose value, does not decode is counted
+    /// once as malformed and left out.
+    #[allow(clippy::type_complexity)]
+    fn decode_upserts(
+        &self,
+        records: &[KafkaRecord],
+    ) -> ConnectorResult<(RecordBatch, RecordBatch, Vec<usize>, BooleanArray)> {
+        let key_decoder = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| ConnectorError::Io("upsert-kafka: no key decoder".to_string()))?;
+        let probe = self.probe.as_ref().expect("a probe when keys are read");
+        let key_records: Vec<KafkaRecord> = records.iter().map(key_record).collect();
+        let keys = key_decoder.decode(&key_records)?;
+        let key_ok: Vec<usize> = if keys.num_rows() == records.len() {
+            (0..records.len()).collect()
+        } else {
+            decodable(key_decoder, &key_records)?
+        };
+        // The messages with a value, and which of them decode.
+        let live: Vec<usize> = (0..records.len())
+            .filter(|i| records[*i].payload.is_some())
+            .collect();
+        let live_records: Vec<KafkaRecord> = live.iter().map(|i| records[*i].clone()).collect();
+        let values = self.decoder.decode(&live_records)?;
+        let value_ok: Vec<usize> = if values.num_rows() == live.len() {
+            live.clone()
+        } else {
+            decodable(probe, &live_records)?
+                .into_iter()
+                .map(|i| live[i])
+                .collect()
+        };
+        if key_ok.len() != keys.num_rows() || value_ok.len() != values.num_rows() {
+            return Err(ConnectorError::Io(format!(
+                "kafka source '{}': messages decoded one by one disagree with the batch",
+                self.source_name
+            )));
+        }
+        let mut kept = Vec::with_capacity(records.len());
+        let mut key_rows = Vec::with_capacity(records.len());
+        let mut value_rows: Vec<Option<u32>> = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let value = value_ok.binary_search(&i).ok();
+            let tombstone = record.payload.is_none();
+            if !tombstone && value.is_none() {
+                // Counted by the value decoder.
+                continue;
+            }
+            let Ok(key) = key_ok.binary_search(&i) else {
+                self.metrics.add_malformed(|| {
+                    format!(
+                        "topic '{}' partition {}:{}: the key does not decode as key.format{}",
+                        self.options.topic,
+                        record.partition,
+                        record.offset,
+                        if record.key.is_none() {
+                            " (no key)"
+                        } else {
+                            ""
+                        }
+                    )
+                });
+                continue;
+            };
+            kept.push(i);
+            key_rows.push(key as u32);
+            value_rows.push(value.map(|v| v as u32));
+        }
+        let upserts: BooleanArray = value_rows.iter().map(|v| Some(v.is_some())).collect();
+        // The deletes' rows are NULL values, whatever the columns declare.
+        let indices = UInt32Array::from(value_rows);
+        let columns = values
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &indices, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let nullable: Vec<_> = values
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let values = RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(nullable)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(indices.len())),
+        )?;
+        let keys = take_record_batch(&keys, &UInt32Array::from(key_rows))?;
+        Ok((values, keys, kept, upserts))
+    }
+
     /// Takes `record` into the batch unless a bounded read has passed its partition's end;
     /// returns whether it was taken.
     fn accept(&mut self, record: KafkaRecord, records: &mut Vec<KafkaRecord>) -> bool {
@@ -687,6 +817,20 @@ impl PartitionReader {
         state.next = Some(record.offset + 1);
         records.push(record);
         true
+    }
+}
+
+/// A message's key as the payload of a record a key decoder reads (partition and offset kept
+/// for its reports).
+fn key_record(record: &KafkaRecord) -> KafkaRecord {
+    KafkaRecord {
+        partition: record.partition,
+        offset: record.offset,
+        payload: record.key.clone(),
+        key: None,
+        timestamp_ms: None,
+        timestamp_type: Default::default(),
+        headers: Vec::new(),
     }
 }
 

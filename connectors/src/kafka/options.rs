@@ -145,6 +145,9 @@ pub(crate) struct KafkaOptions {
     pub commit_to_group: bool,
     /// The `properties.*` options, without the prefix: librdkafka configuration.
     pub properties: BTreeMap<String, String>,
+    /// `upsert-kafka`: each message upserts the row its key identifies, or deletes it (a
+    /// message without a value); the key fields always come from the key.
+    pub upsert: bool,
 }
 
 impl KafkaOptions {
@@ -386,7 +389,53 @@ impl KafkaOptions {
             on_error,
             commit_to_group,
             properties,
+            upsert: false,
         })
+    }
+
+    /// Parses and checks the options of an `upsert-kafka` source: a `kafka` source's, but
+    /// read from the earliest offset always (a compacted topic's every key), with
+    /// `key.format` and `value.format` required, and `key.fields` the primary key (the
+    /// engine sets it).
+    pub(crate) fn parse_upsert(options: &ConnectorOptions) -> ConnectorResult<Self> {
+        const CONNECTOR: &str = "connector 'upsert-kafka'";
+        for key in [
+            "format",
+            "scan.startup.mode",
+            "scan.startup.specific-offsets",
+        ] {
+            if options.contains_key(key) {
+                return Err(invalid(format!(
+                    "option '{key}' is not an option of {CONNECTOR}: it reads the topic from \
+                     its earliest offset, keys with key.format and values with value.format"
+                )));
+            }
+        }
+        for key in ["key.format", "value.format"] {
+            if !options.contains_key(key) {
+                return Err(invalid(format!(
+                    "{CONNECTOR} needs option '{key}' ('json', 'csv' or 'raw')"
+                )));
+            }
+        }
+        let mut parsed = Self::parse(options).map_err(|e| match e {
+            ConnectorError::InvalidOption(m) => invalid(m.replace("connector 'kafka'", CONNECTOR)),
+            ConnectorError::Unsupported(m) => {
+                ConnectorError::Unsupported(m.replace("connector 'kafka'", CONNECTOR))
+            }
+            other => other,
+        })?;
+        if !parsed.except_key && !matches!(parsed.format, KafkaFormat::Json) {
+            // The key fields are read from the key; a CSV or raw value that holds them too
+            // would have to be split by position.
+            return Err(ConnectorError::Unsupported(format!(
+                "value.fields-include = 'ALL' with a value.format other than 'json' for \
+                 {CONNECTOR} (declare value.fields-include = 'EXCEPT_KEY': the values hold the \
+                 columns that are not key fields)"
+            )));
+        }
+        parsed.upsert = true;
+        Ok(parsed)
     }
 }
 

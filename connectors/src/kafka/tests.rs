@@ -3,15 +3,15 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use eddy_engine::connector::{SourceMetrics, SourceSplit};
 use futures::StreamExt;
 
 use super::*;
 
-/// A message in memory: its key and its value.
-type Message = (Option<String>, String);
+/// A message in memory: its key and its value (`None`: a tombstone).
+type Message = (Option<String>, Option<String>);
 
 /// A topic in memory: the messages of each partition, by offset.
 #[derive(Default)]
@@ -34,11 +34,16 @@ impl MemoryTopic {
     }
 
     fn produce(&self, partition: usize, value: &str) {
-        self.partitions.lock().unwrap()[partition].push((None, value.to_string()));
+        self.partitions.lock().unwrap()[partition].push((None, Some(value.to_string())));
     }
 
     fn produce_keyed(&self, partition: usize, key: &str, value: &str) {
-        self.partitions.lock().unwrap()[partition].push((Some(key.to_string()), value.to_string()));
+        self.partitions.lock().unwrap()[partition]
+            .push((Some(key.to_string()), Some(value.to_string())));
+    }
+
+    fn produce_tombstone(&self, partition: usize, key: &str) {
+        self.partitions.lock().unwrap()[partition].push((Some(key.to_string()), None));
     }
 }
 
@@ -118,7 +123,7 @@ impl KafkaConsumer for MemoryConsumer {
                     found = Some(KafkaRecord {
                         partition: *partition,
                         offset: *next,
-                        payload: Some(value.clone().into_bytes()),
+                        payload: value.clone().map(String::into_bytes),
                         key: key.clone().map(String::into_bytes),
                         timestamp_ms: None,
                         timestamp_type: Default::default(),
@@ -611,4 +616,69 @@ async fn bounded_reads_stop_at_specific_or_committed_offsets() {
         vec![10, 11, 12, 20],
         "partition 0 has no committed offset"
     );
+}
+
+#[tokio::test]
+async fn an_upsert_source_flags_its_deletes_and_reads_key_fields_from_the_keys() {
+    let topic = MemoryTopic::new(1);
+    topic.produce_keyed(0, r#"{"id":1}"#, r#"{"id":99,"v":10}"#);
+    topic.produce_tombstone(0, r#"{"id":1}"#);
+    topic.produce_keyed(0, "not json", r#"{"v":11}"#);
+    topic.produce_tombstone(0, "not json");
+    topic.produce_keyed(0, r#"{"id":3}"#, "not json");
+    topic.produce_keyed(0, r#"{"id":4}"#, r#"{"v":13}"#);
+    // (id BIGINT NOT NULL, v BIGINT NOT NULL, PRIMARY KEY (id)): the engine sets key.fields.
+    let declared = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let mut options = options(&[("key.format", "json"), ("key.fields", "id")]);
+    options.remove("format");
+    options.insert("value.format".to_string(), "json".to_string());
+    options.insert("connector".to_string(), "upsert-kafka".to_string());
+    let connector = KafkaConnector::upsert(Arc::new(Arc::clone(&topic)));
+    assert!(connector.upserts());
+    connector.validate(&declared, &options).unwrap();
+    let metrics = Arc::new(SourceMetrics::default());
+    let reader = connector
+        .open(context(
+            Arc::clone(&declared),
+            options.clone(),
+            &metrics,
+            10,
+        ))
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
+    let rows: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| {
+                let id = b.column(0).as_primitive::<Int64Type>().value(r);
+                let v = b.column(1).as_primitive::<Int64Type>();
+                let v = if v.is_null(r) {
+                    "NULL".to_string()
+                } else {
+                    v.value(r).to_string()
+                };
+                let upsert = b.column(2).as_boolean().value(r);
+                format!("{id} {v} {upsert}")
+            })
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        ["1 10 true", "1 NULL false", "4 13 true"],
+        "the key's id (not the value's), a tombstone as a delete, malformed messages skipped"
+    );
+    assert_eq!(batches[0].schema().field(2).name(), "__upsert");
+    assert_eq!(metrics.malformed(), 3, "two bad keys and a bad value");
+
+    // A value format that cannot leave the key fields out is refused with ALL.
+    options.insert("value.format".to_string(), "csv".to_string());
+    let e = connector.validate(&declared, &options).unwrap_err();
+    assert!(matches!(e, ConnectorError::Unsupported(_)), "{e:?}");
+    options.insert("value.format".to_string(), "json".to_string());
+    options.insert("scan.startup.mode".to_string(), "latest-offset".to_string());
+    let e = connector.validate(&declared, &options).unwrap_err();
+    assert!(e.to_string().contains("upsert-kafka"), "{e}");
 }

@@ -5,6 +5,7 @@
 pub use crate::runtime::operator::{Operator, OperatorContext, OperatorInfo, conform_batch};
 
 pub mod accumulators;
+pub mod changelog_normalize;
 #[cfg(test)]
 pub(crate) mod checkpoint_harness;
 pub mod filter;

@@ -35,8 +35,8 @@ use crate::operators::match_recognize::RowsFreed;
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::operators::{
-    interval_join, limit, match_recognize, session_window, updating_aggregate, window_aggregate,
-    window_join, window_top_n,
+    changelog_normalize, interval_join, limit, match_recognize, session_window, updating_aggregate,
+    window_aggregate, window_join, window_top_n,
 };
 use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
@@ -157,6 +157,7 @@ impl StreamPlan {
                 window_aggregate::state_tables(&names(&a.keys), a.slice_width().is_some())
             }
             StreamPlan::UpdatingAggregate(a) => updating_aggregate::state_tables(&names(&a.keys)),
+            StreamPlan::ChangelogNormalize(n) => changelog_normalize::state_tables(&names(&n.keys)),
             StreamPlan::WindowTopN(t) => window_top_n::state_tables(&names(&t.partition)),
             StreamPlan::IntervalJoin(j) => {
                 interval_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
@@ -234,6 +235,7 @@ impl StreamPlan {
             StreamPlan::Window(w) => vec![&w.input],
             StreamPlan::WindowAggregate(a) => vec![&a.input],
             StreamPlan::UpdatingAggregate(a) => vec![&a.input],
+            StreamPlan::ChangelogNormalize(n) => vec![&n.input],
             StreamPlan::WindowTopN(t) => vec![&t.input],
             StreamPlan::MatchRecognize(m) => vec![&m.input],
             StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
@@ -269,6 +271,7 @@ impl StreamPlan {
             StreamPlan::UpdatingAggregate(a) => {
                 Partitioning::hash(vec![kept_keys(&a.keys, a.grouping_sets.as_ref())])
             }
+            StreamPlan::ChangelogNormalize(n) => Partitioning::hash(vec![n.keys.clone()]),
             StreamPlan::WindowTopN(t) => Partitioning::hash(vec![t.partition.clone()]),
             StreamPlan::MatchRecognize(m) => {
                 Partitioning::hash(vec![columns(&m.input, &m.spec.partition_by)])
@@ -447,6 +450,15 @@ impl StreamPlan {
                         keys.join(", "),
                         aggs.join(", ")
                     ),
+                    inputs,
+                )
+                .emit("updating")
+                .watermark("forwarded unchanged")
+            }
+            StreamPlan::ChangelogNormalize(n) => {
+                let keys: Vec<String> = n.keys.iter().map(|e| e.to_string()).collect();
+                Description::new(
+                    format!("ChangelogNormalize: key=[{}]", keys.join(", ")),
                     inputs,
                 )
                 .emit("updating")

@@ -81,6 +81,8 @@ pub enum StreamPlan {
     WindowAggregate(Box<WindowAggregateNode>),
     /// `GROUP BY` keys without window columns: a changelog of each group's values.
     UpdatingAggregate(Box<UpdatingAggregateNode>),
+    /// An upsert source's upserts and deletes turned into a changelog.
+    ChangelogNormalize(Box<ChangelogNormalizeNode>),
     /// `ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...)` with `rn <= N`.
     WindowTopN(Box<WindowTopNNode>),
     /// A join on keys with the two event times bounded against each other.
@@ -205,6 +207,20 @@ pub struct UpdatingAggregateNode {
     pub schema: DFSchemaRef,
 }
 
+/// The upserts and deletes an upsert source reads (keyed by its primary key), turned into a
+/// changelog: an upsert of a key that has a row retracts it before adding the new one, an
+/// upsert equal to the row it replaces is dropped, a delete retracts the row (a delete of a
+/// key without one is dropped). Flink's ChangelogNormalize.
+#[derive(Debug, Clone)]
+pub struct ChangelogNormalizeNode {
+    /// The source: its columns, then [`crate::connector::UPSERT_FLAG`].
+    pub input: StreamPlan,
+    /// The primary key columns, over the input's schema.
+    pub keys: Vec<Expr>,
+    /// `__op`, then the source's columns.
+    pub schema: DFSchemaRef,
+}
+
 /// Reading a source or push table.
 #[derive(Debug, Clone)]
 pub struct SourceNode {
@@ -235,6 +251,7 @@ impl StreamPlan {
             StreamPlan::Window(w) => Arc::clone(&w.schema),
             StreamPlan::WindowAggregate(a) => Arc::clone(&a.schema),
             StreamPlan::UpdatingAggregate(a) => Arc::clone(&a.schema),
+            StreamPlan::ChangelogNormalize(n) => Arc::clone(&n.schema),
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
@@ -248,7 +265,7 @@ impl StreamPlan {
     pub fn is_updating(&self) -> bool {
         match self {
             StreamPlan::Source(s) => s.is_updating(),
-            StreamPlan::UpdatingAggregate(_) => true,
+            StreamPlan::UpdatingAggregate(_) | StreamPlan::ChangelogNormalize(_) => true,
             StreamPlan::Project { input, .. }
             | StreamPlan::Filter { input, .. }
             | StreamPlan::Alias { input, .. } => input.is_updating(),

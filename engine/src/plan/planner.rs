@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{Column, ScalarValue};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
@@ -18,10 +18,12 @@ use datafusion::logical_expr::{
 };
 
 use super::{
-    CHANGELOG_OP, IntervalJoinNode, JoinInputs, SourceNode, StreamPlan, UpdatingAggregateNode,
-    WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
+    CHANGELOG_OP, ChangelogNormalizeNode, IntervalJoinNode, JoinInputs, SourceNode, StreamPlan,
+    UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode,
+    changelog_schema,
 };
 use crate::catalog::RelationDef;
+use crate::connector::UPSERT_FLAG;
 use crate::error::{EngineError, EngineResult};
 use crate::operators::join_rows::JoinKind;
 use crate::operators::window::{WindowKind, unit_nanos};
@@ -112,6 +114,9 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 return Err(EngineError::Internal(
                     "filters were pushed into a stream scan".to_string(),
                 ));
+            }
+            if provider.relation().upsert {
+                return plan_upsert_source(scan, provider.relation());
             }
             // An updating view is followed as its changelog, led by the op column.
             let schema = if provider.relation().is_updating_view() {
@@ -246,6 +251,50 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 .unwrap_or("this plan node")
         ))),
     }
+}
+
+/// Reading an upsert source: its reader's upserts and deletes (every column, then the flag)
+/// normalized into a changelog by the primary key, then the columns the query reads.
+fn plan_upsert_source(scan: &TableScan, relation: &Arc<RelationDef>) -> EngineResult<StreamPlan> {
+    if scan.fetch.is_some() {
+        return Err(over_updating("LIMIT"));
+    }
+    let columns =
+        DFSchema::try_from_qualified_schema(scan.table_name.clone(), relation.schema.as_ref())?;
+    let mut fields: Vec<_> = columns
+        .iter()
+        .map(|(q, f)| (q.cloned(), Arc::clone(f)))
+        .collect();
+    fields.push((
+        None,
+        Arc::new(Field::new(UPSERT_FLAG, DataType::Boolean, false)),
+    ));
+    let source = StreamPlan::Source(SourceNode {
+        relation: Arc::clone(relation),
+        projection: None,
+        schema: Arc::new(DFSchema::new_with_metadata(
+            fields,
+            columns.metadata().clone(),
+        )?),
+    });
+    let column = |i: usize| Expr::Column(Column::from(columns.qualified_field(i)));
+    let normalized = StreamPlan::ChangelogNormalize(Box::new(ChangelogNormalizeNode {
+        input: source,
+        keys: relation.primary_key.iter().map(|&k| column(k)).collect(),
+        schema: changelog_schema(&columns)?,
+    }));
+    Ok(match &scan.projection {
+        None => normalized,
+        Some(projection) => {
+            let mut exprs = vec![Expr::Column(Column::new_unqualified(CHANGELOG_OP))];
+            exprs.extend(projection.iter().map(|&i| column(i)));
+            StreamPlan::Project {
+                input: Box::new(normalized),
+                exprs,
+                schema: changelog_schema(&scan.projected_schema)?,
+            }
+        }
+    })
 }
 
 fn unsupported(what: &str) -> EngineError {

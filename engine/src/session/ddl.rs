@@ -82,9 +82,6 @@ impl Session {
                 options.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
-        if let Some(c) = &connector {
-            refuse_missing_connector(c)?;
-        }
         let connector_impl = match &connector {
             Some(c) => Some(Arc::clone(self.engine.connectors.source(c).ok_or_else(
                 || {
@@ -118,6 +115,34 @@ impl Session {
             None => None,
         };
         let metadata = metadata_columns(create, &schema, connector_impl.as_deref())?;
+        let primary_key = primary_key_columns(create, &schema, &metadata)?;
+        let upsert = connector_impl.as_ref().is_some_and(|c| c.upserts());
+        if upsert {
+            let connector = connector.as_deref().unwrap_or_default();
+            if primary_key.is_empty() {
+                return Err(plan_error(format!(
+                    "connector '{connector}' reads upserts of rows identified by a key: declare \
+                     it in the columns, PRIMARY KEY (column, ...) NOT ENFORCED"
+                )));
+            }
+            if options.contains_key("key.fields") {
+                return Err(plan_error(format!(
+                    "the key fields of a '{connector}' source are its PRIMARY KEY columns: \
+                     leave out option 'key.fields'"
+                )));
+            }
+            let fields: Vec<&str> = primary_key
+                .iter()
+                .map(|c| schema.field(*c).name().as_str())
+                .collect();
+            options.insert("key.fields".to_string(), fields.join(";"));
+        } else if !primary_key.is_empty() {
+            return Err(EngineError::Unsupported(
+                "PRIMARY KEY on a source other than an upsert source (connector \
+                 'upsert-kafka'), or on a table"
+                    .to_string(),
+            ));
+        }
         if let Some(c) = &connector_impl
             && validate
         {
@@ -145,6 +170,8 @@ impl Session {
             connector: connector_impl.map(|c| c.name().to_string()),
             options,
             metadata,
+            primary_key,
+            upsert,
             ddl: sql.to_string(),
             table,
             view: None,
@@ -468,19 +495,6 @@ impl Session {
     }
 }
 
-/// Source connectors DESIGN.md promises that Eddy does not have yet: `0A000` naming them,
-/// rather than "unknown connector".
-pub(crate) fn refuse_missing_connector(name: &str) -> EngineResult<()> {
-    if name.eq_ignore_ascii_case("upsert-kafka") {
-        return Err(EngineError::Unsupported(
-            "the upsert-kafka connector as a source (reading a compacted topic as a changelog; \
-             not implemented yet: upsert-kafka is a sink only)"
-                .to_string(),
-        ));
-    }
-    Ok(())
-}
-
 /// A relation's columns as SHOW lists them: `name Type, ...`.
 pub(crate) fn column_list(schema: &SchemaRef) -> String {
     schema
@@ -522,6 +536,34 @@ pub(crate) fn show_schema(kind: ShowObjectKind) -> SchemaRef {
 
 /// The columns `create` declares `METADATA`, checked against the keys its connector offers
 /// and their types.
+/// The columns of `PRIMARY KEY (...)`, as indices into `schema`, in key order: declared,
+/// distinct, and not metadata columns (a key is read from the message).
+fn primary_key_columns(
+    create: &CreateSource,
+    schema: &SchemaRef,
+    metadata: &[crate::connector::MetadataColumn],
+) -> EngineResult<Vec<usize>> {
+    let mut columns = Vec::with_capacity(create.primary_key.len());
+    for ident in &create.primary_key {
+        let name = normalize_ident(ident);
+        let column = schema.index_of(&name).map_err(|_| {
+            plan_error(format!(
+                "PRIMARY KEY column {name} is not a declared column"
+            ))
+        })?;
+        if columns.contains(&column) {
+            return Err(plan_error(format!("PRIMARY KEY lists column {name} twice")));
+        }
+        if metadata.iter().any(|m| m.column == column) {
+            return Err(plan_error(format!(
+                "PRIMARY KEY column {name} is a METADATA column; key columns come from the data"
+            )));
+        }
+        columns.push(column);
+    }
+    Ok(columns)
+}
+
 fn metadata_columns(
     create: &CreateSource,
     schema: &SchemaRef,

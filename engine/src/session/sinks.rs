@@ -175,6 +175,8 @@ impl Session {
             connector: Some(connector.name().to_string()),
             options,
             metadata: Vec::new(),
+            primary_key: Vec::new(),
+            upsert: false,
             ddl: statement_sql.to_string(),
             table: None,
             view: None,

@@ -160,6 +160,8 @@ impl Session {
             connector: None,
             options: options.into_iter().collect(),
             metadata: Vec::new(),
+            primary_key: Vec::new(),
+            upsert: false,
             ddl: statement_sql.to_string(),
             table: None,
             view: Some(Arc::clone(&view)),

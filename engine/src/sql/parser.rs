@@ -77,6 +77,9 @@ pub struct CreateSource {
     pub watermark: Option<WatermarkDef>,
     /// Columns declared `METADATA [FROM 'key'] [VIRTUAL]`.
     pub metadata: Vec<MetadataDef>,
+    /// `PRIMARY KEY (columns) NOT ENFORCED` (Flink's form; `NOT ENFORCED` may be left out):
+    /// the columns that identify a row of an upsert source. Empty without one.
+    pub primary_key: Vec<Ident>,
     /// `WITH (...)` options, keys lower-cased and unquoted, values unquoted.
     pub options: Vec<(String, String)>,
     pub kind: RelationKind,
@@ -555,6 +558,7 @@ fn parse_create_source(
     let mut columns = Vec::new();
     let mut watermark = None;
     let mut metadata = Vec::new();
+    let mut primary_key = Vec::new();
     if parser.consume_token(&Token::LParen) {
         loop {
             if parser.consume_token(&Token::RParen) {
@@ -574,10 +578,31 @@ fn parse_create_source(
                 watermark = Some(WatermarkDef { column, expr });
             } else if parser.peek_keyword(Keyword::PRIMARY)
                 || parser.peek_keyword(Keyword::CONSTRAINT)
-                || parser.peek_keyword(Keyword::UNIQUE)
             {
+                if parser.parse_keyword(Keyword::CONSTRAINT) {
+                    parser.parse_identifier()?;
+                }
+                if !parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+                    return Err(ParserError::ParserError(
+                        "feature not supported: table constraints other than PRIMARY KEY on a \
+                         stream"
+                            .to_string(),
+                    ));
+                }
+                if !primary_key.is_empty() {
+                    return parser.expected("only one PRIMARY KEY", parser.peek_token());
+                }
+                primary_key = parser.parse_parenthesized_column_list(
+                    datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
+                    false,
+                )?;
+                // Flink requires NOT ENFORCED; Eddy never enforces a key either way.
+                if parser.parse_keyword(Keyword::NOT) {
+                    parser.expect_keyword_is(Keyword::ENFORCED)?;
+                }
+            } else if parser.peek_keyword(Keyword::UNIQUE) {
                 return Err(ParserError::ParserError(
-                    "feature not supported: table constraints (PRIMARY KEY, UNIQUE) on a stream"
+                    "feature not supported: table constraints other than PRIMARY KEY on a stream"
                         .to_string(),
                 ));
             } else {
@@ -617,6 +642,7 @@ fn parse_create_source(
         columns,
         watermark,
         metadata,
+        primary_key,
         options,
         kind,
     })
@@ -876,8 +902,25 @@ mod tests {
     }
 
     #[test]
-    fn table_constraints_are_unsupported() {
-        let e = parse_sql("CREATE TABLE t (a INT, PRIMARY KEY (a))").unwrap_err();
+    fn table_constraints_other_than_primary_key_are_unsupported() {
+        let e = parse_sql("CREATE TABLE t (a INT, UNIQUE (a))").unwrap_err();
         assert!(matches!(e, EngineError::Unsupported(_)), "{e:?}");
+        let e = parse_sql("CREATE TABLE t (a INT, CONSTRAINT c CHECK (a > 0))").unwrap_err();
+        assert!(matches!(e, EngineError::Unsupported(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_primary_key_is_parsed_with_or_without_not_enforced() {
+        for sql in [
+            "CREATE SOURCE s (a INT, b INT, PRIMARY KEY (b, a) NOT ENFORCED) WITH (x = 'y')",
+            "CREATE SOURCE s (a INT, b INT, CONSTRAINT pk PRIMARY KEY (b, a)) WITH (x = 'y')",
+        ] {
+            let EddyStatement::CreateSource(c) = one(sql) else {
+                panic!("{sql}")
+            };
+            let names: Vec<_> = c.primary_key.iter().map(|i| i.value.as_str()).collect();
+            assert_eq!(names, ["b", "a"], "{sql}");
+        }
+        assert!(parse_sql("CREATE SOURCE s (a INT, PRIMARY KEY (a), PRIMARY KEY (a))").is_err());
     }
 }
