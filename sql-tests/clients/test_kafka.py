@@ -15,7 +15,7 @@ skips when there is none). Messages are produced with kafka-python.
 - With `properties.group.id`, completed checkpoints' offsets are committed to the group (read
   back with kafka-python), and `scan.startup.mode = 'group-offsets'` starts from them.
 - `format.on-error = 'fail'` fails the query on a malformed message.
-- Metadata columns (partition, offset, key, timestamp, topic) beside the decoded values.
+- Metadata columns (partition, offset, key, timestamp, topic, headers) beside the decoded values.
 - A Parquet sink over a Kafka source, checkpointing, survives a SIGKILL while messages keep
   coming: its visible files hold every window exactly once.
 - Rows in order within their partition are never late, whichever partition is read first.
@@ -503,6 +503,35 @@ def test_metadata_columns(server, broker):
         assert got == want
         # Only metadata columns: still one row per well-formed message.
         assert query(conn, f"SELECT p FROM meta_{topic}") == [(0,)] * 3 + [(1,)] * 3
+
+
+def test_headers_metadata_column(server, broker):
+    """The headers of each message, in order (a key may repeat), as an array of (key, value)."""
+    topic = create_topic(broker, 1)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    try:
+        producer.send(topic, value=b'{"v": 1}', headers=[("trace", b"t1"), ("hop", b"a")])
+        producer.send(topic, value=b'{"v": 2}', headers=[("hop", b"a"), ("hop", b"b")])
+        producer.send(topic, value=b'{"v": 3}')
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE h_{topic} (v BIGINT, "
+            "h STRUCT<key VARCHAR, value BYTEA>[] METADATA FROM 'headers', "
+            "hv STRUCT<key VARCHAR, value VARCHAR>[] METADATA FROM 'headers') "
+            f"WITH (connector = 'kafka', topic = '{topic}', "
+            f"properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        got = query(conn, f"SELECT v, h, hv FROM h_{topic}")
+    # (Nested values are sent in Arrow's text form; BYTEA values as hex.)
+    assert got == [
+        (1, "[{key: trace, value: 7431}, {key: hop, value: 61}]", "[{key: trace, value: t1}, {key: hop, value: a}]"),
+        (2, "[{key: hop, value: 61}, {key: hop, value: 62}]", "[{key: hop, value: a}, {key: hop, value: b}]"),
+        (3, "[]", "[]"),
+    ]
 
 
 def parquet_rows(root: Path) -> list[tuple]:

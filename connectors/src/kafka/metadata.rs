@@ -11,17 +11,19 @@
 //! | `timestamp` | TIMESTAMP(3) WITH TIME ZONE | the message's timestamp (NULL without one) |
 //! | `timestamp-type` | VARCHAR | `NoTimestampType`, `CreateTime` or `LogAppendTime` |
 //! | `key` | BYTEA | the message's key, raw (NULL without one; castable to VARCHAR) |
+//! | `headers` | `STRUCT<key VARCHAR, value BYTEA>[]` | the headers in order (Flink has a MAP) |
 //!
-//! `headers` (a MAP) and `leader-epoch` are known but not implemented (`0A000`).
+//! `leader-epoch` is known but not implemented (`0A000`).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, StringArray,
-    TimestampMillisecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, ListArray, StringArray,
+    StructArray, TimestampMillisecondArray,
 };
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use eddy_engine::connector::{ConnectorError, ConnectorResult, MetadataColumn, UPSERT_FLAG};
 
@@ -40,9 +42,27 @@ pub(crate) fn offered() -> Vec<(&'static str, DataType)> {
         ),
         ("timestamp-type", DataType::Utf8),
         ("key", DataType::Binary),
-        ("headers", DataType::Null),
+        ("headers", headers_type()),
         ("leader-epoch", DataType::Null),
     ]
+}
+
+/// The type `headers` produces: the message's headers in order, each a (key, value) pair,
+/// `ARRAY<STRUCT<key VARCHAR, value BYTEA>>` (RisingWave's shape: Eddy has no MAP column
+/// type, and a key may repeat).
+fn headers_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(header_fields()),
+        true,
+    )))
+}
+
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, true),
+        Field::new("value", DataType::Binary, true),
+    ])
 }
 
 /// One metadata key a reader fills.
@@ -54,6 +74,7 @@ enum MetadataKey {
     Timestamp,
     TimestampType,
     Key,
+    Headers,
 }
 
 impl MetadataKey {
@@ -65,7 +86,8 @@ impl MetadataKey {
             "timestamp" => MetadataKey::Timestamp,
             "timestamp-type" => MetadataKey::TimestampType,
             "key" => MetadataKey::Key,
-            "headers" | "leader-epoch" => {
+            "headers" => MetadataKey::Headers,
+            "leader-epoch" => {
                 return Err(ConnectorError::Unsupported(format!(
                     "the kafka metadata column '{key}' (not implemented yet)"
                 )));
@@ -107,6 +129,26 @@ impl MetadataKey {
             MetadataKey::Key => Arc::new(BinaryArray::from_iter(
                 records.iter().map(|r| r.key.as_deref()),
             )),
+            MetadataKey::Headers => {
+                let headers: Vec<&(String, Option<Vec<u8>>)> =
+                    records.iter().flat_map(|r| &r.headers).collect();
+                let keys = StringArray::from_iter_values(headers.iter().map(|(k, _)| k));
+                let values = BinaryArray::from_iter(headers.iter().map(|(_, v)| v.as_deref()));
+                let pairs = StructArray::new(
+                    header_fields(),
+                    vec![Arc::new(keys) as ArrayRef, Arc::new(values)],
+                    None,
+                );
+                let DataType::List(item) = headers_type() else {
+                    unreachable!("headers are a list")
+                };
+                Arc::new(ListArray::new(
+                    item,
+                    OffsetBuffer::from_lengths(records.iter().map(|r| r.headers.len())),
+                    Arc::new(pairs),
+                    None,
+                ))
+            }
         };
         Ok(cast(&natural, target)?)
     }
