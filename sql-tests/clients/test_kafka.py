@@ -224,9 +224,9 @@ def test_unsupported_options_are_refused(server, broker):
     )
     with connect(server) as conn:
         for extra, needle in [
-            ("scan.startup.mode = 'timestamp'", "timestamp"),
+            ("topic-pattern = 't.*'", "topic-pattern"),
             ("format.on-error = 'dead-letter'", "dead-letter"),
-            ("key.fields-prefix = 'k_'", "key.fields-prefix"),
+            ("scan.parallelism = '2'", "scan.parallelism"),
         ]:
             with pytest.raises(psycopg.errors.FeatureNotSupported, match=needle):
                 conn.execute(f"CREATE SOURCE bad (k VARCHAR) WITH ({base}, {extra})")
@@ -764,3 +764,34 @@ def test_an_upsert_source_is_read_as_a_changelog_and_a_view_holds_the_last_rows(
             "the view to follow the delete",
             lambda: view_rows(conn, f"last_{topic}") == [("c", 101), ("e", 5)],
         )
+
+
+def test_timestamp_startup_and_bound(server, broker):
+    """scan.startup.mode / scan.bounded.mode = 'timestamp': from the first message of each
+    partition stamped at or after the start time, to the last one before the end time."""
+    topic = create_topic(broker, 2)
+    t0 = int(dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    try:
+        for p in (0, 1):
+            for i in range(6):
+                producer.send(
+                    topic,
+                    value=json.dumps({"v": 10 * p + i}).encode(),
+                    partition=p,
+                    timestamp_ms=t0 + 1000 * i + 100 * p,
+                )
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE time_{topic} (v BIGINT) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.startup.mode = 'timestamp', "
+            f"scan.startup.timestamp-millis = '{t0 + 2000}', scan.bounded.mode = 'timestamp', "
+            f"scan.bounded.timestamp-millis = '{t0 + 4050}')"
+        )
+        got = query(conn, f"SELECT v FROM time_{topic}")
+    # Partition 0: stamped 2 s, 3 s, 4 s (4 s < 4.05 s); partition 1: 2.1 s and 3.1 s.
+    assert got == [(2,), (3,), (4,), (12,), (13,)]

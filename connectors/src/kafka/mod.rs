@@ -14,7 +14,9 @@
 //! partition `p` goes to reader `p % n`, a pure function of the two) and assigns them to its
 //! consumer, each from its start: the restored checkpoint's offset, else the startup mode
 //! (`earliest-offset`, `latest-offset`, `specific-offsets`, or `group-offsets`: the offsets
-//! committed to `properties.group.id`, then `properties.auto.offset.reset`). There is no
+//! committed to `properties.group.id`, then `properties.auto.offset.reset`; or `timestamp`:
+//! from the earliest offset, skipping messages until the first stamped at or after the time,
+//! which every broker answers alike, unlike ListOffsets by time). There is no
 //! consumer-group membership and no rebalancing. Every `scan.topic-partition-discovery.interval`
 //! (default 5 minutes, `0` never; never in bounded mode) the reader looks for partitions added
 //! to the topic and reads the ones it owns from their earliest offset.
@@ -54,7 +56,9 @@
 //! Fetch response's high watermark) seen by the reader's first fetch from it, then the source
 //! ends. ListOffsets is not used for this: some brokers (tansu) answer it wrongly. With
 //! `specific-offsets` or `group-offsets` each partition ends before the offset given or
-//! committed to the group; a partition without one is not read.
+//! committed to the group; a partition without one is not read. With `timestamp` each
+//! partition ends before its first message stamped at or after the time, or at the end of the
+//! log as the first fetch reports it, whichever comes first.
 
 mod client;
 mod decode;
@@ -169,7 +173,10 @@ impl SourceConnector for KafkaConnector {
         match (&parsed.key, parsed.except_key || parsed.upsert) {
             (Some(key), true) => {
                 let columns = key.columns(schema)?;
-                decode::check_schema(&Arc::new(schema.project(&columns)?), &key.format)?;
+                decode::check_schema(
+                    &key.decoded_schema(&Arc::new(schema.project(&columns)?)),
+                    &key.format,
+                )?;
                 let values: Vec<usize> = (0..schema.fields().len())
                     .filter(|c| !columns.contains(c))
                     .collect();
@@ -238,9 +245,9 @@ impl SourceConnector for KafkaConnector {
             (Some(key), Some(schema)) => Some(ValueDecoder::new(
                 &options.topic,
                 &key.format,
-                schema,
+                &key.decoded_schema(schema),
                 None,
-                Arc::clone(schema),
+                key.decoded_schema(schema),
                 Arc::new(eddy_engine::connector::SourceMetrics::default()),
                 ctx.batch_size,
             )),
@@ -308,6 +315,10 @@ struct PartitionState {
     next: Option<i64>,
     /// Bounded mode: the end offset (exclusive), once the first fetch reported it.
     end: Option<i64>,
+    /// `scan.startup.mode = 'timestamp'`: messages stamped before this time (or without a
+    /// timestamp) are skipped until the first one at or after it, from which on every message
+    /// is read, as from the offset Kafka's offsets-for-times returns.
+    from_time: Option<i64>,
 }
 
 impl PartitionState {
@@ -383,7 +394,9 @@ impl PartitionReader {
             let start = match (self.restored.get(&partition), &self.options.startup) {
                 (Some(next), _) => StartOffset::At(*next),
                 _ if discovered => StartOffset::Earliest,
-                (None, StartupMode::Earliest) => StartOffset::Earliest,
+                // Read from the earliest offset, skipping messages stamped before the time
+                // until the first one at or after it (`PartitionState::from_time`).
+                (None, StartupMode::Earliest | StartupMode::Timestamp(_)) => StartOffset::Earliest,
                 (None, StartupMode::Latest) => StartOffset::Latest,
                 (None, StartupMode::Specific(offsets)) => offsets
                     .get(&partition)
@@ -422,7 +435,8 @@ impl PartitionReader {
             return Ok(BTreeMap::new());
         }
         let known = match &self.options.stop {
-            StopMode::Latest => return Ok(BTreeMap::new()),
+            // The timestamp bound is found while reading (`PartitionReader::accept`).
+            StopMode::Latest | StopMode::Timestamp(_) => return Ok(BTreeMap::new()),
             StopMode::Specific(offsets) => offsets.clone(),
             StopMode::GroupOffsets => {
                 let topic = self.options.topic.clone();
@@ -438,9 +452,24 @@ impl PartitionReader {
             .collect())
     }
 
-    /// Takes in partitions `new` with their starts (and the ends of a bounded read).
-    fn track(&mut self, starts: &[(i32, StartOffset)], stops: &BTreeMap<i32, i64>) {
+    /// Takes in partitions `new` with their starts (and the ends of a bounded read);
+    /// `discovered`: found after the start (read from the earliest offset, whatever the
+    /// startup mode).
+    fn track(
+        &mut self,
+        starts: &[(i32, StartOffset)],
+        stops: &BTreeMap<i32, i64>,
+        discovered: bool,
+    ) {
         for (partition, start) in starts {
+            let from_time = match self.options.startup {
+                StartupMode::Timestamp(t)
+                    if !discovered && !self.restored.contains_key(partition) =>
+                {
+                    Some(t)
+                }
+                _ => None,
+            };
             let next = match start {
                 StartOffset::At(offset) => {
                     self.yielded.insert(*partition, *offset);
@@ -454,6 +483,7 @@ impl PartitionReader {
                     start: *start,
                     next,
                     end: stops.get(partition).copied(),
+                    from_time,
                 },
             );
         }
@@ -477,7 +507,7 @@ impl PartitionReader {
         tracing::debug!(topic = %self.topic(), ?starts, ?stops, "kafka reader assigned partitions");
         let topic = self.options.topic.clone();
         self.consumer.assign(&topic, &starts)?;
-        self.track(&starts, &stops);
+        self.track(&starts, &stops, false);
         self.assigned = true;
         Ok(())
     }
@@ -499,7 +529,7 @@ impl PartitionReader {
         tracing::info!(topic = %self.topic(), ?starts, "kafka reader found new partitions");
         let topic = self.options.topic.clone();
         self.consumer.add_partitions(&topic, &starts)?;
-        self.track(&starts, &BTreeMap::new());
+        self.track(&starts, &BTreeMap::new(), true);
         Ok(())
     }
 
@@ -810,9 +840,24 @@ impl PartitionReader {
                     .fetched_watermarks(&self.options.topic, record.partition)
                     .map(|w| w.high);
             }
+            if let StopMode::Timestamp(t) = self.options.stop
+                && record.timestamp_ms.is_some_and(|ts| ts >= t)
+            {
+                // The bound: this partition ends before this message.
+                state.end = Some(state.end.map_or(record.offset, |e| e.min(record.offset)));
+                state.next = Some(record.offset);
+            }
             if state.end.is_some_and(|end| record.offset >= end) {
                 return false;
             }
+        }
+        if let Some(t) = state.from_time {
+            if record.timestamp_ms.is_none_or(|ts| ts < t) {
+                // Before the startup time: read past, never yielded.
+                state.next = Some(record.offset + 1);
+                return false;
+            }
+            state.from_time = None;
         }
         state.next = Some(record.offset + 1);
         records.push(record);

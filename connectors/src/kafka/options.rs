@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use eddy_engine::connector::{ConnectorError, ConnectorOptions, ConnectorResult, SourceSplit};
 
 use super::format_options::{
@@ -24,20 +26,20 @@ const OPTIONS: &[&str] = &[
     "format",
     "scan.startup.mode",
     "scan.startup.specific-offsets",
+    "scan.startup.timestamp-millis",
     "scan.bounded.mode",
     "scan.bounded.specific-offsets",
+    "scan.bounded.timestamp-millis",
     "scan.watermark.idle-timeout",
     "scan.topic-partition-discovery.interval",
     "format.on-error",
+    "key.fields-prefix",
 ];
 
 /// Flink options (or prefixes, ending in `.`) this slice of the connector does not implement.
 const NOT_YET: &[&str] = &[
     "topic-pattern",
-    "scan.startup.timestamp-millis",
-    "scan.bounded.timestamp-millis",
     "scan.parallelism",
-    "key.fields-prefix",
     "json.",
     "csv.",
     "raw.",
@@ -62,12 +64,32 @@ pub(crate) struct KeyOptions {
     /// `key.fields`, as written (`'a;b'`): resolved against the declared columns by
     /// [`KeyOptions::columns`].
     pub fields: String,
+    /// `key.fields-prefix`: the declared key columns are named with it, the key's fields
+    /// without it (so that `k_id` from the key and `id` from the value can both be columns).
+    pub prefix: Option<String>,
 }
 
 impl KeyOptions {
     /// The declared columns (of `schema`) the key holds, in `key.fields` order.
     pub(crate) fn columns(&self, schema: &SchemaRef) -> ConnectorResult<Vec<usize>> {
         key_fields(&self.fields, schema, "the source")
+    }
+
+    /// The schema the key is decoded with: `declared` (the key columns, in key order) with
+    /// `key.fields-prefix` taken off their names.
+    pub(crate) fn decoded_schema(&self, declared: &SchemaRef) -> SchemaRef {
+        let Some(prefix) = &self.prefix else {
+            return Arc::clone(declared);
+        };
+        let fields: Vec<Field> = declared
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name().strip_prefix(prefix.as_str()).unwrap_or(f.name());
+                f.as_ref().clone().with_name(name)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
     }
 }
 
@@ -83,6 +105,9 @@ pub(crate) enum StartupMode {
     GroupOffsets {
         reset: Option<Reset>,
     },
+    /// From the first message of each partition stamped at or after this time (epoch
+    /// milliseconds; `scan.startup.timestamp-millis`), as Kafka's offsets-for-times finds it.
+    Timestamp(i64),
 }
 
 /// Where a bounded read of each partition ends (`scan.bounded.mode`).
@@ -95,6 +120,10 @@ pub(crate) enum StopMode {
     /// Before the offsets committed to the consumer group (`group-offsets`); a partition
     /// without one is not read.
     GroupOffsets,
+    /// Before the first message of each partition stamped at or after this time (epoch
+    /// milliseconds; `scan.bounded.timestamp-millis`), and at the latest at the end of the
+    /// log as the first fetch reports it.
+    Timestamp(i64),
 }
 
 /// `properties.auto.offset.reset`: where a partition without a committed offset starts.
@@ -204,12 +233,34 @@ impl KafkaOptions {
                 ));
             }
         };
+        let prefix = get("key.fields-prefix")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string);
         let key = key_format_and_fields(options, "connector 'kafka'")?.map(|(format, fields)| {
             KeyOptions {
                 format,
                 fields: fields.to_string(),
+                prefix: prefix.clone(),
             }
         });
+        if let Some(prefix) = &prefix {
+            let Some(key) = &key else {
+                return Err(invalid(
+                    "option 'key.fields-prefix' needs key.format and key.fields",
+                ));
+            };
+            if let Some(field) = key
+                .fields
+                .split(';')
+                .map(str::trim)
+                .find(|f| !f.starts_with(prefix.as_str()))
+            {
+                return Err(invalid(format!(
+                    "option 'key.fields': '{field}' does not start with key.fields-prefix \
+                     '{prefix}' (the key columns are declared with the prefix)"
+                )));
+            }
+        }
         let except_key = match get("value.fields-include").map(str::to_ascii_uppercase) {
             None => false,
             Some(v) if v == "ALL" => false,
@@ -228,6 +279,12 @@ impl KafkaOptions {
                 )));
             }
         };
+
+        if prefix.is_some() && !except_key {
+            return Err(invalid(
+                "option 'key.fields-prefix' needs value.fields-include = 'EXCEPT_KEY'",
+            ));
+        }
 
         let specific = get("scan.startup.specific-offsets");
         let startup = match get("scan.startup.mode").map(|m| m.to_ascii_lowercase()) {
@@ -269,22 +326,26 @@ impl KafkaOptions {
                     };
                     StartupMode::GroupOffsets { reset }
                 }
-                "timestamp" => {
-                    return Err(ConnectorError::Unsupported(format!(
-                        "scan.startup.mode = '{mode}' for connector 'kafka' (not implemented \
-                         yet; use 'earliest-offset', 'latest-offset', 'group-offsets' or \
-                         'specific-offsets')"
-                    )));
-                }
+                "timestamp" => StartupMode::Timestamp(timestamp_millis(
+                    get("scan.startup.timestamp-millis"),
+                    "scan.startup",
+                )?),
                 _ => {
                     return Err(invalid(format!(
                         "invalid value '{mode}' for option 'scan.startup.mode'; expected \
-                         'earliest-offset', 'latest-offset', 'group-offsets' or \
+                         'earliest-offset', 'latest-offset', 'group-offsets', 'timestamp' or \
                          'specific-offsets'"
                     )));
                 }
             },
         };
+        if get("scan.startup.timestamp-millis").is_some()
+            && !matches!(startup, StartupMode::Timestamp(_))
+        {
+            return Err(invalid(
+                "option 'scan.startup.timestamp-millis' needs scan.startup.mode = 'timestamp'",
+            ));
+        }
         if specific.is_some() && !matches!(startup, StartupMode::Specific(_)) {
             return Err(invalid(
                 "option 'scan.startup.specific-offsets' needs scan.startup.mode = 'specific-offsets'",
@@ -316,22 +377,26 @@ impl KafkaOptions {
                     }
                     Some(StopMode::GroupOffsets)
                 }
-                "timestamp" => {
-                    return Err(ConnectorError::Unsupported(
-                        "scan.bounded.mode = 'timestamp' for connector 'kafka' (not implemented \
-                         yet; use 'unbounded', 'latest-offset', 'specific-offsets' or \
-                         'group-offsets')"
-                            .to_string(),
-                    ));
-                }
+                "timestamp" => Some(StopMode::Timestamp(timestamp_millis(
+                    get("scan.bounded.timestamp-millis"),
+                    "scan.bounded",
+                )?)),
                 _ => {
                     return Err(invalid(format!(
                         "invalid value '{mode}' for option 'scan.bounded.mode'; expected \
-                         'unbounded', 'latest-offset', 'specific-offsets' or 'group-offsets'"
+                         'unbounded', 'latest-offset', 'specific-offsets', 'group-offsets' or \
+                         'timestamp'"
                     )));
                 }
             },
         };
+        if get("scan.bounded.timestamp-millis").is_some()
+            && !matches!(stop, Some(StopMode::Timestamp(_)))
+        {
+            return Err(invalid(
+                "option 'scan.bounded.timestamp-millis' needs scan.bounded.mode = 'timestamp'",
+            ));
+        }
         if stop_offsets.is_some() && !matches!(stop, Some(StopMode::Specific(_))) {
             return Err(invalid(
                 "option 'scan.bounded.specific-offsets' needs scan.bounded.mode = 'specific-offsets'",
@@ -494,6 +559,27 @@ pub(crate) fn assigned(partition: i32, split: SourceSplit) -> bool {
     split.count > 0 && (partition as usize) % split.count == split.index
 }
 
+/// `{prefix}.timestamp-millis`, required by `{prefix}.mode = 'timestamp'`: epoch milliseconds.
+fn timestamp_millis(value: Option<&str>, prefix: &str) -> ConnectorResult<i64> {
+    let Some(value) = value else {
+        return Err(invalid(format!(
+            "{prefix}.mode = 'timestamp' needs {prefix}.timestamp-millis (milliseconds since \
+             1970-01-01 UTC)"
+        )));
+    };
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| {
+            invalid(format!(
+                "invalid value '{value}' for option '{prefix}.timestamp-millis'; expected \
+             milliseconds since 1970-01-01 UTC"
+            ))
+        })
+}
+
 fn invalid(message: impl Into<String>) -> ConnectorError {
     ConnectorError::InvalidOption(message.into())
 }
@@ -622,12 +708,7 @@ mod tests {
     fn options_not_implemented_yet_are_refused_by_name() {
         for (key, value) in [
             ("format.on-error", "dead-letter"),
-            ("key.fields-prefix", "k_"),
-            ("scan.startup.timestamp-millis", "1"),
             ("json.ignore-parse-errors", "true"),
-            ("scan.startup.mode", "timestamp"),
-            ("scan.bounded.mode", "timestamp"),
-            ("scan.bounded.timestamp-millis", "1"),
         ] {
             match KafkaOptions::parse(&options(&[(key, value)])) {
                 Err(ConnectorError::Unsupported(message)) => {

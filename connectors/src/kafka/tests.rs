@@ -125,8 +125,9 @@ impl KafkaConsumer for MemoryConsumer {
                         offset: *next,
                         payload: value.clone().map(String::into_bytes),
                         key: key.clone().map(String::into_bytes),
-                        timestamp_ms: None,
-                        timestamp_type: Default::default(),
+                        // Every message is stamped its offset in seconds.
+                        timestamp_ms: Some(*next * 1000),
+                        timestamp_type: TimestampType::CreateTime,
                         headers: Vec::new(),
                     });
                     *next += 1;
@@ -681,4 +682,112 @@ async fn an_upsert_source_flags_its_deletes_and_reads_key_fields_from_the_keys()
     options.insert("scan.startup.mode".to_string(), "latest-offset".to_string());
     let e = connector.validate(&declared, &options).unwrap_err();
     assert!(e.to_string().contains("upsert-kafka"), "{e}");
+}
+
+#[tokio::test]
+async fn timestamp_startup_and_bound_read_from_and_stop_at_the_first_message_of_a_time() {
+    // Partition 0's message at offset n is stamped n seconds; values are offsets + 10 * p.
+    let topic = MemoryTopic::new(2);
+    produce(&topic, 0, 0..6);
+    produce(&topic, 1, 10..13);
+    let (values, position, _) = read(
+        &topic,
+        options(&[
+            ("scan.startup.mode", "timestamp"),
+            ("scan.startup.timestamp-millis", "2500"),
+            ("scan.bounded.mode", "timestamp"),
+            ("scan.bounded.timestamp-millis", "5000"),
+        ]),
+        SourceSplit::WHOLE,
+        None,
+    )
+    .await;
+    assert_eq!(
+        values,
+        vec![3, 4],
+        "from the first message at or after 2.5 s to the last before 5 s; partition 1 ends \
+         at 3 s, before the startup time"
+    );
+    assert_eq!(position.as_deref(), Some("partition:0,offset:5"));
+
+    // A restored position wins over the startup time.
+    let (values, ..) = read(
+        &topic,
+        options(&[
+            ("scan.startup.mode", "timestamp"),
+            ("scan.startup.timestamp-millis", "2500"),
+        ]),
+        SourceSplit::WHOLE,
+        Some("partition:0,offset:1".to_string()),
+    )
+    .await;
+    assert_eq!(values, vec![1, 2, 3, 4, 5]);
+
+    for (pairs, needle) in [
+        (
+            &[("scan.startup.mode", "timestamp")][..],
+            "needs scan.startup.timestamp-millis",
+        ),
+        (
+            &[("scan.startup.timestamp-millis", "1")][..],
+            "needs scan.startup.mode = 'timestamp'",
+        ),
+        (
+            &[
+                ("scan.bounded.mode", "timestamp"),
+                ("scan.bounded.timestamp-millis", "x"),
+            ][..],
+            "invalid value 'x'",
+        ),
+    ] {
+        let e = KafkaOptions::parse(&options(pairs)).unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn key_fields_prefix_tells_key_columns_from_value_columns_of_the_same_name() {
+    let topic = MemoryTopic::new(1);
+    topic.produce_keyed(0, r#"{"id":1}"#, r#"{"id":100,"v":10}"#);
+    // (k_id BIGINT, id BIGINT, v BIGINT): k_id is the key's `id`, id the value's.
+    let declared = Arc::new(Schema::new(vec![
+        Field::new("k_id", DataType::Int64, true),
+        Field::new("id", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let options = options(&[
+        ("key.format", "json"),
+        ("key.fields", "k_id"),
+        ("key.fields-prefix", "k_"),
+        ("value.fields-include", "EXCEPT_KEY"),
+    ]);
+    let connector = KafkaConnector::new(Arc::new(Arc::clone(&topic)));
+    connector.validate(&declared, &options).unwrap();
+    let metrics = Arc::new(SourceMetrics::default());
+    let reader = connector
+        .open(context(
+            Arc::clone(&declared),
+            options.clone(),
+            &metrics,
+            10,
+        ))
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
+    let row: Vec<i64> = (0..3)
+        .map(|c| batches[0].column(c).as_primitive::<Int64Type>().value(0))
+        .collect();
+    assert_eq!(row, vec![1, 100, 10]);
+
+    let mut all = options.clone();
+    all.remove("value.fields-include");
+    assert!(
+        KafkaOptions::parse(&all)
+            .unwrap_err()
+            .to_string()
+            .contains("EXCEPT_KEY")
+    );
+    let mut unprefixed = options;
+    unprefixed.insert("key.fields".to_string(), "id".to_string());
+    let e = KafkaOptions::parse(&unprefixed).unwrap_err();
+    assert!(e.to_string().contains("does not start with"), "{e}");
 }
