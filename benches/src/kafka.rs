@@ -114,6 +114,13 @@ impl KafkaConsumer for MemoryConsumer {
         Ok(None)
     }
 
+    fn positions(&self, _topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        partitions
+            .iter()
+            .filter_map(|p| Some((*p, *self.next.get(p)? as i64)))
+            .collect()
+    }
+
     fn fetched_watermarks(&self, _topic: &str, partition: i32) -> Option<Watermarks> {
         Some(Watermarks {
             low: 0,

@@ -112,6 +112,10 @@ pub trait KafkaConsumer: Send {
     /// A partition's offsets as of the latest fetch from it; `None` before its first fetch.
     /// Taken from the Fetch response, not ListOffsets (which some brokers answer wrongly).
     fn fetched_watermarks(&self, topic: &str, partition: i32) -> Option<Watermarks>;
+
+    /// The offset the consumer fetches next from each of `partitions` that it knows one of
+    /// (a start such as the latest offset is resolved once the client asked the broker).
+    fn positions(&self, topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64>;
 }
 
 /// One message to produce.

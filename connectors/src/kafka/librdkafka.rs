@@ -251,6 +251,20 @@ impl KafkaConsumer for RdKafkaConsumer {
         }
     }
 
+    fn positions(&self, topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        let Ok(list) = self.consumer.position() else {
+            return BTreeMap::new();
+        };
+        list.elements_for_topic(topic)
+            .iter()
+            .filter(|e| partitions.contains(&e.partition()))
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some((e.partition(), offset)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn fetched_watermarks(&self, topic: &str, partition: i32) -> Option<Watermarks> {
         let topic = CString::new(topic).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);

@@ -37,9 +37,11 @@
 //! syntax (`partition:0,offset:42;...`), as its [`ConnectorPosition`]. The engine stores it at
 //! each checkpoint barrier and hands it back on restore, where it overrides the startup mode
 //! for the partitions it lists: the first message read after a restore is exactly the first one
-//! not yet sent downstream. A partition that had yielded nothing when the checkpoint was taken
-//! starts again by the startup mode (with `latest-offset`, messages produced between the first
-//! start and the restore are then not read). When a checkpoint completes and the source names
+//! not yet sent downstream. A partition started at the latest offset publishes that offset
+//! once the client has resolved it (while the reader waits for messages), so a checkpoint
+//! taken before its first message restores it there too; any other partition that had yielded
+//! nothing when the checkpoint was taken starts again by the startup mode, which reads the same
+//! messages again (nothing was sent). When a checkpoint completes and the source names
 //! a `properties.group.id`, its offsets are committed to that group (asynchronously, for lag
 //! monitoring: Eddy itself restarts from its checkpoints, never from the group).
 //!
@@ -552,6 +554,28 @@ impl PartitionReader {
         }
     }
 
+    /// Publishes the resolved start of each partition that started at the latest offset and
+    /// has yielded nothing yet, so that a checkpoint taken before its first message restores
+    /// it there (not at the latest offset of the restore, which would skip the messages
+    /// produced in between).
+    fn publish_resolved_starts(&mut self) {
+        let unresolved: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(p, s)| s.start == StartOffset::Latest && !self.yielded.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        if unresolved.is_empty() {
+            return;
+        }
+        let resolved = self.consumer.positions(&self.options.topic, &unresolved);
+        if resolved.is_empty() {
+            return;
+        }
+        self.yielded.extend(resolved);
+        self.position.set(format_offsets(&self.yielded));
+    }
+
     /// Bounded mode: learns end offsets from fetches; true once every partition is read.
     fn bounded_read_complete(&mut self) -> bool {
         let mut complete = true;
@@ -591,6 +615,7 @@ impl PartitionReader {
                 continue;
             }
             let Some(record) = self.consumer.next_record(POLL).await? else {
+                self.publish_resolved_starts();
                 continue;
             };
             if self.accept(record, &mut records) {

@@ -142,6 +142,13 @@ impl KafkaConsumer for MemoryConsumer {
         Ok(record)
     }
 
+    fn positions(&self, _topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        partitions
+            .iter()
+            .filter_map(|p| Some((*p, *self.next.get(p)?)))
+            .collect()
+    }
+
     fn fetched_watermarks(&self, _topic: &str, partition: i32) -> Option<Watermarks> {
         self.fetched.get(&partition).map(|high| Watermarks {
             low: 0,
@@ -284,7 +291,11 @@ async fn startup_modes_choose_where_partitions_start() {
     )
     .await;
     assert!(values.is_empty());
-    assert_eq!(position, None, "nothing read, no explicit start");
+    assert_eq!(
+        position.as_deref(),
+        Some("partition:0,offset:5;partition:1,offset:3"),
+        "nothing read: the latest offsets the reader started at"
+    );
 }
 
 #[tokio::test]
@@ -790,4 +801,27 @@ async fn key_fields_prefix_tells_key_columns_from_value_columns_of_the_same_name
     unprefixed.insert("key.fields".to_string(), "id".to_string());
     let e = KafkaOptions::parse(&unprefixed).unwrap_err();
     assert!(e.to_string().contains("does not start with"), "{e}");
+}
+
+#[tokio::test]
+async fn a_partition_started_at_the_latest_offset_publishes_it_before_its_first_message() {
+    let topic = MemoryTopic::new(2);
+    produce(&topic, 0, 0..3);
+    produce(&topic, 1, 10..12);
+    let mut options = options(&[("scan.startup.mode", "latest-offset")]);
+    options.remove("scan.bounded.mode");
+    let connector = KafkaConnector::new(Arc::new(Arc::clone(&topic)));
+    let metrics = Arc::new(SourceMetrics::default());
+    let mut reader = connector
+        .open(context(schema(), options, &metrics, 10))
+        .unwrap();
+    let position = reader.position.take().unwrap();
+    // No message comes: the reader waits, and publishes where it started.
+    let waited = tokio::time::timeout(Duration::from_millis(600), reader.stream.next()).await;
+    assert!(waited.is_err(), "no message to read");
+    assert_eq!(
+        position.get().as_deref(),
+        Some("partition:0,offset:3;partition:1,offset:2"),
+        "a checkpoint now restores each partition where it started"
+    );
 }
