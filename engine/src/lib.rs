@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod checkpoints;
 pub mod connector;
 pub mod error;
+pub mod functions;
 pub mod jobs;
 pub mod operators;
 pub mod paths;

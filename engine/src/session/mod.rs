@@ -196,6 +196,7 @@ impl Engine {
         );
         ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
         functions::register(&ctx);
+        crate::functions::register(&ctx);
         // Window table functions in FROM (TUMBLE, HOP, CUMULATE, SESSION).
         let _ = ctx.register_relation_planner(Arc::new(
             crate::sql::window_tvf::WindowTvfPlanner::new(Arc::clone(&self.catalog)),

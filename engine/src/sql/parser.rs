@@ -170,6 +170,7 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
         if let Some(s) = query {
             legacy_windows::rewrite_legacy_windows(s, sql)?;
             window_inputs::hoist_window_inputs(s);
+            super::time_units::quote_time_units(s);
         }
         // The statement's text runs to the token before the next `;` or the end.
         let next = parser.peek_token();
