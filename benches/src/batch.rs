@@ -28,7 +28,10 @@ impl Batch {
     /// into `partitions` partitions (DataFusion scans and aggregates them in parallel).
     pub async fn load(streaming: &mut Streaming, partitions: usize) -> BenchResult<Self> {
         let ctx = SessionContext::new_with_config(
-            SessionConfig::new().with_target_partitions(partitions.max(1)),
+            SessionConfig::new()
+                .with_target_partitions(partitions.max(1))
+                // As Eddy's sessions: decimal literals are DECIMAL (`0.908 * price` in q1).
+                .set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
         );
         let mut bids = 0;
         let mut bid_generation = Duration::ZERO;

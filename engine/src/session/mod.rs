@@ -180,7 +180,10 @@ impl Engine {
             // Plain Utf8 strings end to end: what connectors produce and clients receive.
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
             // The session TimeZone (UTC until SET): `timestamptz` values carry it.
-            .set_str("datafusion.execution.time_zone", "UTC");
+            .set_str("datafusion.execution.time_zone", "UTC")
+            // `0.908 * price` is exact, as in Postgres and Flink: literals with a decimal
+            // point are DECIMAL, not DOUBLE.
+            .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
         let ctx = SessionContext::new_with_config(config);
         // `count(DISTINCT x)` stays one aggregate: the rule's two-level rewrite would put an
         // aggregate over an updating aggregate, which a stream cannot run.
