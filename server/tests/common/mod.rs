@@ -26,6 +26,7 @@ pub async fn start_checkpointing(dir: &std::path::Path, interval: Duration) -> S
         ],
         checkpoint_interval: interval,
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
+        security: Default::default(),
     })
     .await
     .unwrap()
