@@ -400,16 +400,19 @@ def test_default_connection_limit_is_100(start_server):
             conn.close()
 
 
-def test_client_killed_mid_query_frees_its_slot(start_server):
-    server = start_server("--max-connections", "2")
-    with connect(server) as setup:
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_client_killed_mid_query_frees_its_slot(start_server, certs, tls):
+    server = start_server("--max-connections", "2", *(tls_flags(certs) if tls else []))
+    sslmode = "require" if tls else "disable"
+    with connect(server, sslmode=sslmode) as setup:
         setup.execute(
             "CREATE TABLE waiting (a BIGINT, ts TIMESTAMP(3), "
             "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)"
         )
     code = (
         "import psycopg\n"
-        f"conn = psycopg.connect({server.dsn!r}, autocommit=True)\n"
+        f"conn = psycopg.connect({server.dsn!r}, autocommit=True, sslmode={sslmode!r})\n"
+        f"assert conn.pgconn.ssl_in_use is {tls}\n"
         "print('started', flush=True)\n"
         "conn.execute('SELECT a FROM waiting').fetchall()\n"  # unbounded: never returns
     )
