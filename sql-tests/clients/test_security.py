@@ -16,6 +16,8 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -386,6 +388,33 @@ def test_max_connections(start_server):
     finally:
         for conn in conns:
             conn.close()
+
+
+def raw_refusal(server) -> list[tuple[bytes, bytes]]:
+    """Sends a plaintext startup message and reads every message until the server closes."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        body = struct.pack("!I", 196608) + b"user\0eddy\0database\0eddy\0\0"
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    messages = []
+    while data:
+        kind, length = data[:1], struct.unpack("!I", data[1:5])[0]
+        messages.append((kind, data[5 : 1 + length]))
+        data = data[1 + length :]
+    return messages
+
+
+def test_a_refused_client_gets_one_fatal_error_and_the_connection_closes(start_server):
+    """As from Postgres: ErrorResponse, then end of stream (no ReadyForQuery, which asyncpg
+    would report as a protocol violation)."""
+    server = start_server("--max-connections", "1")
+    with connect(server):
+        messages = raw_refusal(server)
+    assert [kind for kind, _ in messages] == [b"E"], messages
+    fields = messages[0][1]
+    assert b"SFATAL\0" in fields and b"C53300\0" in fields, fields
 
 
 def test_default_connection_limit_is_100(start_server):
