@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::security::{AuthMethod, DEFAULT_MAX_CONNECTIONS, SecurityOptions};
+
 /// Eddy: continuous SQL over event streams, served over the Postgres wire protocol.
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +71,65 @@ pub struct ServeArgs {
         value_parser = parse_timeout
     )]
     pub checkpoint_timeout: std::time::Duration,
+
+    /// Password of the user `eddy`: clients then authenticate with SCRAM-SHA-256 (only a
+    /// salted verifier is kept). Without it only loopback clients are served, without a
+    /// password.
+    #[arg(long, env = "EDDY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// How clients authenticate: `scram-sha-256` (the default with --password) or `trust`
+    /// (no password, from any client: needed to --listen beyond loopback without a password).
+    /// Default without --password: trust, loopback clients only.
+    #[arg(long, env = "EDDY_AUTH", value_enum)]
+    pub auth: Option<AuthMethod>,
+
+    /// Server certificate chain (PEM, server certificate first): clients may then use TLS
+    /// (sslmode=require, verify-full).
+    #[arg(long, env = "EDDY_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "EDDY_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse connections without TLS (needs --tls-cert and --tls-key).
+    #[arg(long, env = "EDDY_TLS_REQUIRED")]
+    pub tls_required: bool,
+
+    /// Connections served at once; one more gets SQLSTATE 53300 "sorry, too many clients
+    /// already".
+    #[arg(
+        long,
+        env = "EDDY_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_MAX_CONNECTIONS,
+        value_parser = parse_max_connections
+    )]
+    pub max_connections: usize,
+}
+
+impl ServeArgs {
+    /// The security options, to check against the listen address
+    /// ([`SecurityConfig::from_options`](crate::security::SecurityConfig::from_options)).
+    pub fn security_options(&self) -> SecurityOptions {
+        SecurityOptions {
+            password: self.password.clone(),
+            auth: self.auth,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_required: self.tls_required,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+fn parse_max_connections(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "invalid connection limit '{value}': a whole number, at least 1"
+        )),
+    }
 }
 
 fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
@@ -98,5 +159,35 @@ mod tests {
             let e = Cli::try_parse_from(["eddy", "--checkpoint-timeout", bad]).unwrap_err();
             assert!(e.to_string().contains("invalid timeout"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn security_options_parse() {
+        let cli = Cli::try_parse_from(["eddy"]).unwrap();
+        assert_eq!(cli.serve.max_connections, 100);
+        assert_eq!(cli.serve.auth, None);
+        let cli = Cli::try_parse_from([
+            "eddy",
+            "--auth",
+            "scram-sha-256",
+            "--password",
+            "pw",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-required",
+            "--max-connections",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.auth, Some(super::AuthMethod::ScramSha256));
+        assert_eq!(cli.serve.max_connections, 3);
+        assert!(cli.serve.tls_required);
+        // A certificate without its key (and the reverse) is refused by clap.
+        assert!(Cli::try_parse_from(["eddy", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["eddy", "--tls-key", "k.pem"]).is_err());
+        assert!(Cli::try_parse_from(["eddy", "--max-connections", "0"]).is_err());
+        assert!(Cli::try_parse_from(["eddy", "--auth", "md5"]).is_err());
     }
 }

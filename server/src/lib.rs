@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 pub mod catalog_store;
 pub mod cli;
+pub mod security;
 pub mod wire;
 
 use catalog_store::JsonCatalogStore;
@@ -35,6 +36,8 @@ pub struct ServerConfig {
     pub checkpoint_interval: std::time::Duration,
     /// How long a checkpoint's barrier may take to come back (`--checkpoint-timeout`).
     pub checkpoint_timeout: std::time::Duration,
+    /// Authentication, TLS and the connection limit.
+    pub security: security::SecurityConfig,
 }
 
 /// A running server.
@@ -132,6 +135,11 @@ impl Server {
         })?;
         let (shutdown, mut stop) = watch::channel(false);
         let manager = Arc::new(ConnectionManager::new());
+        let tls = config.security.tls.as_ref().map(|t| t.acceptor.clone());
+        let gate = Arc::new(wire::startup::StartupGate::new(
+            config.security.clone(),
+            Arc::clone(&manager),
+        ));
         let shared_engine = Arc::clone(&engine);
         let accept_loop = tokio::spawn(async move {
             loop {
@@ -154,24 +162,36 @@ impl Server {
                         continue;
                     }
                 };
+                // Taken at the startup message, given back when the connection ends.
+                let slot = Arc::new(wire::startup::ConnectionSlot::default());
                 let handlers = wire::ConnectionHandlers::new(
                     wire::handler::Connection::new(
                         engine.new_session(),
-                        Arc::clone(&manager),
+                        Arc::clone(&gate),
+                        Arc::clone(&slot),
                         peer.to_string(),
                         Some(probe),
                     ),
                     Arc::clone(&manager),
                 );
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = ::pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = ::pgwire::tokio::process_socket(socket, tls, handlers).await {
                         tracing::debug!(%peer, error = %e, "connection error");
                     }
+                    slot.release();
                     tracing::info!(%peer, "connection closed");
                 });
             }
         });
-        tracing::info!(address = %local_addr, "eddy is listening");
+        tracing::info!(
+            address = %local_addr,
+            auth = ?config.security.auth.method(),
+            tls = config.security.tls.is_some(),
+            tls_required = config.security.tls_required,
+            max_connections = config.security.max_connections,
+            "eddy is listening"
+        );
         Ok(Self {
             local_addr,
             engine: shared_engine,

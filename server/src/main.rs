@@ -1,7 +1,9 @@
-//! The `eddy` binary: `eddy [serve] [--listen ADDR] [--data-dir DIR] [--workers N]`.
+//! The `eddy` binary: `eddy [serve] [--listen ADDR] [--data-dir DIR] [--workers N]
+//! [--password PW] [--tls-cert PEM --tls-key PEM] ...` (`eddy --help` lists every option).
 
 use clap::Parser;
 use eddy_server::cli::{Cli, Command};
+use eddy_server::security::SecurityConfig;
 use eddy_server::{Server, ServerConfig};
 
 fn main() -> std::process::ExitCode {
@@ -16,6 +18,13 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let security = match SecurityConfig::from_options(args.listen, args.security_options()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("eddy: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -39,6 +48,7 @@ fn main() -> std::process::ExitCode {
             allowed_paths: args.allow_path.clone(),
             checkpoint_interval: args.checkpoint_interval,
             checkpoint_timeout: args.checkpoint_timeout,
+            security,
         })
         .await
         {

@@ -63,6 +63,7 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
         allowed_paths: Vec::new(),
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
+        security: Default::default(),
     })
     .await
     .unwrap();

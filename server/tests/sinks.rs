@@ -270,6 +270,7 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         allowed_paths: vec![extra.clone()],
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
+        security: Default::default(),
     })
     .await
     .unwrap();

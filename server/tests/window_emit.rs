@@ -54,6 +54,7 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
         allowed_paths: Vec::new(),
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
+        security: Default::default(),
     })
     .await
     .unwrap();

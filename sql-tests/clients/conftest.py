@@ -45,10 +45,20 @@ def free_port() -> int:
 class EddyServer:
     """A running eddy process and how to reach it."""
 
-    def __init__(self, binary: Path, extra_args: list[str] | tuple[str, ...] = ()):
+    def __init__(
+        self,
+        binary: Path,
+        extra_args: list[str] | tuple[str, ...] = (),
+        listen_host: str = HOST,
+        env: dict[str, str] | None = None,
+    ):
         self.binary = binary
         # More flags for every start (e.g. `["--checkpoint-interval", "500ms"]`).
         self.extra_args = list(extra_args)
+        # The address given to --listen (e.g. 0.0.0.0); clients always connect to 127.0.0.1.
+        self.listen_host = listen_host
+        # More environment variables for the server (e.g. EDDY_PASSWORD).
+        self.env = dict(env or {})
         self.host = HOST
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="eddy-clients-"))
@@ -78,11 +88,12 @@ class EddyServer:
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         env["NO_COLOR"] = "1"
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [
                 str(self.binary),
                 "--listen",
-                f"{self.host}:{self.port}",
+                f"{self.listen_host}:{self.port}",
                 "--data-dir",
                 str(self.data_dir),
                 "--allow-path",
@@ -202,6 +213,28 @@ def own_server():
     finally:
         s.stop()
         _servers.remove(s)
+
+
+@pytest.fixture
+def start_server():
+    """Starts servers of the test's own with more flags (security options, limits):
+    `start_server("--password", "pw")`, `start_server(listen_host="0.0.0.0")`,
+    `start_server(env={"EDDY_PASSWORD": "pw"})`. All are stopped and deleted at the end."""
+    started: list[EddyServer] = []
+
+    def start(*args: str, listen_host: str = HOST, env: dict[str, str] | None = None):
+        s = EddyServer(eddy_binary(), args, listen_host=listen_host, env=env)
+        _servers.append(s)
+        started.append(s)
+        s.start()
+        return s
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.stop()
+            _servers.remove(s)
 
 
 @pytest.fixture(autouse=True)

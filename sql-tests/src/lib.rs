@@ -190,6 +190,7 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
         allowed_paths: Vec::new(),
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: std::time::Duration::from_secs(600),
+        security: Default::default(),
     })
     .await
     .map_err(|e| e.to_string())?;

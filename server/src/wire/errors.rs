@@ -1,8 +1,11 @@
-//! The one place where engine errors become Postgres errors: SQLSTATE, message, position.
+//! The one place where engine errors and startup refusals become Postgres errors: SQLSTATE,
+//! message, position.
 
 use eddy_engine::connector::ConnectorError;
 use eddy_engine::error::EngineError;
-use pgwire::error::{ErrorInfo, PgWireError, SEVERITY_ERROR, SEVERITY_NOTICE};
+use pgwire::error::{ErrorInfo, PgWireError, SEVERITY_ERROR, SEVERITY_FATAL, SEVERITY_NOTICE};
+
+use crate::security::policy::Refusal;
 
 /// The SQLSTATE of an engine error.
 pub fn sqlstate(e: &EngineError) -> &'static str {
@@ -106,4 +109,63 @@ pub fn protocol_error(code: &str, message: impl Into<String>) -> PgWireError {
         code.to_string(),
         message.into(),
     )))
+}
+
+/// The SQLSTATE of a client turned away at startup.
+pub fn refusal_sqlstate(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::TooManyClients { .. } => "53300",
+        Refusal::TlsRequired | Refusal::NotLoopback { .. } => "28000",
+        Refusal::PasswordFailed { .. } => "28P01",
+    }
+}
+
+/// The FATAL ErrorResponse that turns a client away at startup.
+pub fn refusal_info(refusal: &Refusal) -> ErrorInfo {
+    ErrorInfo::new(
+        SEVERITY_FATAL.to_string(),
+        refusal_sqlstate(refusal).to_string(),
+        refusal.to_string(),
+    )
+}
+
+/// [`refusal_info`] as an error.
+pub fn refusal_error(refusal: &Refusal) -> PgWireError {
+    PgWireError::UserError(Box::new(refusal_info(refusal)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_fatal_with_postgres_sqlstates() {
+        for (refusal, code, message) in [
+            (
+                Refusal::TooManyClients { max_connections: 3 },
+                "53300",
+                "sorry, too many clients already",
+            ),
+            (
+                Refusal::PasswordFailed {
+                    user: "alice".to_string(),
+                },
+                "28P01",
+                "password authentication failed for user \"alice\"",
+            ),
+            (Refusal::TlsRequired, "28000", "SSL required"),
+            (
+                Refusal::NotLoopback {
+                    peer: "10.0.0.1".parse().unwrap(),
+                },
+                "28000",
+                "--password",
+            ),
+        ] {
+            let info = refusal_info(&refusal);
+            assert_eq!(info.severity, "FATAL");
+            assert_eq!(info.code, code);
+            assert!(info.message.contains(message), "{}", info.message);
+        }
+    }
 }

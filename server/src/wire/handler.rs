@@ -14,7 +14,7 @@ use eddy_engine::error::EngineError;
 use eddy_engine::session::{QueryOutput, Session, StatementResult, TransactionState};
 use eddy_engine::sql::parser::{EddyStatement, ParsedStatement, parse_sql};
 use futures::{Sink, SinkExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -22,8 +22,7 @@ use pgwire::api::results::{FieldFormat, FieldInfo, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME,
-    PgWireConnectionState, Type,
+    ClientInfo, ClientPortalStore, ConnectionHandle, DEFAULT_NAME, PgWireConnectionState, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -37,6 +36,7 @@ use tokio::sync::Mutex;
 use super::encode::{CopyWriter, data_rows, field_descriptions, field_infos};
 use super::errors::{error_info, notice, protocol_error, user_error, warning};
 use super::params;
+use super::startup::{ConnectionSlot, Started, StartupGate};
 
 /// A statement prepared by the extended protocol.
 pub type PreparedStatement = Arc<ParsedStatement>;
@@ -166,7 +166,9 @@ where
 /// One client connection: its session and protocol state.
 pub struct Connection {
     session: Mutex<Session>,
-    manager: Arc<ConnectionManager>,
+    startup: Arc<StartupGate>,
+    /// Its place among the `--max-connections`.
+    slot: Arc<ConnectionSlot>,
     parser: Arc<StatementParser>,
     copy: std::sync::Mutex<Option<PendingCopy>>,
     peer: String,
@@ -179,13 +181,15 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         session: Session,
-        manager: Arc<ConnectionManager>,
+        startup: Arc<StartupGate>,
+        slot: Arc<ConnectionSlot>,
         peer: String,
         probe: Option<ClientProbe>,
     ) -> Self {
         Self {
             session: Mutex::new(session),
-            manager,
+            startup,
+            slot,
             parser: Arc::new(StatementParser),
             copy: std::sync::Mutex::new(None),
             peer,
@@ -204,21 +208,25 @@ fn transaction_status(state: TransactionState) -> TransactionStatus {
 }
 
 #[async_trait]
-impl NoopStartupHandler for Connection {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.manager))
-    }
-
-    async fn post_startup<C>(
+impl StartupHandler for Connection {
+    async fn on_startup<C>(
         &self,
         client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
+        message: pgwire::messages::PgWireFrontendMessage,
     ) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let started = self
+            .startup
+            .on_startup(client, message, &self.slot)
+            .await
+            .inspect_err(|e| tracing::info!(peer = %self.peer, error = %e, "connection refused"))?;
+        if started == Started::NotYet {
+            return Ok(());
+        }
         let meta = client.metadata();
         let user = meta
             .get(pgwire::api::METADATA_USER)
@@ -232,7 +240,14 @@ impl NoopStartupHandler for Connection {
             .get(pgwire::api::METADATA_APPLICATION_NAME)
             .cloned()
             .unwrap_or_default();
-        tracing::info!(peer = %self.peer, %user, %database, %application, "connection started");
+        tracing::info!(
+            peer = %self.peer,
+            %user,
+            %database,
+            %application,
+            tls = client.is_secure(),
+            "connection started"
+        );
         if !application.is_empty() {
             self.session
                 .lock()

@@ -12,6 +12,7 @@ pub mod encode;
 pub mod errors;
 pub mod handler;
 pub mod params;
+pub mod startup;
 
 /// The handlers pgwire calls for one connection.
 pub struct ConnectionHandlers {

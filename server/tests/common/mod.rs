@@ -17,6 +17,22 @@ pub async fn start(dir: &std::path::Path) -> Server {
 
 /// Like [`start`], with background jobs checkpointing every `interval`.
 pub async fn start_checkpointing(dir: &std::path::Path, interval: Duration) -> Server {
+    start_with(dir, interval, Default::default()).await
+}
+
+/// Like [`start`], with these security settings (authentication, TLS, connection limit).
+pub async fn start_secured(
+    dir: &std::path::Path,
+    security: eddy_server::security::SecurityConfig,
+) -> Server {
+    start_with(dir, Duration::from_secs(10), security).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    interval: Duration,
+    security: eddy_server::security::SecurityConfig,
+) -> Server {
     Server::start(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
@@ -26,6 +42,7 @@ pub async fn start_checkpointing(dir: &std::path::Path, interval: Duration) -> S
         ],
         checkpoint_interval: interval,
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
+        security,
     })
     .await
     .unwrap()
