@@ -26,6 +26,8 @@ pub enum RelationKind {
     View,
     /// `CREATE SINK`: a background job exporting a query's rows (not readable).
     Sink,
+    /// `CREATE VIEW`: a named query, not materialized: inlined wherever it is read.
+    LogicalView,
 }
 
 /// `WATERMARK FOR column AS expr`, resolved against the relation's schema.
@@ -63,6 +65,9 @@ pub struct RelationDef {
     pub view: Option<Arc<ViewStore>>,
     /// The relations a view reads (which cannot be dropped while it exists).
     pub depends_on: Vec<String>,
+    /// A logical view's query, planned (not optimized) when it was created, with the view's
+    /// column names: DataFusion inlines it into every query that reads the view.
+    pub query: Option<datafusion::logical_expr::LogicalPlan>,
 }
 
 impl RelationDef {

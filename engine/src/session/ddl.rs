@@ -61,7 +61,13 @@ impl Session {
         let connector = options.remove("connector");
         let kind = match (create.kind, &connector) {
             (RelationKind::Table, None) => RelationKind::Table,
-            (RelationKind::Source | RelationKind::View | RelationKind::Sink, None) => {
+            (
+                RelationKind::Source
+                | RelationKind::View
+                | RelationKind::Sink
+                | RelationKind::LogicalView,
+                None,
+            ) => {
                 return Err(plan_error(format!(
                     "CREATE SOURCE {name} needs WITH (connector = '...'); connectors: {}",
                     self.connector_list()
@@ -70,7 +76,10 @@ impl Session {
             (_, Some(_)) => RelationKind::Source,
         };
         let tag = match create.kind {
-            RelationKind::Source | RelationKind::View | RelationKind::Sink => "CREATE SOURCE",
+            RelationKind::Source
+            | RelationKind::View
+            | RelationKind::Sink
+            | RelationKind::LogicalView => "CREATE SOURCE",
             RelationKind::Table => "CREATE TABLE",
         };
         if let Some(exists) = self.already_exists(&name, create.if_not_exists, tag) {
@@ -160,7 +169,10 @@ impl Session {
                 )?,
                 None => TableLog::in_memory(Arc::clone(&schema)),
             })),
-            RelationKind::Source | RelationKind::View | RelationKind::Sink => None,
+            RelationKind::Source
+            | RelationKind::View
+            | RelationKind::Sink
+            | RelationKind::LogicalView => None,
         };
         self.engine.catalog.insert(RelationDef {
             name,
@@ -176,6 +188,7 @@ impl Session {
             table,
             view: None,
             depends_on: Vec::new(),
+            query: None,
         })?;
         Ok(StatementResult::Command(CommandTag::new(tag)))
     }
@@ -318,6 +331,7 @@ impl Session {
             RelationKind::Table => "DROP TABLE",
             RelationKind::View => "DROP MATERIALIZED VIEW",
             RelationKind::Sink => "DROP SINK",
+            RelationKind::LogicalView => "DROP VIEW",
         };
         let mut notices = Vec::new();
         let names = drop
@@ -353,6 +367,18 @@ impl Session {
                             format!("\"{name}\" is a sink: use DROP SINK")
                         } else {
                             format!("\"{name}\" is not a sink")
+                        },
+                    ));
+                }
+                Some(r)
+                    if (r.kind == RelationKind::LogicalView)
+                        != (drop.kind == RelationKind::LogicalView) =>
+                {
+                    return Err(EngineError::WrongObjectType(
+                        if r.kind == RelationKind::LogicalView {
+                            format!("\"{name}\" is a view: use DROP VIEW")
+                        } else {
+                            format!("\"{name}\" is not a view")
                         },
                     ));
                 }
@@ -445,10 +471,11 @@ impl Session {
         }
     }
 
-    /// "materialized view" or "sink": what a dependent is, for messages.
+    /// "materialized view", "view" or "sink": what a dependent is, for messages.
     fn kind_name(&self, name: &str) -> &'static str {
         match self.engine.catalog.get(name).map(|r| r.kind) {
             Some(RelationKind::Sink) => "sink",
+            Some(RelationKind::LogicalView) => "view",
             _ => "materialized view",
         }
     }

@@ -28,6 +28,7 @@ mod checkpoints;
 mod copy;
 mod ddl;
 mod functions;
+mod logical_views;
 mod output;
 mod query;
 mod sinks;
@@ -153,6 +154,10 @@ impl Engine {
                             EddyStatement::Sql(stmt) => match stmt.as_ref() {
                                 Statement::CreateView(v) if v.materialized => session
                                     .create_materialized_view(v, &s.sql, &s.sql)
+                                    .await
+                                    .map(|_| ()),
+                                Statement::CreateView(v) => session
+                                    .create_logical_view(v, &s.sql, &s.sql)
                                     .await
                                     .map(|_| ()),
                                 _ => Ok(()),
@@ -306,6 +311,7 @@ impl Session {
                 Statement::CreateView(v) if v.materialized => {
                     self.create_materialized_view(v, &statement.sql, sql).await
                 }
+                Statement::CreateView(v) => self.create_logical_view(v, &statement.sql, sql).await,
                 _ => self.execute_sql(stmt, sql, params).await,
             },
         }
@@ -419,10 +425,6 @@ impl Session {
                 self.vars.reset_all();
                 Ok(StatementResult::Command(CommandTag::new("DISCARD ALL")))
             }
-            Statement::CreateView(_) => Err(EngineError::Unsupported(
-                "CREATE VIEW (a view that is not materialized; use CREATE MATERIALIZED VIEW)"
-                    .to_string(),
-            )),
             other => Err(EngineError::Unsupported(statement_kind(other))),
         }
     }

@@ -180,7 +180,11 @@ impl Session {
             ddl: statement_sql.to_string(),
             table: None,
             view: None,
-            depends_on: relations_read(&plan),
+            depends_on: super::views::with_views(
+                relations_read(&plan),
+                self.views_named(create.query.as_ref()),
+            ),
+            query: None,
         })?;
         let job = match (job, refused) {
             (Some((writer, running)), _) => self.engine.jobs.start(spec, running, Some(writer)),

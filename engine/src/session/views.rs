@@ -55,6 +55,7 @@ impl Session {
         };
         let stmt = Statement::Query(create.query.clone());
         let names = crate::sql::names::postgres_column_names(&stmt);
+        let views_named = self.views_named(&stmt);
         let plan = self.optimized_plan(stmt, sql, &[]).await?;
         if !reads_streams(&plan) && !reads_views(&plan) {
             return Err(EngineError::Unsupported(
@@ -165,7 +166,8 @@ impl Session {
             ddl: statement_sql.to_string(),
             table: None,
             view: Some(Arc::clone(&view)),
-            depends_on: relations_read(&plan),
+            depends_on: with_views(relations_read(&plan), views_named),
+            query: None,
         })?;
         let spec = JobSpec {
             name: name.clone(),
@@ -333,4 +335,14 @@ fn parse_retention(value: &str) -> EngineResult<i64> {
         .filter(|n| *n > 0)
         .ok_or_else(invalid)?;
     Ok(nanos)
+}
+
+/// The relations a plan reads, and the logical views its statement names (inlined in it).
+pub(crate) fn with_views(mut relations: Vec<String>, views: Vec<String>) -> Vec<String> {
+    for view in views {
+        if !relations.contains(&view) {
+            relations.push(view);
+        }
+    }
+    relations
 }

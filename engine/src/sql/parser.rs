@@ -106,7 +106,7 @@ pub struct WatermarkDef {
 pub struct DropRelation {
     pub names: Vec<ObjectName>,
     pub if_exists: bool,
-    /// `TABLE`, `SOURCE` or `MATERIALIZED VIEW`, as written.
+    /// `TABLE`, `SOURCE`, `MATERIALIZED VIEW`, `VIEW` or `SINK`, as written.
     pub kind: RelationKind,
     /// `CASCADE`: also drop the views that read the relations.
     pub cascade: bool,
@@ -218,13 +218,14 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<EddyStatement, ParserError
             parse_create_source(parser, RelationKind::Table)
                 .map(|c| EddyStatement::CreateSource(Box::new(c)))
         }
-        ("DROP", "SOURCE" | "TABLE" | "MATERIALIZED" | "SINK") => {
+        ("DROP", "SOURCE" | "TABLE" | "MATERIALIZED" | "SINK" | "VIEW") => {
             parser.next_token();
             parser.next_token();
             let kind = match word(&second).as_str() {
                 "SOURCE" => RelationKind::Source,
                 "TABLE" => RelationKind::Table,
                 "SINK" => RelationKind::Sink,
+                "VIEW" => RelationKind::LogicalView,
                 _ => {
                     parser.expect_keyword(Keyword::VIEW)?;
                     RelationKind::View

@@ -3,16 +3,18 @@
 //! [`CatalogSchemaProvider`] serves the shared catalog to every session as DataFusion's
 //! `public` schema, so a `CREATE SOURCE` is visible everywhere at once. Each catalog relation
 //! is a [`StreamTableProvider`] (in `plan::stream_table`), which the streaming planner
-//! recognises as a source.
+//! recognises as a source, but a logical view (`CREATE VIEW`), which is a DataFusion
+//! [`ViewTable`] of its planned query, inlined wherever it is read.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::MemTable;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, RelationDef};
 use crate::checkpoints::CHECKPOINTS_TABLE;
 use crate::jobs::{JOBS_TABLE, JobManager};
 use crate::plan::stream_table::StreamTableProvider;
@@ -53,13 +55,19 @@ impl SchemaProvider for CatalogSchemaProvider {
                 vec![vec![report]],
             )?)));
         }
-        Ok(self
-            .catalog
-            .readable(name)
-            .map(|r| Arc::new(StreamTableProvider::new(r)) as Arc<dyn TableProvider>))
+        Ok(self.catalog.readable(name).map(relation_provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         name == JOBS_TABLE || name == CHECKPOINTS_TABLE || self.catalog.readable(name).is_some()
+    }
+}
+
+/// How a readable relation appears to DataFusion: a logical view as a [`ViewTable`] of its
+/// plan (which DataFusion inlines where it is scanned), anything else as a stream.
+pub fn relation_provider(relation: Arc<RelationDef>) -> Arc<dyn TableProvider> {
+    match &relation.query {
+        Some(plan) => Arc::new(ViewTable::new(plan.clone(), Some(relation.ddl.clone()))),
+        None => Arc::new(StreamTableProvider::new(relation)),
     }
 }

@@ -23,7 +23,6 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::catalog::Catalog;
 use crate::operators::window::{MILLISECOND, WindowKind};
-use crate::plan::stream_table::StreamTableProvider;
 use crate::plan::window_tvf::WindowTvfNode;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::LogicalPlanBuilder;
@@ -128,7 +127,7 @@ impl RelationPlanner for WindowTvfPlanner {
                     match self.catalog.readable(reference.table()) {
                         Some(relation) => LogicalPlanBuilder::scan(
                             reference,
-                            provider_as_source(Arc::new(StreamTableProvider::new(relation))),
+                            provider_as_source(super::provider::relation_provider(relation)),
                             None,
                         )?
                         .build()?,
