@@ -10,6 +10,7 @@ use std::sync::Arc;
 use eddy_engine::connector::ConnectorRegistry;
 use eddy_engine::paths::PathPolicy;
 
+pub mod datagen;
 pub mod file;
 pub mod file_sink;
 pub mod kafka;
@@ -19,6 +20,7 @@ pub mod nexmark;
 pub fn register_all(registry: &mut ConnectorRegistry, paths: Arc<PathPolicy>) {
     registry.register_source(Arc::new(file::FileConnector::new(Arc::clone(&paths))));
     registry.register_source(Arc::new(nexmark::NexmarkConnector));
+    registry.register_source(Arc::new(datagen::DatagenConnector));
     registry.register_source(Arc::new(kafka::KafkaConnector::default()));
     registry.register_source(Arc::new(kafka::KafkaConnector::upsert(Arc::new(
         kafka::RdKafkaClient,
