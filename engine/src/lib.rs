@@ -11,6 +11,7 @@ pub mod error;
 pub mod jobs;
 pub mod operators;
 pub mod paths;
+pub mod pg_catalog;
 pub mod plan;
 pub mod runtime;
 pub mod session;
