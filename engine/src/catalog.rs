@@ -129,6 +129,15 @@ impl Catalog {
         self.read().values().map(|(_, r)| Arc::clone(r)).collect()
     }
 
+    /// All relations with their creation number (unique while the server runs; what the
+    /// Postgres catalogs derive a relation's OID from), in name order.
+    pub fn list_numbered(&self) -> Vec<(u64, Arc<RelationDef>)> {
+        self.read()
+            .values()
+            .map(|(order, r)| (*order, Arc::clone(r)))
+            .collect()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
     }

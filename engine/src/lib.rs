@@ -12,6 +12,7 @@ pub mod functions;
 pub mod jobs;
 pub mod operators;
 pub mod paths;
+pub mod pg_catalog;
 pub mod plan;
 pub mod runtime;
 pub mod session;

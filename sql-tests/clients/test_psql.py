@@ -17,7 +17,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import TABLE_COLUMNS, not_supported_yet, psql_env
+from conftest import TABLE_COLUMNS, psql_env
 
 PSQL = shutil.which("psql") or "/usr/bin/psql"
 
@@ -569,10 +569,185 @@ def test_disconnect_while_query_waits_is_noticed(server, name):
         sock.close()
 
 
-@not_supported_yet("psql's \\dt and \\d query pg_catalog (pg_class, pg_namespace...), which Eddy lacks")
-def test_backslash_dt_lists_tables(server, name):
-    table = name("psql_dt")
-    create_table(server, table)
-    out = psql(server, "-c", "\\dt")
+# --- meta-commands over the Postgres catalogs ------------------------------------------
+
+BIDS_COLUMNS = (
+    "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, "
+    "date_time TIMESTAMP(3), extra VARCHAR, "
+    "WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND"
+)
+
+# What Postgres prints for the same columns (VARCHAR columns are text in Eddy: Arrow keeps no
+# length, and Eddy sends them as text).
+BIDS_TYPES = [
+    ("auction", "bigint"),
+    ("bidder", "bigint"),
+    ("price", "bigint"),
+    ("channel", "text"),
+    ("url", "text"),
+    ("date_time", "timestamp(3) without time zone"),
+    ("extra", "text"),
+]
+
+
+def meta(server, command: str):
+    """A meta-command's output, asserting that psql printed no error."""
+    out = psql(server, "-c", command)
     assert out.returncode == 0, out.stderr
-    assert table in out.stdout
+    assert "ERROR" not in out.stderr, out.stderr
+    return out.stdout
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The data rows of psql's aligned output, split into trimmed cells."""
+    lines = text.splitlines()
+    sep = next(i for i, line in enumerate(lines) if set(line) <= set("-+") and line)
+    rows = []
+    for line in lines[sep + 1 :]:
+        if "|" not in line:
+            break
+        rows.append([cell.strip() for cell in line.split("|")])
+    return rows
+
+
+@pytest.fixture
+def catalog_objects(server, name):
+    """A push table shaped like Nexmark's bids and a materialized view over it."""
+    bids = name("bids")
+    view = name("bids_per_auction")
+    execute(server, f"CREATE TABLE {bids} ({BIDS_COLUMNS})")
+    execute(
+        server,
+        f"CREATE MATERIALIZED VIEW {view} AS SELECT auction, count(*) AS n FROM {bids} GROUP BY auction",
+    )
+    yield bids, view
+    execute(server, f"DROP MATERIALIZED VIEW IF EXISTS {view}")
+    execute(server, f"DROP TABLE IF EXISTS {bids}")
+
+
+def test_backslash_d_name_shows_postgres_types(server, catalog_objects):
+    bids, _ = catalog_objects
+    out = meta(server, f"\\d {bids}")
+    lines = out.splitlines()
+    assert lines[0].strip() == f'Table "public.{bids}"'
+    header = [c.strip() for c in lines[1].split("|")]
+    assert header == ["Column", "Type", "Collation", "Nullable", "Default"]
+    rows = table_rows(out)
+    assert [(r[0], r[1]) for r in rows] == BIDS_TYPES
+    assert all(r[2:] == ["", "", ""] for r in rows), rows
+
+
+def test_backslash_d_plus_shows_storage_and_view_definition(server, catalog_objects):
+    bids, view = catalog_objects
+    out = meta(server, f"\\d+ {bids}")
+    header = [c.strip() for c in out.splitlines()[1].split("|")]
+    assert header[:5] == ["Column", "Type", "Collation", "Nullable", "Default"]
+    assert "Storage" in header and "Description" in header
+    assert [(r[0], r[1]) for r in table_rows(out)] == BIDS_TYPES
+    out = meta(server, f"\\d+ {view}")
+    assert out.splitlines()[0].strip() == f'Materialized view "public.{view}"'
+    assert [(r[0], r[1]) for r in table_rows(out)] == [("auction", "bigint"), ("n", "bigint")]
+    assert "View definition:" in out
+    assert "count(*)" in out
+
+
+def test_backslash_d_lists_tables_and_views(server, catalog_objects):
+    bids, view = catalog_objects
+    kinds = {r[1]: (r[0], r[2], r[3]) for r in table_rows(meta(server, "\\d"))}
+    assert kinds[bids] == ("public", "table", "eddy")
+    assert kinds[view] == ("public", "materialized view", "eddy")
+    assert kinds["eddy_jobs"] == ("public", "view", "eddy")
+
+
+def test_backslash_dt_dm_dv_filter_by_kind(server, catalog_objects):
+    bids, view = catalog_objects
+    tables = [r[1] for r in table_rows(meta(server, "\\dt"))]
+    assert bids in tables and view not in tables
+    views = [r[1] for r in table_rows(meta(server, "\\dm"))]
+    assert view in views and bids not in views
+    plain_views = [r[1] for r in table_rows(meta(server, "\\dv"))]
+    assert plain_views == ["eddy_checkpoints", "eddy_jobs"]
+
+
+def test_backslash_l_dn_du(server):
+    databases = table_rows(meta(server, "\\l"))
+    assert [(r[0], r[1], r[2]) for r in databases] == [("eddy", "eddy", "UTF8")]
+    assert table_rows(meta(server, "\\dn")) == [["public", "eddy"]]
+    roles = table_rows(meta(server, "\\du"))
+    assert roles[0][0] == "eddy" and "Superuser" in roles[0][1]
+
+
+def test_backslash_dt_capital_and_df(server):
+    # No user-defined types: an empty list, as in a fresh Postgres database.
+    out = meta(server, "\\dT")
+    assert "List of data types" in out and "(0 rows)" in out
+    functions = table_rows(meta(server, "\\df sum"))
+    assert [(r[0], r[1], r[4]) for r in functions] == [("pg_catalog", "sum", "agg")]
+    functions = table_rows(meta(server, "\\df date_trunc"))
+    assert [(r[1], r[4]) for r in functions] == [("date_trunc", "func")]
+
+
+def test_tab_completion_of_relation_names(server, catalog_objects):
+    bids, _ = catalog_objects
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        psql_args(server),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**psql_env(), "TERM": "dumb"},
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        # Wait for the prompt, then type a prefix of the table's name and Tab.
+        while b"eddy=#" not in seen and time.monotonic() < deadline:
+            seen += _read_pty(master)
+        os.write(master, f"SELECT * FROM {bids[:-3]}\t".encode())
+        while bids.encode() not in seen and time.monotonic() < deadline:
+            seen += _read_pty(master)
+        assert bids.encode() in seen, seen.decode(errors="replace")
+    finally:
+        os.write(master, b"\x03\\q\n")
+        stop(proc)
+        os.close(master)
+
+
+def _read_pty(fd: int) -> bytes:
+    import select
+
+    ready, _, _ = select.select([fd], [], [], 0.5)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+
+
+def test_set_time_zone_changes_timestamptz_text(server):
+    out = psql(
+        server,
+        "-A",
+        "-t",
+        "-c",
+        "SET TimeZone = 'Europe/Paris'",
+        "-c",
+        "SELECT TIMESTAMPTZ '2024-01-15 12:00:00+00', TIMESTAMPTZ '2024-07-15 12:00:00.25+00'",
+        "-c",
+        "SET TimeZone = 'UTC'",
+        "-c",
+        "SELECT TIMESTAMPTZ '2024-01-15 12:00:00+00'",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "SET",
+        "2024-01-15",
+        "13:00:00+01|2024-07-15",
+        "14:00:00.25+02",
+        "SET",
+        "2024-01-15",
+        "12:00:00+00",
+    ]

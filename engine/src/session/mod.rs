@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogStore};
 use crate::connector::ConnectorRegistry;
 use crate::error::{EngineError, EngineResult};
 use crate::jobs::JobManager;
+use crate::pg_catalog::SharedVars;
 use crate::sql::parser::{EddyStatement, ParsedStatement, parse_sql};
 use crate::sql::provider::CatalogSchemaProvider;
 use crate::table::TableLog;
@@ -189,7 +190,15 @@ impl Engine {
             // `0.908 * price` is exact, as in Postgres and Flink: literals with a decimal
             // point are DECIMAL, not DOUBLE.
             .set_bool("datafusion.sql_parser.parse_float_as_decimal", true);
-        let ctx = SessionContext::new_with_config(config);
+        // `regclass`, `oid` and the other OID types as casts (psql, JDBC and GUI tools use them).
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_type_planner(Arc::new(
+                datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
+            ))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         // `count(DISTINCT x)` stays one aggregate: the rule's two-level rewrite would put an
         // aggregate over an updating aggregate, which a stream cannot run.
         ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
@@ -202,9 +211,20 @@ impl Engine {
                 Arc::clone(&self.jobs),
             )),
         );
-        ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
         functions::register(&ctx);
         crate::functions::register(&ctx);
+        let vars = SharedVars::default();
+        // Registering fresh schema providers cannot fail.
+        let _ = crate::pg_catalog::register(
+            &ctx,
+            &catalog,
+            crate::pg_catalog::RelationSource {
+                catalog: Arc::clone(&self.catalog),
+                jobs: Arc::clone(&self.jobs),
+            },
+            vars.clone(),
+        );
+        ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
         // Window table functions in FROM (TUMBLE, HOP, CUMULATE, SESSION).
         let _ = ctx.register_relation_planner(Arc::new(
             crate::sql::window_tvf::WindowTvfPlanner::new(Arc::clone(&self.catalog)),
@@ -215,7 +235,7 @@ impl Engine {
         Session {
             engine: Arc::clone(self),
             ctx,
-            vars: SessionVars::default(),
+            vars,
             transaction: TransactionState::Idle,
             pending_inserts: Vec::new(),
             cursors: std::sync::Mutex::default(),
@@ -237,7 +257,8 @@ pub enum TransactionState {
 pub struct Session {
     engine: Arc<Engine>,
     ctx: SessionContext,
-    vars: SessionVars,
+    /// Shared with the session's `pg_settings`.
+    vars: SharedVars,
     transaction: TransactionState,
     /// Rows inserted inside a transaction block, appended at `COMMIT`.
     pending_inserts: Vec<(Arc<TableLog>, RecordBatch)>,
@@ -253,8 +274,9 @@ impl Session {
         self.transaction
     }
 
-    pub fn vars(&self) -> &SessionVars {
-        &self.vars
+    /// The session's variables as they are now.
+    pub fn vars(&self) -> SessionVars {
+        self.vars.snapshot()
     }
 
     /// Sets a session variable directly (e.g. `application_name` from the startup message).
@@ -266,7 +288,7 @@ impl Session {
     /// `parallelism` setting, else the engine's.
     pub fn parallelism(&self) -> EngineResult<usize> {
         match self.vars.get(PARALLELISM) {
-            Some(value) => parse_parallelism(value),
+            Some(value) => parse_parallelism(&value),
             None => Ok(self.engine.config.parallelism.max(1)),
         }
     }
@@ -502,8 +524,12 @@ impl Session {
 
     fn show_variable(&self, name: &str) -> EngineResult<StatementResult> {
         if name.eq_ignore_ascii_case("all") {
-            let (names, values): (Vec<_>, Vec<_>) =
-                self.vars.all().map(|(k, v)| (k.clone(), v.clone())).unzip();
+            let (names, values): (Vec<_>, Vec<_>) = self
+                .vars
+                .snapshot()
+                .all()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unzip();
             return Ok(StatementResult::Rows(QueryOutput::text_columns(
                 &["name", "setting"],
                 vec![names, values],

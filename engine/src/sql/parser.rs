@@ -190,6 +190,20 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
         }
         let begin = byte_offset(sql, start.span.start);
         let text = sql.get(begin..end).unwrap_or(sql).trim().to_string();
+        // psql's and drivers' catalog queries, in a form DataFusion can plan.
+        if let EddyStatement::Sql(s) = &mut statement
+            && crate::pg_catalog::rewrite::is_catalog_query(s)
+        {
+            let original = std::mem::replace(
+                s.as_mut(),
+                Statement::Commit {
+                    chain: false,
+                    end: false,
+                    modifier: None,
+                },
+            );
+            **s = crate::pg_catalog::rewrite::rewrite_catalog_query(original, &text);
+        }
         statements.push(ParsedStatement {
             statement,
             sql: text,

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, Utc};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, DecimalType, Float16Type, Float32Type,
@@ -24,29 +24,28 @@ use postgres_types::{IsNull, ToSql};
 
 type EncodeResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The Postgres type a column of `data_type` is sent as.
-pub fn pg_type(data_type: &DataType) -> Type {
-    match data_type {
-        DataType::Boolean => Type::BOOL,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
-        DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 => Type::INT8,
-        DataType::UInt64 | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => Type::NUMERIC,
-        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
-        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
-        DataType::Float64 => Type::FLOAT8,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => Type::BYTEA,
-        DataType::Date32 | DataType::Date64 => Type::DATE,
-        DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
-        DataType::Timestamp(_, None) => Type::TIMESTAMP,
-        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
-        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
-        _ => Type::TEXT,
+use datafusion::arrow::array::timezone::Tz;
+
+/// The time zone `timestamptz` values are written in as text: the session's `TimeZone`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextZone(Option<Tz>);
+
+impl TextZone {
+    /// The zone a `TimeZone` setting names (UTC if it names none).
+    pub fn named(name: &str) -> Self {
+        Self(name.parse().ok())
     }
+}
+
+/// UTC, the time zone of a session that set none.
+pub fn utc() -> TextZone {
+    TextZone::default()
+}
+
+/// The Postgres type a column of `data_type` is sent as: the engine's mapping, which the
+/// catalogs (`pg_attribute`, `information_schema.columns`) show too.
+pub fn pg_type(data_type: &DataType) -> Type {
+    Type::from_oid(eddy_engine::pg_catalog::types::pg_type(data_type).oid).unwrap_or(Type::TEXT)
 }
 
 /// The Arrow type a Postgres parameter type is read as (`None`: not a type we decode).
@@ -119,13 +118,18 @@ fn type_size(ty: &Type) -> i16 {
 }
 
 /// Encodes every row of `batch` as a DataRow.
-pub fn data_rows(batch: &RecordBatch, formats: &[FieldFormat]) -> EncodeResult<Vec<DataRow>> {
+/// `tz` is the session's TimeZone, in which `timestamptz` values are written as text.
+pub fn data_rows(
+    batch: &RecordBatch,
+    formats: &[FieldFormat],
+    tz: &TextZone,
+) -> EncodeResult<Vec<DataRow>> {
     let mut rows = Vec::with_capacity(batch.num_rows());
     let mut buf = BytesMut::with_capacity(64 * batch.num_columns());
     let mut scratch = String::new();
     for row in 0..batch.num_rows() {
         for (column, format) in batch.columns().iter().zip(formats) {
-            write_length_prefixed(column.as_ref(), row, *format, &mut buf, &mut scratch)?;
+            write_length_prefixed(column.as_ref(), row, *format, &mut buf, &mut scratch, tz)?;
         }
         rows.push(DataRow::new(buf.split(), batch.num_columns() as i16));
     }
@@ -139,6 +143,7 @@ fn write_length_prefixed(
     format: FieldFormat,
     buf: &mut BytesMut,
     scratch: &mut String,
+    tz: &TextZone,
 ) -> EncodeResult<()> {
     if array.is_null(row) {
         buf.put_i32(-1);
@@ -149,7 +154,7 @@ fn write_length_prefixed(
     match format {
         FieldFormat::Text => {
             scratch.clear();
-            write_text(array, row, scratch)?;
+            write_text(array, row, scratch, tz)?;
             buf.put_slice(scratch.as_bytes());
         }
         FieldFormat::Binary => write_binary(array, row, buf)?,
@@ -159,8 +164,13 @@ fn write_length_prefixed(
     Ok(())
 }
 
-/// The Postgres text representation of a non-null value.
-pub fn write_text(array: &dyn Array, row: usize, out: &mut String) -> EncodeResult<()> {
+/// The Postgres text representation of a non-null value (`timestamptz` in time zone `tz`).
+pub fn write_text(
+    array: &dyn Array,
+    row: usize,
+    out: &mut String,
+    tz: &TextZone,
+) -> EncodeResult<()> {
     match array.data_type() {
         DataType::Boolean => out.push(if array.as_boolean().value(row) {
             't'
@@ -207,12 +217,24 @@ pub fn write_text(array: &dyn Array, row: usize, out: &mut String) -> EncodeResu
                 None => return Err(format!("date out of range: {ms} ms").into()),
             }
         }
-        DataType::Timestamp(unit, tz) => {
+        DataType::Timestamp(unit, with_zone) => {
             let nanos = timestamp_nanos(array, row, *unit)?;
             let dt = DateTime::from_timestamp_nanos(nanos).naive_utc();
-            write_naive_datetime(&dt, out);
-            if tz.is_some() {
-                out.push_str("+00");
+            if with_zone.is_some() {
+                // As Postgres prints it: local time in the session's TimeZone and its offset.
+                match &tz.0 {
+                    Some(zone) => {
+                        let local = DateTime::from_timestamp_nanos(nanos).with_timezone(zone);
+                        write_naive_datetime(&local.naive_local(), out);
+                        write_offset(local.offset().fix().local_minus_utc(), out);
+                    }
+                    None => {
+                        write_naive_datetime(&dt, out);
+                        out.push_str("+00");
+                    }
+                }
+            } else {
+                write_naive_datetime(&dt, out);
             }
         }
         DataType::Time32(_) | DataType::Time64(_) => {
@@ -230,6 +252,19 @@ pub fn write_text(array: &dyn Array, row: usize, out: &mut String) -> EncodeResu
         }
     }
     Ok(())
+}
+
+/// A UTC offset as Postgres prints it: `+02`, `-03:30`, `+00:09:21`.
+fn write_offset(seconds: i32, out: &mut String) {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let s = seconds.unsigned_abs();
+    let _ = write!(out, "{sign}{:02}", s / 3600);
+    if !s.is_multiple_of(3600) {
+        let _ = write!(out, ":{:02}", s % 3600 / 60);
+    }
+    if !s.is_multiple_of(60) {
+        let _ = write!(out, ":{:02}", s % 60);
+    }
 }
 
 fn write_float(v: f64, out: &mut String) {
@@ -454,7 +489,7 @@ fn write_binary(array: &dyn Array, row: usize, buf: &mut BytesMut) -> EncodeResu
         _ => {
             // Sent as TEXT, whose binary form is its UTF-8 bytes.
             let mut s = String::new();
-            write_text(array, row, &mut s)?;
+            write_text(array, row, &mut s, &utc())?;
             buf.put_slice(s.as_bytes());
             IsNull::No
         }
@@ -550,7 +585,7 @@ impl CopyWriter {
 
     /// One COPY data message per row of `batch`, as Postgres sends them (clients such as
     /// psycopg read rows message by message).
-    pub fn encode_batch(&self, batch: &RecordBatch) -> EncodeResult<Vec<BytesMut>> {
+    pub fn encode_batch(&self, batch: &RecordBatch, tz: &TextZone) -> EncodeResult<Vec<BytesMut>> {
         let mut buf = BytesMut::with_capacity(batch.num_rows() * 32);
         let mut rows = Vec::with_capacity(batch.num_rows());
         let mut value = String::new();
@@ -566,6 +601,7 @@ impl CopyWriter {
                             FieldFormat::Binary,
                             &mut buf,
                             &mut value,
+                            tz,
                         )?;
                     }
                 }
@@ -575,8 +611,8 @@ impl CopyWriter {
                         row,
                         *delimiter,
                         null,
-                        &mut line,
-                        &mut value,
+                        (&mut line, &mut value),
+                        tz,
                         |v, out| {
                             for c in v.chars() {
                                 match c {
@@ -605,8 +641,8 @@ impl CopyWriter {
                         row,
                         *delimiter,
                         null,
-                        &mut line,
-                        &mut value,
+                        (&mut line, &mut value),
+                        tz,
                         |v, out| {
                             if v.is_empty() || v == null {
                                 // Quoted, so it reads back as a value and not as NULL.
@@ -633,8 +669,8 @@ fn write_delimited_row(
     row: usize,
     delimiter: char,
     null: &str,
-    line: &mut String,
-    value: &mut String,
+    (line, value): (&mut String, &mut String),
+    tz: &TextZone,
     write_value: impl Fn(&str, &mut String),
 ) -> EncodeResult<()> {
     line.clear();
@@ -647,7 +683,7 @@ fn write_delimited_row(
             continue;
         }
         value.clear();
-        write_text(column.as_ref(), row, value)?;
+        write_text(column.as_ref(), row, value, tz)?;
         write_value(value, line);
     }
     line.push('\n');
@@ -688,7 +724,7 @@ mod tests {
         (0..array.len())
             .map(|i| {
                 let mut s = String::new();
-                write_text(array.as_ref(), i, &mut s).unwrap();
+                write_text(array.as_ref(), i, &mut s, &utc()).unwrap();
                 s
             })
             .collect()
@@ -749,7 +785,7 @@ mod tests {
             quote: '"',
         };
         let out: Vec<String> = w
-            .encode_batch(&batch)
+            .encode_batch(&batch, &utc())
             .unwrap()
             .iter()
             .map(|r| String::from_utf8(r.to_vec()).unwrap())

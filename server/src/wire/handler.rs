@@ -33,7 +33,7 @@ use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionS
 use pgwire::messages::simplequery::Query;
 use tokio::sync::Mutex;
 
-use super::encode::{CopyWriter, data_rows, field_descriptions, field_infos};
+use super::encode::{CopyWriter, TextZone, data_rows, field_descriptions, field_infos};
 use super::errors::{error_info, notice, protocol_error, user_error, warning};
 use super::params;
 use super::startup::{ConnectionSlot, Started, StartupGate};
@@ -279,11 +279,18 @@ impl Connection {
         .map_err(StatementError::Engine)?;
         match result {
             StatementResult::Rows(output) => {
-                self.send_rows(client, output, run.formats, run.describe_rows)
-                    .await?;
+                self.send_rows(
+                    client,
+                    output,
+                    run.formats,
+                    run.describe_rows,
+                    &session_zone(session),
+                )
+                .await?;
             }
             StatementResult::CopyOut(output, format) => {
-                self.send_copy_out(client, output, &format).await?;
+                self.send_copy_out(client, output, &format, &session_zone(session))
+                    .await?;
             }
             StatementResult::CopyIn(target) => {
                 let columns = target.num_columns();
@@ -333,6 +340,7 @@ impl Connection {
         mut output: QueryOutput,
         formats: &Format,
         describe_rows: bool,
+        zone: &TextZone,
     ) -> Result<(), StatementError>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -352,7 +360,7 @@ impl Connection {
         while let Some(batch) =
             next_batch_or_probe(client, self.probe.as_ref(), &mut output).await?
         {
-            let rows = data_rows(&batch, &formats)
+            let rows = data_rows(&batch, &formats, zone)
                 .map_err(|e| StatementError::Engine(EngineError::Data(e.to_string())))?;
             n += rows.len();
             for row in rows {
@@ -385,6 +393,7 @@ impl Connection {
         client: &mut C,
         mut output: QueryOutput,
         format: &eddy_engine::session::CopyFormat,
+        zone: &TextZone,
     ) -> Result<(), StatementError>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -413,7 +422,7 @@ impl Connection {
             next_batch_or_probe(client, self.probe.as_ref(), &mut output).await?
         {
             let rows = writer
-                .encode_batch(&batch)
+                .encode_batch(&batch, zone)
                 .map_err(|e| StatementError::Engine(EngineError::Data(e.to_string())))?;
             n += rows.len();
             for row in rows {
@@ -502,6 +511,11 @@ impl Connection {
             }
         }
     }
+}
+
+/// The session's `TimeZone`, in which `timestamptz` values are sent as text.
+fn session_zone(session: &Session) -> TextZone {
+    TextZone::named(session.vars().get("timezone").unwrap_or("UTC"))
 }
 
 fn column_formats(format: &Format, n: usize) -> Vec<FieldFormat> {
@@ -1033,9 +1047,10 @@ impl Connection {
             }
         };
         let formats = column_formats(&Format::UnifiedText, output.schema.fields().len());
+        let zone = session_zone(&session);
         let mut n = 0;
         while let Some(batch) = output.next_batch().await.map_err(|e| user_error(&e, 0))? {
-            let rows = data_rows(&batch, &formats)
+            let rows = data_rows(&batch, &formats, &zone)
                 .map_err(|e| user_error(&EngineError::Data(e.to_string()), 0))?;
             n += rows.len();
             for row in rows {
@@ -1071,15 +1086,16 @@ impl Connection {
         };
         let formats = column_formats(&portal.result_column_format, output.schema.fields().len());
         let fields = Arc::new(field_infos(&output.schema, &formats));
+        let zone = session_zone(session);
         let rows = futures::stream::unfold(
             (output, formats, std::collections::VecDeque::new()),
-            |(mut output, formats, mut pending)| async move {
+            move |(mut output, formats, mut pending)| async move {
                 loop {
                     if let Some(row) = pending.pop_front() {
                         return Some((Ok(row), (output, formats, pending)));
                     }
                     match output.next_batch().await {
-                        Ok(Some(batch)) => match data_rows(&batch, &formats) {
+                        Ok(Some(batch)) => match data_rows(&batch, &formats, &zone) {
                             Ok(rows) => pending.extend(rows),
                             Err(e) => {
                                 let e = EngineError::Data(e.to_string());
