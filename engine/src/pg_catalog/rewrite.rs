@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType, Expr, FunctionArguments, Query, SelectItem, SetExpr, Statement,
-    Visit, VisitMut, Visitor, VisitorMut,
+    Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion_pg_catalog::pg_catalog::PG_CATALOG_TABLES;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -135,6 +135,25 @@ impl VisitorMut for ArraySubqueryToAggregate {
             }
             return ControlFlow::Continue(());
         }
+        if let Expr::Subquery(query) = expr
+            && reads_catalog_without_eddy_rows(query)
+        {
+            *expr = Expr::value(Value::Null);
+            return ControlFlow::Continue(());
+        }
+        if let Expr::Case {
+            conditions,
+            else_result,
+            ..
+        } = expr
+            && conditions.iter().all(|w| is_null(&w.result))
+            && else_result.as_deref().is_none_or(is_null)
+        {
+            // Every branch is NULL (a lookup above became NULL): so is the CASE, whatever its
+            // conditions (whose correlated subqueries DataFusion could not plan).
+            *expr = Expr::value(Value::Null);
+            return ControlFlow::Continue(());
+        }
         if let Expr::Subquery(query) = expr {
             if let Some(aggregated) = aggregate_scalar(query) {
                 **query = aggregated;
@@ -157,6 +176,35 @@ impl VisitorMut for ArraySubqueryToAggregate {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Catalogs that never hold a row about Eddy's relations: column defaults, identity
+/// sequences and per-column collations (every column has the type's collation, 0).
+const WITHOUT_EDDY_ROWS: &[&str] = &["pg_attrdef", "pg_sequence", "pg_collation"];
+
+/// Whether scalar subquery `query` reads one of [`WITHOUT_EDDY_ROWS`]: SQLAlchemy's column
+/// reflection looks a column's default, identity and collation up so, inside `CASE` branches
+/// DataFusion cannot decorrelate; for Eddy's relations the lookup finds nothing, NULL.
+fn reads_catalog_without_eddy_rows(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let named = |factor: &datafusion::sql::sqlparser::ast::TableFactor| match factor {
+        datafusion::sql::sqlparser::ast::TableFactor::Table { name, .. } => name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .is_some_and(|i| WITHOUT_EDDY_ROWS.contains(&i.value.to_ascii_lowercase().as_str())),
+        _ => false,
+    };
+    select
+        .from
+        .iter()
+        .any(|t| named(&t.relation) || t.joins.iter().any(|j| named(&j.relation)))
+}
+
+fn is_null(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(v) if v.value == Value::Null)
 }
 
 const AGGREGATES: &[&str] = &[
@@ -275,4 +323,36 @@ fn aggregate_query(query: &Query, aggregate: &str) -> Option<Query> {
     let text = format!("{aggregate}({inner}{order})");
     *item = SelectItem::UnnamedExpr(parse_expr(&text)?);
     Some(query)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let _ = VisitMut::visit(&mut statement, &mut ArraySubqueryToAggregate);
+        statement.to_string()
+    }
+
+    #[test]
+    fn lookups_in_catalogs_without_eddy_rows_are_null_and_so_are_cases_of_them() {
+        assert_eq!(
+            rewritten(
+                "SELECT a.attname, CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM \
+                 pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) ELSE NULL END AS dflt, \
+                 CASE WHEN (SELECT t.typcollation FROM pg_type t WHERE t.oid = a.atttypid) != 0 \
+                 THEN (SELECT c.collname FROM pg_collation c JOIN pg_namespace n ON true) END \
+                 FROM pg_attribute a"
+            ),
+            "SELECT a.attname, NULL AS dflt, NULL FROM pg_attribute a"
+        );
+        // A CASE with a branch that is not NULL keeps its conditions.
+        assert!(rewritten("SELECT CASE WHEN x THEN 1 ELSE NULL END FROM t").contains("CASE"));
+    }
 }

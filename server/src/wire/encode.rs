@@ -137,6 +137,12 @@ pub fn data_rows(
 }
 
 /// Writes one value with its 4-byte length (-1 for NULL).
+/// Whether a value is NULL: a `NullArray` (an untyped `NULL` column) has no null buffer, so
+/// `Array::is_null` says false for its rows.
+fn is_null_at(array: &dyn Array, row: usize) -> bool {
+    array.is_null(row) || array.data_type() == &DataType::Null
+}
+
 fn write_length_prefixed(
     array: &dyn Array,
     row: usize,
@@ -145,7 +151,7 @@ fn write_length_prefixed(
     scratch: &mut String,
     tz: &TextZone,
 ) -> EncodeResult<()> {
-    if array.is_null(row) {
+    if is_null_at(array, row) {
         buf.put_i32(-1);
         return Ok(());
     }
@@ -678,7 +684,7 @@ fn write_delimited_row(
         if i > 0 {
             line.push(delimiter);
         }
-        if column.is_null(row) {
+        if is_null_at(column.as_ref(), row) {
             line.push_str(null);
             continue;
         }
