@@ -5,24 +5,10 @@ mod common;
 
 use chrono::{DateTime, Utc};
 use eddy_server::Server;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 async fn connect(server: &Server) -> Client {
-    let addr = server.local_addr();
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host={} port={} user=eddy dbname=eddy",
-            addr.ip(),
-            addr.port()
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
+    common::connect_with_socket(server).await.0
 }
 
 const BIDS: &str = "CREATE TABLE bids (auction BIGINT, price BIGINT, channel VARCHAR, \

@@ -199,6 +199,21 @@ fn context(
     }
 }
 
+/// Validates and opens `connector` over a source declared `declared` with `options` (batches
+/// of `batch_size`), and reads it to its end.
+async fn read_batches(
+    connector: &KafkaConnector,
+    declared: &SchemaRef,
+    options: &ConnectorOptions,
+    metrics: &Arc<SourceMetrics>,
+) -> Vec<RecordBatch> {
+    connector.validate(declared, options).unwrap();
+    let reader = connector
+        .open(context(Arc::clone(declared), options.clone(), metrics, 10))
+        .unwrap();
+    reader.stream.map(|b| b.unwrap()).collect().await
+}
+
 /// Reads a bounded source to its end: the values, and the position after the last batch.
 async fn read(
     topic: &Arc<MemoryTopic>,
@@ -562,12 +577,8 @@ async fn key_fields_come_from_the_keys_with_except_key() {
         ("value.fields-include", "EXCEPT_KEY"),
     ]);
     let connector = KafkaConnector::new(Arc::new(Arc::clone(&topic)));
-    connector.validate(&declared, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
-    let reader = connector
-        .open(context(Arc::clone(&declared), options, &metrics, 10))
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
+    let batches = read_batches(&connector, &declared, &options, &metrics).await;
     let column = |i: usize| -> Vec<i64> {
         batches
             .iter()
@@ -650,17 +661,8 @@ async fn an_upsert_source_flags_its_deletes_and_reads_key_fields_from_the_keys()
     options.insert("connector".to_string(), "upsert-kafka".to_string());
     let connector = KafkaConnector::upsert(Arc::new(Arc::clone(&topic)));
     assert!(connector.upserts());
-    connector.validate(&declared, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
-    let reader = connector
-        .open(context(
-            Arc::clone(&declared),
-            options.clone(),
-            &metrics,
-            10,
-        ))
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
+    let batches = read_batches(&connector, &declared, &options, &metrics).await;
     let rows: Vec<String> = batches
         .iter()
         .flat_map(|b| {
@@ -773,17 +775,8 @@ async fn key_fields_prefix_tells_key_columns_from_value_columns_of_the_same_name
         ("value.fields-include", "EXCEPT_KEY"),
     ]);
     let connector = KafkaConnector::new(Arc::new(Arc::clone(&topic)));
-    connector.validate(&declared, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
-    let reader = connector
-        .open(context(
-            Arc::clone(&declared),
-            options.clone(),
-            &metrics,
-            10,
-        ))
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.stream.map(|b| b.unwrap()).collect().await;
+    let batches = read_batches(&connector, &declared, &options, &metrics).await;
     let row: Vec<i64> = (0..3)
         .map(|c| batches[0].column(c).as_primitive::<Int64Type>().value(0))
         .collect();

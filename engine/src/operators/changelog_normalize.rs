@@ -208,10 +208,9 @@ impl Operator for ChangelogNormalizeOperator {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{BooleanArray, Int64Array};
-    use datafusion::arrow::util::display::array_value_to_string;
 
     use super::*;
-    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut_forwarding};
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut_forwarding, rows};
     use crate::runtime::message::Message;
 
     fn columns() -> SchemaRef {
@@ -251,29 +250,6 @@ mod tests {
             ],
         )
         .unwrap()
-    }
-
-    fn rows(out: &mut OperatorContext) -> Vec<String> {
-        let mut rows = Vec::new();
-        for m in out.drain() {
-            if let Message::Data(b) = m {
-                for r in 0..b.num_rows() {
-                    let values: Vec<String> = b
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            if c.is_null(r) {
-                                "NULL".to_string()
-                            } else {
-                                array_value_to_string(c, r).unwrap()
-                            }
-                        })
-                        .collect();
-                    rows.push(values.join(" "));
-                }
-            }
-        }
-        rows
     }
 
     #[test]

@@ -169,3 +169,28 @@ impl Lcg {
         (self.0 >> 33) % below.max(1)
     }
 }
+
+/// The rows `out` holds (its data messages, drained), each as its values separated by spaces
+/// (`NULL` for a null).
+pub fn rows(out: &mut OperatorContext) -> Vec<String> {
+    let mut rows = Vec::new();
+    for m in out.drain() {
+        if let Message::Data(b) = m {
+            for r in 0..b.num_rows() {
+                let values: Vec<String> = b
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(r) {
+                            "NULL".to_string()
+                        } else {
+                            datafusion::arrow::util::display::array_value_to_string(c, r).unwrap()
+                        }
+                    })
+                    .collect();
+                rows.push(values.join(" "));
+            }
+        }
+    }
+    rows
+}

@@ -440,7 +440,6 @@ impl Operator for UpdatingAggregateOperator {
 mod tests {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::util::display::array_value_to_string;
     use datafusion::common::DFSchema;
     use datafusion::execution::context::ExecutionProps;
     use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
@@ -452,7 +451,7 @@ mod tests {
 
     use super::*;
     use crate::operators::checkpoint_harness::{
-        Lcg, Step, check_every_cut_forwarding, restore_declared,
+        Lcg, Step, check_every_cut_forwarding, restore_declared, rows,
     };
 
     fn declared() -> Vec<StateTable> {
@@ -515,30 +514,6 @@ mod tests {
             exprs,
         )
         .unwrap()
-    }
-
-    /// The rows emitted, in order, as space-separated values.
-    fn rows(out: &mut OperatorContext) -> Vec<String> {
-        let mut rows = Vec::new();
-        for m in out.drain() {
-            if let Message::Data(b) = m {
-                for r in 0..b.num_rows() {
-                    let values: Vec<String> = b
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            if c.is_null(r) {
-                                "NULL".to_string()
-                            } else {
-                                array_value_to_string(c, r).unwrap()
-                            }
-                        })
-                        .collect();
-                    rows.push(values.join(" "));
-                }
-            }
-        }
-        rows
     }
 
     fn i64() -> DataType {
