@@ -779,12 +779,20 @@ impl PartitionReader {
         let live: Vec<usize> = (0..records.len())
             .filter(|i| records[*i].payload.is_some())
             .collect();
-        let live_records: Vec<KafkaRecord> = live.iter().map(|i| records[*i].clone()).collect();
-        let values = self.decoder.decode(&live_records)?;
+        // Without tombstones (the usual batch) the records are decoded as they are; only a
+        // batch with some copies the others out.
+        let copied: Vec<KafkaRecord>;
+        let live_records: &[KafkaRecord] = if live.len() == records.len() {
+            records
+        } else {
+            copied = live.iter().map(|i| records[*i].clone()).collect();
+            &copied
+        };
+        let values = self.decoder.decode(live_records)?;
         let value_ok: Vec<usize> = if values.num_rows() == live.len() {
             live.clone()
         } else {
-            decodable(probe, &live_records)?
+            decodable(probe, live_records)?
                 .into_iter()
                 .map(|i| live[i])
                 .collect()
