@@ -169,7 +169,7 @@ async fn extended_protocol_with_typed_and_inferred_parameters() {
 #[tokio::test]
 async fn catalog_and_table_rows_survive_a_restart() {
     let dir = temp_dir("restart");
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/data/bids.csv");
+    let data = common::sql_tests_data().join("bids.csv");
     {
         let server = start(&dir).await;
         let client = connect(&server).await;

@@ -160,9 +160,18 @@ impl AsyncDB for EddyDb {
     }
 }
 
+/// This crate's folder: `CARGO_MANIFEST_DIR` as cargo sets it when it runs the tests, so a
+/// test binary built in another checkout (a shared target dir) reads this checkout's files;
+/// the folder it was compiled in otherwise.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Where the test data lives.
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+    crate_dir().join("data")
 }
 
 /// The conformance cases taken from other engines' test suites (each folder's `source.txt`

@@ -23,10 +23,12 @@ fn main() -> std::process::ExitCode {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let mut files = Vec::new();
-    slt_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("slt"),
-        &mut files,
-    );
+    let root = eddy_sql_tests::crate_dir();
+    slt_files(&root.join("slt"), &mut files);
+    if files.is_empty() {
+        eprintln!("no .slt files under {}", root.join("slt").display());
+        return std::process::ExitCode::FAILURE;
+    }
     files.sort();
     files.retain(|f| filter.is_empty() || filter.iter().any(|p| f.to_string_lossy().contains(p)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +44,7 @@ fn main() -> std::process::ExitCode {
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
         let name = file
-            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .strip_prefix(&root)
             .unwrap_or(file)
             .display()
             .to_string();

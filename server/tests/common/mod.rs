@@ -28,6 +28,15 @@ pub async fn start_secured(
     start_with(dir, Duration::from_secs(10), security).await
 }
 
+/// The sql-tests data folder, found from `CARGO_MANIFEST_DIR` as cargo sets it when it runs
+/// the tests (a test binary built in another checkout still reads this one's files).
+pub fn sql_tests_data() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../sql-tests/data")
+}
+
 async fn start_with(
     dir: &std::path::Path,
     interval: Duration,
@@ -37,9 +46,7 @@ async fn start_with(
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
         parallelism: 1,
-        allowed_paths: vec![
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/data"),
-        ],
+        allowed_paths: vec![sql_tests_data()],
         checkpoint_interval: interval,
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
         security,
