@@ -32,6 +32,9 @@ use crate::operators::join_rows::KeyEncoder;
 use crate::operators::limit::LimitOperator;
 use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
 use crate::operators::project::ProjectOperator;
+use crate::operators::regular_join::{
+    RegularJoinOperator, RegularJoinSide, RegularJoinSpec, wall_clock,
+};
 use crate::operators::session_window::SessionWindowOperator;
 use crate::operators::union::UnionOperator;
 use crate::operators::updating_aggregate::UpdatingAggregateOperator;
@@ -428,6 +431,46 @@ impl Builder<'_, '_> {
                 })?;
                 self.stage(id, plan, ops, vec![left, right], distribution)
             }
+            StreamPlan::RegularJoin(j) => {
+                let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
+                let left_schema = without_op(&j.join.left)?;
+                let right_schema = without_op(&j.join.right)?;
+                let both = left_schema.join(&right_schema)?;
+                let residual = j
+                    .join
+                    .residual
+                    .as_ref()
+                    .map(|r| self.ctx.state.create_physical_expr(r.clone(), &both))
+                    .transpose()?;
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&left, &right], || {
+                    let side = |schema: &DFSchema, keys: &[Expr], updating: bool| {
+                        Ok::<_, EngineError>(RegularJoinSide {
+                            schema: Arc::new(schema.as_arrow().clone()),
+                            updating,
+                            keys: self.key_encoder(keys, schema)?,
+                        })
+                    };
+                    let spec = RegularJoinSpec {
+                        kind: j.join.kind,
+                        left: side(&left_schema, &j.join.left_keys, j.join.left.is_updating())?,
+                        right: side(
+                            &right_schema,
+                            &j.join.right_keys,
+                            j.join.right.is_updating(),
+                        )?,
+                        residual: residual.clone(),
+                        ttl: j.ttl,
+                        updating: j.updating,
+                    };
+                    Ok(Box::new(RegularJoinOperator::try_new(
+                        info("RegularJoin", &j.schema),
+                        spec,
+                        wall_clock(),
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![left, right], distribution)
+            }
             StreamPlan::MatchRecognize(m) => {
                 let inputs = self.build(&m.input)?;
                 let distribution = self.distribution(plan)?;
@@ -599,7 +642,8 @@ impl Builder<'_, '_> {
         KeyEncoder::try_new(exprs, &types)
     }
 
-    /// A join's residual condition, over a left row followed by a right row.
+    /// A join's residual condition, over a left row followed by a right row (of append-only
+    /// inputs).
     fn residual(&self, join: &JoinInputs) -> EngineResult<Option<Arc<dyn PhysicalExpr>>> {
         let Some(residual) = &join.residual else {
             return Ok(None);
@@ -956,4 +1000,21 @@ fn info(name: &str, schema: &DFSchema) -> OperatorInfo {
         name: name.to_string(),
         schema: Arc::new(schema.as_arrow().clone()),
     }
+}
+
+/// The columns of `input`'s rows without the leading `__op` of a changelog.
+fn without_op(input: &StreamPlan) -> EngineResult<DFSchema> {
+    let schema = input.schema();
+    if !input.is_updating() {
+        return Ok(schema.as_ref().clone());
+    }
+    let fields = schema
+        .iter()
+        .skip(1)
+        .map(|(q, f)| (q.cloned(), Arc::clone(f)))
+        .collect();
+    Ok(DFSchema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )?)
 }

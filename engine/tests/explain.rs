@@ -165,7 +165,7 @@ async fn error_messages() {
          INTERVAL '10' SECOND)",
         "SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3",
         "SELECT * FROM bids ORDER BY price",
-        "SELECT * FROM bids a JOIN bids b ON a.auction = b.auction",
+        "SELECT * FROM bids a CROSS JOIN bids b",
         "CREATE SOURCE s (a INT) WITH (connector = 'nowhere')",
         "CREATE TABLE w (a INT, WATERMARK FOR a AS a)",
         "DECLARE c CURSOR FOR SELECT 1",
@@ -190,15 +190,15 @@ async fn error_messages() {
     SELECT * FROM nope
       -> relation "nope" does not exist
     SELECT count(*) FROM (SELECT channel, count(*) AS n FROM bids GROUP BY channel) s
-      -> feature not supported: an aggregate over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections and filters (WHERE, HAVING) may consume one
+      -> feature not supported: an aggregate over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
     SELECT * FROM TUMBLE((SELECT channel, max(date_time) AS t FROM bids GROUP BY channel), t, INTERVAL '10' SECOND)
-      -> feature not supported: the window table function TUMBLE over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections and filters (WHERE, HAVING) may consume one
+      -> feature not supported: the window table function TUMBLE over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
     SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3
-      -> feature not supported: LIMIT over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections and filters (WHERE, HAVING) may consume one
+      -> feature not supported: LIMIT over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
     SELECT * FROM bids ORDER BY price
       -> feature not supported: ORDER BY on a stream (a stream has no end to sort at)
-    SELECT * FROM bids a JOIN bids b ON a.auction = b.auction
-      -> feature not supported: joins between streams without time bounds or windows (their result would be updating); supported: interval joins `ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND` (or with <, <=, >, >=) on the WATERMARK columns, and window joins of two identical window table functions `ON l.window_start = r.window_start AND l.window_end = r.window_end [AND keys]`
+    SELECT * FROM bids a CROSS JOIN bids b
+      -> feature not supported: joins between streams without an equality of the two sides (a cross join), time bounds or windows; a regular join needs `ON a.k = b.k`, an interval join bounds the WATERMARK columns (`a.ts BETWEEN b.ts - INTERVAL '5' SECOND AND b.ts`), a window join equates window_start and window_end of identical window functions
     CREATE SOURCE s (a INT) WITH (connector = 'nowhere')
       -> unknown connector 'nowhere'; connectors: bid_log
     CREATE TABLE w (a INT, WATERMARK FOR a AS a)

@@ -14,6 +14,8 @@ use crate::state::{StateSnapshot, StateTable};
 #[derive(Clone)]
 pub enum Step {
     Batch(RecordBatch),
+    /// A batch on input `n` of an operator with several.
+    BatchOn(usize, RecordBatch),
     Watermark(EventTime),
     /// The end of a bounded input: `WATERMARK_END`, then `on_end`.
     End,
@@ -27,6 +29,7 @@ fn run(op: &mut dyn Operator, ctx: &mut OperatorContext, steps: &[Step], out: &m
     for step in steps {
         match step {
             Step::Batch(b) => op.on_batch(0, b.clone(), ctx).unwrap(),
+            Step::BatchOn(n, b) => op.on_batch(*n, b.clone(), ctx).unwrap(),
             Step::Watermark(w) => op.on_watermark(*w, ctx).unwrap(),
             Step::End => {
                 op.on_watermark(WATERMARK_END, ctx).unwrap();
@@ -119,7 +122,7 @@ fn check_every_cut_with(
         let last_watermark = before.iter().rev().find_map(|s| match s {
             Step::Watermark(w) => Some(*w),
             Step::End => Some(WATERMARK_END),
-            Step::Batch(_) => None,
+            Step::Batch(_) | Step::BatchOn(..) => None,
         });
         if let Some(w) = last_watermark
             && !matches!(before.last(), Some(Step::End))

@@ -14,6 +14,7 @@ pub mod join_rows;
 pub mod limit;
 pub mod match_recognize;
 pub mod project;
+pub mod regular_join;
 pub mod session_window;
 pub mod sink;
 pub mod union;

@@ -35,8 +35,8 @@ use crate::operators::match_recognize::RowsFreed;
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::operators::{
-    changelog_normalize, interval_join, limit, match_recognize, session_window, updating_aggregate,
-    window_aggregate, window_join, window_top_n,
+    changelog_normalize, interval_join, limit, match_recognize, regular_join, session_window,
+    updating_aggregate, window_aggregate, window_join, window_top_n,
 };
 use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
@@ -165,6 +165,11 @@ impl StreamPlan {
             StreamPlan::WindowJoin(j) => {
                 window_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
             }
+            StreamPlan::RegularJoin(j) => regular_join::state_tables(
+                &names(&j.join.left_keys),
+                &names(&j.join.right_keys),
+                j.ttl.is_some(),
+            ),
             StreamPlan::MatchRecognize(m) => {
                 let input = m.input.schema();
                 let partition: Vec<String> = m
@@ -240,6 +245,28 @@ impl StreamPlan {
             StreamPlan::MatchRecognize(m) => vec![&m.input],
             StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
             StreamPlan::WindowJoin(j) => vec![&j.join.left, &j.join.right],
+            StreamPlan::RegularJoin(j) => vec![&j.join.left, &j.join.right],
+        }
+    }
+
+    /// [`StreamPlan::inputs`], to change them.
+    pub fn inputs_mut(&mut self) -> Vec<&mut StreamPlan> {
+        match self {
+            StreamPlan::Source(_) => vec![],
+            StreamPlan::Filter { input, .. }
+            | StreamPlan::Project { input, .. }
+            | StreamPlan::Limit { input, .. }
+            | StreamPlan::Alias { input, .. } => vec![input],
+            StreamPlan::Union { inputs, .. } => inputs.iter_mut().collect(),
+            StreamPlan::Window(w) => vec![&mut w.input],
+            StreamPlan::WindowAggregate(a) => vec![&mut a.input],
+            StreamPlan::UpdatingAggregate(a) => vec![&mut a.input],
+            StreamPlan::ChangelogNormalize(n) => vec![&mut n.input],
+            StreamPlan::WindowTopN(t) => vec![&mut t.input],
+            StreamPlan::MatchRecognize(m) => vec![&mut m.input],
+            StreamPlan::IntervalJoin(j) => vec![&mut j.join.left, &mut j.join.right],
+            StreamPlan::WindowJoin(j) => vec![&mut j.join.left, &mut j.join.right],
+            StreamPlan::RegularJoin(j) => vec![&mut j.join.left, &mut j.join.right],
         }
     }
 
@@ -278,6 +305,7 @@ impl StreamPlan {
             }
             StreamPlan::IntervalJoin(j) => join_partitioning(&j.join),
             StreamPlan::WindowJoin(j) => join_partitioning(&j.join),
+            StreamPlan::RegularJoin(j) => join_partitioning(&j.join),
         })
     }
 
@@ -528,11 +556,29 @@ impl StreamPlan {
             )
             .emit("on window close")
             .watermark(format!("min(inputs), {AFTER_EMITTING}")),
+            StreamPlan::RegularJoin(j) => Description::new(
+                format!(
+                    "RegularJoin: {} on [{}]{}{}",
+                    j.join.kind,
+                    join_keys(&j.join),
+                    residual(&j.join),
+                    j.ttl
+                        .map(|ttl| format!(", ttl={}", format_ttl(ttl)))
+                        .unwrap_or_default()
+                ),
+                inputs,
+            )
+            .emit(if j.updating { "updating" } else { "append" }),
             StreamPlan::MatchRecognize(m) => Description::new(explain_match_recognize(m), inputs)
                 .emit("on watermark")
                 .watermark(AFTER_EMITTING),
         }
     }
+}
+
+/// A state TTL as EXPLAIN shows it (`1h`, `30s`, `1500ms`).
+fn format_ttl(ttl: std::time::Duration) -> String {
+    window::format_duration(ttl.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 /// A join's partitioning: by the equi-join keys when both sides' keys have the same types (so

@@ -89,6 +89,8 @@ pub enum StreamPlan {
     IntervalJoin(Box<IntervalJoinNode>),
     /// A join of two inputs with the same windows, on the window bounds and keys.
     WindowJoin(Box<WindowJoinNode>),
+    /// A join on keys without time bounds or windows: every row is held (up to a TTL).
+    RegularJoin(Box<RegularJoinNode>),
     /// MATCH_RECOGNIZE: row pattern matching per partition, in event-time order.
     MatchRecognize(Box<MatchRecognizeStreamNode>),
 }
@@ -125,6 +127,19 @@ pub struct IntervalJoinNode {
     pub right_time: usize,
     pub lower: i64,
     pub upper: i64,
+}
+
+/// A regular join: the inputs may be changelogs, and the output is one unless it is an inner
+/// join of append-only inputs.
+#[derive(Debug, Clone)]
+pub struct RegularJoinNode {
+    pub join: JoinInputs,
+    /// How long held rows live (`SET state.ttl`, a view's `state.ttl`); `None`: forever.
+    pub ttl: Option<std::time::Duration>,
+    /// The output is a changelog led by [`CHANGELOG_OP`].
+    pub updating: bool,
+    /// The output schema: the join's, behind `__op` when updating.
+    pub schema: DFSchemaRef,
 }
 
 /// A window join.
@@ -255,17 +270,19 @@ impl StreamPlan {
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
+            StreamPlan::RegularJoin(j) => Arc::clone(&j.schema),
             StreamPlan::MatchRecognize(m) => Arc::clone(&m.schema),
         }
     }
 
     /// True when this node's rows are a changelog: each row is led by [`CHANGELOG_OP`] and
-    /// may retract an earlier one. Only projections, filters and aliases pass a changelog on;
-    /// the planner refuses every other operator over one.
+    /// may retract an earlier one. Projections, filters and aliases pass a changelog on;
+    /// regular joins consume one; the planner refuses every other operator over one.
     pub fn is_updating(&self) -> bool {
         match self {
             StreamPlan::Source(s) => s.is_updating(),
             StreamPlan::UpdatingAggregate(_) | StreamPlan::ChangelogNormalize(_) => true,
+            StreamPlan::RegularJoin(j) => j.updating,
             StreamPlan::Project { input, .. }
             | StreamPlan::Filter { input, .. }
             | StreamPlan::Alias { input, .. } => input.is_updating(),
@@ -285,6 +302,19 @@ impl StreamPlan {
         let mut out = Vec::new();
         self.visit_sources(&mut out);
         out
+    }
+
+    /// Sets the state TTL of every operator that holds rows until a TTL frees them (regular
+    /// joins) and has none of its own.
+    pub fn set_state_ttl(&mut self, ttl: std::time::Duration) {
+        if let StreamPlan::RegularJoin(j) = self
+            && j.ttl.is_none()
+        {
+            j.ttl = Some(ttl);
+        }
+        for input in self.inputs_mut() {
+            input.set_state_ttl(ttl);
+        }
     }
 
     fn visit_sources<'a>(&'a self, out: &mut Vec<&'a SourceNode>) {

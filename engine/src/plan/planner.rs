@@ -18,14 +18,15 @@ use datafusion::logical_expr::{
 };
 
 use super::{
-    CHANGELOG_OP, ChangelogNormalizeNode, IntervalJoinNode, JoinInputs, SourceNode, StreamPlan,
-    UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode,
-    changelog_schema,
+    CHANGELOG_OP, ChangelogNormalizeNode, IntervalJoinNode, JoinInputs, RegularJoinNode,
+    SourceNode, StreamPlan, UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode, WindowNode,
+    WindowTopNNode, changelog_schema,
 };
 use crate::catalog::RelationDef;
 use crate::connector::UPSERT_FLAG;
 use crate::error::{EngineError, EngineResult};
 use crate::operators::join_rows::JoinKind;
+use crate::operators::regular_join::RegularJoinSpec;
 use crate::operators::window::{WindowKind, unit_nanos};
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::plan::match_recognize::as_match_recognize;
@@ -305,8 +306,8 @@ fn unsupported(what: &str) -> EngineError {
 fn over_updating(operator: &str) -> EngineError {
     unsupported(&format!(
         "{operator} over an updating result (its input, e.g. an aggregate without a window, \
-         is a changelog whose rows are retracted as they change); only projections and \
-         filters (WHERE, HAVING) may consume one"
+         is a changelog whose rows are retracted as they change); only projections, filters \
+         (WHERE, HAVING) and regular joins may consume one"
     ))
 }
 
@@ -843,6 +844,9 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
                 _ => TimeAttribute::No,
             }
         }
+        // A regular join's rows come out whenever a partner arrives, at any time: none of its
+        // columns is a time attribute (as in Flink).
+        LogicalPlan::Join(j) if !matches!(interval_join_parts(j), Ok(Some(_))) => TimeAttribute::No,
         LogicalPlan::Join(j) => {
             let left_len = j.left.schema().fields().len();
             if index < left_len {
@@ -855,11 +859,10 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
     }
 }
 
-const JOIN_FORMS: &str = "joins between streams without time bounds or windows (their result \
-     would be updating); supported: interval joins `ON a.k = b.k AND a.ts BETWEEN b.ts - \
-     INTERVAL '5' SECOND AND b.ts + INTERVAL '5' SECOND` (or with <, <=, >, >=) on the \
-     WATERMARK columns, and window joins of two identical window table functions `ON \
-     l.window_start = r.window_start AND l.window_end = r.window_end [AND keys]`";
+const REGULAR_JOIN_KEYS: &str = "joins between streams without an equality of the two sides \
+     (a cross join), time bounds or windows; a regular join needs `ON a.k = b.k`, an interval \
+     join bounds the WATERMARK columns (`a.ts BETWEEN b.ts - INTERVAL '5' SECOND AND b.ts`), \
+     a window join equates window_start and window_end of identical window functions";
 
 /// The window-bound pairs of a window join: (left bounds, right bounds, the window kind),
 /// when the join's keys equate `window_start` and `window_end` of identical windows.
@@ -994,16 +997,96 @@ impl TimeBounds {
     }
 }
 
-/// Plans a join between two streams: a window join or an interval join.
+/// The time bounds of an interval join in a join's condition, when the condition bounds both
+/// ways the same two columns, one of each side.
+struct IntervalParts {
+    left_time: usize,
+    right_time: usize,
+    lower: i64,
+    upper: i64,
+    residual: Vec<Expr>,
+}
+
+/// The interval join a join's condition makes; `Ok(None)` when it is not one (no complete
+/// bounds); an error when its bounds compare columns that are not time attributes.
+fn interval_join_parts(join: &Join) -> EngineResult<Option<IntervalParts>> {
+    let mut bounds = TimeBounds::default();
+    let mut residual = Vec::new();
+    for conjunct in join.filter.iter().flat_map(split_conjunction) {
+        let taken = match conjunct {
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                let mut probe = TimeBounds {
+                    left_time: bounds.left_time.clone(),
+                    right_time: bounds.right_time.clone(),
+                    lower: bounds.lower,
+                    upper: bounds.upper,
+                };
+                if probe.add(join, expr, Operator::GtEq, low)
+                    && probe.add(join, expr, Operator::LtEq, high)
+                {
+                    bounds = probe;
+                    true
+                } else {
+                    false
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(
+                    op,
+                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) =>
+            {
+                bounds.add(join, left, *op, right)
+            }
+            _ => false,
+        };
+        if !taken {
+            residual.push(conjunct.clone());
+        }
+    }
+    let (Some(left_time), Some(right_time), Some(lower), Some(upper)) = (
+        bounds.left_time,
+        bounds.right_time,
+        bounds.lower,
+        bounds.upper,
+    ) else {
+        return Ok(None);
+    };
+    let left_time = join.left.schema().index_of_column(&left_time)?;
+    let right_time = join.right.schema().index_of_column(&right_time)?;
+    for (plan, index) in [(&join.left, left_time), (&join.right, right_time)] {
+        if time_attribute(plan, index) == TimeAttribute::No {
+            return Err(EngineError::Plan {
+                message: format!(
+                    "the interval join bounds compare \"{}\", which is not a time attribute: \
+                     use the WATERMARK FOR column of each side (passed through unchanged)",
+                    plan.schema().field(index).name()
+                ),
+                position: None,
+            });
+        }
+    }
+    Ok(Some(IntervalParts {
+        left_time,
+        right_time,
+        lower,
+        upper,
+        residual,
+    }))
+}
+
+/// Plans a join between two streams: a window join, an interval join, or else a regular join.
 fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
     let streaming = |p: &LogicalPlan| reads_streams(p) || reads_views(p);
     if !streaming(&join.left) || !streaming(&join.right) {
         return Err(unsupported(
             "joins of a stream with a table that is not a stream",
         ));
-    }
-    if plans_to_updating(&join.left) || plans_to_updating(&join.right) {
-        return Err(over_updating("a join"));
     }
     let kind = match join.join_type {
         JoinType::Inner => JoinKind::Inner,
@@ -1061,7 +1144,11 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
             schema: Arc::clone(&join.schema),
         })
     };
+    let over_changelog = plans_to_updating(&join.left) || plans_to_updating(&join.right);
     if let Some((left_bounds, right_bounds, window, lag)) = window_join_parts(join) {
+        if over_changelog {
+            return Err(over_updating("a window join"));
+        }
         if matches!(window, WindowKind::Session { .. }) {
             return Err(unsupported("window joins of SESSION windows"));
         }
@@ -1095,74 +1182,32 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
             join.join_type
         )));
     }
-    let mut bounds = TimeBounds::default();
-    let mut residual = Vec::new();
-    for conjunct in join.filter.iter().flat_map(split_conjunction) {
-        let taken = match conjunct {
-            Expr::Between(Between {
-                expr,
-                negated: false,
-                low,
-                high,
-            }) => {
-                let mut probe = TimeBounds {
-                    left_time: bounds.left_time.clone(),
-                    right_time: bounds.right_time.clone(),
-                    lower: bounds.lower,
-                    upper: bounds.upper,
-                };
-                if probe.add(join, expr, Operator::GtEq, low)
-                    && probe.add(join, expr, Operator::LtEq, high)
-                {
-                    bounds = probe;
-                    true
-                } else {
-                    false
-                }
-            }
-            Expr::BinaryExpr(BinaryExpr { left, op, right })
-                if matches!(
-                    op,
-                    Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
-                ) =>
-            {
-                bounds.add(join, left, *op, right)
-            }
-            _ => false,
-        };
-        if !taken {
-            residual.push(conjunct.clone());
-        }
+    if !over_changelog && let Some(parts) = interval_join_parts(join)? {
+        // Without equi-join keys every pair in the interval joins.
+        return Ok(StreamPlan::IntervalJoin(Box::new(IntervalJoinNode {
+            join: inputs(join.on.clone(), conjunction(parts.residual))?,
+            left_time: parts.left_time,
+            right_time: parts.right_time,
+            lower: parts.lower,
+            upper: parts.upper,
+        })));
     }
-    let (Some(left_time), Some(right_time), Some(lower), Some(upper)) = (
-        bounds.left_time,
-        bounds.right_time,
-        bounds.lower,
-        bounds.upper,
-    ) else {
-        return Err(unsupported(JOIN_FORMS));
+    if join.on.is_empty() {
+        return Err(unsupported(REGULAR_JOIN_KEYS));
+    }
+    let join = inputs(join.on.clone(), join.filter.clone())?;
+    let updating =
+        RegularJoinSpec::emits_changelog(kind, join.left.is_updating(), join.right.is_updating());
+    let schema = if updating {
+        changelog_schema(&join.schema)?
+    } else {
+        Arc::clone(&join.schema)
     };
-    let left_time = join.left.schema().index_of_column(&left_time)?;
-    let right_time = join.right.schema().index_of_column(&right_time)?;
-    for (plan, index) in [(&join.left, left_time), (&join.right, right_time)] {
-        if time_attribute(plan, index) == TimeAttribute::No {
-            return Err(EngineError::Plan {
-                message: format!(
-                    "the interval join bounds compare \"{}\", which is not a time attribute: \
-                     use the WATERMARK FOR column of each side (passed through unchanged)",
-                    plan.schema().field(index).name()
-                ),
-                position: None,
-            });
-        }
-    }
-    // Without equi-join keys every pair in the interval joins.
-    Ok(StreamPlan::IntervalJoin(Box::new(IntervalJoinNode {
-        join: inputs(join.on.clone(), conjunction(residual))?,
-        left_time,
-        right_time,
-        lower,
-        upper,
+    Ok(StreamPlan::RegularJoin(Box::new(RegularJoinNode {
+        join,
+        ttl: None,
+        updating,
+        schema,
     })))
 }
 

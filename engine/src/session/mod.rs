@@ -75,6 +75,19 @@ impl Default for EngineConfig {
 /// The session variable that overrides [`EngineConfig::parallelism`] for the session's queries.
 pub const PARALLELISM: &str = "parallelism";
 
+/// The session variables that set the state TTL: Eddy's name and Flink's.
+pub const STATE_TTL_NAMES: [&str; 2] = ["state.ttl", "table.exec.state.ttl"];
+
+/// A state TTL setting: an interval such as `'1 hour'` or `'90 s'`; `0` means none.
+pub fn parse_state_ttl(value: &str) -> EngineResult<Option<std::time::Duration>> {
+    let value = value.trim().trim_matches('\'');
+    if value == "0" || value.is_empty() {
+        return Ok(None);
+    }
+    let nanos = views::parse_interval("state.ttl", value)?;
+    Ok(Some(std::time::Duration::from_nanos(nanos as u64)))
+}
+
 /// Most parallel instances a query may ask for.
 pub const MAX_PARALLELISM: usize = 256;
 
@@ -293,6 +306,29 @@ impl Session {
         }
     }
 
+    /// The state TTL of this session's queries: `SET state.ttl` (or Flink's
+    /// `table.exec.state.ttl`); `None` when unset or `0`.
+    pub fn state_ttl(&self) -> EngineResult<Option<std::time::Duration>> {
+        for name in STATE_TTL_NAMES {
+            if let Some(value) = self.vars.get(name) {
+                return parse_state_ttl(&value);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The streaming plan of a continuous query, with the session's state TTL.
+    pub(crate) fn streaming_plan(
+        &self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+    ) -> EngineResult<crate::plan::StreamPlan> {
+        let mut stream_plan = crate::plan::planner::plan_stream(plan)?;
+        if let Some(ttl) = self.state_ttl()? {
+            stream_plan.set_state_ttl(ttl);
+        }
+        Ok(stream_plan)
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -482,6 +518,9 @@ impl Session {
                 }
                 if name.eq_ignore_ascii_case(PARALLELISM) {
                     parse_parallelism(&value)?;
+                }
+                if STATE_TTL_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                    parse_state_ttl(&value)?;
                 }
                 self.vars.set(&name, value);
             }

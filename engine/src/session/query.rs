@@ -60,7 +60,7 @@ impl Session {
             return Err(EngineError::Internal("not a query".to_string()));
         };
         let plan = self.optimized_plan(*stmt, sql, &[]).await?;
-        Ok((plan_stream(&plan)?, self.ctx.state()))
+        Ok((self.streaming_plan(&plan)?, self.ctx.state()))
     }
 
     /// True when `plan` (analyzed, not optimized) is a continuous query whose result is
@@ -156,7 +156,7 @@ impl Session {
             schema = super::output::renamed(&schema, names);
         }
         if reads_streams(&plan) || (follow_views && reads_views(&plan)) {
-            let stream_plan = plan_stream(&plan)?;
+            let stream_plan = self.streaming_plan(&plan)?;
             if stream_plan.is_updating() {
                 schema = changelog_client_schema(&schema);
             }
@@ -212,9 +212,9 @@ impl Session {
             }
             format!("Batch query (DataFusion):\n{}", plan.display_indent())
         } else if analyze {
-            self.explain_analyze(&plan_stream(&plan)?).await?
+            self.explain_analyze(&self.streaming_plan(&plan)?).await?
         } else {
-            plan_stream(&plan)?.explain_with(&ExplainOptions {
+            self.streaming_plan(&plan)?.explain_with(&ExplainOptions {
                 parallelism: self.parallelism()?,
             })
         };

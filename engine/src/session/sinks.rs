@@ -23,7 +23,7 @@ use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec, SinkState};
 use crate::operators::OperatorInfo;
 use crate::operators::sink::{SharedSinkWriter, SinkOperator, with_writer};
-use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
+use crate::plan::planner::{reads_streams, reads_views, relations_read};
 use crate::runtime::message::Message;
 use crate::sql::parser::{CopyToFile, CreateSink};
 use crate::view::{ViewMode, ViewStore};
@@ -87,7 +87,7 @@ impl Session {
                     .to_string(),
             ));
         }
-        let stream_plan = plan_stream(&plan)?;
+        let stream_plan = self.streaming_plan(&plan)?;
         let changelog = stream_plan.is_updating();
         if changelog && !connector.accepts_changelog() {
             return Err(EngineError::Unsupported(format!(
@@ -313,7 +313,7 @@ impl Session {
         };
         // Check the whole statement before the file is created.
         let rows: RowSource = if reads_streams(&plan) {
-            let stream_plan = plan_stream(&plan)?;
+            let stream_plan = self.streaming_plan(&plan)?;
             let endless = super::query::endless_relations(&stream_plan);
             if !endless.is_empty() {
                 return Err(unbounded(endless));

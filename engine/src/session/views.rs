@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, CreateView, Expr, Ident, SqlOption, Statement, Value,
+};
 
 use super::checkpoints::{CHECKPOINT_INTERVAL, CHECKPOINT_TIMEOUT, CheckpointOptions};
 use super::ddl::{column_list, normalize_ident, relation_name, show_result};
@@ -23,6 +25,8 @@ use crate::view::{Retention, ViewMode, ViewStore};
 
 /// The option that bounds an append-only view's rows by event time.
 const RETENTION: &str = "retention";
+/// The option that sets the view's state TTL (overriding the session's `state.ttl`).
+const STATE_TTL: &str = "state.ttl";
 
 impl Session {
     /// `CREATE MATERIALIZED VIEW v [(columns)] [WITH (retention = '...')] AS query`: starts the
@@ -62,7 +66,7 @@ impl Session {
                 "a materialized view over a query that reads no source, table or view".to_string(),
             ));
         }
-        let stream_plan = plan_stream(&plan)?;
+        let mut stream_plan = plan_stream(&plan)?;
         let mode = if stream_plan.is_updating() {
             ViewMode::Updating
         } else {
@@ -87,11 +91,13 @@ impl Session {
         let time_columns = crate::plan::planner::time_attributes(&plan);
         let mut retention = None;
         let mut checkpoint = CheckpointOptions::default();
+        let mut state_ttl = None;
         for (key, value) in &options {
             if checkpoint.read(key, value)? {
                 continue;
             }
             match key.as_str() {
+                STATE_TTL => state_ttl = Some(super::parse_state_ttl(value)?),
                 RETENTION => {
                     if mode == ViewMode::Updating {
                         return Err(EngineError::Unsupported(
@@ -115,8 +121,39 @@ impl Session {
                 other => {
                     return Err(plan_error(format!(
                         "unknown materialized view option '{other}' (options: {RETENTION}, \
-                         {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
+                         {STATE_TTL}, {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
                     )));
+                }
+            }
+        }
+        // The view's own TTL, else the session's, which the saved statement then records
+        // (the catalog replays it after a restart, in a session without the setting).
+        let mut statement_sql = statement_sql.to_string();
+        match state_ttl {
+            Some(ttl) => {
+                if let Some(ttl) = ttl {
+                    stream_plan.set_state_ttl(ttl);
+                }
+            }
+            None => {
+                if let Some(ttl) = self.state_ttl()? {
+                    stream_plan.set_state_ttl(ttl);
+                    let mut recorded = create.clone();
+                    let option = SqlOption::KeyValue {
+                        key: Ident::new(STATE_TTL),
+                        value: Expr::value(Value::SingleQuotedString(format!(
+                            "{} milliseconds",
+                            ttl.as_millis()
+                        ))),
+                    };
+                    recorded.options = match recorded.options {
+                        CreateTableOptions::With(mut options) => {
+                            options.push(option);
+                            CreateTableOptions::With(options)
+                        }
+                        _ => CreateTableOptions::With(vec![option]),
+                    };
+                    statement_sql = Statement::CreateView(recorded).to_string();
                 }
             }
         }
@@ -163,7 +200,7 @@ impl Session {
             metadata: Vec::new(),
             primary_key: Vec::new(),
             upsert: false,
-            ddl: statement_sql.to_string(),
+            ddl: statement_sql,
             table: None,
             view: Some(Arc::clone(&view)),
             depends_on: with_views(relations_read(&plan), views_named),
@@ -311,9 +348,14 @@ pub(crate) fn views_schema() -> SchemaRef {
 
 /// A retention such as `'1 hour'` or `'90 seconds'`, in nanoseconds.
 fn parse_retention(value: &str) -> EngineResult<i64> {
+    parse_interval("retention", value)
+}
+
+/// The nanoseconds of a positive interval setting `what` such as `'1 hour'` or `'30 minutes'`.
+pub(crate) fn parse_interval(what: &str, value: &str) -> EngineResult<i64> {
     let invalid = || {
         plan_error(format!(
-            "invalid retention '{value}': expected an interval such as '1 hour' or '30 minutes'"
+            "invalid {what} '{value}': expected an interval such as '1 hour' or '30 minutes'"
         ))
     };
     let interval = ScalarValue::Utf8(Some(value.to_string()))
@@ -326,7 +368,7 @@ fn parse_retention(value: &str) -> EngineResult<i64> {
     };
     if v.months != 0 {
         return Err(plan_error(format!(
-            "invalid retention '{value}': months and years have no fixed length; use days"
+            "invalid {what} '{value}': months and years have no fixed length; use days"
         )));
     }
     let nanos = i64::from(v.days)

@@ -47,6 +47,9 @@ pub enum Freed {
     /// Nothing while the query runs: the table grows with what it keys by; the text says
     /// why, if more than the key explains it.
     Never(&'static str),
+    /// A state TTL (`SET state.ttl`): an entry expires that long after it was stored, in
+    /// processing time.
+    Ttl,
     /// Not a growing table: a few counters or watermarks of constant size.
     Fixed,
 }
@@ -129,6 +132,7 @@ pub fn describe(tables: &[StateTable]) -> Option<String> {
         group("held until end of input", |f| {
             matches!(f, Freed::EndOfInput)
         }),
+        group("bounded by state TTL", |f| matches!(f, Freed::Ttl)),
         group("unbounded", |f| matches!(f, Freed::Never(_))),
     ]
     .into_iter()

@@ -1,0 +1,901 @@
+//! `RegularJoinOperator`: an equi-join of two streams without time bounds or windows (Flink's
+//! regular join), over append-only inputs or changelogs, emitting a changelog.
+//!
+//! Each arriving row is probed against the other side's held rows with the same key (the
+//! residual condition decides which of them are partners), then held itself; a retraction
+//! (`-` from an updating input) is probed the same way and removes one held row equal to it.
+//!
+//! Emission: for an inner join of two append-only inputs, append (every joined row is final:
+//! nothing it joined can be retracted). Otherwise updating, led by `__op`: a `+` row joins
+//! every partner (`+` joined rows) and a `-` row retracts them (`-` joined rows). An outer
+//! join's row without a partner is emitted padded with NULLs; when its first partner arrives
+//! the padded row is retracted before the joined one is added, and when its last partner is
+//! retracted the padded row comes back (Flink's semantics). Rows come out in input order, so
+//! the changelog is deterministic for a given order of batches. A row whose key has a NULL
+//! never joins (SQL `=`); it is not held, only padded on an outer side. No row is ever late
+//! and watermarks are forwarded unchanged (the join's time columns are not time attributes:
+//! the planner refuses windows over its result).
+//!
+//! State: both sides' rows, by join key, in Arrow's row format, each with the number of
+//! partners it has now (which decides an outer row's padding). Without a TTL nothing is
+//! freed but a retraction (`state=unbounded` in EXPLAIN). With a TTL (`SET state.ttl`, or a
+//! view's `state.ttl` option) a held row expires that long after it was stored, in processing
+//! time, as Flink's `table.exec.state.ttl`: expired rows are dropped without emitting
+//! anything, whenever the operator next handles a batch, watermark or barrier. A row arriving
+//! after its partner expired does not join it; a retraction of an expired row is ignored.
+//!
+//! Snapshot: tables `left_rows` and `right_rows` hold each side's rows (its columns, then
+//! `partners` and `stored_at`, the processing time it was stored in milliseconds), in the
+//! order they were stored within each key; restore puts them back as they were.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array, new_null_array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type};
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::join_rows::{JoinKind, KeyEncoder, SIDE_TABLES, residual_mask};
+use super::{Operator, OperatorContext, OperatorInfo};
+use crate::error::{EngineError, EngineResult};
+use crate::runtime::message::{Epoch, EventTime};
+use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
+
+/// The snapshot column after a held row's columns: how many partners it has.
+const PARTNERS: &str = "partners";
+/// The snapshot column after that: when the row was stored (processing time, milliseconds).
+const STORED_AT: &str = "stored_at";
+
+/// The state tables of a regular join on `left_keys = right_keys` (as the plan names them),
+/// freed by a TTL when there is one.
+pub fn state_tables(left_keys: &[String], right_keys: &[String], ttl: bool) -> Vec<StateTable> {
+    let freed = || {
+        if ttl { Freed::Ttl } else { Freed::Never("") }
+    };
+    let [left, right] = SIDE_TABLES;
+    vec![
+        StateTable::new(left, left_keys.to_vec(), "every left row", freed()),
+        StateTable::new(right, right_keys.to_vec(), "every right row", freed()),
+    ]
+}
+
+/// Processing time now, in milliseconds since the epoch.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn wall_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+/// One side of a regular join.
+pub struct RegularJoinSide {
+    /// The side's columns (without `__op` when `updating`).
+    pub schema: SchemaRef,
+    /// Its rows are a changelog led by `__op`.
+    pub updating: bool,
+    /// The join keys, over the side's columns.
+    pub keys: KeyEncoder,
+}
+
+pub struct RegularJoinSpec {
+    /// Inner, Left, Right or Full.
+    pub kind: JoinKind,
+    pub left: RegularJoinSide,
+    pub right: RegularJoinSide,
+    /// Non-equi conditions, over a left row followed by a right row.
+    pub residual: Option<Arc<dyn PhysicalExpr>>,
+    /// How long a held row lives; `None`: until it is retracted.
+    pub ttl: Option<Duration>,
+    /// The output is a changelog led by `__op` (see [`RegularJoinSpec::emits_changelog`]).
+    pub updating: bool,
+}
+
+impl RegularJoinSpec {
+    /// Whether a join of `kind` over inputs that are (`left`, `right`) updating emits a
+    /// changelog: all but an inner join of append-only inputs do.
+    pub fn emits_changelog(kind: JoinKind, left: bool, right: bool) -> bool {
+        kind != JoinKind::Inner || left || right
+    }
+}
+
+/// A held row: its columns in row format and how many partners it has now.
+struct Held {
+    row: OwnedRow,
+    partners: u32,
+    stored_at: i64,
+}
+
+/// One side's held rows and how to encode them.
+struct SideState {
+    schema: SchemaRef,
+    updating: bool,
+    keys: KeyEncoder,
+    /// Encodes the side's columns.
+    converter: RowConverter,
+    /// A row of NULLs: this side's part of a row padded on the other side.
+    nulls: OwnedRow,
+    /// Held rows by encoded key, each key's in the order they were stored.
+    held: HashMap<Box<[u8]>, Vec<Held>>,
+    rows: usize,
+    bytes: usize,
+    /// With a TTL: (stored_at, key) in the order rows were stored, to find expired ones.
+    stored: VecDeque<(i64, Box<[u8]>)>,
+}
+
+impl SideState {
+    fn try_new(side: RegularJoinSide) -> EngineResult<Self> {
+        let fields: Vec<SortField> = side
+            .schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let nulls: Vec<ArrayRef> = side
+            .schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 1))
+            .collect();
+        let nulls = converter.convert_columns(&nulls)?.row(0).owned();
+        Ok(Self {
+            schema: side.schema,
+            updating: side.updating,
+            keys: side.keys,
+            converter,
+            nulls,
+            held: HashMap::new(),
+            rows: 0,
+            bytes: 0,
+            stored: VecDeque::new(),
+        })
+    }
+
+    fn hold(&mut self, key: &[u8], held: Held, ttl: bool) {
+        if ttl {
+            self.stored.push_back((held.stored_at, key.into()));
+        }
+        self.rows += 1;
+        self.bytes += key.len() + held.row.as_ref().len();
+        match self.held.get_mut(key) {
+            Some(list) => list.push(held),
+            None => {
+                self.held.insert(key.into(), vec![held]);
+            }
+        }
+    }
+
+    /// Removes one held row equal to `row` under `key`; false if none is held.
+    fn release(&mut self, key: &[u8], row: Row<'_>) -> bool {
+        let Some(list) = self.held.get_mut(key) else {
+            return false;
+        };
+        let Some(at) = list.iter().position(|h| h.row.row() == row) else {
+            return false;
+        };
+        list.remove(at);
+        self.rows -= 1;
+        self.bytes -= key.len() + row.as_ref().len();
+        if list.is_empty() {
+            self.held.remove(key);
+        }
+        true
+    }
+
+    /// Drops the rows stored at or before `cutoff`.
+    fn expire(&mut self, cutoff: i64) {
+        while let Some((at, _)) = self.stored.front() {
+            if *at > cutoff {
+                break;
+            }
+            let Some((_, key)) = self.stored.pop_front() else {
+                break;
+            };
+            // A key's rows are in storing order: the expired ones lead its list.
+            if let Some(list) = self.held.get_mut(&key) {
+                let expired = list.iter().take_while(|h| h.stored_at <= cutoff).count();
+                for h in list.drain(..expired) {
+                    self.rows -= 1;
+                    self.bytes -= key.len() + h.row.as_ref().len();
+                }
+                if list.is_empty() {
+                    self.held.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// One side's part of an output row.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Row `i` of the arriving batch.
+    Arriving(usize),
+    /// Held row `j` of the other side under the arriving row `i`'s key.
+    Held(usize, usize),
+    /// NULL padding.
+    Nulls,
+}
+
+pub struct RegularJoinOperator {
+    info: OperatorInfo,
+    kind: JoinKind,
+    sides: [SideState; 2],
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    /// The residual's input: a left row followed by a right row.
+    joined_schema: SchemaRef,
+    ttl: Option<Duration>,
+    updating: bool,
+    clock: Clock,
+}
+
+impl RegularJoinOperator {
+    pub fn try_new(info: OperatorInfo, spec: RegularJoinSpec, clock: Clock) -> EngineResult<Self> {
+        if !matches!(
+            spec.kind,
+            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+        ) {
+            return Err(EngineError::Internal(format!(
+                "a regular join of kind {}",
+                spec.kind
+            )));
+        }
+        let joined_schema = Arc::new(Schema::new(
+            spec.left
+                .schema
+                .fields()
+                .iter()
+                .chain(spec.right.schema.fields().iter())
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<Field>>(),
+        ));
+        Ok(Self {
+            info,
+            kind: spec.kind,
+            sides: [
+                SideState::try_new(spec.left)?,
+                SideState::try_new(spec.right)?,
+            ],
+            residual: spec.residual,
+            joined_schema,
+            ttl: spec.ttl,
+            updating: spec.updating,
+            clock,
+        })
+    }
+
+    /// Whether side `side`'s unmatched rows are emitted padded.
+    fn pads(&self, side: usize) -> bool {
+        if side == 0 {
+            self.kind.pads_left()
+        } else {
+            self.kind.pads_right()
+        }
+    }
+
+    fn expire(&mut self) {
+        if let Some(ttl) = self.ttl {
+            let cutoff = (self.clock)() - ttl.as_millis() as i64;
+            for side in &mut self.sides {
+                side.expire(cutoff);
+            }
+        }
+    }
+
+    /// The candidate partners of each arriving row (`(i, j)`: held row `j` of the other side
+    /// under row `i`'s key) that satisfy the residual condition.
+    fn partners(
+        &self,
+        side: usize,
+        rows: &Rows,
+        keys: &Rows,
+        valid: &[bool],
+    ) -> EngineResult<Vec<Vec<usize>>> {
+        let other = &self.sides[1 - side];
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for (i, ok) in valid.iter().enumerate() {
+            if let Some(list) = ok.then(|| other.held.get(keys.row(i).data())).flatten() {
+                pairs.extend((0..list.len()).map(|j| (i, j)));
+            }
+        }
+        let passes = match &self.residual {
+            Some(residual) if !pairs.is_empty() => {
+                let parts: Vec<[Part; 2]> = pairs
+                    .iter()
+                    .map(|&(i, j)| oriented(side, Part::Arriving(i), Part::Held(i, j)))
+                    .collect();
+                let columns = self.assemble(side, rows, keys, &parts)?;
+                let joined = RecordBatch::try_new(Arc::clone(&self.joined_schema), columns)?;
+                let mask = residual_mask(residual, &joined)?;
+                (0..pairs.len()).map(|p| mask.value(p)).collect()
+            }
+            _ => vec![true; pairs.len()],
+        };
+        let mut partners = vec![Vec::new(); rows.num_rows()];
+        for ((i, j), pass) in pairs.into_iter().zip(passes) {
+            if pass {
+                partners[i].push(j);
+            }
+        }
+        Ok(partners)
+    }
+
+    /// The columns (left's, then right's) of the output rows `parts`, for a batch arriving on
+    /// `side` whose rows and keys are `rows` and `keys`.
+    fn assemble(
+        &self,
+        side: usize,
+        rows: &Rows,
+        keys: &Rows,
+        parts: &[[Part; 2]],
+    ) -> EngineResult<Vec<ArrayRef>> {
+        let mut columns = Vec::new();
+        for (s, state) in self.sides.iter().enumerate() {
+            let other_held = |i: usize| self.sides[1 - side].held.get(keys.row(i).data());
+            let picked: Vec<Row<'_>> = parts
+                .iter()
+                .map(|p| match p[s] {
+                    Part::Arriving(i) => Ok(rows.row(i)),
+                    Part::Held(i, j) => other_held(i)
+                        .and_then(|list| list.get(j))
+                        .map(|h| h.row.row())
+                        .ok_or_else(|| {
+                            EngineError::Internal("a join partner vanished".to_string())
+                        }),
+                    Part::Nulls => Ok(state.nulls.row()),
+                })
+                .collect::<EngineResult<_>>()?;
+            columns.extend(state.converter.convert_rows(picked)?);
+        }
+        Ok(columns)
+    }
+
+    /// Joins a batch of `side`'s columns whose ops (`+` true) are `adds`.
+    fn join(
+        &mut self,
+        side: usize,
+        columns: &[ArrayRef],
+        adds: &[bool],
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
+        let n = adds.len();
+        let batch = RecordBatch::try_new(Arc::clone(&self.sides[side].schema), columns.to_vec())?;
+        let (keys, valid) = self.sides[side].keys.encode(&batch)?;
+        let rows = self.sides[side].converter.convert_columns(columns)?;
+        let partners = self.partners(side, &rows, &keys, &valid)?;
+        let (pads_this, pads_other) = (self.pads(side), self.pads(1 - side));
+        let now = if self.ttl.is_some() {
+            (self.clock)()
+        } else {
+            0
+        };
+        let mut ops: Vec<bool> = Vec::new();
+        let mut parts: Vec<[Part; 2]> = Vec::new();
+        let mut emit = |add: bool, this: Part, other: Part| {
+            ops.push(add);
+            parts.push(oriented(side, this, other));
+        };
+        for i in 0..n {
+            let key = keys.row(i);
+            if !valid[i] {
+                // Never joins and is not held: only an outer side pads it.
+                if pads_this {
+                    emit(adds[i], Part::Arriving(i), Part::Nulls);
+                }
+                continue;
+            }
+            if !adds[i] && !self.sides[side].release(key.data(), rows.row(i)) {
+                // Not held (never added, or expired): nothing of it was emitted that
+                // this could retract.
+                continue;
+            }
+            let found = &partners[i];
+            if found.is_empty() && pads_this {
+                emit(adds[i], Part::Arriving(i), Part::Nulls);
+            }
+            let other = &mut self.sides[1 - side];
+            if let Some(list) = other.held.get_mut(key.data()) {
+                for &j in found {
+                    let held = &mut list[j];
+                    if adds[i] {
+                        if pads_other && held.partners == 0 {
+                            emit(false, Part::Nulls, Part::Held(i, j));
+                        }
+                        held.partners += 1;
+                        emit(true, Part::Arriving(i), Part::Held(i, j));
+                    } else {
+                        held.partners = held.partners.saturating_sub(1);
+                        emit(false, Part::Arriving(i), Part::Held(i, j));
+                        if pads_other && held.partners == 0 {
+                            emit(true, Part::Nulls, Part::Held(i, j));
+                        }
+                    }
+                }
+            }
+            if adds[i] {
+                let held = Held {
+                    row: rows.row(i).owned(),
+                    partners: found.len() as u32,
+                    stored_at: now,
+                };
+                self.sides[side].hold(key.data(), held, self.ttl.is_some());
+            }
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut output: Vec<ArrayRef> = Vec::with_capacity(self.info.schema.fields().len());
+        if self.updating {
+            let ops: StringArray = ops
+                .iter()
+                .map(|add| Some(if *add { "+" } else { "-" }))
+                .collect();
+            output.push(Arc::new(ops));
+        } else if ops.iter().any(|add| !add) {
+            return Err(EngineError::Internal(
+                "an append-only join retracted a row".to_string(),
+            ));
+        }
+        output.extend(self.assemble(side, &rows, &keys, &parts)?);
+        out.batch(super::conform_batch(&self.info.schema, output)?);
+        Ok(())
+    }
+}
+
+/// (left part, right part) of a row whose `side` part is `this`.
+fn oriented(side: usize, this: Part, other: Part) -> [Part; 2] {
+    if side == 0 {
+        [this, other]
+    } else {
+        [other, this]
+    }
+}
+
+impl Operator for RegularJoinOperator {
+    fn info(&self) -> &OperatorInfo {
+        &self.info
+    }
+
+    fn on_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
+        if input > 1 {
+            return Err(EngineError::Internal(format!("join input {input}")));
+        }
+        self.expire();
+        let side = &self.sides[input];
+        let (columns, adds) = if side.updating {
+            let ops = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
+                EngineError::Internal("a changelog's op column is not text".to_string())
+            })?;
+            let adds = (0..ops.len())
+                .map(|r| ops.is_valid(r) && ops.value(r) == "+")
+                .collect();
+            (batch.columns()[1..].to_vec(), adds)
+        } else {
+            (batch.columns().to_vec(), vec![true; batch.num_rows()])
+        };
+        if columns.len() != side.schema.fields().len() {
+            return Err(EngineError::Internal(format!(
+                "a join input batch of {} columns, expected {}",
+                columns.len(),
+                side.schema.fields().len()
+            )));
+        }
+        self.join(input, &columns, &adds, out)
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
+        self.expire();
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, epoch: Epoch, out: &mut OperatorContext) -> EngineResult<()> {
+        self.expire();
+        out.barrier(epoch);
+        Ok(())
+    }
+
+    /// Tables `left_rows` and `right_rows`: each side's held rows, their partner counts and
+    /// when they were stored; no batch for a side that holds none.
+    fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
+        let mut snapshot = StateSnapshot::new();
+        for (side, table) in self.sides.iter().zip(SIDE_TABLES) {
+            if side.rows == 0 {
+                continue;
+            }
+            // Keys in a fixed order, so that equal states give equal snapshots.
+            let mut keys: Vec<&Box<[u8]>> = side.held.keys().collect();
+            keys.sort();
+            let held: Vec<&Held> = keys.iter().flat_map(|k| &side.held[*k]).collect();
+            let mut columns = side
+                .converter
+                .convert_rows(held.iter().map(|h| h.row.row()))?;
+            columns.push(Arc::new(UInt32Array::from_iter_values(
+                held.iter().map(|h| h.partners),
+            )));
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                held.iter().map(|h| h.stored_at),
+            )));
+            let mut fields: Vec<Field> = side
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect();
+            fields.push(Field::new(PARTNERS, DataType::UInt32, false));
+            fields.push(Field::new(STORED_AT, DataType::Int64, false));
+            snapshot.add(
+                table,
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?,
+            )?;
+        }
+        Ok(snapshot)
+    }
+
+    fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
+        let ttl = self.ttl.is_some();
+        for (side, table) in self.sides.iter_mut().zip(SIDE_TABLES) {
+            let mut restored: Vec<(i64, Box<[u8]>)> = Vec::new();
+            for batch in snapshot.table(table) {
+                let width = side.schema.fields().len();
+                let found: Vec<&DataType> = batch.columns().iter().map(|c| c.data_type()).collect();
+                let mut expected: Vec<&DataType> =
+                    side.schema.fields().iter().map(|f| f.data_type()).collect();
+                expected.extend([&DataType::UInt32, &DataType::Int64]);
+                if found != expected {
+                    return Err(corrupt(format!(
+                        "regular join {table} of types {found:?}, expected {expected:?}"
+                    )));
+                }
+                let columns = &batch.columns()[..width];
+                let partners = batch.column(width).as_primitive::<UInt32Type>();
+                let stored_at = batch.column(width + 1).as_primitive::<Int64Type>();
+                let data = RecordBatch::try_new(Arc::clone(&side.schema), columns.to_vec())?;
+                let (keys, valid) = side.keys.encode(&data)?;
+                let rows = side.converter.convert_columns(columns)?;
+                for (r, valid) in valid.iter().enumerate() {
+                    if !valid {
+                        return Err(corrupt(format!("regular join {table} holds a NULL key")));
+                    }
+                    let held = Held {
+                        row: rows.row(r).owned(),
+                        partners: partners.value(r),
+                        stored_at: stored_at.value(r),
+                    };
+                    if ttl {
+                        restored.push((held.stored_at, keys.row(r).data().into()));
+                    }
+                    side.hold(keys.row(r).data(), held, false);
+                }
+            }
+            // Expiry goes by storing time, whatever the order of the snapshot's keys.
+            restored.sort();
+            side.stored = restored.into();
+        }
+        Ok(())
+    }
+
+    fn state_usage(&self) -> Vec<StateUsage> {
+        self.sides
+            .iter()
+            .zip(SIDE_TABLES)
+            .map(|(side, table)| StateUsage {
+                table,
+                rows: side.rows,
+                bytes: side.bytes,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::logical_expr::Operator as BinaryOp;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+
+    use super::*;
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut_forwarding, rows};
+
+    /// A side of (k, v) BIGINT rows.
+    fn columns(prefix: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(format!("{prefix}k"), DataType::Int64, true),
+            Field::new(format!("{prefix}v"), DataType::Int64, true),
+        ]))
+    }
+
+    fn side(prefix: &str, updating: bool) -> RegularJoinSide {
+        let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&format!("{prefix}k"), 0));
+        RegularJoinSide {
+            schema: columns(prefix),
+            updating,
+            keys: KeyEncoder::try_new(vec![key], &[DataType::Int64]).unwrap(),
+        }
+    }
+
+    struct Options {
+        kind: JoinKind,
+        left_updating: bool,
+        right_updating: bool,
+        /// `lv < rv` as the residual.
+        residual: bool,
+        ttl: Option<Duration>,
+    }
+
+    fn operator(o: &Options, clock: Clock) -> RegularJoinOperator {
+        let updating = RegularJoinSpec::emits_changelog(o.kind, o.left_updating, o.right_updating);
+        let mut fields = vec![];
+        if updating {
+            fields.push(Field::new("__op", DataType::Utf8, false));
+        }
+        for prefix in ["l", "r"] {
+            fields.extend(columns(prefix).fields().iter().map(|f| f.as_ref().clone()));
+        }
+        let residual: Option<Arc<dyn PhysicalExpr>> = o.residual.then(|| {
+            Arc::new(BinaryExpr::new(
+                Arc::new(Column::new("lv", 1)),
+                BinaryOp::Lt,
+                Arc::new(Column::new("rv", 3)),
+            )) as Arc<dyn PhysicalExpr>
+        });
+        RegularJoinOperator::try_new(
+            OperatorInfo {
+                name: "RegularJoin".to_string(),
+                schema: Arc::new(Schema::new(fields)),
+            },
+            RegularJoinSpec {
+                kind: o.kind,
+                left: side("l", o.left_updating),
+                right: side("r", o.right_updating),
+                residual,
+                ttl: o.ttl,
+                updating,
+            },
+            clock,
+        )
+        .unwrap()
+    }
+
+    fn options(kind: JoinKind) -> Options {
+        Options {
+            kind,
+            left_updating: false,
+            right_updating: false,
+            residual: false,
+            ttl: None,
+        }
+    }
+
+    fn fixed_clock() -> Clock {
+        Arc::new(|| 0)
+    }
+
+    /// Rows of (k, v), with ops when `ops` is given.
+    fn batch(prefix: &str, ops: Option<&str>, rows: &[(Option<i64>, i64)]) -> RecordBatch {
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        if let Some(ops) = ops {
+            fields.push(Field::new("__op", DataType::Utf8, false));
+            let ops: StringArray = ops.chars().map(|c| Some(c.to_string())).collect();
+            arrays.push(Arc::new(ops));
+        }
+        fields.extend(columns(prefix).fields().iter().map(|f| f.as_ref().clone()));
+        arrays.push(Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))));
+        arrays.push(Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.1),
+        )));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+    }
+
+    #[test]
+    fn an_inner_join_of_append_only_inputs_appends_each_pair_once() {
+        let mut op = operator(&options(JoinKind::Inner), fixed_clock());
+        let mut out = OperatorContext::default();
+        op.on_batch(
+            0,
+            batch("l", None, &[(Some(1), 10), (Some(2), 20)]),
+            &mut out,
+        )
+        .unwrap();
+        assert!(rows(&mut out).is_empty(), "nothing to join yet");
+        op.on_batch(
+            1,
+            batch("r", None, &[(Some(1), 100), (None, 0), (Some(1), 101)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out), ["1 10 1 100", "1 10 1 101"]);
+        op.on_batch(0, batch("l", None, &[(Some(1), 11)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["1 11 1 100", "1 11 1 101"],
+            "a later left row joins every held right row"
+        );
+        // The NULL key is never held.
+        assert_eq!(
+            op.state_usage().iter().map(|u| u.rows).collect::<Vec<_>>(),
+            [3, 2]
+        );
+    }
+
+    #[test]
+    fn an_outer_row_is_padded_until_its_first_partner_and_again_after_its_last() {
+        let mut op = operator(
+            &Options {
+                right_updating: true,
+                ..options(JoinKind::Left)
+            },
+            fixed_clock(),
+        );
+        let mut out = OperatorContext::default();
+        op.on_batch(0, batch("l", None, &[(Some(1), 10), (None, 5)]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["+ 1 10 NULL NULL", "+ NULL 5 NULL NULL"]);
+        op.on_batch(
+            1,
+            batch("r", Some("++"), &[(Some(1), 100), (Some(1), 101)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["- 1 10 NULL NULL", "+ 1 10 1 100", "+ 1 10 1 101"],
+            "the first partner retracts the padded row"
+        );
+        op.on_batch(
+            1,
+            batch("r", Some("--"), &[(Some(1), 100), (Some(1), 101)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["- 1 10 1 100", "- 1 10 1 101", "+ 1 10 NULL NULL"],
+            "the last partner's retraction brings the padded row back"
+        );
+        // A retraction of a row never added changes nothing.
+        op.on_batch(1, batch("r", Some("-"), &[(Some(1), 100)]), &mut out)
+            .unwrap();
+        assert!(rows(&mut out).is_empty());
+    }
+
+    #[test]
+    fn a_full_join_with_a_residual_pads_both_sides() {
+        let mut op = operator(
+            &Options {
+                residual: true,
+                left_updating: true,
+                ..options(JoinKind::Full)
+            },
+            fixed_clock(),
+        );
+        let mut out = OperatorContext::default();
+        op.on_batch(1, batch("r", None, &[(Some(1), 50)]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["+ NULL NULL 1 50"]);
+        // 60 < 50 fails the residual: both rows stay padded.
+        op.on_batch(
+            0,
+            batch("l", Some("++"), &[(Some(1), 60), (Some(1), 40)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["+ 1 60 NULL NULL", "- NULL NULL 1 50", "+ 1 40 1 50"]
+        );
+        op.on_batch(0, batch("l", Some("-"), &[(Some(1), 40)]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["- 1 40 1 50", "+ NULL NULL 1 50"]);
+    }
+
+    #[test]
+    fn a_ttl_drops_rows_stored_that_long_ago_over_a_million_keys() {
+        let now = Arc::new(AtomicI64::new(0));
+        let clock: Clock = {
+            let now = Arc::clone(&now);
+            Arc::new(move || now.load(Ordering::Relaxed))
+        };
+        let mut op = operator(
+            &Options {
+                ttl: Some(Duration::from_secs(3600)),
+                ..options(JoinKind::Inner)
+            },
+            clock,
+        );
+        let mut out = OperatorContext::default();
+        let keys = 1_000_000;
+        let left: Vec<(Option<i64>, i64)> = (0..keys).map(|k| (Some(k), k)).collect();
+        op.on_batch(0, batch("l", None, &left), &mut out).unwrap();
+        let held = |op: &RegularJoinOperator| op.state_usage()[0].rows;
+        assert_eq!(held(&op), keys as usize);
+        // Half an hour later a second half of keys arrives on the left.
+        now.store(1_800_000, Ordering::Relaxed);
+        op.on_batch(0, batch("l", None, &[(Some(-1), 0)]), &mut out)
+            .unwrap();
+        assert_eq!(held(&op), keys as usize + 1, "nothing expired yet");
+        // Just past the hour the million rows expire, at the next watermark.
+        now.store(3_600_001, Ordering::Relaxed);
+        op.on_watermark(1, &mut out).unwrap();
+        assert_eq!(held(&op), 1, "only the row stored later is held");
+        op.on_batch(
+            1,
+            batch("r", None, &[(Some(7), 1), (Some(-1), 2)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["-1 0 -1 2"],
+            "an expired row no longer joins"
+        );
+    }
+
+    #[test]
+    fn restores_at_every_cut_with_the_same_changelog() {
+        let mut rng = Lcg(5);
+        let mut steps = Vec::new();
+        // The left side is a changelog whose retractions remove rows it added.
+        let mut added: Vec<(Option<i64>, i64)> = Vec::new();
+        for w in 0..14 {
+            let input = rng.next(2) as usize;
+            if input == 0 {
+                let mut ops = String::new();
+                let mut rows = Vec::new();
+                for _ in 0..1 + rng.next(3) {
+                    if !added.is_empty() && rng.next(3) == 0 {
+                        let at = rng.next(added.len() as u64) as usize;
+                        rows.push(added.remove(at));
+                        ops.push('-');
+                    } else {
+                        let k = (rng.next(4) != 0).then(|| rng.next(3) as i64);
+                        let row = (k, rng.next(5) as i64);
+                        added.push(row);
+                        rows.push(row);
+                        ops.push('+');
+                    }
+                }
+                steps.push(Step::BatchOn(0, batch("l", Some(&ops), &rows)));
+            } else {
+                let rows: Vec<(Option<i64>, i64)> = (0..1 + rng.next(3))
+                    .map(|_| (Some(rng.next(3) as i64), rng.next(5) as i64))
+                    .collect();
+                steps.push(Step::BatchOn(1, batch("r", None, &rows)));
+            }
+            steps.push(Step::Watermark(w));
+        }
+        steps.push(Step::End);
+        let o = Options {
+            left_updating: true,
+            residual: true,
+            ..options(JoinKind::Full)
+        };
+        let make = || Box::new(operator(&o, fixed_clock())) as Box<dyn Operator>;
+        let tables = state_tables(&["lk".to_string()], &["rk".to_string()], false);
+        let (output, _) = check_every_cut_forwarding(&make, &tables, &steps);
+        let text = output.join("\n");
+        assert!(text.contains("| - "), "the sequence retracts rows");
+        assert!(text.contains("|    |    |"), "the sequence pads rows");
+    }
+}
