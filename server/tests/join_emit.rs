@@ -272,3 +272,65 @@ async fn window_join_emits_each_window_when_both_watermarks_pass_its_end() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A regular FULL join's changelog, row by row (issue 19 item 1): a row without a partner is
+/// padded at once; its first partner retracts the padding; a second partner adds a row; a
+/// retraction upstream (here an updating aggregate's new count) retracts the joined rows it
+/// was part of. No watermark is involved: rows come out the moment their partner arrives.
+#[tokio::test]
+async fn regular_full_join_pads_at_once_and_retracts_the_padding_when_a_partner_arrives() {
+    let (server, dir) = start_server("join-emit-regular").await;
+    let (writer, _) = connect_keeping_notices(&server).await;
+    let (reader, _) = connect_keeping_notices(&server).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE a (k BIGINT, ts TIMESTAMP(3), id VARCHAR, WATERMARK FOR ts AS ts); \
+             CREATE TABLE b (k BIGINT, ts TIMESTAMP(3), id VARCHAR, WATERMARK FOR ts AS ts)",
+        )
+        .await
+        .unwrap();
+    // The right side is each key's count of b rows: a changelog.
+    let stream = reader
+        .copy_out(
+            "COPY (SELECT a.id, c.k, c.n FROM a FULL JOIN \
+                   (SELECT k, count(*) AS n FROM b GROUP BY k) c ON a.k = c.k) TO STDOUT",
+        )
+        .await
+        .unwrap();
+    pin_mut!(stream);
+
+    insert(&writer, "a", 1, 0, "a1").await;
+    assert_eq!(
+        next_row(&mut stream, "a1 padded").await,
+        "+\ta1\t\\N\t\\N\n"
+    );
+    insert(&writer, "b", 2, 0, "b1").await;
+    assert_eq!(
+        next_row(&mut stream, "count 2 padded").await,
+        "+\t\\N\t2\t1\n"
+    );
+    // a2 (k 2) meets the count: the padded count is retracted, the joined row added.
+    insert(&writer, "a", 2, 1, "a2").await;
+    assert_eq!(
+        next_rows(&mut stream, 2, "a2 joined").await,
+        "+\ta2\t2\t1\n-\t\\N\t2\t1"
+    );
+    // A second b row for k 2 updates the count, `-` the old then `+` the new: the `-`
+    // leaves a2 without a partner (its joined row is retracted, its padding comes back), the
+    // `+` gives it one again (the padding goes, the row with the new count comes).
+    insert(&writer, "b", 2, 2, "b2").await;
+    assert_eq!(
+        next_rows(&mut stream, 4, "a2 with the new count").await,
+        "+\ta2\t2\t2\n+\ta2\t\\N\t\\N\n-\ta2\t2\t1\n-\ta2\t\\N\t\\N"
+    );
+    // The first b row for k 1 joins a1: its padding goes.
+    insert(&writer, "b", 1, 3, "b3").await;
+    assert_eq!(
+        next_rows(&mut stream, 2, "a1 joined").await,
+        "+\ta1\t1\t1\n-\ta1\t\\N\t\\N"
+    );
+    assert_no_row(&mut stream, "nothing else changed").await;
+
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -237,3 +237,31 @@ pub fn assert_same_rows(streaming: &[String], batch: &[String], context: &str) {
         );
     }
 }
+
+/// The final state of a changelog rendered by [`render`] (each row led by its op, `+` or
+/// `-`): the rows added and not retracted, sorted. Panics on a retraction of a row that is not
+/// there, which no correct changelog emits.
+#[allow(dead_code)] // used by the tests of updating results only
+pub fn fold_changelog(rows: &[String]) -> Vec<String> {
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for row in rows {
+        let (op, rest) = row.split_once('|').expect("a changelog row has its op");
+        let n = counts.entry(rest).or_default();
+        match op {
+            "+" => *n += 1,
+            "-" => {
+                *n -= 1;
+                assert!(
+                    *n >= 0,
+                    "the changelog retracts a row it never added: {rest}"
+                );
+            }
+            other => panic!("a changelog op {other:?}"),
+        }
+    }
+    let mut out = Vec::new();
+    for (row, n) in counts {
+        out.extend(std::iter::repeat_n(row.to_string(), n as usize));
+    }
+    out
+}
