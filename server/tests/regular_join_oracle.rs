@@ -64,6 +64,8 @@ async fn assert_final_state_equals_batch(
             run.batches.len(),
             run.batches.first().map(|b| b.schema())
         );
+        assert_eq!(run.late, 0, "a regular join drops no row as late");
+        assert!(run.warnings.is_empty(), "warnings: {:?}", run.warnings);
         let rows = render(&run.batches);
         let state = if updating {
             fold_changelog(&rows)
