@@ -10,6 +10,7 @@
 //! auctions and 18 400 bids.
 
 #[path = "common/oracle.rs"]
+#[allow(dead_code)] // shared by the oracle tests; this one uses part of it
 mod oracle;
 
 use datafusion::arrow::record_batch::RecordBatch;

@@ -84,7 +84,12 @@ pub fn parse_state_ttl(value: &str) -> EngineResult<Option<std::time::Duration>>
     if value == "0" || value.is_empty() {
         return Ok(None);
     }
-    let nanos = views::parse_interval("state.ttl", value)?;
+    let nanos = views::parse_interval("state.ttl", value).map_err(|_| {
+        EngineError::InvalidParameterValue(format!(
+            "invalid value for parameter \"state.ttl\": \"{value}\" (an interval such as \
+             '1 hour' or '30 minutes', or '0' for none)"
+        ))
+    })?;
     Ok(Some(std::time::Duration::from_nanos(nanos as u64)))
 }
 
