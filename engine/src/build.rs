@@ -319,7 +319,7 @@ impl Builder<'_, '_> {
                 let inputs = self.build(&a.input)?;
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
-                    Ok(Box::new(UpdatingAggregateOperator::try_new(
+                    Ok(Box::new(UpdatingAggregateOperator::try_new_over(
                         info("UpdatingAggregate", &a.schema),
                         self.aggregate_exprs(
                             &a.keys,
@@ -327,6 +327,7 @@ impl Builder<'_, '_> {
                             &a.aggregates,
                             &input_schema,
                         )?,
+                        a.input.is_updating(),
                     )?))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)

@@ -134,3 +134,21 @@ async fn join_of_an_updating_aggregate_equals_batch() {
     )
     .await;
 }
+
+/// Nexmark q4: the average winning price per category. The inner aggregate's maxima over an
+/// (append-only) regular join are a changelog, which the outer average consumes, retracting
+/// each auction's old maximum as it rises.
+#[tokio::test]
+async fn nexmark_q4_aggregates_a_changelog_as_batch_does() {
+    assert_final_state_equals_batch(
+        "SELECT Q.category, AVG(Q.final) AS avg_final, count(*) AS auctions FROM ( \
+           SELECT MAX(B.price) AS final, A.category FROM auctions A, bids B \
+           WHERE A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires \
+           GROUP BY A.id, A.category) Q \
+         GROUP BY Q.category",
+        true,
+        5,
+        0,
+    )
+    .await;
+}

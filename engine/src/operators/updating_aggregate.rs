@@ -27,9 +27,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, FieldRef, Int64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -43,6 +43,8 @@ use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot's table.
 const GROUPS: &str = "groups";
+/// Over a changelog, the snapshot column after the emitted values: each group's row count.
+const ROWS: &str = "rows";
 
 /// The state table of an updating aggregate grouping by `keys` (as the plan names them).
 pub fn state_tables(keys: &[String]) -> Vec<StateTable> {
@@ -63,6 +65,9 @@ struct Group {
     emitted: Option<Vec<ScalarValue>>,
     /// The number of the last batch that touched the group.
     touched_by: u64,
+    /// Over a changelog: the group's rows added and not retracted. A keyed group whose rows
+    /// are all retracted is deleted (`-` of its last row) and starts afresh.
+    rows: i64,
 }
 
 pub struct UpdatingAggregateOperator {
@@ -73,6 +78,9 @@ pub struct UpdatingAggregateOperator {
     groups: Vec<Group>,
     /// Input batches so far: marks the groups each batch touches.
     batches: u64,
+    /// The input is a changelog led by `__op`: `-` rows are retracted from the accumulators
+    /// (sliding ones, which support `retract_batch`).
+    retracting: bool,
 }
 
 /// The changelog rows of one batch, column by column.
@@ -96,15 +104,38 @@ impl Changes {
 }
 
 impl UpdatingAggregateOperator {
+    /// An aggregate of an append-only input.
     pub fn try_new(info: OperatorInfo, exprs: AggregateExprs) -> EngineResult<Self> {
+        Self::try_new_over(info, exprs, false)
+    }
+
+    /// An aggregate of an input that is a changelog (`retracting`) or append-only. Over a
+    /// changelog every aggregate must support retraction: the planner admits only those whose
+    /// result does not depend on the order rows are retracted in ([`retracts`]).
+    pub fn try_new_over(
+        info: OperatorInfo,
+        exprs: AggregateExprs,
+        retracting: bool,
+    ) -> EngineResult<Self> {
         let interner = exprs.new_group_values()?;
-        Ok(Self {
+        let op = Self {
             info,
             exprs,
             interner,
             groups: Vec::new(),
             batches: 0,
-        })
+            retracting,
+        };
+        if retracting {
+            for a in op.new_accumulators()? {
+                if !a.supports_retract_batch() {
+                    return Err(EngineError::Internal(
+                        "an aggregate over a changelog without retraction".to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(op)
     }
 
     fn new_accumulators(&self) -> EngineResult<Vec<Box<dyn Accumulator>>> {
@@ -112,7 +143,13 @@ impl UpdatingAggregateOperator {
             .exprs
             .aggregates
             .iter()
-            .map(|a| a.create_accumulator())
+            .map(|a| {
+                if self.retracting {
+                    a.create_sliding_accumulator()
+                } else {
+                    a.create_accumulator()
+                }
+            })
             .collect::<Result<_, _>>()?)
     }
 
@@ -123,6 +160,14 @@ impl UpdatingAggregateOperator {
 
     /// The number of state columns of each aggregate.
     fn state_columns(&self) -> EngineResult<Vec<usize>> {
+        if self.retracting {
+            // Sliding accumulators keep more than the plain ones (a sum its count too).
+            return Ok(self
+                .new_accumulators()?
+                .iter_mut()
+                .map(|a| a.state().map(|s| s.len()))
+                .collect::<Result<_, _>>()?);
+        }
         self.exprs
             .aggregates
             .iter()
@@ -130,20 +175,72 @@ impl UpdatingAggregateOperator {
             .collect()
     }
 
-    /// Adds the rows of `batch` whose interned groups are `group_ids` to their groups' state.
-    fn update(&mut self, inputs: &AggregateArguments, group_ids: &[usize]) -> EngineResult<()> {
+    /// The snapshot's key and state columns: the plain accumulators' state fields; over a
+    /// changelog, the sliding accumulators' (typed by an empty one's state).
+    fn state_fields(&self) -> EngineResult<Vec<FieldRef>> {
+        let fields = self.exprs.state_fields()?;
+        if !self.retracting {
+            return Ok(fields);
+        }
+        let plain: usize = self
+            .exprs
+            .aggregates
+            .iter()
+            .map(|a| Ok(a.state_fields()?.len()))
+            .collect::<EngineResult<Vec<_>>>()?
+            .iter()
+            .sum();
+        let mut out: Vec<FieldRef> = fields[..fields.len() - plain].to_vec();
+        for (a, mut accumulator) in self.exprs.aggregates.iter().zip(self.new_accumulators()?) {
+            for (i, v) in accumulator.state()?.iter().enumerate() {
+                out.push(Arc::new(Field::new(
+                    format!("{}[{i}]", a.name()),
+                    v.data_type(),
+                    true,
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds the rows of `batch` whose interned groups are `group_ids` to their groups' state;
+    /// over a changelog, `adds` says which rows are added (the others are retracted).
+    fn update(
+        &mut self,
+        inputs: &AggregateArguments,
+        group_ids: &[usize],
+        adds: Option<&[bool]>,
+    ) -> EngineResult<()> {
+        match adds {
+            None => self.apply(inputs, group_ids, None),
+            Some(adds) => {
+                self.apply(inputs, group_ids, Some((adds, true)))?;
+                self.apply(inputs, group_ids, Some((adds, false)))
+            }
+        }
+    }
+
+    /// Applies the rows whose op is `add` (all rows without `ops`): updates or retracts.
+    fn apply(
+        &mut self,
+        inputs: &AggregateArguments,
+        group_ids: &[usize],
+        ops: Option<(&[bool], bool)>,
+    ) -> EngineResult<()> {
         // The rows by group, each group's rows in input order (order-sensitive aggregates
         // such as first_value see them as they came).
         let mut order: Vec<u32> = (0..group_ids.len() as u32).collect();
         order.sort_by_key(|&r| group_ids[r as usize]);
         for (a, (arguments, filter)) in inputs.arguments.iter().zip(&inputs.filters).enumerate() {
+            let with_op = |r: u32| ops.is_none_or(|(adds, add)| adds[r as usize] == add);
             let indices = UInt32Array::from(match filter {
                 Some(mask) => order
                     .iter()
                     .copied()
                     .filter(|&r| mask.is_valid(r as usize) && mask.value(r as usize))
-                    .collect(),
-                None => order.clone(),
+                    .filter(|&r| with_op(r))
+                    .collect::<Vec<u32>>(),
+                None => order.iter().copied().filter(|&r| with_op(r)).collect(),
             });
             let rows = indices.values();
             if rows.is_empty() {
@@ -164,7 +261,12 @@ impl UpdatingAggregateOperator {
                     .iter()
                     .map(|c| c.slice(start, end - start))
                     .collect();
-                self.groups[group].accumulators[a].update_batch(&slice)?;
+                let accumulator = &mut self.groups[group].accumulators[a];
+                if ops.is_some_and(|(_, add)| !add) {
+                    accumulator.retract_batch(&slice)?;
+                } else {
+                    accumulator.update_batch(&slice)?;
+                }
                 start = end;
             }
         }
@@ -179,7 +281,19 @@ impl UpdatingAggregateOperator {
             values: vec![Vec::new(); self.exprs.aggregates.len()],
             ..Changes::default()
         };
+        let keyed = self.exprs.has_keys() || self.exprs.has_grouping_sets();
         for &g in touched {
+            if self.retracting && keyed && self.groups[g].rows <= 0 {
+                // Every row of the group was retracted: the group is deleted.
+                let fresh = self.new_accumulators()?;
+                let group = &mut self.groups[g];
+                if let Some(old) = group.emitted.take() {
+                    changes.push("-", &group.key, &old);
+                }
+                group.accumulators = fresh;
+                group.rows = 0;
+                continue;
+            }
             let group = &mut self.groups[g];
             let values = group
                 .accumulators
@@ -226,6 +340,18 @@ impl Operator for UpdatingAggregateOperator {
             return Ok(());
         }
         let inputs = self.exprs.evaluate_arguments(&batch)?;
+        let adds: Option<Vec<bool>> = if self.retracting {
+            let ops = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
+                EngineError::Internal("a changelog's op column is not text".to_string())
+            })?;
+            Some(
+                (0..ops.len())
+                    .map(|r| ops.is_valid(r) && ops.value(r) == "+")
+                    .collect(),
+            )
+        } else {
+            None
+        };
         let has_keys = self.exprs.has_keys();
         self.batches += 1;
         let mut touched = Vec::new();
@@ -249,6 +375,7 @@ impl Operator for UpdatingAggregateOperator {
                         accumulators,
                         emitted: None,
                         touched_by: 0,
+                        rows: 0,
                     });
                 } else if g > self.groups.len() {
                     return Err(EngineError::Internal(format!(
@@ -260,8 +387,11 @@ impl Operator for UpdatingAggregateOperator {
                     self.groups[g].touched_by = self.batches;
                     touched.push(g);
                 }
+                if let Some(adds) = &adds {
+                    self.groups[g].rows += if adds[row] { 1 } else { -1 };
+                }
             }
-            self.update(&inputs, &group_ids)?;
+            self.update(&inputs, &group_ids, adds.as_deref())?;
         }
         self.emit(&touched, out)
     }
@@ -292,13 +422,19 @@ impl Operator for UpdatingAggregateOperator {
         if self.groups.is_empty() {
             return Ok(snapshot);
         }
-        let fields = self.exprs.state_fields()?;
+        let fields = self.state_fields()?;
         let aggregates = self.exprs.aggregates.len();
         let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::new(); fields.len() + aggregates];
         let key_columns = fields.len() - self.state_columns()?.iter().sum::<usize>();
         let has_keys = self.exprs.has_keys();
         let fresh = self.new_accumulators_for(self.groups.len())?;
+        let mut rows = Vec::new();
         for (group, fresh) in self.groups.iter_mut().zip(fresh) {
+            if group.emitted.is_none() && self.retracting {
+                // Deleted (every row retracted): as if it never was.
+                continue;
+            }
+            rows.push(group.rows);
             if has_keys {
                 for (column, v) in columns.iter_mut().zip(&group.key) {
                     column.push(v.clone());
@@ -329,16 +465,25 @@ impl Operator for UpdatingAggregateOperator {
                 column.push(v.clone());
             }
         }
-        let names = fields
+        if rows.is_empty() {
+            return Ok(snapshot);
+        }
+        let mut names: Vec<String> = fields
             .iter()
             .map(|f| f.name().clone())
-            .chain((0..aggregates).map(|i| format!("emitted{i}")));
-        let arrays = columns
+            .chain((0..aggregates).map(|i| format!("emitted{i}")))
+            .collect();
+        let mut arrays = columns
             .into_iter()
             .map(ScalarValue::iter_to_array)
             .collect::<Result<Vec<_>, _>>()?;
+        if self.retracting {
+            names.push(ROWS.to_string());
+            arrays.push(Arc::new(Int64Array::from(rows)));
+        }
         let schema = Schema::new(
             names
+                .iter()
                 .zip(&arrays)
                 .map(|(name, a)| Field::new(name, a.data_type().clone(), true))
                 .collect::<Vec<_>>(),
@@ -348,18 +493,28 @@ impl Operator for UpdatingAggregateOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        let fields = self.exprs.state_fields()?;
+        let fields = self.state_fields()?;
         let state_columns = self.state_columns()?;
         let key_columns = fields.len() - state_columns.iter().sum::<usize>();
         let aggregates = self.exprs.aggregates.len();
+        let width = fields.len() + aggregates + usize::from(self.retracting);
         for batch in snapshot.table(GROUPS) {
-            if batch.num_columns() != fields.len() + aggregates {
+            if batch.num_columns() != width {
                 return Err(corrupt(format!(
-                    "updating aggregate groups of {} columns, expected {}",
+                    "updating aggregate groups of {} columns, expected {width}",
                     batch.num_columns(),
-                    fields.len() + aggregates
                 )));
             }
+            let rows = if self.retracting {
+                Some(
+                    batch
+                        .column(width - 1)
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| corrupt("updating aggregate row counts are not BIGINT"))?,
+                )
+            } else {
+                None
+            };
             let expected = fields.iter().map(|f| f.data_type().clone()).chain(
                 self.exprs
                     .aggregates
@@ -398,7 +553,7 @@ impl Operator for UpdatingAggregateOperator {
                     a.merge_batch(&state)?;
                     column += n;
                 }
-                let emitted = batch.columns()[fields.len()..]
+                let emitted = batch.columns()[fields.len()..fields.len() + aggregates]
                     .iter()
                     .map(|c| ScalarValue::try_from_array(c, row))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -407,6 +562,7 @@ impl Operator for UpdatingAggregateOperator {
                     accumulators,
                     emitted: Some(emitted),
                     touched_by: 0,
+                    rows: rows.map_or(0, |r| r.value(row)),
                 });
             }
         }
@@ -480,7 +636,40 @@ mod tests {
 
     /// `SELECT [k,] <aggregates> FROM input [GROUP BY k]`, output led by `__op`.
     fn operator(keyed: bool, aggregates: Vec<(Expr, DataType)>) -> UpdatingAggregateOperator {
-        let schema = input_schema();
+        operator_over(keyed, aggregates, false)
+    }
+
+    /// The input as a changelog: `__op`, then (k, v).
+    fn changelog_schema() -> Arc<Schema> {
+        let mut fields = vec![Field::new(crate::plan::CHANGELOG_OP, DataType::Utf8, false)];
+        fields.extend(input_schema().fields().iter().map(|f| f.as_ref().clone()));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Changelog rows of (op, k, v).
+    fn changes(rows: &[(&str, i64, Option<i64>)]) -> RecordBatch {
+        RecordBatch::try_new(
+            changelog_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// [`operator`] over a changelog when `retracting`.
+    fn operator_over(
+        keyed: bool,
+        aggregates: Vec<(Expr, DataType)>,
+        retracting: bool,
+    ) -> UpdatingAggregateOperator {
+        let schema = if retracting {
+            changelog_schema()
+        } else {
+            input_schema()
+        };
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
         let props = ExecutionProps::new();
         let planning = PhysicalPlanningContext::default();
@@ -506,14 +695,94 @@ mod tests {
             &schema,
         )
         .unwrap();
-        UpdatingAggregateOperator::try_new(
+        UpdatingAggregateOperator::try_new_over(
             OperatorInfo {
                 name: "UpdatingAggregate".to_string(),
                 schema: Arc::new(Schema::new(fields)),
             },
             exprs,
+            retracting,
         )
         .unwrap()
+    }
+
+    fn retractable_aggregates() -> Vec<(Expr, DataType)> {
+        vec![
+            (count(col("v")), i64()),
+            (sum(col("v")), i64()),
+            (avg(cast(col("v"), DataType::Float64)), DataType::Float64),
+        ]
+    }
+
+    #[test]
+    fn over_a_changelog_retractions_leave_the_aggregates_and_an_emptied_group_is_deleted() {
+        let mut op = operator_over(true, retractable_aggregates(), true);
+        let mut out = OperatorContext::default();
+        op.on_batch(
+            0,
+            changes(&[("+", 1, Some(10)), ("+", 1, Some(30)), ("+", 2, Some(5))]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out), ["+ 1 2 40 20.0", "+ 2 1 5 5.0"]);
+        // A retraction takes its value out again.
+        op.on_batch(0, changes(&[("-", 1, Some(10))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["- 1 2 40 20.0", "+ 1 1 30 30.0"]);
+        // Group 2 loses its only row: deleted, not updated to count 0.
+        op.on_batch(
+            0,
+            changes(&[("-", 2, Some(5)), ("+", 1, Some(0))]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["- 2 1 5 5.0", "- 1 1 30 30.0", "+ 1 2 30 15.0"]
+        );
+        // A deleted group that gets a row again starts afresh.
+        op.on_batch(0, changes(&[("+", 2, Some(7))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["+ 2 1 7 7.0"]);
+    }
+
+    #[test]
+    fn over_a_changelog_restores_at_every_cut_with_the_same_changelog() {
+        for (keyed, seed) in [(true, 4), (false, 5)] {
+            let mut rng = Lcg(seed);
+            let mut held: Vec<(i64, Option<i64>)> = Vec::new();
+            let mut steps = Vec::new();
+            for i in 0..30 {
+                if rng.next(4) == 0 {
+                    steps.push(Step::Watermark(i));
+                    continue;
+                }
+                let mut rows = Vec::new();
+                for _ in 0..1 + rng.next(4) {
+                    if !held.is_empty() && rng.next(3) == 0 {
+                        let (k, v) = held.remove(rng.next(held.len() as u64) as usize);
+                        rows.push(("-", k, v));
+                    } else {
+                        let row = (
+                            rng.next(3) as i64,
+                            (rng.next(6) != 0).then(|| rng.next(9) as i64),
+                        );
+                        held.push(row);
+                        rows.push(("+", row.0, row.1));
+                    }
+                }
+                steps.push(Step::Batch(changes(&rows)));
+            }
+            steps.push(Step::End);
+            let make = || {
+                Box::new(operator_over(keyed, retractable_aggregates(), true)) as Box<dyn Operator>
+            };
+            let (output, _) = check_every_cut_forwarding(&make, &declared(), &steps);
+            assert!(
+                output.join("\n").contains("| - "),
+                "the sequence retracts rows"
+            );
+        }
     }
 
     fn i64() -> DataType {

@@ -577,7 +577,9 @@ fn plan_updating_aggregate(
 ) -> EngineResult<StreamPlan> {
     let input = plan_stream(&agg.input)?;
     if input.is_updating() {
-        return Err(over_updating("an aggregate"));
+        for aggregate in &agg.aggr_expr {
+            check_retractable(aggregate)?;
+        }
     }
     let grouping_sets = sets.map(|sets| {
         sets.iter()
@@ -593,6 +595,48 @@ fn plan_updating_aggregate(
             schema: changelog_schema(&agg.schema)?,
         },
     )))
+}
+
+/// The aggregates an aggregate over a changelog computes: their accumulators retract rows
+/// (`retract_batch`), and their result does not depend on the order rows are retracted in.
+const RETRACTABLE: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "var_population",
+    "var_sample",
+];
+
+/// Refuses an aggregate an updating input cannot feed.
+fn check_retractable(aggregate: &Expr) -> EngineResult<()> {
+    let expr = match aggregate {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(f) = expr else {
+        return Err(over_updating(&format!("the aggregate {aggregate}")));
+    };
+    let name = f.func.name().to_ascii_lowercase();
+    if !RETRACTABLE.contains(&name.as_str()) {
+        return Err(unsupported(&format!(
+            "{name}() over an updating result: an aggregate over a changelog must retract \
+             the rows it deletes, which {} do; {name}() would need every value kept",
+            RETRACTABLE.join(", ")
+        )));
+    }
+    if f.params.distinct || !f.params.order_by.is_empty() {
+        return Err(unsupported(&format!(
+            "{name}(DISTINCT ...) or an ordered aggregate over an updating result"
+        )));
+    }
+    Ok(())
 }
 
 /// `rn <= N`, `rn < N`, `rn = 1` (either way round): the ranked column and N.
