@@ -152,3 +152,24 @@ async fn nexmark_q4_aggregates_a_changelog_as_batch_does() {
     )
     .await;
 }
+
+/// Semi and anti joins: the auctions whose seller is (or is not) among the persons in Oregon.
+#[tokio::test]
+async fn semi_and_anti_joins_equal_batch() {
+    assert_final_state_equals_batch(
+        "SELECT A.id, A.seller FROM auctions A \
+         WHERE A.seller IN (SELECT P.id FROM persons P WHERE P.state = 'OR')",
+        false,
+        10,
+        0,
+    )
+    .await;
+    assert_final_state_equals_batch(
+        "SELECT A.id, A.seller FROM auctions A \
+         WHERE NOT EXISTS (SELECT 1 FROM persons P WHERE P.id = A.seller AND P.state = 'OR')",
+        true,
+        100,
+        0,
+    )
+    .await;
+}

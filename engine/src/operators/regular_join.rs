@@ -100,9 +100,14 @@ pub struct RegularJoinSpec {
 
 impl RegularJoinSpec {
     /// Whether a join of `kind` over inputs that are (`left`, `right`) updating emits a
-    /// changelog: all but an inner join of append-only inputs do.
+    /// changelog: all but an inner or semi join of append-only inputs do (an anti join's row
+    /// is retracted when a partner arrives).
     pub fn emits_changelog(kind: JoinKind, left: bool, right: bool) -> bool {
-        kind != JoinKind::Inner || left || right
+        !matches!(
+            kind,
+            JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+        ) || left
+            || right
     }
 }
 
@@ -239,10 +244,7 @@ pub struct RegularJoinOperator {
 
 impl RegularJoinOperator {
     pub fn try_new(info: OperatorInfo, spec: RegularJoinSpec, clock: Clock) -> EngineResult<Self> {
-        if !matches!(
-            spec.kind,
-            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
-        ) {
+        if matches!(spec.kind, JoinKind::LeftAnti { null_aware: true }) {
             return Err(EngineError::Internal(format!(
                 "a regular join of kind {}",
                 spec.kind
@@ -270,6 +272,17 @@ impl RegularJoinOperator {
             updating: spec.updating,
             clock,
         })
+    }
+
+    /// For a semi or anti join: the side whose rows it emits, and whether it is a semi join.
+    fn filtering(&self) -> Option<(usize, bool)> {
+        match self.kind {
+            JoinKind::LeftSemi => Some((0, true)),
+            JoinKind::LeftAnti { .. } => Some((0, false)),
+            JoinKind::RightSemi => Some((1, true)),
+            JoinKind::RightAnti => Some((1, false)),
+            _ => None,
+        }
     }
 
     /// Whether side `side`'s unmatched rows are emitted padded.
@@ -312,7 +325,7 @@ impl RegularJoinOperator {
                     .iter()
                     .map(|&(i, j)| oriented(side, Part::Arriving(i), Part::Held(i, j)))
                     .collect();
-                let columns = self.assemble(side, rows, keys, &parts)?;
+                let columns = self.assemble(side, rows, keys, &parts, true)?;
                 let joined = RecordBatch::try_new(Arc::clone(&self.joined_schema), columns)?;
                 let mask = residual_mask(residual, &joined)?;
                 (0..pairs.len()).map(|p| mask.value(p)).collect()
@@ -328,17 +341,23 @@ impl RegularJoinOperator {
         Ok(partners)
     }
 
-    /// The columns (left's, then right's) of the output rows `parts`, for a batch arriving on
-    /// `side` whose rows and keys are `rows` and `keys`.
+    /// The columns (left's, then right's; only the kept side's for a semi or anti join's
+    /// output unless `both`) of the rows `parts`, for a batch arriving on `side` whose rows and
+    /// keys are `rows` and `keys`.
     fn assemble(
         &self,
         side: usize,
         rows: &Rows,
         keys: &Rows,
         parts: &[[Part; 2]],
+        both: bool,
     ) -> EngineResult<Vec<ArrayRef>> {
         let mut columns = Vec::new();
+        let only = self.filtering().filter(|_| !both).map(|(kept, _)| kept);
         for (s, state) in self.sides.iter().enumerate() {
+            if only.is_some_and(|kept| kept != s) {
+                continue;
+            }
             let other_held = |i: usize| self.sides[1 - side].held.get(keys.row(i).data());
             let picked: Vec<Row<'_>> = parts
                 .iter()
@@ -372,6 +391,7 @@ impl RegularJoinOperator {
         let rows = self.sides[side].converter.convert_columns(columns)?;
         let partners = self.partners(side, &rows, &keys, &valid)?;
         let (pads_this, pads_other) = (self.pads(side), self.pads(1 - side));
+        let filtering = self.filtering();
         let now = if self.ttl.is_some() {
             (self.clock)()
         } else {
@@ -386,8 +406,9 @@ impl RegularJoinOperator {
         for i in 0..n {
             let key = keys.row(i);
             if !valid[i] {
-                // Never joins and is not held: only an outer side pads it.
-                if pads_this {
+                // Never joins and is not held: only an outer side pads it, and an anti
+                // join keeps it.
+                if pads_this || filtering == Some((side, false)) {
                     emit(adds[i], Part::Arriving(i), Part::Nulls);
                 }
                 continue;
@@ -398,11 +419,36 @@ impl RegularJoinOperator {
                 continue;
             }
             let found = &partners[i];
-            if found.is_empty() && pads_this {
-                emit(adds[i], Part::Arriving(i), Part::Nulls);
+            if let Some((kept, semi)) = filtering {
+                // A semi or anti join emits the kept side's rows alone: as they arrive (with
+                // a partner, for semi; without, for anti), and as their partners come and go.
+                if kept == side {
+                    if found.is_empty() != semi {
+                        emit(adds[i], Part::Arriving(i), Part::Nulls);
+                    }
+                } else if let Some(list) = self.sides[1 - side].held.get_mut(key.data()) {
+                    for &j in found {
+                        let held = &mut list[j];
+                        let before = held.partners;
+                        held.partners = if adds[i] {
+                            before + 1
+                        } else {
+                            before.saturating_sub(1)
+                        };
+                        if (before == 0) != (held.partners == 0) {
+                            // Semi: the row gains its first partner (+) or loses its last
+                            // (-); anti the other way round.
+                            emit(adds[i] == semi, Part::Nulls, Part::Held(i, j));
+                        }
+                    }
+                }
+            } else {
+                if found.is_empty() && pads_this {
+                    emit(adds[i], Part::Arriving(i), Part::Nulls);
+                }
             }
             let other = &mut self.sides[1 - side];
-            if let Some(list) = other.held.get_mut(key.data()) {
+            if let (None, Some(list)) = (filtering, other.held.get_mut(key.data())) {
                 for &j in found {
                     let held = &mut list[j];
                     if adds[i] {
@@ -444,7 +490,7 @@ impl RegularJoinOperator {
                 "an append-only join retracted a row".to_string(),
             ));
         }
-        output.extend(self.assemble(side, &rows, &keys, &parts)?);
+        output.extend(self.assemble(side, &rows, &keys, &parts, false)?);
         out.batch(super::conform_batch(&self.info.schema, output)?);
         Ok(())
     }
@@ -648,7 +694,12 @@ mod tests {
         if updating {
             fields.push(Field::new("__op", DataType::Utf8, false));
         }
-        for prefix in ["l", "r"] {
+        let sides: &[&str] = match o.kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti { .. } => &["l"],
+            JoinKind::RightSemi | JoinKind::RightAnti => &["r"],
+            _ => &["l", "r"],
+        };
+        for prefix in sides {
             fields.extend(columns(prefix).fields().iter().map(|f| f.as_ref().clone()));
         }
         let residual: Option<Arc<dyn PhysicalExpr>> = o.residual.then(|| {
@@ -808,6 +859,52 @@ mod tests {
         op.on_batch(0, batch("l", Some("-"), &[(Some(1), 40)]), &mut out)
             .unwrap();
         assert_eq!(rows(&mut out), ["- 1 40 1 50", "+ NULL NULL 1 50"]);
+    }
+
+    #[test]
+    fn semi_and_anti_joins_emit_the_kept_rows_as_their_partners_come_and_go() {
+        let updating_right = |kind| Options {
+            right_updating: true,
+            ..options(kind)
+        };
+        let mut semi = operator(&updating_right(JoinKind::LeftSemi), fixed_clock());
+        let mut anti = operator(
+            &updating_right(JoinKind::LeftAnti { null_aware: false }),
+            fixed_clock(),
+        );
+        let steps: Vec<(usize, RecordBatch)> = vec![
+            (0, batch("l", None, &[(Some(1), 10), (None, 5)])),
+            (1, batch("r", Some("++"), &[(Some(1), 100), (Some(1), 101)])),
+            (1, batch("r", Some("-"), &[(Some(1), 100)])),
+            (1, batch("r", Some("-"), &[(Some(1), 101)])),
+            (0, batch("l", None, &[(Some(2), 20)])),
+        ];
+        let mut got = (Vec::new(), Vec::new());
+        for (input, b) in steps {
+            let mut out = OperatorContext::default();
+            semi.on_batch(input, b.clone(), &mut out).unwrap();
+            got.0.push(rows(&mut out).join(", "));
+            anti.on_batch(input, b, &mut out).unwrap();
+            got.1.push(rows(&mut out).join(", "));
+        }
+        assert_eq!(
+            got.0,
+            ["", "+ 1 10", "", "- 1 10", ""],
+            "semi: a row is in while it has a partner (a NULL key never has one)"
+        );
+        assert_eq!(
+            got.1,
+            ["+ 1 10, + NULL 5", "- 1 10", "", "+ 1 10", "+ 2 20"],
+            "anti: a row is in while it has no partner"
+        );
+        // A semi join of append-only inputs appends.
+        let mut op = operator(&options(JoinKind::RightSemi), fixed_clock());
+        let mut out = OperatorContext::default();
+        op.on_batch(1, batch("r", None, &[(Some(3), 1)]), &mut out)
+            .unwrap();
+        op.on_batch(0, batch("l", None, &[(Some(3), 7), (Some(3), 8)]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["3 1"], "once, for its first partner");
     }
 
     #[test]

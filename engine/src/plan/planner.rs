@@ -1215,18 +1215,20 @@ fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
             right_bounds,
         })));
     }
-    if !matches!(
+    if matches!(kind, JoinKind::LeftAnti { null_aware: true }) {
+        return Err(unsupported(
+            "NOT IN subqueries over streams that are not window joins (a NULL arriving in \
+             the subquery would retract every row); NOT EXISTS works",
+        ));
+    }
+    let outer_or_inner = matches!(
         kind,
         JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
-    ) {
-        return Err(unsupported(&format!(
-            "{} joins (IN, EXISTS, NOT IN, NOT EXISTS) between streams that are not window \
-             joins; only window joins support them (correlate on window_start and window_end \
-             of the same window function)",
-            join.join_type
-        )));
-    }
-    if !over_changelog && let Some(parts) = interval_join_parts(join)? {
+    );
+    if outer_or_inner
+        && !over_changelog
+        && let Some(parts) = interval_join_parts(join)?
+    {
         // Without equi-join keys every pair in the interval joins.
         return Ok(StreamPlan::IntervalJoin(Box::new(IntervalJoinNode {
             join: inputs(join.on.clone(), conjunction(parts.residual))?,
