@@ -9,8 +9,9 @@
 //! | `SPLIT_INDEX(s, sep, i)` | the `i`-th (from 0) piece of `s` split at `sep`; NULL past the end |
 //! | `REGEXP_EXTRACT(s, regex[, group])` | the group (0: the whole match, the default) of the first match; NULL without one |
 //! | `TIMESTAMPADD(unit, n, t)`, `TIMESTAMPDIFF(unit, t1, t2)` | see [`timestamp_arith`] |
+//! | `COUNT_CHAR(s, c)` | how many times the first character of `c` occurs in `s`, BIGINT (the Nexmark benchmark's UDF, which its q14 calls; 0 for a NULL `s`) |
 //!
-//! Every function returns NULL when an argument is NULL.
+//! Every other function returns NULL when an argument is NULL.
 
 pub mod java_format;
 pub mod timestamp_arith;
@@ -34,6 +35,7 @@ pub fn register(ctx: &SessionContext) {
         ("date_format", Kind::DateFormat),
         ("split_index", Kind::SplitIndex),
         ("regexp_extract", Kind::RegexpExtract),
+        ("count_char", Kind::CountChar),
     ];
     kinds.extend(
         PARTS
@@ -75,6 +77,7 @@ enum Kind {
     DateFormat,
     SplitIndex,
     RegexpExtract,
+    CountChar,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -173,6 +176,17 @@ impl ScalarUDFImpl for FlinkFunction {
                 }
                 Ok(vec![DataType::Utf8, DataType::Utf8, DataType::Int64])
             }
+            Kind::CountChar => {
+                self.arity(args, &[2])?;
+                if !args.iter().all(is_text) {
+                    return plan_err!(
+                        "function COUNT_CHAR takes two strings, got {} and {}",
+                        args[0],
+                        args[1]
+                    );
+                }
+                Ok(vec![DataType::Utf8, DataType::Utf8])
+            }
             Kind::RegexpExtract => {
                 self.arity(args, &[2, 3])?;
                 if args.len() == 3 && !is_integer(&args[2]) {
@@ -193,7 +207,7 @@ impl ScalarUDFImpl for FlinkFunction {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
             Kind::Mod => args.first().cloned().unwrap_or(DataType::Int64),
-            Kind::Part(_) => DataType::Int64,
+            Kind::Part(_) | Kind::CountChar => DataType::Int64,
             Kind::DateFormat | Kind::SplitIndex | Kind::RegexpExtract => DataType::Utf8,
         })
     }
@@ -206,6 +220,7 @@ impl ScalarUDFImpl for FlinkFunction {
             Kind::DateFormat => date_format(&arrays[0], &arrays[1])?,
             Kind::SplitIndex => split_index(&arrays[0], &arrays[1], &arrays[2])?,
             Kind::RegexpExtract => regexp_extract(&arrays[0], &arrays[1], arrays.get(2))?,
+            Kind::CountChar => count_char(&arrays[0], &arrays[1])?,
         };
         Ok(ColumnarValue::Array(out))
     }
@@ -249,6 +264,22 @@ fn date_format(values: &ArrayRef, patterns: &ArrayRef) -> Result<ArrayRef> {
         out.push(Some(time.format(format).to_string()));
     }
     Ok(Arc::new(StringArray::from(out)))
+}
+
+/// Nexmark's `CountChar`: occurrences of `chars`' first character in each value (0 for a NULL
+/// value; NULL for a NULL or empty character).
+fn count_char(values: &ArrayRef, chars: &ArrayRef) -> Result<ArrayRef> {
+    let (values, chars) = (strings(values)?, strings(chars)?);
+    let out: Int64Array = (0..values.len())
+        .map(|i| {
+            let wanted = chars.is_valid(i).then(|| chars.value(i).chars().next())??;
+            if values.is_null(i) {
+                return Some(0);
+            }
+            Some(values.value(i).chars().filter(|c| *c == wanted).count() as i64)
+        })
+        .collect();
+    Ok(Arc::new(out))
 }
 
 fn split_index(values: &ArrayRef, separators: &ArrayRef, indices: &ArrayRef) -> Result<ArrayRef> {
