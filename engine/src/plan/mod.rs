@@ -276,8 +276,9 @@ impl StreamPlan {
     }
 
     /// True when this node's rows are a changelog: each row is led by [`CHANGELOG_OP`] and
-    /// may retract an earlier one. Projections, filters and aliases pass a changelog on;
-    /// regular joins consume one; the planner refuses every other operator over one.
+    /// may retract an earlier one. Projections, filters, aliases and unions pass a changelog
+    /// on; regular joins and aggregates consume one; the planner refuses every other operator
+    /// over one.
     pub fn is_updating(&self) -> bool {
         match self {
             StreamPlan::Source(s) => s.is_updating(),
@@ -286,8 +287,8 @@ impl StreamPlan {
             StreamPlan::Project { input, .. }
             | StreamPlan::Filter { input, .. }
             | StreamPlan::Alias { input, .. } => input.is_updating(),
-            StreamPlan::Union { .. }
-            | StreamPlan::Limit { .. }
+            StreamPlan::Union { inputs, .. } => inputs.iter().any(StreamPlan::is_updating),
+            StreamPlan::Limit { .. }
             | StreamPlan::Window(_)
             | StreamPlan::WindowAggregate(_)
             | StreamPlan::WindowTopN(_)

@@ -14,7 +14,7 @@ use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, Filter, GroupingSet, Join, JoinType, LogicalPlan,
-    Operator, TableScan,
+    Operator, TableScan, lit,
 };
 
 use super::{
@@ -182,11 +182,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 .iter()
                 .map(|i| {
                     if reads_streams(i) || reads_views(i) {
-                        let input = plan_stream(i)?;
-                        if input.is_updating() {
-                            return Err(over_updating("UNION ALL"));
-                        }
-                        Ok(input)
+                        plan_stream(i)
                     } else {
                         Err(unsupported(
                             "UNION ALL of a stream with a query that reads no stream",
@@ -194,9 +190,32 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                     }
                 })
                 .collect::<EngineResult<Vec<_>>>()?;
+            if !inputs.iter().any(StreamPlan::is_updating) {
+                return Ok(StreamPlan::Union {
+                    inputs,
+                    schema: Arc::clone(&u.schema),
+                });
+            }
+            // A union with a changelog is one: append-only inputs' rows are inserts.
+            let inputs = inputs
+                .into_iter()
+                .map(|input| {
+                    if input.is_updating() {
+                        return Ok(input);
+                    }
+                    let schema = input.schema();
+                    let mut exprs = vec![lit("+").alias(CHANGELOG_OP)];
+                    exprs.extend(schema.columns().into_iter().map(Expr::Column));
+                    Ok(StreamPlan::Project {
+                        input: Box::new(input),
+                        exprs,
+                        schema: changelog_schema(&schema)?,
+                    })
+                })
+                .collect::<EngineResult<Vec<_>>>()?;
             Ok(StreamPlan::Union {
                 inputs,
-                schema: Arc::clone(&u.schema),
+                schema: changelog_schema(&u.schema)?,
             })
         }
         LogicalPlan::Limit(l) => {
