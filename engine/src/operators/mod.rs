@@ -15,6 +15,7 @@ pub mod limit;
 pub mod match_recognize;
 pub mod project;
 pub mod regular_join;
+pub mod retractable_extreme;
 pub mod session_window;
 pub mod sink;
 pub mod union;

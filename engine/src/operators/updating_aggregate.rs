@@ -36,6 +36,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_plan::aggregates::group_values::GroupValues;
 
 use super::accumulators::{AggregateArguments, AggregateExprs};
+use super::retractable_extreme::RetractableExtreme;
 use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::Epoch;
@@ -110,8 +111,9 @@ impl UpdatingAggregateOperator {
     }
 
     /// An aggregate of an input that is a changelog (`retracting`) or append-only. Over a
-    /// changelog every aggregate must support retraction: the planner admits only those whose
-    /// result does not depend on the order rows are retracted in ([`retracts`]).
+    /// changelog every aggregate must support retraction in any order: the planner admits
+    /// only those whose sliding accumulator allows it, and `min`/`max`
+    /// ([`RetractableExtreme`]).
     pub fn try_new_over(
         info: OperatorInfo,
         exprs: AggregateExprs,
@@ -144,10 +146,16 @@ impl UpdatingAggregateOperator {
             .aggregates
             .iter()
             .map(|a| {
-                if self.retracting {
-                    a.create_sliding_accumulator()
-                } else {
-                    a.create_accumulator()
+                if !self.retracting {
+                    return a.create_accumulator();
+                }
+                match a.fun().name() {
+                    // DataFusion's sliding min/max expect rows to leave in arrival order.
+                    name @ ("min" | "max") => Ok(Box::new(RetractableExtreme::try_new(
+                        a.field().data_type(),
+                        name == "max",
+                    )?) as Box<dyn Accumulator>),
+                    _ => a.create_sliding_accumulator(),
                 }
             })
             .collect::<Result<_, _>>()?)
@@ -714,6 +722,14 @@ mod tests {
         ]
     }
 
+    /// [`retractable_aggregates`] and min and max.
+    fn with_extremes() -> Vec<(Expr, DataType)> {
+        let mut aggregates = retractable_aggregates();
+        aggregates.push((min(col("v")), i64()));
+        aggregates.push((max(col("v")), i64()));
+        aggregates
+    }
+
     #[test]
     fn over_a_changelog_retractions_leave_the_aggregates_and_an_emptied_group_is_deleted() {
         let mut op = operator_over(true, retractable_aggregates(), true);
@@ -774,9 +790,8 @@ mod tests {
                 steps.push(Step::Batch(changes(&rows)));
             }
             steps.push(Step::End);
-            let make = || {
-                Box::new(operator_over(keyed, retractable_aggregates(), true)) as Box<dyn Operator>
-            };
+            let make =
+                || Box::new(operator_over(keyed, with_extremes(), true)) as Box<dyn Operator>;
             let (output, _) = check_every_cut_forwarding(&make, &declared(), &steps);
             assert!(
                 output.join("\n").contains("| - "),

@@ -617,9 +617,12 @@ fn plan_updating_aggregate(
 }
 
 /// The aggregates an aggregate over a changelog computes: their accumulators retract rows
-/// (`retract_batch`), and their result does not depend on the order rows are retracted in.
+/// (`retract_batch`) in any order (min and max with their own accumulator, which keeps every
+/// value).
 const RETRACTABLE: &[&str] = &[
     "count",
+    "min",
+    "max",
     "sum",
     "avg",
     "mean",
@@ -646,7 +649,7 @@ fn check_retractable(aggregate: &Expr) -> EngineResult<()> {
     if !RETRACTABLE.contains(&name.as_str()) {
         return Err(unsupported(&format!(
             "{name}() over an updating result: an aggregate over a changelog must retract \
-             the rows it deletes, which {} do; {name}() would need every value kept",
+             the rows it deletes, which {} do",
             RETRACTABLE.join(", ")
         )));
     }
