@@ -76,6 +76,17 @@ impl RankFunction {
         }
     }
 
+    /// The number of the row at `index` (from 0) in ORDER BY order, given the number of the
+    /// row before it (`previous`) and whether the two tie.
+    pub fn next_number(self, previous: u64, index: usize, tie: bool) -> u64 {
+        match self {
+            Self::RowNumber => index as u64 + 1,
+            Self::Rank | Self::DenseRank if tie => previous,
+            Self::Rank => index as u64 + 1,
+            Self::DenseRank => previous + 1,
+        }
+    }
+
     /// Numbers rows given in ORDER BY order: `same[i]` says row `i` ties with row `i - 1`.
     /// Calls `number(i, n)` for each row numbered `limit` or less, and stops at the first row
     /// numbered above it (later rows are numbered higher still).
@@ -86,18 +97,10 @@ impl RankFunction {
         rows: usize,
         mut number: impl FnMut(usize, u64),
     ) {
-        let limit = limit as u64;
         let mut current = 0u64;
         for i in 0..rows {
-            let tie = i > 0 && same(i);
-            current = match self {
-                Self::RowNumber => i as u64 + 1,
-                Self::Rank if tie => current,
-                Self::Rank => i as u64 + 1,
-                Self::DenseRank if tie => current,
-                Self::DenseRank => current + 1,
-            };
-            if current > limit {
+            current = self.next_number(current, i, i > 0 && same(i));
+            if current > limit as u64 {
                 return;
             }
             number(i, current);
@@ -142,16 +145,19 @@ struct Partition {
 }
 
 impl Partition {
-    /// The rows numbered N or less: (place, row, number).
+    /// The rows numbered N or less: (place, row, number). Reads only those rows (and the
+    /// one after them), however many the partition holds.
     fn top(&self, spec: &TopNSpec) -> Vec<(&Place, &OwnedRow, u64)> {
-        let entries: Vec<(&Place, &OwnedRow)> = self.rows.iter().collect();
-        let mut out = Vec::new();
-        spec.function.number_rows(
-            spec.limit,
-            |i| entries[i].0.0 == entries[i - 1].0.0,
-            entries.len(),
-            |i, n| out.push((entries[i].0, entries[i].1, n)),
-        );
+        let mut out: Vec<(&Place, &OwnedRow, u64)> = Vec::new();
+        let mut current = 0u64;
+        for (i, (place, row)) in self.rows.iter().enumerate() {
+            let tie = out.last().is_some_and(|(p, _, _)| p.0 == place.0);
+            current = spec.function.next_number(current, i, tie);
+            if current > spec.limit as u64 {
+                break;
+            }
+            out.push((place, row, current));
+        }
         out
     }
 

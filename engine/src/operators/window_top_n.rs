@@ -523,6 +523,78 @@ mod tests {
         op.on_batch(0, batch(&[(0, 1_000_000)]), &mut out).unwrap();
         assert_eq!(out.late_rows(), 1);
     }
+
+    #[test]
+    fn rank_and_dense_rank_keep_every_tie_through_a_cut_back() {
+        let count_by_value = |function: RankFunction| {
+            let mut fields = input_schema().fields().to_vec();
+            fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+            let mut op = WindowTopNOperator::new(
+                OperatorInfo {
+                    name: "WindowTopN".to_string(),
+                    schema: Arc::new(Schema::new(fields)),
+                },
+                input_schema(),
+                WindowTopNSpec {
+                    kind: WindowKind::Tumble {
+                        size: 10_000 * MILLISECOND,
+                        offset: 0,
+                    },
+                    lag: MILLISECOND,
+                    bounds: vec![
+                        BoundColumn {
+                            index: 0,
+                            column: WindowColumn::Start,
+                            unit_ns: MILLISECOND,
+                        },
+                        BoundColumn {
+                            index: 1,
+                            column: WindowColumn::End,
+                            unit_ns: MILLISECOND,
+                        },
+                    ],
+                    partition: vec![],
+                    order: vec![PhysicalSortExpr::new(
+                        Arc::new(Column::new("v", 3)),
+                        SortOptions {
+                            descending: true,
+                            nulls_first: false,
+                        },
+                    )],
+                    function,
+                    limit: 2,
+                },
+            );
+            let mut out = OperatorContext::default();
+            // 9,000 rows of values 0, 1, 2 (3,006, 2,997, 2,997): cut back while the window is open.
+            for chunk in 0..9 {
+                let rows: Vec<(i64, i64)> = (0..1000).map(|i| (chunk, i % 3)).collect();
+                op.on_batch(0, batch(&rows), &mut out).unwrap();
+            }
+            assert!(op.windows.values().any(|w| w.kept > 0), "cut back");
+            op.on_watermark(10_000 * MILLISECOND, &mut out).unwrap();
+            let mut counts = std::collections::BTreeMap::new();
+            for m in out.drain() {
+                if let Message::Data(b) = m {
+                    let v = b.column(3).as_primitive::<Int64Type>();
+                    let rn = b
+                        .column(4)
+                        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                    for r in 0..b.num_rows() {
+                        *counts.entry((v.value(r), rn.value(r))).or_insert(0) += 1;
+                    }
+                }
+            }
+            counts.into_iter().collect::<Vec<_>>()
+        };
+        // RANK: the 2,997 rows of 2 tie for first; the 1s are 2,998th.
+        assert_eq!(count_by_value(RankFunction::Rank), [((2, 1), 2997)]);
+        // DENSE_RANK: the 1s are second.
+        assert_eq!(
+            count_by_value(RankFunction::DenseRank),
+            [((1, 2), 2997), ((2, 1), 2997)]
+        );
+    }
 }
 
 #[cfg(test)]
