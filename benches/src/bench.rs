@@ -230,6 +230,10 @@ fn print_table(args: &Args, batch: &Batch, csv: Option<&BidsCsv>, rows: &[Row<'_
             }
             _ => row.outcome.rows.to_string(),
         };
+        let rows_out = match row.outcome.changes {
+            Some(changes) => format!("{rows_out} (updating: {changes} changes)"),
+            None => rows_out,
+        };
         let late = if row.outcome.late_rows > 0 {
             format!(", {} late", row.outcome.late_rows)
         } else {

@@ -9,6 +9,9 @@
 //! - the same rows as DataFusion's batch query, where that query is an exact equivalent
 //!   ([`Baseline::Exact`](crate::queries::Baseline) or `Same`): over a bounded input a
 //!   streaming query returns what the batch query returns, minus late rows;
+//! - for an updating result (a changelog led by the `op` column: Top-N, deduplication keeping
+//!   the last row), the same comparisons of its final rows: the changelog applied in order
+//!   (`+` adds a row, `-` removes an equal one, which must be there);
 //! - no late rows (the generator's event times never go backwards, so a late row is a bug) and
 //!   no malformed rows in the CSV file.
 //!
@@ -52,21 +55,32 @@ pub async fn run(args: &Args, queries: &[&Query], exports: &[&Export]) -> BenchR
     let mut failures = Vec::new();
     for query in queries {
         let mut problems = Vec::new();
-        let p1 = streaming_rows(&mut eddy, query, 1, &mut problems).await?;
-        let p2 = streaming_rows(&mut eddy, query, 2, &mut problems).await?;
+        let p1 = streaming_rows(&mut eddy, query, 1, None, &mut problems).await?;
+        let p2 = streaming_rows(&mut eddy, query, 2, None, &mut problems).await?;
         if let Some(diff) = diff("parallelism 1", &p1, "parallelism 2", &p2) {
             problems.push(diff);
         }
         let against = if query.batch_is_exact() {
             let mut rows = Vec::new();
+            let columns = query.compared_columns();
             batch
-                .run(query.batch_sql(), |b| render(b, &mut rows))
+                .run(query.batch_sql(), |b| {
+                    render(&project(b, columns)?, &mut rows)
+                })
                 .await?;
             rows.sort_unstable();
-            if let Some(diff) = diff("streaming", &p1, "DataFusion batch", &rows) {
+            // Over the columns tied rows share, when the query keeps one of several.
+            let streaming = match columns {
+                Some(_) => streaming_rows(&mut eddy, query, 1, columns, &mut problems).await?,
+                None => p1.clone(),
+            };
+            if let Some(diff) = diff("streaming", &streaming, "DataFusion batch", &rows) {
                 problems.push(diff);
             }
-            "= DataFusion batch"
+            match columns {
+                Some(_) => "= DataFusion batch (up to ties)",
+                None => "= DataFusion batch",
+            }
         } else {
             "(batch baseline is a lower bound, not compared)"
         };
@@ -147,23 +161,93 @@ pub async fn run(args: &Args, queries: &[&Query], exports: &[&Export]) -> BenchR
     }
 }
 
-/// The query's rows with `parallelism` instances, sorted; late rows and warnings go to
-/// `problems`.
+/// The query's rows with `parallelism` instances (only `columns`, if given), sorted; an
+/// updating result's final rows. Late rows and warnings go to `problems`.
 async fn streaming_rows(
     eddy: &mut Streaming,
     query: &Query,
     parallelism: usize,
+    columns: Option<&[&str]>,
     problems: &mut Vec<String>,
 ) -> BenchResult<Vec<String>> {
     eddy.execute(&format!("SET parallelism = {parallelism}"))
         .await?;
     let mut rows = Vec::new();
-    let outcome = eddy.run(query.streaming, |b| render(b, &mut rows)).await?;
+    let mut updating = false;
+    let outcome = eddy
+        .run(query.streaming, |b| {
+            updating = is_changelog(b);
+            match columns {
+                // The op column stays in front, for the fold.
+                Some(columns) if updating => {
+                    let op = b.schema().field(0).name().clone();
+                    let mut with_op = vec![op.as_str()];
+                    with_op.extend(columns);
+                    render(&project(b, Some(&with_op))?, &mut rows)
+                }
+                columns => render(&project(b, columns)?, &mut rows),
+            }
+        })
+        .await?;
     for warning in outcome.warnings {
         problems.push(format!("  parallelism {parallelism}: {warning}"));
     }
+    if updating {
+        rows = match fold(rows) {
+            Ok(rows) => rows,
+            Err(problem) => {
+                problems.push(format!("  parallelism {parallelism}: {problem}"));
+                Vec::new()
+            }
+        };
+    }
     rows.sort_unstable();
     Ok(rows)
+}
+
+/// `batch`'s `columns` (by name), or all of it.
+fn project(batch: &RecordBatch, columns: Option<&[&str]>) -> BenchResult<RecordBatch> {
+    let Some(columns) = columns else {
+        return Ok(batch.clone());
+    };
+    let schema = batch.schema();
+    let indices = columns
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(batch.project(&indices)?)
+}
+
+/// True when `batch` is part of a changelog: led by the op column.
+fn is_changelog(batch: &RecordBatch) -> bool {
+    batch
+        .schema()
+        .fields()
+        .first()
+        .is_some_and(|f| f.name() == eddy_engine::plan::CHANGELOG_OP || f.name() == "op")
+}
+
+/// The final rows of a changelog rendered by [`render`] (each line led by its op): every `+`
+/// row, less one equal row per `-` row, without the op.
+fn fold(changelog: Vec<String>) -> Result<Vec<String>, String> {
+    let mut held: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for line in changelog {
+        match line.split_once(" | ") {
+            Some(("+", row)) => *held.entry(row.to_string()).or_default() += 1,
+            Some(("-", row)) => match held.get_mut(row) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    held.remove(row);
+                }
+                None => return Err(format!("the changelog deletes a row it never held: {row}")),
+            },
+            _ => return Err(format!("a changelog row without its op: {line}")),
+        }
+    }
+    Ok(held
+        .into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n))
+        .collect())
 }
 
 /// Appends each row of `batch` as one line of text, columns separated by ` | `.

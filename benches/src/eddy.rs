@@ -35,7 +35,11 @@ pub struct Streaming {
 /// The end of a continuous query.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Rows of the result; of an updating result, those its changelog leaves (inserted less
+    /// deleted).
     pub rows: usize,
+    /// The changelog rows of an updating result (`None` for an append-only one).
+    pub changes: Option<usize>,
     /// Rows dropped because their window or state had already been emitted.
     pub late_rows: u64,
     /// What the client would be warned about: late rows, malformed source rows.
@@ -125,9 +129,17 @@ impl Streaming {
             _ => return Err(format!("not a query: {sql}").into()),
         };
         let mut outcome = Outcome::default();
+        let mut deleted = 0;
         while let Some(batch) = output.next_batch().await? {
             outcome.rows += batch.num_rows();
+            if let Some(ops) = changelog_ops(&batch) {
+                *outcome.changes.get_or_insert(0) += batch.num_rows();
+                deleted += ops.iter().filter(|op| *op == Some("-")).count();
+            }
             on_batch(&batch)?;
+        }
+        if outcome.changes.is_some() {
+            outcome.rows -= 2 * deleted;
         }
         outcome.late_rows = output.metrics().map_or(0, |m| m.late_rows());
         outcome.warnings = output.warnings();
@@ -144,4 +156,16 @@ impl Streaming {
         .await?;
         Ok(batches)
     }
+}
+
+/// The op column of a batch of an updating result (a changelog led by it).
+fn changelog_ops(batch: &RecordBatch) -> Option<&datafusion::arrow::array::StringArray> {
+    let name = batch.schema_ref().fields().first()?.name().clone();
+    if name != eddy_engine::plan::CHANGELOG_OP && name != "op" {
+        return None;
+    }
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
 }

@@ -26,6 +26,7 @@ use crate::connector::{SourceContext, SourceMetrics, SourceSplit};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::accumulators::AggregateExprs;
 use crate::operators::changelog_normalize::ChangelogNormalizeOperator;
+use crate::operators::deduplicate::{DeduplicateOperator, DeduplicateSpec};
 use crate::operators::filter::FilterOperator;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
 use crate::operators::join_rows::KeyEncoder;
@@ -36,13 +37,14 @@ use crate::operators::regular_join::{
     RegularJoinOperator, RegularJoinSide, RegularJoinSpec, wall_clock,
 };
 use crate::operators::session_window::SessionWindowOperator;
+use crate::operators::top_n::{TopNOperator, TopNSpec};
 use crate::operators::union::UnionOperator;
 use crate::operators::updating_aggregate::UpdatingAggregateOperator;
 use crate::operators::window::{WindowKind, unit_nanos};
 use crate::operators::window_aggregate::WindowAggregateOperator;
 use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJoinSpec};
-use crate::operators::window_top_n::{TopNSpec, WindowTopNOperator};
+use crate::operators::window_top_n::{WindowTopNOperator, WindowTopNSpec};
 use crate::operators::{Operator, OperatorContext, OperatorInfo};
 use crate::plan::{JoinInputs, Partitioning, SourceNode, StreamPlan};
 use crate::runtime::checkpoint::{self, PartId};
@@ -349,12 +351,13 @@ impl Builder<'_, '_> {
                 )?;
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
-                    let spec = TopNSpec {
+                    let spec = WindowTopNSpec {
                         kind: t.kind,
                         lag: t.lag,
                         bounds: t.bounds.clone(),
                         partition: partition.clone(),
                         order: order.clone(),
+                        function: t.function,
                         limit: t.limit,
                     };
                     Ok(Box::new(WindowTopNOperator::new(
@@ -362,6 +365,82 @@ impl Builder<'_, '_> {
                         Arc::new(input_schema.as_arrow().clone()),
                         spec,
                     )))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], distribution)
+            }
+            StreamPlan::TopN(t) => {
+                let input_schema = t.input.schema();
+                let inputs = self.build(&t.input)?;
+                let state = self.ctx.state;
+                let partition = t
+                    .partition
+                    .iter()
+                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let order = create_physical_sort_exprs(
+                    &t.order,
+                    &input_schema,
+                    state.execution_props(),
+                    &PhysicalPlanningContext::default(),
+                )?;
+                let updating_input = t.input.is_updating();
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    let spec = TopNSpec {
+                        partition: partition.clone(),
+                        order: order.clone(),
+                        function: t.function,
+                        limit: t.limit,
+                        rank_output: t.rank_output,
+                        updating_input,
+                    };
+                    Ok(Box::new(TopNOperator::try_new(
+                        info("TopN", &t.schema),
+                        Arc::new(input_schema.as_arrow().clone()),
+                        spec,
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], distribution)
+            }
+            StreamPlan::Deduplicate(d) => {
+                let input_schema = d.input.schema();
+                let inputs = self.build(&d.input)?;
+                let state = self.ctx.state;
+                let keys = d
+                    .keys
+                    .iter()
+                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut order = create_physical_sort_exprs(
+                    std::slice::from_ref(&d.order),
+                    &input_schema,
+                    state.execution_props(),
+                    &PhysicalPlanningContext::default(),
+                )?;
+                let order = order.pop().ok_or_else(|| {
+                    EngineError::Internal("a deduplication without its order".to_string())
+                })?;
+                let time_unit_ns = match order.expr.data_type(input_schema.as_arrow())? {
+                    DataType::Timestamp(unit, _) => unit_nanos(unit),
+                    other => {
+                        return Err(EngineError::Internal(format!(
+                            "a deduplication ordered by a {other} column"
+                        )));
+                    }
+                };
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    let spec = DeduplicateSpec {
+                        keys: keys.clone(),
+                        order: order.clone(),
+                        time_unit_ns,
+                        keep: d.keep,
+                    };
+                    Ok(Box::new(DeduplicateOperator::try_new(
+                        info("Deduplicate", &d.schema),
+                        Arc::new(input_schema.as_arrow().clone()),
+                        spec,
+                    )?))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)
             }

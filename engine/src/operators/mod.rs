@@ -8,6 +8,7 @@ pub mod accumulators;
 pub mod changelog_normalize;
 #[cfg(test)]
 pub(crate) mod checkpoint_harness;
+pub mod deduplicate;
 pub mod filter;
 pub mod interval_join;
 pub mod join_rows;
@@ -18,6 +19,7 @@ pub mod regular_join;
 pub mod retractable_extreme;
 pub mod session_window;
 pub mod sink;
+pub mod top_n;
 pub mod union;
 pub mod updating_aggregate;
 pub mod window;

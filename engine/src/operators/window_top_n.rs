@@ -1,9 +1,11 @@
-//! `WindowTopNOperator`: `ROW_NUMBER() OVER (PARTITION BY window_start, window_end [, k]
-//! ORDER BY ...)` filtered by `rn <= N`, per window.
+//! `WindowTopNOperator`: `ROW_NUMBER()`, `RANK()` or `DENSE_RANK()` `OVER (PARTITION BY
+//! window_start, window_end [, k] ORDER BY ...)` filtered by `rn <= N`, per window.
 //!
 //! Rows are kept per window until the watermark passes the window's end; then each partition's
-//! first N rows by the ORDER BY are emitted with their row number (N = 1 with an ascending time
-//! order is deduplication). While a window is open, its rows are cut back to the top N per
+//! rows numbered N or less by the ORDER BY are emitted with their number (N = 1 with an
+//! ascending time order is deduplication). ROW_NUMBER numbers ties in the order rows are held;
+//! RANK and DENSE_RANK give ties one number, so every row of a tie numbered N or less is
+//! emitted. While a window is open, its rows are cut back to the top N per
 //! partition whenever they grow past a threshold, so state stays near N rows per partition.
 //!
 //! State: per open window, its candidate rows. Emission: final rows only. Lateness: a row for
@@ -23,9 +25,10 @@ use datafusion::arrow::compute::{
 };
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
+use super::top_n::RankFunction;
 use super::window_aggregate::{BoundColumn, BoundValues};
 use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::EngineResult;
@@ -66,7 +69,7 @@ pub fn state_tables(partition: &[String]) -> Vec<StateTable> {
 const COMPACT_AT: usize = 4096;
 
 /// What the operator ranks by and how many rows it keeps.
-pub struct TopNSpec {
+pub struct WindowTopNSpec {
     pub kind: WindowKind,
     /// A window fires when `watermark >= window_end - lag`.
     pub lag: i64,
@@ -75,6 +78,7 @@ pub struct TopNSpec {
     /// PARTITION BY expressions other than the window columns.
     pub partition: Vec<Arc<dyn PhysicalExpr>>,
     pub order: Vec<PhysicalSortExpr>,
+    pub function: RankFunction,
     pub limit: usize,
 }
 
@@ -89,13 +93,13 @@ struct WindowRows {
 pub struct WindowTopNOperator {
     info: OperatorInfo,
     input_schema: SchemaRef,
-    spec: TopNSpec,
+    spec: WindowTopNSpec,
     windows: BTreeMap<Span, WindowRows>,
     watermark: Option<EventTime>,
 }
 
 impl WindowTopNOperator {
-    pub fn new(info: OperatorInfo, input_schema: SchemaRef, spec: TopNSpec) -> Self {
+    pub fn new(info: OperatorInfo, input_schema: SchemaRef, spec: WindowTopNSpec) -> Self {
         Self {
             info,
             input_schema,
@@ -105,8 +109,8 @@ impl WindowTopNOperator {
         }
     }
 
-    /// The rows of `batch` ranked within their partitions: (row index, row number), for row
-    /// numbers up to the limit, ordered by partition then rank.
+    /// The rows of `batch` ranked within their partitions: (row index, number), for numbers
+    /// up to the limit, ordered by partition then rank.
     fn top_n(&self, batch: &RecordBatch) -> EngineResult<Vec<(u32, u64)>> {
         let rows = batch.num_rows();
         let partition: Vec<ArrayRef> = self
@@ -115,6 +119,17 @@ impl WindowTopNOperator {
             .iter()
             .map(|e| Ok(e.evaluate(batch)?.into_array(rows)?))
             .collect::<EngineResult<_>>()?;
+        let order: Vec<SortColumn> = self
+            .spec
+            .order
+            .iter()
+            .map(|o| {
+                Ok(SortColumn {
+                    values: o.expr.evaluate(batch)?.into_array(rows)?,
+                    options: Some(o.options),
+                })
+            })
+            .collect::<EngineResult<_>>()?;
         let mut columns: Vec<SortColumn> = partition
             .iter()
             .map(|values| SortColumn {
@@ -122,43 +137,75 @@ impl WindowTopNOperator {
                 options: None,
             })
             .collect();
-        for o in &self.spec.order {
-            columns.push(SortColumn {
-                values: o.expr.evaluate(batch)?.into_array(rows)?,
-                options: Some(o.options),
-            });
-        }
+        columns.extend(order.iter().cloned());
         if columns.is_empty() {
-            return Ok((0..rows.min(self.spec.limit))
-                .map(|i| (i as u32, i as u64 + 1))
-                .collect());
+            // One partition, every row tied.
+            let mut out = Vec::new();
+            self.spec.function.number_rows(
+                self.spec.limit,
+                |_| true,
+                rows,
+                |i, n| out.push((i as u32, n)),
+            );
+            return Ok(out);
         }
         let sorted = lexsort_to_indices(&columns, None)?;
-        let keys = if partition.is_empty() {
-            None
-        } else {
+        let encode = |columns: Vec<SortColumn>| -> EngineResult<Option<Rows>> {
+            if columns.is_empty() {
+                return Ok(None);
+            }
             let converter = RowConverter::new(
-                partition
+                columns
                     .iter()
-                    .map(|p| SortField::new(p.data_type().clone()))
+                    .map(|c| {
+                        SortField::new_with_options(
+                            c.values.data_type().clone(),
+                            c.options.unwrap_or_default(),
+                        )
+                    })
                     .collect(),
             )?;
-            Some(converter.convert_columns(&partition)?)
+            let values: Vec<ArrayRef> = columns.into_iter().map(|c| c.values).collect();
+            Ok(Some(converter.convert_columns(&values)?))
         };
+        let keys = encode(
+            partition
+                .iter()
+                .map(|values| SortColumn {
+                    values: Arc::clone(values),
+                    options: None,
+                })
+                .collect(),
+        )?;
+        // Ties only matter to RANK and DENSE_RANK.
+        let order_keys = if self.spec.function == RankFunction::RowNumber {
+            None
+        } else {
+            encode(order)?
+        };
+        let sorted = sorted.values();
         let mut out = Vec::new();
-        let mut rank = 0u64;
-        let mut previous: Option<u32> = None;
-        for &row in sorted.values() {
-            let same = match (&keys, previous) {
-                (Some(k), Some(p)) => k.row(p as usize) == k.row(row as usize),
-                (None, Some(_)) => true,
-                _ => false,
+        let mut start = 0;
+        while start < sorted.len() {
+            let same_partition = |a: u32, b: u32| match &keys {
+                Some(k) => k.row(a as usize) == k.row(b as usize),
+                None => true,
             };
-            rank = if same { rank + 1 } else { 1 };
-            previous = Some(row);
-            if rank <= self.spec.limit as u64 {
-                out.push((row, rank));
+            let mut end = start + 1;
+            while end < sorted.len() && same_partition(sorted[start], sorted[end]) {
+                end += 1;
             }
+            let group = &sorted[start..end];
+            self.spec.function.number_rows(
+                self.spec.limit,
+                |i| match &order_keys {
+                    Some(k) => k.row(group[i] as usize) == k.row(group[i - 1] as usize),
+                    None => true,
+                },
+                group.len(),
+                |i, n| out.push((group[i], n)),
+            );
+            start = end;
         }
         Ok(out)
     }
@@ -398,7 +445,7 @@ mod tests {
                 schema: Arc::new(Schema::new(fields)),
             },
             input_schema(),
-            TopNSpec {
+            WindowTopNSpec {
                 kind: WindowKind::Tumble {
                     size: 10_000 * MILLISECOND,
                     offset: 0,
@@ -424,6 +471,7 @@ mod tests {
                         nulls_first: false,
                     },
                 )],
+                function: RankFunction::RowNumber,
                 limit: 2,
             },
         );
@@ -474,6 +522,78 @@ mod tests {
         // The window has fired: another row for it is late.
         op.on_batch(0, batch(&[(0, 1_000_000)]), &mut out).unwrap();
         assert_eq!(out.late_rows(), 1);
+    }
+
+    #[test]
+    fn rank_and_dense_rank_keep_every_tie_through_a_cut_back() {
+        let count_by_value = |function: RankFunction| {
+            let mut fields = input_schema().fields().to_vec();
+            fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+            let mut op = WindowTopNOperator::new(
+                OperatorInfo {
+                    name: "WindowTopN".to_string(),
+                    schema: Arc::new(Schema::new(fields)),
+                },
+                input_schema(),
+                WindowTopNSpec {
+                    kind: WindowKind::Tumble {
+                        size: 10_000 * MILLISECOND,
+                        offset: 0,
+                    },
+                    lag: MILLISECOND,
+                    bounds: vec![
+                        BoundColumn {
+                            index: 0,
+                            column: WindowColumn::Start,
+                            unit_ns: MILLISECOND,
+                        },
+                        BoundColumn {
+                            index: 1,
+                            column: WindowColumn::End,
+                            unit_ns: MILLISECOND,
+                        },
+                    ],
+                    partition: vec![],
+                    order: vec![PhysicalSortExpr::new(
+                        Arc::new(Column::new("v", 3)),
+                        SortOptions {
+                            descending: true,
+                            nulls_first: false,
+                        },
+                    )],
+                    function,
+                    limit: 2,
+                },
+            );
+            let mut out = OperatorContext::default();
+            // 9,000 rows of values 0, 1, 2 (3,006, 2,997, 2,997): cut back while the window is open.
+            for chunk in 0..9 {
+                let rows: Vec<(i64, i64)> = (0..1000).map(|i| (chunk, i % 3)).collect();
+                op.on_batch(0, batch(&rows), &mut out).unwrap();
+            }
+            assert!(op.windows.values().any(|w| w.kept > 0), "cut back");
+            op.on_watermark(10_000 * MILLISECOND, &mut out).unwrap();
+            let mut counts = std::collections::BTreeMap::new();
+            for m in out.drain() {
+                if let Message::Data(b) = m {
+                    let v = b.column(3).as_primitive::<Int64Type>();
+                    let rn = b
+                        .column(4)
+                        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                    for r in 0..b.num_rows() {
+                        *counts.entry((v.value(r), rn.value(r))).or_insert(0) += 1;
+                    }
+                }
+            }
+            counts.into_iter().collect::<Vec<_>>()
+        };
+        // RANK: the 2,997 rows of 2 tie for first; the 1s are 2,998th.
+        assert_eq!(count_by_value(RankFunction::Rank), [((2, 1), 2997)]);
+        // DENSE_RANK: the 1s are second.
+        assert_eq!(
+            count_by_value(RankFunction::DenseRank),
+            [((1, 2), 2997), ((2, 1), 2997)]
+        );
     }
 }
 
@@ -538,7 +658,7 @@ mod checkpoint_tests {
                 schema: Arc::new(Schema::new(fields)),
             },
             input_schema(),
-            TopNSpec {
+            WindowTopNSpec {
                 kind: WindowKind::Tumble {
                     size: SIZE_MS * MILLISECOND,
                     offset: 0,
@@ -557,6 +677,7 @@ mod checkpoint_tests {
                         nulls_first: false,
                     },
                 )],
+                function: RankFunction::RowNumber,
                 limit,
             },
         )

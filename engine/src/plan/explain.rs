@@ -35,8 +35,8 @@ use crate::operators::match_recognize::RowsFreed;
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::operators::{
-    changelog_normalize, interval_join, limit, match_recognize, regular_join, session_window,
-    updating_aggregate, window_aggregate, window_join, window_top_n,
+    changelog_normalize, deduplicate, interval_join, limit, match_recognize, regular_join,
+    session_window, top_n, updating_aggregate, window_aggregate, window_join, window_top_n,
 };
 use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
@@ -159,6 +159,8 @@ impl StreamPlan {
             StreamPlan::UpdatingAggregate(a) => updating_aggregate::state_tables(&names(&a.keys)),
             StreamPlan::ChangelogNormalize(n) => changelog_normalize::state_tables(&names(&n.keys)),
             StreamPlan::WindowTopN(t) => window_top_n::state_tables(&names(&t.partition)),
+            StreamPlan::TopN(t) => top_n::state_tables(&names(&t.partition), t.input.is_updating()),
+            StreamPlan::Deduplicate(d) => deduplicate::state_tables(&names(&d.keys), d.keep),
             StreamPlan::IntervalJoin(j) => {
                 interval_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
             }
@@ -242,6 +244,8 @@ impl StreamPlan {
             StreamPlan::UpdatingAggregate(a) => vec![&a.input],
             StreamPlan::ChangelogNormalize(n) => vec![&n.input],
             StreamPlan::WindowTopN(t) => vec![&t.input],
+            StreamPlan::TopN(t) => vec![&t.input],
+            StreamPlan::Deduplicate(d) => vec![&d.input],
             StreamPlan::MatchRecognize(m) => vec![&m.input],
             StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
             StreamPlan::WindowJoin(j) => vec![&j.join.left, &j.join.right],
@@ -267,6 +271,8 @@ impl StreamPlan {
             StreamPlan::IntervalJoin(j) => vec![&mut j.join.left, &mut j.join.right],
             StreamPlan::WindowJoin(j) => vec![&mut j.join.left, &mut j.join.right],
             StreamPlan::RegularJoin(j) => vec![&mut j.join.left, &mut j.join.right],
+            StreamPlan::TopN(t) => vec![&mut t.input],
+            StreamPlan::Deduplicate(d) => vec![&mut d.input],
         }
     }
 
@@ -300,6 +306,8 @@ impl StreamPlan {
             }
             StreamPlan::ChangelogNormalize(n) => Partitioning::hash(vec![n.keys.clone()]),
             StreamPlan::WindowTopN(t) => Partitioning::hash(vec![t.partition.clone()]),
+            StreamPlan::TopN(t) => Partitioning::hash(vec![t.partition.clone()]),
+            StreamPlan::Deduplicate(d) => Partitioning::hash(vec![d.keys.clone()]),
             StreamPlan::MatchRecognize(m) => {
                 Partitioning::hash(vec![columns(&m.input, &m.spec.partition_by)])
             }
@@ -497,8 +505,9 @@ impl StreamPlan {
                 let order: Vec<String> = t.order.iter().map(|e| e.to_string()).collect();
                 Description::new(
                     format!(
-                        "WindowTopN: {} limit={}, partition=[window{}{}], order=[{}]",
+                        "WindowTopN: {} {} <= {}, partition=[window{}{}], order=[{}]",
                         t.kind,
+                        t.function,
                         t.limit,
                         if partition.is_empty() { "" } else { ", " },
                         partition.join(", "),
@@ -508,6 +517,47 @@ impl StreamPlan {
                 )
                 .emit("on window close")
                 .watermark(AFTER_EMITTING)
+            }
+            StreamPlan::TopN(t) => {
+                let partition: Vec<String> = t.partition.iter().map(|e| e.to_string()).collect();
+                let order: Vec<String> = t.order.iter().map(|e| e.to_string()).collect();
+                let number = if t.rank_output {
+                    "emitted"
+                } else {
+                    "not emitted"
+                };
+                Description::new(
+                    format!(
+                        "TopN: {} <= {}, partition=[{}], order=[{}], number {number}",
+                        t.function,
+                        t.limit,
+                        partition.join(", "),
+                        order.join(", ")
+                    ),
+                    inputs,
+                )
+                .emit("updating")
+                .watermark("forwarded unchanged")
+            }
+            StreamPlan::Deduplicate(d) => {
+                let keys: Vec<String> = d.keys.iter().map(|e| e.to_string()).collect();
+                let head = format!(
+                    "Deduplicate: keep {}, key=[{}], order=[{}]",
+                    match d.keep {
+                        deduplicate::Keep::First => "first",
+                        deduplicate::Keep::Last => "last",
+                    },
+                    keys.join(", "),
+                    d.order
+                );
+                match d.keep {
+                    deduplicate::Keep::First => Description::new(head, inputs)
+                        .emit("on watermark")
+                        .watermark(AFTER_EMITTING),
+                    deduplicate::Keep::Last => Description::new(head, inputs)
+                        .emit("updating")
+                        .watermark("forwarded unchanged"),
+                }
             }
             StreamPlan::IntervalJoin(j) => {
                 let left = j.join.left.schema();

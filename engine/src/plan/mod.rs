@@ -18,7 +18,9 @@ use datafusion::logical_expr::{Expr, SortExpr};
 
 use crate::catalog::RelationDef;
 use crate::error::EngineResult;
+use crate::operators::deduplicate::Keep;
 use crate::operators::join_rows::JoinKind;
+use crate::operators::top_n::RankFunction;
 use crate::operators::window::WindowKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, Windowing};
 use crate::plan::match_recognize::MatchSpec;
@@ -83,8 +85,15 @@ pub enum StreamPlan {
     UpdatingAggregate(Box<UpdatingAggregateNode>),
     /// An upsert source's upserts and deletes turned into a changelog.
     ChangelogNormalize(Box<ChangelogNormalizeNode>),
-    /// `ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...)` with `rn <= N`.
+    /// `ROW_NUMBER()`/`RANK()`/`DENSE_RANK() OVER (PARTITION BY window_start, window_end
+    /// ...)` with `rn <= N`: each window's top rows, when it closes.
     WindowTopN(Box<WindowTopNNode>),
+    /// `ROW_NUMBER()`/`RANK()`/`DENSE_RANK() OVER (PARTITION BY k ...)` with `rn <= N` over a
+    /// whole stream: a changelog of each partition's top rows.
+    TopN(Box<TopNNode>),
+    /// `ROW_NUMBER() OVER (PARTITION BY k ORDER BY <time attribute>)` with `rn = 1`: the
+    /// first (append-only) or last (updating) row of each key.
+    Deduplicate(Box<DeduplicateNode>),
     /// A join on keys with the two event times bounded against each other.
     IntervalJoin(Box<IntervalJoinNode>),
     /// A join of two inputs with the same windows, on the window bounds and keys.
@@ -162,8 +171,41 @@ pub struct WindowTopNNode {
     /// PARTITION BY expressions other than window columns.
     pub partition: Vec<Expr>,
     pub order: Vec<SortExpr>,
+    pub function: RankFunction,
     pub limit: usize,
     /// The input's columns and the row number.
+    pub schema: DFSchemaRef,
+}
+
+/// A Top-N over a whole stream: the rows numbered `limit` or less per partition, as a
+/// changelog.
+#[derive(Debug, Clone)]
+pub struct TopNNode {
+    /// Append-only, or a changelog (whose `-` rows leave their partition).
+    pub input: StreamPlan,
+    /// PARTITION BY expressions (none: one partition).
+    pub partition: Vec<Expr>,
+    pub order: Vec<SortExpr>,
+    pub function: RankFunction,
+    pub limit: usize,
+    /// The number reaches the query's output: rows whose number changes are emitted again.
+    /// When the query projects it away, only rows entering or leaving the top are.
+    pub rank_output: bool,
+    /// `__op`, the input's columns (without its `__op`), the number.
+    pub schema: DFSchemaRef,
+}
+
+/// A deduplication: the first or last row of each key in event time.
+#[derive(Debug, Clone)]
+pub struct DeduplicateNode {
+    /// Append-only.
+    pub input: StreamPlan,
+    /// PARTITION BY expressions (none: one key).
+    pub keys: Vec<Expr>,
+    /// The time attribute, ascending (first) or descending (last).
+    pub order: SortExpr,
+    pub keep: Keep,
+    /// The input's columns and the number (always 1); led by `__op` when keeping the last.
     pub schema: DFSchemaRef,
 }
 
@@ -268,6 +310,8 @@ impl StreamPlan {
             StreamPlan::UpdatingAggregate(a) => Arc::clone(&a.schema),
             StreamPlan::ChangelogNormalize(n) => Arc::clone(&n.schema),
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
+            StreamPlan::TopN(t) => Arc::clone(&t.schema),
+            StreamPlan::Deduplicate(d) => Arc::clone(&d.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::RegularJoin(j) => Arc::clone(&j.schema),
@@ -277,12 +321,15 @@ impl StreamPlan {
 
     /// True when this node's rows are a changelog: each row is led by [`CHANGELOG_OP`] and
     /// may retract an earlier one. Projections, filters, aliases and unions pass a changelog
-    /// on; regular joins and aggregates consume one; the planner refuses every other operator
-    /// over one.
+    /// on; regular joins, aggregates and Top-N consume one; the planner refuses every other
+    /// operator over one.
     pub fn is_updating(&self) -> bool {
         match self {
             StreamPlan::Source(s) => s.is_updating(),
-            StreamPlan::UpdatingAggregate(_) | StreamPlan::ChangelogNormalize(_) => true,
+            StreamPlan::UpdatingAggregate(_)
+            | StreamPlan::ChangelogNormalize(_)
+            | StreamPlan::TopN(_) => true,
+            StreamPlan::Deduplicate(d) => d.keep == Keep::Last,
             StreamPlan::RegularJoin(j) => j.updating,
             StreamPlan::Project { input, .. }
             | StreamPlan::Filter { input, .. }

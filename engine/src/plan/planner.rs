@@ -18,15 +18,17 @@ use datafusion::logical_expr::{
 };
 
 use super::{
-    CHANGELOG_OP, ChangelogNormalizeNode, IntervalJoinNode, JoinInputs, RegularJoinNode,
-    SourceNode, StreamPlan, UpdatingAggregateNode, WindowAggregateNode, WindowJoinNode, WindowNode,
-    WindowTopNNode, changelog_schema,
+    CHANGELOG_OP, ChangelogNormalizeNode, DeduplicateNode, IntervalJoinNode, JoinInputs,
+    RegularJoinNode, SourceNode, StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode,
+    WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
 };
 use crate::catalog::RelationDef;
 use crate::connector::UPSERT_FLAG;
 use crate::error::{EngineError, EngineResult};
+use crate::operators::deduplicate::Keep;
 use crate::operators::join_rows::JoinKind;
 use crate::operators::regular_join::RegularJoinSpec;
+use crate::operators::top_n::RankFunction;
 use crate::operators::window::{WindowKind, unit_nanos};
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
 use crate::plan::match_recognize::as_match_recognize;
@@ -143,7 +145,12 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             })
         }
         LogicalPlan::Projection(p) => {
-            let input = plan_stream(&p.input)?;
+            let input = match p.input.as_ref() {
+                // A projection that drops a Top-N's number: only rows entering or leaving
+                // the top need to be emitted.
+                LogicalPlan::Filter(f) if is_top_n(f) => plan_top_n(f, reads_rank(p, f))?,
+                other => plan_stream(other)?,
+            };
             // A changelog keeps its `__op` column in front of the projected ones.
             let (exprs, schema) = if input.is_updating() {
                 let mut exprs = vec![Expr::Column(Column::new_unqualified(CHANGELOG_OP))];
@@ -158,7 +165,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 schema,
             })
         }
-        LogicalPlan::Filter(f) if is_window_top_n(f) => plan_window_top_n(f),
+        LogicalPlan::Filter(f) if is_top_n(f) => plan_top_n(f, true),
         LogicalPlan::Filter(f) => {
             let has_subquery = f.predicate.exists(|e| {
                 Ok(matches!(
@@ -260,7 +267,10 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             "ORDER BY on a stream (a stream has no end to sort at)",
         )),
         LogicalPlan::Distinct(_) => Err(unsupported("DISTINCT on a stream")),
-        LogicalPlan::Window(_) => Err(unsupported("OVER window functions on a stream")),
+        LogicalPlan::Window(_) => Err(unsupported(
+            "OVER window functions on a stream other than a ROW_NUMBER(), RANK() or \
+             DENSE_RANK() Top-N (filtered by `rn <= N`, `rn < N` or `rn = 1` in an outer query)",
+        )),
         other => Err(unsupported(&format!(
             "{} over a stream",
             other
@@ -696,16 +706,20 @@ fn rank_bound(predicate: &Expr) -> Option<(&Column, usize)> {
     (limit >= 1).then_some((c, limit as usize))
 }
 
-/// The `ROW_NUMBER()` window behind a filter on its result: (the filter's projection, the
-/// window node, the row-number expression, N).
-fn window_top_n_parts(
-    filter: &Filter,
-) -> Option<(
-    Option<&datafusion::logical_expr::Projection>,
-    &datafusion::logical_expr::Window,
-    &datafusion::logical_expr::expr::WindowFunction,
-    usize,
-)> {
+/// The ranking function behind a Top-N filter, as the planner reads it.
+struct TopNParts<'a> {
+    /// A projection between the filter and the window (naming the number), if any.
+    projection: Option<&'a datafusion::logical_expr::Projection>,
+    window: &'a datafusion::logical_expr::Window,
+    function: &'a datafusion::logical_expr::expr::WindowFunction,
+    rank: RankFunction,
+    /// The number column the filter bounds, in the filter's schema.
+    column: &'a Column,
+    limit: usize,
+}
+
+/// The `ROW_NUMBER()`/`RANK()`/`DENSE_RANK()` window behind a filter `rn <= N` on its result.
+fn top_n_parts(filter: &Filter) -> Option<TopNParts<'_>> {
     let (column, limit) = rank_bound(&filter.predicate)?;
     let (projection, window) = match filter.input.as_ref() {
         LogicalPlan::Projection(p) => match p.input.as_ref() {
@@ -733,19 +747,47 @@ fn window_top_n_parts(
     let Expr::WindowFunction(function) = expr else {
         return None;
     };
-    (function.fun.name() == "row_number").then_some((projection, window, function.as_ref(), limit))
+    let rank = RankFunction::from_name(function.fun.name())?;
+    Some(TopNParts {
+        projection,
+        window,
+        function: function.as_ref(),
+        rank,
+        column,
+        limit,
+    })
 }
 
-fn is_window_top_n(filter: &Filter) -> bool {
-    window_top_n_parts(filter).is_some()
+fn is_top_n(filter: &Filter) -> bool {
+    top_n_parts(filter).is_some()
 }
 
-/// Plans `SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (PARTITION BY window_start,
-/// window_end ... ORDER BY ...) AS rn ...) WHERE rn <= N`.
-fn plan_window_top_n(filter: &Filter) -> EngineResult<StreamPlan> {
-    let Some((projection, window, function, limit)) = window_top_n_parts(filter) else {
-        return Err(EngineError::Internal("not a window Top-N".to_string()));
+/// True when `projection`, over a Top-N filter, reads the Top-N's number.
+fn reads_rank(projection: &datafusion::logical_expr::Projection, filter: &Filter) -> bool {
+    top_n_parts(filter).is_none_or(|parts| {
+        projection
+            .expr
+            .iter()
+            .any(|e| e.column_refs().contains(parts.column))
+    })
+}
+
+/// Plans `SELECT ... FROM (SELECT ..., ROW_NUMBER() | RANK() | DENSE_RANK() OVER (PARTITION BY
+/// ... ORDER BY ...) AS rn ...) WHERE rn <= N`: a window Top-N when the partition holds the
+/// window bounds of a window table function, else a deduplication or a Top-N over the whole
+/// stream. `rank_output` says whether the query's output has the number.
+fn plan_top_n(filter: &Filter, rank_output: bool) -> EngineResult<StreamPlan> {
+    let Some(parts) = top_n_parts(filter) else {
+        return Err(EngineError::Internal("not a Top-N".to_string()));
     };
+    let TopNParts {
+        projection,
+        window,
+        function,
+        rank,
+        limit,
+        ..
+    } = parts;
     let input = window.input.as_ref();
     let in_schema = input.schema();
     let mut bounds: Vec<BoundColumn> = Vec::new();
@@ -772,37 +814,80 @@ fn plan_window_top_n(filter: &Filter) -> EngineResult<StreamPlan> {
         }
     }
     let has = |c: WindowColumn| bounds.iter().any(|b| b.column == c);
-    let Some(tvf) = tvf.filter(|_| {
-        has(WindowColumn::Start) && (has(WindowColumn::End) || has(WindowColumn::Time))
-    }) else {
-        return Err(unsupported(
-            "ROW_NUMBER() over a stream that is not partitioned by window_start and window_end \
-             of a window table function",
-        ));
-    };
-    let lag = match (
-        tvf.kind,
-        tvf.input.schema().field(tvf.time_index()?).data_type(),
-    ) {
-        (WindowKind::Session { .. }, _) => 0,
-        (_, DataType::Timestamp(unit, _)) => unit_nanos(*unit),
-        _ => return Err(EngineError::Internal("window time column type".to_string())),
-    };
+    let windowed = has(WindowColumn::Start) && (has(WindowColumn::End) || has(WindowColumn::Time));
     let top_n_input = plan_stream(input)?;
-    if top_n_input.is_updating() {
-        return Err(over_updating("a window Top-N"));
-    }
-    let top_n = StreamPlan::WindowTopN(Box::new(WindowTopNNode {
-        input: top_n_input,
-        kind: tvf.kind,
-        lag,
-        bounds,
-        partition,
-        order: function.params.order_by.clone(),
-        limit,
-        schema: Arc::clone(&window.schema),
-    }));
+    let updating_input = top_n_input.is_updating();
+    let top_n = match tvf.filter(|_| windowed) {
+        Some(tvf) => {
+            let lag = match (
+                tvf.kind,
+                tvf.input.schema().field(tvf.time_index()?).data_type(),
+            ) {
+                (WindowKind::Session { .. }, _) => 0,
+                (_, DataType::Timestamp(unit, _)) => unit_nanos(*unit),
+                _ => return Err(EngineError::Internal("window time column type".to_string())),
+            };
+            if updating_input {
+                return Err(over_updating("a window Top-N"));
+            }
+            StreamPlan::WindowTopN(Box::new(WindowTopNNode {
+                input: top_n_input,
+                kind: tvf.kind,
+                lag,
+                bounds,
+                partition,
+                order: function.params.order_by.clone(),
+                function: rank,
+                limit,
+                schema: Arc::clone(&window.schema),
+            }))
+        }
+        None => {
+            let keys = function.params.partition_by.clone();
+            let order = &function.params.order_by;
+            let time_ordered = match order.as_slice() {
+                [only] => as_column(&only.expr)
+                    .and_then(|c| in_schema.index_of_column(c).ok())
+                    .is_some_and(|i| time_attribute(input, i) != TimeAttribute::No),
+                _ => false,
+            };
+            if rank == RankFunction::RowNumber && limit == 1 && time_ordered && !updating_input {
+                let order = order[0].clone();
+                let keep = if order.asc { Keep::First } else { Keep::Last };
+                let schema = match keep {
+                    Keep::First => Arc::clone(&window.schema),
+                    Keep::Last => changelog_schema(&window.schema)?,
+                };
+                StreamPlan::Deduplicate(Box::new(DeduplicateNode {
+                    input: top_n_input,
+                    keys,
+                    order,
+                    keep,
+                    schema,
+                }))
+            } else {
+                StreamPlan::TopN(Box::new(TopNNode {
+                    input: top_n_input,
+                    partition: keys,
+                    order: order.clone(),
+                    function: rank,
+                    limit,
+                    rank_output,
+                    schema: changelog_schema(&window.schema)?,
+                }))
+            }
+        }
+    };
     Ok(match projection {
+        Some(p) if top_n.is_updating() => {
+            let mut exprs = vec![Expr::Column(Column::new_unqualified(CHANGELOG_OP))];
+            exprs.extend(p.expr.iter().cloned());
+            StreamPlan::Project {
+                input: Box::new(top_n),
+                exprs,
+                schema: changelog_schema(&p.schema)?,
+            }
+        }
         Some(p) => StreamPlan::Project {
             input: Box::new(top_n),
             exprs: p.expr.clone(),

@@ -71,33 +71,74 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
 /// at millisecond precision whatever their unit (DataFusion's `generate_series` yields
 /// nanoseconds).
 pub fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows: Vec<String> = batches.iter().flat_map(render_rows).collect();
+    rows.sort();
+    rows
+}
+
+/// The rows of `batch` as [`render`] renders them, in order.
+fn render_rows(batch: &RecordBatch) -> Vec<String> {
     let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let columns: Vec<Arc<dyn Array>> = batch
-            .columns()
-            .iter()
-            .map(|c| match c.data_type() {
-                DataType::Timestamp(_, tz) => {
-                    cast(c, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone())).unwrap()
-                }
-                _ => Arc::clone(c),
-            })
-            .collect();
-        let formatters: Vec<ArrayFormatter> = columns
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
+    let columns: Vec<Arc<dyn Array>> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(_, tz) => {
+                cast(c, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone())).unwrap()
+            }
+            _ => Arc::clone(c),
+        })
+        .collect();
+    let formatters: Vec<ArrayFormatter> = columns
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| {
             let cells: Vec<String> = formatters
                 .iter()
                 .map(|f| f.value(row).to_string())
                 .collect();
-            rows.push(cells.join("|"));
+            cells.join("|")
+        })
+        .collect()
+}
+
+/// What an updating result holds once its changelog is applied in order: `batches` are led by
+/// the op column (`+` inserts a row, `-` deletes one), and the rows left are rendered as
+/// [`render`] renders them (without the op column), sorted. Panics when a `-` deletes a row
+/// that is not there, as a materialized view refuses it. Also returns how many `-` rows the
+/// changelog had (so a test can tell that it exercised retractions).
+#[allow(dead_code)] // read by the tests of updating results only
+pub fn fold_changelog(batches: &[RecordBatch]) -> (Vec<String>, usize) {
+    let mut held: BTreeMap<String, usize> = BTreeMap::new();
+    let mut retractions = 0;
+    for batch in batches {
+        let ops = batch.column(0).as_string::<i32>();
+        let columns: Vec<usize> = (1..batch.num_columns()).collect();
+        let rows = render_rows(&batch.project(&columns).unwrap());
+        for (i, row) in rows.into_iter().enumerate() {
+            match ops.value(i) {
+                "+" => *held.entry(row).or_default() += 1,
+                "-" => {
+                    retractions += 1;
+                    let count = held
+                        .get_mut(&row)
+                        .unwrap_or_else(|| panic!("a `-` of a row not held: {row}"));
+                    *count -= 1;
+                    if *count == 0 {
+                        held.remove(&row);
+                    }
+                }
+                other => panic!("an op that is neither + nor -: {other}"),
+            }
         }
     }
-    rows.sort();
-    rows
+    let rows = held
+        .into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n))
+        .collect();
+    (rows, retractions)
 }
 
 /// What a continuous query returned.
@@ -114,6 +155,7 @@ pub struct Streamed {
 
 /// Runs `ddl` then `query` through a fresh engine whose sources read `batch_size` rows at a
 /// time.
+#[allow(dead_code)] // not every test binary that includes this module uses it
 pub async fn run_streaming(ddl: &str, query: &str, batch_size: usize) -> Streamed {
     run_parallel(ddl, query, batch_size, 1).await
 }
@@ -198,6 +240,7 @@ pub fn time_range_in_order(rows: &[RecordBatch]) -> (i64, i64) {
 }
 
 /// A SQL timestamp literal for epoch milliseconds.
+#[allow(dead_code)] // not every test binary that includes this module writes time literals
 pub fn timestamp_literal(ms: i64) -> String {
     let t = chrono::DateTime::from_timestamp_millis(ms).expect("a representable time");
     format!(
@@ -236,32 +279,4 @@ pub fn assert_same_rows(streaming: &[String], batch: &[String], context: &str) {
             missing_from(batch, streaming, 10).join("\n  "),
         );
     }
-}
-
-/// The final state of a changelog rendered by [`render`] (each row led by its op, `+` or
-/// `-`): the rows added and not retracted, sorted. Panics on a retraction of a row that is not
-/// there, which no correct changelog emits.
-#[allow(dead_code)] // used by the tests of updating results only
-pub fn fold_changelog(rows: &[String]) -> Vec<String> {
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for row in rows {
-        let (op, rest) = row.split_once('|').expect("a changelog row has its op");
-        let n = counts.entry(rest).or_default();
-        match op {
-            "+" => *n += 1,
-            "-" => {
-                *n -= 1;
-                assert!(
-                    *n >= 0,
-                    "the changelog retracts a row it never added: {rest}"
-                );
-            }
-            other => panic!("a changelog op {other:?}"),
-        }
-    }
-    let mut out = Vec::new();
-    for (row, n) in counts {
-        out.extend(std::iter::repeat_n(row.to_string(), n as usize));
-    }
-    out
 }
