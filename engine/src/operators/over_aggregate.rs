@@ -782,3 +782,191 @@ impl Operator for OverAggregateOperator {
         usage
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+    use datafusion::functions_aggregate::sum::sum_udaf;
+    use datafusion::logical_expr::AggregateUDF;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut, rows};
+    use crate::operators::window::MILLISECOND;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    /// (k, ts, v).
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("v", DataType::Int64, false),
+        ]))
+    }
+
+    /// Rows of (k, ts in seconds, v).
+    fn batch(rows: &[(i64, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1 * 1000),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn aggregate(udaf: Arc<AggregateUDF>, name: &str) -> OverFunction {
+        OverFunction::Aggregate(Arc::new(
+            AggregateExprBuilder::new(udaf, vec![Arc::new(Column::new("v", 2))])
+                .schema(input_schema())
+                .alias(name)
+                .build()
+                .unwrap(),
+        ))
+    }
+
+    /// `sum(v)`, `max(v)`, `min(v)` over `frame`, then `LAG(v, 2, -1)`, by `k`.
+    fn operator(frame: OverFrame) -> OverAggregateOperator {
+        let mut fields: Vec<Field> = input_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for name in ["s", "mx", "mn", "lag"] {
+            fields.push(Field::new(name, DataType::Int64, true));
+        }
+        OverAggregateOperator::try_new(
+            OperatorInfo {
+                name: "OverAggregate".to_string(),
+                schema: Arc::new(Schema::new(fields)),
+            },
+            input_schema(),
+            OverAggregateSpec {
+                keys: vec![Arc::new(Column::new("k", 0))],
+                time: Arc::new(Column::new("ts", 1)),
+                time_unit_ns: MILLISECOND,
+                frame,
+                functions: vec![
+                    aggregate(sum_udaf(), "s"),
+                    aggregate(max_udaf(), "mx"),
+                    aggregate(min_udaf(), "mn"),
+                    OverFunction::Lag(Lag {
+                        value: Arc::new(Column::new("v", 2)),
+                        offset: 2,
+                        default: ScalarValue::Int64(Some(-1)),
+                    }),
+                ],
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_frames_slide_and_wait_for_the_watermark() {
+        let mut op = operator(OverFrame::Rows(Some(1)));
+        let mut out = OperatorContext::default();
+        op.on_batch(0, batch(&[(1, 1, 5), (1, 2, 3), (2, 1, 7)]), &mut out)
+            .unwrap();
+        op.on_batch(0, batch(&[(1, 3, 9)]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+        // The watermark reaches 2 s: the rows at 1 s and 2 s, in time order.
+        op.on_watermark(2 * SECOND, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            [
+                "1 1970-01-01T00:00:01 5 5 5 5 -1",
+                "2 1970-01-01T00:00:01 7 7 7 7 -1",
+                "1 1970-01-01T00:00:02 3 8 5 3 -1"
+            ]
+        );
+        // A row at the watermark is late.
+        op.on_batch(0, batch(&[(1, 2, 100)]), &mut out).unwrap();
+        assert_eq!(out.late_rows(), 1);
+        op.on_watermark(crate::runtime::message::WATERMARK_END, &mut out)
+            .unwrap();
+        // 5 left the frame: sum 3 + 9, max 9, min 3; LAG(v, 2) is 5.
+        assert_eq!(rows(&mut out), ["1 1970-01-01T00:00:03 9 12 9 3 5"]);
+    }
+
+    #[test]
+    fn range_frames_include_peers_and_drop_rows_outside_the_interval() {
+        let mut op = operator(OverFrame::Range(Some(2 * SECOND)));
+        let mut out = OperatorContext::default();
+        op.on_batch(
+            0,
+            batch(&[(1, 1, 5), (1, 3, 3), (1, 3, 4), (1, 4, 1), (1, 6, 2)]),
+            &mut out,
+        )
+        .unwrap();
+        op.on_watermark(10 * SECOND, &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            [
+                "1 1970-01-01T00:00:01 5 5 5 5 -1",
+                "1 1970-01-01T00:00:03 3 12 5 3 -1",
+                "1 1970-01-01T00:00:03 4 12 5 3 5",
+                "1 1970-01-01T00:00:04 1 8 4 1 3",
+                "1 1970-01-01T00:00:06 2 3 2 1 4"
+            ]
+        );
+        // The frame holds 4 s and 6 s, LAG needs two rows: three rows at most.
+        assert!(op.state_usage()[1].rows <= 3);
+    }
+
+    fn sequence(seed: u64) -> Vec<Step> {
+        let mut rng = Lcg(seed);
+        let mut steps = Vec::new();
+        let mut watermark = 0;
+        for _ in 0..30 {
+            if rng.next(3) == 0 {
+                watermark += 1 + rng.next(3) as i64;
+                steps.push(Step::Watermark(watermark * SECOND));
+                continue;
+            }
+            let rows: Vec<(i64, i64, i64)> = (0..1 + rng.next(4))
+                .map(|_| {
+                    (
+                        rng.next(3) as i64,
+                        (watermark + rng.next(6) as i64 - 1).max(0),
+                        rng.next(100) as i64,
+                    )
+                })
+                .collect();
+            steps.push(Step::Batch(batch(&rows)));
+        }
+        steps.push(Step::End);
+        steps
+    }
+
+    #[test]
+    fn restores_at_every_cut() {
+        for frame in [
+            OverFrame::Rows(Some(2)),
+            OverFrame::Range(Some(3 * SECOND)),
+            OverFrame::Rows(None),
+            OverFrame::Range(None),
+        ] {
+            let mut late_rows = 0;
+            for seed in [1, 2, 3] {
+                let make = || Box::new(operator(frame)) as Box<dyn Operator>;
+                let tables = state_tables(&["k".to_string()], frame);
+                let (output, late) = check_every_cut(&make, &tables, &sequence(seed));
+                assert!(output.len() > 3, "the sequence emits rows");
+                late_rows += late;
+            }
+            assert!(late_rows > 0, "the sequences have late rows");
+        }
+    }
+}
