@@ -128,8 +128,9 @@ pub struct OverAggregateSpec {
 struct Held {
     time: EventTime,
     row: OwnedRow,
-    /// Per aggregate, its arguments at this row (one-row arrays).
-    args: Vec<Vec<ArrayRef>>,
+    /// Per aggregate, its arguments at this row (values, not slices, which would keep the
+    /// batch they come from alive).
+    args: Vec<Vec<ScalarValue>>,
     /// Per LAG, its value at this row.
     lags: Vec<ScalarValue>,
 }
@@ -310,8 +311,12 @@ impl OverAggregateOperator {
                     row: rows.row(i).owned(),
                     args: args
                         .iter()
-                        .map(|a| a.iter().map(|c| c.slice(i, 1)).collect())
-                        .collect(),
+                        .map(|a| {
+                            a.iter()
+                                .map(|c| ScalarValue::try_from_array(c, i))
+                                .collect::<Result<_, _>>()
+                        })
+                        .collect::<Result<_, _>>()?,
                     lags: lags
                         .iter()
                         .map(|c| ScalarValue::try_from_array(c, i))
@@ -530,7 +535,7 @@ enum Kind {
 /// (the frame always ends at the current row), and to its held rows.
 fn add(partition: &mut Partition, row: Held, bounded: bool) -> EngineResult<()> {
     for (acc, args) in partition.accumulators.iter_mut().zip(&row.args) {
-        acc.update_batch(args)?;
+        acc.update_batch(&arrays(args)?)?;
     }
     partition.held.push_back(row);
     partition.next += 1;
@@ -551,7 +556,9 @@ fn retract(partition: &mut Partition, frame: OverFrame, time: EventTime) -> Engi
             .get((partition.frame_start - partition.first) as usize)
             .ok_or_else(|| EngineError::Internal("a frame row not held".into()))?;
         let leaves = match frame {
-            OverFrame::Rows(Some(n)) => partition.next - partition.frame_start > n + 1,
+            OverFrame::Rows(Some(n)) => {
+                partition.next - partition.frame_start > n.saturating_add(1)
+            }
             OverFrame::Range(Some(nanos)) => oldest.time.saturating_add(nanos) < time,
             _ => false,
         };
@@ -559,10 +566,18 @@ fn retract(partition: &mut Partition, frame: OverFrame, time: EventTime) -> Engi
             return Ok(());
         }
         for (acc, args) in partition.accumulators.iter_mut().zip(&oldest.args) {
-            acc.retract_batch(args)?;
+            acc.retract_batch(&arrays(args)?)?;
         }
         partition.frame_start += 1;
     }
+}
+
+/// One-row arrays of `values`.
+fn arrays(values: &[ScalarValue]) -> EngineResult<Vec<ArrayRef>> {
+    Ok(values
+        .iter()
+        .map(|v| v.to_array())
+        .collect::<Result<_, _>>()?)
 }
 
 /// Drops the held rows neither the frame nor LAG (`lag_rows` back) needs.
