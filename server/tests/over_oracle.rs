@@ -69,6 +69,15 @@ async fn range_frames_equal_batch() {
          RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)",
     )
     .await;
+    // Two frames of one partition: one operator per frame, stacked.
+    assert_streaming_equals_batch(
+        &bids,
+        "SELECT auction, price, date_time, sum(price) OVER (PARTITION BY auction ORDER BY \
+         date_time RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW), \
+         max(price) OVER (PARTITION BY auction ORDER BY date_time RANGE BETWEEN \
+         INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) FROM bids",
+    )
+    .await;
     // ORDER BY alone: RANGE UNBOUNDED PRECEDING, a running total per bidder; and without
     // PARTITION BY, one running maximum over every bid.
     assert_streaming_equals_batch(

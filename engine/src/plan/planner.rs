@@ -997,7 +997,8 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
     let input = window.input.as_ref();
     let in_schema = input.schema();
     let mut shape: Option<(&Vec<Expr>, &Vec<datafusion::logical_expr::SortExpr>)> = None;
-    let mut frame: Option<OverFrame> = None;
+    // Per function, its frame (`None` for LAG, which has none).
+    let mut frames: Vec<Option<OverFrame>> = Vec::new();
     // Checked first: Flink refuses any OVER aggregation of a changelog.
     let stream = plan_stream(input)?;
     if stream.is_updating() {
@@ -1042,10 +1043,7 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
         match &function.fun {
             WindowFunctionDefinition::AggregateUDF(udaf) => {
                 let this = over_frame(&params.window_frame)?;
-                if frame.is_some_and(|f| f != this) {
-                    return Err(unsupported_over("aggregates over different frames"));
-                }
-                frame = Some(this);
+                frames.push(Some(this));
                 let name = udaf.name().to_ascii_lowercase();
                 if this.is_bounded() && !RETRACTABLE.contains(&name.as_str()) {
                     return Err(unsupported_over(&format!(
@@ -1055,8 +1053,15 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
                 }
             }
             WindowFunctionDefinition::WindowUDF(udwf) => match udwf.name() {
+                "lag"
+                    if params.null_treatment
+                        == Some(datafusion::logical_expr::expr::NullTreatment::IgnoreNulls) =>
+                {
+                    return Err(unsupported_over("LAG ... IGNORE NULLS"));
+                }
                 "lag" => {
                     lag_parts(function)?;
+                    frames.push(None);
                 }
                 "lead" => {
                     return Err(unsupported_over(
@@ -1075,14 +1080,56 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
     let order = order
         .first()
         .ok_or_else(|| EngineError::Internal("an OVER window without ORDER BY".to_string()))?;
-    Ok(StreamPlan::OverAggregate(Box::new(OverAggregateNode {
-        input: stream,
-        partition: partition.clone(),
-        order: order.clone(),
-        frame: frame.unwrap_or(OverFrame::Rows(None)),
-        functions: window.window_expr.clone(),
+    // One operator per frame (LAG with the first), each appending its columns to the rows of
+    // the one before; a projection restores the window's column order.
+    let mut groups: Vec<(OverFrame, Vec<usize>)> = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let f = f
+            .or_else(|| groups.first().map(|g| g.0))
+            .or(frames.iter().find_map(|f| *f));
+        let f = f.unwrap_or(OverFrame::Rows(None));
+        match groups.iter_mut().find(|g| g.0 == f) {
+            Some(g) => g.1.push(i),
+            None => groups.push((f, vec![i])),
+        }
+    }
+    let inputs = in_schema.fields().len();
+    let mut plan = stream;
+    let mut fields: Vec<usize> = (0..inputs).collect();
+    for (frame, functions) in &groups {
+        fields.extend(functions.iter().map(|i| inputs + i));
+        let schema = DFSchema::new_with_metadata(
+            fields
+                .iter()
+                .map(|&i| {
+                    let (q, f) = window.schema.qualified_field(i);
+                    (q.cloned(), Arc::clone(f))
+                })
+                .collect(),
+            window.schema.metadata().clone(),
+        )?;
+        plan = StreamPlan::OverAggregate(Box::new(OverAggregateNode {
+            input: plan,
+            partition: partition.clone(),
+            order: order.clone(),
+            frame: *frame,
+            functions: functions
+                .iter()
+                .map(|&i| window.window_expr[i].clone())
+                .collect(),
+            schema: Arc::new(schema),
+        }));
+    }
+    if groups.len() == 1 {
+        return Ok(plan);
+    }
+    Ok(StreamPlan::Project {
+        input: Box::new(plan),
+        exprs: (0..window.schema.fields().len())
+            .map(|i| Expr::Column(Column::from(window.schema.qualified_field(i))))
+            .collect(),
         schema: Arc::clone(&window.schema),
-    })))
+    })
 }
 
 /// Whether a column carries event time the watermark speaks for.
