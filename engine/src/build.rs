@@ -32,6 +32,9 @@ use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, In
 use crate::operators::join_rows::KeyEncoder;
 use crate::operators::limit::LimitOperator;
 use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
+use crate::operators::over_aggregate::{
+    Lag, OverAggregateOperator, OverAggregateSpec, OverFunction,
+};
 use crate::operators::project::ProjectOperator;
 use crate::operators::regular_join::{
     RegularJoinOperator, RegularJoinSide, RegularJoinSpec, wall_clock,
@@ -444,6 +447,41 @@ impl Builder<'_, '_> {
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)
             }
+            StreamPlan::OverAggregate(o) => {
+                let input_schema = o.input.schema();
+                let inputs = self.build(&o.input)?;
+                let state = self.ctx.state;
+                let keys = o
+                    .partition
+                    .iter()
+                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let time = state.create_physical_expr(o.order.expr.clone(), &input_schema)?;
+                let time_unit_ns = match time.data_type(input_schema.as_arrow())? {
+                    DataType::Timestamp(unit, _) => unit_nanos(unit),
+                    other => {
+                        return Err(EngineError::Internal(format!(
+                            "an OVER aggregation ordered by a {other} column"
+                        )));
+                    }
+                };
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    let spec = OverAggregateSpec {
+                        keys: keys.clone(),
+                        time: Arc::clone(&time),
+                        time_unit_ns,
+                        frame: o.frame,
+                        functions: self.over_functions(&o.functions, &input_schema)?,
+                    };
+                    Ok(Box::new(OverAggregateOperator::try_new(
+                        info("OverAggregate", &o.schema),
+                        Arc::new(input_schema.as_arrow().clone()),
+                        spec,
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], distribution)
+            }
             StreamPlan::IntervalJoin(j) => {
                 let (left, right) = (self.build(&j.join.left)?, self.build(&j.join.right)?);
                 let left_schema = j.join.left.schema();
@@ -786,6 +824,65 @@ impl Builder<'_, '_> {
             filters.push(lowered.filter);
         }
         AggregateExprs::try_new(aggregates, filters, group_by, arrow_schema)
+    }
+
+    /// The physical form of an OVER aggregation's window functions: aggregates lowered as
+    /// DataFusion lowers them, `LAG(x, n, default)` with its constant offset and default.
+    fn over_functions(
+        &self,
+        functions: &[Expr],
+        input_schema: &DFSchema,
+    ) -> EngineResult<Vec<OverFunction>> {
+        use datafusion::logical_expr::expr::{AggregateFunction, WindowFunctionDefinition};
+        let state = self.ctx.state;
+        let arrow_schema = input_schema.as_arrow();
+        let planning = PhysicalPlanningContext::default();
+        let mut out = Vec::new();
+        for e in functions {
+            let mut expr = e;
+            while let Expr::Alias(a) = expr {
+                expr = &a.expr;
+            }
+            let Expr::WindowFunction(w) = expr else {
+                return Err(EngineError::Internal(format!("{e} is no window function")));
+            };
+            match &w.fun {
+                WindowFunctionDefinition::AggregateUDF(udaf) => {
+                    let aggregate = Expr::AggregateFunction(AggregateFunction::new_udf(
+                        Arc::clone(udaf),
+                        w.params.args.clone(),
+                        w.params.distinct,
+                        None,
+                        Vec::new(),
+                        w.params.null_treatment,
+                    ))
+                    .alias(e.schema_name().to_string());
+                    let lowered = LoweredAggregateBuilder::new(
+                        &aggregate,
+                        input_schema,
+                        arrow_schema,
+                        state.execution_props(),
+                        &planning,
+                    )
+                    .build()?;
+                    out.push(OverFunction::Aggregate(lowered.aggregate));
+                }
+                WindowFunctionDefinition::WindowUDF(_) => {
+                    let (offset, default) = crate::plan::planner::lag_parts(w)?;
+                    let value_expr = w.params.args.first().cloned().ok_or_else(|| {
+                        EngineError::Internal("LAG without its argument".to_string())
+                    })?;
+                    let value = state.create_physical_expr(value_expr, input_schema)?;
+                    let default = default.cast_to(&value.data_type(arrow_schema)?)?;
+                    out.push(OverFunction::Lag(Lag {
+                        value,
+                        offset,
+                        default,
+                    }));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Spawns one operator instance over its input channels, each tagged with the logical

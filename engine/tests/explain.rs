@@ -180,7 +180,7 @@ async fn error_messages() {
          INTERVAL '10' SECOND)",
         "SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, \
          INTERVAL '10' SECOND) GROUP BY window_start",
-        "SELECT auction, sum(price) OVER (PARTITION BY auction ORDER BY date_time) FROM bids",
+        "SELECT auction, sum(price) OVER (PARTITION BY auction ORDER BY price) FROM bids",
     ] {
         let e = run(&mut s, sql).await.unwrap_err();
         errors.push_str(&format!("{sql}\n  -> {e}\n"));
@@ -224,8 +224,8 @@ async fn error_messages() {
       -> the time column "t" of TUMBLE is not a time attribute: use the WATERMARK FOR column of a source or table (passed through unchanged) or the window_time or window_end of a window
     SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, INTERVAL '10' SECOND) GROUP BY window_start
       -> feature not supported: a CUMULATE aggregate grouped without window_end (its windows share their start)
-    SELECT auction, sum(price) OVER (PARTITION BY auction ORDER BY date_time) FROM bids
-      -> feature not supported: OVER window functions on a stream other than a ROW_NUMBER(), RANK() or DENSE_RANK() Top-N (filtered by `rn <= N`, `rn < N` or `rn = 1` in an outer query)
+    SELECT auction, sum(price) OVER (PARTITION BY auction ORDER BY price) FROM bids
+      -> feature not supported: an ORDER BY other than one time attribute (the WATERMARK FOR column or a window's window_time) ascending in an OVER window on a stream: OVER aggregations take aggregates and LAG over (PARTITION BY ... ORDER BY <time attribute> ASC ROWS BETWEEN n PRECEDING AND CURRENT ROW | RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW), the same window for every function; ROW_NUMBER(), RANK() and DENSE_RANK() only as a Top-N (filtered by `rn <= N`, `rn < N` or `rn = 1` in an outer query)
     "#);
 }
 

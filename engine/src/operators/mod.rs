@@ -14,6 +14,7 @@ pub mod interval_join;
 pub mod join_rows;
 pub mod limit;
 pub mod match_recognize;
+pub mod over_aggregate;
 pub mod project;
 pub mod regular_join;
 pub mod retractable_extreme;

@@ -35,8 +35,9 @@ use crate::operators::match_recognize::RowsFreed;
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::operators::{
-    changelog_normalize, deduplicate, interval_join, limit, match_recognize, regular_join,
-    session_window, top_n, updating_aggregate, window_aggregate, window_join, window_top_n,
+    changelog_normalize, deduplicate, interval_join, limit, match_recognize, over_aggregate,
+    regular_join, session_window, top_n, updating_aggregate, window_aggregate, window_join,
+    window_top_n,
 };
 use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
@@ -161,6 +162,9 @@ impl StreamPlan {
             StreamPlan::WindowTopN(t) => window_top_n::state_tables(&names(&t.partition)),
             StreamPlan::TopN(t) => top_n::state_tables(&names(&t.partition), t.input.is_updating()),
             StreamPlan::Deduplicate(d) => deduplicate::state_tables(&names(&d.keys), d.keep),
+            StreamPlan::OverAggregate(o) => {
+                over_aggregate::state_tables(&names(&o.partition), o.frame)
+            }
             StreamPlan::IntervalJoin(j) => {
                 interval_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
             }
@@ -246,6 +250,7 @@ impl StreamPlan {
             StreamPlan::WindowTopN(t) => vec![&t.input],
             StreamPlan::TopN(t) => vec![&t.input],
             StreamPlan::Deduplicate(d) => vec![&d.input],
+            StreamPlan::OverAggregate(o) => vec![&o.input],
             StreamPlan::MatchRecognize(m) => vec![&m.input],
             StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
             StreamPlan::WindowJoin(j) => vec![&j.join.left, &j.join.right],
@@ -273,6 +278,7 @@ impl StreamPlan {
             StreamPlan::RegularJoin(j) => vec![&mut j.join.left, &mut j.join.right],
             StreamPlan::TopN(t) => vec![&mut t.input],
             StreamPlan::Deduplicate(d) => vec![&mut d.input],
+            StreamPlan::OverAggregate(o) => vec![&mut o.input],
         }
     }
 
@@ -308,6 +314,7 @@ impl StreamPlan {
             StreamPlan::WindowTopN(t) => Partitioning::hash(vec![t.partition.clone()]),
             StreamPlan::TopN(t) => Partitioning::hash(vec![t.partition.clone()]),
             StreamPlan::Deduplicate(d) => Partitioning::hash(vec![d.keys.clone()]),
+            StreamPlan::OverAggregate(o) => Partitioning::hash(vec![o.partition.clone()]),
             StreamPlan::MatchRecognize(m) => {
                 Partitioning::hash(vec![columns(&m.input, &m.spec.partition_by)])
             }
@@ -558,6 +565,29 @@ impl StreamPlan {
                         .emit("updating")
                         .watermark("forwarded unchanged"),
                 }
+            }
+            StreamPlan::OverAggregate(o) => {
+                let partition: Vec<String> = o.partition.iter().map(|e| e.to_string()).collect();
+                let functions: Vec<String> = o.functions.iter().map(|e| e.to_string()).collect();
+                let frame = match o.frame {
+                    over_aggregate::OverFrame::Rows(Some(n)) => format!("rows {n} preceding"),
+                    over_aggregate::OverFrame::Rows(None) => "rows unbounded preceding".into(),
+                    over_aggregate::OverFrame::Range(Some(ns)) => {
+                        format!("range {} preceding", window::format_duration(ns))
+                    }
+                    over_aggregate::OverFrame::Range(None) => "range unbounded preceding".into(),
+                };
+                Description::new(
+                    format!(
+                        "OverAggregate: [{}], partition=[{}], order=[{}], {frame}",
+                        functions.join(", "),
+                        partition.join(", "),
+                        o.order
+                    ),
+                    inputs,
+                )
+                .emit("on watermark")
+                .watermark(AFTER_EMITTING)
             }
             StreamPlan::IntervalJoin(j) => {
                 let left = j.join.left.schema();

@@ -20,6 +20,7 @@ use crate::catalog::RelationDef;
 use crate::error::EngineResult;
 use crate::operators::deduplicate::Keep;
 use crate::operators::join_rows::JoinKind;
+use crate::operators::over_aggregate::OverFrame;
 use crate::operators::top_n::RankFunction;
 use crate::operators::window::WindowKind;
 use crate::operators::window_aggregate::{BoundColumn, OutputColumn, Windowing};
@@ -94,6 +95,9 @@ pub enum StreamPlan {
     /// `ROW_NUMBER() OVER (PARTITION BY k ORDER BY <time attribute>)` with `rn = 1`: the
     /// first (append-only) or last (updating) row of each key.
     Deduplicate(Box<DeduplicateNode>),
+    /// `agg(...) OVER (PARTITION BY k ORDER BY <time attribute> ROWS | RANGE ... PRECEDING)`
+    /// and `LAG`: each row with its OVER columns, once the watermark passes it.
+    OverAggregate(Box<OverAggregateNode>),
     /// A join on keys with the two event times bounded against each other.
     IntervalJoin(Box<IntervalJoinNode>),
     /// A join of two inputs with the same windows, on the window bounds and keys.
@@ -209,6 +213,23 @@ pub struct DeduplicateNode {
     pub schema: DFSchemaRef,
 }
 
+/// An OVER aggregation: every input row followed by its OVER columns.
+#[derive(Debug, Clone)]
+pub struct OverAggregateNode {
+    /// Append-only.
+    pub input: StreamPlan,
+    /// PARTITION BY expressions (none: one partition).
+    pub partition: Vec<Expr>,
+    /// The ORDER BY: the time attribute, ascending.
+    pub order: SortExpr,
+    pub frame: OverFrame,
+    /// The window function expressions (`Expr::WindowFunction`, maybe aliased), in output
+    /// order: aggregates and `LAG`.
+    pub functions: Vec<Expr>,
+    /// The input's columns, then one per function.
+    pub schema: DFSchemaRef,
+}
+
 /// A window table function.
 #[derive(Debug, Clone)]
 pub struct WindowNode {
@@ -312,6 +333,7 @@ impl StreamPlan {
             StreamPlan::WindowTopN(t) => Arc::clone(&t.schema),
             StreamPlan::TopN(t) => Arc::clone(&t.schema),
             StreamPlan::Deduplicate(d) => Arc::clone(&d.schema),
+            StreamPlan::OverAggregate(o) => Arc::clone(&o.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::RegularJoin(j) => Arc::clone(&j.schema),
@@ -339,6 +361,7 @@ impl StreamPlan {
             | StreamPlan::Window(_)
             | StreamPlan::WindowAggregate(_)
             | StreamPlan::WindowTopN(_)
+            | StreamPlan::OverAggregate(_)
             | StreamPlan::IntervalJoin(_)
             | StreamPlan::WindowJoin(_)
             | StreamPlan::MatchRecognize(_) => false,

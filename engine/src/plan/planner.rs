@@ -19,14 +19,15 @@ use datafusion::logical_expr::{
 
 use super::{
     CHANGELOG_OP, ChangelogNormalizeNode, DeduplicateNode, IntervalJoinNode, JoinInputs,
-    RegularJoinNode, SourceNode, StreamPlan, TopNNode, UpdatingAggregateNode, WindowAggregateNode,
-    WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
+    OverAggregateNode, RegularJoinNode, SourceNode, StreamPlan, TopNNode, UpdatingAggregateNode,
+    WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
 };
 use crate::catalog::RelationDef;
 use crate::connector::UPSERT_FLAG;
 use crate::error::{EngineError, EngineResult};
 use crate::operators::deduplicate::Keep;
 use crate::operators::join_rows::JoinKind;
+use crate::operators::over_aggregate::OverFrame;
 use crate::operators::regular_join::RegularJoinSpec;
 use crate::operators::top_n::RankFunction;
 use crate::operators::window::{WindowKind, unit_nanos};
@@ -267,10 +268,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             "ORDER BY on a stream (a stream has no end to sort at)",
         )),
         LogicalPlan::Distinct(_) => Err(unsupported("DISTINCT on a stream")),
-        LogicalPlan::Window(_) => Err(unsupported(
-            "OVER window functions on a stream other than a ROW_NUMBER(), RANK() or \
-             DENSE_RANK() Top-N (filtered by `rn <= N`, `rn < N` or `rn = 1` in an outer query)",
-        )),
+        LogicalPlan::Window(w) => plan_over(w),
         other => Err(unsupported(&format!(
             "{} over a stream",
             other
@@ -894,6 +892,243 @@ fn plan_top_n(filter: &Filter, rank_output: bool) -> EngineResult<StreamPlan> {
             schema: Arc::clone(&p.schema),
         },
         None => top_n,
+    })
+}
+
+/// The error for an OVER window Eddy does not run, naming what it runs.
+fn unsupported_over(what: &str) -> EngineError {
+    unsupported(&format!(
+        "{what} in an OVER window on a stream: OVER aggregations take aggregates and LAG over \
+         (PARTITION BY ... ORDER BY <time attribute> ASC ROWS BETWEEN n PRECEDING AND CURRENT \
+         ROW | RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW), the same window for every \
+         function; ROW_NUMBER(), RANK() and DENSE_RANK() only as a Top-N (filtered by \
+         `rn <= N`, `rn < N` or `rn = 1` in an outer query)"
+    ))
+}
+
+/// `LAG(x [, n [, default]])`'s offset and default (NULL when absent).
+pub fn lag_parts(
+    function: &datafusion::logical_expr::expr::WindowFunction,
+) -> EngineResult<(usize, ScalarValue)> {
+    let constant = |e: Option<&Expr>| -> Option<ScalarValue> {
+        let mut e = e?;
+        loop {
+            match e {
+                Expr::Literal(v, _) => return Some(v.clone()),
+                Expr::Cast(c) => e = &c.expr,
+                Expr::TryCast(c) => e = &c.expr,
+                _ => return None,
+            }
+        }
+    };
+    let args = &function.params.args;
+    let offset = match args.get(1) {
+        None => 1,
+        Some(e) => constant(Some(e))
+            .and_then(|v| v.cast_to(&DataType::Int64).ok())
+            .and_then(|v| match v {
+                ScalarValue::Int64(Some(n)) if n >= 0 => Some(n as usize),
+                _ => None,
+            })
+            .ok_or_else(|| unsupported_over("a LAG offset that is not a constant count"))?,
+    };
+    let default = match args.get(2) {
+        None => ScalarValue::Null,
+        Some(e) => constant(Some(e))
+            .ok_or_else(|| unsupported_over("a LAG default that is not a constant"))?,
+    };
+    Ok((offset, default))
+}
+
+/// The frame of an aggregate OVER window: from n rows, an interval or the start of the
+/// partition up to the current row.
+fn over_frame(frame: &datafusion::logical_expr::WindowFrame) -> EngineResult<OverFrame> {
+    use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+    if !matches!(frame.end_bound, WindowFrameBound::CurrentRow) {
+        return Err(unsupported_over(
+            "a frame that does not end at the current row",
+        ));
+    }
+    let start = match &frame.start_bound {
+        WindowFrameBound::CurrentRow => Some(ScalarValue::UInt64(Some(0))),
+        WindowFrameBound::Preceding(v) if v.is_null() => None,
+        WindowFrameBound::Preceding(v) => Some(v.clone()),
+        WindowFrameBound::Following(_) => {
+            return Err(unsupported_over(
+                "a frame that starts after the current row",
+            ));
+        }
+    };
+    match frame.units {
+        WindowFrameUnits::Rows => Ok(OverFrame::Rows(match start {
+            None => None,
+            Some(v) => match v.cast_to(&DataType::UInt64) {
+                Ok(ScalarValue::UInt64(Some(n))) => Some(n),
+                _ => return Err(unsupported_over("a ROWS frame bound that is not a count")),
+            },
+        })),
+        WindowFrameUnits::Range => Ok(OverFrame::Range(match start {
+            None => None,
+            Some(ScalarValue::UInt64(Some(0))) => Some(0),
+            Some(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => Some(
+                i64::from(v.days)
+                    .saturating_mul(86_400_000_000_000)
+                    .saturating_add(v.nanoseconds),
+            ),
+            Some(ScalarValue::IntervalDayTime(Some(v))) => Some(
+                i64::from(v.days)
+                    .saturating_mul(86_400_000_000_000)
+                    .saturating_add(i64::from(v.milliseconds) * 1_000_000),
+            ),
+            Some(_) => {
+                return Err(unsupported_over(
+                    "a RANGE frame bound that is not a day-time INTERVAL",
+                ));
+            }
+        })),
+        WindowFrameUnits::Groups => Err(unsupported_over("a GROUPS frame")),
+    }
+}
+
+/// Plans aggregates and `LAG` OVER (PARTITION BY ... ORDER BY <time attribute> <frame>) over
+/// an append-only stream: Flink's OVER aggregation.
+fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPlan> {
+    use datafusion::logical_expr::expr::WindowFunctionDefinition;
+    let input = window.input.as_ref();
+    let in_schema = input.schema();
+    let mut shape: Option<(&Vec<Expr>, &Vec<datafusion::logical_expr::SortExpr>)> = None;
+    // Per function, its frame (`None` for LAG, which has none).
+    let mut frames: Vec<Option<OverFrame>> = Vec::new();
+    // Checked first: Flink refuses any OVER aggregation of a changelog.
+    let stream = plan_stream(input)?;
+    if stream.is_updating() {
+        return Err(over_updating("an OVER aggregation"));
+    }
+    let time_ordered = |order: &[datafusion::logical_expr::SortExpr]| match order {
+        [only] if only.asc => as_column(&only.expr)
+            .and_then(|c| in_schema.index_of_column(c).ok())
+            .is_some_and(|i| time_attribute(input, i) != TimeAttribute::No),
+        _ => false,
+    };
+    for e in &window.window_expr {
+        let mut expr = e;
+        while let Expr::Alias(a) = expr {
+            expr = &a.expr;
+        }
+        let Expr::WindowFunction(function) = expr else {
+            return Err(unsupported_over(&format!("{e}")));
+        };
+        let params = &function.params;
+        match shape {
+            None => shape = Some((&params.partition_by, &params.order_by)),
+            Some((p, o)) if *p == params.partition_by && *o == params.order_by => {}
+            Some(_) => {
+                return Err(unsupported_over(
+                    "functions over different PARTITION BY or ORDER BY",
+                ));
+            }
+        }
+        if !time_ordered(&params.order_by) {
+            return Err(unsupported_over(
+                "an ORDER BY other than one time attribute (the WATERMARK FOR column or a \
+                 window's window_time) ascending",
+            ));
+        }
+        if params.filter.is_some() {
+            return Err(unsupported_over("FILTER"));
+        }
+        if params.distinct {
+            return Err(unsupported_over("DISTINCT"));
+        }
+        match &function.fun {
+            WindowFunctionDefinition::AggregateUDF(udaf) => {
+                let this = over_frame(&params.window_frame)?;
+                frames.push(Some(this));
+                let name = udaf.name().to_ascii_lowercase();
+                if this.is_bounded() && !RETRACTABLE.contains(&name.as_str()) {
+                    return Err(unsupported_over(&format!(
+                        "the aggregate {name} over a bounded frame (it cannot retract rows \
+                         leaving the frame; UNBOUNDED PRECEDING takes any aggregate)"
+                    )));
+                }
+            }
+            WindowFunctionDefinition::WindowUDF(udwf) => match udwf.name() {
+                "lag"
+                    if params.null_treatment
+                        == Some(datafusion::logical_expr::expr::NullTreatment::IgnoreNulls) =>
+                {
+                    return Err(unsupported_over("LAG ... IGNORE NULLS"));
+                }
+                "lag" => {
+                    lag_parts(function)?;
+                    frames.push(None);
+                }
+                "lead" => {
+                    return Err(unsupported_over(
+                        "LEAD (it waits for later rows; not supported yet)",
+                    ));
+                }
+                other => return Err(unsupported_over(&format!("the window function {other}"))),
+            },
+        }
+    }
+    let Some((partition, order)) = shape else {
+        return Err(EngineError::Internal(
+            "a window without functions".to_string(),
+        ));
+    };
+    let order = order
+        .first()
+        .ok_or_else(|| EngineError::Internal("an OVER window without ORDER BY".to_string()))?;
+    // One operator per frame (LAG with the first), each appending its columns to the rows of
+    // the one before; a projection restores the window's column order.
+    let mut groups: Vec<(OverFrame, Vec<usize>)> = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let f = f
+            .or_else(|| groups.first().map(|g| g.0))
+            .or(frames.iter().find_map(|f| *f));
+        let f = f.unwrap_or(OverFrame::Rows(None));
+        match groups.iter_mut().find(|g| g.0 == f) {
+            Some(g) => g.1.push(i),
+            None => groups.push((f, vec![i])),
+        }
+    }
+    let inputs = in_schema.fields().len();
+    let mut plan = stream;
+    let mut fields: Vec<usize> = (0..inputs).collect();
+    for (frame, functions) in &groups {
+        fields.extend(functions.iter().map(|i| inputs + i));
+        let schema = DFSchema::new_with_metadata(
+            fields
+                .iter()
+                .map(|&i| {
+                    let (q, f) = window.schema.qualified_field(i);
+                    (q.cloned(), Arc::clone(f))
+                })
+                .collect(),
+            window.schema.metadata().clone(),
+        )?;
+        plan = StreamPlan::OverAggregate(Box::new(OverAggregateNode {
+            input: plan,
+            partition: partition.clone(),
+            order: order.clone(),
+            frame: *frame,
+            functions: functions
+                .iter()
+                .map(|&i| window.window_expr[i].clone())
+                .collect(),
+            schema: Arc::new(schema),
+        }));
+    }
+    if groups.len() == 1 {
+        return Ok(plan);
+    }
+    Ok(StreamPlan::Project {
+        input: Box::new(plan),
+        exprs: (0..window.schema.fields().len())
+            .map(|i| Expr::Column(Column::from(window.schema.qualified_field(i))))
+            .collect(),
+        schema: Arc::clone(&window.schema),
     })
 }
 
