@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::create_physical_sort_exprs;
 use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -340,18 +340,8 @@ impl Builder<'_, '_> {
             StreamPlan::WindowTopN(t) => {
                 let input_schema = t.input.schema();
                 let inputs = self.build(&t.input)?;
-                let state = self.ctx.state;
-                let partition = t
-                    .partition
-                    .iter()
-                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let order = create_physical_sort_exprs(
-                    &t.order,
-                    &input_schema,
-                    state.execution_props(),
-                    &PhysicalPlanningContext::default(),
-                )?;
+                let partition = self.physical_exprs(&t.partition, &input_schema)?;
+                let order = self.physical_order(&t.order, &input_schema)?;
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     let spec = WindowTopNSpec {
@@ -374,18 +364,8 @@ impl Builder<'_, '_> {
             StreamPlan::TopN(t) => {
                 let input_schema = t.input.schema();
                 let inputs = self.build(&t.input)?;
-                let state = self.ctx.state;
-                let partition = t
-                    .partition
-                    .iter()
-                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let order = create_physical_sort_exprs(
-                    &t.order,
-                    &input_schema,
-                    state.execution_props(),
-                    &PhysicalPlanningContext::default(),
-                )?;
+                let partition = self.physical_exprs(&t.partition, &input_schema)?;
+                let order = self.physical_order(&t.order, &input_schema)?;
                 let updating_input = t.input.is_updating();
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
@@ -408,18 +388,9 @@ impl Builder<'_, '_> {
             StreamPlan::Deduplicate(d) => {
                 let input_schema = d.input.schema();
                 let inputs = self.build(&d.input)?;
-                let state = self.ctx.state;
-                let keys = d
-                    .keys
-                    .iter()
-                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut order = create_physical_sort_exprs(
-                    std::slice::from_ref(&d.order),
-                    &input_schema,
-                    state.execution_props(),
-                    &PhysicalPlanningContext::default(),
-                )?;
+                let keys = self.physical_exprs(&d.keys, &input_schema)?;
+                let mut order =
+                    self.physical_order(std::slice::from_ref(&d.order), &input_schema)?;
                 let order = order.pop().ok_or_else(|| {
                     EngineError::Internal("a deduplication without its order".to_string())
                 })?;
@@ -451,11 +422,7 @@ impl Builder<'_, '_> {
                 let input_schema = o.input.schema();
                 let inputs = self.build(&o.input)?;
                 let state = self.ctx.state;
-                let keys = o
-                    .partition
-                    .iter()
-                    .map(|e| state.create_physical_expr(e.clone(), &input_schema))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let keys = self.physical_exprs(&o.partition, &input_schema)?;
                 let time = state.create_physical_expr(o.order.expr.clone(), &input_schema)?;
                 let time_unit_ns = match time.data_type(input_schema.as_arrow())? {
                     DataType::Timestamp(unit, _) => unit_nanos(unit),
@@ -748,11 +715,34 @@ impl Builder<'_, '_> {
     }
 
     /// Join keys evaluated over one input.
-    fn key_encoder(&self, keys: &[Expr], schema: &DFSchema) -> EngineResult<KeyEncoder> {
-        let exprs = keys
+    /// DataFusion's physical expressions of `exprs` over `schema`.
+    fn physical_exprs(
+        &self,
+        exprs: &[Expr],
+        schema: &DFSchema,
+    ) -> EngineResult<Vec<Arc<dyn PhysicalExpr>>> {
+        Ok(exprs
             .iter()
             .map(|e| self.ctx.state.create_physical_expr(e.clone(), schema))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// DataFusion's physical sort expressions of `order` over `schema`.
+    fn physical_order(
+        &self,
+        order: &[SortExpr],
+        schema: &DFSchema,
+    ) -> EngineResult<Vec<PhysicalSortExpr>> {
+        Ok(create_physical_sort_exprs(
+            order,
+            schema,
+            self.ctx.state.execution_props(),
+            &PhysicalPlanningContext::default(),
+        )?)
+    }
+
+    fn key_encoder(&self, keys: &[Expr], schema: &DFSchema) -> EngineResult<KeyEncoder> {
+        let exprs = self.physical_exprs(keys, schema)?;
         let types = exprs
             .iter()
             .map(|e| e.data_type(schema.as_arrow()))
