@@ -14,9 +14,7 @@
 mod oracle;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use oracle::{
-    assert_same_rows, nexmark_rows, render, run_batch, run_parallel, time_range_in_order,
-};
+use oracle::{assert_same_rows, nexmark_rows_in_order, render, run_batch, run_parallel};
 
 const EVENTS_MAX: &str = "20000";
 /// Rows per source batch: small, so that rows wait for the watermark across batches.
@@ -50,15 +48,9 @@ async fn assert_streaming_equals_batch(bids: &[RecordBatch], query: &str) {
     }
 }
 
-async fn bids() -> Vec<RecordBatch> {
-    let bids = nexmark_rows("bid", EVENTS_MAX).await;
-    time_range_in_order(&bids);
-    bids
-}
-
 #[tokio::test]
 async fn range_frames_equal_batch() {
-    let bids = bids().await;
+    let bids = nexmark_rows_in_order("bid", EVENTS_MAX).await;
     // Per auction, the bids of the last 10 s (peers included): sliding sum, count, avg, min
     // and max.
     assert_streaming_equals_batch(
@@ -95,7 +87,7 @@ async fn range_frames_equal_batch() {
 
 #[tokio::test]
 async fn rows_frames_and_lag_equal_batch() {
-    let bids = bids().await;
+    let bids = nexmark_rows_in_order("bid", EVENTS_MAX).await;
     assert_streaming_equals_batch(
         &bids,
         "SELECT auction, date_time, count(*) OVER w, min(date_time) OVER w, \

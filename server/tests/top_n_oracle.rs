@@ -15,8 +15,7 @@ mod oracle;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use oracle::{
-    assert_same_rows, fold_changelog, nexmark_rows, render, run_batch, run_parallel,
-    time_range_in_order,
+    assert_same_rows, fold_changelog, nexmark_rows_in_order, render, run_batch, run_parallel,
 };
 
 const EVENTS_MAX: &str = "20000";
@@ -74,17 +73,11 @@ async fn assert_streaming_equals_batch(
     }
 }
 
-async fn bids() -> Vec<RecordBatch> {
-    let bids = nexmark_rows("bid", EVENTS_MAX).await;
-    time_range_in_order(&bids);
-    bids
-}
-
 #[tokio::test]
 async fn row_number_top_n_per_partition_equals_batch() {
     // Nexmark q19's shape: the three highest prices of each auction, with their numbers.
     assert_streaming_equals_batch(
-        &bids().await,
+        &nexmark_rows_in_order("bid", EVENTS_MAX).await,
         "SELECT auction, price, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \
          ORDER BY price DESC) AS rn FROM bids) WHERE rn <= 3",
         Emits::Updating,
@@ -95,7 +88,7 @@ async fn row_number_top_n_per_partition_equals_batch() {
 
 #[tokio::test]
 async fn rank_and_dense_rank_top_n_equal_batch() {
-    let bids = bids().await;
+    let bids = nexmark_rows_in_order("bid", EVENTS_MAX).await;
     // Every bid tied for the two highest prices of its auction (whole rows: ties all stay).
     assert_streaming_equals_batch(
         &bids,
@@ -121,7 +114,7 @@ async fn rank_and_dense_rank_top_n_equal_batch() {
 async fn top_n_without_partition_equals_batch() {
     // One instance ranks every bid.
     assert_streaming_equals_batch(
-        &bids().await,
+        &nexmark_rows_in_order("bid", EVENTS_MAX).await,
         "SELECT price, rn FROM (SELECT *, ROW_NUMBER() OVER (ORDER BY price DESC, auction) AS \
          rn FROM bids) WHERE rn < 6",
         Emits::Updating,
@@ -132,7 +125,7 @@ async fn top_n_without_partition_equals_batch() {
 
 #[tokio::test]
 async fn top_n_over_an_updating_aggregate_equals_batch() {
-    let bids = bids().await;
+    let bids = nexmark_rows_in_order("bid", EVENTS_MAX).await;
     // The five auctions with the most bids (ties included), over the aggregate's changelog:
     // each count's update retracts the old count.
     assert_streaming_equals_batch(
@@ -157,7 +150,7 @@ async fn top_n_over_an_updating_aggregate_equals_batch() {
 
 #[tokio::test]
 async fn deduplication_equals_batch() {
-    let bids = bids().await;
+    let bids = nexmark_rows_in_order("bid", EVENTS_MAX).await;
     // Each bidder's first bid on each auction: append-only, emitted as the watermark passes.
     assert_streaming_equals_batch(
         &bids,

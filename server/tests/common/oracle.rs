@@ -67,6 +67,15 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
     reader.stream.try_collect().await.unwrap()
 }
 
+/// [`nexmark_rows`], checked to be in event-time order (so that no row can be behind its own
+/// source's watermark).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub async fn nexmark_rows_in_order(table: &str, events_max: &str) -> Vec<RecordBatch> {
+    let rows = nexmark_rows(table, events_max).await;
+    time_range_in_order(&rows);
+    rows
+}
+
 /// Every row of `batches` as text, columns separated by `|`, sorted. Timestamps are rendered
 /// at millisecond precision whatever their unit (DataFusion's `generate_series` yields
 /// nanoseconds).
