@@ -28,3 +28,17 @@ pub mod window_aggregate;
 pub mod window_assign;
 pub mod window_join;
 pub mod window_top_n;
+
+/// Per row of a changelog batch (led by `__op`), whether it is an insert (`+`); every other
+/// row is a delete.
+pub fn changelog_inserts(
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+) -> crate::error::EngineResult<Vec<bool>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let ops = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
+        crate::error::EngineError::Internal("a changelog's op column is not text".to_string())
+    })?;
+    Ok((0..ops.len())
+        .map(|r| ops.is_valid(r) && ops.value(r) == "+")
+        .collect())
+}

@@ -522,13 +522,10 @@ impl Operator for RegularJoinOperator {
         self.expire();
         let side = &self.sides[input];
         let (columns, adds) = if side.updating {
-            let ops = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-                EngineError::Internal("a changelog's op column is not text".to_string())
-            })?;
-            let adds = (0..ops.len())
-                .map(|r| ops.is_valid(r) && ops.value(r) == "+")
-                .collect();
-            (batch.columns()[1..].to_vec(), adds)
+            (
+                batch.columns()[1..].to_vec(),
+                super::changelog_inserts(&batch)?,
+            )
         } else {
             (batch.columns().to_vec(), vec![true; batch.num_rows()])
         };

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
@@ -326,10 +326,8 @@ impl TopNOperator {
     /// order of its first row), its key and its ranked rows before the batch.
     fn apply(&mut self, batch: &RecordBatch) -> EngineResult<Vec<(Box<[u8]>, Ranked)>> {
         let skip = usize::from(self.spec.updating_input);
-        let ops = if self.spec.updating_input {
-            Some(batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-                EngineError::Internal("a changelog whose op column is not text".to_string())
-            })?)
+        let inserts = if self.spec.updating_input {
+            Some(super::changelog_inserts(batch)?)
         } else {
             None
         };
@@ -340,7 +338,7 @@ impl TopNOperator {
         for i in 0..batch.num_rows() {
             let partition: &[u8] = partition_keys.as_ref().map_or(&[], |k| k.row(i).data());
             let order: &[u8] = order_keys.as_ref().map_or(&[], |k| k.row(i).data());
-            let insert = ops.is_none_or(|o| o.is_valid(i) && o.value(i) == "+");
+            let insert = inserts.as_ref().is_none_or(|o| o[i]);
             let held = self.partitions.get(partition);
             if insert
                 && !self.spec.updating_input

@@ -348,15 +348,8 @@ impl Operator for UpdatingAggregateOperator {
             return Ok(());
         }
         let inputs = self.exprs.evaluate_arguments(&batch)?;
-        let adds: Option<Vec<bool>> = if self.retracting {
-            let ops = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-                EngineError::Internal("a changelog's op column is not text".to_string())
-            })?;
-            Some(
-                (0..ops.len())
-                    .map(|r| ops.is_valid(r) && ops.value(r) == "+")
-                    .collect(),
-            )
+        let adds = if self.retracting {
+            Some(super::changelog_inserts(&batch)?)
         } else {
             None
         };
