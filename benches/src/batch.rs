@@ -53,6 +53,14 @@ impl Batch {
             }
             ctx.register_table(table, Arc::new(MemTable::try_new(schema, split)?))?;
         }
+        // Nexmark q13's side table.
+        ctx.sql(&format!(
+            "CREATE TABLE side_input AS {}",
+            crate::queries::SIDE_INPUT_ROWS
+        ))
+        .await?
+        .collect()
+        .await?;
         Ok(Self {
             ctx,
             bids,

@@ -31,6 +31,7 @@ use crate::operators::filter::FilterOperator;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
 use crate::operators::join_rows::KeyEncoder;
 use crate::operators::limit::LimitOperator;
+use crate::operators::lookup_join::{LookupJoinOperator, LookupJoinSpec, LookupTable};
 use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
 use crate::operators::over_aggregate::{
     Lag, OverAggregateOperator, OverAggregateSpec, OverFunction,
@@ -40,6 +41,7 @@ use crate::operators::regular_join::{
     RegularJoinOperator, RegularJoinSide, RegularJoinSpec, wall_clock,
 };
 use crate::operators::session_window::SessionWindowOperator;
+use crate::operators::temporal_join::{TemporalJoinOperator, TemporalJoinSpec};
 use crate::operators::top_n::{TopNOperator, TopNSpec};
 use crate::operators::union::UnionOperator;
 use crate::operators::updating_aggregate::UpdatingAggregateOperator;
@@ -555,6 +557,89 @@ impl Builder<'_, '_> {
                     )?))
                 })?;
                 self.stage(id, plan, ops, vec![left, right], distribution)
+            }
+            StreamPlan::TemporalJoin(j) => {
+                let (left, right) = (self.build(&j.left)?, self.build(&j.right)?);
+                let left_schema = j.left.schema();
+                let unit = |schema: &DFSchema, index: usize| match schema.field(index).data_type() {
+                    DataType::Timestamp(unit, _) => Ok(unit_nanos(*unit)),
+                    other => Err(EngineError::Internal(format!(
+                        "temporal join over a {other} time column"
+                    ))),
+                };
+                let (left_unit_ns, right_unit_ns) = (
+                    unit(&left_schema, j.left_time)?,
+                    unit(&j.right_schema, j.right_time)?,
+                );
+                let compile = |expr: &Option<Expr>, schema: &DFSchema| {
+                    expr.as_ref()
+                        .map(|e| self.ctx.state.create_physical_expr(e.clone(), schema))
+                        .transpose()
+                };
+                let residual = compile(&j.residual, &j.schema)?;
+                let right_filter = compile(&j.right_filter, &j.right_schema)?;
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&left, &right], || {
+                    let spec = TemporalJoinSpec {
+                        kind: j.kind,
+                        left_schema: Arc::new(left_schema.as_arrow().clone()),
+                        left_keys: self.key_encoder(&j.left_keys, &left_schema)?,
+                        left_time: j.left_time,
+                        left_unit_ns,
+                        right_schema: Arc::new(j.right_schema.as_arrow().clone()),
+                        right_updating: j.right.is_updating(),
+                        right_keys: self.key_encoder(&j.right_keys, &j.right_schema)?,
+                        right_time: j.right_time,
+                        right_unit_ns,
+                        right_columns: j.right_columns.clone(),
+                        right_filter: right_filter.clone(),
+                        residual: residual.clone(),
+                    };
+                    Ok(Box::new(TemporalJoinOperator::try_new(
+                        info("TemporalJoin", &j.schema),
+                        spec,
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![left, right], distribution)
+            }
+            StreamPlan::LookupJoin(j) => {
+                let inputs = self.build(&j.left)?;
+                let left_schema = j.left.schema();
+                let compile = |expr: &Option<Expr>, schema: &DFSchema| {
+                    expr.as_ref()
+                        .map(|e| self.ctx.state.create_physical_expr(e.clone(), schema))
+                        .transpose()
+                };
+                let residual = compile(&j.residual, &j.schema)?;
+                let right_filter = compile(&j.right_filter, &j.right_schema)?;
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    let table = match (&j.relation.table, &j.relation.view) {
+                        (Some(log), _) => LookupTable::Table(Arc::clone(log)),
+                        (None, Some(view)) => LookupTable::View(Arc::clone(view)),
+                        (None, None) => {
+                            return Err(EngineError::Internal(format!(
+                                "a lookup join on {}, which has no rows to read",
+                                j.relation.name
+                            )));
+                        }
+                    };
+                    let spec = LookupJoinSpec {
+                        kind: j.kind,
+                        left_keys: self.key_encoder(&j.left_keys, &left_schema)?,
+                        right_schema: Arc::new(j.right_schema.as_arrow().clone()),
+                        right_keys: self.key_encoder(&j.right_keys, &j.right_schema)?,
+                        right_columns: j.right_columns.clone(),
+                        right_filter: right_filter.clone(),
+                        residual: residual.clone(),
+                    };
+                    Ok(Box::new(LookupJoinOperator::try_new(
+                        info("LookupJoin", &j.schema),
+                        spec,
+                        table,
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], distribution)
             }
             StreamPlan::MatchRecognize(m) => {
                 let inputs = self.build(&m.input)?;

@@ -117,6 +117,16 @@ impl TableLog {
         Ok(())
     }
 
+    /// The batches appended after the first `from`, without waiting (a lookup join reads what
+    /// is there as each row arrives).
+    pub fn batches_from(&self, from: usize) -> Vec<RecordBatch> {
+        let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        batches
+            .get(from..)
+            .map(<[RecordBatch]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Number of rows in the table.
     pub fn num_rows(&self) -> usize {
         self.batches

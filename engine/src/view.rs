@@ -186,6 +186,12 @@ impl ViewStore {
         self.lock().watermark
     }
 
+    /// How many changes the view has applied: a reader that saw the contents at one count
+    /// knows they are unchanged while it stays the same.
+    pub fn sequence(&self) -> u64 {
+        self.lock().sequence
+    }
+
     /// The view's current contents.
     pub fn snapshot(&self) -> EngineResult<Vec<RecordBatch>> {
         let inner = self.lock();

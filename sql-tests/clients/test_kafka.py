@@ -771,6 +771,69 @@ def test_an_upsert_source_is_read_as_a_changelog_and_a_view_holds_the_last_rows(
         )
 
 
+def test_an_upsert_source_with_a_watermark_is_a_versioned_table(server, broker):
+    """`JOIN rates FOR SYSTEM_TIME AS OF o.ts`: each order joins the rate its currency had at
+    the order's time, read from an upsert-kafka topic (a PRIMARY KEY and a WATERMARK make it a
+    versioned table); an update starts a new version at its own time."""
+    rates_topic, orders_topic = create_topic(broker, 1), create_topic(broker, 1)
+
+    def at(seconds: float) -> str:
+        return (T0 + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    producer = KafkaProducer(bootstrap_servers=broker)
+    try:
+        for cur, rate, seconds in [("EUR", 114, 0), ("USD", 100, 0), ("EUR", 116, 10), ("EUR", 119, 20)]:
+            producer.send(
+                rates_topic,
+                key=json.dumps({"cur": cur}).encode(),
+                value=json.dumps({"rate": rate, "ts": at(seconds)}).encode(),
+            )
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    orders = [(1, "EUR", 5), (2, "USD", 5), (3, "EUR", 10), (4, "EUR", 19), (5, "EUR", 25), (6, "GBP", 25)]
+    produce(
+        broker,
+        orders_topic,
+        [(0, json.dumps({"id": i, "cur": c, "ts": at(s)}).encode()) for i, c, s in orders],
+    )
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE rates_{rates_topic} (cur VARCHAR, rate BIGINT, ts TIMESTAMP(3), "
+            "PRIMARY KEY (cur) NOT ENFORCED, WATERMARK FOR ts AS ts - INTERVAL '1' HOUR) "
+            f"WITH (connector = 'upsert-kafka', topic = '{rates_topic}', "
+            f"properties.bootstrap.servers = '{broker}', key.format = 'json', "
+            "value.format = 'json', value.fields-include = 'EXCEPT_KEY', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        conn.execute(
+            f"CREATE SOURCE orders_{orders_topic} (id BIGINT, cur VARCHAR, ts TIMESTAMP(3), "
+            "WATERMARK FOR ts AS ts - INTERVAL '1' HOUR) "
+            f"WITH (connector = 'kafka', topic = '{orders_topic}', "
+            f"properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.bounded.mode = 'latest-offset')"
+        )
+        got = query(
+            conn,
+            f"SELECT o.id, r.rate FROM orders_{orders_topic} o "
+            f"LEFT JOIN rates_{rates_topic} FOR SYSTEM_TIME AS OF o.ts AS r ON o.cur = r.cur",
+        )
+        assert got == [(1, 114), (2, 100), (3, 116), (4, 116), (5, 119), (6, None)]
+        # The same topic without a watermark is no versioned table.
+        conn.execute(
+            f"CREATE SOURCE plain_{rates_topic} (cur VARCHAR, rate BIGINT, ts TIMESTAMP(3), "
+            "PRIMARY KEY (cur) NOT ENFORCED) "
+            f"WITH (connector = 'upsert-kafka', topic = '{rates_topic}', "
+            f"properties.bootstrap.servers = '{broker}', key.format = 'json', "
+            "value.format = 'json', value.fields-include = 'EXCEPT_KEY')"
+        )
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="no WATERMARK"):
+            conn.execute(
+                f"SELECT o.id FROM orders_{orders_topic} o "
+                f"JOIN plain_{rates_topic} FOR SYSTEM_TIME AS OF o.ts AS r ON o.cur = r.cur"
+            )
+
+
 def test_timestamp_startup_and_bound(server, broker):
     """scan.startup.mode / scan.bounded.mode = 'timestamp': from the first message of each
     partition stamped at or after the start time, to the last one before the end time."""

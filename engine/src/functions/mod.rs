@@ -9,10 +9,12 @@
 //! | `SPLIT_INDEX(s, sep, i)` | the `i`-th (from 0) piece of `s` split at `sep`; NULL past the end |
 //! | `REGEXP_EXTRACT(s, regex[, group])` | the group (0: the whole match, the default) of the first match; NULL without one |
 //! | `TIMESTAMPADD(unit, n, t)`, `TIMESTAMPDIFF(unit, t1, t2)` | see [`timestamp_arith`] |
+//! | `PROCTIME()` | the wall clock, TIMESTAMP(3): the time a lookup join's `FOR SYSTEM_TIME AS OF` may name ([`as_of`]) |
 //! | `COUNT_CHAR(s, c)` | how many times the first character of `c` occurs in `s`, BIGINT (the Nexmark benchmark's UDF, which its q14 calls; 0 for a NULL `s`) |
 //!
 //! Every other function returns NULL when an argument is NULL.
 
+pub mod as_of;
 pub mod java_format;
 pub mod timestamp_arith;
 
@@ -48,6 +50,8 @@ pub fn register(ctx: &SessionContext) {
             timestamp_arith::TimestampArith::new(arith),
         ));
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(as_of::AsOfMarker::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(as_of::Proctime::new()));
     for (name, kind) in kinds {
         ctx.register_udf(ScalarUDF::new_from_impl(FlinkFunction {
             name,

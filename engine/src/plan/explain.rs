@@ -36,8 +36,8 @@ use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::operators::{
     changelog_normalize, deduplicate, interval_join, limit, match_recognize, over_aggregate,
-    regular_join, session_window, top_n, updating_aggregate, window_aggregate, window_join,
-    window_top_n,
+    regular_join, session_window, temporal_join, top_n, updating_aggregate, window_aggregate,
+    window_join, window_top_n,
 };
 use crate::plan::match_recognize::{MatchExpr, RowsMode};
 use crate::runtime::QueryMetrics;
@@ -176,6 +176,9 @@ impl StreamPlan {
                 &names(&j.join.right_keys),
                 j.ttl.is_some(),
             ),
+            StreamPlan::TemporalJoin(j) => {
+                temporal_join::state_tables(&names(&j.left_keys), &names(&j.right_keys))
+            }
             StreamPlan::MatchRecognize(m) => {
                 let input = m.input.schema();
                 let partition: Vec<String> = m
@@ -255,6 +258,8 @@ impl StreamPlan {
             StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
             StreamPlan::WindowJoin(j) => vec![&j.join.left, &j.join.right],
             StreamPlan::RegularJoin(j) => vec![&j.join.left, &j.join.right],
+            StreamPlan::TemporalJoin(j) => vec![&j.left, &j.right],
+            StreamPlan::LookupJoin(j) => vec![&j.left],
         }
     }
 
@@ -276,6 +281,8 @@ impl StreamPlan {
             StreamPlan::IntervalJoin(j) => vec![&mut j.join.left, &mut j.join.right],
             StreamPlan::WindowJoin(j) => vec![&mut j.join.left, &mut j.join.right],
             StreamPlan::RegularJoin(j) => vec![&mut j.join.left, &mut j.join.right],
+            StreamPlan::TemporalJoin(j) => vec![&mut j.left, &mut j.right],
+            StreamPlan::LookupJoin(j) => vec![&mut j.left],
             StreamPlan::TopN(t) => vec![&mut t.input],
             StreamPlan::Deduplicate(d) => vec![&mut d.input],
             StreamPlan::OverAggregate(o) => vec![&mut o.input],
@@ -321,6 +328,10 @@ impl StreamPlan {
             StreamPlan::IntervalJoin(j) => join_partitioning(&j.join),
             StreamPlan::WindowJoin(j) => join_partitioning(&j.join),
             StreamPlan::RegularJoin(j) => join_partitioning(&j.join),
+            StreamPlan::TemporalJoin(j) => {
+                Partitioning::hash(vec![j.left_keys.clone(), j.right_keys.clone()])
+            }
+            StreamPlan::LookupJoin(_) => Partitioning::PerChannel,
         })
     }
 
@@ -649,6 +660,49 @@ impl StreamPlan {
                 inputs,
             )
             .emit(if j.updating { "updating" } else { "append" }),
+            StreamPlan::TemporalJoin(j) => Description::new(
+                format!(
+                    "TemporalJoin: {} on [{}] as of {}, versions by {}{}{}",
+                    j.kind,
+                    pairs(&j.left_keys, &j.right_keys),
+                    Column::from(j.left.schema().qualified_field(j.left_time)),
+                    Column::from(j.right_schema.qualified_field(j.right_time)),
+                    j.right_filter
+                        .as_ref()
+                        .map(|f| format!(", version filter {f}"))
+                        .unwrap_or_default(),
+                    j.residual
+                        .as_ref()
+                        .map(|r| format!(", filter={r}"))
+                        .unwrap_or_default(),
+                ),
+                inputs,
+            )
+            .emit("on watermark")
+            .watermark(format!("min(inputs), {AFTER_EMITTING}")),
+            StreamPlan::LookupJoin(j) => Description::new(
+                format!(
+                    "LookupJoin: {} {} {} on [{}] as of processing time{}{}",
+                    j.kind,
+                    if j.relation.view.is_some() {
+                        "materialized view"
+                    } else {
+                        "table"
+                    },
+                    j.relation.name,
+                    pairs(&j.left_keys, &j.right_keys),
+                    j.right_filter
+                        .as_ref()
+                        .map(|f| format!(", table filter {f}"))
+                        .unwrap_or_default(),
+                    j.residual
+                        .as_ref()
+                        .map(|r| format!(", filter={r}"))
+                        .unwrap_or_default(),
+                ),
+                inputs,
+            )
+            .emit("append"),
             StreamPlan::MatchRecognize(m) => Description::new(explain_match_recognize(m), inputs)
                 .emit("on watermark")
                 .watermark(AFTER_EMITTING),
@@ -722,9 +776,13 @@ fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> String {
 }
 
 fn join_keys(join: &JoinInputs) -> String {
-    join.left_keys
-        .iter()
-        .zip(&join.right_keys)
+    pairs(&join.left_keys, &join.right_keys)
+}
+
+/// Join keys as `l = r, ...`.
+fn pairs(left: &[Expr], right: &[Expr]) -> String {
+    left.iter()
+        .zip(right)
         .map(|(l, r)| format!("{l} = {r}"))
         .collect::<Vec<_>>()
         .join(", ")

@@ -31,6 +31,7 @@ pub mod explain;
 pub mod match_recognize;
 pub mod planner;
 pub mod stream_table;
+pub mod temporal;
 pub mod window_tvf;
 
 /// The leading column of an updating plan node's rows: `+` (insert) or `-` (delete); an
@@ -104,6 +105,12 @@ pub enum StreamPlan {
     WindowJoin(Box<WindowJoinNode>),
     /// A join on keys without time bounds or windows: every row is held (up to a TTL).
     RegularJoin(Box<RegularJoinNode>),
+    /// `JOIN versioned FOR SYSTEM_TIME AS OF left.ts`: each left row with the right's version
+    /// of its key as of its time, once the watermark passes it.
+    TemporalJoin(Box<TemporalJoinNode>),
+    /// `JOIN table FOR SYSTEM_TIME AS OF PROCTIME()`: each left row with a push table's or
+    /// materialized view's rows as they are when it arrives.
+    LookupJoin(Box<LookupJoinNode>),
     /// MATCH_RECOGNIZE: row pattern matching per partition, in event-time order.
     MatchRecognize(Box<MatchRecognizeStreamNode>),
 }
@@ -152,6 +159,62 @@ pub struct RegularJoinNode {
     /// The output is a changelog led by [`CHANGELOG_OP`].
     pub updating: bool,
     /// The output schema: the join's, behind `__op` when updating.
+    pub schema: DFSchemaRef,
+}
+
+/// An event-time temporal join (see `plan::temporal`). The right input is a versioned table's
+/// rows in full (every column of its base: the upsert source's changelog, or the versioned
+/// view's input), whatever the query reads of it.
+#[derive(Debug, Clone)]
+pub struct TemporalJoinNode {
+    /// Append-only.
+    pub left: StreamPlan,
+    /// A changelog (an upsert source) or append-only rows (each a new version of its key).
+    pub right: StreamPlan,
+    /// INNER or LEFT.
+    pub kind: JoinKind,
+    /// The version key: expressions over the left input, and the right's key columns (over
+    /// the right input).
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// The left input's time attribute (`AS OF`), and the right's version time, in
+    /// `right_schema`.
+    pub left_time: usize,
+    pub right_time: usize,
+    /// The right columns of the join's output, as columns of `right_schema`.
+    pub right_columns: Vec<usize>,
+    /// A condition on the version found, over `right_schema`.
+    pub right_filter: Option<Expr>,
+    /// A condition on the joined row, over `schema`.
+    pub residual: Option<Expr>,
+    /// The right's rows without `__op`.
+    pub right_schema: DFSchemaRef,
+    /// The join's output: the left's columns, then the right's `right_columns`.
+    pub schema: DFSchemaRef,
+}
+
+/// A processing-time lookup join (see `plan::temporal`): the right side is not an input but a
+/// relation the operator reads.
+#[derive(Debug, Clone)]
+pub struct LookupJoinNode {
+    /// Append-only.
+    pub left: StreamPlan,
+    /// A push table or materialized view.
+    pub relation: Arc<RelationDef>,
+    /// INNER or LEFT.
+    pub kind: JoinKind,
+    /// Expressions over the left input, and the relation's columns (over `right_schema`).
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    /// The right columns of the join's output, as columns of the relation.
+    pub right_columns: Vec<usize>,
+    /// A condition on the relation's rows, over `right_schema`.
+    pub right_filter: Option<Expr>,
+    /// A condition on the joined row, over `schema`.
+    pub residual: Option<Expr>,
+    /// Every column of the relation, qualified as the query names it.
+    pub right_schema: DFSchemaRef,
+    /// The join's output: the left's columns, then the right's `right_columns`.
     pub schema: DFSchemaRef,
 }
 
@@ -337,6 +400,8 @@ impl StreamPlan {
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::RegularJoin(j) => Arc::clone(&j.schema),
+            StreamPlan::TemporalJoin(j) => Arc::clone(&j.schema),
+            StreamPlan::LookupJoin(j) => Arc::clone(&j.schema),
             StreamPlan::MatchRecognize(m) => Arc::clone(&m.schema),
         }
     }
@@ -364,6 +429,8 @@ impl StreamPlan {
             | StreamPlan::OverAggregate(_)
             | StreamPlan::IntervalJoin(_)
             | StreamPlan::WindowJoin(_)
+            | StreamPlan::TemporalJoin(_)
+            | StreamPlan::LookupJoin(_)
             | StreamPlan::MatchRecognize(_) => false,
         }
     }

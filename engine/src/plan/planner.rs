@@ -98,7 +98,7 @@ pub fn streaming_only_node(plan: &LogicalPlan) -> Option<&'static str> {
     found
 }
 
-fn stream_provider(scan: &TableScan) -> Option<Arc<StreamTableProvider>> {
+pub(super) fn stream_provider(scan: &TableScan) -> Option<Arc<StreamTableProvider>> {
     let provider = source_as_provider(&scan.source).ok()?;
     let any: &dyn std::any::Any = provider.as_ref();
     any.downcast_ref::<StreamTableProvider>()
@@ -176,6 +176,13 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             })?;
             if has_subquery {
                 return Err(unsupported("subqueries over streams"));
+            }
+            if super::temporal::has_marker(&f.predicate) {
+                return Err(unsupported(
+                    "FOR SYSTEM_TIME AS OF outside the right side of a join: it names the \
+                     versioned or lookup table a stream joins (`FROM s JOIN t FOR SYSTEM_TIME \
+                     AS OF s.ts ON ...`)",
+                ));
             }
             // Over a changelog each row is kept or dropped on its own: a group that stops
             // matching keeps its `-` and loses its `+`.
@@ -283,7 +290,10 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
 
 /// Reading an upsert source: its reader's upserts and deletes (every column, then the flag)
 /// normalized into a changelog by the primary key, then the columns the query reads.
-fn plan_upsert_source(scan: &TableScan, relation: &Arc<RelationDef>) -> EngineResult<StreamPlan> {
+pub(super) fn plan_upsert_source(
+    scan: &TableScan,
+    relation: &Arc<RelationDef>,
+) -> EngineResult<StreamPlan> {
     if scan.fetch.is_some() {
         return Err(over_updating("LIMIT"));
     }
@@ -345,7 +355,7 @@ fn plans_to_updating(plan: &LogicalPlan) -> bool {
 }
 
 /// The column an expression is, under any aliases.
-fn as_column(expr: &Expr) -> Option<&Column> {
+pub(super) fn as_column(expr: &Expr) -> Option<&Column> {
     match expr {
         Expr::Column(c) => Some(c),
         Expr::Alias(a) => as_column(&a.expr),
@@ -705,19 +715,19 @@ fn rank_bound(predicate: &Expr) -> Option<(&Column, usize)> {
 }
 
 /// The ranking function behind a Top-N filter, as the planner reads it.
-struct TopNParts<'a> {
+pub(super) struct TopNParts<'a> {
     /// A projection between the filter and the window (naming the number), if any.
-    projection: Option<&'a datafusion::logical_expr::Projection>,
-    window: &'a datafusion::logical_expr::Window,
-    function: &'a datafusion::logical_expr::expr::WindowFunction,
-    rank: RankFunction,
+    pub(super) projection: Option<&'a datafusion::logical_expr::Projection>,
+    pub(super) window: &'a datafusion::logical_expr::Window,
+    pub(super) function: &'a datafusion::logical_expr::expr::WindowFunction,
+    pub(super) rank: RankFunction,
     /// The number column the filter bounds, in the filter's schema.
-    column: &'a Column,
-    limit: usize,
+    pub(super) column: &'a Column,
+    pub(super) limit: usize,
 }
 
 /// The `ROW_NUMBER()`/`RANK()`/`DENSE_RANK()` window behind a filter `rn <= N` on its result.
-fn top_n_parts(filter: &Filter) -> Option<TopNParts<'_>> {
+pub(super) fn top_n_parts(filter: &Filter) -> Option<TopNParts<'_>> {
     let (column, limit) = rank_bound(&filter.predicate)?;
     let (projection, window) = match filter.input.as_ref() {
         LogicalPlan::Projection(p) => match p.input.as_ref() {
@@ -1134,7 +1144,7 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
 
 /// Whether a column carries event time the watermark speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeAttribute {
+pub(super) enum TimeAttribute {
     /// The `WATERMARK FOR` column of its source, or a window's `window_time` or `window_end`.
     Yes,
     /// A column of sources without any watermark: windows close only at the end of input,
@@ -1162,7 +1172,7 @@ pub fn time_attributes(plan: &LogicalPlan) -> Option<Vec<usize>> {
 
 /// Whether column `index` of `plan` is a time attribute (Flink's rule: window functions run
 /// on the watermarked column, so lateness does not depend on how rows are batched).
-fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
+pub(super) fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let Some(provider) = stream_provider(scan) else {
@@ -1228,6 +1238,15 @@ fn time_attribute(plan: &LogicalPlan, index: usize) -> TimeAttribute {
             match trace_window_column(plan, index) {
                 Some((WindowColumn::Time | WindowColumn::End, _)) => TimeAttribute::Yes,
                 _ => TimeAttribute::No,
+            }
+        }
+        // A temporal or lookup join's rows keep the left's times, behind the watermark it
+        // forwards; the right's columns are no time attributes.
+        LogicalPlan::Join(j) if super::temporal::is_as_of(&j.right) => {
+            if index < j.left.schema().fields().len() {
+                time_attribute(&j.left, index)
+            } else {
+                TimeAttribute::No
             }
         }
         // A regular join's rows come out whenever a partner arrives, at any time: none of its
@@ -1468,6 +1487,9 @@ fn interval_join_parts(join: &Join) -> EngineResult<Option<IntervalParts>> {
 
 /// Plans a join between two streams: a window join, an interval join, or else a regular join.
 fn plan_join(join: &Join) -> EngineResult<StreamPlan> {
+    if let Some(plan) = super::temporal::plan_as_of_join(join)? {
+        return Ok(plan);
+    }
     let streaming = |p: &LogicalPlan| reads_streams(p) || reads_views(p);
     if !streaming(&join.left) || !streaming(&join.right) {
         return Err(unsupported(

@@ -69,8 +69,6 @@ impl Session {
     pub(crate) fn is_updating_query(&self, plan: &LogicalPlan) -> bool {
         reads_streams(plan)
             && self
-                .ctx
-                .state()
                 .optimize(plan)
                 .ok()
                 .and_then(|p| plan_stream(&p).ok())
@@ -90,10 +88,37 @@ impl Session {
             plan.with_param_values(ParamValues::from(params.to_vec()))
                 .map_err(|e| EngineError::from_datafusion(e, sql))?
         };
-        self.ctx
-            .state()
-            .optimize(&plan)
+        self.optimize(&plan)
             .map_err(|e| EngineError::from_datafusion(e, sql))
+    }
+
+    /// DataFusion's optimizer over `plan`. A plan with `FOR SYSTEM_TIME AS OF` keeps every
+    /// column (no projection pruning): the temporal join needs the left's time attribute and
+    /// the right's version time even when the query reads neither, and the marker names the
+    /// former only as text.
+    fn optimize(&self, plan: &LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+        let state = self.ctx.state();
+        let as_of = plan
+            .exists(|node| {
+                Ok(node
+                    .expressions()
+                    .iter()
+                    .any(crate::plan::temporal::has_marker))
+            })
+            .unwrap_or(false);
+        if !as_of {
+            return state.optimize(plan);
+        }
+        let rules: Vec<_> = state
+            .optimizers()
+            .iter()
+            .filter(|rule| rule.name() != "optimize_projections")
+            .cloned()
+            .collect();
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_optimizer_rules(rules)
+            .build()
+            .optimize(plan)
     }
 
     /// Starts the dataflow of a streaming plan at the session's parallelism.

@@ -9,6 +9,7 @@ pub mod match_syntax;
 pub mod names;
 pub mod parser;
 pub mod provider;
+pub mod temporal_syntax;
 pub mod time_units;
 pub mod window_inputs;
 pub mod window_syntax;
