@@ -134,9 +134,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
                 schema,
             });
             Ok(match scan.fetch {
-                Some(_) if source.is_updating() => {
-                    return Err(over_updating("LIMIT"));
-                }
+                Some(fetch) if source.is_updating() => limit_changelog(source, 0, Some(fetch))?,
                 Some(fetch) => StreamPlan::Limit {
                     input: Box::new(source),
                     skip: 0,
@@ -244,7 +242,7 @@ pub fn plan_stream(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             };
             let input = plan_stream(&l.input)?;
             if input.is_updating() {
-                return Err(over_updating("LIMIT"));
+                return limit_changelog(input, skip, fetch);
             }
             Ok(StreamPlan::Limit {
                 input: Box::new(input),
@@ -294,9 +292,6 @@ pub(super) fn plan_upsert_source(
     scan: &TableScan,
     relation: &Arc<RelationDef>,
 ) -> EngineResult<StreamPlan> {
-    if scan.fetch.is_some() {
-        return Err(over_updating("LIMIT"));
-    }
     let columns =
         DFSchema::try_from_qualified_schema(scan.table_name.clone(), relation.schema.as_ref())?;
     let mut fields: Vec<_> = columns
@@ -321,7 +316,7 @@ pub(super) fn plan_upsert_source(
         keys: relation.primary_key.iter().map(|&k| column(k)).collect(),
         schema: changelog_schema(&columns)?,
     }));
-    Ok(match &scan.projection {
+    let projected = match &scan.projection {
         None => normalized,
         Some(projection) => {
             let mut exprs = vec![Expr::Column(Column::new_unqualified(CHANGELOG_OP))];
@@ -332,6 +327,52 @@ pub(super) fn plan_upsert_source(
                 schema: changelog_schema(&scan.projected_schema)?,
             }
         }
+    };
+    limit_changelog(projected, 0, scan.fetch)
+}
+
+/// `LIMIT n` over a changelog (Flink's limit of an updating stream): the first `n` rows of
+/// the current result in arrival order, as a Top-N without an order. When one of them is
+/// retracted, the next row held comes in; the query runs until its input ends.
+fn limit_changelog(
+    input: StreamPlan,
+    skip: usize,
+    fetch: Option<usize>,
+) -> EngineResult<StreamPlan> {
+    if skip > 0 {
+        return Err(over_updating("OFFSET"));
+    }
+    let Some(fetch) = fetch else {
+        return Ok(input);
+    };
+    let schema = input.schema();
+    let metadata = schema.metadata().clone();
+    let fields: Vec<_> = schema
+        .iter()
+        .skip(1)
+        .map(|(q, f)| (q.cloned(), Arc::clone(f)))
+        .collect();
+    let mut numbered = fields.clone();
+    numbered.push((
+        None,
+        Arc::new(Field::new("__limit_number", DataType::UInt64, false)),
+    ));
+    let top_n = StreamPlan::TopN(Box::new(TopNNode {
+        input,
+        partition: Vec::new(),
+        order: Vec::new(),
+        function: RankFunction::RowNumber,
+        limit: fetch,
+        rank_output: false,
+        schema: changelog_schema(&DFSchema::new_with_metadata(numbered, metadata.clone())?)?,
+    }));
+    let out = DFSchema::new_with_metadata(fields, metadata)?;
+    let mut exprs = vec![Expr::Column(Column::new_unqualified(CHANGELOG_OP))];
+    exprs.extend(out.columns().into_iter().map(Expr::Column));
+    Ok(StreamPlan::Project {
+        input: Box::new(top_n),
+        exprs,
+        schema: changelog_schema(&out)?,
     })
 }
 
