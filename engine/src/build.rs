@@ -30,6 +30,7 @@ use crate::operators::deduplicate::{DeduplicateOperator, DeduplicateSpec};
 use crate::operators::filter::FilterOperator;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec, IntervalSide};
 use crate::operators::join_rows::KeyEncoder;
+use crate::operators::lead::{Lead, LeadOperator, LeadSpec};
 use crate::operators::limit::LimitOperator;
 use crate::operators::lookup_join::{LookupJoinOperator, LookupJoinSpec, LookupTable};
 use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSpec};
@@ -416,6 +417,56 @@ impl Builder<'_, '_> {
                         info("Deduplicate", &d.schema),
                         Arc::new(input_schema.as_arrow().clone()),
                         spec,
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], distribution)
+            }
+            StreamPlan::Lead(l) => {
+                let input_schema = l.input.schema();
+                let inputs = self.build(&l.input)?;
+                let keys = self.physical_exprs(&l.partition, &input_schema)?;
+                let time = self
+                    .ctx
+                    .state
+                    .create_physical_expr(l.order.expr.clone(), &input_schema)?;
+                let time_unit_ns = match time.data_type(input_schema.as_arrow())? {
+                    DataType::Timestamp(unit, _) => unit_nanos(unit),
+                    other => {
+                        return Err(EngineError::Internal(format!(
+                            "LEAD ordered by a {other} column"
+                        )));
+                    }
+                };
+                let distribution = self.distribution(plan)?;
+                let ops = self.instances(&distribution, &[&inputs], || {
+                    // LEAD has LAG's arguments: value, offset, default.
+                    let leads = self
+                        .over_functions(&l.functions, &input_schema)?
+                        .into_iter()
+                        .map(|f| match f {
+                            OverFunction::Lag(Lag {
+                                value,
+                                offset,
+                                default,
+                            }) => Ok(Lead {
+                                value,
+                                offset,
+                                default,
+                            }),
+                            OverFunction::Aggregate(_) => Err(EngineError::Internal(
+                                "an aggregate among LEAD functions".to_string(),
+                            )),
+                        })
+                        .collect::<EngineResult<Vec<_>>>()?;
+                    Ok(Box::new(LeadOperator::try_new(
+                        info("Lead", &l.schema),
+                        Arc::new(input_schema.as_arrow().clone()),
+                        LeadSpec {
+                            keys: keys.clone(),
+                            time: Arc::clone(&time),
+                            time_unit_ns,
+                            leads,
+                        },
                     )?))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)

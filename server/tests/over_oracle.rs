@@ -1,6 +1,6 @@
 //! Streaming equals batch for OVER aggregations (DESIGN.md 1.7 rule 5, issue 19 item 3): over
 //! bounded input, the append-only rows of `agg(...) OVER (PARTITION BY k ORDER BY date_time
-//! <frame>)` and `LAG` are exactly the rows DataFusion's batch query returns.
+//! <frame>)`, `LAG` and `LEAD` are exactly the rows DataFusion's batch query returns.
 //!
 //! Each query runs through Eddy's engine over bounded nexmark bids, at parallelism 1 and 2 and
 //! with the watermark 4 s and 4 ms behind, and is compared with plain DataFusion over the same
@@ -100,6 +100,14 @@ async fn rows_frames_and_lag_equal_batch() {
         &bids,
         "SELECT bidder, date_time, LAG(date_time) OVER (PARTITION BY bidder ORDER BY \
          date_time), LAG(date_time, 3, TIMESTAMP '2000-01-01 00:00:00') OVER (PARTITION BY \
+         bidder ORDER BY date_time) FROM bids",
+    )
+    .await;
+    // LEAD waits for the rows it reads (the last of each bidder's rows until the end).
+    assert_streaming_equals_batch(
+        &bids,
+        "SELECT bidder, date_time, LEAD(date_time) OVER (PARTITION BY bidder ORDER BY \
+         date_time), LEAD(date_time, 2, TIMESTAMP '2000-01-01 00:00:00') OVER (PARTITION BY \
          bidder ORDER BY date_time) FROM bids",
     )
     .await;

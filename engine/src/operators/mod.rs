@@ -12,6 +12,7 @@ pub mod deduplicate;
 pub mod filter;
 pub mod interval_join;
 pub mod join_rows;
+pub mod lead;
 pub mod limit;
 pub mod lookup_join;
 pub mod match_recognize;

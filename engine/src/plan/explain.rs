@@ -35,7 +35,7 @@ use crate::operators::match_recognize::RowsFreed;
 use crate::operators::window::{self, WindowKind};
 use crate::operators::window_aggregate::{OutputColumn, WindowColumn};
 use crate::operators::{
-    changelog_normalize, deduplicate, interval_join, limit, match_recognize, over_aggregate,
+    changelog_normalize, deduplicate, interval_join, lead, limit, match_recognize, over_aggregate,
     regular_join, session_window, temporal_join, top_n, updating_aggregate, window_aggregate,
     window_join, window_top_n,
 };
@@ -165,6 +165,7 @@ impl StreamPlan {
             StreamPlan::OverAggregate(o) => {
                 over_aggregate::state_tables(&names(&o.partition), o.frame)
             }
+            StreamPlan::Lead(l) => lead::state_tables(&names(&l.partition)),
             StreamPlan::IntervalJoin(j) => {
                 interval_join::state_tables(&names(&j.join.left_keys), &names(&j.join.right_keys))
             }
@@ -254,6 +255,7 @@ impl StreamPlan {
             StreamPlan::TopN(t) => vec![&t.input],
             StreamPlan::Deduplicate(d) => vec![&d.input],
             StreamPlan::OverAggregate(o) => vec![&o.input],
+            StreamPlan::Lead(l) => vec![&l.input],
             StreamPlan::MatchRecognize(m) => vec![&m.input],
             StreamPlan::IntervalJoin(j) => vec![&j.join.left, &j.join.right],
             StreamPlan::WindowJoin(j) => vec![&j.join.left, &j.join.right],
@@ -286,6 +288,7 @@ impl StreamPlan {
             StreamPlan::TopN(t) => vec![&mut t.input],
             StreamPlan::Deduplicate(d) => vec![&mut d.input],
             StreamPlan::OverAggregate(o) => vec![&mut o.input],
+            StreamPlan::Lead(l) => vec![&mut l.input],
         }
     }
 
@@ -322,6 +325,7 @@ impl StreamPlan {
             StreamPlan::TopN(t) => Partitioning::hash(vec![t.partition.clone()]),
             StreamPlan::Deduplicate(d) => Partitioning::hash(vec![d.keys.clone()]),
             StreamPlan::OverAggregate(o) => Partitioning::hash(vec![o.partition.clone()]),
+            StreamPlan::Lead(l) => Partitioning::hash(vec![l.partition.clone()]),
             StreamPlan::MatchRecognize(m) => {
                 Partitioning::hash(vec![columns(&m.input, &m.spec.partition_by)])
             }
@@ -599,6 +603,21 @@ impl StreamPlan {
                 )
                 .emit("on watermark")
                 .watermark(AFTER_EMITTING)
+            }
+            StreamPlan::Lead(l) => {
+                let partition: Vec<String> = l.partition.iter().map(|e| e.to_string()).collect();
+                let functions: Vec<String> = l.functions.iter().map(|e| e.to_string()).collect();
+                Description::new(
+                    format!(
+                        "Lead: [{}], partition=[{}], order=[{}]",
+                        functions.join(", "),
+                        partition.join(", "),
+                        l.order
+                    ),
+                    inputs,
+                )
+                .emit("when the rows it reads have come")
+                .watermark("held behind the earliest waiting row")
             }
             StreamPlan::IntervalJoin(j) => {
                 let left = j.join.left.schema();

@@ -99,6 +99,9 @@ pub enum StreamPlan {
     /// `agg(...) OVER (PARTITION BY k ORDER BY <time attribute> ROWS | RANGE ... PRECEDING)`
     /// and `LAG`: each row with its OVER columns, once the watermark passes it.
     OverAggregate(Box<OverAggregateNode>),
+    /// `LEAD(...) OVER (PARTITION BY k ORDER BY <time attribute>)` over an OVER aggregation's
+    /// rows: each row with its LEAD columns, once the rows they read have come.
+    Lead(Box<LeadNode>),
     /// A join on keys with the two event times bounded against each other.
     IntervalJoin(Box<IntervalJoinNode>),
     /// A join of two inputs with the same windows, on the window bounds and keys.
@@ -293,6 +296,21 @@ pub struct OverAggregateNode {
     pub schema: DFSchemaRef,
 }
 
+/// LEAD: every input row followed by one column per LEAD.
+#[derive(Debug, Clone)]
+pub struct LeadNode {
+    /// An OVER aggregation (its rows come in time order per partition, final).
+    pub input: StreamPlan,
+    /// PARTITION BY expressions (none: one partition).
+    pub partition: Vec<Expr>,
+    /// The ORDER BY: the time attribute, ascending.
+    pub order: SortExpr,
+    /// The `LEAD` window function expressions (maybe aliased), in output order.
+    pub functions: Vec<Expr>,
+    /// The input's columns, then one per function.
+    pub schema: DFSchemaRef,
+}
+
 /// A window table function.
 #[derive(Debug, Clone)]
 pub struct WindowNode {
@@ -397,6 +415,7 @@ impl StreamPlan {
             StreamPlan::TopN(t) => Arc::clone(&t.schema),
             StreamPlan::Deduplicate(d) => Arc::clone(&d.schema),
             StreamPlan::OverAggregate(o) => Arc::clone(&o.schema),
+            StreamPlan::Lead(l) => Arc::clone(&l.schema),
             StreamPlan::IntervalJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::WindowJoin(j) => Arc::clone(&j.join.schema),
             StreamPlan::RegularJoin(j) => Arc::clone(&j.schema),
@@ -427,6 +446,7 @@ impl StreamPlan {
             | StreamPlan::WindowAggregate(_)
             | StreamPlan::WindowTopN(_)
             | StreamPlan::OverAggregate(_)
+            | StreamPlan::Lead(_)
             | StreamPlan::IntervalJoin(_)
             | StreamPlan::WindowJoin(_)
             | StreamPlan::TemporalJoin(_)

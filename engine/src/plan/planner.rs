@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 
 use super::{
-    CHANGELOG_OP, ChangelogNormalizeNode, DeduplicateNode, IntervalJoinNode, JoinInputs,
+    CHANGELOG_OP, ChangelogNormalizeNode, DeduplicateNode, IntervalJoinNode, JoinInputs, LeadNode,
     OverAggregateNode, RegularJoinNode, SourceNode, StreamPlan, TopNNode, UpdatingAggregateNode,
     WindowAggregateNode, WindowJoinNode, WindowNode, WindowTopNNode, changelog_schema,
 };
@@ -1048,8 +1048,10 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
     let input = window.input.as_ref();
     let in_schema = input.schema();
     let mut shape: Option<(&Vec<Expr>, &Vec<datafusion::logical_expr::SortExpr>)> = None;
-    // Per function, its frame (`None` for LAG, which has none).
+    // Per function, its frame (`None` for LAG and LEAD, which have none).
     let mut frames: Vec<Option<OverFrame>> = Vec::new();
+    // The LEAD functions: computed by a Lead operator after the others.
+    let mut leads: Vec<usize> = Vec::new();
     // Checked first: Flink refuses any OVER aggregation of a changelog.
     let stream = plan_stream(input)?;
     if stream.is_updating() {
@@ -1114,10 +1116,16 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
                     lag_parts(function)?;
                     frames.push(None);
                 }
+                "lead"
+                    if params.null_treatment
+                        == Some(datafusion::logical_expr::expr::NullTreatment::IgnoreNulls) =>
+                {
+                    return Err(unsupported_over("LEAD ... IGNORE NULLS"));
+                }
                 "lead" => {
-                    return Err(unsupported_over(
-                        "LEAD (it waits for later rows; not supported yet)",
-                    ));
+                    lag_parts(function)?;
+                    leads.push(frames.len());
+                    frames.push(None);
                 }
                 other => return Err(unsupported_over(&format!("the window function {other}"))),
             },
@@ -1135,6 +1143,9 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
     // the one before; a projection restores the window's column order.
     let mut groups: Vec<(OverFrame, Vec<usize>)> = Vec::new();
     for (i, f) in frames.iter().enumerate() {
+        if leads.contains(&i) {
+            continue;
+        }
         let f = f
             .or_else(|| groups.first().map(|g| g.0))
             .or(frames.iter().find_map(|f| *f));
@@ -1171,7 +1182,46 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
             schema: Arc::new(schema),
         }));
     }
-    if groups.len() == 1 {
+    if !leads.is_empty() {
+        // LEAD reads the rows after each one: they come in time order, final, from the OVER
+        // aggregation (which, without other functions, only orders them).
+        if groups.is_empty() {
+            plan = StreamPlan::OverAggregate(Box::new(OverAggregateNode {
+                input: plan,
+                partition: partition.clone(),
+                order: order.clone(),
+                frame: OverFrame::Rows(None),
+                functions: Vec::new(),
+                schema: Arc::clone(input.schema()),
+            }));
+        }
+        fields.extend(leads.iter().map(|i| inputs + i));
+        let schema = DFSchema::new_with_metadata(
+            fields
+                .iter()
+                .map(|&i| {
+                    let (q, f) = window.schema.qualified_field(i);
+                    (q.cloned(), Arc::clone(f))
+                })
+                .collect(),
+            window.schema.metadata().clone(),
+        )?;
+        plan = StreamPlan::Lead(Box::new(LeadNode {
+            input: plan,
+            partition: partition.clone(),
+            order: order.clone(),
+            functions: leads
+                .iter()
+                .map(|&i| window.window_expr[i].clone())
+                .collect(),
+            schema: Arc::new(schema),
+        }));
+    }
+    if fields
+        .iter()
+        .enumerate()
+        .all(|(position, &i)| position == i)
+    {
         return Ok(plan);
     }
     Ok(StreamPlan::Project {
