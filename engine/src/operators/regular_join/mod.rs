@@ -16,34 +16,41 @@
 //! and watermarks are forwarded unchanged (the join's time columns are not time attributes:
 //! the planner refuses windows over its result).
 //!
-//! State: both sides' rows, by join key, in Arrow's row format, each with the number of
-//! partners it has now (which decides an outer row's padding). Without a TTL nothing is
-//! freed but a retraction (`state=unbounded` in EXPLAIN). With a TTL (`SET state.ttl`, or a
-//! view's `state.ttl` option) a held row expires that long after it was stored, in processing
-//! time, as Flink's `table.exec.state.ttl`: expired rows are dropped without emitting
-//! anything, whenever the operator next handles a batch, watermark or barrier. A row arriving
-//! after its partner expired does not join it; a retraction of an expired row is ignored.
+//! State: both sides' rows, columnar (module `held`): the batches they arrived in, and per
+//! join key the held rows' places in them, in storing order, each with the number of
+//! partners it has now (which decides an outer row's padding). Output columns are gathered
+//! from the arriving batch and the held batches with `take` and `interleave`. Without a TTL
+//! nothing is freed but a retraction (`state=unbounded` in EXPLAIN). With a TTL (`SET
+//! state.ttl`, or a view's `state.ttl` option) a held row expires that long after it was
+//! stored, in processing time, as Flink's `table.exec.state.ttl`: expired rows are dropped
+//! without emitting anything, whenever the operator next handles a batch, watermark or
+//! barrier. A row arriving after its partner expired does not join it; a retraction of an
+//! expired row is ignored.
 //!
 //! Snapshot: tables `left_rows` and `right_rows` hold each side's rows (its columns, then
 //! `partners` and `stored_at`, the processing time it was stored in milliseconds), in the
 //! order they were stored within each key; restore puts them back as they were.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array, new_null_array,
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array, new_null_array,
 };
+use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type};
-use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
 
 use super::join_rows::{JoinKind, KeyEncoder, SIDE_TABLES, residual_mask};
 use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::{Epoch, EventTime};
 use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
+use held::{Held, HeldRows};
+
+mod held;
 
 /// The snapshot column after a held row's columns: how many partners it has.
 const PARTNERS: &str = "partners";
@@ -111,123 +118,64 @@ impl RegularJoinSpec {
     }
 }
 
-/// A held row: its columns in row format and how many partners it has now.
-struct Held {
-    row: OwnedRow,
-    partners: u32,
-    stored_at: i64,
-}
-
 /// One side's held rows and how to encode them.
 struct SideState {
     schema: SchemaRef,
     updating: bool,
     keys: KeyEncoder,
-    /// Encodes the side's columns.
+    /// Encodes the side's rows, to find the held row a retraction removes.
     converter: RowConverter,
-    /// A row of NULLs: this side's part of a row padded on the other side.
-    nulls: OwnedRow,
-    /// Held rows by encoded key, each key's in the order they were stored.
-    held: HashMap<Box<[u8]>, Vec<Held>>,
-    rows: usize,
-    bytes: usize,
-    /// With a TTL: (stored_at, key) in the order rows were stored, to find expired ones.
-    stored: VecDeque<(i64, Box<[u8]>)>,
+    held: HeldRows,
 }
 
 impl SideState {
-    fn try_new(side: RegularJoinSide) -> EngineResult<Self> {
+    fn try_new(side: RegularJoinSide, ttl: bool) -> EngineResult<Self> {
         let fields: Vec<SortField> = side
             .schema
             .fields()
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
-        let converter = RowConverter::new(fields)?;
-        let nulls: Vec<ArrayRef> = side
-            .schema
-            .fields()
-            .iter()
-            .map(|f| new_null_array(f.data_type(), 1))
-            .collect();
-        let nulls = converter.convert_columns(&nulls)?.row(0).owned();
         Ok(Self {
+            held: HeldRows::new(Arc::clone(&side.schema), ttl),
+            converter: RowConverter::new(fields)?,
             schema: side.schema,
             updating: side.updating,
             keys: side.keys,
-            converter,
-            nulls,
-            held: HashMap::new(),
-            rows: 0,
-            bytes: 0,
-            stored: VecDeque::new(),
         })
-    }
-
-    fn hold(&mut self, key: &[u8], held: Held, ttl: bool) {
-        if ttl {
-            self.stored.push_back((held.stored_at, key.into()));
-        }
-        self.rows += 1;
-        self.bytes += key.len() + held.row.as_ref().len();
-        match self.held.get_mut(key) {
-            Some(list) => list.push(held),
-            None => {
-                self.held.insert(key.into(), vec![held]);
-            }
-        }
-    }
-
-    /// Removes one held row equal to `row` under `key`; false if none is held.
-    fn release(&mut self, key: &[u8], row: Row<'_>) -> bool {
-        let Some(list) = self.held.get_mut(key) else {
-            return false;
-        };
-        let Some(at) = list.iter().position(|h| h.row.row() == row) else {
-            return false;
-        };
-        list.remove(at);
-        self.rows -= 1;
-        self.bytes -= key.len() + row.as_ref().len();
-        if list.is_empty() {
-            self.held.remove(key);
-        }
-        true
-    }
-
-    /// Drops the rows stored at or before `cutoff`.
-    fn expire(&mut self, cutoff: i64) {
-        while let Some((at, _)) = self.stored.front() {
-            if *at > cutoff {
-                break;
-            }
-            let Some((_, key)) = self.stored.pop_front() else {
-                break;
-            };
-            // A key's rows are in storing order: the expired ones lead its list.
-            if let Some(list) = self.held.get_mut(&key) {
-                let expired = list.iter().take_while(|h| h.stored_at <= cutoff).count();
-                for h in list.drain(..expired) {
-                    self.rows -= 1;
-                    self.bytes -= key.len() + h.row.as_ref().len();
-                }
-                if list.is_empty() {
-                    self.held.remove(&key);
-                }
-            }
-        }
     }
 }
 
-/// One side's part of an output row.
-#[derive(Clone, Copy)]
-enum Part {
-    /// Row `i` of the arriving batch.
-    Arriving(usize),
-    /// Held row `j` of the other side under the arriving row `i`'s key.
-    Held(usize, usize),
-    /// NULL padding.
-    Nulls,
+/// Held rows compared at once when a retraction looks for the one it removes.
+const RELEASE_BLOCK: usize = 64;
+
+/// The partners each row of an arriving batch joins (those passing the residual condition),
+/// as positions in the other side's list under the row's key: row `i`'s are
+/// `positions[starts[i]..starts[i + 1]]`.
+struct Partners {
+    starts: Vec<usize>,
+    positions: Vec<usize>,
+}
+
+impl Partners {
+    fn of(&self, i: usize) -> &[usize] {
+        &self.positions[self.starts[i]..self.starts[i + 1]]
+    }
+}
+
+/// Rows to emit (or to test against the residual): per row, the arriving row (an index into
+/// the arriving batch) and the other side's held row (an id), `None` for NULL padding.
+#[derive(Default)]
+struct Pairs {
+    arriving: Vec<Option<u32>>,
+    held: Vec<Option<u64>>,
+}
+
+impl Pairs {
+    fn push(&mut self, arriving: Option<usize>, held: Option<u64>) {
+        self.arriving.push(arriving.map(|i| i as u32));
+        self.held.push(held);
+    }
 }
 
 pub struct RegularJoinOperator {
@@ -237,6 +185,8 @@ pub struct RegularJoinOperator {
     residual: Option<Arc<dyn PhysicalExpr>>,
     /// The residual's input: a left row followed by a right row.
     joined_schema: SchemaRef,
+    /// The columns of `joined_schema` the residual reads (the others are left NULL).
+    residual_columns: Vec<bool>,
     ttl: Option<Duration>,
     updating: bool,
     clock: Clock,
@@ -259,15 +209,26 @@ impl RegularJoinOperator {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<Field>>(),
         ));
+        let mut residual_columns = vec![false; joined_schema.fields().len()];
+        if let Some(residual) = &spec.residual {
+            for column in collect_columns(residual) {
+                let read = residual_columns.get_mut(column.index()).ok_or_else(|| {
+                    EngineError::Internal(format!("a join condition reads {column}"))
+                })?;
+                *read = true;
+            }
+        }
+        let ttl = spec.ttl.is_some();
         Ok(Self {
             info,
             kind: spec.kind,
             sides: [
-                SideState::try_new(spec.left)?,
-                SideState::try_new(spec.right)?,
+                SideState::try_new(spec.left, ttl)?,
+                SideState::try_new(spec.right, ttl)?,
             ],
             residual: spec.residual,
             joined_schema,
+            residual_columns,
             ttl: spec.ttl,
             updating: spec.updating,
             clock,
@@ -294,87 +255,158 @@ impl RegularJoinOperator {
         }
     }
 
-    fn expire(&mut self) {
+    fn expire(&mut self) -> EngineResult<()> {
         if let Some(ttl) = self.ttl {
             let cutoff = (self.clock)() - ttl.as_millis() as i64;
             for side in &mut self.sides {
-                side.expire(cutoff);
+                side.held.expire(cutoff, &side.keys)?;
             }
         }
+        Ok(())
     }
 
-    /// The candidate partners of each arriving row (`(i, j)`: held row `j` of the other side
-    /// under row `i`'s key) that satisfy the residual condition.
+    /// The partners of each row of `batch`, arriving on `side` with the encoded `keys`
+    /// (`valid`: free of NULLs).
     fn partners(
         &self,
         side: usize,
-        rows: &Rows,
+        batch: &RecordBatch,
         keys: &Rows,
         valid: &[bool],
-    ) -> EngineResult<Vec<Vec<usize>>> {
-        let other = &self.sides[1 - side];
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
+    ) -> EngineResult<Partners> {
+        let other = &self.sides[1 - side].held;
+        // The candidates: (arriving row, position in its key's list, held row).
+        let mut candidates: Vec<(usize, usize, u64)> = Vec::new();
         for (i, ok) in valid.iter().enumerate() {
-            if let Some(list) = ok.then(|| other.held.get(keys.row(i).data())).flatten() {
-                pairs.extend((0..list.len()).map(|j| (i, j)));
+            if let Some(list) = ok.then(|| other.list(keys.row(i).data())).flatten() {
+                candidates.extend(list.iter().enumerate().map(|(j, held)| (i, j, held.id)));
             }
         }
         let passes = match &self.residual {
-            Some(residual) if !pairs.is_empty() => {
-                let parts: Vec<[Part; 2]> = pairs
-                    .iter()
-                    .map(|&(i, j)| oriented(side, Part::Arriving(i), Part::Held(i, j)))
-                    .collect();
-                let columns = self.assemble(side, rows, keys, &parts, true)?;
+            Some(residual) if !candidates.is_empty() => {
+                let mut pairs = Pairs::default();
+                for &(i, _, id) in &candidates {
+                    pairs.push(Some(i), Some(id));
+                }
+                let needed = Some(self.residual_columns.as_slice());
+                let mut columns = self.side_columns(0, side, batch, &pairs, needed)?;
+                columns.extend(self.side_columns(1, side, batch, &pairs, needed)?);
                 let joined = RecordBatch::try_new(Arc::clone(&self.joined_schema), columns)?;
-                let mask = residual_mask(residual, &joined)?;
-                (0..pairs.len()).map(|p| mask.value(p)).collect()
+                Some(residual_mask(residual, &joined)?)
             }
-            _ => vec![true; pairs.len()],
+            _ => None,
         };
-        let mut partners = vec![Vec::new(); rows.num_rows()];
-        for ((i, j), pass) in pairs.into_iter().zip(passes) {
-            if pass {
-                partners[i].push(j);
+        let mut starts = Vec::with_capacity(valid.len() + 1);
+        let mut positions = Vec::with_capacity(candidates.len());
+        let mut next = candidates.iter().enumerate().peekable();
+        starts.push(0);
+        for i in 0..valid.len() {
+            while let Some((p, &(_, j, _))) = next.next_if(|(_, (row, _, _))| *row == i) {
+                if passes.as_ref().is_none_or(|mask| mask.value(p)) {
+                    positions.push(j);
+                }
             }
+            starts.push(positions.len());
         }
-        Ok(partners)
+        Ok(Partners { starts, positions })
     }
 
-    /// The columns (left's, then right's; only the kept side's for a semi or anti join's
-    /// output unless `both`) of the rows `parts`, for a batch arriving on `side` whose rows and
-    /// keys are `rows` and `keys`.
-    fn assemble(
+    /// Side `s`'s columns (those `needed`, over both sides' columns; the others all NULL) of
+    /// the rows `pairs`, for a batch arriving on `side`.
+    fn side_columns(
         &self,
+        s: usize,
         side: usize,
-        rows: &Rows,
-        keys: &Rows,
-        parts: &[[Part; 2]],
-        both: bool,
+        batch: &RecordBatch,
+        pairs: &Pairs,
+        needed: Option<&[bool]>,
     ) -> EngineResult<Vec<ArrayRef>> {
-        let mut columns = Vec::new();
-        let only = self.filtering().filter(|_| !both).map(|(kept, _)| kept);
-        for (s, state) in self.sides.iter().enumerate() {
-            if only.is_some_and(|kept| kept != s) {
-                continue;
-            }
-            let other_held = |i: usize| self.sides[1 - side].held.get(keys.row(i).data());
-            let picked: Vec<Row<'_>> = parts
-                .iter()
-                .map(|p| match p[s] {
-                    Part::Arriving(i) => Ok(rows.row(i)),
-                    Part::Held(i, j) => other_held(i)
-                        .and_then(|list| list.get(j))
-                        .map(|h| h.row.row())
-                        .ok_or_else(|| {
-                            EngineError::Internal("a join partner vanished".to_string())
-                        }),
-                    Part::Nulls => Ok(state.nulls.row()),
-                })
-                .collect::<EngineResult<_>>()?;
-            columns.extend(state.converter.convert_rows(picked)?);
+        let offset = if s == 0 {
+            0
+        } else {
+            self.sides[0].schema.fields().len()
+        };
+        let needed = needed.map(|n| &n[offset..offset + self.sides[s].schema.fields().len()]);
+        if s != side {
+            return self.sides[s].held.gather(&pairs.held, needed);
         }
-        Ok(columns)
+        let indices = UInt32Array::from(pairs.arriving.clone());
+        batch
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(c, column)| {
+                if needed.is_some_and(|needed| !needed[c]) {
+                    Ok(new_null_array(column.data_type(), indices.len()))
+                } else {
+                    Ok(take(column, &indices, None)?)
+                }
+            })
+            .collect()
+    }
+
+    /// The other side's list under `key`, to update the partners `found` of a row arriving
+    /// on `side`; `None` when there are none.
+    fn partner_list(&mut self, side: usize, key: &[u8], found: &[usize]) -> Option<&mut [Held]> {
+        if found.is_empty() {
+            return None;
+        }
+        self.sides[1 - side].held.list_mut(key)
+    }
+
+    /// Releases the held row of `side` under `key` equal to row `i` of `rows` (the arriving
+    /// batch in row format); false if none is held. `pending` are the arriving rows held
+    /// so far (with ids from `first` on), which have no stored columns yet.
+    fn release(
+        &mut self,
+        side: usize,
+        key: &[u8],
+        rows: &Rows,
+        i: usize,
+        pending: &[u32],
+        first: u64,
+    ) -> EngineResult<bool> {
+        let state = &mut self.sides[side];
+        let Some(list) = state.held.list(key) else {
+            return Ok(false);
+        };
+        let row = rows.row(i);
+        let mut found = None;
+        'blocks: for (b, block) in list.chunks(RELEASE_BLOCK).enumerate() {
+            let stored: Vec<Option<u64>> = block
+                .iter()
+                .filter(|h| h.id < first)
+                .map(|h| Some(h.id))
+                .collect();
+            let stored = if stored.is_empty() {
+                None
+            } else {
+                let columns = state.held.gather(&stored, None)?;
+                Some(state.converter.convert_columns(&columns)?)
+            };
+            let mut s = 0;
+            for (k, held) in block.iter().enumerate() {
+                let equal = match (&stored, held.id.checked_sub(first)) {
+                    (_, Some(p)) => rows.row(pending[p as usize] as usize) == row,
+                    (Some(stored), None) => {
+                        s += 1;
+                        stored.row(s - 1) == row
+                    }
+                    (None, None) => false,
+                };
+                if equal {
+                    found = Some(b * RELEASE_BLOCK + k);
+                    break 'blocks;
+                }
+            }
+        }
+        match found {
+            Some(at) => {
+                state.held.release(key, at)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Joins a batch of `side`'s columns whose ops (`+` true) are `adds`.
@@ -388,8 +420,13 @@ impl RegularJoinOperator {
         let n = adds.len();
         let batch = RecordBatch::try_new(Arc::clone(&self.sides[side].schema), columns.to_vec())?;
         let (keys, valid) = self.sides[side].keys.encode(&batch)?;
-        let rows = self.sides[side].converter.convert_columns(columns)?;
-        let partners = self.partners(side, &rows, &keys, &valid)?;
+        // A retraction finds the held row it removes by comparing rows in row format.
+        let rows = if adds.iter().all(|add| *add) {
+            None
+        } else {
+            Some(self.sides[side].converter.convert_columns(columns)?)
+        };
+        let partners = self.partners(side, &batch, &keys, &valid)?;
         let (pads_this, pads_other) = (self.pads(side), self.pads(1 - side));
         let filtering = self.filtering();
         let now = if self.ttl.is_some() {
@@ -397,36 +434,44 @@ impl RegularJoinOperator {
         } else {
             0
         };
+        // The arriving rows held, in order: row `pending[k]` has id `first + k`.
+        let first = self.sides[side].held.next_id();
+        let mut pending: Vec<u32> = Vec::new();
         let mut ops: Vec<bool> = Vec::new();
-        let mut parts: Vec<[Part; 2]> = Vec::new();
-        let mut emit = |add: bool, this: Part, other: Part| {
+        let mut pairs = Pairs::default();
+        let mut emit = |add: bool, this: Option<usize>, other: Option<u64>| {
             ops.push(add);
-            parts.push(oriented(side, this, other));
+            pairs.push(this, other);
         };
         for i in 0..n {
-            let key = keys.row(i);
+            let key = keys.row(i).data();
             if !valid[i] {
                 // Never joins and is not held: only an outer side pads it, and an anti
                 // join keeps it.
                 if pads_this || filtering == Some((side, false)) {
-                    emit(adds[i], Part::Arriving(i), Part::Nulls);
+                    emit(adds[i], Some(i), None);
                 }
                 continue;
             }
-            if !adds[i] && !self.sides[side].release(key.data(), rows.row(i)) {
-                // Not held (never added, or expired): nothing of it was emitted that
-                // this could retract.
-                continue;
+            if !adds[i] {
+                let rows = rows.as_ref().ok_or_else(|| {
+                    EngineError::Internal("a retraction without its rows".to_string())
+                })?;
+                if !self.release(side, key, rows, i, &pending, first)? {
+                    // Not held (never added, or expired): nothing of it was emitted that
+                    // this could retract.
+                    continue;
+                }
             }
-            let found = &partners[i];
+            let found = partners.of(i);
             if let Some((kept, semi)) = filtering {
                 // A semi or anti join emits the kept side's rows alone: as they arrive (with
                 // a partner, for semi; without, for anti), and as their partners come and go.
                 if kept == side {
                     if found.is_empty() != semi {
-                        emit(adds[i], Part::Arriving(i), Part::Nulls);
+                        emit(adds[i], Some(i), None);
                     }
-                } else if let Some(list) = self.sides[1 - side].held.get_mut(key.data()) {
+                } else if let Some(list) = self.partner_list(side, key, found) {
                     for &j in found {
                         let held = &mut list[j];
                         let before = held.partners;
@@ -438,44 +483,50 @@ impl RegularJoinOperator {
                         if (before == 0) != (held.partners == 0) {
                             // Semi: the row gains its first partner (+) or loses its last
                             // (-); anti the other way round.
-                            emit(adds[i] == semi, Part::Nulls, Part::Held(i, j));
+                            emit(adds[i] == semi, None, Some(held.id));
                         }
                     }
                 }
             } else {
                 if found.is_empty() && pads_this {
-                    emit(adds[i], Part::Arriving(i), Part::Nulls);
+                    emit(adds[i], Some(i), None);
                 }
-            }
-            let other = &mut self.sides[1 - side];
-            if let (None, Some(list)) = (filtering, other.held.get_mut(key.data())) {
-                for &j in found {
-                    let held = &mut list[j];
-                    if adds[i] {
-                        if pads_other && held.partners == 0 {
-                            emit(false, Part::Nulls, Part::Held(i, j));
-                        }
-                        held.partners += 1;
-                        emit(true, Part::Arriving(i), Part::Held(i, j));
-                    } else {
-                        held.partners = held.partners.saturating_sub(1);
-                        emit(false, Part::Arriving(i), Part::Held(i, j));
-                        if pads_other && held.partners == 0 {
-                            emit(true, Part::Nulls, Part::Held(i, j));
+                if let Some(list) = self.partner_list(side, key, found) {
+                    for &j in found {
+                        let held = &mut list[j];
+                        if adds[i] {
+                            if pads_other && held.partners == 0 {
+                                emit(false, None, Some(held.id));
+                            }
+                            held.partners += 1;
+                            emit(true, Some(i), Some(held.id));
+                        } else {
+                            held.partners = held.partners.saturating_sub(1);
+                            emit(false, Some(i), Some(held.id));
+                            if pads_other && held.partners == 0 {
+                                emit(true, None, Some(held.id));
+                            }
                         }
                     }
                 }
             }
             if adds[i] {
                 let held = Held {
-                    row: rows.row(i).owned(),
+                    id: first + pending.len() as u64,
                     partners: found.len() as u32,
                     stored_at: now,
                 };
-                self.sides[side].hold(key.data(), held, self.ttl.is_some());
+                self.sides[side].held.hold(key, held);
+                pending.push(i as u32);
             }
         }
-        if parts.is_empty() {
+        let stored = if pending.len() == n {
+            batch.clone()
+        } else {
+            take_record_batch(&batch, &UInt32Array::from(pending))?
+        };
+        self.sides[side].held.append(stored, now)?;
+        if ops.is_empty() {
             return Ok(());
         }
         let mut output: Vec<ArrayRef> = Vec::with_capacity(self.info.schema.fields().len());
@@ -490,18 +541,14 @@ impl RegularJoinOperator {
                 "an append-only join retracted a row".to_string(),
             ));
         }
-        output.extend(self.assemble(side, &rows, &keys, &parts, false)?);
+        // Left's columns, then right's; a semi or anti join emits the kept side's alone.
+        for s in 0..2 {
+            if filtering.is_none_or(|(kept, _)| kept == s) {
+                output.extend(self.side_columns(s, side, &batch, &pairs, None)?);
+            }
+        }
         out.batch(super::conform_batch(&self.info.schema, output)?);
         Ok(())
-    }
-}
-
-/// (left part, right part) of a row whose `side` part is `this`.
-fn oriented(side: usize, this: Part, other: Part) -> [Part; 2] {
-    if side == 0 {
-        [this, other]
-    } else {
-        [other, this]
     }
 }
 
@@ -519,7 +566,7 @@ impl Operator for RegularJoinOperator {
         if input > 1 {
             return Err(EngineError::Internal(format!("join input {input}")));
         }
-        self.expire();
+        self.expire()?;
         let side = &self.sides[input];
         let (columns, adds) = if side.updating {
             (
@@ -544,13 +591,13 @@ impl Operator for RegularJoinOperator {
         watermark: EventTime,
         out: &mut OperatorContext,
     ) -> EngineResult<()> {
-        self.expire();
+        self.expire()?;
         out.watermark(watermark);
         Ok(())
     }
 
     fn on_barrier(&mut self, epoch: Epoch, out: &mut OperatorContext) -> EngineResult<()> {
-        self.expire();
+        self.expire()?;
         out.barrier(epoch);
         Ok(())
     }
@@ -560,22 +607,9 @@ impl Operator for RegularJoinOperator {
     fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         for (side, table) in self.sides.iter().zip(SIDE_TABLES) {
-            if side.rows == 0 {
+            let Some(columns) = side.held.snapshot()? else {
                 continue;
-            }
-            // Keys in a fixed order, so that equal states give equal snapshots.
-            let mut keys: Vec<&Box<[u8]>> = side.held.keys().collect();
-            keys.sort();
-            let held: Vec<&Held> = keys.iter().flat_map(|k| &side.held[*k]).collect();
-            let mut columns = side
-                .converter
-                .convert_rows(held.iter().map(|h| h.row.row()))?;
-            columns.push(Arc::new(UInt32Array::from_iter_values(
-                held.iter().map(|h| h.partners),
-            )));
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                held.iter().map(|h| h.stored_at),
-            )));
+            };
             let mut fields: Vec<Field> = side
                 .schema
                 .fields()
@@ -593,9 +627,8 @@ impl Operator for RegularJoinOperator {
     }
 
     fn restore(&mut self, snapshot: StateSnapshot) -> EngineResult<()> {
-        let ttl = self.ttl.is_some();
         for (side, table) in self.sides.iter_mut().zip(SIDE_TABLES) {
-            let mut restored: Vec<(i64, Box<[u8]>)> = Vec::new();
+            let mut restored: Vec<(i64, u64)> = Vec::new();
             for batch in snapshot.table(table) {
                 let width = side.schema.fields().len();
                 let found: Vec<&DataType> = batch.columns().iter().map(|c| c.data_type()).collect();
@@ -607,30 +640,25 @@ impl Operator for RegularJoinOperator {
                         "regular join {table} of types {found:?}, expected {expected:?}"
                     )));
                 }
-                let columns = &batch.columns()[..width];
                 let partners = batch.column(width).as_primitive::<UInt32Type>();
                 let stored_at = batch.column(width + 1).as_primitive::<Int64Type>();
-                let data = RecordBatch::try_new(Arc::clone(&side.schema), columns.to_vec())?;
+                let data = RecordBatch::try_new(
+                    Arc::clone(&side.schema),
+                    batch.columns()[..width].to_vec(),
+                )?;
                 let (keys, valid) = side.keys.encode(&data)?;
-                let rows = side.converter.convert_columns(columns)?;
-                for (r, valid) in valid.iter().enumerate() {
-                    if !valid {
-                        return Err(corrupt(format!("regular join {table} holds a NULL key")));
-                    }
-                    let held = Held {
-                        row: rows.row(r).owned(),
-                        partners: partners.value(r),
-                        stored_at: stored_at.value(r),
-                    };
-                    if ttl {
-                        restored.push((held.stored_at, keys.row(r).data().into()));
-                    }
-                    side.hold(keys.row(r).data(), held, false);
+                if valid.iter().any(|valid| !valid) {
+                    return Err(corrupt(format!("regular join {table} holds a NULL key")));
                 }
+                restored.extend(side.held.restore(
+                    data,
+                    &keys,
+                    partners.values(),
+                    stored_at.values(),
+                )?);
             }
             // Expiry goes by storing time, whatever the order of the snapshot's keys.
-            restored.sort();
-            side.stored = restored.into();
+            side.held.restore_expiry(restored);
         }
         Ok(())
     }
@@ -641,8 +669,8 @@ impl Operator for RegularJoinOperator {
             .zip(SIDE_TABLES)
             .map(|(side, table)| StateUsage {
                 table,
-                rows: side.rows,
-                bytes: side.bytes,
+                rows: side.held.rows(),
+                bytes: side.held.bytes(),
             })
             .collect()
     }
@@ -826,6 +854,40 @@ mod tests {
         op.on_batch(1, batch("r", Some("-"), &[(Some(1), 100)]), &mut out)
             .unwrap();
         assert!(rows(&mut out).is_empty());
+    }
+
+    #[test]
+    fn a_retraction_removes_a_row_added_earlier_in_its_own_batch() {
+        let mut op = operator(
+            &Options {
+                left_updating: true,
+                ..options(JoinKind::Left)
+            },
+            fixed_clock(),
+        );
+        let mut out = OperatorContext::default();
+        op.on_batch(
+            0,
+            batch(
+                "l",
+                Some("++-"),
+                &[(Some(1), 10), (Some(1), 10), (Some(1), 10)],
+            ),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["+ 1 10 NULL NULL", "+ 1 10 NULL NULL", "- 1 10 NULL NULL"]
+        );
+        assert_eq!(op.state_usage()[0].rows, 1);
+        op.on_batch(1, batch("r", None, &[(Some(1), 100)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            ["- 1 10 NULL NULL", "+ 1 10 1 100"],
+            "one left row is left to join"
+        );
     }
 
     #[test]
