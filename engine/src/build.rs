@@ -429,14 +429,8 @@ impl Builder<'_, '_> {
                     .ctx
                     .state
                     .create_physical_expr(l.order.expr.clone(), &input_schema)?;
-                let time_unit_ns = match time.data_type(input_schema.as_arrow())? {
-                    DataType::Timestamp(unit, _) => unit_nanos(unit),
-                    other => {
-                        return Err(EngineError::Internal(format!(
-                            "LEAD ordered by a {other} column"
-                        )));
-                    }
-                };
+                let time_unit_ns =
+                    timestamp_unit_ns(&time.data_type(input_schema.as_arrow())?, "LEAD's order")?;
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     // LEAD has LAG's arguments: value, offset, default.
@@ -477,14 +471,10 @@ impl Builder<'_, '_> {
                 let state = self.ctx.state;
                 let keys = self.physical_exprs(&o.partition, &input_schema)?;
                 let time = state.create_physical_expr(o.order.expr.clone(), &input_schema)?;
-                let time_unit_ns = match time.data_type(input_schema.as_arrow())? {
-                    DataType::Timestamp(unit, _) => unit_nanos(unit),
-                    other => {
-                        return Err(EngineError::Internal(format!(
-                            "an OVER aggregation ordered by a {other} column"
-                        )));
-                    }
-                };
+                let time_unit_ns = timestamp_unit_ns(
+                    &time.data_type(input_schema.as_arrow())?,
+                    "an OVER aggregation's order",
+                )?;
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
                     let spec = OverAggregateSpec {
@@ -612,11 +602,8 @@ impl Builder<'_, '_> {
             StreamPlan::TemporalJoin(j) => {
                 let (left, right) = (self.build(&j.left)?, self.build(&j.right)?);
                 let left_schema = j.left.schema();
-                let unit = |schema: &DFSchema, index: usize| match schema.field(index).data_type() {
-                    DataType::Timestamp(unit, _) => Ok(unit_nanos(*unit)),
-                    other => Err(EngineError::Internal(format!(
-                        "temporal join over a {other} time column"
-                    ))),
+                let unit = |schema: &DFSchema, index: usize| {
+                    timestamp_unit_ns(schema.field(index).data_type(), "a temporal join's time")
                 };
                 let (left_unit_ns, right_unit_ns) = (
                     unit(&left_schema, j.left_time)?,
@@ -1306,6 +1293,16 @@ fn info(name: &str, schema: &DFSchema) -> OperatorInfo {
 }
 
 /// The columns of `input`'s rows without the leading `__op` of a changelog.
+/// Nanoseconds per unit of a time attribute of type `data_type` (`what` names it in the error).
+fn timestamp_unit_ns(data_type: &DataType, what: &str) -> EngineResult<i64> {
+    match data_type {
+        DataType::Timestamp(unit, _) => Ok(unit_nanos(*unit)),
+        other => Err(EngineError::Internal(format!(
+            "{what} is a {other} column, not a timestamp"
+        ))),
+    }
+}
+
 fn without_op(input: &StreamPlan) -> EngineResult<DFSchema> {
     let schema = input.schema();
     if !input.is_updating() {

@@ -163,7 +163,7 @@ async fn error_messages() {
         "SELECT median(n) FROM (SELECT channel, count(*) AS n FROM bids GROUP BY channel) s",
         "SELECT * FROM TUMBLE((SELECT channel, max(date_time) AS t FROM bids GROUP BY channel), t, \
          INTERVAL '10' SECOND)",
-        "SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3",
+        "SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3 OFFSET 1",
         "SELECT * FROM bids ORDER BY price",
         "SELECT * FROM bids a CROSS JOIN bids b",
         "CREATE SOURCE s (a INT) WITH (connector = 'nowhere')",
@@ -194,8 +194,8 @@ async fn error_messages() {
       -> feature not supported: median() over an updating result: an aggregate over a changelog must retract the rows it deletes, which count, min, max, sum, avg, mean, stddev, stddev_pop, stddev_samp, var, var_pop, var_samp, var_population, var_sample do
     SELECT * FROM TUMBLE((SELECT channel, max(date_time) AS t FROM bids GROUP BY channel), t, INTERVAL '10' SECOND)
       -> feature not supported: the window table function TUMBLE over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
-    SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3
-      -> feature not supported: LIMIT over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
+    SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3 OFFSET 1
+      -> feature not supported: OFFSET over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
     SELECT * FROM bids ORDER BY price
       -> feature not supported: ORDER BY on a stream (a stream has no end to sort at)
     SELECT * FROM bids a CROSS JOIN bids b
@@ -225,7 +225,7 @@ async fn error_messages() {
     SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, INTERVAL '10' SECOND) GROUP BY window_start
       -> feature not supported: a CUMULATE aggregate grouped without window_end (its windows share their start)
     SELECT auction, sum(price) OVER (PARTITION BY auction ORDER BY price) FROM bids
-      -> feature not supported: an ORDER BY other than one time attribute (the WATERMARK FOR column or a window's window_time) ascending in an OVER window on a stream: OVER aggregations take aggregates and LAG over (PARTITION BY ... ORDER BY <time attribute> ASC ROWS BETWEEN n PRECEDING AND CURRENT ROW | RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW), the same window for every function; ROW_NUMBER(), RANK() and DENSE_RANK() only as a Top-N (filtered by `rn <= N`, `rn < N` or `rn = 1` in an outer query)
+      -> feature not supported: an ORDER BY other than one time attribute (the WATERMARK FOR column or a window's window_time) ascending in an OVER window on a stream: OVER aggregations take aggregates, LAG and LEAD over (PARTITION BY ... ORDER BY <time attribute> ASC ROWS BETWEEN n PRECEDING AND CURRENT ROW | RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW), the same window for every function; ROW_NUMBER(), RANK() and DENSE_RANK() only as a Top-N (filtered by `rn <= N`, `rn < N` or `rn = 1` in an outer query)
     "#);
 }
 

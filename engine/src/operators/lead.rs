@@ -18,14 +18,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::over_aggregate::{partition_key_converter, partition_keys_and_times};
 use super::{Operator, OperatorContext, OperatorInfo, conform_batch};
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::{Epoch, EventTime, WATERMARK_END};
@@ -104,21 +104,14 @@ impl LeadOperator {
                 .map(|f| SortField::new(f.data_type().clone()))
                 .collect(),
         )?;
-        let key_fields = if spec.keys.is_empty() {
-            vec![SortField::new(DataType::Boolean)]
-        } else {
-            spec.keys
-                .iter()
-                .map(|e| Ok(SortField::new(e.data_type(&input_schema)?)))
-                .collect::<EngineResult<_>>()?
-        };
         let reach = spec.leads.iter().map(|l| l.offset).max().unwrap_or(0);
+        let key_rows = partition_key_converter(&spec.keys, &input_schema)?;
         Ok(Self {
             info,
             input_schema,
             spec,
             rows,
-            key_rows: RowConverter::new(key_fields)?,
+            key_rows,
             partitions: HashMap::new(),
             reach,
             waiting: 0,
@@ -135,23 +128,13 @@ impl LeadOperator {
         ready: &mut Vec<(Waiting, Vec<ScalarValue>)>,
     ) -> EngineResult<()> {
         let n = batch.num_rows();
-        let keys: Vec<ArrayRef> = if self.spec.keys.is_empty() {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
-        } else {
-            self.spec
-                .keys
-                .iter()
-                .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
-                .collect::<EngineResult<_>>()?
-        };
-        let keys: Rows = self.key_rows.convert_columns(&keys)?;
-        let time = cast(
-            &self.spec.time.evaluate(batch)?.into_array(n)?,
-            &DataType::Int64,
+        let (keys, times) = partition_keys_and_times(
+            &self.key_rows,
+            &self.spec.keys,
+            &self.spec.time,
+            self.spec.time_unit_ns,
+            batch,
         )?;
-        let time = time
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| EngineError::Internal("a time attribute that is not a time".into()))?;
         let values = self
             .spec
             .leads
@@ -159,13 +142,9 @@ impl LeadOperator {
             .map(|l| Ok(l.value.evaluate(batch)?.into_array(n)?))
             .collect::<EngineResult<Vec<_>>>()?;
         let rows = self.rows.convert_columns(batch.columns())?;
-        for i in 0..n {
+        for (i, time) in times.into_iter().enumerate() {
             let waiting = Waiting {
-                time: if time.is_valid(i) {
-                    time.value(i).saturating_mul(self.spec.time_unit_ns)
-                } else {
-                    EventTime::MAX
-                },
+                time,
                 seq: self.next_seq,
                 row: rows.row(i).owned(),
                 values: values
@@ -368,8 +347,8 @@ impl Operator for LeadOperator {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::arrow::array::{AsArray, Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;

@@ -179,15 +179,7 @@ impl OverAggregateOperator {
                 .map(|f| SortField::new(f.data_type().clone()))
                 .collect(),
         )?;
-        // Without PARTITION BY: one constant key column.
-        let key_fields = if spec.keys.is_empty() {
-            vec![SortField::new(DataType::Boolean)]
-        } else {
-            spec.keys
-                .iter()
-                .map(|e| Ok(SortField::new(e.data_type(&input_schema)?)))
-                .collect::<EngineResult<_>>()?
-        };
+
         let mut aggregates = Vec::new();
         let mut lags = Vec::new();
         let mut order = Vec::new();
@@ -204,6 +196,7 @@ impl OverAggregateOperator {
             }
         }
         let lag_rows = lags.iter().map(|l| l.offset as u64).max().unwrap_or(0);
+        let key_rows = partition_key_converter(&spec.keys, &input_schema)?;
         let op = Self {
             info,
             input_schema,
@@ -211,7 +204,7 @@ impl OverAggregateOperator {
             aggregates,
             lags,
             rows,
-            key_rows: RowConverter::new(key_fields)?,
+            key_rows,
             pending: BTreeMap::new(),
             partitions: HashMap::new(),
             next_seq: 0,
@@ -257,31 +250,13 @@ impl OverAggregateOperator {
 
     /// Partition keys and event times (nanoseconds; NULL is the end of time) of `batch`.
     fn keys_and_times(&self, batch: &RecordBatch) -> EngineResult<(Rows, Vec<EventTime>)> {
-        let n = batch.num_rows();
-        let keys: Vec<ArrayRef> = if self.spec.keys.is_empty() {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
-        } else {
-            self.spec
-                .keys
-                .iter()
-                .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
-                .collect::<EngineResult<_>>()?
-        };
-        let time = self.spec.time.evaluate(batch)?.into_array(n)?;
-        let time = cast(&time, &DataType::Int64)?;
-        let time = time
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| EngineError::Internal("a time attribute that is not a time".into()))?;
-        let times = (0..n)
-            .map(|i| {
-                if time.is_valid(i) {
-                    time.value(i).saturating_mul(self.spec.time_unit_ns)
-                } else {
-                    EventTime::MAX
-                }
-            })
-            .collect();
-        Ok((self.key_rows.convert_columns(&keys)?, times))
+        partition_keys_and_times(
+            &self.key_rows,
+            &self.spec.keys,
+            &self.spec.time,
+            self.spec.time_unit_ns,
+            batch,
+        )
     }
 
     /// The held form of `batch`'s rows (with their keys), not yet added to any partition.
@@ -533,6 +508,54 @@ enum Kind {
 
 /// Adds `row` to `partition`: to its accumulators when the frame is bounded or unbounded
 /// (the frame always ends at the current row), and to its held rows.
+/// The converter of PARTITION BY `keys` over `schema` (without keys: one constant column).
+pub(crate) fn partition_key_converter(
+    keys: &[Arc<dyn PhysicalExpr>],
+    schema: &Schema,
+) -> EngineResult<RowConverter> {
+    let fields = if keys.is_empty() {
+        vec![SortField::new(DataType::Boolean)]
+    } else {
+        keys.iter()
+            .map(|e| Ok(SortField::new(e.data_type(schema)?)))
+            .collect::<EngineResult<_>>()?
+    };
+    Ok(RowConverter::new(fields)?)
+}
+
+/// The partition keys (with `converter`, of `keys`) and event times (`time` in nanoseconds;
+/// NULL is the end of time) of `batch`'s rows.
+pub(crate) fn partition_keys_and_times(
+    converter: &RowConverter,
+    keys: &[Arc<dyn PhysicalExpr>],
+    time: &Arc<dyn PhysicalExpr>,
+    time_unit_ns: i64,
+    batch: &RecordBatch,
+) -> EngineResult<(Rows, Vec<EventTime>)> {
+    let n = batch.num_rows();
+    let keys: Vec<ArrayRef> = if keys.is_empty() {
+        vec![Arc::new(BooleanArray::from(vec![true; n]))]
+    } else {
+        keys.iter()
+            .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+            .collect::<EngineResult<_>>()?
+    };
+    let time = cast(&time.evaluate(batch)?.into_array(n)?, &DataType::Int64)?;
+    let time = time
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| EngineError::Internal("a time attribute that is not a time".into()))?;
+    let times = (0..n)
+        .map(|i| {
+            if time.is_valid(i) {
+                time.value(i).saturating_mul(time_unit_ns)
+            } else {
+                EventTime::MAX
+            }
+        })
+        .collect();
+    Ok((converter.convert_columns(&keys)?, times))
+}
+
 fn add(partition: &mut Partition, row: Held, bounded: bool) -> EngineResult<()> {
     for (acc, args) in partition.accumulators.iter_mut().zip(&row.args) {
         acc.update_batch(&arrays(args)?)?;

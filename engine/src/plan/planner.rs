@@ -949,10 +949,10 @@ fn plan_top_n(filter: &Filter, rank_output: bool) -> EngineResult<StreamPlan> {
 /// The error for an OVER window Eddy does not run, naming what it runs.
 fn unsupported_over(what: &str) -> EngineError {
     unsupported(&format!(
-        "{what} in an OVER window on a stream: OVER aggregations take aggregates and LAG over \
-         (PARTITION BY ... ORDER BY <time attribute> ASC ROWS BETWEEN n PRECEDING AND CURRENT \
-         ROW | RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW), the same window for every \
-         function; ROW_NUMBER(), RANK() and DENSE_RANK() only as a Top-N (filtered by \
+        "{what} in an OVER window on a stream: OVER aggregations take aggregates, LAG and \
+         LEAD over (PARTITION BY ... ORDER BY <time attribute> ASC ROWS BETWEEN n PRECEDING AND \
+         CURRENT ROW | RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW), the same window for \
+         every function; ROW_NUMBER(), RANK() and DENSE_RANK() only as a Top-N (filtered by \
          `rn <= N`, `rn < N` or `rn = 1` in an outer query)"
     ))
 }
@@ -1158,9 +1158,9 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
     let inputs = in_schema.fields().len();
     let mut plan = stream;
     let mut fields: Vec<usize> = (0..inputs).collect();
-    for (frame, functions) in &groups {
-        fields.extend(functions.iter().map(|i| inputs + i));
-        let schema = DFSchema::new_with_metadata(
+    // The window's columns at `fields`: the schema of a stacked operator's rows.
+    let schema_of = |fields: &[usize]| -> EngineResult<DFSchema> {
+        Ok(DFSchema::new_with_metadata(
             fields
                 .iter()
                 .map(|&i| {
@@ -1169,7 +1169,11 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
                 })
                 .collect(),
             window.schema.metadata().clone(),
-        )?;
+        )?)
+    };
+    for (frame, functions) in &groups {
+        fields.extend(functions.iter().map(|i| inputs + i));
+        let schema = schema_of(&fields)?;
         plan = StreamPlan::OverAggregate(Box::new(OverAggregateNode {
             input: plan,
             partition: partition.clone(),
@@ -1196,16 +1200,7 @@ fn plan_over(window: &datafusion::logical_expr::Window) -> EngineResult<StreamPl
             }));
         }
         fields.extend(leads.iter().map(|i| inputs + i));
-        let schema = DFSchema::new_with_metadata(
-            fields
-                .iter()
-                .map(|&i| {
-                    let (q, f) = window.schema.qualified_field(i);
-                    (q.cloned(), Arc::clone(f))
-                })
-                .collect(),
-            window.schema.metadata().clone(),
-        )?;
+        let schema = schema_of(&fields)?;
         plan = StreamPlan::Lead(Box::new(LeadNode {
             input: plan,
             partition: partition.clone(),
