@@ -98,6 +98,9 @@ struct Inner {
     ending: Ending,
     /// Changes applied so far; a follower skips changes its snapshot already holds.
     sequence: u64,
+    /// Changes of the contents so far (rows, or rows a watermark expired): a reader that saw
+    /// the contents at one count knows they are the same while it stays.
+    contents_version: u64,
     followers: Vec<mpsc::Sender<(u64, Message)>>,
     /// For an append-only view that keeps every row: how many of its first batches a
     /// completed checkpoint holds (a checkpoint writes only the batches after them).
@@ -135,6 +138,7 @@ impl ViewStore {
                 watermark: None,
                 ending: Ending::Running,
                 sequence: 0,
+                contents_version: 0,
                 followers: Vec::new(),
                 checkpointed: 0,
             }),
@@ -186,10 +190,10 @@ impl ViewStore {
         self.lock().watermark
     }
 
-    /// How many changes the view has applied: a reader that saw the contents at one count
-    /// knows they are unchanged while it stays the same.
-    pub fn sequence(&self) -> u64 {
-        self.lock().sequence
+    /// How many times the view's contents changed: a reader that saw them at one count knows
+    /// they are unchanged while it stays the same (a lookup join re-reads them when it moves).
+    pub fn contents_version(&self) -> u64 {
+        self.lock().contents_version
     }
 
     /// The view's current contents.
@@ -294,6 +298,7 @@ impl ViewStore {
             }
         }
         inner.watermark = watermark;
+        inner.contents_version += 1;
         // What was restored is in the checkpoint already.
         inner.checkpointed = inner.batches.len();
         Ok(())
@@ -305,16 +310,23 @@ impl ViewStore {
         let (sequence, followers) = {
             let mut inner = self.lock();
             match &message {
-                Message::Data(batch) => match self.mode {
-                    ViewMode::Append => self.append(&mut inner, batch)?,
-                    ViewMode::Updating => self.apply_changes(&mut inner, batch)?,
-                },
+                Message::Data(batch) => {
+                    match self.mode {
+                        ViewMode::Append => self.append(&mut inner, batch)?,
+                        ViewMode::Updating => self.apply_changes(&mut inner, batch)?,
+                    }
+                    inner.contents_version += 1;
+                }
                 // The end of input is passed on, but it neither expires rows (a finished view
                 // keeps what its retention held at the last real watermark) nor is shown.
                 Message::Watermark(WATERMARK_END) => {}
                 Message::Watermark(w) => {
                     inner.watermark = Some(*w);
+                    let rows = inner.num_rows;
                     self.expire(&mut inner, *w)?;
+                    if inner.num_rows != rows {
+                        inner.contents_version += 1;
+                    }
                 }
                 Message::Barrier(_) | Message::Idle | Message::End => return Ok(()),
             }

@@ -5,8 +5,8 @@
 //! The table is not an input: the operator reads it. A push table's rows are all rows inserted
 //! so far (it is append-only, without a key); the operator indexes the batches appended since
 //! it last looked before each left batch. A materialized view's rows are its current contents
-//! (the latest result of an updating view); the operator re-reads them whenever the view has
-//! changed since it last looked. Output is append-only, rows leave in input order, and
+//! (the latest result of an updating view); the operator re-reads them whenever the view's
+//! contents changed since it last looked. Output is append-only, rows leave in input order, and
 //! watermarks pass unchanged.
 //!
 //! State: none that a checkpoint holds. The index is a copy of the table, rebuilt from it after
@@ -55,7 +55,7 @@ pub struct LookupJoinSpec {
 struct Index {
     batches: Vec<RecordBatch>,
     rows: HashMap<Box<[u8]>, Vec<(u32, u32)>>,
-    /// A table: how many of its batches are indexed; a view: its sequence when read.
+    /// A table: how many of its batches are indexed; a view: its contents version when read.
     seen: Option<u64>,
 }
 
@@ -126,13 +126,13 @@ impl LookupJoinOperator {
                 }
             }
             LookupTable::View(view) => {
-                let sequence = view.sequence();
-                if self.index.seen == Some(sequence) {
+                let version = view.contents_version();
+                if self.index.seen == Some(version) {
                     return Ok(());
                 }
                 let batches = view.snapshot()?;
                 self.index = Index {
-                    seen: Some(sequence),
+                    seen: Some(version),
                     ..Index::default()
                 };
                 for batch in batches {
@@ -261,6 +261,10 @@ mod tests {
     }
 
     fn lookup(kind: JoinKind, table: &Arc<TableLog>) -> LookupJoinOperator {
+        lookup_in(kind, LookupTable::Table(Arc::clone(table)))
+    }
+
+    fn lookup_in(kind: JoinKind, table: LookupTable) -> LookupJoinOperator {
         let left = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
         let output = Arc::new(Schema::new(vec![
             left.field(0).clone(),
@@ -281,7 +285,7 @@ mod tests {
                 right_filter: None,
                 residual: None,
             },
-            LookupTable::Table(Arc::clone(table)),
+            table,
         )
         .unwrap()
     }
@@ -330,5 +334,25 @@ mod tests {
         let mut inner = lookup(JoinKind::Inner, &table);
         inner.on_batch(0, ids(&[3, 2]), &mut out).unwrap();
         assert_eq!(rows(&mut out), ["2:two"]);
+    }
+
+    #[tokio::test]
+    async fn a_view_is_read_again_when_its_contents_change() {
+        use crate::runtime::message::Message;
+        use crate::view::{ViewMode, ViewStore};
+        let view = Arc::new(ViewStore::try_new(dims(), ViewMode::Append, None, None).unwrap());
+        let mut op = lookup_in(JoinKind::Left, LookupTable::View(Arc::clone(&view)));
+        let mut out = OperatorContext::default();
+        view.apply(Message::Data(dim_rows(&[(1, "one")])))
+            .await
+            .unwrap();
+        op.on_batch(0, ids(&[1, 2]), &mut out).unwrap();
+        // A watermark changes nothing the lookup reads; rows do.
+        view.apply(Message::Watermark(5)).await.unwrap();
+        view.apply(Message::Data(dim_rows(&[(2, "two")])))
+            .await
+            .unwrap();
+        op.on_batch(0, ids(&[2]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), ["1:one", "2:NULL", "2:two"]);
     }
 }
