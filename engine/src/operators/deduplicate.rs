@@ -131,22 +131,9 @@ impl DeduplicateOperator {
         input_schema: SchemaRef,
         spec: DeduplicateSpec,
     ) -> EngineResult<Self> {
-        let rows = RowConverter::new(
-            input_schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let rows = super::row_converter(&input_schema)?;
         // A key without PARTITION BY: one constant column.
-        let key_fields = if spec.keys.is_empty() {
-            vec![SortField::new(DataType::Boolean)]
-        } else {
-            spec.keys
-                .iter()
-                .map(|e| Ok(SortField::new(e.data_type(&input_schema)?)))
-                .collect::<EngineResult<_>>()?
-        };
+        let key_rows = super::over_aggregate::partition_key_converter(&spec.keys, &input_schema)?;
         let order_rows = RowConverter::new(vec![SortField::new_with_options(
             spec.order.expr.data_type(&input_schema)?,
             spec.order.options,
@@ -156,7 +143,7 @@ impl DeduplicateOperator {
             input_schema,
             spec,
             rows,
-            key_rows: RowConverter::new(key_fields)?,
+            key_rows,
             order_rows,
             candidates: HashMap::new(),
             pending: BTreeMap::new(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -97,13 +97,7 @@ impl LeadOperator {
         input_schema: SchemaRef,
         spec: LeadSpec,
     ) -> EngineResult<Self> {
-        let rows = RowConverter::new(
-            input_schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let rows = super::row_converter(&input_schema)?;
         let reach = spec.leads.iter().map(|l| l.offset).max().unwrap_or(0);
         let key_rows = partition_key_converter(&spec.keys, &input_schema)?;
         Ok(Self {

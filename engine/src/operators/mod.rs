@@ -32,6 +32,20 @@ pub mod window_assign;
 pub mod window_join;
 pub mod window_top_n;
 
+/// A row-format converter of every column of `schema` (rows held in state).
+pub fn row_converter(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> crate::error::EngineResult<datafusion::arrow::row::RowConverter> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    Ok(RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}
+
 /// Per row of a changelog batch (led by `__op`), whether it is an insert (`+`); every other
 /// row is a delete.
 pub fn changelog_inserts(

@@ -172,13 +172,7 @@ impl OverAggregateOperator {
         input_schema: SchemaRef,
         mut spec: OverAggregateSpec,
     ) -> EngineResult<Self> {
-        let rows = RowConverter::new(
-            input_schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let rows = super::row_converter(&input_schema)?;
 
         let mut aggregates = Vec::new();
         let mut lags = Vec::new();

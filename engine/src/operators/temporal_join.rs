@@ -34,7 +34,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::join_rows::{JoinKind, KeyEncoder, SIDE_TABLES, residual_mask, restore_join_watermark};
@@ -142,13 +142,7 @@ impl TemporalJoinOperator {
                 spec.kind
             )));
         }
-        let converter = RowConverter::new(
-            spec.right_schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let converter = super::row_converter(&spec.right_schema)?;
         Ok(Self {
             info,
             spec,
