@@ -24,7 +24,9 @@
 //! Snapshot: one table, `rows`: every held row (the input's columns without `__op`),
 //! partition by partition in ORDER BY order, so a restored instance ranks ties the same way.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use datafusion::common::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt64Array};
@@ -433,6 +435,8 @@ impl TopNOperator {
                     changes.numbers.push(*n);
                 }
             }
+            // (The maps borrow rows of the partition until they are dropped.)
+            drop((counts, removed));
             if self.partitions.get(&key).is_some_and(|p| p.rows.is_empty()) {
                 self.partitions.remove(&key);
             }
