@@ -401,19 +401,19 @@ impl TemporalJoinOperator {
             None => vec![true; batch.num_rows()],
         };
         let rows = self.converter.convert_columns(batch.columns())?;
-        // Deletes of this batch not followed by an upsert of their key: (key, row).
-        let mut deletes: Vec<(Box<[u8]>, usize)> = Vec::new();
+        // Deletes of this batch not followed by an upsert of their key: key -> row. (Keys are
+        // independent, so the order they are applied in does not matter.)
+        let mut deletes: HashMap<Box<[u8]>, usize> = HashMap::new();
         for row in 0..batch.num_rows() {
             if !valid[row] {
                 continue;
             }
             let key = keys.row(row).data();
             if !inserts[row] {
-                deletes.retain(|(k, _)| k.as_ref() != key);
-                deletes.push((key.into(), row));
+                deletes.insert(key.into(), row);
                 continue;
             }
-            deletes.retain(|(k, _)| k.as_ref() != key);
+            deletes.remove(key);
             match times[row] {
                 Some(t) if !self.is_late(t) => self.add_version(
                     key,
@@ -743,22 +743,32 @@ mod tests {
         .unwrap()
     }
 
-    fn rates(rows: &[(Option<&str>, &str, i64, i64)]) -> RecordBatch {
-        let (_, right, _) = schemas(true);
-        let mut fields = vec![Arc::new(Field::new("__op", DataType::Utf8, false))];
-        fields.extend(right.fields().iter().cloned());
+    /// Append-only rate rows (currency, rate, time).
+    fn versions(rows: &[(Option<&str>, i64, i64)]) -> RecordBatch {
+        let (_, right, _) = schemas(false);
         RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
+            right,
             vec![
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
                 Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.3),
+                    rows.iter().map(|r| r.2),
                 )),
             ],
         )
         .unwrap()
+    }
+
+    /// Changelog rate rows (currency, op, rate, time).
+    fn rates(rows: &[(Option<&str>, &str, i64, i64)]) -> RecordBatch {
+        let rows_only = versions(&rows.iter().map(|r| (r.0, r.2, r.3)).collect::<Vec<_>>());
+        let mut fields = vec![Arc::new(Field::new("__op", DataType::Utf8, false))];
+        fields.extend(rows_only.schema().fields().iter().cloned());
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.1),
+        ))];
+        columns.extend(rows_only.columns().iter().cloned());
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
     }
 
     fn output(emitted: &[Emitted]) -> Vec<String> {
@@ -829,24 +839,17 @@ mod tests {
     #[test]
     fn versions_behind_the_watermark_are_pruned_but_the_current_one_is_kept() {
         let mut op = join(JoinKind::Inner, false);
-        let append = |rows: &[(&str, i64, i64)]| {
-            let (_, right, _) = schemas(false);
-            RecordBatch::try_new(
-                right,
-                vec![
-                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-                    Arc::new(TimestampMillisecondArray::from_iter_values(
-                        rows.iter().map(|r| r.2),
-                    )),
-                ],
-            )
-            .unwrap()
-        };
         let emitted = run(
             &mut op,
             &[
-                Step::Rows(1, append(&[("EUR", 1, 10), ("EUR", 2, 20), ("EUR", 3, 30)])),
+                Step::Rows(
+                    1,
+                    versions(&[
+                        (Some("EUR"), 1, 10),
+                        (Some("EUR"), 2, 20),
+                        (Some("EUR"), 3, 30),
+                    ]),
+                ),
                 Step::Watermark(25 * MS),
                 Step::Rows(0, orders(&[(1, Some("EUR"), 26), (2, Some("EUR"), 31)])),
                 Step::Watermark(40 * MS),
