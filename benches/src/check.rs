@@ -8,7 +8,9 @@
 //! - the same rows with `SET parallelism = 1` and `SET parallelism = 2`;
 //! - the same rows as DataFusion's batch query, where that query is an exact equivalent
 //!   ([`Baseline::Exact`](crate::queries::Baseline) or `Same`): over a bounded input a
-//!   streaming query returns what the batch query returns, minus late rows;
+//!   streaming query returns what the batch query returns, minus late rows (for a query on
+//!   processing time, `Baseline::RolledUp`, a roll-up of it whose rows do not depend on when
+//!   they were processed);
 //! - for an updating result (a changelog led by the `op` column: Top-N, deduplication keeping
 //!   the last row), the same comparisons of its final rows: the changelog applied in order
 //!   (`+` adds a row, `-` removes an equal one, which must be there);
@@ -175,7 +177,7 @@ async fn streaming_rows(
     let mut rows = Vec::new();
     let mut updating = false;
     let outcome = eddy
-        .run(query.streaming, |b| {
+        .run(query.checked_sql(), |b| {
             updating = is_changelog(b);
             match columns {
                 // The op column stays in front, for the fold.

@@ -37,6 +37,7 @@ use crate::operators::match_recognize::{MatchRecognizeOperator, MatchRecognizeSp
 use crate::operators::over_aggregate::{
     Lag, OverAggregateOperator, OverAggregateSpec, OverFunction,
 };
+use crate::operators::processing_time::ProcessingTimeOperator;
 use crate::operators::project::ProjectOperator;
 use crate::operators::regular_join::{
     RegularJoinOperator, RegularJoinSide, RegularJoinSpec, wall_clock,
@@ -239,6 +240,17 @@ impl Builder<'_, '_> {
                     Ok(Box::new(UnionOperator::new(info("Union", schema))))
                 })?;
                 self.stage(id, plan, ops, vec![channels], Distribution::PerChannel)
+            }
+            StreamPlan::ProcessingTime { input, column } => {
+                let input_schema = input.schema();
+                let inputs = self.build(input)?;
+                let ops = self.instances(&Distribution::PerChannel, &[&inputs], || {
+                    Ok(Box::new(ProcessingTimeOperator::new(
+                        info("ProcessingTime", &input_schema),
+                        *column,
+                    )?))
+                })?;
+                self.stage(id, plan, ops, vec![inputs], Distribution::PerChannel)
             }
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();

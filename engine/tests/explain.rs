@@ -221,7 +221,7 @@ async fn error_messages() {
     SELECT * FROM TUMBLE(bids, date_time, 10)
       -> expected an interval such as INTERVAL '10' SECOND as argument of TUMBLE
     SELECT * FROM TUMBLE((SELECT date_time + INTERVAL '1' SECOND AS t FROM bids), t, INTERVAL '10' SECOND)
-      -> the time column "t" of TUMBLE is not a time attribute: use the WATERMARK FOR column of a source or table (passed through unchanged) or the window_time or window_end of a window
+      -> the time column "t" of TUMBLE is not a time attribute: use the WATERMARK FOR column of a source or table (passed through unchanged), the window_time or window_end of a window, or a column defined as PROCTIME()
     SELECT window_start, count(*) FROM CUMULATE(bids, date_time, INTERVAL '1' SECOND, INTERVAL '10' SECOND) GROUP BY window_start
       -> feature not supported: a CUMULATE aggregate grouped without window_end (its windows share their start)
     SELECT auction, sum(price) OVER (PARTITION BY auction ORDER BY price) FROM bids

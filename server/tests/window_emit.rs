@@ -144,3 +144,107 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A window on processing time (`TUMBLE` over a column defined as `PROCTIME()`, Nexmark
+/// q12's shape) closes when the wall clock passes its end: its row comes with no further
+/// input and no watermark declared. The rows of one INSERT reach the window at one instant,
+/// so they share a window.
+#[tokio::test]
+async fn a_processing_time_window_closes_on_the_clock_without_further_rows() {
+    let dir = std::env::temp_dir().join(format!("eddy-proctime-emit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: Some(dir.clone()),
+        parallelism: 2,
+        allowed_paths: Vec::new(),
+        checkpoint_interval: std::time::Duration::from_secs(10),
+        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
+        security: Default::default(),
+    })
+    .await
+    .unwrap();
+    let (writer, _) = connect_with_socket(&server).await;
+    let (reader, reader_socket) = connect_with_socket(&server).await;
+    writer
+        .batch_execute("CREATE TABLE clicks (user_id INT, url VARCHAR)")
+        .await
+        .unwrap();
+    let stream = reader
+        .copy_out(
+            "COPY (SELECT user_id, count(*) AS clicks, window_end - window_start AS size, \
+             window_start FROM TUMBLE((SELECT *, PROCTIME() AS p_time FROM clicks), p_time, \
+             INTERVAL '1' SECOND) GROUP BY user_id, window_start, window_end) TO STDOUT",
+        )
+        .await
+        .unwrap();
+    pin_mut!(stream);
+    assert_no_row(&mut stream, "no row came, so no window has any").await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    writer
+        .batch_execute("INSERT INTO clicks VALUES (1, 'a'), (2, 'b'), (1, 'c')")
+        .await
+        .unwrap();
+    let mut rows = vec![
+        next_row(&mut stream, "the first user's window").await,
+        next_row(&mut stream, "the second user's window").await,
+    ];
+    rows.sort();
+    let fields: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.trim_end().split('\t').collect())
+        .collect();
+    assert_eq!(fields[0][..3], ["1", "2", "00:00:01"], "{rows:?}");
+    assert_eq!(fields[1][..3], ["2", "1", "00:00:01"], "{rows:?}");
+    assert_eq!(
+        fields[0][3], fields[1][3],
+        "one INSERT, one window: {rows:?}"
+    );
+    // The window is on the wall clock (UTC), not on any time in the rows.
+    let start = epoch_seconds(fields[0][3]);
+    assert!(
+        (start - now).abs() < 120,
+        "window_start {} is not the wall clock ({now} s since the epoch)",
+        fields[0][3]
+    );
+    assert_no_row(&mut stream, "every row was counted once").await;
+
+    // A later row lands in a later window, which closes on the clock too.
+    writer
+        .batch_execute("INSERT INTO clicks VALUES (2, 'd')")
+        .await
+        .unwrap();
+    let row = next_row(&mut stream, "the later window").await;
+    let later: Vec<&str> = row.trim_end().split('\t').collect();
+    assert_eq!(later[..3], ["2", "1", "00:00:01"], "{row}");
+    assert!(epoch_seconds(later[3]) > start, "{row} after {rows:?}");
+
+    drop(reader);
+    reader_socket.abort();
+    wait_for_no_tasks(&server).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Seconds since the epoch of a `YYYY-MM-DD HH:MM:SS[.fff]` text (UTC).
+fn epoch_seconds(text: &str) -> i64 {
+    let (date, time) = text.split_once(' ').expect("a timestamp");
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let t: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + t[0] as i64 * 3600 + t[1] as i64 * 60 + t[2] as i64
+}

@@ -53,8 +53,9 @@ impl ScalarUDFImpl for AsOfMarker {
 }
 
 /// `PROCTIME()`: the wall clock, as Flink's processing-time attribute. A column defined as
-/// `PROCTIME()` may name the time of a lookup join (`FOR SYSTEM_TIME AS OF b.p_time`); windows
-/// on it are not supported (Eddy's windows run on event time).
+/// `PROCTIME()` may name the time of a lookup join (`FOR SYSTEM_TIME AS OF b.p_time`) and be
+/// the time of a window, which then runs on processing time (`operators::processing_time`
+/// stamps the column again where the window reads it).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Proctime {
     signature: Signature,

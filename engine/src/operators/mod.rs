@@ -17,6 +17,7 @@ pub mod limit;
 pub mod lookup_join;
 pub mod match_recognize;
 pub mod over_aggregate;
+pub mod processing_time;
 pub mod project;
 pub mod regular_join;
 pub mod retractable_extreme;

@@ -245,6 +245,7 @@ impl StreamPlan {
             StreamPlan::Filter { input, .. }
             | StreamPlan::Project { input, .. }
             | StreamPlan::Limit { input, .. }
+            | StreamPlan::ProcessingTime { input, .. }
             | StreamPlan::Alias { input, .. } => vec![input],
             StreamPlan::Union { inputs, .. } => inputs.iter().collect(),
             StreamPlan::Window(w) => vec![&w.input],
@@ -272,6 +273,7 @@ impl StreamPlan {
             StreamPlan::Filter { input, .. }
             | StreamPlan::Project { input, .. }
             | StreamPlan::Limit { input, .. }
+            | StreamPlan::ProcessingTime { input, .. }
             | StreamPlan::Alias { input, .. } => vec![input],
             StreamPlan::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamPlan::Window(w) => vec![&mut w.input],
@@ -304,9 +306,10 @@ impl StreamPlan {
         };
         Some(match self {
             StreamPlan::Source(_) | StreamPlan::Alias { .. } => return None,
-            StreamPlan::Filter { .. } | StreamPlan::Project { .. } | StreamPlan::Union { .. } => {
-                Partitioning::PerChannel
-            }
+            StreamPlan::Filter { .. }
+            | StreamPlan::Project { .. }
+            | StreamPlan::Union { .. }
+            | StreamPlan::ProcessingTime { .. } => Partitioning::PerChannel,
             StreamPlan::Limit { .. } => Partitioning::Single,
             StreamPlan::Window(w) => match w.kind {
                 WindowKind::Session { .. } => {
@@ -438,6 +441,15 @@ impl StreamPlan {
                 Description::new(format!("Limit: skip={skip}, fetch={fetch}"), inputs)
             }
             StreamPlan::Alias { .. } => Description::new(String::new(), inputs),
+            StreamPlan::ProcessingTime { input, column } => Description::new(
+                format!(
+                    "ProcessingTime: {} = wall clock",
+                    input.schema().field(*column).name()
+                ),
+                inputs,
+            )
+            .emit("append")
+            .watermark("wall clock"),
             StreamPlan::Window(w) => {
                 let input_schema = w.input.schema();
                 let column = |i: usize| input_schema.field(i).name().clone();

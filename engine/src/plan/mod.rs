@@ -81,6 +81,12 @@ pub enum StreamPlan {
     },
     /// A window table function: appends `window_start`, `window_end`, `window_time`.
     Window(Box<WindowNode>),
+    /// Stamps column `column` (defined as `PROCTIME()`) with the wall clock and makes the
+    /// clock the watermark: the input of a window on processing time.
+    ProcessingTime {
+        input: Box<StreamPlan>,
+        column: usize,
+    },
     /// `GROUP BY` window columns and keys, emitted when each window closes.
     WindowAggregate(Box<WindowAggregateNode>),
     /// `GROUP BY` keys without window columns: a changelog of each group's values.
@@ -403,7 +409,9 @@ impl StreamPlan {
     pub fn schema(&self) -> DFSchemaRef {
         match self {
             StreamPlan::Source(s) => Arc::clone(&s.schema),
-            StreamPlan::Filter { input, .. } | StreamPlan::Limit { input, .. } => input.schema(),
+            StreamPlan::Filter { input, .. }
+            | StreamPlan::Limit { input, .. }
+            | StreamPlan::ProcessingTime { input, .. } => input.schema(),
             StreamPlan::Project { schema, .. }
             | StreamPlan::Union { schema, .. }
             | StreamPlan::Alias { schema, .. } => Arc::clone(schema),
@@ -439,6 +447,7 @@ impl StreamPlan {
             StreamPlan::RegularJoin(j) => j.updating,
             StreamPlan::Project { input, .. }
             | StreamPlan::Filter { input, .. }
+            | StreamPlan::ProcessingTime { input, .. }
             | StreamPlan::Alias { input, .. } => input.is_updating(),
             StreamPlan::Union { inputs, .. } => inputs.iter().any(StreamPlan::is_updating),
             StreamPlan::Limit { .. }

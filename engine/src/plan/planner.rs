@@ -1759,20 +1759,30 @@ fn plan_window_tvf(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
             tvf.kind.name()
         )));
     }
-    if time_attribute(&tvf.input, time_index) == TimeAttribute::No {
+    // A window on processing time: a column defined as PROCTIME(), stamped and watermarked
+    // by the clock right under the window.
+    let processing_time = super::temporal::is_proctime(&tvf.input, time_index);
+    if !processing_time && time_attribute(&tvf.input, time_index) == TimeAttribute::No {
         return Err(EngineError::Plan {
             message: format!(
                 "the time column \"{}\" of {} is not a time attribute: use the \
-                 WATERMARK FOR column of a source or table (passed through unchanged) \
-                 or the window_time or window_end of a window",
+                 WATERMARK FOR column of a source or table (passed through unchanged), \
+                 the window_time or window_end of a window, or a column defined as PROCTIME()",
                 tvf.time.name,
                 tvf.kind.name()
             ),
             position: None,
         });
     }
+    let mut input = plan_stream(&tvf.input)?;
+    if processing_time {
+        input = StreamPlan::ProcessingTime {
+            input: Box::new(input),
+            column: time_index,
+        };
+    }
     Ok(StreamPlan::Window(Box::new(WindowNode {
-        input: plan_stream(&tvf.input)?,
+        input,
         kind: tvf.kind,
         time_index: tvf.time_index()?,
         key_indices,

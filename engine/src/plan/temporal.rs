@@ -169,7 +169,7 @@ fn unaliased(expr: &Expr) -> &Expr {
 
 /// Whether column `index` of `plan` is `PROCTIME()` (Flink's `p_time AS PROCTIME()`), under
 /// aliases, filters and projections.
-fn is_proctime(plan: &LogicalPlan, index: usize) -> bool {
+pub(super) fn is_proctime(plan: &LogicalPlan, index: usize) -> bool {
     match plan {
         LogicalPlan::Projection(p) => match p.expr.get(index).map(unaliased) {
             Some(expr) => match expr {

@@ -718,9 +718,15 @@ pub(crate) async fn run_operator(
     let mut idle_sent = false;
     // The last complete checkpoint the operator was told of.
     let mut notified = 0;
+    // An operator on processing time is called on its timer, and is never idle.
+    let mut timer = op.timer().map(|period| {
+        let mut timer = tokio::time::interval(period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
     loop {
         let next = tokio::select! {
-            next = merged.next() => next,
+            next = merged.next() => Some(next),
             _ = output.closed() => return Ok(()),
             _ = &mut refresh, if changed => {
                 let next = refresh_state(op.as_ref());
@@ -728,13 +734,22 @@ pub(crate) async fn run_operator(
                 refresh.as_mut().reset(next);
                 continue;
             }
+            _ = async { timer.as_mut()?.tick().await; Some(()) },
+                if timer.is_some() && alignment.epoch.is_none() => None,
+        };
+        let mut all_ended = false;
+        let Some(next) = next else {
+            op.on_timer(&mut ctx)?;
+            if !forward(&mut ctx, &output, &metrics, &mut idle_sent).await {
+                return Ok(());
+            }
+            continue;
         };
         // All inputs closed without `End`: an upstream task failed; its error reaches the
         // consumer through the query's task set.
         let Some((i, message)) = next else {
             return Ok(());
         };
-        let mut all_ended = false;
         match message {
             Message::Data(batch) => {
                 watermarks.set_active(i);
@@ -797,25 +812,11 @@ pub(crate) async fn run_operator(
             changed = false;
             refresh.as_mut().reset(next);
         }
-        for m in ctx.drain() {
-            let (rows, watermark) = match &m {
-                Message::Data(batch) => (batch.num_rows(), None),
-                Message::Watermark(w) => (0, Some(*w)),
-                _ => (0, None),
-            };
-            if matches!(m, Message::Data(_) | Message::Watermark(_)) {
-                idle_sent = false;
-            }
-            if output.send(m).await.is_err() {
-                return Ok(());
-            }
-            metrics.add_out(rows);
-            if let Some(w) = watermark {
-                metrics.set_watermark(w);
-            }
+        if !forward(&mut ctx, &output, &metrics, &mut idle_sent).await {
+            return Ok(());
         }
         // Every input is idle: so is this instance's output, until it sends something.
-        if !finished && !idle_sent && watermarks.all_idle() {
+        if !finished && !idle_sent && timer.is_none() && watermarks.all_idle() {
             if output.send(Message::Idle).await.is_err() {
                 return Ok(());
             }
@@ -826,6 +827,34 @@ pub(crate) async fn run_operator(
             return Ok(());
         }
     }
+}
+
+/// Sends what the operator produced downstream, counting it; false when the consumer is
+/// gone. `idle_sent` is cleared by rows and watermarks.
+async fn forward(
+    ctx: &mut OperatorContext,
+    output: &mpsc::Sender<Message>,
+    metrics: &OperatorMetrics,
+    idle_sent: &mut bool,
+) -> bool {
+    for m in ctx.drain() {
+        let (rows, watermark) = match &m {
+            Message::Data(batch) => (batch.num_rows(), None),
+            Message::Watermark(w) => (0, Some(*w)),
+            _ => (0, None),
+        };
+        if matches!(m, Message::Data(_) | Message::Watermark(_)) {
+            *idle_sent = false;
+        }
+        if output.send(m).await.is_err() {
+            return false;
+        }
+        metrics.add_out(rows);
+        if let Some(w) = watermark {
+            metrics.set_watermark(w);
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -161,6 +161,18 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// How often the runtime calls [`Operator::on_timer`]; `None` (the default): never. An
+    /// operator on processing time uses it to act when no input comes.
+    fn timer(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// The timer of [`Operator::timer`] fired (not while the operator waits for a barrier on
+    /// some of its inputs).
+    fn on_timer(&mut self, _out: &mut OperatorContext) -> EngineResult<()> {
+        Ok(())
+    }
+
     /// Every input ended: flush what is held.
     fn on_end(&mut self, _out: &mut OperatorContext) -> EngineResult<()> {
         Ok(())
