@@ -45,6 +45,7 @@ use crate::operators::regular_join::{
 use crate::operators::session_window::SessionWindowOperator;
 use crate::operators::temporal_join::{TemporalJoinOperator, TemporalJoinSpec};
 use crate::operators::top_n::{TopNOperator, TopNSpec};
+use crate::operators::ttl::StateTtl;
 use crate::operators::union::UnionOperator;
 use crate::operators::updating_aggregate::UpdatingAggregateOperator;
 use crate::operators::window::{WindowKind, unit_nanos};
@@ -339,16 +340,19 @@ impl Builder<'_, '_> {
                 let inputs = self.build(&a.input)?;
                 let distribution = self.distribution(plan)?;
                 let ops = self.instances(&distribution, &[&inputs], || {
-                    Ok(Box::new(UpdatingAggregateOperator::try_new_over(
-                        info("UpdatingAggregate", &a.schema),
-                        self.aggregate_exprs(
-                            &a.keys,
-                            a.grouping_sets.as_ref(),
-                            &a.aggregates,
-                            &input_schema,
-                        )?,
-                        a.input.is_updating(),
-                    )?))
+                    Ok(Box::new(
+                        UpdatingAggregateOperator::try_new_over(
+                            info("UpdatingAggregate", &a.schema),
+                            self.aggregate_exprs(
+                                &a.keys,
+                                a.grouping_sets.as_ref(),
+                                &a.aggregates,
+                                &input_schema,
+                            )?,
+                            a.input.is_updating(),
+                        )?
+                        .with_ttl(a.ttl.map(|ttl| StateTtl::new(ttl, wall_clock()))),
+                    ))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)
             }
@@ -392,11 +396,14 @@ impl Builder<'_, '_> {
                         rank_output: t.rank_output,
                         updating_input,
                     };
-                    Ok(Box::new(TopNOperator::try_new(
-                        info("TopN", &t.schema),
-                        Arc::new(input_schema.as_arrow().clone()),
-                        spec,
-                    )?))
+                    Ok(Box::new(
+                        TopNOperator::try_new(
+                            info("TopN", &t.schema),
+                            Arc::new(input_schema.as_arrow().clone()),
+                            spec,
+                        )?
+                        .with_ttl(t.ttl.map(|ttl| StateTtl::new(ttl, wall_clock()))),
+                    ))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)
             }
@@ -425,11 +432,14 @@ impl Builder<'_, '_> {
                         time_unit_ns,
                         keep: d.keep,
                     };
-                    Ok(Box::new(DeduplicateOperator::try_new(
-                        info("Deduplicate", &d.schema),
-                        Arc::new(input_schema.as_arrow().clone()),
-                        spec,
-                    )?))
+                    Ok(Box::new(
+                        DeduplicateOperator::try_new(
+                            info("Deduplicate", &d.schema),
+                            Arc::new(input_schema.as_arrow().clone()),
+                            spec,
+                        )?
+                        .with_ttl(d.ttl.map(|ttl| StateTtl::new(ttl, wall_clock()))),
+                    ))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)
             }

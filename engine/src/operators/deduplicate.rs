@@ -15,9 +15,13 @@
 //! dropped (never late). Watermarks are forwarded unchanged.
 //!
 //! State: keep first, a candidate row per key not yet emitted (freed by the watermark) and a
-//! marker (the key and the emitted time) per key emitted, never freed; keep last, the latest
-//! row of every key, never freed (`state=unbounded`). Rows and keys are held in Arrow's row
-//! format.
+//! marker (the key and the emitted time) per key emitted; keep last, the latest row of every
+//! key. Markers and latest rows are never freed without a TTL (`state=unbounded`); with one
+//! (`SET state.ttl`, module `ttl`) they expire that long after they were written, in
+//! processing time, without emitting anything, as in Flink: a later row of an expired key is
+//! kept again (keep first emits it again; keep last emits `+` with no `-` before it). Entries
+//! restored from a checkpoint count their TTL from the restore. Rows and keys are held in
+//! Arrow's row format.
 //!
 //! Snapshot: keep first, `meta` (the watermark), `candidates` (the candidate rows in emission
 //! order) and `emitted` (each marker's key columns and time); keep last, `rows` (the held
@@ -33,6 +37,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
+use super::ttl::StateTtl;
 use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::{Epoch, EventTime};
@@ -54,8 +59,9 @@ pub enum Keep {
     Last,
 }
 
-/// The state tables of a deduplication by `keys` (as the plan names them).
-pub fn state_tables(keys: &[String], keep: Keep) -> Vec<StateTable> {
+/// The state tables of a deduplication by `keys` (as the plan names them), with a TTL or not.
+pub fn state_tables(keys: &[String], keep: Keep, ttl: bool) -> Vec<StateTable> {
+    let freed = if ttl { Freed::Ttl } else { Freed::Never("") };
     match keep {
         Keep::First => vec![
             StateTable::fixed(META, "the watermark"),
@@ -69,14 +75,14 @@ pub fn state_tables(keys: &[String], keep: Keep) -> Vec<StateTable> {
                 EMITTED,
                 keys.to_vec(),
                 "the time of each key's emitted row",
-                Freed::Never(""),
+                freed,
             ),
         ],
         Keep::Last => vec![StateTable::new(
             ROWS,
             keys.to_vec(),
             "the last row of each key",
-            Freed::Never(""),
+            freed,
         )],
     }
 }
@@ -105,6 +111,16 @@ struct Candidate {
 struct Latest {
     order: Box<[u8]>,
     row: OwnedRow,
+    /// When it was written (processing time, ms; with a TTL).
+    written_at: i64,
+}
+
+/// Keep first: an emitted key's marker.
+struct Marker {
+    /// The ORDER BY key of its emitted row.
+    order: Box<[u8]>,
+    /// When it was emitted (processing time, ms; with a TTL).
+    written_at: i64,
 }
 
 pub struct DeduplicateOperator {
@@ -117,12 +133,13 @@ pub struct DeduplicateOperator {
     /// Keep first: candidates by key, and their keys by (time, arrival) to emit in order.
     candidates: HashMap<Box<[u8]>, Candidate>,
     pending: BTreeMap<(EventTime, u64), Box<[u8]>>,
-    /// Keep first: the ORDER BY key of each emitted key's row.
-    emitted: HashMap<Box<[u8]>, Box<[u8]>>,
+    /// Keep first: each emitted key's marker.
+    emitted: HashMap<Box<[u8]>, Marker>,
     /// Keep last: the latest row of each key.
     latest: HashMap<Box<[u8]>, Latest>,
     next_seq: u64,
     watermark: Option<EventTime>,
+    ttl: Option<StateTtl>,
 }
 
 impl DeduplicateOperator {
@@ -151,7 +168,34 @@ impl DeduplicateOperator {
             latest: HashMap::new(),
             next_seq: 0,
             watermark: None,
+            ttl: None,
         })
+    }
+
+    /// Markers and latest rows expire `ttl` after they were written.
+    pub fn with_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Processing time now, with a TTL (0 without).
+    fn now(&self) -> i64 {
+        self.ttl.as_ref().map_or(0, StateTtl::now)
+    }
+
+    /// Drops the markers and latest rows the TTL has passed, when a scan is due.
+    fn expire(&mut self) {
+        let Some(cutoff) = self.ttl.as_mut().and_then(StateTtl::due) else {
+            return;
+        };
+        self.emitted.retain(|_, m| m.written_at > cutoff);
+        self.latest.retain(|_, l| l.written_at > cutoff);
+        if self.emitted.len() * 4 < self.emitted.capacity() {
+            self.emitted.shrink_to_fit();
+        }
+        if self.latest.len() * 4 < self.latest.capacity() {
+            self.latest.shrink_to_fit();
+        }
     }
 
     /// Keys, ORDER BY keys and event times (nanoseconds; NULL sorts as the end of time) of
@@ -199,7 +243,7 @@ impl DeduplicateOperator {
             let key = keys.row(i);
             let order = orders.row(i);
             if let Some(first) = self.emitted.get(key.data()) {
-                if order.data() < first.as_ref() {
+                if order.data() < first.order.as_ref() {
                     *late += 1;
                 }
                 continue;
@@ -230,6 +274,7 @@ impl DeduplicateOperator {
             return Ok(());
         };
         let mut rows = Vec::new();
+        let now = self.now();
         while let Some(entry) = self.pending.first_entry() {
             if entry.key().0 > watermark {
                 break;
@@ -239,7 +284,13 @@ impl DeduplicateOperator {
                 .candidates
                 .remove(&key)
                 .ok_or_else(|| EngineError::Internal("a pending key without its row".into()))?;
-            self.emitted.insert(key, candidate.order);
+            self.emitted.insert(
+                key,
+                Marker {
+                    order: candidate.order,
+                    written_at: now,
+                },
+            );
             rows.push(candidate.row);
         }
         if rows.is_empty() {
@@ -259,6 +310,7 @@ impl DeduplicateOperator {
         // Per key the batch changed: the row it had before the batch.
         let mut touched: Vec<(Box<[u8]>, Option<OwnedRow>)> = Vec::new();
         let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        let written_at = self.now();
         for i in 0..batch.num_rows() {
             let key = keys.row(i);
             let order = orders.row(i);
@@ -275,6 +327,7 @@ impl DeduplicateOperator {
                 Latest {
                     order: order.data().into(),
                     row: rows.row(i).owned(),
+                    written_at,
                 },
             );
         }
@@ -306,7 +359,7 @@ impl DeduplicateOperator {
             .convert_rows(self.emitted.keys().map(|k| key_parser.parse(k)))?;
         columns.extend(
             self.order_rows
-                .convert_rows(self.emitted.values().map(|o| order_parser.parse(o)))?,
+                .convert_rows(self.emitted.values().map(|m| order_parser.parse(&m.order)))?,
         );
         let fields: Vec<Field> = columns
             .iter()
@@ -385,6 +438,7 @@ impl Operator for DeduplicateOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        self.expire();
         match self.spec.keep {
             Keep::First => {
                 let mut late = 0;
@@ -417,6 +471,7 @@ impl Operator for DeduplicateOperator {
         watermark: EventTime,
         out: &mut OperatorContext,
     ) -> EngineResult<()> {
+        self.expire();
         if self.spec.keep == Keep::Last {
             out.watermark(watermark);
             return Ok(());
@@ -482,11 +537,15 @@ impl Operator for DeduplicateOperator {
                         .order_rows
                         .convert_columns(&batch.columns()[key_columns..])
                         .map_err(|e| corrupt(format!("deduplication marker times: {e}")))?;
+                    let written_at = self.now();
                     for i in 0..batch.num_rows() {
-                        let order: Box<[u8]> = orders.row(i).data().into();
+                        let marker = Marker {
+                            order: orders.row(i).data().into(),
+                            written_at,
+                        };
                         if self
                             .emitted
-                            .insert(keys.row(i).data().into(), order)
+                            .insert(keys.row(i).data().into(), marker)
                             .is_some()
                         {
                             return Err(corrupt("a deduplication key emitted twice"));
@@ -532,7 +591,11 @@ impl Operator for DeduplicateOperator {
                 StateUsage {
                     table: EMITTED,
                     rows: self.emitted.len(),
-                    bytes: self.emitted.iter().map(|(k, o)| k.len() + o.len()).sum(),
+                    bytes: self
+                        .emitted
+                        .iter()
+                        .map(|(k, m)| k.len() + m.order.len())
+                        .sum(),
                 },
             ],
             Keep::Last => vec![StateUsage {
@@ -714,12 +777,12 @@ mod tests {
         let mut late_rows = 0;
         for seed in [1, 2, 3] {
             let make = || Box::new(operator(Keep::First)) as Box<dyn Operator>;
-            let tables = state_tables(&["k".to_string()], Keep::First);
+            let tables = state_tables(&["k".to_string()], Keep::First, false);
             let (output, late) = check_every_cut(&make, &tables, &sequence(seed));
             assert!(output.len() > 3, "the sequence emits rows");
             late_rows += late;
             let make = || Box::new(operator(Keep::Last)) as Box<dyn Operator>;
-            let tables = state_tables(&["k".to_string()], Keep::Last);
+            let tables = state_tables(&["k".to_string()], Keep::Last, false);
             let (output, _) = check_every_cut_forwarding(&make, &tables, &sequence(seed));
             assert!(output.join("\n").contains("| - "), "the sequence retracts");
         }
@@ -754,8 +817,73 @@ mod tests {
         // Keep-last's table in a keep-first operator.
         let mut foreign = good.clone();
         foreign.add(ROWS, batch(&[(1, 1, 1)])).unwrap();
-        let tables = state_tables(&["k".to_string()], Keep::First);
+        let tables = state_tables(&["k".to_string()], Keep::First, false);
         assert!(restore_declared(&mut operator(Keep::First), &tables, foreign).is_err());
         operator(Keep::First).restore(good).unwrap();
+    }
+
+    /// `operator(keep)` whose markers and rows expire an hour after they were written, and
+    /// the clock it reads.
+    fn with_ttl(keep: Keep) -> (Arc<std::sync::atomic::AtomicI64>, DeduplicateOperator) {
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let clock = Arc::clone(&now);
+        let op = operator(keep).with_ttl(Some(StateTtl::new(
+            std::time::Duration::from_secs(3600),
+            Arc::new(move || clock.load(std::sync::atomic::Ordering::Relaxed)),
+        )));
+        (now, op)
+    }
+
+    #[test]
+    fn with_a_ttl_an_expired_key_is_kept_again() {
+        use std::sync::atomic::Ordering;
+        // Keep last: a million keys' rows go an hour after they were written.
+        let (now, mut op) = with_ttl(Keep::Last);
+        let mut out = OperatorContext::default();
+        let rows_in: Vec<(i64, i64, i64)> = (0..1_000_000).map(|k| (k, 1, k)).collect();
+        op.on_batch(0, batch(&rows_in), &mut out).unwrap();
+        out.drain().count();
+        assert_eq!(op.state_usage()[0].rows, 1_000_000);
+        now.store(1_800_000, Ordering::Relaxed);
+        op.on_batch(0, batch(&[(7, 2, 70)]), &mut out).unwrap();
+        assert_eq!(
+            rows(&mut out),
+            [
+                "- 7 1970-01-01T00:00:01 7 1",
+                "+ 7 1970-01-01T00:00:02 70 1"
+            ]
+        );
+        now.store(3_600_000, Ordering::Relaxed);
+        op.on_watermark(SECOND, &mut out).unwrap();
+        assert_eq!(op.state_usage()[0].rows, 1, "only key 7 is held");
+        // An expired key's row comes again: `+` alone, as in Flink.
+        op.on_batch(0, batch(&[(5, 3, 50)]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), ["+ 5 1970-01-01T00:00:03 50 1"]);
+
+        // Keep first: once the marker expired, a later row of the key is emitted again.
+        let (now, mut op) = with_ttl(Keep::First);
+        let mut out = OperatorContext::default();
+        op.on_batch(0, batch(&[(1, 1, 10)]), &mut out).unwrap();
+        op.on_watermark(2 * SECOND, &mut out).unwrap();
+        out.drain().count();
+        op.on_batch(0, batch(&[(1, 3, 11)]), &mut out).unwrap();
+        op.on_watermark(4 * SECOND, &mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new(), "a duplicate");
+        now.store(3_600_000, Ordering::Relaxed);
+        op.on_batch(0, batch(&[(1, 5, 12)]), &mut out).unwrap();
+        op.on_watermark(6 * SECOND, &mut out).unwrap();
+        let emitted: Vec<String> = out
+            .drain()
+            .filter_map(|m| match m {
+                Message::Data(b) => Some(b),
+                _ => None,
+            })
+            .flat_map(|b| {
+                let mut one = OperatorContext::default();
+                one.batch(b);
+                rows(&mut one)
+            })
+            .collect();
+        assert_eq!(emitted, ["1 1970-01-01T00:00:05 12 1"]);
     }
 }

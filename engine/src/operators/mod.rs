@@ -25,6 +25,7 @@ pub mod session_window;
 pub mod sink;
 pub mod temporal_join;
 pub mod top_n;
+pub mod ttl;
 pub mod union;
 pub mod updating_aggregate;
 pub mod window;

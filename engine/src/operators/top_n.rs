@@ -19,7 +19,12 @@
 //! row format. Over an append-only input only the rows numbered N or less are kept (a row
 //! pushed out can never come back), so a partition holds about N rows (more with ties under
 //! RANK or DENSE_RANK); over a changelog every row of the partition is kept, since a
-//! retraction can bring any row back in. Partitions are never freed (`state=unbounded`).
+//! retraction can bring any row back in. Partitions are never freed without a TTL
+//! (`state=unbounded`). With one (`SET state.ttl`, module `ttl`) a partition expires that long
+//! after a row last changed it, in processing time, without emitting anything (Flink's
+//! `table.exec.state.ttl`): a later row of the partition starts it afresh, and a retraction
+//! of a row it no longer holds is ignored. Partitions restored from a checkpoint count their
+//! TTL from the restore.
 //!
 //! Snapshot: one table, `rows`: every held row (the input's columns without `__op`),
 //! partition by partition in ORDER BY order, so a restored instance ranks ties the same way.
@@ -35,6 +40,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
+use super::ttl::StateTtl;
 use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::message::Epoch;
@@ -44,8 +50,15 @@ use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 const ROWS: &str = "rows";
 
 /// The state table of a Top-N partitioned by `partition` (as the plan names it).
-pub fn state_tables(partition: &[String], updating_input: bool) -> Vec<StateTable> {
-    let (value, freed) = if updating_input {
+pub fn state_tables(partition: &[String], updating_input: bool, ttl: bool) -> Vec<StateTable> {
+    let (value, freed) = if ttl {
+        let value = if updating_input {
+            "every row of each partition"
+        } else {
+            "the rows ranked within N per partition"
+        };
+        (value, Freed::Ttl)
+    } else if updating_input {
         (
             "every row of each partition",
             Freed::Never("a retraction frees its row"),
@@ -144,6 +157,8 @@ struct Partition {
     rows: BTreeMap<Place, OwnedRow>,
     /// Bytes held by the keys and rows.
     bytes: usize,
+    /// When a row last changed it (processing time, ms; with a TTL).
+    written_at: i64,
 }
 
 impl Partition {
@@ -239,6 +254,7 @@ pub struct TopNOperator {
     partitions: HashMap<Box<[u8]>, Partition>,
     /// The next row's arrival number.
     next_seq: u64,
+    ttl: Option<StateTtl>,
 }
 
 /// The changes of one batch, as they leave.
@@ -298,7 +314,25 @@ impl TopNOperator {
             order_rows,
             partitions: HashMap::new(),
             next_seq: 0,
+            ttl: None,
         })
+    }
+
+    /// Partitions expire `ttl` after a row last changed them.
+    pub fn with_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Drops the partitions the TTL has passed, when a scan is due.
+    fn expire(&mut self) {
+        let Some(cutoff) = self.ttl.as_mut().and_then(StateTtl::due) else {
+            return;
+        };
+        self.partitions.retain(|_, p| p.written_at > cutoff);
+        if self.partitions.len() * 4 < self.partitions.capacity() {
+            self.partitions.shrink_to_fit();
+        }
     }
 
     /// The partition keys and ORDER BY keys of `batch`'s rows (row format).
@@ -337,6 +371,8 @@ impl TopNOperator {
         let rows = self.rows.convert_columns(&batch.columns()[skip..])?;
         let mut touched: Vec<(Box<[u8]>, Ranked)> = Vec::new();
         let mut touched_index: HashSet<Box<[u8]>> = HashSet::new();
+        let now = self.ttl.as_ref().map_or(0, StateTtl::now);
+        let ttl = self.ttl.is_some();
         for i in 0..batch.num_rows() {
             let partition: &[u8] = partition_keys.as_ref().map_or(&[], |k| k.row(i).data());
             let order: &[u8] = order_keys.as_ref().map_or(&[], |k| k.row(i).data());
@@ -359,6 +395,7 @@ impl TopNOperator {
                 touched.push((partition.into(), before));
             }
             let entry = self.partitions.entry(partition.into()).or_default();
+            entry.written_at = now;
             if insert {
                 entry.insert((order.into(), self.next_seq), rows.row(i).owned());
                 self.next_seq += 1;
@@ -372,13 +409,17 @@ impl TopNOperator {
                     .range((Box::from(order), 0)..=(Box::from(order), u64::MAX))
                     .rev()
                     .find(|(_, held)| held.row() == row)
-                    .map(|(place, _)| place.clone())
-                    .ok_or_else(|| {
-                        EngineError::Internal(
+                    .map(|(place, _)| place.clone());
+                match place {
+                    Some(place) => entry.remove(&place),
+                    // Its partition expired since: Flink drops the retraction too.
+                    None if ttl => {}
+                    None => {
+                        return Err(EngineError::Internal(
                             "a changelog retracted a row the Top-N does not hold".to_string(),
-                        )
-                    })?;
-                entry.remove(&place);
+                        ));
+                    }
+                }
             }
         }
         Ok(touched)
@@ -480,6 +521,7 @@ impl Operator for TopNOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        self.expire();
         let touched = self.apply(&batch)?;
         let changes = self.changes(touched);
         self.output(changes, out)
@@ -812,7 +854,7 @@ mod tests {
                     updating,
                 )) as Box<dyn Operator>
             };
-            let tables = state_tables(&["k".to_string()], updating);
+            let tables = state_tables(&["k".to_string()], updating, false);
             let (output, _) = check_every_cut_forwarding(&make, &tables, &sequence(seed, updating));
             let text = output.join("\n");
             assert!(text.contains("| - "), "{function} retracts rows");
@@ -841,8 +883,39 @@ mod tests {
         // Another operator's table.
         let mut foreign = good.clone();
         foreign.add("groups", batch(&[(1, None)])).unwrap();
-        let tables = state_tables(&["k".to_string()], false);
+        let tables = state_tables(&["k".to_string()], false, false);
         assert!(restore_declared(&mut fresh(), &tables, foreign).is_err());
         fresh().restore(good).unwrap();
+    }
+
+    #[test]
+    fn with_a_ttl_partitions_expire_and_retractions_of_their_rows_are_ignored() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let now = Arc::new(AtomicI64::new(0));
+        let clock = Arc::clone(&now);
+        let mut op =
+            operator(RankFunction::RowNumber, 1, true, true, true).with_ttl(Some(StateTtl::new(
+                std::time::Duration::from_secs(3600),
+                Arc::new(move || clock.load(Ordering::Relaxed)),
+            )));
+        let mut out = OperatorContext::default();
+        let rows_in: Vec<(&str, i64, Option<i64>)> =
+            (0..1_000_000).map(|k| ("+", k, Some(k))).collect();
+        op.on_batch(0, changes(&rows_in), &mut out).unwrap();
+        out.drain().count();
+        assert_eq!(op.state_usage()[0].rows, 1_000_000);
+        now.store(1_800_000, Ordering::Relaxed);
+        op.on_batch(0, changes(&[("+", 7, Some(70))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["- 7 7 1", "+ 7 70 1"]);
+        now.store(3_600_000, Ordering::Relaxed);
+        // The retraction of an expired partition's row is dropped; key 7 is still held.
+        op.on_batch(0, changes(&[("-", 5, Some(5))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+        assert_eq!(op.state_usage()[0].rows, 2, "key 7's rows only");
+        op.on_batch(0, changes(&[("+", 5, Some(1))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["+ 5 1 1"], "a new partition");
     }
 }

@@ -11,8 +11,15 @@
 //! emitted with the batch that made it. No row is ever late (there is no window to close), and
 //! watermarks are forwarded unchanged.
 //!
-//! State: one entry per distinct group, never freed (`state=unbounded` in EXPLAIN): its key,
-//! one DataFusion [`Accumulator`] per aggregate and the values last emitted. Per-group
+//! State: one entry per distinct group: its key, one DataFusion [`Accumulator`] per aggregate
+//! and the values last emitted. Never freed without a TTL (`state=unbounded` in EXPLAIN). With
+//! one (`SET state.ttl`, a view's `state.ttl`; module `ttl`), a group expires that long after
+//! a row last changed it, in processing time, without emitting anything (Flink's
+//! `table.exec.state.ttl`): a later row of its key starts a new group, whose first values are
+//! emitted as `+` with no `-` before them, and a retraction of an expired group is ignored.
+//! Expired groups give their accumulators back at once; their keys leave DataFusion's
+//! interner when at least half of the groups have expired (the live ones are interned
+//! afresh). Per-group
 //! `Accumulator`s rather than a `GroupsAccumulator`: the current values of the touched groups
 //! must be read after every batch without losing state, and `GroupsAccumulator::evaluate`
 //! drains the groups it emits, while `Accumulator::evaluate` must leave its state intact (its
@@ -23,7 +30,8 @@
 //! Snapshot: per group, its key, each accumulator's intermediate state (`Accumulator::state`,
 //! merged into fresh accumulators on restore; the original continues with accumulators
 //! rebuilt the same way, since `state()` need not leave one as it was) and the values it last
-//! emitted, so a restored operator suppresses and retracts exactly as the original would.
+//! emitted, so a restored operator suppresses and retracts exactly as the original would;
+//! with a TTL, also when each group was last written.
 
 use std::sync::Arc;
 
@@ -32,28 +40,32 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Field, FieldRef, Int64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::Accumulator;
+use datafusion::logical_expr::{Accumulator, EmitTo};
 use datafusion::physical_plan::aggregates::group_values::GroupValues;
 
 use super::accumulators::{AggregateArguments, AggregateExprs};
 use super::retractable_extreme::RetractableExtreme;
+use super::ttl::StateTtl;
 use super::{Operator, OperatorContext, OperatorInfo};
 use crate::error::{EngineError, EngineResult};
-use crate::runtime::message::Epoch;
+use crate::runtime::message::{Epoch, EventTime};
 use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot's table.
 const GROUPS: &str = "groups";
 /// Over a changelog, the snapshot column after the emitted values: each group's row count.
 const ROWS: &str = "rows";
+/// With a TTL, the last snapshot column: when each group was last written (ms).
+const WRITTEN_AT: &str = "written_at";
 
-/// The state table of an updating aggregate grouping by `keys` (as the plan names them).
-pub fn state_tables(keys: &[String]) -> Vec<StateTable> {
+/// The state table of an updating aggregate grouping by `keys` (as the plan names them),
+/// freed by a TTL when it has one.
+pub fn state_tables(keys: &[String], ttl: bool) -> Vec<StateTable> {
     vec![StateTable::new(
         GROUPS,
         keys.to_vec(),
         "one entry per distinct group",
-        Freed::Never(""),
+        if ttl { Freed::Ttl } else { Freed::Never("") },
     )]
 }
 
@@ -69,6 +81,24 @@ struct Group {
     /// Over a changelog: the group's rows added and not retracted. A keyed group whose rows
     /// are all retracted is deleted (`-` of its last row) and starts afresh.
     rows: i64,
+    /// With a TTL: when a row last changed the group (processing time, ms).
+    written_at: i64,
+    /// Expired by the TTL: no accumulators, nothing emitted; its key is still interned.
+    expired: bool,
+}
+
+impl Group {
+    fn new(key: Vec<ScalarValue>, accumulators: Vec<Box<dyn Accumulator>>) -> Self {
+        Self {
+            key,
+            accumulators,
+            emitted: None,
+            touched_by: 0,
+            rows: 0,
+            written_at: 0,
+            expired: false,
+        }
+    }
 }
 
 pub struct UpdatingAggregateOperator {
@@ -82,6 +112,18 @@ pub struct UpdatingAggregateOperator {
     /// The input is a changelog led by `__op`: `-` rows are retracted from the accumulators
     /// (sliding ones, which support `retract_batch`).
     retracting: bool,
+    ttl: Option<StateTtl>,
+    /// Groups expired and still interned.
+    expired: usize,
+}
+
+/// What a row of a changelog does to its group's aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowOp {
+    Add,
+    Retract,
+    /// A retraction of a group that holds no rows (its state expired): Flink drops it too.
+    Ignore,
 }
 
 /// The changelog rows of one batch, column by column.
@@ -127,6 +169,8 @@ impl UpdatingAggregateOperator {
             groups: Vec::new(),
             batches: 0,
             retracting,
+            ttl: None,
+            expired: 0,
         };
         if retracting {
             for a in op.new_accumulators()? {
@@ -138,6 +182,57 @@ impl UpdatingAggregateOperator {
             }
         }
         Ok(op)
+    }
+
+    /// Groups expire `ttl` after they were last written.
+    pub fn with_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Expires the groups the TTL has passed, when a scan is due; interns the live groups
+    /// afresh once at least half of them have expired.
+    fn expire(&mut self) -> EngineResult<()> {
+        let Some(cutoff) = self.ttl.as_mut().and_then(StateTtl::due) else {
+            return Ok(());
+        };
+        for group in &mut self.groups {
+            if !group.expired && group.written_at <= cutoff {
+                group.expired = true;
+                group.accumulators = Vec::new();
+                group.emitted = None;
+                group.rows = 0;
+                self.expired += 1;
+            }
+        }
+        if self.expired > 0 && self.expired * 2 >= self.groups.len() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the expired groups: the live groups' keys go into a fresh interner, in order.
+    fn compact(&mut self) -> EngineResult<()> {
+        let keys = self.interner.emit(EmitTo::All)?;
+        let live = UInt32Array::from_iter_values(
+            (0..self.groups.len() as u32).filter(|&g| !self.groups[g as usize].expired),
+        );
+        let keys = keys
+            .iter()
+            .map(|k| take(k.as_ref(), &live, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.interner = self.exprs.new_group_values()?;
+        let mut ids = Vec::with_capacity(live.len());
+        self.interner.intern(&keys, &mut ids)?;
+        if ids.iter().enumerate().any(|(i, &g)| i != g) {
+            return Err(EngineError::Internal(
+                "live groups interned out of order".to_string(),
+            ));
+        }
+        self.groups.retain(|g| !g.expired);
+        self.groups.shrink_to_fit();
+        self.expired = 0;
+        Ok(())
     }
 
     fn new_accumulators(&self) -> EngineResult<Vec<Box<dyn Accumulator>>> {
@@ -212,35 +307,35 @@ impl UpdatingAggregateOperator {
     }
 
     /// Adds the rows of `batch` whose interned groups are `group_ids` to their groups' state;
-    /// over a changelog, `adds` says which rows are added (the others are retracted).
+    /// over a changelog, `ops` says what each row does.
     fn update(
         &mut self,
         inputs: &AggregateArguments,
         group_ids: &[usize],
-        adds: Option<&[bool]>,
+        ops: Option<&[RowOp]>,
     ) -> EngineResult<()> {
-        match adds {
+        match ops {
             None => self.apply(inputs, group_ids, None),
-            Some(adds) => {
-                self.apply(inputs, group_ids, Some((adds, true)))?;
-                self.apply(inputs, group_ids, Some((adds, false)))
+            Some(ops) => {
+                self.apply(inputs, group_ids, Some((ops, RowOp::Add)))?;
+                self.apply(inputs, group_ids, Some((ops, RowOp::Retract)))
             }
         }
     }
 
-    /// Applies the rows whose op is `add` (all rows without `ops`): updates or retracts.
+    /// Applies the rows whose op is `op` (all rows without `ops`): updates or retracts.
     fn apply(
         &mut self,
         inputs: &AggregateArguments,
         group_ids: &[usize],
-        ops: Option<(&[bool], bool)>,
+        ops: Option<(&[RowOp], RowOp)>,
     ) -> EngineResult<()> {
         // The rows by group, each group's rows in input order (order-sensitive aggregates
         // such as first_value see them as they came).
         let mut order: Vec<u32> = (0..group_ids.len() as u32).collect();
         order.sort_by_key(|&r| group_ids[r as usize]);
         for (a, (arguments, filter)) in inputs.arguments.iter().zip(&inputs.filters).enumerate() {
-            let with_op = |r: u32| ops.is_none_or(|(adds, add)| adds[r as usize] == add);
+            let with_op = |r: u32| ops.is_none_or(|(ops, op)| ops[r as usize] == op);
             let indices = UInt32Array::from(match filter {
                 Some(mask) => order
                     .iter()
@@ -270,7 +365,7 @@ impl UpdatingAggregateOperator {
                     .map(|c| c.slice(start, end - start))
                     .collect();
                 let accumulator = &mut self.groups[group].accumulators[a];
-                if ops.is_some_and(|(_, add)| !add) {
+                if ops.is_some_and(|(_, op)| op == RowOp::Retract) {
                     accumulator.retract_batch(&slice)?;
                 } else {
                     accumulator.update_batch(&slice)?;
@@ -353,13 +448,17 @@ impl Operator for UpdatingAggregateOperator {
         } else {
             None
         };
+        self.expire()?;
+        let now = self.ttl.as_ref().map_or(0, StateTtl::now);
         let has_keys = self.exprs.has_keys();
         self.batches += 1;
         let mut touched = Vec::new();
         let mut group_ids = Vec::with_capacity(batch.num_rows());
+        let mut ops = Vec::new();
         // One pass per grouping set (one without GROUPING SETS).
         for keys in self.exprs.evaluate_keys(&batch)? {
             group_ids.clear();
+            ops.clear();
             self.interner.intern(&keys, &mut group_ids)?;
             for (row, &g) in group_ids.iter().enumerate() {
                 if g == self.groups.len() {
@@ -371,30 +470,51 @@ impl Operator for UpdatingAggregateOperator {
                         Vec::new()
                     };
                     let accumulators = self.new_accumulators()?;
-                    self.groups.push(Group {
-                        key,
-                        accumulators,
-                        emitted: None,
-                        touched_by: 0,
-                        rows: 0,
-                    });
+                    self.groups.push(Group::new(key, accumulators));
                 } else if g > self.groups.len() {
                     return Err(EngineError::Internal(format!(
                         "group {g} interned before group {}",
                         self.groups.len()
                     )));
+                } else if self.groups[g].expired {
+                    // Its key comes again after the TTL: a new group.
+                    let accumulators = self.new_accumulators()?;
+                    let group = &mut self.groups[g];
+                    group.expired = false;
+                    group.accumulators = accumulators;
+                    self.expired -= 1;
                 }
                 if self.groups[g].touched_by != self.batches {
                     self.groups[g].touched_by = self.batches;
+                    self.groups[g].written_at = now;
                     touched.push(g);
                 }
                 if let Some(adds) = &adds {
-                    self.groups[g].rows += if adds[row] { 1 } else { -1 };
+                    let group = &mut self.groups[g];
+                    ops.push(if adds[row] {
+                        group.rows += 1;
+                        RowOp::Add
+                    } else if group.rows > 0 {
+                        group.rows -= 1;
+                        RowOp::Retract
+                    } else {
+                        RowOp::Ignore
+                    });
                 }
             }
-            self.update(&inputs, &group_ids, adds.as_deref())?;
+            self.update(&inputs, &group_ids, adds.as_ref().map(|_| ops.as_slice()))?;
         }
         self.emit(&touched, out)
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        out: &mut OperatorContext,
+    ) -> EngineResult<()> {
+        self.expire()?;
+        out.watermark(watermark);
+        Ok(())
     }
 
     fn on_end(&mut self, out: &mut OperatorContext) -> EngineResult<()> {
@@ -430,12 +550,14 @@ impl Operator for UpdatingAggregateOperator {
         let has_keys = self.exprs.has_keys();
         let fresh = self.new_accumulators_for(self.groups.len())?;
         let mut rows = Vec::new();
+        let mut written_at = Vec::new();
         for (group, fresh) in self.groups.iter_mut().zip(fresh) {
-            if group.emitted.is_none() && self.retracting {
-                // Deleted (every row retracted): as if it never was.
+            if group.expired || (group.emitted.is_none() && self.retracting) {
+                // Expired, or deleted (every row retracted): as if it never was.
                 continue;
             }
             rows.push(group.rows);
+            written_at.push(group.written_at);
             if has_keys {
                 for (column, v) in columns.iter_mut().zip(&group.key) {
                     column.push(v.clone());
@@ -482,6 +604,10 @@ impl Operator for UpdatingAggregateOperator {
             names.push(ROWS.to_string());
             arrays.push(Arc::new(Int64Array::from(rows)));
         }
+        if self.ttl.is_some() {
+            names.push(WRITTEN_AT.to_string());
+            arrays.push(Arc::new(Int64Array::from(written_at)));
+        }
         let schema = Schema::new(
             names
                 .iter()
@@ -498,7 +624,10 @@ impl Operator for UpdatingAggregateOperator {
         let state_columns = self.state_columns()?;
         let key_columns = fields.len() - state_columns.iter().sum::<usize>();
         let aggregates = self.exprs.aggregates.len();
-        let width = fields.len() + aggregates + usize::from(self.retracting);
+        let width = fields.len()
+            + aggregates
+            + usize::from(self.retracting)
+            + usize::from(self.ttl.is_some());
         for batch in snapshot.table(GROUPS) {
             if batch.num_columns() != width {
                 return Err(corrupt(format!(
@@ -506,13 +635,19 @@ impl Operator for UpdatingAggregateOperator {
                     batch.num_columns(),
                 )));
             }
+            let int64_column = |i: usize, what: &str| {
+                batch
+                    .column(i)
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| corrupt(format!("updating aggregate {what} are not BIGINT")))
+            };
             let rows = if self.retracting {
-                Some(
-                    batch
-                        .column(width - 1)
-                        .as_primitive_opt::<Int64Type>()
-                        .ok_or_else(|| corrupt("updating aggregate row counts are not BIGINT"))?,
-                )
+                Some(int64_column(fields.len() + aggregates, "row counts")?)
+            } else {
+                None
+            };
+            let written_at = if self.ttl.is_some() {
+                Some(int64_column(width - 1, "write times")?)
             } else {
                 None
             };
@@ -559,11 +694,10 @@ impl Operator for UpdatingAggregateOperator {
                     .map(|c| ScalarValue::try_from_array(c, row))
                     .collect::<Result<Vec<_>, _>>()?;
                 self.groups.push(Group {
-                    key,
-                    accumulators,
                     emitted: Some(emitted),
-                    touched_by: 0,
                     rows: rows.map_or(0, |r| r.value(row)),
+                    written_at: written_at.map_or(0, |w| w.value(row)),
+                    ..Group::new(key, accumulators)
                 });
             }
         }
@@ -587,7 +721,7 @@ impl Operator for UpdatingAggregateOperator {
                 .sum::<usize>();
         vec![StateUsage {
             table: GROUPS,
-            rows: self.groups.len(),
+            rows: self.groups.len() - self.expired,
             bytes,
         }]
     }
@@ -612,7 +746,7 @@ mod tests {
     };
 
     fn declared() -> Vec<StateTable> {
-        state_tables(&["k".to_string()])
+        state_tables(&["k".to_string()], false)
     }
     use crate::runtime::message::Message;
 
@@ -996,5 +1130,89 @@ mod tests {
         twice.add(GROUPS, groups.clone()).unwrap();
         assert!(operator(true, all_aggregates()).restore(twice).is_err());
         operator(true, all_aggregates()).restore(good).unwrap();
+    }
+
+    /// A clock the test moves, and an operator of `count(v), sum(v)` per key whose groups
+    /// expire an hour after they were last written.
+    fn with_ttl(
+        retracting: bool,
+    ) -> (Arc<std::sync::atomic::AtomicI64>, UpdatingAggregateOperator) {
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let clock = Arc::clone(&now);
+        let aggregates = vec![(count(col("v")), i64()), (sum(col("v")), i64())];
+        let op = operator_over(true, aggregates, retracting).with_ttl(Some(StateTtl::new(
+            std::time::Duration::from_secs(3600),
+            Arc::new(move || clock.load(std::sync::atomic::Ordering::Relaxed)),
+        )));
+        (now, op)
+    }
+
+    #[test]
+    fn a_ttl_frees_a_million_groups_an_hour_after_their_last_row() {
+        use std::sync::atomic::Ordering;
+        let (now, mut op) = with_ttl(false);
+        let mut out = OperatorContext::default();
+        let keys: Vec<(i64, Option<i64>)> = (0..1_000_000).map(|k| (k, Some(1))).collect();
+        op.on_batch(0, batch(&keys), &mut out).unwrap();
+        out.drain().count();
+        let held = |op: &UpdatingAggregateOperator| op.state_usage()[0];
+        let full = held(&op);
+        assert_eq!(full.rows, 1_000_000);
+        // Half an hour later key 7 is written again: it lives an hour from then.
+        now.store(1_800_000, Ordering::Relaxed);
+        op.on_batch(0, batch(&[(7, Some(2))]), &mut out).unwrap();
+        assert_eq!(rows(&mut out), ["- 7 1 1", "+ 7 2 3"]);
+        assert_eq!(held(&op).rows, 1_000_000, "nothing expired yet");
+        // Past the hour every other group expires, at the next watermark, without a row out.
+        now.store(3_600_000, Ordering::Relaxed);
+        op.on_watermark(1, &mut out).unwrap();
+        assert_eq!(rows(&mut out), Vec::<String>::new());
+        let left = held(&op);
+        assert_eq!(left.rows, 1, "only key 7 is held");
+        assert!(
+            left.bytes * 100 < full.bytes,
+            "the state's memory is given back: {} bytes of {}",
+            left.bytes,
+            full.bytes
+        );
+        // An expired key starts afresh: `+` without a `-` of its old row (Flink's TTL).
+        op.on_batch(0, batch(&[(5, Some(10)), (7, Some(1))]), &mut out)
+            .unwrap();
+        assert_eq!(rows(&mut out), ["+ 5 1 10", "- 7 2 3", "+ 7 3 4"]);
+        // The snapshot holds the live groups and when they were written; a restored
+        // operator expires them at the same time.
+        let snapshot = op.snapshot(1).unwrap();
+        let (now2, mut restored) = with_ttl(false);
+        restored.restore(snapshot).unwrap();
+        assert_eq!(held(&restored).rows, 2);
+        now2.store(3_600_000 + 3_599_999, Ordering::Relaxed);
+        restored.on_watermark(2, &mut out).unwrap();
+        assert_eq!(held(&restored).rows, 2, "written at 3,600,000: not expired");
+        // (Scans come at most every second with an hour's TTL.)
+        now2.store(3_600_000 + 3_601_000, Ordering::Relaxed);
+        restored.on_watermark(3, &mut out).unwrap();
+        assert_eq!(held(&restored).rows, 0);
+    }
+
+    #[test]
+    fn over_a_changelog_a_retraction_of_an_expired_group_is_ignored() {
+        use std::sync::atomic::Ordering;
+        let (now, mut op) = with_ttl(true);
+        let mut out = OperatorContext::default();
+        op.on_batch(
+            0,
+            changes(&[("+", 1, Some(10)), ("+", 2, Some(5))]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out), ["+ 1 1 10", "+ 2 1 5"]);
+        now.store(3_600_000, Ordering::Relaxed);
+        op.on_batch(
+            0,
+            changes(&[("-", 1, Some(10)), ("+", 2, Some(1))]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out), ["+ 2 1 1"], "both groups had expired");
     }
 }

@@ -157,11 +157,17 @@ impl StreamPlan {
             StreamPlan::WindowAggregate(a) => {
                 window_aggregate::state_tables(&names(&a.keys), a.slice_width().is_some())
             }
-            StreamPlan::UpdatingAggregate(a) => updating_aggregate::state_tables(&names(&a.keys)),
+            StreamPlan::UpdatingAggregate(a) => {
+                updating_aggregate::state_tables(&names(&a.keys), a.ttl.is_some())
+            }
             StreamPlan::ChangelogNormalize(n) => changelog_normalize::state_tables(&names(&n.keys)),
             StreamPlan::WindowTopN(t) => window_top_n::state_tables(&names(&t.partition)),
-            StreamPlan::TopN(t) => top_n::state_tables(&names(&t.partition), t.input.is_updating()),
-            StreamPlan::Deduplicate(d) => deduplicate::state_tables(&names(&d.keys), d.keep),
+            StreamPlan::TopN(t) => {
+                top_n::state_tables(&names(&t.partition), t.input.is_updating(), t.ttl.is_some())
+            }
+            StreamPlan::Deduplicate(d) => {
+                deduplicate::state_tables(&names(&d.keys), d.keep, d.ttl.is_some())
+            }
             StreamPlan::OverAggregate(o) => {
                 over_aggregate::state_tables(&names(&o.partition), o.frame)
             }
@@ -516,9 +522,10 @@ impl StreamPlan {
                 };
                 Description::new(
                     format!(
-                        "UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}]",
+                        "UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}]{}",
                         keys.join(", "),
-                        aggs.join(", ")
+                        aggs.join(", "),
+                        ttl_part(a.ttl)
                     ),
                     inputs,
                 )
@@ -562,11 +569,12 @@ impl StreamPlan {
                 };
                 Description::new(
                     format!(
-                        "TopN: {} <= {}, partition=[{}], order=[{}], number {number}",
+                        "TopN: {} <= {}, partition=[{}], order=[{}], number {number}{}",
                         t.function,
                         t.limit,
                         partition.join(", "),
-                        order.join(", ")
+                        order.join(", "),
+                        ttl_part(t.ttl)
                     ),
                     inputs,
                 )
@@ -576,13 +584,14 @@ impl StreamPlan {
             StreamPlan::Deduplicate(d) => {
                 let keys: Vec<String> = d.keys.iter().map(|e| e.to_string()).collect();
                 let head = format!(
-                    "Deduplicate: keep {}, key=[{}], order=[{}]",
+                    "Deduplicate: keep {}, key=[{}], order=[{}]{}",
                     match d.keep {
                         deduplicate::Keep::First => "first",
                         deduplicate::Keep::Last => "last",
                     },
                     keys.join(", "),
-                    d.order
+                    d.order,
+                    ttl_part(d.ttl)
                 );
                 match d.keep {
                     deduplicate::Keep::First => Description::new(head, inputs)
@@ -684,9 +693,7 @@ impl StreamPlan {
                     j.join.kind,
                     join_keys(&j.join),
                     residual(&j.join),
-                    j.ttl
-                        .map(|ttl| format!(", ttl={}", format_ttl(ttl)))
-                        .unwrap_or_default()
+                    ttl_part(j.ttl)
                 ),
                 inputs,
             )
@@ -739,6 +746,12 @@ impl StreamPlan {
                 .watermark(AFTER_EMITTING),
         }
     }
+}
+
+/// `, ttl=...` for a node with a state TTL, else nothing.
+fn ttl_part(ttl: Option<std::time::Duration>) -> String {
+    ttl.map(|ttl| format!(", ttl={}", format_ttl(ttl)))
+        .unwrap_or_default()
 }
 
 /// A state TTL as EXPLAIN shows it (`1h`, `30s`, `1500ms`).

@@ -267,6 +267,9 @@ pub struct TopNNode {
     /// The number reaches the query's output: rows whose number changes are emitted again.
     /// When the query projects it away, only rows entering or leaving the top are.
     pub rank_output: bool,
+    /// How long a partition lives after a row last changed it (`SET state.ttl`, a view's
+    /// `state.ttl`); `None`: forever.
+    pub ttl: Option<std::time::Duration>,
     /// `__op`, the input's columns (without its `__op`), the number.
     pub schema: DFSchemaRef,
 }
@@ -281,6 +284,9 @@ pub struct DeduplicateNode {
     /// The time attribute, ascending (first) or descending (last).
     pub order: SortExpr,
     pub keep: Keep,
+    /// How long a key's marker or row lives after it was written (`SET state.ttl`, a view's
+    /// `state.ttl`); `None`: forever.
+    pub ttl: Option<std::time::Duration>,
     /// The input's columns and the number (always 1); led by `__op` when keeping the last.
     pub schema: DFSchemaRef,
 }
@@ -368,6 +374,9 @@ pub struct UpdatingAggregateNode {
     /// With GROUPING SETS / ROLLUP / CUBE: per set, which keys are absent (NULL).
     pub grouping_sets: Option<Vec<Vec<bool>>>,
     pub aggregates: Vec<Expr>,
+    /// How long a group lives after a row last changed it (`SET state.ttl`, a view's
+    /// `state.ttl`); `None`: forever.
+    pub ttl: Option<std::time::Duration>,
     /// `__op`, then the aggregate's columns: the keys (and `__grouping_id`), the aggregates.
     pub schema: DFSchemaRef,
 }
@@ -471,13 +480,20 @@ impl StreamPlan {
         out
     }
 
-    /// Sets the state TTL of every operator that holds rows until a TTL frees them (regular
-    /// joins) and has none of its own.
+    /// Sets the state TTL of every operator that holds state until a TTL frees it (regular
+    /// joins, updating aggregates, Top-N, deduplication) and has none of its own.
     pub fn set_state_ttl(&mut self, ttl: std::time::Duration) {
-        if let StreamPlan::RegularJoin(j) = self
-            && j.ttl.is_none()
+        let own = match self {
+            StreamPlan::RegularJoin(j) => Some(&mut j.ttl),
+            StreamPlan::UpdatingAggregate(a) => Some(&mut a.ttl),
+            StreamPlan::TopN(t) => Some(&mut t.ttl),
+            StreamPlan::Deduplicate(d) => Some(&mut d.ttl),
+            _ => None,
+        };
+        if let Some(own) = own
+            && own.is_none()
         {
-            j.ttl = Some(ttl);
+            *own = Some(ttl);
         }
         for input in self.inputs_mut() {
             input.set_state_ttl(ttl);

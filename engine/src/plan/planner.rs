@@ -364,6 +364,7 @@ fn limit_changelog(
         function: RankFunction::RowNumber,
         limit: fetch,
         rank_output: false,
+        ttl: None,
         schema: changelog_schema(&DFSchema::new_with_metadata(numbered, metadata.clone())?)?,
     }));
     let out = DFSchema::new_with_metadata(fields, metadata)?;
@@ -670,6 +671,7 @@ fn plan_updating_aggregate(
             keys,
             grouping_sets,
             aggregates: agg.aggr_expr.clone(),
+            ttl: None,
             schema: changelog_schema(&agg.schema)?,
         },
     )))
@@ -912,6 +914,7 @@ fn plan_top_n(filter: &Filter, rank_output: bool) -> EngineResult<StreamPlan> {
                     keys,
                     order,
                     keep,
+                    ttl: None,
                     schema,
                 }))
             } else {
@@ -922,6 +925,7 @@ fn plan_top_n(filter: &Filter, rank_output: bool) -> EngineResult<StreamPlan> {
                     function: rank,
                     limit,
                     rank_output,
+                    ttl: None,
                     schema: changelog_schema(&window.schema)?,
                 }))
             }

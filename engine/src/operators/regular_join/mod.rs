@@ -32,7 +32,7 @@
 //! order they were stored within each key; restore puts them back as they were.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array, new_null_array,
@@ -70,17 +70,7 @@ pub fn state_tables(left_keys: &[String], right_keys: &[String], ttl: bool) -> V
     ]
 }
 
-/// Processing time now, in milliseconds since the epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The wall clock.
-pub fn wall_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    })
-}
+pub use super::ttl::{Clock, wall_clock};
 
 /// One side of a regular join.
 pub struct RegularJoinSide {
