@@ -6,14 +6,17 @@
 //! cargo run -p eddy-benches -- --check [--events N]
 //! cargo run --release -p eddy-benches -- --checkpoint-interval D [--events N] [--workers W] [--query NAME]
 //! cargo run --release -p eddy-benches -- --kafka-decode [--events N]
+//! cargo build --release -p eddy-server && cargo run --release -p eddy-benches -- --server [--events N] [--workers W] [--query NAME]
 //! ```
 //!
 //! The measuring run ([`bench`](mod@bench)) prints one markdown table row per query (see
 //! `docs/benchmarks.md` for the columns); `--check` ([`check`]) runs every query at parallelism
 //! 1 and 2 and against DataFusion and compares the rows, and exits non-zero on a difference.
 //! `--checkpoint-interval` ([`jobs`]) runs the queries as materialized views' jobs that
-//! checkpoint. `--kafka-decode` ([`kafka`]) measures the Kafka source's JSON decoding. The
-//! queries are in [`queries`].
+//! checkpoint. `--kafka-decode` ([`kafka`]) measures the Kafka source's JSON decoding.
+//! `--server` ([`server`]) measures the real server over CSV files through the Postgres
+//! protocol, by the server process's CPU time. The queries are in [`queries`] (the server
+//! run's in [`server`]).
 
 mod batch;
 mod bench;
@@ -24,6 +27,8 @@ mod jobs;
 mod kafka;
 mod measure;
 mod queries;
+#[cfg(target_os = "linux")]
+mod server;
 
 use std::time::Duration;
 
@@ -33,7 +38,7 @@ use queries::{EXPORTS, Export, QUERIES, Query, SKIPPED};
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
-                  [--check | --checkpoint-interval D | --kafka-decode]
+                  [--check | --checkpoint-interval D | --kafka-decode | --server]
 
   --events N    events of the Nexmark stream (default 10000000; 20000 with --check)
   --workers W   parallel instances of each keyed operator, runtime threads and DataFusion
@@ -50,7 +55,12 @@ const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
                 auction and bidder in one-hour windows: ~1 M open keys at 2 M events)
   --kafka-decode
                 decode N Nexmark bids as JSON messages through the kafka source (an
-                in-memory client, one reader), then with arrow-json alone";
+                in-memory client, one reader), then with arrow-json alone
+  --server      write the bids and N stock ticks to CSV files, start the real server
+                (the eddy binary next to this one, --workers W) on 127.0.0.1, declare the
+                files as sources and run the server queries through the Postgres protocol
+                (COPY ... TO STDOUT), measuring the server process's CPU time against
+                DataFusion's batch query over the same file (Linux)";
 
 /// The command line.
 #[derive(Debug)]
@@ -63,6 +73,8 @@ pub struct Args {
     pub checkpoint_interval: Option<Duration>,
     /// `--kafka-decode`: measure the Kafka source's JSON decoding instead.
     pub kafka_decode: bool,
+    /// `--server`: measure the real server over CSV files instead.
+    pub server: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -74,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
         check: false,
         checkpoint_interval: None,
         kafka_decode: false,
+        server: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -97,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
             "--query" => args.query = Some(value("--query")?),
             "--check" => args.check = true,
             "--kafka-decode" => args.kafka_decode = true,
+            "--server" => args.server = true,
             "--checkpoint-interval" => {
                 let v = value("--checkpoint-interval")?;
                 args.checkpoint_interval =
@@ -133,6 +147,12 @@ fn main() {
 fn run(args: &Args) -> BenchResult<()> {
     if args.kafka_decode {
         return runtime(1)?.block_on(kafka::run(args.events));
+    }
+    if args.server {
+        #[cfg(target_os = "linux")]
+        return runtime(args.workers)?.block_on(server::run(args));
+        #[cfg(not(target_os = "linux"))]
+        return Err("--server reads the server's CPU time from /proc: Linux only".into());
     }
     if let Some(interval) = args.checkpoint_interval {
         let queries = jobs::select(args.query.as_deref())?;
