@@ -402,6 +402,40 @@ async fn v_shape_one_row_per_match() {
     .await;
 }
 
+/// The V-shape with its DEFINE written in logical navigation, as Flink's documentation writes
+/// it, finds the matches the physical one (`PREV`) finds: in `A B+ C`, B's previous B row
+/// (`LAST(B.price, 1)`, NULL at the first B, whose previous row is A) and C's last B are the
+/// previous row. The logical conditions depend on the match, so they go through the scalar
+/// evaluator (and DataFusion where it does not apply); the physical ones are evaluated per
+/// batch by DataFusion.
+#[tokio::test]
+async fn logical_navigation_finds_the_matches_of_physical_navigation() {
+    let measures = "MEASURES FIRST(A.seq) AS start_seq, LAST(B.seq) AS bottom_seq, \
+        MIN(B.price) AS bottom, LAST(C.seq) AS end_seq, COUNT(*) AS len, MATCH_NUMBER() AS n \
+        ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW PATTERN (A B+ C)";
+    let logical = format!(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY symbol ORDER BY ts, seq {measures} \
+         DEFINE B AS (LAST(B.price, 1) IS NULL AND B.price < A.price) \
+                  OR B.price < LAST(B.price, 1), \
+                C AS C.price > LAST(B.price))"
+    );
+    let physical = format!(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY symbol ORDER BY ts, seq {measures} \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))"
+    );
+    let dir = test_dir("logical-navigation");
+    let path = dir.join("sorted.csv");
+    write_csv(&path, &ticks(false));
+    let expected = run_file(&path, &physical, ONE_BATCH, "physical navigation").await;
+    assert!(expected.len() >= 100, "only {} matches", expected.len());
+    for batch_size in [ONE_BATCH, 7] {
+        let what = format!("logical navigation, source batches of {batch_size} rows");
+        let got = run_file(&path, &logical, batch_size, &what).await;
+        assert_same_rows(&got, &expected, &what);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn history_dependent_defines_with_backtracking() {
     // A+ is greedy while the running sum stays below 400; B must beat the average of the A

@@ -23,6 +23,7 @@ use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggrega
 
 use crate::error::{EngineError, EngineResult};
 use crate::operators::match_recognize::pattern::VarId;
+use crate::operators::match_recognize::scalar::{ScalarCondition, Val, value_at};
 use crate::plan::match_recognize::{ChannelSource, MatchExpr, Navigation};
 
 /// A channel ready to compute.
@@ -57,6 +58,9 @@ pub struct CompiledExpr {
     pub expr: Arc<dyn PhysicalExpr>,
     pub schema: SchemaRef,
     pub channels: Vec<CompiledChannel>,
+    /// The condition's scalar form, when it has one and reads only values (and the match
+    /// number): [`CompiledExpr::holds`] evaluates it without Arrow arrays.
+    pub scalar: Option<ScalarCondition>,
 }
 
 /// Turns [`MatchExpr`]s into [`CompiledExpr`]s, collecting the distinct argument
@@ -112,10 +116,19 @@ impl<'a> ExprCompiler<'a> {
                 running: c.running,
             });
         }
+        let values_only = channels
+            .iter()
+            .all(|c| matches!(c.kind, ChannelKind::Value { .. } | ChannelKind::MatchNumber));
+        let scalar = if values_only {
+            ScalarCondition::compile(&m.expr, &m.schema)
+        } else {
+            None
+        };
         Ok(CompiledExpr {
             expr,
             schema: Arc::new(m.schema.as_arrow().clone()),
             channels,
+            scalar,
         })
     }
 
@@ -541,6 +554,45 @@ impl CompiledExpr {
             &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(points.len())),
         )?;
         Ok(self.expr.evaluate(&batch)?.into_array(points.len())?)
+    }
+
+    /// Whether the condition holds at each point (NULL: it does not): by its scalar form where
+    /// it has one and every value fits it, else by DataFusion over all the points.
+    pub fn holds(
+        &self,
+        points: &[Point<'_>],
+        input_schema: &SchemaRef,
+        variables: &[String],
+    ) -> EngineResult<Vec<bool>> {
+        if let Some(scalar) = &self.scalar {
+            let mut answers = Vec::with_capacity(points.len());
+            for point in points {
+                let mut channel = |i: usize| -> Option<Val> {
+                    let channel = &self.channels[i];
+                    match &channel.kind {
+                        ChannelKind::Value { vars, nav, arg } => {
+                            match navigate(vars, nav, channel.running, point)
+                                .and_then(|r| point.rows.locate(r))
+                            {
+                                Some((segment, at)) => value_at(&segment.args[*arg], at),
+                                None => Some(Val::Null),
+                            }
+                        }
+                        ChannelKind::MatchNumber => Some(Val::Int(point.number as i64)),
+                        _ => None,
+                    }
+                };
+                match scalar.holds(&mut channel) {
+                    Some(holds) => answers.push(holds),
+                    None => break,
+                }
+            }
+            if answers.len() == points.len() {
+                return Ok(answers);
+            }
+        }
+        let result = as_condition(&self.evaluate(points, input_schema, variables)?);
+        Ok((0..points.len()).map(|i| result.value(i)).collect())
     }
 
     /// Evaluates a row-local condition for whole runs of rows: `channels` are the argument

@@ -55,6 +55,7 @@
 pub mod eval;
 pub mod matcher;
 pub mod pattern;
+pub mod scalar;
 
 use std::sync::Arc;
 
@@ -73,8 +74,8 @@ use datafusion::logical_expr::Expr;
 
 use crate::error::{EngineError, EngineResult};
 use crate::operators::match_recognize::eval::{
-    ChannelKind, CompiledExpr, ExprCompiler, PartitionRows, Point, Segment, as_condition,
-    copy_segment, gather_arg, gather_rows,
+    ChannelKind, CompiledExpr, ExprCompiler, PartitionRows, Point, Segment, copy_segment,
+    gather_arg, gather_rows,
 };
 use crate::operators::match_recognize::matcher::{
     Conditions, Found, History, Match, PartitionMatcher,
@@ -1631,10 +1632,9 @@ impl Conditions for Oracle<'_> {
                     number: 0,
                 })
                 .collect();
-            let result = define.evaluate(&points, &self.s.input_schema, &self.s.spec.variables)?;
-            let result = as_condition(&result);
+            let result = define.holds(&points, &self.s.input_schema, &self.s.spec.variables)?;
             for (k, &i) in asking.iter().enumerate() {
-                answers[i] = result.value(k);
+                answers[i] = result[k];
             }
         }
         Ok(answers)
