@@ -299,20 +299,55 @@ fn write_hex(bytes: &[u8], out: &mut String) {
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fraction]`, the fraction without trailing zeros, as Postgres prints.
+/// Years 0 to 9999 are written digit by digit (a result's timestamps are most of what a
+/// window query sends: chrono's `format` parses its pattern for every value), others by
+/// chrono.
 fn write_naive_datetime(dt: &NaiveDateTime, out: &mut String) {
-    let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
+    use chrono::{Datelike, Timelike};
+    let year = dt.year();
+    if (0..=9999).contains(&year) {
+        let mut text = [0u8; 19];
+        digits(&mut text[0..4], year as u32);
+        text[4] = b'-';
+        digits(&mut text[5..7], dt.month());
+        text[7] = b'-';
+        digits(&mut text[8..10], dt.day());
+        text[10] = b' ';
+        digits(&mut text[11..13], dt.hour());
+        text[13] = b':';
+        digits(&mut text[14..16], dt.minute());
+        text[16] = b':';
+        digits(&mut text[17..19], dt.second());
+        text.iter().for_each(|b| out.push(char::from(*b)));
+    } else {
+        let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
+    }
     write_fraction(dt.and_utc().timestamp_subsec_nanos(), out);
+}
+
+/// Writes `value` as `out.len()` decimal digits, zero-padded (its lowest digits if longer).
+fn digits(out: &mut [u8], mut value: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// `.ffffff` without trailing zeros; Postgres keeps microseconds, so nanoseconds are cut.
 fn write_fraction(nanos: u32, out: &mut String) {
-    let micros = nanos / 1000;
+    let mut micros = nanos / 1000;
     if micros == 0 {
         return;
     }
-    let digits = format!("{micros:06}");
+    let mut width = 6;
+    while micros.is_multiple_of(10) {
+        micros /= 10;
+        width -= 1;
+    }
+    let mut text = [0u8; 6];
+    digits(&mut text[..width], micros);
     out.push('.');
-    out.push_str(digits.trim_end_matches('0'));
+    text[..width].iter().for_each(|b| out.push(char::from(*b)));
 }
 
 fn timestamp_nanos(array: &dyn Array, row: usize, unit: TimeUnit) -> EncodeResult<i64> {
@@ -754,6 +789,13 @@ mod tests {
                 datafusion::arrow::array::TimestampNanosecondArray::from(vec![1_123_456_789])
             )),
             ["1970-01-01 00:00:01.123456"]
+        );
+        // Microseconds with zeros inside, and before 1970.
+        assert_eq!(
+            text(Arc::new(
+                datafusion::arrow::array::TimestampMicrosecondArray::from(vec![1_000_500, -1])
+            )),
+            ["1970-01-01 00:00:01.0005", "1969-12-31 23:59:59.999999"]
         );
         assert_eq!(
             text(Arc::new(Float64Array::from(vec![
