@@ -8,10 +8,9 @@
 
 use std::time::Duration;
 
-use eddy_server::{Server, ServerConfig};
 use futures::{Stream, StreamExt, pin_mut};
 mod common;
-use common::{connect_with_socket, wait_for_no_tasks};
+use common::{connect_with_socket, start, temp_dir, wait_for_no_tasks};
 
 /// How long to wait for a row that must come (generous: CI machines are slow).
 const ROW_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,19 +44,8 @@ where
 
 #[tokio::test]
 async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
-    let dir = std::env::temp_dir().join(format!("eddy-window-emit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let server = Server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: Some(dir.clone()),
-        parallelism: 1,
-        allowed_paths: Vec::new(),
-        checkpoint_interval: std::time::Duration::from_secs(10),
-        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
-        security: Default::default(),
-    })
-    .await
-    .unwrap();
+    let dir = temp_dir("window-emit");
+    let server = start(&dir).await;
     let (writer, _) = connect_with_socket(&server).await;
     let (reader, reader_socket) = connect_with_socket(&server).await;
     writer
@@ -151,19 +139,8 @@ async fn tumble_emits_each_window_when_the_watermark_passes_its_end() {
 /// so they share a window.
 #[tokio::test]
 async fn a_processing_time_window_closes_on_the_clock_without_further_rows() {
-    let dir = std::env::temp_dir().join(format!("eddy-proctime-emit-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let server = Server::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: Some(dir.clone()),
-        parallelism: 2,
-        allowed_paths: Vec::new(),
-        checkpoint_interval: std::time::Duration::from_secs(10),
-        checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
-        security: Default::default(),
-    })
-    .await
-    .unwrap();
+    let dir = temp_dir("proctime-emit");
+    let server = start(&dir).await;
     let (writer, _) = connect_with_socket(&server).await;
     let (reader, reader_socket) = connect_with_socket(&server).await;
     writer
