@@ -45,7 +45,7 @@ pub async fn run(args: &Args, queries: &[&Query], exports: &[&Export]) -> BenchR
     let mut eddy = Streaming::new(config, &events).await?;
     let dir = TempDir::new()?;
     let csv = if queries.iter().any(|q| q.reads_file) {
-        let csv = csv_file::write_bids(&mut eddy, dir.path()).await?;
+        let csv = csv_file::write_bids(&mut eddy, dir.path(), None).await?;
         eddy.add_file_source(&csv.path).await?;
         Some(csv)
     } else {

@@ -45,7 +45,7 @@ pub async fn run(args: &Args, queries: &[&Query], exports: &[&Export]) -> BenchR
     };
     let mut eddy = Streaming::new(EngineConfig::default(), &events).await?;
     let dir = TempDir::new()?;
-    let csv = csv_file::write_bids(&mut eddy, dir.path()).await?;
+    let csv = csv_file::write_bids(&mut eddy, dir.path(), None).await?;
     eddy.add_file_source(&csv.path).await?;
     let batch = Batch::load(&mut eddy, 2).await?;
     batch.register_csv(&csv.path, &csv.schema).await?;

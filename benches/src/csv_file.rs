@@ -45,12 +45,19 @@ pub struct BidsCsv {
     pub bytes: u64,
 }
 
-/// Streams the bids of `streaming`'s generator into `dir/bids.csv`.
-pub async fn write_bids(streaming: &mut Streaming, dir: &Path) -> BenchResult<BidsCsv> {
+/// Streams the bids of `streaming`'s generator into `dir/bids.csv`, timestamps in
+/// `timestamp_format` (chrono's syntax; arrow's default, RFC 3339, without one).
+pub async fn write_bids(
+    streaming: &mut Streaming,
+    dir: &Path,
+    timestamp_format: Option<&str>,
+) -> BenchResult<BidsCsv> {
     let path = dir.join("bids.csv");
-    let mut writer = WriterBuilder::new()
-        .with_header(true)
-        .build(BufWriter::new(File::create(&path)?));
+    let mut builder = WriterBuilder::new().with_header(true);
+    if let Some(format) = timestamp_format {
+        builder = builder.with_timestamp_format(format.to_string());
+    }
+    let mut writer = builder.build(BufWriter::new(File::create(&path)?));
     let mut schema = None;
     let outcome = streaming
         .run("SELECT auction, bidder, price, date_time FROM bids", |b| {

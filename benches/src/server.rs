@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use eddy_engine::session::EngineConfig;
@@ -264,35 +263,13 @@ async fn write_bids(events: u64, dir: &Path) -> BenchResult<CsvFile> {
         },
     )
     .await?;
-    let path = dir.join("bids.csv");
-    let mut writer = WriterBuilder::new()
-        .with_header(true)
-        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
-        .build(BufWriter::new(File::create(&path)?));
-    let outcome = streaming
-        .run("SELECT auction, bidder, price, date_time FROM bids", |b| {
-            Ok(writer.write(b)?)
-        })
-        .await?;
-    writer
-        .into_inner()
-        .into_inner()
-        .map_err(|e| e.into_error())?;
+    let csv = crate::csv_file::write_bids(&mut streaming, dir, Some(TIMESTAMP_FORMAT)).await?;
     Ok(CsvFile {
         table: "bids_file",
-        bytes: std::fs::metadata(&path)?.len(),
-        path,
-        schema: Arc::new(Schema::new(vec![
-            Field::new("auction", DataType::Int64, true),
-            Field::new("bidder", DataType::Int64, true),
-            Field::new("price", DataType::Int64, true),
-            Field::new(
-                "date_time",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
-        ])),
-        rows: outcome.rows,
+        path: csv.path,
+        schema: csv.schema,
+        rows: csv.rows,
+        bytes: csv.bytes,
     })
 }
 
