@@ -136,6 +136,7 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
         let manager = Arc::new(ConnectionManager::new());
         let tls = config.security.tls.as_ref().map(|t| t.acceptor.clone());
+        let scram = matches!(config.security.auth, security::Authentication::Scram(_));
         let gate = Arc::new(wire::startup::StartupGate::new(
             config.security.clone(),
             Arc::clone(&manager),
@@ -176,7 +177,7 @@ impl Server {
                 );
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = ::pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    if let Err(e) = wire::serve::serve(socket, tls, handlers, scram).await {
                         tracing::debug!(%peer, error = %e, "connection error");
                     }
                     slot.release();

@@ -10,8 +10,10 @@ use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 pub mod copy_binary;
 pub mod encode;
 pub mod errors;
+pub mod framing;
 pub mod handler;
 pub mod params;
+pub mod serve;
 pub mod startup;
 
 /// The handlers pgwire calls for one connection.
