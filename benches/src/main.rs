@@ -7,6 +7,7 @@
 //! cargo run --release -p eddy-benches -- --checkpoint-interval D [--events N] [--workers W] [--query NAME]
 //! cargo run --release -p eddy-benches -- --kafka-decode [--events N]
 //! cargo build --release -p eddy-server && cargo run --release -p eddy-benches -- --server [--events N] [--workers W] [--query NAME]
+//! cargo build --release -p eddy-server && cargo run --release -p eddy-benches -- --latency [--events N] [--workers W]
 //! ```
 //!
 //! The measuring run ([`bench`](mod@bench)) prints one markdown table row per query (see
@@ -15,7 +16,8 @@
 //! `--checkpoint-interval` ([`jobs`]) runs the queries as materialized views' jobs that
 //! checkpoint. `--kafka-decode` ([`kafka`]) measures the Kafka source's JSON decoding.
 //! `--server` ([`server`]) measures the real server over CSV files through the Postgres
-//! protocol, by the server process's CPU time. The queries are in [`queries`] (the server
+//! protocol, by the server process's CPU time; `--latency` ([`latency`]) measures how soon an
+//! inserted row's result reaches a client following a query. The queries are in [`queries`] (the server
 //! run's in [`server`]).
 
 mod batch;
@@ -25,6 +27,8 @@ mod csv_file;
 mod eddy;
 mod jobs;
 mod kafka;
+#[cfg(target_os = "linux")]
+mod latency;
 mod measure;
 mod queries;
 #[cfg(target_os = "linux")]
@@ -38,7 +42,7 @@ use queries::{EXPORTS, Export, QUERIES, Query, SKIPPED};
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
-                  [--check | --checkpoint-interval D | --kafka-decode | --server]
+                  [--check | --checkpoint-interval D | --kafka-decode | --server | --latency]
 
   --events N    events of the Nexmark stream (default 10000000; 20000 with --check)
   --workers W   parallel instances of each keyed operator, runtime threads and DataFusion
@@ -60,7 +64,11 @@ const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
                 (the eddy binary next to this one, --workers W) on 127.0.0.1, declare the
                 files as sources and run the server queries through the Postgres protocol
                 (COPY ... TO STDOUT), measuring the server process's CPU time against
-                DataFusion's batch query over the same file (Linux)";
+                DataFusion's batch query over the same file (Linux)
+  --latency     start the real server as --server does, follow a stateless query and a
+                1-second TUMBLE over push tables with COPY ... TO STDOUT, insert N rows
+                one at a time (default 1000) and report how soon each result arrives
+                after its INSERT is acknowledged: p50, p99, max (Linux)";
 
 /// The command line.
 #[derive(Debug)]
@@ -75,6 +83,8 @@ pub struct Args {
     pub kafka_decode: bool,
     /// `--server`: measure the real server over CSV files instead.
     pub server: bool,
+    /// `--latency`: measure how soon results reach a following client instead.
+    pub latency: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -87,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
         checkpoint_interval: None,
         kafka_decode: false,
         server: false,
+        latency: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -111,6 +122,7 @@ fn parse_args() -> Result<Args, String> {
             "--check" => args.check = true,
             "--kafka-decode" => args.kafka_decode = true,
             "--server" => args.server = true,
+            "--latency" => args.latency = true,
             "--checkpoint-interval" => {
                 let v = value("--checkpoint-interval")?;
                 args.checkpoint_interval =
@@ -120,10 +132,26 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if args.check && args.checkpoint_interval.is_some() {
-        return Err("--check and --checkpoint-interval do not go together".to_string());
+    let modes = [
+        args.check,
+        args.checkpoint_interval.is_some(),
+        args.kafka_decode,
+        args.server,
+        args.latency,
+    ];
+    if modes.iter().filter(|m| **m).count() > 1 {
+        return Err(
+            "choose one of --check, --checkpoint-interval, --kafka-decode, --server and --latency"
+                .to_string(),
+        );
     }
-    args.events = events.unwrap_or(if args.check { 20_000 } else { 10_000_000 });
+    args.events = events.unwrap_or(if args.check {
+        20_000
+    } else if args.latency {
+        1_000
+    } else {
+        10_000_000
+    });
     Ok(args)
 }
 
@@ -153,6 +181,12 @@ fn run(args: &Args) -> BenchResult<()> {
         return runtime(args.workers)?.block_on(server::run(args));
         #[cfg(not(target_os = "linux"))]
         return Err("--server reads the server's CPU time from /proc: Linux only".into());
+    }
+    if args.latency {
+        #[cfg(target_os = "linux")]
+        return runtime(2)?.block_on(latency::run(args));
+        #[cfg(not(target_os = "linux"))]
+        return Err("--latency runs the server as --server does: Linux only".into());
     }
     if let Some(interval) = args.checkpoint_interval {
         let queries = jobs::select(args.query.as_deref())?;

@@ -133,11 +133,7 @@ pub async fn run(args: &Args) -> BenchResult<()> {
         args.workers
     );
     let server = ServerProcess::start(dir.path(), args.workers)?;
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={} user=eddy", server.port),
-        tokio_postgres::NoTls,
-    )
-    .await?;
+    let (client, connection) = server.connect().await?;
     let connection = tokio::spawn(connection);
     client
         .batch_execute(&format!(
@@ -323,7 +319,7 @@ fn write_ticks(events: u64, dir: &Path) -> BenchResult<CsvFile> {
 }
 
 /// The server, started for the run and killed when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     port: u16,
     /// Clock ticks per second of `/proc/<pid>/stat`'s CPU times.
@@ -334,7 +330,7 @@ impl ServerProcess {
     /// Starts `eddy serve` (the binary next to this one) on a free port of 127.0.0.1, with a
     /// data directory in `dir` and `dir` allowed to file sources; waits until it accepts
     /// connections.
-    fn start(dir: &Path, workers: usize) -> BenchResult<Self> {
+    pub(crate) fn start(dir: &Path, workers: usize) -> BenchResult<Self> {
         let binary = std::env::current_exe()?.with_file_name("eddy");
         if !binary.exists() {
             return Err(format!(
@@ -377,6 +373,20 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
+    }
+
+    /// A new client connection to the server; the connection must be polled (spawned).
+    pub(crate) async fn connect(
+        &self,
+    ) -> BenchResult<(
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    )> {
+        Ok(tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=eddy", self.port),
+            tokio_postgres::NoTls,
+        )
+        .await?)
     }
 
     /// The server process's CPU time so far (user + system).
