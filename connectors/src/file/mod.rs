@@ -51,6 +51,7 @@ pub(crate) mod options;
 mod parquet;
 mod scan;
 mod text;
+mod timestamp_text;
 
 #[cfg(test)]
 mod tests;

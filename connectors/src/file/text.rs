@@ -155,10 +155,7 @@ impl TextCursor {
                     TextDecoder::Json(json) => json.decode(region, self.line, &mut out)?,
                 }
             };
-            self.line += self.pending[..consumed]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count() as u64;
+            self.line += count_line_breaks(&self.pending[..consumed]);
             self.pending.drain(..consumed);
 
             if last {
@@ -178,5 +175,34 @@ impl TextCursor {
             read_bytes,
             skipped: 0,
         })
+    }
+}
+
+/// The line breaks in `bytes`. Counted a block of at most 255 bytes at a time into a byte-wide
+/// sum, which the compiler turns into vector instructions (a plain count of a filter is
+/// several times slower: it was a twentieth of the cost of reading a CSV file).
+fn count_line_breaks(bytes: &[u8]) -> u64 {
+    bytes
+        .chunks(255)
+        .map(|block| {
+            let breaks: u8 = block.iter().map(|b| u8::from(*b == b'\n')).sum();
+            u64::from(breaks)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_line_breaks;
+
+    #[test]
+    fn line_breaks_are_counted_across_blocks() {
+        let text: Vec<u8> = (0..10_000u32)
+            .map(|i| if i % 7 == 0 { b'\n' } else { b'a' })
+            .collect();
+        for len in [0, 1, 254, 255, 256, 511, 10_000] {
+            let expected = text[..len].iter().filter(|b| **b == b'\n').count() as u64;
+            assert_eq!(count_line_breaks(&text[..len]), expected, "{len} bytes");
+        }
     }
 }

@@ -38,6 +38,9 @@ use crate::runtime::message::EventTime;
 use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Snapshot tables and values.
+/// Slices of one batch looked up by a scan; more are looked up by hashing.
+const LINEAR_LOOKUP: usize = 8;
+
 const META: &str = "meta";
 const SLICES: &str = "slices";
 const GROUPS: &str = "groups";
@@ -339,24 +342,41 @@ impl Operator for WindowAggregateOperator {
         out: &mut OperatorContext,
     ) -> EngineResult<()> {
         let bounds = BoundValues::read(&self.windowing.bounds, &batch)?;
-        // Rows grouped by slice; in order, a batch usually holds one or two slices.
-        let mut by_span: HashMap<Span, Vec<u32>> = HashMap::new();
-        let mut order: Vec<Span> = Vec::new();
+        // Rows grouped by slice, in order of first appearance. In-order input holds one or
+        // two slices per batch, in runs: a row is compared with its predecessor's slice, and
+        // only a change of slice looks the slice up.
+        let mut groups: Vec<(Span, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<Span, usize> = HashMap::new();
+        let mut current: Option<usize> = None;
         for row in 0..batch.num_rows() {
             let Some(span) = self.windowing.span_of(&bounds, row) else {
                 continue;
             };
-            by_span
-                .entry(span)
-                .or_insert_with(|| {
-                    order.push(span);
-                    Vec::new()
-                })
-                .push(row as u32);
+            let at = match current {
+                Some(at) if groups[at].0 == span => at,
+                _ => {
+                    let found = if groups.len() <= LINEAR_LOOKUP {
+                        groups.iter().position(|(s, _)| *s == span)
+                    } else {
+                        if index.is_empty() {
+                            index.extend(groups.iter().enumerate().map(|(i, (s, _))| (*s, i)));
+                        }
+                        index.get(&span).copied()
+                    };
+                    found.unwrap_or_else(|| {
+                        groups.push((span, Vec::new()));
+                        if !index.is_empty() {
+                            index.insert(span, groups.len() - 1);
+                        }
+                        groups.len() - 1
+                    })
+                }
+            };
+            groups[at].1.push(row as u32);
+            current = Some(at);
         }
-        let whole = order.len() == 1 && by_span[&order[0]].len() == batch.num_rows();
-        for span in order {
-            let rows = &by_span[&span];
+        let whole = groups.len() == 1 && groups[0].1.len() == batch.num_rows();
+        for (span, rows) in groups {
             let windows = self.windowing.windows_of(span);
             let fired = windows
                 .iter()
@@ -373,7 +393,7 @@ impl Operator for WindowAggregateOperator {
             if whole {
                 self.add(span, &batch)?;
             } else {
-                let indices = UInt32Array::from(rows.clone());
+                let indices = UInt32Array::from(rows);
                 let part = take_record_batch(&batch, &indices)?;
                 self.add(span, &part)?;
             }

@@ -13,7 +13,8 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, DecimalType, Float16Type, Float32Type,
     Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, IntervalUnit, Schema, TimeUnit,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -183,14 +184,14 @@ pub fn write_text(
         } else {
             'f'
         }),
-        DataType::Int8 => write!(out, "{}", array.as_primitive::<Int8Type>().value(row))?,
-        DataType::Int16 => write!(out, "{}", array.as_primitive::<Int16Type>().value(row))?,
-        DataType::Int32 => write!(out, "{}", array.as_primitive::<Int32Type>().value(row))?,
-        DataType::Int64 => write!(out, "{}", array.as_primitive::<Int64Type>().value(row))?,
-        DataType::UInt8 => write!(out, "{}", array.as_primitive::<UInt8Type>().value(row))?,
-        DataType::UInt16 => write!(out, "{}", array.as_primitive::<UInt16Type>().value(row))?,
-        DataType::UInt32 => write!(out, "{}", array.as_primitive::<UInt32Type>().value(row))?,
-        DataType::UInt64 => write!(out, "{}", array.as_primitive::<UInt64Type>().value(row))?,
+        DataType::Int8 => write_integer(array.as_primitive::<Int8Type>().value(row), out),
+        DataType::Int16 => write_integer(array.as_primitive::<Int16Type>().value(row), out),
+        DataType::Int32 => write_integer(array.as_primitive::<Int32Type>().value(row), out),
+        DataType::Int64 => write_integer(array.as_primitive::<Int64Type>().value(row), out),
+        DataType::UInt8 => write_integer(array.as_primitive::<UInt8Type>().value(row), out),
+        DataType::UInt16 => write_integer(array.as_primitive::<UInt16Type>().value(row), out),
+        DataType::UInt32 => write_integer(array.as_primitive::<UInt32Type>().value(row), out),
+        DataType::UInt64 => write_integer(array.as_primitive::<UInt64Type>().value(row), out),
         DataType::Float16 => write_float(
             f64::from(array.as_primitive::<Float16Type>().value(row).to_f32()),
             out,
@@ -298,6 +299,31 @@ fn write_hex(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// The stored value of a timestamp column at `row` (in the column's unit), `None` for other
+/// types.
+fn timestamp_value(array: &dyn Array, row: usize) -> Option<i64> {
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            Some(array.as_primitive::<TimestampSecondType>().value(row))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Some(array.as_primitive::<TimestampMillisecondType>().value(row))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some(array.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            Some(array.as_primitive::<TimestampNanosecondType>().value(row))
+        }
+        _ => None,
+    }
+}
+
+/// An integer in decimal (itoa: `write!` goes through the formatting machinery per value).
+fn write_integer(value: impl itoa::Integer, out: &mut String) {
+    out.push_str(itoa::Buffer::new().format(value));
+}
+
 /// `YYYY-MM-DD HH:MM:SS[.fraction]`, the fraction without trailing zeros, as Postgres prints.
 /// Years 0 to 9999 are written digit by digit (a result's timestamps are most of what a
 /// window query sends: chrono's `format` parses its pattern for every value), others by
@@ -318,7 +344,8 @@ fn write_naive_datetime(dt: &NaiveDateTime, out: &mut String) {
         digits(&mut text[14..16], dt.minute());
         text[16] = b':';
         digits(&mut text[17..19], dt.second());
-        text.iter().for_each(|b| out.push(char::from(*b)));
+        // ASCII digits and separators.
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     } else {
         let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
     }
@@ -631,6 +658,7 @@ impl CopyWriter {
         let mut rows = Vec::with_capacity(batch.num_rows());
         let mut value = String::new();
         let mut line = String::new();
+        let mut timestamps = vec![(None, String::new()); batch.num_columns()];
         for row in 0..batch.num_rows() {
             match self {
                 Self::Binary => {
@@ -653,8 +681,18 @@ impl CopyWriter {
                         *delimiter,
                         null,
                         (&mut line, &mut value),
+                        &mut timestamps,
                         tz,
                         |v, out| {
+                            // Most values (numbers, timestamps) have nothing to escape.
+                            let special = |b: &u8| {
+                                matches!(b, b'\\' | b'\n' | b'\r' | b'\t')
+                                    || u32::from(*b) == u32::from(*delimiter)
+                            };
+                            if delimiter.is_ascii() && !v.as_bytes().iter().any(special) {
+                                out.push_str(v);
+                                return;
+                            }
                             for c in v.chars() {
                                 match c {
                                     '\\' => out.push_str("\\\\"),
@@ -683,6 +721,7 @@ impl CopyWriter {
                         *delimiter,
                         null,
                         (&mut line, &mut value),
+                        &mut timestamps,
                         tz,
                         |v, out| {
                             if v.is_empty() || v == null {
@@ -705,12 +744,16 @@ impl CopyWriter {
 }
 
 /// One line of delimited text: each value's text is written by `write_value`, NULLs as `null`.
+/// `timestamps` holds each column's last timestamp and its text: a window's rows repeat their
+/// `window_start` and `window_end`, which are then written once.
+#[allow(clippy::too_many_arguments)]
 fn write_delimited_row(
     batch: &RecordBatch,
     row: usize,
     delimiter: char,
     null: &str,
     (line, value): (&mut String, &mut String),
+    timestamps: &mut [(Option<i64>, String)],
     tz: &TextZone,
     write_value: impl Fn(&str, &mut String),
 ) -> EncodeResult<()> {
@@ -721,6 +764,17 @@ fn write_delimited_row(
         }
         if is_null_at(column.as_ref(), row) {
             line.push_str(null);
+            continue;
+        }
+        if let (Some(raw), Some((last, text))) =
+            (timestamp_value(column.as_ref(), row), timestamps.get_mut(i))
+        {
+            if *last != Some(raw) {
+                text.clear();
+                write_text(column.as_ref(), row, text, tz)?;
+                *last = Some(raw);
+            }
+            write_value(text, line);
             continue;
         }
         value.clear();
@@ -841,5 +895,65 @@ mod tests {
         assert_eq!(out, ["\"x,y\",1\n", "\"\",\n", ",3\n"]);
         let header = w.header(&schema, true).unwrap();
         assert_eq!(&header[..], b"a,b\n");
+    }
+
+    #[test]
+    fn text_rows_repeat_and_change_timestamps_and_escape_values() {
+        let schema = Arc::new(Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+            datafusion::arrow::datatypes::Field::new("s", DataType::Utf8, true),
+            datafusion::arrow::datatypes::Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(1_704_067_200_366),
+                    Some(1_704_067_200_366),
+                    None,
+                    Some(1_704_067_210_000),
+                    Some(1_704_067_200_366),
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("a\tb"),
+                    Some("plain"),
+                    Some("back\\slash"),
+                    Some("line\nbreak"),
+                    None,
+                ])),
+                Arc::new(Int64Array::from(vec![
+                    Some(-42),
+                    Some(i64::MIN),
+                    Some(0),
+                    None,
+                    Some(i64::MAX),
+                ])),
+            ],
+        )
+        .unwrap();
+        let w = CopyWriter::Text {
+            delimiter: '\t',
+            null: "\\N".to_string(),
+        };
+        let out: Vec<String> = w
+            .encode_batch(&batch, &utc())
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8(r.to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "2024-01-01 00:00:00.366\ta\\tb\t-42\n",
+                "2024-01-01 00:00:00.366\tplain\t-9223372036854775808\n",
+                "\\N\tback\\\\slash\t0\n",
+                "2024-01-01 00:00:10\tline\\nbreak\t\\N\n",
+                "2024-01-01 00:00:00.366\t\\N\t9223372036854775807\n",
+            ]
+        );
     }
 }
