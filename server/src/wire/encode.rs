@@ -867,6 +867,15 @@ mod tests {
         );
     }
 
+    /// The COPY lines `w` writes for `batch`.
+    fn copy_lines(w: &CopyWriter, batch: &RecordBatch) -> Vec<String> {
+        w.encode_batch(batch, &utc())
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8(r.to_vec()).unwrap())
+            .collect()
+    }
+
     #[test]
     fn csv_quotes_what_needs_it() {
         let schema = Arc::new(Schema::new(vec![
@@ -886,12 +895,7 @@ mod tests {
             null: String::new(),
             quote: '"',
         };
-        let out: Vec<String> = w
-            .encode_batch(&batch, &utc())
-            .unwrap()
-            .iter()
-            .map(|r| String::from_utf8(r.to_vec()).unwrap())
-            .collect();
+        let out = copy_lines(&w, &batch);
         assert_eq!(out, ["\"x,y\",1\n", "\"\",\n", ",3\n"]);
         let header = w.header(&schema, true).unwrap();
         assert_eq!(&header[..], b"a,b\n");
@@ -939,12 +943,7 @@ mod tests {
             delimiter: '\t',
             null: "\\N".to_string(),
         };
-        let out: Vec<String> = w
-            .encode_batch(&batch, &utc())
-            .unwrap()
-            .iter()
-            .map(|r| String::from_utf8(r.to_vec()).unwrap())
-            .collect();
+        let out = copy_lines(&w, &batch);
         assert_eq!(
             out,
             [
