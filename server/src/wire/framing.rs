@@ -37,6 +37,8 @@ pub enum Malformed {
     Length { kind: char, length: i64 },
     #[error("invalid startup packet length {0}")]
     StartupLength(i64),
+    #[error("invalid startup packet layout: {0}")]
+    StartupLayout(&'static str),
     #[error("invalid message format: {what} in a '{kind}' message")]
     Format { kind: char, what: &'static str },
 }
@@ -100,8 +102,13 @@ impl Framing {
                         return Ok(());
                     }
                     let code = (&incoming[4..8]).get_i32();
-                    if code == CANCEL_REQUEST_CODE && length < 12 {
-                        return Err(Malformed::StartupLength(length as i64));
+                    if code == CANCEL_REQUEST_CODE {
+                        if length < 12 {
+                            return Err(Malformed::StartupLength(length as i64));
+                        }
+                    } else {
+                        check_startup_parameters(&incoming[8..length])
+                            .map_err(Malformed::StartupLayout)?;
                     }
                     ready.extend_from_slice(&incoming.split_to(length));
                     self.phase = Phase::Typed;
@@ -153,6 +160,32 @@ impl Framing {
                 }
             }
         }
+    }
+}
+
+/// Checks that a startup message's parameters (after its length and protocol version) are
+/// name and value strings, the list ended by an empty name at the last byte (pgwire reads the
+/// list up to its first empty or unterminated string and leaves the rest to be decoded as
+/// the next message).
+fn check_startup_parameters(parameters: &[u8]) -> Result<(), &'static str> {
+    let mut fields = Fields(parameters);
+    loop {
+        match fields.0.first() {
+            None => return Err("expected terminator as last byte"),
+            Some(0) => {
+                fields.skip(1)?;
+                break;
+            }
+            Some(_) => {
+                fields.cstring()?;
+                fields.cstring()?;
+            }
+        }
+    }
+    if fields.0.is_empty() {
+        Ok(())
+    } else {
+        Err("bytes after the terminator")
     }
 }
 
@@ -456,6 +489,130 @@ mod tests {
         assert_eq!(
             feed(&[0, 0, 0, 4], false).1,
             Some(Malformed::StartupLength(4))
+        );
+    }
+
+    #[test]
+    fn startup_parameters_must_end_with_their_terminator() {
+        let packet = |body: &[u8]| {
+            let mut m = (body.len() as i32 + 4).to_be_bytes().to_vec();
+            m.extend_from_slice(body);
+            m
+        };
+        assert_eq!(feed(&startup(), false).1, None);
+        // An empty value is a value.
+        let empty_value = packet(b"\x00\x03\x00\x00user\0eddy\0options\0\0\0");
+        assert_eq!(feed(&empty_value, false).1, None);
+        for body in [
+            &b"\x00\x03\x00\x00user\0eddy\0"[..],
+            b"\x00\x03\x00\x00user\0eddy",
+            b"\x00\x03\x00\x00user\0eddy\0\0P\0\0\0\x05s",
+        ] {
+            assert!(
+                matches!(
+                    feed(&packet(body), false).1,
+                    Some(Malformed::StartupLayout(_))
+                ),
+                "{body:?}"
+            );
+        }
+    }
+
+    /// What the checks pass decodes in pgwire without a panic: message streams built from
+    /// well-formed messages, then with bytes changed, dropped or added, are fed through the
+    /// checks in random pieces, and whatever they pass is decoded as pgwire's codec decodes it
+    /// (the startup first; a SCRAM client's first password message as a SASLInitialResponse).
+    #[test]
+    fn what_passes_the_checks_decodes_in_pgwire_without_panicking() {
+        use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
+
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n.max(1)
+        };
+        let templates: Vec<Vec<u8>> = vec![
+            message(b'Q', b"SELECT 1\0"),
+            message(b'P', b"s1\0SELECT $1\0\x00\x01\x00\x00\x00\x17"),
+            message(
+                b'B',
+                b"\0s1\0\x00\x01\x00\x00\x00\x01\x00\x00\x00\x0242\x00\x00",
+            ),
+            message(b'D', b"P\0"),
+            message(b'C', b"S\0"),
+            message(b'E', b"\0\x00\x00\x00\x00"),
+            message(b'S', b""),
+            message(b'H', b""),
+            message(b'd', b"1,2\n"),
+            message(b'c', b""),
+            message(b'f', b"stop\0"),
+            message(b'p', b"SCRAM-SHA-256\0\x00\x00\x00\x09n,,n=,r=x"),
+            message(b'p', b"c=biws,r=x,p=y"),
+        ];
+        let mut passed_messages = 0;
+        for _ in 0..20_000 {
+            let scram = next(2) == 0;
+            let mut stream = startup();
+            for _ in 0..next(6) {
+                stream.extend(&templates[next(templates.len() as u64) as usize]);
+            }
+            for _ in 0..next(3) {
+                let at = next(stream.len() as u64 + 1) as usize;
+                match next(3) {
+                    0 if at < stream.len() => stream[at] = next(256) as u8,
+                    1 if at < stream.len() => {
+                        stream.remove(at);
+                    }
+                    _ => stream.insert(at, next(256) as u8),
+                }
+            }
+            let mut framing = Framing {
+                phase: Phase::Startup,
+                sasl_initial_next: scram,
+            };
+            let mut incoming = BytesMut::new();
+            let mut ready = BytesMut::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let piece = (1 + next(16) as usize).min(rest.len());
+                incoming.extend_from_slice(&rest[..piece]);
+                rest = &rest[piece..];
+                if framing.advance(&mut incoming, &mut ready).is_err() {
+                    break;
+                }
+            }
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut buf = ready.clone();
+                let mut context = DecodeContext::default();
+                context.awaiting_frontend_ssl = false;
+                let mut first_password = scram;
+                let mut count = 0;
+                while let Ok(Some(message)) = PgWireFrontendMessage::decode(&mut buf, &context) {
+                    count += 1;
+                    match message {
+                        PgWireFrontendMessage::Startup(_)
+                        | PgWireFrontendMessage::CancelRequest(_) => {
+                            context.awaiting_frontend_startup = false;
+                        }
+                        PgWireFrontendMessage::PasswordMessageFamily(p) if first_password => {
+                            first_password = false;
+                            let _ = p.into_sasl_initial_response();
+                        }
+                        _ => {}
+                    }
+                }
+                count
+            }));
+            match decoded {
+                Ok(count) => passed_messages += count,
+                Err(_) => panic!("pgwire panicked on bytes the checks passed: {ready:?}"),
+            }
+        }
+        assert!(
+            passed_messages > 20_000,
+            "only {passed_messages} messages were decoded"
         );
     }
 
