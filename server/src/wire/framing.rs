@@ -346,9 +346,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             let n = read.filled().len();
             if n == 0 {
-                // End of stream: an incomplete last message is pgwire's to notice.
-                let rest = this.incoming.split();
-                buf.put_slice(&rest[..rest.len().min(buf.remaining())]);
+                // End of stream: an unfinished last message is never handed on (pgwire sees
+                // the stream end).
                 return Poll::Ready(Ok(()));
             }
             // SAFETY: `read` filled the first `n` bytes of the spare capacity.
