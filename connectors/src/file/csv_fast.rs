@@ -128,16 +128,6 @@ impl FastCsv {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
         for (column, field) in batch.columns().iter().zip(self.output.fields()) {
             let column = match field.data_type() {
-                DataType::Timestamp(unit, None) => {
-                    let parsed = timestamp_text::parse_column(column, *unit)?;
-                    if !field.is_nullable() && parsed.null_count() > 0 {
-                        return Err(ArrowError::InvalidArgumentError(format!(
-                            "NULL in NOT NULL column {}",
-                            field.name()
-                        )));
-                    }
-                    parsed
-                }
                 DataType::Utf8 if column.null_count() > 0 => {
                     let strings = column
                         .as_any()
@@ -146,12 +136,14 @@ impl FastCsv {
                     let (offsets, values, _) = strings.clone().into_parts();
                     Arc::new(StringArray::try_new(offsets, values, None)?) as ArrayRef
                 }
+                // A timestamp's text is NULL exactly where its value will be.
                 _ if !field.is_nullable() && column.null_count() > 0 => {
                     return Err(ArrowError::InvalidArgumentError(format!(
                         "NULL in NOT NULL column {}",
                         field.name()
                     )));
                 }
+                DataType::Timestamp(unit, None) => timestamp_text::parse_column(column, *unit)?,
                 _ => Arc::clone(column),
             };
             columns.push(column);

@@ -38,9 +38,6 @@ use crate::runtime::message::EventTime;
 use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// Snapshot tables and values.
-/// Slices of one batch looked up by a scan; more are looked up by hashing.
-const LINEAR_LOOKUP: usize = 8;
-
 const META: &str = "meta";
 const SLICES: &str = "slices";
 const GROUPS: &str = "groups";
@@ -354,23 +351,10 @@ impl Operator for WindowAggregateOperator {
             };
             let at = match current {
                 Some(at) if groups[at].0 == span => at,
-                _ => {
-                    let found = if groups.len() <= LINEAR_LOOKUP {
-                        groups.iter().position(|(s, _)| *s == span)
-                    } else {
-                        if index.is_empty() {
-                            index.extend(groups.iter().enumerate().map(|(i, (s, _))| (*s, i)));
-                        }
-                        index.get(&span).copied()
-                    };
-                    found.unwrap_or_else(|| {
-                        groups.push((span, Vec::new()));
-                        if !index.is_empty() {
-                            index.insert(span, groups.len() - 1);
-                        }
-                        groups.len() - 1
-                    })
-                }
+                _ => *index.entry(span).or_insert_with(|| {
+                    groups.push((span, Vec::new()));
+                    groups.len() - 1
+                }),
             };
             groups[at].1.push(row as u32);
             current = Some(at);
