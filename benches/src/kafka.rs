@@ -194,6 +194,7 @@ pub async fn run(events: u64) -> BenchResult<()> {
         metrics: Arc::clone(&metrics),
         batch_size: 8192,
         split: SourceSplit::WHOLE,
+        parallelism: 1,
         start_row: 0,
         start_position: None,
         metadata: Vec::new(),

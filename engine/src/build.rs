@@ -1144,6 +1144,7 @@ impl Builder<'_, '_> {
                         metrics: Arc::clone(&metrics),
                         batch_size: self.ctx.batch_size,
                         split: SourceSplit { index, count },
+                        parallelism: self.ctx.parallelism.max(1),
                         start_row: start.rows,
                         start_position: start.connector,
                         metadata: relation.metadata.clone(),

@@ -65,6 +65,9 @@ pub struct SourceContext {
     /// Which part of the source this reader produces, when the query reads it with several
     /// readers (only for connectors whose [`SourceConnector::splittable`] says so).
     pub split: SourceSplit,
+    /// The query's parallelism (at least 1). A reader that is not split may use up to this
+    /// many threads to decode one stream, as long as its rows keep their order.
+    pub parallelism: usize,
     /// Where to start: the number of rows of this split that a restored checkpoint has
     /// already accounted for. The reader must produce exactly the rows that an uninterrupted
     /// reader would produce after its first `start_row` rows (malformed rows, which are

@@ -12,6 +12,7 @@
 //! record is left unconsumed and parsed again with the next chunk.
 
 use ::csv::{ByteRecord, ReaderBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
 use std::io::Read;
 
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
@@ -67,6 +68,43 @@ impl CsvDecoder {
     pub(crate) fn with_projection(mut self, declared: usize, columns: Vec<usize>) -> Self {
         self.projection = Some((declared, columns));
         self
+    }
+
+    /// Decodes `region` in parts on up to `threads` threads at once, when the parts can be
+    /// decoded apart: the fast path takes the region (no quote character, so every record ends
+    /// at a line break, and no header to skip) and it is at least [`MIN_PART_BYTES`] a part.
+    /// The region is cut at line breaks; the batches keep the file's order. Every part must
+    /// decode on the fast path: otherwise (a malformed row somewhere) `None`, and the caller
+    /// decodes the region in one piece with [`CsvDecoder::decode`], which reports the bad
+    /// rows in file order. Decoding has no side effect until it succeeds, so trying costs
+    /// only time.
+    pub(crate) fn decode_in_parts(
+        &self,
+        region: &[u8],
+        threads: usize,
+        state: &CsvFileState,
+    ) -> Option<Vec<RecordBatch>> {
+        let fast = self.fast.as_ref()?;
+        let parts = threads.min(region.len() / MIN_PART_BYTES);
+        if parts < 2 || !fast.accepts(region, state.header_pending) {
+            return None;
+        }
+        let parts = cut_at_line_breaks(region, parts);
+        let decoded: Vec<Option<Vec<RecordBatch>>> = std::thread::scope(|scope| {
+            let others: Vec<_> = parts[1..]
+                .iter()
+                .map(|part| scope.spawn(move || fast.decode(part).ok()))
+                .collect();
+            let first = fast.decode(parts[0]).ok();
+            std::iter::once(first)
+                .chain(others.into_iter().map(|h| h.join().ok().flatten()))
+                .collect()
+        });
+        let mut batches = Vec::new();
+        for part in decoded {
+            batches.extend(part?);
+        }
+        Some(batches)
     }
 
     /// Decodes the records of `region`, whose first byte is on line `first_line` of the file.
@@ -192,6 +230,31 @@ impl CsvDecoder {
             }
         }
     }
+}
+
+/// The smallest part of a region [`CsvDecoder::decode_in_parts`] hands to a thread of its own.
+pub(crate) const MIN_PART_BYTES: usize = 256 * 1024;
+
+/// `region` cut into at most `parts` pieces of about equal size, each but the last ending
+/// with a line break.
+fn cut_at_line_breaks(region: &[u8], parts: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::with_capacity(parts);
+    let mut start = 0;
+    for i in 1..parts {
+        let target = (region.len() * i / parts).max(start);
+        let Some(offset) = region[target..].iter().position(|b| *b == b'\n') else {
+            break;
+        };
+        let end = target + offset + 1;
+        if end > start {
+            pieces.push(&region[start..end]);
+            start = end;
+        }
+    }
+    if start < region.len() {
+        pieces.push(&region[start..]);
+    }
+    pieces
 }
 
 fn record_start(record: &ByteRecord) -> usize {

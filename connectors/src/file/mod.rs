@@ -212,6 +212,7 @@ impl SourceConnector for FileConnector {
             csv_header: format == FileFormat::Csv && options.csv.header,
             follow,
             start_row: ctx.start_row,
+            decode_threads: ctx.parallelism.max(1),
         });
         let stream = futures::stream::unfold(scan, |mut scan| async move {
             let item = scan.next_batch().await?;

@@ -46,6 +46,8 @@ pub(crate) struct ScanConfig {
     pub follow: bool,
     /// Rows an earlier run already read ([`eddy_engine::connector::SourceContext::start_row`]).
     pub start_row: u64,
+    /// Threads that may decode parts of one text chunk at once (the query's parallelism).
+    pub decode_threads: usize,
 }
 
 /// Where reading one file stands.
@@ -288,7 +290,12 @@ fn step_file(
                     "no text decoder for '{display}'"
                 )));
             };
-            let output = cursor.step(decoder, &config.decode, config.follow)?;
+            let output = cursor.step(
+                decoder,
+                &config.decode,
+                config.follow,
+                config.decode_threads,
+            )?;
             let state = if output.progress == Progress::Done {
                 FileState::Finished
             } else {

@@ -115,6 +115,18 @@ fn open_at(
     projection: Option<Vec<usize>>,
     start_row: u64,
 ) -> (BatchStream, bool, Arc<SourceMetrics>) {
+    open_with(schema, options, batch_size, projection, start_row, 1)
+}
+
+/// Opens a reader of a query with `parallelism`.
+fn open_with(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    batch_size: usize,
+    projection: Option<Vec<usize>>,
+    start_row: u64,
+    parallelism: usize,
+) -> (BatchStream, bool, Arc<SourceMetrics>) {
     FileConnector::default().validate(schema, &options).unwrap();
     let metrics = Arc::new(SourceMetrics::default());
     let reader = FileConnector::default()
@@ -128,6 +140,7 @@ fn open_at(
             metrics: Arc::clone(&metrics),
             batch_size,
             split: eddy_engine::connector::SourceSplit::WHOLE,
+            parallelism,
             projection,
         })
         .unwrap();
@@ -1183,4 +1196,71 @@ async fn a_following_source_starts_at_a_row() {
     dir.write("b.csv", "5\n");
     assert_eq!(next_rows(&mut stream).await, ["5"]);
     assert_eq!(metrics.rows(), 2);
+}
+
+/// Reads a bounded source to its end with `parallelism` decode threads.
+async fn read_with(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    start_row: u64,
+    parallelism: usize,
+) -> (Vec<String>, Arc<SourceMetrics>) {
+    let (stream, _, metrics) = open_with(schema, options, 1000, None, start_row, parallelism);
+    let batches = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("bounded stream ends")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    (rows(&batches), metrics)
+}
+
+/// A CSV file of several chunks is decoded by several threads at once where its regions allow
+/// (no quote character, no header): the rows, their order, the malformed rows and the first
+/// error are those of one thread, with a header, with malformed rows in a later part (which
+/// sends that region to the row path), with a quoted record, and from a restored start row.
+#[tokio::test]
+async fn parallel_decoding_gives_the_rows_of_one_thread() {
+    let dir = TempDir::new("parallel");
+    let mut text = String::from("auction,channel,date_time\n");
+    let lines = 200_000;
+    for i in 0..lines {
+        let second = i % 60;
+        let millis = i % 1000;
+        match i {
+            // Malformed rows far into the file: a bad number, a missing field.
+            190_001 => text.push_str("x,web,2023-05-06 16:51:00\n"),
+            195_002 => text.push_str("7,web\n"),
+            // A quoted record: that region cannot be cut at line breaks.
+            60_003 => text.push_str("60003,\"a, \"\"quoted\"\" one\",2023-05-06 16:51:00\n"),
+            _ => text.push_str(&format!(
+                "{i},{},2023-05-06 16:{:02}:{second:02}.{millis:03}\n",
+                ["web", "app", "partner"][i % 3],
+                (i / 60) % 60
+            )),
+        }
+    }
+    assert!(text.len() > 6 * super::text::CHUNK_BYTES, "several chunks");
+    let path = dir.write("bids.csv", &text);
+    let opts = || options(&[("path", &path), ("header", "true")]);
+    let (one, one_metrics) = read_with(&bids_schema(), opts(), 0, 1).await;
+    assert_eq!(one.len(), lines - 2);
+    assert_eq!(one_metrics.malformed(), 2);
+    assert!(one.contains(&"60003|a, \"quoted\" one|2023-05-06T16:51:00".to_string()));
+    let (many, metrics) = read_with(&bids_schema(), opts(), 0, 2).await;
+    assert!(many == one, "two threads: the rows of one thread, in order");
+    assert_eq!(metrics.malformed(), 2);
+    assert_eq!(metrics.first_error(), one_metrics.first_error());
+    assert!(
+        metrics
+            .first_error()
+            .is_some_and(|e| e.starts_with(&format!("{path}:190003: "))),
+        "{:?}",
+        metrics.first_error()
+    );
+    let (rest, _) = read_with(&bids_schema(), opts(), 123_457, 3).await;
+    assert!(
+        rest[..] == one[123_457..],
+        "three threads from a restored row"
+    );
 }

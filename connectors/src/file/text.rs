@@ -5,6 +5,10 @@
 //! record) and keeps the unfinished rest for the next step. At the end of a bounded read the
 //! unfinished rest — a last line without a line break — is decoded too; while following, it
 //! waits for its line break. Steps do blocking I/O: run them on a blocking thread.
+//!
+//! With several decode threads (the query's parallelism) a step reads a chunk per thread and,
+//! when the CSV decoder can cut the region at line breaks ([`CsvDecoder::decode_in_parts`]),
+//! decodes the parts at once; the batches keep the file's order.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -90,13 +94,14 @@ impl TextCursor {
         self.read_offset
     }
 
-    /// Reads and decodes the next chunk. `follow` keeps an unfinished last line for later
-    /// instead of decoding it at the end of the file.
+    /// Reads and decodes the next chunk, one per thread of `threads`. `follow` keeps an
+    /// unfinished last line for later instead of decoding it at the end of the file.
     pub(crate) fn step(
         &mut self,
         decoder: &TextDecoder,
         config: &DecodeConfig,
         follow: bool,
+        threads: usize,
     ) -> ConnectorResult<StepOutput> {
         let name = Arc::clone(&self.display);
         let io_error = |e: std::io::Error| ConnectorError::Io(format!("cannot read '{name}': {e}"));
@@ -113,16 +118,17 @@ impl TextCursor {
             .map_err(io_error)?;
 
         let mut out = TextBatchBuilder::new(config, &name);
+        let chunk = CHUNK_BYTES * threads.max(1);
         let progress = loop {
             let before = self.pending.len();
             (&mut file)
-                .take(CHUNK_BYTES as u64)
+                .take(chunk as u64)
                 .read_to_end(&mut self.pending)
                 .map_err(io_error)?;
             let read = self.pending.len() - before;
             read_bytes |= read > 0;
             self.read_offset += read as u64;
-            let at_eof = read < CHUNK_BYTES;
+            let at_eof = read < chunk;
             let last = at_eof && !follow;
 
             if self.at_start
@@ -150,7 +156,15 @@ impl TextCursor {
                 let region = &self.pending[..region_end];
                 match decoder {
                     TextDecoder::Csv(csv) => {
-                        csv.decode(region, last, self.line, &mut self.csv, &mut out)?
+                        match csv.decode_in_parts(region, threads, &self.csv) {
+                            Some(batches) => {
+                                for batch in batches {
+                                    out.push_batch(batch)?;
+                                }
+                                region.len()
+                            }
+                            None => csv.decode(region, last, self.line, &mut self.csv, &mut out)?,
+                        }
                     }
                     TextDecoder::Json(json) => json.decode(region, self.line, &mut out)?,
                 }

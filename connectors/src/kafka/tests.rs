@@ -193,6 +193,7 @@ fn context(
         metrics: Arc::clone(metrics),
         batch_size,
         split: SourceSplit::WHOLE,
+        parallelism: 1,
         start_row: 0,
         start_position: None,
         metadata: Vec::new(),
@@ -227,6 +228,7 @@ async fn read(
     let reader = connector
         .open(SourceContext {
             split,
+            parallelism: 1,
             start_position,
             ..context(schema(), options, &metrics, 2)
         })

@@ -57,6 +57,7 @@ async fn read_all(
             metrics: Arc::clone(&metrics),
             batch_size,
             split: SourceSplit::WHOLE,
+            parallelism: 1,
             projection: None,
         })
         .unwrap();
@@ -405,6 +406,7 @@ async fn a_slow_stream_delivers_rows_promptly_and_stops_when_dropped() {
             metrics: Arc::new(SourceMetrics::default()),
             batch_size: 8192,
             split: SourceSplit::WHOLE,
+            parallelism: 1,
             projection: None,
         })
         .unwrap();
@@ -442,6 +444,7 @@ async fn read_split(
             metrics: Arc::new(SourceMetrics::default()),
             batch_size,
             split: SourceSplit { index, count },
+            parallelism: 1,
             projection: None,
         })
         .unwrap();
@@ -543,6 +546,7 @@ fn only_unpaced_sources_split() {
         metrics: Arc::new(SourceMetrics::default()),
         batch_size: 100,
         split: SourceSplit { index: 2, count: 2 },
+        parallelism: 1,
         projection: None,
     });
     assert!(matches!(opened, Err(ConnectorError::Unsupported(_))));
@@ -595,6 +599,7 @@ async fn bid_throughput() {
                     metrics: Arc::new(SourceMetrics::default()),
                     batch_size: 8192,
                     split: SourceSplit::WHOLE,
+                    parallelism: 1,
                     projection: None,
                 })
                 .unwrap();
@@ -638,6 +643,7 @@ async fn read_split_from(
             metrics: Arc::new(SourceMetrics::default()),
             batch_size,
             split,
+            parallelism: 1,
             projection: None,
         })
         .unwrap();

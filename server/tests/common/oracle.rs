@@ -60,6 +60,7 @@ pub async fn nexmark_rows(table: &str, events_max: &str) -> Vec<RecordBatch> {
             metrics: Arc::default(),
             batch_size: 4096,
             split: eddy_engine::connector::SourceSplit::WHOLE,
+            parallelism: 1,
             projection: None,
         })
         .unwrap();
