@@ -54,6 +54,7 @@ use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::window_join::{WindowJoinOperator, WindowJoinSide, WindowJoinSpec};
 use crate::operators::window_top_n::{WindowTopNOperator, WindowTopNSpec};
 use crate::operators::{Operator, OperatorContext, OperatorInfo};
+use crate::panics;
 use crate::plan::{JoinInputs, Partitioning, SourceNode, StreamPlan};
 use crate::runtime::checkpoint::{self, PartId};
 use crate::runtime::exchange::{self, HashPartitioner};
@@ -151,9 +152,10 @@ pub fn launch_into(
             next_aligned += 1;
             next_aligned - 1
         });
+        let place = format!("source {}", source.name);
         builder.tasks.spawn(async move {
             let _live = live;
-            driver::run_source(source, group, index).await
+            panics::guard(&place, driver::run_source(source, group, index)).await
         });
     }
     Ok(RunningQuery {
@@ -816,7 +818,8 @@ impl Builder<'_, '_> {
                         let live = LiveTask::new(&self.ctx.live_tasks);
                         self.tasks.spawn(async move {
                             let _live = live;
-                            exchange::run_exchange(partitioner, input.rx, senders).await
+                            let exchange = exchange::run_exchange(partitioner, input.rx, senders);
+                            panics::guard("a hash exchange", exchange).await
                         });
                         for (instance, rx) in receivers.into_iter().enumerate() {
                             wired[instance].push((
@@ -1052,9 +1055,11 @@ impl Builder<'_, '_> {
                 bounded: input.bounded,
             });
         }
+        let place = format!("operator {}", op.info().name);
         self.tasks.spawn(async move {
             let _live = live;
-            driver::run_operator(op, ctx, receivers, wiring, tx, metrics, checkpoint).await
+            let run = driver::run_operator(op, ctx, receivers, wiring, tx, metrics, checkpoint);
+            panics::guard(&place, run).await
         });
         Ok(Input { rx, bounded })
     }
@@ -1077,9 +1082,11 @@ impl Builder<'_, '_> {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
             let schema = Arc::new(node.schema.as_arrow().clone());
             let live = LiveTask::new(&self.ctx.live_tasks);
+            let place = format!("source {}", relation.name);
             self.tasks.spawn(async move {
                 let _live = live;
-                driver::run_view_source(stream, schema, metrics, counters, tx).await
+                let run = driver::run_view_source(stream, schema, metrics, counters, tx);
+                panics::guard(&place, run).await
             });
             return Ok(vec![Input { rx, bounded: false }]);
         }

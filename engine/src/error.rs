@@ -103,6 +103,10 @@ pub enum EngineError {
     /// A bug in Eddy.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A panic (a bug in Eddy or a dependency), caught where it happened: `place` names the
+    /// operator, source, job or server stage (see [`crate::panics`]).
+    #[error("internal error in {place}: {message}")]
+    Panic { place: String, message: String },
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;

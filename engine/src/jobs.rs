@@ -202,10 +202,14 @@ impl JobManager {
         let job = self.add(spec, Arc::clone(running.metrics()), JobStatus::Running);
         let stop = job.stop.subscribe();
         let task = match (&job.output, writer) {
-            (JobOutput::Sink(_), Some(writer)) => {
-                tokio::spawn(run_sink(Arc::clone(&job), running, writer, stop))
-            }
-            _ => tokio::spawn(run(Arc::clone(&job), running, stop)),
+            (JobOutput::Sink(_), Some(writer)) => tokio::spawn(fail_on_panic(
+                Arc::clone(&job),
+                run_sink(Arc::clone(&job), running, writer, stop),
+            )),
+            _ => tokio::spawn(fail_on_panic(
+                Arc::clone(&job),
+                run(Arc::clone(&job), running, stop),
+            )),
         };
         *job.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         job
@@ -792,6 +796,15 @@ impl Coordinator {
             Some(c) => c.written().await,
             None => None,
         }
+    }
+}
+
+/// Runs a job's loop; a panic in it (its view's or sink's bookkeeping) fails the job, as a
+/// panic in its dataflow does, and drops its dataflow.
+async fn fail_on_panic(job: Arc<Job>, work: impl std::future::Future<Output = ()>) {
+    let place = format!("the job of \"{}\"", job.name);
+    if let Err(e) = crate::panics::catch_future(&place, work).await {
+        fail(&job, e);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod functions;
 pub mod jobs;
 pub mod operators;
+pub mod panics;
 pub mod paths;
 pub mod pg_catalog;
 pub mod plan;

@@ -106,6 +106,22 @@ pub struct ServeArgs {
         value_parser = parse_max_connections
     )]
     pub max_connections: usize,
+
+    /// How long a send to a client may wait for the client to read (e.g. 60s, 500ms; 0:
+    /// forever). A client that stops reading a result or `COPY ... TO STDOUT` stream for
+    /// longer has its query and its connection ended.
+    #[arg(
+        long,
+        env = "EDDY_CLIENT_SEND_TIMEOUT",
+        default_value = "60s",
+        value_parser = parse_interval
+    )]
+    pub client_send_timeout: std::time::Duration,
+
+    /// Registers the fault-injection function `eddy_fault` (for panic-isolation tests only;
+    /// never in production).
+    #[arg(long, hide = true)]
+    pub enable_test_faults: bool,
 }
 
 impl ServeArgs {
@@ -159,6 +175,26 @@ mod tests {
             let e = Cli::try_parse_from(["eddy", "--checkpoint-timeout", bad]).unwrap_err();
             assert!(e.to_string().contains("invalid timeout"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn client_send_timeout_defaults_to_a_minute_zero_is_off_and_test_faults_are_off() {
+        let cli = Cli::try_parse_from(["eddy"]).unwrap();
+        assert_eq!(cli.serve.client_send_timeout.as_secs(), 60);
+        assert!(!cli.serve.enable_test_faults);
+        let cli = Cli::try_parse_from(["eddy", "--client-send-timeout", "0"]).unwrap();
+        assert!(cli.serve.client_send_timeout.is_zero());
+        let cli = Cli::try_parse_from(["eddy", "--client-send-timeout", "1500ms"]).unwrap();
+        assert_eq!(cli.serve.client_send_timeout.as_millis(), 1500);
+        assert!(Cli::try_parse_from(["eddy", "--client-send-timeout", "soon"]).is_err());
+        let cli = Cli::try_parse_from(["eddy", "--enable-test-faults"]).unwrap();
+        assert!(cli.serve.enable_test_faults);
+        // The fault flag is hidden from --help.
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(help.contains("--client-send-timeout"), "{help}");
+        assert!(!help.contains("test-faults"), "{help}");
     }
 
     #[test]

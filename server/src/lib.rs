@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 pub mod catalog_store;
 pub mod cli;
+pub mod panic_hook;
 pub mod security;
 pub mod wire;
 
@@ -38,6 +39,11 @@ pub struct ServerConfig {
     pub checkpoint_timeout: std::time::Duration,
     /// Authentication, TLS and the connection limit.
     pub security: security::SecurityConfig,
+    /// How long a send to a client may wait for it to read before its query and connection
+    /// end (`--client-send-timeout`; zero: forever).
+    pub client_send_timeout: std::time::Duration,
+    /// Registers the test-only fault function `eddy_fault` (`--enable-test-faults`).
+    pub test_faults: bool,
 }
 
 /// A running server.
@@ -111,6 +117,7 @@ impl Server {
                 parallelism: config.parallelism.max(1),
                 checkpoint_interval: config.checkpoint_interval,
                 checkpoint_timeout: config.checkpoint_timeout,
+                test_faults: config.test_faults,
                 ..EngineConfig::default()
             },
             connectors,
@@ -136,7 +143,10 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
         let manager = Arc::new(ConnectionManager::new());
         let tls = config.security.tls.as_ref().map(|t| t.acceptor.clone());
-        let scram = matches!(config.security.auth, security::Authentication::Scram(_));
+        let options = wire::serve::ServeOptions {
+            scram: matches!(config.security.auth, security::Authentication::Scram(_)),
+            client_send_timeout: config.client_send_timeout,
+        };
         let gate = Arc::new(wire::startup::StartupGate::new(
             config.security.clone(),
             Arc::clone(&manager),
@@ -176,9 +186,14 @@ impl Server {
                     Arc::clone(&manager),
                 );
                 let tls = tls.clone();
+                let options = options.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = wire::serve::serve(socket, tls, handlers, scram).await {
-                        tracing::debug!(%peer, error = %e, "connection error");
+                    match wire::serve::serve(socket, tls, handlers, &options).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            tracing::warn!(%peer, error = %e, "client stopped reading: its query and connection end");
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "connection error"),
                     }
                     slot.release();
                     tracing::info!(%peer, "connection closed");
@@ -191,6 +206,8 @@ impl Server {
             tls = config.security.tls.is_some(),
             tls_required = config.security.tls_required,
             max_connections = config.security.max_connections,
+            client_send_timeout = ?config.client_send_timeout,
+            test_faults = config.test_faults,
             "eddy is listening"
         );
         Ok(Self {

@@ -18,6 +18,9 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // Panics are caught where they happen and fail only their query, job or connection; the
+    // hook logs each one's backtrace.
+    eddy_server::panic_hook::install();
     let security = match SecurityConfig::from_options(args.listen, args.security_options()) {
         Ok(s) => s,
         Err(e) => {
@@ -49,6 +52,8 @@ fn main() -> std::process::ExitCode {
             checkpoint_interval: args.checkpoint_interval,
             checkpoint_timeout: args.checkpoint_timeout,
             security,
+            client_send_timeout: args.client_send_timeout,
+            test_faults: args.enable_test_faults,
         })
         .await
         {

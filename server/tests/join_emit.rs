@@ -64,6 +64,8 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
         security: Default::default(),
+        client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
+        test_faults: false,
     })
     .await
     .unwrap();

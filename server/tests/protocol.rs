@@ -6,53 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A message of type `kind` with `body`, its length field computed.
-fn message(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![kind];
-    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// One backend message: its type and body.
-async fn read_message(socket: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut header = [0u8; 5];
-    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut header))
-        .await
-        .expect("the server neither answered nor closed within 10 s")
-        .ok()?;
-    let length = i32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; length - 4];
-    socket.read_exact(&mut body).await.ok()?;
-    Some((header[0], body))
-}
-
-/// The fields of an ErrorResponse body by their code byte.
-fn error_field(body: &[u8], code: u8) -> Option<String> {
-    body.split(|b| *b == 0)
-        .find(|f| f.first() == Some(&code))
-        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
-}
-
-/// A socket past the startup (trust authentication), at its first ReadyForQuery.
-async fn started(addr: std::net::SocketAddr) -> TcpStream {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    let params = b"\x00\x03\x00\x00user\0eddy\0database\0eddy\0\0";
-    let mut startup = (params.len() as i32 + 4).to_be_bytes().to_vec();
-    startup.extend_from_slice(params);
-    socket.write_all(&startup).await.unwrap();
-    loop {
-        let (kind, _) = read_message(&mut socket)
-            .await
-            .expect("the connection closed during startup");
-        if kind == b'Z' {
-            return socket;
-        }
-    }
-}
+use common::raw::{error_field, message, read_message, started};
+use tokio::io::AsyncWriteExt;
 
 /// Sends `bytes` after a startup and returns the ErrorResponse's severity, code and message,
 /// checking that the server then closes the connection.

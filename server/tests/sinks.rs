@@ -271,6 +271,8 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
         security: Default::default(),
+        client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
+        test_faults: false,
     })
     .await
     .unwrap();

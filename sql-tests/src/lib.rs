@@ -200,6 +200,8 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
         checkpoint_interval: std::time::Duration::from_secs(10),
         checkpoint_timeout: std::time::Duration::from_secs(600),
         security: Default::default(),
+        client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
+        test_faults: false,
     })
     .await
     .map_err(|e| e.to_string())?;

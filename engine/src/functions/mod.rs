@@ -15,6 +15,7 @@
 //! Every other function returns NULL when an argument is NULL.
 
 pub mod as_of;
+pub mod fault;
 pub mod java_format;
 pub mod timestamp_arith;
 

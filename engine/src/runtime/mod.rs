@@ -192,9 +192,7 @@ impl RunningQuery {
                 Some(result) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     let error = match result {
                         Ok(Err(e)) => e,
-                        Err(join) if join.is_panic() => {
-                            EngineError::Internal(format!("a query task panicked: {join}"))
-                        }
+                        Err(join) if join.is_panic() => task_panicked(join),
                         Ok(Ok(())) | Err(_) => continue,
                     };
                     self.finished = true;
@@ -210,12 +208,17 @@ impl RunningQuery {
             match result {
                 Ok(Err(e)) => return e,
                 Ok(Ok(())) => {}
-                Err(join) if join.is_panic() => {
-                    return EngineError::Internal(format!("a query task panicked: {join}"));
-                }
+                Err(join) if join.is_panic() => return task_panicked(join),
                 Err(_) => {}
             }
         }
         EngineError::Internal("the dataflow stopped before its end".to_string())
     }
+}
+
+/// The error of a dataflow task whose panic escaped its guard (each task runs inside
+/// [`crate::panics::guard`], which names the operator; tokio catches the rest).
+fn task_panicked(join: tokio::task::JoinError) -> EngineError {
+    let payload = join.into_panic();
+    crate::panics::caught("a dataflow task", &*payload)
 }

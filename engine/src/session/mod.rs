@@ -58,6 +58,9 @@ pub struct EngineConfig {
     /// How long a checkpoint's barrier may take to come back before the checkpoint fails,
     /// unless a job sets `checkpoint.timeout`.
     pub checkpoint_timeout: std::time::Duration,
+    /// Registers the test-only fault function `eddy_fault` ([`crate::functions::fault`]);
+    /// never on in a normal server.
+    pub test_faults: bool,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +71,7 @@ impl Default for EngineConfig {
             parallelism: 1,
             checkpoint_interval: std::time::Duration::from_secs(10),
             checkpoint_timeout: crate::checkpoints::DEFAULT_TIMEOUT,
+            test_faults: false,
         }
     }
 }
@@ -134,6 +138,11 @@ impl Engine {
             live_tasks: Arc::default(),
             jobs: Arc::default(),
         })
+    }
+
+    /// The settings the engine was started with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// Dataflow tasks currently alive, over all queries: zero once every query has ended or
@@ -231,6 +240,9 @@ impl Engine {
         );
         functions::register(&ctx);
         crate::functions::register(&ctx);
+        if self.config.test_faults {
+            ctx.register_udf(crate::functions::fault::udf());
+        }
         let vars = SharedVars::default();
         // Registering fresh schema providers cannot fail.
         let _ = crate::pg_catalog::register(

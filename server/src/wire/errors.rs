@@ -39,7 +39,9 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::Connector(ConnectorError::Arrow(_)) => "22000",
         EngineError::Io(_) => "58030",
         EngineError::Checkpoint(_) => "58000",
-        EngineError::DataFusion(_) | EngineError::Internal(_) => "XX000",
+        EngineError::DataFusion(_) | EngineError::Internal(_) | EngineError::Panic { .. } => {
+            "XX000"
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::common::ScalarValue;
 use eddy_engine::error::EngineError;
+use eddy_engine::panics;
 use eddy_engine::session::{QueryOutput, Session, StatementResult, TransactionState};
 use eddy_engine::sql::parser::{EddyStatement, ParsedStatement, parse_sql};
 use futures::{Sink, SinkExt};
@@ -34,6 +35,7 @@ use pgwire::messages::simplequery::Query;
 use tokio::sync::Mutex;
 
 use super::encode::{CopyWriter, TextZone, data_rows, field_descriptions, field_infos};
+use super::encoder_guard::EncoderGuard;
 use super::errors::{error_info, notice, protocol_error, user_error, warning};
 use super::params;
 use super::startup::{ConnectionSlot, Started, StartupGate};
@@ -173,6 +175,8 @@ pub struct Connection {
     copy: std::sync::Mutex<Option<PendingCopy>>,
     peer: String,
     probe: Option<ClientProbe>,
+    /// Encodes result batches, catching a panic in the encoder.
+    encoder: EncoderGuard,
     /// Names of the statements prepared with Parse, for `DEALLOCATE ALL` (pgwire's store
     /// cannot list them).
     prepared: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -186,7 +190,9 @@ impl Connection {
         peer: String,
         probe: Option<ClientProbe>,
     ) -> Self {
+        let encoder = EncoderGuard::new(session.engine().config().test_faults);
         Self {
+            encoder,
             session: Mutex::new(session),
             startup,
             slot,
@@ -360,8 +366,10 @@ impl Connection {
         while let Some(batch) =
             next_batch_or_probe(client, self.probe.as_ref(), &mut output).await?
         {
-            let rows = data_rows(&batch, &formats, zone)
-                .map_err(|e| StatementError::Engine(EngineError::Data(e.to_string())))?;
+            let rows = self
+                .encoder
+                .encode(&batch, || data_rows(&batch, &formats, zone))
+                .map_err(StatementError::Engine)?;
             n += rows.len();
             for row in rows {
                 client
@@ -421,9 +429,10 @@ impl Connection {
         while let Some(batch) =
             next_batch_or_probe(client, self.probe.as_ref(), &mut output).await?
         {
-            let rows = writer
-                .encode_batch(&batch, zone)
-                .map_err(|e| StatementError::Engine(EngineError::Data(e.to_string())))?;
+            let rows = self
+                .encoder
+                .encode(&batch, || writer.encode_batch(&batch, zone))
+                .map_err(StatementError::Engine)?;
             n += rows.len();
             for row in rows {
                 let data = match header.take() {
@@ -502,9 +511,14 @@ impl Connection {
                 None => std::future::pending::<()>().await,
             }
         };
-        let execution = self.run_statement(client, session, &run);
+        // A panic while the statement runs (planning, a batch query DataFusion runs here,
+        // encoding) fails the statement; the session carries on.
+        let execution = panics::catch_future(
+            "the statement's execution",
+            self.run_statement(client, session, &run),
+        );
         tokio::select! {
-            result = execution => result,
+            result = execution => result.unwrap_or_else(|panic| Err(StatementError::Engine(panic))),
             _ = cancel => {
                 tracing::info!(peer = %self.peer, "query canceled by the client");
                 Err(StatementError::Engine(EngineError::Canceled))
@@ -1050,8 +1064,10 @@ impl Connection {
         let zone = session_zone(&session);
         let mut n = 0;
         while let Some(batch) = output.next_batch().await.map_err(|e| user_error(&e, 0))? {
-            let rows = data_rows(&batch, &formats, &zone)
-                .map_err(|e| user_error(&EngineError::Data(e.to_string()), 0))?;
+            let rows = self
+                .encoder
+                .encode(&batch, || data_rows(&batch, &formats, &zone))
+                .map_err(|e| user_error(&e, 0))?;
             n += rows.len();
             for row in rows {
                 client.feed(PgWireBackendMessage::DataRow(row)).await?;
@@ -1087,6 +1103,7 @@ impl Connection {
         let formats = column_formats(&portal.result_column_format, output.schema.fields().len());
         let fields = Arc::new(field_infos(&output.schema, &formats));
         let zone = session_zone(session);
+        let encoder = self.encoder;
         let rows = futures::stream::unfold(
             (output, formats, std::collections::VecDeque::new()),
             move |(mut output, formats, mut pending)| async move {
@@ -1095,13 +1112,15 @@ impl Connection {
                         return Some((Ok(row), (output, formats, pending)));
                     }
                     match output.next_batch().await {
-                        Ok(Some(batch)) => match data_rows(&batch, &formats, &zone) {
-                            Ok(rows) => pending.extend(rows),
-                            Err(e) => {
-                                let e = EngineError::Data(e.to_string());
-                                return Some((Err(user_error(&e, 0)), (output, formats, pending)));
+                        Ok(Some(batch)) => {
+                            match encoder.encode(&batch, || data_rows(&batch, &formats, &zone)) {
+                                Ok(rows) => pending.extend(rows),
+                                Err(e) => {
+                                    let e = user_error(&e, 0);
+                                    return Some((Err(e), (output, formats, pending)));
+                                }
                             }
-                        },
+                        }
                         Ok(None) => return None,
                         Err(e) => {
                             return Some((Err(user_error(&e, 0)), (output, formats, pending)));

@@ -9,10 +9,12 @@ use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 
 pub mod copy_binary;
 pub mod encode;
+pub mod encoder_guard;
 pub mod errors;
 pub mod framing;
 pub mod handler;
 pub mod params;
+pub mod send_timeout;
 pub mod serve;
 pub mod startup;
 

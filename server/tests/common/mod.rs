@@ -3,6 +3,8 @@
 //! (Each test binary uses some of them.)
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::time::Duration;
 
 use eddy_server::{Server, ServerConfig};
@@ -42,17 +44,31 @@ async fn start_with(
     interval: Duration,
     security: eddy_server::security::SecurityConfig,
 ) -> Server {
-    Server::start(ServerConfig {
+    start_configured(dir, |config| {
+        config.checkpoint_interval = interval;
+        config.security = security;
+    })
+    .await
+}
+
+/// Like [`start`], with the configuration changed by `configure` (a send timeout, test faults).
+pub async fn start_configured(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> Server {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: Some(dir.to_path_buf()),
         parallelism: 1,
         allowed_paths: vec![sql_tests_data()],
-        checkpoint_interval: interval,
+        checkpoint_interval: Duration::from_secs(10),
         checkpoint_timeout: eddy_engine::checkpoints::DEFAULT_TIMEOUT,
-        security,
-    })
-    .await
-    .unwrap()
+        security: Default::default(),
+        client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
+        test_faults: false,
+    };
+    configure(&mut config);
+    Server::start(config).await.unwrap()
 }
 
 /// The rows of a simple query as text, NULL as `"NULL"`.
