@@ -58,6 +58,7 @@ use crate::panics;
 use crate::plan::{JoinInputs, Partitioning, SourceNode, StreamPlan};
 use crate::runtime::checkpoint::{self, PartId};
 use crate::runtime::exchange::{self, HashPartitioner};
+use crate::runtime::memory::StateAccount;
 use crate::runtime::message::Message;
 use crate::runtime::source::{BoundedSourceGroup, WatermarkGenerator};
 use crate::runtime::{
@@ -1043,6 +1044,11 @@ impl Builder<'_, '_> {
             }
             None => None,
         };
+        ctx.set_state_account(StateAccount::new(
+            Arc::clone(&self.ctx.memory),
+            op.info().name.clone(),
+            part.instance,
+        ));
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let live = LiveTask::new(&self.ctx.live_tasks);
         let bounded = inputs.iter().all(|(_, i)| i.bounded);

@@ -100,6 +100,10 @@ pub enum EngineError {
     /// version, another plan).
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A query's or job's operator state would exceed its memory limit (`max_state_bytes`) or
+    /// the server's (`--max-memory`); the message names the operator and the limit.
+    #[error("{0}")]
+    OutOfMemory(Box<crate::runtime::memory::StateLimitExceeded>),
     /// A bug in Eddy.
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,6 +114,12 @@ pub enum EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+impl From<Box<crate::runtime::memory::StateLimitExceeded>> for EngineError {
+    fn from(e: Box<crate::runtime::memory::StateLimitExceeded>) -> Self {
+        EngineError::OutOfMemory(e)
+    }
+}
 
 impl From<DataFusionError> for EngineError {
     fn from(e: DataFusionError) -> Self {

@@ -17,6 +17,7 @@ pub mod pg_catalog;
 pub mod plan;
 pub mod runtime;
 pub mod session;
+pub mod size;
 pub mod sql;
 pub mod state;
 pub mod table;

@@ -18,6 +18,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "on"),
+    ("max_state_bytes", "unlimited"),
     ("search_path", "public"),
     ("server_encoding", "UTF8"),
     ("server_version", crate::SERVER_VERSION),

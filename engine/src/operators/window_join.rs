@@ -340,25 +340,24 @@ impl Operator for WindowJoinOperator {
     }
 
     fn state_usage(&self) -> Vec<StateUsage> {
-        let rows = |side: usize| -> usize {
+        let usage = |side: usize| -> (usize, usize) {
             self.windows
                 .values()
-                .flat_map(|w| w.sides[side].iter().map(|b| b.num_rows()))
-                .sum()
+                .flat_map(|w| w.sides[side].iter())
+                .fold((0, 0), |(rows, bytes), b| {
+                    (rows + b.num_rows(), bytes + b.get_array_memory_size())
+                })
         };
-        vec![
-            StateUsage {
-                table: SIDE_TABLES[0],
-                rows: rows(0),
-                bytes: 0,
-            },
-            StateUsage {
-                table: SIDE_TABLES[1],
-                rows: rows(1),
-                bytes: 0,
-            },
-        ]
+        SIDE_TABLES
+            .into_iter()
+            .enumerate()
+            .map(|(side, table)| {
+                let (rows, bytes) = usage(side);
+                StateUsage { table, rows, bytes }
+            })
+            .collect()
     }
+
     fn snapshot(&mut self, _epoch: Epoch) -> EngineResult<StateSnapshot> {
         let mut snapshot = StateSnapshot::new();
         snapshot.add_values(META_TABLE, &[("watermark", self.watermark)])?;

@@ -26,9 +26,10 @@ use crate::runtime::partition_watermarks::PartitionWatermarks;
 use crate::runtime::source::{BoundedSourceGroup, Segment, WatermarkGenerator};
 use crate::state::StateSnapshot;
 
-/// How often at most an operator task asks its operator for its state usage (which walks
-/// the state) to refresh its state figures, besides at its end.
-const STATE_REFRESH: Duration = Duration::from_millis(100);
+/// Measuring a large state takes time: an operator task measures its operator's state again
+/// only once it ran at least this many times as long as the last measurement took, so
+/// measuring never costs more than 1/20 (5%) of the operator's time.
+const MEASURE_SPACING: u32 = 20;
 
 /// Everything a source task needs.
 pub(crate) struct SourceTask {
@@ -679,9 +680,11 @@ pub(crate) struct InputChannel {
 
 /// Runs an operator over its input channels (`wiring[i]` describes channel `i`). Watermarks
 /// and barriers are combined over the channels, the end is reached when every channel ended.
-/// Rows in and out and the output watermark are counted into `metrics` as they pass; the
-/// state figures are refreshed at most every [`STATE_REFRESH`], within that time of a change
-/// (also when no further message comes), and at the end.
+/// Rows in and out and the output watermark are counted into `metrics` as they pass. The
+/// operator's state is measured after the hooks a message ran, as often as [`StateMeter`]
+/// allows (after every message while measuring is cheap; also when no further message comes,
+/// and at the end): the figures go into `metrics` and are charged to the query's and the
+/// server's memory limits, and a charge over a limit fails the task.
 pub(crate) async fn run_operator(
     mut op: Box<dyn Operator>,
     mut ctx: OperatorContext,
@@ -691,22 +694,15 @@ pub(crate) async fn run_operator(
     metrics: Arc<OperatorMetrics>,
     checkpoint: Option<OperatorCheckpoint>,
 ) -> EngineResult<()> {
-    // When the state figures may next be refreshed, and whether a hook ran since the last.
-    let refresh = tokio::time::sleep(STATE_REFRESH);
+    let mut meter = StateMeter {
+        account: ctx.take_state_account(),
+        metrics: Arc::clone(&metrics),
+        next: Instant::now(),
+    };
+    // When the state may next be measured, and whether a hook ran since the last measurement.
+    let refresh = tokio::time::sleep_until(meter.next);
     tokio::pin!(refresh);
     let mut changed = false;
-    // Measuring a large state takes time: the next refresh waits at least 20 times as long as
-    // this one took, so measuring never costs more than 5% of the operator's time.
-    let refresh_state = |op: &dyn Operator| -> Instant {
-        let started = Instant::now();
-        let (rows, bytes) = op
-            .state_usage()
-            .iter()
-            .fold((0, 0), |(r, b), t| (r + t.rows, b + t.bytes));
-        metrics.set_state(rows, bytes);
-        let now = Instant::now();
-        now + STATE_REFRESH.max((now - started) * 20)
-    };
     let n = inputs.len();
     let mut merged = InputChannels::new(inputs);
     let mut watermarks = InputWatermarks::new(wiring.iter().map(|w| w.bounded).collect());
@@ -729,9 +725,9 @@ pub(crate) async fn run_operator(
             next = merged.next() => Some(next),
             _ = output.closed() => return Ok(()),
             _ = &mut refresh, if changed => {
-                let next = refresh_state(op.as_ref());
+                meter.measure(op.as_ref())?;
                 changed = false;
-                refresh.as_mut().reset(next);
+                refresh.as_mut().reset(meter.next);
                 continue;
             }
             _ = async { timer.as_mut()?.tick().await; Some(()) },
@@ -807,10 +803,11 @@ pub(crate) async fn run_operator(
         }
         let finished = all_ended || op.is_finished();
         changed = true;
-        if finished || Instant::now() >= refresh.deadline() {
-            let next = refresh_state(op.as_ref());
+        // After the hooks: state the watermark freed is gone before it is charged.
+        if finished || Instant::now() >= meter.next {
+            meter.measure(op.as_ref())?;
             changed = false;
-            refresh.as_mut().reset(next);
+            refresh.as_mut().reset(meter.next);
         }
         if !forward(&mut ctx, &output, &metrics, &mut idle_sent).await {
             return Ok(());
@@ -825,6 +822,38 @@ pub(crate) async fn run_operator(
         if finished {
             let _ = output.send(Message::End).await;
             return Ok(());
+        }
+    }
+}
+
+/// Measures an operator instance's state: its figures for `EXPLAIN ANALYZE` and `SHOW JOBS`,
+/// and the charge to its query's and the server's memory limits.
+///
+/// `Operator::state_usage` walks the state (most operators sum a size over their groups,
+/// rows or batches), so it is called again only once the operator ran [`MEASURE_SPACING`]
+/// times as long as the last call took: after every message while the state is small, less
+/// often as it grows. How far a query can overshoot its limit is what it adds in that time.
+struct StateMeter {
+    /// `None` for an instance outside any query's budget (tests).
+    account: Option<crate::runtime::memory::StateAccount>,
+    metrics: Arc<OperatorMetrics>,
+    /// When the state may be measured again.
+    next: Instant,
+}
+
+impl StateMeter {
+    fn measure(&mut self, op: &dyn Operator) -> EngineResult<()> {
+        let started = Instant::now();
+        let (rows, bytes) = op
+            .state_usage()
+            .iter()
+            .fold((0, 0), |(r, b), t| (r + t.rows, b + t.bytes));
+        self.metrics.set_state(rows, bytes);
+        let now = Instant::now();
+        self.next = now + (now - started) * MEASURE_SPACING;
+        match &mut self.account {
+            Some(account) => Ok(account.charge(bytes)?),
+            None => Ok(()),
         }
     }
 }

@@ -22,6 +22,7 @@ pub use crate::build::{launch, launch_into};
 pub mod checkpoint;
 pub mod driver;
 pub(crate) mod exchange;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod operator;
@@ -50,6 +51,8 @@ pub struct LaunchContext<'a> {
     /// For a job that checkpoints: the handle its sources and operators report to, and the
     /// checkpoint it continues from, if any.
     pub checkpoint: Option<CheckpointSetup>,
+    /// The query's state budget: each operator instance charges its state to it.
+    pub memory: Arc<memory::QueryMemory>,
 }
 
 /// How a dataflow takes part in checkpoints.

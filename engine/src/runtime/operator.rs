@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::EngineResult;
+use crate::runtime::memory::StateAccount;
 use crate::runtime::message::{Epoch, EventTime, Message};
 use crate::state::{StateSnapshot, StateTable, StateUsage};
 
@@ -42,6 +43,8 @@ pub struct OperatorContext {
     /// The query's late-row total (`SHOW JOBS`, the session's notice), if attached to one.
     query_late_rows: Option<Arc<AtomicU64>>,
     tables: Vec<StateTable>,
+    /// Where the runtime charges the instance's state (its query's and the server's limits).
+    memory: Option<StateAccount>,
 }
 
 impl OperatorContext {
@@ -119,6 +122,16 @@ impl OperatorContext {
     pub(crate) fn restore_late_rows(&mut self, rows: u64) {
         self.late_rows = 0;
         self.count_late(rows);
+    }
+
+    /// Charges the instance's state to `account` (the runtime does, after the hooks ran).
+    pub(crate) fn set_state_account(&mut self, account: StateAccount) {
+        self.memory = Some(account);
+    }
+
+    /// Takes the instance's state account out, for the task that drives it.
+    pub(crate) fn take_state_account(&mut self) -> Option<StateAccount> {
+        self.memory.take()
     }
 
     /// The state tables the instance's plan node declares (empty when stateless).

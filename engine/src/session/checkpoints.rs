@@ -67,17 +67,23 @@ impl JobCheckpointing {
 }
 
 impl JobCheckpointing {
-    /// Starts the job's dataflow, ending in `sink` for a sink's job: from its checkpoint
+    /// Starts the job's dataflow, ending in `sink` for a sink's job, with its state limit
+    /// (`max.state.bytes`): from its checkpoint
     /// when it has one (each operator instance, the sink's included, restores its own state
     /// and late-row count, so the job's total continues exactly).
     pub fn launch(
         &self,
         session: &Session,
         plan: &StreamPlan,
+        max_state_bytes: Option<usize>,
         sink: Option<Box<dyn crate::operators::Operator>>,
     ) -> EngineResult<crate::runtime::RunningQuery> {
         let sink = sink.map(|s| (s, crate::operators::sink::state_tables()));
-        let running = session.launch_with(plan, self.setup(), self.parallelism, sink)?;
+        let limit = crate::runtime::memory::StateLimit {
+            bytes: max_state_bytes,
+            setting: super::views::MAX_STATE_BYTES,
+        };
+        let running = session.launch_with(plan, self.setup(), self.parallelism, limit, sink)?;
         if let (Some(loaded), Some(started)) = (&self.loaded, self.restore_started) {
             // Reading the files, the view's contents and every operator's state: all done
             // before the dataflow's first row.

@@ -61,6 +61,10 @@ pub struct EngineConfig {
     /// Registers the test-only fault function `eddy_fault` ([`crate::functions::fault`]);
     /// never on in a normal server.
     pub test_faults: bool,
+    /// Bytes of operator state all queries and jobs together may hold (`--max-memory`);
+    /// `None`: no limit. A query whose state growth would pass it fails with
+    /// [`EngineError::OutOfMemory`].
+    pub max_memory: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +76,7 @@ impl Default for EngineConfig {
             checkpoint_interval: std::time::Duration::from_secs(10),
             checkpoint_timeout: crate::checkpoints::DEFAULT_TIMEOUT,
             test_faults: false,
+            max_memory: None,
         }
     }
 }
@@ -95,6 +100,18 @@ pub fn parse_state_ttl(value: &str) -> EngineResult<Option<std::time::Duration>>
         ))
     })?;
     Ok(Some(std::time::Duration::from_nanos(nanos as u64)))
+}
+
+/// The session variable that limits the operator state of each of the session's continuous
+/// queries (a job's own is its `max.state.bytes` option).
+pub const MAX_STATE_BYTES: &str = "max_state_bytes";
+
+/// A `max_state_bytes` (or `max.state.bytes`) setting: a size such as `'512MB'`, or `0` /
+/// `'unlimited'` for none; a bad one is `22023`.
+pub fn parse_max_state_bytes(name: &str, value: &str) -> EngineResult<Option<usize>> {
+    crate::size::parse_limit(value).map_err(|why| {
+        EngineError::InvalidParameterValue(format!("invalid value for parameter \"{name}\": {why}"))
+    })
 }
 
 /// Most parallel instances a query may ask for.
@@ -123,6 +140,8 @@ pub struct Engine {
     config: EngineConfig,
     live_tasks: Arc<std::sync::atomic::AtomicUsize>,
     jobs: Arc<JobManager>,
+    /// The server-wide budget of operator state (`--max-memory`).
+    memory: Arc<crate::runtime::memory::MemoryPool>,
 }
 
 impl Engine {
@@ -134,6 +153,7 @@ impl Engine {
         Arc::new(Self {
             catalog: Arc::new(Catalog::new(store)),
             connectors,
+            memory: crate::runtime::memory::MemoryPool::new(config.max_memory),
             config,
             live_tasks: Arc::default(),
             jobs: Arc::default(),
@@ -149,6 +169,12 @@ impl Engine {
     /// been cancelled.
     pub fn live_tasks(&self) -> usize {
         self.live_tasks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of operator state all queries and jobs hold now, as last measured: back to
+    /// zero once every query has ended, failed or been cancelled.
+    pub fn state_bytes(&self) -> usize {
+        self.memory.used()
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -332,6 +358,15 @@ impl Session {
             }
         }
         Ok(None)
+    }
+
+    /// The limit on the operator state of each of this session's continuous queries:
+    /// `SET max_state_bytes`; `None` when unlimited (the server's limit still applies).
+    pub fn max_state_bytes(&self) -> EngineResult<Option<usize>> {
+        match self.vars.get(MAX_STATE_BYTES) {
+            Some(value) => parse_max_state_bytes(MAX_STATE_BYTES, &value),
+            None => Ok(None),
+        }
     }
 
     /// The streaming plan of a continuous query, with the session's state TTL.
@@ -538,6 +573,9 @@ impl Session {
                 }
                 if STATE_TTL_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n)) {
                     parse_state_ttl(&value)?;
+                }
+                if name.eq_ignore_ascii_case(MAX_STATE_BYTES) {
+                    parse_max_state_bytes(MAX_STATE_BYTES, &value)?;
                 }
                 self.vars.set(&name, value);
             }

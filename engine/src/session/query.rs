@@ -123,16 +123,21 @@ impl Session {
 
     /// Starts the dataflow of a streaming plan at the session's parallelism.
     pub(crate) fn launch(&self, plan: &StreamPlan) -> EngineResult<RunningQuery> {
-        self.launch_with(plan, None, self.parallelism()?, None)
+        let limit = crate::runtime::memory::StateLimit {
+            bytes: self.max_state_bytes()?,
+            setting: super::MAX_STATE_BYTES,
+        };
+        self.launch_with(plan, None, self.parallelism()?, limit, None)
     }
 
-    /// Starts a dataflow at `parallelism` that takes part in checkpoints (a background
-    /// job's).
+    /// Starts a dataflow at `parallelism` whose operator state may hold `state_limit`,
+    /// taking part in checkpoints (a background job's) if `checkpoint` says so.
     pub(crate) fn launch_with(
         &self,
         plan: &StreamPlan,
         checkpoint: Option<crate::runtime::CheckpointSetup>,
         parallelism: usize,
+        state_limit: crate::runtime::memory::StateLimit,
         sink: Option<(
             Box<dyn crate::operators::Operator>,
             Vec<crate::state::StateTable>,
@@ -148,6 +153,10 @@ impl Session {
                 parallelism,
                 live_tasks: Arc::clone(&self.engine.live_tasks),
                 checkpoint,
+                memory: crate::runtime::memory::QueryMemory::new(
+                    Arc::clone(&self.engine.memory),
+                    state_limit,
+                ),
             },
             sink,
         )

@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use super::checkpoints::CheckpointOptions;
 use super::ddl::{relation_name, show_result};
-use super::views::{check_unique_names, result_fields};
+use super::views::{MAX_STATE_BYTES, check_unique_names, result_fields};
 use super::{CommandTag, Session, StatementResult};
 use crate::catalog::RelationDef;
 use crate::catalog::RelationKind;
@@ -76,6 +76,11 @@ impl Session {
                 checkpoint.read(key, &value)?;
             }
         }
+        // The sink's own state limit, else the session's.
+        let max_state_bytes = match options.remove(MAX_STATE_BYTES) {
+            Some(value) => super::parse_max_state_bytes(MAX_STATE_BYTES, &value)?,
+            None => self.max_state_bytes()?,
+        };
         let names = crate::sql::names::postgres_column_names(&create.query);
         let plan = self
             .optimized_plan(create.query.as_ref().clone(), sql, &[])
@@ -157,7 +162,7 @@ impl Session {
                     },
                     Arc::clone(&writer),
                 );
-                checkpointing.launch(self, &spec.plan, Some(Box::new(sink)))
+                checkpointing.launch(self, &spec.plan, max_state_bytes, Some(Box::new(sink)))
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => Some((writer, running)),

@@ -27,6 +27,9 @@ use crate::view::{Retention, ViewMode, ViewStore};
 const RETENTION: &str = "retention";
 /// The option that sets the view's state TTL (overriding the session's `state.ttl`).
 const STATE_TTL: &str = "state.ttl";
+/// The option that limits the job's operator state (overriding the session's
+/// `max_state_bytes`); shared with `CREATE SINK`.
+pub(crate) const MAX_STATE_BYTES: &str = "max.state.bytes";
 
 impl Session {
     /// `CREATE MATERIALIZED VIEW v [(columns)] [WITH (retention = '...')] AS query`: starts the
@@ -92,12 +95,16 @@ impl Session {
         let mut retention = None;
         let mut checkpoint = CheckpointOptions::default();
         let mut state_ttl = None;
+        let mut max_state_bytes = None;
         for (key, value) in &options {
             if checkpoint.read(key, value)? {
                 continue;
             }
             match key.as_str() {
                 STATE_TTL => state_ttl = Some(super::parse_state_ttl(value)?),
+                MAX_STATE_BYTES => {
+                    max_state_bytes = Some(super::parse_max_state_bytes(MAX_STATE_BYTES, value)?)
+                }
                 RETENTION => {
                     if mode == ViewMode::Updating {
                         return Err(EngineError::Unsupported(
@@ -121,14 +128,16 @@ impl Session {
                 other => {
                     return Err(plan_error(format!(
                         "unknown materialized view option '{other}' (options: {RETENTION}, \
-                         {STATE_TTL}, {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
+                         {STATE_TTL}, {MAX_STATE_BYTES}, {CHECKPOINT_INTERVAL}, \
+                         {CHECKPOINT_TIMEOUT})"
                     )));
                 }
             }
         }
-        // The view's own TTL, else the session's, which the saved statement then records
-        // (the catalog replays it after a restart, in a session without the setting).
-        let mut statement_sql = statement_sql.to_string();
+        // The view's own TTL and state limit, else the session's, which the saved statement
+        // then records (the catalog replays it after a restart, in a session without the
+        // setting).
+        let mut recorded_options = Vec::new();
         match state_ttl {
             Some(ttl) => {
                 if let Some(ttl) = ttl {
@@ -138,25 +147,36 @@ impl Session {
             None => {
                 if let Some(ttl) = self.state_ttl()? {
                     stream_plan.set_state_ttl(ttl);
-                    let mut recorded = create.clone();
-                    let option = SqlOption::KeyValue {
-                        key: Ident::new(STATE_TTL),
-                        value: Expr::value(Value::SingleQuotedString(format!(
-                            "{} milliseconds",
-                            ttl.as_millis()
-                        ))),
-                    };
-                    recorded.options = match recorded.options {
-                        CreateTableOptions::With(mut options) => {
-                            options.push(option);
-                            CreateTableOptions::With(options)
-                        }
-                        _ => CreateTableOptions::With(vec![option]),
-                    };
-                    statement_sql = Statement::CreateView(recorded).to_string();
+                    recorded_options.push(text_option(
+                        STATE_TTL,
+                        format!("{} milliseconds", ttl.as_millis()),
+                    ));
                 }
             }
         }
+        let max_state_bytes = match max_state_bytes {
+            Some(limit) => limit,
+            None => {
+                let limit = self.max_state_bytes()?;
+                if let Some(bytes) = limit {
+                    recorded_options.push(text_option(MAX_STATE_BYTES, bytes.to_string()));
+                }
+                limit
+            }
+        };
+        let statement_sql = if recorded_options.is_empty() {
+            statement_sql.to_string()
+        } else {
+            let mut recorded = create.clone();
+            recorded.options = match recorded.options {
+                CreateTableOptions::With(mut options) => {
+                    options.extend(recorded_options);
+                    CreateTableOptions::With(options)
+                }
+                _ => CreateTableOptions::With(recorded_options),
+            };
+            Statement::CreateView(recorded).to_string()
+        };
         let view = Arc::new(ViewStore::try_new(
             Arc::clone(&schema),
             mode,
@@ -180,7 +200,9 @@ impl Session {
                 if checkpointing.finished() {
                     return Ok(None);
                 }
-                checkpointing.launch(self, &stream_plan, None).map(Some)
+                checkpointing
+                    .launch(self, &stream_plan, max_state_bytes, None)
+                    .map(Some)
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => running,
@@ -387,4 +409,12 @@ pub(crate) fn with_views(mut relations: Vec<String>, views: Vec<String>) -> Vec<
         }
     }
     relations
+}
+
+/// A `key = 'value'` option, as a saved statement records a session setting.
+pub(crate) fn text_option(key: &str, value: String) -> SqlOption {
+    SqlOption::KeyValue {
+        key: Ident::new(key),
+        value: Expr::value(Value::SingleQuotedString(value)),
+    }
 }

@@ -39,6 +39,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::Connector(ConnectorError::Arrow(_)) => "22000",
         EngineError::Io(_) => "58030",
         EngineError::Checkpoint(_) => "58000",
+        EngineError::OutOfMemory(_) => "53200",
         EngineError::DataFusion(_) | EngineError::Internal(_) | EngineError::Panic { .. } => {
             "XX000"
         }
