@@ -118,6 +118,13 @@ pub struct ServeArgs {
     )]
     pub client_send_timeout: std::time::Duration,
 
+    /// How much operator state all queries and jobs together may hold (e.g. 8GB, 512MB,
+    /// plain bytes; 0 or unlimited: no limit). Default: 80% of the machine's memory, or of
+    /// its cgroup's limit if lower. A query whose state would pass it fails with SQLSTATE
+    /// 53200; sessions and other queries go on.
+    #[arg(long, env = "EDDY_MAX_MEMORY", value_name = "SIZE", value_parser = parse_memory)]
+    pub max_memory: Option<MemoryLimit>,
+
     /// Registers the fault-injection function `eddy_fault` (for panic-isolation tests only;
     /// never in production).
     #[arg(long, hide = true)]
@@ -146,6 +153,25 @@ fn parse_max_connections(value: &str) -> Result<usize, String> {
             "invalid connection limit '{value}': a whole number, at least 1"
         )),
     }
+}
+
+/// A `--max-memory` value: bytes, or `None` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit(pub Option<usize>);
+
+impl ServeArgs {
+    /// The server-wide limit on operator state: `--max-memory`, else its default
+    /// ([`crate::memory::default_max_memory`]).
+    pub fn max_memory(&self) -> Option<usize> {
+        match self.max_memory {
+            Some(MemoryLimit(limit)) => limit,
+            None => crate::memory::default_max_memory(),
+        }
+    }
+}
+
+fn parse_memory(value: &str) -> Result<MemoryLimit, String> {
+    eddy_engine::size::parse_limit(value).map(MemoryLimit)
 }
 
 fn parse_interval(value: &str) -> Result<std::time::Duration, String> {
@@ -195,6 +221,21 @@ mod tests {
             .to_string();
         assert!(help.contains("--client-send-timeout"), "{help}");
         assert!(!help.contains("test-faults"), "{help}");
+    }
+
+    #[test]
+    fn max_memory_takes_sizes_and_defaults_to_a_share_of_the_machine() {
+        let cli = Cli::try_parse_from(["eddy"]).unwrap();
+        assert_eq!(cli.serve.max_memory, None);
+        assert_eq!(cli.serve.max_memory(), crate::memory::default_max_memory());
+        let cli = Cli::try_parse_from(["eddy", "--max-memory", "512MB"]).unwrap();
+        assert_eq!(cli.serve.max_memory(), Some(512 << 20));
+        let cli = Cli::try_parse_from(["eddy", "--max-memory", "unlimited"]).unwrap();
+        assert_eq!(cli.serve.max_memory(), None);
+        let cli = Cli::try_parse_from(["eddy", "--max-memory", "0"]).unwrap();
+        assert_eq!(cli.serve.max_memory(), None);
+        let e = Cli::try_parse_from(["eddy", "--max-memory", "lots"]).unwrap_err();
+        assert!(e.to_string().contains("not a memory size"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 pub mod catalog_store;
 pub mod cli;
+pub mod memory;
 pub mod panic_hook;
 pub mod security;
 pub mod wire;
@@ -44,6 +45,9 @@ pub struct ServerConfig {
     pub client_send_timeout: std::time::Duration,
     /// Registers the test-only fault function `eddy_fault` (`--enable-test-faults`).
     pub test_faults: bool,
+    /// Bytes of operator state all queries and jobs may hold (`--max-memory`); `None`: no
+    /// limit.
+    pub max_memory: Option<usize>,
 }
 
 /// A running server.
@@ -118,6 +122,7 @@ impl Server {
                 checkpoint_interval: config.checkpoint_interval,
                 checkpoint_timeout: config.checkpoint_timeout,
                 test_faults: config.test_faults,
+                max_memory: config.max_memory,
                 ..EngineConfig::default()
             },
             connectors,
@@ -208,6 +213,9 @@ impl Server {
             max_connections = config.security.max_connections,
             client_send_timeout = ?config.client_send_timeout,
             test_faults = config.test_faults,
+            max_memory = %config
+                .max_memory
+                .map_or("unlimited".to_string(), eddy_engine::size::format_size),
             "eddy is listening"
         );
         Ok(Self {

@@ -54,6 +54,7 @@ fn main() -> std::process::ExitCode {
             security,
             client_send_timeout: args.client_send_timeout,
             test_faults: args.enable_test_faults,
+            max_memory: args.max_memory(),
         })
         .await
         {

@@ -66,6 +66,7 @@ async fn start_server(name: &str) -> (Server, std::path::PathBuf) {
         security: Default::default(),
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
+        max_memory: None,
     })
     .await
     .unwrap();

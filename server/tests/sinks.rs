@@ -273,6 +273,7 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         security: Default::default(),
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
+        max_memory: None,
     })
     .await
     .unwrap();

@@ -202,6 +202,7 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
         security: Default::default(),
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
+        max_memory: None,
     })
     .await
     .map_err(|e| e.to_string())?;

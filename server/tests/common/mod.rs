@@ -66,6 +66,7 @@ pub async fn start_configured(
         security: Default::default(),
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
+        max_memory: None,
     };
     configure(&mut config);
     Server::start(config).await.unwrap()
