@@ -85,6 +85,8 @@ struct Group {
     written_at: i64,
     /// Expired by the TTL: no accumulators, nothing emitted; its key is still interned.
     expired: bool,
+    /// Its size in bytes when last measured (after the last batch that touched it).
+    bytes: usize,
 }
 
 impl Group {
@@ -97,7 +99,20 @@ impl Group {
             rows: 0,
             written_at: 0,
             expired: false,
+            bytes: 0,
         }
+    }
+
+    /// Approximately how many bytes it holds: key, accumulators and last emitted values.
+    fn size(&self) -> usize {
+        self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+            + self.key.iter().map(ScalarValue::size).sum::<usize>()
+            + self
+                .emitted
+                .iter()
+                .flatten()
+                .map(ScalarValue::size)
+                .sum::<usize>()
     }
 }
 
@@ -115,6 +130,9 @@ pub struct UpdatingAggregateOperator {
     ttl: Option<StateTtl>,
     /// Groups expired and still interned.
     expired: usize,
+    /// The sum of the groups' `bytes`, kept as batches touch them, so that measuring the
+    /// state does not walk every group.
+    group_bytes: usize,
 }
 
 /// What a row of a changelog does to its group's aggregates.
@@ -171,6 +189,7 @@ impl UpdatingAggregateOperator {
             retracting,
             ttl: None,
             expired: 0,
+            group_bytes: 0,
         };
         if retracting {
             for a in op.new_accumulators()? {
@@ -190,6 +209,14 @@ impl UpdatingAggregateOperator {
         self
     }
 
+    /// Measures group `g` again, after something changed it.
+    fn remeasure(&mut self, g: usize) {
+        let group = &mut self.groups[g];
+        let bytes = group.size();
+        self.group_bytes = self.group_bytes - group.bytes + bytes;
+        group.bytes = bytes;
+    }
+
     /// Expires the groups the TTL has passed, when a scan is due; interns the live groups
     /// afresh once at least half of them have expired.
     fn expire(&mut self) -> EngineResult<()> {
@@ -203,6 +230,9 @@ impl UpdatingAggregateOperator {
                 group.emitted = None;
                 group.rows = 0;
                 self.expired += 1;
+                let bytes = group.size();
+                self.group_bytes = self.group_bytes - group.bytes + bytes;
+                group.bytes = bytes;
             }
         }
         if self.expired > 0 && self.expired * 2 >= self.groups.len() {
@@ -229,6 +259,13 @@ impl UpdatingAggregateOperator {
                 "live groups interned out of order".to_string(),
             ));
         }
+        let dropped: usize = self
+            .groups
+            .iter()
+            .filter(|g| g.expired)
+            .map(|g| g.bytes)
+            .sum();
+        self.group_bytes -= dropped;
         self.groups.retain(|g| !g.expired);
         self.groups.shrink_to_fit();
         self.expired = 0;
@@ -411,6 +448,9 @@ impl UpdatingAggregateOperator {
             }
             changes.push("+", &group.key, &values);
             group.emitted = Some(values);
+        }
+        for &g in touched {
+            self.remeasure(g);
         }
         self.output(changes, out)
     }
@@ -701,24 +741,16 @@ impl Operator for UpdatingAggregateOperator {
                 });
             }
         }
+        for g in 0..self.groups.len() {
+            self.remeasure(g);
+        }
         Ok(())
     }
 
+    /// Kept as batches touch the groups ([`Group::bytes`]): constant time, so the runtime can
+    /// check the memory limits after every batch however many groups there are.
     fn state_usage(&self) -> Vec<StateUsage> {
-        let bytes = self.interner.size()
-            + self
-                .groups
-                .iter()
-                .map(|g| {
-                    g.accumulators.iter().map(|a| a.size()).sum::<usize>()
-                        + g.key.iter().map(ScalarValue::size).sum::<usize>()
-                        + g.emitted
-                            .iter()
-                            .flatten()
-                            .map(ScalarValue::size)
-                            .sum::<usize>()
-                })
-                .sum::<usize>();
+        let bytes = self.interner.size() + self.group_bytes;
         vec![StateUsage {
             table: GROUPS,
             rows: self.groups.len() - self.expired,
@@ -839,6 +871,24 @@ mod tests {
             retracting,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn state_bytes_kept_as_batches_come_equal_a_walk_over_the_groups() {
+        let mut op = operator_over(true, with_extremes(), true);
+        let mut out = OperatorContext::default();
+        let walk = |op: &UpdatingAggregateOperator| {
+            op.interner.size() + op.groups.iter().map(Group::size).sum::<usize>()
+        };
+        for step in [
+            changes(&[("+", 1, Some(5)), ("+", 2, Some(7)), ("+", 1, Some(9))]),
+            changes(&[("-", 1, Some(9)), ("+", 3, None)]),
+            changes(&[("-", 1, Some(5)), ("-", 2, Some(7))]),
+        ] {
+            op.on_batch(0, step, &mut out).unwrap();
+            assert_eq!(op.state_usage()[0].bytes, walk(&op));
+            assert!(op.state_usage()[0].bytes > 0);
+        }
     }
 
     fn retractable_aggregates() -> Vec<(Expr, DataType)> {
