@@ -171,6 +171,21 @@ async fn state_the_watermark_frees_never_counts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Waits (bounded) until job `name` is no longer running; its status and error.
+async fn job_outcome(client: &Client, name: &str) -> (String, String) {
+    let sql = format!("SELECT status, error FROM eddy_jobs WHERE name = '{name}'");
+    for _ in 0..2400 {
+        let rows = text_rows(client, &sql).await;
+        if let Some(row) = rows.first()
+            && row[0] != "running"
+        {
+            return (row[0].clone(), row[1].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {name} still running");
+}
+
 #[tokio::test]
 async fn a_view_job_over_its_max_state_bytes_is_listed_failed() {
     let dir = temp_dir("memory-view-limit");
@@ -195,28 +210,42 @@ async fn a_view_job_over_its_max_state_bytes_is_listed_failed() {
         )
         .await
         .unwrap();
-    let mut status = Vec::new();
-    for _ in 0..2400 {
-        status = text_rows(
-            &client,
-            "SELECT status, error FROM eddy_jobs WHERE name = 'counts'",
+    // A view created under the session's setting takes it, and keeps it across a restart.
+    client
+        .batch_execute(
+            "SET max_state_bytes = '2MB'; CREATE MATERIALIZED VIEW inherited AS \
+             SELECT id, count(*) FROM many GROUP BY id",
         )
-        .await;
-        if status[0][0] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(status[0][0], "failed", "{status:?}");
-    assert!(
-        status[0][1].starts_with("operator UpdatingAggregate instance 0 holds ")
-            && status[0][1].ends_with("over max.state.bytes 1 MB"),
-        "{status:?}"
-    );
-    // The job's dataflow is gone and its state returned; the session goes on.
+        .await
+        .unwrap();
+    let over = |limit: &str, outcome: &(String, String)| {
+        outcome.0 == "failed"
+            && outcome
+                .1
+                .starts_with("operator UpdatingAggregate instance 0 holds ")
+            && outcome
+                .1
+                .ends_with(&format!("over max.state.bytes {limit}"))
+    };
+    let counts = job_outcome(&client, "counts").await;
+    assert!(over("1 MB", &counts), "{counts:?}");
+    let inherited = job_outcome(&client, "inherited").await;
+    assert!(over("2 MB", &inherited), "{inherited:?}");
+    // The jobs' dataflows are gone and their state returned; the session goes on.
     wait_for_no_tasks(&server).await;
     assert_eq!(server.engine().state_bytes(), 0);
     assert_eq!(text_rows(&client, "SELECT 1").await, [["1"]]);
+    drop(client);
+    server.shutdown().await;
+
+    // After a restart (no session setting now) both views run again under their limits.
+    let server = start(&dir).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    let counts = job_outcome(&client, "counts").await;
+    assert!(over("1 MB", &counts), "{counts:?}");
+    let inherited = job_outcome(&client, "inherited").await;
+    assert!(over("2 MB", &inherited), "{inherited:?}");
+    wait_for_no_tasks(&server).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
