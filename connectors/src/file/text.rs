@@ -91,12 +91,14 @@ impl TextCursor {
     }
 
     /// Reads and decodes the next chunk. `follow` keeps an unfinished last line for later
-    /// instead of decoding it at the end of the file.
+    /// instead of decoding it at the end of the file. `covered`: how many of the well-formed
+    /// rows the step produces a restored checkpoint already covers.
     pub(crate) fn step(
         &mut self,
         decoder: &TextDecoder,
         config: &DecodeConfig,
         follow: bool,
+        covered: u64,
     ) -> ConnectorResult<StepOutput> {
         let name = Arc::clone(&self.display);
         let io_error = |e: std::io::Error| ConnectorError::Io(format!("cannot read '{name}': {e}"));
@@ -112,7 +114,7 @@ impl TextCursor {
         file.seek(SeekFrom::Start(self.read_offset))
             .map_err(io_error)?;
 
-        let mut out = TextBatchBuilder::new(config, &name);
+        let mut out = TextBatchBuilder::new(config, &name, covered);
         let progress = loop {
             let before = self.pending.len();
             (&mut file)
