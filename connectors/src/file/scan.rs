@@ -14,7 +14,10 @@
 //! order it produces them (malformed rows do not count). Parquet files skip them by their
 //! metadata where no row can be malformed ([`ParquetCursor::open_at`]); otherwise, and for
 //! CSV and JSON lines (where a quoted line break, a header or a malformed line decide what a
-//! row is), the rows are decoded and dropped before they leave the scan.
+//! row is), the rows are decoded and dropped before they leave the scan. Each step is told
+//! how many of the rows it produces are still covered, so that the malformed rows among them,
+//! which the run that took the checkpoint reported, are not sent to the dead-letter table
+//! again (see the `decode` module).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -295,6 +298,7 @@ fn step_file(
                 &config.decode,
                 config.follow,
                 config.decode_threads,
+                skip,
             )?;
             let state = if output.progress == Progress::Done {
                 FileState::Finished
@@ -306,11 +310,16 @@ fn step_file(
         FileState::ParquetPending => {
             let cursor = ParquetCursor::open_at(path, &config.decode, skip)?;
             let skipped = cursor.skipped();
-            let (state, mut output) = parquet_step(Box::new(cursor), display, config)?;
+            let (state, mut output) = parquet_step(
+                Box::new(cursor),
+                display,
+                config,
+                skip.saturating_sub(skipped),
+            )?;
             output.skipped = skipped;
             Ok((state, output))
         }
-        FileState::ParquetOpen(cursor) => parquet_step(cursor, display, config),
+        FileState::ParquetOpen(cursor) => parquet_step(cursor, display, config, skip),
         other @ (FileState::ParquetSettling(_) | FileState::Finished | FileState::InUse) => Ok((
             other,
             StepOutput {
@@ -323,12 +332,15 @@ fn step_file(
     }
 }
 
+/// One batch of a Parquet file, whose first `covered` well-formed rows a restored checkpoint
+/// already covers.
 fn parquet_step(
     mut cursor: Box<ParquetCursor>,
     display: &str,
     config: &ScanConfig,
+    covered: u64,
 ) -> ConnectorResult<(FileState, StepOutput)> {
-    Ok(match cursor.next_batch(display, &config.decode)? {
+    Ok(match cursor.next_batch(display, &config.decode, covered)? {
         Some(batch) => (
             FileState::ParquetOpen(cursor),
             StepOutput {

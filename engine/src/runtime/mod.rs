@@ -50,6 +50,9 @@ pub struct LaunchContext<'a> {
     /// For a job that checkpoints: the handle its sources and operators report to, and the
     /// checkpoint it continues from, if any.
     pub checkpoint: Option<CheckpointSetup>,
+    /// Where sources with `format.on-error = 'dead-letter'` send their malformed rows (the
+    /// engine's `eddy_dead_letters`, under this job's name); `None` refuses such sources.
+    pub dead_letters: Option<Arc<dyn crate::connector::DeadLetterSink>>,
 }
 
 /// How a dataflow takes part in checkpoints.

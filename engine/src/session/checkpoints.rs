@@ -73,11 +73,12 @@ impl JobCheckpointing {
     pub fn launch(
         &self,
         session: &Session,
+        job: &str,
         plan: &StreamPlan,
         sink: Option<Box<dyn crate::operators::Operator>>,
     ) -> EngineResult<crate::runtime::RunningQuery> {
         let sink = sink.map(|s| (s, crate::operators::sink::state_tables()));
-        let running = session.launch_with(plan, self.setup(), self.parallelism, sink)?;
+        let running = session.launch_with(plan, job, self.setup(), self.parallelism, sink)?;
         if let (Some(loaded), Some(started)) = (&self.loaded, self.restore_started) {
             // Reading the files, the view's contents and every operator's state: all done
             // before the dataflow's first row.

@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{CloseCursor, FetchDirection, Reset, Set, S
 
 use crate::catalog::{Catalog, CatalogStore};
 use crate::connector::ConnectorRegistry;
+use crate::dead_letters::DeadLetters;
 use crate::error::{EngineError, EngineResult};
 use crate::jobs::JobManager;
 use crate::pg_catalog::SharedVars;
@@ -123,6 +124,8 @@ pub struct Engine {
     config: EngineConfig,
     live_tasks: Arc<std::sync::atomic::AtomicUsize>,
     jobs: Arc<JobManager>,
+    /// The `eddy_dead_letters` system table.
+    dead_letters: Arc<DeadLetters>,
 }
 
 impl Engine {
@@ -134,6 +137,7 @@ impl Engine {
         Arc::new(Self {
             catalog: Arc::new(Catalog::new(store)),
             connectors,
+            dead_letters: Arc::new(DeadLetters::new(config.data_dir.clone())),
             config,
             live_tasks: Arc::default(),
             jobs: Arc::default(),
@@ -158,6 +162,11 @@ impl Engine {
     /// The background jobs (materialized views).
     pub fn jobs(&self) -> &JobManager {
         &self.jobs
+    }
+
+    /// The `eddy_dead_letters` system table.
+    pub fn dead_letters(&self) -> &Arc<DeadLetters> {
+        &self.dead_letters
     }
 
     /// Replays saved DDL after a restart. Connector options are not re-validated (a file may be
@@ -236,6 +245,7 @@ impl Engine {
             Arc::new(CatalogSchemaProvider::new(
                 Arc::clone(&self.catalog),
                 Arc::clone(&self.jobs),
+                Arc::clone(&self.dead_letters),
             )),
         );
         functions::register(&ctx);

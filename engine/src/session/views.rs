@@ -180,7 +180,9 @@ impl Session {
                 if checkpointing.finished() {
                     return Ok(None);
                 }
-                checkpointing.launch(self, &stream_plan, None).map(Some)
+                checkpointing
+                    .launch(self, &name, &stream_plan, None)
+                    .map(Some)
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => running,
@@ -205,6 +207,7 @@ impl Session {
             view: Some(Arc::clone(&view)),
             depends_on: with_views(relations_read(&plan), views_named),
             query: None,
+            system: false,
         })?;
         let spec = JobSpec {
             name: name.clone(),
