@@ -8,6 +8,7 @@
 //! cargo run --release -p eddy-benches -- --kafka-decode [--events N]
 //! cargo build --release -p eddy-server && cargo run --release -p eddy-benches -- --server [--events N] [--workers W] [--query NAME]
 //! cargo build --release -p eddy-server && cargo run --release -p eddy-benches -- --latency [--events N] [--workers W]
+//! cargo build --release -p eddy-server && cargo run --release -p eddy-benches -- --soak [--minutes M] [--rate R] [--workers W]
 //! ```
 //!
 //! The measuring run ([`bench`](mod@bench)) prints one markdown table row per query (see
@@ -17,8 +18,9 @@
 //! checkpoint. `--kafka-decode` ([`kafka`]) measures the Kafka source's JSON decoding.
 //! `--server` ([`server`]) measures the real server over CSV files through the Postgres
 //! protocol, by the server process's CPU time; `--latency` ([`latency`]) measures how soon an
-//! inserted row's result reaches a client following a query. The queries are in [`queries`] (the server
-//! run's in [`server`]).
+//! inserted row's result reaches a client following a query; `--soak` ([`soak`]) runs paced
+//! jobs on the real server for a long time and watches its memory, watermarks and checkpoints.
+//! The queries are in [`queries`] (the server run's in [`server`]).
 
 mod batch;
 mod bench;
@@ -33,6 +35,8 @@ mod measure;
 mod queries;
 #[cfg(target_os = "linux")]
 mod server;
+#[cfg(target_os = "linux")]
+mod soak;
 
 use std::time::Duration;
 
@@ -68,7 +72,16 @@ const USAGE: &str = "usage: eddy-bench [--events N] [--workers W] [--query NAME]
   --latency     start the real server as --server does, follow a stateless query and a
                 1-second TUMBLE over push tables with COPY ... TO STDOUT, insert N rows
                 one at a time (default 1000) and report how soon each result arrives
-                after its INSERT is acknowledged: p50, p99, max (Linux)";
+                after its INSERT is acknowledged: p50, p99, max (Linux)
+  --soak        start the real server as --server does, run five checkpointing jobs (HOP,
+                interval join, MATCH_RECOGNIZE, updating aggregate, Parquet sink) over
+                paced Nexmark sources and sample its memory, watermarks and checkpoints
+                every 10 s; fails if a job stops, a watermark lags over 30 s or (runs of
+                10 min or more) memory grows over 10 % after the warm-up (Linux)
+  --minutes M   length of the --soak run (default 60)
+  --rate R      events per second of each --soak source (default 10000)
+  --checkpoint-interval D
+                with --soak: the jobs' checkpoint interval (default 10s)";
 
 /// The command line.
 #[derive(Debug)]
@@ -85,6 +98,12 @@ pub struct Args {
     pub server: bool,
     /// `--latency`: measure how soon results reach a following client instead.
     pub latency: bool,
+    /// `--soak`: run paced jobs on the real server and watch it instead.
+    pub soak: bool,
+    /// `--minutes`: the length of a soak run.
+    pub minutes: f64,
+    /// `--rate`: events per second of each soak source.
+    pub rate: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -98,6 +117,9 @@ fn parse_args() -> Result<Args, String> {
         kafka_decode: false,
         server: false,
         latency: false,
+        soak: false,
+        minutes: 60.0,
+        rate: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -123,6 +145,23 @@ fn parse_args() -> Result<Args, String> {
             "--kafka-decode" => args.kafka_decode = true,
             "--server" => args.server = true,
             "--latency" => args.latency = true,
+            "--soak" => args.soak = true,
+            "--minutes" => {
+                let v = value("--minutes")?;
+                args.minutes = v
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| *m > 0.0 && m.is_finite())
+                    .ok_or(format!("--minutes {v}: not a positive number"))?;
+            }
+            "--rate" => {
+                let v = value("--rate")?;
+                args.rate = v
+                    .parse()
+                    .ok()
+                    .filter(|r| *r >= 1)
+                    .ok_or(format!("--rate {v}: not a positive count"))?;
+            }
             "--checkpoint-interval" => {
                 let v = value("--checkpoint-interval")?;
                 args.checkpoint_interval =
@@ -134,14 +173,16 @@ fn parse_args() -> Result<Args, String> {
     }
     let modes = [
         args.check,
-        args.checkpoint_interval.is_some(),
+        args.checkpoint_interval.is_some() && !args.soak,
         args.kafka_decode,
         args.server,
         args.latency,
+        args.soak,
     ];
     if modes.iter().filter(|m| **m).count() > 1 {
         return Err(
-            "choose one of --check, --checkpoint-interval, --kafka-decode, --server and --latency"
+            "choose one of --check, --checkpoint-interval, --kafka-decode, --server, --latency \
+             and --soak"
                 .to_string(),
         );
     }
@@ -187,6 +228,12 @@ fn run(args: &Args) -> BenchResult<()> {
         return runtime(2)?.block_on(latency::run(args));
         #[cfg(not(target_os = "linux"))]
         return Err("--latency runs the server as --server does: Linux only".into());
+    }
+    if args.soak {
+        #[cfg(target_os = "linux")]
+        return runtime(2)?.block_on(soak::run(args, args.minutes, args.rate));
+        #[cfg(not(target_os = "linux"))]
+        return Err("--soak reads the server's memory from /proc: Linux only".into());
     }
     if let Some(interval) = args.checkpoint_interval {
         let queries = jobs::select(args.query.as_deref())?;

@@ -389,8 +389,20 @@ impl ServerProcess {
         .await?)
     }
 
+    /// The server process's resident memory in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub(crate) fn rss(&self) -> BenchResult<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or("no VmRSS in /proc/<pid>/status")?
+            .parse::<u64>()?;
+        Ok(kb * 1024)
+    }
+
     /// The server process's CPU time so far (user + system).
-    fn cpu(&self) -> BenchResult<Duration> {
+    pub(crate) fn cpu(&self) -> BenchResult<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         // The fields after the command name (which may hold spaces) in parentheses.
         let after = stat

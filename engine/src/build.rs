@@ -22,7 +22,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::connector::{SourceContext, SourceMetrics, SourceSplit};
+use crate::connector::{OnError, SourceContext, SourceMetrics, SourceSplit};
 use crate::error::{EngineError, EngineResult};
 use crate::operators::accumulators::AggregateExprs;
 use crate::operators::changelog_normalize::ChangelogNormalizeOperator;
@@ -167,6 +167,28 @@ pub fn launch_into(
         unbounded_sources,
         finished: false,
     })
+}
+
+/// A connector's stream whose dead letters (`format.on-error = 'dead-letter'`) are stored
+/// before each batch is passed on and at its end: a malformed row is in `eddy_dead_letters`
+/// before any row read after it goes downstream (or a checkpoint covers it).
+fn with_dead_letters(
+    stream: crate::connector::BatchStream,
+    metrics: Arc<SourceMetrics>,
+) -> futures::stream::BoxStream<'static, EngineResult<datafusion::arrow::record_batch::RecordBatch>>
+{
+    let at_end = Arc::clone(&metrics);
+    stream
+        .map(move |item| {
+            metrics.flush_dead_letters()?;
+            Ok(item?)
+        })
+        .chain(
+            futures::stream::once(async move { at_end.flush_dead_letters() }).filter_map(
+                |flushed| async move { flushed.err().map(|e| Err(EngineError::from(e))) },
+            ),
+        )
+        .boxed()
 }
 
 /// The output of a built plan node, and whether everything upstream of it is bounded.
@@ -1073,7 +1095,13 @@ impl Builder<'_, '_> {
     /// The readers of a source: one, or one per instance when its connector can split it.
     fn source(&mut self, id: usize, node: &SourceNode) -> EngineResult<Vec<Input>> {
         let relation = &node.relation;
-        let metrics = Arc::new(SourceMetrics::default());
+        // `format.on-error` is the engine's: the connector gets the other options.
+        let (on_error, options) = OnError::split_options(&relation.options)?;
+        let metrics = Arc::new(SourceMetrics::new(
+            &relation.name,
+            on_error,
+            self.ctx.dead_letters.clone(),
+        )?);
         if let Some(view) = &relation.view {
             // A view's rows come with its job's watermarks: nothing to compute here.
             let stream = view.follow(node.projection.clone())?;
@@ -1153,7 +1181,7 @@ impl Builder<'_, '_> {
                         source_name: relation.name.clone(),
                         schema: Arc::clone(&relation.schema),
                         projection: read.clone(),
-                        options: relation.options.clone(),
+                        options: options.clone(),
                         metrics: Arc::clone(&metrics),
                         batch_size: self.ctx.batch_size,
                         split: SourceSplit { index, count },
@@ -1162,7 +1190,7 @@ impl Builder<'_, '_> {
                         start_position: start.connector,
                         metadata: relation.metadata.clone(),
                     })?;
-                    let stream = reader.stream.map(|r| r.map_err(EngineError::from)).boxed();
+                    let stream = with_dead_letters(reader.stream, Arc::clone(&metrics));
                     streams.push((stream, reader.bounded, reader.position, reader.partitions));
                 }
             }

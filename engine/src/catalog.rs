@@ -68,6 +68,10 @@ pub struct RelationDef {
     /// A logical view's query, planned (not optimized) when it was created, with the view's
     /// column names: DataFusion inlines it into every query that reads the view.
     pub query: Option<datafusion::logical_expr::LogicalPlan>,
+    /// A system table the engine writes (`eddy_dead_letters`), never in the catalog: a push
+    /// table that a batch `SELECT` reads as a snapshot of its rows so far and a continuous
+    /// query follows, as it does a materialized view. Users cannot write it.
+    pub system: bool,
 }
 
 impl RelationDef {

@@ -5,8 +5,10 @@
 //! operators or pgwire: the engine runs every source stream in a source task
 //! ([`crate::runtime::source`]) that computes watermarks and counts rows.
 //!
-//! Malformed input rows must never fail the stream: a connector skips them and records them in
-//! the [`SourceMetrics`] it was given, so the engine can report them to the user.
+//! A connector hands every malformed input row to the [`SourceMetrics`] it was given
+//! ([`SourceMetrics::malformed_row`]), which applies the source's `format.on-error` ([`OnError`]):
+//! count and skip it, fail the stream, or send it to the engine's dead-letter table. A
+//! connector never decides that itself, and never sees the option.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +40,15 @@ pub enum ConnectorError {
     /// Arrow or DataFusion failed while decoding.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A malformed row in a source with `format.on-error = 'fail'` (a data exception).
+    #[error(
+        "malformed row in source \"{source_name}\" at {position}: {reason} (format.on-error = 'fail')"
+    )]
+    MalformedRow {
+        source_name: String,
+        position: String,
+        reason: String,
+    },
 }
 
 pub type ConnectorResult<T> = Result<T, ConnectorError>;
@@ -309,27 +320,243 @@ pub trait SourceConnector: Send + Sync + 'static {
     fn open(&self, ctx: SourceContext) -> ConnectorResult<SourceReader>;
 }
 
-/// Row counters of one source reader, shared between the connector and the engine.
+/// The source option that says what a malformed row does.
+pub const ON_ERROR_OPTION: &str = "format.on-error";
+
+/// What a source does with a malformed row (`format.on-error`, an option of every source that
+/// the engine takes out of the options before the connector sees them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Count it, report the first one, go on without it (the default).
+    #[default]
+    Skip,
+    /// Fail the query (or the job) with the row's position and reason.
+    Fail,
+    /// Drop it from the stream and append it to the dead-letter table.
+    DeadLetter,
+}
+
+impl OnError {
+    /// Takes [`ON_ERROR_OPTION`] out of a source's options: the policy, and the options the
+    /// connector gets. A bad value is [`ConnectorError::InvalidOption`].
+    pub fn split_options(
+        options: &ConnectorOptions,
+    ) -> ConnectorResult<(OnError, ConnectorOptions)> {
+        let mut rest = options.clone();
+        let Some(value) = rest.remove(ON_ERROR_OPTION) else {
+            return Ok((OnError::Skip, rest));
+        };
+        let policy = match value.trim().to_ascii_lowercase().as_str() {
+            "skip" => OnError::Skip,
+            "fail" => OnError::Fail,
+            "dead-letter" => OnError::DeadLetter,
+            _ => {
+                return Err(ConnectorError::InvalidOption(format!(
+                    "invalid value '{value}' for option '{ON_ERROR_OPTION}'; expected 'skip', \
+                     'fail' or 'dead-letter'"
+                )));
+            }
+        };
+        Ok((policy, rest))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::Skip => "skip",
+            OnError::Fail => "fail",
+            OnError::DeadLetter => "dead-letter",
+        }
+    }
+}
+
+/// A malformed row as a connector found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedRow {
+    /// Where it is in the input: `path:line` (text files), `path:row n` (Parquet),
+    /// `topic/partition@offset` (Kafka).
+    pub position: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// The row as read (the line, the message value or key that failed); `None` when there is
+    /// none (a Kafka tombstone). Connectors fill it only when
+    /// [`SourceMetrics::keeps_raw`] says it is wanted.
+    pub raw: Option<Vec<u8>>,
+}
+
+impl MalformedRow {
+    /// The row's report: `position: reason`.
+    pub fn message(&self) -> String {
+        format!("{}: {}", self.position, self.reason)
+    }
+}
+
+/// Where a source's dead letters go: the engine's `eddy_dead_letters` table, for one job or
+/// query.
+pub trait DeadLetterSink: Send + Sync + std::fmt::Debug {
+    /// Appends malformed rows of source `source` durably, in order.
+    fn append(&self, source: &str, rows: Vec<MalformedRow>) -> ConnectorResult<()>;
+}
+
+/// Rows of a dead-letter source buffered before one append: each append is synced to disk,
+/// so rows are appended in groups (and always before the stream yields its next batch).
+const DEAD_LETTER_BUFFER: usize = 1024;
+
+/// What the source does with malformed rows, with what it needs for it.
+#[derive(Debug, Default)]
+enum Policy {
+    #[default]
+    Skip,
+    Fail,
+    DeadLetter {
+        sink: Arc<dyn DeadLetterSink>,
+        pending: Mutex<Vec<MalformedRow>>,
+    },
+}
+
+/// Row counters of one source (all its readers), shared between the connector and the engine,
+/// and the source's handling of malformed rows.
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
+    /// The source's name, for messages.
+    source: String,
     rows: AtomicU64,
     malformed: AtomicU64,
+    dead_letters: AtomicU64,
     first_error: Mutex<Option<String>>,
+    policy: Policy,
 }
 
 impl SourceMetrics {
+    /// The counters of source `source`, whose malformed rows do what `on_error` says;
+    /// dead letters go to `dead_letters` (without one, `DeadLetter` is refused as unsupported).
+    pub fn new(
+        source: &str,
+        on_error: OnError,
+        dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    ) -> ConnectorResult<Self> {
+        let policy = match (on_error, dead_letters) {
+            (OnError::Skip, _) => Policy::Skip,
+            (OnError::Fail, _) => Policy::Fail,
+            (OnError::DeadLetter, Some(sink)) => Policy::DeadLetter {
+                sink,
+                pending: Mutex::default(),
+            },
+            (OnError::DeadLetter, None) => {
+                return Err(ConnectorError::Unsupported(format!(
+                    "format.on-error = 'dead-letter' for source \"{source}\" here (no dead-letter \
+                     table)"
+                )));
+            }
+        };
+        Ok(Self {
+            source: source.to_string(),
+            policy,
+            ..Self::default()
+        })
+    }
+
     pub fn add_rows(&self, n: u64) {
         self.rows.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Records a skipped malformed row; the first message is kept for the report and logged
-    /// (a background job has no client to report to).
-    pub fn add_malformed(&self, message: impl FnOnce() -> String) {
-        if self.malformed.fetch_add(1, Ordering::Relaxed) == 0
-            && let Ok(mut first) = self.first_error.lock()
+    /// The source's `format.on-error`.
+    pub fn on_error(&self) -> OnError {
+        match self.policy {
+            Policy::Skip => OnError::Skip,
+            Policy::Fail => OnError::Fail,
+            Policy::DeadLetter { .. } => OnError::DeadLetter,
+        }
+    }
+
+    /// Whether malformed rows should carry their raw bytes (only dead letters keep them, so
+    /// connectors need not copy them otherwise).
+    pub fn keeps_raw(&self) -> bool {
+        matches!(self.policy, Policy::DeadLetter { .. })
+    }
+
+    /// A connector found a malformed row (built lazily: only what the policy needs is built).
+    /// `skip`: counted, the first one logged and kept for the report; `fail`: the error to
+    /// end the stream with; `dead-letter`: counted and queued for the dead-letter table.
+    pub fn malformed_row(&self, row: impl FnOnce() -> MalformedRow) -> ConnectorResult<()> {
+        self.malformed_row_as(row, false)
+    }
+
+    /// Like [`Self::malformed_row`], for a row that a restored checkpoint had already passed
+    /// (a reader re-reads it to find where to start): counted, but not sent to the dead-letter
+    /// table again.
+    pub fn replayed_malformed_row(
+        &self,
+        row: impl FnOnce() -> MalformedRow,
+    ) -> ConnectorResult<()> {
+        self.malformed_row_as(row, true)
+    }
+
+    fn malformed_row_as(
+        &self,
+        row: impl FnOnce() -> MalformedRow,
+        replayed: bool,
+    ) -> ConnectorResult<()> {
+        let first = self.malformed.fetch_add(1, Ordering::Relaxed) == 0;
+        match &self.policy {
+            Policy::Skip => {
+                if first {
+                    let message = row().message();
+                    tracing::warn!(source = %self.source, error = %message, "a source reader skipped its first malformed row");
+                    self.keep_first(message);
+                }
+                Ok(())
+            }
+            Policy::Fail => {
+                let row = row();
+                self.keep_first(row.message());
+                Err(ConnectorError::MalformedRow {
+                    source_name: self.source.clone(),
+                    position: row.position,
+                    reason: row.reason,
+                })
+            }
+            Policy::DeadLetter { pending, .. } => {
+                let row = row();
+                if first {
+                    self.keep_first(row.message());
+                }
+                if replayed {
+                    return Ok(());
+                }
+                let full = {
+                    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    pending.push(row);
+                    pending.len() >= DEAD_LETTER_BUFFER
+                };
+                if full {
+                    self.flush_dead_letters()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends the queued dead letters to the dead-letter table. The engine calls it before
+    /// it passes on each batch of the source and at its end, so a row's dead letters are
+    /// stored before any row after it is sent downstream.
+    pub fn flush_dead_letters(&self) -> ConnectorResult<()> {
+        let Policy::DeadLetter { sink, pending } = &self.policy else {
+            return Ok(());
+        };
+        let rows = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len() as u64;
+        sink.append(&self.source, rows)?;
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn keep_first(&self, message: String) {
+        if let Ok(mut first) = self.first_error.lock()
+            && first.is_none()
         {
-            let message = message();
-            tracing::warn!(error = %message, "a source reader skipped its first malformed row");
             *first = Some(message);
         }
     }
@@ -340,6 +567,11 @@ impl SourceMetrics {
 
     pub fn malformed(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Malformed rows appended to the dead-letter table.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
     }
 
     pub fn first_error(&self) -> Option<String> {

@@ -306,6 +306,7 @@ impl JobManager {
         let mut rows_out = Vec::new();
         let mut late = Vec::new();
         let mut malformed = Vec::new();
+        let mut dead_letters = Vec::new();
         let mut watermarks = Vec::new();
         let mut lags = Vec::new();
         let mut state_bytes = Vec::new();
@@ -331,6 +332,7 @@ impl JobManager {
             rows_out.push(job.metrics.rows_out() as i64);
             late.push(job.metrics.late_rows() as i64);
             malformed.push(job.metrics.malformed_rows() as i64);
+            dead_letters.push(job.metrics.dead_letters() as i64);
             let watermark = job.watermark().map(|w| w.div_euclid(1_000_000));
             watermarks.push(watermark);
             lags.push(watermark.map(|w| now_ms - w));
@@ -353,6 +355,7 @@ impl JobManager {
             Arc::new(Int64Array::from(rows_out)),
             Arc::new(Int64Array::from(late)),
             Arc::new(Int64Array::from(malformed)),
+            Arc::new(Int64Array::from(dead_letters)),
             Arc::new(TimestampMillisecondArray::from(watermarks)),
             Arc::new(DurationMillisecondArray::from(lags)),
             Arc::new(Int64Array::from(state_bytes)),
@@ -836,6 +839,7 @@ pub fn jobs_schema() -> SchemaRef {
         Field::new("rows_out", DataType::Int64, false),
         Field::new("late_rows", DataType::Int64, false),
         Field::new("malformed_rows", DataType::Int64, false),
+        Field::new("dead_letters", DataType::Int64, false),
         Field::new(
             "watermark",
             DataType::Timestamp(TimeUnit::Millisecond, None),

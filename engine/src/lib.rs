@@ -7,6 +7,7 @@ pub mod build;
 pub mod catalog;
 pub mod checkpoints;
 pub mod connector;
+pub mod dead_letters;
 pub mod error;
 pub mod functions;
 pub mod jobs;

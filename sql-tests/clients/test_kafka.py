@@ -14,7 +14,8 @@ skips when there is none). Messages are produced with kafka-python.
   `scan.watermark.idle-timeout` turns it idle.
 - With `properties.group.id`, completed checkpoints' offsets are committed to the group (read
   back with kafka-python), and `scan.startup.mode = 'group-offsets'` starts from them.
-- `format.on-error = 'fail'` fails the query on a malformed message.
+- `format.on-error = 'fail'` fails the query on a malformed message (22P02); `'dead-letter'`
+  keeps it, with its value and `topic/partition@offset`, in `eddy_dead_letters`.
 - Metadata columns (partition, offset, key, timestamp, topic, headers) beside the decoded values.
 - A Parquet sink over a Kafka source, checkpointing, survives a SIGKILL while messages keep
   coming: its visible files hold every window exactly once.
@@ -195,7 +196,7 @@ def test_windowed_query_over_bounded_kafka_equals_the_same_query_over_a_file(
         assert len(from_kafka) == 14  # 200 rows 0.7 s apart: 139.3 s, 14 ten-second windows
         warned = [n for n in notices if "malformed" in n]
         assert warned and "skipped 2 malformed row(s)" in warned[0], notices
-        assert f"topic '{topic}' partition 1:" in warned[0], warned
+        assert f"{topic}/1@" in warned[0], warned
 
         # The same source read again is read again from the start (a bounded source is a
         # table of its messages).
@@ -225,7 +226,6 @@ def test_unsupported_options_are_refused(server, broker):
     with connect(server) as conn:
         for extra, needle in [
             ("topic-pattern = 't.*'", "topic-pattern"),
-            ("format.on-error = 'dead-letter'", "dead-letter"),
             ("scan.parallelism = '2'", "scan.parallelism"),
         ]:
             with pytest.raises(psycopg.errors.FeatureNotSupported, match=needle):
@@ -456,8 +456,26 @@ def test_format_on_error_fail_fails_the_query(server, broker):
             f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'json', "
             "scan.bounded.mode = 'latest-offset', format.on-error = 'fail')"
         )
-        with pytest.raises(psycopg.Error, match="format.on-error = 'fail'"):
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="format.on-error = 'fail'"):
             conn.execute(f"SELECT count(*) FROM strict_{topic}").fetchall()
+
+
+def test_format_on_error_dead_letter_keeps_the_message(server, broker):
+    topic = create_topic(broker, 1)
+    produce(broker, topic, [(0, as_json(r)) for r in rows(3)] + [(0, b"{broken")])
+    with connect(server) as conn:
+        conn.execute(
+            f"CREATE SOURCE dl_{topic} ({COLUMNS}) WITH (connector = 'kafka', "
+            f"topic = '{topic}', properties.bootstrap.servers = '{broker}', format = 'json', "
+            "scan.bounded.mode = 'latest-offset', format.on-error = 'dead-letter')"
+        )
+        assert len(query(conn, f"SELECT k FROM dl_{topic}")) == 3
+        letters = query(
+            conn,
+            "SELECT raw, position, starts_with(error, 'invalid JSON') FROM eddy_dead_letters "
+            f"WHERE source = 'dl_{topic}'",
+        )
+        assert letters == [("{broken", f"{topic}/0@3", True)]
 
 
 def test_metadata_columns(server, broker):

@@ -154,7 +154,9 @@ impl CsvDecoder {
             match reader.read_byte_record(&mut current) {
                 Ok(true) => {
                     if have_previous {
-                        self.decode_record(&previous, region, first_line, state, out)?;
+                        // The previous record ends where this one starts.
+                        let end = record_start(&current).min(region.len());
+                        self.decode_record(&previous, region, end, first_line, state, out)?;
                     }
                     std::mem::swap(&mut current, &mut previous);
                     have_previous = true;
@@ -172,7 +174,7 @@ impl CsvDecoder {
             return Ok(region.len());
         }
         if last {
-            self.decode_record(&previous, region, first_line, state, out)?;
+            self.decode_record(&previous, region, region.len(), first_line, state, out)?;
             return Ok(region.len());
         }
         let start = record_start(&previous);
@@ -184,10 +186,13 @@ impl CsvDecoder {
         }
     }
 
+    /// Decodes `record`, which ends at byte `end` of `region` (its text is what lies between
+    /// its start and `end`, without the line breaks at the end).
     fn decode_record(
         &self,
         record: &ByteRecord,
         region: &[u8],
+        end: usize,
         first_line: u64,
         state: &mut CsvFileState,
         out: &mut TextBatchBuilder<'_>,
@@ -204,29 +209,48 @@ impl CsvDecoder {
             return Ok(());
         }
         let line = record_line(record, region, first_line);
+        let start = record_start(record).min(end);
+        let raw = trim_line_breaks(&region[start..end]);
         let declared = self.projection.as_ref().map_or(out.columns(), |(n, _)| *n);
         if record.len() != declared {
             out.malformed(
                 line,
                 &format!("expected {declared} fields, found {}", record.len()),
+                Some(raw),
             )?;
             return Ok(());
         }
         match &self.projection {
             None => {
                 if let Some(index) = record.iter().position(|f| std::str::from_utf8(f).is_err()) {
-                    out.malformed(line, &format!("field {} is not valid UTF-8", index + 1))?;
+                    out.malformed(
+                        line,
+                        &format!("field {} is not valid UTF-8", index + 1),
+                        Some(raw),
+                    )?;
                     return Ok(());
                 }
-                out.push_row(line, record.iter().map(|f| std::str::from_utf8(f).ok()))
+                out.push_row(
+                    line,
+                    raw,
+                    record.iter().map(|f| std::str::from_utf8(f).ok()),
+                )
             }
             Some((_, columns)) => {
                 let field = |i: usize| record.get(i).map(std::str::from_utf8);
                 if let Some(&index) = columns.iter().find(|&&i| matches!(field(i), Some(Err(_)))) {
-                    out.malformed(line, &format!("field {} is not valid UTF-8", index + 1))?;
+                    out.malformed(
+                        line,
+                        &format!("field {} is not valid UTF-8", index + 1),
+                        Some(raw),
+                    )?;
                     return Ok(());
                 }
-                out.push_row(line, columns.iter().map(|&i| field(i).and_then(Result::ok)))
+                out.push_row(
+                    line,
+                    raw,
+                    columns.iter().map(|&i| field(i).and_then(Result::ok)),
+                )
             }
         }
     }
@@ -255,6 +279,21 @@ fn cut_at_line_breaks(region: &[u8], parts: usize) -> Vec<&[u8]> {
         pieces.push(&region[start..]);
     }
     pieces
+}
+
+/// A record's bytes without the line breaks around it: the blank lines after it, and the
+/// `\n` of a `\r\n` before it (the parser ends a record at the `\r`).
+fn trim_line_breaks(bytes: &[u8]) -> &[u8] {
+    let line_break = |b: &u8| matches!(b, b'\n' | b'\r');
+    let start = bytes
+        .iter()
+        .position(|b| !line_break(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !line_break(b))
+        .map_or(start, |p| p + 1);
+    &bytes[start..end.max(start)]
 }
 
 fn record_start(record: &ByteRecord) -> usize {

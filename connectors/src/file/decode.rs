@@ -4,8 +4,16 @@
 //! [`TextBatchBuilder`]; Parquet hands over its own columns. Either way [`conform`] casts each
 //! column to its declared type with Arrow's *safe* cast kernels and treats a value that was
 //! present but did not survive the cast (`abc` for a BIGINT, a bad timestamp) — or a NULL in a
-//! NOT NULL column — as a malformed row: it is counted in the [`SourceMetrics`] with its file
-//! and line and filtered out. Decoding never fails the stream because of a row's content.
+//! NOT NULL column — as a malformed row: it is handed to the [`SourceMetrics`] with its
+//! position, its reason and (for dead letters) its raw text, and filtered out. What happens to
+//! it then is the source's `format.on-error`: only `'fail'` fails the stream.
+//!
+//! # Rows a restored reader passes again
+//! A reader restored from a checkpoint decodes the rows the checkpoint already covers again
+//! (to find where to start) and drops them. A malformed row among them — one followed by a
+//! well-formed row the checkpoint covers — was recorded by the run that took the checkpoint,
+//! so it is reported as replayed ([`SourceMetrics::replayed_malformed_row`]): counted, not
+//! sent to the dead-letter table twice.
 //!
 //! # NULL rule for text
 //! A field becomes SQL NULL when
@@ -29,7 +37,9 @@ use datafusion::arrow::compute::{
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
-use eddy_engine::connector::{ConnectorError, ConnectorResult, SourceMetrics};
+use eddy_engine::connector::{
+    ConnectorError, ConnectorResult, MalformedRow, OnError, SourceMetrics,
+};
 
 use super::options::FileFormat;
 
@@ -50,34 +60,69 @@ const MAX_VALUE_CHARS: usize = 80;
 /// How a row's position in its file is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RowOrigin {
-    /// A 1-based line number (text formats).
+    /// A 1-based line number (text formats): `file:line`.
     Line,
-    /// A 1-based row number (Parquet).
+    /// A 1-based row number (Parquet): `file:row n`.
     Row,
+    /// A Kafka offset, the "file" being `topic/partition`: `topic/partition@offset`.
+    Offset,
 }
 
-/// Where a batch's rows come from, for malformed-row messages.
+impl RowOrigin {
+    /// The position of row `position` of `file`, as messages and dead letters show it.
+    pub(crate) fn describe(self, file: &str, position: u64) -> String {
+        match self {
+            RowOrigin::Line => format!("{file}:{position}"),
+            RowOrigin::Row => format!("{file}:row {position}"),
+            RowOrigin::Offset => format!("{file}@{position}"),
+        }
+    }
+}
+
+/// The raw bytes of a batch's rows, for dead letters.
+pub(crate) enum RawRows<'a> {
+    /// Not kept (the source does not send dead letters).
+    None,
+    /// Row `r` is `data[offsets[r]..offsets[r + 1]]` (text formats).
+    Text {
+        data: &'a [u8],
+        offsets: &'a [usize],
+    },
+    /// The decoded values, rendered as a JSON object (Parquet, which has no row text).
+    Values,
+}
+
+/// Where a batch's rows come from, for malformed-row reports.
 pub(crate) struct RowPositions<'a> {
     pub file: &'a str,
     pub origin: RowOrigin,
     /// One position per row of the batch.
     pub positions: &'a [u64],
+    pub raw: RawRows<'a>,
+    /// How many of the batch's well-formed rows (from its first) a restored checkpoint
+    /// already covers: a malformed row before the last of them is replayed.
+    pub covered: u64,
 }
 
 impl RowPositions<'_> {
-    fn describe(&self, row: usize, reason: &str) -> String {
+    fn position(&self, row: usize) -> String {
         let position = self.positions.get(row).copied().unwrap_or(0);
-        match self.origin {
-            RowOrigin::Line => format!("{}:{position}: {reason}", self.file),
-            RowOrigin::Row => format!("{}: row {position}: {reason}", self.file),
-        }
+        self.origin.describe(self.file, position)
     }
 }
 
-/// Records a malformed row found before its fields reached a builder (bad JSON, a wrong field
-/// count, invalid UTF-8).
-pub(crate) fn report_malformed(metrics: &SourceMetrics, file: &str, line: u64, reason: &str) {
-    metrics.add_malformed(|| format!("{file}:{line}: {reason}"));
+/// Reports a malformed row found before its fields reached a builder (bad JSON, a wrong field
+/// count, invalid UTF-8); `replayed` when a restored checkpoint already covers it.
+pub(crate) fn report_malformed(
+    metrics: &SourceMetrics,
+    replayed: bool,
+    row: impl FnOnce() -> MalformedRow,
+) -> ConnectorResult<()> {
+    if replayed {
+        metrics.replayed_malformed_row(row)
+    } else {
+        metrics.malformed_row(row)
+    }
 }
 
 /// Checks that the decoder can produce every declared column from `format`.
@@ -174,8 +219,14 @@ pub(crate) fn conform(
     let Some(bad) = bad else {
         return Ok(RecordBatch::try_new(Arc::clone(schema), outputs)?);
     };
-    for row in bad.iter().enumerate().filter_map(|(r, b)| b?.then_some(r)) {
-        metrics.add_malformed(|| {
+    let mut good_before = 0u64;
+    for (row, is_bad) in bad.iter().enumerate() {
+        if is_bad != Some(true) {
+            good_before += 1;
+            continue;
+        }
+        let replayed = good_before < at.covered;
+        report_malformed(metrics, replayed, || {
             let reason = inputs
                 .iter()
                 .zip(schema.fields())
@@ -187,8 +238,20 @@ pub(crate) fn conform(
                         .then(|| malformed_reason(input, field, row))
                 })
                 .unwrap_or_else(|| "malformed row".to_string());
-            at.describe(row, &reason)
-        });
+            let raw = match &at.raw {
+                RawRows::None => None,
+                RawRows::Text { data, offsets } => offsets
+                    .get(row..row + 2)
+                    .and_then(|o| data.get(o[0]..o[1]))
+                    .map(<[u8]>::to_vec),
+                RawRows::Values => Some(values_as_json(schema, &inputs, row).into_bytes()),
+            };
+            MalformedRow {
+                position: at.position(row),
+                reason,
+                raw,
+            }
+        })?;
     }
     // Filter column by column: a NOT NULL column may still hold NULLs in the rows dropped here,
     // so no batch with the declared schema can exist before the filter.
@@ -198,6 +261,30 @@ pub(crate) fn conform(
         .map(|column| keep.filter(column))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), kept)?)
+}
+
+/// Row `row` of `inputs` (the values as read, before the casts) as a JSON object keyed by the
+/// declared column names: numbers and booleans as such, anything else as text.
+fn values_as_json(schema: &SchemaRef, inputs: &[ArrayRef], row: usize) -> String {
+    let mut object = serde_json::Map::new();
+    for (input, field) in inputs.iter().zip(schema.fields()) {
+        let value = if input.is_null(row) {
+            serde_json::Value::Null
+        } else {
+            let text = array_value_to_string(input, row).unwrap_or_default();
+            let literal = input.data_type().is_numeric() || input.data_type() == &DataType::Boolean;
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)))
+                    if literal =>
+                {
+                    value
+                }
+                _ => serde_json::Value::String(text),
+            }
+        };
+        object.insert(field.name().clone(), value);
+    }
+    serde_json::Value::Object(object).to_string()
 }
 
 fn malformed_reason(input: &ArrayRef, field: &Field, row: usize) -> String {
@@ -247,26 +334,43 @@ fn cast_column(input: &ArrayRef, target: &DataType) -> ConnectorResult<ArrayRef>
 pub(crate) struct TextBatchBuilder<'a> {
     config: &'a DecodeConfig,
     file: &'a str,
+    origin: RowOrigin,
     string_columns: Vec<bool>,
     builders: Vec<StringBuilder>,
     lines: Vec<u64>,
+    /// The pushed rows' raw bytes, when the source keeps them for dead letters: row `r` is
+    /// `raw[raw_offsets[r]..raw_offsets[r + 1]]`.
+    raw: Option<(Vec<u8>, Vec<usize>)>,
+    /// Well-formed rows a restored checkpoint still covers, from the next one produced.
+    covered: u64,
     batches: Vec<RecordBatch>,
 }
 
 impl<'a> TextBatchBuilder<'a> {
-    pub(crate) fn new(config: &'a DecodeConfig, file: &'a str) -> Self {
+    /// A builder for rows of `file`, whose first `covered` well-formed rows a restored
+    /// checkpoint already covers.
+    pub(crate) fn new(config: &'a DecodeConfig, file: &'a str, covered: u64) -> Self {
         let fields = config.schema.fields();
         Self {
             config,
             file,
+            origin: RowOrigin::Line,
             string_columns: fields
                 .iter()
                 .map(|f| is_string_type(f.data_type()))
                 .collect(),
             builders: fields.iter().map(|_| StringBuilder::new()).collect(),
             lines: Vec::new(),
+            raw: config.metrics.keeps_raw().then(|| (Vec::new(), vec![0])),
+            covered,
             batches: Vec::new(),
         }
+    }
+
+    /// Rows are numbered by `origin` (Kafka's offsets), not by line.
+    pub(crate) fn with_origin(mut self, origin: RowOrigin) -> Self {
+        self.origin = origin;
+        self
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -277,22 +381,37 @@ impl<'a> TextBatchBuilder<'a> {
         self.file
     }
 
-    /// Counts a row that could not even be split into fields.
-    pub(crate) fn malformed(&mut self, line: u64, reason: &str) -> ConnectorResult<()> {
-        if self.config.metrics.malformed() == 0 {
-            // Only the first message is kept: the rows before this one, whose values are
+    /// Reports a row that could not even be split into fields; `raw` is its text (`None` for
+    /// a Kafka message without a value).
+    pub(crate) fn malformed(
+        &mut self,
+        line: u64,
+        reason: &str,
+        raw: Option<&[u8]>,
+    ) -> ConnectorResult<()> {
+        let metrics = &self.config.metrics;
+        if metrics.on_error() != OnError::Skip || metrics.malformed() == 0 {
+            // Rows are reported in order (the first one is kept, 'fail' fails at the first
+            // one, dead letters keep the input's order, and whether a row is replayed depends
+            // on the well-formed rows before it): the rows before this one, whose values are
             // checked when the batch is built, must be checked first.
             self.flush()?;
         }
-        report_malformed(&self.config.metrics, self.file, line, reason);
-        Ok(())
+        let keep_raw = self.raw.is_some();
+        let (file, origin) = (self.file, self.origin);
+        report_malformed(metrics, self.covered > 0, || MalformedRow {
+            position: origin.describe(file, line),
+            reason: reason.to_string(),
+            raw: raw.filter(|_| keep_raw).map(<[u8]>::to_vec),
+        })
     }
 
     /// Appends one row; `fields` must yield exactly one value per declared column (`None` is
-    /// NULL). Applies the module's NULL rule.
+    /// NULL); `raw` is the row's text. Applies the module's NULL rule.
     pub(crate) fn push_row<'s>(
         &mut self,
         line: u64,
+        raw: &[u8],
         fields: impl IntoIterator<Item = Option<&'s str>>,
     ) -> ConnectorResult<()> {
         let null_value = self.config.null_value.as_deref();
@@ -312,6 +431,10 @@ impl<'a> TextBatchBuilder<'a> {
                 },
             }
         }
+        if let Some((data, offsets)) = &mut self.raw {
+            data.extend_from_slice(raw);
+            offsets.push(data.len());
+        }
         self.lines.push(line);
         if self.lines.len() >= self.config.batch_size {
             self.flush()?;
@@ -319,10 +442,11 @@ impl<'a> TextBatchBuilder<'a> {
         Ok(())
     }
 
-    /// Appends a batch decoded elsewhere (with the builder's schema), after the rows pushed so
-    /// far.
+    /// Appends a batch decoded elsewhere (with the builder's schema, all rows well-formed),
+    /// after the rows pushed so far.
     pub(crate) fn push_batch(&mut self, batch: RecordBatch) -> ConnectorResult<()> {
         self.flush()?;
+        self.covered = self.covered.saturating_sub(batch.num_rows() as u64);
         if batch.num_rows() > 0 {
             self.batches.push(batch);
         }
@@ -341,11 +465,21 @@ impl<'a> TextBatchBuilder<'a> {
             .collect();
         let at = RowPositions {
             file: self.file,
-            origin: RowOrigin::Line,
+            origin: self.origin,
             positions: &self.lines,
+            raw: match &self.raw {
+                Some((data, offsets)) => RawRows::Text { data, offsets },
+                None => RawRows::None,
+            },
+            covered: self.covered,
         };
         let batch = conform(&self.config.schema, inputs, &at, &self.config.metrics)?;
         self.lines.clear();
+        if let Some((data, offsets)) = &mut self.raw {
+            data.clear();
+            offsets.truncate(1);
+        }
+        self.covered = self.covered.saturating_sub(batch.num_rows() as u64);
         if batch.num_rows() > 0 {
             self.batches.push(batch);
         }

@@ -51,8 +51,9 @@ impl JsonDecoder {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(text) = std::str::from_utf8(line) else {
-            out.malformed(line_number, "line is not valid UTF-8")?;
+            out.malformed(line_number, "line is not valid UTF-8", Some(line))?;
             return Ok(());
         };
         let object = match serde_json::from_str::<Value>(text) {
@@ -61,11 +62,12 @@ impl JsonDecoder {
                 out.malformed(
                     line_number,
                     &format!("expected a JSON object, found {}", kind(&other)),
+                    Some(line),
                 )?;
                 return Ok(());
             }
             Err(e) => {
-                out.malformed(line_number, &format!("invalid JSON: {e}"))?;
+                out.malformed(line_number, &format!("invalid JSON: {e}"), Some(line))?;
                 return Ok(());
             }
         };
@@ -74,7 +76,7 @@ impl JsonDecoder {
             .iter()
             .map(|name| lookup(&object, name).and_then(render))
             .collect();
-        out.push_row(line_number, values.iter().map(|v| v.as_deref()))
+        out.push_row(line_number, line, values.iter().map(|v| v.as_deref()))
     }
 }
 

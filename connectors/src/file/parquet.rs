@@ -4,7 +4,8 @@
 //! Columns are matched by name (exactly, else ignoring ASCII case); only they are decoded. A
 //! declared column the file lacks, or whose type cannot be cast to the declared one, is an
 //! error when the file is opened. Values that do not survive the cast (an overflowing number)
-//! make their row malformed, as for text formats. Files are read with the synchronous reader,
+//! make their row malformed, as for text formats; a Parquet row has no text of its own, so its
+//! dead letter's `raw` is its values as read, rendered as a JSON object. Files are read with the synchronous reader,
 //! one batch per call, so callers run [`ParquetCursor::next_batch`] on a blocking thread.
 //!
 //! A cursor can start after a number of rows (a source restored from a checkpoint): when no
@@ -26,7 +27,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 };
 use eddy_engine::connector::{ConnectorError, ConnectorResult};
 
-use super::decode::{DecodeConfig, RowOrigin, RowPositions, conform};
+use super::decode::{DecodeConfig, RawRows, RowOrigin, RowPositions, conform};
 
 /// Reading position in one Parquet file.
 pub(crate) struct ParquetCursor {
@@ -119,10 +120,12 @@ impl ParquetCursor {
 
     /// Decodes the next batch (up to `batch_size` rows, fewer once malformed rows are dropped);
     /// `None` at the end of the file.
+    /// `covered`: how many well-formed rows from here a restored checkpoint already covers.
     pub(crate) fn next_batch(
         &mut self,
         file: &str,
         config: &DecodeConfig,
+        covered: u64,
     ) -> ConnectorResult<Option<RecordBatch>> {
         let Some(batch) = self.reader.next() else {
             return Ok(None);
@@ -140,6 +143,12 @@ impl ParquetCursor {
             file,
             origin: RowOrigin::Row,
             positions: &positions,
+            raw: if config.metrics.keeps_raw() {
+                RawRows::Values
+            } else {
+                RawRows::None
+            },
+            covered,
         };
         conform(&config.schema, inputs, &at, &config.metrics).map(Some)
     }

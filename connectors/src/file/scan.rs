@@ -3,7 +3,9 @@
 //!
 //! A [`FileScan`] lists the path, then reads the files one after the other, each in steps of
 //! at most a chunk (text) or a batch (Parquet) run on tokio's blocking pool, so worker threads
-//! never wait on the disk. Rows keep their file order; nothing is sorted. When following, after
+//! never wait on the disk; the next text step starts while the last one's batches are handed
+//! on, so that reading and decoding overlap with the operators. Rows keep their file order;
+//! nothing is sorted. When following, after
 //! a round over every file with new data it lists the path again: new files join at the end
 //! (in name order), text files that grew are read on from where they stopped, and a round that
 //! read nothing sleeps [`POLL_INTERVAL`] first. A new Parquet file is read once its size has not
@@ -14,7 +16,10 @@
 //! order it produces them (malformed rows do not count). Parquet files skip them by their
 //! metadata where no row can be malformed ([`ParquetCursor::open_at`]); otherwise, and for
 //! CSV and JSON lines (where a quoted line break, a header or a malformed line decide what a
-//! row is), the rows are decoded and dropped before they leave the scan.
+//! row is), the rows are decoded and dropped before they leave the scan. Each step is told
+//! how many of the rows it produces are still covered, so that the malformed rows among them,
+//! which the run that took the checkpoint reported, are not sent to the dead-letter table
+//! again (see the `decode` module).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -93,7 +98,13 @@ pub(crate) struct FileScan {
     read_since_poll: bool,
     /// Rows still to pass over before producing any.
     skip: u64,
+    /// A text step started ahead, while the batches of the one before are handed on: the
+    /// file's index (taken off `queue`) and the step on a blocking thread.
+    ahead: Option<(usize, StepHandle)>,
 }
+
+/// A step running on a blocking thread.
+type StepHandle = tokio::task::JoinHandle<ConnectorResult<(FileState, StepOutput)>>;
 
 impl FileScan {
     pub(crate) fn new(config: ScanConfig) -> Self {
@@ -107,6 +118,7 @@ impl FileScan {
             phase: Phase::Start,
             read_since_poll: false,
             skip,
+            ahead: None,
         }
     }
 
@@ -124,6 +136,7 @@ impl FileScan {
                     // `dropped < rows`, a usize.
                     batch = batch.slice(dropped as usize, (rows - dropped) as usize);
                 }
+                self.read_ahead();
                 self.config.decode.metrics.add_rows(batch.num_rows() as u64);
                 return Some(Ok(batch));
             }
@@ -155,9 +168,17 @@ impl FileScan {
                 }
                 self.phase = Phase::Read;
             }
-            Phase::Read => match self.queue.pop_front() {
-                Some(index) => {
-                    let output = self.step(index).await?;
+            Phase::Read => match self
+                .ahead
+                .take()
+                .map(|(i, step)| (i, Some(step)))
+                .or_else(|| self.queue.pop_front().map(|i| (i, None)))
+            {
+                Some((index, ahead)) => {
+                    let output = match ahead {
+                        Some(step) => self.finish_step(index, step).await?,
+                        None => self.step(index).await?,
+                    };
                     self.skip = self.skip.saturating_sub(output.skipped);
                     self.read_since_poll |= output.read_bytes;
                     self.ready.extend(output.batches);
@@ -257,6 +278,14 @@ impl FileScan {
 
     /// Runs one step over file `index` on a blocking thread.
     async fn step(&mut self, index: usize) -> ConnectorResult<StepOutput> {
+        // Every row before this step has been produced or dropped: `ready` is empty here.
+        let step = self.start_step(index, self.skip)?;
+        self.finish_step(index, step).await
+    }
+
+    /// Starts a step over file `index` on a blocking thread; `skip`: the rows a restored
+    /// checkpoint covers from the step's first row on.
+    fn start_step(&mut self, index: usize, skip: u64) -> ConnectorResult<StepHandle> {
         let Some(file) = self.files.get_mut(index) else {
             return Err(ConnectorError::Io(format!("file scan lost file #{index}")));
         };
@@ -264,14 +293,48 @@ impl FileScan {
         let display = Arc::clone(&file.display);
         let path = file.path.clone();
         let config = Arc::clone(&self.config);
-        // Every row before this step has been produced or dropped: `ready` is empty here.
-        let skip = self.skip;
-        let (state, output) =
-            blocking(move || step_file(state, &path, &display, &config, skip)).await?;
+        Ok(tokio::task::spawn_blocking(move || {
+            step_file(state, &path, &display, &config, skip)
+        }))
+    }
+
+    /// Waits for a step over file `index` and puts the file's state back.
+    async fn finish_step(&mut self, index: usize, step: StepHandle) -> ConnectorResult<StepOutput> {
+        let (state, output) = step
+            .await
+            .map_err(|e| ConnectorError::Io(format!("file reader task failed: {e}")))??;
         if let Some(file) = self.files.get_mut(index) {
             file.state = state;
         }
         Ok(output)
+    }
+
+    /// Starts the next text step while the batches of the last one are handed on, so that
+    /// reading and decoding overlap with the operators downstream: only while reading (not
+    /// polling), one step at a time, and only for the text file next in line (a Parquet step
+    /// that opens its file needs every earlier row produced first, to skip restored rows).
+    fn read_ahead(&mut self) {
+        if self.ahead.is_some() || self.phase != Phase::Read {
+            return;
+        }
+        let Some(&index) = self.queue.front() else {
+            return;
+        };
+        if !matches!(
+            self.files.get(index).map(|f| &f.state),
+            Some(FileState::Text(_))
+        ) {
+            return;
+        }
+        self.queue.pop_front();
+        // The rows a restored checkpoint covers that the batches still in `ready` do not.
+        let waiting: u64 = self.ready.iter().map(|b| b.num_rows() as u64).sum();
+        let covered = self.skip.saturating_sub(waiting);
+        match self.start_step(index, covered) {
+            Ok(step) => self.ahead = Some((index, step)),
+            // Not reachable (the file was just looked up); read it the ordinary way.
+            Err(_) => self.queue.push_front(index),
+        }
     }
 }
 
@@ -295,6 +358,7 @@ fn step_file(
                 &config.decode,
                 config.follow,
                 config.decode_threads,
+                skip,
             )?;
             let state = if output.progress == Progress::Done {
                 FileState::Finished
@@ -306,11 +370,16 @@ fn step_file(
         FileState::ParquetPending => {
             let cursor = ParquetCursor::open_at(path, &config.decode, skip)?;
             let skipped = cursor.skipped();
-            let (state, mut output) = parquet_step(Box::new(cursor), display, config)?;
+            let (state, mut output) = parquet_step(
+                Box::new(cursor),
+                display,
+                config,
+                skip.saturating_sub(skipped),
+            )?;
             output.skipped = skipped;
             Ok((state, output))
         }
-        FileState::ParquetOpen(cursor) => parquet_step(cursor, display, config),
+        FileState::ParquetOpen(cursor) => parquet_step(cursor, display, config, skip),
         other @ (FileState::ParquetSettling(_) | FileState::Finished | FileState::InUse) => Ok((
             other,
             StepOutput {
@@ -323,12 +392,15 @@ fn step_file(
     }
 }
 
+/// One batch of a Parquet file, whose first `covered` well-formed rows a restored checkpoint
+/// already covers.
 fn parquet_step(
     mut cursor: Box<ParquetCursor>,
     display: &str,
     config: &ScanConfig,
+    covered: u64,
 ) -> ConnectorResult<(FileState, StepOutput)> {
-    Ok(match cursor.next_batch(display, &config.decode)? {
+    Ok(match cursor.next_batch(display, &config.decode, covered)? {
         Some(batch) => (
             FileState::ParquetOpen(cursor),
             StepOutput {

@@ -11,7 +11,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::parquet::arrow::ArrowWriter;
 use eddy_engine::connector::{
-    BatchStream, ConnectorError, ConnectorOptions, SourceConnector, SourceContext, SourceMetrics,
+    BatchStream, ConnectorError, ConnectorOptions, ConnectorResult, DeadLetterSink, MalformedRow,
+    OnError, SourceConnector, SourceContext, SourceMetrics,
 };
 use futures::StreamExt;
 
@@ -115,20 +116,30 @@ fn open_at(
     projection: Option<Vec<usize>>,
     start_row: u64,
 ) -> (BatchStream, bool, Arc<SourceMetrics>) {
-    open_with(schema, options, batch_size, projection, start_row, 1)
+    open_with(
+        schema,
+        options,
+        batch_size,
+        projection,
+        start_row,
+        SourceMetrics::default(),
+        1,
+    )
 }
 
-/// Opens a reader of a query with `parallelism`.
+/// Opens a reader of a query with `parallelism` whose malformed rows go to `metrics` (and
+/// what its policy says).
 fn open_with(
     schema: &SchemaRef,
     options: ConnectorOptions,
     batch_size: usize,
     projection: Option<Vec<usize>>,
     start_row: u64,
+    metrics: SourceMetrics,
     parallelism: usize,
 ) -> (BatchStream, bool, Arc<SourceMetrics>) {
     FileConnector::default().validate(schema, &options).unwrap();
-    let metrics = Arc::new(SourceMetrics::default());
+    let metrics = Arc::new(metrics);
     let reader = FileConnector::default()
         .open(SourceContext {
             source_name: "test".to_string(),
@@ -783,7 +794,7 @@ fn csv_region_keeps_an_unfinished_quoted_record() {
         header_pending: false,
     };
     let region = b"1,a\n2,\"b\nstill b\n";
-    let mut out = TextBatchBuilder::new(&config, "r.csv");
+    let mut out = TextBatchBuilder::new(&config, "r.csv", 0);
     let consumed = decoder
         .decode(region, false, 1, &mut state, &mut out)
         .unwrap();
@@ -794,7 +805,7 @@ fn csv_region_keeps_an_unfinished_quoted_record() {
     assert_eq!(rows(&out.finish().unwrap()), ["1|a"]);
 
     let region = b"1,a\n2,\"b\nc\"\n";
-    let mut out = TextBatchBuilder::new(&config, "r.csv");
+    let mut out = TextBatchBuilder::new(&config, "r.csv", 0);
     let consumed = decoder
         .decode(region, false, 1, &mut state, &mut out)
         .unwrap();
@@ -897,7 +908,7 @@ fn decode_region(
     let mut state = CsvFileState {
         header_pending: false,
     };
-    let mut out = TextBatchBuilder::new(&config, "f.csv");
+    let mut out = TextBatchBuilder::new(&config, "f.csv", 0);
     let consumed = decoder
         .decode(region, true, 1, &mut state, &mut out)
         .unwrap();
@@ -1142,7 +1153,7 @@ fn parquet_skips_rows_unread_only_when_none_can_be_malformed() {
         batch_size: 100,
     };
     let ids = |cursor: &mut super::parquet::ParquetCursor, config: &DecodeConfig| {
-        let batch = cursor.next_batch("a", config).unwrap().unwrap();
+        let batch = cursor.next_batch("a", config, 0).unwrap().unwrap();
         rows(&[batch])
     };
     let exact = config(&[("id", DataType::Int64), ("v", DataType::Int64)]);
@@ -1155,7 +1166,7 @@ fn parquet_skips_rows_unread_only_when_none_can_be_malformed() {
             assert_eq!(first.len(), 11 - skip as usize);
             assert!(first[0].starts_with(&format!("{skip}|")), "{first:?}");
         } else {
-            assert!(cursor.next_batch("a", &exact).unwrap().is_none());
+            assert!(cursor.next_batch("a", &exact, 0).unwrap().is_none());
         }
     }
     let narrow = config(&[("id", DataType::Int64), ("v", DataType::Int32)]);
@@ -1205,7 +1216,15 @@ async fn read_with(
     start_row: u64,
     parallelism: usize,
 ) -> (Vec<String>, Arc<SourceMetrics>) {
-    let (stream, _, metrics) = open_with(schema, options, 1000, None, start_row, parallelism);
+    let (stream, _, metrics) = open_with(
+        schema,
+        options,
+        1000,
+        None,
+        start_row,
+        SourceMetrics::default(),
+        parallelism,
+    );
     let batches = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
         .await
         .expect("bounded stream ends")
@@ -1263,4 +1282,233 @@ async fn parallel_decoding_gives_the_rows_of_one_thread() {
         rest[..] == one[123_457..],
         "three threads from a restored row"
     );
+}
+
+// format.on-error: 'fail' and 'dead-letter' (the engine takes the option; the connector hands
+// every malformed row to the metrics it was given).
+
+/// Records the dead letters it is given.
+#[derive(Debug, Default)]
+struct Letters(std::sync::Mutex<Vec<MalformedRow>>);
+
+impl DeadLetterSink for Letters {
+    fn append(&self, _source: &str, rows: Vec<MalformedRow>) -> ConnectorResult<()> {
+        self.0.lock().unwrap().extend(rows);
+        Ok(())
+    }
+}
+
+impl Letters {
+    /// `position | raw | reason` of each dead letter, in order.
+    fn rows(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let raw = r.raw.as_deref().map_or("NULL".to_string(), |b| {
+                    String::from_utf8_lossy(b).into_owned()
+                });
+                format!("{} | {raw} | {}", r.position, r.reason)
+            })
+            .collect()
+    }
+}
+
+/// Reads a bounded source to its end with dead letters on: its rows and its dead letters.
+async fn read_dead_letters(
+    schema: &SchemaRef,
+    options: ConnectorOptions,
+    batch_size: usize,
+    start_row: u64,
+) -> (Vec<String>, Vec<String>, Arc<SourceMetrics>) {
+    let letters = Arc::new(Letters::default());
+    let metrics = SourceMetrics::new(
+        "s",
+        OnError::DeadLetter,
+        Some(Arc::clone(&letters) as Arc<dyn DeadLetterSink>),
+    )
+    .unwrap();
+    let (stream, _, metrics) = open_with(schema, options, batch_size, None, start_row, metrics, 1);
+    let batches = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("bounded stream ends")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    metrics.flush_dead_letters().unwrap();
+    (rows(&batches), letters.rows(), metrics)
+}
+
+/// Bad rows of every kind, among good ones (read as `bids_schema` with a NOT NULL auction).
+const BAD_CSV: &[u8] = b"1,a,2023-05-06T16:51:00\r\n\
+x,b,2023-05-06T16:51:00\n\
+3,c\n\
+\n\
+4,\"q\nq\",2023-05-06T16:51:04\n\
+,e,2023-05-06T16:51:05\n\
+6,\xff,2023-05-06T16:51:06\n\
+7,g,2023-05-06T16:51:07,extra\n\
+8,h,2023-05-06T16:51:08";
+
+fn not_null_bids() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("date_time", ts_ms(), true),
+    ]))
+}
+
+#[tokio::test]
+async fn dead_letters_keep_each_bad_line_in_order_with_its_position_and_reason() {
+    let dir = TempDir::new("dead-letters");
+    let path = dir.0.join("bad.csv");
+    std::fs::write(&path, BAD_CSV).unwrap();
+    let path = path.display().to_string();
+    for batch_size in [1, 2, 1024] {
+        let (rows, letters, metrics) =
+            read_dead_letters(&not_null_bids(), options(&[("path", &path)]), batch_size, 0).await;
+        assert_eq!(
+            rows,
+            [
+                "1|a|2023-05-06T16:51:00",
+                "4|q\nq|2023-05-06T16:51:04",
+                "8|h|2023-05-06T16:51:08"
+            ],
+            "batch size {batch_size}"
+        );
+        assert_eq!(
+            letters,
+            [
+                format!(
+                    "{path}:2 | x,b,2023-05-06T16:51:00 | column 'auction': cannot read 'x' as Int64"
+                ),
+                format!("{path}:3 | 3,c | expected 3 fields, found 2"),
+                format!(
+                    "{path}:7 | ,e,2023-05-06T16:51:05 | column 'auction' is NOT NULL but the value is missing"
+                ),
+                format!("{path}:8 | 6,\u{FFFD},2023-05-06T16:51:06 | field 2 is not valid UTF-8"),
+                format!("{path}:9 | 7,g,2023-05-06T16:51:07,extra | expected 3 fields, found 4"),
+            ],
+            "batch size {batch_size}"
+        );
+        assert_eq!((metrics.malformed(), metrics.dead_letters()), (5, 5));
+    }
+}
+
+#[tokio::test]
+async fn on_error_fail_stops_at_the_first_bad_row_in_file_order() {
+    let dir = TempDir::new("fail");
+    let path = dir.0.join("bad.csv");
+    std::fs::write(&path, BAD_CSV).unwrap();
+    let path = path.display().to_string();
+    let metrics = SourceMetrics::new("s", OnError::Fail, None).unwrap();
+    let (stream, _, metrics) = open_with(
+        &not_null_bids(),
+        options(&[("path", &path)]),
+        1024,
+        None,
+        0,
+        metrics,
+        1,
+    );
+    let results: Vec<_> = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends");
+    let error = results
+        .into_iter()
+        .find_map(Result::err)
+        .expect("the stream fails");
+    // Line 3's wrong field count is found while parsing, before line 2's value is cast: the
+    // error must still be line 2's.
+    match &error {
+        ConnectorError::MalformedRow {
+            source_name,
+            position,
+            reason,
+        } => {
+            assert_eq!(source_name, "s");
+            assert_eq!(position, &format!("{path}:2"));
+            assert!(reason.contains("cannot read 'x' as Int64"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(metrics.malformed(), 1);
+}
+
+#[tokio::test]
+async fn json_and_parquet_dead_letters() {
+    let dir = TempDir::new("dead-letters-json");
+    let path = dir.write(
+        "e.jsonl",
+        "{\"auction\": 1, \"channel\": \"web\"}\r\n\
+         {\"auction\": 2, \n\
+         {\"auction\": \"two\", \"channel\": \"app\"}\n\
+         [1]\n",
+    );
+    let (rows, letters, _) =
+        read_dead_letters(&bids_schema(), options(&[("path", &path)]), 1024, 0).await;
+    assert_eq!(rows, ["1|web|NULL"]);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(
+        letters[0].starts_with(&format!("{path}:2 | {{\"auction\": 2,  | invalid JSON")),
+        "{letters:?}"
+    );
+    assert_eq!(
+        letters[1],
+        format!(
+            "{path}:3 | {{\"auction\": \"two\", \"channel\": \"app\"}} | column 'auction': cannot read 'two' as Int64"
+        )
+    );
+    assert_eq!(
+        letters[2],
+        format!("{path}:4 | [1] | expected a JSON object, found an array")
+    );
+
+    // A Parquet row has no text: its dead letter shows its values as read.
+    let path = dir.join("data.parquet");
+    write_parquet(&path);
+    let s = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let (rows, letters, _) = read_dead_letters(&s, options(&[("path", &path)]), 1024, 0).await;
+    assert_eq!(rows, ["1|a", "3|c"]);
+    assert_eq!(
+        letters,
+        [format!(
+            "{path}:row 2 | {{\"id\":2,\"name\":null}} | column 'name' is NOT NULL but the value is missing"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_restored_reader_does_not_send_the_dead_letters_its_checkpoint_covers_again() {
+    let dir = TempDir::new("dead-letters-restore");
+    let path = dir.0.join("bad.csv");
+    std::fs::write(&path, BAD_CSV).unwrap();
+    let path = path.display().to_string();
+    let opts = options(&[("path", &path)]);
+    for batch_size in [1, 2, 1024] {
+        // The checkpoint covers 2 rows (1 and 4, line 5): the bad lines 2 and 3 come before
+        // line 5 and were recorded by the run that took it; lines 7, 8 and 9 come after it.
+        let (rows, letters, metrics) =
+            read_dead_letters(&not_null_bids(), opts.clone(), batch_size, 2).await;
+        assert_eq!(rows, ["8|h|2023-05-06T16:51:08"], "batch size {batch_size}");
+        let positions: Vec<&str> = letters
+            .iter()
+            .map(|l| l.split(" | ").next().unwrap())
+            .collect();
+        let expected: Vec<String> = [7, 8, 9].iter().map(|l| format!("{path}:{l}")).collect();
+        assert_eq!(positions, expected, "batch size {batch_size}");
+        assert_eq!(metrics.malformed(), 5, "replayed rows are still counted");
+        assert_eq!(metrics.dead_letters(), 3);
+        // Covering every row: nothing is recorded again.
+        let (rows, letters, _) =
+            read_dead_letters(&not_null_bids(), opts.clone(), batch_size, 3).await;
+        assert!(
+            rows.is_empty() && letters.is_empty(),
+            "{rows:?} {letters:?}"
+        );
+    }
 }

@@ -96,12 +96,15 @@ impl TextCursor {
 
     /// Reads and decodes the next chunk, one per thread of `threads`. `follow` keeps an
     /// unfinished last line for later instead of decoding it at the end of the file.
+    /// `covered`: how many of the well-formed rows the step produces a restored checkpoint
+    /// already covers.
     pub(crate) fn step(
         &mut self,
         decoder: &TextDecoder,
         config: &DecodeConfig,
         follow: bool,
         threads: usize,
+        covered: u64,
     ) -> ConnectorResult<StepOutput> {
         let name = Arc::clone(&self.display);
         let io_error = |e: std::io::Error| ConnectorError::Io(format!("cannot read '{name}': {e}"));
@@ -117,7 +120,7 @@ impl TextCursor {
         file.seek(SeekFrom::Start(self.read_offset))
             .map_err(io_error)?;
 
-        let mut out = TextBatchBuilder::new(config, &name);
+        let mut out = TextBatchBuilder::new(config, &name, covered);
         let chunk = CHUNK_BYTES * threads.max(1);
         let progress = loop {
             let before = self.pending.len();

@@ -9,8 +9,9 @@
 //! - `raw`: the value as the only column, VARCHAR (must be UTF-8) or BYTEA.
 //!
 //! A malformed value (invalid JSON, not an object, a value that does not fit its column, a
-//! tombstone or empty value in `json`/`csv`) is counted in the source's metrics as
-//! `topic 't' partition p:offset: reason` and skipped.
+//! tombstone or empty value in `json`/`csv`) is handed to the source's metrics at position
+//! `topic/partition@offset`, with the value as its raw bytes, and left out; the source's
+//! `format.on-error` says what happens to it then (`'fail'` fails the decoding).
 
 use std::sync::Arc;
 
@@ -20,12 +21,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder;
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_engine::connector::{ConnectorError, ConnectorResult, SourceMetrics};
+use eddy_engine::connector::{ConnectorError, ConnectorResult, MalformedRow, SourceMetrics};
 
 use super::client::KafkaRecord;
 use super::options::KafkaFormat;
 use crate::file::csv::{CsvDecoder, CsvFileState};
-use crate::file::decode::{DecodeConfig, TextBatchBuilder, check_supported, is_string_type};
+use crate::file::decode::{
+    DecodeConfig, RowOrigin, TextBatchBuilder, check_supported, is_string_type,
+};
 use crate::file::options::FileFormat;
 
 /// Decodes the values of one source's messages.
@@ -45,6 +48,14 @@ enum Kind {
     Raw {
         utf8: bool,
     },
+}
+
+/// Where a message is, as malformed-row reports show it: `topic/partition@offset`.
+pub(crate) fn message_position(topic: &str, record: &KafkaRecord) -> String {
+    RowOrigin::Offset.describe(
+        &format!("{topic}/{}", record.partition),
+        record.offset as u64,
+    )
 }
 
 /// Checks at `CREATE SOURCE` time that `format` can produce every declared column.
@@ -124,13 +135,12 @@ impl ValueDecoder {
         }
     }
 
-    fn malformed(&self, record: &KafkaRecord, reason: &str) {
-        self.metrics.add_malformed(|| {
-            format!(
-                "topic '{}' partition {}:{}: {reason}",
-                self.topic, record.partition, record.offset
-            )
-        });
+    fn malformed(&self, record: &KafkaRecord, reason: &str) -> ConnectorResult<()> {
+        self.metrics.malformed_row(|| MalformedRow {
+            position: message_position(&self.topic, record),
+            reason: reason.to_string(),
+            raw: record.payload.clone().filter(|_| self.metrics.keeps_raw()),
+        })
     }
 
     /// The rows of `records` (in order), malformed ones counted and left out.
@@ -153,7 +163,7 @@ impl ValueDecoder {
         let mut batches = Vec::with_capacity(records.len());
         for record in records {
             let Some(payload) = &record.payload else {
-                self.malformed(record, "no value (a tombstone)");
+                self.malformed(record, "no value (a tombstone)")?;
                 continue;
             };
             match self.decode_json_together(std::slice::from_ref(record)) {
@@ -165,8 +175,8 @@ impl ValueDecoder {
                         batch.num_rows(),
                         if payload.is_empty() { " (empty)" } else { "" }
                     ),
-                ),
-                Err(e) => self.malformed(record, &format!("invalid JSON: {e}")),
+                )?,
+                Err(e) => self.malformed(record, &format!("invalid JSON: {e}"))?,
             }
         }
         Ok(concat_batches(&self.schema, &batches)?)
@@ -206,13 +216,13 @@ impl ValueDecoder {
         config: &DecodeConfig,
     ) -> ConnectorResult<RecordBatch> {
         let mut batches = Vec::new();
-        // One builder per run of a partition: malformed-row messages say `partition p:offset`.
+        // One builder per run of a partition: positions are `topic/partition@offset`.
         for run in records.chunk_by(|a, b| a.partition == b.partition) {
-            let file = format!("topic '{}' partition {}", self.topic, run[0].partition);
-            let mut out = TextBatchBuilder::new(config, &file);
+            let file = format!("{}/{}", self.topic, run[0].partition);
+            let mut out = TextBatchBuilder::new(config, &file, 0).with_origin(RowOrigin::Offset);
             for record in run {
                 let Some(payload) = &record.payload else {
-                    out.malformed(record.offset as u64, "no value (a tombstone)")?;
+                    out.malformed(record.offset as u64, "no value (a tombstone)", None)?;
                     continue;
                 };
                 let mut state = CsvFileState {
@@ -223,11 +233,15 @@ impl ValueDecoder {
                 let body = payload.strip_suffix(b"\n").unwrap_or(payload);
                 if body.iter().all(u8::is_ascii_whitespace) {
                     // Blank lines of a file are layout; an empty message is a bad message.
-                    out.malformed(line, "empty value")?;
+                    out.malformed(line, "empty value", Some(payload))?;
                     continue;
                 }
                 if body.contains(&b'\n') {
-                    out.malformed(line, "a CSV value must hold one record (one line)")?;
+                    out.malformed(
+                        line,
+                        "a CSV value must hold one record (one line)",
+                        Some(payload),
+                    )?;
                     continue;
                 }
                 decoder.decode(body, true, line, &mut state, &mut out)?;
@@ -244,7 +258,7 @@ impl ValueDecoder {
                 match record.payload.as_deref().map(std::str::from_utf8) {
                     None => builder.append_null(),
                     Some(Ok(text)) => builder.append_value(text),
-                    Some(Err(_)) => self.malformed(record, "the value is not valid UTF-8"),
+                    Some(Err(_)) => self.malformed(record, "the value is not valid UTF-8")?,
                 }
             }
             Arc::new(builder.finish())
@@ -341,7 +355,7 @@ mod tests {
             metrics
                 .first_error()
                 .unwrap()
-                .starts_with("topic 't' partition 0:1: invalid JSON"),
+                .starts_with("t/0@1: invalid JSON"),
             "{:?}",
             metrics.first_error()
         );
@@ -362,7 +376,7 @@ mod tests {
         assert!(rows.contains("| a | 1 | 2024-01-01T00:00:01 |"), "{rows}");
         assert_eq!(
             metrics.first_error().unwrap(),
-            "topic 't' partition 0:1: column 'v': cannot read 'x' as Int64"
+            "t/0@1: column 'v': cannot read 'x' as Int64"
         );
     }
 }

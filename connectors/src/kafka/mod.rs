@@ -28,8 +28,10 @@
 //! long stops holding the watermark back until it has messages again, and a reader that owns
 //! no partition is idle (see `eddy_engine::runtime::partition_watermarks`).
 //!
-//! A malformed message is counted and skipped (`format.on-error = 'skip'`, the default) or
-//! fails the query (`'fail'`).
+//! A malformed message (its value, or its key, does not decode) is handed to the source's
+//! metrics at `topic/partition@offset`: the source's `format.on-error` (the engine's option)
+//! counts and skips it (`'skip'`, the default), fails the query (`'fail'`) or sends it to
+//! `eddy_dead_letters` (`'dead-letter'`, with the bytes that did not decode as its raw text).
 //!
 //! # Positions and checkpoints
 //! The reader publishes, before yielding each batch, the *next* offset to read of every
@@ -83,8 +85,8 @@ use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use eddy_engine::connector::{
-    ConnectorError, ConnectorOptions, ConnectorPosition, ConnectorResult, SourceConnector,
-    SourceContext, SourcePartitions, SourceReader, SourceSplit,
+    ConnectorError, ConnectorOptions, ConnectorPosition, ConnectorResult, MalformedRow,
+    SourceConnector, SourceContext, SourcePartitions, SourceReader, SourceSplit,
 };
 use futures::StreamExt;
 
@@ -96,7 +98,7 @@ use self::decode::ValueDecoder;
 pub use self::librdkafka::RdKafkaClient;
 use self::metadata::Layout;
 use self::options::{
-    KafkaOptions, OnError, Reset, StartupMode, StopMode, assigned, format_offsets, parse_offsets,
+    KafkaOptions, Reset, StartupMode, StopMode, assigned, format_offsets, parse_offsets,
 };
 pub use self::sink::KafkaSinkConnector;
 
@@ -655,7 +657,6 @@ impl PartitionReader {
         partition: i32,
         records: Vec<KafkaRecord>,
     ) -> ConnectorResult<RecordBatch> {
-        let malformed = self.metrics.malformed();
         let (values, keys, kept, upserts) = if self.options.upsert {
             let (values, keys, kept, upserts) = self.decode_upserts(&records)?;
             (values, Some(keys), Some(kept), Some(upserts))
@@ -663,15 +664,6 @@ impl PartitionReader {
             let (values, keys, kept) = self.decode(&records)?;
             (values, keys, kept, None)
         };
-        if self.options.on_error == OnError::Fail && self.metrics.malformed() > malformed {
-            return Err(ConnectorError::Io(format!(
-                "kafka source '{}' has format.on-error = 'fail': {}",
-                self.source_name,
-                self.metrics
-                    .first_error()
-                    .unwrap_or_else(|| "a malformed message".to_string())
-            )));
-        }
         let batch = self.layout.assemble(
             &self.options.topic,
             values,
@@ -734,13 +726,7 @@ impl PartitionReader {
             if key_ok.binary_search(&i).is_ok() {
                 kept.push(i);
             } else {
-                let record = &records[i];
-                self.metrics.add_malformed(|| {
-                    format!(
-                        "topic '{}' partition {}:{}: the key does not decode as key.format",
-                        self.options.topic, record.partition, record.offset
-                    )
-                });
+                self.key_malformed(&records[i], "")?;
             }
         }
         let rows_of = |ok: &[usize]| -> UInt32Array {
@@ -814,19 +800,12 @@ impl PartitionReader {
                 continue;
             }
             let Ok(key) = key_ok.binary_search(&i) else {
-                self.metrics.add_malformed(|| {
-                    format!(
-                        "topic '{}' partition {}:{}: the key does not decode as key.format{}",
-                        self.options.topic,
-                        record.partition,
-                        record.offset,
-                        if record.key.is_none() {
-                            " (no key)"
-                        } else {
-                            ""
-                        }
-                    )
-                });
+                let why = if record.key.is_none() {
+                    " (no key)"
+                } else {
+                    ""
+                };
+                self.key_malformed(record, why)?;
                 continue;
             };
             kept.push(i);
@@ -854,6 +833,16 @@ impl PartitionReader {
         )?;
         let keys = take_record_batch(&keys, &UInt32Array::from(key_rows))?;
         Ok((values, keys, kept, upserts))
+    }
+
+    /// Reports a message whose key does not decode (`why` completes the reason); its raw
+    /// bytes are the key's.
+    fn key_malformed(&self, record: &KafkaRecord, why: &str) -> ConnectorResult<()> {
+        self.metrics.malformed_row(|| MalformedRow {
+            position: decode::message_position(&self.options.topic, record),
+            reason: format!("the key does not decode as key.format{why}"),
+            raw: record.key.clone().filter(|_| self.metrics.keeps_raw()),
+        })
     }
 
     /// Takes `record` into the batch unless a bounded read has passed its partition's end;

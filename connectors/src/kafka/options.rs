@@ -32,7 +32,6 @@ const OPTIONS: &[&str] = &[
     "scan.bounded.timestamp-millis",
     "scan.watermark.idle-timeout",
     "scan.topic-partition-discovery.interval",
-    "format.on-error",
     "key.fields-prefix",
 ];
 
@@ -133,15 +132,6 @@ pub(crate) enum Reset {
     Latest,
 }
 
-/// What a malformed message does (`format.on-error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnError {
-    /// Counted, reported and skipped (the default).
-    Skip,
-    /// Fails the query (the job).
-    Fail,
-}
-
 /// How often a reader looks for new partitions of its topic by default (Flink's default).
 pub(crate) const DEFAULT_DISCOVERY: Duration = Duration::from_secs(5 * 60);
 
@@ -168,7 +158,6 @@ pub(crate) struct KafkaOptions {
     /// `scan.topic-partition-discovery.interval`: how often new partitions are looked for
     /// (`None`: never; always `None` for a bounded read).
     pub discovery: Option<Duration>,
-    pub on_error: OnError,
     /// Whether `properties.group.id` was given: offsets of completed checkpoints are then
     /// committed to that group.
     pub commit_to_group: bool,
@@ -419,26 +408,6 @@ impl KafkaOptions {
                 v,
             )?),
         };
-        let on_error = match get("format.on-error").map(|m| m.to_ascii_lowercase()) {
-            None => OnError::Skip,
-            Some(mode) => match mode.as_str() {
-                "skip" => OnError::Skip,
-                "fail" => OnError::Fail,
-                "dead-letter" => {
-                    return Err(ConnectorError::Unsupported(
-                        "format.on-error = 'dead-letter' (not implemented yet; use 'skip' or \
-                         'fail')"
-                            .to_string(),
-                    ));
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "invalid value '{mode}' for option 'format.on-error'; expected 'skip' \
-                         or 'fail'"
-                    )));
-                }
-            },
-        };
         let commit_to_group = properties.contains_key("group.id");
 
         Ok(Self {
@@ -451,7 +420,6 @@ impl KafkaOptions {
             stop,
             idle_timeout,
             discovery,
-            on_error,
             commit_to_group,
             properties,
             upsert: false,
@@ -679,7 +647,6 @@ mod tests {
         assert!(parsed.commit_to_group);
         assert_eq!(parsed.discovery, None, "no discovery in a bounded read");
         assert_eq!(parsed.idle_timeout, None);
-        assert_eq!(parsed.on_error, OnError::Skip);
 
         let parsed = KafkaOptions::parse(&options(&[
             ("scan.startup.mode", "group-offsets"),
@@ -687,7 +654,6 @@ mod tests {
             ("properties.auto.offset.reset", "earliest"),
             ("scan.watermark.idle-timeout", "5 s"),
             ("scan.topic-partition-discovery.interval", "1s"),
-            ("format.on-error", "fail"),
         ]))
         .unwrap();
         assert_eq!(
@@ -698,7 +664,6 @@ mod tests {
         );
         assert_eq!(parsed.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(parsed.discovery, Some(Duration::from_secs(1)));
-        assert_eq!(parsed.on_error, OnError::Fail);
         let parsed = KafkaOptions::parse(&options(&[])).unwrap();
         assert_eq!(parsed.discovery, Some(DEFAULT_DISCOVERY));
         assert!(!parsed.commit_to_group);
@@ -706,10 +671,7 @@ mod tests {
 
     #[test]
     fn options_not_implemented_yet_are_refused_by_name() {
-        for (key, value) in [
-            ("format.on-error", "dead-letter"),
-            ("json.ignore-parse-errors", "true"),
-        ] {
+        for (key, value) in [("json.ignore-parse-errors", "true")] {
             match KafkaOptions::parse(&options(&[(key, value)])) {
                 Err(ConnectorError::Unsupported(message)) => {
                     assert!(
@@ -741,7 +703,6 @@ mod tests {
             vec![("scan.bounded.mode", "specific-offsets")],
             vec![("scan.bounded.specific-offsets", "partition:0,offset:1")],
             vec![("scan.watermark.idle-timeout", "soon")],
-            vec![("format.on-error", "ignore")],
         ] {
             assert!(
                 matches!(

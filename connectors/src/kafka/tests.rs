@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use eddy_engine::connector::{SourceMetrics, SourceSplit};
+use eddy_engine::connector::{DeadLetterSink, OnError, SourceMetrics, SourceSplit};
 use futures::StreamExt;
 
 use super::*;
@@ -341,9 +341,18 @@ async fn readers_of_a_split_source_share_the_partitions() {
 
 /// Opens a reader of `topic` over the whole topic.
 fn open(topic: &Arc<MemoryTopic>, options: ConnectorOptions) -> (SourceReader, Arc<SourceMetrics>) {
+    open_with(topic, options, SourceMetrics::default())
+}
+
+/// Opens a reader whose malformed rows go to `metrics` (and what its policy says).
+fn open_with(
+    topic: &Arc<MemoryTopic>,
+    options: ConnectorOptions,
+    metrics: SourceMetrics,
+) -> (SourceReader, Arc<SourceMetrics>) {
     let connector = KafkaConnector::new(Arc::new(Arc::clone(topic)));
     connector.validate(&schema(), &options).unwrap();
-    let metrics = Arc::new(SourceMetrics::default());
+    let metrics = Arc::new(metrics);
     let reader = connector
         .open(context(schema(), options, &metrics, 3))
         .unwrap();
@@ -474,14 +483,55 @@ async fn a_malformed_message_fails_the_reader_with_on_error_fail() {
     let topic = MemoryTopic::new(1);
     produce(&topic, 0, 0..2);
     topic.produce(0, "not json");
-    let (mut reader, metrics) = open(&topic, options(&[("format.on-error", "fail")]));
-    let error = reader.stream.next().await.unwrap().unwrap_err().to_string();
-    assert!(error.contains("format.on-error = 'fail'"), "{error}");
+    let failing = SourceMetrics::new("src", OnError::Fail, None).unwrap();
+    let (mut reader, metrics) = open_with(&topic, options(&[]), failing);
+    let error = reader.stream.next().await.unwrap().unwrap_err();
     assert!(
-        error.contains("offset 2") || error.contains(":2"),
-        "{error}"
+        matches!(&error, ConnectorError::MalformedRow { position, .. } if position == "t/0@2"),
+        "{error:?}"
     );
+    let error = error.to_string();
+    assert!(error.contains("format.on-error = 'fail'"), "{error}");
+    assert!(error.contains("invalid JSON"), "{error}");
     assert_eq!(metrics.malformed(), 1);
+}
+
+/// Records the dead letters it is given.
+#[derive(Debug, Default)]
+struct Letters(std::sync::Mutex<Vec<(String, MalformedRow)>>);
+
+impl DeadLetterSink for Letters {
+    fn append(&self, source: &str, rows: Vec<MalformedRow>) -> ConnectorResult<()> {
+        let mut letters = self.0.lock().unwrap();
+        letters.extend(rows.into_iter().map(|r| (source.to_string(), r)));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn malformed_messages_become_dead_letters_with_their_value_and_offset() {
+    let topic = MemoryTopic::new(1);
+    produce(&topic, 0, 0..1);
+    topic.produce(0, "not json");
+    produce(&topic, 0, 1..2);
+    let letters = Arc::new(Letters::default());
+    let metrics = SourceMetrics::new(
+        "src",
+        OnError::DeadLetter,
+        Some(Arc::clone(&letters) as Arc<dyn DeadLetterSink>),
+    )
+    .unwrap();
+    let (mut reader, metrics) = open_with(&topic, options(&[]), metrics);
+    assert_eq!(next(&mut reader).await, (vec![0, 1], 0));
+    metrics.flush_dead_letters().unwrap();
+    let letters = letters.0.lock().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let (source, row) = &letters[0];
+    assert_eq!(source, "src");
+    assert_eq!(row.position, "t/0@1");
+    assert_eq!(row.raw.as_deref(), Some(&b"not json"[..]));
+    assert!(row.reason.starts_with("invalid JSON"), "{}", row.reason);
+    assert_eq!((metrics.malformed(), metrics.dead_letters()), (1, 1));
 }
 
 #[tokio::test]

@@ -39,12 +39,13 @@ use crate::plan::window_tvf::{WindowTvfNode, as_window_tvf};
 /// True when the plan reads at least one stream (source or push table). A plan that reads
 /// only materialized views runs as a batch query over their current contents.
 pub fn reads_streams(plan: &LogicalPlan) -> bool {
-    reads_relation(plan, &mut |r| r.view.is_none())
+    reads_relation(plan, &mut |r| r.view.is_none() && !r.system)
 }
 
-/// True when the plan reads at least one materialized view.
+/// True when the plan reads at least one materialized view (or a system table such as
+/// `eddy_dead_letters`, which is read like one: a snapshot, or followed).
 pub fn reads_views(plan: &LogicalPlan) -> bool {
-    reads_relation(plan, &mut |r| r.view.is_some())
+    reads_relation(plan, &mut |r| r.view.is_some() || r.system)
 }
 
 /// The catalog relations a plan reads, by name (each once).

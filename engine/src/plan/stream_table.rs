@@ -45,7 +45,8 @@ impl TableProvider for StreamTableProvider {
         TableType::Base
     }
 
-    /// A materialized view's current contents; a stream cannot be read as a batch.
+    /// A materialized view's (or a system table's) current contents; a stream cannot be read
+    /// as a batch.
     async fn scan(
         &self,
         _state: &dyn Session,
@@ -53,6 +54,16 @@ impl TableProvider for StreamTableProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        if self.relation.system
+            && let Some(table) = &self.relation.table
+        {
+            // A system table's rows so far.
+            return Ok(MemorySourceConfig::try_new_exec(
+                &[table.batches_from(0)],
+                Arc::clone(table.schema()),
+                projection.cloned(),
+            )?);
+        }
         let Some(view) = &self.relation.view else {
             return not_impl_err!("reading stream \"{}\" in a batch query", self.relation.name);
         };

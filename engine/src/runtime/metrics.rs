@@ -158,6 +158,11 @@ impl QueryMetrics {
         self.sources.iter().map(|(_, s)| s.malformed()).sum()
     }
 
+    /// Malformed rows the query's sources appended to `eddy_dead_letters`.
+    pub fn dead_letters(&self) -> u64 {
+        self.sources.iter().map(|(_, s)| s.dead_letters()).sum()
+    }
+
     /// Rows every source of the query read.
     pub fn rows_in(&self) -> u64 {
         self.operators

@@ -53,6 +53,9 @@ pub struct LaunchContext<'a> {
     pub checkpoint: Option<CheckpointSetup>,
     /// The query's state budget: each operator instance charges its state to it.
     pub memory: Arc<memory::QueryMemory>,
+    /// Where sources with `format.on-error = 'dead-letter'` send their malformed rows (the
+    /// engine's `eddy_dead_letters`, under this job's name); `None` refuses such sources.
+    pub dead_letters: Option<Arc<dyn crate::connector::DeadLetterSink>>,
 }
 
 /// How a dataflow takes part in checkpoints.

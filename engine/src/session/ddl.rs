@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
 use super::{CommandTag, QueryOutput, Session, StatementResult};
 use crate::catalog::RelationKind;
 use crate::catalog::{RelationDef, WatermarkSpec};
-use crate::connector::ConnectorOptions;
+use crate::connector::{ConnectorOptions, OnError};
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::sql::parser::{CreateSource, DropRelation, ShowObjectKind};
 use crate::table::TableLog;
@@ -91,6 +91,8 @@ impl Session {
                 options.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
+        // `format.on-error` is the engine's, for every source: connectors never see it.
+        let (_, connector_options) = OnError::split_options(&options)?;
         let connector_impl = match &connector {
             Some(c) => Some(Arc::clone(self.engine.connectors.source(c).ok_or_else(
                 || {
@@ -104,7 +106,7 @@ impl Session {
         };
         let schema = if create.columns.is_empty() {
             match &connector_impl {
-                Some(c) => c.default_schema(&options)?.ok_or_else(|| {
+                Some(c) => c.default_schema(&connector_options)?.ok_or_else(|| {
                     plan_error(format!(
                         "connector '{}' needs the columns to be declared",
                         c.name()
@@ -159,7 +161,9 @@ impl Session {
             let read: Vec<usize> = (0..schema.fields().len())
                 .filter(|i| !metadata.iter().any(|m| m.column == *i))
                 .collect();
-            c.validate(&Arc::new(schema.project(&read)?), &options)?;
+            // The options as they are now (an upsert source's `key.fields` added).
+            let (_, connector_options) = OnError::split_options(&options)?;
+            c.validate(&Arc::new(schema.project(&read)?), &connector_options)?;
         }
         let table = match kind {
             RelationKind::Table => Some(Arc::new(match &self.engine.config.data_dir {
@@ -189,6 +193,7 @@ impl Session {
             view: None,
             depends_on: Vec::new(),
             query: None,
+            system: false,
         })?;
         Ok(StatementResult::Command(CommandTag::new(tag)))
     }
@@ -202,7 +207,10 @@ impl Session {
         if_not_exists: bool,
         tag: &str,
     ) -> Option<EngineResult<StatementResult>> {
-        if name == crate::jobs::JOBS_TABLE || name == crate::checkpoints::CHECKPOINTS_TABLE {
+        if name == crate::jobs::JOBS_TABLE
+            || name == crate::checkpoints::CHECKPOINTS_TABLE
+            || name == crate::dead_letters::DEAD_LETTERS_TABLE
+        {
             // The system table of jobs is always there.
             return Some(Err(EngineError::DuplicateRelation(name.to_string())));
         }
@@ -223,6 +231,12 @@ impl Session {
         name: &str,
         action: &str,
     ) -> EngineResult<(Arc<RelationDef>, Arc<TableLog>)> {
+        if name == crate::dead_letters::DEAD_LETTERS_TABLE {
+            return Err(EngineError::WrongObjectType(format!(
+                "cannot {action} system table \"{name}\": only sources with \
+                 format.on-error = 'dead-letter' write it"
+            )));
+        }
         let relation =
             self.engine
                 .catalog
@@ -341,6 +355,11 @@ impl Session {
             .collect::<EngineResult<Vec<_>>>()?;
         // Check every name before dropping any, as Postgres does.
         for name in &names {
+            if name == crate::dead_letters::DEAD_LETTERS_TABLE {
+                return Err(EngineError::WrongObjectType(format!(
+                    "cannot drop system table \"{name}\""
+                )));
+            }
             match self.engine.catalog.get(name) {
                 None if drop.if_exists => {
                     let what = if drop.kind == RelationKind::Sink {

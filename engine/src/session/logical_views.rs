@@ -131,6 +131,7 @@ impl Session {
             view: None,
             depends_on,
             query: Some(plan),
+            system: false,
         })?;
         Ok(StatementResult::Command(CommandTag::new(TAG)))
     }

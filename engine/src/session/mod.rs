@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{CloseCursor, FetchDirection, Reset, Set, S
 
 use crate::catalog::{Catalog, CatalogStore};
 use crate::connector::ConnectorRegistry;
+use crate::dead_letters::DeadLetters;
 use crate::error::{EngineError, EngineResult};
 use crate::jobs::JobManager;
 use crate::pg_catalog::SharedVars;
@@ -142,6 +143,8 @@ pub struct Engine {
     jobs: Arc<JobManager>,
     /// The server-wide budget of operator state (`--max-memory`).
     memory: Arc<crate::runtime::memory::MemoryPool>,
+    /// The `eddy_dead_letters` system table.
+    dead_letters: Arc<DeadLetters>,
 }
 
 impl Engine {
@@ -154,6 +157,7 @@ impl Engine {
             catalog: Arc::new(Catalog::new(store)),
             connectors,
             memory: crate::runtime::memory::MemoryPool::new(config.max_memory),
+            dead_letters: Arc::new(DeadLetters::new(config.data_dir.clone())),
             config,
             live_tasks: Arc::default(),
             jobs: Arc::default(),
@@ -184,6 +188,11 @@ impl Engine {
     /// The background jobs (materialized views).
     pub fn jobs(&self) -> &JobManager {
         &self.jobs
+    }
+
+    /// The `eddy_dead_letters` system table.
+    pub fn dead_letters(&self) -> &Arc<DeadLetters> {
+        &self.dead_letters
     }
 
     /// Replays saved DDL after a restart. Connector options are not re-validated (a file may be
@@ -262,6 +271,7 @@ impl Engine {
             Arc::new(CatalogSchemaProvider::new(
                 Arc::clone(&self.catalog),
                 Arc::clone(&self.jobs),
+                Arc::clone(&self.dead_letters),
             )),
         );
         functions::register(&ctx);

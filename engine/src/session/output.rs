@@ -159,11 +159,18 @@ impl QueryOutput {
         let mut out = Vec::new();
         for (name, m) in &metrics.sources {
             if m.malformed() > 0 {
-                out.push(format!(
-                    "source \"{name}\": skipped {} malformed row(s); first: {}",
-                    m.malformed(),
-                    m.first_error().unwrap_or_default()
-                ));
+                let first = m.first_error().unwrap_or_default();
+                out.push(match m.on_error() {
+                    crate::connector::OnError::DeadLetter => format!(
+                        "source \"{name}\": sent {} malformed row(s) to eddy_dead_letters; \
+                         first: {first}",
+                        m.malformed()
+                    ),
+                    crate::connector::OnError::Skip | crate::connector::OnError::Fail => format!(
+                        "source \"{name}\": skipped {} malformed row(s); first: {first}",
+                        m.malformed()
+                    ),
+                });
             }
         }
         if metrics.late_rows() > 0 {

@@ -121,20 +121,22 @@ impl Session {
             .optimize(plan)
     }
 
-    /// Starts the dataflow of a streaming plan at the session's parallelism.
-    pub(crate) fn launch(&self, plan: &StreamPlan) -> EngineResult<RunningQuery> {
+    /// Starts the dataflow of a streaming plan at the session's parallelism; `job` names it
+    /// in `eddy_dead_letters` (an ad-hoc query's text).
+    pub(crate) fn launch(&self, plan: &StreamPlan, job: &str) -> EngineResult<RunningQuery> {
         let limit = crate::runtime::memory::StateLimit {
             bytes: self.max_state_bytes()?,
             setting: super::MAX_STATE_BYTES,
         };
-        self.launch_with(plan, None, self.parallelism()?, limit, None)
+        self.launch_with(plan, job, None, self.parallelism()?, limit, None)
     }
 
     /// Starts a dataflow at `parallelism` whose operator state may hold `state_limit`,
-    /// taking part in checkpoints (a background job's) if `checkpoint` says so.
+    /// taking part in checkpoints (a background job's, named `job`) if `checkpoint` says so.
     pub(crate) fn launch_with(
         &self,
         plan: &StreamPlan,
+        job: &str,
         checkpoint: Option<crate::runtime::CheckpointSetup>,
         parallelism: usize,
         state_limit: crate::runtime::memory::StateLimit,
@@ -157,6 +159,7 @@ impl Session {
                     Arc::clone(&self.engine.memory),
                     state_limit,
                 ),
+                dead_letters: Some(self.engine.dead_letters.sink(job)),
             },
             sink,
         )
@@ -194,7 +197,7 @@ impl Session {
             if stream_plan.is_updating() {
                 schema = changelog_client_schema(&schema);
             }
-            let running = self.launch(&stream_plan)?;
+            let running = self.launch(&stream_plan, sql.trim())?;
             tracing::debug!(query = %sql, "continuous query started");
             Ok(QueryOutput {
                 schema,
@@ -246,7 +249,8 @@ impl Session {
             }
             format!("Batch query (DataFusion):\n{}", plan.display_indent())
         } else if analyze {
-            self.explain_analyze(&self.streaming_plan(&plan)?).await?
+            self.explain_analyze(&self.streaming_plan(&plan)?, sql)
+                .await?
         } else {
             self.streaming_plan(&plan)?.explain_with(&ExplainOptions {
                 parallelism: self.parallelism()?,
@@ -258,7 +262,7 @@ impl Session {
     /// Runs `plan` to its end, discarding its rows, and renders it with its figures. Refused
     /// when a source never ends (a push table or a view whose job runs at once; a connector
     /// once its reader says so).
-    async fn explain_analyze(&self, plan: &StreamPlan) -> EngineResult<String> {
+    async fn explain_analyze(&self, plan: &StreamPlan, sql: &str) -> EngineResult<String> {
         let unbounded = |names: Vec<&str>| {
             EngineError::Unsupported(format!(
                 "EXPLAIN ANALYZE of a query over an unbounded source ({}): it would never \
@@ -274,7 +278,7 @@ impl Session {
         if !tables.is_empty() {
             return Err(unbounded(tables));
         }
-        let mut running = self.launch(plan)?;
+        let mut running = self.launch(plan, sql.trim())?;
         if !running.unbounded_sources().is_empty() {
             let names = running.unbounded_sources().to_vec();
             return Err(unbounded(names.iter().map(String::as_str).collect()));

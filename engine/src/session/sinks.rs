@@ -162,7 +162,7 @@ impl Session {
                     },
                     Arc::clone(&writer),
                 );
-                checkpointing.launch(self, &spec.plan, max_state_bytes, Some(Box::new(sink)))
+                checkpointing.launch(self, &name, &spec.plan, max_state_bytes, Some(Box::new(sink)))
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => Some((writer, running)),
@@ -190,6 +190,7 @@ impl Session {
                 self.views_named(create.query.as_ref()),
             ),
             query: None,
+            system: false,
         })?;
         let job = match (job, refused) {
             (Some((writer, running)), _) => self.engine.jobs.start(spec, running, Some(writer)),
@@ -324,7 +325,7 @@ impl Session {
                 return Err(unbounded(endless));
             }
             let updating = stream_plan.is_updating();
-            let running = self.launch(&stream_plan)?;
+            let running = self.launch(&stream_plan, sql.trim())?;
             if !running.unbounded_sources().is_empty() {
                 let names = running.unbounded_sources().to_vec();
                 return Err(unbounded(names.iter().map(String::as_str).collect()));

@@ -201,7 +201,7 @@ impl Session {
                     return Ok(None);
                 }
                 checkpointing
-                    .launch(self, &stream_plan, max_state_bytes, None)
+                    .launch(self, &name, &stream_plan, max_state_bytes, None)
                     .map(Some)
             })();
             match checkpointing.refuse_restore(&name, started) {
@@ -227,6 +227,7 @@ impl Session {
             view: Some(Arc::clone(&view)),
             depends_on: with_views(relations_read(&plan), views_named),
             query: None,
+            system: false,
         })?;
         let spec = JobSpec {
             name: name.clone(),

@@ -16,19 +16,30 @@ use datafusion::datasource::MemTable;
 
 use crate::catalog::{Catalog, RelationDef};
 use crate::checkpoints::CHECKPOINTS_TABLE;
+use crate::dead_letters::{DEAD_LETTERS_TABLE, DeadLetters};
 use crate::jobs::{JOBS_TABLE, JobManager};
 use crate::plan::stream_table::StreamTableProvider;
 
-/// The catalog's relations as DataFusion's `public` schema, and the `eddy_jobs` system table.
+/// The catalog's relations as DataFusion's `public` schema, and the system tables
+/// `eddy_jobs`, `eddy_checkpoints` and `eddy_dead_letters`.
 #[derive(Debug)]
 pub struct CatalogSchemaProvider {
     catalog: Arc<Catalog>,
     jobs: Arc<JobManager>,
+    dead_letters: Arc<DeadLetters>,
 }
 
 impl CatalogSchemaProvider {
-    pub fn new(catalog: Arc<Catalog>, jobs: Arc<JobManager>) -> Self {
-        Self { catalog, jobs }
+    pub fn new(
+        catalog: Arc<Catalog>,
+        jobs: Arc<JobManager>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Self {
+        Self {
+            catalog,
+            jobs,
+            dead_letters,
+        }
     }
 }
 
@@ -38,6 +49,7 @@ impl SchemaProvider for CatalogSchemaProvider {
         let mut names = self.catalog.names();
         names.push(JOBS_TABLE.to_string());
         names.push(CHECKPOINTS_TABLE.to_string());
+        names.push(DEAD_LETTERS_TABLE.to_string());
         names
     }
 
@@ -55,11 +67,21 @@ impl SchemaProvider for CatalogSchemaProvider {
                 vec![vec![report]],
             )?)));
         }
+        if name == DEAD_LETTERS_TABLE {
+            let relation = self
+                .dead_letters
+                .relation()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            return Ok(Some(relation_provider(relation)));
+        }
         Ok(self.catalog.readable(name).map(relation_provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == JOBS_TABLE || name == CHECKPOINTS_TABLE || self.catalog.readable(name).is_some()
+        name == JOBS_TABLE
+            || name == CHECKPOINTS_TABLE
+            || name == DEAD_LETTERS_TABLE
+            || self.catalog.readable(name).is_some()
     }
 }
 

@@ -37,6 +37,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::Connector(ConnectorError::PermissionDenied(_)) => "42501",
         EngineError::Connector(ConnectorError::Io(_)) => "58030",
         EngineError::Connector(ConnectorError::Arrow(_)) => "22000",
+        EngineError::Connector(ConnectorError::MalformedRow { .. }) => "22P02",
         EngineError::Io(_) => "58030",
         EngineError::Checkpoint(_) => "58000",
         EngineError::OutOfMemory(_) => "53200",
