@@ -150,7 +150,8 @@ pub async fn run(args: &Args, minutes: f64, rate: u64) -> BenchResult<()> {
         println!("{}", describe(&sample));
         let stopped = sample.jobs.iter().any(|j| j.status != "running");
         samples.push(sample);
-        if stopped || start.elapsed() >= length {
+        // A last sample less than a second before the end would repeat this one.
+        if stopped || start.elapsed() + Duration::from_secs(1) >= length {
             break;
         }
     }

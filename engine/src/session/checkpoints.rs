@@ -84,7 +84,8 @@ impl JobCheckpointing {
             bytes: max_state_bytes,
             setting: super::views::MAX_STATE_BYTES,
         };
-        let running = session.launch_with(plan, job, self.setup(), self.parallelism, limit, sink)?;
+        let running =
+            session.launch_with(plan, job, self.setup(), self.parallelism, limit, sink)?;
         if let (Some(loaded), Some(started)) = (&self.loaded, self.restore_started) {
             // Reading the files, the view's contents and every operator's state: all done
             // before the dataflow's first row.

@@ -162,7 +162,13 @@ impl Session {
                     },
                     Arc::clone(&writer),
                 );
-                checkpointing.launch(self, &name, &spec.plan, max_state_bytes, Some(Box::new(sink)))
+                checkpointing.launch(
+                    self,
+                    &name,
+                    &spec.plan,
+                    max_state_bytes,
+                    Some(Box::new(sink)),
+                )
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => Some((writer, running)),
