@@ -124,7 +124,18 @@ impl ParquetCursor {
         file: &str,
         config: &DecodeConfig,
     ) -> ConnectorResult<Option<RecordBatch>> {
-        let Some(batch) = self.reader.next() else {
+        // The parquet crate panics on some corrupt pages (e.g. "Decoder for dict should have
+        // been set", found by the parquet fuzz target): a broken file fails its reader with an
+        // error instead.
+        let reader = &mut self.reader;
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next()))
+            .map_err(|payload| {
+                ConnectorError::Io(format!(
+                    "cannot read '{file}': corrupt Parquet data ({})",
+                    eddy_engine::panics::panic_message(payload.as_ref())
+                ))
+            })?;
+        let Some(batch) = next else {
             return Ok(None);
         };
         let batch = batch.map_err(|e| ConnectorError::Io(format!("cannot read '{file}': {e}")))?;

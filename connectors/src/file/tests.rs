@@ -1264,3 +1264,41 @@ async fn parallel_decoding_gives_the_rows_of_one_thread() {
         "three threads from a restored row"
     );
 }
+
+/// Found by the parquet fuzz target: a corrupt page made the parquet crate panic ("Decoder
+/// for dict should have been set") while a reader decoded it; the reader now fails with an
+/// error.
+#[tokio::test]
+async fn a_corrupt_parquet_page_fails_the_reader_with_an_error() {
+    let dir = TempDir::new("parquet-corrupt");
+    let path = dir.path().join("bad.parquet");
+    std::fs::write(
+        &path,
+        include_bytes!("../../../sql-tests/fuzz/corpus/parquet/regress-dict-decoder-panic.parquet"),
+    )
+    .unwrap();
+    let schema = schema(&[
+        ("a", DataType::Int64),
+        ("b", DataType::Utf8),
+        ("ts", ts_ms()),
+        ("d", DataType::Float64),
+        ("f", DataType::Boolean),
+    ]);
+    let path = path.display().to_string();
+    let (stream, _, _) = open(
+        &schema,
+        options(&[("path", &path), ("format", "parquet")]),
+        7,
+    );
+    let results = tokio::time::timeout(TIMEOUT, stream.collect::<Vec<_>>())
+        .await
+        .expect("the reader ends");
+    let error = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error for the corrupt page");
+    assert!(
+        error.to_string().contains("corrupt Parquet data"),
+        "{error}"
+    );
+}

@@ -99,6 +99,14 @@ fn install_panic_hook() {
             .name()
             .unwrap_or("unnamed")
             .to_string();
+        // A dependency's panic that Eddy catches at its boundary and turns into an error is
+        // not a finding; one that escapes to the target is (the target's run fails).
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("/.cargo/registry/"))
+        {
+            return;
+        }
         if let Ok(mut panics) = PANICS.lock() {
             panics.push(format!("panic in thread '{thread}'{place}: {message}"));
         }
@@ -151,7 +159,7 @@ fn run_one(target: &'static Target, input: &[u8], timeout: Duration) -> Option<F
         .stack_size(16 << 20)
         .spawn(move || {
             let outcome = std::panic::catch_unwind(|| (target.run)(&owned));
-            let _ = done.send(outcome.is_ok());
+            let _ = done.send(outcome.map_err(|p| eddy_engine::panics::panic_message(p.as_ref())));
         });
     if let Err(e) = spawned {
         return Some(Failure {
@@ -160,7 +168,11 @@ fn run_one(target: &'static Target, input: &[u8], timeout: Duration) -> Option<F
         });
     }
     match result.recv_timeout(timeout) {
-        Ok(_) => {
+        Ok(Err(message)) => Some(Failure {
+            kind: "crash",
+            message: format!("{}\n{message}", taken_panics().join("\n")),
+        }),
+        Ok(Ok(())) => {
             let panics = taken_panics();
             (!panics.is_empty()).then(|| Failure {
                 kind: "crash",
