@@ -1302,3 +1302,23 @@ async fn a_corrupt_parquet_page_fails_the_reader_with_an_error() {
         "{error}"
     );
 }
+
+/// Found by the parquet fuzz target: a footer whose row-group row counts overflow when summed
+/// made the parquet crate panic while the file was opened (at CREATE SOURCE); it is now
+/// refused as not readable.
+#[test]
+fn a_parquet_footer_with_overflowing_row_counts_is_refused() {
+    let dir = TempDir::new("parquet-overflow");
+    let path = dir.path().join("bad.parquet");
+    std::fs::write(
+        &path,
+        include_bytes!("../../../sql-tests/fuzz/corpus/parquet/regress-row-count-overflow.parquet"),
+    )
+    .unwrap();
+    let schema = schema(&[("a", DataType::Int64)]);
+    let path = path.display().to_string();
+    let error = FileConnector::default()
+        .validate(&schema, &options(&[("path", &path), ("format", "parquet")]))
+        .unwrap_err();
+    assert!(error.to_string().contains("corrupt metadata"), "{error}");
+}

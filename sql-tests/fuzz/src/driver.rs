@@ -99,16 +99,22 @@ fn install_panic_hook() {
             .name()
             .unwrap_or("unnamed")
             .to_string();
-        // A dependency's panic that Eddy catches at its boundary and turns into an error is
-        // not a finding; one that escapes to the target is (the target's run fails).
-        if info
-            .location()
-            .is_some_and(|l| l.file().contains("/.cargo/registry/"))
-        {
+        // A panic raised outside Eddy's code (a dependency's or the standard library's, whose
+        // paths are absolute) that Eddy catches at its boundary and turns into an error is not
+        // a finding; one that escapes to the target is (the target's run fails), and so is a
+        // panic Eddy's own guards turn into XX000 (the targets check for it).
+        if info.location().is_some_and(|l| l.file().starts_with('/')) {
             return;
         }
+        let backtrace = if eddy_fuzz::runtime::verbose() {
+            format!("\n{}", std::backtrace::Backtrace::force_capture())
+        } else {
+            String::new()
+        };
         if let Ok(mut panics) = PANICS.lock() {
-            panics.push(format!("panic in thread '{thread}'{place}: {message}"));
+            panics.push(format!(
+                "panic in thread '{thread}'{place}: {message}{backtrace}"
+            ));
         }
     }));
 }
