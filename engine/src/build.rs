@@ -1336,7 +1336,10 @@ fn shifted_column(expr: &Expr, schema: &DFSchema) -> Option<(usize, i64)> {
             };
             let minus = match right.as_ref() {
                 Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-                    v.days as i64 * 86_400_000_000_000 + v.nanoseconds
+                    // Past the i64 range (about 292 years): not a delay a watermark can use.
+                    (v.days as i64)
+                        .checked_mul(86_400_000_000_000)?
+                        .checked_add(v.nanoseconds)?
                 }
                 Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
                     v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * 1_000_000

@@ -104,3 +104,32 @@ async fn well_formed_messages_split_across_writes_are_served() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found by the pgwire fuzz target: an Execute asking for 2^31 - 1 rows made pgwire reserve
+/// room for that many rows before fetching the first (tens of GB: the process aborted). The
+/// rows come, and the portal completes, without that reservation.
+#[tokio::test]
+async fn an_execute_asking_for_two_billion_rows_allocates_for_the_rows_there_are() {
+    let dir = common::temp_dir("protocol-max-rows");
+    let server = common::start(&dir).await;
+    let mut socket = started(server.local_addr()).await;
+    let mut bytes = message(
+        b'P',
+        b"\0SELECT * FROM (VALUES (1), (2), (3)) AS t(x)\0\0\0",
+    );
+    bytes.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    bytes.extend(message(b'E', b"\0\x7f\xff\xff\xff"));
+    bytes.extend(message(b'S', b""));
+    socket.write_all(&bytes).await.unwrap();
+    let mut kinds = String::new();
+    while let Some((kind, body)) = read_message(&mut socket).await {
+        kinds.push(kind as char);
+        if kind == b'C' {
+            assert_eq!(body, b"SELECT 3\0");
+        }
+        if kind == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(kinds, "12DDDCZ");
+}

@@ -49,6 +49,21 @@ impl ParquetCursor {
     /// Opens `path` to read after its first `skip` well-formed rows, skipping as many of them
     /// as it can without decoding ([`ParquetCursor::skipped`] says how many).
     pub(crate) fn open_at(path: &Path, config: &DecodeConfig, skip: u64) -> ConnectorResult<Self> {
+        // The parquet crate panics on some corrupt footers (an overflowing sum of row-group
+        // row counts, found by the parquet fuzz target): such a file is not readable.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_unguarded(path, config, skip)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(ConnectorError::Io(format!(
+                "'{}' is not a readable Parquet file: corrupt metadata ({})",
+                path.display(),
+                eddy_engine::panics::panic_message(payload.as_ref())
+            )))
+        })
+    }
+
+    fn open_unguarded(path: &Path, config: &DecodeConfig, skip: u64) -> ConnectorResult<Self> {
         let file = File::open(path)
             .map_err(|e| ConnectorError::Io(format!("cannot open '{}': {e}", path.display())))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
@@ -127,7 +142,18 @@ impl ParquetCursor {
         config: &DecodeConfig,
         covered: u64,
     ) -> ConnectorResult<Option<RecordBatch>> {
-        let Some(batch) = self.reader.next() else {
+        // The parquet crate panics on some corrupt pages (e.g. "Decoder for dict should have
+        // been set", found by the parquet fuzz target): a broken file fails its reader with an
+        // error instead.
+        let reader = &mut self.reader;
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next()))
+            .map_err(|payload| {
+                ConnectorError::Io(format!(
+                    "cannot read '{file}': corrupt Parquet data ({})",
+                    eddy_engine::panics::panic_message(payload.as_ref())
+                ))
+            })?;
+        let Some(batch) = next else {
             return Ok(None);
         };
         let batch = batch.map_err(|e| ConnectorError::Io(format!("cannot read '{file}': {e}")))?;

@@ -231,12 +231,15 @@ impl ValueDecoder {
                 // The "line" of every record of the value is its offset.
                 let line = record.offset as u64;
                 let body = payload.strip_suffix(b"\n").unwrap_or(payload);
+                let body = body.strip_suffix(b"\r").unwrap_or(body);
                 if body.iter().all(u8::is_ascii_whitespace) {
                     // Blank lines of a file are layout; an empty message is a bad message.
                     out.malformed(line, "empty value", Some(payload))?;
                     continue;
                 }
-                if body.contains(&b'\n') {
+                // A carriage return ends a CSV record as a line feed does: either inside a
+                // value would make one message several rows.
+                if body.iter().any(|b| matches!(b, b'\n' | b'\r')) {
                     out.malformed(
                         line,
                         "a CSV value must hold one record (one line)",
@@ -377,6 +380,30 @@ mod tests {
         assert_eq!(
             metrics.first_error().unwrap(),
             "t/0@1: column 'v': cannot read 'x' as Int64"
+        );
+    }
+
+    /// Found by the `kafka` fuzz target: a carriage return inside a value split it into two
+    /// CSV records, so one message became two rows (or a row and a malformed count).
+    #[test]
+    fn a_csv_value_with_a_carriage_return_inside_is_one_malformed_message() {
+        let (rows, metrics) = decode(
+            KafkaFormat::Csv(CsvOptions::default()),
+            &[
+                "a,1,2024-01-01 00:00:01\rb,2,2024-01-01 00:00:02",
+                "c,3,2024-01-01 00:00:03\r\n",
+                "d,4,2024-01-01 00:00:04\r",
+            ],
+        );
+        assert_eq!(metrics.malformed(), 1, "{rows}");
+        assert_eq!(
+            metrics.first_error().unwrap(),
+            "topic 't' partition 0:0: a CSV value must hold one record (one line)"
+        );
+        assert!(!rows.contains("| a |") && !rows.contains("| b |"), "{rows}");
+        assert!(
+            rows.contains("| c | 3 |") && rows.contains("| d | 4 |"),
+            "{rows}"
         );
     }
 }

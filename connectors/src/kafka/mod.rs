@@ -68,6 +68,8 @@ mod client;
 mod decode;
 mod encode;
 mod format_options;
+#[doc(hidden)]
+pub mod fuzzing;
 mod librdkafka;
 mod metadata;
 pub(crate) mod options;

@@ -1424,7 +1424,10 @@ fn time_term(expr: &Expr) -> Option<(&Column, i64)> {
     fn interval_ns(e: &Expr) -> Option<i64> {
         match e {
             Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-                Some(v.days as i64 * 86_400_000_000_000 + v.nanoseconds)
+                // Past the i64 range (about 292 years): not a bound this planner can use.
+                (v.days as i64)
+                    .checked_mul(86_400_000_000_000)
+                    .and_then(|ns| ns.checked_add(v.nanoseconds))
             }
             Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
                 Some(v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * 1_000_000)

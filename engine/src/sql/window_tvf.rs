@@ -285,13 +285,24 @@ pub(crate) fn interval_arg(
                     arg.span(),
                 ));
             }
-            Ok(v.days as i64 * 86_400_000_000_000 + v.nanoseconds)
+            (v.days as i64)
+                .checked_mul(86_400_000_000_000)
+                .and_then(|ns| ns.checked_add(v.nanoseconds))
+                .ok_or_else(|| too_large(function, arg))
         }
         ScalarValue::IntervalDayTime(Some(v)) => {
             Ok(v.days as i64 * 86_400_000_000_000 + v.milliseconds as i64 * MILLISECOND)
         }
         _ => Err(not_interval()),
     }
+}
+
+/// An interval past what nanoseconds in an i64 hold (about 292 years).
+fn too_large(function: &str, arg: &ast::Expr) -> DataFusionError {
+    error_at(
+        format!("the interval argument of {function} is too large (at most 292 years)"),
+        arg.span(),
+    )
 }
 
 pub(crate) fn error_at(

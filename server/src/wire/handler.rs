@@ -1148,14 +1148,25 @@ impl Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         use futures::StreamExt;
-        let fetched = portal.fetch(max_rows).await?;
-        let mut response = fetched.response;
         let mut n = 0;
-        while let Some(row) = response.data_rows().next().await {
-            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
-            n += 1;
+        loop {
+            // pgwire's `Portal::fetch` reserves room for every row it is asked for at once: an
+            // Execute asking for 2^31 rows would allocate tens of GB before the first row.
+            let wanted = if max_rows == 0 {
+                0
+            } else {
+                (max_rows - n).min(FETCH_CHUNK_ROWS)
+            };
+            let fetched = portal.fetch(wanted).await?;
+            let mut response = fetched.response;
+            while let Some(row) = response.data_rows().next().await {
+                client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                n += 1;
+            }
+            if !fetched.suspended || max_rows == 0 || n >= max_rows {
+                return end_of_execute(client, fetched.suspended, "SELECT", n).await;
+            }
         }
-        end_of_execute(client, fetched.suspended, "SELECT", n).await
     }
 }
 
@@ -1229,3 +1240,7 @@ impl CopyHandler for Connection {
         protocol_error("57014", format!("COPY from stdin failed: {}", fail.message))
     }
 }
+
+/// The most rows asked of pgwire's portal at once when an Execute wants more (see
+/// `Connection::fetch_suspended`).
+const FETCH_CHUNK_ROWS: usize = 1024;

@@ -1,0 +1,2 @@
+CREATE TABLE clicks (url VARCHAR, ts TIMESTAMP(3), WATERMARK FOR ts AS ts);
+INSERT INTO clicks VALUES ('a/b/c', '2024-05-06 08:30:00'), ('x/y', '2024-05-06 19:00:00')

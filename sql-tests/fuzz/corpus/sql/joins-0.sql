@@ -1,0 +1,9 @@
+CREATE SOURCE bl (id VARCHAR, k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
+WITH (connector = 'file', path = 'joins/bounds_left.csv', format = 'csv', header = 'true');
+CREATE SOURCE br (id VARCHAR, k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND)
+WITH (connector = 'file', path = 'joins/bounds_right.csv', format = 'csv', header = 'true');
+CREATE SOURCE a (id VARCHAR, k1 VARCHAR, k2 BIGINT, ts TIMESTAMP(3), v BIGINT,
+                 WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+WITH (connector = 'file', path = 'joins/a.csv', format = 'csv', header = 'true', null_value = 'NULL');
+SELECT bl.id FROM bl JOIN br
+ON bl.k = br.k AND bl.ts BETWEEN br.ts - INTERVAL '5' SECOND AND br.ts + INTERVAL '5' SECOND

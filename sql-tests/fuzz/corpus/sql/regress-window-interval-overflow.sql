@@ -1,0 +1,3 @@
+SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY id DESC) AS rn FROM CUMULATE(persons, ts, INTERVAL '3.5' MINUTE, INTERVAL '1000000000 day')) WHERE rn <= 0;
+SELECT *, ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY ts) AS rn FROM ticks WHERE CAST(2.5 AS DATE) + price;
+SELECT *, ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY ts) AS rn FROM ticks WHERE coalesce(symbol + ts, price / symbol) LIMIT 2

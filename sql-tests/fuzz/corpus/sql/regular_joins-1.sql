@@ -1,0 +1,7 @@
+CREATE SOURCE persons (id BIGINT, name VARCHAR, state VARCHAR)
+WITH (connector = 'file', path = 'regular/persons.csv', format = 'csv', header = 'true');
+CREATE SOURCE auctions (id BIGINT, seller BIGINT, category BIGINT, reserve BIGINT)
+WITH (connector = 'file', path = 'regular/auctions.csv', format = 'csv', header = 'true');
+CREATE MATERIALIZED VIEW sellers AS
+SELECT a.id, p.name FROM auctions a LEFT JOIN persons p ON a.seller = p.id;
+SET parallelism = 1

@@ -1,0 +1,7 @@
+CREATE TABLE clicks (
+  user_id BIGINT,
+  page VARCHAR,
+  ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+);
+SHOW TABLES

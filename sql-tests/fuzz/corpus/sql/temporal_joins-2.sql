@@ -1,0 +1,11 @@
+CREATE SOURCE orders (id BIGINT, cur VARCHAR, amount BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH (connector = 'file', path = 'temporal/orders.csv', format = 'csv', header = 'true');
+CREATE SOURCE rates (cur VARCHAR, rate BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH (connector = 'file', path = 'temporal/rates.csv', format = 'csv', header = 'true');
+CREATE VIEW versioned_rates AS
+SELECT cur, rate, ts FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY cur ORDER BY ts DESC) AS rn FROM rates
+) WHERE rn = 1;
+SET parallelism = 1

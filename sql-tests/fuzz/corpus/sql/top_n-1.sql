@@ -1,0 +1,4 @@
+CREATE SOURCE bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH (connector = 'file', path = 'top_n/bids', format = 'csv', header = 'true');
+SET parallelism = 1
