@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(metrics.malformed(), 1, "{rows}");
         assert_eq!(
             metrics.first_error().unwrap(),
-            "topic 't' partition 0:0: a CSV value must hold one record (one line)"
+            "t/0@0: a CSV value must hold one record (one line)"
         );
         assert!(!rows.contains("| a |") && !rows.contains("| b |"), "{rows}");
         assert!(
