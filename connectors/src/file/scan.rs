@@ -168,17 +168,9 @@ impl FileScan {
                 }
                 self.phase = Phase::Read;
             }
-            Phase::Read => match self
-                .ahead
-                .take()
-                .map(|(i, step)| (i, Some(step)))
-                .or_else(|| self.queue.pop_front().map(|i| (i, None)))
-            {
-                Some((index, ahead)) => {
-                    let output = match ahead {
-                        Some(step) => self.finish_step(index, step).await?,
-                        None => self.step(index).await?,
-                    };
+            Phase::Read => match self.next_step()? {
+                Some((index, step)) => {
+                    let output = self.finish_step(index, step).await?;
                     self.skip = self.skip.saturating_sub(output.skipped);
                     self.read_since_poll |= output.read_bytes;
                     self.ready.extend(output.batches);
@@ -276,11 +268,17 @@ impl FileScan {
         }
     }
 
-    /// Runs one step over file `index` on a blocking thread.
-    async fn step(&mut self, index: usize) -> ConnectorResult<StepOutput> {
+    /// The step to wait for next: the one started ahead, or a new one over the next file in
+    /// line; `None` when no file has data to read.
+    fn next_step(&mut self) -> ConnectorResult<Option<(usize, StepHandle)>> {
+        if let Some(ahead) = self.ahead.take() {
+            return Ok(Some(ahead));
+        }
+        let Some(index) = self.queue.pop_front() else {
+            return Ok(None);
+        };
         // Every row before this step has been produced or dropped: `ready` is empty here.
-        let step = self.start_step(index, self.skip)?;
-        self.finish_step(index, step).await
+        Ok(Some((index, self.start_step(index, self.skip)?)))
     }
 
     /// Starts a step over file `index` on a blocking thread; `skip`: the rows a restored
