@@ -49,7 +49,7 @@ impl Options {
         let usage = || FuzzError::Usage(USAGE.to_string());
         let mut args = args.iter();
         let target = args.next().ok_or_else(usage)?.clone();
-        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let here = eddy_fuzz::crate_dir();
         let mut options = Options {
             corpus: here.join("corpus").join(&target),
             artifacts: here.join("artifacts").join(&target),

@@ -17,3 +17,25 @@ pub mod runtime;
 pub mod targets;
 
 pub use error::FuzzError;
+
+use std::path::PathBuf;
+
+/// This crate's folder (corpora, artifacts; the SQL tests' data beside it), found when the
+/// binary runs, not where it was built: `EDDY_FUZZ_DIR`, else `CARGO_MANIFEST_DIR` as cargo
+/// sets it for `cargo run`, else `sql-tests/fuzz` under the working directory (a run from the
+/// repository's root, as `.ci/run` does), else the folder it was built from. A binary built in
+/// one checkout and run from another (a shared target directory) uses the other's files.
+pub fn crate_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDDY_FUZZ_DIR").or_else(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR").filter(|d| PathBuf::from(d).join("corpus").is_dir())
+    }) {
+        return PathBuf::from(dir);
+    }
+    let under_cwd = PathBuf::from("sql-tests/fuzz");
+    if under_cwd.join("corpus").is_dir()
+        && let Ok(dir) = std::path::absolute(&under_cwd)
+    {
+        return dir;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -30,7 +30,7 @@ const MAX_STATEMENTS: usize = 16;
 /// Copies the SQL tests' data files into the scratch directory (the working directory of a
 /// run), so that the file sources of statements taken from the tests resolve.
 pub fn init() -> Result<(), FuzzError> {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+    let data = crate::crate_dir().join("../data");
     copy_dir(&data, scratch_dir())
 }
 
