@@ -165,6 +165,7 @@ pub fn launch_into(
         tasks: builder.tasks,
         metrics: Arc::new(builder.metrics),
         unbounded_sources,
+        memory: Arc::clone(&ctx.memory),
         finished: false,
     })
 }
@@ -1104,7 +1105,11 @@ impl Builder<'_, '_> {
         )?);
         if let Some(view) = &relation.view {
             // A view's rows come with its job's watermarks: nothing to compute here.
-            let stream = view.follow(node.projection.clone())?;
+            let stream = view.follow(
+                node.projection.clone(),
+                self.ctx.follow_pace,
+                &relation.name,
+            )?;
             self.metrics
                 .sources
                 .push((relation.name.clone(), Arc::clone(&metrics)));

@@ -621,6 +621,12 @@ pub trait SinkWriter: Send {
     /// rows arrive.
     fn tick(&mut self) -> ConnectorResult<()>;
 
+    /// Bytes of rows the writer holds in memory (open files' buffers and unflushed row
+    /// groups): they count against the job's memory limits, as operator state does.
+    fn buffered_bytes(&self) -> usize {
+        0
+    }
+
     /// How often [`SinkWriter::tick`] is wanted.
     fn tick_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(1)

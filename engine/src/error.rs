@@ -51,6 +51,15 @@ pub enum EngineError {
     /// A materialized view a query follows failed or was dropped.
     #[error("{0}")]
     ViewUnavailable(String),
+    /// A client's query following a materialized view fell too far behind the view's job and
+    /// was cut off, so that the job goes on (`--client-follow-buffer`).
+    #[error(
+        "the query fell more than {} behind materialized view \"{view}\" and was ended so that \
+         the view's job goes on (the server's --client-follow-buffer); read the view's rows \
+         faster, or follow it again",
+        crate::size::format_size(*limit)
+    )]
+    FollowerFellBehind { view: String, limit: usize },
     /// A relation created twice.
     #[error("relation \"{0}\" already exists")]
     DuplicateRelation(String),
@@ -205,6 +214,11 @@ fn classify_datafusion_error(e: DataFusionError, sql: Option<&str>) -> EngineErr
             }
         }
         DataFusionError::Execution(m) => EngineError::Data(m.clone()),
+        // Our own error, passed through DataFusion (a view's scan that cannot read the view).
+        DataFusionError::External(inner) => match inner.downcast_ref::<EngineError>() {
+            Some(EngineError::ViewUnavailable(m)) => EngineError::ViewUnavailable(m.clone()),
+            _ => EngineError::DataFusion(Box::new(e)),
+        },
         _ => EngineError::DataFusion(Box::new(e)),
     }
 }

@@ -277,8 +277,9 @@ impl JobManager {
                 tracing::warn!(job = job.id, error = %e, "cannot delete the checkpoints of a dropped job");
             }
             if let Some(view) = job.view() {
-                // Queries still following the view learn it is gone.
-                view.fail(format!("materialized view \"{name}\" was dropped"));
+                // Queries still following the view learn it is gone; its rows go now, not when
+                // the last reference to it does.
+                view.drop_rows(format!("materialized view \"{name}\" was dropped"));
             }
         }
     }

@@ -8,10 +8,19 @@
 //! (as `+` rows for an updating view) and then every change and watermark, in order, ending
 //! when the job's input ends.
 //!
-//! Followers apply backpressure: the job waits for a follower that has not taken its last
-//! messages yet, as an operator waits for its consumer.
+//! How a follower keeps pace is its [`FollowerPace`]. Another job reading the view (a view or
+//! sink over it) applies backpressure: the view's job waits for it, as an operator waits for its
+//! consumer, so it loses nothing. A client's query may fall a bounded number of bytes behind
+//! and is cut off past that ([`EngineError::FollowerFellBehind`]): a client that stops reading
+//! never holds back the view's job.
+//!
+//! The view's rows count against its job's memory limits (`max.state.bytes` and the server's
+//! `--max-memory`) through a [`StateAccount`]: a change that would take them past a limit
+//! fails the job with [`EngineError::OutOfMemory`], and the view gives its rows (and their
+//! memory) back.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
@@ -26,14 +35,95 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, EngineResult};
 use crate::operators::window::unit_nanos;
+use crate::runtime::memory::StateAccount;
 use crate::runtime::message::{EventTime, Message, WATERMARK_END};
 use crate::state::StateSnapshot;
 
 /// The table of a view's rows in its checkpoint.
 const VIEW_ROWS: &str = "rows";
 
-/// Messages a follower may be behind before the view's job waits for it.
+/// Messages a job following the view may be behind before the view's job waits for it.
 const FOLLOWER_CAPACITY: usize = 16;
+
+/// What a watermark counts for in a cut-off follower's budget.
+const WATERMARK_BYTES: usize = 64;
+
+/// How a follower of a view keeps pace with the view's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerPace {
+    /// The view's job waits for the follower (another job: a view or sink over the view).
+    Backpressure,
+    /// The follower (a client's query) may be this many bytes of changes behind; one further
+    /// behind is cut off with [`EngineError::FollowerFellBehind`] and the job goes on.
+    CutOffBehind(usize),
+}
+
+/// The sending end of one follower.
+enum Follower {
+    /// A follower the job waits for.
+    Waited(mpsc::Sender<(u64, Message)>),
+    /// A follower cut off when it falls `limit` bytes behind.
+    Bounded {
+        tx: mpsc::UnboundedSender<(u64, Message)>,
+        lag: Arc<Lag>,
+    },
+}
+
+/// How far a bounded follower is behind, shared by the view (adds what it sends) and the
+/// follower (takes off what it receives).
+struct Lag {
+    limit: usize,
+    queued: AtomicUsize,
+    /// Set when the follower was cut off: its stream ends with an error.
+    cut_off: AtomicBool,
+}
+
+/// The receiving end of one follower.
+enum Receiver {
+    Waited(mpsc::Receiver<(u64, Message)>),
+    Bounded {
+        rx: mpsc::UnboundedReceiver<(u64, Message)>,
+        lag: Arc<Lag>,
+        /// The view's name, for the message when the follower is cut off.
+        view: String,
+    },
+}
+
+impl Receiver {
+    /// The next change; `None` once the view's job ended or the follower was cut off.
+    async fn recv(&mut self) -> Option<(u64, Message)> {
+        match self {
+            Receiver::Waited(rx) => rx.recv().await,
+            Receiver::Bounded { rx, lag, .. } => {
+                let received = rx.recv().await?;
+                lag.queued
+                    .fetch_sub(lag_bytes(&received.1), Ordering::Relaxed);
+                Some(received)
+            }
+        }
+    }
+
+    /// Why the follower ended early, if it was cut off.
+    fn cut_off(&self) -> Option<EngineError> {
+        match self {
+            Receiver::Bounded { lag, view, .. } if lag.cut_off.load(Ordering::Relaxed) => {
+                Some(EngineError::FollowerFellBehind {
+                    view: view.clone(),
+                    limit: lag.limit,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Bytes a message counts for in a bounded follower's lag.
+fn lag_bytes(message: &Message) -> usize {
+    match message {
+        Message::Data(batch) => batch.get_array_memory_size(),
+        _ => WATERMARK_BYTES,
+    }
+}
 
 /// What a view keeps of its job's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +191,11 @@ struct Inner {
     /// Changes of the contents so far (rows, or rows a watermark expired): a reader that saw
     /// the contents at one count knows they are the same while it stays.
     contents_version: u64,
-    followers: Vec<mpsc::Sender<(u64, Message)>>,
+    followers: Vec<Follower>,
+    /// The view's rows charged to its job's memory limits; `None` until the job attaches it.
+    account: Option<StateAccount>,
+    /// Why the view gave its rows back (it grew past a memory limit): reads fail with it.
+    discarded: Option<String>,
     /// For an append-only view that keeps every row: how many of its first batches a
     /// completed checkpoint holds (a checkpoint writes only the batches after them).
     checkpointed: usize,
@@ -140,6 +234,8 @@ impl ViewStore {
                 sequence: 0,
                 contents_version: 0,
                 followers: Vec::new(),
+                account: None,
+                discarded: None,
                 checkpointed: 0,
             }),
         })
@@ -203,6 +299,9 @@ impl ViewStore {
     }
 
     fn contents(&self, inner: &Inner) -> EngineResult<Vec<RecordBatch>> {
+        if let Some(why) = &inner.discarded {
+            return Err(EngineError::ViewUnavailable(why.clone()));
+        }
         match self.mode {
             ViewMode::Append => Ok(inner.batches.iter().map(|(b, _, _)| b.clone()).collect()),
             ViewMode::Updating => {
@@ -304,10 +403,36 @@ impl ViewStore {
         Ok(())
     }
 
+    /// Charges the view's rows to its job's memory limits from now on (its restored rows at
+    /// once): a job attaches the account of its budget when it starts.
+    pub fn attach_account(&self, account: StateAccount) -> EngineResult<()> {
+        let mut inner = self.lock();
+        inner.account = Some(account);
+        Self::charge(&mut inner)
+    }
+
+    /// Charges what the view holds now; past a limit the view gives its rows back and every
+    /// read of it fails with the limit's message.
+    fn charge(inner: &mut Inner) -> EngineResult<()> {
+        let bytes = inner.bytes;
+        let Some(account) = &mut inner.account else {
+            return Ok(());
+        };
+        let Err(exceeded) = account.charge(bytes) else {
+            return Ok(());
+        };
+        Self::discard(
+            inner,
+            format!("the materialized view gave its rows back: {exceeded}"),
+        );
+        Err(EngineError::OutOfMemory(exceeded))
+    }
+
     /// Applies one message of the job's output: rows (a changelog with a leading `op` column
-    /// for an updating view) or a watermark. Returns once every follower has room for it.
+    /// for an updating view) or a watermark. Returns once every follower the job waits for
+    /// has room for it; a follower cut off when behind gets it at once, or is cut off.
     pub async fn apply(&self, message: Message) -> EngineResult<()> {
-        let (sequence, followers) = {
+        let (sequence, waited) = {
             let mut inner = self.lock();
             match &message {
                 Message::Data(batch) => {
@@ -316,6 +441,7 @@ impl ViewStore {
                         ViewMode::Updating => self.apply_changes(&mut inner, batch)?,
                     }
                     inner.contents_version += 1;
+                    Self::charge(&mut inner)?;
                 }
                 // The end of input is passed on, but it neither expires rows (a finished view
                 // keeps what its retention held at the last real watermark) nor is shown.
@@ -326,15 +452,33 @@ impl ViewStore {
                     self.expire(&mut inner, *w)?;
                     if inner.num_rows != rows {
                         inner.contents_version += 1;
+                        Self::charge(&mut inner)?;
                     }
                 }
                 Message::Barrier(_) | Message::Idle | Message::End => return Ok(()),
             }
             inner.sequence += 1;
-            inner.followers.retain(|f| !f.is_closed());
-            (inner.sequence, inner.followers.clone())
+            let sequence = inner.sequence;
+            let bytes = lag_bytes(&message);
+            let mut waited = Vec::new();
+            // Followers that went away, or were cut off here, leave the list.
+            inner.followers.retain(|follower| match follower {
+                Follower::Waited(tx) => {
+                    waited.push(tx.clone());
+                    !tx.is_closed()
+                }
+                Follower::Bounded { tx, lag } => {
+                    let behind = lag.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                    if behind > lag.limit {
+                        lag.cut_off.store(true, Ordering::Relaxed);
+                        return false;
+                    }
+                    tx.send((sequence, message.clone())).is_ok()
+                }
+            });
+            (sequence, waited)
         };
-        for follower in followers {
+        for follower in waited {
             // A follower that went away is dropped from the list at the next change.
             let _ = follower.send((sequence, message.clone())).await;
         }
@@ -438,6 +582,30 @@ impl ViewStore {
         self.close(Ending::Failed(message));
     }
 
+    /// The view was dropped: its followers fail with `message`, its rows and their memory
+    /// are given back, and any read left fails with `message`.
+    pub fn drop_rows(&self, message: String) {
+        {
+            let mut inner = self.lock();
+            Self::discard(&mut inner, message.clone());
+        }
+        self.close(Ending::Failed(message));
+    }
+
+    /// Gives the view's rows and their memory back; reads fail with `why` from now on.
+    fn discard(inner: &mut Inner, why: String) {
+        inner.batches.clear();
+        inner.rows.clear();
+        inner.bytes = 0;
+        inner.num_rows = 0;
+        inner.checkpointed = 0;
+        inner.contents_version += 1;
+        inner.discarded = Some(why);
+        if let Some(account) = &mut inner.account {
+            let _ = account.charge(0);
+        }
+    }
+
     fn close(&self, ending: Ending) {
         let followers = {
             let mut inner = self.lock();
@@ -449,19 +617,40 @@ impl ViewStore {
         drop(followers);
     }
 
-    /// The view as a stream: its current contents, its watermark, then every change. Rows come
-    /// in `columns` of the view (all if `None`); an updating view's rows are preceded by the
-    /// `op` column (the snapshot as `+` rows).
+    /// The view (named `name` in messages) as a stream: its current contents, its watermark,
+    /// then every change, at `pace`. Rows come in `columns` of the view (all if `None`); an
+    /// updating view's rows are preceded by the `op` column (the snapshot as `+` rows).
     pub fn follow(
         self: &Arc<Self>,
         columns: Option<Vec<usize>>,
+        pace: FollowerPace,
+        name: &str,
     ) -> EngineResult<BoxStream<'static, EngineResult<Message>>> {
-        let (tx, rx) = mpsc::channel(FOLLOWER_CAPACITY);
+        let (receiver, lag) = match pace {
+            FollowerPace::Backpressure => {
+                let (tx, rx) = mpsc::channel(FOLLOWER_CAPACITY);
+                (Receiver::Waited(rx), Follower::Waited(tx))
+            }
+            FollowerPace::CutOffBehind(limit) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let lag = Arc::new(Lag {
+                    limit,
+                    queued: AtomicUsize::new(0),
+                    cut_off: AtomicBool::new(false),
+                });
+                let receiver = Receiver::Bounded {
+                    rx,
+                    lag: Arc::clone(&lag),
+                    view: name.to_string(),
+                };
+                (receiver, Follower::Bounded { tx, lag })
+            }
+        };
         let (snapshot, watermark, sequence, ending) = {
             let mut inner = self.lock();
             let snapshot = self.contents(&inner)?;
             if inner.ending == Ending::Running {
-                inner.followers.push(tx);
+                inner.followers.push(lag);
             }
             (
                 snapshot,
@@ -506,7 +695,7 @@ impl ViewStore {
             Ending::Running => {
                 let store = Arc::clone(self);
                 Box::pin(futures::stream::unfold(
-                    (rx, store, false),
+                    (receiver, store, false),
                     move |(mut rx, store, done)| {
                         let shape = shape.clone();
                         async move {
@@ -524,11 +713,13 @@ impl ViewStore {
                                     }
                                     Some((_, m)) => return Some((Ok(m), (rx, store, false))),
                                     None => {
-                                        let end = match store.lock().ending.clone() {
-                                            Ending::Failed(e) => {
+                                        let end = match (rx.cut_off(), store.lock().ending.clone())
+                                        {
+                                            (Some(e), _) => Err(e),
+                                            (None, Ending::Failed(e)) => {
                                                 Err(EngineError::ViewUnavailable(e))
                                             }
-                                            _ => Ok(Message::End),
+                                            (None, _) => Ok(Message::End),
                                         };
                                         return Some((end, (rx, store, true)));
                                     }
@@ -735,7 +926,9 @@ mod tests {
         view.apply(Message::Data(rows(&[1], &[1_000])))
             .await
             .unwrap();
-        let mut follower = view.follow(Some(vec![0])).unwrap();
+        let mut follower = view
+            .follow(Some(vec![0]), FollowerPace::Backpressure, "v")
+            .unwrap();
         let writer = Arc::clone(&view);
         let job = tokio::spawn(async move {
             writer
@@ -770,7 +963,7 @@ mod tests {
         view.apply(Message::Data(changes(&["+"], &[1])))
             .await
             .unwrap();
-        let mut follower = view.follow(None).unwrap();
+        let mut follower = view.follow(None, FollowerPace::Backpressure, "v").unwrap();
         view.apply(Message::Data(changes(&["-", "+"], &[1, 2])))
             .await
             .unwrap();
@@ -795,7 +988,9 @@ mod tests {
         view.apply(Message::Data(rows(&[1], &[1_000])))
             .await
             .unwrap();
-        let mut follower = view.follow(Some(vec![0])).unwrap();
+        let mut follower = view
+            .follow(Some(vec![0]), FollowerPace::Backpressure, "v")
+            .unwrap();
         view.fail("materialized view \"v\" was dropped".to_string());
         let Some(Ok(Message::Data(first))) = follower.next().await else {
             panic!("the snapshot should come first");
@@ -809,8 +1004,116 @@ mod tests {
         );
         assert!(follower.next().await.is_none());
         // A follower that starts after the drop fails at once, after the snapshot.
-        let late = view.follow(Some(vec![0])).unwrap();
+        let late = view
+            .follow(Some(vec![0]), FollowerPace::Backpressure, "v")
+            .unwrap();
         let messages: Vec<_> = late.collect().await;
         assert!(messages.last().unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_job_following_the_view_holds_it_back_a_client_falling_behind_is_cut_off() {
+        use futures::FutureExt;
+        let view =
+            Arc::new(ViewStore::try_new(schema(), ViewMode::Append, None, Some(vec![1])).unwrap());
+        let batch = rows(&[1, 2, 3], &[1_000, 2_000, 3_000]);
+        let size = batch.get_array_memory_size();
+        // A job reading the view: once its channel is full the view's job waits for it.
+        let waited = view.follow(None, FollowerPace::Backpressure, "v").unwrap();
+        for _ in 0..FOLLOWER_CAPACITY {
+            view.apply(Message::Data(batch.clone())).await.unwrap();
+        }
+        assert!(
+            view.apply(Message::Data(batch.clone()))
+                .now_or_never()
+                .is_none(),
+            "the view's job should wait for a job that follows it"
+        );
+        drop(waited);
+        // A client may be 4 batches behind: the fifth change it has not taken cuts it off,
+        // and the view's job never waits for it.
+        let snapshot = view.snapshot().unwrap().len();
+        let mut client = view
+            .follow(None, FollowerPace::CutOffBehind(4 * size), "v")
+            .unwrap();
+        for _ in 0..10 {
+            let applied = view.apply(Message::Data(batch.clone())).now_or_never();
+            assert!(matches!(applied, Some(Ok(()))), "the view's job waited");
+        }
+        // The client gets the snapshot's batches, the four changes it had room for, then the
+        // error.
+        let mut changes = 0;
+        let mut error = None;
+        while let Some(m) = client.next().await {
+            match m {
+                Ok(Message::Data(_)) => changes += 1,
+                Ok(_) => {}
+                Err(e) => error = Some(e),
+            }
+        }
+        assert_eq!(changes, snapshot + 4);
+        let error = error.expect("the client should end with an error");
+        assert!(matches!(error, EngineError::FollowerFellBehind { .. }));
+        let expected = format!(
+            "the query fell more than {} behind materialized view \"v\"",
+            crate::size::format_size(4 * size)
+        );
+        assert!(error.to_string().starts_with(&expected), "{error}");
+        // The view's job goes on with its other followers.
+        view.apply(Message::Data(batch)).await.unwrap();
+        assert_eq!(view.num_rows(), 3 * (FOLLOWER_CAPACITY + 1 + 10 + 1));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_keeps_up_is_never_cut_off() {
+        let view =
+            Arc::new(ViewStore::try_new(schema(), ViewMode::Append, None, Some(vec![1])).unwrap());
+        let batch = rows(&[1], &[1_000]);
+        let mut client = view
+            .follow(
+                None,
+                FollowerPace::CutOffBehind(2 * batch.get_array_memory_size()),
+                "v",
+            )
+            .unwrap();
+        for _ in 0..50 {
+            view.apply(Message::Data(batch.clone())).await.unwrap();
+            assert!(matches!(client.next().await, Some(Ok(Message::Data(_)))));
+        }
+        view.finish();
+        assert!(matches!(client.next().await, Some(Ok(Message::End))));
+    }
+
+    #[tokio::test]
+    async fn a_view_past_its_memory_limit_fails_and_gives_its_rows_back() {
+        use crate::runtime::memory::{MemoryPool, QueryMemory, StateLimit};
+        let pool = MemoryPool::new(None);
+        let batch = rows(&[1, 2, 3], &[1_000, 2_000, 3_000]);
+        let size = batch.get_array_memory_size();
+        let limit = StateLimit {
+            bytes: Some(2 * size + size / 2),
+            setting: "max.state.bytes",
+        };
+        let query = QueryMemory::new(Arc::clone(&pool), limit);
+        let view =
+            Arc::new(ViewStore::try_new(schema(), ViewMode::Append, None, Some(vec![1])).unwrap());
+        view.attach_account(StateAccount::new(query, "MaterializedView v", 0))
+            .unwrap();
+        view.apply(Message::Data(batch.clone())).await.unwrap();
+        view.apply(Message::Data(batch.clone())).await.unwrap();
+        assert_eq!(pool.used(), 2 * size);
+        let e = view.apply(Message::Data(batch)).await.unwrap_err();
+        assert!(matches!(e, EngineError::OutOfMemory(_)));
+        assert!(
+            e.to_string()
+                .starts_with("operator MaterializedView v instance 0 holds"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("over max.state.bytes"), "{e}");
+        // Its memory is returned, and reading it says why it holds nothing.
+        assert_eq!((pool.used(), view.num_rows(), view.bytes()), (0, 0, 0));
+        let read = view.snapshot().unwrap_err();
+        assert!(matches!(read, EngineError::ViewUnavailable(_)));
+        assert!(read.to_string().contains("gave its rows back"), "{read}");
     }
 }

@@ -125,6 +125,19 @@ pub struct ServeArgs {
     #[arg(long, env = "EDDY_MAX_MEMORY", value_name = "SIZE", value_parser = parse_memory)]
     pub max_memory: Option<MemoryLimit>,
 
+    /// How far behind a materialized view a client's query following it may fall (bytes of
+    /// changes not yet taken, e.g. 64MB) before the query is ended with SQLSTATE 53000, so a
+    /// slow client never holds back the view's job. 0: never cut off; the view's job then
+    /// waits for the client (until --client-send-timeout ends a client that stopped reading).
+    #[arg(
+        long,
+        env = "EDDY_CLIENT_FOLLOW_BUFFER",
+        value_name = "SIZE",
+        default_value = "64MB",
+        value_parser = parse_memory
+    )]
+    pub client_follow_buffer: MemoryLimit,
+
     /// Registers the fault-injection function `eddy_fault` (for panic-isolation tests only;
     /// never in production).
     #[arg(long, hide = true)]
@@ -155,7 +168,7 @@ fn parse_max_connections(value: &str) -> Result<usize, String> {
     }
 }
 
-/// A `--max-memory` value: bytes, or `None` for no limit.
+/// A `--max-memory` or `--client-follow-buffer` value: bytes, or `None` for no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimit(pub Option<usize>);
 
@@ -236,6 +249,17 @@ mod tests {
         assert_eq!(cli.serve.max_memory(), None);
         let e = Cli::try_parse_from(["eddy", "--max-memory", "lots"]).unwrap_err();
         assert!(e.to_string().contains("not a memory size"), "{e}");
+    }
+
+    #[test]
+    fn client_follow_buffer_defaults_to_64_mb_and_zero_turns_the_cut_off_off() {
+        let cli = Cli::try_parse_from(["eddy"]).unwrap();
+        assert_eq!(cli.serve.client_follow_buffer.0, Some(64 << 20));
+        let cli = Cli::try_parse_from(["eddy", "--client-follow-buffer", "1MB"]).unwrap();
+        assert_eq!(cli.serve.client_follow_buffer.0, Some(1 << 20));
+        let cli = Cli::try_parse_from(["eddy", "--client-follow-buffer", "0"]).unwrap();
+        assert_eq!(cli.serve.client_follow_buffer.0, None);
+        assert!(Cli::try_parse_from(["eddy", "--client-follow-buffer", "some"]).is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// Bytes of operator state all queries and jobs may hold (`--max-memory`); `None`: no
     /// limit.
     pub max_memory: Option<usize>,
+    /// How many bytes of changes a client's query following a materialized view may be
+    /// behind before it is cut off (`--client-follow-buffer`); `None`: the view's job waits.
+    pub client_follow_buffer: Option<usize>,
 }
 
 /// A running server.
@@ -123,6 +126,7 @@ impl Server {
                 checkpoint_timeout: config.checkpoint_timeout,
                 test_faults: config.test_faults,
                 max_memory: config.max_memory,
+                client_follow_buffer: config.client_follow_buffer,
                 ..EngineConfig::default()
             },
             connectors,
@@ -216,6 +220,9 @@ impl Server {
             max_memory = %config
                 .max_memory
                 .map_or("unlimited".to_string(), eddy_engine::size::format_size),
+            client_follow_buffer = %config
+                .client_follow_buffer
+                .map_or("off".to_string(), eddy_engine::size::format_size),
             "eddy is listening"
         );
         Ok(Self {

@@ -55,6 +55,7 @@ fn main() -> std::process::ExitCode {
             client_send_timeout: args.client_send_timeout,
             test_faults: args.enable_test_faults,
             max_memory: args.max_memory(),
+            client_follow_buffer: args.client_follow_buffer.0,
         })
         .await
         {

@@ -1,7 +1,9 @@
 //! Isolation between clients, queries and jobs: a panic (injected with the test-only
 //! `eddy_fault` function) fails only its own query or job with `XX000`, a client that stops
-//! reading is ended by `--client-send-timeout` without holding back anyone else, and 100
-//! clients following continuous queries at once all get their rows.
+//! reading is ended by `--client-send-timeout` without holding back anyone else, a client
+//! following a materialized view that falls too far behind is cut off (`53000`) instead of
+//! holding back the view's job, and 100 clients following continuous queries at once all get
+//! their rows.
 
 use std::time::Duration;
 
@@ -416,6 +418,114 @@ async fn a_client_that_stops_reading_is_ended_by_the_send_timeout_and_holds_back
         "only {drained} bytes were sent before the end"
     );
     assert_eq!(text_rows(&other, "SELECT 1").await, vec![vec!["1"]]);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_client_falling_behind_a_view_is_cut_off_and_the_view_s_job_goes_on() {
+    let dir = temp_dir("isolation-follow-buffer");
+    // No send timeout: only the follow buffer can keep the stalled client from holding back
+    // the view's job.
+    let server = start_configured(&dir, |config| {
+        config.client_send_timeout = Duration::ZERO;
+        config.client_follow_buffer = Some(2 << 20);
+    })
+    .await;
+    let writer = connect(&server).await;
+    writer
+        .batch_execute(
+            "CREATE TABLE t (k BIGINT, pad TEXT); \
+             CREATE MATERIALIZED VIEW v AS SELECT k, pad FROM t; \
+             CREATE MATERIALIZED VIEW k_only AS SELECT k FROM v",
+        )
+        .await
+        .unwrap();
+    let idle_tasks = server.engine().live_tasks();
+    // A client with a small receive buffer follows the view and reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let socket = socket.connect(server.local_addr()).await.unwrap();
+    let mut stalled = common::raw::start_up(socket).await;
+    stalled
+        .write_all(&common::raw::query("COPY (SELECT * FROM v) TO STDOUT"))
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        if server.engine().live_tasks() > idle_tasks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        server.engine().live_tasks() > idle_tasks,
+        "the follower never started"
+    );
+    // 24 MB of rows in changes of 50 kB, far more than the client's socket, its dataflow's
+    // channels and the 2 MB follow buffer hold.
+    const INSERTS: usize = 480;
+    const ROWS: usize = 125;
+    let pad = "x".repeat(400);
+    for i in 0..INSERTS {
+        let values: Vec<String> = (0..ROWS)
+            .map(|j| format!("({}, '{pad}')", i * ROWS + j))
+            .collect();
+        writer
+            .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+    }
+    // The view's job took every row, and so did the job of the view over it (a job
+    // following a view is never cut off).
+    let total = (INSERTS * ROWS).to_string();
+    eventually(&writer, "SELECT count(*) FROM v", &[&[&total]]).await;
+    eventually(&writer, "SELECT count(*) FROM k_only", &[&[&total]]).await;
+    // The stalled client gets the rows it had room for, then an error saying why.
+    let mut copied = 0usize;
+    let error = loop {
+        let message = tokio::time::timeout(
+            Duration::from_secs(30),
+            common::raw::read_message(&mut stalled),
+        )
+        .await
+        .expect("the stalled client's query did not end");
+        match message {
+            Some((b'd', _)) => copied += 1,
+            Some((b'E', body)) => break body,
+            Some(_) => {}
+            None => panic!("the connection closed without an error after {copied} rows"),
+        }
+    };
+    assert_eq!(
+        common::raw::error_field(&error, b'C').as_deref(),
+        Some("53000")
+    );
+    let message = common::raw::error_field(&error, b'M').unwrap();
+    assert!(
+        message.starts_with(
+            "the query fell more than 2 MB behind materialized view \"v\" and was ended"
+        ),
+        "{message}"
+    );
+    assert!(
+        copied > 0 && copied < INSERTS * ROWS,
+        "{copied} rows copied"
+    );
+    // Its session goes on.
+    let ready = common::raw::read_message(&mut stalled).await.unwrap();
+    assert_eq!(ready.0, b'Z');
+    stalled
+        .write_all(&common::raw::query("SELECT 1"))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while let Some((kind, _)) = common::raw::read_message(&mut stalled).await {
+        kinds.push(kind);
+        if kind == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(kinds, [b'T', b'D', b'C', b'Z']);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

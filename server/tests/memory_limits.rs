@@ -2,7 +2,9 @@
 //! and the server's `--max-memory`. A query whose operator state would pass its limit fails
 //! with SQLSTATE 53200 naming the operator; its dataflow is dropped and its memory returned;
 //! the session, other sessions' queries and the server go on. State the watermark frees never
-//! counts: a window query reads far more than its limit's worth of rows without failing.
+//! counts: a window query reads far more than its limit's worth of rows without failing. A
+//! materialized view's rows count against its job's limit too: a view that grows past it fails
+//! and gives its rows back.
 
 use std::time::Duration;
 
@@ -220,9 +222,13 @@ async fn a_view_job_over_its_max_state_bytes_is_listed_failed() {
         .unwrap();
     let over = |limit: &str, outcome: &(String, String)| {
         outcome.0 == "failed"
-            && outcome
+            // The aggregate's groups or the view's rows, whichever crossed the limit first.
+            && (outcome
                 .1
                 .starts_with("operator UpdatingAggregate instance 0 holds ")
+                || outcome
+                    .1
+                    .starts_with("operator MaterializedView "))
             && outcome
                 .1
                 .ends_with(&format!("over max.state.bytes {limit}"))
@@ -231,9 +237,17 @@ async fn a_view_job_over_its_max_state_bytes_is_listed_failed() {
     assert!(over("1 MB", &counts), "{counts:?}");
     let inherited = job_outcome(&client, "inherited").await;
     assert!(over("2 MB", &inherited), "{inherited:?}");
-    // The jobs' dataflows are gone and their state returned; the session goes on.
+    // The jobs' dataflows are gone and their state returned (what is left is the rows the
+    // views kept, if their aggregate failed first); the session goes on.
     wait_for_no_tasks(&server).await;
-    assert_eq!(server.engine().state_bytes(), 0);
+    let view_bytes = |name: &str| {
+        let relation = server.engine().catalog().get(name).unwrap();
+        relation.view.as_ref().unwrap().bytes()
+    };
+    assert_eq!(
+        server.engine().state_bytes(),
+        view_bytes("counts") + view_bytes("inherited")
+    );
     assert_eq!(text_rows(&client, "SELECT 1").await, [["1"]]);
     drop(client);
     server.shutdown().await;
@@ -246,6 +260,66 @@ async fn a_view_job_over_its_max_state_bytes_is_listed_failed() {
     let inherited = job_outcome(&client, "inherited").await;
     assert!(over("2 MB", &inherited), "{inherited:?}");
     wait_for_no_tasks(&server).await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_view_whose_rows_grow_past_its_limit_fails_and_gives_them_back() {
+    let dir = temp_dir("memory-view-rows");
+    let server = start(&dir).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    client
+        .batch_execute(&format!(
+            "{}; {}",
+            keys_source("many", 1_000_000),
+            keys_source("few", 100)
+        ))
+        .await
+        .unwrap();
+    // No operator holds state here: only the view's rows grow.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW everything WITH (max.state.bytes = '4MB') AS \
+             SELECT id, 'a row of the view' AS pad FROM many; \
+             CREATE MATERIALIZED VIEW small WITH (max.state.bytes = '4MB') AS \
+             SELECT id FROM few",
+        )
+        .await
+        .unwrap();
+    let (status, error) = job_outcome(&client, "everything").await;
+    assert_eq!(status, "failed");
+    assert!(
+        error.starts_with("operator MaterializedView everything instance 0 holds ")
+            && error.ends_with("over max.state.bytes 4 MB"),
+        "{error}"
+    );
+    // Reading the failed view says why it is empty; its memory is returned.
+    let e = client
+        .simple_query("SELECT count(*) FROM everything")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "55000");
+    assert!(
+        db.message().contains("gave its rows back"),
+        "{}",
+        db.message()
+    );
+    // The view within its limit is whole, and its rows are all the state left.
+    assert_eq!(job_outcome(&client, "small").await.0, "finished");
+    assert_eq!(
+        text_rows(&client, "SELECT count(*) FROM small").await,
+        [["100"]]
+    );
+    wait_for_no_tasks(&server).await;
+    let held = server.engine().state_bytes();
+    assert!(held > 0 && held < 64 << 10, "{held} bytes held");
+    client
+        .batch_execute("DROP MATERIALIZED VIEW small")
+        .await
+        .unwrap();
+    wait_for_state_at_most(&server, 0).await;
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

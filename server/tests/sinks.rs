@@ -274,6 +274,7 @@ async fn allow_path_opens_a_directory_and_nothing_else() {
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
         max_memory: None,
+        client_follow_buffer: Some(eddy_engine::session::DEFAULT_CLIENT_FOLLOW_BUFFER),
     })
     .await
     .unwrap();

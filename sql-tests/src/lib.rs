@@ -203,6 +203,7 @@ pub async fn run_file(path: &Path) -> Result<(), String> {
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
         max_memory: None,
+        client_follow_buffer: Some(64 << 20),
     })
     .await
     .map_err(|e| e.to_string())?;

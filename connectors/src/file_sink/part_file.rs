@@ -119,6 +119,9 @@ pub(crate) fn check_encodable(schema: &SchemaRef, encoding: &Encoding) -> Connec
     })
 }
 
+/// The write buffer of a CSV or JSON file.
+const TEXT_BUFFER: usize = 1 << 20;
+
 /// A file being written.
 pub(crate) struct PartFile {
     in_progress: PathBuf,
@@ -151,7 +154,7 @@ impl PartFile {
         let text_bytes = Arc::new(AtomicU64::new(0));
         let counting = || -> std::io::Result<CountingWriter> {
             Ok(CountingWriter {
-                inner: BufWriter::with_capacity(1 << 20, file.try_clone()?),
+                inner: BufWriter::with_capacity(TEXT_BUFFER, file.try_clone()?),
                 bytes: Arc::clone(&text_bytes),
             })
         };
@@ -208,6 +211,15 @@ impl PartFile {
         match &self.encoder {
             Encoder::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
             Encoder::Csv(_) | Encoder::Json(_) => self.text_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes the file's encoder holds in memory: a Parquet writer's unflushed row group, a
+    /// text encoder's write buffer.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        match &self.encoder {
+            Encoder::Parquet(w) => w.memory_size(),
+            Encoder::Csv(_) | Encoder::Json(_) => TEXT_BUFFER,
         }
     }
 

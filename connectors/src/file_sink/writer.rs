@@ -355,6 +355,14 @@ impl SinkWriter for PartitionedWriter {
         Ok(())
     }
 
+    fn buffered_bytes(&self) -> usize {
+        self.partitions
+            .values()
+            .filter_map(|p| p.file.as_ref())
+            .map(PartFile::buffered_bytes)
+            .sum()
+    }
+
     fn watermark(&mut self, watermark: i64) -> ConnectorResult<()> {
         // Every partition that ends at or before the watermark is complete.
         let still_open = self.pending.split_off(&watermark.saturating_add(1));
@@ -539,6 +547,10 @@ impl SinkWriter for SingleFileWriter {
             SinkMetrics::add(&self.metrics.rows, batch.num_rows() as u64);
         }
         Ok(())
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.file.as_ref().map_or(0, PartFile::buffered_bytes)
     }
 
     fn watermark(&mut self, _watermark: i64) -> ConnectorResult<()> {

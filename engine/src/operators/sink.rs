@@ -25,7 +25,7 @@ use crate::connector::SinkWriter;
 use crate::error::{EngineError, EngineResult};
 use crate::runtime::blocking;
 use crate::runtime::message::{Epoch, EventTime};
-use crate::state::{StateSnapshot, StateTable, corrupt};
+use crate::state::{StateSnapshot, StateTable, StateUsage, corrupt};
 
 /// The snapshot table holding the writer's pre-commit record.
 const PRE_COMMIT: &str = "pre_commit";
@@ -34,12 +34,18 @@ const PRE_COMMIT: &str = "pre_commit";
 /// commit, finish, close, abort). Each call holds the lock for its duration only.
 pub type SharedSinkWriter = Arc<Mutex<Box<dyn SinkWriter>>>;
 
-/// The state table of a sink operator.
+/// The writer's open files, measured (not checkpointed: a restored sink starts new files).
+const OPEN_FILES: &str = "open_files";
+
+/// The state tables of a sink operator.
 pub fn state_tables() -> Vec<StateTable> {
-    vec![StateTable::fixed(
-        PRE_COMMIT,
-        "the files finished for the last barrier, still hidden",
-    )]
+    vec![
+        StateTable::fixed(
+            PRE_COMMIT,
+            "the files finished for the last barrier, still hidden",
+        ),
+        StateTable::fixed(OPEN_FILES, "rows written to open files, not yet flushed"),
+    ]
 }
 
 /// Runs `call` on the writer, on a thread that may block (file I/O).
@@ -88,6 +94,20 @@ impl Operator for SinkOperator {
         with_writer(&self.writer, |w| w.watermark(watermark))?;
         out.watermark(watermark);
         Ok(())
+    }
+
+    /// What the writer holds in memory (open files' unflushed rows) counts as the sink's
+    /// state, against the job's memory limits.
+    fn state_usage(&self) -> Vec<StateUsage> {
+        let bytes = match self.writer.lock() {
+            Ok(writer) => writer.buffered_bytes(),
+            Err(_) => 0,
+        };
+        vec![StateUsage {
+            table: OPEN_FILES,
+            rows: 0,
+            bytes,
+        }]
     }
 
     fn snapshot(&mut self, epoch: Epoch) -> EngineResult<StateSnapshot> {

@@ -56,6 +56,9 @@ pub struct LaunchContext<'a> {
     /// Where sources with `format.on-error = 'dead-letter'` send their malformed rows (the
     /// engine's `eddy_dead_letters`, under this job's name); `None` refuses such sources.
     pub dead_letters: Option<Arc<dyn crate::connector::DeadLetterSink>>,
+    /// How the dataflow's readers of materialized views keep pace with the views' jobs: a
+    /// job's wait for them, a client's query is cut off when too far behind.
+    pub follow_pace: crate::view::FollowerPace,
 }
 
 /// How a dataflow takes part in checkpoints.
@@ -102,6 +105,8 @@ pub struct RunningQuery {
     /// The sources read by a reader that never ends, by name.
     pub(crate) unbounded_sources: Vec<String>,
     pub(crate) finished: bool,
+    /// The query's state budget (a view's job charges the view's rows to it too).
+    pub(crate) memory: Arc<memory::QueryMemory>,
 }
 
 impl RunningQuery {
@@ -117,6 +122,11 @@ impl RunningQuery {
 
     pub fn metrics(&self) -> &Arc<QueryMetrics> {
         &self.metrics
+    }
+
+    /// The query's state budget.
+    pub fn memory(&self) -> &Arc<memory::QueryMemory> {
+        &self.memory
     }
 
     /// The sources of the query that never end (push tables, followed files, Kafka, nexmark

@@ -84,8 +84,14 @@ impl JobCheckpointing {
             bytes: max_state_bytes,
             setting: super::views::MAX_STATE_BYTES,
         };
-        let running =
-            session.launch_with(plan, job, self.setup(), self.parallelism, limit, sink)?;
+        let settings = super::query::LaunchSettings {
+            checkpoint: self.setup(),
+            parallelism: self.parallelism,
+            state_limit: limit,
+            // A job never loses rows of a view it reads: the view's job waits for it.
+            pace: crate::view::FollowerPace::Backpressure,
+        };
+        let running = session.launch_with(plan, job, settings, sink)?;
         if let (Some(loaded), Some(started)) = (&self.loaded, self.restore_started) {
             // Reading the files, the view's contents and every operator's state: all done
             // before the dataflow's first row.

@@ -66,6 +66,10 @@ pub struct EngineConfig {
     /// `None`: no limit. A query whose state growth would pass it fails with
     /// [`EngineError::OutOfMemory`].
     pub max_memory: Option<usize>,
+    /// How many bytes of changes a client's query following a materialized view may be
+    /// behind before it is cut off (`--client-follow-buffer`), so that it never holds back
+    /// the view's job; `None`: the view's job waits for it.
+    pub client_follow_buffer: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -78,9 +82,13 @@ impl Default for EngineConfig {
             checkpoint_timeout: crate::checkpoints::DEFAULT_TIMEOUT,
             test_faults: false,
             max_memory: None,
+            client_follow_buffer: Some(DEFAULT_CLIENT_FOLLOW_BUFFER),
         }
     }
 }
+
+/// The default of [`EngineConfig::client_follow_buffer`]: 64 MB.
+pub const DEFAULT_CLIENT_FOLLOW_BUFFER: usize = 64 << 20;
 
 /// The session variable that overrides [`EngineConfig::parallelism`] for the session's queries.
 pub const PARALLELISM: &str = "parallelism";

@@ -32,6 +32,17 @@ impl Cursor {
     }
 }
 
+/// How a dataflow runs: what [`Session::launch_with`] needs besides the plan.
+pub(crate) struct LaunchSettings {
+    /// Taking part in a job's checkpoints, if any.
+    pub checkpoint: Option<crate::runtime::CheckpointSetup>,
+    pub parallelism: usize,
+    /// What its operator state may hold.
+    pub state_limit: crate::runtime::memory::StateLimit,
+    /// How it follows the views it reads.
+    pub pace: crate::view::FollowerPace,
+}
+
 impl Session {
     /// Plans a statement with DataFusion (analyzed, not yet optimized).
     pub(crate) async fn logical_plan(
@@ -128,18 +139,26 @@ impl Session {
             bytes: self.max_state_bytes()?,
             setting: super::MAX_STATE_BYTES,
         };
-        self.launch_with(plan, job, None, self.parallelism()?, limit, None)
+        let pace = match self.engine.config.client_follow_buffer {
+            Some(bytes) => crate::view::FollowerPace::CutOffBehind(bytes),
+            None => crate::view::FollowerPace::Backpressure,
+        };
+        let settings = LaunchSettings {
+            checkpoint: None,
+            parallelism: self.parallelism()?,
+            state_limit: limit,
+            pace,
+        };
+        self.launch_with(plan, job, settings, None)
     }
 
-    /// Starts a dataflow at `parallelism` whose operator state may hold `state_limit`,
-    /// taking part in checkpoints (a background job's, named `job`) if `checkpoint` says so.
+    /// Starts a dataflow (a background job's, named `job`, or a session's query) with
+    /// `settings`, ending in `sink` for a sink's job.
     pub(crate) fn launch_with(
         &self,
         plan: &StreamPlan,
         job: &str,
-        checkpoint: Option<crate::runtime::CheckpointSetup>,
-        parallelism: usize,
-        state_limit: crate::runtime::memory::StateLimit,
+        settings: LaunchSettings,
         sink: Option<(
             Box<dyn crate::operators::Operator>,
             Vec<crate::state::StateTable>,
@@ -152,14 +171,15 @@ impl Session {
                 state: &state,
                 connectors: &self.engine.connectors,
                 batch_size: self.engine.config.batch_size,
-                parallelism,
+                parallelism: settings.parallelism,
                 live_tasks: Arc::clone(&self.engine.live_tasks),
-                checkpoint,
+                checkpoint: settings.checkpoint,
                 memory: crate::runtime::memory::QueryMemory::new(
                     Arc::clone(&self.engine.memory),
-                    state_limit,
+                    settings.state_limit,
                 ),
                 dead_letters: Some(self.engine.dead_letters.sink(job)),
+                follow_pace: settings.pace,
             },
             sink,
         )

@@ -20,6 +20,7 @@ use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec};
 use crate::plan::ExplainOptions;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
+use crate::runtime::memory::{QueryMemory, StateAccount, StateLimit};
 use crate::sql::parser::{ExplainView, sql_options_to_pairs};
 use crate::view::{Retention, ViewMode, ViewStore};
 
@@ -196,13 +197,23 @@ impl Session {
                 {
                     view.restore(contents.clone(), *watermark)?;
                 }
+                // The view's rows count against its job's limits, as its operators' state does.
+                let account =
+                    |memory| StateAccount::new(memory, format!("MaterializedView {name}"), 0);
                 // A view whose input ended before the restart holds its final contents now.
                 if checkpointing.finished() {
+                    let limit = StateLimit {
+                        bytes: max_state_bytes,
+                        setting: MAX_STATE_BYTES,
+                    };
+                    let memory = QueryMemory::new(Arc::clone(&self.engine.memory), limit);
+                    view.attach_account(account(memory))?;
                     return Ok(None);
                 }
-                checkpointing
-                    .launch(self, &name, &stream_plan, max_state_bytes, None)
-                    .map(Some)
+                let running =
+                    checkpointing.launch(self, &name, &stream_plan, max_state_bytes, None)?;
+                view.attach_account(account(Arc::clone(running.memory())))?;
+                Ok(Some(running))
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => running,

@@ -41,6 +41,7 @@ pub fn sqlstate(e: &EngineError) -> &'static str {
         EngineError::Io(_) => "58030",
         EngineError::Checkpoint(_) => "58000",
         EngineError::OutOfMemory(_) => "53200",
+        EngineError::FollowerFellBehind { .. } => "53000",
         EngineError::DataFusion(_) | EngineError::Internal(_) | EngineError::Panic { .. } => {
             "XX000"
         }

@@ -67,6 +67,7 @@ pub async fn start_configured(
         client_send_timeout: eddy_server::wire::send_timeout::DEFAULT_CLIENT_SEND_TIMEOUT,
         test_faults: false,
         max_memory: None,
+        client_follow_buffer: Some(eddy_engine::session::DEFAULT_CLIENT_FOLLOW_BUFFER),
     };
     configure(&mut config);
     Server::start(config).await.unwrap()

@@ -42,6 +42,7 @@ pub fn init() -> Result<(), FuzzError> {
         client_send_timeout: Duration::from_secs(1),
         test_faults: false,
         max_memory: None,
+        client_follow_buffer: Some(eddy_engine::session::DEFAULT_CLIENT_FOLLOW_BUFFER),
     };
     let server = rt
         .block_on(Server::start(config))
