@@ -772,3 +772,61 @@ async fn checkpoints_refer_to_blocks_a_complete_checkpoint_holds() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// [`check`], for a query whose output must hold timed-out attempts (`WITH TIMEOUTS`): the
+/// small input and a random one do time some out, so a restore that lost or repeated a
+/// timeout (or its partial match) would show.
+async fn check_with_timeouts(query: &str) {
+    let f = Factory::new(query).await;
+    for steps in [small_input(), random_input(7, 40)] {
+        let whole = run(&f, &mut f.make(), &steps).join("\n");
+        assert!(
+            whole.contains("TIMED_OUT") && whole.contains("MATCHED"),
+            "{query} times nothing out, or matches nothing:\n{whole}"
+        );
+    }
+    check(query).await;
+}
+
+#[tokio::test]
+async fn timeouts_one_row_per_match() {
+    check_with_timeouts(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, MATCH_STATUS() AS st, CLASSIFIER() AS cls, \
+         A.price AS p0, LAST(B.price) AS bottom, C.price AS up, COUNT(*) AS n \
+         ONE ROW PER MATCH WITH TIMEOUTS AFTER MATCH SKIP PAST LAST ROW \
+         PATTERN (A B+ C) WITHIN INTERVAL '3' SECOND \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+}
+
+/// All rows of timed-out attempts, attempts that overlap (TO NEXT ROW), conditions that
+/// depend on the labelling, and `$`: an attempt the watermark leaves waiting only at `$`
+/// after cutting its other ways is timed out if the next row kills it.
+#[tokio::test]
+async fn timeouts_all_rows_per_match_and_end_anchor() {
+    check_with_timeouts(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, MATCH_STATUS() AS st, CLASSIFIER() AS cls, \
+         RUNNING COUNT(*) AS n, FINAL LAST(ts) AS t1 \
+         ALL ROWS PER MATCH WITH TIMEOUTS AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (A (B+ $ | B+ C)) WITHIN INTERVAL '3' SECOND \
+         DEFINE A AS A.price >= 3, B AS B.price < FIRST(A.price), C AS C.price >= FIRST(A.price))",
+    )
+    .await;
+}
+
+/// Timeouts decided behind a look-ahead (NEXT), with one partition.
+#[tokio::test]
+async fn timeouts_with_look_ahead() {
+    check_with_timeouts(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (ORDER BY ts \
+         MEASURES MATCH_STATUS() AS st, FIRST(A.sym) AS s, NEXT(LAST(A.price)) AS after, \
+         COUNT(*) AS n \
+         ONE ROW PER MATCH WITH TIMEOUTS \
+         PATTERN (A{2,} B) WITHIN INTERVAL '2' SECOND \
+         DEFINE A AS A.price < NEXT(A.price) + 5, B AS B.price = 0)",
+    )
+    .await;
+}
