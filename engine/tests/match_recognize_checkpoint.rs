@@ -13,6 +13,11 @@
 //! (a tiny LCG) are cut everywhere (a long one, past segment compaction, at random cuts), and
 //! restored at every step in a chain.
 //!
+//! With `WITH TIMEOUTS`, the same inputs without late rows, cut into random batches with
+//! watermarks (some one millisecond short of a second) in between, must also give the rows of
+//! one batch of the whole input followed by its end (DESIGN.md 1.7 rule 5): an attempt timed
+//! out by the watermark before its window closed, or a timeout missed, would differ.
+//!
 //! Operators are built as in `match_recognize_state.rs`: the query is planned with a session
 //! and the `MatchRecognizeOperator` driven directly.
 
@@ -83,6 +88,11 @@ impl Factory {
 
     /// Input rows `(sym, ts in seconds, price)`; `seq` numbers them in the step.
     fn batch(&self, rows: &[(i64, i64, i64)]) -> RecordBatch {
+        self.batch_in(rows, 1000)
+    }
+
+    /// Input rows `(sym, ts in units of `ms` milliseconds, price)`.
+    fn batch_in(&self, rows: &[(i64, i64, i64)], ms: i64) -> RecordBatch {
         let columns: Vec<Arc<dyn Array>> = self
             .input
             .fields()
@@ -91,7 +101,7 @@ impl Factory {
                 match f.name().as_str() {
                     "sym" => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
                     "ts" => Arc::new(TimestampMillisecondArray::from_iter_values(
-                        rows.iter().map(|r| r.1 * 1000),
+                        rows.iter().map(|r| r.1 * ms),
                     )),
                     "price" => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
                     "seq" => Arc::new(Int64Array::from_iter_values(
@@ -108,8 +118,12 @@ impl Factory {
 #[derive(Debug, Clone)]
 enum Step {
     Rows(Vec<(i64, i64, i64)>),
+    /// Rows with their times in milliseconds.
+    RowsMs(Vec<(i64, i64, i64)>),
     /// A watermark, in seconds.
     Watermark(i64),
+    /// A watermark, in milliseconds.
+    WatermarkMs(i64),
     /// The input ends: the end watermark, then `on_end`.
     End,
 }
@@ -121,7 +135,9 @@ fn run(f: &Factory, op: &mut MatchRecognizeOperator, steps: &[Step]) -> Vec<Stri
     for step in steps {
         match step {
             Step::Rows(rows) => op.on_batch(0, f.batch(rows), &mut out).unwrap(),
+            Step::RowsMs(rows) => op.on_batch(0, f.batch_in(rows, 1), &mut out).unwrap(),
             Step::Watermark(s) => op.on_watermark(s * 1000 * MS, &mut out).unwrap(),
+            Step::WatermarkMs(ms) => op.on_watermark(ms * MS, &mut out).unwrap(),
             Step::End => {
                 op.on_watermark(WATERMARK_END, &mut out).unwrap();
                 op.on_end(&mut out).unwrap();
@@ -145,8 +161,9 @@ fn print(out: &mut OperatorContext) -> Vec<String> {
 fn last_watermark(steps: &[Step]) -> Option<i64> {
     steps.iter().rev().find_map(|s| match s {
         Step::Watermark(w) => Some(w * 1000 * MS),
+        Step::WatermarkMs(w) => Some(w * MS),
         Step::End => Some(WATERMARK_END),
-        Step::Rows(_) => None,
+        Step::Rows(_) | Step::RowsMs(_) => None,
     })
 }
 
@@ -771,4 +788,160 @@ async fn checkpoints_refer_to_blocks_a_complete_checkpoint_holds() {
         "{references:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// [`check`], for a query whose output must hold timed-out attempts (`WITH TIMEOUTS`): the
+/// small input and a random one do time some out, so a restore that lost or repeated a
+/// timeout (or its partial match) would show.
+async fn check_with_timeouts(query: &str) {
+    let f = Factory::new(query).await;
+    for steps in [small_input(), random_input(7, 40)] {
+        let whole = run(&f, &mut f.make(), &steps).join("\n");
+        assert!(
+            whole.contains("TIMED_OUT") && whole.contains("MATCHED"),
+            "{query} times nothing out, or matches nothing:\n{whole}"
+        );
+    }
+    check(query).await;
+}
+
+#[tokio::test]
+async fn timeouts_one_row_per_match() {
+    check_with_timeouts(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, MATCH_STATUS() AS st, CLASSIFIER() AS cls, \
+         A.price AS p0, LAST(B.price) AS bottom, C.price AS up, COUNT(*) AS n \
+         ONE ROW PER MATCH WITH TIMEOUTS AFTER MATCH SKIP PAST LAST ROW \
+         PATTERN (A B+ C) WITHIN INTERVAL '3' SECOND \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+    )
+    .await;
+}
+
+/// All rows of timed-out attempts, attempts that overlap (TO NEXT ROW), conditions that
+/// depend on the labelling, and `$`: an attempt the watermark leaves waiting only at `$`
+/// after cutting its other ways is timed out if the next row kills it.
+#[tokio::test]
+async fn timeouts_all_rows_per_match_and_end_anchor() {
+    check_with_timeouts(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_NUMBER() AS mn, MATCH_STATUS() AS st, CLASSIFIER() AS cls, \
+         RUNNING COUNT(*) AS n, FINAL LAST(ts) AS t1 \
+         ALL ROWS PER MATCH WITH TIMEOUTS AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (A (B+ $ | B+ C)) WITHIN INTERVAL '3' SECOND \
+         DEFINE A AS A.price >= 3, B AS B.price < FIRST(A.price), C AS C.price >= FIRST(A.price))",
+    )
+    .await;
+}
+
+/// Timeouts decided behind a look-ahead (NEXT), with one partition.
+#[tokio::test]
+async fn timeouts_with_look_ahead() {
+    check_with_timeouts(
+        "SELECT * FROM ticks MATCH_RECOGNIZE (ORDER BY ts \
+         MEASURES MATCH_STATUS() AS st, FIRST(A.sym) AS s, NEXT(LAST(A.price)) AS after, \
+         COUNT(*) AS n \
+         ONE ROW PER MATCH WITH TIMEOUTS \
+         PATTERN (A{2,} B) WITHIN INTERVAL '2' SECOND \
+         DEFINE A AS A.price < NEXT(A.price) + 5, B AS B.price = 0)",
+    )
+    .await;
+}
+
+/// The output rows in `printed` (tables and watermarks), sorted, without the `seq` column
+/// (which numbers rows within their input batch, so depends on how the input is cut).
+fn rows_of(printed: &[String]) -> Vec<String> {
+    // Cells without the padding, which depends on the table's widest value.
+    let cells = |l: &str| {
+        l.split('|')
+            .map(|c| c.trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut rows: Vec<String> = printed
+        .iter()
+        .filter(|m| !m.starts_with("watermark"))
+        .flat_map(|table| {
+            let mut lines = table.lines().filter(|l| l.starts_with('|'));
+            let header = lines.next().map(cells).unwrap_or_default();
+            let seq = header.iter().position(|c| c == "seq");
+            lines
+                .map(|l| {
+                    let mut row = cells(l);
+                    if let Some(k) = seq {
+                        row.remove(k);
+                    }
+                    row.join("|")
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `n` random steps over three symbols without late rows (each row after the watermark), times
+/// and watermarks in milliseconds (a second, or a millisecond short of one), then the end.
+fn in_time_input(seed: u64, n: usize) -> Vec<Step> {
+    let mut rng = Lcg(seed);
+    let mut watermark_ms = 0;
+    let mut steps = Vec::new();
+    for _ in 0..n {
+        if rng.below(3) == 0 {
+            let second = watermark_ms / 1000 + 1 + rng.below(3);
+            watermark_ms = second * 1000 - rng.below(2);
+            steps.push(Step::WatermarkMs(watermark_ms));
+        } else {
+            let first = watermark_ms / 1000 + 1;
+            let rows = (0..rng.below(6))
+                .map(|_| {
+                    let ms = (first + rng.below(5)) * 1000 - rng.below(2);
+                    (rng.below(3), ms.max(watermark_ms + 1), rng.below(10))
+                })
+                .collect();
+            steps.push(Step::RowsMs(rows));
+        }
+    }
+    steps.push(Step::End);
+    steps
+}
+
+/// Streaming equals batch for timeout queries, over random inputs (see the module
+/// documentation), and the timeouts are there.
+#[tokio::test]
+async fn timeouts_stream_as_a_batch_query_finds_them() {
+    for query in [
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_STATUS() AS st, MATCH_NUMBER() AS mn, FIRST(A.ts) AS t0, \
+         LAST(ts) AS t1, COUNT(*) AS n \
+         ONE ROW PER MATCH WITH TIMEOUTS PATTERN (A B) WITHIN INTERVAL '3' SECOND \
+         DEFINE A AS A.price < 5, B AS B.price >= 5)",
+        "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY sym ORDER BY ts \
+         MEASURES MATCH_STATUS() AS st, CLASSIFIER() AS cls, RUNNING COUNT(*) AS n \
+         ALL ROWS PER MATCH WITH TIMEOUTS AFTER MATCH SKIP TO NEXT ROW \
+         PATTERN (A B+ C) WITHIN INTERVAL '4' SECOND \
+         DEFINE B AS B.price < PREV(B.price), C AS C.price > PREV(C.price))",
+        "SELECT * FROM ticks MATCH_RECOGNIZE (ORDER BY ts \
+         MEASURES MATCH_STATUS() AS st, FIRST(A.sym) AS s, SUM(A.price) AS total \
+         ONE ROW PER MATCH WITH TIMEOUTS \
+         PATTERN (A+ B) WITHIN INTERVAL '2' SECOND \
+         DEFINE A AS SUM(A.price) < 12, B AS B.price = 9)",
+    ] {
+        let f = Factory::new(query).await;
+        let mut timed_out = 0;
+        for seed in 0..12 {
+            let steps = in_time_input(seed, 60);
+            let all: Vec<(i64, i64, i64)> = steps
+                .iter()
+                .flat_map(|s| match s {
+                    Step::RowsMs(rows) => rows.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let streamed = rows_of(&run(&f, &mut f.make(), &steps));
+            let batch = rows_of(&run(&f, &mut f.make(), &[Step::RowsMs(all), Step::End]));
+            assert_eq!(streamed, batch, "seed {seed} of {query}: {steps:?}");
+            timed_out += streamed.iter().filter(|r| r.contains("TIMED_OUT")).count();
+        }
+        assert!(timed_out > 0, "nothing timed out for {query}");
+    }
 }

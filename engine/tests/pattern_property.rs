@@ -14,7 +14,14 @@
 //! rows; conditions that look at the row only (run with and without thread merging) or at the
 //! attempt's history; every skip mode, with and without unmatched rows; rows fed to the VM in
 //! random chunks, sometimes giving up the running attempt (`expire`, as WITHIN does) in
-//! between. Along the way the test checks what the VM hands to the conditions (a `History`
+//! between.
+//!
+//! Time and timeouts: rows have times (non-decreasing) and a case may have a WITHIN bound: an
+//! attempt sees only the rows less than WITHIN after its first row (nor any row from where it
+//! was given up). With timeouts reported, an attempt that finds no match is timed out when some
+//! path of its search was still waiting for a row when the rows it may see ran out (its window
+//! closed, it was given up, or the partition ended), and not after passing `$`: the first such
+//! path in preference order is its partial match, and the next attempt starts at the next row. Along the way the test checks what the VM hands to the conditions (a `History`
 //! consistent with itself, only rows already given) and `first_needed_row()` (it never goes
 //! back, and nothing later looks at or reports a row before it).
 //!
@@ -383,6 +390,7 @@ impl Cond {
 /// hands over.
 struct VmConditions<'a> {
     cond: &'a Cond,
+    case: &'a Case,
     /// Rows the VM has been given so far.
     available: usize,
     /// `first_needed_row()` after the previous `advance`: no attempt may look before it.
@@ -441,6 +449,16 @@ impl Conditions for VmConditions<'_> {
         };
         Ok(holds)
     }
+
+    fn in_window(&mut self, start: usize, row: usize) -> bool {
+        if row >= self.available || start > row {
+            self.problem.get_or_insert(format!(
+                "in_window asked about row {row} of the attempt at {start} with {} rows given",
+                self.available
+            ));
+        }
+        self.case.in_window(start, row)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,6 +468,8 @@ impl Conditions for VmConditions<'_> {
 struct Labelled {
     labels: Vec<VarId>,
     excluded: Vec<bool>,
+    /// The path passed `$` (at the end of the partition): no row can follow.
+    ended: bool,
 }
 
 /// The rest of the pattern after a sub-pattern: called with the position reached; true when
@@ -465,6 +485,9 @@ struct Oracle<'a> {
     start: usize,
     /// Steps left before the search is given up (a few random cases explode).
     budget: std::cell::Cell<usize>,
+    /// The first path, in preference order, that waited for a row at `visible` (not after
+    /// `$`): the attempt's partial match if it times out.
+    waiting: std::cell::RefCell<Option<Labelled>>,
 }
 
 impl Oracle<'_> {
@@ -483,6 +506,13 @@ impl Oracle<'_> {
         }
         match p {
             P::Var(v) => {
+                if pos == self.visible && !st.ended && self.waiting.borrow().is_none() {
+                    *self.waiting.borrow_mut() = Some(Labelled {
+                        labels: st.labels.clone(),
+                        excluded: st.excluded.clone(),
+                        ended: false,
+                    });
+                }
                 if pos < self.visible && self.cond.holds(*v, pos, self.start, &st.labels) {
                     st.labels.push(*v);
                     st.excluded.push(excl);
@@ -495,7 +525,15 @@ impl Oracle<'_> {
                 }
             }
             P::Start => pos == 0 && k(pos, st),
-            P::End => pos == self.n && k(pos, st),
+            P::End => {
+                if pos != self.n {
+                    return false;
+                }
+                let ended = std::mem::replace(&mut st.ended, true);
+                let found = k(pos, st);
+                st.ended = ended;
+                found
+            }
             P::Empty => k(pos, st),
             P::Exclude(p) => self.m(p, pos, true, st, k),
             P::Concat(ps) => self.seq(&ps.iter().collect::<Vec<_>>(), pos, excl, st, k),
@@ -581,6 +619,7 @@ impl Oracle<'_> {
                 found = Some(Labelled {
                     labels: st.labels.clone(),
                     excluded: st.excluded.clone(),
+                    ended: false,
                 });
                 true
             },
@@ -634,21 +673,35 @@ fn oracle(case: &Case, expired: &[(usize, usize)]) -> Option<Outcome> {
     let mut covered = 0;
     let mut number = 0;
     while start < case.n {
-        let visible = expired
+        let given_up = expired
             .iter()
             .find(|&&(s, _)| s == start)
             .map_or(case.n, |&(_, row)| row);
+        // The attempt's window: the rows less than WITHIN after its first.
+        let window_end = (start..case.n)
+            .find(|&r| !case.in_window(start, r))
+            .unwrap_or(case.n);
         let o = Oracle {
             n: case.n,
-            visible,
+            visible: given_up.min(window_end),
             cond: &case.cond,
             start,
             budget: std::cell::Cell::new(budget.get()),
+            waiting: Default::default(),
         };
         let result = o.find(&case.pattern).ok()?;
         budget.set(o.budget.get());
         let Some(m) = result else {
-            if case.report_unmatched && start >= covered {
+            if case.timeouts
+                && let Some(partial) = o.waiting.into_inner()
+            {
+                found.push(Found::TimedOut(Match {
+                    number: 0,
+                    start,
+                    labels: partial.labels,
+                    excluded: partial.excluded,
+                }));
+            } else if case.report_unmatched && start >= covered {
                 found.push(Found::Unmatched(start));
             }
             start += 1;
@@ -703,9 +756,21 @@ struct Case {
     cond: Cond,
     skip: SkipMode,
     report_unmatched: bool,
+    /// Per row, its time; WITHIN (an attempt sees the rows whose time is less than this after
+    /// its first row's); whether timed-out attempts are reported.
+    times: Vec<u8>,
+    within: Option<u8>,
+    timeouts: bool,
     /// `available` of the successive `advance(.., ended = false)` calls, before the final
     /// `advance(n, true)`; true: `expire` follows the call.
     schedule: Vec<(usize, bool)>,
+}
+
+impl Case {
+    fn in_window(&self, start: usize, row: usize) -> bool {
+        self.within
+            .is_none_or(|w| self.times[row] - self.times[start] < w)
+    }
 }
 
 impl fmt::Display for Case {
@@ -747,7 +812,12 @@ impl fmt::Display for Case {
         };
         writeln!(f, "  DEFINE: {kind}")?;
         for r in 0..self.n {
-            write!(f, "    row {r}: {}", set(self.cond.table()[r]))?;
+            write!(
+                f,
+                "    row {r} (time {}): {}",
+                self.times[r],
+                set(self.cond.table()[r])
+            )?;
             if let Cond::Rising { value, .. } = &self.cond {
                 write!(f, " value {}", value[r])?;
             }
@@ -760,8 +830,8 @@ impl fmt::Display for Case {
         }
         writeln!(
             f,
-            "  AFTER MATCH SKIP {:?}, unmatched rows {}",
-            self.skip, self.report_unmatched
+            "  AFTER MATCH SKIP {:?}, unmatched rows {}, WITHIN {:?}, timeouts {}",
+            self.skip, self.report_unmatched, self.within, self.timeouts
         )?;
         let fed: Vec<String> = self
             .schedule
@@ -789,9 +859,11 @@ fn run_vm(case: &Case, merge_threads: bool) -> Result<VmRun, String> {
         case.skip.clone(),
         merge_threads,
         case.report_unmatched,
-    );
+    )
+    .report_timeouts(case.timeouts);
     let mut cond = VmConditions {
         cond: &case.cond,
+        case,
         available: 0,
         first_needed: 0,
         problem: None,
@@ -820,7 +892,7 @@ fn run_vm(case: &Case, merge_threads: bool) -> Result<VmRun, String> {
         }
         for f in &found[before..] {
             let row = match f {
-                Found::Match(m) => m.start,
+                Found::Match(m) | Found::TimedOut(m) => m.start,
                 Found::Unmatched(r) => *r,
             };
             if row < cond.first_needed {
@@ -913,7 +985,7 @@ fn show(outcome: &Outcome) -> String {
         .found
         .iter()
         .map(|f| match f {
-            Found::Match(m) => {
+            Found::Match(m) | Found::TimedOut(m) => {
                 let labels: String = m
                     .labels
                     .iter()
@@ -927,7 +999,11 @@ fn show(outcome: &Outcome) -> String {
                         }
                     })
                     .collect();
-                format!("#{}@{}:{labels}", m.number, m.start)
+                if matches!(f, Found::TimedOut(_)) {
+                    format!("timed out @{}:{labels}", m.start)
+                } else {
+                    format!("#{}@{}:{labels}", m.number, m.start)
+                }
             }
             Found::Unmatched(r) => format!("unmatched {r}"),
         })
@@ -1066,7 +1142,17 @@ fn gen_case(seed: u64) -> Case {
             SkipMode::ToLast { vars, name }
         }
     };
-    let report_unmatched = rng.chance(40);
+    let mut time = rng.below(3) as u8;
+    let times: Vec<u8> = (0..n)
+        .map(|_| {
+            time += rng.below(3) as u8;
+            time
+        })
+        .collect();
+    let within = rng.chance(50).then(|| rng.range(1, 4) as u8);
+    let timeouts = within.is_some() && rng.chance(70);
+    // The SQL layer refuses WITH UNMATCHED ROWS with WITH TIMEOUTS.
+    let report_unmatched = !timeouts && rng.chance(40);
     let mut schedule = Vec::new();
     if !rng.chance(15) {
         let mut available = 0;
@@ -1090,6 +1176,9 @@ fn gen_case(seed: u64) -> Case {
         cond,
         skip,
         report_unmatched,
+        times,
+        within,
+        timeouts,
         schedule,
     }
 }
@@ -1116,6 +1205,7 @@ fn simpler_cases(case: &Case) -> Vec<Case> {
         let mut c = case.clone();
         c.n -= 1;
         c.cond = case.cond.without_row(r);
+        c.times.remove(r);
         c.schedule = case
             .schedule
             .iter()
@@ -1143,6 +1233,17 @@ fn simpler_cases(case: &Case) -> Vec<Case> {
     if case.report_unmatched {
         out.push(Case {
             report_unmatched: false,
+            ..case.clone()
+        });
+    }
+    if case.timeouts {
+        out.push(Case {
+            timeouts: false,
+            ..case.clone()
+        });
+    } else if case.within.is_some() {
+        out.push(Case {
+            within: None,
             ..case.clone()
         });
     }
@@ -1184,10 +1285,17 @@ fn matcher_agrees_with_backtracking_oracle() {
     };
     let began = Instant::now();
     let mut skipped = 0;
+    let mut timed_out = 0;
     for &seed in &seeds {
         let case = gen_case(seed);
         match check(&case) {
-            Verdict::Pass => {}
+            Verdict::Pass => {
+                let times_out =
+                    |o: Outcome| o.found.iter().any(|f| matches!(f, Found::TimedOut(_)));
+                if case.timeouts && oracle(&case, &[]).is_some_and(times_out) {
+                    timed_out += 1;
+                }
+            }
             Verdict::Skipped => skipped += 1,
             Verdict::Fail(_) => {
                 let small = shrink(case.clone());
@@ -1202,9 +1310,14 @@ fn matcher_agrees_with_backtracking_oracle() {
         }
     }
     eprintln!(
-        "{} cases ({skipped} skipped: the oracle's search was too long) in {:?}",
+        "{} cases ({skipped} skipped: the oracle's search was too long, {timed_out} with an \
+         attempt timed out) in {:?}",
         seeds.len(),
         began.elapsed()
+    );
+    assert!(
+        seeds.len() < 1000 || timed_out * 40 >= seeds.len(),
+        "too few cases time an attempt out: {timed_out}"
     );
     assert!(
         skipped * 100 <= seeds.len(),
@@ -1271,8 +1384,15 @@ fn known_with(
         cond,
         skip,
         report_unmatched,
+        times: vec![0; n],
+        within: None,
+        timeouts: false,
         schedule: (0..=n).map(|a| (a, false)).collect(),
     };
+    known_case(case, expected, error);
+}
+
+fn known_case(case: Case, expected: Vec<Found>, error: bool) {
     let expected = Outcome {
         found: expected,
         error,
@@ -1588,5 +1708,104 @@ fn history_dependent_conditions() {
         false,
         vec![mt(1, 0, "AAA"), mt(2, 3, "AA")],
         false,
+    );
+}
+
+/// A timed-out attempt's partial match, as `mt` writes a match.
+fn timed_out(start: usize, labels: &str) -> Found {
+    let Found::Match(m) = mt(0, start, labels) else {
+        unreachable!()
+    };
+    Found::TimedOut(m)
+}
+
+/// `rows` at `times`, WITHIN `within`, timeouts reported; the VM is fed one row at a time.
+fn known_timeouts(
+    pattern: P,
+    rows: &[&str],
+    times: &[u8],
+    within: u8,
+    skip: SkipMode,
+    expected: Vec<Found>,
+) {
+    let n = rows.len();
+    let case = Case {
+        pattern,
+        vars: 3,
+        n,
+        cond: Cond::Table(table(rows)),
+        skip,
+        report_unmatched: false,
+        times: times.to_vec(),
+        within: Some(within),
+        timeouts: true,
+        schedule: (0..=n).map(|a| (a, false)).collect(),
+    };
+    known_case(case, expected, false);
+}
+
+#[test]
+fn timeouts() {
+    // Orders (A) and payments (B), WITHIN 15: the order at 0 is paid at 10; the one at 20 is
+    // not paid within 15 (its payment at 35 is too late: 35 - 20 is not less than 15), so
+    // it times out with A alone; the order at 40 is alive when the partition ends.
+    let order_payment = cat(vec![var(A), var(B)]);
+    known_timeouts(
+        order_payment.clone(),
+        &["A", "B", "A", "B", "A"],
+        &[0, 10, 20, 35, 40],
+        15,
+        SkipMode::PastLastRow,
+        vec![mt(1, 0, "AB"), timed_out(2, "A"), timed_out(4, "A")],
+    );
+    // A failed attempt is no timeout: an order followed by another order.
+    known_timeouts(
+        order_payment,
+        &["A", "A", "B"],
+        &[0, 1, 2],
+        15,
+        SkipMode::PastLastRow,
+        vec![mt(1, 1, "AB")],
+    );
+    // A timed-out attempt consumes no row: the next attempt starts at the next row, and the
+    // partial match is the preferred one (greedy B+ took both B rows).
+    known_timeouts(
+        cat(vec![var(A), rep(var(B), 1, None, true), var(C)]),
+        &["A", "AB", "B", "C"],
+        &[0, 1, 2, 3],
+        3,
+        SkipMode::PastLastRow,
+        vec![timed_out(0, "ABB"), mt(1, 1, "ABC")],
+    );
+    // A match found before the window closed wins over a preferred path still growing.
+    known_timeouts(
+        cat(vec![var(A), rep(var(B), 1, None, true)]),
+        &["A", "B", "B", "B"],
+        &[0, 1, 2, 5],
+        5,
+        SkipMode::PastLastRow,
+        vec![mt(1, 0, "ABB")],
+    );
+    // The partial match is the preferred path waiting for a row, not one waiting at `$`:
+    // `A $` is preferred, but only `C B` could grow.
+    known_timeouts(
+        alt(vec![cat(vec![var(A), P::End]), cat(vec![var(C), var(B)])]),
+        &["AC", "B"],
+        &[0, 9],
+        5,
+        SkipMode::PastLastRow,
+        vec![timed_out(0, "C")],
+    );
+    // Excluded rows are part of the partial match; at the end of the partition, `$` matches.
+    known_timeouts(
+        alt(vec![
+            cat(vec![var(A), P::End]),
+            cat(vec![var(A), P::Exclude(Box::new(var(B))), var(C)]),
+        ]),
+        &["A", "B", "A"],
+        &[0, 1, 9],
+        5,
+        SkipMode::PastLastRow,
+        vec![timed_out(0, "Ab"), mt(1, 2, "A")],
     );
 }

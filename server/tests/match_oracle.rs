@@ -518,6 +518,35 @@ async fn within_bounds_the_match_duration() {
 }
 
 #[tokio::test]
+async fn within_with_timeouts() {
+    // The drop of more than 5 within 15 s, with the attempts that ran out of time (B* keeps
+    // growing while prices stay near the first). The flush row (price 100) and the rows
+    // without a price start no attempt, so a push table that never ends has no attempt left
+    // open that the end of the bounded reference would time out.
+    let query = "SELECT * FROM ticks MATCH_RECOGNIZE ( \
+           PARTITION BY symbol ORDER BY ts, seq \
+           MEASURES A.seq AS start_seq, C.seq AS drop_seq, COUNT(B.price) AS between_rows, \
+                    LAST(seq) AS last_seq, MATCH_NUMBER() AS n, MATCH_STATUS() AS status, \
+                    CLASSIFIER() AS cls \
+           ONE ROW PER MATCH WITH TIMEOUTS \
+           AFTER MATCH SKIP TO LAST C \
+           PATTERN (A B* C) WITHIN INTERVAL '15' SECOND \
+           DEFINE A AS A.price <> 100, B AS B.price > A.price - 5, \
+                  C AS C.price < A.price - 5)";
+    assert_streaming_equals_batch("timeouts", query, 50).await;
+    // Both kinds of rows are there to compare.
+    let dir = test_dir("timeouts-kinds");
+    let path = dir.join("sorted.csv");
+    write_csv(&path, &ticks(false));
+    let rows = run_file(&path, query, ONE_BATCH, "reference").await;
+    for status in ["|MATCHED|", "|TIMED_OUT|"] {
+        let n = rows.iter().filter(|r| r.contains(status)).count();
+        assert!(n >= 10, "{n} rows with {status}: {rows:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn next_looks_ahead() {
     // Rises to a local top: a row above both the previous and the next two rows.
     assert_streaming_equals_batch(

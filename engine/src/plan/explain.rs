@@ -800,9 +800,11 @@ fn explain_match_recognize(m: &MatchRecognizeStreamNode) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let rows = match spec.rows {
-        RowsMode::One => "one row per match",
-        RowsMode::All(_) => "all rows per match",
+    let rows = match (spec.rows, spec.timeouts) {
+        (RowsMode::One, false) => "one row per match",
+        (RowsMode::One, true) => "one row per match with timeouts",
+        (RowsMode::All(_), false) => "all rows per match",
+        (RowsMode::All(_), true) => "all rows per match with timeouts",
     };
     let within = spec
         .within

@@ -65,6 +65,8 @@ pub enum ChannelSource {
         vars: Option<Vec<VarId>>,
     },
     MatchNumber,
+    /// `MATCH_STATUS()`: `'MATCHED'`, or `'TIMED_OUT'` for an attempt that timed out.
+    MatchStatus,
 }
 
 /// One input of a [`MatchExpr`].
@@ -147,6 +149,9 @@ pub struct MatchSpec {
     pub skip: SkipMode,
     /// WITHIN, in nanoseconds.
     pub within: Option<i64>,
+    /// `WITH TIMEOUTS`: an attempt still open when its WITHIN interval has passed, and that
+    /// found no match, is reported too (`MATCH_STATUS()` = `'TIMED_OUT'`).
+    pub timeouts: bool,
     pub output: Vec<MatchOutput>,
     /// The clause as written (for EXPLAIN, equality and hashing).
     pub text: String,
@@ -172,7 +177,9 @@ impl MatchSpec {
                 match &c.source {
                     ChannelSource::Value { arg, .. } => exprs.push(arg),
                     ChannelSource::Aggregate { aggregate, .. } => exprs.push(aggregate),
-                    ChannelSource::Classifier { .. } | ChannelSource::MatchNumber => {}
+                    ChannelSource::Classifier { .. }
+                    | ChannelSource::MatchNumber
+                    | ChannelSource::MatchStatus => {}
                 }
             }
         }

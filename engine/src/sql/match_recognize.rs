@@ -12,8 +12,8 @@
 //!   expression is planned by DataFusion over those columns. The operator computes the
 //!   channels for each candidate row or match and evaluates the expression on them.
 //!
-//! The parser layer (`crate::sql::match_syntax`) has turned `WITHIN` and `SUBSET` into
-//! `__eddy_` entries of DEFINE; they are taken back out here.
+//! The parser layer (`crate::sql::match_syntax`) has turned `WITHIN`, `WITH TIMEOUTS` and
+//! `SUBSET` into `__eddy_` entries of DEFINE; they are taken back out here.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -41,7 +41,9 @@ use crate::plan::match_recognize::{
     Channel, ChannelSource, EmptyMatches, MatchExpr, MatchOutput, MatchRecognizeNode, MatchSpec,
     Navigation, RowsMode,
 };
-use crate::sql::match_syntax::{DERIVED_INPUT, EMPTY_DEFINE_ENTRY, SUBSET_ENTRY, WITHIN_ENTRY};
+use crate::sql::match_syntax::{
+    DERIVED_INPUT, EMPTY_DEFINE_ENTRY, SUBSET_ENTRY, TIMEOUTS_ENTRY, WITHIN_ENTRY,
+};
 use crate::sql::window_tvf::{attach_span, error_at, interval_arg};
 
 /// Prefix of the channel columns an expression is planned over.
@@ -93,6 +95,7 @@ impl RelationPlanner for MatchRecognizePlanner {
 
         // DEFINE, with the entries the parser layer added.
         let mut within = None;
+        let mut timeouts = None;
         let mut defines = Vec::new();
         let mut subset_defs = Vec::new();
         for symbol in symbols {
@@ -107,6 +110,7 @@ impl RelationPlanner for MatchRecognizePlanner {
                     }
                     within = Some(nanos);
                 }
+                TIMEOUTS_ENTRY => timeouts = Some(symbol.definition.span()),
                 SUBSET_ENTRY => subset_defs.push(symbol.definition),
                 EMPTY_DEFINE_ENTRY => {}
                 _ => defines.push(symbol),
@@ -163,6 +167,22 @@ impl RelationPlanner for MatchRecognizePlanner {
                 Some(EmptyMatchesMode::WithUnmatched) => EmptyMatches::WithUnmatched,
             }),
         };
+        if let Some(span) = timeouts {
+            if within.is_none() {
+                return Err(error_at(
+                    "WITH TIMEOUTS needs WITHIN: an attempt times out when its WITHIN interval \
+                     has passed"
+                        .to_string(),
+                    span,
+                ));
+            }
+            if rows == RowsMode::All(EmptyMatches::WithUnmatched) {
+                return Err(DataFusionError::NotImplemented(
+                    "ALL ROWS PER MATCH WITH UNMATCHED ROWS together with WITH TIMEOUTS"
+                        .to_string(),
+                ));
+            }
+        }
         let role = Role::Measure;
         let mut measure_exprs = Vec::new();
         for m in &measures {
@@ -266,6 +286,7 @@ impl RelationPlanner for MatchRecognizePlanner {
             rows,
             skip,
             within,
+            timeouts: timeouts.is_some(),
             output,
             text,
         };
@@ -493,6 +514,7 @@ impl Clause<'_, '_> {
                 ChannelSource::Aggregate { aggregate, .. } => aggregate.get_type(self.input)?,
                 ChannelSource::Classifier { .. } => DataType::Utf8,
                 ChannelSource::MatchNumber => DataType::Int64,
+                ChannelSource::MatchStatus => DataType::Utf8,
             };
             fields.push(Field::new(format!("{CHANNEL_PREFIX}{i}"), t, true));
         }
@@ -570,6 +592,7 @@ enum PatternFunction {
     Last,
     Classifier,
     MatchNumber,
+    MatchStatus,
     Running,
     Final,
 }
@@ -589,6 +612,7 @@ fn pattern_function(f: &ast::Function) -> Option<PatternFunction> {
         "LAST" => PatternFunction::Last,
         "CLASSIFIER" => PatternFunction::Classifier,
         "MATCH_NUMBER" => PatternFunction::MatchNumber,
+        "MATCH_STATUS" => PatternFunction::MatchStatus,
         "RUNNING" => PatternFunction::Running,
         "FINAL" => PatternFunction::Final,
         _ => return None,
@@ -711,6 +735,23 @@ impl Extractor<'_, '_, '_> {
                         ));
                     }
                     ChannelSource::MatchNumber
+                }
+                Some(PatternFunction::MatchStatus) => {
+                    if self.role == Role::Define {
+                        return Err(error_at(
+                            "MATCH_STATUS() cannot be used in DEFINE (a condition is decided \
+                             before the attempt's outcome is known)"
+                                .to_string(),
+                            expr.span(),
+                        ));
+                    }
+                    if !function_args(f).is_empty() {
+                        return Err(error_at(
+                            "MATCH_STATUS() takes no arguments".to_string(),
+                            expr.span(),
+                        ));
+                    }
+                    ChannelSource::MatchStatus
                 }
                 Some(PatternFunction::Classifier) => {
                     let vars = match function_args(f).as_slice() {

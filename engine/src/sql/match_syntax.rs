@@ -6,6 +6,8 @@
 //! and it requires `DEFINE`. Inside each `MATCH_RECOGNIZE ( ... )`:
 //!
 //! - `WITHIN expr` becomes a leading DEFINE entry `__eddy_within AS expr`;
+//! - `WITH TIMEOUTS` after `ONE ROW PER MATCH` or `ALL ROWS PER MATCH [...]` becomes a DEFINE
+//!   entry `__eddy_timeouts AS TRUE` (it needs WITHIN: without, a syntax error);
 //! - `SUBSET S = (A, B), ...` becomes one DEFINE entry `__eddy_subset AS S = (A, B)` per
 //!   subset;
 //! - `RUNNING f(...)` and `FINAL f(...)` become calls `RUNNING(f(...))` and `FINAL(f(...))`;
@@ -34,6 +36,8 @@ pub const WITHIN_ENTRY: &str = "__eddy_within";
 pub const SUBSET_ENTRY: &str = "__eddy_subset";
 /// The pseudo table whose argument is a subquery that MATCH_RECOGNIZE reads.
 pub const DERIVED_INPUT: &str = "__eddy_derived";
+/// The DEFINE entry that carries `WITH TIMEOUTS`.
+pub const TIMEOUTS_ENTRY: &str = "__eddy_timeouts";
 /// The DEFINE entry that stands for a missing DEFINE.
 pub const EMPTY_DEFINE_ENTRY: &str = "__eddy_define";
 
@@ -133,10 +137,22 @@ fn rewrite_clause(
     let mut define = None;
     let mut within = None;
     let mut subset = None;
+    // `WITH TIMEOUTS`: the positions of both words.
+    let mut timeouts = None;
     let mut i = open + 1;
     while i < close {
         if let Some(partner) = tokens.partner[i] {
             i = partner + 1;
+            continue;
+        }
+        let next = significant(tokens, i + 1, close);
+        if pattern_end.is_none()
+            && timeouts.is_none()
+            && is_word(tokens, i, close, "WITH")
+            && is_word(tokens, next, close, "TIMEOUTS")
+        {
+            timeouts = Some((i, next));
+            i = next + 1;
             continue;
         }
         if is_word(tokens, i, close, "PATTERN") && pattern_end.is_none() {
@@ -185,6 +201,35 @@ fn rewrite_clause(
     }
     let span = tokens[pattern_end].span;
     let mut entries: Vec<Vec<TokenWithSpan>> = Vec::new();
+    if let Some((with, _)) = timeouts {
+        let before = previous_significant(tokens, open, with);
+        if !["MATCH", "MATCHES", "ROWS"]
+            .iter()
+            .any(|w| is_word(tokens, before, with, w))
+        {
+            return Err(error_at(
+                tokens,
+                with,
+                "WITH TIMEOUTS belongs right after ONE ROW PER MATCH or ALL ROWS PER MATCH",
+            ));
+        }
+        if within.is_none() {
+            return Err(error_at(
+                tokens,
+                with,
+                "WITH TIMEOUTS needs WITHIN after PATTERN (...): an attempt times out when its \
+                 WITHIN interval has passed",
+            ));
+        }
+        let at = tokens[with].span;
+        entries.push(vec![
+            word(TIMEOUTS_ENTRY, at),
+            space(at),
+            word("AS", at),
+            space(at),
+            word("TRUE", at),
+        ]);
+    }
     if let Some(w) = within {
         let range = clause_range(w);
         if significant(tokens, range.start, range.end) == range.end {
@@ -205,7 +250,13 @@ fn rewrite_clause(
             entries.push(entry);
         }
     }
-    copy_wrapped(tokens, open..pattern_start, out);
+    match timeouts {
+        Some((with, timeouts)) => {
+            copy_wrapped(tokens, open..with, out);
+            copy_wrapped(tokens, timeouts + 1..pattern_start, out);
+        }
+        None => copy_wrapped(tokens, open..pattern_start, out),
+    }
     copy_pattern(tokens, pattern_start..pattern_end + 1, out);
     out.push(space(span));
     match define {
@@ -241,6 +292,15 @@ fn rewrite_clause(
         }
     }
     Ok(())
+}
+
+/// The last index before `i` (and after `floor`) that is not whitespace, or `i` when there is
+/// none.
+fn previous_significant(tokens: &Tokens, floor: usize, i: usize) -> usize {
+    (floor + 1..i)
+        .rev()
+        .find(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+        .unwrap_or(i)
 }
 
 /// The comma-separated pieces of `range` (commas inside brackets do not count).
@@ -344,6 +404,51 @@ mod tests {
             "t MATCH_RECOGNIZE (PATTERN (A B) DEFINE __eddy_within AS INTERVAL '1' HOUR , \
              __eddy_subset AS S = (A, B), __eddy_subset AS T = (A) , A AS x > 1)"
         );
+    }
+
+    #[test]
+    fn with_timeouts_becomes_a_define_entry() {
+        assert_eq!(
+            rewrite(
+                "t MATCH_RECOGNIZE (ONE ROW PER MATCH WITH TIMEOUTS PATTERN (A B) \
+                 WITHIN INTERVAL '1' HOUR)"
+            ),
+            "t MATCH_RECOGNIZE (ONE ROW PER MATCH  PATTERN (A B) DEFINE __eddy_timeouts AS \
+             TRUE, __eddy_within AS INTERVAL '1' HOUR)"
+        );
+        assert_eq!(
+            rewrite(
+                "t MATCH_RECOGNIZE (ALL ROWS PER MATCH OMIT EMPTY MATCHES with timeouts \
+                 PATTERN (A) WITHIN INTERVAL '1' HOUR DEFINE A AS x)"
+            ),
+            "t MATCH_RECOGNIZE (ALL ROWS PER MATCH OMIT EMPTY MATCHES  PATTERN (A) DEFINE \
+             __eddy_timeouts AS TRUE, __eddy_within AS INTERVAL '1' HOUR , A AS x)"
+        );
+    }
+
+    /// The syntax error and its position (1-based, in characters) as a user sees it.
+    fn syntax_error(sql: &str) -> (String, Option<usize>) {
+        match crate::sql::parser::parse_sql(sql) {
+            Err(crate::error::EngineError::Syntax { message, position }) => (message, position),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_timeouts_needs_within_and_its_place() {
+        let sql = "SELECT * FROM t MATCH_RECOGNIZE (ORDER BY ts MEASURES A.x AS a \
+                   ONE ROW PER MATCH WITH TIMEOUTS PATTERN (A B) DEFINE A AS x > 1)";
+        let (message, position) = syntax_error(sql);
+        assert!(message.contains("WITH TIMEOUTS needs WITHIN"), "{message}");
+        assert_eq!(position, sql.find("WITH TIMEOUTS").map(|p| p + 1));
+        let sql = "SELECT * FROM t MATCH_RECOGNIZE (ORDER BY ts WITH TIMEOUTS MEASURES A.x AS a \
+                   PATTERN (A B) WITHIN INTERVAL '1' MINUTE DEFINE A AS x > 1)";
+        let (message, position) = syntax_error(sql);
+        assert!(
+            message.contains("WITH TIMEOUTS belongs right after"),
+            "{message}"
+        );
+        assert_eq!(position, sql.find("WITH TIMEOUTS").map(|p| p + 1));
     }
 
     #[test]

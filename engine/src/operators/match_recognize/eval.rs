@@ -44,6 +44,7 @@ pub enum ChannelKind {
         vars: Option<Vec<VarId>>,
     },
     MatchNumber,
+    MatchStatus,
 }
 
 #[derive(Debug)]
@@ -110,6 +111,7 @@ impl<'a> ExprCompiler<'a> {
                     ChannelKind::Classifier { vars: vars.clone() }
                 }
                 ChannelSource::MatchNumber => ChannelKind::MatchNumber,
+                ChannelSource::MatchStatus => ChannelKind::MatchStatus,
             };
             channels.push(CompiledChannel {
                 kind,
@@ -467,6 +469,9 @@ pub struct Point<'a> {
     /// empty match.
     pub current: Option<usize>,
     pub number: u64,
+    /// The labelling is the partial match of an attempt that timed out (no match:
+    /// `MATCH_NUMBER()` is NULL, `MATCH_STATUS()` `'TIMED_OUT'`).
+    pub timed_out: bool,
 }
 
 impl Point<'_> {
@@ -526,8 +531,14 @@ impl CompiledExpr {
                 ChannelKind::MatchNumber => Arc::new(
                     points
                         .iter()
-                        .map(|p| Some(p.number as i64))
+                        .map(|p| (!p.timed_out).then_some(p.number as i64))
                         .collect::<datafusion::arrow::array::Int64Array>(),
+                ),
+                ChannelKind::MatchStatus => Arc::new(
+                    points
+                        .iter()
+                        .map(|p| Some(if p.timed_out { "TIMED_OUT" } else { "MATCHED" }))
+                        .collect::<datafusion::arrow::array::StringArray>(),
                 ),
                 _ => {
                     let values = points
@@ -578,7 +589,9 @@ impl CompiledExpr {
                                 None => Some(Val::Null),
                             }
                         }
-                        ChannelKind::MatchNumber => Some(Val::Int(point.number as i64)),
+                        ChannelKind::MatchNumber if !point.timed_out => {
+                            Some(Val::Int(point.number as i64))
+                        }
                         _ => None,
                     }
                 };
@@ -630,9 +643,11 @@ fn channel_value(
     let rows = point.rows;
     match &channel.kind {
         // Gathered as whole columns by `CompiledExpr::evaluate`.
-        ChannelKind::Value { .. } | ChannelKind::MatchNumber => Err(EngineError::Internal(
-            "value channels are gathered, not computed one by one".to_string(),
-        )),
+        ChannelKind::Value { .. } | ChannelKind::MatchNumber | ChannelKind::MatchStatus => {
+            Err(EngineError::Internal(
+                "value channels are gathered, not computed one by one".to_string(),
+            ))
+        }
         ChannelKind::Classifier { vars } => {
             let seen = point.seen(channel.running);
             let label = seen.iter().rev().find(|v| in_vars(vars, **v));

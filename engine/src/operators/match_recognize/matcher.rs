@@ -15,6 +15,14 @@
 //! live threads waits for the next row, so nothing is ever re-read from the partition's start.
 //! The next attempt starts where AFTER MATCH SKIP says.
 //!
+//! A time bound (WITHIN) closes an attempt's window: at the first row outside it
+//! ([`Conditions::in_window`]), when the caller knows no later row can fall inside it
+//! ([`PartitionMatcher::expire`]), or at the end of the partition. The threads waiting for a
+//! row then die. With timeouts reported ([`PartitionMatcher::report_timeouts`]), an attempt
+//! that ends without a match although some of its threads were still waiting for a row when
+//! its window closed is reported as [`Found::TimedOut`], with the most preferred of those
+//! threads' labellings; like a failed attempt it consumes no row.
+//!
 //! Between two rows a thread follows the instructions that consume none ([`Inst::Fork`],
 //! jumps, anchors) depth first, in order of preference; a state reached a second time at the
 //! same row is dropped, the first visit being the preferred one. Besides the instruction, a
@@ -108,6 +116,13 @@ pub trait Conditions {
             .map(|(var, history)| self.holds(*var, row, *history))
             .collect()
     }
+
+    /// Whether partition row `row` may still belong to the attempt that started at row
+    /// `start` (WITHIN). Once a row is outside, so is every later one: the attempt's window
+    /// has closed.
+    fn in_window(&mut self, _start: usize, _row: usize) -> bool {
+        true
+    }
 }
 
 /// Where the next attempt starts after a match (AFTER MATCH SKIP).
@@ -130,7 +145,8 @@ pub enum SkipMode {
 /// A match: rows `start .. start + labels.len()` of the partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
-    /// MATCH_NUMBER(): 1 for the partition's first match.
+    /// MATCH_NUMBER(): 1 for the partition's first match. 0 for a timed-out attempt, which
+    /// is no match.
     pub number: u64,
     pub start: usize,
     pub labels: Vec<VarId>,
@@ -150,6 +166,11 @@ pub enum Found {
     Match(Match),
     /// A row in no match (reported only for `WITH UNMATCHED ROWS`).
     Unmatched(usize),
+    /// An attempt whose window (WITHIN) closed while it could still have grown into a match
+    /// and that found none (reported only with [`PartitionMatcher::report_timeouts`]): the
+    /// most preferred partial match the window cut off, numbered 0. Its first row is not
+    /// also reported as unmatched.
+    TimedOut(Match),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +194,9 @@ struct Attempt {
     threads: Vec<Thread>,
     /// The most preferred match found so far: (node, len).
     best: Option<(u32, usize)>,
+    /// When timeouts are reported and the attempt's window closed while threads waited for a
+    /// row: the most preferred of them, (node, len).
+    cut: Option<(u32, usize)>,
     nodes: Vec<Node>,
 }
 
@@ -186,6 +210,20 @@ impl Attempt {
             len: t.len,
         }
     }
+
+    /// The labels and exclusions of the `len` rows ending at `node`.
+    fn labelling(&self, node: u32, len: usize) -> (Vec<VarId>, Vec<bool>) {
+        let mut labels = vec![0; len];
+        let mut excluded = vec![false; len];
+        let mut n = node;
+        for i in (0..len).rev() {
+            let entry = self.nodes[n as usize];
+            labels[i] = entry.var;
+            excluded[i] = entry.excluded;
+            n = entry.parent;
+        }
+        (labels, excluded)
+    }
 }
 
 /// Matches one partition.
@@ -195,6 +233,7 @@ pub struct PartitionMatcher {
     skip: SkipMode,
     merge_threads: bool,
     report_unmatched: bool,
+    report_timeouts: bool,
     next_start: usize,
     attempt: Option<Attempt>,
     matches: u64,
@@ -234,6 +273,7 @@ impl PartitionMatcher {
             skip,
             merge_threads,
             report_unmatched,
+            report_timeouts: false,
             next_start: 0,
             attempt: None,
             matches: 0,
@@ -243,6 +283,12 @@ impl PartitionMatcher {
             stamp: 0,
             stack: Vec::new(),
         }
+    }
+
+    /// Reports attempts that time out ([`Found::TimedOut`]): `WITH TIMEOUTS`.
+    pub fn report_timeouts(mut self, report: bool) -> Self {
+        self.report_timeouts = report;
+        self
     }
 
     /// The first row a pending or future match can include.
@@ -324,7 +370,8 @@ impl PartitionMatcher {
     }
 
     /// Gives up the running attempt's threads that wait for a row (the caller knows no
-    /// future row can satisfy them, e.g. WITHIN has expired), keeping its best match.
+    /// future row can satisfy them, e.g. WITHIN has expired: the attempt's window closed),
+    /// keeping its best match.
     pub fn expire(&mut self, out: &mut Vec<Found>) -> EngineResult<()> {
         if self.attempt.is_some() {
             self.finish(false);
@@ -341,6 +388,7 @@ impl PartitionMatcher {
             pos: start,
             threads: Vec::new(),
             best: None,
+            cut: None,
             nodes: Vec::new(),
         };
         self.new_stamp();
@@ -451,6 +499,13 @@ impl PartitionMatcher {
     }
 
     fn step(&mut self, cond: &mut dyn Conditions) -> EngineResult<()> {
+        if let Some(attempt) = &self.attempt
+            && !cond.in_window(attempt.start, attempt.pos)
+        {
+            // The row is outside the attempt's window: the threads waiting for a row die
+            // (those at `$` die below, as a row exists).
+            self.finish(false);
+        }
         let Some(mut attempt) = self.attempt.take() else {
             return Ok(());
         };
@@ -518,13 +573,21 @@ impl PartitionMatcher {
         self.closure(attempt, after, row + 1, None, next)
     }
 
-    /// No row will come for the waiting threads: a thread at `$` goes on when the
-    /// partition `ended`, every other one dies.
+    /// No row will come for the waiting threads (the attempt's window closed, or the
+    /// partition `ended`): a thread at `$` goes on when the partition ended, every other one
+    /// dies. With timeouts reported, the most preferred thread waiting for a row is kept as
+    /// the attempt's partial match (the first closing counts: later ones find only `$`).
     fn finish(&mut self, ended: bool) {
         let Some(mut attempt) = self.attempt.take() else {
             return;
         };
         let threads = std::mem::take(&mut attempt.threads);
+        if self.report_timeouts && attempt.cut.is_none() {
+            attempt.cut = threads
+                .iter()
+                .find(|t| matches!(self.program.insts[t.pc], Inst::Label { .. }))
+                .map(|t| (t.node, t.len));
+        }
         let mut kept = Vec::new();
         let pos = attempt.pos;
         self.new_stamp();
@@ -554,21 +617,21 @@ impl PartitionMatcher {
         };
         let start = attempt.start;
         let Some((node, len)) = attempt.best else {
-            if self.report_unmatched && start >= self.covered {
+            if let Some((node, len)) = attempt.cut {
+                let (labels, excluded) = attempt.labelling(node, len);
+                out.push(Found::TimedOut(Match {
+                    number: 0,
+                    start,
+                    labels,
+                    excluded,
+                }));
+            } else if self.report_unmatched && start >= self.covered {
                 out.push(Found::Unmatched(start));
             }
             self.next_start = start + 1;
             return Ok(());
         };
-        let mut labels = vec![0; len];
-        let mut excluded = vec![false; len];
-        let mut n = node;
-        for i in (0..len).rev() {
-            let entry = attempt.nodes[n as usize];
-            labels[i] = entry.var;
-            excluded[i] = entry.excluded;
-            n = entry.parent;
-        }
+        let (labels, excluded) = attempt.labelling(node, len);
         self.matches += 1;
         let found = Match {
             number: self.matches,
@@ -653,7 +716,7 @@ mod tests {
         m.advance(n, true, &mut cond, &mut out).unwrap();
         out.into_iter()
             .map(|f| match f {
-                Found::Match(m) => (m.start, m.labels),
+                Found::Match(m) | Found::TimedOut(m) => (m.start, m.labels),
                 Found::Unmatched(r) => (r, vec![]),
             })
             .collect()

@@ -13,6 +13,13 @@
 //! end of the input every partition ends: patterns are finished as at the end of a batch
 //! query.
 //!
+//! WITHIN: an attempt's window closes at its first row outside it, or when the watermark
+//! shows that no later row can fall inside (`expire`), or at the end of the input. With
+//! `WITH TIMEOUTS`, an attempt that could still have grown when its window closed and found
+//! no match is emitted too, as its partial match with `MATCH_STATUS()` = `'TIMED_OUT'`. The
+//! partial match is rebuilt by the replay after a restore, like the rest of the attempt: it
+//! adds nothing to the snapshot.
+//!
 //! State: the waiting rows (`waiting_rows`) and each partition's held rows
 //! (`partition_rows`); the watermark frees the first, matches and AFTER MATCH SKIP the second.
 //! A snapshot holds the waiting rows as they arrived; the watermark and the release, segment
@@ -418,7 +425,8 @@ impl MatchRecognizeOperator {
                 self.s.spec.skip.clone(),
                 self.row_local.iter().all(|r| *r),
                 matches!(self.s.spec.rows, RowsMode::All(EmptyMatches::WithUnmatched)),
-            ),
+            )
+            .report_timeouts(self.s.spec.timeouts),
         }
     }
 
@@ -887,7 +895,10 @@ impl MatchRecognizeOperator {
             for item in items {
                 match item {
                     Found::Unmatched(row) => rows_out.push((rows, *row, None)),
-                    Found::Match(m) => self.match_rows(rows, m, &mut rows_out, &mut points),
+                    Found::Match(m) => self.match_rows(rows, m, false, &mut rows_out, &mut points),
+                    Found::TimedOut(m) => {
+                        self.match_rows(rows, m, true, &mut rows_out, &mut points)
+                    }
                 }
             }
         }
@@ -925,11 +936,13 @@ impl MatchRecognizeOperator {
         conform_batch(&self.info.schema, columns)
     }
 
-    /// The output rows of one match and the points their measures are evaluated at.
+    /// The output rows of one match (or, `timed_out`, of the partial match of an attempt that
+    /// timed out) and the points their measures are evaluated at.
     fn match_rows<'a>(
         &self,
         rows: &'a PartitionRows,
         m: &'a Match,
+        timed_out: bool,
         rows_out: &mut Vec<(&'a PartitionRows, usize, Option<usize>)>,
         points: &mut Vec<Point<'a>>,
     ) {
@@ -939,6 +952,7 @@ impl MatchRecognizeOperator {
             start: m.start,
             current,
             number: m.number,
+            timed_out,
         };
         match self.s.spec.rows {
             RowsMode::One => {
@@ -1571,12 +1585,22 @@ impl Oracle<'_> {
 
 impl Conditions for Oracle<'_> {
     fn holds(&mut self, var: VarId, row: usize, history: History<'_>) -> EngineResult<bool> {
-        if self.s.spec.within.is_none()
-            && let Some(holds) = self.looked_up(var, row)
-        {
+        if let Some(holds) = self.looked_up(var, row) {
             return Ok(holds);
         }
         Ok(self.holds_all(row, &[(var, history)])?.first() == Some(&true))
+    }
+
+    /// WITHIN: the row's time minus the attempt's first row's time is strictly less than the
+    /// interval. (A row no longer held counts as outside; the matcher never asks about one.)
+    fn in_window(&mut self, start: usize, row: usize) -> bool {
+        let Some(within) = self.s.spec.within else {
+            return true;
+        };
+        match (self.rows.time(start), self.rows.time(row)) {
+            (Some(first), Some(now)) => now.saturating_sub(first) < within,
+            _ => false,
+        }
     }
 
     /// Conditions evaluated per batch are looked up; the others are evaluated together, one
@@ -1588,16 +1612,7 @@ impl Conditions for Oracle<'_> {
     ) -> EngineResult<Vec<bool>> {
         let mut answers = vec![false; requests.len()];
         let mut per_match: Vec<Vec<usize>> = Vec::new();
-        let now = self.rows.time(row);
-        for (i, (var, history)) in requests.iter().enumerate() {
-            if let Some(within) = self.s.spec.within {
-                let (Some(first), Some(now)) = (self.rows.time(history.start()), now) else {
-                    continue;
-                };
-                if now.saturating_sub(first) >= within {
-                    continue;
-                }
-            }
+        for (i, (var, _)) in requests.iter().enumerate() {
             match self.looked_up(*var, row) {
                 Some(holds) => answers[i] = holds,
                 None => {
@@ -1630,6 +1645,7 @@ impl Conditions for Oracle<'_> {
                     start: requests[i].1.start(),
                     current: Some(labels.len() - 1),
                     number: 0,
+                    timed_out: false,
                 })
                 .collect();
             let result = define.holds(&points, &self.s.input_schema, &self.s.spec.variables)?;
