@@ -532,8 +532,13 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
     let input = agg.input.as_ref();
     let in_schema = input.schema();
     let (mut distinct, sets) = grouping_sets(&agg.group_expr)?;
-    // `EMIT ON UPDATE`: the marker key goes, and its column with it.
-    let marker = distinct.iter().position(is_emit_marker);
+    // `EMIT ON UPDATE`: the marker key goes, and its column with it. With grouping sets it
+    // stays a (constant) key: `__grouping_id` and GROUPING() count it among the keys.
+    let on_update = distinct.iter().any(is_emit_marker);
+    let marker = distinct
+        .iter()
+        .position(is_emit_marker)
+        .filter(|_| sets.is_none());
     let schema = match marker {
         Some(i) => {
             distinct.remove(i);
@@ -551,7 +556,6 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         }
         None => Arc::clone(&agg.schema),
     };
-    let on_update = marker.is_some();
     let mut output = Vec::new();
     let mut keys: Vec<Expr> = Vec::new();
     let mut bounds: Vec<BoundColumn> = Vec::new();
