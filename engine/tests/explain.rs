@@ -193,9 +193,9 @@ async fn error_messages() {
     SELECT median(n) FROM (SELECT channel, count(*) AS n FROM bids GROUP BY channel) s
       -> feature not supported: median() over an updating result: an aggregate over a changelog must retract the rows it deletes, which count, min, max, sum, avg, mean, stddev, stddev_pop, stddev_samp, var, var_pop, var_samp, var_population, var_sample do
     SELECT * FROM TUMBLE((SELECT channel, max(date_time) AS t FROM bids GROUP BY channel), t, INTERVAL '10' SECOND)
-      -> feature not supported: the window table function TUMBLE over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
+      -> feature not supported: the window table function TUMBLE over an updating result (its input, e.g. an aggregate without a window, or a window aggregate with EMIT ON UPDATE or allowed.lateness, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING), aggregates without a window, Top-N and regular joins may consume one
     SELECT channel, count(*) FROM bids GROUP BY channel LIMIT 3 OFFSET 1
-      -> feature not supported: OFFSET over an updating result (its input, e.g. an aggregate without a window, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING) and regular joins may consume one
+      -> feature not supported: OFFSET over an updating result (its input, e.g. an aggregate without a window, or a window aggregate with EMIT ON UPDATE or allowed.lateness, is a changelog whose rows are retracted as they change); only projections, filters (WHERE, HAVING), aggregates without a window, Top-N and regular joins may consume one
     SELECT * FROM bids ORDER BY price
       -> feature not supported: ORDER BY on a stream (a stream has no end to sort at)
     SELECT * FROM bids a CROSS JOIN bids b

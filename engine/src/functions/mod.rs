@@ -15,6 +15,7 @@
 //! Every other function returns NULL when an argument is NULL.
 
 pub mod as_of;
+pub mod emit;
 pub mod fault;
 pub mod java_format;
 pub mod timestamp_arith;
@@ -53,6 +54,7 @@ pub fn register(ctx: &SessionContext) {
     }
     ctx.register_udf(ScalarUDF::new_from_impl(as_of::AsOfMarker::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(as_of::Proctime::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(emit::EmitOnUpdateMarker::new()));
     for (name, kind) in kinds {
         ctx.register_udf(ScalarUDF::new_from_impl(FlinkFunction {
             name,

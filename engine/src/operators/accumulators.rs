@@ -80,6 +80,16 @@ impl AggregateExprs {
         !self.no_keys
     }
 
+    /// The number of key columns groups evaluate to (group keys, then `__grouping_id`; none
+    /// when grouping by window columns only).
+    pub fn num_key_columns(&self) -> usize {
+        if self.no_keys {
+            0
+        } else {
+            self.key_schema.fields().len()
+        }
+    }
+
     /// True with GROUPING SETS, ROLLUP or CUBE.
     pub fn has_grouping_sets(&self) -> bool {
         self.group_by.has_grouping_set()

@@ -1,5 +1,6 @@
 //! `WindowAggregateOperator`: `GROUP BY window_start, window_end, keys...` over a window TVF,
-//! emitting each window's final rows once the watermark passes its end.
+//! emitting each window's final rows once the watermark passes its end, or, when it emits
+//! early results or allows lateness, a changelog of each window's rows.
 //!
 //! Rows are aggregated into *slices*: for TUMBLE a slice is the window, for HOP a
 //! `gcd(slide, size)` pane, for CUMULATE one step (the window TVF upstream tags each row with
@@ -8,26 +9,40 @@
 //! Rows that already carry a whole window (SESSION, or a TVF whose window columns are used
 //! before the aggregate) are aggregated per window, one slice each.
 //!
+//! Emission ([`Emission`]): by default final rows only (no updates), when the watermark passes
+//! a window's end. With `EMIT ON UPDATE` the rows are a changelog led by `__op`: after each
+//! input batch, every window the batch changed emits, per group whose values changed, `-` with
+//! the values it last emitted (unless new) and `+` with its current values; nothing more is
+//! emitted when the window closes, so its last `+` rows are the final rows. With an allowed
+//! lateness (and emission on close) a window emits its `+` rows when the watermark passes its
+//! end, and a later row that still falls within the lateness updates it the same way (`-` old,
+//! `+` new) after the batch that brought it. A window's current values are read from its
+//! slices without consuming them (each slice's live groups are turned into their state and
+//! rebuilt, as a checkpoint does).
+//!
 //! State: the live slices, each with DataFusion accumulators per group and the intermediate
-//! states taken when one of its windows fired. A slice is freed once every window holding it
-//! has fired. Emission: final rows only (no updates). Lateness: a row is late for a window
-//! that has fired; it still counts towards its slice's other windows (HOP, CUMULATE), and is
-//! dropped and counted only when all of them have fired (as Flink counts). Watermark:
+//! states taken when one of its windows fired; in the updating modes, also the rows each open
+//! window last emitted. A window *expires* when the watermark passes its end plus the allowed
+//! lateness (0 without one, so it expires as it fires); a slice is freed once every window
+//! holding it has expired, and so are a window's emitted rows. Lateness: a row is late for a
+//! window that has expired; it still counts towards its slice's other windows (HOP, CUMULATE),
+//! and is dropped and counted only when all of them have expired (as Flink counts). Watermark:
 //! forwarded after the windows it closes are emitted.
 //!
 //! Snapshot: the watermark, and every slice (its bounds) with its taken states and its live
 //! groups' intermediate state (`GroupsState` batches: key columns, then each aggregate's
-//! state columns). The live groups are rebuilt from that state at the snapshot, as a restore
-//! rebuilds them, so later results are the same either way. The late-row count is the
-//! context's, checkpointed by the runtime.
+//! state columns); in the updating modes, each open window's emitted rows. The live groups
+//! are rebuilt from that state at the snapshot, as a restore rebuilds them, so later results
+//! are the same either way. The late-row count is the context's, checkpointed by the runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::ScalarValue;
 
 use super::accumulators::{AggregateExprs, Groups, GroupsState};
 use super::{Operator, OperatorContext, OperatorInfo};
@@ -41,15 +56,27 @@ use crate::state::{Freed, StateSnapshot, StateTable, StateUsage, corrupt};
 const META: &str = "meta";
 const SLICES: &str = "slices";
 const GROUPS: &str = "groups";
+const EMITTED: &str = "emitted";
 const WATERMARK: &str = "watermark";
 
 /// The state tables of a window aggregate grouping by `keys` (as the plan names them), over
-/// slices shared by windows (`sliced`) or whole windows.
-pub fn state_tables(keys: &[String], sliced: bool) -> Vec<StateTable> {
+/// slices shared by windows (`sliced`) or whole windows; an `updating` one (early results or
+/// an allowed lateness) also keeps the rows each open window last emitted.
+pub fn state_tables(keys: &[String], sliced: bool, updating: bool) -> Vec<StateTable> {
     let unit = if sliced { "slice" } else { "window" };
     let mut key = vec![unit.to_string()];
     key.extend(keys.iter().cloned());
-    vec![
+    let mut window_key = vec!["window".to_string()];
+    window_key.extend(keys.iter().cloned());
+    let emitted = updating.then(|| {
+        StateTable::new(
+            EMITTED,
+            window_key,
+            "values last emitted per open window and key",
+            Freed::Watermark,
+        )
+    });
+    [
         StateTable::fixed(META, "the watermark"),
         StateTable::index(
             SLICES,
@@ -68,6 +95,9 @@ pub fn state_tables(keys: &[String], sliced: bool) -> Vec<StateTable> {
             Freed::Watermark,
         ),
     ]
+    .into_iter()
+    .chain(emitted)
+    .collect()
 }
 
 /// Which window bound an input or output column holds.
@@ -97,6 +127,23 @@ pub enum OutputColumn {
     Aggregate(usize),
 }
 
+/// When a window aggregate emits its rows, and how long a window takes late rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Emission {
+    /// `EMIT ON UPDATE`: a changelog of each window's current rows after every batch.
+    pub on_update: bool,
+    /// `allowed.lateness` in nanoseconds (0: none): how long after it fires a window still
+    /// takes rows, re-emitting its changed rows.
+    pub lateness: i64,
+}
+
+impl Emission {
+    /// True when the rows are a changelog (led by `__op`) rather than final rows.
+    pub fn is_updating(&self) -> bool {
+        self.on_update || self.lateness > 0
+    }
+}
+
 /// How rows map to slices and slices to windows.
 #[derive(Debug, Clone)]
 pub struct Windowing {
@@ -109,6 +156,7 @@ pub struct Windowing {
     pub lag: i64,
     /// The input columns the slice or window is read from.
     pub bounds: Vec<BoundColumn>,
+    pub emit: Emission,
 }
 
 /// The window-bound columns of one batch.
@@ -199,7 +247,16 @@ impl Windowing {
     fn fires_at(&self, window: Span, watermark: Option<EventTime>) -> bool {
         window.closed_by(self.lag, watermark)
     }
+
+    /// True once `watermark` is past the window's end plus the allowed lateness: its state is
+    /// gone and a row for it is late.
+    fn expires_at(&self, window: Span, watermark: Option<EventTime>) -> bool {
+        window.closed_by(self.lag.saturating_sub(self.emit.lateness), watermark)
+    }
 }
+
+/// The rows a window last emitted: per group key, its aggregate values.
+type Emitted = HashMap<Vec<ScalarValue>, Vec<ScalarValue>>;
 
 #[derive(Default)]
 struct Slice {
@@ -215,6 +272,8 @@ pub struct WindowAggregateOperator {
     windowing: Windowing,
     output: Vec<OutputColumn>,
     slices: BTreeMap<Span, Slice>,
+    /// In the updating modes, the rows each window emitted, until it expires.
+    emitted: BTreeMap<Span, Emitted>,
     watermark: Option<EventTime>,
 }
 
@@ -231,8 +290,113 @@ impl WindowAggregateOperator {
             windowing,
             output,
             slices: BTreeMap::new(),
+            emitted: BTreeMap::new(),
             watermark: None,
         }
+    }
+
+    fn updating(&self) -> bool {
+        self.windowing.emit.is_updating()
+    }
+
+    /// The current groups of `window`, merged from its slices without consuming them
+    /// (`live` caches each slice's live state for the windows of one round); `None` when no
+    /// slice of it holds a row.
+    fn current(
+        &mut self,
+        window: Span,
+        live: &mut HashMap<Span, GroupsState>,
+    ) -> EngineResult<Option<Groups>> {
+        let mut merged: Option<Groups> = None;
+        for span in self.windowing.slices_of(window) {
+            let Some(slice) = self.slices.get_mut(&span) else {
+                continue;
+            };
+            let groups = match merged.as_mut() {
+                Some(g) => g,
+                None => merged.insert(Groups::try_new(&self.exprs)?),
+            };
+            for state in &slice.states {
+                groups.merge(state)?;
+            }
+            if let Some(l) = slice.live.as_mut() {
+                let state = match live.entry(span) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(l.snapshot(&self.exprs)?)
+                    }
+                };
+                groups.merge(state)?;
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Emits the changes of `windows` (in that order) since they last emitted: per group
+    /// whose values changed, `-` with the old values (unless new), then `+` with the new.
+    fn emit_changes(&mut self, windows: &[Span], out: &mut OperatorContext) -> EngineResult<()> {
+        let mut live = HashMap::new();
+        for &window in windows {
+            let Some(groups) = self.current(window, &mut live)? else {
+                continue;
+            };
+            let rows = groups.num_groups();
+            if rows == 0 {
+                continue;
+            }
+            let (keys, values) = groups.evaluate(&self.exprs)?;
+            let emitted = self.emitted.entry(window).or_default();
+            let mut ops: Vec<&str> = Vec::new();
+            let mut changed_keys: Vec<Vec<ScalarValue>> = vec![Vec::new(); keys.len()];
+            let mut changed_values: Vec<Vec<ScalarValue>> = vec![Vec::new(); values.len()];
+            let mut push = |op, key: &[ScalarValue], row: &[ScalarValue]| {
+                ops.push(op);
+                for (column, v) in changed_keys.iter_mut().zip(key) {
+                    column.push(v.clone());
+                }
+                for (column, v) in changed_values.iter_mut().zip(row) {
+                    column.push(v.clone());
+                }
+            };
+            for r in 0..rows {
+                let key = keys
+                    .iter()
+                    .map(|k| ScalarValue::try_from_array(k, r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let row = values
+                    .iter()
+                    .map(|v| ScalarValue::try_from_array(v, r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                match emitted.get(&key) {
+                    Some(old) if *old == row => continue,
+                    Some(old) => push("-", &key, old),
+                    None => {}
+                }
+                push("+", &key, &row);
+                emitted.insert(key, row);
+            }
+            if ops.is_empty() {
+                continue;
+            }
+            let n = ops.len();
+            let schema = Arc::clone(&self.info.schema);
+            let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(ops))];
+            for (column, field) in self.output.iter().zip(schema.fields().iter().skip(1)) {
+                columns.push(match column {
+                    OutputColumn::Key(i) => {
+                        ScalarValue::iter_to_array(std::mem::take(&mut changed_keys[*i]))?
+                    }
+                    OutputColumn::Aggregate(i) => {
+                        ScalarValue::iter_to_array(std::mem::take(&mut changed_values[*i]))?
+                    }
+                    OutputColumn::Window(w) => {
+                        window_array(bound(window, *w), field.data_type(), n)?
+                    }
+                });
+            }
+            out.batch(super::conform_batch(&schema, columns)?);
+        }
+        Ok(())
     }
 
     /// Adds `batch`'s rows (all in `span`) to the slice.
@@ -298,18 +462,22 @@ impl WindowAggregateOperator {
                     OutputColumn::Key(i) => Arc::clone(&keys[*i]),
                     OutputColumn::Aggregate(i) => Arc::clone(&values[*i]),
                     OutputColumn::Window(w) => {
-                        let ns = match w {
-                            WindowColumn::Start => window.start,
-                            WindowColumn::End => window.end,
-                            WindowColumn::Time => window.end - MILLISECOND,
-                        };
-                        window_array(ns, field.data_type(), rows)?
+                        window_array(bound(window, *w), field.data_type(), rows)?
                     }
                 })
             })
             .collect::<EngineResult<Vec<_>>>()?;
         out.batch(super::conform_batch(&schema, columns)?);
         Ok(())
+    }
+}
+
+/// The bound `column` of `window`, in nanoseconds.
+fn bound(window: Span, column: WindowColumn) -> i64 {
+    match column {
+        WindowColumn::Start => window.start,
+        WindowColumn::End => window.end,
+        WindowColumn::Time => window.end - MILLISECOND,
     }
 }
 
@@ -360,19 +528,34 @@ impl Operator for WindowAggregateOperator {
             current = Some(at);
         }
         let whole = groups.len() == 1 && groups[0].1.len() == batch.num_rows();
+        // Updating: the windows the batch changes that emit now (open ones with EMIT ON
+        // UPDATE, fired ones within the lateness), by end.
+        let mut changed: BTreeSet<(i64, i64)> = BTreeSet::new();
         for (span, rows) in groups {
             let windows = self.windowing.windows_of(span);
-            let fired = windows
+            let expired = windows
                 .iter()
-                .filter(|w| self.windowing.fires_at(**w, self.watermark))
+                .filter(|w| self.windowing.expires_at(**w, self.watermark))
                 .count();
             // Late for every window: dropped and counted. Late for some (HOP, CUMULATE): it
-            // still counts in the windows that have not fired.
-            if fired == windows.len() {
-                if fired > 0 {
+            // still counts in the windows that have not expired.
+            if expired == windows.len() {
+                if expired > 0 {
                     out.count_late(rows.len() as u64);
                 }
                 continue;
+            }
+            if self.updating() {
+                let emit = self.windowing.emit;
+                changed.extend(
+                    windows
+                        .iter()
+                        .filter(|w| {
+                            !self.windowing.expires_at(**w, self.watermark)
+                                && (emit.on_update || self.windowing.fires_at(**w, self.watermark))
+                        })
+                        .map(|w| (w.end, w.start)),
+                );
             }
             if whole {
                 self.add(span, &batch)?;
@@ -382,7 +565,8 @@ impl Operator for WindowAggregateOperator {
                 self.add(span, &part)?;
             }
         }
-        Ok(())
+        let changed: Vec<Span> = changed.into_iter().map(|(e, s)| Span::new(s, e)).collect();
+        self.emit_changes(&changed, out)
     }
 
     fn on_watermark(
@@ -407,15 +591,23 @@ impl Operator for WindowAggregateOperator {
                 }
             }
         }
-        for (end, start) in closing {
-            self.fire(Span::new(start, end), out)?;
+        if !self.updating() {
+            for (end, start) in closing {
+                self.fire(Span::new(start, end), out)?;
+            }
+        } else if !self.windowing.emit.on_update {
+            // Emission on close within a lateness: the first `+` rows of each window.
+            let closing: Vec<Span> = closing.into_iter().map(|(e, s)| Span::new(s, e)).collect();
+            self.emit_changes(&closing, out)?;
         }
         let windowing = &self.windowing;
+        self.emitted
+            .retain(|w, _| !windowing.expires_at(*w, Some(watermark)));
         self.slices.retain(|span, _| {
             !windowing
                 .windows_of(*span)
                 .iter()
-                .all(|w| windowing.fires_at(*w, Some(watermark)))
+                .all(|w| windowing.expires_at(*w, Some(watermark)))
         });
         out.watermark(watermark);
         Ok(())
@@ -453,6 +645,9 @@ impl Operator for WindowAggregateOperator {
         )?;
         for batch in groups {
             snapshot.add(GROUPS, batch)?;
+        }
+        for (window, rows) in &self.emitted {
+            snapshot.add(EMITTED, emitted_batch(*window, rows)?)?;
         }
         Ok(snapshot)
     }
@@ -507,6 +702,44 @@ impl Operator for WindowAggregateOperator {
         if groups.next().is_some() {
             return Err(corrupt("window aggregate groups of no slice"));
         }
+        self.emitted.clear();
+        let tables = snapshot.table(EMITTED);
+        if !tables.is_empty() && !self.updating() {
+            return Err(corrupt(
+                "emitted rows of a window aggregate that emits final rows",
+            ));
+        }
+        let key_columns = self.exprs.num_key_columns();
+        let values = self.exprs.aggregates.len();
+        for batch in tables {
+            if batch.num_columns() != 2 + key_columns + values || batch.num_rows() == 0 {
+                return Err(corrupt("window aggregate emitted rows of another shape"));
+            }
+            let bound = |i: usize| {
+                batch
+                    .column(i)
+                    .as_primitive_opt::<Int64Type>()
+                    .filter(|c| c.null_count() == 0)
+                    .map(|c| c.value(0))
+                    .ok_or_else(|| corrupt("window aggregate emitted rows without their window"))
+            };
+            let window = Span::new(bound(0)?, bound(1)?);
+            let mut rows = Emitted::new();
+            for r in 0..batch.num_rows() {
+                let scalars = |range: std::ops::Range<usize>| {
+                    range
+                        .map(|c| ScalarValue::try_from_array(batch.column(c), r))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                rows.insert(
+                    scalars(2..2 + key_columns)?,
+                    scalars(2 + key_columns..batch.num_columns())?,
+                );
+            }
+            if self.emitted.insert(window, rows).is_some() {
+                return Err(corrupt("a window's emitted rows twice"));
+            }
+        }
         Ok(())
     }
 
@@ -522,12 +755,73 @@ impl Operator for WindowAggregateOperator {
                 .fold((0, 0), |(r, b), st| (r + st.num_groups(), b + st.size()));
             (r + live.0 + states.0, b + live.1 + states.1)
         });
-        vec![StateUsage {
+        let mut usage = vec![StateUsage {
             table: GROUPS,
             rows,
             bytes,
-        }]
+        }];
+        if self.updating() {
+            let (rows, bytes) = self
+                .emitted
+                .values()
+                .flatten()
+                .fold((0, 0), |(r, b), (k, v)| {
+                    let size: usize = k.iter().chain(v).map(ScalarValue::size).sum();
+                    (r + 1, b + size)
+                });
+            usage.push(StateUsage {
+                table: EMITTED,
+                rows,
+                bytes,
+            });
+        }
+        usage
     }
+}
+
+/// The rows `window` emitted as one batch: its start and end, then the key columns and the
+/// aggregate values of each row.
+fn emitted_batch(window: Span, rows: &Emitted) -> EngineResult<RecordBatch> {
+    let n = rows.len();
+    let width = rows.keys().next().map_or(0, |k| k.len());
+    let mut columns: Vec<(String, ArrayRef)> = vec![
+        (
+            "start".to_string(),
+            Arc::new(Int64Array::from_value(window.start, n)),
+        ),
+        (
+            "end".to_string(),
+            Arc::new(Int64Array::from_value(window.end, n)),
+        ),
+    ];
+    let mut scalars: Vec<Vec<ScalarValue>> = Vec::new();
+    for (key, values) in rows {
+        if scalars.is_empty() {
+            scalars = vec![Vec::with_capacity(n); key.len() + values.len()];
+        }
+        for (column, v) in scalars.iter_mut().zip(key.iter().chain(values)) {
+            column.push(v.clone());
+        }
+    }
+    for (i, column) in scalars.into_iter().enumerate() {
+        let name = if i < width {
+            format!("key{i}")
+        } else {
+            format!("value{}", i - width)
+        };
+        columns.push((name, ScalarValue::iter_to_array(column)?));
+    }
+    let fields: Vec<_> = columns
+        .iter()
+        .map(|(name, c)| {
+            datafusion::arrow::datatypes::Field::new(name, c.data_type().clone(), true)
+        })
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns.into_iter().map(|(_, c)| c).collect(),
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
 }
 
 #[cfg(test)]
@@ -579,6 +873,11 @@ mod tests {
     /// `SELECT k, window_start, window_end, count(*), sum(v) ... GROUP BY k, window_start,
     /// window_end` over `kind`, fed slices.
     fn operator(kind: WindowKind) -> WindowAggregateOperator {
+        operator_with(kind, Emission::default())
+    }
+
+    /// [`operator`] emitting as `emit` says (led by `__op` when updating).
+    fn operator_with(kind: WindowKind, emit: Emission) -> WindowAggregateOperator {
         let schema = input_schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
         let props = ExecutionProps::new();
@@ -599,13 +898,17 @@ mod tests {
         )
         .unwrap();
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
-        let out_schema = Arc::new(Schema::new(vec![
+        let mut fields = vec![
             Field::new("k", DataType::Int64, false),
             Field::new("window_start", ts.clone(), false),
             Field::new("window_end", ts, false),
             Field::new("count", DataType::Int64, false),
             Field::new("sum", DataType::Int64, true),
-        ]));
+        ];
+        if emit.is_updating() {
+            fields.insert(0, Field::new("__op", DataType::Utf8, false));
+        }
+        let out_schema = Arc::new(Schema::new(fields));
         WindowAggregateOperator::new(
             OperatorInfo {
                 name: "WindowAggregate".to_string(),
@@ -621,6 +924,7 @@ mod tests {
                     column: WindowColumn::Start,
                     unit_ns: MILLISECOND,
                 }],
+                emit,
             },
             vec![
                 OutputColumn::Key(0),
@@ -661,6 +965,128 @@ mod tests {
 
     fn state_rows(op: &WindowAggregateOperator) -> usize {
         op.state_usage().iter().map(|t| t.rows).sum()
+    }
+
+    /// The changelog rows emitted, as `op key start(s) end(s) count sum`, in order.
+    fn changes(out: &mut OperatorContext) -> Vec<String> {
+        crate::operators::checkpoint_harness::rows(out)
+            .into_iter()
+            .map(|r| {
+                let v: Vec<&str> = r.split(' ').collect();
+                // Timestamps print as 1970-01-01T00:00:10: keep the seconds.
+                let secs = |t: &str| {
+                    t.rsplit(':')
+                        .next()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .unwrap_or(-1)
+                };
+                format!(
+                    "{} {} {} {} {} {}",
+                    v[0],
+                    v[1],
+                    secs(v[2]),
+                    secs(v[3]),
+                    v[4],
+                    v[5]
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn emit_on_update_emits_each_window_as_it_fills_and_its_last_rows_are_final() {
+        let kind = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        let emit = Emission {
+            on_update: true,
+            lateness: 0,
+        };
+        let mut op = operator_with(kind, emit);
+        let mut out = OperatorContext::default();
+        op.on_batch(0, batch(&[(0, 1, 1), (0, 2, 7)]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&mut out), vec!["+ 1 0 10 1 1", "+ 2 0 10 1 7"]);
+        // Key 1 changes, key 2 does not; a row of the next window opens it.
+        op.on_batch(0, batch(&[(0, 1, 2), (10, 1, 5)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            changes(&mut out),
+            vec!["- 1 0 10 1 1", "+ 1 0 10 2 3", "+ 1 10 20 1 5"]
+        );
+        // Closing emits nothing more: the last rows were the final ones.
+        op.on_watermark(10 * S - MILLISECOND, &mut out).unwrap();
+        assert_eq!(changes(&mut out), Vec::<String>::new());
+        // A row of a closed window is late, as with emission on close.
+        op.on_batch(0, batch(&[(0, 1, 100)]), &mut out).unwrap();
+        assert_eq!(changes(&mut out), Vec::<String>::new());
+        assert_eq!(out.late_rows(), 1);
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        assert_eq!(changes(&mut out), Vec::<String>::new());
+        assert_eq!(state_rows(&op), 0, "state freed as windows close");
+    }
+
+    #[test]
+    fn emit_on_update_over_hop_updates_every_window_of_a_row_in_order_of_their_end() {
+        let kind = WindowKind::Hop {
+            slide: 5 * S,
+            size: 10 * S,
+            offset: 0,
+        };
+        let emit = Emission {
+            on_update: true,
+            lateness: 0,
+        };
+        let mut op = operator_with(kind, emit);
+        let mut out = OperatorContext::default();
+        op.on_batch(0, batch(&[(5, 1, 1)]), &mut out).unwrap();
+        assert_eq!(changes(&mut out), vec!["+ 1 0 10 1 1", "+ 1 5 15 1 1"]);
+        op.on_watermark(10 * S - MILLISECOND, &mut out).unwrap();
+        // [0, 10) has closed: only [5, 15) takes the row.
+        op.on_batch(0, batch(&[(5, 1, 2)]), &mut out).unwrap();
+        assert_eq!(changes(&mut out), vec!["- 1 5 15 1 1", "+ 1 5 15 2 3"]);
+        assert_eq!(out.late_rows(), 0);
+    }
+
+    #[test]
+    fn allowed_lateness_re_emits_a_late_updated_window_and_drops_rows_past_it() {
+        let kind = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        let emit = Emission {
+            on_update: false,
+            lateness: 5 * S,
+        };
+        let mut op = operator_with(kind, emit);
+        let mut out = OperatorContext::default();
+        op.on_batch(0, batch(&[(0, 1, 1)]), &mut out).unwrap();
+        assert_eq!(changes(&mut out), Vec::<String>::new(), "open: nothing yet");
+        // Fires as without lateness: at end - 1 ms.
+        op.on_watermark(10 * S - MILLISECOND, &mut out).unwrap();
+        assert_eq!(changes(&mut out), vec!["+ 1 0 10 1 1"]);
+        // A late row within the lateness updates the window.
+        op.on_batch(0, batch(&[(0, 1, 2), (0, 2, 7)]), &mut out)
+            .unwrap();
+        assert_eq!(
+            changes(&mut out),
+            vec!["- 1 0 10 1 1", "+ 1 0 10 2 3", "+ 2 0 10 1 7"]
+        );
+        // Kept until the watermark passes end - 1 ms + 5 s.
+        op.on_watermark(15 * S - 2 * MILLISECOND, &mut out).unwrap();
+        op.on_batch(0, batch(&[(0, 1, 4)]), &mut out).unwrap();
+        assert_eq!(changes(&mut out), vec!["- 1 0 10 2 3", "+ 1 0 10 3 7"]);
+        assert!(state_rows(&op) > 0);
+        op.on_watermark(15 * S - MILLISECOND, &mut out).unwrap();
+        assert_eq!(state_rows(&op), 0, "expired: its state is gone");
+        op.on_batch(0, batch(&[(0, 1, 8)]), &mut out).unwrap();
+        assert_eq!(changes(&mut out), Vec::<String>::new());
+        assert_eq!(
+            out.late_rows(),
+            1,
+            "later than the lateness: late as before"
+        );
     }
 
     #[test]
@@ -806,6 +1232,11 @@ mod checkpoint_tests {
     /// count(v), sum(v), min(v), max(v), avg(v), count(DISTINCT v), sum(v) FILTER (WHERE
     /// v > 3), grouped by `keys` and the window.
     fn operator(kind: WindowKind, keys: Keys) -> WindowAggregateOperator {
+        operator_with(kind, keys, Emission::default())
+    }
+
+    /// [`operator`] emitting as `emit` says (led by `__op` when updating).
+    fn operator_with(kind: WindowKind, keys: Keys, emit: Emission) -> WindowAggregateOperator {
         let schema = input_schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
         let props = ExecutionProps::new();
@@ -879,6 +1310,9 @@ mod checkpoint_tests {
             output.push(OutputColumn::Aggregate(i));
         }
         out_fields.extend(fields);
+        if emit.is_updating() {
+            out_fields.insert(0, Field::new("__op", DataType::Utf8, false));
+        }
         let sliced = !matches!(kind, WindowKind::Session { .. });
         let bound = |index, column| BoundColumn {
             index,
@@ -901,6 +1335,7 @@ mod checkpoint_tests {
                 sliced,
                 lag: if sliced { MILLISECOND } else { 0 },
                 bounds,
+                emit,
             },
             output,
         )
@@ -942,10 +1377,169 @@ mod checkpoint_tests {
     fn check(kind: WindowKind, keys: Keys, seed: u64) {
         let make = || Box::new(operator(kind, keys)) as Box<dyn Operator>;
         let sliced = !matches!(kind, WindowKind::Session { .. });
-        let tables = state_tables(&["k".to_string()], sliced);
+        let tables = state_tables(&["k".to_string()], sliced, false);
         let (output, late) = check_every_cut(&make, &tables, &sequence(kind, seed, 40));
         assert!(output.iter().filter(|m| m.starts_with('+')).count() > 3);
         assert!(late > 0, "the sequence has late rows");
+    }
+
+    /// Like [`check`] for an updating emission: restores at every cut give the same
+    /// changelog, which updates rows (`-`), and rows past the lateness are late.
+    fn check_updating(kind: WindowKind, keys: Keys, emit: Emission, seed: u64) {
+        let make = || Box::new(operator_with(kind, keys, emit)) as Box<dyn Operator>;
+        let tables = state_tables(&["k".to_string()], true, true);
+        let (output, late) = check_every_cut(&make, &tables, &sequence(kind, seed, 40));
+        assert!(
+            output.iter().any(|m| m.contains("| - ")),
+            "the sequence updates emitted rows"
+        );
+        assert!(late > 0, "the sequence has late rows");
+    }
+
+    /// The rows of a run of `op` over `steps`: with `changelog`, the rows its changes leave
+    /// (each `-` takes out one equal row its `+` put in), else every row; sorted.
+    fn final_rows(op: &mut dyn Operator, steps: &[Step], changelog: bool) -> Vec<String> {
+        use crate::runtime::message::WATERMARK_END;
+        let mut ctx = OperatorContext::default();
+        let mut rows: Vec<String> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Batch(b) | Step::BatchOn(_, b) => {
+                    op.on_batch(0, b.clone(), &mut ctx).unwrap()
+                }
+                Step::Watermark(w) => op.on_watermark(*w, &mut ctx).unwrap(),
+                Step::End => {
+                    op.on_watermark(WATERMARK_END, &mut ctx).unwrap();
+                    op.on_end(&mut ctx).unwrap();
+                }
+            }
+            for row in crate::operators::checkpoint_harness::rows(&mut ctx) {
+                if !changelog {
+                    rows.push(row);
+                } else if let Some(rest) = row.strip_prefix("+ ") {
+                    rows.push(rest.to_string());
+                } else if let Some(rest) = row.strip_prefix("- ") {
+                    let at = rows.iter().position(|r| r == rest);
+                    assert!(at.is_some(), "a retraction of a row not emitted: {rest}");
+                    rows.remove(at.unwrap_or_default());
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    /// The steps with every watermark `by` earlier: a window that allows `by` of lateness
+    /// expires when one without fires under these.
+    fn shifted(steps: &[Step], by: i64) -> Vec<Step> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Watermark(w) => Step::Watermark(w - by),
+                other => other.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn updating_emissions_end_with_the_rows_of_emission_on_close() {
+        let kinds = [
+            WindowKind::Tumble {
+                size: 10 * S,
+                offset: 0,
+            },
+            WindowKind::Hop {
+                slide: 5 * S,
+                size: 15 * S,
+                offset: 0,
+            },
+            WindowKind::Cumulate {
+                step: 5 * S,
+                max_size: 20 * S,
+                offset: 0,
+            },
+        ];
+        for (seed, kind) in kinds.into_iter().enumerate() {
+            let steps = sequence(kind, 20 + seed as u64, 60);
+            let on_close = final_rows(&mut operator(kind, Keys::KAndAll), &steps, false);
+            assert!(on_close.len() > 5);
+            // EMIT ON UPDATE: the same windows, the same late rows, the same final values.
+            let on_update = Emission {
+                on_update: true,
+                lateness: 0,
+            };
+            let mut op = operator_with(kind, Keys::KAndAll, on_update);
+            assert_eq!(final_rows(&mut op, &steps, true), on_close, "{kind}");
+            // Allowed lateness of 3 s: what emission on close gives when every watermark
+            // comes 3 s later (the late rows are those later than the lateness).
+            let late = Emission {
+                on_update: false,
+                lateness: 3 * S,
+            };
+            let expected = final_rows(
+                &mut operator(kind, Keys::KAndAll),
+                &shifted(&steps, 3 * S),
+                false,
+            );
+            let mut op = operator_with(kind, Keys::KAndAll, late);
+            assert_eq!(final_rows(&mut op, &steps, true), expected, "{kind}");
+            assert_ne!(expected, on_close, "{kind}: the lateness takes rows in");
+            // Both: updates as rows come, and within the lateness after closing.
+            let both = Emission {
+                on_update: true,
+                lateness: 3 * S,
+            };
+            let mut op = operator_with(kind, Keys::KAndAll, both);
+            assert_eq!(final_rows(&mut op, &steps, true), expected, "{kind}");
+        }
+    }
+
+    #[test]
+    fn emit_on_update_restores_at_every_cut() {
+        let emit = Emission {
+            on_update: true,
+            lateness: 0,
+        };
+        let tumble = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        check_updating(tumble, Keys::K, emit, 11);
+        check_updating(tumble, Keys::None, emit, 12);
+        let hop = WindowKind::Hop {
+            slide: 5 * S,
+            size: 15 * S,
+            offset: 0,
+        };
+        check_updating(hop, Keys::KAndAll, emit, 13);
+    }
+
+    #[test]
+    fn allowed_lateness_restores_at_every_cut() {
+        let emit = Emission {
+            on_update: false,
+            lateness: 3 * S,
+        };
+        let tumble = WindowKind::Tumble {
+            size: 10 * S,
+            offset: 0,
+        };
+        check_updating(tumble, Keys::K, emit, 14);
+        let cumulate = WindowKind::Cumulate {
+            step: 5 * S,
+            max_size: 20 * S,
+            offset: 0,
+        };
+        check_updating(cumulate, Keys::K, emit, 15);
+        check_updating(
+            tumble,
+            Keys::KAndAll,
+            Emission {
+                on_update: true,
+                lateness: 3 * S,
+            },
+            16,
+        );
     }
 
     #[test]
@@ -1021,7 +1615,7 @@ mod checkpoint_tests {
         }
         let fresh = || operator(kind, Keys::K);
         let restore = |snapshot| {
-            let tables = state_tables(&["k".to_string()], true);
+            let tables = state_tables(&["k".to_string()], true, false);
             restore_declared(&mut fresh(), &tables, snapshot)
         };
         assert!(fresh().restore(other).is_err());

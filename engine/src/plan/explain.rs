@@ -154,9 +154,11 @@ impl StreamPlan {
                     .collect();
                 session_window::state_tables(&keys)
             }
-            StreamPlan::WindowAggregate(a) => {
-                window_aggregate::state_tables(&names(&a.keys), a.slice_width().is_some())
-            }
+            StreamPlan::WindowAggregate(a) => window_aggregate::state_tables(
+                &names(&a.keys),
+                a.slice_width().is_some(),
+                a.windowing.emit.is_updating(),
+            ),
             StreamPlan::UpdatingAggregate(a) => {
                 updating_aggregate::state_tables(&names(&a.keys), a.ttl.is_some())
             }
@@ -500,9 +502,18 @@ impl StreamPlan {
                     Some(w) => format!(", slices={}", window::format_duration(w)),
                     None => ", slices=windows".to_string(),
                 };
+                let emit = a.windowing.emit;
+                let lateness = if emit.lateness > 0 {
+                    format!(
+                        ", allowed_lateness={}",
+                        window::format_duration(emit.lateness)
+                    )
+                } else {
+                    String::new()
+                };
                 Description::new(
                     format!(
-                        "WindowAggregate: {} window=[{}], keys=[{}]{sets}, aggregates=[{}]{slicing}",
+                        "WindowAggregate: {} window=[{}], keys=[{}]{sets}, aggregates=[{}]{slicing}{lateness}",
                         a.windowing.kind,
                         window.join(", "),
                         keys.join(", "),
@@ -510,7 +521,11 @@ impl StreamPlan {
                     ),
                     inputs,
                 )
-                .emit("on window close")
+                .emit(match (emit.on_update, emit.lateness > 0) {
+                    (true, _) => "updating (on update)",
+                    (false, true) => "updating (on window close, then late updates)",
+                    (false, false) => "on window close",
+                })
                 .watermark(AFTER_EMITTING)
             }
             StreamPlan::UpdatingAggregate(a) => {

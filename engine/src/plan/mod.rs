@@ -23,7 +23,7 @@ use crate::operators::join_rows::JoinKind;
 use crate::operators::over_aggregate::OverFrame;
 use crate::operators::top_n::RankFunction;
 use crate::operators::window::WindowKind;
-use crate::operators::window_aggregate::{BoundColumn, OutputColumn, Windowing};
+use crate::operators::window_aggregate::{BoundColumn, Emission, OutputColumn, Windowing};
 use crate::plan::match_recognize::MatchSpec;
 pub use explain::{ExplainOptions, Partitioning};
 
@@ -37,6 +37,10 @@ pub mod window_tvf;
 /// The leading column of an updating plan node's rows: `+` (insert) or `-` (delete); an
 /// update is a `-` of the old row followed by a `+` of the new one. Clients see it as `op`.
 pub const CHANGELOG_OP: &str = "__op";
+
+/// The marker function the SQL front end adds to a GROUP BY list for `EMIT ON UPDATE`
+/// (`sql::emit_syntax`); the planner takes it out of the aggregate's keys.
+pub const EMIT_ON_UPDATE_MARKER: &str = "__eddy_emit_on_update";
 
 /// `schema` behind a leading, non-null `__op` column: the schema of an updating node whose
 /// logical plan has `schema`.
@@ -338,7 +342,9 @@ pub struct WindowNode {
     pub schema: DFSchemaRef,
 }
 
-/// A window aggregate: DataFusion's `Aggregate` whose group keys include window columns.
+/// A window aggregate: DataFusion's `Aggregate` whose group keys include window columns. Its
+/// rows are final, or a changelog (led by [`CHANGELOG_OP`]) when `windowing.emit` says it
+/// emits early results or allows lateness.
 #[derive(Debug, Clone)]
 pub struct WindowAggregateNode {
     pub input: StreamPlan,
@@ -449,6 +455,7 @@ impl StreamPlan {
     pub fn is_updating(&self) -> bool {
         match self {
             StreamPlan::Source(s) => s.is_updating(),
+            StreamPlan::WindowAggregate(a) => a.windowing.emit.is_updating(),
             StreamPlan::UpdatingAggregate(_)
             | StreamPlan::ChangelogNormalize(_)
             | StreamPlan::TopN(_) => true,
@@ -461,7 +468,6 @@ impl StreamPlan {
             StreamPlan::Union { inputs, .. } => inputs.iter().any(StreamPlan::is_updating),
             StreamPlan::Limit { .. }
             | StreamPlan::Window(_)
-            | StreamPlan::WindowAggregate(_)
             | StreamPlan::WindowTopN(_)
             | StreamPlan::OverAggregate(_)
             | StreamPlan::Lead(_)
@@ -498,6 +504,18 @@ impl StreamPlan {
         for input in self.inputs_mut() {
             input.set_state_ttl(ttl);
         }
+    }
+
+    /// How each window aggregate of the plan emits, in plan order.
+    pub fn window_emissions(&self) -> Vec<Emission> {
+        let mut out = Vec::new();
+        if let StreamPlan::WindowAggregate(a) = self {
+            out.push(a.windowing.emit);
+        }
+        for input in self.inputs() {
+            out.extend(input.window_emissions());
+        }
+        out
     }
 
     fn visit_sources<'a>(&'a self, out: &mut Vec<&'a SourceNode>) {

@@ -31,7 +31,9 @@ use crate::operators::over_aggregate::OverFrame;
 use crate::operators::regular_join::RegularJoinSpec;
 use crate::operators::top_n::RankFunction;
 use crate::operators::window::{WindowKind, unit_nanos};
-use crate::operators::window_aggregate::{BoundColumn, OutputColumn, WindowColumn, Windowing};
+use crate::operators::window_aggregate::{
+    BoundColumn, Emission, OutputColumn, WindowColumn, Windowing,
+};
 use crate::plan::match_recognize::as_match_recognize;
 use crate::plan::stream_table::StreamTableProvider;
 use crate::plan::window_tvf::{WindowTvfNode, as_window_tvf};
@@ -386,8 +388,9 @@ fn unsupported(what: &str) -> EngineError {
 fn over_updating(operator: &str) -> EngineError {
     unsupported(&format!(
         "{operator} over an updating result (its input, e.g. an aggregate without a window, \
-         is a changelog whose rows are retracted as they change); only projections, filters \
-         (WHERE, HAVING) and regular joins may consume one"
+         or a window aggregate with EMIT ON UPDATE or allowed.lateness, is a changelog whose \
+         rows are retracted as they change); only projections, filters (WHERE, HAVING), \
+         aggregates without a window, Top-N and regular joins may consume one"
     ))
 }
 
@@ -528,7 +531,31 @@ fn grouping_sets(group_expr: &[Expr]) -> EngineResult<GroupingSets> {
 fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
     let input = agg.input.as_ref();
     let in_schema = input.schema();
-    let (distinct, sets) = grouping_sets(&agg.group_expr)?;
+    let (mut distinct, sets) = grouping_sets(&agg.group_expr)?;
+    // `EMIT ON UPDATE`: the marker key goes, and its column with it. With grouping sets it
+    // stays a (constant) key: `__grouping_id` and GROUPING() count it among the keys.
+    let on_update = distinct.iter().any(is_emit_marker);
+    let marker = distinct
+        .iter()
+        .position(is_emit_marker)
+        .filter(|_| sets.is_none());
+    let schema = match marker {
+        Some(i) => {
+            distinct.remove(i);
+            let fields: Vec<_> = agg
+                .schema
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (q, f))| (q.cloned(), Arc::clone(f)))
+                .collect();
+            Arc::new(DFSchema::new_with_metadata(
+                fields,
+                agg.schema.metadata().clone(),
+            )?)
+        }
+        None => Arc::clone(&agg.schema),
+    };
     let mut output = Vec::new();
     let mut keys: Vec<Expr> = Vec::new();
     let mut bounds: Vec<BoundColumn> = Vec::new();
@@ -567,7 +594,8 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         }
     }
     let Some(tvf) = tvf else {
-        return plan_updating_aggregate(agg, keys, sets);
+        // Without a window an aggregate emits on update anyway.
+        return plan_updating_aggregate(agg, keys, sets, &schema);
     };
     let grouping_sets = match &sets {
         Some(sets) => {
@@ -587,14 +615,28 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         None => None,
     };
     output.extend((0..agg.aggr_expr.len()).map(OutputColumn::Aggregate));
-    if output.len() != agg.schema.fields().len() {
+    if output.len() != schema.fields().len() {
         return Err(EngineError::Internal(format!(
             "window aggregate has {} output columns, expected {}",
             output.len(),
-            agg.schema.fields().len()
+            schema.fields().len()
         )));
     }
     let kind = tvf.kind;
+    let emit = Emission {
+        on_update,
+        lateness: tvf.allowed_lateness,
+    };
+    if matches!(kind, WindowKind::Session { .. }) && emit.is_updating() {
+        return Err(unsupported(if on_update {
+            "EMIT ON UPDATE over SESSION windows (a growing session merges with others, which \
+             would retract the merged sessions' rows; only TUMBLE, HOP and CUMULATE emit on \
+             update)"
+        } else {
+            "allowed.lateness over SESSION windows (a late row may merge emitted sessions; \
+             only TUMBLE, HOP and CUMULATE aggregates keep windows for late rows)"
+        }));
+    }
     let has = |c: WindowColumn| bounds.iter().any(|b| b.column == c);
     let sliced =
         !matches!(kind, WindowKind::Session { .. }) && passes_window_columns_through(input);
@@ -642,10 +684,20 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
             sliced,
             lag,
             bounds,
+            emit,
         },
         output,
-        schema: Arc::clone(&agg.schema),
+        schema: if emit.is_updating() {
+            changelog_schema(&schema)?
+        } else {
+            schema
+        },
     })))
+}
+
+/// True when `expr` is the `EMIT ON UPDATE` marker key.
+fn is_emit_marker(expr: &Expr) -> bool {
+    matches!(expr, Expr::ScalarFunction(f) if f.name() == super::EMIT_ON_UPDATE_MARKER)
 }
 
 /// Plans `GROUP BY keys` without window columns: an updating aggregate, whose output is a
@@ -654,6 +706,7 @@ fn plan_updating_aggregate(
     agg: &Aggregate,
     keys: Vec<Expr>,
     sets: Option<Vec<Vec<Expr>>>,
+    schema: &DFSchema,
 ) -> EngineResult<StreamPlan> {
     let input = plan_stream(&agg.input)?;
     if input.is_updating() {
@@ -673,7 +726,7 @@ fn plan_updating_aggregate(
             grouping_sets,
             aggregates: agg.aggr_expr.clone(),
             ttl: None,
-            schema: changelog_schema(&agg.schema)?,
+            schema: changelog_schema(schema)?,
         },
     )))
 }

@@ -29,6 +29,10 @@ pub struct WindowTvfNode {
     pub time: Column,
     /// SESSION's `PARTITION BY` columns.
     pub keys: Vec<Column>,
+    /// The job's `allowed.lateness` in nanoseconds (0: none), set on the logical plan by
+    /// [`with_allowed_lateness`]: a window aggregate over these windows keeps each window
+    /// that long after it fires.
+    pub allowed_lateness: i64,
     schema: DFSchemaRef,
 }
 
@@ -75,6 +79,7 @@ impl WindowTvfNode {
             kind,
             time,
             keys,
+            allowed_lateness: 0,
             schema: Arc::new(schema),
         })
     }
@@ -160,6 +165,13 @@ impl UserDefinedLogicalNodeCore for WindowTvfNode {
             let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
             write!(f, " partition by {}", keys.join(", "))?;
         }
+        if self.allowed_lateness > 0 {
+            write!(
+                f,
+                " allowed lateness {}",
+                crate::operators::window::format_duration(self.allowed_lateness)
+            )?;
+        }
         Ok(())
     }
 
@@ -171,8 +183,27 @@ impl UserDefinedLogicalNodeCore for WindowTvfNode {
         let input = inputs
             .pop()
             .ok_or_else(|| DataFusionError::Internal("WindowTvf needs one input".to_string()))?;
-        Self::try_new(input, self.kind, self.time.clone(), self.keys.clone())
+        let mut node = Self::try_new(input, self.kind, self.time.clone(), self.keys.clone())?;
+        node.allowed_lateness = self.allowed_lateness;
+        Ok(node)
     }
+}
+
+/// `plan` with every window table function's `allowed_lateness` set to `nanos` (a view's or
+/// sink's `allowed.lateness`). The nodes keep their schemas, so the rest of the plan stands.
+pub fn with_allowed_lateness(plan: LogicalPlan, nanos: i64) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    plan.transform_up(|node| {
+        let Some(tvf) = as_window_tvf(&node) else {
+            return Ok(Transformed::no(node));
+        };
+        let mut tvf = tvf.clone();
+        tvf.allowed_lateness = nanos;
+        Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+            node: Arc::new(tvf),
+        })))
+    })
+    .map(|t| t.data)
 }
 
 /// Finds a [`WindowTvfNode`] in a logical plan node.

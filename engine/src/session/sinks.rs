@@ -76,15 +76,22 @@ impl Session {
                 checkpoint.read(key, &value)?;
             }
         }
+        let lateness = options
+            .remove(super::views::ALLOWED_LATENESS)
+            .map(|v| super::views::parse_interval(super::views::ALLOWED_LATENESS, &v))
+            .transpose()?;
         // The sink's own state limit, else the session's.
         let max_state_bytes = match options.remove(MAX_STATE_BYTES) {
             Some(value) => super::parse_max_state_bytes(MAX_STATE_BYTES, &value)?,
             None => self.max_state_bytes()?,
         };
         let names = crate::sql::names::postgres_column_names(&create.query);
-        let plan = self
+        let mut plan = self
             .optimized_plan(create.query.as_ref().clone(), sql, &[])
             .await?;
+        if let Some(nanos) = lateness {
+            plan = super::views::with_allowed_lateness(plan, nanos)?;
+        }
         if !reads_streams(&plan) && !reads_views(&plan) {
             return Err(EngineError::Unsupported(
                 "a sink over a query that reads no source, table or view (COPY (query) TO \
@@ -93,7 +100,22 @@ impl Session {
             ));
         }
         let stream_plan = self.streaming_plan(&plan)?;
+        if lateness.is_some() {
+            super::views::check_allowed_lateness(&stream_plan)?;
+        }
         let changelog = stream_plan.is_updating();
+        let emissions = stream_plan.window_emissions();
+        if changelog && !connector.accepts_changelog() && emissions.iter().any(|e| e.is_updating())
+        {
+            return Err(EngineError::Unsupported(format!(
+                "a sink over a window aggregate with EMIT ON UPDATE or allowed.lateness (its rows \
+                 are a changelog: a window's rows are retracted as rows update it) into \
+                 connector '{}', which appends rows; leave out EMIT ON UPDATE and \
+                 allowed.lateness (each window is then written once, when it closes, and later \
+                 rows are late), or keep the result in a materialized view",
+                connector.name(),
+            )));
+        }
         if changelog && !connector.accepts_changelog() {
             return Err(EngineError::Unsupported(format!(
                 "a sink over an updating query (an aggregate without a window) into connector \

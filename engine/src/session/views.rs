@@ -28,6 +28,9 @@ use crate::view::{Retention, ViewMode, ViewStore};
 const RETENTION: &str = "retention";
 /// The option that sets the view's state TTL (overriding the session's `state.ttl`).
 const STATE_TTL: &str = "state.ttl";
+/// The option that keeps a window aggregate's windows for late rows (shared with
+/// `CREATE SINK`).
+pub(crate) const ALLOWED_LATENESS: &str = "allowed.lateness";
 /// The option that limits the job's operator state (overriding the session's
 /// `max_state_bytes`); shared with `CREATE SINK`.
 pub(crate) const MAX_STATE_BYTES: &str = "max.state.bytes";
@@ -64,13 +67,24 @@ impl Session {
         let stmt = Statement::Query(create.query.clone());
         let names = crate::sql::names::postgres_column_names(&stmt);
         let views_named = self.views_named(&stmt);
-        let plan = self.optimized_plan(stmt, sql, &[]).await?;
+        let mut plan = self.optimized_plan(stmt, sql, &[]).await?;
         if !reads_streams(&plan) && !reads_views(&plan) {
             return Err(EngineError::Unsupported(
                 "a materialized view over a query that reads no source, table or view".to_string(),
             ));
         }
+        let lateness = options
+            .iter()
+            .find(|(k, _)| k == ALLOWED_LATENESS)
+            .map(|(_, v)| parse_interval(ALLOWED_LATENESS, v))
+            .transpose()?;
+        if let Some(nanos) = lateness {
+            plan = with_allowed_lateness(plan, nanos)?;
+        }
         let mut stream_plan = plan_stream(&plan)?;
+        if lateness.is_some() {
+            check_allowed_lateness(&stream_plan)?;
+        }
         let mode = if stream_plan.is_updating() {
             ViewMode::Updating
         } else {
@@ -102,6 +116,8 @@ impl Session {
                 continue;
             }
             match key.as_str() {
+                // Read before planning.
+                ALLOWED_LATENESS => {}
                 STATE_TTL => state_ttl = Some(super::parse_state_ttl(value)?),
                 MAX_STATE_BYTES => {
                     max_state_bytes = Some(super::parse_max_state_bytes(MAX_STATE_BYTES, value)?)
@@ -129,8 +145,8 @@ impl Session {
                 other => {
                     return Err(plan_error(format!(
                         "unknown materialized view option '{other}' (options: {RETENTION}, \
-                         {STATE_TTL}, {MAX_STATE_BYTES}, {CHECKPOINT_INTERVAL}, \
-                         {CHECKPOINT_TIMEOUT})"
+                         {STATE_TTL}, {MAX_STATE_BYTES}, {ALLOWED_LATENESS}, \
+                         {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
                     )));
                 }
             }
@@ -411,6 +427,29 @@ pub(crate) fn parse_interval(what: &str, value: &str) -> EngineResult<i64> {
         .filter(|n| *n > 0)
         .ok_or_else(invalid)?;
     Ok(nanos)
+}
+
+/// `plan` with its windows allowing `nanos` of lateness (a view's or sink's
+/// `allowed.lateness`, read before the plan is made a streaming plan).
+pub(crate) fn with_allowed_lateness(
+    plan: datafusion::logical_expr::LogicalPlan,
+    nanos: i64,
+) -> EngineResult<datafusion::logical_expr::LogicalPlan> {
+    Ok(crate::plan::window_tvf::with_allowed_lateness(plan, nanos)?)
+}
+
+/// Refuses `allowed.lateness` on a job whose plan has no window aggregate that keeps its
+/// windows for late rows (the option would change nothing: window joins, window Top-N,
+/// interval joins and MATCH_RECOGNIZE drop late rows as before).
+pub(crate) fn check_allowed_lateness(plan: &crate::plan::StreamPlan) -> EngineResult<()> {
+    if plan.window_emissions().iter().any(|e| e.lateness > 0) {
+        return Ok(());
+    }
+    Err(EngineError::Unsupported(format!(
+        "{ALLOWED_LATENESS} on a query without a TUMBLE, HOP or CUMULATE aggregate (it keeps \
+         a window aggregate's windows for late rows; window joins, window Top-N, interval \
+         joins and MATCH_RECOGNIZE drop late rows as before)"
+    )))
 }
 
 /// The relations a plan reads, and the logical views its statement names (inlined in it).

@@ -3,6 +3,7 @@
 //! and build the logical plan nodes of [`crate::plan`] (`WindowTvfNode`, `MatchRecognizeNode`).
 //! Nothing below this layer imports it.
 
+pub mod emit_syntax;
 pub mod legacy_windows;
 pub mod match_recognize;
 pub mod match_syntax;

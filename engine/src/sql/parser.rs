@@ -22,7 +22,9 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::catalog::RelationKind;
 use crate::error::{EngineError, EngineResult, byte_offset, char_position};
-use crate::sql::{legacy_windows, match_syntax, temporal_syntax, window_inputs, window_syntax};
+use crate::sql::{
+    emit_syntax, legacy_windows, match_syntax, temporal_syntax, window_inputs, window_syntax,
+};
 
 /// How deep expressions may nest before the parser refuses them (instead of overflowing the
 /// stack).
@@ -151,6 +153,7 @@ pub fn parse_sql(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
     let tokens = match_syntax::rewrite_match_recognize(tokens).map_err(|e| parse_error(sql, e))?;
     let tokens =
         temporal_syntax::rewrite_for_system_time(tokens).map_err(|e| parse_error(sql, e))?;
+    let tokens = emit_syntax::rewrite_emit(tokens).map_err(|e| parse_error(sql, e))?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
