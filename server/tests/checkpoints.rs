@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 mod common;
-use common::{connect_with_socket, start_checkpointing, temp_dir, text_rows as rows};
+use common::{
+    connect_with_socket, eventually, start_checkpointing, table, temp_dir, text_rows as rows,
+};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -28,26 +30,6 @@ const SETUP: &str = "
 const WINDOWS: &str = "SELECT auction, CAST(window_end AS VARCHAR) AS w, n, total \
                        FROM per_window ORDER BY w, auction";
 const BEST: &str = "SELECT auction, best FROM best ORDER BY auction";
-
-fn table(rows: &[&[&str]]) -> Vec<Vec<String>> {
-    rows.iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect())
-        .collect()
-}
-
-/// Polls `sql` (bounded) until it returns `expected`.
-async fn eventually(client: &Client, sql: &str, expected: &[&[&str]]) {
-    let expected = table(expected);
-    let mut last = Vec::new();
-    for _ in 0..400 {
-        last = rows(client, sql).await;
-        if last == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{sql} returned {last:?}, expected {expected:?}");
-}
 
 /// The job's last completed checkpoint (bounded wait for one at least `after`).
 async fn checkpoint_after(client: &Client, job: &str, after: i64) -> i64 {

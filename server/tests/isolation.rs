@@ -14,7 +14,8 @@ use tokio_postgres::Client;
 
 mod common;
 use common::{
-    connect_with_socket, copy_lines, start_configured, temp_dir, text_rows, wait_for_no_tasks,
+    connect_with_socket, copy_lines, eventually, start_configured, temp_dir, text_rows,
+    wait_for_no_tasks,
 };
 
 const INJECTED: &str = "eddy_fault: injected panic";
@@ -33,23 +34,6 @@ fn db_error(e: &tokio_postgres::Error) -> (String, String) {
         .as_db_error()
         .unwrap_or_else(|| panic!("not a server error: {e}"));
     (db.code().code().to_string(), db.message().to_string())
-}
-
-/// Polls `sql` until its rows are `expected` (bounded wait).
-async fn eventually(client: &Client, sql: &str, expected: &[&[&str]]) {
-    let expected: Vec<Vec<String>> = expected
-        .iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect())
-        .collect();
-    let mut last = Vec::new();
-    for _ in 0..400 {
-        last = text_rows(client, sql).await;
-        if last == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{sql}: {last:?}, expected {expected:?}");
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use futures::{Stream, StreamExt, pin_mut};
 use tokio_postgres::Client;
 
 mod common;
-use common::{connect_with_socket, start_checkpointing, temp_dir, text_rows as rows};
+use common::{
+    connect_with_socket, eventually, start_checkpointing, table, temp_dir, text_rows as rows,
+};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -31,26 +33,6 @@ const SETUP: &str = "
 
 fn query(view: &str) -> String {
     format!("SELECT k, CAST(window_start AS VARCHAR) AS w, n, total FROM {view} ORDER BY w, k")
-}
-
-fn table(rows: &[&[&str]]) -> Vec<Vec<String>> {
-    rows.iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect())
-        .collect()
-}
-
-/// Polls `sql` (bounded) until it returns `expected`.
-async fn eventually(client: &Client, sql: &str, expected: &[&[&str]]) {
-    let expected = table(expected);
-    let mut last = Vec::new();
-    for _ in 0..400 {
-        last = rows(client, sql).await;
-        if last == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{sql} returned {last:?}, expected {expected:?}");
 }
 
 /// Waits for a checkpoint of `job` triggered after the rows seen so far.

@@ -91,6 +91,27 @@ pub async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `rows` as the text rows [`text_rows`] returns.
+pub fn table(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect())
+        .collect()
+}
+
+/// Polls `sql` (bounded, 10 s) until it returns `expected`.
+pub async fn eventually(client: &Client, sql: &str, expected: &[&[&str]]) {
+    let expected = table(expected);
+    let mut last = Vec::new();
+    for _ in 0..400 {
+        last = text_rows(client, sql).await;
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{sql} returned {last:?}, expected {expected:?}");
+}
+
 /// An empty directory for one test's data, under the system's temp dir.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("eddy-server-test-{}-{name}", std::process::id()));
