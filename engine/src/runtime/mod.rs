@@ -56,6 +56,9 @@ pub struct LaunchContext<'a> {
     /// Where sources with `format.on-error = 'dead-letter'` send their malformed rows (the
     /// engine's `eddy_dead_letters`, under this job's name); `None` refuses such sources.
     pub dead_letters: Option<Arc<dyn crate::connector::DeadLetterSink>>,
+    /// Where operators append the rows they drop as late (a job's `WITH (late.rows = ...)`);
+    /// `None`: they only count them.
+    pub late_rows: Option<Arc<crate::late_rows::LateRowTable>>,
 }
 
 /// How a dataflow takes part in checkpoints.

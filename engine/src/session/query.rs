@@ -32,6 +32,26 @@ impl Cursor {
     }
 }
 
+/// How to start a dataflow.
+pub(crate) struct JobLaunch<'a> {
+    /// Names the dataflow in `eddy_dead_letters` and its late-row table (a job's name, an
+    /// ad-hoc query's text).
+    pub job: &'a str,
+    /// For a background job that checkpoints: how it takes part.
+    pub checkpoint: Option<crate::runtime::CheckpointSetup>,
+    /// Instances of each keyed operator.
+    pub parallelism: usize,
+    /// What its operator state may hold.
+    pub state_limit: crate::runtime::memory::StateLimit,
+    /// A sink's job: the operator it ends in, with its state tables.
+    pub sink: Option<(
+        Box<dyn crate::operators::Operator>,
+        Vec<crate::state::StateTable>,
+    )>,
+    /// Where its operators append the rows they drop as late (`WITH (late.rows = ...)`).
+    pub late_rows: Option<Arc<crate::late_rows::LateRowTable>>,
+}
+
 impl Session {
     /// Plans a statement with DataFusion (analyzed, not yet optimized).
     pub(crate) async fn logical_plan(
@@ -124,26 +144,28 @@ impl Session {
     /// Starts the dataflow of a streaming plan at the session's parallelism; `job` names it
     /// in `eddy_dead_letters` (an ad-hoc query's text).
     pub(crate) fn launch(&self, plan: &StreamPlan, job: &str) -> EngineResult<RunningQuery> {
-        let limit = crate::runtime::memory::StateLimit {
+        let state_limit = crate::runtime::memory::StateLimit {
             bytes: self.max_state_bytes()?,
             setting: super::MAX_STATE_BYTES,
         };
-        self.launch_with(plan, job, None, self.parallelism()?, limit, None)
+        self.launch_with(
+            plan,
+            JobLaunch {
+                job,
+                checkpoint: None,
+                parallelism: self.parallelism()?,
+                state_limit,
+                sink: None,
+                late_rows: None,
+            },
+        )
     }
 
-    /// Starts a dataflow at `parallelism` whose operator state may hold `state_limit`,
-    /// taking part in checkpoints (a background job's, named `job`) if `checkpoint` says so.
+    /// Starts a dataflow as `launch` says (a background job's, or an ad-hoc query's).
     pub(crate) fn launch_with(
         &self,
         plan: &StreamPlan,
-        job: &str,
-        checkpoint: Option<crate::runtime::CheckpointSetup>,
-        parallelism: usize,
-        state_limit: crate::runtime::memory::StateLimit,
-        sink: Option<(
-            Box<dyn crate::operators::Operator>,
-            Vec<crate::state::StateTable>,
-        )>,
+        launch: JobLaunch<'_>,
     ) -> EngineResult<RunningQuery> {
         let state = self.ctx.state();
         crate::runtime::launch_into(
@@ -152,16 +174,17 @@ impl Session {
                 state: &state,
                 connectors: &self.engine.connectors,
                 batch_size: self.engine.config.batch_size,
-                parallelism,
+                parallelism: launch.parallelism,
                 live_tasks: Arc::clone(&self.engine.live_tasks),
-                checkpoint,
+                checkpoint: launch.checkpoint,
                 memory: crate::runtime::memory::QueryMemory::new(
                     Arc::clone(&self.engine.memory),
-                    state_limit,
+                    launch.state_limit,
                 ),
-                dead_letters: Some(self.engine.dead_letters.sink(job)),
+                dead_letters: Some(self.engine.dead_letters.sink(launch.job)),
+                late_rows: launch.late_rows,
             },
-            sink,
+            launch.sink,
         )
     }
 
