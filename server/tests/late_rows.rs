@@ -1,7 +1,8 @@
 //! Late rows as data across a restart: a view created `WITH (late.rows = 'late')` comes back
 //! from its checkpoint still writing its late rows to the same table, which the catalog
 //! restored first (with the rows it held); a late row dropped before the checkpoint is not
-//! appended again, and the `late_rows` count continues from the checkpoint.
+//! appended again, the `late_rows` count continues from the checkpoint, and a client following
+//! the table with `COPY ... TO STDOUT` receives the rows as they are dropped.
 
 use std::time::Duration;
 
@@ -93,6 +94,17 @@ async fn a_restored_view_keeps_writing_its_late_rows_once() {
     // The table came back with its row, the count from the checkpoint.
     eventually(&client, COUNT, &["1"]).await;
     eventually(&client, LATE, &[first]).await;
+    // A client follows the table (COPY TO STDOUT) on a connection of its own.
+    let (follower, _follower_socket) = connect_with_socket(&server).await;
+    let copy = follower
+        .copy_out("COPY (SELECT job, operator, CAST(event_time AS VARCHAR) FROM late) TO STDOUT")
+        .await
+        .unwrap();
+    let mut copy = std::pin::pin!(copy);
+    assert_eq!(
+        common::copy_lines(&mut copy, 1).await,
+        "per_window\tWindowAggregate\t2024-01-01T00:00:09.999\n"
+    );
     // The watermark came back too (00:00:12): 00:00:03 is late, and appended after the first.
     client
         .batch_execute("INSERT INTO bids VALUES (2, 7, '2024-01-01 00:00:03')")
@@ -110,6 +122,11 @@ async fn a_restored_view_keeps_writing_its_late_rows_once() {
                     .to_string()
             ],
         ]
+    );
+    // The follower receives it as it comes.
+    assert_eq!(
+        common::copy_lines(&mut copy, 1).await,
+        "per_window\tWindowAggregate\t2024-01-01T00:00:09.999\n"
     );
     // SHOW TABLES: exactly two rows, the second not a copy of the first.
     let tables = rows(&client, "SHOW TABLES").await;
