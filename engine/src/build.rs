@@ -1067,6 +1067,9 @@ impl Builder<'_, '_> {
             }
             None => None,
         };
+        if let Some(table) = &self.ctx.late_rows {
+            ctx.set_late_table(Arc::clone(table), op.info().name.clone());
+        }
         ctx.set_state_account(StateAccount::new(
             Arc::clone(&self.ctx.memory),
             op.info().name.clone(),

@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod functions;
 pub mod jobs;
+pub mod late_rows;
 pub mod operators;
 pub mod panics;
 pub mod paths;

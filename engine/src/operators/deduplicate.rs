@@ -234,9 +234,13 @@ impl DeduplicateOperator {
         ))
     }
 
-    /// Keep first: takes `batch`'s rows as candidates, dropping (and counting the late ones
-    /// of) those of emitted keys.
-    fn hold_first(&mut self, batch: &RecordBatch, late: &mut u64) -> EngineResult<()> {
+    /// Keep first: takes `batch`'s rows as candidates, dropping those of emitted keys (and
+    /// adding the late ones, with their event time, to `late`).
+    fn hold_first(
+        &mut self,
+        batch: &RecordBatch,
+        late: &mut Vec<(usize, Option<EventTime>)>,
+    ) -> EngineResult<()> {
         let (keys, orders, times) = self.evaluate(batch)?;
         let rows = self.rows.convert_columns(batch.columns())?;
         for (i, time) in times.into_iter().enumerate() {
@@ -244,7 +248,7 @@ impl DeduplicateOperator {
             let order = orders.row(i);
             if let Some(first) = self.emitted.get(key.data()) {
                 if order.data() < first.order.as_ref() {
-                    *late += 1;
+                    late.push((i, (time != EventTime::MAX).then_some(time)));
                 }
                 continue;
             }
@@ -441,11 +445,9 @@ impl Operator for DeduplicateOperator {
         self.expire();
         match self.spec.keep {
             Keep::First => {
-                let mut late = 0;
+                let mut late = Vec::new();
                 self.hold_first(&batch, &mut late)?;
-                if late > 0 {
-                    out.count_late(late);
-                }
+                out.drop_late(&batch, &late)?;
                 self.emit_first(out)
             }
             Keep::Last => {
@@ -555,9 +557,9 @@ impl Operator for DeduplicateOperator {
                 for batch in snapshot.table(CANDIDATES) {
                     let input = self.as_input(&batch)?;
                     let before = self.candidates.len();
-                    let mut late = 0;
+                    let mut late = Vec::new();
                     self.hold_first(&input, &mut late)?;
-                    if late > 0 || self.candidates.len() != before + batch.num_rows() {
+                    if !late.is_empty() || self.candidates.len() != before + batch.num_rows() {
                         return Err(corrupt("a deduplication candidate twice"));
                     }
                 }

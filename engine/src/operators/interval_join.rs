@@ -481,13 +481,14 @@ impl Operator for IntervalJoinOperator {
         // Rows to store: (row, time, key hash).
         let mut on_time: Vec<(usize, i64, u64)> = Vec::new();
         let mut unjoinable: Vec<usize> = Vec::new();
+        let mut late = Vec::new();
         for (row, key_ok) in key_valid.iter().enumerate() {
             let Some(ts) = times[row] else {
                 unjoinable.push(row);
                 continue;
             };
             if self.watermark.is_some_and(|wm| ts <= wm) {
-                out.count_late(1);
+                late.push((row, Some(ts)));
                 continue;
             }
             if !key_ok {
@@ -508,6 +509,7 @@ impl Operator for IntervalJoinOperator {
                 }
             }
         }
+        out.drop_late(&batch, &late)?;
         let mut matched_here = vec![false; batch.num_rows()];
         if !pairs.is_empty() {
             let other_state = &self.state[other];

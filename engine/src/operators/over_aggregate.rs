@@ -623,19 +623,17 @@ impl Operator for OverAggregateOperator {
         }
         let (_, times) = self.keys_and_times(&batch)?;
         let rows = self.rows.convert_columns(batch.columns())?;
-        let mut late = 0;
+        let mut late = Vec::new();
         for (i, time) in times.into_iter().enumerate() {
             if self.watermark.is_some_and(|w| time <= w) {
-                late += 1;
+                late.push((i, Some(time)));
                 continue;
             }
             self.pending
                 .insert((time, self.next_seq), rows.row(i).owned());
             self.next_seq += 1;
         }
-        if late > 0 {
-            out.count_late(late);
-        }
+        out.drop_late(&batch, &late)?;
         Ok(())
     }
 

@@ -173,6 +173,7 @@ impl Operator for SessionWindowOperator {
             None => None,
         };
         let mut refs = 0;
+        let mut late = Vec::new();
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 continue;
@@ -183,7 +184,7 @@ impl Operator for SessionWindowOperator {
             let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(row).data());
             // Touching an emitted session makes the row part of it: late.
             if self.emitted_end.get(key).is_some_and(|end| ts <= *end) {
-                out.count_late(1);
+                late.push((row, Some(ts)));
                 continue;
             }
             let sessions = self.sessions.entry_ref(key).or_default();
@@ -197,7 +198,7 @@ impl Operator for SessionWindowOperator {
                     .watermark
                     .is_some_and(|wm| ts.saturating_add(gap) <= wm)
             {
-                out.count_late(1);
+                late.push((row, Some(ts)));
                 continue;
             }
             // The earliest touching session absorbs the row and any session it bridges to
@@ -219,6 +220,7 @@ impl Operator for SessionWindowOperator {
             refs += 1;
             sessions.push(session);
         }
+        out.drop_late(&batch, &late)?;
         if refs > 0 {
             self.batches.insert(id, (batch, refs));
         }

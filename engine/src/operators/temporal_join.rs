@@ -357,13 +357,15 @@ impl TemporalJoinOperator {
         let times = times(&batch, self.spec.left_time, self.spec.left_unit_ns)?;
         let mut waiting = Vec::new();
         let mut timeless = Vec::new();
+        let mut late = Vec::new();
         for (row, time) in times.iter().enumerate() {
             match time {
                 None => timeless.push(row as u32),
-                Some(t) if self.is_late(*t) => out.count_late(1),
+                Some(t) if self.is_late(*t) => late.push((row, Some(*t))),
                 Some(t) => waiting.push((row, *t)),
             }
         }
+        out.drop_late(&batch, &late)?;
         if self.spec.kind == JoinKind::Left && !timeless.is_empty() {
             let rows = take_record_batch(
                 &batch,
@@ -404,6 +406,7 @@ impl TemporalJoinOperator {
         // Deletes of this batch not followed by an upsert of their key: key -> row. (Keys are
         // independent, so the order they are applied in does not matter.)
         let mut deletes: HashMap<Box<[u8]>, usize> = HashMap::new();
+        let mut late = Vec::new();
         for row in 0..batch.num_rows() {
             if !valid[row] {
                 continue;
@@ -424,9 +427,10 @@ impl TemporalJoinOperator {
                         passes: passes[row],
                     },
                 ),
-                _ => out.count_late(1),
+                time => late.push((row, time)),
             }
         }
+        out.drop_late(&batch, &late)?;
         for (key, row) in deletes {
             let Some(latest) = self.versions.get(&key).and_then(|vs| vs.last()) else {
                 continue;

@@ -541,7 +541,11 @@ impl Operator for WindowAggregateOperator {
             // still counts in the windows that have not expired.
             if expired == windows.len() {
                 if expired > 0 {
-                    out.count_late(rows.len() as u64);
+                    // The input carries the row's slice, not its time: the latest time the
+                    // slice holds stands for it.
+                    let time = span.end - self.windowing.lag;
+                    let late: Vec<_> = rows.iter().map(|r| (*r as usize, Some(time))).collect();
+                    out.drop_late(&batch, &late)?;
                 }
                 continue;
             }

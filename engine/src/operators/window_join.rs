@@ -307,7 +307,11 @@ impl Operator for WindowJoinOperator {
             .rows_by_window(&self.spec.window, batch.num_rows());
         for (window, rows) in by_window {
             if window.closed_by(self.spec.lag, self.watermark) {
-                out.count_late(rows.len() as u64);
+                // The input carries the row's window, not its time: the latest time the
+                // window holds stands for it.
+                let time = window.end - self.spec.lag;
+                let late: Vec<_> = rows.iter().map(|r| (*r as usize, Some(time))).collect();
+                out.drop_late(&batch, &late)?;
                 continue;
             }
             let part = if rows.len() == batch.num_rows() {

@@ -1127,7 +1127,11 @@ mod tests {
         let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut ctx = OperatorContext::new(1, 0, declared("seen"), Arc::clone(&total));
         ctx.set_input_watermark(Some(5));
-        ctx.count_late(3);
+        let rows =
+            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4]))])
+                .unwrap();
+        ctx.drop_late(&rows, &[(0, Some(1)), (1, None), (3, Some(2))])
+            .unwrap();
         let part = snapshot(&mut recorder(), &ctx, 1).unwrap();
 
         // After a restart the job's total starts at zero; the instance adds its own count.
@@ -1140,7 +1144,7 @@ mod tests {
         assert_eq!(ctx.input_watermark(), Some(5));
         assert_eq!(ctx.late_rows(), 3);
         assert_eq!(restarted.load(std::sync::atomic::Ordering::Relaxed), 3);
-        ctx.count_late(1);
+        ctx.drop_late(&rows, &[(2, Some(3))]).unwrap();
         assert_eq!(restarted.load(std::sync::atomic::Ordering::Relaxed), 4);
     }
 

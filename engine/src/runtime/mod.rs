@@ -59,6 +59,9 @@ pub struct LaunchContext<'a> {
     /// How the dataflow's readers of materialized views keep pace with the views' jobs: a
     /// job's wait for them, a client's query is cut off when too far behind.
     pub follow_pace: crate::view::FollowerPace,
+    /// Where operators append the rows they drop as late (a job's `WITH (late.rows = ...)`);
+    /// `None`: they only count them.
+    pub late_rows: Option<Arc<crate::late_rows::LateRowTable>>,
 }
 
 /// How a dataflow takes part in checkpoints.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::EngineResult;
+use crate::late_rows::{LateRowTable, LateRows};
 use crate::runtime::memory::StateAccount;
 use crate::runtime::message::{Epoch, EventTime, Message};
 use crate::state::{StateSnapshot, StateTable, StateUsage};
@@ -29,7 +30,8 @@ pub struct OperatorInfo {
 /// What the runtime tells an operator instance, and what its hooks write into.
 ///
 /// Every hook gets the instance's context: which plan node and instance it runs, the combined
-/// input watermark, its late-row counter and the state tables its plan node declares; the
+/// input watermark, its late-row counter (and, for a job created `WITH (late.rows = ...)`, the
+/// table its late rows go to) and the state tables its plan node declares; the
 /// hook writes the messages it produces into it (the runtime forwards them, tests read them
 /// with [`OperatorContext::drain`]). The late-row count and the watermark are checkpointed
 /// with the operator's snapshot, so after a restore they continue exactly.
@@ -42,6 +44,8 @@ pub struct OperatorContext {
     late_rows: u64,
     /// The query's late-row total (`SHOW JOBS`, the session's notice), if attached to one.
     query_late_rows: Option<Arc<AtomicU64>>,
+    /// The job's late-row table and the operator's name there (`WITH (late.rows = ...)`).
+    late_table: Option<(Arc<LateRowTable>, String)>,
     tables: Vec<StateTable>,
     /// Where the runtime charges the instance's state (its query's and the server's limits).
     memory: Option<StateAccount>,
@@ -105,8 +109,28 @@ impl OperatorContext {
         self.watermark = watermark;
     }
 
-    /// Counts `rows` input rows dropped as late.
-    pub fn count_late(&mut self, rows: u64) {
+    /// Drops `rows` of input `batch` as late (each with its event time): counts them and, when
+    /// the job records its late rows, appends them to its table, with the input watermark.
+    pub fn drop_late(&mut self, batch: &RecordBatch, rows: &LateRows) -> EngineResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.count_late(rows.len() as u64);
+        match &self.late_table {
+            Some((table, operator)) => table.append(operator, batch, rows, self.watermark),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the rows [`OperatorContext::drop_late`] drops to `table`, as operator `operator`
+    /// (its name in EXPLAIN).
+    pub(crate) fn set_late_table(&mut self, table: Arc<LateRowTable>, operator: String) {
+        self.late_table = Some((table, operator));
+    }
+
+    /// Counts `rows` input rows dropped as late (see [`OperatorContext::drop_late`], which
+    /// also records them).
+    fn count_late(&mut self, rows: u64) {
         self.late_rows += rows;
         if let Some(total) = &self.query_late_rows {
             total.fetch_add(rows, Ordering::Relaxed);

@@ -42,6 +42,15 @@ impl CheckpointOptions {
     }
 }
 
+/// What a job's options (beyond checkpoints) decide about how its dataflow runs.
+#[derive(Debug, Default)]
+pub(crate) struct JobOptions {
+    /// Its state limit (`max.state.bytes`, else the session's).
+    pub max_state_bytes: Option<usize>,
+    /// Where its late rows go (`late.rows`).
+    pub late_rows: Option<Arc<crate::late_rows::LateRowTable>>,
+}
+
 /// A job's checkpointing as its creation decided it.
 pub(crate) struct JobCheckpointing {
     pub checkpoints: Option<Arc<JobCheckpoints>>,
@@ -76,22 +85,27 @@ impl JobCheckpointing {
         session: &Session,
         job: &str,
         plan: &StreamPlan,
-        max_state_bytes: Option<usize>,
+        options: &JobOptions,
         sink: Option<Box<dyn crate::operators::Operator>>,
     ) -> EngineResult<crate::runtime::RunningQuery> {
         let sink = sink.map(|s| (s, crate::operators::sink::state_tables()));
-        let limit = crate::runtime::memory::StateLimit {
-            bytes: max_state_bytes,
+        let state_limit = crate::runtime::memory::StateLimit {
+            bytes: options.max_state_bytes,
             setting: super::views::MAX_STATE_BYTES,
         };
-        let settings = super::query::LaunchSettings {
-            checkpoint: self.setup(),
-            parallelism: self.parallelism,
-            state_limit: limit,
-            // A job never loses rows of a view it reads: the view's job waits for it.
-            pace: crate::view::FollowerPace::Backpressure,
-        };
-        let running = session.launch_with(plan, job, settings, sink)?;
+        let running = session.launch_with(
+            plan,
+            super::query::JobLaunch {
+                job,
+                checkpoint: self.setup(),
+                parallelism: self.parallelism,
+                state_limit,
+                sink,
+                late_rows: options.late_rows.clone(),
+                // A job never loses rows of a view it reads: the view's job waits for it.
+                pace: crate::view::FollowerPace::Backpressure,
+            },
+        )?;
         if let (Some(loaded), Some(started)) = (&self.loaded, self.restore_started) {
             // Reading the files, the view's contents and every operator's state: all done
             // before the dataflow's first row.

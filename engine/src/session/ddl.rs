@@ -263,7 +263,7 @@ impl Session {
     }
 
     /// Resolves declared column types with DataFusion's own SQL type mapping.
-    async fn schema_of_columns(&self, create: &CreateSource) -> EngineResult<SchemaRef> {
+    pub(crate) async fn schema_of_columns(&self, create: &CreateSource) -> EngineResult<SchemaRef> {
         let columns: Vec<String> = create
             .columns
             .iter()

@@ -30,6 +30,7 @@ mod checkpoints;
 mod copy;
 mod ddl;
 mod functions;
+mod late_rows;
 mod logical_views;
 mod output;
 mod query;
@@ -153,6 +154,8 @@ pub struct Engine {
     memory: Arc<crate::runtime::memory::MemoryPool>,
     /// The `eddy_dead_letters` system table.
     dead_letters: Arc<DeadLetters>,
+    /// The clock of `dropped_at` in every job's late-row table.
+    late_row_clock: Arc<crate::late_rows::LateRowClock>,
 }
 
 impl Engine {
@@ -166,6 +169,7 @@ impl Engine {
             connectors,
             memory: crate::runtime::memory::MemoryPool::new(config.max_memory),
             dead_letters: Arc::new(DeadLetters::new(config.data_dir.clone())),
+            late_row_clock: Arc::default(),
             config,
             live_tasks: Arc::default(),
             jobs: Arc::default(),

@@ -32,13 +32,24 @@ impl Cursor {
     }
 }
 
-/// How a dataflow runs: what [`Session::launch_with`] needs besides the plan.
-pub(crate) struct LaunchSettings {
-    /// Taking part in a job's checkpoints, if any.
+/// How to start a dataflow.
+pub(crate) struct JobLaunch<'a> {
+    /// Names the dataflow in `eddy_dead_letters` and its late-row table (a job's name, an
+    /// ad-hoc query's text).
+    pub job: &'a str,
+    /// For a background job that checkpoints: how it takes part.
     pub checkpoint: Option<crate::runtime::CheckpointSetup>,
+    /// Instances of each keyed operator.
     pub parallelism: usize,
     /// What its operator state may hold.
     pub state_limit: crate::runtime::memory::StateLimit,
+    /// A sink's job: the operator it ends in, with its state tables.
+    pub sink: Option<(
+        Box<dyn crate::operators::Operator>,
+        Vec<crate::state::StateTable>,
+    )>,
+    /// Where its operators append the rows they drop as late (`WITH (late.rows = ...)`).
+    pub late_rows: Option<Arc<crate::late_rows::LateRowTable>>,
     /// How it follows the views it reads.
     pub pace: crate::view::FollowerPace,
 }
@@ -135,7 +146,7 @@ impl Session {
     /// Starts the dataflow of a streaming plan at the session's parallelism; `job` names it
     /// in `eddy_dead_letters` (an ad-hoc query's text).
     pub(crate) fn launch(&self, plan: &StreamPlan, job: &str) -> EngineResult<RunningQuery> {
-        let limit = crate::runtime::memory::StateLimit {
+        let state_limit = crate::runtime::memory::StateLimit {
             bytes: self.max_state_bytes()?,
             setting: super::MAX_STATE_BYTES,
         };
@@ -143,26 +154,25 @@ impl Session {
             Some(bytes) => crate::view::FollowerPace::CutOffBehind(bytes),
             None => crate::view::FollowerPace::Backpressure,
         };
-        let settings = LaunchSettings {
-            checkpoint: None,
-            parallelism: self.parallelism()?,
-            state_limit: limit,
-            pace,
-        };
-        self.launch_with(plan, job, settings, None)
+        self.launch_with(
+            plan,
+            JobLaunch {
+                job,
+                checkpoint: None,
+                parallelism: self.parallelism()?,
+                state_limit,
+                sink: None,
+                late_rows: None,
+                pace,
+            },
+        )
     }
 
-    /// Starts a dataflow (a background job's, named `job`, or a session's query) with
-    /// `settings`, ending in `sink` for a sink's job.
+    /// Starts a dataflow as `launch` says (a background job's, or an ad-hoc query's).
     pub(crate) fn launch_with(
         &self,
         plan: &StreamPlan,
-        job: &str,
-        settings: LaunchSettings,
-        sink: Option<(
-            Box<dyn crate::operators::Operator>,
-            Vec<crate::state::StateTable>,
-        )>,
+        launch: JobLaunch<'_>,
     ) -> EngineResult<RunningQuery> {
         let state = self.ctx.state();
         crate::runtime::launch_into(
@@ -171,17 +181,18 @@ impl Session {
                 state: &state,
                 connectors: &self.engine.connectors,
                 batch_size: self.engine.config.batch_size,
-                parallelism: settings.parallelism,
+                parallelism: launch.parallelism,
                 live_tasks: Arc::clone(&self.engine.live_tasks),
-                checkpoint: settings.checkpoint,
+                checkpoint: launch.checkpoint,
                 memory: crate::runtime::memory::QueryMemory::new(
                     Arc::clone(&self.engine.memory),
-                    settings.state_limit,
+                    launch.state_limit,
                 ),
-                dead_letters: Some(self.engine.dead_letters.sink(job)),
-                follow_pace: settings.pace,
+                dead_letters: Some(self.engine.dead_letters.sink(launch.job)),
+                late_rows: launch.late_rows,
+                follow_pace: launch.pace,
             },
-            sink,
+            launch.sink,
         )
     }
 

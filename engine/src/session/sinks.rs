@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 
-use super::checkpoints::CheckpointOptions;
+use super::checkpoints::{CheckpointOptions, JobOptions};
 use super::ddl::{relation_name, show_result};
 use super::views::{MAX_STATE_BYTES, check_unique_names, result_fields};
 use super::{CommandTag, Session, StatementResult};
@@ -21,6 +21,7 @@ use crate::catalog::RelationKind;
 use crate::connector::{ConnectorOptions, SinkConnector, SinkContext, SinkMetrics, SinkWriter};
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec, SinkState};
+use crate::late_rows::LATE_ROWS_OPTION;
 use crate::operators::OperatorInfo;
 use crate::operators::sink::{SharedSinkWriter, SinkOperator, with_writer};
 use crate::plan::planner::{reads_streams, reads_views, relations_read};
@@ -85,6 +86,7 @@ impl Session {
             Some(value) => super::parse_max_state_bytes(MAX_STATE_BYTES, &value)?,
             None => self.max_state_bytes()?,
         };
+        let late_rows = options.remove(LATE_ROWS_OPTION);
         let names = crate::sql::names::postgres_column_names(&create.query);
         let mut plan = self
             .optimized_plan(create.query.as_ref().clone(), sql, &[])
@@ -129,6 +131,10 @@ impl Session {
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let metrics = Arc::new(SinkMetrics::default());
         let query = create.query.to_string();
+        let mut depends_on = super::views::with_views(
+            relations_read(&plan),
+            self.views_named(create.query.as_ref()),
+        );
         let checkpointing =
             self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let context = SinkContext {
@@ -141,6 +147,19 @@ impl Session {
             exactly_once: checkpointing.checkpoints.is_some(),
         };
         connector.validate(&context)?;
+        let late_rows = match late_rows {
+            Some(value) => {
+                let (table, late) = self.late_row_table(&name, &value, &depends_on).await?;
+                // The table cannot be dropped while the sink writes it.
+                depends_on.push(table);
+                Some(late)
+            }
+            None => None,
+        };
+        let job_options = JobOptions {
+            max_state_bytes,
+            late_rows,
+        };
         // One rule: a sink whose input ended before the restart is not run again. Its final
         // checkpoint says so, and so does its output (`completed`: the file sink's `_SUCCESS`,
         // which `finish` writes last). A crash after `finish` and before the final checkpoint
@@ -184,13 +203,7 @@ impl Session {
                     },
                     Arc::clone(&writer),
                 );
-                checkpointing.launch(
-                    self,
-                    &name,
-                    &spec.plan,
-                    max_state_bytes,
-                    Some(Box::new(sink)),
-                )
+                checkpointing.launch(self, &name, &spec.plan, &job_options, Some(Box::new(sink)))
             })();
             match checkpointing.refuse_restore(&name, started) {
                 Ok(running) => Some((writer, running)),
@@ -213,10 +226,7 @@ impl Session {
             ddl: statement_sql.to_string(),
             table: None,
             view: None,
-            depends_on: super::views::with_views(
-                relations_read(&plan),
-                self.views_named(create.query.as_ref()),
-            ),
+            depends_on,
             query: None,
             system: false,
         })?;

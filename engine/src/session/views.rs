@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, CreateView, Expr, Ident, SqlOption, Statement, Value,
 };
 
-use super::checkpoints::{CHECKPOINT_INTERVAL, CHECKPOINT_TIMEOUT, CheckpointOptions};
+use super::checkpoints::{CHECKPOINT_INTERVAL, CHECKPOINT_TIMEOUT, CheckpointOptions, JobOptions};
 use super::ddl::{column_list, normalize_ident, relation_name, show_result};
 use super::query::explain_result;
 use super::{CommandTag, QueryOutput, Session, StatementResult};
@@ -18,6 +18,7 @@ use crate::catalog::RelationDef;
 use crate::catalog::RelationKind;
 use crate::error::{EngineError, EngineResult, plan_error};
 use crate::jobs::{JobOutput, JobSpec};
+use crate::late_rows::LATE_ROWS_OPTION;
 use crate::plan::ExplainOptions;
 use crate::plan::planner::{plan_stream, reads_streams, reads_views, relations_read};
 use crate::runtime::memory::{QueryMemory, StateAccount, StateLimit};
@@ -111,6 +112,7 @@ impl Session {
         let mut checkpoint = CheckpointOptions::default();
         let mut state_ttl = None;
         let mut max_state_bytes = None;
+        let mut late_rows = None;
         for (key, value) in &options {
             if checkpoint.read(key, value)? {
                 continue;
@@ -122,6 +124,7 @@ impl Session {
                 MAX_STATE_BYTES => {
                     max_state_bytes = Some(super::parse_max_state_bytes(MAX_STATE_BYTES, value)?)
                 }
+                LATE_ROWS_OPTION => late_rows = Some(value.clone()),
                 RETENTION => {
                     if mode == ViewMode::Updating {
                         return Err(EngineError::Unsupported(
@@ -145,7 +148,7 @@ impl Session {
                 other => {
                     return Err(plan_error(format!(
                         "unknown materialized view option '{other}' (options: {RETENTION}, \
-                         {STATE_TTL}, {MAX_STATE_BYTES}, {ALLOWED_LATENESS}, \
+                         {STATE_TTL}, {MAX_STATE_BYTES}, {ALLOWED_LATENESS}, {LATE_ROWS_OPTION}, \
                          {CHECKPOINT_INTERVAL}, {CHECKPOINT_TIMEOUT})"
                     )));
                 }
@@ -201,6 +204,20 @@ impl Session {
             time_columns,
         )?);
         let query = create.query.to_string();
+        let mut depends_on = with_views(relations_read(&plan), views_named);
+        let late_rows = match late_rows {
+            Some(value) => {
+                let (table, late) = self.late_row_table(&name, &value, &depends_on).await?;
+                // The table cannot be dropped while the view writes it.
+                depends_on.push(table);
+                Some(late)
+            }
+            None => None,
+        };
+        let job_options = JobOptions {
+            max_state_bytes,
+            late_rows,
+        };
         let checkpointing =
             self.job_checkpointing(&name, &query, &stream_plan, checkpoint, reads_views(&plan))?;
         let mut refused = checkpointing.refused.clone();
@@ -227,7 +244,7 @@ impl Session {
                     return Ok(None);
                 }
                 let running =
-                    checkpointing.launch(self, &name, &stream_plan, max_state_bytes, None)?;
+                    checkpointing.launch(self, &name, &stream_plan, &job_options, None)?;
                 view.attach_account(account(Arc::clone(running.memory())))?;
                 Ok(Some(running))
             })();
@@ -252,7 +269,7 @@ impl Session {
             ddl: statement_sql,
             table: None,
             view: Some(Arc::clone(&view)),
-            depends_on: with_views(relations_read(&plan), views_named),
+            depends_on,
             query: None,
             system: false,
         })?;

@@ -1674,10 +1674,13 @@ impl Operator for MatchRecognizeOperator {
             .iter()
             .map(|t| Some(t.is_some_and(|t| watermark.is_none_or(|w| t > w))))
             .collect();
-        let late = batch.num_rows() - keep.true_count();
-        if late > 0 {
-            out.count_late(late as u64);
-        }
+        let late: Vec<_> = times
+            .iter()
+            .enumerate()
+            .filter(|(row, _)| !keep.value(*row))
+            .map(|(row, time)| (row, *time))
+            .collect();
+        out.drop_late(&batch, &late)?;
         let batch = if keep.true_count() == batch.num_rows() {
             batch
         } else if keep.true_count() > 0 {
