@@ -64,7 +64,8 @@ enum Follower {
     Waited(mpsc::Sender<(u64, Message)>),
     /// A follower cut off when it falls `limit` bytes behind.
     Bounded {
-        tx: mpsc::UnboundedSender<(u64, Message)>,
+        /// Each change with the bytes it counts for in the lag.
+        tx: mpsc::UnboundedSender<(u64, Message, usize)>,
         lag: Arc<Lag>,
     },
 }
@@ -82,7 +83,7 @@ struct Lag {
 enum Receiver {
     Waited(mpsc::Receiver<(u64, Message)>),
     Bounded {
-        rx: mpsc::UnboundedReceiver<(u64, Message)>,
+        rx: mpsc::UnboundedReceiver<(u64, Message, usize)>,
         lag: Arc<Lag>,
         /// The view's name, for the message when the follower is cut off.
         view: String,
@@ -95,10 +96,9 @@ impl Receiver {
         match self {
             Receiver::Waited(rx) => rx.recv().await,
             Receiver::Bounded { rx, lag, .. } => {
-                let received = rx.recv().await?;
-                lag.queued
-                    .fetch_sub(lag_bytes(&received.1), Ordering::Relaxed);
-                Some(received)
+                let (sequence, message, bytes) = rx.recv().await?;
+                lag.queued.fetch_sub(bytes, Ordering::Relaxed);
+                Some((sequence, message))
             }
         }
     }
@@ -459,7 +459,8 @@ impl ViewStore {
             }
             inner.sequence += 1;
             let sequence = inner.sequence;
-            let bytes = lag_bytes(&message);
+            // Measured once, and only when a client follows.
+            let mut measured = None;
             let mut waited = Vec::new();
             // Followers that went away, or were cut off here, leave the list.
             inner.followers.retain(|follower| match follower {
@@ -468,12 +469,13 @@ impl ViewStore {
                     !tx.is_closed()
                 }
                 Follower::Bounded { tx, lag } => {
+                    let bytes = *measured.get_or_insert_with(|| lag_bytes(&message));
                     let behind = lag.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
                     if behind > lag.limit {
                         lag.cut_off.store(true, Ordering::Relaxed);
                         return false;
                     }
-                    tx.send((sequence, message.clone())).is_ok()
+                    tx.send((sequence, message.clone(), bytes)).is_ok()
                 }
             });
             (sequence, waited)
