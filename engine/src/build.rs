@@ -294,6 +294,7 @@ impl Builder<'_, '_> {
                             Ok(Box::new(SessionWindowOperator::try_new(
                                 info("Window", &w.schema),
                                 gap,
+                                w.emit,
                                 w.time_index,
                                 w.key_indices.clone(),
                                 &input_types,
@@ -377,7 +378,8 @@ impl Builder<'_, '_> {
                             )?,
                             a.input.is_updating(),
                         )?
-                        .with_ttl(a.ttl.map(|ttl| StateTtl::new(ttl, wall_clock()))),
+                        .with_ttl(a.ttl.map(|ttl| StateTtl::new(ttl, wall_clock())))
+                        .with_expiry(a.expiry.clone()),
                     ))
                 })?;
                 self.stage(id, plan, ops, vec![inputs], distribution)

@@ -1,9 +1,9 @@
 //! Early results (`EMIT ON UPDATE`) and allowed lateness (`WITH (allowed.lateness = ...)`) of
 //! window aggregates: a continuous query with `EMIT ON UPDATE` streams each window's changes to
 //! the client as rows arrive (the user guide's example); across a restart, views checkpoint the
-//! windows they may still update (the slices and the rows each window last emitted), and a job
-//! restored in the middle of a window goes on updating it exactly as an uninterrupted job
-//! would.
+//! windows they may still update (the slices and the rows each window last emitted; for
+//! SESSION windows the kept sessions with the rows they emitted), and a job restored in the
+//! middle of a window goes on updating it exactly as an uninterrupted job would.
 
 use std::time::Duration;
 
@@ -118,6 +118,112 @@ async fn windows_that_may_still_update_resume_from_a_checkpoint() {
         &client,
         "SELECT name, late_rows FROM eddy_jobs ORDER BY name",
         &[&["early", "1"], &["late", "0"]],
+    )
+    .await;
+    server.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Session windows of 5 s per key over a push table whose watermark is the latest ts:
+/// `s_late` keeps a session 3 s after it closes, `s_early` shows each as it grows.
+const SESSION_SETUP: &str = "
+    CREATE TABLE st (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts);
+    CREATE MATERIALIZED VIEW s_late WITH (allowed.lateness = '3 seconds') AS
+      SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total
+      FROM SESSION(st, ts, INTERVAL '5' SECOND, k) GROUP BY k, window_start, window_end;
+    CREATE MATERIALIZED VIEW s_early AS
+      SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total
+      FROM SESSION(st, ts, INTERVAL '5' SECOND, k) GROUP BY k, window_start, window_end
+      EMIT ON UPDATE;
+    INSERT INTO st VALUES (1, 10, '2024-01-01 00:00:00');
+    INSERT INTO st VALUES (1, 20, '2024-01-01 00:00:02');
+    INSERT INTO st VALUES (2, 1, '2024-01-01 00:00:08');";
+
+fn session_query(view: &str) -> String {
+    format!(
+        "SELECT k, CAST(window_start AS VARCHAR) AS s, CAST(window_end AS VARCHAR) AS e, n, \
+         total FROM {view} ORDER BY k, s"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_may_still_change_resume_from_a_checkpoint() {
+    let dir = temp_dir("session-lateness");
+    let server = start_checkpointing(&dir, INTERVAL).await;
+    let (client, socket) = connect_with_socket(&server).await;
+    client.batch_execute(SESSION_SETUP).await.unwrap();
+    // Watermark 00:00:08: key 1's [0, 7) has closed (s_late keeps it until 00:00:10); key
+    // 2's [8, 13) is open, shown only by s_early.
+    eventually(
+        &client,
+        &session_query("s_late"),
+        &[&["1", "2024-01-01T00:00:00", "2024-01-01T00:00:07", "2", "30"]],
+    )
+    .await;
+    eventually(
+        &client,
+        &session_query("s_early"),
+        &[
+            &["1", "2024-01-01T00:00:00", "2024-01-01T00:00:07", "2", "30"],
+            &["2", "2024-01-01T00:00:08", "2024-01-01T00:00:13", "1", "1"],
+        ],
+    )
+    .await;
+    checkpointed(&client, "s_late").await;
+    checkpointed(&client, "s_early").await;
+    drop(client);
+    socket.abort();
+    server.shutdown().await;
+
+    let server = start_checkpointing(&dir, INTERVAL).await;
+    let (client, _socket) = connect_with_socket(&server).await;
+    let restored = rows(
+        &client,
+        "SELECT name, restored_from IS NOT NULL, status FROM eddy_jobs ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        restored,
+        table(&[&["s_early", "t", "running"], &["s_late", "t", "running"]])
+    );
+    eventually(
+        &client,
+        &session_query("s_late"),
+        &[&["1", "2024-01-01T00:00:00", "2024-01-01T00:00:07", "2", "30"]],
+    )
+    .await;
+    // 00:00:06 stretches the closed [0, 7) to [0, 11), past the watermark: the restored
+    // SESSION retracts the rows its predecessor emitted (s_late loses the row), then emits
+    // the grown session when it closes. For s_early the row is late.
+    client
+        .batch_execute("INSERT INTO st VALUES (1, 5, '2024-01-01 00:00:06')")
+        .await
+        .unwrap();
+    eventually(&client, &session_query("s_late"), &[]).await;
+    // 00:00:11: [0, 11) closes; key 2's restored session grows to [8, 16) in s_early.
+    client
+        .batch_execute("INSERT INTO st VALUES (2, 2, '2024-01-01 00:00:11')")
+        .await
+        .unwrap();
+    eventually(
+        &client,
+        &session_query("s_late"),
+        &[&["1", "2024-01-01T00:00:00", "2024-01-01T00:00:11", "3", "35"]],
+    )
+    .await;
+    eventually(
+        &client,
+        &session_query("s_early"),
+        &[
+            &["1", "2024-01-01T00:00:00", "2024-01-01T00:00:07", "2", "30"],
+            &["2", "2024-01-01T00:00:08", "2024-01-01T00:00:16", "2", "3"],
+        ],
+    )
+    .await;
+    eventually(
+        &client,
+        "SELECT name, late_rows FROM eddy_jobs ORDER BY name",
+        &[&["s_early", "1"], &["s_late", "0"]],
     )
     .await;
     server.shutdown().await;

@@ -197,3 +197,45 @@ pub fn rows(out: &mut OperatorContext) -> Vec<String> {
     }
     rows
 }
+
+/// The rows of a run of `op` over `steps`: with `changelog`, the rows its changes leave
+/// (each `-` takes out one equal row its `+` put in), else every row; sorted.
+pub fn final_rows(op: &mut dyn Operator, steps: &[Step], changelog: bool) -> Vec<String> {
+    let mut ctx = OperatorContext::default();
+    let mut left: Vec<String> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Batch(b) | Step::BatchOn(_, b) => op.on_batch(0, b.clone(), &mut ctx).unwrap(),
+            Step::Watermark(w) => op.on_watermark(*w, &mut ctx).unwrap(),
+            Step::End => {
+                op.on_watermark(WATERMARK_END, &mut ctx).unwrap();
+                op.on_end(&mut ctx).unwrap();
+            }
+        }
+        for row in rows(&mut ctx) {
+            if !changelog {
+                left.push(row);
+            } else if let Some(rest) = row.strip_prefix("+ ") {
+                left.push(rest.to_string());
+            } else if let Some(rest) = row.strip_prefix("- ") {
+                let at = left.iter().position(|r| r == rest);
+                assert!(at.is_some(), "a retraction of a row not emitted: {rest}");
+                left.remove(at.unwrap_or_default());
+            }
+        }
+    }
+    left.sort();
+    left
+}
+
+/// The steps with every watermark `by` earlier: a window that allows `by` of lateness
+/// expires when one without fires under these.
+pub fn shifted(steps: &[Step], by: i64) -> Vec<Step> {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Watermark(w) => Step::Watermark(w - by),
+            other => other.clone(),
+        })
+        .collect()
+}

@@ -33,6 +33,8 @@
 //! emitted, so a restored operator suppresses and retracts exactly as the original would;
 //! with a TTL, also when each group was last written.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, UInt32Array};
@@ -59,14 +61,44 @@ const ROWS: &str = "rows";
 const WRITTEN_AT: &str = "written_at";
 
 /// The state table of an updating aggregate grouping by `keys` (as the plan names them),
-/// freed by a TTL when it has one.
-pub fn state_tables(keys: &[String], ttl: bool) -> Vec<StateTable> {
+/// freed by the watermark over SESSION windows (`expiring`), else by a TTL when it has one.
+pub fn state_tables(keys: &[String], ttl: bool, expiring: bool) -> Vec<StateTable> {
     vec![StateTable::new(
         GROUPS,
         keys.to_vec(),
         "one entry per distinct group",
-        if ttl { Freed::Ttl } else { Freed::Never("") },
+        if expiring {
+            Freed::Watermark
+        } else if ttl {
+            Freed::Ttl
+        } else {
+            Freed::Never("")
+        },
     )]
+}
+
+/// When the groups of an aggregate over SESSION windows' changelog expire: once the
+/// watermark reaches the timestamp of key `key` (the window end, or window time) plus `after`
+/// nanoseconds (the allowed lateness, plus 1 ms for window time). The SESSION upstream has
+/// then forgotten the session, so no row will change the group again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowExpiry {
+    pub key: usize,
+    pub after: i64,
+    /// The keys that are window columns: the groups are spread over instances by the others
+    /// (as a window aggregate's are), so a key's sessions stay on one instance.
+    pub window_keys: Vec<usize>,
+}
+
+/// A timestamp key's value in nanoseconds.
+fn timestamp_ns(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(*v),
+        _ => None,
+    }
 }
 
 /// One group: its key, its aggregates' state and what it last emitted.
@@ -133,6 +165,10 @@ pub struct UpdatingAggregateOperator {
     /// The sum of the groups' `bytes`, kept as batches touch them, so that measuring the
     /// state does not walk every group.
     group_bytes: usize,
+    /// Over SESSION windows: when groups expire, and the live groups by the watermark that
+    /// expires them (a group revived after a deletion may be listed twice).
+    expiry: Option<WindowExpiry>,
+    expiring: BinaryHeap<Reverse<(i64, usize)>>,
 }
 
 /// What a row of a changelog does to its group's aggregates.
@@ -190,6 +226,8 @@ impl UpdatingAggregateOperator {
             ttl: None,
             expired: 0,
             group_bytes: 0,
+            expiry: None,
+            expiring: BinaryHeap::new(),
         };
         if retracting {
             for a in op.new_accumulators()? {
@@ -209,6 +247,54 @@ impl UpdatingAggregateOperator {
         self
     }
 
+    /// Groups expire as the watermark passes their window (over SESSION windows).
+    pub fn with_expiry(mut self, expiry: Option<WindowExpiry>) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// Lists live group `g` to expire by the watermark, when groups do.
+    fn list_expiring(&mut self, g: usize) {
+        let Some(expiry) = &self.expiry else {
+            return;
+        };
+        // A key that is no timestamp (NULL) never expires; the planner makes it the window's.
+        if let Some(at) = self.groups[g]
+            .key
+            .get(expiry.key)
+            .and_then(timestamp_ns)
+            .map(|ns| ns.saturating_add(expiry.after))
+        {
+            self.expiring.push(Reverse((at, g)));
+        }
+    }
+
+    /// Forgets (without emitting) the groups whose window the watermark has passed.
+    fn expire_windows(&mut self, watermark: EventTime) -> EngineResult<()> {
+        while let Some(Reverse((at, g))) = self.expiring.peek().copied() {
+            if at > watermark {
+                break;
+            }
+            self.expiring.pop();
+            self.forget(g);
+        }
+        self.compact_when_due()
+    }
+
+    /// Marks group `g` expired: it gives back its accumulators and emits nothing more.
+    fn forget(&mut self, g: usize) {
+        let group = &mut self.groups[g];
+        if group.expired {
+            return;
+        }
+        group.expired = true;
+        group.accumulators = Vec::new();
+        group.emitted = None;
+        group.rows = 0;
+        self.expired += 1;
+        self.remeasure(g);
+    }
+
     /// Measures group `g` again, after something changed it.
     fn remeasure(&mut self, g: usize) {
         let group = &mut self.groups[g];
@@ -223,18 +309,16 @@ impl UpdatingAggregateOperator {
         let Some(cutoff) = self.ttl.as_mut().and_then(StateTtl::due) else {
             return Ok(());
         };
-        for group in &mut self.groups {
-            if !group.expired && group.written_at <= cutoff {
-                group.expired = true;
-                group.accumulators = Vec::new();
-                group.emitted = None;
-                group.rows = 0;
-                self.expired += 1;
-                let bytes = group.size();
-                self.group_bytes = self.group_bytes - group.bytes + bytes;
-                group.bytes = bytes;
+        for g in 0..self.groups.len() {
+            if self.groups[g].written_at <= cutoff {
+                self.forget(g);
             }
         }
+        self.compact_when_due()
+    }
+
+    /// Compacts once at least half of the groups have expired.
+    fn compact_when_due(&mut self) -> EngineResult<()> {
         if self.expired > 0 && self.expired * 2 >= self.groups.len() {
             self.compact()?;
         }
@@ -269,6 +353,10 @@ impl UpdatingAggregateOperator {
         self.groups.retain(|g| !g.expired);
         self.groups.shrink_to_fit();
         self.expired = 0;
+        self.expiring.clear();
+        for g in 0..self.groups.len() {
+            self.list_expiring(g);
+        }
         Ok(())
     }
 
@@ -424,14 +512,13 @@ impl UpdatingAggregateOperator {
         let keyed = self.exprs.has_keys() || self.exprs.has_grouping_sets();
         for &g in touched {
             if self.retracting && keyed && self.groups[g].rows <= 0 {
-                // Every row of the group was retracted: the group is deleted.
-                let fresh = self.new_accumulators()?;
+                // Every row of the group was retracted: the group is deleted (and its memory
+                // given back: a later row of its key starts it afresh).
                 let group = &mut self.groups[g];
                 if let Some(old) = group.emitted.take() {
                     changes.push("-", &group.key, &old);
                 }
-                group.accumulators = fresh;
-                group.rows = 0;
+                self.forget(g);
                 continue;
             }
             let group = &mut self.groups[g];
@@ -511,6 +598,7 @@ impl Operator for UpdatingAggregateOperator {
                     };
                     let accumulators = self.new_accumulators()?;
                     self.groups.push(Group::new(key, accumulators));
+                    self.list_expiring(g);
                 } else if g > self.groups.len() {
                     return Err(EngineError::Internal(format!(
                         "group {g} interned before group {}",
@@ -523,6 +611,7 @@ impl Operator for UpdatingAggregateOperator {
                     group.expired = false;
                     group.accumulators = accumulators;
                     self.expired -= 1;
+                    self.list_expiring(g);
                 }
                 if self.groups[g].touched_by != self.batches {
                     self.groups[g].touched_by = self.batches;
@@ -544,7 +633,9 @@ impl Operator for UpdatingAggregateOperator {
             }
             self.update(&inputs, &group_ids, adds.as_ref().map(|_| ops.as_slice()))?;
         }
-        self.emit(&touched, out)
+        self.emit(&touched, out)?;
+        // Groups deleted by retractions give their keys back too.
+        self.compact_when_due()
     }
 
     fn on_watermark(
@@ -553,6 +644,7 @@ impl Operator for UpdatingAggregateOperator {
         out: &mut OperatorContext,
     ) -> EngineResult<()> {
         self.expire()?;
+        self.expire_windows(watermark)?;
         out.watermark(watermark);
         Ok(())
     }
@@ -743,6 +835,7 @@ impl Operator for UpdatingAggregateOperator {
         }
         for g in 0..self.groups.len() {
             self.remeasure(g);
+            self.list_expiring(g);
         }
         Ok(())
     }
@@ -778,7 +871,7 @@ mod tests {
     };
 
     fn declared() -> Vec<StateTable> {
-        state_tables(&["k".to_string()], false)
+        state_tables(&["k".to_string()], false, false)
     }
     use crate::runtime::message::Message;
 
@@ -937,6 +1030,107 @@ mod tests {
         op.on_batch(0, changes(&[("+", 2, Some(7))]), &mut out)
             .unwrap();
         assert_eq!(rows(&mut out), ["+ 2 1 7 7.0"]);
+    }
+
+    /// Over SESSION windows' changelog: `SELECT w, count(v) ... GROUP BY w` where `w` is a
+    /// window end in ms; groups expire 1 s after it.
+    fn session_groups() -> UpdatingAggregateOperator {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(crate::plan::CHANGELOG_OP, DataType::Utf8, false),
+            Field::new("w", ts.clone(), false),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let (props, planning) = (ExecutionProps::new(), PhysicalPlanningContext::default());
+        let key = create_physical_expr(&col("w"), &df_schema, &props, &planning).unwrap();
+        let lowered =
+            LoweredAggregateBuilder::new(&count(col("v")), &df_schema, &schema, &props, &planning)
+                .build()
+                .unwrap();
+        let exprs = AggregateExprs::try_new(
+            vec![lowered.aggregate],
+            vec![None],
+            PhysicalGroupBy::new_single(vec![(key, "w".to_string())]),
+            &schema,
+        )
+        .unwrap();
+        UpdatingAggregateOperator::try_new_over(
+            OperatorInfo {
+                name: "UpdatingAggregate".to_string(),
+                schema: Arc::new(Schema::new(vec![
+                    Field::new(crate::plan::CHANGELOG_OP, DataType::Utf8, false),
+                    Field::new("w", ts, false),
+                    Field::new("n", DataType::Int64, true),
+                ])),
+            },
+            exprs,
+            true,
+        )
+        .unwrap()
+        .with_expiry(Some(WindowExpiry {
+            key: 0,
+            after: 1_000_000_000,
+            window_keys: vec![0],
+        }))
+    }
+
+    /// Changelog rows of (op, w ms, v).
+    fn window_changes(rows: &[(&str, i64, i64)]) -> RecordBatch {
+        use datafusion::arrow::array::TimestampMillisecondArray;
+        let schema = session_groups().info.schema.clone();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn over_sessions_groups_are_forgotten_once_their_window_expires_and_deleted_ones_freed() {
+        const MS: i64 = 1_000_000;
+        let mut op = session_groups();
+        let mut out = OperatorContext::default();
+        op.on_batch(
+            0,
+            window_changes(&[("+", 5_000, 1), ("+", 5_000, 2), ("+", 9_000, 3)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out).len(), 2);
+        // A session grows: its rows leave the group of the old end for the new one, and the
+        // emptied group gives its memory back.
+        op.on_batch(
+            0,
+            window_changes(&[
+                ("-", 5_000, 1),
+                ("-", 5_000, 2),
+                ("+", 7_000, 1),
+                ("+", 7_000, 2),
+            ]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(rows(&mut out).len(), 2, "- of the old group, + of the new");
+        assert_eq!(op.state_usage()[0].rows, 2);
+        // The watermark passes 7 s + 1 s: the group of window end 7 s goes, silently.
+        op.on_watermark(7_999 * MS, &mut out).unwrap();
+        assert_eq!(op.state_usage()[0].rows, 2);
+        op.on_watermark(8_000 * MS, &mut out).unwrap();
+        assert_eq!(op.state_usage()[0].rows, 1);
+        assert!(rows(&mut out).is_empty(), "expiry emits nothing");
+        // Half the groups have gone: the interner holds only the live one.
+        assert_eq!(op.groups.len(), 1);
+        op.on_watermark(10_000 * MS, &mut out).unwrap();
+        assert_eq!(op.state_usage()[0].rows, 0);
+        assert!(op.snapshot(1).unwrap().table(GROUPS).is_empty());
     }
 
     #[test]

@@ -1188,7 +1188,9 @@ mod checkpoint_tests {
     use datafusion::physical_plan::aggregates::PhysicalGroupBy;
 
     use super::*;
-    use crate::operators::checkpoint_harness::{Lcg, Step, check_every_cut, restore_declared};
+    use crate::operators::checkpoint_harness::{
+        Lcg, Step, check_every_cut, final_rows, restore_declared, shifted,
+    };
 
     const S: i64 = 1_000_000_000;
 
@@ -1398,51 +1400,6 @@ mod checkpoint_tests {
             "the sequence updates emitted rows"
         );
         assert!(late > 0, "the sequence has late rows");
-    }
-
-    /// The rows of a run of `op` over `steps`: with `changelog`, the rows its changes leave
-    /// (each `-` takes out one equal row its `+` put in), else every row; sorted.
-    fn final_rows(op: &mut dyn Operator, steps: &[Step], changelog: bool) -> Vec<String> {
-        use crate::runtime::message::WATERMARK_END;
-        let mut ctx = OperatorContext::default();
-        let mut rows: Vec<String> = Vec::new();
-        for step in steps {
-            match step {
-                Step::Batch(b) | Step::BatchOn(_, b) => {
-                    op.on_batch(0, b.clone(), &mut ctx).unwrap()
-                }
-                Step::Watermark(w) => op.on_watermark(*w, &mut ctx).unwrap(),
-                Step::End => {
-                    op.on_watermark(WATERMARK_END, &mut ctx).unwrap();
-                    op.on_end(&mut ctx).unwrap();
-                }
-            }
-            for row in crate::operators::checkpoint_harness::rows(&mut ctx) {
-                if !changelog {
-                    rows.push(row);
-                } else if let Some(rest) = row.strip_prefix("+ ") {
-                    rows.push(rest.to_string());
-                } else if let Some(rest) = row.strip_prefix("- ") {
-                    let at = rows.iter().position(|r| r == rest);
-                    assert!(at.is_some(), "a retraction of a row not emitted: {rest}");
-                    rows.remove(at.unwrap_or_default());
-                }
-            }
-        }
-        rows.sort();
-        rows
-    }
-
-    /// The steps with every watermark `by` earlier: a window that allows `by` of lateness
-    /// expires when one without fires under these.
-    fn shifted(steps: &[Step], by: i64) -> Vec<Step> {
-        steps
-            .iter()
-            .map(|s| match s {
-                Step::Watermark(w) => Step::Watermark(w - by),
-                other => other.clone(),
-            })
-            .collect()
     }
 
     #[test]

@@ -159,9 +159,11 @@ impl StreamPlan {
                 a.slice_width().is_some(),
                 a.windowing.emit.is_updating(),
             ),
-            StreamPlan::UpdatingAggregate(a) => {
-                updating_aggregate::state_tables(&names(&a.keys), a.ttl.is_some())
-            }
+            StreamPlan::UpdatingAggregate(a) => updating_aggregate::state_tables(
+                &names(&a.keys),
+                a.ttl.is_some(),
+                a.expiry.is_some(),
+            ),
             StreamPlan::ChangelogNormalize(n) => changelog_normalize::state_tables(&names(&n.keys)),
             StreamPlan::WindowTopN(t) => window_top_n::state_tables(&names(&t.partition)),
             StreamPlan::TopN(t) => {
@@ -329,7 +331,17 @@ impl StreamPlan {
                 Partitioning::hash(vec![kept_keys(&a.keys, a.grouping_sets.as_ref())])
             }
             StreamPlan::UpdatingAggregate(a) => {
-                Partitioning::hash(vec![kept_keys(&a.keys, a.grouping_sets.as_ref())])
+                let mut keys = kept_keys(&a.keys, a.grouping_sets.as_ref());
+                // Over sessions, by the keys other than window columns.
+                if let Some(expiry) = &a.expiry {
+                    let windows: Vec<&Expr> = expiry
+                        .window_keys
+                        .iter()
+                        .filter_map(|k| a.keys.get(*k))
+                        .collect();
+                    keys.retain(|k| !windows.contains(&k));
+                }
+                Partitioning::hash(vec![keys])
             }
             StreamPlan::ChangelogNormalize(n) => Partitioning::hash(vec![n.keys.clone()]),
             StreamPlan::WindowTopN(t) => Partitioning::hash(vec![t.partition.clone()]),
@@ -474,9 +486,24 @@ impl StreamPlan {
                     column(w.time_index)
                 );
                 match (w.kind, w.slices) {
-                    (WindowKind::Session { .. }, _) => Description::new(head, inputs)
-                        .emit("on window close")
-                        .watermark(AFTER_EMITTING),
+                    (WindowKind::Session { .. }, _) => {
+                        let emit = w.emit;
+                        let head = if emit.lateness > 0 {
+                            format!(
+                                "{head}, allowed_lateness={}",
+                                window::format_duration(emit.lateness)
+                            )
+                        } else {
+                            head
+                        };
+                        Description::new(head, inputs)
+                            .emit(match (emit.on_update, emit.lateness > 0) {
+                                (true, _) => "updating (on update)",
+                                (false, true) => "updating (on window close, then late updates)",
+                                (false, false) => "on window close",
+                            })
+                            .watermark(AFTER_EMITTING)
+                    }
                     (_, true) => Description::new(head, inputs),
                     (_, false) => Description::new(head, inputs).emit("append"),
                 }
@@ -535,9 +562,21 @@ impl StreamPlan {
                     Some(sets) => format!(", grouping_sets={}", sets.len()),
                     None => String::new(),
                 };
+                let expiry = match &a.expiry {
+                    Some(e) => {
+                        let key = keys.get(e.key).map_or("?", String::as_str);
+                        match e.after {
+                            0 => format!(", expires={key}"),
+                            after => {
+                                format!(", expires={key} + {}", window::format_duration(after))
+                            }
+                        }
+                    }
+                    None => String::new(),
+                };
                 Description::new(
                     format!(
-                        "UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}]{}",
+                        "UpdatingAggregate: keys=[{}]{sets}, aggregates=[{}]{}{expiry}",
                         keys.join(", "),
                         aggs.join(", "),
                         ttl_part(a.ttl)
@@ -545,7 +584,11 @@ impl StreamPlan {
                     inputs,
                 )
                 .emit("updating")
-                .watermark("forwarded unchanged")
+                .watermark(if a.expiry.is_some() {
+                    "forwarded after expiring groups"
+                } else {
+                    "forwarded unchanged"
+                })
             }
             StreamPlan::ChangelogNormalize(n) => {
                 let keys: Vec<String> = n.keys.iter().map(|e| e.to_string()).collect();

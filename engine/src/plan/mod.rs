@@ -22,6 +22,7 @@ use crate::operators::deduplicate::Keep;
 use crate::operators::join_rows::JoinKind;
 use crate::operators::over_aggregate::OverFrame;
 use crate::operators::top_n::RankFunction;
+use crate::operators::updating_aggregate::WindowExpiry;
 use crate::operators::window::WindowKind;
 use crate::operators::window_aggregate::{BoundColumn, Emission, OutputColumn, Windowing};
 use crate::plan::match_recognize::MatchSpec;
@@ -339,6 +340,9 @@ pub struct WindowNode {
     /// Tag each row with its slice instead of copying it into every window (set when a
     /// window aggregate consumes the rows).
     pub slices: bool,
+    /// SESSION under an aggregate that emits on update or allows lateness: its rows are a
+    /// changelog (set by the aggregate's planning; final rows by default).
+    pub emit: Emission,
     pub schema: DFSchemaRef,
 }
 
@@ -383,6 +387,9 @@ pub struct UpdatingAggregateNode {
     /// How long a group lives after a row last changed it (`SET state.ttl`, a view's
     /// `state.ttl`); `None`: forever.
     pub ttl: Option<std::time::Duration>,
+    /// Over SESSION windows' changelog: groups are forgotten once the watermark passes
+    /// their window's end plus the allowed lateness (no row can change them any more).
+    pub expiry: Option<WindowExpiry>,
     /// `__op`, then the aggregate's columns: the keys (and `__grouping_id`), the aggregates.
     pub schema: DFSchemaRef,
 }
@@ -456,6 +463,7 @@ impl StreamPlan {
         match self {
             StreamPlan::Source(s) => s.is_updating(),
             StreamPlan::WindowAggregate(a) => a.windowing.emit.is_updating(),
+            StreamPlan::Window(w) => w.emit.is_updating(),
             StreamPlan::UpdatingAggregate(_)
             | StreamPlan::ChangelogNormalize(_)
             | StreamPlan::TopN(_) => true,
@@ -467,7 +475,6 @@ impl StreamPlan {
             | StreamPlan::Alias { input, .. } => input.is_updating(),
             StreamPlan::Union { inputs, .. } => inputs.iter().any(StreamPlan::is_updating),
             StreamPlan::Limit { .. }
-            | StreamPlan::Window(_)
             | StreamPlan::WindowTopN(_)
             | StreamPlan::OverAggregate(_)
             | StreamPlan::Lead(_)
@@ -506,11 +513,14 @@ impl StreamPlan {
         }
     }
 
-    /// How each window aggregate of the plan emits, in plan order.
+    /// How each window aggregate of the plan emits, in plan order (for an aggregate over
+    /// SESSION windows, the SESSION's emission).
     pub fn window_emissions(&self) -> Vec<Emission> {
         let mut out = Vec::new();
-        if let StreamPlan::WindowAggregate(a) = self {
-            out.push(a.windowing.emit);
+        match self {
+            StreamPlan::WindowAggregate(a) => out.push(a.windowing.emit),
+            StreamPlan::Window(w) if w.emit.is_updating() => out.push(w.emit),
+            _ => {}
         }
         for input in self.inputs() {
             out.extend(input.window_emissions());

@@ -30,7 +30,8 @@ use crate::operators::join_rows::JoinKind;
 use crate::operators::over_aggregate::OverFrame;
 use crate::operators::regular_join::RegularJoinSpec;
 use crate::operators::top_n::RankFunction;
-use crate::operators::window::{WindowKind, unit_nanos};
+use crate::operators::updating_aggregate::WindowExpiry;
+use crate::operators::window::{MILLISECOND, WindowKind, unit_nanos};
 use crate::operators::window_aggregate::{
     BoundColumn, Emission, OutputColumn, WindowColumn, Windowing,
 };
@@ -627,16 +628,6 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
         on_update,
         lateness: tvf.allowed_lateness,
     };
-    if matches!(kind, WindowKind::Session { .. }) && emit.is_updating() {
-        return Err(unsupported(if on_update {
-            "EMIT ON UPDATE over SESSION windows (a growing session merges with others, which \
-             would retract the merged sessions' rows; only TUMBLE, HOP and CUMULATE emit on \
-             update)"
-        } else {
-            "allowed.lateness over SESSION windows (a late row may merge emitted sessions; \
-             only TUMBLE, HOP and CUMULATE aggregates keep windows for late rows)"
-        }));
-    }
     let has = |c: WindowColumn| bounds.iter().any(|b| b.column == c);
     let sliced =
         !matches!(kind, WindowKind::Session { .. }) && passes_window_columns_through(input);
@@ -653,6 +644,11 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
             ));
         }
         _ => {}
+    }
+    if matches!(kind, WindowKind::Session { .. }) && emit.is_updating() {
+        return plan_updating_session_aggregate(
+            agg, distinct, sets, &output, &bounds, emit, &schema,
+        );
     }
     let time_type = tvf
         .input
@@ -695,6 +691,111 @@ fn plan_window_aggregate(agg: &Aggregate) -> EngineResult<StreamPlan> {
     })))
 }
 
+/// Plans an aggregate over SESSION windows that emits on update or allows lateness: the
+/// SESSION under it emits a changelog of its rows (a session's rows are retracted and emitted
+/// again as it grows or merges, and within the lateness after it closes), which an updating
+/// aggregate grouped by the window columns and keys folds into a changelog of each
+/// session's values. A group is forgotten once its session expires (the watermark past its
+/// end plus the lateness), when no row can change it any more.
+fn plan_updating_session_aggregate(
+    agg: &Aggregate,
+    keys: Vec<Expr>,
+    sets: Option<Vec<Vec<Expr>>>,
+    output: &[OutputColumn],
+    bounds: &[BoundColumn],
+    emit: Emission,
+    schema: &DFSchema,
+) -> EngineResult<StreamPlan> {
+    let mut input = plan_stream(&agg.input)?;
+    if input.is_updating() {
+        return Err(over_updating("a window aggregate"));
+    }
+    if !session_changelog(&mut input, emit)? {
+        return Err(EngineError::Internal(
+            "SESSION not found under its aggregate".to_string(),
+        ));
+    }
+    for aggregate in &agg.aggr_expr {
+        check_retractable(aggregate).map_err(|e| match e {
+            EngineError::Unsupported(why) => EngineError::Unsupported(format!(
+                "{why} (a SESSION aggregate with EMIT ON UPDATE or allowed.lateness folds the \
+                 SESSION's changelog: a session that grows or merges retracts its rows and sends \
+                 them again with its new bounds)"
+            )),
+            other => other,
+        })?;
+    }
+    // The window column the groups expire by: window_end, else window_time (1 ms earlier).
+    let end = [(WindowColumn::End, 0), (WindowColumn::Time, MILLISECOND)]
+        .into_iter()
+        .find_map(|(column, before)| {
+            let key = output
+                .iter()
+                .position(|o| matches!(o, OutputColumn::Window(c) if *c == column))?;
+            bounds.iter().any(|b| b.column == column).then_some(())?;
+            Some(WindowExpiry {
+                key,
+                after: emit.lateness.saturating_add(before),
+                window_keys: output
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| matches!(o, OutputColumn::Window(_)))
+                    .map(|(i, _)| i)
+                    .collect(),
+            })
+        })
+        .ok_or_else(|| EngineError::Internal("a SESSION aggregate without its end".to_string()))?;
+    let grouping_sets = sets.map(|sets| {
+        sets.iter()
+            .map(|set| keys.iter().map(|k| !set.contains(k)).collect())
+            .collect()
+    });
+    Ok(StreamPlan::UpdatingAggregate(Box::new(
+        UpdatingAggregateNode {
+            input,
+            keys,
+            grouping_sets,
+            aggregates: agg.aggr_expr.clone(),
+            ttl: None,
+            expiry: Some(end),
+            schema: changelog_schema(schema)?,
+        },
+    )))
+}
+
+/// Switches the SESSION under a chain of projections, filters and aliases to emit `emit`'s
+/// changelog, and the chain to carry it (`__op` in front); false when there is none.
+fn session_changelog(plan: &mut StreamPlan, emit: Emission) -> EngineResult<bool> {
+    match plan {
+        StreamPlan::Window(w) if matches!(w.kind, WindowKind::Session { .. }) => {
+            w.emit = emit;
+            w.schema = changelog_schema(&w.schema)?;
+            Ok(true)
+        }
+        StreamPlan::Filter { input, .. } => session_changelog(input, emit),
+        StreamPlan::Alias { input, schema } => {
+            if !session_changelog(input, emit)? {
+                return Ok(false);
+            }
+            *schema = changelog_schema(schema)?;
+            Ok(true)
+        }
+        StreamPlan::Project {
+            input,
+            exprs,
+            schema,
+        } => {
+            if !session_changelog(input, emit)? {
+                return Ok(false);
+            }
+            exprs.insert(0, Expr::Column(Column::new_unqualified(CHANGELOG_OP)));
+            *schema = changelog_schema(schema)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// True when `expr` is the `EMIT ON UPDATE` marker key.
 fn is_emit_marker(expr: &Expr) -> bool {
     matches!(expr, Expr::ScalarFunction(f) if f.name() == super::EMIT_ON_UPDATE_MARKER)
@@ -726,6 +827,7 @@ fn plan_updating_aggregate(
             grouping_sets,
             aggregates: agg.aggr_expr.clone(),
             ttl: None,
+            expiry: None,
             schema: changelog_schema(schema)?,
         },
     )))
@@ -1848,6 +1950,7 @@ fn plan_window_tvf(plan: &LogicalPlan) -> EngineResult<StreamPlan> {
         time_index: tvf.time_index()?,
         key_indices,
         slices: false,
+        emit: Emission::default(),
         schema: Arc::clone(tvf.schema_ref()),
     })))
 }

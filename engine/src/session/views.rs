@@ -456,16 +456,17 @@ pub(crate) fn with_allowed_lateness(
 }
 
 /// Refuses `allowed.lateness` on a job whose plan has no window aggregate that keeps its
-/// windows for late rows (the option would change nothing: window joins, window Top-N,
-/// interval joins and MATCH_RECOGNIZE drop late rows as before).
+/// windows for late rows (for a SESSION aggregate, its SESSION keeps the sessions): the
+/// option would change nothing (window joins, window Top-N, interval joins and
+/// MATCH_RECOGNIZE drop late rows as before).
 pub(crate) fn check_allowed_lateness(plan: &crate::plan::StreamPlan) -> EngineResult<()> {
     if plan.window_emissions().iter().any(|e| e.lateness > 0) {
         return Ok(());
     }
     Err(EngineError::Unsupported(format!(
-        "{ALLOWED_LATENESS} on a query without a TUMBLE, HOP or CUMULATE aggregate (it keeps \
-         a window aggregate's windows for late rows; window joins, window Top-N, interval \
-         joins and MATCH_RECOGNIZE drop late rows as before)"
+        "{ALLOWED_LATENESS} on a query without a window aggregate (it keeps a TUMBLE, HOP, \
+         CUMULATE or SESSION aggregate's windows for late rows; window joins, window Top-N, \
+         interval joins and MATCH_RECOGNIZE drop late rows as before)"
     )))
 }
 
