@@ -265,7 +265,7 @@ async fn explain_window_plans() {
     Project: bids.channel, window_start, window_end, count(Int64(1)) AS count(*)
       WindowAggregate: SESSION(gap=5s) window=[window_start, window_end], keys=[bids.channel], aggregates=[count(Int64(1))], slices=windows, emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (groups: aggregates per open window and key [window, bids.channel])
         Project: bids.channel, window_start, window_end
-          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (rows: rows of open sessions [channel, session])
+          Window: SESSION(gap=5s) on date_time, partition=[channel], emit=on window close, watermark=forwarded after emitting, state=bounded by watermark (rows: rows of kept sessions [channel, session])
             Source: bids table, columns=[auction, price, channel, date_time], emit=append, watermark=[date_time - INTERVAL '4' SECOND]
     --
     ");

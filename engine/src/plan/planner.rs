@@ -711,8 +711,10 @@ fn plan_updating_session_aggregate(
         return Err(over_updating("a window aggregate"));
     }
     if !session_changelog(&mut input, emit)? {
-        return Err(EngineError::Internal(
-            "SESSION not found under its aggregate".to_string(),
+        return Err(unsupported(
+            "EMIT ON UPDATE or allowed.lateness over SESSION windows that reach the aggregate \
+             through more than projections and filters (a cascaded aggregate, a join, an OVER \
+             window or a LIMIT): the SESSION itself must emit the changelog",
         ));
     }
     for aggregate in &agg.aggr_expr {
