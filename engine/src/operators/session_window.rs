@@ -770,17 +770,20 @@ mod tests {
         .unwrap()
     }
 
+    /// Column `i` of `b` as BIGINT (timestamps in ms).
+    fn ints(b: &RecordBatch, i: usize) -> Int64Array {
+        cast(b.column(i), &DataType::Int64)
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone()
+    }
+
     /// Emitted rows as (key, ts, start, end) in ms, sorted.
     fn rows(out: &mut OperatorContext) -> Vec<(i64, i64, i64, i64)> {
         let mut rows = Vec::new();
         for m in out.drain() {
             if let Message::Data(b) = m {
-                let int = |i: usize| {
-                    cast(b.column(i), &DataType::Int64)
-                        .unwrap()
-                        .as_primitive::<Int64Type>()
-                        .clone()
-                };
+                let int = |i: usize| ints(&b, i);
                 let (k, t, s, e) = (int(0), int(1), int(2), int(3));
                 for r in 0..b.num_rows() {
                     rows.push((k.value(r), t.value(r), s.value(r), e.value(r)));
@@ -961,12 +964,7 @@ mod tests {
         for m in out.drain() {
             if let Message::Data(b) = m {
                 let op = b.column(0).as_string::<i32>().clone();
-                let int = |i: usize| {
-                    cast(b.column(i), &DataType::Int64)
-                        .unwrap()
-                        .as_primitive::<Int64Type>()
-                        .clone()
-                };
+                let int = |i: usize| ints(&b, i);
                 let (k, t, s, e) = (int(1), int(2), int(3), int(4));
                 for r in 0..b.num_rows() {
                     changes.push(format!(

@@ -747,22 +747,7 @@ fn plan_updating_session_aggregate(
             })
         })
         .ok_or_else(|| EngineError::Internal("a SESSION aggregate without its end".to_string()))?;
-    let grouping_sets = sets.map(|sets| {
-        sets.iter()
-            .map(|set| keys.iter().map(|k| !set.contains(k)).collect())
-            .collect()
-    });
-    Ok(StreamPlan::UpdatingAggregate(Box::new(
-        UpdatingAggregateNode {
-            input,
-            keys,
-            grouping_sets,
-            aggregates: agg.aggr_expr.clone(),
-            ttl: None,
-            expiry: Some(end),
-            schema: changelog_schema(schema)?,
-        },
-    )))
+    updating_aggregate(agg, input, keys, sets, Some(end), schema)
 }
 
 /// Switches the SESSION under a chain of projections, filters and aliases to emit `emit`'s
@@ -817,6 +802,19 @@ fn plan_updating_aggregate(
             check_retractable(aggregate)?;
         }
     }
+    updating_aggregate(agg, input, keys, sets, None, schema)
+}
+
+/// The updating aggregate of `agg` over `input`, grouped by `keys` (each grouping set of
+/// `sets` masks the keys it lacks), its groups freed by `expiry` when given.
+fn updating_aggregate(
+    agg: &Aggregate,
+    input: StreamPlan,
+    keys: Vec<Expr>,
+    sets: Option<Vec<Vec<Expr>>>,
+    expiry: Option<WindowExpiry>,
+    schema: &DFSchema,
+) -> EngineResult<StreamPlan> {
     let grouping_sets = sets.map(|sets| {
         sets.iter()
             .map(|set| keys.iter().map(|k| !set.contains(k)).collect())
@@ -829,7 +827,7 @@ fn plan_updating_aggregate(
             grouping_sets,
             aggregates: agg.aggr_expr.clone(),
             ttl: None,
-            expiry: None,
+            expiry,
             schema: changelog_schema(schema)?,
         },
     )))
