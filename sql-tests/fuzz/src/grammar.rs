@@ -200,14 +200,38 @@ pub fn statement(rng: &mut Rng) -> String {
         6 => join(rng),
         7 | 8 => match_recognize(rng),
         9 => format!(
-            "CREATE MATERIALIZED VIEW mv{} AS {}",
+            "CREATE MATERIALIZED VIEW mv{}{} AS {}",
             rng.below(3),
+            view_options(rng),
             query(rng)
         ),
         10 => set(rng),
         11 => show(rng),
         12 => format!("EXPLAIN {}", query(rng)),
         _ => insert(rng),
+    }
+}
+
+/// A view's options, most often none: allowed lateness (a valid interval or not), late rows
+/// as data, or both.
+fn view_options(rng: &mut Rng) -> String {
+    let lateness = rng.pick(&[
+        "5 seconds",
+        "1 minute",
+        "1 millisecond",
+        "0",
+        "soon",
+        "-1 second",
+        "1 month",
+    ]);
+    match rng.below(6) {
+        0 => format!(" WITH (allowed.lateness = '{lateness}')"),
+        1 => format!(
+            " WITH (late.rows = '{}')",
+            rng.pick(&["late", "bids", "\"Late\"", ""])
+        ),
+        2 => format!(" WITH (allowed.lateness = '{lateness}', late.rows = 'late')"),
+        _ => String::new(),
     }
 }
 
@@ -410,8 +434,9 @@ fn window_query(rng: &mut Rng) -> String {
     let tvf = window_tvf(rng, r);
     match rng.below(3) {
         0 => format!(
-            "SELECT {k}, window_start, window_end, {} FROM {tvf} GROUP BY {k}, window_start, window_end",
+            "SELECT {k}, window_start, window_end, {} FROM {tvf} GROUP BY {k}, window_start, window_end{}",
             aggregate(rng, r),
+            rng.pick(&["", "", " EMIT ON UPDATE", " EMIT ON WINDOW CLOSE"]),
             k = r.key
         ),
         1 => format!(
@@ -471,7 +496,13 @@ fn pattern(rng: &mut Rng, depth: usize) -> String {
 }
 
 fn match_recognize(rng: &mut Rng) -> String {
-    let rows = rng.pick(&["ONE ROW PER MATCH", "ALL ROWS PER MATCH", ""]);
+    let rows = rng.pick(&[
+        "ONE ROW PER MATCH",
+        "ALL ROWS PER MATCH",
+        "",
+        "ONE ROW PER MATCH WITH TIMEOUTS",
+        "ALL ROWS PER MATCH WITH TIMEOUTS",
+    ]);
     let skip = rng.pick(&[
         "AFTER MATCH SKIP PAST LAST ROW",
         "AFTER MATCH SKIP TO NEXT ROW",
@@ -519,6 +550,7 @@ fn match_recognize(rng: &mut Rng) -> String {
         "FIRST(A.price) AS f, LAST(B.ts) AS l",
         "count(*) AS n, sum(C.price) AS s",
         "A.price AS a",
+        "MATCH_STATUS() AS st, LAST(A.ts) AS t",
     ]);
     format!(
         "SELECT * FROM ticks MATCH_RECOGNIZE (PARTITION BY symbol ORDER BY ts MEASURES {measures} \
@@ -596,6 +628,11 @@ mod tests {
             "SET ",
             "SHOW ",
             "EXPLAIN ",
+            "EMIT ON UPDATE",
+            "allowed.lateness",
+            "late.rows",
+            "WITH TIMEOUTS",
+            "MATCH_STATUS()",
         ] {
             assert!(all.contains(word), "no {word} in 400 generated inputs");
         }

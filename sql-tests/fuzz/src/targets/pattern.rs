@@ -3,7 +3,8 @@
 //!
 //! The input is text, one item a line:
 //! `PATTERN <pattern>`, `DEFINE <var> AS <condition>` (any number), and optionally
-//! `MEASURES <list>`, `ROWS ALL` (ALL ROWS PER MATCH; else ONE ROW PER MATCH),
+//! `MEASURES <list>`, `ROWS ALL` (ALL ROWS PER MATCH; else ONE ROW PER MATCH), `TIMEOUTS`
+//! (`... PER MATCH WITH TIMEOUTS`, which needs a WITHIN),
 //! `SKIP <TO NEXT ROW | PAST LAST ROW | TO FIRST v | TO LAST v>`, `WITHIN <n> <unit>`,
 //! `SUBSET <definition>`. Every other line that starts with a digit or `-` is a row
 //! `t,symbol,price` (t in seconds from 2024-01-01, price a number or empty for NULL).
@@ -52,6 +53,8 @@ pub const DICTIONARY: &[&str] = &[
     "\nSKIP TO FIRST B",
     "\nSKIP TO LAST A",
     "\nWITHIN 3 SECOND",
+    "\nTIMEOUTS",
+    "MATCH_STATUS()",
     "\nSUBSET S = (A, B)",
     " AS ",
     "price",
@@ -93,6 +96,7 @@ struct Spec {
     defines: Vec<String>,
     measures: Option<String>,
     all_rows: bool,
+    timeouts: bool,
     skip: Option<String>,
     within: Option<String>,
     subset: Option<String>,
@@ -115,6 +119,8 @@ fn spec(text: &str) -> Spec {
             spec.measures = Some(rest.to_string());
         } else if line == "ROWS ALL" {
             spec.all_rows = true;
+        } else if line == "TIMEOUTS" {
+            spec.timeouts = true;
         } else if let Some(rest) = line.strip_prefix("SKIP ") {
             spec.skip = Some(rest.to_string());
         } else if let Some(rest) = line.strip_prefix("WITHIN ") {
@@ -162,10 +168,11 @@ fn query(spec: &Spec) -> String {
     let measures = spec.measures.as_deref().unwrap_or(
         "MATCH_NUMBER() AS m, CLASSIFIER() AS c, FIRST(ts) AS f, LAST(ts) AS l, count(*) AS n",
     );
-    let rows = if spec.all_rows {
-        "ALL ROWS PER MATCH"
-    } else {
-        "ONE ROW PER MATCH"
+    let rows = match (spec.all_rows, spec.timeouts) {
+        (true, false) => "ALL ROWS PER MATCH",
+        (false, false) => "ONE ROW PER MATCH",
+        (true, true) => "ALL ROWS PER MATCH WITH TIMEOUTS",
+        (false, true) => "ONE ROW PER MATCH WITH TIMEOUTS",
     };
     let skip = spec
         .skip
