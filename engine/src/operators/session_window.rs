@@ -107,6 +107,26 @@ struct Session {
 /// Rows to emit: `+` or `-` with a session's bounds; sorted by the tuple's order.
 type Change = (bool, i64, i64, Vec<u8>, Vec<(u64, u32)>);
 
+/// True when a session ending at `end` shows its rows under `watermark`: at once when
+/// emitting on update, else once closed.
+fn shows(emit: Emission, watermark: Option<EventTime>, end: i64) -> bool {
+    emit.on_update || watermark.is_some_and(|wm| end <= wm)
+}
+
+impl Session {
+    /// The retraction of the rows it showed (key `key`), if it showed any.
+    fn retraction(&self, key: &[u8]) -> Option<Change> {
+        let shown = self.shown?;
+        Some((
+            false,
+            shown.start,
+            shown.end,
+            key.to_vec(),
+            self.rows[..shown.rows].to_vec(),
+        ))
+    }
+}
+
 pub struct SessionWindowOperator {
     info: OperatorInfo,
     gap: i64,
@@ -191,21 +211,15 @@ impl SessionWindowOperator {
         first..self.info.schema.fields().len().saturating_sub(3)
     }
 
-    /// True when the session ending at `end` should show its rows now: at once when emitting
-    /// on update, else once closed.
-    fn wanted(&self, end: i64) -> bool {
-        self.emit.on_update || self.watermark.is_some_and(|wm| end <= wm)
-    }
-
     /// Brings what the sessions of `key` show up to date, adding the rows to emit.
     fn show(&mut self, key: &[u8], changes: &mut Vec<Change>) {
-        let (on_update, watermark, gap) = (self.emit.on_update, self.watermark, self.gap);
+        let (emit, watermark, gap) = (self.emit, self.watermark, self.gap);
         let Some(sessions) = self.sessions.get_mut(key) else {
             return;
         };
         for s in sessions {
             let end = s.last.saturating_add(gap);
-            let wanted = on_update || watermark.is_some_and(|wm| end <= wm);
+            let wanted = shows(emit, watermark, end);
             if let Some(shown) = s.shown {
                 if wanted && shown.start == s.start && shown.end == end {
                     if shown.rows < s.rows.len() {
@@ -223,13 +237,7 @@ impl SessionWindowOperator {
                     }
                     continue;
                 }
-                changes.push((
-                    false,
-                    shown.start,
-                    shown.end,
-                    key.to_vec(),
-                    s.rows[..shown.rows].to_vec(),
-                ));
+                changes.extend(s.retraction(key));
                 s.shown = None;
             }
             if wanted {
@@ -387,15 +395,7 @@ impl Operator for SessionWindowOperator {
             session.last = session.last.max(ts);
             for s in merged {
                 // An absorbed session takes back what it showed.
-                if let Some(shown) = s.shown {
-                    changes.push((
-                        false,
-                        shown.start,
-                        shown.end,
-                        key.to_vec(),
-                        s.rows[..shown.rows].to_vec(),
-                    ));
-                }
+                changes.extend(s.retraction(key));
                 session.last = session.last.max(s.last);
                 session.rows.extend(s.rows);
             }
@@ -438,9 +438,10 @@ impl Operator for SessionWindowOperator {
             .sessions
             .iter()
             .filter(|(_, sessions)| {
-                sessions
-                    .iter()
-                    .any(|s| s.shown.is_none() && self.wanted(s.last.saturating_add(gap)))
+                sessions.iter().any(|s| {
+                    s.shown.is_none()
+                        && shows(self.emit, Some(watermark), s.last.saturating_add(gap))
+                })
             })
             .map(|(key, _)| key.clone())
             .collect();

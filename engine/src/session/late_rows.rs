@@ -17,23 +17,28 @@ use crate::late_rows::{
 use crate::sql::parser::{EddyStatement, parse_sql};
 
 impl Session {
-    /// The table named by option `late.rows = 'value'` of job `job`, which reads `reads`:
-    /// created (and saved in the catalog, before the job) if absent. An existing relation must
-    /// be a push table with exactly the late-row columns (42809 otherwise), and the job must
-    /// not read it (its late rows would come back to it).
+    /// The late-row table of job `job` for its option `late.rows = 'value'` (none without
+    /// the option): created (and saved in the catalog, before the job) if absent. An existing
+    /// relation must be a push table with exactly the late-row columns (42809 otherwise), and
+    /// the job must not read it (`depends_on`, the relations it reads: its late rows would
+    /// come back to it). The table joins `depends_on`, so it cannot be dropped while the job
+    /// writes it.
     pub(crate) async fn late_row_table(
         &mut self,
         job: &str,
-        value: &str,
-        reads: &[String],
-    ) -> EngineResult<(String, Arc<LateRowTable>)> {
+        value: Option<&str>,
+        depends_on: &mut Vec<String>,
+    ) -> EngineResult<Option<Arc<LateRowTable>>> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
         let name = late_rows_name(value)?;
         if name == job {
             return Err(EngineError::InvalidParameterValue(format!(
                 "option {LATE_ROWS_OPTION} of \"{job}\" names the job itself: name a table"
             )));
         }
-        if reads.contains(&name) {
+        if depends_on.contains(&name) {
             return Err(EngineError::InvalidParameterValue(format!(
                 "option {LATE_ROWS_OPTION} of \"{job}\" names \"{name}\", which the job reads: \
                  its late rows would come back to it"
@@ -51,13 +56,8 @@ impl Session {
         if is_system(&name) {
             return Err(wrong("a system table"));
         }
+        let create = late_rows_create(&ddl)?;
         if self.engine.catalog.get(&name).is_none() {
-            let statement = parse_sql(&ddl)?.into_iter().next();
-            let Some(EddyStatement::CreateSource(create)) = statement.map(|s| s.statement) else {
-                return Err(EngineError::Internal(format!(
-                    "the late-row table's statement did not parse as CREATE TABLE: {ddl}"
-                )));
-            };
             self.create_source(&create, &ddl, true).await?;
             tracing::info!(job = %job, table = %name, "late-row table created");
         }
@@ -72,27 +72,25 @@ impl Session {
             (RelationKind::Sink, _) => return Err(wrong("a sink")),
             (RelationKind::Table, None) => return Err(wrong("a table without rows")),
         };
-        let expected = self.late_rows_schema(&ddl).await?;
+        // The columns a table made by the statement has, as this engine plans the types.
+        let expected = self.schema_of_columns(&create).await?;
         if !same_columns(&relation.schema, &expected) {
             return Err(wrong("a table with other columns"));
         }
         let late = LateRowTable::new(job, table, Arc::clone(&self.engine.late_row_clock));
-        Ok((name, Arc::new(late)))
+        depends_on.push(name);
+        Ok(Some(Arc::new(late)))
     }
+}
 
-    /// The columns a table made by `ddl` (a late-row table's statement) has, as this engine
-    /// plans the types.
-    async fn late_rows_schema(
-        &self,
-        ddl: &str,
-    ) -> EngineResult<datafusion::arrow::datatypes::SchemaRef> {
-        let statement = parse_sql(ddl)?.into_iter().next();
-        let Some(EddyStatement::CreateSource(create)) = statement.map(|s| s.statement) else {
-            return Err(EngineError::Internal(format!(
-                "the late-row table's statement did not parse as CREATE TABLE: {ddl}"
-            )));
-        };
-        self.schema_of_columns(&create).await
+/// The `CREATE TABLE` statement `ddl` (a late-row table's), parsed.
+fn late_rows_create(ddl: &str) -> EngineResult<Box<crate::sql::parser::CreateSource>> {
+    let statement = parse_sql(ddl)?.into_iter().next();
+    match statement.map(|s| s.statement) {
+        Some(EddyStatement::CreateSource(create)) => Ok(create),
+        _ => Err(EngineError::Internal(format!(
+            "the late-row table's statement did not parse as CREATE TABLE: {ddl}"
+        ))),
     }
 }
 

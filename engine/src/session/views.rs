@@ -205,15 +205,9 @@ impl Session {
         )?);
         let query = create.query.to_string();
         let mut depends_on = with_views(relations_read(&plan), views_named);
-        let late_rows = match late_rows {
-            Some(value) => {
-                let (table, late) = self.late_row_table(&name, &value, &depends_on).await?;
-                // The table cannot be dropped while the view writes it.
-                depends_on.push(table);
-                Some(late)
-            }
-            None => None,
-        };
+        let late_rows = self
+            .late_row_table(&name, late_rows.as_deref(), &mut depends_on)
+            .await?;
         let job_options = JobOptions {
             max_state_bytes,
             late_rows,
